@@ -1,0 +1,109 @@
+"""Row formulas of the output layer, shared by the CPU and the CUDA kernels.
+
+Softmax and the loss of one sample need a whole row of Z; these ``@njit``
+functions take the arrays and a row index ``i`` and are called once per row
+from ``cpu.py`` (a loop) and ``cuda.py`` (one thread per row).
+"""
+
+from __future__ import annotations
+
+import math
+
+from numba import njit
+
+from .scalar import (
+    HALF,
+    ONE,
+    SOFTMAX,
+    ZERO,
+    activate,
+    elementwise_loss,
+    output_delta,
+)
+
+# Layout of the per-epoch statistics vector that the training step accumulates on the device.
+STAT_LOSS_SUM = 0  # sum over the epoch's samples of each sample's loss
+STAT_CORRECT = 1  # number of samples whose prediction matched the target
+STAT_COUNT = 2  # number of samples seen
+STAT_DIVERGED_AT = 3  # 0, or 1 + the index of the first batch whose loss was not finite
+STAT_BATCH_LOSS_SUM = 4  # the last batch's summed loss (for a learner's one-off step)
+N_STATS = 5
+
+
+@njit(cache=True)
+def softmax_row(Z, A, i):
+    """A[i] = softmax(Z[i]) = exp(Z[i] - max) / sum exp(Z[i] - max); returns log-sum-exp(Z[i])."""
+    n = Z.shape[1]
+    z_max = Z[i, 0]
+    for j in range(1, n):
+        if Z[i, j] > z_max:
+            z_max = Z[i, j]
+    total = z_max * ZERO
+    for j in range(n):
+        e = math.exp(Z[i, j] - z_max)
+        A[i, j] = e
+        total += e
+    for j in range(n):
+        A[i, j] = A[i, j] / total
+    return z_max + math.log(total)
+
+
+@njit(cache=True)
+def bias_activation_row(Z, b, A, i, activation):
+    """Z[i] += b, then A[i] = f(Z[i]) (softmax over the row, else elementwise)."""
+    n = Z.shape[1]
+    for j in range(n):
+        Z[i, j] = Z[i, j] + b[j]
+    if activation == SOFTMAX:
+        softmax_row(Z, A, i)
+    else:
+        for j in range(n):
+            A[i, j] = activate(activation, Z[i, j])
+
+
+@njit(cache=True)
+def argmax_row(X, i):
+    """Index of the largest entry of row i (the first one on ties)."""
+    best = 0
+    for j in range(1, X.shape[1]):
+        if X[i, j] > X[i, best]:
+            best = j
+    return best
+
+
+@njit(cache=True)
+def row_is_correct(A, Y, i):
+    """1 if sample i is classified right, else 0 (argmax, or a 0.5 threshold for one output)."""
+    if A.shape[1] == 1:
+        hit = (A[i, 0] >= HALF) == (Y[i, 0] >= HALF)
+    else:
+        hit = argmax_row(A, i) == argmax_row(Y, i)
+    return ONE if hit else ZERO
+
+
+@njit(cache=True)
+def loss_delta_row(Z, A, Y, delta, i, activation, loss, inv_m, eps):
+    """Sample i's loss and delta_L[i] = dL/dz[i] of the batch-mean loss; returns the loss term.
+
+    cross_entropy (with softmax): sum_k y_k (logsumexp(z) - z_k), the stable
+    form of -sum_k y_k log softmax(z)_k.
+    """
+    n = Z.shape[1]
+    row_loss = Z[i, 0] * ZERO
+    if activation == SOFTMAX:
+        z_max = Z[i, 0]
+        for j in range(1, n):
+            if Z[i, j] > z_max:
+                z_max = Z[i, j]
+        total = z_max * ZERO
+        for j in range(n):
+            total += math.exp(Z[i, j] - z_max)
+        log_sum_exp = z_max + math.log(total)
+        for j in range(n):
+            row_loss += Y[i, j] * (log_sum_exp - Z[i, j])
+    else:
+        for j in range(n):
+            row_loss += elementwise_loss(loss, activation, Z[i, j], A[i, j], Y[i, j], eps)
+    for j in range(n):
+        delta[i, j] = output_delta(activation, loss, A[i, j], Y[i, j], inv_m, eps)
+    return row_loss

@@ -1,0 +1,39 @@
+"""xpmlp: multi-layer perceptrons trained by backpropagation, on NumPy or CuPy arrays.
+
+One MLP implementation runs on either backend; Numba-compiled fused kernels do
+the elementwise work of the forward and backward passes on both.
+"""
+
+from __future__ import annotations
+
+from ._version import __version__
+from .backends import BACKEND_NAMES, Backend, get_backend, use_backend
+from .errors import (
+    BackendUnavailableError,
+    DataFileError,
+    NotDifferentiableError,
+    TrainingDivergedError,
+    XpmlpError,
+)
+from .model import MLP
+from .optim import SGD, Adam, Optimizer
+from .serialize import load_model, save_model
+
+__all__ = [
+    "BACKEND_NAMES",
+    "MLP",
+    "SGD",
+    "Adam",
+    "Backend",
+    "BackendUnavailableError",
+    "DataFileError",
+    "NotDifferentiableError",
+    "Optimizer",
+    "TrainingDivergedError",
+    "XpmlpError",
+    "__version__",
+    "get_backend",
+    "load_model",
+    "save_model",
+    "use_backend",
+]

@@ -1,0 +1,133 @@
+"""Validation in one place: hyperparameters and user arrays, checked before any work is done.
+
+Messages say which argument, what was received and what was expected.
+Nothing here uses ``assert``: checks must survive ``python -O``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+import numpy
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The value must be one of ``options``."""
+
+    options: tuple[Any, ...]
+
+    def check(self, name: str, value: Any) -> Any:
+        if value not in self.options:
+            opts = ", ".join(repr(o) for o in self.options)
+            raise ValueError(f"{name}={value!r} is not valid; expected one of {opts}")
+        return value
+
+
+@dataclass(frozen=True)
+class Number:
+    """A real number in an interval: ``low < x`` (or ``<=`` when ``low_closed``), ``x < high``..."""
+
+    low: float | None = None
+    high: float | None = None
+    low_closed: bool = True
+    high_closed: bool = True
+    integer: bool = False
+
+    def describe(self) -> str:
+        kind = "an integer" if self.integer else "a finite number"
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'>=' if self.low_closed else '>'} {self.low}")
+        if self.high is not None:
+            parts.append(f"{'<=' if self.high_closed else '<'} {self.high}")
+        return kind + (" " + " and ".join(parts) if parts else "")
+
+    def check(self, name: str, value: Any) -> Any:
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if ok and self.integer:
+            ok = isinstance(value, numbers.Integral)
+        if ok:
+            ok = math.isfinite(value)
+        if ok and self.low is not None:
+            ok = value >= self.low if self.low_closed else value > self.low
+        if ok and self.high is not None:
+            ok = value <= self.high if self.high_closed else value < self.high
+        if not ok:
+            raise ValueError(f"{name}={value!r} is not valid; expected {self.describe()}")
+        return int(value) if self.integer else float(value)
+
+
+def check_params(values: dict[str, Any], constraints: dict[str, Any]) -> None:
+    """Check every ``values[name]`` against ``constraints[name]`` (a Choice or a Number)."""
+    for name, rule in constraints.items():
+        if name in values:
+            rule.check(name, values[name])
+
+
+def array_module(a: Any, xp: Any) -> Any:
+    """The array module that holds ``a``: the backend's ``xp`` for its arrays, else NumPy."""
+    return xp if isinstance(a, xp.ndarray) else numpy
+
+
+def check_numeric(name: str, a: Any, xp: Any) -> Any:
+    """``a`` as an array of a real numeric dtype (bool, int or float) with finite values."""
+    mod = array_module(a, xp)
+    try:
+        arr = mod.asarray(a)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a numeric array; could not convert it: {exc}") from None
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(
+            f"{name} has dtype {arr.dtype}; expected a real numeric dtype (bool, int or float)"
+        )
+    if arr.dtype.kind == "f" and not bool(mod.isfinite(arr).all()):
+        n_bad = int((~mod.isfinite(arr)).sum())
+        raise ValueError(f"{name} contains {n_bad} NaN or infinite value(s); expected finite values")
+    return arr
+
+
+def check_features(X: Any, n_features: int, xp: Any, name: str = "X") -> Any:
+    """X as a finite numeric (m, n_features) array with m >= 1."""
+    X = check_numeric(name, X, xp)
+    if X.ndim != 2:
+        raise ValueError(
+            f"{name} has shape {tuple(X.shape)}; expected a 2-D array (samples, {n_features} features)"
+        )
+    if X.shape[0] == 0:
+        raise ValueError(f"{name} is empty (0 samples); expected at least one sample")
+    if X.shape[1] != n_features:
+        raise ValueError(
+            f"{name} has {X.shape[1]} features per sample; the model's input layer expects "
+            f"{n_features}"
+        )
+    return X
+
+
+def check_targets(y: Any, m: int, n_out: int, classifier: bool, xp: Any, name: str = "y") -> Any:
+    """Targets as a finite (m, n_out) array; class labels (m,) are checked here, encoded later.
+
+    Returns the array and whether it holds class labels.
+    """
+    y = check_numeric(name, y, xp)
+    if y.shape[0] != m:
+        raise ValueError(f"X has {m} samples but {name} has {y.shape[0]}; expected the same number")
+    if y.ndim == 1 and classifier and n_out > 1:
+        mod = array_module(y, xp)
+        lo, hi = (float(v) for v in (y.min(), y.max()))
+        integral = y.dtype.kind in "biu" or bool((mod.floor(y) == y).all())
+        if not integral or lo < 0 or hi > n_out - 1:
+            raise ValueError(
+                f"{name} holds class labels from {lo:g} to {hi:g}; the output layer has {n_out} "
+                f"units, so expected integer labels in [0, {n_out - 1}]"
+            )
+        return y, True
+    if y.ndim == 1 and n_out == 1:
+        y = y.reshape(m, 1)
+    if y.ndim != 2 or y.shape[1] != n_out:
+        want = f"({m},) class labels or ({m}, {n_out})" if classifier else f"({m}, {n_out})"
+        raise ValueError(f"{name} has shape {tuple(y.shape)}; expected {want}")
+    return y, False

@@ -1,0 +1,124 @@
+"""Choosing a backend: ``get_backend(name)`` and the ``use_backend(name)`` context manager.
+
+Names: ``"numpy"`` (NumPy + Numba CPU kernels), ``"cuda"`` (CuPy + Numba CUDA
+kernels), ``"auto"`` (CUDA when a probe kernel compiles and runs on a GPU,
+else NumPy, and it logs which it chose and why).
+
+The name in force is, first to last: the explicit argument, the innermost
+``use_backend`` block, the environment variable ``XPMLP_BACKEND``, ``"auto"``.
+``"cuda"`` never falls back silently: where it cannot run it raises
+``BackendUnavailableError`` with the cause and the remedy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import os
+from collections.abc import Iterator
+
+from ..errors import BackendUnavailableError
+from .base import Backend
+
+BACKEND_NAMES = ("auto", "numpy", "cuda")
+ENV_VAR = "XPMLP_BACKEND"
+
+log = logging.getLogger("xpmlp")
+
+_default_name: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "xpmlp_backend", default=None
+)
+_instances: dict[tuple[str, int | None], Backend] = {}
+
+
+def _check_name(name: object, where: str) -> str:
+    if not isinstance(name, str) or name.lower() not in BACKEND_NAMES:
+        raise ValueError(
+            f"unknown backend {name!r} ({where}); expected one of {', '.join(BACKEND_NAMES)}"
+        )
+    return name.lower()
+
+
+def resolve_backend_name(name: str | None = None) -> str:
+    """The backend name in force (see the module docstring), validated, before "auto" is resolved."""
+    if name is not None:
+        return _check_name(name, "argument")
+    ctx = _default_name.get()
+    if ctx is not None:
+        return ctx
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return _check_name(env, f"environment variable {ENV_VAR}")
+    return "auto"
+
+
+def _numpy_backend() -> Backend:
+    from .numpy_backend import NumpyBackend
+
+    return NumpyBackend()
+
+
+def _cuda_backend(device: int | None) -> Backend:
+    from .cuda_backend import CudaBackend
+
+    return CudaBackend(device=device)
+
+
+def get_backend(name: str | Backend | None = None, *, device: int | None = None) -> Backend:
+    """The backend object for ``name`` ("numpy", "cuda", "auto"; None: the one in force).
+
+    Backends are cached: the same name and device give the same object.
+    """
+    if isinstance(name, Backend):
+        return name
+    resolved = resolve_backend_name(name)
+    if resolved == "auto":
+        from .cuda_probe import probe_cuda
+
+        probe = probe_cuda()
+        resolved = "cuda" if probe.usable else "numpy"
+        if probe.usable:
+            log.info("xpmlp: backend 'auto' chose cuda (%s)", probe.summary)
+        else:
+            log.info("xpmlp: backend 'auto' chose numpy (CUDA unusable: %s)", probe.reason)
+    key = (resolved, device if resolved == "cuda" else None)
+    if key not in _instances:
+        if resolved == "numpy":
+            if device not in (None, 0):
+                raise ValueError(f"backend 'numpy' has no device {device!r}; expected None")
+            _instances[key] = _numpy_backend()
+        else:
+            _instances[key] = _cuda_backend(device)
+    return _instances[key]
+
+
+def describe_auto_choice() -> str:
+    """One line saying which backend "auto" picks here and why."""
+    from .cuda_probe import probe_cuda
+
+    probe = probe_cuda()
+    if probe.usable:
+        return f"auto -> cuda ({probe.summary})"
+    return f"auto -> numpy (CUDA unusable: {probe.reason})"
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Within the block, ``get_backend()`` and new models use backend ``name``."""
+    token = _default_name.set(_check_name(name, "use_backend"))
+    try:
+        yield
+    finally:
+        _default_name.reset(token)
+
+
+__all__ = [
+    "BACKEND_NAMES",
+    "Backend",
+    "BackendUnavailableError",
+    "describe_auto_choice",
+    "get_backend",
+    "resolve_backend_name",
+    "use_backend",
+]

@@ -1,0 +1,36 @@
+"""The exceptions xpmlp raises on purpose.
+
+Every error a user can cause has its own class here, so callers can catch
+exactly what they mean and the message can say what was received and what was
+expected.
+"""
+
+from __future__ import annotations
+
+
+class XpmlpError(Exception):
+    """Base class of every error raised on purpose by xpmlp."""
+
+
+class BackendUnavailableError(XpmlpError, RuntimeError):
+    """A backend was asked for by name but cannot run here (cause and remedy in the message)."""
+
+
+class DataFileError(XpmlpError, ValueError):
+    """A data file is missing, truncated, corrupt or fails its checksum."""
+
+
+class DownloadError(XpmlpError, OSError):
+    """A data file could not be downloaded from any mirror."""
+
+
+class TrainingDivergedError(XpmlpError, FloatingPointError):
+    """The training loss became NaN or infinite; the model keeps its last finite parameters."""
+
+
+class WorkedExampleError(XpmlpError, ValueError):
+    """A worked-example file is malformed (the message names the field)."""
+
+
+class NotDifferentiableError(XpmlpError, ValueError):
+    """Backpropagation was asked to go through an activation with no usable derivative."""

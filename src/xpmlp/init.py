@@ -1,0 +1,25 @@
+"""Weight initializers: draw W of shape (n_out, n_in) from the backend's seeded generator.
+
+he      (He et al. 2015, for ReLU)        W ~ Normal(0, 2 / n_in)
+xavier  (Glorot & Bengio 2010)            W ~ Uniform(-r, r), r = sqrt(6 / (n_in + n_out))
+auto    he before a ReLU, xavier otherwise.  Biases start at 0.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+INITIALIZERS = ("auto", "he", "xavier")
+
+
+def init_weights(rng: Any, W: Any, method: str, activation: str) -> None:
+    """Fill W (n_out, n_in) in place."""
+    n_out, n_in = W.shape
+    if method == "auto":
+        method = "he" if activation == "relu" else "xavier"
+    if method == "he":
+        W[...] = rng.standard_normal(W.shape, dtype=W.dtype) * W.dtype.type(math.sqrt(2.0 / n_in))
+    else:
+        r = math.sqrt(6.0 / (n_in + n_out))
+        W[...] = rng.uniform(-r, r, W.shape).astype(W.dtype)
