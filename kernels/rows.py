@@ -30,7 +30,7 @@ STAT_BATCH_LOSS_SUM = 4  # the last batch's summed loss (for a learner's one-off
 N_STATS = 5
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def softmax_row(Z, A, i):
     """A[i] = softmax(Z[i]) = exp(Z[i] - max) / sum exp(Z[i] - max); returns log-sum-exp(Z[i])."""
     n = Z.shape[1]
@@ -48,7 +48,7 @@ def softmax_row(Z, A, i):
     return z_max + math.log(total)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def bias_activation_row(Z, b, A, i, activation):
     """Z[i] += b, then A[i] = f(Z[i]) (softmax over the row, else elementwise)."""
     n = Z.shape[1]
@@ -61,7 +61,7 @@ def bias_activation_row(Z, b, A, i, activation):
             A[i, j] = activate(activation, Z[i, j])
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def argmax_row(X, i):
     """Index of the largest entry of row i (the first one on ties)."""
     best = 0
@@ -71,7 +71,7 @@ def argmax_row(X, i):
     return best
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def row_is_correct(A, Y, i):
     """1 if sample i is classified right, else 0 (argmax, or a 0.5 threshold for one output)."""
     if A.shape[1] == 1:
@@ -81,7 +81,7 @@ def row_is_correct(A, Y, i):
     return ONE if hit else ZERO
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def loss_delta_row(Z, A, Y, delta, i, activation, loss, inv_m, eps):
     """Sample i's loss and delta_L[i] = dL/dz[i] of the batch-mean loss; returns the loss term.
 

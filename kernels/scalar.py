@@ -60,7 +60,7 @@ ONE = np.float32(1.0)
 TWO = np.float32(2.0)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def sigmoid(z):
     """sigma(z) = 1 / (1 + exp(-z)), evaluated without overflow for either sign of z."""
     if z >= ZERO:
@@ -69,7 +69,7 @@ def sigmoid(z):
     return e / (ONE + e)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def activate(activation, z):
     """a = f(z) for the elementwise activations (softmax is a row operation)."""
     if activation == RELU:
@@ -83,7 +83,7 @@ def activate(activation, z):
     return z
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def activation_derivative(activation, a):
     """f'(z) written through a = f(z): relu [a > 0], sigmoid a (1 - a), tanh 1 - a^2, identity 1.
 
@@ -99,7 +99,7 @@ def activation_derivative(activation, a):
     return ONE
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def clip_probability(a, eps):
     """a clipped into [eps, 1 - eps], so that log(a) and log(1 - a) stay finite."""
     if a < eps:
@@ -109,7 +109,7 @@ def clip_probability(a, eps):
     return a
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def softplus(z):
     """log(1 + exp(z)) without overflow."""
     if z > ZERO:
@@ -117,7 +117,7 @@ def softplus(z):
     return math.log1p(math.exp(z))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def elementwise_loss(loss, activation, z, a, y, eps):
     """One sample's, one output's term of the loss (before the 1/m of the batch mean).
 
@@ -137,7 +137,7 @@ def elementwise_loss(loss, activation, z, a, y, eps):
     return -(y * math.log(c) + (ONE - y) * math.log(ONE - c))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def loss_gradient(loss, a, y, eps):
     """dL/da for one output (before the 1/m of the batch mean)."""
     if loss == SQUARED_ERROR:
@@ -148,7 +148,7 @@ def loss_gradient(loss, a, y, eps):
     return (c - y) / (c * (ONE - c))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def output_delta(activation, loss, a, y, inv_m, eps):
     """delta_L = dL/dz_L of the batch-mean loss for one output.
 
@@ -161,13 +161,13 @@ def output_delta(activation, loss, a, y, inv_m, eps):
     return loss_gradient(loss, a, y, eps) * activation_derivative(activation, a) * inv_m
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def sgd_update(p, g, lr, decay):
     """One plain gradient-descent step with L2 decay: p <- p - lr (g + decay p)."""
     return p - lr * (g + decay * p)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def sgd_momentum_update(p, g, v, lr, momentum, decay, nesterov):
     """One SGD step on one parameter, with L2 decay and (Nesterov) momentum (PyTorch's form).
 
@@ -182,7 +182,7 @@ def sgd_momentum_update(p, g, v, lr, momentum, decay, nesterov):
     return p - lr * v, v
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def adam_update(p, g, m, v, lr, beta1, beta2, eps, decay, bias1, bias2):
     """One Adam step on one parameter (Kingma & Ba 2015, Algorithm 1), with L2 decay.
 

@@ -86,7 +86,9 @@ def check_numeric(name: str, a: Any, xp: Any) -> Any:
         )
     if arr.dtype.kind == "f" and not bool(mod.isfinite(arr).all()):
         n_bad = int((~mod.isfinite(arr)).sum())
-        raise ValueError(f"{name} contains {n_bad} NaN or infinite value(s); expected finite values")
+        raise ValueError(
+            f"{name} contains {n_bad} NaN or infinite value(s); expected finite values"
+        )
     return arr
 
 
@@ -95,7 +97,8 @@ def check_features(X: Any, n_features: int, xp: Any, name: str = "X") -> Any:
     X = check_numeric(name, X, xp)
     if X.ndim != 2:
         raise ValueError(
-            f"{name} has shape {tuple(X.shape)}; expected a 2-D array (samples, {n_features} features)"
+            f"{name} has shape {tuple(X.shape)}; expected a 2-D array "
+            f"(samples, {n_features} features)"
         )
     if X.shape[0] == 0:
         raise ValueError(f"{name} is empty (0 samples); expected at least one sample")

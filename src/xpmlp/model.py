@@ -218,14 +218,14 @@ class MLP:
     def _allocate_parameters(self) -> None:
         """One flat vector for all parameters (all W, then all b), one for their gradients."""
         sizes = self.layer_sizes
-        shapes = list(zip(sizes[1:], sizes[:-1]))
+        shapes = list(zip(sizes[1:], sizes[:-1], strict=True))
         self.n_weights = sum(o * i for o, i in shapes)
         n_total = self.n_weights + sum(sizes[1:])
         self.params = self.backend.zeros(n_total, self.dtype)
         self.grads = self.backend.zeros(n_total, self.dtype)
         self.layers: list[Dense] = []
         w_at, b_at = 0, self.n_weights
-        for (n_out, n_in), act in zip(shapes, self.activations):
+        for (n_out, n_in), act in zip(shapes, self.activations, strict=True):
             w, b = slice(w_at, w_at + n_out * n_in), slice(b_at, b_at + n_out)
             self.layers.append(Dense(
                 W=self.params[w].reshape(n_out, n_in), b=self.params[b],
@@ -262,11 +262,11 @@ class MLP:
 
     def _forward(self, ws: Workspace) -> None:
         """A[l + 1] = f(A[l] W^T + b) for every layer."""
-        for layer, A_prev, Z, A in zip(self.layers, ws.A[:-1], ws.Z, ws.A[1:]):
+        for layer, A_prev, Z, A in zip(self.layers, ws.A[:-1], ws.Z, ws.A[1:], strict=True):
             layer.forward(self.backend, A_prev, Z, A)
 
     def _backward(self, ws: Workspace, batch: int) -> None:
-        """delta_L from the loss, then delta_l = (delta_{l+1} W_{l+1}) * f'(Z_l), down to layer 1."""
+        """delta_L from the loss, then delta_l = (delta_{l+1} W_{l+1}) * f'(Z_l) down to layer 1."""
         out = self.layers[-1]
         L = len(self.layers)
         self.backend.loss_output_delta(

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy
 
+from ._atomic import atomic_write
 from ._version import __version__
 from .errors import DataFileError
 
@@ -40,15 +40,8 @@ def save_model(model: Any, path: str | os.PathLike[str]) -> Path:
         "history": model.history_,
     }
     params = model.backend.to_numpy(model.params)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            numpy.savez(f, params=params, meta=numpy.array(json.dumps(meta)))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as f:
+        numpy.savez(f, params=params, meta=numpy.array(json.dumps(meta)))
     return path
 
 

@@ -41,7 +41,7 @@ def _check_name(name: object, where: str) -> str:
 
 
 def resolve_backend_name(name: str | None = None) -> str:
-    """The backend name in force (see the module docstring), validated, before "auto" is resolved."""
+    """The backend name in force (see the module docstring), validated; "auto" unresolved."""
     if name is not None:
         return _check_name(name, "argument")
     ctx = _default_name.get()

@@ -91,7 +91,7 @@ class Backend:
     def activation_backward(
         self, dA: Array, A: Array, delta: Array, db: Array, activation: str
     ) -> None:
-        """Backward: delta = dA * f'(Z) with f' through A (delta may be dA); db = sum_rows delta."""
+        """Backward: delta = dA * f'(Z), f' through A (delta may be dA); db = sum_rows delta."""
         delta[...] = dA * activations.derivative(self.xp, activation, A)
         db[...] = delta.sum(axis=0)
 
@@ -160,7 +160,7 @@ class Backend:
         nesterov: bool,
         stats: Array,
     ) -> None:
-        """v <- mu v + g';  p <- p - lr (g' + mu v) (Nesterov) or p - lr v, with g' = g + decay p."""
+        """v <- mu v + g';  p <- p - lr (g' + mu v) (Nesterov) or p - lr v;  g' = g + decay p."""
         t = p.dtype.type
         g_total = g + self._decay_vector(p, decay, n_decay) * p
         v_new = t(momentum) * v + g_total

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import platform
-from typing import Any
 
 import numpy
 
@@ -43,18 +42,32 @@ class NumpyBackend(Backend):
     def device(self) -> str:
         import numba
 
-        return f"CPU: {cpu_model()} ({os.cpu_count()} cores, {numba.get_num_threads()} Numba threads)"
+        threads = numba.get_num_threads()
+        return f"CPU: {cpu_model()} ({os.cpu_count()} cores, {threads} Numba threads)"
 
+    # Each op runs the serial kernel on small arrays and the parallel one on large ones
+    # (see xpmlp.kernels.cpu). Scalars are cast to the arrays' dtype first.
     def gather_rows(self, X: Array, idx: Array, out: Array) -> None:
-        cpu.gather_rows(X, idx, out)
+        if out.size >= cpu.PARALLEL_MIN_ELEMENTS:
+            cpu.gather_rows_parallel(X, idx, out)
+        else:
+            cpu.gather_rows(X, idx, out)
 
     def bias_activation(self, Z: Array, b: Array, A: Array, activation: str) -> None:
-        cpu.bias_activation(Z, b, A, ACTIVATION_CODES[activation])
+        code = ACTIVATION_CODES[activation]
+        if Z.size >= cpu.PARALLEL_MIN_ELEMENTS:
+            cpu.bias_activation_parallel(Z, b, A, code)
+        else:
+            cpu.bias_activation(Z, b, A, code)
 
     def activation_backward(
         self, dA: Array, A: Array, delta: Array, db: Array, activation: str
     ) -> None:
-        cpu.activation_backward(dA, A, delta, db, ACTIVATION_CODES[activation])
+        code = ACTIVATION_CODES[activation]
+        if dA.size >= cpu.PARALLEL_MIN_ELEMENTS:
+            cpu.activation_backward_parallel(dA, A, delta, db, code)
+        else:
+            cpu.activation_backward(dA, A, delta, db, code)
 
     def loss_output_delta(
         self, Z, A, Y, delta, db, stats, activation: str, loss: str, batch: int
@@ -68,25 +81,31 @@ class NumpyBackend(Backend):
 
     def sgd_step(self, p, g, lr: float, decay: float, n_decay: int, stats) -> None:
         t = p.dtype.type
-        cpu.sgd_step(p, g, t(lr), t(decay), n_decay, stats)
+        args = (p, g, t(lr), t(decay), n_decay, stats)
+        if p.size >= cpu.PARALLEL_MIN_ELEMENTS:
+            cpu.sgd_step_parallel(*args)
+        else:
+            cpu.sgd_step(*args)
 
     def sgd_momentum_step(
         self, p, g, v, lr: float, momentum: float, decay: float, n_decay: int,
         nesterov: bool, stats,
     ) -> None:
         t = p.dtype.type
-        cpu.sgd_momentum_step(
-            p, g, v, t(lr), t(momentum), t(decay), n_decay, bool(nesterov), stats
-        )
+        args = (p, g, v, t(lr), t(momentum), t(decay), n_decay, bool(nesterov), stats)
+        if p.size >= cpu.PARALLEL_MIN_ELEMENTS:
+            cpu.sgd_momentum_step_parallel(*args)
+        else:
+            cpu.sgd_momentum_step(*args)
 
     def adam_step(
         self, p, g, m, v, lr: float, beta1: float, beta2: float, eps: float,
         decay: float, n_decay: int, step: int, stats,
     ) -> None:
         t = p.dtype.type
-        cpu.adam_step(
-            p, g, m, v, t(lr), t(beta1), t(beta2), t(eps), t(decay), n_decay,
-            t(1.0 - beta1**step), t(1.0 - beta2**step), stats,
-        )
-
-
+        args = (p, g, m, v, t(lr), t(beta1), t(beta2), t(eps), t(decay), n_decay,
+                t(1.0 - beta1**step), t(1.0 - beta2**step), stats)
+        if p.size >= cpu.PARALLEL_MIN_ELEMENTS:
+            cpu.adam_step_parallel(*args)
+        else:
+            cpu.adam_step(*args)

@@ -1,0 +1,1 @@
+"""The ``xpmlp`` subcommands that are not modules of their own elsewhere."""
