@@ -1,0 +1,36 @@
+"""Shared test configuration: markers that skip with a reason where they cannot run.
+
+- ``cudasim``: needs NUMBA_ENABLE_CUDASIM=1 set before Numba is imported, so these
+  tests run in their own process: ``NUMBA_ENABLE_CUDASIM=1 python -m pytest -m cudasim``.
+- ``cuda``: needs a usable CUDA GPU with CuPy (the probe of ``xpmlp.backends.cuda_probe``).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    need_probe = any("cuda" in item.keywords for item in items)
+    cuda_reason = None
+    if need_probe:
+        if SIMULATOR:
+            cuda_reason = "needs a real GPU; NUMBA_ENABLE_CUDASIM=1 replaces it with the simulator"
+        else:
+            from xpmlp.backends.cuda_probe import probe_cuda
+
+            probe = probe_cuda()
+            if not probe.usable:
+                cuda_reason = f"needs a usable CUDA GPU: {probe.reason}"
+    for item in items:
+        if "cudasim" in item.keywords and not SIMULATOR:
+            item.add_marker(pytest.mark.skip(
+                reason="runs under Numba's CUDA simulator in its own process: "
+                "NUMBA_ENABLE_CUDASIM=1 python -m pytest -m cudasim"
+            ))
+        if "cuda" in item.keywords and cuda_reason:
+            item.add_marker(pytest.mark.skip(reason=cuda_reason))

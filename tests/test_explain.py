@@ -1,0 +1,353 @@
+"""``xpmlp explain``: the shipped worked examples, new ones computed here from the formulas,
+deliberate mismatches and malformed files."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from xpmlp import cli
+from xpmlp.errors import WorkedExampleError
+from xpmlp.explain import parse_file
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "data" / "examples" / "worked_examples.json"
+SHIPPED = json.loads(EXAMPLES.read_text())
+
+
+@pytest.fixture
+def xpmlp(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """``xpmlp explain ...`` through ``cli.main``; returns (exit status, stdout, stderr).
+
+    Only the explain subcommand is registered, so these tests do not depend on the
+    other subcommands' modules.
+    """
+    monkeypatch.setattr(cli, "SUBCOMMANDS", {"explain": cli.SUBCOMMANDS["explain"]})
+
+    def call(*args: str) -> tuple[int, str, str]:
+        status = cli.main(["explain", *args])
+        out, err = capsys.readouterr()
+        return status, out, err
+
+    return call
+
+
+def write(tmp_path: Path, doc: Any, name: str = "ex.json") -> str:
+    path = tmp_path / name
+    path.write_text(doc if isinstance(doc, str) else json.dumps(doc))
+    return str(path)
+
+
+# ---------------------------------------------------------------------------- the formulas
+F = {
+    "identity": lambda z: z,
+    "linear": lambda z: z,
+    "sigmoid": lambda z: 1.0 / (1.0 + np.exp(-z)),
+    "tanh": np.tanh,
+    "relu": lambda z: np.maximum(z, 0.0),
+    "softmax": lambda z: np.exp(z) / np.exp(z).sum(axis=1, keepdims=True),
+}
+DF = {  # f'(z), elementwise
+    "identity": lambda z: np.ones_like(z),
+    "linear": lambda z: np.ones_like(z),
+    "sigmoid": lambda z: F["sigmoid"](z) * (1.0 - F["sigmoid"](z)),
+    "tanh": lambda z: 1.0 / np.cosh(z) ** 2,
+    "relu": lambda z: (z > 0).astype(float),
+}
+
+
+def loss_and_dA(loss: str, Yhat: np.ndarray, Y: np.ndarray) -> tuple[float, np.ndarray]:
+    """L of the batch mean and dL/dYhat, from the conventions' formulas."""
+    m = Y.shape[0]
+    if loss == "squared_error":
+        return ((Y - Yhat) ** 2).sum() / m, 2.0 * (Yhat - Y) / m
+    if loss == "half_squared_error":
+        return ((Y - Yhat) ** 2).sum() / (2 * m), (Yhat - Y) / m
+    if loss == "binary_cross_entropy":
+        L = -(Y * np.log(Yhat) + (1 - Y) * np.log(1 - Yhat)).sum() / m
+        return L, -(Y / Yhat - (1 - Y) / (1 - Yhat)) / m
+    return -(Y * np.log(Yhat)).sum() / m, -(Y / Yhat) / m  # cross_entropy
+
+
+def worked_example(x, layers, y, loss, lr) -> dict[str, Any]:
+    """A worked example with every expected number computed here in plain float64 NumPy."""
+    X, Y = np.array(x, float), np.array(y, float)
+    Ws = [np.array(layer["W"], float) for layer in layers]
+    bs = [np.array(layer["b"], float) for layer in layers]
+    fs = [layer["activation"] for layer in layers]
+    Z, A = [], [X]
+    for W, b, f in zip(Ws, bs, fs, strict=True):
+        Z.append(A[-1] @ W.T + b)
+        A.append(F[f](Z[-1]))
+    L, dA = loss_and_dA(loss, A[-1], Y)
+    if fs[-1] == "softmax":  # dL/dz_j = sum_k dL/da_k a_k (delta_kj - a_j), per sample
+        S = A[-1]
+        delta = S * (dA - (dA * S).sum(axis=1, keepdims=True))
+    else:
+        delta = dA * DF[fs[-1]](Z[-1])
+    deltas = [delta]
+    for l in range(len(Ws) - 2, -1, -1):
+        deltas.insert(0, (deltas[0] @ Ws[l + 1]) * DF[fs[l]](Z[l]))
+    dW = [d.T @ a for d, a in zip(deltas, A[:-1], strict=True)]
+    db = [d.sum(axis=0) for d in deltas]
+    return {
+        "name": f"{len(Ws)}-layer {'/'.join(fs)} with {loss}, m = {X.shape[0]}",
+        "x": x, "y": y, "layers": layers, "loss": loss, "learning_rate": lr, "atol": 1e-10,
+        "expect": {
+            "z": [z.tolist() for z in Z], "a": [a.tolist() for a in A[1:]], "loss": float(L),
+            "delta": [d.tolist() for d in deltas], "grad_W": [g.tolist() for g in dW],
+            "grad_b": [g.tolist() for g in db],
+            "W_after": [(W - lr * g).tolist() for W, g in zip(Ws, dW, strict=True)],
+            "b_after": [(b - lr * g).tolist() for b, g in zip(bs, db, strict=True)],
+        },
+    }
+
+
+def n_expected(example: dict[str, Any]) -> int:
+    expect = example["expect"]
+    return sum(np.size(v) if k == "loss" else sum(np.size(e) for e in v)
+               for k, v in expect.items())
+
+
+NEW_EXAMPLES = {
+    "tanh+sigmoid, squared error, 3 samples": worked_example(
+        x=[[0.5, -1.0], [1.5, 0.25], [-0.3, 0.8]],
+        layers=[
+            {"W": [[0.2, -0.4], [0.7, 0.1], [-0.5, 0.3]], "b": [0.1, -0.2, 0.05],
+             "activation": "tanh"},
+            {"W": [[0.6, -0.3, 0.9]], "b": [-0.1], "activation": "sigmoid"},
+        ],
+        y=[[1.0], [0.0], [0.5]], loss="squared_error", lr=0.5,
+    ),
+    "relu/linear/softmax, cross entropy, 2 samples": worked_example(
+        x=[[1.0, 2.0, -1.0], [0.5, -0.5, 2.0]],
+        layers=[
+            {"W": [[0.3, 0.2, 0.1], [-0.2, 0.4, 0.5]], "b": [0.1, 0.2], "activation": "relu"},
+            {"W": [[0.5, -0.6], [0.8, 0.2]], "b": [0.0, -0.1], "activation": "linear"},
+            {"W": [[0.1, 0.2], [-0.3, 0.4], [0.5, -0.6]], "b": [0.01, 0.02, 0.03],
+             "activation": "softmax"},
+        ],
+        y=[[0, 0, 1], [1, 0, 0]], loss="cross_entropy", lr=0.1,
+    ),
+    "sigmoid, binary cross entropy, 2 outputs, 4 samples": worked_example(
+        x=[[0.1, 0.9], [0.8, 0.2], [0.5, 0.5], [-0.4, 0.3]],
+        layers=[
+            {"W": [[1.0, -1.0], [0.5, 0.5], [-0.7, 0.2]], "b": [0.0, 0.1, -0.1],
+             "activation": "sigmoid"},
+            {"W": [[0.3, -0.2, 0.6], [-0.5, 0.4, 0.1]], "b": [0.2, -0.3],
+             "activation": "sigmoid"},
+        ],
+        y=[[1, 0], [0, 1], [1, 1], [0, 0]], loss="binary_cross_entropy", lr=1.0,
+    ),
+    "identity output, half squared error": worked_example(
+        x=[[2.0, -1.0], [0.0, 3.0]],
+        layers=[{"W": [[0.5, 0.25], [-1.0, 0.75]], "b": [1.0, -2.0], "activation": "identity"}],
+        y=[[1.0, 2.0], [-1.0, 0.5]], loss="half_squared_error", lr=0.2,
+    ),
+}
+
+
+def document(*examples: dict[str, Any]) -> dict[str, Any]:
+    return {"format": "worked-backprop-example/1", "examples": list(examples)}
+
+
+# ---------------------------------------------------------------------------- passing checks
+def test_shipped_examples_pass_check(xpmlp) -> None:
+    status, out, err = xpmlp(str(EXAMPLES), "--check", "--backend", "numpy")
+    assert status == 0, out + err
+    lines = [line.strip() for line in out.splitlines()]
+    # 4 expected numbers in example 0 (z and a of two 1-unit layers); examples 1 and 2 in full
+    assert "ok: 4 numbers within atol 1e-09" in lines
+    assert f"ok: {n_expected(SHIPPED['examples'][1])} numbers within atol 1e-09" in lines
+    assert f"ok: {n_expected(SHIPPED['examples'][2])} numbers within atol 1e-09" in lines
+    assert "FAILED" not in out and "mismatch" not in out
+
+
+def test_shipped_examples_pass_in_float32_with_looser_atol(xpmlp) -> None:
+    status, out, err = xpmlp(str(EXAMPLES), "--check", "--dtype", "float32",
+                             "--backend", "numpy")
+    assert status == 0, out + err
+    assert out.count("numbers within atol 1e-05") == 3
+    assert "float32 on numpy" in out
+
+
+@pytest.mark.parametrize("name", NEW_EXAMPLES)
+def test_new_examples_computed_from_the_formulas_pass(xpmlp, tmp_path: Path, name: str) -> None:
+    example = NEW_EXAMPLES[name]
+    status, out, err = xpmlp(write(tmp_path, document(example)), "--check",
+                             "--backend", "numpy")
+    assert status == 0, out + err
+    assert f"ok: {n_expected(example)} numbers within atol 1e-10" in out
+    status, out, err = xpmlp(write(tmp_path, document(example)), "--check",
+                             "--backend", "numpy", "--dtype", "float32")
+    assert status == 0, out + err
+
+
+def test_new_examples_fail_when_the_formula_is_wrong(xpmlp, tmp_path: Path) -> None:
+    """The cross-entropy gradient without the 1/m of the batch mean must be caught."""
+    example = copy.deepcopy(NEW_EXAMPLES["relu/linear/softmax, cross entropy, 2 samples"])
+    example["expect"]["grad_b"][2] = [2 * v for v in example["expect"]["grad_b"][2]]
+    status, out, _ = xpmlp(write(tmp_path, document(example)), "--check", "--backend", "numpy")
+    assert status == 1
+    assert out.count("mismatch: examples[0].expect.grad_b[2]") == 3
+
+
+def test_output_labels_every_layer(xpmlp) -> None:
+    status, out, _ = xpmlp(str(EXAMPLES), "--example", "1", "--backend", "numpy")
+    assert status == 0
+    for l in (1, 2, 3):
+        for label in (f"W[{l}]", f"b[{l}]", f"Z[{l}] =", f"A[{l}] =", f"delta[{l}] =",
+                      f"dW[{l}] (grad_W)", f"db[{l}] (grad_b)", f"W[{l}] <- W[{l}] - 0.1 dW[{l}]",
+                      f"b[{l}] <- b[{l}] - 0.1 db[{l}]"):
+            assert label in out, label
+    assert "A[3] = sigmoid(Z[3])" in out and "relu'(Z[2])" in out
+    assert "0.815928" in out  # yhat, to 6 significant digits
+    assert "ok:" not in out  # no --check, no comparison
+
+
+def test_forward_only_example_and_hardlimit(xpmlp, tmp_path: Path) -> None:
+    example = {"x": [[0.5, -1.0], [2.0, 1.0]],
+               "layers": [{"W": [[1.0, 1.0]], "b": [-0.25], "activation": "hardlimit"}],
+               "expect": {"z": [[[-0.75], [2.75]]], "a": [[[0.0], [1.0]]]}}
+    status, out, err = xpmlp(write(tmp_path, document(example)), "--check", "--backend", "numpy")
+    assert status == 0, out + err
+    assert "ok: 4 numbers" in out and "delta[" not in out
+
+
+def test_select_example_by_name(xpmlp) -> None:
+    status, out, _ = xpmlp(str(EXAMPLES), "--example", "squared error", "--check",
+                           "--backend", "numpy")
+    assert status == 0
+    assert "examples[2]" in out and "examples[1]" not in out
+    status, _, err = xpmlp(str(EXAMPLES), "--example", "no such example")
+    assert status == 2 and "--example 'no such example' matches no example" in err
+
+
+# ---------------------------------------------------------------------------- mismatches
+def test_perturbed_expected_value_exits_1_and_names_the_field(xpmlp, tmp_path: Path) -> None:
+    doc = copy.deepcopy(SHIPPED)
+    doc["examples"][1]["expect"]["grad_W"][1][0][1] += 1e-6
+    status, out, _ = xpmlp(write(tmp_path, doc), "--check", "--backend", "numpy")
+    assert status == 1
+    (line,) = [s for s in out.splitlines() if "mismatch" in s]
+    assert "examples[1].expect.grad_W[1][0][1]" in line
+    assert "grad_W, layer 2, index (0, 1)" in line
+    assert "computed -0.09939880947017309" in line
+    assert f"FAILED: 1 of {n_expected(doc['examples'][1])} numbers" in out
+    assert "1 of 3 examples failed" in out
+
+
+def test_perturbed_loss_is_reported(xpmlp, tmp_path: Path) -> None:
+    doc = copy.deepcopy(SHIPPED)
+    doc["examples"][2]["expect"]["loss"] = 15.0
+    status, out, _ = xpmlp(write(tmp_path, doc), "--check", "--backend", "numpy")
+    assert status == 1
+    assert "examples[2].expect.loss (loss): expected 15.0, computed 16.0" in out
+
+
+# ---------------------------------------------------------------------------- malformed files
+def shipped_with(change) -> dict[str, Any]:
+    doc = copy.deepcopy(SHIPPED)
+    change(doc)
+    return doc
+
+
+def _set(path: tuple, value: Any):
+    def change(doc: dict[str, Any]) -> None:
+        target = doc
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+    return change
+
+
+def _delete(path: tuple):
+    def change(doc: dict[str, Any]) -> None:
+        target = doc
+        for key in path[:-1]:
+            target = target[key]
+        del target[path[-1]]
+    return change
+
+
+MALFORMED = {
+    "not JSON": ('{"format": "worked-backprop-example/1", "examples": [', "not valid JSON"),
+    "wrong format": (shipped_with(_set(("format",), "worked-backprop-example/2")),
+                     "format: expected 'worked-backprop-example/1', got a string"),
+    "no examples": (document(), "examples: expected a non-empty list"),
+    "missing x": (shipped_with(_delete(("examples", 1, "x"))), "examples[1].x: missing"),
+    "W columns": (
+        shipped_with(_set(("examples", 1, "layers", 0, "W"), [[1, 2, 3], [4, 5, 6]])),
+        "examples[1].layers[0].W: expected a 2-D list of numbers with 2 columns (the previous "
+        "layer's width), got 3",
+    ),
+    "W columns between hidden layers": (
+        shipped_with(_set(("examples", 1, "layers", 2, "W"), [[0.9, 1.0, 1.1]])),
+        "examples[1].layers[2].W: expected a 2-D list of numbers with 2 columns",
+    ),
+    "ragged W": (shipped_with(_set(("examples", 2, "layers", 0, "W"), [[1, 1], [1]])),
+                 "examples[2].layers[0].W: expected a rectangular 2-D list"),
+    "b length": (shipped_with(_set(("examples", 0, "layers", 0, "b"), [0.05, 0.1])),
+                 "examples[0].layers[0].b: expected a list of 1 numbers (one per row of W), got 2"),
+    "unknown activation": (
+        shipped_with(_set(("examples", 0, "layers", 1, "activation"), "swish")),
+        "examples[0].layers[1].activation: unknown activation \"swish\"; expected one of identity",
+    ),
+    "softmax in a hidden layer": (
+        shipped_with(_set(("examples", 1, "layers", 0, "activation"), "softmax")),
+        "examples[1].layers[0].activation: softmax is for the output layer only",
+    ),
+    "unknown loss": (shipped_with(_set(("examples", 1, "loss"), "hinge")),
+                     "examples[1].loss: unknown loss \"hinge\"; expected one of"),
+    "softmax without cross entropy": (
+        shipped_with(_set(("examples", 2, "layers", 1, "activation"), "softmax")),
+        "examples[2].loss: 'squared_error' after a 'softmax' output layer",
+    ),
+    "hardlimit with a loss": (
+        shipped_with(_set(("examples", 2, "layers", 0, "activation"), "hardlimit")),
+        "examples[2].layers[0].activation: 'hardlimit' is forward-only",
+    ),
+    "non-numeric x": (shipped_with(_set(("examples", 0, "x"), [[0.5, "1.0"]])),
+                      "examples[0].x[0][1]: expected a finite number, got a string \"1.0\""),
+    "boolean weight": (shipped_with(_set(("examples", 2, "layers", 1, "b"), [True])),
+                       "examples[2].layers[1].b[0]: expected a finite number, got a boolean"),
+    "y shape": (shipped_with(_set(("examples", 1, "y"), [[1.0, 0.0]])),
+                "examples[1].y: expected shape (1, 1) (one row per sample of x, one column per "
+                "unit of the last layer), got (1, 2)"),
+    "loss without y": (shipped_with(_delete(("examples", 1, "y"))),
+                       "examples[1].y: missing, but the example has loss 'binary_cross_entropy'"),
+    "learning rate": (shipped_with(_set(("examples", 2, "learning_rate"), "fast")),
+                      "examples[2].learning_rate: expected a positive number"),
+    "expect shape": (
+        shipped_with(_set(("examples", 1, "expect", "grad_W", 2), [[1.0], [2.0]])),
+        "examples[1].expect.grad_W[2]: expected shape (1, 2) for layer 3, got (2, 1)",
+    ),
+    "expect layer count": (shipped_with(_set(("examples", 0, "expect", "z"), [[[0.4]]])),
+                           "examples[0].expect.z: expected a list with one entry per layer (2)"),
+    "backward expectations without a loss": (
+        shipped_with(_set(("examples", 0, "expect", "loss"), 0.5)),
+        "examples[0].expect.loss: given, but the example has no loss",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+def test_malformed_file_exits_2_naming_the_field(xpmlp, tmp_path: Path, case: str) -> None:
+    doc, message = MALFORMED[case]
+    path = write(tmp_path, doc)
+    with pytest.raises(WorkedExampleError) as info:
+        parse_file(path)
+    assert message in str(info.value)
+    status, out, err = xpmlp(path, "--check")
+    assert status == 2
+    assert err.startswith("xpmlp explain: error: ") and message in err
+    assert out == ""
+
+
+def test_missing_file_exits_2(xpmlp, tmp_path: Path) -> None:
+    status, _, err = xpmlp(str(tmp_path / "nope.json"))
+    assert status == 2 and "nope.json: cannot read the file" in err

@@ -1,0 +1,177 @@
+"""Backpropagation against central finite differences, in float64, for every valid pairing.
+
+For a loss L(p) of the flat parameter vector p (all W, then all b), the gradient
+the model computes must match
+
+    dL/dp_i ~ (L(p + eps e_i) - L(p - eps e_i)) / (2 eps)
+
+on the reference backend (plain array code) and on the NumPy backend (Numba
+kernels). The loss itself is held to an independent NumPy computation of the
+conventions' formulas, and one SGD step with weight decay to the finite
+difference of L + (decay/2) ||W||^2 (biases not decayed).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from xpmlp import MLP
+from xpmlp.backends.base import Backend
+
+EPS = 1e-6
+RTOL, ATOL = 1e-5, 1e-7
+RELU_MARGIN = 1e-3  # no ReLU pre-activation this close to its kink at 0
+
+BACKENDS = {"reference": Backend, "numpy": lambda: "numpy"}
+HIDDEN = ("relu", "tanh", "sigmoid", "identity")
+OUTPUTS = (  # (output activation, loss): every pairing the MLP accepts for training
+    ("softmax", "cross_entropy"),
+    ("sigmoid", "binary_cross_entropy"),
+    ("sigmoid", "squared_error"),
+    ("sigmoid", "half_squared_error"),
+    ("identity", "squared_error"),
+    ("identity", "half_squared_error"),
+    ("tanh", "squared_error"),
+    ("tanh", "half_squared_error"),
+    ("relu", "squared_error"),
+    ("relu", "half_squared_error"),
+)
+
+F = {
+    "identity": lambda z: z,
+    "sigmoid": lambda z: 1.0 / (1.0 + np.exp(-z)),
+    "tanh": np.tanh,
+    "relu": lambda z: np.maximum(z, 0.0),
+    "softmax": lambda z: np.exp(z) / np.exp(z).sum(axis=1, keepdims=True),
+}
+
+
+def reference_forward(X: np.ndarray, Ws: list, bs: list, acts: list[str]) -> tuple[list, list]:
+    """Z[l] = A[l-1] W[l]^T + b[l], A[l] = f(Z[l]), written out in NumPy."""
+    Z, A = [], [X]
+    for W, b, f in zip(Ws, bs, acts, strict=True):
+        Z.append(A[-1] @ W.T + b)
+        A.append(F[f](Z[-1]))
+    return Z, A
+
+
+def reference_loss(loss: str, Yhat: np.ndarray, Y: np.ndarray) -> float:
+    """The conventions' batch-mean losses."""
+    m = Y.shape[0]
+    if loss == "squared_error":
+        return float(((Y - Yhat) ** 2).sum() / m)
+    if loss == "half_squared_error":
+        return float(((Y - Yhat) ** 2).sum() / (2 * m))
+    if loss == "binary_cross_entropy":
+        return float(-(Y * np.log(Yhat) + (1 - Y) * np.log(1 - Yhat)).sum() / m)
+    return float(-(Y * np.log(Yhat)).sum() / m)  # cross_entropy, Y one-hot
+
+
+def targets(rng: np.random.Generator, loss: str, m: int, n: int) -> np.ndarray:
+    if loss == "cross_entropy":
+        return np.eye(n)[rng.integers(0, n, size=m)]
+    if loss == "binary_cross_entropy":
+        return rng.integers(0, 2, size=(m, n)).astype(float)
+    return rng.normal(0.5, 1.0, size=(m, n))
+
+
+def layers_of(model: MLP) -> tuple[list, list]:
+    return [np.array(l.W) for l in model.layers], [np.array(l.b) for l in model.layers]
+
+
+def make_problem(backend: str, sizes: list[int], hidden: list[str], output: str, loss: str,
+                 m: int = 5, **options: Any) -> tuple[MLP, np.ndarray, np.ndarray]:
+    """A float64 model with random W, b and a batch (X, Y) whose ReLU pre-activations all lie
+    at least RELU_MARGIN from 0 (the first seed that gives one)."""
+    acts = [*hidden, output]
+    for seed in range(100):
+        rng = np.random.default_rng(seed)
+        model = MLP(sizes, activation=hidden, output_activation=output, loss=loss,
+                    optimizer="sgd", dtype="float64", backend=BACKENDS[backend](), **options)
+        model.params[...] = rng.normal(0.0, 0.7, size=model.params.shape)
+        X = rng.normal(0.0, 1.0, size=(m, sizes[0]))
+        Y = targets(rng, loss, m, sizes[-1])
+        Z, _ = reference_forward(X, *layers_of(model), acts)
+        relu_z = [z for z, f in zip(Z, acts, strict=True) if f == "relu"]
+        if all(np.abs(z).min() >= RELU_MARGIN for z in relu_z):
+            return model, X, Y
+    raise RuntimeError(f"no seed keeps the ReLU pre-activations of {sizes} away from 0")
+
+
+def loss_at(model: MLP, p: np.ndarray, X: np.ndarray, Y: np.ndarray) -> float:
+    model.params[...] = p
+    return model.backward(model.forward(X), Y).loss
+
+
+def finite_difference(f, p: np.ndarray) -> np.ndarray:
+    """Central differences (f(p + eps e_i) - f(p - eps e_i)) / (2 eps) for every i."""
+    grad = np.empty_like(p)
+    for i in range(p.size):
+        e = np.zeros_like(p)
+        e[i] = EPS
+        grad[i] = (f(p + e) - f(p - e)) / (2 * EPS)
+    return grad
+
+
+def check_gradients(model: MLP, X: np.ndarray, Y: np.ndarray) -> None:
+    p0 = np.array(model.params)
+    fd = finite_difference(lambda p: loss_at(model, p, X, Y), p0)
+    model.params[...] = p0
+    g = model.backward(model.forward(X), Y)
+    analytic = np.array(model.grads)
+    assert np.abs(analytic).max() > 1e-3, "degenerate case: every gradient is ~0"
+    np.testing.assert_allclose(analytic, fd, rtol=RTOL, atol=ATOL)
+    # and the loss it reports is the conventions' formula, computed independently
+    _, A = reference_forward(X, *layers_of(model), model.activations)
+    assert g.loss == pytest.approx(reference_loss(model.loss, A[-1], Y), rel=1e-12, abs=1e-14)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("hidden", HIDDEN)
+@pytest.mark.parametrize(("output", "loss"), OUTPUTS)
+def test_three_layers_five_samples(backend: str, hidden: str, output: str, loss: str) -> None:
+    model, X, Y = make_problem(backend, [3, 4, 3, 2], [hidden, hidden], output, loss)
+    check_gradients(model, X, Y)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("output", "loss"), OUTPUTS)
+def test_single_layer(backend: str, output: str, loss: str) -> None:
+    model, X, Y = make_problem(backend, [4, 3], [], output, loss, m=3)
+    check_gradients(model, X, Y)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mixed_hidden_activations_one_sample(backend: str) -> None:
+    model, X, Y = make_problem(backend, [2, 5, 4, 3, 3], ["relu", "tanh", "sigmoid"],
+                               "softmax", "cross_entropy", m=1)
+    check_gradients(model, X, Y)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("output", "loss"), [("sigmoid", "binary_cross_entropy"),
+                                              ("identity", "squared_error")])
+def test_sgd_step_with_weight_decay(backend: str, output: str, loss: str) -> None:
+    """p_new = p - lr (g + decay W): the step is the gradient of L + (decay/2)||W||^2."""
+    lr, decay = 0.1, 0.05
+    model, X, Y = make_problem(backend, [3, 4, 2], ["tanh"], output, loss,
+                               learning_rate=lr, weight_decay=decay)
+    n_w = model.n_weights
+    p0 = np.array(model.params)
+
+    def objective(p: np.ndarray) -> float:
+        return loss_at(model, p, X, Y) + decay / 2 * float(p[:n_w] @ p[:n_w])
+
+    fd = finite_difference(objective, p0)
+    model.params[...] = p0
+    model.backward(model.forward(X), Y)
+    g = np.array(model.grads)
+    model.step()
+    p1 = np.array(model.params)
+    np.testing.assert_allclose((p0 - p1) / lr, fd, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(p1[:n_w], p0[:n_w] - lr * (g[:n_w] + decay * p0[:n_w]),
+                               rtol=0, atol=1e-14)
+    np.testing.assert_allclose(p1[n_w:], p0[n_w:] - lr * g[n_w:], rtol=0, atol=1e-14)
