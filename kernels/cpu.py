@@ -104,7 +104,7 @@ def activation_backward(dA, A, delta, db, activation):
     """
     n = dA.shape[1]
     for j in range(n):
-        db[j] = db[j] * ZERO
+        db[j] = ZERO
     for i in range(dA.shape[0]):
         for j in range(n):
             d = dA[i, j] * activation_derivative(activation, A[i, j])
@@ -139,10 +139,10 @@ def loss_output_delta(Z, A, Y, delta, db, stats, activation, loss, inv_m, eps, b
     """
     m, n = Z.shape
     for j in range(n):
-        db[j] = db[j] * ZERO
-    batch_loss = stats[0] * ZERO
-    correct = stats[0] * ZERO
-    count = stats[0] * ZERO
+        db[j] = ZERO
+    batch_loss = ZERO
+    correct = ZERO
+    count = ZERO
     for i in range(m):
         count += ONE
         batch_loss += loss_delta_row(Z, A, Y, delta, i, activation, loss, inv_m, eps)

@@ -38,7 +38,7 @@ def softmax_row(Z, A, i):
     for j in range(1, n):
         if Z[i, j] > z_max:
             z_max = Z[i, j]
-    total = z_max * ZERO
+    total = ZERO
     for j in range(n):
         e = math.exp(Z[i, j] - z_max)
         A[i, j] = e
@@ -89,13 +89,13 @@ def loss_delta_row(Z, A, Y, delta, i, activation, loss, inv_m, eps):
     form of -sum_k y_k log softmax(z)_k.
     """
     n = Z.shape[1]
-    row_loss = Z[i, 0] * ZERO
+    row_loss = ZERO
     if activation == SOFTMAX:
         z_max = Z[i, 0]
         for j in range(1, n):
             if Z[i, j] > z_max:
                 z_max = Z[i, j]
-        total = z_max * ZERO
+        total = ZERO
         for j in range(n):
             total += math.exp(Z[i, j] - z_max)
         log_sum_exp = z_max + math.log(total)

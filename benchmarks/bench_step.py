@@ -1,0 +1,81 @@
+"""The forward pass and one whole training step, per backend and per peer.
+
+Model 784-512-256-10 (ReLU, softmax cross-entropy, SGD momentum 0.9, lr 0.05)
+at batch 128 and 1024 (workloads A and B), on random data. A step is what
+``xpmlp bench`` times per batch: gather the batch, forward, backward, update,
+synchronize. Rows: xpmlp with the fused kernels (numpy, cuda), xpmlp on the
+reference ``base.Backend`` (the same step without fusion), the plain-NumPy
+ablation, and PyTorch eager (CPU, CUDA). Before timing, one step from the
+shared initial weights must give the reference's weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from xpmlp import MLP
+from xpmlp.backends.base import Backend
+from xpmlp.bench.data import synthetic
+from xpmlp.bench.peers import TorchRow
+from xpmlp.bench.plain import PlainNumpyRow
+from xpmlp.bench.rows import ModelSpec, Row, XpmlpRow, initial_weights
+from xpmlp.bench.workloads import MNIST_SIZES as SIZES
+from xpmlp.bench.workloads import full_profile
+
+BATCHES = tuple(full_profile().workloads[k].batch_size for k in "AB")  # 128, 1024
+DATA = synthetic(n_train=4096, n_test=256, n_features=SIZES[0], n_classes=SIZES[-1])
+
+
+def _row(name: str) -> Row:
+    if name == "xpmlp-reference":
+        return XpmlpRow(Backend(np), name=name)
+    if name == "numpy-plain":
+        return PlainNumpyRow()
+    if name.startswith("torch-"):
+        return TorchRow(name.split("-", 1)[1])
+    return XpmlpRow(name.split("-", 1)[1])
+
+
+def _weights(row: Row) -> list[np.ndarray]:
+    if isinstance(row, XpmlpRow):
+        return [row.model.backend.to_numpy(layer.W) for layer in row.model.layers]
+    if isinstance(row, PlainNumpyRow):
+        return [np.array(W) for W in row.W]
+    return [m.weight.detach().cpu().numpy() for m in row.net if hasattr(m, "weight")]
+
+
+@pytest.mark.parametrize("m", BATCHES)
+def test_forward(benchmark, backend, m):
+    be = backend
+    model = MLP(list(SIZES), backend=be, seed=0)
+    ref = MLP(list(SIZES), backend=Backend(np), seed=0)
+    ws = model._workspace(m)
+    ws.X[...] = be.asarray(DATA.x_train[:m])
+    model._forward(ws)
+    np.testing.assert_allclose(be.to_numpy(ws.A[-1]), ref.predict_proba(DATA.x_train[:m]),
+                               rtol=1e-4, atol=1e-6)
+    benchmark.group = f"forward {'-'.join(map(str, SIZES))} m={m}"
+
+    def run() -> None:
+        model._forward(ws)
+        be.synchronize()
+
+    benchmark(run)
+
+
+@pytest.mark.parametrize("m", BATCHES)
+def test_training_step(benchmark, step_row, m):
+    name = step_row
+    spec = ModelSpec(SIZES, m, "momentum", 0.05)
+    init = initial_weights(spec, 0)
+    order = np.random.default_rng(0).permutation(len(DATA.y_train))[:m]
+    row, ref = _row(name), _row("xpmlp-reference")
+    for r in (row, ref):
+        r.prepare(spec, init, DATA)
+        r.set_order(order)
+        r.train()
+    for got, want in zip(_weights(row), _weights(ref), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    benchmark.group = f"training step {'-'.join(map(str, SIZES))} m={m}"
+    benchmark(row.train)

@@ -1,0 +1,61 @@
+"""``xpmlp bench``: xpmlp's backends and its peers side by side, against the machine's peak.
+
+    xpmlp bench                          # full profile: A, B, C, D (10-20 min on 2 cores)
+    xpmlp bench --quick --threads 2      # a reduced run, under 2 minutes on 2 cores
+    xpmlp bench --workloads A,B --rows xpmlp-numpy,torch-cpu --out results/
+
+Always prints the tables; ``--out DIR`` also writes bench.json (with the
+machine), bench.md and bench.png (with matplotlib).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+#: the rows of ``registry.ROWS``, named here so that building the parser imports nothing heavy
+ROW_NAMES = ("xpmlp-numpy", "xpmlp-cuda", "torch-cpu", "torch-cuda", "sklearn", "numpy-plain")
+
+
+def _list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true",
+                        help="a reduced run (A/B on 10k samples, C 2048 wide, D 1 seed x "
+                             "2 epochs): under 2 minutes on 2 cores")
+    parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="CPU threads for every row alike (BLAS/OpenMP via threadpoolctl, "
+                             "Numba, PyTorch); default: leave them as they are")
+    parser.add_argument("--workloads", type=_list, metavar="A,B,...",
+                        help="workloads to run (default: A,B,C,D)")
+    parser.add_argument("--rows", type=_list, metavar="ROW,...",
+                        help=f"rows to run (default: all available: {', '.join(ROW_NAMES)})")
+    parser.add_argument("--out", type=Path, metavar="DIR",
+                        help="write bench.json, bench.md and bench.png into DIR")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .report import text_report, write_all
+    from .runner import run_benchmark
+    from .workloads import PROFILES
+
+    profile = PROFILES["tiny" if args.tiny else "quick" if args.quick else "full"]()
+    if args.threads is not None and args.threads < 1:
+        print("xpmlp bench: error: --threads must be at least 1", file=sys.stderr)
+        return 2
+    workloads = [w.upper() for w in args.workloads] if args.workloads else None
+    try:
+        result = run_benchmark(profile, rows=args.rows, workloads=workloads,
+                               threads=args.threads)
+    except ValueError as exc:
+        print(f"xpmlp bench: error: {exc}", file=sys.stderr)
+        return 2
+    print(text_report(result))
+    if args.out is not None:
+        for message in write_all(result, args.out):
+            print(message)
+    return 0

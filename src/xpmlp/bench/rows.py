@@ -1,0 +1,143 @@
+"""The rows of the benchmark: one trainer per library, all driven the same way.
+
+Every row trains the same model from the same initial weights on the same
+batches in the same order:
+
+    row.prepare(spec, init, data)   # untimed: build the model, copy ``init``, move the data
+    row.set_order(order)            # untimed: this pass's sample order, in the row's own form
+    row.train()                     # timed: one pass over ``order`` in batches, synchronized
+    row.accuracy()                  # untimed: test-set accuracy
+
+``init`` is a list of (W, b) host arrays per layer, W of shape (n_out, n_in),
+taken from an ``xpmlp.MLP`` of the same seed (``initial_weights``).
+This module holds the base class and the xpmlp rows; ``plain.py`` and
+``peers.py`` hold the rest, and ``registry.ROWS`` names them all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .data import Dataset
+from .workloads import Workload
+
+Init = list[tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What every row builds: layer sizes, ReLU hidden layers, softmax CE, the optimizer."""
+
+    layer_sizes: tuple[int, ...]
+    batch_size: int
+    optimizer: str  # "momentum" (SGD, mu = 0.9, PyTorch's form) or "adam"
+    learning_rate: float
+    momentum: float = 0.9
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+
+    @classmethod
+    def of(cls, workload: Workload) -> ModelSpec:
+        return cls(workload.layer_sizes, workload.batch_size, workload.optimizer,
+                   workload.learning_rate)
+
+
+def initial_weights(spec: ModelSpec, seed: int) -> Init:
+    """The initial (W, b) of each layer of ``xpmlp.MLP(..., seed=seed)`` on the NumPy backend."""
+    from xpmlp import MLP
+
+    model = MLP(list(spec.layer_sizes), optimizer="sgd", backend="numpy", seed=seed)
+    return [(np.array(layer.W), np.array(layer.b)) for layer in model.layers]
+
+
+class Row:
+    """Base class: a named trainer on a device; ``gemm_library`` names its GEMM-only probe."""
+
+    name = "row"
+    device = "cpu"
+    gemm_library = "numpy"
+
+    def prepare(self, spec: ModelSpec, init: Init, data: Dataset) -> None:
+        raise NotImplementedError
+
+    def set_order(self, order: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def train(self) -> None:
+        raise NotImplementedError
+
+    def accuracy(self) -> float:
+        raise NotImplementedError
+
+
+class XpmlpRow(Row):
+    """xpmlp on one backend, stepping through ``order`` with the loop of ``MLP.fit``.
+
+    The loop is fit's own (gather the batch into the workspace, ``_forward``,
+    ``_backward``, ``_step``, one synchronization at the end), with the
+    permutation handed in instead of drawn, so every row sees the same batches.
+    """
+
+    def __init__(self, backend: Any, name: str | None = None) -> None:
+        """``backend``: a name ("numpy", "cuda") or a Backend object (e.g. the reference one)."""
+        self.backend = backend
+        label = backend if isinstance(backend, str) else backend.name
+        self.name = name or f"xpmlp-{label}"
+        on_gpu = label == "cuda" or getattr(getattr(backend, "xp", None), "__name__", "") == "cupy"
+        self.device = "cuda" if on_gpu else "cpu"
+        self.gemm_library = "cupy" if on_gpu else "numpy"
+
+    def prepare(self, spec: ModelSpec, init: Init, data: Dataset) -> None:
+        from xpmlp import MLP
+
+        self.spec = spec
+        self.model = model = MLP(
+            list(spec.layer_sizes), optimizer=spec.optimizer, learning_rate=spec.learning_rate,
+            momentum=spec.momentum, beta1=spec.beta1, beta2=spec.beta2, eps=spec.eps,
+            backend=self.backend, seed=0,
+        )
+        be = model.backend
+        for layer, (W, b) in zip(model.layers, init, strict=True):
+            layer.W[...] = be.asarray(W, dtype=model.dtype)
+            layer.b[...] = be.asarray(b, dtype=model.dtype)
+        self.X = model._to_backend(data.x_train)
+        self.Y = model._targets(data.y_train, len(data.y_train))
+        self.X_test = model._to_backend(data.x_test)
+        self.Y_test = model._targets(data.y_test, len(data.y_test))
+        self.ws = model._workspace(min(spec.batch_size, len(data.y_train)))
+        be.synchronize()
+
+    def set_order(self, order: np.ndarray) -> None:
+        self.order = self.model.backend.asarray(order.astype(np.int64))
+        self.model.backend.synchronize()
+
+    def train(self) -> None:
+        model, be, bs = self.model, self.model.backend, self.spec.batch_size
+        model._stats[...] = 0
+        for batch, start in enumerate(range(0, int(self.order.shape[0]), bs)):
+            idx = self.order[start:start + bs]
+            w = self.ws.first(int(idx.shape[0]))
+            be.gather_rows(self.X, idx, w.X)
+            be.gather_rows(self.Y, idx, w.Y)
+            model._forward(w)
+            model._backward(w, batch)
+            model._step()
+        be.synchronize()
+
+    def accuracy(self) -> float:
+        return self.model._accuracy(self.X_test, self.Y_test)
+
+
+def cuda_unavailable_reason() -> str | None:
+    """None when xpmlp's CUDA backend can run here, else why not."""
+    try:
+        from xpmlp.backends.cuda_probe import probe_cuda
+    except ImportError as exc:  # pragma: no cover - part of the package
+        return f"xpmlp's CUDA probe failed to import ({exc})"
+    probe = probe_cuda()
+    return None if probe.usable else f"CUDA not usable: {probe.reason}"
+

@@ -1,0 +1,134 @@
+"""The benchmark's workloads (A-D) and its three profiles: full, quick and tiny.
+
+=====  ======================  =====  =================  ===================================
+key    model                   batch  optimizer          timed unit
+=====  ======================  =====  =================  ===================================
+A      784-512-256-10 ReLU     128    momentum 0.9, 0.05  one epoch (overhead-bound)
+B      784-512-256-10 ReLU     1024   momentum 0.9, 0.05  one epoch
+C      784-4096-4096-10 ReLU   4096   momentum 0.9, 0.05  a fixed number of steps (GEMM-bound)
+D      784-512-256-10 ReLU     128    Adam 1e-3           training seconds to 98 % test accuracy
+=====  ======================  =====  =================  ===================================
+
+Softmax cross-entropy everywhere. ``quick`` shrinks A/B to a 10k-sample epoch,
+C to 2048 wide and D to one seed and two epochs; ``tiny`` runs all four on
+a small synthetic problem (for the tests).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+MNIST_SIZES = (784, 512, 256, 10)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One benchmark configuration; ``kind`` is "epoch", "steps" or "to_accuracy"."""
+
+    key: str
+    layer_sizes: tuple[int, ...]
+    batch_size: int
+    optimizer: str  # "momentum" or "adam"
+    learning_rate: float
+    kind: str
+    n_samples: int | None = None  # samples per timed epoch; None: the whole training set
+    steps: int = 0  # kind "steps": steps per timed unit
+    repeats: int = 5
+    warmup: int = 1  # untimed rounds first (JIT compilation, caches, allocator)
+    seeds: tuple[int, ...] = (0,)
+    max_epochs: int = 10  # kind "to_accuracy"
+    target_accuracy: float = 0.98  # kind "to_accuracy"
+    note: str = ""
+
+    @property
+    def model_text(self) -> str:
+        return "-".join(str(n) for n in self.layer_sizes)
+
+    @property
+    def optimizer_text(self) -> str:
+        if self.optimizer == "adam":
+            return f"Adam lr {self.learning_rate:g}"
+        return f"SGD momentum 0.9 lr {self.learning_rate:g}"
+
+    def unit_samples(self, n_train: int) -> int:
+        """Samples in one timed unit (an epoch, or steps x batch)."""
+        if self.kind == "steps":
+            return min(self.steps * self.batch_size, n_train)
+        return n_train if self.n_samples is None else min(self.n_samples, n_train)
+
+    def unit_text(self, n_train: int) -> str:
+        n = self.unit_samples(n_train)
+        steps = -(-n // self.batch_size)
+        if self.kind == "steps":
+            return f"{steps} steps ({n} samples)"
+        if self.kind == "to_accuracy":
+            return (f"up to {self.max_epochs} epochs of {n} samples to "
+                    f"{self.target_accuracy:.1%} test accuracy, seeds {list(self.seeds)}")
+        return f"1 epoch = {n} samples ({steps} steps)"
+
+    def describe(self, n_train: int) -> str:
+        return (f"{self.key}: {self.model_text} ReLU, softmax CE, {self.optimizer_text}, "
+                f"batch {self.batch_size}; timed unit: {self.unit_text(n_train)}"
+                + (f"; {self.note}" if self.note else ""))
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A set of workloads plus the settings of the peak and GEMM-only probes."""
+
+    name: str
+    workloads: dict[str, Workload]
+    description: str
+    peak_sizes: tuple[int, ...] = (1024, 2048)  # square sgemm sizes on the CPU
+    gpu_peak_sizes: tuple[int, ...] = (4096, 8192)
+    probe_seconds: float = 0.5  # minimum sustained time of each peak measurement
+    synthetic: dict[str, int] = field(default_factory=dict)  # tiny: the generated data set
+
+
+def _base() -> dict[str, Workload]:
+    sgd = dict(optimizer="momentum", learning_rate=0.05)
+    return {
+        "A": Workload("A", MNIST_SIZES, 128, kind="epoch", repeats=5, **sgd),
+        "B": Workload("B", MNIST_SIZES, 1024, kind="epoch", repeats=5, **sgd),
+        "C": Workload("C", (784, 4096, 4096, 10), 4096, kind="steps", steps=3, repeats=3, **sgd),
+        "D": Workload("D", MNIST_SIZES, 128, "adam", 1e-3, "to_accuracy", seeds=(0, 1, 2),
+                      max_epochs=10, target_accuracy=0.98),
+    }
+
+
+def full_profile() -> Profile:
+    return Profile("full", _base(), "full: A and B 5 epochs each after 1 warm-up epoch, "
+                   "C 3 steps x 3 repeats after a 1-step warm-up, D 3 seeds x up to 10 epochs")
+
+
+def quick_profile() -> Profile:
+    w = _base()
+    quick = {
+        "A": replace(w["A"], n_samples=10_000, repeats=3, note="quick: 10k-sample epoch"),
+        "B": replace(w["B"], n_samples=10_000, repeats=3, note="quick: 10k-sample epoch"),
+        "C": replace(w["C"], layer_sizes=(784, 2048, 2048, 10), batch_size=2048, steps=2,
+                     repeats=3, note="quick: 2048 wide, batch 2048, 2 steps"),
+        "D": replace(w["D"], seeds=(0,), max_epochs=2,
+                     note="quick: 1 seed, at most 2 epochs (98% is usually not reached)"),
+    }
+    return Profile("quick", quick, "quick: A/B on a 10k-sample epoch x 3 repeats, C 2048 wide "
+                   "x 2 steps x 3 repeats, D 1 seed x 2 epochs; peak probes 0.25 s",
+                   peak_sizes=(2048,), gpu_peak_sizes=(4096,), probe_seconds=0.25)
+
+
+def tiny_profile() -> Profile:
+    sizes = (20, 16, 8, 3)
+    sgd = dict(optimizer="momentum", learning_rate=0.05)
+    tiny = {
+        "A": Workload("A", sizes, 16, kind="epoch", repeats=2, **sgd),
+        "B": Workload("B", sizes, 64, kind="epoch", repeats=2, **sgd),
+        "C": Workload("C", (20, 32, 32, 3), 64, kind="steps", steps=2, repeats=2, **sgd),
+        "D": Workload("D", sizes, 16, "adam", 1e-2, "to_accuracy", seeds=(0,), max_epochs=3,
+                      target_accuracy=0.8),
+    }
+    return Profile("tiny", tiny, "tiny: a synthetic 3-class problem (for tests)",
+                   peak_sizes=(64,), gpu_peak_sizes=(256,), probe_seconds=0.01,
+                   synthetic={"n_train": 256, "n_test": 128, "n_features": 20, "n_classes": 3})
+
+
+PROFILES = {"full": full_profile, "quick": quick_profile, "tiny": tiny_profile}

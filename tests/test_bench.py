@@ -1,0 +1,182 @@
+"""The benchmark suite (xpmlp.bench): FLOP counts, the alternating schedule, the reports, and
+``xpmlp bench`` end to end on a tiny synthetic workload."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from xpmlp.bench import cli as bench_cli
+from xpmlp.bench.flops import batch_sizes, pass_flops, step_flops, step_gemms
+from xpmlp.bench.peak import GemmStep, gemm_unit_seconds
+from xpmlp.bench.registry import ROWS, resolve_rows
+from xpmlp.bench.report import D_HEADERS, TIMED_HEADERS, markdown_report, text_report, write_all
+from xpmlp.bench.runner import run_benchmark
+from xpmlp.bench.schedule import alternate, rounds, summarize
+from xpmlp.bench.workloads import tiny_profile
+
+NUMPY_ROWS = ["xpmlp-numpy", "numpy-plain"]
+
+
+# ---------------------------------------------------------------------- FLOP counting
+def test_flops_of_a_tiny_model_by_hand():
+    # 3-4-2 on m = 5 rows: fwd 2*5*3*4 = 120 and 2*5*4*2 = 80; dW the same; dX of layer 2
+    # only (2*5*2*4 = 80): the input layer has no dX.
+    gemms = step_gemms([3, 4, 2], 5)
+    assert [(g.name, g.p, g.q, g.r) for g in gemms] == [
+        ("fwd1", 5, 3, 4), ("fwd2", 5, 4, 2), ("dW2", 2, 5, 4), ("dX2", 5, 2, 4),
+        ("dW1", 4, 5, 3),
+    ]
+    assert [g.flops for g in gemms] == [120, 80, 80, 80, 120]
+    assert step_flops([3, 4, 2], 5) == 480
+
+
+def test_flops_of_workload_a_match_the_design_notes():
+    fwd = 2 * 128 * (784 * 512 + 512 * 256 + 256 * 10)
+    dx = 2 * 128 * (512 * 256 + 256 * 10)
+    assert step_flops([784, 512, 256, 10], 128) == 2 * fwd + dx == 308_150_272
+    assert len(step_gemms([784, 512, 256, 10], 128)) == 8
+
+
+def test_pass_flops_adds_up_the_batches_including_the_short_last_one():
+    sizes = [784, 512, 256, 10]
+    assert batch_sizes(300, 128) == [128, 128, 44]
+    assert pass_flops(sizes, 300, 128) == sum(step_flops(sizes, m) for m in (128, 128, 44))
+
+
+def test_gemm_step_runs_the_counted_products():
+    step = GemmStep("numpy", [6, 5, 4, 3], 7)
+    assert step.flops == step_flops([6, 5, 4, 3], 7)
+    step.run()
+    L0, L1 = step.layers[0], step.layers[1]
+    np.testing.assert_allclose(L0["Z"], L0["A"] @ L0["W"].T, rtol=1e-5)
+    np.testing.assert_allclose(L1["dW"], L1["delta"].T @ L1["A"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(L1["dX"], L1["delta"] @ L1["W"], rtol=1e-5, atol=1e-6)
+    assert L0["dX"] is None
+    d = gemm_unit_seconds(step, 20, 7, min_seconds=0.0)
+    assert d["seconds"] == pytest.approx(d["per_step"] * 20 / 7)
+
+
+# ---------------------------------------------------------------------- the schedule
+def test_rounds_interleave_the_tasks():
+    assert rounds(["a", "b", "c"], repeats=2, warmup=1) == [
+        (0, "a"), (0, "b"), (0, "c"), (1, "a"), (1, "b"), (1, "c"), (2, "a"), (2, "b"),
+        (2, "c"),
+    ]
+
+
+def test_alternate_runs_rows_in_turn_and_keeps_only_the_repeats():
+    calls: list[tuple[str, int]] = []
+
+    def task(name: str, value: float):
+        def run(r: int) -> float:
+            calls.append((name, r))
+            return value + r
+
+        return run
+
+    kept = alternate({"x": task("x", 10.0), "y": task("y", 20.0)}, repeats=3, warmup=1)
+    assert calls == [("x", 0), ("y", 0), ("x", 1), ("y", 1), ("x", 2), ("y", 2), ("x", 3),
+                     ("y", 3)]
+    assert kept == {"x": [11.0, 12.0, 13.0], "y": [21.0, 22.0, 23.0]}
+    assert summarize([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0,
+                                          "values": [3.0, 1.0, 2.0]}
+
+
+# ---------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def tiny_result():
+    messages: list[str] = []
+    result = run_benchmark(tiny_profile(), rows=NUMPY_ROWS, threads=1, log=messages.append)
+    assert messages, "the run logs its progress"
+    return result
+
+
+def test_tiny_run_covers_every_workload_and_row(tiny_result):
+    assert [w["key"] for w in tiny_result["workloads"]] == ["A", "B", "C", "D"]
+    for w in tiny_result["workloads"]:
+        assert [r["row"] for r in w["rows"]] == NUMPY_ROWS
+    a = tiny_result["workloads"][0]
+    for r in a["rows"]:
+        assert len(r["seconds"]["values"]) == a["repeats"]
+        assert r["seconds"]["min"] <= r["seconds"]["median"] <= r["seconds"]["max"]
+        assert r["gflops"] == pytest.approx(a["flops_per_unit"] / r["seconds"]["median"] / 1e9)
+        assert r["samples_per_s"] == pytest.approx(a["unit_samples"] / r["seconds"]["median"])
+        assert 0 < r["peak_fraction"] and r["gemm_seconds"] > 0
+        assert r["vs_torch"] is None  # no PyTorch row in this run
+
+
+def test_every_row_learns_the_same_model(tiny_result):
+    # Same init, same batches, same order: the rows' test accuracies agree and beat chance.
+    for w in tiny_result["workloads"]:
+        key = "test_accuracy" if w["kind"] != "to_accuracy" else "final_accuracy"
+        accs = [np.mean(r[key]) for r in w["rows"]]
+        assert min(accs) > 0.5, (w["key"], accs)
+        assert max(accs) - min(accs) <= 0.02, (w["key"], accs)
+    d = tiny_result["workloads"][3]
+    assert all(r["reached"] == 1 and r["time_to_target"]["median"] > 0 for r in d["rows"])
+
+
+def test_threads_are_recorded_and_restored(tiny_result):
+    import numba
+
+    assert tiny_result["threads"] == 1
+    assert tiny_result["machine"]["numba"]["num_threads"] == 1
+    assert numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS
+
+
+def test_report_writers_produce_valid_json_and_markdown(tiny_result, tmp_path):
+    messages = write_all(tiny_result, tmp_path / "out")
+    data = json.loads((tmp_path / "out" / "bench.json").read_text())
+    assert data["machine"]["cpu"] and "numpy" in data["machine"]["versions"]
+    assert data["workloads"][0]["rows"][0]["row"] == "xpmlp-numpy"
+    md = (tmp_path / "out" / "bench.md").read_text()
+    assert md.count("| row |") == 4 and "|---|" in md
+    widths = {len(TIMED_HEADERS) + 1, len(D_HEADERS) + 1}
+    assert all(line.count("|") in widths for line in md.splitlines() if line.startswith("|"))
+    assert any("bench.png" in m for m in messages)  # written, or why not
+    text = text_report(tiny_result)
+    assert "xpmlp-numpy" in text and "% peak" in text and "s to target" in text
+    assert markdown_report(tiny_result).startswith("# xpmlp bench (tiny")
+
+
+def test_cli_runs_end_to_end(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    bench_cli.configure_parser(parser)
+    args = parser.parse_args(["--tiny", "--threads", "1", "--workloads", "a,d", "--rows",
+                              ",".join(NUMPY_ROWS), "--out", str(tmp_path)])
+    assert bench_cli.run(args) == 0
+    out = capsys.readouterr().out
+    assert "== A:" in out and "== D:" in out and "== B:" not in out
+    assert "numpy-plain" in out and "test acc" in out
+    assert (tmp_path / "bench.json").exists() and (tmp_path / "bench.md").exists()
+
+
+def test_cli_rejects_unknown_rows(capsys):
+    parser = argparse.ArgumentParser()
+    bench_cli.configure_parser(parser)
+    assert bench_cli.run(parser.parse_args(["--tiny", "--rows", "nope"])) == 2
+    assert "unknown row" in capsys.readouterr().err
+
+
+def test_cli_row_names_match_the_registry():
+    assert bench_cli.ROW_NAMES == tuple(ROWS)
+
+
+def test_missing_peers_are_reported_as_skipped(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    monkeypatch.setitem(sys.modules, "sklearn.neural_network", None)
+    rows, skipped = resolve_rows(["xpmlp-numpy", "torch-cpu", "sklearn"])
+    assert [r.name for r in rows] == ["xpmlp-numpy"]
+    assert set(skipped) == {"torch-cpu", "sklearn"}
+    assert "not installed" in skipped["torch-cpu"] and "not installed" in skipped["sklearn"]
+    result = run_benchmark(tiny_profile(), rows=["xpmlp-numpy", "torch-cpu", "sklearn"],
+                           workloads=["A"], log=lambda m: None)
+    assert result["skipped_rows"] == skipped
+    assert [r["row"] for r in result["workloads"][0]["rows"]] == ["xpmlp-numpy"]
+    assert "skipped: torch-cpu: PyTorch is not installed" in text_report(result)
