@@ -142,9 +142,15 @@ def run(args: argparse.Namespace) -> int:
     log(f"model: {model}")
     log(f"device: {backend.device}")
     log(f"data: {len(x_train)} training and {len(x_test)} test samples")
+    def epoch_done(r: dict[str, Any]) -> None:
+        log(f"epoch {r['epoch']}/{args.epochs}: loss {r['loss']:.4f}, train accuracy "
+            f"{r['train_accuracy']:.4f}, test accuracy {r['val_accuracy']:.4f} "
+            f"({r['seconds']:.2f} s, {r['samples_per_s']:,.0f} samples/s)")
+
     started = time.perf_counter()
     model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
-              validation_data=(x_test, data.y_test), progress=not args.quiet)
+              validation_data=(x_test, data.y_test), progress=not args.quiet,
+              callback=epoch_done)
     wall = time.perf_counter() - started
     history = model.history_
     train_seconds = sum(r["seconds"] for r in history)
