@@ -33,7 +33,7 @@ from .kernels.rows import (
     STAT_LOSS_SUM,
 )
 from .layers import Dense
-from .optim import OPTIMIZERS, Optimizer, make_optimizer
+from .optim import OPTIMIZERS, SCHEDULES, Optimizer, make_optimizer, schedule_factor
 from .workspace import Workspace
 
 DEFAULT_OUTPUT = {
@@ -60,6 +60,7 @@ CONSTRAINTS = {
     "seed": Number(0, None, integer=True),
     "epochs": Number(1, None, integer=True),
     "batch_size": Number(1, None, integer=True),
+    "lr_schedule": Choice(SCHEDULES),
 }
 
 PREDICT_CHUNK = 4096  # rows per forward pass when predicting
@@ -342,10 +343,14 @@ class MLP:
         batch_size: int = 128,
         shuffle: bool = True,
         validation_data: tuple[Any, Any] | None = None,
+        lr_schedule: str = "constant",
         progress: bool = False,
         callback: Callable[[dict[str, Any]], None] | None = None,
     ) -> MLP:
         """Mini-batch training; a history record per epoch goes to ``self.history_``.
+
+        ``lr_schedule``: "constant", or "cosine" (the learning rate falls from its
+        value to 0 over the ``epochs`` of this call, step by step).
 
         The data set moves to the backend once; each epoch draws a permutation
         on the device and gathers its batches there. Loss and accuracy add up
@@ -354,7 +359,9 @@ class MLP:
         training stops with ``TrainingDivergedError`` naming the epoch and batch;
         the parameters keep their last finite values.
         """
-        check_params({"epochs": epochs, "batch_size": batch_size}, CONSTRAINTS)
+        check_params(
+            {"epochs": epochs, "batch_size": batch_size, "lr_schedule": lr_schedule}, CONSTRAINTS
+        )
         self._check_differentiable()
         be = self.backend
         X = check_features(X, self.n_features, be.xp)
@@ -365,24 +372,25 @@ class MLP:
             X_val = self._to_backend(check_features(validation_data[0], self.n_features, be.xp,
                                                     "validation X"))
             Y_val = self._targets(validation_data[1], X_val.shape[0])
-        ws = self._workspace(min(batch_size, m_total))
-        starts = list(range(0, m_total, batch_size))
-        refresh_every = max(1, len(starts) // 20)
+        n_batches = -(-m_total // batch_size)
+        refresh_every = max(1, n_batches // 20)
+        total_steps = epochs * n_batches
         for epoch in range(1, epochs + 1):
-            self._stats[...] = 0
             order = be.permutation(self._rng, m_total) if shuffle else be.xp.arange(m_total)
             bar = _progress_bar(progress, m_total, f"epoch {epoch}/{epochs}")
-            t0 = time.perf_counter()
-            for batch, start in enumerate(starts):
-                idx = order[start:start + batch_size]
-                w = ws.first(int(idx.shape[0]))
-                be.gather_rows(X_all, idx, w.X)
-                be.gather_rows(Y_all, idx, w.Y)
-                self._forward(w)
-                self._backward(w, batch)
-                self._step()
+
+            def redraw(batch: int, done: int, bar: Any = bar, epoch: int = epoch) -> None:
                 if bar is not None and (batch + 1) % refresh_every == 0:
-                    self._report(bar, epoch, be.to_numpy(self._stats), start + w.rows)
+                    self._report(bar, epoch, be.to_numpy(self._stats), done)
+
+            t0 = time.perf_counter()
+            first_step = (epoch - 1) * n_batches
+            self._run_epoch(
+                X_all, Y_all, order, batch_size, redraw,
+                lambda batch, first=first_step: schedule_factor(
+                    lr_schedule, first + batch, total_steps
+                ),
+            )
             be.synchronize()
             seconds = time.perf_counter() - t0
             stats = be.to_numpy(self._stats)
@@ -402,7 +410,36 @@ class MLP:
             self.history_.append(record)
             if callback is not None:
                 callback(record)
+        self.optimizer.lr_factor = 1.0
         return self
+
+    def _run_epoch(
+        self, X: Any, Y: Any, order: Any, batch_size: int,
+        on_batch: Callable[[int, int], None] | None = None,
+        lr_factor: Callable[[int], float] | None = None,
+    ) -> None:
+        """One pass over the samples ``order`` (device indices) in mini-batches.
+
+        Per batch: gather its rows into the workspace, forward, backward, one
+        optimizer step. Nothing comes back to the host unless ``on_batch``
+        (called with the batch index and the samples done) asks for it.
+        ``lr_factor(batch)`` scales the learning rate of that batch's step.
+        """
+        be, m_total = self.backend, int(order.shape[0])
+        ws = self._workspace(min(batch_size, m_total))
+        self._stats[...] = 0
+        for batch, start in enumerate(range(0, m_total, batch_size)):
+            idx = order[start:start + batch_size]
+            w = ws.first(int(idx.shape[0]))
+            be.gather_rows(X, idx, w.X)
+            be.gather_rows(Y, idx, w.Y)
+            self._forward(w)
+            self._backward(w, batch)
+            if lr_factor is not None:
+                self.optimizer.lr_factor = lr_factor(batch)
+            self._step()
+            if on_batch is not None:
+                on_batch(batch, start + w.rows)
 
     def _report(self, bar: Any, epoch: int, stats: Any, done: int) -> None:
         self._check_diverged(stats, epoch)

@@ -11,13 +11,17 @@ momentum   v <- mu v + g;  p <- p - lr v                (PyTorch's form)
 nesterov   v <- mu v + g;  p <- p - lr (g + mu v)
 adam       Kingma & Ba (2015), Algorithm 1, with bias correction 1 - beta^t
 =========  =================================================================
+
+A learning-rate schedule (``schedule_factor``) scales the rate step by step.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
+SCHEDULES = ("constant", "cosine")
 DEFAULT_LEARNING_RATE = {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "adam": 1e-3}
 
 
@@ -29,6 +33,12 @@ class Optimizer:
     def __init__(self, learning_rate: float, weight_decay: float = 0.0) -> None:
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
+        self.lr_factor = 1.0  # set per step by a learning-rate schedule
+
+    @property
+    def lr(self) -> float:
+        """The learning rate of the next step: learning_rate times the schedule's factor."""
+        return self.learning_rate * self.lr_factor
 
     def bind(self, backend: Any, params: Any) -> None:
         """Allocate the optimizer's state for the flat parameter vector ``params``."""
@@ -62,10 +72,10 @@ class SGD(Optimizer):
 
     def step(self, backend: Any, params: Any, grads: Any, n_decay: int, stats: Any) -> None:
         if self.velocity is None:
-            backend.sgd_step(params, grads, self.learning_rate, self.weight_decay, n_decay, stats)
+            backend.sgd_step(params, grads, self.lr, self.weight_decay, n_decay, stats)
         else:
             backend.sgd_momentum_step(
-                params, grads, self.velocity, self.learning_rate, self.momentum,
+                params, grads, self.velocity, self.lr, self.momentum,
                 self.weight_decay, n_decay, self.nesterov, stats,
             )
 
@@ -100,12 +110,23 @@ class Adam(Optimizer):
     def step(self, backend: Any, params: Any, grads: Any, n_decay: int, stats: Any) -> None:
         self.t += 1
         backend.adam_step(
-            params, grads, self.m, self.v, self.learning_rate, self.beta1, self.beta2,
+            params, grads, self.m, self.v, self.lr, self.beta1, self.beta2,
             self.eps, self.weight_decay, n_decay, self.t, stats,
         )
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
+
+
+def schedule_factor(schedule: str, step: int, total_steps: int) -> float:
+    """The factor on the learning rate at ``step`` of ``total_steps`` (0-based).
+
+    constant: 1.   cosine: (1 + cos(pi step / total_steps)) / 2, from 1 down towards 0
+    (Loshchilov & Hutter 2017, without restarts).
+    """
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
+    return 1.0
 
 
 def make_optimizer(

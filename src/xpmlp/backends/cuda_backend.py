@@ -1,25 +1,250 @@
-"""The CUDA backend: CuPy arrays, cuBLAS through CuPy, Numba CUDA kernels (see issue 4)."""
+"""The CUDA backend: CuPy arrays, cuBLAS through CuPy, fused Numba CUDA kernels.
+
+Two layers, so that the logic runs without a GPU:
+
+- ``CudaKernelOps`` is everything but the device: which kernel of
+  ``xpmlp.kernels.cuda`` runs each operation, its launch size, the scalars cast
+  to the arrays' dtype, and the scratch buffers of the reductions. It works on
+  any ``xp`` and any Numba launch stream, so with NumPy arrays and Numba's CUDA
+  simulator (``xpmlp.backends.cuda_sim.SimulatedCudaBackend``) the whole MLP
+  trains through this very code on a CPU-only machine.
+- ``CudaBackend`` adds the few lines only a real GPU runs: the CuPy device and
+  stream, the host-device crossings (``asarray`` and ``to_numpy``, nothing
+  else), the device random generator, and the translation of CUDA failures
+  into xpmlp errors.
+
+Streams: all of the backend's work goes to ONE non-blocking CuPy stream. The
+backend makes it CuPy's current stream (in the thread that creates the
+backend), so the CuPy operations of the model (matrix products, fills,
+indexing) queue on it, and the Numba kernels launch on it too, through ONE
+cached ``numba.cuda.external_stream``. Work is ordered by that stream alone:
+nothing relies on the CUDA Array Interface's synchronization, which is
+switched off.
+"""
 
 from __future__ import annotations
 
-from ..errors import BackendUnavailableError
-from .base import Backend
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import numpy
+
+from ..errors import BackendUnavailableError, XpmlpError
+from ..kernels import cuda as kcuda
+from ..kernels.scalar import ACTIVATION_CODES, LOSS_CODES, SOFTMAX
+from .base import Array, Backend
 from .cuda_probe import probe_cuda
 
 
-class CudaBackend(Backend):
-    """CuPy arrays on an NVIDIA GPU."""
+class DeviceMemoryError(XpmlpError, MemoryError):
+    """The GPU ran out of memory (the message says what to try)."""
+
+
+class CudaKernelOps(Backend):
+    """The CUDA backend's logic on any ``xp``: one fused kernel launch (or two) per operation.
+
+    ``launch_stream`` is the Numba stream every kernel is queued on (0: Numba's
+    default stream, as under the simulator). Matrix products and allocations
+    come from ``xp`` (``Backend``).
+    """
+
+    name = "cuda-kernels"
+
+    def __init__(self, xp: Any, launch_stream: Any = 0) -> None:
+        super().__init__(xp)
+        self._launch_stream = launch_stream
+        self._scratch: dict[tuple[str, tuple[int, ...], str], Array] = {}
+
+    def _launch(self, kernel: Any, n_items: int, *args: Any) -> None:
+        """Queue ``kernel(*args)`` with one thread per item (grid-stride beyond MAX_BLOCKS)."""
+        kcuda.launcher(kernel, n_items, self._launch_stream)(*args)
+
+    def _scratch_array(self, name: str, shape: tuple[int, ...], dtype: Any) -> Array:
+        """A scratch array kept for reuse: kernels on one stream run in order, so sharing is safe."""
+        key = (name, shape, numpy.dtype(dtype).str)
+        buf = self._scratch.get(key)
+        if buf is None:
+            buf = self._scratch[key] = self.empty(shape, dtype)
+        return buf
+
+    # ------------------------------------------------------------------ data movement
+    def gather_rows(self, X: Array, idx: Array, out: Array) -> None:
+        self._launch(kcuda.gather_rows, idx.shape[0] * X.shape[1], X, idx, out)
+
+    # ------------------------------------------------------------------ forward and backward
+    def bias_activation(self, Z: Array, b: Array, A: Array, activation: str) -> None:
+        code = ACTIVATION_CODES[activation]
+        if code == SOFTMAX:
+            self._launch(kcuda.bias_activation_rows, Z.shape[0], Z, b, A, code)
+        else:
+            self._launch(kcuda.bias_activation_elements, Z.size, Z, b, A, code)
+
+    def activation_backward(
+        self, dA: Array, A: Array, delta: Array, db: Array, activation: str
+    ) -> None:
+        """delta = dA * f'(A) with column sums of CHUNK_ROWS-row chunks, then db = sum of chunks
+        (one launch when the batch is a single chunk: the chunk sum is db)."""
+        code = ACTIVATION_CODES[activation]
+        m, n = dA.shape
+        chunks = kcuda.n_chunks(m)
+        if chunks == 1:
+            self._launch(kcuda.activation_backward_chunks, n, dA, A, delta, db.reshape(1, n),
+                         code, kcuda.CHUNK_ROWS)
+            return
+        partial = self._scratch_array("chunk_sums", (chunks, n), dA.dtype)
+        self._launch(kcuda.activation_backward_chunks, chunks * n, dA, A, delta, partial, code,
+                     kcuda.CHUNK_ROWS)
+        self._launch(kcuda.sum_chunks, n, partial, db)
+
+    def loss_output_delta(
+        self, Z: Array, A: Array, Y: Array, delta: Array, db: Array, stats: Array,
+        activation: str, loss: str, batch: int,
+    ) -> None:
+        """Per row: delta_L and (loss, correct); then db_L and the statistics, rows in order."""
+        m, n = Z.shape
+        t = Z.dtype.type
+        row_stats = self._scratch_array("row_stats", (m, 2), Z.dtype)
+        self._launch(
+            kcuda.loss_delta_rows, m, Z, A, Y, delta, row_stats,
+            ACTIVATION_CODES[activation], LOSS_CODES[loss],
+            t(1.0 / m), t(numpy.finfo(Z.dtype).eps),
+        )
+        self._launch(kcuda.loss_output_reduce, n + 1, delta, row_stats, db, stats, int(batch))
+
+    # ------------------------------------------------------------------ optimizer updates
+    def sgd_step(
+        self, p: Array, g: Array, lr: float, decay: float, n_decay: int, stats: Array
+    ) -> None:
+        t = p.dtype.type
+        self._launch(kcuda.sgd_step, p.size, p, g, t(lr), t(decay), int(n_decay), stats)
+
+    def sgd_momentum_step(
+        self, p: Array, g: Array, v: Array, lr: float, momentum: float, decay: float,
+        n_decay: int, nesterov: bool, stats: Array,
+    ) -> None:
+        t = p.dtype.type
+        self._launch(kcuda.sgd_momentum_step, p.size, p, g, v, t(lr), t(momentum), t(decay),
+                     int(n_decay), bool(nesterov), stats)
+
+    def adam_step(
+        self, p: Array, g: Array, m: Array, v: Array, lr: float, beta1: float, beta2: float,
+        eps: float, decay: float, n_decay: int, step: int, stats: Array,
+    ) -> None:
+        t = p.dtype.type
+        self._launch(kcuda.adam_step, p.size, p, g, m, v, t(lr), t(beta1), t(beta2), t(eps),
+                     t(decay), int(n_decay), t(1.0 - beta1**step), t(1.0 - beta2**step), stats)
+
+
+def _unavailable(reason: str, remedy: str) -> BackendUnavailableError:
+    return BackendUnavailableError(
+        f"backend 'cuda' is unavailable: {reason}. Remedy: {remedy}. "
+        "backend='auto' falls back to NumPy."
+    )
+
+
+def _compile_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions with which Numba reports a kernel that cannot be compiled or linked."""
+    from numba.core.errors import NumbaError
+    from numba.cuda.cudadrv import driver, error
+
+    return (NumbaError, error.NvvmError, error.NvvmSupportError, error.NvrtcError,
+            error.NvrtcSupportError, error.CCSupportError, error.CudaSupportError,
+            driver.LinkerError)
+
+
+def configure_numba_cuda() -> None:
+    """No low-occupancy warnings (tiny grids are by design); no CUDA Array Interface syncs."""
+    from numba.cuda.core import config
+
+    config.CUDA_LOW_OCCUPANCY_WARNINGS = 0
+    config.CUDA_ARRAY_INTERFACE_SYNC = 0
+
+
+class CudaBackend(CudaKernelOps):  # pragma: no cover - needs a GPU (tests marked `cuda`)
+    """CuPy arrays on an NVIDIA GPU, with fused Numba CUDA kernels on one non-blocking stream."""
 
     name = "cuda"
 
     def __init__(self, device: int | None = None) -> None:
         probe = probe_cuda()
         if not probe.usable:
-            raise BackendUnavailableError(
-                f"backend 'cuda' is unavailable: {probe.reason}. Remedy: {probe.remedy}. "
-                "backend='auto' falls back to NumPy."
-            )
+            raise _unavailable(probe.reason, probe.remedy)
         import cupy
+        from numba import cuda
 
-        super().__init__(cupy)
-        self.device_index = 0 if device is None else int(device)
+        configure_numba_cuda()
+        n_devices = cupy.cuda.runtime.getDeviceCount()
+        if device is None:
+            device = cupy.cuda.Device().id
+        if isinstance(device, bool) or not isinstance(device, int) or not 0 <= device < n_devices:
+            raise ValueError(
+                f"device={device!r} is not valid; expected a GPU index in 0..{n_devices - 1}"
+            )
+        self._cupy = cupy
+        self.device_index = device
+        cupy.cuda.Device(device).use()
+        self.stream = cupy.cuda.Stream(non_blocking=True)
+        self.stream.use()
+        self._errors = _compile_errors()
+        super().__init__(cupy, launch_stream=cuda.external_stream(self.stream.ptr))
+
+    @property
+    def device(self) -> str:
+        rt = self._cupy.cuda.runtime
+        props = rt.getDeviceProperties(self.device_index)
+        name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+        gib = props["totalGlobalMem"] / 2**30
+        return (f"GPU {self.device_index}: {name} (compute capability {props['major']}."
+                f"{props['minor']}, {gib:.0f} GiB, driver CUDA "
+                f"{rt.driverGetVersion() // 1000}.{rt.driverGetVersion() % 1000 // 10})")
+
+    @contextlib.contextmanager
+    def _device_memory(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except self._cupy.cuda.memory.OutOfMemoryError as exc:
+            raise DeviceMemoryError(
+                f"the GPU ran out of memory while allocating {what} ({exc}). Try a smaller "
+                "batch size or model, free other GPU work, or use backend='numpy'"
+            ) from exc
+
+    def _launch(self, kernel: Any, n_items: int, *args: Any) -> None:
+        try:
+            kcuda.launcher(kernel, n_items, self._launch_stream)(*args)
+        except self._errors as exc:
+            raise _unavailable(
+                f"the CUDA kernel {kernel.py_func.__name__} failed to compile for this GPU: "
+                f"{type(exc).__name__}: {exc}",
+                "install numba-cuda>=0.30,<0.31 with the extra matching the driver "
+                "(pip install 'xpmlp[cuda13]' or 'xpmlp[cuda12]')",
+            ) from exc
+
+    # ------------------------------------------------------------------ the only crossings
+    def asarray(self, a: Any, dtype: Any = None) -> Array:
+        with self._device_memory(f"an array of shape {numpy.shape(a)}"):
+            return self._cupy.ascontiguousarray(self._cupy.asarray(a, dtype=dtype))
+
+    def to_numpy(self, a: Array) -> numpy.ndarray:
+        """Copy to the host on the backend's stream, waiting for the work queued before it."""
+        return self._cupy.asnumpy(a, stream=self.stream)
+
+    # ------------------------------------------------------------------ device work
+    def empty(self, shape: Any, dtype: Any) -> Array:
+        with self._device_memory(f"an array of shape {shape}"):
+            return self._cupy.empty(shape, dtype=dtype)
+
+    def zeros(self, shape: Any, dtype: Any) -> Array:
+        with self._device_memory(f"an array of shape {shape}"):
+            return self._cupy.zeros(shape, dtype=dtype)
+
+    def rng(self, seed: int | None) -> Any:
+        """CuPy's seeded generator: its own streams of numbers, not NumPy's."""
+        return self._cupy.random.default_rng(seed)
+
+    def permutation(self, rng: Any, n: int) -> Array:
+        """The order that sorts n uniform draws: a uniformly random permutation, on the device."""
+        return self._cupy.argsort(rng.random(n))
+
+    def synchronize(self) -> None:
+        self.stream.synchronize()

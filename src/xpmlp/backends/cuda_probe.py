@@ -2,18 +2,23 @@
 
 An import that works is not enough (numba-cuda can import and still fail to
 compile), so CUDA counts as usable only after a tiny ``@cuda.jit`` kernel has
-compiled and run on the device and its result came back right.
+compiled and run on the device and its result came back right. Each failure
+gives its cause and the remedy: no CuPy, no driver or device, a driver older
+than the CUDA that CuPy was built for, numba-cuda missing, Numba's simulator
+switched on, or a kernel that does not compile or run.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass, field
 
 INSTALL_HINT = (
     "install the CUDA extra that matches your driver: pip install 'xpmlp[cuda13]' "
     "(CUDA 13) or 'xpmlp[cuda12]' (CUDA 12)"
 )
+NUMPY_HINT = "or use backend='numpy'"
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,20 @@ class CudaProbe:
         return ", ".join(f"{k}: {v}" for k, v in self.details.items())
 
 
+def cuda_version(code: int) -> str:
+    """A CUDA version number as the runtime reports it (13000) -> "13.0"."""
+    return f"{code // 1000}.{code % 1000 // 10}"
+
+
+def simulator_enabled() -> bool:
+    """True when Numba runs ``@cuda.jit`` kernels in its CPU simulator (NUMBA_ENABLE_CUDASIM=1)."""
+    try:
+        import numba
+    except ImportError:
+        return os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+    return bool(getattr(numba.config, "ENABLE_CUDASIM", 0))
+
+
 @functools.lru_cache(maxsize=1)
 def probe_cuda() -> CudaProbe:
     """Run the probe once per process (see the module docstring)."""
@@ -43,27 +62,57 @@ def probe_cuda() -> CudaProbe:
     details["cupy"] = cupy.__version__
     try:
         n = cupy.cuda.runtime.getDeviceCount()
+        driver = cupy.cuda.runtime.driverGetVersion()
     except Exception as exc:
         return CudaProbe(
             False,
             f"no usable CUDA driver or device ({exc})",
-            "check `nvidia-smi`; install or update the NVIDIA driver, or use backend='numpy'",
+            f"check `nvidia-smi`; install or update the NVIDIA driver, {NUMPY_HINT}",
             details,
         )
     if n == 0:
-        return CudaProbe(False, "no CUDA device found", "use backend='numpy'", details)
+        return CudaProbe(False, "no CUDA device found", f"use a machine with an NVIDIA GPU, "
+                         f"{NUMPY_HINT}", details)
+    details["driver"] = f"CUDA {cuda_version(driver)}"
+    try:
+        runtime = cupy.cuda.runtime.runtimeGetVersion()
+        details["cuda runtime"] = cuda_version(runtime)
+    except Exception:
+        runtime = 0
+    if runtime and driver // 1000 < runtime // 1000:
+        return CudaProbe(
+            False,
+            f"the NVIDIA driver is too old: it supports CUDA {cuda_version(driver)}, CuPy "
+            f"{cupy.__version__} was built for CUDA {cuda_version(runtime)}",
+            f"update the NVIDIA driver, or install the CuPy build for CUDA "
+            f"{driver // 1000} (pip install 'xpmlp[cuda{driver // 1000}]'), {NUMPY_HINT}",
+            details,
+        )
+    if simulator_enabled():
+        return CudaProbe(
+            False,
+            "NUMBA_ENABLE_CUDASIM=1: Numba runs CUDA kernels in its CPU simulator",
+            "unset NUMBA_ENABLE_CUDASIM to use the GPU",
+            details,
+        )
     try:
         from numba import cuda
     except Exception as exc:
         return CudaProbe(False, f"numba-cuda failed to import: {exc}", INSTALL_HINT, details)
     try:
-        import numba_cuda  # noqa: F401
+        import numba_cuda
 
         details["numba-cuda"] = getattr(numba_cuda, "__version__", "?")
     except ImportError:
-        pass
+        return CudaProbe(False, "numba-cuda is not installed (numba's built-in CUDA target is "
+                         "deprecated)", INSTALL_HINT, details)
     try:
         import numpy
+
+        props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+        name = props["name"]
+        details["device"] = name.decode() if isinstance(name, bytes) else str(name)
+        details["compute capability"] = f"{props['major']}.{props['minor']}"
 
         @cuda.jit
         def _add_one(x):
@@ -76,11 +125,6 @@ def probe_cuda() -> CudaProbe:
         got = cupy.asnumpy(x)
         if not numpy.array_equal(got, numpy.arange(1, 5, dtype=numpy.float32)):
             return CudaProbe(False, f"probe kernel returned {got}", INSTALL_HINT, details)
-        props = cupy.cuda.runtime.getDeviceProperties(0)
-        details["device"] = props["name"].decode() if isinstance(props["name"], bytes) else str(
-            props["name"]
-        )
-        details["driver"] = str(cupy.cuda.runtime.driverGetVersion())
     except Exception as exc:
         return CudaProbe(
             False,

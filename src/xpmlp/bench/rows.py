@@ -75,12 +75,9 @@ class Row:
 
 
 class XpmlpRow(Row):
-    """xpmlp on one backend, stepping through ``order`` with the loop of ``MLP.fit``.
-
-    The loop is fit's own (gather the batch into the workspace, ``_forward``,
-    ``_backward``, ``_step``, one synchronization at the end), with the
-    permutation handed in instead of drawn, so every row sees the same batches.
-    """
+    """xpmlp on one backend, stepping through ``order`` with the epoch loop of ``MLP.fit``
+    (``MLP._run_epoch``), the permutation handed in instead of drawn, so every row sees the
+    same batches; one synchronization at the end."""
 
     def __init__(self, backend: Any, name: str | None = None) -> None:
         """``backend``: a name ("numpy", "cuda") or a Backend object (e.g. the reference one)."""
@@ -108,7 +105,6 @@ class XpmlpRow(Row):
         self.Y = model._targets(data.y_train, len(data.y_train))
         self.X_test = model._to_backend(data.x_test)
         self.Y_test = model._targets(data.y_test, len(data.y_test))
-        self.ws = model._workspace(min(spec.batch_size, len(data.y_train)))
         be.synchronize()
 
     def set_order(self, order: np.ndarray) -> None:
@@ -116,17 +112,8 @@ class XpmlpRow(Row):
         self.model.backend.synchronize()
 
     def train(self) -> None:
-        model, be, bs = self.model, self.model.backend, self.spec.batch_size
-        model._stats[...] = 0
-        for batch, start in enumerate(range(0, int(self.order.shape[0]), bs)):
-            idx = self.order[start:start + bs]
-            w = self.ws.first(int(idx.shape[0]))
-            be.gather_rows(self.X, idx, w.X)
-            be.gather_rows(self.Y, idx, w.Y)
-            model._forward(w)
-            model._backward(w, batch)
-            model._step()
-        be.synchronize()
+        self.model._run_epoch(self.X, self.Y, self.order, self.spec.batch_size)
+        self.model.backend.synchronize()
 
     def accuracy(self) -> float:
         return self.model._accuracy(self.X_test, self.Y_test)

@@ -15,6 +15,7 @@ DEFAULTS = {
     "hidden": "512,256",
     "activation": "relu",
     "optimizer": "adam",
+    "schedule": "cosine",
     "seed": 0,
     "dtype": "float32",
 }
@@ -45,7 +46,7 @@ def _positive_int(text: str) -> int:
 def configure_parser(p: argparse.ArgumentParser) -> None:
     from ..activations import ACTIVATIONS
     from ..backends import BACKEND_NAMES
-    from ..optim import OPTIMIZERS
+    from ..optim import OPTIMIZERS, SCHEDULES
 
     d = DEFAULTS
     p.add_argument("--backend", choices=BACKEND_NAMES, default=None,
@@ -63,6 +64,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    default=d["activation"], help="hidden-layer activation (default relu)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d["optimizer"],
                    help="optimizer (default adam)")
+    p.add_argument("--schedule", choices=SCHEDULES, default=d["schedule"],
+                   help="learning-rate schedule over the run (default cosine: from --lr down to 0)")
     p.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay (default 0)")
     p.add_argument("--seed", type=int, default=d["seed"], help="random seed (default 0)")
     p.add_argument("--dtype", choices=("float32", "float64"), default=d["dtype"])
@@ -149,7 +152,8 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
-              validation_data=(x_test, data.y_test), progress=not args.quiet,
+              validation_data=(x_test, data.y_test), lr_schedule=args.schedule,
+              progress=not args.quiet,
               callback=epoch_done)
     wall = time.perf_counter() - started
     history = model.history_

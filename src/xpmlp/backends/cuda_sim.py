@@ -1,0 +1,63 @@
+"""The CUDA backend's logic on NumPy arrays, its kernels run by Numba's CUDA simulator.
+
+For tests on machines without a GPU: ``SimulatedCudaBackend`` is
+``CudaKernelOps`` (the CUDA backend minus its CuPy lines) with ``xp = numpy``,
+so ``xpmlp.MLP(..., backend=SimulatedCudaBackend())`` trains end to end
+through the same kernel choice, launch sizes, scalar casts and scratch
+buffers as the GPU, with every ``@cuda.jit`` kernel of ``xpmlp.kernels.cuda``
+run by the simulator (one Python thread per CUDA thread: slow, keep arrays small).
+
+The simulator must be switched on before Numba is first imported:
+``NUMBA_ENABLE_CUDASIM=1 python -m pytest -m cudasim``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy
+
+from ..errors import BackendUnavailableError
+from .cuda_backend import CudaKernelOps
+from .cuda_probe import simulator_enabled
+
+
+def _in_place_hint() -> type:
+    """An argument hint that hands the simulated kernel the NumPy array itself.
+
+    By default the simulator copies each array argument into a wrapper and
+    copies it back after the kernel; the wrapper cannot be passed on to the
+    ``@njit`` row formulas, and the copies would break arguments that alias
+    (``delta`` is ``dA``). This hint passes the array through untouched.
+    """
+    from numba.cuda.args import ArgHint
+
+    class InPlace(ArgHint):
+        def to_device(self, retr: list[Any], stream: Any = 0) -> Any:
+            return self.value
+
+    return InPlace
+
+
+class SimulatedCudaBackend(CudaKernelOps):
+    """NumPy arrays; the CUDA kernels run in Numba's simulator (NUMBA_ENABLE_CUDASIM=1)."""
+
+    name = "cuda-sim"
+
+    def __init__(self) -> None:
+        if not simulator_enabled():
+            raise BackendUnavailableError(
+                "the simulated CUDA backend needs Numba's CUDA simulator. Remedy: set "
+                "NUMBA_ENABLE_CUDASIM=1 before Numba is imported (in the environment of the "
+                "process), e.g. NUMBA_ENABLE_CUDASIM=1 python -m pytest -m cudasim"
+            )
+        super().__init__(numpy, launch_stream=0)
+        self._hint = _in_place_hint()
+
+    @property
+    def device(self) -> str:
+        return "Numba CUDA simulator (NumPy arrays in host memory)"
+
+    def _launch(self, kernel: Any, n_items: int, *args: Any) -> None:
+        hinted = [self._hint(a) if isinstance(a, numpy.ndarray) else a for a in args]
+        super()._launch(kernel, n_items, *hinted)
