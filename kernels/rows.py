@@ -31,13 +31,30 @@ N_STATS = 5
 
 
 @njit(cache=True, error_model="numpy")
-def softmax_row(Z, A, i):
-    """A[i] = softmax(Z[i]) = exp(Z[i] - max) / sum exp(Z[i] - max); returns log-sum-exp(Z[i])."""
-    n = Z.shape[1]
+def row_max(Z, i):
+    """max_k Z[i, k]."""
     z_max = Z[i, 0]
-    for j in range(1, n):
+    for j in range(1, Z.shape[1]):
         if Z[i, j] > z_max:
             z_max = Z[i, j]
+    return z_max
+
+
+@njit(cache=True, error_model="numpy")
+def log_sum_exp_row(Z, i):
+    """log sum_k exp(Z[i, k]) = max + log sum_k exp(Z[i, k] - max), which cannot overflow."""
+    z_max = row_max(Z, i)
+    total = ZERO
+    for j in range(Z.shape[1]):
+        total += math.exp(Z[i, j] - z_max)
+    return z_max + math.log(total)
+
+
+@njit(cache=True, error_model="numpy")
+def softmax_row(Z, A, i):
+    """A[i] = softmax(Z[i]) = exp(Z[i] - max) / sum_k exp(Z[i, k] - max)."""
+    n = Z.shape[1]
+    z_max = row_max(Z, i)
     total = ZERO
     for j in range(n):
         e = math.exp(Z[i, j] - z_max)
@@ -45,7 +62,6 @@ def softmax_row(Z, A, i):
         total += e
     for j in range(n):
         A[i, j] = A[i, j] / total
-    return z_max + math.log(total)
 
 
 @njit(cache=True, error_model="numpy")
@@ -91,14 +107,7 @@ def loss_delta_row(Z, A, Y, delta, i, activation, loss, inv_m, eps):
     n = Z.shape[1]
     row_loss = ZERO
     if activation == SOFTMAX:
-        z_max = Z[i, 0]
-        for j in range(1, n):
-            if Z[i, j] > z_max:
-                z_max = Z[i, j]
-        total = ZERO
-        for j in range(n):
-            total += math.exp(Z[i, j] - z_max)
-        log_sum_exp = z_max + math.log(total)
+        log_sum_exp = log_sum_exp_row(Z, i)
         for j in range(n):
             row_loss += Y[i, j] * (log_sum_exp - Z[i, j])
     else:
