@@ -27,7 +27,15 @@ STAT_CORRECT = 1  # number of samples whose prediction matched the target
 STAT_COUNT = 2  # number of samples seen
 STAT_DIVERGED_AT = 3  # 0, or 1 + the index of the first batch whose loss was not finite
 STAT_BATCH_LOSS_SUM = 4  # the last batch's summed loss (for a learner's one-off step)
-N_STATS = 5
+STAT_BATCH = 5  # index of the batch being trained on (written by the loss kernel)
+N_STATS = 6
+
+
+@njit(cache=True, error_model="numpy")
+def flag_divergence(stats):
+    """Record the current batch as the first one that diverged (unless one already is)."""
+    if stats[STAT_DIVERGED_AT] == ZERO:
+        stats[STAT_DIVERGED_AT] = stats[STAT_BATCH] + ONE
 
 
 @njit(cache=True, error_model="numpy")

@@ -73,7 +73,7 @@ def sigmoid(z):
 def activate(activation, z):
     """a = f(z) for the elementwise activations (softmax is a row operation)."""
     if activation == RELU:
-        return z if z > ZERO else ZERO
+        return ZERO if z <= ZERO else z  # NaN stays NaN, as in max(z, 0)
     if activation == SIGMOID:
         return sigmoid(z)
     if activation == TANH:

@@ -116,6 +116,8 @@ def check_targets(y: Any, m: int, n_out: int, classifier: bool, xp: Any, name: s
     Returns the array and whether it holds class labels.
     """
     y = check_numeric(name, y, xp)
+    if y.ndim == 0:
+        raise ValueError(f"{name} is a scalar; expected one target per sample ({m} of them)")
     if y.shape[0] != m:
         raise ValueError(f"X has {m} samples but {name} has {y.shape[0]}; expected the same number")
     if y.ndim == 1 and classifier and n_out > 1:
@@ -130,6 +132,13 @@ def check_targets(y: Any, m: int, n_out: int, classifier: bool, xp: Any, name: s
         return y, True
     if y.ndim == 1 and n_out == 1:
         y = y.reshape(m, 1)
+    if classifier and n_out == 1 and y.ndim == 2 and y.shape[1] == 1:
+        lo, hi = float(y.min()), float(y.max())
+        if lo < 0 or hi > 1:
+            raise ValueError(
+                f"{name} holds targets from {lo:g} to {hi:g}; a classifier with one output "
+                "unit expects targets in [0, 1] (class labels 0 and 1)"
+            )
     if y.ndim != 2 or y.shape[1] != n_out:
         want = f"({m},) class labels or ({m}, {n_out})" if classifier else f"({m}, {n_out})"
         raise ValueError(f"{name} has shape {tuple(y.shape)}; expected {want}")

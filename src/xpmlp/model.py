@@ -15,6 +15,7 @@ Nothing here names NumPy or CuPy: every array comes from ``self.backend``.
 
 from __future__ import annotations
 
+import numbers
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -188,13 +189,13 @@ class MLP:
     def _check_layer_sizes(layer_sizes: Sequence[int]) -> list[int]:
         sizes = list(layer_sizes) if isinstance(layer_sizes, (list, tuple)) else None
         if not sizes or len(sizes) < 2 or not all(
-            isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes
+            isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1 for n in sizes
         ):
             raise ValueError(
                 f"layer_sizes={layer_sizes!r} is not valid; expected a list of at least two "
                 "positive integers, input size first, e.g. [784, 512, 10]"
             )
-        return sizes
+        return [int(n) for n in sizes]
 
     @staticmethod
     def _check_hidden_activations(activation: str | Sequence[str], n_hidden: int) -> list[str]:
@@ -372,6 +373,7 @@ class MLP:
             X_val = self._to_backend(check_features(validation_data[0], self.n_features, be.xp,
                                                     "validation X"))
             Y_val = self._targets(validation_data[1], X_val.shape[0])
+        self._last_finite = self.params.copy()  # parameters last seen finite (see _check_diverged)
         n_batches = -(-m_total // batch_size)
         refresh_every = max(1, n_batches // 20)
         total_steps = epochs * n_batches
@@ -398,6 +400,7 @@ class MLP:
                 self._report(bar, epoch, stats, m_total)
                 bar.close()
             self._check_diverged(stats, epoch)
+            self._last_finite[...] = self.params
             record = {
                 "epoch": epoch,
                 "loss": float(stats[STAT_LOSS_SUM] / stats[STAT_COUNT]),
@@ -443,19 +446,33 @@ class MLP:
 
     def _report(self, bar: Any, epoch: int, stats: Any, done: int) -> None:
         self._check_diverged(stats, epoch)
+        self._last_finite[...] = self.params
         n = max(float(stats[STAT_COUNT]), 1.0)
         bar.update(done - bar.n)
         bar.set_postfix(loss=f"{stats[STAT_LOSS_SUM] / n:.4f}",
                         acc=f"{stats[STAT_CORRECT] / n:.4f}", refresh=False)
 
     def _check_diverged(self, stats: Any, epoch: int) -> None:
+        """Raise if a batch's loss was not finite (``stats`` is a host copy).
+
+        The optimizer stopped at that batch, so the parameters are those of the
+        last step before it. If that very step overflowed (its loss was still
+        finite, the parameters are not), they go back to the copy taken at the
+        last check, and the optimizer's state starts afresh.
+        """
         at = int(stats[STAT_DIVERGED_AT])
-        if at:
-            raise TrainingDivergedError(
-                f"the training loss became NaN or infinite at epoch {epoch}, batch {at - 1} "
-                f"(0-based); the model keeps the parameters of its last finite step. Try a "
-                f"smaller learning rate (it was {self.optimizer.learning_rate:g})"
-            )
+        if not at:
+            return
+        kept = "of its last step before that batch"
+        if not bool(self.backend.xp.isfinite(self.params).all()):
+            self.params[...] = self._last_finite
+            self.optimizer.bind(self.backend, self.params)
+            kept = "last checked finite, earlier in training"
+        raise TrainingDivergedError(
+            f"the training loss became NaN or infinite at epoch {epoch}, batch {at - 1} "
+            f"(0-based); training stopped and the model keeps the finite parameters {kept}. "
+            f"Try a smaller learning rate (it was {self.optimizer.learning_rate:g})"
+        )
 
     # ------------------------------------------------------------------ prediction
     def _output(self, X: Any) -> Any:

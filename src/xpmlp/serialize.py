@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,7 @@ def load_model(path: str | os.PathLike[str], *, backend: Any = None) -> Any:
             meta = json.loads(str(data["meta"]))
     except FileNotFoundError:
         raise
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise DataFileError(f"{path}: not a readable xpmlp model file ({exc})") from None
     if meta.get("format") != FORMAT:
         raise DataFileError(f"{path}: format is {meta.get('format')!r}; expected {FORMAT!r}")

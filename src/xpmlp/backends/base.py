@@ -20,6 +20,7 @@ import numpy
 from .. import activations, losses
 from ..kernels.rows import (
     N_STATS,
+    STAT_BATCH,
     STAT_BATCH_LOSS_SUM,
     STAT_CORRECT,
     STAT_COUNT,
@@ -111,7 +112,8 @@ class Backend:
 
         stats[LOSS_SUM] += sum of the samples' losses, stats[CORRECT] += correct
         predictions, stats[COUNT] += m, stats[BATCH_LOSS_SUM] = this batch's sum;
-        stats[DIVERGED_AT] becomes batch + 1 at the first batch whose loss is not finite.
+        stats[BATCH] = batch; stats[DIVERGED_AT] becomes batch + 1 at the first batch whose
+        loss is not finite.
         """
         xp = self.xp
         batch_loss = losses.loss_terms(xp, loss, activation, Z, A, Y).sum()
@@ -123,22 +125,31 @@ class Backend:
             hits = A.argmax(axis=1) == Y.argmax(axis=1)
         stats[STAT_BATCH_LOSS_SUM] = batch_loss
         stats[STAT_LOSS_SUM] += batch_loss
-        stats[STAT_CORRECT] += hits.sum()
+        stats[STAT_CORRECT] += hits.sum().astype(stats.dtype)
         stats[STAT_COUNT] += A.shape[0]
-        first_bad = ~xp.isfinite(batch_loss) & (stats[STAT_DIVERGED_AT] == 0)
-        stats[STAT_DIVERGED_AT] = xp.where(first_bad, batch + 1, stats[STAT_DIVERGED_AT])
+        stats[STAT_BATCH] = batch
+        self._flag_divergence(stats, ~xp.isfinite(batch_loss))
+
+    def _flag_divergence(self, stats: Array, bad: Array) -> None:
+        """stats[DIVERGED_AT] = the current batch + 1 if ``bad`` and no batch was flagged yet."""
+        first_bad = bad & (stats[STAT_DIVERGED_AT] == 0)
+        stats[STAT_DIVERGED_AT] = self.xp.where(
+            first_bad, stats[STAT_BATCH] + 1, stats[STAT_DIVERGED_AT]
+        )
 
     # ------------------------------------------------------------------ optimizer updates
     # Each update runs over the flat parameter vector p (all W, then all b) and its
     # gradient g; L2 decay applies to p[:n_decay] (the weights), not to the biases.
-    # Nothing changes once stats[DIVERGED_AT] is set: the parameters stay finite.
+    # Nothing changes once stats[DIVERGED_AT] is set.
     def _decay_vector(self, p: Array, decay: float, n_decay: int) -> Array:
         d = self.xp.zeros_like(p)
         d[:n_decay] = decay
         return d
 
-    def _unless_diverged(self, stats: Array, old: Array, new: Array) -> Array:
-        return self.xp.where(stats[STAT_DIVERGED_AT] != 0, old, new)
+    def _commit(self, stats: Array, updates: list[tuple[Array, Array]]) -> None:
+        """Write each (target, new value) pair unless the epoch has diverged."""
+        for target, new in updates:
+            target[...] = self.xp.where(stats[STAT_DIVERGED_AT] != 0, target, new)
 
     def sgd_step(
         self, p: Array, g: Array, lr: float, decay: float, n_decay: int, stats: Array
@@ -146,7 +157,7 @@ class Backend:
         """p <- p - lr (g + decay p)."""
         t = p.dtype.type
         g_total = g + self._decay_vector(p, decay, n_decay) * p
-        p[...] = self._unless_diverged(stats, p, p - t(lr) * g_total)
+        self._commit(stats, [(p, p - t(lr) * g_total)])
 
     def sgd_momentum_step(
         self,
@@ -165,9 +176,7 @@ class Backend:
         g_total = g + self._decay_vector(p, decay, n_decay) * p
         v_new = t(momentum) * v + g_total
         step = g_total + t(momentum) * v_new if nesterov else v_new
-        p_new = p - t(lr) * step
-        v[...] = self._unless_diverged(stats, v, v_new)
-        p[...] = self._unless_diverged(stats, p, p_new)
+        self._commit(stats, [(p, p - t(lr) * step), (v, v_new)])
 
     def adam_step(
         self,
@@ -193,6 +202,4 @@ class Backend:
         m_hat = m_new / t(1.0 - beta1**step)
         v_hat = v_new / t(1.0 - beta2**step)
         p_new = p - t(lr) * m_hat / (self.xp.sqrt(v_hat) + t(eps))
-        m[...] = self._unless_diverged(stats, m, m_new)
-        v[...] = self._unless_diverged(stats, v, v_new)
-        p[...] = self._unless_diverged(stats, p, p_new)
+        self._commit(stats, [(p, p_new), (m, m_new), (v, v_new)])

@@ -1,29 +1,66 @@
-"""``xpmlp info``: the versions, backends and devices found here, and what "auto" picks."""
+"""``xpmlp info``: the versions, backends and devices found here, and what "auto" picks.
+
+Works on any machine: without CuPy or a GPU it says so, with the cause and the
+remedy the CUDA probe gives (``xpmlp.backends.cuda_probe``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import platform
+from importlib import metadata
+
+# distributions that provide each optional package, first match wins
+OPTIONAL = {
+    "numba-cuda": ("numba-cuda",),
+    "cupy": ("cupy-cuda13x", "cupy-cuda12x", "cupy"),
+}
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     del p  # no options
 
 
-def run(args: argparse.Namespace) -> int:
+def installed_version(distributions: tuple[str, ...]) -> str:
+    """The version of the first installed distribution, or "not installed" (nothing imported)."""
+    for dist in distributions:
+        try:
+            return f"{metadata.version(dist)} ({dist})" if dist.startswith("cupy-") else (
+                metadata.version(dist))
+        except metadata.PackageNotFoundError:
+            continue
+    return "not installed"
+
+
+def lines() -> list[tuple[str, str]]:
+    """(label, text) pairs, in the order they are printed."""
     from ..backends import describe_auto_choice, get_backend
-    from ..backends.cuda_probe import probe_cuda
+    from ..backends.cuda_probe import probe_cuda, simulator_enabled
     from .train import versions
 
-    for name, version in versions().items():
-        print(f"{name:>10}: {version}")
-    print(f"{'platform':>10}: {platform.platform()}")
-    print(f"{'numpy':>10} backend: {get_backend('numpy').device}")
+    out = list(versions().items())
+    for name, dists in OPTIONAL.items():
+        if name not in dict(out):
+            out.append((name, installed_version(dists)))
+    out.append(("platform", platform.platform()))
     probe = probe_cuda()
+    for key in ("driver", "cuda runtime", "device", "compute capability"):
+        out.append((key, probe.details.get(key, "unknown" if key != "device" else "none found")))
+    if simulator_enabled():
+        out.append(("simulator", "NUMBA_ENABLE_CUDASIM=1: @cuda.jit kernels run on the CPU"))
+    out.append(("numpy backend", get_backend("numpy").device))
     if probe.usable:
-        print(f"{'cuda':>10} backend: usable ({probe.summary})")
+        out.append(("cuda backend", f"usable ({probe.summary})"))
     else:
-        print(f"{'cuda':>10} backend: unusable: {probe.reason}")
-        print(f"{'':>10}   remedy: {probe.remedy}")
-    print(f"{'auto':>10}: {describe_auto_choice()}")
+        out.append(("cuda backend", f"unusable: {probe.reason}"))
+        out.append(("remedy", probe.remedy))
+    out.append(("auto", describe_auto_choice()))
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = lines()
+    width = max(len(label) for label, _ in rows)
+    for label, text in rows:
+        print(f"{label:>{width}}: {text}")
     return 0
