@@ -11,6 +11,7 @@ from .backends import BACKEND_NAMES, Backend, get_backend, use_backend
 from .errors import (
     BackendUnavailableError,
     DataFileError,
+    DeviceMemoryError,
     NotDifferentiableError,
     TrainingDivergedError,
     XpmlpError,
@@ -27,6 +28,7 @@ __all__ = [
     "Backend",
     "BackendUnavailableError",
     "DataFileError",
+    "DeviceMemoryError",
     "NotDifferentiableError",
     "Optimizer",
     "TrainingDivergedError",

@@ -16,6 +16,10 @@ class BackendUnavailableError(XpmlpError, RuntimeError):
     """A backend was asked for by name but cannot run here (cause and remedy in the message)."""
 
 
+class DeviceMemoryError(XpmlpError, MemoryError):
+    """The GPU ran out of memory (the message says what to try)."""
+
+
 class DataFileError(XpmlpError, ValueError):
     """A data file is missing, truncated, corrupt or fails its checksum."""
 

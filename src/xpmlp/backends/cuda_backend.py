@@ -30,15 +30,11 @@ from typing import Any
 
 import numpy
 
-from ..errors import BackendUnavailableError, XpmlpError
+from ..errors import BackendUnavailableError, DeviceMemoryError
 from ..kernels import cuda as kcuda
 from ..kernels.scalar import ACTIVATION_CODES, LOSS_CODES, SOFTMAX
 from .base import Array, Backend
 from .cuda_probe import probe_cuda
-
-
-class DeviceMemoryError(XpmlpError, MemoryError):
-    """The GPU ran out of memory (the message says what to try)."""
 
 
 class CudaKernelOps(Backend):
@@ -60,20 +56,13 @@ class CudaKernelOps(Backend):
         """Queue ``kernel(*args)`` with one thread per item (grid-stride beyond MAX_BLOCKS)."""
         kcuda.launcher(kernel, n_items, self._launch_stream)(*args)
 
-    def _scratch_array(
-        self, name: str, shape: tuple[int, ...], dtype: Any, zeroed: bool = False
-    ) -> Array:
+    def _scratch_array(self, name: str, shape: tuple[int, ...], dtype: Any) -> Array:
         """A scratch array kept for reuse (kernels on one stream run in order: sharing is safe)."""
         key = (name, shape, numpy.dtype(dtype).str)
         buf = self._scratch.get(key)
         if buf is None:
-            make = self.zeros if zeroed else self.empty
-            buf = self._scratch[key] = make(shape, dtype)
+            buf = self._scratch[key] = self.empty(shape, dtype)
         return buf
-
-    def _sync(self) -> Array:
-        """The optimizer kernels' int32 pair, zero between their launches (kernels/cuda.py)."""
-        return self._scratch_array("optimizer_sync", (2,), numpy.int32, zeroed=True)
 
     # ------------------------------------------------------------------ data movement
     def gather_rows(self, X: Array, idx: Array, out: Array) -> None:
@@ -124,8 +113,7 @@ class CudaKernelOps(Backend):
         self, p: Array, g: Array, lr: float, decay: float, n_decay: int, stats: Array
     ) -> None:
         t = p.dtype.type
-        self._launch(kcuda.sgd_step, p.size, p, g, t(lr), t(decay), int(n_decay), stats,
-                     self._sync())
+        self._launch(kcuda.sgd_step, p.size, p, g, t(lr), t(decay), int(n_decay), stats)
 
     def sgd_momentum_step(
         self, p: Array, g: Array, v: Array, lr: float, momentum: float, decay: float,
@@ -133,7 +121,7 @@ class CudaKernelOps(Backend):
     ) -> None:
         t = p.dtype.type
         self._launch(kcuda.sgd_momentum_step, p.size, p, g, v, t(lr), t(momentum), t(decay),
-                     int(n_decay), bool(nesterov), stats, self._sync())
+                     int(n_decay), bool(nesterov), stats)
 
     def adam_step(
         self, p: Array, g: Array, m: Array, v: Array, lr: float, beta1: float, beta2: float,
@@ -141,8 +129,7 @@ class CudaKernelOps(Backend):
     ) -> None:
         t = p.dtype.type
         self._launch(kcuda.adam_step, p.size, p, g, m, v, t(lr), t(beta1), t(beta2), t(eps),
-                     t(decay), int(n_decay), t(1.0 - beta1**step), t(1.0 - beta2**step), stats,
-                     self._sync())
+                     t(decay), int(n_decay), t(1.0 - beta1**step), t(1.0 - beta2**step), stats)
 
 
 def _unavailable(reason: str, remedy: str) -> BackendUnavailableError:

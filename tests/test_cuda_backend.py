@@ -1,0 +1,263 @@
+"""The CUDA backend on any machine: its launch logic, the probe's causes and remedies,
+``backend="cuda"`` without a GPU, ``xpmlp info``; and, marked ``cuda``, on a real GPU.
+
+The kernels themselves are tested in ``test_kernels_cuda.py`` (simulator or GPU) and
+compiled to PTX in ``test_cuda_ptx.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import types
+from typing import Any
+
+import numpy as np
+import pytest
+from xpmlp.kernels import cuda as kcuda
+
+import xpmlp
+from xpmlp.backends import get_backend
+from xpmlp.backends.cuda_backend import CudaKernelOps
+from xpmlp.backends.cuda_probe import probe_cuda
+from xpmlp.backends.numpy_backend import NumpyBackend
+from xpmlp.cli import main
+
+SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+CUDA_USABLE = probe_cuda().usable
+needs_no_cuda = pytest.mark.skipif(CUDA_USABLE, reason="CUDA is usable on this machine")
+
+
+# ---------------------------------------------------------------------- launch logic, no device
+class FakeKernel:
+    """Stands in for a @cuda.jit dispatcher: counts configurations, records launches."""
+
+    def __init__(self, name: str) -> None:
+        self.py_func = types.SimpleNamespace(__name__=name)
+        self.configured: list[tuple[Any, ...]] = []
+
+    def __getitem__(self, config: tuple[Any, ...]) -> Any:
+        self.configured.append(config)
+        return lambda *args: None
+
+
+@pytest.mark.skipif(SIMULATOR, reason="the simulator reconfigures kernels in place: no cache")
+def test_launcher_configures_each_kernel_grid_and_stream_once(monkeypatch) -> None:
+    monkeypatch.setattr(kcuda, "_launchers", {})
+    monkeypatch.setattr(kcuda, "THREADS_PER_BLOCK", 64)
+    monkeypatch.setattr(kcuda, "MAX_BLOCKS", 8)
+    k, stream = FakeKernel("k"), object()
+    first = kcuda.launcher(k, 100, stream)
+    assert kcuda.launcher(k, 100, stream) is first
+    assert kcuda.launcher(k, 120, stream) is first  # same grid: 2 blocks of 64
+    kcuda.launcher(k, 100, object())  # another stream
+    kcuda.launcher(k, 10_000, stream)  # capped at MAX_BLOCKS
+    monkeypatch.setattr(kcuda, "THREADS_PER_BLOCK", 32)
+    kcuda.launcher(k, 100, stream)  # patched block size: a new configuration
+    assert [c[:2] for c in k.configured] == [(2, 64), (2, 64), (8, 64), (4, 32)]
+
+
+def test_blocks_for() -> None:
+    tpb, most = kcuda.THREADS_PER_BLOCK, kcuda.MAX_BLOCKS
+    assert kcuda.blocks_for(0) == 1 and kcuda.blocks_for(1) == 1
+    assert kcuda.blocks_for(tpb) == 1 and kcuda.blocks_for(tpb + 1) == 2
+    assert kcuda.blocks_for(10**12) == most
+    assert kcuda.n_chunks(1) == 1 and kcuda.n_chunks(kcuda.CHUNK_ROWS + 1) == 2
+
+
+class RecordingOps(CudaKernelOps):
+    """The CUDA backend's logic on NumPy arrays, recording each launch instead of running it."""
+
+    def __init__(self) -> None:
+        super().__init__(np, launch_stream="the-stream")
+        self.launches: list[tuple[str, int, tuple[Any, ...]]] = []
+
+    def _launch(self, kernel: Any, n_items: int, *args: Any) -> None:
+        self.launches.append((kernel.py_func.__name__, n_items, args))
+
+
+def scalar_dtypes(args: tuple[Any, ...]) -> set[str]:
+    return {np.asarray(a).dtype.name for a in args if isinstance(a, np.floating)}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_ops_choose_kernels_sizes_and_scalar_types(dtype) -> None:
+    ops = RecordingOps()
+    big, small = kcuda.CHUNK_ROWS * 3 + 1, kcuda.CHUNK_ROWS
+    Z = np.zeros((big, 5), dtype)
+    ops.bias_activation(Z, Z[0], Z, "relu")
+    ops.bias_activation(Z, Z[0], Z, "softmax")
+    ops.activation_backward(Z[:small], Z[:small], Z[:small], Z[0], "tanh")
+    ops.activation_backward(Z, Z, Z, Z[0], "tanh")
+    ops.loss_output_delta(Z, Z, Z, Z, Z[0], Z[0], "softmax", "cross_entropy", 3)
+    p = np.zeros(11, dtype)
+    ops.adam_step(p, p, p, p, 1e-3, 0.9, 0.999, 1e-8, 0.0, 4, 2, p)
+    ops.sgd_momentum_step(p, p, p, 0.1, 0.9, 0.0, 4, True, p)
+    ops.gather_rows(Z, np.arange(7), Z[:7])
+    names = [(name, n) for name, n, _ in ops.launches]
+    assert names == [
+        ("bias_activation_elements", big * 5),  # one thread per element
+        ("bias_activation_rows", big),  # softmax: one thread per row
+        ("activation_backward_chunks", 5),  # one chunk: its sums are db
+        ("activation_backward_chunks", 4 * 5),  # 4 chunks x 5 columns
+        ("sum_chunks", 5),
+        ("loss_delta_rows", big),
+        ("loss_output_reduce", 5 + 1),  # a thread per column, one for the statistics
+        ("adam_step", 11),
+        ("sgd_momentum_step", 11),
+        ("gather_rows", 7 * 5),
+    ]
+    for _, _, args in ops.launches:
+        assert scalar_dtypes(args) <= {dtype}  # every float scalar in the arrays' dtype
+    single = ops.launches[2][2][3]
+    assert single.shape == (1, 5) and np.shares_memory(single, Z[0])  # db itself
+    partial = ops.launches[3][2][3]
+    assert partial.shape == (4, 5) and partial is ops.launches[4][2][0]
+    adam = ops.launches[7][2]
+    assert adam[10] == np.dtype(dtype).type(1 - 0.9**2)  # bias corrections for step 2
+    assert adam[11] == np.dtype(dtype).type(1 - 0.999**2)
+
+
+def test_scratch_buffers_are_reused() -> None:
+    ops = RecordingOps()
+    Z = np.zeros((100, 3), "float32")
+    ops.activation_backward(Z, Z, Z, Z[0], "relu")
+    ops.activation_backward(Z, Z, Z, Z[0], "relu")
+    assert ops.launches[0][2][3] is ops.launches[2][2][3]
+
+
+# ---------------------------------------------------------------------- no GPU here
+@needs_no_cuda
+def test_cuda_without_a_gpu_names_the_cause_and_the_remedy() -> None:
+    probe = probe_cuda()
+    for ask in (lambda: get_backend("cuda"), lambda: xpmlp.MLP([2, 2], backend="cuda")):
+        with pytest.raises(xpmlp.BackendUnavailableError) as info:
+            ask()
+        message = str(info.value)
+        assert probe.reason in message and "Remedy:" in message and probe.remedy in message
+
+
+@needs_no_cuda
+def test_auto_gives_numpy_and_logs_why(caplog) -> None:
+    with caplog.at_level(logging.INFO, logger="xpmlp"):
+        be = get_backend("auto")
+    assert isinstance(be, NumpyBackend)
+    assert any("numpy" in r.getMessage() and probe_cuda().reason in r.getMessage()
+               for r in caplog.records)
+
+
+def test_probe_runs_once() -> None:
+    probe_cuda()
+    before = probe_cuda.cache_info()
+    assert probe_cuda() is probe_cuda()
+    after = probe_cuda.cache_info()
+    assert after.misses == before.misses and after.hits == before.hits + 2
+
+
+@pytest.mark.skipif(SIMULATOR, reason="checks the refusal outside the simulator")
+def test_simulated_backend_needs_the_simulator() -> None:
+    from xpmlp.backends.cuda_sim import SimulatedCudaBackend
+
+    with pytest.raises(xpmlp.BackendUnavailableError, match="NUMBA_ENABLE_CUDASIM=1"):
+        SimulatedCudaBackend()
+
+
+def test_xpmlp_info_runs(capsys) -> None:
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    for word in ("xpmlp", "numpy", "numba", "numba-cuda", "cupy", "auto ->", "numpy backend"):
+        assert word in out, (word, out)
+
+
+# ---------------------------------------------------------------------- the probe's verdicts
+def fake_cupy(devices: int | Exception = 1, driver: int = 13000, runtime: int = 13000) -> Any:
+    def device_count() -> int:
+        if isinstance(devices, Exception):
+            raise devices
+        return devices
+
+    rt = types.SimpleNamespace(getDeviceCount=device_count, driverGetVersion=lambda: driver,
+                               runtimeGetVersion=lambda: runtime)
+    return types.SimpleNamespace(__version__="14.0.0", cuda=types.SimpleNamespace(runtime=rt))
+
+
+@pytest.fixture
+def fresh_probe():
+    """Each call probes afresh; the real verdict is restored afterwards."""
+    probe_cuda.cache_clear()
+    yield probe_cuda
+    probe_cuda.cache_clear()
+
+
+@pytest.mark.parametrize(("cupy", "cause", "remedy"), [
+    (None, "CuPy is not installed", "pip install 'xpmlp[cuda13]'"),
+    (fake_cupy(devices=RuntimeError("cudaErrorNoDevice")), "no usable CUDA driver",
+     "nvidia-smi"),
+    (fake_cupy(devices=0), "no CUDA device found", "backend='numpy'"),
+    (fake_cupy(driver=12040, runtime=13000),
+     "driver is too old: it supports CUDA 12.4, CuPy 14.0.0 was built for CUDA 13.0",
+     "'xpmlp[cuda12]'"),
+])
+def test_probe_gives_cause_and_remedy(monkeypatch, fresh_probe, cupy, cause, remedy) -> None:
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    probe = fresh_probe()
+    assert not probe.usable
+    assert cause in probe.reason and remedy in probe.remedy
+
+
+def test_probe_refuses_the_simulator(monkeypatch, fresh_probe) -> None:
+    from xpmlp.backends import cuda_probe
+
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy())
+    monkeypatch.setattr(cuda_probe, "simulator_enabled", lambda: True)
+    probe = fresh_probe()
+    assert not probe.usable and "NUMBA_ENABLE_CUDASIM" in probe.reason
+    assert probe.details["driver"] == "CUDA 13.0"
+
+
+# ---------------------------------------------------------------------- on a real GPU
+@pytest.mark.cuda
+@pytest.mark.parametrize("optimizer", ["sgd", "nesterov", "adam"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_one_training_step_on_cuda_matches_numpy(optimizer, dtype) -> None:
+    """Same initial weights, same batch of 100 (4 chunks): same loss, gradients and step."""
+    sizes = [20, 32, 16, 4]
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((100, 20)).astype(dtype)
+    y = rng.integers(0, 4, size=100)
+    models = {name: xpmlp.MLP(sizes, optimizer=optimizer, dtype=dtype, backend=name,
+                              weight_decay=1e-3, seed=1) for name in ("numpy", "cuda")}
+    cuda_model = models["cuda"]
+    cuda_model.params[...] = cuda_model.backend.asarray(models["numpy"].params)
+    out = {}
+    for name, model in models.items():
+        g = model.backward(model.forward(X), y)
+        grads = np.array(model.backend.to_numpy(model.grads))
+        model.step()
+        out[name] = (g.loss, grads, np.array(model.backend.to_numpy(model.params)))
+    rtol = 1e-5 if dtype == "float32" else 1e-12
+    assert out["cuda"][0] == pytest.approx(out["numpy"][0], rel=rtol)
+    np.testing.assert_allclose(out["cuda"][1], out["numpy"][1], rtol=rtol * 10, atol=rtol)
+    np.testing.assert_allclose(out["cuda"][2], out["numpy"][2], rtol=rtol, atol=rtol)
+
+
+@pytest.mark.cuda
+def test_cuda_backend_runs_on_its_own_stream() -> None:
+    import cupy
+
+    be = get_backend("cuda")
+    assert be.name == "cuda" and "GPU" in be.device
+    assert cupy.cuda.get_current_stream() == be.stream
+    a = be.asarray(np.arange(6.0).reshape(2, 3), dtype="float32")
+    assert isinstance(a, cupy.ndarray) and a.flags.c_contiguous
+    np.testing.assert_array_equal(be.to_numpy(a), np.arange(6.0).reshape(2, 3))
+
+
+@pytest.mark.cuda
+def test_out_of_device_memory_says_what_to_try() -> None:
+    from xpmlp.backends.cuda_backend import DeviceMemoryError
+
+    be = get_backend("cuda")
+    with pytest.raises(DeviceMemoryError, match="smaller batch"):
+        be.empty((2**42,), "float32")  # 16 TiB
