@@ -155,12 +155,11 @@ def test_cuda_never_falls_back(monkeypatch, how) -> None:
 
 
 def backend_classes() -> list[type]:
-    classes: list[type] = [NumpyBackend]
-    try:
-        from xpmlp.backends.cuda_backend import CudaBackend
-    except ImportError:  # pragma: no cover - the module imports CuPy lazily
-        return classes
-    return [*classes, CudaBackend]
+    """Every backend class, the CUDA ones included (their modules import CuPy lazily)."""
+    from xpmlp.backends.cuda_backend import CudaBackend, CudaKernelOps
+    from xpmlp.backends.cuda_sim import SimulatedCudaBackend
+
+    return [NumpyBackend, CudaKernelOps, CudaBackend, SimulatedCudaBackend]
 
 
 def public_methods(cls: type) -> dict[str, object]:
@@ -204,10 +203,22 @@ def test_backends_keep_the_reference_signatures(cls: type) -> None:
     assert signature_mismatches(cls) == []
 
 
+KERNEL_OPS = {"bias_activation", "activation_backward", "loss_output_delta", "sgd_step",
+              "sgd_momentum_step", "adam_step", "gather_rows"}
+
+
 def test_numpy_backend_overrides_every_kernel_op() -> None:
-    ops = {"bias_activation", "activation_backward", "loss_output_delta", "sgd_step",
-           "sgd_momentum_step", "adam_step", "gather_rows"}
-    assert ops <= set(public_methods(NumpyBackend))
+    assert KERNEL_OPS <= set(public_methods(NumpyBackend))
+
+
+def test_cuda_backend_overrides_every_kernel_op() -> None:
+    """The ops live on CudaKernelOps, which CudaBackend and the simulated backend inherit."""
+    from xpmlp.backends.cuda_backend import CudaBackend, CudaKernelOps
+    from xpmlp.backends.cuda_sim import SimulatedCudaBackend
+
+    assert KERNEL_OPS <= set(public_methods(CudaKernelOps))
+    assert issubclass(CudaBackend, CudaKernelOps)
+    assert issubclass(SimulatedCudaBackend, CudaKernelOps)
 
 
 def test_the_meta_test_catches_a_drifting_signature() -> None:
