@@ -306,9 +306,9 @@ class MLP:
         if not labels:
             return self._to_backend(y)
         xp = self.backend.xp
-        idx = xp.asarray(self.backend.asarray(y).astype("int64"))
-        Y = xp.zeros((m, self.n_outputs), dtype=self.dtype)
-        Y[xp.arange(m), idx] = 1
+        labels = self.backend.asarray(y, dtype="int64")
+        Y = self.backend.zeros((m, self.n_outputs), self.dtype)
+        Y[xp.arange(m), labels] = 1
         return Y
 
     def forward(self, X: Any) -> ForwardPass:
