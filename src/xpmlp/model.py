@@ -375,46 +375,55 @@ class MLP:
             Y_val = self._targets(validation_data[1], X_val.shape[0])
         self._last_finite = self.params.copy()  # parameters last seen finite (see _check_diverged)
         n_batches = -(-m_total // batch_size)
-        refresh_every = max(1, n_batches // 20)
-        total_steps = epochs * n_batches
-        for epoch in range(1, epochs + 1):
-            order = be.permutation(self._rng, m_total) if shuffle else be.xp.arange(m_total)
-            bar = _progress_bar(progress, m_total, f"epoch {epoch}/{epochs}")
-
-            def redraw(batch: int, done: int, bar: Any = bar, epoch: int = epoch) -> None:
-                if bar is not None and (batch + 1) % refresh_every == 0:
-                    self._report(bar, epoch, be.to_numpy(self._stats), done)
-
-            t0 = time.perf_counter()
-            first_step = (epoch - 1) * n_batches
-            self._run_epoch(
-                X_all, Y_all, order, batch_size, redraw,
-                lambda batch, first=first_step: schedule_factor(
-                    lr_schedule, first + batch, total_steps
-                ),
-            )
-            be.synchronize()
-            seconds = time.perf_counter() - t0
-            stats = be.to_numpy(self._stats)
-            if bar is not None:
-                self._report(bar, epoch, stats, m_total)
-                bar.close()
-            self._check_diverged(stats, epoch)
-            self._last_finite[...] = self.params
-            record = {
-                "epoch": epoch,
-                "loss": float(stats[STAT_LOSS_SUM] / stats[STAT_COUNT]),
-                "train_accuracy": float(stats[STAT_CORRECT] / stats[STAT_COUNT]),
-                "seconds": seconds,
-                "samples_per_s": m_total / seconds,
-            }
-            if validation_data is not None:
-                record["val_accuracy"] = self._accuracy(X_val, Y_val)
-            self.history_.append(record)
-            if callback is not None:
-                callback(record)
-        self.optimizer.lr_factor = 1.0
+        try:
+            for epoch in range(1, epochs + 1):
+                order = be.permutation(self._rng, m_total) if shuffle else be.xp.arange(m_total)
+                first_step = (epoch - 1) * n_batches
+                record = self._fit_epoch(
+                    X_all, Y_all, order, batch_size, f"epoch {epoch}/{epochs}", epoch, progress,
+                    lambda batch, first=first_step: schedule_factor(
+                        lr_schedule, first + batch, epochs * n_batches
+                    ),
+                )
+                if validation_data is not None:
+                    record["val_accuracy"] = self._accuracy(X_val, Y_val)
+                self.history_.append(record)
+                if callback is not None:
+                    callback(record)
+        finally:
+            self.optimizer.lr_factor = 1.0
         return self
+
+    def _fit_epoch(
+        self, X: Any, Y: Any, order: Any, batch_size: int, title: str, epoch: int,
+        progress: bool, lr_factor: Callable[[int], float],
+    ) -> dict[str, Any]:
+        """One timed epoch of ``fit`` with its progress bar and divergence checks; its record."""
+        be, m_total = self.backend, int(order.shape[0])
+        bar = _progress_bar(progress, m_total, title)
+        refresh_every = max(1, -(-m_total // batch_size) // 20)
+
+        def redraw(batch: int, done: int) -> None:
+            if bar is not None and (batch + 1) % refresh_every == 0:
+                self._report(bar, epoch, be.to_numpy(self._stats), done)
+
+        t0 = time.perf_counter()
+        self._run_epoch(X, Y, order, batch_size, redraw, lr_factor)
+        be.synchronize()
+        seconds = time.perf_counter() - t0
+        stats = be.to_numpy(self._stats)
+        if bar is not None:
+            self._report(bar, epoch, stats, m_total)
+            bar.close()
+        self._check_diverged(stats, epoch)
+        self._last_finite[...] = self.params
+        return {
+            "epoch": epoch,
+            "loss": float(stats[STAT_LOSS_SUM] / stats[STAT_COUNT]),
+            "train_accuracy": float(stats[STAT_CORRECT] / stats[STAT_COUNT]),
+            "seconds": seconds,
+            "samples_per_s": m_total / seconds,
+        }
 
     def _run_epoch(
         self, X: Any, Y: Any, order: Any, batch_size: int,
