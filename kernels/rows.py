@@ -49,16 +49,6 @@ def row_max(Z, i):
 
 
 @njit(cache=True, error_model="numpy")
-def log_sum_exp_row(Z, i):
-    """log sum_k exp(Z[i, k]) = max + log sum_k exp(Z[i, k] - max), which cannot overflow."""
-    z_max = row_max(Z, i)
-    total = ZERO
-    for j in range(Z.shape[1]):
-        total += math.exp(Z[i, j] - z_max)
-    return z_max + math.log(total)
-
-
-@njit(cache=True, error_model="numpy")
 def softmax_row(Z, A, i):
     """A[i] = softmax(Z[i]) = exp(Z[i] - max) / sum_k exp(Z[i, k] - max)."""
     n = Z.shape[1]
@@ -110,12 +100,16 @@ def loss_delta_row(Z, A, Y, delta, i, activation, loss, inv_m, eps):
     """Sample i's loss and delta_L[i] = dL/dz[i] of the batch-mean loss; returns the loss term.
 
     cross_entropy (with softmax): sum_k y_k (logsumexp(z) - z_k), the stable
-    form of -sum_k y_k log softmax(z)_k.
+    form of -sum_k y_k log softmax(z)_k. A[i] = softmax(Z[i]) from the forward
+    pass already holds the exponentials: at the largest logit z_j, a_j =
+    exp(z_j - logsumexp(z)) >= 1/n, so logsumexp(z) = z_j - log(a_j) costs one
+    well-conditioned log instead of n exponentials.
     """
     n = Z.shape[1]
     row_loss = ZERO
     if activation == SOFTMAX:
-        log_sum_exp = log_sum_exp_row(Z, i)
+        j_max = argmax_row(Z, i)
+        log_sum_exp = Z[i, j_max] - math.log(A[i, j_max])
         for j in range(n):
             row_loss += Y[i, j] * (log_sum_exp - Z[i, j])
     else:
