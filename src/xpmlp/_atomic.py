@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
 
 @contextmanager
-def atomic_write(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO]:
+def atomic_write(
+    path: str | os.PathLike[str], mode: str = "w",
+    verify: Callable[[Path], None] | None = None,
+) -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success rename it to ``path``, else delete it.
 
-    Readers never see half a file, and a failure leaves no file behind.
+    ``verify(temporary_path)``, if given, runs on the closed file before the
+    rename and rejects it by raising. Readers never see half a file or a
+    rejected one, and a failure leaves no file behind.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -22,6 +27,8 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO]:
     try:
         with os.fdopen(fd, mode) as f:
             yield f
+        if verify is not None:
+            verify(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

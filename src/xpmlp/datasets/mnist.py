@@ -18,7 +18,6 @@ import hashlib
 import http.client
 import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
@@ -29,6 +28,7 @@ from typing import IO, Any, NamedTuple
 
 import numpy as np
 
+from .._atomic import atomic_write
 from ..errors import DataFileError, DownloadError
 from .idx import GZIP_MAGIC, read_idx
 
@@ -255,32 +255,17 @@ def _verify(path: Path, spec: MnistFile) -> None:
                              f"{digest.hexdigest()}, expected {spec.sha256}")
 
 
-def _temp_file(target: Path) -> tuple[int, Path]:
-    """A new temporary file beside ``target`` (a DownloadError if the folder is unwritable)."""
-    try:
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    except OSError as exc:
-        raise DownloadError(f"cannot download {target.name}: cannot write into "
-                            f"{target.parent} ({_reason(exc)})") from None
-    return fd, Path(name)
-
-
 def _fetch_verified(url: str, spec: MnistFile, target: Path, *, timeout: float,
                     progress: bool) -> None:
     """Download ``url`` to a temp file beside ``target``, verify it, rename it into place.
 
     Whatever happens, no temporary file remains; ``target`` appears only when verified.
     """
-    fd, tmp = _temp_file(target)
     try:
-        with os.fdopen(fd, "wb") as out:
+        with atomic_write(target, "wb", verify=lambda tmp: _verify(tmp, spec)) as out:
             _stream(url, out, spec.filename, timeout=timeout, progress=progress)
-        _verify(tmp, spec)
-        os.replace(tmp, target)
-    except OSError as exc:  # e.g. the rename itself failed
+    except OSError as exc:  # e.g. the folder is not writable, or the rename failed
         raise _MirrorFailure(f"cannot store the file ({_reason(exc)})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def download_file(name_or_file: str | MnistFile, dest_dir: str | os.PathLike[str], *,
