@@ -57,7 +57,8 @@ def test_limit_and_options(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("args", [["--hidden", "12,x"], ["--epochs", "0"],
-                                  ["--batch-size", "-1"], ["--backend", "tpu"]])
+                                  ["--batch-size", "-1"], ["--backend", "tpu"],
+                                  ["--lr", "-0.1"], ["--lr", "nan"], ["--weight-decay", "-1"]])
 def test_bad_arguments_exit_2_with_a_message(args: list[str], capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["train", *args])

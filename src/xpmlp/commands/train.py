@@ -43,6 +43,23 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _number(low: float, *, inclusive: bool) -> Any:
+    """An argparse type: a finite float > low (or >= low when ``inclusive``)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        ok = value >= low if inclusive else value > low
+        if not (ok and value < float("inf")):
+            raise argparse.ArgumentTypeError(
+                f"expected a finite number {'>=' if inclusive else '>'} {low:g}, got {text}"
+            )
+        return value
+
+    return parse
+
+
 def configure_parser(p: argparse.ArgumentParser) -> None:
     from ..activations import ACTIVATIONS
     from ..backends import BACKEND_NAMES
@@ -55,7 +72,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help=f"passes over the training set (default {d['epochs']})")
     p.add_argument("--batch-size", type=_positive_int, default=d["batch_size"],
                    help=f"samples per mini-batch (default {d['batch_size']})")
-    p.add_argument("--lr", type=float, default=None,
+    p.add_argument("--lr", type=_number(0.0, inclusive=False), default=None,
                    help="learning rate (default: 1e-3 for adam, 0.05 for (nesterov) momentum, "
                    "0.1 for sgd)")
     p.add_argument("--hidden", type=_hidden_sizes, default=_hidden_sizes(d["hidden"]),
@@ -66,7 +83,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="optimizer (default adam)")
     p.add_argument("--schedule", choices=SCHEDULES, default=d["schedule"],
                    help="learning-rate schedule over the run (default cosine: from --lr down to 0)")
-    p.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay (default 0)")
+    p.add_argument("--weight-decay", type=_number(0.0, inclusive=True), default=0.0,
+                   help="L2 weight decay (default 0)")
     p.add_argument("--seed", type=int, default=d["seed"], help="random seed (default 0)")
     p.add_argument("--dtype", choices=("float32", "float64"), default=d["dtype"])
     p.add_argument("--limit", type=_positive_int, default=None,
