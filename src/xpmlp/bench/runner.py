@@ -31,9 +31,10 @@ from typing import Any
 
 import numpy as np
 
+from .._threads import cpu_threads
 from .data import Dataset, load_mnist_scaled, synthetic
 from .flops import pass_flops, step_flops
-from .machine import cpu_threads, describe_machine, numba_info
+from .machine import describe_machine, numba_info
 from .peak import GemmStep, gemm_unit_seconds, peak_library, square_rate
 from .registry import TORCH_OF_DEVICE, resolve_rows
 from .rows import ModelSpec, Row, initial_weights

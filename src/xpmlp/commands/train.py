@@ -102,22 +102,6 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def set_threads(n: int | None) -> None:
-    """Use n CPU threads for BLAS (via threadpoolctl, if installed) and for Numba."""
-    if n is None:
-        return
-    import numba
-
-    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        print("xpmlp train: threadpoolctl is not installed; --threads sets Numba's threads only",
-              file=sys.stderr)
-        return
-    threadpool_limits(n)
-
-
 def versions() -> dict[str, str]:
     import numba
     import numpy
@@ -136,13 +120,22 @@ def versions() -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .._threads import cpu_threads
+
+    with cpu_threads(args.threads) as notes:
+        for note in notes:
+            print(f"xpmlp train: {note}", file=sys.stderr)
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
+    """Load MNIST, build and fit the model, print the test accuracy, save what was asked."""
     from .._atomic import atomic_write
     from ..backends import get_backend, resolve_backend_name
     from ..datasets import load_mnist
     from ..model import MLP
     from ..serialize import save_model
 
-    set_threads(args.threads)
     backend = get_backend(args.backend)
     if resolve_backend_name(args.backend) == "auto":
         from ..backends import describe_auto_choice
