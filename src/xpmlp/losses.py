@@ -63,3 +63,11 @@ def output_delta(xp: Any, loss: str, activation: str, A: Any, Y: Any) -> Any:
         C = xp.clip(A, eps, one - eps)
         dA = (C - Y) / (C * (one - C))
     return dA * derivative(xp, activation, A) * inv_m
+
+
+def correct(A: Any, Y: Any) -> Any:
+    """Per sample, whether the prediction A matches the target Y: argmax against argmax,
+    or, with one output, both on the same side of 0.5."""
+    if A.shape[1] == 1:
+        return (A[:, 0] >= 0.5) == (Y[:, 0] >= 0.5)
+    return A.argmax(axis=1) == Y.argmax(axis=1)

@@ -499,11 +499,7 @@ class MLP:
     def _accuracy(self, X: Any, Y: Any) -> float:
         """Fraction of rows whose prediction matches the (m, n_L) targets Y (backend arrays)."""
         A = self._output(X)
-        if A.shape[1] == 1:
-            hits = (A[:, 0] >= 0.5) == (Y[:, 0] >= 0.5)
-        else:
-            hits = A.argmax(axis=1) == Y.argmax(axis=1)
-        return float(self.backend.to_numpy(hits.sum())) / X.shape[0]
+        return float(self.backend.to_numpy(losses.correct(A, Y).sum())) / X.shape[0]
 
     def predict_proba(self, X: Any) -> Any:
         """The output layer's activations A_L, as a host (NumPy) array of shape (m, n_L)."""

@@ -119,10 +119,7 @@ class Backend:
         batch_loss = losses.loss_terms(xp, loss, activation, Z, A, Y).sum()
         delta[...] = losses.output_delta(xp, loss, activation, A, Y)
         db[...] = delta.sum(axis=0)
-        if A.shape[1] == 1:
-            hits = (A[:, 0] >= 0.5) == (Y[:, 0] >= 0.5)
-        else:
-            hits = A.argmax(axis=1) == Y.argmax(axis=1)
+        hits = losses.correct(A, Y)
         stats[STAT_BATCH_LOSS_SUM] = batch_loss
         stats[STAT_LOSS_SUM] += batch_loss
         stats[STAT_CORRECT] += hits.sum().astype(stats.dtype)
