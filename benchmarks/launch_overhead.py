@@ -11,7 +11,8 @@ time per launch including the final sync. Rows:
 - numba, cached launcher: ``launch = kernel[grid, block, stream]`` once (what xpmlp does);
 - numba, specialized: ``kernel.specialize(a, b, c, d)[grid, block, stream]`` (no typing);
 - numba, StridedMemoryViews: views built once, specialized, cached launcher;
-- xpmlp: ``CudaBackend.sgd_step`` (the whole op: casts, launcher lookup, 3 arrays + scalars);
+- xpmlp: ``CudaBackend.sgd_step`` (the whole op: casts, launcher lookup, 3 arrays + scalars),
+  through the specialized kernel (the default) and through Numba's typed dispatch;
 - cupy: an ElementwiseKernel doing the same, and ``cupy.matmul(x, w, out=z)`` 128x784x512;
 - torch: ``torch.addmm(b, x, w, out=z)`` + ``relu_`` (two ops), if PyTorch has CUDA.
 
@@ -103,22 +104,34 @@ def numba_rows(cupy: Any, stream: Any, n: int) -> dict[str, Callable[[], dict[st
 
 
 def xpmlp_row(cupy: Any, n: int) -> dict[str, Callable[[], dict[str, float]]]:
-    def sgd() -> dict[str, float]:
+    def sgd(specialize: bool) -> dict[str, float]:
         import numpy
+        from xpmlp.kernels import cuda as kcuda
         from xpmlp.kernels.rows import N_STATS
 
         from xpmlp.backends import get_backend
 
         be = get_backend("cuda")
-        p = be.asarray(numpy.ones(N_ELEMENTS, "float32"))
-        g = be.asarray(numpy.full(N_ELEMENTS, 2.0, "float32"))
-        stats = be.zeros(N_STATS, "float32")
-        be.sgd_step(p, g, 0.25, 0.0, 0, stats)
-        if not numpy.allclose(be.to_numpy(p), 0.5):
-            raise AssertionError("wrong result")
-        return per_launch_us(lambda: be.sgd_step(p, g, 1e-6, 0.0, 0, stats), n, be.synchronize)
+        default = kcuda.SPECIALIZE
+        kcuda.SPECIALIZE, kcuda._launchers = specialize, {}
+        try:
+            p = be.asarray(numpy.ones(N_ELEMENTS, "float32"))
+            g = be.asarray(numpy.full(N_ELEMENTS, 2.0, "float32"))
+            stats = be.zeros(N_STATS, "float32")
+            be.sgd_step(p, g, 0.25, 0.0, 0, stats)
+            if not numpy.allclose(be.to_numpy(p), 0.5):
+                raise AssertionError("wrong result")
+            if kcuda.launch_paths["sgd_step"] != ("specialized" if specialize else "typed"):
+                raise AssertionError(f"launched {kcuda.launch_paths['sgd_step']}")
+            return per_launch_us(lambda: be.sgd_step(p, g, 1e-6, 0.0, 0, stats), n,
+                                 be.synchronize)
+        finally:
+            kcuda.SPECIALIZE, kcuda._launchers = default, {}
 
-    return {"xpmlp: CudaBackend.sgd_step (whole op)": sgd}
+    return {
+        "xpmlp: CudaBackend.sgd_step (whole op, specialized)": lambda: sgd(True),
+        "xpmlp: CudaBackend.sgd_step (XPMLP_CUDA_SPECIALIZE=0)": lambda: sgd(False),
+    }
 
 
 def cupy_rows(cupy: Any, stream: Any, n: int) -> dict[str, Callable[[], dict[str, float]]]:
@@ -203,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.update(xpmlp_row(cupy, args.n))
     rows.update(torch_rows(args.n))
     failed = 0
-    print(f"{'row':<52} {'host us/launch':>15} {'with sync':>10}")
+    print(f"{'row':<58} {'host us/launch':>15} {'with sync':>10}")
     for name, measure in rows.items():
         try:
             if name.startswith(("numba", "cupy")):
@@ -211,11 +224,11 @@ def main(argv: list[str] | None = None) -> int:
                     r = measure()
             else:
                 r = measure()
-            print(f"{name:<52} {r['host_us']:>15.2f} {r['with_sync_us']:>10.2f}")
+            print(f"{name:<58} {r['host_us']:>15.2f} {r['with_sync_us']:>10.2f}")
         except Exception as exc:
             failed += 1
             r = {"error": f"{type(exc).__name__}: {exc}"}
-            print(f"{name:<52} failed: {r['error']}")
+            print(f"{name:<58} failed: {r['error']}")
         results[name] = r
     report = {"device": device, "launches_per_row": args.n, "elements": N_ELEMENTS,
               "versions": versions(), "rows": results}

@@ -9,11 +9,13 @@ the plain-array reference of every kernel is the same-named method of
 Launch shape: every kernel is a grid-stride loop over its work items (an
 element, a row, a column or a (chunk, column) pair), so it is correct for any
 size and any grid, including 1 item and sizes that are not a multiple of the
-block. ``launcher(kernel, n_items, stream)`` picks the grid from the
+block. ``launcher(kernel, n_items, stream, args)`` picks the grid from the
 module-level ``THREADS_PER_BLOCK`` and ``MAX_BLOCKS`` (read at each call, so
 tests can patch them) and caches the configured launcher per (kernel, grid,
-block, stream): Numba's own cache of configurations is small and shared by
-every kernel.
+block, stream, kind of arguments): Numba's own cache of configurations is
+small and shared by every kernel. For the arguments the backend passes, the
+launcher is that of the kernel specialized for their types, so a launch does
+not type its arguments again (the costly part of launching on CuPy arrays).
 
 Reductions over the batch are deterministic, without atomics: a column
 sum adds fixed chunks of ``CHUNK_ROWS`` rows, one thread per (chunk, column),
@@ -30,6 +32,7 @@ the device, so no step needs a host round trip.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import numba
@@ -65,8 +68,14 @@ MAX_BLOCKS = 4096
 CHUNK_ROWS = 32
 #: True when Numba runs ``@cuda.jit`` kernels in its simulator (NUMBA_ENABLE_CUDASIM=1).
 SIMULATOR = bool(getattr(numba.config, "ENABLE_CUDASIM", 0))
+#: launch kernels specialized for the backend's argument types (XPMLP_CUDA_SPECIALIZE=0: never).
+SPECIALIZE = os.environ.get("XPMLP_CUDA_SPECIALIZE", "1") != "0"
 
-_launchers: dict[tuple[Any, int, int, Any], Any] = {}
+_launchers: dict[tuple[Any, ...], Any] = {}
+_fast_signatures: dict[Any, dict[tuple[Any, ...], tuple[Any, ...]]] = {}
+_specialized: dict[tuple[Any, tuple[Any, ...]], Any] = {}
+#: how each configured launcher launches, by kernel name: "specialized" or "typed" (diagnostics).
+launch_paths: dict[str, str] = {}
 
 
 def blocks_for(n_items: int) -> int:
@@ -74,8 +83,69 @@ def blocks_for(n_items: int) -> int:
     return max(1, min(MAX_BLOCKS, -(-int(n_items) // THREADS_PER_BLOCK)))
 
 
-def launcher(kernel: Any, n_items: int, stream: Any = 0) -> Any:
-    """``kernel[blocks_for(n_items), THREADS_PER_BLOCK, stream]``, built once and cached.
+def argument_key(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """What Numba's type of each argument depends on, read without DLPack or CAI:
+    (dtype char, ndim, C-contiguous) for an array or a NumPy scalar, the class otherwise."""
+    key = []
+    for a in args:
+        flags = getattr(a, "flags", None)
+        key.append(type(a) if flags is None else (a.dtype.char, a.ndim, flags.c_contiguous))
+    return tuple(key)
+
+
+def _key_of_signature(signature: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``argument_key`` of the arguments that Numba types as ``signature``."""
+    from numba import types
+    from numba.np.numpy_support import as_dtype
+
+    key: list[Any] = []
+    for t in signature:
+        if isinstance(t, types.Array):
+            key.append((as_dtype(t.dtype).char, t.ndim, t.layout == "C"))
+        elif t == types.boolean:
+            key.append(bool)
+        elif isinstance(t, types.Integer):
+            key.append(int)
+        else:
+            key.append((as_dtype(t).char, 0, True))
+    return tuple(key)
+
+
+def fast_signature(kernel: Any, key: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """The signature of ``signatures()`` whose arguments have ``key``, or None."""
+    table = _fast_signatures.get(kernel)
+    if table is None:
+        table = _fast_signatures[kernel] = {
+            _key_of_signature(sigs[kernel]): sigs[kernel]
+            for sigs in (signatures(numba.float32), signatures(numba.float64))
+            if kernel in sigs
+        }
+    return table.get(key)
+
+
+def specialize(kernel: Any, signature: tuple[Any, ...]) -> Any:
+    """``kernel`` compiled for ``signature`` alone (``cuda.jit(signature, cache=True)``),
+    once per process: Numba launches it without typing its arguments again."""
+    key = (kernel, signature)
+    fast = _specialized.get(key)
+    if fast is None:
+        fast = _specialized[key] = cuda.jit(numba.void(*signature), cache=True)(kernel.py_func)
+    return fast
+
+
+def launcher(kernel: Any, n_items: int, stream: Any = 0, args: tuple[Any, ...] = ()) -> Any:
+    """A launcher of ``kernel`` with ``blocks_for(n_items)`` blocks of ``THREADS_PER_BLOCK``
+    threads on ``stream``, for arguments like ``args``; built once and cached.
+
+    Numba types every argument of every launch (for a CuPy array, through
+    DLPack: microseconds each). When the arguments have the types of
+    ``signatures()`` (C-contiguous arrays of one float dtype: what the backend
+    passes), the launcher is that of the kernel specialized for them
+    (``specialize``), which skips the typing; any other arguments go through the
+    kernel's own typed dispatch, which is correct for every layout (as is every
+    launch when XPMLP_CUDA_SPECIALIZE=0 is set). The cache key
+    holds ``argument_key(args)``: a specialized kernel does not check its
+    arguments, so it only ever sees the kind it was compiled for.
 
     ``stream`` is a Numba stream (keep one object per CUDA stream: it is part of
     the key) or 0. Under the simulator a configured kernel is the kernel object
@@ -84,10 +154,14 @@ def launcher(kernel: Any, n_items: int, stream: Any = 0) -> Any:
     blocks = blocks_for(n_items)
     if SIMULATOR:
         return kernel[blocks, THREADS_PER_BLOCK, stream]
-    key = (kernel, blocks, THREADS_PER_BLOCK, stream)
+    arg_key = argument_key(args)
+    key = (kernel, blocks, THREADS_PER_BLOCK, stream, arg_key)
     configured = _launchers.get(key)
     if configured is None:
-        configured = _launchers[key] = kernel[blocks, THREADS_PER_BLOCK, stream]
+        signature = fast_signature(kernel, arg_key) if SPECIALIZE else None
+        target = kernel if signature is None else specialize(kernel, signature)
+        configured = _launchers[key] = target[blocks, THREADS_PER_BLOCK, stream]
+        launch_paths[kernel.py_func.__name__] = "typed" if signature is None else "specialized"
     return configured
 
 
@@ -281,7 +355,11 @@ __all__ = [
     "SIMULATOR",
     "THREADS_PER_BLOCK",
     "blocks_for",
+    "argument_key",
+    "fast_signature",
+    "launch_paths",
     "launcher",
+    "specialize",
     "n_chunks",
     "signatures",
     "bias_activation_elements",

@@ -13,6 +13,7 @@ import sys
 import types
 from typing import Any
 
+import numba
 import numpy as np
 import pytest
 from xpmlp.kernels import cuda as kcuda
@@ -56,6 +57,82 @@ def test_launcher_configures_each_kernel_grid_and_stream_once(monkeypatch) -> No
     monkeypatch.setattr(kcuda, "THREADS_PER_BLOCK", 32)
     kcuda.launcher(k, 100, stream)  # patched block size: a new configuration
     assert [c[:2] for c in k.configured] == [(2, 64), (2, 64), (8, 64), (4, 32)]
+
+
+@pytest.mark.skipif(SIMULATOR, reason="the simulator reconfigures kernels in place: no cache")
+def test_launcher_specializes_a_kernel_for_the_backends_arguments_only(monkeypatch) -> None:
+    """The backend's argument kinds launch the kernel compiled for exactly their types;
+    any other kind (here a transposed array) goes through Numba's typed dispatch."""
+    specialized: list[tuple[str, tuple[Any, ...]]] = []
+
+    def fake_specialize(kernel: Any, signature: tuple[Any, ...]) -> FakeKernel:
+        specialized.append((kernel.py_func.__name__, signature))
+        return FakeKernel(f"{kernel.py_func.__name__}[{signature[0].dtype}]")
+
+    monkeypatch.setattr(kcuda, "_launchers", {})
+    monkeypatch.setattr(kcuda, "specialize", fake_specialize)
+    kernel = kcuda.bias_activation_elements
+    Z = np.zeros((4, 3), "float32")
+    args = (Z, Z[0], Z, 2)
+    fast = kcuda.launcher(kernel, 12, 0, args)
+    assert kcuda.launcher(kernel, 12, 0, (Z + 1, Z[1], Z, 5)) is fast  # same kinds: cached
+    assert kcuda.launch_paths["bias_activation_elements"] == "specialized"
+    assert specialized == [("bias_activation_elements", kcuda.signatures(numba.float32)[kernel])]
+    kcuda.launcher(kernel, 12, 0, tuple(a.astype("float64") if isinstance(a, np.ndarray) else a
+                                         for a in args))
+    assert specialized[-1][1] == kcuda.signatures(numba.float64)[kernel]
+    typed = kcuda.launcher(kernel, 12, 0, (Z.T.copy().T, Z[0], Z, 2))  # not C-contiguous
+    assert typed is not fast and kcuda.launch_paths["bias_activation_elements"] == "typed"
+    kcuda.launcher(kernel, 12, 0, (Z, Z[0], Z, 2.0))  # a float code: not the signature
+    assert len(specialized) == 2
+    monkeypatch.setattr(kcuda, "SPECIALIZE", False)  # XPMLP_CUDA_SPECIALIZE=0 (at import)
+    monkeypatch.setattr(kcuda, "_launchers", {})
+    kcuda.launcher(kernel, 12, 0, args)
+    assert len(specialized) == 2 and kcuda.launch_paths["bias_activation_elements"] == "typed"
+
+
+def test_argument_key_reads_dtype_ndim_and_layout() -> None:
+    Z = np.zeros((3, 2), "float32")
+    assert kcuda.argument_key((Z, Z.T, Z[0], np.float32(1), 3, True)) == (
+        ("f", 2, True), ("f", 2, False), ("f", 1, True), ("f", 0, True), int, bool)
+
+
+class CheckingOps(CudaKernelOps):
+    """Runs nothing; records each launch whose arguments miss the specialized signatures."""
+
+    def __init__(self) -> None:
+        super().__init__(np)
+        self.missed: list[tuple[str, tuple[Any, ...]]] = []
+        self.kernels: set[str] = set()
+
+    def _launch(self, kernel: Any, n_items: int, *args: Any) -> None:
+        key = kcuda.argument_key(args)
+        self.kernels.add(kernel.py_func.__name__)
+        if kcuda.fast_signature(kernel, key) is None:
+            self.missed.append((kernel.py_func.__name__, key))
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # no kernel runs: the numbers are junk
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("optimizer", ["sgd", "nesterov", "adam"])
+@pytest.mark.parametrize("output", ["softmax", "sigmoid"])
+def test_every_launch_of_training_takes_the_specialized_path(dtype, optimizer, output) -> None:
+    """What the MLP hands the CUDA kernels (workspace views, flat-buffer views, the last
+    short batch, scalars) always has the types the kernels are specialized for."""
+    ops = CheckingOps()
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((70, 6)).astype(dtype)
+    n_out = 3 if output == "softmax" else 1
+    y = rng.integers(0, n_out if n_out > 1 else 2, size=70)
+    loss = "cross_entropy" if output == "softmax" else "binary_cross_entropy"
+    model = xpmlp.MLP([6, 5, 4, n_out], activation=["tanh", "relu"],
+                      output_activation=output, loss=loss, optimizer=optimizer, dtype=dtype,
+                      backend=ops, weight_decay=1e-3)
+    model.fit(X, y, epochs=2, batch_size=32, progress=False)  # 32, 32, then 6 rows
+    model.step()
+    assert ops.missed == []
+    assert ops.kernels >= {"gather_rows", "bias_activation_elements", "loss_delta_rows",
+                           "loss_output_reduce", "activation_backward_chunks"}
 
 
 def test_blocks_for() -> None:
@@ -218,10 +295,16 @@ def test_probe_refuses_the_simulator(monkeypatch, fresh_probe) -> None:
 
 # ---------------------------------------------------------------------- on a real GPU
 @pytest.mark.cuda
+@pytest.mark.parametrize("specialize", [True, False], ids=["specialized", "typed"])
 @pytest.mark.parametrize("optimizer", ["sgd", "nesterov", "adam"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_one_training_step_on_cuda_matches_numpy(optimizer, dtype) -> None:
-    """Same initial weights, same batch of 100 (4 chunks): same loss, gradients and step."""
+def test_one_training_step_on_cuda_matches_numpy(optimizer, dtype, specialize,
+                                                 monkeypatch) -> None:
+    """Same initial weights, same batch of 100 (4 chunks): same loss, gradients and step,
+    through the specialized kernels and through Numba's typed dispatch."""
+    monkeypatch.setattr(kcuda, "SPECIALIZE", specialize)
+    monkeypatch.setattr(kcuda, "_launchers", {})
+    monkeypatch.setattr(kcuda, "launch_paths", {})
     sizes = [20, 32, 16, 4]
     rng = np.random.default_rng(0)
     X = rng.standard_normal((100, 20)).astype(dtype)
@@ -236,6 +319,7 @@ def test_one_training_step_on_cuda_matches_numpy(optimizer, dtype) -> None:
         grads = np.array(model.backend.to_numpy(model.grads))
         model.step()
         out[name] = (g.loss, grads, np.array(model.backend.to_numpy(model.params)))
+    assert set(kcuda.launch_paths.values()) == {"specialized" if specialize else "typed"}
     rtol = 1e-5 if dtype == "float32" else 1e-12
     assert out["cuda"][0] == pytest.approx(out["numpy"][0], rel=rtol)
     np.testing.assert_allclose(out["cuda"][1], out["numpy"][1], rtol=rtol * 10, atol=rtol)

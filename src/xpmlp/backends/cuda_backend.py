@@ -54,7 +54,7 @@ class CudaKernelOps(Backend):
 
     def _launch(self, kernel: Any, n_items: int, *args: Any) -> None:
         """Queue ``kernel(*args)`` with one thread per item (grid-stride beyond MAX_BLOCKS)."""
-        kcuda.launcher(kernel, n_items, self._launch_stream)(*args)
+        kcuda.launcher(kernel, n_items, self._launch_stream, args)(*args)
 
     def _scratch_array(self, name: str, shape: tuple[int, ...], dtype: Any) -> Array:
         """A scratch array kept for reuse (kernels on one stream run in order: sharing is safe)."""
@@ -207,7 +207,7 @@ class CudaBackend(CudaKernelOps):  # pragma: no cover - needs a GPU (tests marke
 
     def _launch(self, kernel: Any, n_items: int, *args: Any) -> None:
         try:
-            kcuda.launcher(kernel, n_items, self._launch_stream)(*args)
+            kcuda.launcher(kernel, n_items, self._launch_stream, args)(*args)
         except self._errors as exc:
             raise _unavailable(
                 f"the CUDA kernel {kernel.py_func.__name__} failed to compile for this GPU: "
