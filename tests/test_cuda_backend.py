@@ -59,6 +59,7 @@ def test_launcher_configures_each_kernel_grid_and_stream_once(monkeypatch) -> No
     assert [c[:2] for c in k.configured] == [(2, 64), (2, 64), (8, 64), (4, 32)]
 
 
+@pytest.mark.filterwarnings("ignore:Grid size")  # Numba's low-occupancy warning for 1 block
 @pytest.mark.skipif(SIMULATOR, reason="the simulator reconfigures kernels in place: no cache")
 def test_launcher_specializes_a_kernel_for_the_backends_arguments_only(monkeypatch) -> None:
     """The backend's argument kinds launch the kernel compiled for exactly their types;
@@ -312,7 +313,7 @@ def test_one_training_step_on_cuda_matches_numpy(optimizer, dtype, specialize,
     models = {name: xpmlp.MLP(sizes, optimizer=optimizer, dtype=dtype, backend=name,
                               weight_decay=1e-3, seed=1) for name in ("numpy", "cuda")}
     cuda_model = models["cuda"]
-    cuda_model.params[...] = cuda_model.backend.asarray(models["numpy"].params)
+    cuda_model.set_weights(models["numpy"].get_weights())
     out = {}
     for name, model in models.items():
         g = model.backward(model.forward(X), y)
@@ -336,6 +337,33 @@ def test_cuda_backend_runs_on_its_own_stream() -> None:
     a = be.asarray(np.arange(6.0).reshape(2, 3), dtype="float32")
     assert isinstance(a, cupy.ndarray) and a.flags.c_contiguous
     np.testing.assert_array_equal(be.to_numpy(a), np.arange(6.0).reshape(2, 3))
+
+
+@pytest.mark.cuda
+def test_model_calls_from_another_thread_run_on_the_backends_device_and_stream() -> None:
+    """CuPy's current stream is per thread: the model makes its own current for each call."""
+    import threading
+
+    import cupy
+
+    model = xpmlp.MLP([4, 8, 3], backend="cuda", seed=3)
+    X = np.random.default_rng(0).standard_normal((300, 4)).astype("float32")
+    want = model.predict_proba(X)
+    seen: dict[str, Any] = {}
+
+    def work() -> None:
+        seen["outside"] = cupy.cuda.get_current_stream()
+        with model.backend.activate():
+            seen["inside"] = cupy.cuda.get_current_stream()
+        seen["proba"] = model.predict_proba(X)
+        seen["after"] = cupy.cuda.get_current_stream()
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    assert seen["inside"] == model.backend.stream
+    assert seen["outside"] != model.backend.stream and seen["after"] == seen["outside"]
+    np.testing.assert_array_equal(seen["proba"], want)
 
 
 @pytest.mark.cuda

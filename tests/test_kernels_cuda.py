@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import zlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -85,9 +86,10 @@ def set_config(monkeypatch: pytest.MonkeyPatch, config: tuple[int, int]) -> None
 
 def run_op(be: Backend, op: str, arrays: list[np.ndarray], *scalars: Any) -> list[np.ndarray]:
     """Copy ``arrays`` to ``be``, call ``be.<op>(*arrays, *scalars)``, return them as NumPy."""
-    on_device = [be.asarray(a.copy()) for a in arrays]
-    getattr(be, op)(*on_device, *scalars)
-    return [np.array(be.to_numpy(a)) for a in on_device]
+    with be.activate():
+        on_device = [be.asarray(a.copy()) for a in arrays]
+        getattr(be, op)(*on_device, *scalars)
+        return [np.array(be.to_numpy(a)) for a in on_device]
 
 
 def check_against_both(
@@ -161,8 +163,9 @@ def test_activation_backward_in_place_over_chunk_edges(cuda_ops, monkeypatch, ro
     dA = rng.standard_normal((rows, 5)).astype("float32")
     A = activated(rng, (rows, 5), "tanh", "float32")
     want_delta, want_db = dA * (1 - A * A), (dA * (1 - A * A)).sum(axis=0)
-    on = [cuda_ops.asarray(a) for a in (dA, A, np.zeros(5, "float32"))]
-    cuda_ops.activation_backward(on[0], on[1], on[0], on[2], "tanh")
+    with cuda_ops.activate():
+        on = [cuda_ops.asarray(a) for a in (dA, A, np.zeros(5, "float32"))]
+        cuda_ops.activation_backward(on[0], on[1], on[0], on[2], "tanh")
     np.testing.assert_allclose(cuda_ops.to_numpy(on[0]), want_delta, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(cuda_ops.to_numpy(on[2]), want_db, rtol=1e-5, atol=1e-5)
 
@@ -258,9 +261,10 @@ def optimizer_case(name: str, size: int, dtype: str, diverged: bool = False):
 
 def step_on(be: Backend, method: str, vectors, scalars, stats) -> list[np.ndarray]:
     """One optimizer step on ``be``; returns the vectors and stats, as NumPy arrays."""
-    on = [be.asarray(v.copy()) for v in [*vectors, stats]]
-    getattr(be, method)(*on[:-1], *scalars, on[-1])
-    return [np.array(be.to_numpy(v)) for v in on]
+    with be.activate():
+        on = [be.asarray(v.copy()) for v in [*vectors, stats]]
+        getattr(be, method)(*on[:-1], *scalars, on[-1])
+        return [np.array(be.to_numpy(v)) for v in on]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -297,8 +301,9 @@ def test_gather_rows(cuda_ops, monkeypatch, dtype, rows, cols, config) -> None:
     rng = np.random.default_rng(rows * cols)
     X = rng.standard_normal((50, cols)).astype(dtype)
     idx = rng.integers(0, 50, size=rows)  # repeats allowed
-    out = cuda_ops.empty((rows, cols), dtype)
-    cuda_ops.gather_rows(cuda_ops.asarray(X), cuda_ops.asarray(idx), out)
+    with cuda_ops.activate():
+        out = cuda_ops.empty((rows, cols), dtype)
+        cuda_ops.gather_rows(cuda_ops.asarray(X), cuda_ops.asarray(idx), out)
     np.testing.assert_array_equal(cuda_ops.to_numpy(out), X[idx])
 
 
@@ -335,7 +340,7 @@ def test_mlp_trains_like_the_numpy_backend(cuda_ops, monkeypatch, case, dtype) -
     reference = xpmlp.MLP(sizes, backend="numpy", **options)
     model = xpmlp.MLP(sizes, backend=cuda_ops, **options)
     if not SIMULATOR:
-        model.params[...] = cuda_ops.asarray(reference.params)
+        model.set_weights(reference.get_weights())
     shuffle = SIMULATOR
     np.testing.assert_array_equal(cuda_ops.to_numpy(model.params), reference.params)
     reference.fit(X, y, epochs=2, batch_size=40, shuffle=shuffle)
@@ -349,3 +354,36 @@ def test_mlp_trains_like_the_numpy_backend(cuda_ops, monkeypatch, case, dtype) -
                                rtol=1e-5, atol=1e-6)
     assert not np.allclose(reference.params, xpmlp.MLP(sizes, backend="numpy",
                                                        **options).params)
+
+
+def test_every_model_call_runs_with_the_backend_active(cuda_ops, tmp_path) -> None:
+    """The whole public API gives the numbers of the NumPy backend; under the simulator a
+    kernel launched outside ``backend.activate()`` raises, so this also shows that fit,
+    the learner steps, prediction, weights, save/load and explain run inside it."""
+    from xpmlp.explain import compare, parse_file, trace
+
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((50, 4)).astype("float32")
+    y = rng.integers(0, 3, size=50)
+    reference = xpmlp.MLP([4, 6, 3], backend="numpy", seed=2)
+    model = xpmlp.MLP([4, 6, 3], backend=cuda_ops, seed=2)
+    model.set_weights(reference.get_weights())
+    losses = []
+    for m in (reference, model):
+        m.fit(X, y, epochs=1, batch_size=16, shuffle=False)
+        losses.append(m.backward(m.forward(X[:10]), y[:10]).loss)
+        m.step()
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    for (W, b), (W_ref, b_ref) in zip(model.get_weights(), reference.get_weights(), strict=True):
+        np.testing.assert_allclose(W, W_ref, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(b, b_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.predict_proba(X), reference.predict_proba(X),
+                               rtol=1e-5, atol=1e-6)
+    assert model.score(X, y) == pytest.approx(reference.score(X, y), abs=0.05)
+    loaded = xpmlp.load_model(xpmlp.save_model(model, tmp_path / "model"), backend=cuda_ops)
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+    examples = parse_file(Path(__file__).resolve().parents[1] / "data" / "examples"
+                          / "worked_examples.json")
+    for example in examples:
+        n_checked, mismatches = compare(example, trace(example, cuda_ops, "float64"), 1e-9)
+        assert n_checked > 0 and mismatches == []

@@ -616,3 +616,81 @@ def test_history_loss_and_accuracy_are_the_epochs_means() -> None:
     accuracy = (Z.argmax(axis=1) == Y3).mean()
     assert rec["train_accuracy"] == pytest.approx(accuracy)
     assert rec["val_accuracy"] == pytest.approx(accuracy)
+
+
+# ---------------------------------------------------------------------- weights in and out
+def test_set_weights_then_get_weights_round_trip_and_drive_the_forward_pass() -> None:
+    model = MLP([3, 4, 2], activation="identity", output_activation="identity",
+                loss="squared_error", dtype="float64")
+    rng = np.random.default_rng(0)
+    weights = [(rng.standard_normal((4, 3)), rng.standard_normal(4)),
+               (rng.standard_normal((2, 4)), rng.standard_normal(2))]
+    model.set_weights(weights)
+    for (W, b), (W_in, b_in) in zip(model.get_weights(), weights, strict=True):
+        np.testing.assert_array_equal(W, W_in)
+        np.testing.assert_array_equal(b, b_in)
+    X = rng.standard_normal((5, 3))
+    (W1, b1), (W2, b2) = weights
+    np.testing.assert_allclose(model.predict(X), (X @ W1.T + b1) @ W2.T + b2, rtol=1e-12)
+    got = model.get_weights()
+    got[0][0][...] = 0  # host copies: the model is untouched
+    assert model.get_weights()[0][0].any()
+
+
+@pytest.mark.parametrize(("weights", "words"), [
+    ([(np.zeros((4, 3)), np.zeros(4))], "1 (W, b) pairs; expected one per layer (2)"),
+    ([(np.zeros((3, 4)), np.zeros(4)), (np.zeros((2, 4)), np.zeros(2))],
+     "layer 0: W has shape (3, 4); expected (4, 3)"),
+    ([(np.zeros((4, 3)), np.zeros(4)), (np.zeros((2, 4)), np.zeros((2, 1)))],
+     "layer 1: b has shape (2, 1); expected (2,)"),
+])
+def test_set_weights_refuses_wrong_shapes(weights, words) -> None:
+    model = MLP([3, 4, 2])
+    before = model.params.copy()
+    with pytest.raises(ValueError, match=re.escape(words)):
+        model.set_weights(weights)
+    if "layer 1" not in words:
+        np.testing.assert_array_equal(model.params, before)
+
+
+def test_every_public_call_runs_inside_backend_activate(tmp_path) -> None:
+    """The MLP makes its backend current around each call (on a GPU: its device and stream)."""
+
+    class Watching(NumpyBackend):
+        name = "watching"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.depth, self.outside = 0, []
+
+        def activate(self):
+            import contextlib
+
+            @contextlib.contextmanager
+            def active():
+                self.depth += 1
+                try:
+                    yield
+                finally:
+                    self.depth -= 1
+
+            return active()
+
+        def __getattribute__(self, name: str):
+            value = object.__getattribute__(self, name)
+            if (callable(value) and not name.startswith("_") and name not in
+                    ("activate", "to_numpy", "synchronize") and object.__getattribute__(
+                        self, "__dict__").get("depth") == 0):
+                object.__getattribute__(self, "outside").append(name)
+            return value
+
+    be = Watching()
+    X, y = X3[:40].astype("float32"), Y3[:40]
+    model = MLP([4, 5, 3], backend=be)
+    model.fit(X, y, epochs=1, batch_size=16, validation_data=(X, y))
+    model.backward(model.forward(X[:8]), y[:8])
+    model.step()
+    model.set_weights(model.get_weights())
+    model.predict(X), model.predict_proba(X), model.score(X, y)
+    load_model(save_model(model, tmp_path / "m"), backend=be)
+    assert be.outside == []

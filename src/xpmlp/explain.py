@@ -411,9 +411,7 @@ def build_model(example: Example, backend: Any = None, dtype: str = "float64") -
     model = MLP(example.sizes, activation=acts[:-1], output_activation=acts[-1], loss=loss,
                 optimizer="sgd", learning_rate=example.learning_rate, dtype=dtype,
                 backend=backend)
-    for layer, given in zip(model.layers, example.layers, strict=True):
-        layer.W[...] = model.backend.asarray(given.W, dtype=model.dtype)
-        layer.b[...] = model.backend.asarray(given.b, dtype=model.dtype)
+    model.set_weights([(given.W, given.b) for given in example.layers])
     return model
 
 
@@ -425,11 +423,11 @@ def trace(example: Example, backend: Any = None, dtype: str = "float64") -> Trac
     def host(arrays: list[Any]) -> list[np.ndarray]:
         return [np.array(be.to_numpy(a), dtype=np.float64) for a in arrays]
 
-    fp = model.forward(be.asarray(example.x, dtype=model.dtype))
+    fp = model.forward(np.asarray(example.x, dtype=model.dtype))
     result = Trace(z=host(fp.Z), a=host(fp.A[1:]))
     if not example.trains:
         return result
-    g = model.backward(fp, be.asarray(example.y, dtype=model.dtype))
+    g = model.backward(fp, np.asarray(example.y, dtype=model.dtype))
     result.loss = g.loss
     result.delta, result.grad_W, result.grad_b = host(g.delta), host(g.dW), host(g.db)
     if example.learning_rate is not None:

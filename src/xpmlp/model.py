@@ -15,11 +15,12 @@ Nothing here names NumPy or CuPy: every array comes from ``self.backend``.
 
 from __future__ import annotations
 
+import functools
 import numbers
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from . import activations, losses
 from ._validation import Choice, Number, check_features, check_params, check_targets
@@ -65,6 +66,19 @@ CONSTRAINTS = {
 }
 
 PREDICT_CHUNK = 4096  # rows per forward pass when predicting
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _on_backend(method: _Method) -> _Method:
+    """Run the method with the model's backend active (its device and stream current)."""
+
+    @functools.wraps(method)
+    def run(self: MLP, *args: Any, **kwargs: Any) -> Any:
+        with self.backend.activate():
+            return method(self, *args, **kwargs)
+
+    return run  # type: ignore[return-value]
 
 
 @dataclass
@@ -173,14 +187,14 @@ class MLP:
         self.init = init
         self.seed = seed
         self.backend = get_backend(backend, device=device)
-        xp = self.backend.xp
-        self.dtype = xp.dtype(str(dtype))
-        self._rng = self.backend.rng(seed)
-        self._allocate_parameters()
-        for layer in self.layers:
-            init_weights(self._rng, layer.W, init, layer.activation)
-        self.optimizer.bind(self.backend, self.params)
-        self._stats = self.backend.new_stats(self.dtype)
+        self.dtype = self.backend.xp.dtype(str(dtype))
+        with self.backend.activate():
+            self._rng = self.backend.rng(seed)
+            self._allocate_parameters()
+            for layer in self.layers:
+                init_weights(self._rng, layer.W, init, layer.activation)
+            self.optimizer.bind(self.backend, self.params)
+            self._stats = self.backend.new_stats(self.dtype)
         self._workspaces: dict[int, Workspace] = {}
         self.history_: list[dict[str, Any]] = []
 
@@ -234,6 +248,26 @@ class MLP:
                 dW=self.grads[w].reshape(n_out, n_in), db=self.grads[b], activation=act,
             ))
             w_at, b_at = w.stop, b.stop
+
+    @_on_backend
+    def set_weights(self, weights: Sequence[tuple[Any, Any]]) -> None:
+        """Copy (W, b) per layer into the model: W of shape (n_l, n_{l-1}), b of shape (n_l,)."""
+        weights = list(weights)
+        if len(weights) != len(self.layers):
+            raise ValueError(f"weights has {len(weights)} (W, b) pairs; expected one per layer "
+                             f"({len(self.layers)})")
+        for l, (layer, (W, b)) in enumerate(zip(self.layers, weights, strict=True)):
+            for name, given, into in (("W", W, layer.W), ("b", b, layer.b)):
+                given = self._to_backend(given)
+                if given.shape != into.shape:
+                    raise ValueError(f"layer {l}: {name} has shape {tuple(given.shape)}; "
+                                     f"expected {tuple(into.shape)}")
+                into[...] = given
+
+    def get_weights(self) -> list[tuple[Any, Any]]:
+        """(W, b) per layer, as host (NumPy) copies."""
+        host = self.backend.to_numpy
+        return [(host(layer.W).copy(), host(layer.b).copy()) for layer in self.layers]
 
     @property
     def is_classifier(self) -> bool:
@@ -311,6 +345,7 @@ class MLP:
         Y[xp.arange(m), labels] = 1
         return Y
 
+    @_on_backend
     def forward(self, X: Any) -> ForwardPass:
         """The forward pass of X, keeping Z and A of every layer."""
         X = check_features(X, self.n_features, self.backend.xp)
@@ -319,6 +354,7 @@ class MLP:
         self._forward(ws)
         return ForwardPass(Z=ws.Z, A=ws.A, workspace=ws)
 
+    @_on_backend
     def backward(self, forward_pass: ForwardPass, y: Any) -> Gradients:
         """Backpropagate the loss of ``forward_pass`` against targets ``y``."""
         self._check_differentiable()
@@ -330,11 +366,13 @@ class MLP:
             _backend=self.backend, _stats=self._stats, _m=ws.rows,
         )
 
+    @_on_backend
     def step(self) -> None:
         """One optimizer step with the gradients of the last ``backward``."""
         self._step()
 
     # ------------------------------------------------------------------ training
+    @_on_backend
     def fit(
         self,
         X: Any,
@@ -501,6 +539,7 @@ class MLP:
         A = self._output(X)
         return float(self.backend.to_numpy(losses.correct(A, Y).sum())) / X.shape[0]
 
+    @_on_backend
     def predict_proba(self, X: Any) -> Any:
         """The output layer's activations A_L, as a host (NumPy) array of shape (m, n_L)."""
         X = check_features(X, self.n_features, self.backend.xp)
@@ -515,6 +554,7 @@ class MLP:
             return (A[:, 0] >= 0.5).astype("int64")
         return A.argmax(axis=1)
 
+    @_on_backend
     def score(self, X: Any, y: Any) -> float:
         """Accuracy for classifiers, the coefficient of determination R^2 otherwise."""
         X = check_features(X, self.n_features, self.backend.xp)

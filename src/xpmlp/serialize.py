@@ -83,6 +83,7 @@ def load_model(path: str | os.PathLike[str], *, backend: Any = None) -> Any:
             f"{path}: holds {params.shape[0]} parameters; layer sizes {meta['layer_sizes']} "
             f"need {model.params.shape[0]}"
         )
-    model.params[...] = model.backend.asarray(params, dtype=model.dtype)
+    with model.backend.activate():
+        model.params[...] = model.backend.asarray(params, dtype=model.dtype)
     model.history_ = list(meta.get("history", []))
     return model

@@ -13,6 +13,7 @@ holds the 1/m). Every method writes into arrays the caller owns.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy
@@ -44,6 +45,11 @@ class Backend:
     def device(self) -> str:
         """A human-readable description of where the arrays live."""
         return "host memory (plain array code)"
+
+    def activate(self) -> contextlib.AbstractContextManager[None]:
+        """A context in which this backend's device and stream are current: the MLP runs
+        each public call inside it (a no-op on the host)."""
+        return contextlib.nullcontext()
 
     def asarray(self, a: Any, dtype: Any = None) -> Array:
         """Host (or backend) array -> C-contiguous backend array (the host-to-device crossing)."""

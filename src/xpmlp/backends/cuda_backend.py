@@ -14,12 +14,14 @@ Two layers, so that the logic runs without a GPU:
   into xpmlp errors.
 
 Streams: all of the backend's work goes to ONE non-blocking CuPy stream. The
-backend makes it CuPy's current stream (in the thread that creates the
-backend), so the CuPy operations of the model (matrix products, fills,
-indexing) queue on it, and the Numba kernels launch on it too, through ONE
-cached ``numba.cuda.external_stream``. Work is ordered by that stream alone:
-nothing relies on the CUDA Array Interface's synchronization, which is
-switched off.
+Numba kernels launch on it through ONE cached ``numba.cuda.external_stream``;
+the CuPy operations of the model (matrix products, fills, indexing) queue on
+CuPy's current stream, which the MLP makes this one for each of its calls
+(``activate``: the backend's device and stream, in whatever thread calls).
+The backend also makes them current in the thread that creates it, so that
+work a user does on the model's arrays is ordered with the model's. Work is
+ordered by that stream alone: nothing relies on the CUDA Array Interface's
+synchronization, which is switched off.
 """
 
 from __future__ import annotations
@@ -194,6 +196,12 @@ class CudaBackend(CudaKernelOps):  # pragma: no cover - needs a GPU (tests marke
         return (f"GPU {self.device_index}: {name} (compute capability {props['major']}."
                 f"{props['minor']}, {gib:.0f} GiB, driver CUDA "
                 f"{rt.driverGetVersion() // 1000}.{rt.driverGetVersion() % 1000 // 10})")
+
+    @contextlib.contextmanager
+    def activate(self) -> Iterator[None]:
+        """The backend's GPU and stream current (CuPy), restoring the caller's afterwards."""
+        with self._cupy.cuda.Device(self.device_index), self.stream:
+            yield
 
     @contextlib.contextmanager
     def _device_memory(self, what: str) -> Iterator[None]:

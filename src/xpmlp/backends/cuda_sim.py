@@ -13,6 +13,8 @@ The simulator must be switched on before Numba is first imported:
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy
@@ -53,11 +55,28 @@ class SimulatedCudaBackend(CudaKernelOps):
             )
         super().__init__(numpy, launch_stream=0)
         self._hint = _in_place_hint()
+        self._active = 0
+
+    @contextlib.contextmanager
+    def activate(self) -> Iterator[None]:
+        """Counts how deep the caller is in ``activate`` (nothing to make current here)."""
+        self._active += 1
+        try:
+            yield
+        finally:
+            self._active -= 1
 
     @property
     def device(self) -> str:
         return "Numba CUDA simulator (NumPy arrays in host memory)"
 
     def _launch(self, kernel: Any, n_items: int, *args: Any) -> None:
+        """Refuses a launch outside ``activate``: on a GPU, the CuPy work around it could be
+        queued on another stream than the kernel's."""
+        if not self._active:
+            raise RuntimeError(
+                f"kernel {kernel.py_func.__name__} launched outside backend.activate(); "
+                "the CUDA backend's work must run with its device and stream current"
+            )
         hinted = [self._hint(a) if isinstance(a, numpy.ndarray) else a for a in args]
         super()._launch(kernel, n_items, *hinted)

@@ -97,26 +97,27 @@ class XpmlpRow(Row):
             momentum=spec.momentum, beta1=spec.beta1, beta2=spec.beta2, eps=spec.eps,
             backend=self.backend, seed=0,
         )
-        be = model.backend
-        for layer, (W, b) in zip(model.layers, init, strict=True):
-            layer.W[...] = be.asarray(W, dtype=model.dtype)
-            layer.b[...] = be.asarray(b, dtype=model.dtype)
-        self.X = model._to_backend(data.x_train)
-        self.Y = model._targets(data.y_train, len(data.y_train))
-        self.X_test = model._to_backend(data.x_test)
-        self.Y_test = model._targets(data.y_test, len(data.y_test))
-        be.synchronize()
+        model.set_weights(init)
+        with model.backend.activate():
+            self.X = model._to_backend(data.x_train)
+            self.Y = model._targets(data.y_train, len(data.y_train))
+            self.X_test = model._to_backend(data.x_test)
+            self.Y_test = model._targets(data.y_test, len(data.y_test))
+        model.backend.synchronize()
 
     def set_order(self, order: np.ndarray) -> None:
-        self.order = self.model.backend.asarray(order.astype(np.int64))
+        with self.model.backend.activate():
+            self.order = self.model.backend.asarray(order.astype(np.int64))
         self.model.backend.synchronize()
 
     def train(self) -> None:
-        self.model._run_epoch(self.X, self.Y, self.order, self.spec.batch_size)
+        with self.model.backend.activate():
+            self.model._run_epoch(self.X, self.Y, self.order, self.spec.batch_size)
         self.model.backend.synchronize()
 
     def accuracy(self) -> float:
-        return self.model._accuracy(self.X_test, self.Y_test)
+        with self.model.backend.activate():
+            return self.model._accuracy(self.X_test, self.Y_test)
 
 
 def cuda_unavailable_reason() -> str | None:
