@@ -694,3 +694,61 @@ def test_every_public_call_runs_inside_backend_activate(tmp_path) -> None:
     model.predict(X), model.predict_proba(X), model.score(X, y)
     load_model(save_model(model, tmp_path / "m"), backend=be)
     assert be.outside == []
+
+
+# ---------------------------------------------------------------------- out of device memory
+class SmallDevice(NumpyBackend):
+    """A NumPy backend that, like a full GPU, refuses any array over ``limit`` values."""
+
+    name = "small-device"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def _check(self, n: int) -> None:
+        if n > self.limit:
+            raise xpmlp.DeviceMemoryError(f"the GPU ran out of memory allocating {n} values")
+
+    def empty(self, shape, dtype):
+        self._check(int(np.prod(shape)))
+        return super().empty(shape, dtype)
+
+    def zeros(self, shape, dtype):
+        self._check(int(np.prod(shape)))
+        return super().zeros(shape, dtype)
+
+    def asarray(self, a, dtype=None):
+        self._check(int(np.size(a)))
+        return super().asarray(a, dtype)
+
+
+@pytest.mark.parametrize(("limit", "call", "words"), [
+    (100, "build", ["parameters, gradients and adam state of layers 4-50-3", "smaller layers"]),
+    (4000, "fit_big_batch", ["activations of a batch of 200 rows through layers 4-50-3",
+                             "smaller batch_size"]),
+    (4000, "fit_big_data", ["training set (1200 samples", "fit on part of the data"]),
+    (4000, "forward_many", ["activations of a batch of 300 rows", "fewer rows"]),
+])
+def test_out_of_device_memory_says_for_what_and_what_to_try(limit, call, words) -> None:
+    rng = np.random.default_rng(0)
+
+    def X(m: int) -> np.ndarray:
+        return rng.standard_normal((m, 4)).astype("float32")
+
+    def y(m: int) -> np.ndarray:
+        return rng.integers(0, 3, size=m)
+
+    calls = {
+        "build": lambda: MLP([4, 50, 3], backend=SmallDevice(limit)),
+        "fit_big_batch": lambda: MLP([4, 50, 3], backend=SmallDevice(limit)).fit(
+            X(200), y(200), batch_size=200, epochs=1),
+        "fit_big_data": lambda: MLP([4, 50, 3], backend=SmallDevice(limit)).fit(
+            X(1200), y(1200), batch_size=16, epochs=1),
+        "forward_many": lambda: MLP([4, 50, 3], backend=SmallDevice(limit)).forward(X(300)),
+    }
+    with pytest.raises(xpmlp.DeviceMemoryError) as info:
+        calls[call]()
+    message = str(info.value)
+    for word in [*words, "MiB", "the GPU ran out of memory allocating"]:
+        assert word in message

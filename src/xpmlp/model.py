@@ -15,6 +15,7 @@ Nothing here names NumPy or CuPy: every array comes from ``self.backend``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import numbers
 import time
@@ -25,7 +26,7 @@ from typing import Any, TypeVar
 from . import activations, losses
 from ._validation import Choice, Number, check_features, check_params, check_targets
 from .backends import Backend, get_backend
-from .errors import NotDifferentiableError, TrainingDivergedError
+from .errors import DeviceMemoryError, NotDifferentiableError, TrainingDivergedError
 from .init import INITIALIZERS, init_weights
 from .kernels.rows import (
     STAT_BATCH_LOSS_SUM,
@@ -79,6 +80,18 @@ def _on_backend(method: _Method) -> _Method:
             return method(self, *args, **kwargs)
 
     return run  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def _memory_for(what: str, n_values: int, itemsize: int, remedy: str) -> Any:
+    """Out of device memory inside: say for what, how much it needs and what to try."""
+    try:
+        yield
+    except DeviceMemoryError as exc:
+        raise DeviceMemoryError(
+            f"not enough GPU memory for {what} ({n_values * itemsize / 2**20:,.1f} MiB); "
+            f"try {remedy}. {exc}"
+        ) from exc
 
 
 @dataclass
@@ -188,7 +201,11 @@ class MLP:
         self.seed = seed
         self.backend = get_backend(backend, device=device)
         self.dtype = self.backend.xp.dtype(str(dtype))
-        with self.backend.activate():
+        n_params = sum(o * i + o for o, i in zip(sizes[1:], sizes[:-1], strict=True))
+        with self.backend.activate(), _memory_for(
+            f"the parameters, gradients and {optimizer.name} state of layers "
+            f"{'-'.join(map(str, sizes))}", 4 * n_params, self.dtype.itemsize, "smaller layers",
+        ):
             self._rng = self.backend.rng(seed)
             self._allocate_parameters()
             for layer in self.layers:
@@ -291,10 +308,17 @@ class MLP:
     # ------------------------------------------------------------------ the three steps
     def _workspace(self, rows: int) -> Workspace:
         if rows not in self._workspaces:
-            self._workspaces[rows] = Workspace.allocate(
-                self.backend, self.layer_sizes, rows, self.dtype
-            )
+            self._workspaces[rows] = self._new_workspace(rows)
         return self._workspaces[rows]
+
+    def _new_workspace(self, rows: int) -> Workspace:
+        sizes = self.layer_sizes
+        with _memory_for(
+            f"the activations of a batch of {rows} rows through layers "
+            f"{'-'.join(map(str, sizes))}", rows * (sizes[0] + sizes[-1] + 3 * sum(sizes[1:])),
+            self.dtype.itemsize, "a smaller batch_size (or fewer rows per forward call)",
+        ):
+            return Workspace.allocate(self.backend, sizes, rows, self.dtype)
 
     def _forward(self, ws: Workspace) -> None:
         """A[l + 1] = f(A[l] W^T + b) for every layer."""
@@ -349,7 +373,7 @@ class MLP:
     def forward(self, X: Any) -> ForwardPass:
         """The forward pass of X, keeping Z and A of every layer."""
         X = check_features(X, self.n_features, self.backend.xp)
-        ws = Workspace.allocate(self.backend, self.layer_sizes, X.shape[0], self.dtype)
+        ws = self._new_workspace(X.shape[0])
         ws.X[...] = self._to_backend(X)
         self._forward(ws)
         return ForwardPass(Z=ws.Z, A=ws.A, workspace=ws)
@@ -405,12 +429,22 @@ class MLP:
         be = self.backend
         X = check_features(X, self.n_features, be.xp)
         m_total = int(X.shape[0])
-        Y_all = self._targets(y, m_total)
-        X_all = self._to_backend(X)
+        with _memory_for(
+            f"the training set ({m_total} samples, moved to the device once)",
+            m_total * (self.n_features + self.n_outputs), self.dtype.itemsize,
+            "fit on part of the data at a time (a new fit call continues from the current weights)",
+        ):
+            Y_all = self._targets(y, m_total)
+            X_all = self._to_backend(X)
         if validation_data is not None:
-            X_val = self._to_backend(check_features(validation_data[0], self.n_features, be.xp,
-                                                    "validation X"))
-            Y_val = self._targets(validation_data[1], X_val.shape[0])
+            X_val = check_features(validation_data[0], self.n_features, be.xp, "validation X")
+            with _memory_for(
+                f"the validation set ({X_val.shape[0]} samples, moved to the device once)",
+                X_val.shape[0] * (self.n_features + self.n_outputs), self.dtype.itemsize,
+                "a smaller validation set",
+            ):
+                X_val = self._to_backend(X_val)
+                Y_val = self._targets(validation_data[1], X_val.shape[0])
         self._last_finite = self.params.copy()  # parameters last seen finite (see _check_diverged)
         n_batches = -(-m_total // batch_size)
         try:
