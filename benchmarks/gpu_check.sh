@@ -9,11 +9,13 @@
 # status is non-zero if any step failed. Every step has a time limit and the whole run stops
 # starting steps after GPU_CHECK_BUDGET seconds (default 570), so it ends within 10 minutes.
 #
-# Expected on the machine: Python 3.12, CuPy 14 (CUDA 13), numba, numba-cuda, PyTorch, pytest,
-# setuptools. numba-cuda 0.30 is reported broken on NumPy 2.5: when the machine's NumPy is 2.5
-# or newer and a NumPy 2.4 wheel is found in benchmarks/wheels/ (numpy-2.4*.whl), it is
-# installed, offline, into a virtual environment that sees the system packages
-# (OUTDIR/venv, --system-site-packages). Fetch that wheel beforehand on a machine with network:
+# Expected on the machine: Python 3.12, CuPy 14 (CUDA 13), numba, numba-cuda, PyTorch, pytest
+# (setuptools for an editable install; without it a copy of the package goes on PYTHONPATH).
+# numba-cuda 0.30 fails on NumPy 2.5 (numpy.row_stack is gone); xpmlp.kernels.compat puts the
+# alias back, so the machine's NumPy is used as it is. To test with NumPy 2.4 instead, put a
+# NumPy 2.4 wheel in benchmarks/wheels/ (numpy-2.4*.whl): it is then installed, offline, into
+# a virtual environment that sees the system packages (OUTDIR/venv, --system-site-packages).
+# Fetch that wheel beforehand on a machine with network:
 #   pip download 'numpy>=2.4,<2.5' --only-binary=:all: --no-deps --python-version 3.12 \
 #       --platform manylinux_2_27_x86_64 -d benchmarks/wheels
 # Set PYTHON to choose the interpreter (default: python3).
@@ -28,6 +30,10 @@ BUDGET=${GPU_CHECK_BUDGET:-570}
 START=$(date +%s)
 FAILED=()
 export PIP_NO_INDEX=1 PIP_DISABLE_PIP_VERSION_CHECK=1 NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS=0
+# A fresh Numba cache: cached kernels are keyed on their own file only, so an edit of
+# kernels/scalar.py or kernels/rows.py since an earlier run on this machine would go unseen.
+export NUMBA_CACHE_DIR="$OUTDIR/numba-cache"
+rm -rf "$NUMBA_CACHE_DIR"
 
 # step NAME LIMIT_SECONDS COMMAND...: run it with a time limit, log to OUTDIR/NAME.log
 step() {
@@ -107,6 +113,11 @@ if ! "$PY" -c 'import xpmlp.kernels.scalar' >/dev/null 2>&1; then
     export PYTHONPATH="$OUTDIR/site${PYTHONPATH:+:$PYTHONPATH}"
     echo "[gpu_check] install: no installed xpmlp; using a copy on PYTHONPATH ($OUTDIR/site)" \
         | tee -a "$OUTDIR/install.log"
+    if "$PY" -c 'import xpmlp.kernels.scalar'; then  # the copy works: not a failure
+        kept=()
+        for name in ${FAILED[@]+"${FAILED[@]}"}; do [[ $name == install ]] || kept+=("$name"); done
+        FAILED=(${kept[@]+"${kept[@]}"})
+    fi
 fi
 export XPMLP_DATA_DIR="$PWD/data/mnist"
 # Only the test files with CUDA or simulator tests: others may need packages (hypothesis) that
@@ -114,6 +125,13 @@ export XPMLP_DATA_DIR="$PWD/data/mnist"
 mapfile -t CUDA_TESTS < <(grep -l "pytest.mark.cuda\b" tests/test_*.py)
 mapfile -t SIM_TESTS < <(grep -l "pytest.mark.cudasim" tests/test_*.py)
 step info 60 "$PY" -m xpmlp info
+# Fails when CUDA is not usable (the cuda tests would all be skipped, and pytest passes then).
+step probe 60 "$PY" -c '
+from xpmlp.backends.cuda_probe import probe_cuda
+probe = probe_cuda()
+print(probe)
+raise SystemExit(0 if probe.usable else 1)
+'
 step tests-ptx 90 "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_cuda_ptx.py
 step tests-cuda 150 "$PY" -m pytest -q -rs -p no:cacheprovider -m cuda "${CUDA_TESTS[@]}"
 step tests-cudasim 120 env NUMBA_ENABLE_CUDASIM=1 "$PY" -m pytest -q -rs -p no:cacheprovider \

@@ -38,6 +38,7 @@ from typing import Any
 import numba
 from numba import cuda
 
+from .compat import restore_row_stack
 from .rows import (
     STAT_BATCH,
     STAT_BATCH_LOSS_SUM,
@@ -59,6 +60,8 @@ from .scalar import (
     sgd_momentum_update,
     sgd_update,
 )
+
+restore_row_stack()  # numba-cuda 0.30 on NumPy >= 2.5: before any kernel compiles
 
 #: threads per block of every launch (read at each launch; tests patch it).
 THREADS_PER_BLOCK = 256

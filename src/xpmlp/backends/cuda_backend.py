@@ -184,7 +184,10 @@ class CudaBackend(CudaKernelOps):  # pragma: no cover - needs a GPU (tests marke
         cupy.cuda.Device(device).use()
         self.stream = cupy.cuda.Stream(non_blocking=True)
         self.stream.use()
-        self._errors = _compile_errors()
+        from numba.core.errors import TypingError
+        from numba.cuda.core.errors import TypingError as CudaTypingError
+
+        self._errors, self._typing_error = _compile_errors(), (TypingError, CudaTypingError)
         super().__init__(cupy, launch_stream=cuda.external_stream(self.stream.ptr))
 
     @property
@@ -199,9 +202,20 @@ class CudaBackend(CudaKernelOps):  # pragma: no cover - needs a GPU (tests marke
 
     @contextlib.contextmanager
     def activate(self) -> Iterator[None]:
-        """The backend's GPU and stream current (CuPy), restoring the caller's afterwards."""
-        with self._cupy.cuda.Device(self.device_index), self.stream:
-            yield
+        """The backend's GPU and stream current (CuPy), restoring the caller's afterwards.
+
+        With ``use()`` and not ``with stream``: leaving a ``with stream`` block returns
+        to the stream of the enclosing ``with`` (the default one), forgetting the
+        stream made current by ``use()`` in ``__init__``.
+        """
+        cuda = self._cupy.cuda
+        with cuda.Device(self.device_index):
+            previous = cuda.get_current_stream()
+            self.stream.use()
+            try:
+                yield
+            finally:
+                previous.use()
 
     @contextlib.contextmanager
     def _device_memory(self, what: str) -> Iterator[None]:
@@ -216,6 +230,8 @@ class CudaBackend(CudaKernelOps):  # pragma: no cover - needs a GPU (tests marke
     def _launch(self, kernel: Any, n_items: int, *args: Any) -> None:
         try:
             kcuda.launcher(kernel, n_items, self._launch_stream, args)(*args)
+        except self._typing_error:
+            raise  # arguments the kernel cannot take: a bug in the caller, not the installation
         except self._errors as exc:
             raise _unavailable(
                 f"the CUDA kernel {kernel.py_func.__name__} failed to compile for this GPU: "

@@ -19,6 +19,10 @@ INSTALL_HINT = (
     "(CUDA 13) or 'xpmlp[cuda12]' (CUDA 12)"
 )
 NUMPY_HINT = "or use backend='numpy'"
+CUBLAS_HINT = (
+    "install the CUDA libraries CuPy loads (cuBLAS among them): pip install 'xpmlp[cuda13]' "
+    "(which brings cupy-cuda13x[ctk]) or a CUDA Toolkit, " + NUMPY_HINT
+)
 
 
 @dataclass(frozen=True)
@@ -106,9 +110,15 @@ def probe_cuda() -> CudaProbe:
     except ImportError:
         return CudaProbe(False, "numba-cuda is not installed (numba's built-in CUDA target is "
                          "deprecated)", INSTALL_HINT, details)
-    try:
-        import numpy
+    import numpy
 
+    from ..kernels.compat import restore_row_stack
+    from .cuda_backend import configure_numba_cuda
+
+    restore_row_stack()
+    configure_numba_cuda()
+    stream = None
+    try:
         props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
         name = props["name"]
         details["device"] = name.decode() if isinstance(name, bytes) else str(name)
@@ -120,9 +130,11 @@ def probe_cuda() -> CudaProbe:
             if i < x.size:
                 x[i] += 1
 
-        x = cupy.arange(4, dtype=cupy.float32)
-        _add_one[1, 32](x)
-        got = cupy.asnumpy(x)
+        stream = cupy.cuda.Stream(non_blocking=True)
+        with stream:  # a stream of the probe's own, as the backend has
+            x = cupy.arange(4, dtype=cupy.float32)
+            _add_one[1, 32, cuda.external_stream(stream.ptr)](x)
+            got = cupy.asnumpy(x, stream=stream)
         if not numpy.array_equal(got, numpy.arange(1, 5, dtype=numpy.float32)):
             return CudaProbe(False, f"probe kernel returned {got}", INSTALL_HINT, details)
     except Exception as exc:
@@ -131,5 +143,18 @@ def probe_cuda() -> CudaProbe:
             f"a probe kernel failed to compile or run: {type(exc).__name__}: {exc}",
             INSTALL_HINT + "; check that numba-cuda matches the CUDA driver",
             details,
+        )
+    try:
+        with stream:  # cuBLAS, which CuPy loads on first use
+            product = cupy.asnumpy(cupy.ones((2, 4), cupy.float32) @ cupy.ones((4, 3),
+                                                                             cupy.float32),
+                                   stream=stream)
+        if not (product == 4).all():
+            return CudaProbe(False, f"a probe matrix product returned {product}",
+                             CUBLAS_HINT, details)
+    except Exception as exc:
+        return CudaProbe(
+            False, f"CuPy's matrix product (cuBLAS) failed: {type(exc).__name__}: {exc}",
+            CUBLAS_HINT, details,
         )
     return CudaProbe(True, "", "", details)
