@@ -36,6 +36,7 @@ import os
 from typing import Any
 
 import numba
+import numpy
 from numba import cuda
 
 from .compat import restore_row_stack
@@ -87,17 +88,21 @@ def blocks_for(n_items: int) -> int:
 
 
 def argument_key(args: tuple[Any, ...]) -> tuple[Any, ...]:
-    """What Numba's type of each argument depends on, read without DLPack or CAI:
-    (dtype char, ndim, C-contiguous) for an array or a NumPy scalar, the class otherwise."""
-    key = []
-    for a in args:
-        flags = getattr(a, "flags", None)
-        key.append(type(a) if flags is None else (a.dtype.char, a.ndim, flags.c_contiguous))
-    return tuple(key)
+    """What Numba's type of each argument depends on, read without DLPack or CAI: the
+    class of a scalar (``numpy.float32``, ``int``, ``bool``, ...), and (dtype char, ndim,
+    C-contiguous) of an array."""
+    return tuple([
+        type(a) if type(a) in _SCALAR_TYPES else (a.dtype.char, a.ndim, a.flags.c_contiguous)
+        for a in args
+    ])
+
+
+_SCALAR_TYPES = frozenset({bool, int, float, numpy.float32, numpy.float64, numpy.int64})
 
 
 def _key_of_signature(signature: tuple[Any, ...]) -> tuple[Any, ...]:
-    """``argument_key`` of the arguments that Numba types as ``signature``."""
+    """``argument_key`` of the arguments the backend passes for ``signature``: arrays,
+    scalars of the arrays' float type, Python ints for int64 and bools for booleans."""
     from numba import types
     from numba.np.numpy_support import as_dtype
 
@@ -110,7 +115,7 @@ def _key_of_signature(signature: tuple[Any, ...]) -> tuple[Any, ...]:
         elif isinstance(t, types.Integer):
             key.append(int)
         else:
-            key.append((as_dtype(t).char, 0, True))
+            key.append(as_dtype(t).type)
     return tuple(key)
 
 

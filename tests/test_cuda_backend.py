@@ -94,8 +94,8 @@ def test_launcher_specializes_a_kernel_for_the_backends_arguments_only(monkeypat
 
 def test_argument_key_reads_dtype_ndim_and_layout() -> None:
     Z = np.zeros((3, 2), "float32")
-    assert kcuda.argument_key((Z, Z.T, Z[0], np.float32(1), 3, True)) == (
-        ("f", 2, True), ("f", 2, False), ("f", 1, True), ("f", 0, True), int, bool)
+    assert kcuda.argument_key((Z, Z.T, Z[0], np.float32(1), 3, True, 1.5)) == (
+        ("f", 2, True), ("f", 2, False), ("f", 1, True), np.float32, int, bool, float)
 
 
 class CheckingOps(CudaKernelOps):
