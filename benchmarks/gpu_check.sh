@@ -133,7 +133,7 @@ print(probe)
 raise SystemExit(0 if probe.usable else 1)
 '
 step tests-ptx 90 "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_cuda_ptx.py
-step tests-cuda 150 "$PY" -m pytest -q -rs -p no:cacheprovider -m cuda "${CUDA_TESTS[@]}"
+step tests-cuda 240 "$PY" -m pytest -q -rs -p no:cacheprovider -m cuda "${CUDA_TESTS[@]}"
 step tests-cudasim 120 env NUMBA_ENABLE_CUDASIM=1 "$PY" -m pytest -q -rs -p no:cacheprovider \
     -m cudasim "${SIM_TESTS[@]}"
 step launch-overhead 90 "$PY" benchmarks/launch_overhead.py --n 10000 \

@@ -25,7 +25,11 @@ EPS = 1e-6
 RTOL, ATOL = 1e-5, 1e-7
 RELU_MARGIN = 1e-3  # no ReLU pre-activation this close to its kink at 0
 
-BACKENDS = {"reference": Backend, "numpy": lambda: "numpy"}
+BACKENDS = {"reference": Backend, "numpy": lambda: "numpy", "cuda": lambda: "cuda"}
+#: every backend; CUDA only where a GPU is usable (marked ``cuda``: skipped with the reason)
+ON_EVERY_BACKEND = pytest.mark.parametrize(
+    "backend", ["reference", "numpy", pytest.param("cuda", marks=pytest.mark.cuda)]
+)
 HIDDEN = ("relu", "tanh", "sigmoid", "identity")
 OUTPUTS = (  # (output activation, loss): every pairing the MLP accepts for training
     ("softmax", "cross_entropy"),
@@ -79,7 +83,8 @@ def targets(rng: np.random.Generator, loss: str, m: int, n: int) -> np.ndarray:
 
 
 def layers_of(model: MLP) -> tuple[list, list]:
-    return [np.array(l.W) for l in model.layers], [np.array(l.b) for l in model.layers]
+    weights = model.get_weights()
+    return [W for W, _ in weights], [b for _, b in weights]
 
 
 def make_problem(backend: str, sizes: list[int], hidden: list[str], output: str, loss: str,
@@ -91,7 +96,7 @@ def make_problem(backend: str, sizes: list[int], hidden: list[str], output: str,
         rng = np.random.default_rng(seed)
         model = MLP(sizes, activation=hidden, output_activation=output, loss=loss,
                     optimizer="sgd", dtype="float64", backend=BACKENDS[backend](), **options)
-        model.params[...] = rng.normal(0.0, 0.7, size=model.params.shape)
+        set_params(model, rng.normal(0.0, 0.7, size=model.params.shape))
         X = rng.normal(0.0, 1.0, size=(m, sizes[0]))
         Y = targets(rng, loss, m, sizes[-1])
         Z, _ = reference_forward(X, *layers_of(model), acts)
@@ -101,8 +106,19 @@ def make_problem(backend: str, sizes: list[int], hidden: list[str], output: str,
     raise RuntimeError(f"no seed keeps the ReLU pre-activations of {sizes} away from 0")
 
 
+def host(model: MLP, a: Any) -> np.ndarray:
+    """A host copy of one of the model's arrays."""
+    return np.array(model.backend.to_numpy(a))
+
+
+def set_params(model: MLP, p: np.ndarray) -> None:
+    """The flat parameter vector p (host) into the model, on its backend."""
+    with model.backend.activate():
+        model.params[...] = model.backend.asarray(p)
+
+
 def loss_at(model: MLP, p: np.ndarray, X: np.ndarray, Y: np.ndarray) -> float:
-    model.params[...] = p
+    set_params(model, p)
     return model.backward(model.forward(X), Y).loss
 
 
@@ -117,11 +133,11 @@ def finite_difference(f, p: np.ndarray) -> np.ndarray:
 
 
 def check_gradients(model: MLP, X: np.ndarray, Y: np.ndarray) -> None:
-    p0 = np.array(model.params)
+    p0 = host(model, model.params)
     fd = finite_difference(lambda p: loss_at(model, p, X, Y), p0)
-    model.params[...] = p0
+    set_params(model, p0)
     g = model.backward(model.forward(X), Y)
-    analytic = np.array(model.grads)
+    analytic = host(model, model.grads)
     assert np.abs(analytic).max() > 1e-3, "degenerate case: every gradient is ~0"
     np.testing.assert_allclose(analytic, fd, rtol=RTOL, atol=ATOL)
     # and the loss it reports is the conventions' formula, computed independently
@@ -129,7 +145,7 @@ def check_gradients(model: MLP, X: np.ndarray, Y: np.ndarray) -> None:
     assert g.loss == pytest.approx(reference_loss(model.loss, A[-1], Y), rel=1e-12, abs=1e-14)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@ON_EVERY_BACKEND
 @pytest.mark.parametrize("hidden", HIDDEN)
 @pytest.mark.parametrize(("output", "loss"), OUTPUTS)
 def test_three_layers_five_samples(backend: str, hidden: str, output: str, loss: str) -> None:
@@ -137,21 +153,21 @@ def test_three_layers_five_samples(backend: str, hidden: str, output: str, loss:
     check_gradients(model, X, Y)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@ON_EVERY_BACKEND
 @pytest.mark.parametrize(("output", "loss"), OUTPUTS)
 def test_single_layer(backend: str, output: str, loss: str) -> None:
     model, X, Y = make_problem(backend, [4, 3], [], output, loss, m=3)
     check_gradients(model, X, Y)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@ON_EVERY_BACKEND
 def test_mixed_hidden_activations_one_sample(backend: str) -> None:
     model, X, Y = make_problem(backend, [2, 5, 4, 3, 3], ["relu", "tanh", "sigmoid"],
                                "softmax", "cross_entropy", m=1)
     check_gradients(model, X, Y)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@ON_EVERY_BACKEND
 @pytest.mark.parametrize(("output", "loss"), [("sigmoid", "binary_cross_entropy"),
                                               ("identity", "squared_error")])
 def test_sgd_step_with_weight_decay(backend: str, output: str, loss: str) -> None:
@@ -160,17 +176,17 @@ def test_sgd_step_with_weight_decay(backend: str, output: str, loss: str) -> Non
     model, X, Y = make_problem(backend, [3, 4, 2], ["tanh"], output, loss,
                                learning_rate=lr, weight_decay=decay)
     n_w = model.n_weights
-    p0 = np.array(model.params)
+    p0 = host(model, model.params)
 
     def objective(p: np.ndarray) -> float:
         return loss_at(model, p, X, Y) + decay / 2 * float(p[:n_w] @ p[:n_w])
 
     fd = finite_difference(objective, p0)
-    model.params[...] = p0
+    set_params(model, p0)
     model.backward(model.forward(X), Y)
-    g = np.array(model.grads)
+    g = host(model, model.grads)
     model.step()
-    p1 = np.array(model.params)
+    p1 = host(model, model.params)
     np.testing.assert_allclose((p0 - p1) / lr, fd, rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(p1[:n_w], p0[:n_w] - lr * (g[:n_w] + decay * p0[:n_w]),
                                rtol=0, atol=1e-14)

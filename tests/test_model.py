@@ -16,7 +16,11 @@ from xpmlp import MLP, load_model, save_model
 from xpmlp.backends.base import Backend
 from xpmlp.backends.numpy_backend import NumpyBackend
 
-BACKENDS = {"numpy": lambda: "numpy", "reference": Backend}
+BACKENDS = {"numpy": lambda: "numpy", "reference": Backend, "cuda": lambda: "cuda"}
+#: every backend; CUDA only where a GPU is usable (marked ``cuda``: skipped with the reason)
+ON_EVERY_BACKEND = pytest.mark.parametrize(
+    "backend", ["numpy", "reference", pytest.param("cuda", marks=pytest.mark.cuda)]
+)
 
 
 def blobs(m: int = 240, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -37,13 +41,14 @@ def small_model(backend="numpy", **options) -> MLP:
 
 
 def host(a) -> np.ndarray:
-    return np.array(a)
+    """A host copy of a backend array (CuPy arrays copy through ``get``)."""
+    return a.get() if hasattr(a, "get") else np.array(a)
 
 
 # ---------------------------------------------------------------------- learning
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@ON_EVERY_BACKEND
 def test_fit_learns_three_blobs(backend) -> None:
     model = small_model(backend).fit(X3, Y3, epochs=15, batch_size=32)
     assert model.score(X3, Y3) > 0.9
@@ -81,7 +86,7 @@ def test_regression_r2() -> None:
 # ---------------------------------------------------------------------- reproducibility
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@ON_EVERY_BACKEND
 def test_same_seed_gives_bit_identical_parameters(backend) -> None:
     a = small_model(backend, seed=3).fit(X3, Y3, epochs=2, batch_size=32)
     b = small_model(backend, seed=3).fit(X3, Y3, epochs=2, batch_size=32)
@@ -213,7 +218,7 @@ X_INF[0, 0] = -np.inf
          "y-strings", "y-complex", "X-nan", "X-inf", "y-nan", "label-too-big",
          "label-negative", "label-not-integer", "empty", "X-1d", "X-3d", "y-wrong-columns"],
 )
-@pytest.mark.parametrize("backend", BACKENDS)
+@ON_EVERY_BACKEND
 def test_bad_data_is_refused_before_any_work(backend, X, y, error, words) -> None:
     model = small_model(backend)
     check_rejected(model, lambda: model.fit(X, y, epochs=1), error, *words)
@@ -371,7 +376,7 @@ def replay_until_not_finite(model: MLP, X, y, batch_size: int) -> tuple[int, np.
 
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
-@pytest.mark.parametrize("backend", BACKENDS)
+@ON_EVERY_BACKEND
 def test_a_huge_learning_rate_raises_training_diverged(backend) -> None:
     def make() -> MLP:
         return MLP([4, 16, 2], optimizer="sgd", learning_rate=1e6, seed=0,
@@ -392,7 +397,7 @@ def test_a_huge_learning_rate_raises_training_diverged(backend) -> None:
 
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
-@pytest.mark.parametrize("backend", BACKENDS)
+@ON_EVERY_BACKEND
 def test_params_stay_finite_when_the_update_itself_overflows(backend) -> None:
     model = MLP([4, 32, 32, 32, 2], optimizer="sgd", learning_rate=1e3, seed=0,
                 backend=BACKENDS[backend]())
