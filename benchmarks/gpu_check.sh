@@ -33,6 +33,7 @@ export PIP_NO_INDEX=1 PIP_DISABLE_PIP_VERSION_CHECK=1 NUMBA_CUDA_LOW_OCCUPANCY_W
 # A fresh Numba cache: cached kernels are keyed on their own file only, so an edit of
 # kernels/scalar.py or kernels/rows.py since an earlier run on this machine would go unseen.
 export NUMBA_CACHE_DIR="$OUTDIR/numba-cache"
+unset CUPY_TF32  # FP32 matrix products on both sides of every comparison
 rm -rf "$NUMBA_CACHE_DIR"
 
 # step NAME LIMIT_SECONDS COMMAND...: run it with a time limit, log to OUTDIR/NAME.log

@@ -163,6 +163,14 @@ def test_cli_rejects_unknown_rows(capsys):
     assert "unknown row" in capsys.readouterr().err
 
 
+def test_cli_refuses_tf32_for_cupy(capsys, monkeypatch):
+    monkeypatch.setenv("CUPY_TF32", "1")
+    parser = argparse.ArgumentParser()
+    bench_cli.configure_parser(parser)
+    assert bench_cli.run(parser.parse_args(["--tiny"])) == 2
+    assert "CUPY_TF32=1" in capsys.readouterr().err
+
+
 def test_cli_row_names_match_the_registry():
     assert bench_cli.ROW_NAMES == tuple(ROWS)
 

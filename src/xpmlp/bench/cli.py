@@ -11,6 +11,7 @@ machine), bench.md and bench.png (with matplotlib).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -46,6 +47,11 @@ def run(args: argparse.Namespace) -> int:
     profile = PROFILES["tiny" if args.tiny else "quick" if args.quick else "full"]()
     if args.threads is not None and args.threads < 1:
         print("xpmlp bench: error: --threads must be at least 1", file=sys.stderr)
+        return 2
+    if os.environ.get("CUPY_TF32", "0") not in ("", "0"):
+        print(f"xpmlp bench: error: CUPY_TF32={os.environ['CUPY_TF32']} makes CuPy's float32 "
+              "matrix products use TF32; the rows compare FP32 on both sides (PyTorch's TF32 is "
+              "off), so unset CUPY_TF32", file=sys.stderr)
         return 2
     workloads = [w.upper() for w in args.workloads] if args.workloads else None
     try:
