@@ -115,10 +115,10 @@ def probe_cuda() -> CudaProbe:
     from ..kernels.compat import restore_row_stack
     from .cuda_backend import configure_numba_cuda
 
-    restore_row_stack()
-    configure_numba_cuda()
     stream = None
     try:
+        restore_row_stack()
+        configure_numba_cuda()
         props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
         name = props["name"]
         details["device"] = name.decode() if isinstance(name, bytes) else str(name)
