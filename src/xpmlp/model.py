@@ -82,6 +82,12 @@ def _on_backend(method: _Method) -> _Method:
     return run  # type: ignore[return-value]
 
 
+def _parameter_shapes(sizes: Sequence[int]) -> tuple[list[tuple[int, int]], tuple[int, int]]:
+    """W's shape (n_l, n_{l-1}) per layer, and the number of weights and of biases."""
+    shapes = list(zip(sizes[1:], sizes[:-1], strict=True))
+    return shapes, (sum(o * i for o, i in shapes), sum(sizes[1:]))
+
+
 @contextlib.contextmanager
 def _memory_for(what: str, n_values: int, itemsize: int, remedy: str) -> Any:
     """Out of device memory inside: say for what, how much it needs and what to try."""
@@ -201,10 +207,10 @@ class MLP:
         self.seed = seed
         self.backend = get_backend(backend, device=device)
         self.dtype = self.backend.xp.dtype(str(dtype))
-        n_params = sum(o * i + o for o, i in zip(sizes[1:], sizes[:-1], strict=True))
         with self.backend.activate(), _memory_for(
             f"the parameters, gradients and {optimizer.name} state of layers "
-            f"{'-'.join(map(str, sizes))}", 4 * n_params, self.dtype.itemsize, "smaller layers",
+            f"{'-'.join(map(str, sizes))}", 4 * sum(_parameter_shapes(sizes)[1]),
+            self.dtype.itemsize, "smaller layers",
         ):
             self._rng = self.backend.rng(seed)
             self._allocate_parameters()
@@ -250,10 +256,8 @@ class MLP:
 
     def _allocate_parameters(self) -> None:
         """One flat vector for all parameters (all W, then all b), one for their gradients."""
-        sizes = self.layer_sizes
-        shapes = list(zip(sizes[1:], sizes[:-1], strict=True))
-        self.n_weights = sum(o * i for o, i in shapes)
-        n_total = self.n_weights + sum(sizes[1:])
+        shapes, (self.n_weights, n_biases) = _parameter_shapes(self.layer_sizes)
+        n_total = self.n_weights + n_biases
         self.params = self.backend.zeros(n_total, self.dtype)
         self.grads = self.backend.zeros(n_total, self.dtype)
         self.layers: list[Dense] = []
