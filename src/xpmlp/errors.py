@@ -12,6 +12,11 @@ class XpmlpError(Exception):
     """Base class of every error raised on purpose by xpmlp."""
 
 
+class ParameterError(XpmlpError, ValueError):
+    """A parameter or setting has a value xpmlp cannot use (the message says what was received
+    and what was expected)."""
+
+
 class BackendUnavailableError(XpmlpError, RuntimeError):
     """A backend was asked for by name but cannot run here (cause and remedy in the message)."""
 
