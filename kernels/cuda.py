@@ -1,9 +1,11 @@
 """Fused CUDA kernels (Numba ``@cuda.jit``) for the elementwise work of one training step.
 
 The same kernels as ``cpu.py``, for arrays on an NVIDIA GPU (CuPy arrays, or
-NumPy arrays under Numba's CUDA simulator). Each kernel calls the formulas of
-``scalar.py`` and ``rows.py``, so every equation still exists in one place;
-the plain-array reference of every kernel is the same-named method of
+NumPy arrays under Numba's CUDA simulator): plain Python templates that
+``CUDA.kernel(template, dtype, **bindings)`` compiles with ``cuda.jit``, the
+formulas they call (the registries' and ``rows.py``'s) compiled as device
+functions, so every equation still exists in one place. The plain-array
+reference of every kernel is the same-named method of
 ``xpmlp.backends.base.Backend``.
 
 Launch shape: every kernel is a grid-stride loop over its work items (an
@@ -13,56 +15,47 @@ block. ``launcher(kernel, n_items, stream, args)`` picks the grid from the
 module-level ``THREADS_PER_BLOCK`` and ``MAX_BLOCKS`` (read at each call, so
 tests can patch them) and caches the configured launcher per (kernel, grid,
 block, stream, kind of arguments): Numba's own cache of configurations is
-small and shared by every kernel. For the arguments the backend passes, the
-launcher is that of the kernel specialized for their types, so a launch does
-not type its arguments again (the costly part of launching on CuPy arrays).
+small and shared by every kernel. For C-contiguous arrays (what the backend
+passes), the launcher is that of the kernel specialized for their types, so a
+launch does not type its arguments again (the costly part of launching on CuPy
+arrays).
 
-Reductions over the batch are deterministic, without atomics: a column
-sum adds fixed chunks of ``CHUNK_ROWS`` rows, one thread per (chunk, column),
-then a second kernel adds the chunks in order; the output layer adds its rows
-in order, like the CPU kernel. Results therefore do not depend on the launch
-configuration.
+Reductions over the batch are deterministic, without atomics, and compensated
+(``rows.kahan_add``): a column sum adds fixed chunks of ``CHUNK_ROWS`` rows,
+one thread per (chunk, column), then a second kernel adds the chunks in order;
+the output layer adds its rows in order. Results therefore do not depend on the
+launch configuration.
 
 The caller passes scalars already cast to the arrays' dtype and allocates
 every output and scratch array; nothing here allocates or waits for the host.
-The optimizer kernels read the divergence flag ``stats[STAT_DIVERGED_AT]`` on
-the device, so no step needs a host round trip.
+The optimizer kernels read the skip flag that the output layer's kernel sets on
+the device, so no step needs a host round trip. The NumPy 2.5 shim
+(``compat.py``) and Numba's CUDA settings are applied when the first kernel is
+compiled, not at import.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 import numba
 import numpy
 from numba import cuda
 
+from .. import config
 from .compat import restore_row_stack
+from .compiler import Target
 from .rows import (
-    STAT_BATCH,
-    STAT_BATCH_LOSS_SUM,
-    STAT_CORRECT,
-    STAT_COUNT,
-    STAT_DIVERGED_AT,
-    STAT_LOSS_SUM,
-    bias_activation_row,
-    flag_divergence,
-    loss_delta_row,
+    activation,
+    activation_row,
+    derivative,
+    kahan_add,
+    loss_row,
+    output_delta,
     row_is_correct,
+    rule,
 )
-from .scalar import (
-    ONE,
-    ZERO,
-    activate,
-    activation_derivative,
-    adam_update,
-    sgd_momentum_update,
-    sgd_update,
-)
-
-restore_row_stack()  # numba-cuda 0.30 on NumPy >= 2.5: before any kernel compiles
 
 #: threads per block of every launch (read at each launch; tests patch it).
 THREADS_PER_BLOCK = 256
@@ -72,14 +65,29 @@ MAX_BLOCKS = 4096
 CHUNK_ROWS = 32
 #: True when Numba runs ``@cuda.jit`` kernels in its simulator (NUMBA_ENABLE_CUDASIM=1).
 SIMULATOR = bool(getattr(numba.config, "ENABLE_CUDASIM", 0))
-#: launch kernels specialized for the backend's argument types (XPMLP_CUDA_SPECIALIZE=0: never).
-SPECIALIZE = os.environ.get("XPMLP_CUDA_SPECIALIZE", "1") != "0"
 
 _launchers: dict[tuple[Any, ...], Any] = {}
-_fast_signatures: dict[Any, dict[tuple[Any, ...], tuple[Any, ...]]] = {}
 _specialized: dict[tuple[Any, tuple[Any, ...]], Any] = {}
 #: how each configured launcher launches, by kernel name: "specialized" or "typed" (diagnostics).
 launch_paths: dict[str, str] = {}
+
+
+def prepare() -> None:
+    """Before the first CUDA kernel compiles: the NumPy 2.5 shim, no low-occupancy warnings
+    (tiny grids are by design), no CUDA Array Interface synchronization (the backend orders
+    its work by its one stream)."""
+    restore_row_stack()
+    if SIMULATOR:
+        return
+    from numba.cuda.core import config
+
+    config.CUDA_LOW_OCCUPANCY_WARNINGS = 0
+    config.CUDA_ARRAY_INTERFACE_SYNC = 0
+
+
+#: compiles this module's templates (and the formulas they call) for NVIDIA GPUs.
+CUDA = Target("cuda", cuda.jit(device=True), lambda fn: cuda.jit(cache=not SIMULATOR)(fn),
+              prepare=prepare)
 
 
 def blocks_for(n_items: int) -> int:
@@ -89,10 +97,12 @@ def blocks_for(n_items: int) -> int:
 
 def argument_key(args: tuple[Any, ...]) -> tuple[Any, ...]:
     """What Numba's type of each argument depends on, read without DLPack or CAI: the
-    class of a scalar (``numpy.float32``, ``int``, ``bool``, ...), and (dtype char, ndim,
-    C-contiguous) of an array."""
+    class of a scalar (``numpy.float32``, ``int``, ``bool``, ...), (dtype char, ndim,
+    C-contiguous) of an array, and ("tuple", the key of each item) of a tuple."""
     return tuple([
-        type(a) if type(a) in _SCALAR_TYPES else (a.dtype.char, a.ndim, a.flags.c_contiguous)
+        type(a) if type(a) in _SCALAR_TYPES
+        else ("tuple", argument_key(a)) if type(a) is tuple
+        else (a.dtype.char, a.ndim, a.flags.c_contiguous)
         for a in args
     ])
 
@@ -100,35 +110,31 @@ def argument_key(args: tuple[Any, ...]) -> tuple[Any, ...]:
 _SCALAR_TYPES = frozenset({bool, int, float, numpy.float32, numpy.float64, numpy.int64})
 
 
-def _key_of_signature(signature: tuple[Any, ...]) -> tuple[Any, ...]:
-    """``argument_key`` of the arguments the backend passes for ``signature``: arrays,
-    scalars of the arrays' float type, Python ints for int64 and bools for booleans."""
+def fast_signature(key: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """The Numba types of arguments with ``argument_key`` ``key``, when every array is
+    C-contiguous (a kernel compiled for them then needs no typing at launch); else None."""
     from numba import types
-    from numba.np.numpy_support import as_dtype
+    from numba.np.numpy_support import from_dtype
 
-    key: list[Any] = []
-    for t in signature:
-        if isinstance(t, types.Array):
-            key.append((as_dtype(t.dtype).char, t.ndim, t.layout == "C"))
-        elif t == types.boolean:
-            key.append(bool)
-        elif isinstance(t, types.Integer):
-            key.append(int)
+    scalars = {bool: types.boolean, int: types.int64, numpy.int64: types.int64,
+               numpy.float32: types.float32, numpy.float64: types.float64}
+    signature: list[Any] = []
+    for item in key:
+        if item in scalars:
+            signature.append(scalars[item])
+        elif item is float:
+            return None  # a Python float is a float64: not what the backend passes
+        elif item[0] == "tuple":
+            inner = fast_signature(item[1])
+            if inner is None or not inner:
+                return None
+            signature.append(types.Tuple(inner))
         else:
-            key.append(as_dtype(t).type)
-    return tuple(key)
-
-
-def fast_signature(kernel: Any, key: tuple[Any, ...]) -> tuple[Any, ...] | None:
-    """The signature of ``signatures()`` whose arguments have ``key``, or None."""
-    table = _fast_signatures.get(kernel)
-    if table is None:
-        table = _fast_signatures[kernel] = {
-            _key_of_signature(sigs[kernel]): sigs[kernel]
-            for sigs in (signatures(numba.float32), signatures(numba.float64))
-            if kernel in sigs
-        }
-    return table.get(key)
+            char, ndim, contiguous = item
+            if not contiguous:
+                return None
+            signature.append(types.Array(from_dtype(numpy.dtype(char)), ndim, "C"))
+    return tuple(signature)
 
 
 def specialize(kernel: Any, signature: tuple[Any, ...]) -> Any:
@@ -146,12 +152,12 @@ def launcher(kernel: Any, n_items: int, stream: Any = 0, args: tuple[Any, ...] =
     threads on ``stream``, for arguments like ``args``; built once and cached.
 
     Numba types every argument of every launch (for a CuPy array, through
-    DLPack: microseconds each). When the arguments have the types of
-    ``signatures()`` (C-contiguous arrays of one float dtype: what the backend
-    passes), the launcher is that of the kernel specialized for them
-    (``specialize``), which skips the typing; any other arguments go through the
-    kernel's own typed dispatch, which is correct for every layout (as is every
-    launch when XPMLP_CUDA_SPECIALIZE=0 is set). The cache key
+    DLPack: microseconds each). When every array argument is C-contiguous (what
+    the backend passes), the launcher is that of the kernel specialized for the
+    arguments' types (``fast_signature``, ``specialize``), which skips the
+    typing; any other arguments go through the kernel's own typed dispatch,
+    which is correct for every layout (as is every launch when
+    XPMLP_CUDA_SPECIALIZE=0 is set). The cache key
     holds ``argument_key(args)``: a specialized kernel does not check its
     arguments, so it only ever sees the kind it was compiled for.
 
@@ -166,7 +172,7 @@ def launcher(kernel: Any, n_items: int, stream: Any = 0, args: tuple[Any, ...] =
     key = (kernel, blocks, THREADS_PER_BLOCK, stream, arg_key)
     configured = _launchers.get(key)
     if configured is None:
-        signature = fast_signature(kernel, arg_key) if SPECIALIZE else None
+        signature = fast_signature(arg_key) if args and config.cuda_specialize() else None
         target = kernel if signature is None else specialize(kernel, signature)
         configured = _launchers[key] = target[blocks, THREADS_PER_BLOCK, stream]
         launch_paths[kernel.py_func.__name__] = "typed" if signature is None else "specialized"
@@ -179,29 +185,28 @@ def n_chunks(m: int) -> int:
 
 
 # ---------------------------------------------------------------------- forward
-@cuda.jit(cache=True)
-def bias_activation_elements(Z, b, A, activation):
-    """Z[i, j] += b[j], A[i, j] = f(Z[i, j]); one thread per element (elementwise f only)."""
+def bias_activation_elements(Z, b, A):
+    """Z[i, j] += b[j], A[i, j] = activation(Z[i, j]); one thread per element."""
     n = Z.shape[1]
     for k in range(cuda.grid(1), Z.shape[0] * n, cuda.gridsize(1)):
         i = k // n
         j = k - i * n
         z = Z[i, j] + b[j]
         Z[i, j] = z
-        A[i, j] = activate(activation, z)
+        A[i, j] = activation(z)
 
 
-@cuda.jit(cache=True)
-def bias_activation_rows(Z, b, A, activation):
-    """Z[i] += b, A[i] = f(Z[i]); one thread per row (softmax needs the whole row)."""
+def bias_activation_rows(Z, b, A):
+    """Z[i] += b, A[i] = activation_row(Z[i]); one thread per row (softmax needs the row)."""
     for i in range(cuda.grid(1), Z.shape[0], cuda.gridsize(1)):
-        bias_activation_row(Z, b, A, i, activation)
+        for j in range(Z.shape[1]):
+            Z[i, j] = Z[i, j] + b[j]
+        activation_row(Z, A, i)
 
 
 # ---------------------------------------------------------------------- backward
-@cuda.jit(cache=True)
-def activation_backward_chunks(dA, A, delta, partial, activation, chunk_rows):
-    """delta = dA * f'(A) and partial[c, j] = sum of delta[i, j] over the rows i of chunk c.
+def activation_backward_chunks(dA, Z, A, delta, partial, chunk_rows):
+    """delta = dA * f'(Z) and partial[c, j] = sum of delta[i, j] over the rows i of chunk c.
 
     Chunk c holds rows [c chunk_rows, (c + 1) chunk_rows); one thread per
     (chunk, column) walks down its column. With one chunk, ``partial`` can be
@@ -212,104 +217,68 @@ def activation_backward_chunks(dA, A, delta, partial, activation, chunk_rows):
     for t in range(cuda.grid(1), partial.shape[0] * n, cuda.gridsize(1)):
         c = t // n
         j = t - c * n
-        total = ZERO
+        total, compensation = 0.0, 0.0
         for i in range(c * chunk_rows, min(m, (c + 1) * chunk_rows)):
-            d = dA[i, j] * activation_derivative(activation, A[i, j])
+            d = dA[i, j] * derivative(Z[i, j], A[i, j])
             delta[i, j] = d
-            total += d
+            total, compensation = kahan_add(total, compensation, d)
         partial[c, j] = total
 
 
-@cuda.jit(cache=True)
 def sum_chunks(partial, out):
-    """out[j] = sum over c of partial[c, j], added in chunk order; one thread per column."""
+    """out[j] = sum over c of partial[c, j], in chunk order; one thread per column."""
     for j in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
-        total = partial[0, j]
-        for c in range(1, partial.shape[0]):
-            total += partial[c, j]
+        total, compensation = 0.0, 0.0
+        for c in range(partial.shape[0]):
+            total, compensation = kahan_add(total, compensation, partial[c, j])
         out[j] = total
 
 
-@cuda.jit(cache=True)
-def loss_delta_rows(Z, A, Y, delta, row_stats, activation, loss, inv_m, eps):
+def loss_delta_rows(Z, A, Y, delta, row_stats, inv_m):
     """Output layer, one thread per row i: delta_L[i] = dL/dZ_L[i] and
     row_stats[i] = (loss of sample i, 1 if it is classified right else 0)."""
     for i in range(cuda.grid(1), Z.shape[0], cuda.gridsize(1)):
-        row_stats[i, 0] = loss_delta_row(Z, A, Y, delta, i, activation, loss, inv_m, eps)
+        row_stats[i, 0] = loss_row(Z, A, Y, i)
         row_stats[i, 1] = row_is_correct(A, Y, i)
+        for j in range(Z.shape[1]):
+            delta[i, j] = output_delta(Z[i, j], A[i, j], Y[i, j]) * inv_m
 
 
-@cuda.jit(cache=True)
-def loss_output_reduce(delta, row_stats, db, stats, batch):
-    """db_L[j] = sum over rows of delta_L[:, j] (thread j < n) and the epoch statistics
-    (thread n), both adding the rows in order, as ``cpu.loss_output_delta`` does.
-
-    It records ``batch`` in stats[STAT_BATCH]; a batch whose loss is not finite sets
-    stats[STAT_DIVERGED_AT] = batch + 1 (only the first such batch); the optimizer
-    kernels read it and stop.
-    """
+def loss_output_reduce(delta, row_stats, db, out_stats, skip):
+    """db_L[j] = sum over rows of delta_L[:, j] (thread j < n) and the batch's statistics
+    (thread n): out_stats = (loss sum, correct count), skip[0] = 1 when the loss is not
+    finite; rows added in order, compensated, as ``cpu.loss_output_delta`` does."""
     m, n = delta.shape
     for j in range(cuda.grid(1), n + 1, cuda.gridsize(1)):
         if j < n:
-            total = ZERO
+            total, compensation = 0.0, 0.0
             for i in range(m):
-                total += delta[i, j]
+                total, compensation = kahan_add(total, compensation, delta[i, j])
             db[j] = total
         else:
-            batch_loss = ZERO
-            correct = ZERO
-            count = ZERO
+            loss, compensation = 0.0, 0.0
+            correct = 0.0
             for i in range(m):
-                batch_loss += row_stats[i, 0]
+                loss, compensation = kahan_add(loss, compensation, row_stats[i, 0])
                 correct += row_stats[i, 1]
-                count += ONE
-            stats[STAT_BATCH_LOSS_SUM] = batch_loss
-            stats[STAT_LOSS_SUM] += batch_loss
-            stats[STAT_CORRECT] += correct
-            stats[STAT_COUNT] += count
-            stats[STAT_BATCH] = batch
-            if not math.isfinite(batch_loss):
-                flag_divergence(stats)
+            out_stats[0] = loss
+            out_stats[1] = correct
+            if not math.isfinite(loss):
+                skip[0] = 1.0
 
 
-# ---------------------------------------------------------------------- optimizer updates
-# Over the flat parameter vector p (all W, then all b), one thread per element:
-# L2 decay applies to p[:n_decay] only; nothing changes once stats[STAT_DIVERGED_AT]
-# is set (every thread reads the flag; no optimizer kernel writes it).
-@cuda.jit(cache=True)
-def sgd_step(p, g, lr, decay, n_decay, stats):
-    """p <- p - lr (g + decay p) (scalar.sgd_update)."""
-    if stats[STAT_DIVERGED_AT] != ZERO:
+# ---------------------------------------------------------------------- optimizer update
+def optimizer_step(p, g, state, hyper, decay, n_decay, skip):
+    """p[k] <- rule(p[k], g[k] + decay p[k], state, k, hyper), one thread per element; L2
+    decay on p[:n_decay] only; nothing changes when skip[0] is set (every thread reads it)."""
+    if skip[0] != 0.0:
         return
     for k in range(cuda.grid(1), p.shape[0], cuda.gridsize(1)):
-        p[k] = sgd_update(p[k], g[k], lr, decay if k < n_decay else ZERO)
-
-
-@cuda.jit(cache=True)
-def sgd_momentum_step(p, g, v, lr, momentum, decay, n_decay, nesterov, stats):
-    """SGD with (Nesterov) momentum (scalar.sgd_momentum_update)."""
-    if stats[STAT_DIVERGED_AT] != ZERO:
-        return
-    for k in range(cuda.grid(1), p.shape[0], cuda.gridsize(1)):
-        p[k], v[k] = sgd_momentum_update(
-            p[k], g[k], v[k], lr, momentum, decay if k < n_decay else ZERO, nesterov
-        )
-
-
-@cuda.jit(cache=True)
-def adam_step(p, g, m, v, lr, beta1, beta2, eps, decay, n_decay, bias1, bias2, stats):
-    """Adam (scalar.adam_update); bias_i = 1 - beta_i^t."""
-    if stats[STAT_DIVERGED_AT] != ZERO:
-        return
-    for k in range(cuda.grid(1), p.shape[0], cuda.gridsize(1)):
-        p[k], m[k], v[k] = adam_update(
-            p[k], g[k], m[k], v[k], lr, beta1, beta2, eps,
-            decay if k < n_decay else ZERO, bias1, bias2,
-        )
+        d = decay if k < n_decay else 0.0
+        p[k] = rule(p[k], g[k] + d * p[k], state, k, hyper)
 
 
 # ---------------------------------------------------------------------- data
-@cuda.jit(cache=True)
 def gather_rows(X, idx, out):
     """out[r, j] = X[idx[r], j]; one thread per element of out (the shuffled mini-batch)."""
     n = X.shape[1]
@@ -319,65 +288,14 @@ def gather_rows(X, idx, out):
         out[r, j] = X[idx[r], j]
 
 
-#: every kernel of this module (the PTX tests compile each one).
-KERNELS = (
+#: every kernel template of this module (the PTX tests compile each one).
+TEMPLATES = (
     bias_activation_elements,
     bias_activation_rows,
     activation_backward_chunks,
     sum_chunks,
     loss_delta_rows,
     loss_output_reduce,
-    sgd_step,
-    sgd_momentum_step,
-    adam_step,
+    optimizer_step,
     gather_rows,
 )
-
-
-def signatures(float_type: Any) -> dict[Any, tuple[Any, ...]]:
-    """Each kernel's argument types for C-contiguous arrays of ``float_type``
-    (``numba.float32`` or ``numba.float64``), int64 codes, counts and indices."""
-    from numba import types
-
-    f = float_type
-    M, V = types.Array(f, 2, "C"), types.Array(f, 1, "C")
-    i64 = types.int64
-    return {
-        bias_activation_elements: (M, V, M, i64),
-        bias_activation_rows: (M, V, M, i64),
-        activation_backward_chunks: (M, M, M, M, i64, i64),
-        sum_chunks: (M, V),
-        loss_delta_rows: (M, M, M, M, M, i64, i64, f, f),
-        loss_output_reduce: (M, M, V, V, i64),
-        sgd_step: (V, V, f, f, i64, V),
-        sgd_momentum_step: (V, V, V, f, f, f, i64, types.boolean, V),
-        adam_step: (V, V, V, V, f, f, f, f, f, i64, f, f, V),
-        gather_rows: (M, types.Array(i64, 1, "C"), M),
-    }
-
-
-__all__ = [
-    "CHUNK_ROWS",
-    "KERNELS",
-    "MAX_BLOCKS",
-    "SIMULATOR",
-    "THREADS_PER_BLOCK",
-    "blocks_for",
-    "argument_key",
-    "fast_signature",
-    "launch_paths",
-    "launcher",
-    "specialize",
-    "n_chunks",
-    "signatures",
-    "bias_activation_elements",
-    "bias_activation_rows",
-    "activation_backward_chunks",
-    "sum_chunks",
-    "loss_delta_rows",
-    "loss_output_reduce",
-    "sgd_step",
-    "sgd_momentum_step",
-    "adam_step",
-    "gather_rows",
-]

@@ -24,6 +24,7 @@ from xpmlp.backends.cuda_backend import CudaKernelOps
 from xpmlp.backends.cuda_probe import probe_cuda
 from xpmlp.backends.numpy_backend import NumpyBackend
 from xpmlp.cli import main
+from xpmlp.optim import OPTIMIZERS
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 CUDA_USABLE = probe_cuda().usable
@@ -61,9 +62,10 @@ def test_launcher_configures_each_kernel_grid_and_stream_once(monkeypatch) -> No
 
 @pytest.mark.filterwarnings("ignore:Grid size")  # Numba's low-occupancy warning for 1 block
 @pytest.mark.skipif(SIMULATOR, reason="the simulator reconfigures kernels in place: no cache")
-def test_launcher_specializes_a_kernel_for_the_backends_arguments_only(monkeypatch) -> None:
-    """The backend's argument kinds launch the kernel compiled for exactly their types;
-    any other kind (here a transposed array) goes through Numba's typed dispatch."""
+def test_launcher_specializes_a_kernel_for_c_contiguous_arguments_only(monkeypatch) -> None:
+    """C-contiguous arrays and typed scalars launch the kernel compiled for exactly their
+    types; any other kind (a transposed array, a Python float) goes through Numba's typed
+    dispatch, as does everything when XPMLP_CUDA_SPECIALIZE=0."""
     specialized: list[tuple[str, tuple[Any, ...]]] = []
 
     def fake_specialize(kernel: Any, signature: tuple[Any, ...]) -> FakeKernel:
@@ -72,54 +74,63 @@ def test_launcher_specializes_a_kernel_for_the_backends_arguments_only(monkeypat
 
     monkeypatch.setattr(kcuda, "_launchers", {})
     monkeypatch.setattr(kcuda, "specialize", fake_specialize)
-    kernel = kcuda.bias_activation_elements
+    kernel = FakeKernel("bias_activation_elements")
     Z = np.zeros((4, 3), "float32")
-    args = (Z, Z[0], Z, 2)
+    args = (Z, Z[0], Z, (np.float32(1), np.float32(2)), 2)
     fast = kcuda.launcher(kernel, 12, 0, args)
-    assert kcuda.launcher(kernel, 12, 0, (Z + 1, Z[1], Z, 5)) is fast  # same kinds: cached
+    assert kcuda.launcher(kernel, 12, 0, (Z + 1, Z[1], Z, args[3], 5)) is fast  # cached
     assert kcuda.launch_paths["bias_activation_elements"] == "specialized"
-    assert specialized == [("bias_activation_elements", kcuda.signatures(numba.float32)[kernel])]
-    kcuda.launcher(kernel, 12, 0, tuple(a.astype("float64") if isinstance(a, np.ndarray) else a
-                                         for a in args))
-    assert specialized[-1][1] == kcuda.signatures(numba.float64)[kernel]
-    typed = kcuda.launcher(kernel, 12, 0, (Z.T.copy().T, Z[0], Z, 2))  # not C-contiguous
+    M, V = numba.types.Array(numba.float32, 2, "C"), numba.types.Array(numba.float32, 1, "C")
+    assert specialized == [("bias_activation_elements",
+                            (M, V, M, numba.types.UniTuple(numba.float32, 2), numba.int64))]
+    typed = kcuda.launcher(kernel, 12, 0, (Z.T.copy().T, Z[0], Z, args[3], 2))
     assert typed is not fast and kcuda.launch_paths["bias_activation_elements"] == "typed"
-    kcuda.launcher(kernel, 12, 0, (Z, Z[0], Z, 2.0))  # a float code: not the signature
-    assert len(specialized) == 2
-    monkeypatch.setattr(kcuda, "SPECIALIZE", False)  # XPMLP_CUDA_SPECIALIZE=0 (at import)
+    kcuda.launcher(kernel, 12, 0, (Z, Z[0], Z, args[3], 2.0))  # a Python float: float64
+    assert len(specialized) == 1
+    monkeypatch.setenv("XPMLP_CUDA_SPECIALIZE", "0")
     monkeypatch.setattr(kcuda, "_launchers", {})
     kcuda.launcher(kernel, 12, 0, args)
-    assert len(specialized) == 2 and kcuda.launch_paths["bias_activation_elements"] == "typed"
+    assert len(specialized) == 1 and kcuda.launch_paths["bias_activation_elements"] == "typed"
 
 
-def test_argument_key_reads_dtype_ndim_and_layout() -> None:
+def test_argument_key_reads_dtype_ndim_layout_and_tuples() -> None:
     Z = np.zeros((3, 2), "float32")
-    assert kcuda.argument_key((Z, Z.T, Z[0], np.float32(1), 3, True, 1.5)) == (
-        ("f", 2, True), ("f", 2, False), ("f", 1, True), np.float32, int, bool, float)
+    assert kcuda.argument_key((Z, Z.T, Z[0], np.float32(1), 3, True, 1.5,
+                               (np.float32(1), 2))) == (
+        ("f", 2, True), ("f", 2, False), ("f", 1, True), np.float32, int, bool, float,
+        ("tuple", (np.float32, int)))
 
 
 class CheckingOps(CudaKernelOps):
-    """Runs nothing; records each launch whose arguments miss the specialized signatures."""
+    """Runs nothing; records each launch that would miss the specialized path, and every
+    float scalar's dtype next to the arrays' dtype."""
 
     def __init__(self) -> None:
         super().__init__(np)
         self.missed: list[tuple[str, tuple[Any, ...]]] = []
         self.kernels: set[str] = set()
+        self.scalar_dtypes: set[tuple[str, str]] = set()
 
     def _launch(self, kernel: Any, n_items: int, *args: Any) -> None:
         key = kcuda.argument_key(args)
         self.kernels.add(kernel.py_func.__name__)
-        if kcuda.fast_signature(kernel, key) is None:
+        if kcuda.fast_signature(key) is None:
             self.missed.append((kernel.py_func.__name__, key))
+        arrays = {a.dtype.name for a in args if isinstance(a, np.ndarray) and a.dtype.kind == "f"}
+        flat = [x for a in args for x in (a if isinstance(a, tuple) else (a,))]
+        for x in flat:
+            if isinstance(x, (float, np.floating)):
+                self.scalar_dtypes |= {(np.asarray(x).dtype.name, d) for d in arrays}
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # no kernel runs: the numbers are junk
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("optimizer", ["sgd", "nesterov", "adam"])
+@pytest.mark.parametrize("optimizer", OPTIMIZERS.names())
 @pytest.mark.parametrize("output", ["softmax", "sigmoid"])
 def test_every_launch_of_training_takes_the_specialized_path(dtype, optimizer, output) -> None:
     """What the MLP hands the CUDA kernels (workspace views, flat-buffer views, the last
-    short batch, scalars) always has the types the kernels are specialized for."""
+    short batch, scalars and hyperparameter tuples) is always C-contiguous arrays and
+    scalars of the arrays' dtype: the specialized path, and no float64 in a float32 run."""
     ops = CheckingOps()
     rng = np.random.default_rng(0)
     X = rng.standard_normal((70, 6)).astype(dtype)
@@ -132,8 +143,9 @@ def test_every_launch_of_training_takes_the_specialized_path(dtype, optimizer, o
     model.fit(X, y, epochs=2, batch_size=32, progress=False)  # 32, 32, then 6 rows
     model.step()
     assert ops.missed == []
+    assert ops.scalar_dtypes == {(dtype, dtype)}
     assert ops.kernels >= {"gather_rows", "bias_activation_elements", "loss_delta_rows",
-                           "loss_output_reduce", "activation_backward_chunks"}
+                           "loss_output_reduce", "activation_backward_chunks", "optimizer_step"}
 
 
 def test_blocks_for() -> None:
@@ -142,67 +154,6 @@ def test_blocks_for() -> None:
     assert kcuda.blocks_for(tpb) == 1 and kcuda.blocks_for(tpb + 1) == 2
     assert kcuda.blocks_for(10**12) == most
     assert kcuda.n_chunks(1) == 1 and kcuda.n_chunks(kcuda.CHUNK_ROWS + 1) == 2
-
-
-class RecordingOps(CudaKernelOps):
-    """The CUDA backend's logic on NumPy arrays, recording each launch instead of running it."""
-
-    def __init__(self) -> None:
-        super().__init__(np, launch_stream="the-stream")
-        self.launches: list[tuple[str, int, tuple[Any, ...]]] = []
-
-    def _launch(self, kernel: Any, n_items: int, *args: Any) -> None:
-        self.launches.append((kernel.py_func.__name__, n_items, args))
-
-
-def scalar_dtypes(args: tuple[Any, ...]) -> set[str]:
-    return {np.asarray(a).dtype.name for a in args if isinstance(a, np.floating)}
-
-
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_ops_choose_kernels_sizes_and_scalar_types(dtype) -> None:
-    ops = RecordingOps()
-    big, small = kcuda.CHUNK_ROWS * 3 + 1, kcuda.CHUNK_ROWS
-    Z = np.zeros((big, 5), dtype)
-    ops.bias_activation(Z, Z[0], Z, "relu")
-    ops.bias_activation(Z, Z[0], Z, "softmax")
-    ops.activation_backward(Z[:small], Z[:small], Z[:small], Z[0], "tanh")
-    ops.activation_backward(Z, Z, Z, Z[0], "tanh")
-    ops.loss_output_delta(Z, Z, Z, Z, Z[0], Z[0], "softmax", "cross_entropy", 3)
-    p = np.zeros(11, dtype)
-    ops.adam_step(p, p, p, p, 1e-3, 0.9, 0.999, 1e-8, 0.0, 4, 2, p)
-    ops.sgd_momentum_step(p, p, p, 0.1, 0.9, 0.0, 4, True, p)
-    ops.gather_rows(Z, np.arange(7), Z[:7])
-    names = [(name, n) for name, n, _ in ops.launches]
-    assert names == [
-        ("bias_activation_elements", big * 5),  # one thread per element
-        ("bias_activation_rows", big),  # softmax: one thread per row
-        ("activation_backward_chunks", 5),  # one chunk: its sums are db
-        ("activation_backward_chunks", 4 * 5),  # 4 chunks x 5 columns
-        ("sum_chunks", 5),
-        ("loss_delta_rows", big),
-        ("loss_output_reduce", 5 + 1),  # a thread per column, one for the statistics
-        ("adam_step", 11),
-        ("sgd_momentum_step", 11),
-        ("gather_rows", 7 * 5),
-    ]
-    for _, _, args in ops.launches:
-        assert scalar_dtypes(args) <= {dtype}  # every float scalar in the arrays' dtype
-    single = ops.launches[2][2][3]
-    assert single.shape == (1, 5) and np.shares_memory(single, Z[0])  # db itself
-    partial = ops.launches[3][2][3]
-    assert partial.shape == (4, 5) and partial is ops.launches[4][2][0]
-    adam = ops.launches[7][2]
-    assert adam[10] == np.dtype(dtype).type(1 - 0.9**2)  # bias corrections for step 2
-    assert adam[11] == np.dtype(dtype).type(1 - 0.999**2)
-
-
-def test_scratch_buffers_are_reused() -> None:
-    ops = RecordingOps()
-    Z = np.zeros((100, 3), "float32")
-    ops.activation_backward(Z, Z, Z, Z[0], "relu")
-    ops.activation_backward(Z, Z, Z, Z[0], "relu")
-    assert ops.launches[0][2][3] is ops.launches[2][2][3]
 
 
 # ---------------------------------------------------------------------- no GPU here
@@ -297,13 +248,13 @@ def test_probe_refuses_the_simulator(monkeypatch, fresh_probe) -> None:
 # ---------------------------------------------------------------------- on a real GPU
 @pytest.mark.cuda
 @pytest.mark.parametrize("specialize", [True, False], ids=["specialized", "typed"])
-@pytest.mark.parametrize("optimizer", ["sgd", "nesterov", "adam"])
+@pytest.mark.parametrize("optimizer", OPTIMIZERS.names())
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_one_training_step_on_cuda_matches_numpy(optimizer, dtype, specialize,
                                                  monkeypatch) -> None:
     """Same initial weights, same batch of 100 (4 chunks): same loss, gradients and step,
     through the specialized kernels and through Numba's typed dispatch."""
-    monkeypatch.setattr(kcuda, "SPECIALIZE", specialize)
+    monkeypatch.setenv("XPMLP_CUDA_SPECIALIZE", "1" if specialize else "0")
     monkeypatch.setattr(kcuda, "_launchers", {})
     monkeypatch.setattr(kcuda, "launch_paths", {})
     sizes = [20, 32, 16, 4]

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy
 
+from .errors import ParameterError
+
 
 @dataclass(frozen=True)
 class Choice:
@@ -23,7 +25,7 @@ class Choice:
     def check(self, name: str, value: Any) -> Any:
         if value not in self.options:
             opts = ", ".join(repr(o) for o in self.options)
-            raise ValueError(f"{name}={value!r} is not valid; expected one of {opts}")
+            raise ParameterError(f"{name}={value!r} is not valid; expected one of {opts}")
         return value
 
 
@@ -57,7 +59,7 @@ class Number:
         if ok and self.high is not None:
             ok = value <= self.high if self.high_closed else value < self.high
         if not ok:
-            raise ValueError(f"{name}={value!r} is not valid; expected {self.describe()}")
+            raise ParameterError(f"{name}={value!r} is not valid; expected {self.describe()}")
         return int(value) if self.integer else float(value)
 
 
@@ -73,8 +75,9 @@ def array_module(a: Any, xp: Any) -> Any:
     return xp if isinstance(a, xp.ndarray) else numpy
 
 
-def check_numeric(name: str, a: Any, xp: Any) -> Any:
-    """``a`` as an array of a real numeric dtype (bool, int or float) with finite values."""
+def check_numeric(name: str, a: Any, xp: Any, dtype: Any = None) -> Any:
+    """``a`` as an array of a real numeric dtype (bool, int or float) with finite values that
+    ``dtype`` (the model's) can hold."""
     mod = array_module(a, xp)
     try:
         arr = mod.asarray(a)
@@ -89,12 +92,23 @@ def check_numeric(name: str, a: Any, xp: Any) -> Any:
         raise ValueError(
             f"{name} contains {n_bad} NaN or infinite value(s); expected finite values"
         )
+    if dtype is not None and arr.size and arr.dtype.kind in "iuf":
+        largest = float(numpy.finfo(dtype).max)
+        peak = float(mod.abs(arr).max())
+        if peak > largest:
+            n_bad = int((mod.abs(arr) > largest).sum())
+            raise ValueError(
+                f"{name} contains {n_bad} value(s) beyond the range of the model's dtype "
+                f"{numpy.dtype(dtype).name} (largest magnitude {peak:g}, the dtype holds up to "
+                f"{largest:g}); rescale the data or use dtype='float64'"
+            )
     return arr
 
 
-def check_features(X: Any, n_features: int, xp: Any, name: str = "X") -> Any:
-    """X as a finite numeric (m, n_features) array with m >= 1."""
-    X = check_numeric(name, X, xp)
+def check_features(X: Any, n_features: int, xp: Any, name: str = "X", dtype: Any = None) -> Any:
+    """X as a finite numeric (m, n_features) array with m >= 1, whose values ``dtype`` (the
+    model's) can hold."""
+    X = check_numeric(name, X, xp, dtype)
     if X.ndim != 2:
         raise ValueError(
             f"{name} has shape {tuple(X.shape)}; expected a 2-D array "
@@ -110,10 +124,14 @@ def check_features(X: Any, n_features: int, xp: Any, name: str = "X") -> Any:
     return X
 
 
-def check_targets(y: Any, m: int, n_out: int, classifier: bool, xp: Any, name: str = "y") -> Any:
+def check_targets(y: Any, m: int, n_out: int, classifier: bool, xp: Any, name: str = "y",
+                  kind: str = "any") -> Any:
     """Targets as a finite (m, n_out) array; class labels (m,) are checked here, encoded later.
 
-    Returns the array and whether it holds class labels.
+    ``kind`` is what the loss needs of 2-D targets (``Loss.targets``): "any",
+    "probabilities" (each in [0, 1]) or "distributions" (non-negative rows summing to 1,
+    within the square root of the dtype's epsilon). Returns the array and whether it holds
+    class labels.
     """
     y = check_numeric(name, y, xp)
     if y.ndim == 0:
@@ -132,14 +150,31 @@ def check_targets(y: Any, m: int, n_out: int, classifier: bool, xp: Any, name: s
         return y, True
     if y.ndim == 1 and n_out == 1:
         y = y.reshape(m, 1)
-    if classifier and n_out == 1 and y.ndim == 2 and y.shape[1] == 1:
-        lo, hi = float(y.min()), float(y.max())
-        if lo < 0 or hi > 1:
-            raise ValueError(
-                f"{name} holds targets from {lo:g} to {hi:g}; a classifier with one output "
-                "unit expects targets in [0, 1] (class labels 0 and 1)"
-            )
     if y.ndim != 2 or y.shape[1] != n_out:
         want = f"({m},) class labels or ({m}, {n_out})" if classifier else f"({m}, {n_out})"
         raise ValueError(f"{name} has shape {tuple(y.shape)}; expected {want}")
+    _check_target_values(name, y, xp, kind if kind != "any" or not classifier or n_out > 1
+                         else "probabilities")
     return y, False
+
+
+def _check_target_values(name: str, y: Any, xp: Any, kind: str) -> None:
+    """The values a loss's ``targets`` kind needs (see ``check_targets``)."""
+    if kind == "any":
+        return
+    lo, hi = float(y.min()), float(y.max())
+    if kind == "probabilities" and (lo < 0 or hi > 1):
+        raise ValueError(
+            f"{name} holds targets from {lo:g} to {hi:g}; this loss expects targets in [0, 1] "
+            "(class labels 0 and 1, or probabilities)"
+        )
+    if kind == "distributions":
+        sums = array_module(y, xp).asarray(y, dtype="float64").sum(axis=1)
+        tol = math.sqrt(float(numpy.finfo(y.dtype if y.dtype.kind == "f" else "float64").eps))
+        worst = float(abs(sums - 1.0).max())
+        if lo < 0 or worst > tol:
+            raise ValueError(
+                f"{name} holds soft targets with values from {lo:g} to {hi:g} and row sums "
+                f"up to {worst:g} away from 1; cross_entropy expects each row to be a "
+                "probability distribution (non-negative, summing to 1), or class labels"
+            )

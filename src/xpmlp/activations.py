@@ -1,59 +1,207 @@
-"""Activation functions and their derivatives, in plain array code (any ``xp``).
+"""The activations: each one defined once, here, and every other list derives from this one.
 
-These are the reference forms; the fused kernels in ``xpmlp.kernels`` compute
-the same numbers. Derivatives are written through the output a = f(z).
+An entry holds the activation's formulas twice, in the two forms xpmlp needs:
 
-===========  ==========================  ==========================
-name         a = f(z)                    f'(z) through a
-===========  ==========================  ==========================
-identity     z                           1
-sigmoid      1 / (1 + exp(-z))           a (1 - a)
-tanh         tanh z                      1 - a^2
-relu         max(z, 0)                   1 if a > 0 else 0
-softmax      exp(z_k) / sum_j exp(z_j)   (output layer, with cross_entropy only)
-hardlimit    1 if z >= 0 else 0          0 almost everywhere: not trainable
-===========  ==========================  ==========================
+- scalar formulas, plain Python (``f(z)`` and ``f'(z)`` given z and a = f(z)),
+  which ``xpmlp.kernels`` compiles into the fused CPU and CUDA kernels;
+- array formulas written against any ``xp`` (NumPy or CuPy), which the
+  reference backend runs and the tests hold the kernels to.
 
-``hardlimit`` is the perceptron's step function. Its derivative is zero
-wherever it exists (and undefined at 0), so backpropagation through it would
-never change a weight; xpmlp refuses to backpropagate through it
-(``NotDifferentiableError``) and it is for forward passes only.
+and what the rest of the library asks about it: whether backpropagation can go
+through it, where it may be used (hidden and/or output layers), its default
+initializer. A new activation is its formulas and one ``Activation(...)`` in
+``ACTIVATIONS``; the kernels, validation, CLI choices, ``xpmlp explain``, the
+tests and the README's table follow.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "softmax", "hardlimit")
-DIFFERENTIABLE = ("identity", "sigmoid", "tanh", "relu", "softmax")
+from .registry import Registry
+
+LEAKY_SLOPE = 0.01  # leaky_relu's slope for z < 0 (PyTorch's default)
 
 
-def activate(xp: Any, name: str, Z: Any) -> Any:
-    """A = f(Z) for a batch Z of shape (m, n) (softmax over each row)."""
-    one = Z.dtype.type(1)
-    if name == "relu":
-        return xp.maximum(Z, Z.dtype.type(0))
-    if name == "sigmoid":
-        # exp of -|z| never overflows: sigma(z) = 1/(1+e^-z) for z >= 0, e^z/(1+e^z) for z < 0.
-        e = xp.exp(-xp.abs(Z))
-        return xp.where(Z >= 0, one / (one + e), e / (one + e))
-    if name == "tanh":
-        return xp.tanh(Z)
-    if name == "softmax":
-        E = xp.exp(Z - Z.max(axis=1, keepdims=True))
-        return E / E.sum(axis=1, keepdims=True)
-    if name == "hardlimit":
-        return (Z >= 0).astype(Z.dtype)
-    return Z.copy()
+@dataclass(frozen=True)
+class Activation:
+    """One activation function and everything the library needs to know about it."""
+
+    name: str
+    formula: str  # a = f(z), for the docs
+    derivative_formula: str  # f'(z), for the docs
+    array: Callable[[Any, Any], Any]  # (xp, Z) -> A, the reference
+    array_derivative: Callable[[Any, Any, Any], Any] | None  # (xp, Z, A) -> f'(Z)
+    scalar: Callable[..., Any] | None = None  # z -> a, for the kernels (elementwise)
+    scalar_derivative: Callable[..., Any] | None = None  # (z, a) -> f'(z)
+    row: Callable[..., Any] | None = None  # (Z, A, i): A[i] = f(Z[i]), a row activation
+    hidden: bool = True  # may be a hidden layer's activation
+    output: bool = True  # may be the output layer's activation
+    init: str = "xavier"  # the initializer "auto" picks for a layer with this activation
+
+    @property
+    def differentiable(self) -> bool:
+        """Backpropagation can go through it: it has a usable derivative (softmax's comes
+        with cross-entropy, through the output delta)."""
+        return self.array_derivative is not None or self.row is not None
+
+    @property
+    def elementwise(self) -> bool:
+        return self.row is None
 
 
-def derivative(xp: Any, name: str, A: Any) -> Any:
-    """f'(Z) written through A = f(Z) (elementwise activations only)."""
-    one = A.dtype.type(1)
-    if name == "relu":
-        return (A > 0).astype(A.dtype)
-    if name == "sigmoid":
-        return A * (one - A)
-    if name == "tanh":
-        return one - A * A
-    return xp.ones_like(A)
+# ---------------------------------------------------------------------- scalar formulas
+def identity(z):
+    return z
+
+
+def identity_derivative(z, a):
+    return 1.0
+
+
+def sigmoid(z):
+    """1 / (1 + exp(-z)), without overflow for either sign of z."""
+    if z >= 0.0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
+
+
+def sigmoid_derivative(z, a):
+    return a * (1.0 - a)
+
+
+def tanh(z):
+    return math.tanh(z)
+
+
+def tanh_derivative(z, a):
+    return 1.0 - a * a
+
+
+def relu(z):
+    return 0.0 if z <= 0.0 else z  # NaN stays NaN, as in max(z, 0)
+
+
+def relu_derivative(z, a):
+    return 1.0 if z > 0.0 else 0.0
+
+
+def leaky_relu(z):
+    return z if z > 0.0 else LEAKY_SLOPE * z
+
+
+def leaky_relu_derivative(z, a):
+    return 1.0 if z > 0.0 else LEAKY_SLOPE
+
+
+def gelu(z):
+    """z Phi(z), Phi the standard normal CDF: the exact GELU (Hendrycks & Gimpel 2016)."""
+    return 0.5 * z * (1.0 + math.erf(z * 0.7071067811865476))
+
+
+def gelu_derivative(z, a):
+    """Phi(z) + z phi(z)."""
+    cdf = 0.5 * (1.0 + math.erf(z * 0.7071067811865476))
+    return cdf + z * 0.3989422804014327 * math.exp(-0.5 * z * z)
+
+
+def hardlimit(z):
+    return 1.0 if z >= 0.0 else 0.0
+
+
+def softmax_row(Z, A, i):
+    """A[i] = softmax(Z[i]) = exp(Z[i] - max) / sum_k exp(Z[i, k] - max)."""
+    n = Z.shape[1]
+    z_max = Z[i, 0]
+    for k in range(1, n):
+        if Z[i, k] > z_max:
+            z_max = Z[i, k]
+    total = 0.0
+    for k in range(n):
+        e = math.exp(Z[i, k] - z_max)
+        A[i, k] = e
+        total += e
+    for k in range(n):
+        A[i, k] = A[i, k] / total
+
+
+# ---------------------------------------------------------------------- array formulas
+def _sigmoid_array(xp: Any, Z: Any) -> Any:
+    e = xp.exp(-xp.abs(Z))  # exp of -|z| never overflows
+    return xp.where(Z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _softmax_array(xp: Any, Z: Any) -> Any:
+    E = xp.exp(Z - Z.max(axis=1, keepdims=True))
+    return E / E.sum(axis=1, keepdims=True)
+
+
+def _gelu_array(xp: Any, Z: Any) -> Any:
+    from .backends.special import erf
+
+    return 0.5 * Z * (1.0 + erf(xp, Z * 0.7071067811865476))
+
+
+def _gelu_derivative_array(xp: Any, Z: Any, A: Any) -> Any:
+    from .backends.special import erf
+
+    cdf = 0.5 * (1.0 + erf(xp, Z * 0.7071067811865476))
+    return cdf + Z * 0.3989422804014327 * xp.exp(-0.5 * Z * Z)
+
+
+def _cast(Z: Any, value: float) -> Any:
+    return Z.dtype.type(value)
+
+
+ACTIVATIONS: Registry[Activation] = Registry("activation", [
+    Activation(
+        "identity", "z", "1",
+        lambda xp, Z: Z.copy(), lambda xp, Z, A: xp.ones_like(Z),
+        identity, identity_derivative,
+    ),
+    Activation(
+        "sigmoid", "1 / (1 + exp(-z))", "a (1 - a)",
+        _sigmoid_array, lambda xp, Z, A: A * (1.0 - A),
+        sigmoid, sigmoid_derivative,
+    ),
+    Activation(
+        "tanh", "tanh z", "1 - a^2",
+        lambda xp, Z: xp.tanh(Z), lambda xp, Z, A: 1.0 - A * A,
+        tanh, tanh_derivative,
+    ),
+    Activation(
+        "relu", "max(z, 0)", "1 if z > 0 else 0",
+        lambda xp, Z: xp.maximum(Z, _cast(Z, 0.0)),
+        lambda xp, Z, A: (Z > 0).astype(Z.dtype),
+        relu, relu_derivative, init="he",
+    ),
+    Activation(
+        "leaky_relu", f"z if z > 0 else {LEAKY_SLOPE} z", f"1 if z > 0 else {LEAKY_SLOPE}",
+        lambda xp, Z: xp.where(Z > 0, Z, _cast(Z, LEAKY_SLOPE) * Z),
+        lambda xp, Z, A: xp.where(Z > 0, _cast(Z, 1.0), _cast(Z, LEAKY_SLOPE)),
+        leaky_relu, leaky_relu_derivative, init="he",
+    ),
+    Activation(
+        "gelu", "z Phi(z) = z (1 + erf(z / sqrt 2)) / 2", "Phi(z) + z phi(z)",
+        _gelu_array, _gelu_derivative_array,
+        gelu, gelu_derivative, init="he",
+    ),
+    Activation(
+        "softmax", "exp(z_k) / sum_j exp(z_j)", "(with cross_entropy: delta = a - y)",
+        _softmax_array, None, row=softmax_row, hidden=False,
+    ),
+    Activation(
+        "hardlimit", "1 if z >= 0 else 0", "0 almost everywhere: not trainable",
+        lambda xp, Z: (Z >= 0).astype(Z.dtype), None,
+        hardlimit, None,
+    ),
+])
+
+
+def trainable_hidden(entry: Activation) -> bool:
+    """May be a hidden layer's activation in a model trained by backpropagation."""
+    return entry.hidden and entry.differentiable

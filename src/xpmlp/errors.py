@@ -43,3 +43,7 @@ class WorkedExampleError(XpmlpError, ValueError):
 
 class NotDifferentiableError(XpmlpError, ValueError):
     """Backpropagation was asked to go through an activation with no usable derivative."""
+
+
+class ConcurrentFitError(XpmlpError, RuntimeError):
+    """``fit`` was called on a model that another thread is fitting."""

@@ -2,7 +2,8 @@
 
 he      (He et al. 2015, for ReLU)        W ~ Normal(0, 2 / n_in)
 xavier  (Glorot & Bengio 2010)            W ~ Uniform(-r, r), r = sqrt(6 / (n_in + n_out))
-auto    he before a ReLU, xavier otherwise.  Biases start at 0.
+auto    each activation's own default (``Activation.init``: he before the ReLU family,
+        xavier otherwise).  Biases start at 0.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from typing import Any
 INITIALIZERS = ("auto", "he", "xavier")
 
 
-def init_weights(rng: Any, W: Any, method: str, activation: str) -> None:
-    """Fill W (n_out, n_in) in place."""
+def init_weights(rng: Any, W: Any, method: str, activation: Any) -> None:
+    """Fill W (n_out, n_in) in place; ``activation`` is the layer's registry entry."""
     n_out, n_in = W.shape
     if method == "auto":
-        method = "he" if activation == "relu" else "xavier"
+        method = activation.init
     if method == "he":
         W[...] = rng.standard_normal(W.shape, dtype=W.dtype) * W.dtype.type(math.sqrt(2.0 / n_in))
     else:

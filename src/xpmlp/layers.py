@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .activations import Activation
+
 Array = Any
 
 
@@ -31,7 +33,7 @@ class Dense:
     b: Array  # (n_out,)
     dW: Array  # (n_out, n_in), gradient of the batch-mean loss
     db: Array  # (n_out,)
-    activation: str
+    activation: Activation
 
     @property
     def n_in(self) -> int:
@@ -47,12 +49,13 @@ class Dense:
         backend.bias_activation(Z, self.b, A, self.activation)
 
     def backward(
-        self, backend: Any, dA: Array, A: Array, A_prev: Array, delta: Array,
+        self, backend: Any, dA: Array, Z: Array, A: Array, A_prev: Array, delta: Array,
         dA_prev: Array | None,
     ) -> None:
-        """From dA = dL/dA of this layer: delta = dA * f'(Z) and db (one fused kernel), then
-        dW and dA_prev (``delta`` may be the ``dA`` buffer itself: it is overwritten in place)."""
-        backend.activation_backward(dA, A, delta, self.db, self.activation)
+        """From dA = dL/dA of this layer: delta = dA * f'(Z) and db (one fused kernel, f'
+        given Z and A = f(Z)), then dW and dA_prev (``delta`` may be the ``dA`` buffer itself:
+        it is overwritten in place)."""
+        backend.activation_backward(dA, Z, A, delta, self.db, self.activation)
         self.backward_from_delta(backend, delta, A_prev, dA_prev)
 
     def backward_from_delta(

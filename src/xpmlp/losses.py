@@ -1,68 +1,180 @@
-"""Losses (batch means over m samples) and their gradients, in plain array code.
+"""The losses: each one defined once, here (batch means over m samples).
 
-=====================  ===============================================  ================
-name                   L                                                dL/dZ_L (pairs)
-=====================  ===============================================  ================
-squared_error          (1/m) sum_i sum_k (y - yhat)^2                   2 (yhat - y) f'/m
-half_squared_error     (1/(2m)) sum_i sum_k (y - yhat)^2                (yhat - y) f'/m
-binary_cross_entropy   -(1/m) sum [y log yhat + (1 - y) log(1 - yhat)]  (yhat - y)/m (sigmoid)
-cross_entropy          -(1/m) sum_i sum_k y log softmax(z)_k            (yhat - y)/m (softmax)
-=====================  ===============================================  ================
+Like ``xpmlp.activations``, an entry holds its formulas in scalar form (plain
+Python, compiled into the output layer's kernel) and in array form (the
+reference), and says which output activations it pairs with.
 
-Stable forms with the same values: cross_entropy is computed as
-sum_k y_k (logsumexp(z) - z_k); binary_cross_entropy after a sigmoid as
-softplus(z) - y z, otherwise with yhat clipped to [eps, 1 - eps] (eps the
-dtype's machine epsilon).
+Stable forms with the same values: cross_entropy from the logits shifted by
+their maximum, log sum_k exp(z_k - z_max) = log1p(sum_{k != max} a_k / a_max)
+(the small terms summed first: no cancellation whatever the logits' size);
+binary_cross_entropy as softplus(z) - y z from the sigmoid's logit z.
+
+The pairs whose output delta simplifies, softmax with cross_entropy and sigmoid
+with binary_cross_entropy, use delta = (a - y) / m; any other pair the chain
+rule, dl/da * f'(z) / m. Pairings that are not the gradient of what is computed
+are refused: cross_entropy needs softmax (and its targets rows of probabilities
+summing to 1), binary_cross_entropy needs sigmoid (targets in [0, 1]).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from .activations import derivative
+from .activations import ACTIVATIONS, Activation
+from .kernels.rows import argmax_row, chain_rule_delta, elementwise_loss_row, logit_delta
+from .registry import Registry
 
-LOSSES = ("squared_error", "half_squared_error", "binary_cross_entropy", "cross_entropy")
+
+@dataclass(frozen=True)
+class Loss:
+    """One loss and everything the library needs to know about it."""
+
+    name: str
+    formula: str  # the batch-mean loss, for the docs
+    outputs: tuple[str, ...] | None  # output activations it pairs with (None: any elementwise)
+    default_output: str
+    array_terms: Callable[[Any, Any, Any, Any], Any]  # (xp, Z, A, Y) -> (m,) per-sample loss
+    array_gradient: Callable[[Any, Any, Any], Any] | None  # (xp, A, Y) -> dL/dA; None: a - y
+    term: Callable[..., Any] | None = None  # (z, a, y) -> one output's term (elementwise)
+    row: Callable[..., Any] | None = None  # (Z, A, Y, i) -> sample i's loss (row losses)
+    gradient: Callable[..., Any] | None = None  # (a, y) -> dl/da; None: delta = a - y
+    targets: str = "any"  # "any", "probabilities" (each in [0, 1]) or "distributions"
+
+    def pairs_with(self, activation: Activation) -> bool:
+        """The output activation may come before this loss."""
+        if self.outputs is None:
+            return activation.elementwise and activation.output
+        return activation.name in self.outputs
+
+    @property
+    def delta_formula(self) -> str:
+        return "(a - y) / m" if self.gradient is None else "dl/da f'(z) / m"
+
+    def kernel_bindings(self, activation: Activation) -> dict[str, Callable[..., Any]]:
+        """The output layer kernel's placeholders for this loss after ``activation``."""
+        bindings: dict[str, Callable[..., Any]] = {}
+        if self.row is not None:
+            bindings["loss_row"] = self.row
+        else:
+            bindings["loss_row"] = elementwise_loss_row
+            bindings["loss_term"] = self.term  # type: ignore[assignment]
+        if self.gradient is None:
+            bindings["output_delta"] = logit_delta
+        else:
+            bindings["output_delta"] = chain_rule_delta
+            bindings["loss_gradient"] = self.gradient
+            bindings["derivative"] = activation.scalar_derivative  # type: ignore[assignment]
+        return bindings
+
+    def delta(self, xp: Any, activation: Activation, Z: Any, A: Any, Y: Any) -> Any:
+        """Reference: delta_L = dL/dZ_L of the batch-mean loss, shape (m, n_L)."""
+        inv_m = 1.0 / A.shape[0]
+        if self.array_gradient is None:
+            return (A - Y) * A.dtype.type(inv_m)
+        dZ = activation.array_derivative(xp, Z, A)  # type: ignore[misc]
+        return self.array_gradient(xp, A, Y) * dZ * A.dtype.type(inv_m)
 
 
-def _softplus(xp: Any, Z: Any) -> Any:
+# ---------------------------------------------------------------------- scalar formulas
+def squared_error_term(z, a, y):
+    d = y - a
+    return d * d
+
+
+def squared_error_gradient(a, y):
+    return 2.0 * (a - y)
+
+
+def half_squared_error_term(z, a, y):
+    d = y - a
+    return 0.5 * d * d
+
+
+def half_squared_error_gradient(a, y):
+    return a - y
+
+
+def softplus(z):
     """log(1 + exp(z)) without overflow."""
+    if z > 0.0:
+        return z + math.log1p(math.exp(-z))
+    return math.log1p(math.exp(z))
+
+
+def binary_cross_entropy_term(z, a, y):
+    """-[y log a + (1 - y) log(1 - a)] with a = sigmoid(z), exactly: softplus(z) - y z."""
+    return softplus(z) - y * z
+
+
+def cross_entropy_row(Z, A, Y, i):
+    """sum_k y_k (logsumexp(z) - z_k), from the logits shifted by their maximum z_j:
+    logsumexp(z) - z_k = (z_j - z_k) + log1p(sum_{k != j} a_k / a_j), where A[i] =
+    softmax(Z[i]) from the forward pass gives the exponentials (no exp here)."""
+    n = Z.shape[1]
+    j = argmax_row(Z, i)
+    rest = 0.0
+    for k in range(n):
+        if k != j:
+            rest += A[i, k]
+    log_sum = math.log1p(rest / A[i, j])
+    total = 0.0
+    for k in range(n):
+        total += Y[i, k] * ((Z[i, j] - Z[i, k]) + log_sum)
+    return total
+
+
+# ---------------------------------------------------------------------- array formulas
+def _softplus_array(xp: Any, Z: Any) -> Any:
     return xp.maximum(Z, Z.dtype.type(0)) + xp.log1p(xp.exp(-xp.abs(Z)))
 
 
-def loss_terms(xp: Any, loss: str, activation: str, Z: Any, A: Any, Y: Any) -> Any:
-    """Per-sample loss (m,), before the batch mean; Z are the output layer's pre-activations."""
-    one = A.dtype.type(1)
-    if loss == "squared_error":
-        return ((Y - A) ** 2).sum(axis=1)
-    if loss == "half_squared_error":
-        return (A.dtype.type(0.5) * (Y - A) ** 2).sum(axis=1)
-    if loss == "cross_entropy":
-        z_max = Z.max(axis=1, keepdims=True)
-        log_sum_exp = z_max + xp.log(xp.exp(Z - z_max).sum(axis=1, keepdims=True))
-        return (Y * (log_sum_exp - Z)).sum(axis=1)
-    if activation == "sigmoid":
-        return (_softplus(xp, Z) - Y * Z).sum(axis=1)
-    eps = A.dtype.type(xp.finfo(A.dtype).eps)
-    C = xp.clip(A, eps, one - eps)
-    return (-(Y * xp.log(C) + (one - Y) * xp.log(one - C))).sum(axis=1)
+def _cross_entropy_array(xp: Any, Z: Any, A: Any, Y: Any) -> Any:
+    top = Z.argmax(axis=1)
+    rows = xp.arange(Z.shape[0])
+    shifted = Z[rows, top][:, None] - Z  # z_max - z_k >= 0
+    E = xp.exp(-shifted)
+    E[rows, top] = 0  # log sum_k exp(-shifted_k) = log1p(the other terms)
+    log_sum = xp.log1p(E.sum(axis=1, keepdims=True))
+    return (Y * (shifted + log_sum)).sum(axis=1)
 
 
-def output_delta(xp: Any, loss: str, activation: str, A: Any, Y: Any) -> Any:
-    """delta_L = dL/dZ_L of the batch-mean loss, shape (m, n_L)."""
-    m = A.shape[0]
-    inv_m = A.dtype.type(1.0 / m)
-    one = A.dtype.type(1)
-    if activation == "softmax" or (activation == "sigmoid" and loss == "binary_cross_entropy"):
-        return (A - Y) * inv_m
-    if loss == "squared_error":
-        dA = A.dtype.type(2) * (A - Y)
-    elif loss == "half_squared_error":
-        dA = A - Y
-    else:
-        eps = A.dtype.type(xp.finfo(A.dtype).eps)
-        C = xp.clip(A, eps, one - eps)
-        dA = (C - Y) / (C * (one - C))
-    return dA * derivative(xp, activation, A) * inv_m
+LOSSES: Registry[Loss] = Registry("loss", [
+    Loss(
+        "squared_error", "(1/m) sum_i sum_k (y - a)^2", None, "identity",
+        lambda xp, Z, A, Y: ((Y - A) ** 2).sum(axis=1),
+        lambda xp, A, Y: 2.0 * (A - Y),
+        term=squared_error_term, gradient=squared_error_gradient,
+    ),
+    Loss(
+        "half_squared_error", "(1/(2m)) sum_i sum_k (y - a)^2", None, "identity",
+        lambda xp, Z, A, Y: (0.5 * (Y - A) ** 2).sum(axis=1),
+        lambda xp, A, Y: A - Y,
+        term=half_squared_error_term, gradient=half_squared_error_gradient,
+    ),
+    Loss(
+        "binary_cross_entropy", "-(1/m) sum [y log a + (1 - y) log(1 - a)]", ("sigmoid",),
+        "sigmoid",
+        lambda xp, Z, A, Y: (_softplus_array(xp, Z) - Y * Z).sum(axis=1),
+        None, term=binary_cross_entropy_term, targets="probabilities",
+    ),
+    Loss(
+        "cross_entropy", "-(1/m) sum_i sum_k y_k log softmax(z)_k", ("softmax",), "softmax",
+        _cross_entropy_array, None, row=cross_entropy_row, targets="distributions",
+    ),
+])
+
+
+def check_pairing(output_activation: str, loss: str) -> tuple[Activation, Loss]:
+    """The output activation's and the loss's entries, if they pair; else ParameterError."""
+    entry = LOSSES.check("loss", loss)
+    ACTIVATIONS.check("output_activation", output_activation, lambda a: a.output)
+    return ACTIVATIONS.check(
+        "output_activation", output_activation, entry.pairs_with,
+        why=f"loss={loss!r} pairs with {' or '.join(entry.outputs or ('an elementwise output',))}",
+    ), entry
 
 
 def correct(A: Any, Y: Any) -> Any:

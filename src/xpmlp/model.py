@@ -1,7 +1,7 @@
 """The multi-layer perceptron, written once against the backend's array namespace.
 
     model = MLP([784, 512, 256, 10])             # ReLU hidden layers, softmax output
-    model.fit(X, y, epochs=5, batch_size=128)    # mini-batch training
+    model.fit(X, y, epochs=5, batch_size=128)    # mini-batch training (xpmlp.training)
     model.predict(X); model.predict_proba(X); model.score(X, y)
 
 For learners, one step by hand:
@@ -9,6 +9,10 @@ For learners, one step by hand:
     fp = model.forward(X)            # fp.Z[l], fp.A[l] per layer (A[0] is X)
     g = model.backward(fp, y)        # g.delta[l], g.dW[l], g.db[l], g.loss
     model.step()                     # p <- optimizer update(p, grad)
+
+For trainers (``xpmlp.training``, the benchmark, estimators, distributed
+training), one batch at a time on device arrays: ``to_device``, ``workspace``,
+``compute_gradients``, ``apply_gradients``.
 
 Nothing here names NumPy or CuPy: every array comes from ``self.backend``.
 """
@@ -18,52 +22,32 @@ from __future__ import annotations
 import contextlib
 import functools
 import numbers
-import time
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from . import activations, losses
-from ._validation import Choice, Number, check_features, check_params, check_targets
-from .backends import Backend, get_backend
-from .errors import DeviceMemoryError, NotDifferentiableError, TrainingDivergedError
-from .init import INITIALIZERS, init_weights
-from .kernels.rows import (
-    STAT_BATCH_LOSS_SUM,
-    STAT_CORRECT,
-    STAT_COUNT,
-    STAT_DIVERGED_AT,
-    STAT_LOSS_SUM,
+from . import losses
+from ._validation import (
+    Choice,
+    Number,
+    check_features,
+    check_numeric,
+    check_params,
+    check_targets,
 )
+from .activations import ACTIVATIONS, Activation
+from .backends import Backend, get_backend
+from .errors import DeviceMemoryError, NotDifferentiableError, ParameterError
+from .init import INITIALIZERS, init_weights
 from .layers import Dense
-from .optim import OPTIMIZERS, SCHEDULES, Optimizer, make_optimizer, schedule_factor
+from .optim import HYPERPARAMETERS, Optimizer, make_optimizer
 from .workspace import Workspace
 
-DEFAULT_OUTPUT = {
-    "cross_entropy": "softmax",
-    "binary_cross_entropy": "sigmoid",
-    "squared_error": "identity",
-    "half_squared_error": "identity",
-}
-
-HIDDEN_ACTIVATIONS = tuple(a for a in activations.ACTIVATIONS if a != "softmax")
-
 CONSTRAINTS = {
-    "loss": Choice(losses.LOSSES),
-    "output_activation": Choice(activations.ACTIVATIONS),
-    "optimizer": Choice(OPTIMIZERS),
-    "learning_rate": Number(0, None, low_closed=False),
-    "momentum": Number(0, 1, high_closed=False),
-    "beta1": Number(0, 1, high_closed=False),
-    "beta2": Number(0, 1, high_closed=False),
-    "eps": Number(0, None, low_closed=False),
-    "weight_decay": Number(0, None),
     "init": Choice(INITIALIZERS),
     "dtype": Choice(("float32", "float64")),
     "seed": Number(0, None, integer=True),
-    "epochs": Number(1, None, integer=True),
-    "batch_size": Number(1, None, integer=True),
-    "lr_schedule": Choice(SCHEDULES),
 }
 
 PREDICT_CHUNK = 4096  # rows per forward pass when predicting
@@ -71,7 +55,7 @@ PREDICT_CHUNK = 4096  # rows per forward pass when predicting
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 
 
-def _on_backend(method: _Method) -> _Method:
+def on_backend(method: _Method) -> _Method:
     """Run the method with the model's backend active (its device and stream current)."""
 
     @functools.wraps(method)
@@ -89,7 +73,7 @@ def _parameter_shapes(sizes: Sequence[int]) -> tuple[list[tuple[int, int]], tupl
 
 
 @contextlib.contextmanager
-def _memory_for(what: str, n_values: int, itemsize: int, remedy: str) -> Any:
+def memory_for(what: str, n_values: int, itemsize: int, remedy: str) -> Any:
     """Out of device memory inside: say for what, how much it needs and what to try."""
     try:
         yield
@@ -123,7 +107,7 @@ class Gradients:
     @property
     def loss(self) -> float:
         """The batch-mean loss of that pass (a host copy: this synchronizes)."""
-        return float(self._backend.to_numpy(self._stats[STAT_BATCH_LOSS_SUM])) / self._m
+        return float(self._backend.to_numpy(self._stats[0])) / self._m
 
 
 class MLP:
@@ -134,18 +118,19 @@ class MLP:
     layer_sizes : sequence of int
         Units per layer, input first: ``[784, 512, 256, 10]``.
     activation : str or sequence of str
-        Hidden layers' activation(s): relu, tanh, sigmoid, identity, hardlimit.
+        Hidden layers' activation(s), from ``xpmlp.activations.ACTIVATIONS``.
     output_activation : str, optional
         Defaults from the loss: softmax (cross_entropy), sigmoid
         (binary_cross_entropy), identity (squared errors).
     loss : str
-        cross_entropy, binary_cross_entropy, squared_error or half_squared_error.
+        From ``xpmlp.losses.LOSSES``.
     optimizer : str or Optimizer
-        sgd, momentum, nesterov or adam (see ``xpmlp.optim``).
+        A name from ``xpmlp.optim.OPTIMIZERS`` (with the keywords below), or an
+        optimizer object, e.g. ``xpmlp.optim.Adam(learning_rate=1e-3, weight_decay=1e-4)``.
     learning_rate, momentum, beta1, beta2, eps, weight_decay : float
-        Optimizer settings (weight_decay is L2 on the weights).
+        With an optimizer name only (weight_decay is L2 on the weights).
     init : str
-        auto (He before ReLU, else Xavier), he or xavier.
+        auto (each activation's default: He before ReLU-like, else Xavier), he or xavier.
     dtype : str
         float32 (default) or float64.
     backend : str or Backend, optional
@@ -174,85 +159,37 @@ class MLP:
         device: int | None = None,
         seed: int = 0,
     ) -> None:
-        sizes = self._check_layer_sizes(layer_sizes)
-        check_params({"loss": loss}, CONSTRAINTS)
-        output_activation = DEFAULT_OUTPUT[loss] if output_activation is None else output_activation
-        hidden = self._check_hidden_activations(activation, len(sizes) - 2)
-        check_params(
-            {
-                "output_activation": output_activation, "learning_rate": learning_rate,
-                "momentum": momentum, "beta1": beta1, "beta2": beta2, "eps": eps,
-                "weight_decay": weight_decay, "init": init, "dtype": str(dtype), "seed": seed,
-            },
-            {k: v for k, v in CONSTRAINTS.items() if not (k == "learning_rate" and
-                                                          learning_rate is None)},
-        )
-        self._check_pairing(output_activation, loss)
-        if isinstance(optimizer, str):
-            check_params({"optimizer": optimizer}, CONSTRAINTS)
-            optimizer = make_optimizer(
-                optimizer, learning_rate, momentum=momentum, beta1=beta1, beta2=beta2, eps=eps,
-                weight_decay=weight_decay,
-            )
-        elif not isinstance(optimizer, Optimizer):
-            raise TypeError(
-                f"optimizer={optimizer!r} is not valid; expected one of {OPTIMIZERS} or an "
-                "xpmlp.optim.Optimizer"
-            )
+        sizes = _check_layer_sizes(layer_sizes)
+        loss_entry = losses.LOSSES.check("loss", loss)
+        output_activation = output_activation or loss_entry.default_output
+        hidden = _check_hidden_activations(activation, len(sizes) - 2)
+        output, loss_entry = losses.check_pairing(output_activation, loss)
+        _check_output_units(output, sizes[-1])
+        check_params({"init": init, "dtype": str(dtype), "seed": seed}, CONSTRAINTS)
+        self.optimizer = _optimizer(optimizer, learning_rate, momentum=momentum, beta1=beta1,
+                                    beta2=beta2, eps=eps, weight_decay=weight_decay)
         self.layer_sizes = sizes
-        self.activations = [*hidden, output_activation]
-        self.loss = loss
-        self.optimizer = optimizer
+        self.activation_entries: list[Activation] = [*hidden, output]
+        self.loss_entry = loss_entry
         self.init = init
         self.seed = seed
         self.backend = get_backend(backend, device=device)
         self.dtype = self.backend.xp.dtype(str(dtype))
-        with self.backend.activate(), _memory_for(
-            f"the parameters, gradients and {optimizer.name} state of layers "
+        with self.backend.activate(), memory_for(
+            f"the parameters, gradients and {self.optimizer.name} state of layers "
             f"{'-'.join(map(str, sizes))}", 4 * sum(_parameter_shapes(sizes)[1]),
             self.dtype.itemsize, "smaller layers",
         ):
-            self._rng = self.backend.rng(seed)
+            self.rng = self.backend.rng(seed)
             self._allocate_parameters()
             for layer in self.layers:
-                init_weights(self._rng, layer.W, init, layer.activation)
+                init_weights(self.rng, layer.W, init, layer.activation)
             self.optimizer.bind(self.backend, self.params)
-            self._stats = self.backend.new_stats(self.dtype)
-        self._workspaces: dict[int, Workspace] = {}
+            self._learner_stats = self.backend.zeros(2, self.dtype)
+            self._learner_skip = self.backend.zeros(1, self.dtype)
+        self._local = threading.local()  # per-thread prediction workspaces
+        self.fit_lock = threading.Lock()  # one fit at a time (xpmlp.training)
         self.history_: list[dict[str, Any]] = []
-
-    # ------------------------------------------------------------------ construction helpers
-    @staticmethod
-    def _check_layer_sizes(layer_sizes: Sequence[int]) -> list[int]:
-        sizes = list(layer_sizes) if isinstance(layer_sizes, (list, tuple)) else None
-        if not sizes or len(sizes) < 2 or not all(
-            isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1 for n in sizes
-        ):
-            raise ValueError(
-                f"layer_sizes={layer_sizes!r} is not valid; expected a list of at least two "
-                "positive integers, input size first, e.g. [784, 512, 10]"
-            )
-        return [int(n) for n in sizes]
-
-    @staticmethod
-    def _check_hidden_activations(activation: str | Sequence[str], n_hidden: int) -> list[str]:
-        names = [activation] * n_hidden if isinstance(activation, str) else list(activation)
-        if len(names) != n_hidden:
-            raise ValueError(
-                f"activation has {len(names)} entries; expected one name or {n_hidden} (one per "
-                "hidden layer)"
-            )
-        for name in names:
-            Choice(HIDDEN_ACTIVATIONS).check("activation", name)
-        return names
-
-    @staticmethod
-    def _check_pairing(output_activation: str, loss: str) -> None:
-        if (output_activation == "softmax") != (loss == "cross_entropy"):
-            raise ValueError(
-                f"output_activation={output_activation!r} with loss={loss!r} is not supported; "
-                "softmax goes with cross_entropy and cross_entropy with softmax"
-            )
 
     def _allocate_parameters(self) -> None:
         """One flat vector for all parameters (all W, then all b), one for their gradients."""
@@ -262,7 +199,7 @@ class MLP:
         self.grads = self.backend.zeros(n_total, self.dtype)
         self.layers: list[Dense] = []
         w_at, b_at = 0, self.n_weights
-        for (n_out, n_in), act in zip(shapes, self.activations, strict=True):
+        for (n_out, n_in), act in zip(shapes, self.activation_entries, strict=True):
             w, b = slice(w_at, w_at + n_out * n_in), slice(b_at, b_at + n_out)
             self.layers.append(Dense(
                 W=self.params[w].reshape(n_out, n_in), b=self.params[b],
@@ -270,25 +207,15 @@ class MLP:
             ))
             w_at, b_at = w.stop, b.stop
 
-    @_on_backend
-    def set_weights(self, weights: Sequence[tuple[Any, Any]]) -> None:
-        """Copy (W, b) per layer into the model: W of shape (n_l, n_{l-1}), b of shape (n_l,)."""
-        weights = list(weights)
-        if len(weights) != len(self.layers):
-            raise ValueError(f"weights has {len(weights)} (W, b) pairs; expected one per layer "
-                             f"({len(self.layers)})")
-        for l, (layer, (W, b)) in enumerate(zip(self.layers, weights, strict=True)):
-            for name, given, into in (("W", W, layer.W), ("b", b, layer.b)):
-                given = self._to_backend(given)
-                if given.shape != into.shape:
-                    raise ValueError(f"layer {l}: {name} has shape {tuple(given.shape)}; "
-                                     f"expected {tuple(into.shape)}")
-                into[...] = given
+    # ------------------------------------------------------------------ description
+    @property
+    def activations(self) -> list[str]:
+        """The activations' names, hidden layers first, the output layer's last."""
+        return [a.name for a in self.activation_entries]
 
-    def get_weights(self) -> list[tuple[Any, Any]]:
-        """(W, b) per layer, as host (NumPy) copies."""
-        host = self.backend.to_numpy
-        return [(host(layer.W).copy(), host(layer.b).copy()) for layer in self.layers]
+    @property
+    def loss(self) -> str:
+        return self.loss_entry.name
 
     @property
     def is_classifier(self) -> bool:
@@ -305,283 +232,172 @@ class MLP:
     def __repr__(self) -> str:
         return (
             f"MLP({self.layer_sizes}, activations={self.activations}, loss={self.loss!r}, "
-            f"optimizer={self.optimizer.name!r}, dtype={self.dtype.name!r}, "
+            f"optimizer={self.optimizer!r}, dtype={self.dtype.name!r}, "
             f"backend={self.backend.name!r})"
         )
 
-    # ------------------------------------------------------------------ the three steps
-    def _workspace(self, rows: int) -> Workspace:
-        if rows not in self._workspaces:
-            self._workspaces[rows] = self._new_workspace(rows)
-        return self._workspaces[rows]
+    @on_backend
+    def set_weights(self, weights: Sequence[tuple[Any, Any]]) -> None:
+        """Copy (W, b) per layer into the model: W of shape (n_l, n_{l-1}), b of shape (n_l,),
+        finite values."""
+        weights = list(weights)
+        if len(weights) != len(self.layers):
+            raise ValueError(f"weights has {len(weights)} (W, b) pairs; expected one per layer "
+                             f"({len(self.layers)})")
+        checked = []
+        for l, (layer, (W, b)) in enumerate(zip(self.layers, weights, strict=True)):
+            for name, given, into in (("W", W, layer.W), ("b", b, layer.b)):
+                given = check_numeric(f"layer {l}: {name}", given, self.backend.xp, self.dtype)
+                if given.shape != into.shape:
+                    raise ValueError(f"layer {l}: {name} has shape {tuple(given.shape)}; "
+                                     f"expected {tuple(into.shape)}")
+                checked.append((into, given))
+        for into, given in checked:
+            into[...] = self.backend.asarray(given, dtype=self.dtype)
 
-    def _new_workspace(self, rows: int) -> Workspace:
-        sizes = self.layer_sizes
-        with _memory_for(
-            f"the activations of a batch of {rows} rows through layers "
-            f"{'-'.join(map(str, sizes))}", rows * (sizes[0] + sizes[-1] + 3 * sum(sizes[1:])),
-            self.dtype.itemsize, "a smaller batch_size (or fewer rows per forward call)",
-        ):
-            return Workspace.allocate(self.backend, sizes, rows, self.dtype)
+    def get_weights(self) -> list[tuple[Any, Any]]:
+        """(W, b) per layer, as host (NumPy) copies."""
+        host = self.backend.to_numpy
+        return [(host(layer.W).copy(), host(layer.b).copy()) for layer in self.layers]
 
-    def _forward(self, ws: Workspace) -> None:
-        """A[l + 1] = f(A[l] W^T + b) for every layer."""
-        for layer, A_prev, Z, A in zip(self.layers, ws.A[:-1], ws.Z, ws.A[1:], strict=True):
-            layer.forward(self.backend, A_prev, Z, A)
-
-    def _backward(self, ws: Workspace, batch: int) -> None:
-        """delta_L from the loss, then delta_l = (delta_{l+1} W_{l+1}) * f'(Z_l) down to layer 1."""
-        out = self.layers[-1]
-        L = len(self.layers)
-        self.backend.loss_output_delta(
-            ws.Z[-1], ws.A[-1], ws.Y, ws.delta[-1], out.db, self._stats,
-            out.activation, self.loss, batch,
-        )
-        out.backward_from_delta(
-            self.backend, ws.delta[-1], ws.A[-2], ws.delta[-2] if L > 1 else None
-        )
-        for l in range(L - 2, -1, -1):  # hidden layers, top down; ws.delta[l] holds dA
-            self.layers[l].backward(
-                self.backend, ws.delta[l], ws.A[l + 1], ws.A[l], ws.delta[l],
-                ws.delta[l - 1] if l > 0 else None,
-            )
-
-    def _step(self) -> None:
-        self.optimizer.step(self.backend, self.params, self.grads, self.n_weights, self._stats)
-
-    def _check_differentiable(self) -> None:
-        for l, act in enumerate(self.activations):
-            if act not in activations.DIFFERENTIABLE:
-                raise NotDifferentiableError(
-                    f"layer {l + 1} uses {act!r}, whose derivative is zero almost everywhere "
-                    "(undefined at 0): backpropagation cannot train through it. Use it for "
-                    "forward passes only, or train with sigmoid/tanh/relu"
-                )
-
-    # ------------------------------------------------------------------ the learner's API
-    def _to_backend(self, a: Any) -> Any:
-        return self.backend.asarray(a, dtype=self.dtype)
+    # ------------------------------------------------------------------ the per-batch API
+    def to_device(self, X: Any, y: Any = None, name: str = "X") -> tuple[Any, Any]:
+        """Checked backend arrays: X (m, n_0) in the model's dtype and, if y is given, the
+        targets Y (m, n_L) (class labels one-hot encoded). Call inside ``backend.activate()``."""
+        X = check_features(X, self.n_features, self.backend.xp, name, dtype=self.dtype)
+        X_dev = self.backend.asarray(X, dtype=self.dtype)
+        if y is None:
+            return X_dev, None
+        return X_dev, self._targets(y, int(X.shape[0]))
 
     def _targets(self, y: Any, m: int) -> Any:
-        """y as a (m, n_L) backend array of targets (class labels one-hot encoded)."""
-        y, labels = check_targets(y, m, self.n_outputs, self.is_classifier, self.backend.xp)
+        y, labels = check_targets(y, m, self.n_outputs, self.is_classifier, self.backend.xp,
+                                  kind=self.loss_entry.targets)
         if not labels:
-            return self._to_backend(y)
+            return self.backend.asarray(y, dtype=self.dtype)
         xp = self.backend.xp
         labels = self.backend.asarray(y, dtype="int64")
         Y = self.backend.zeros((m, self.n_outputs), self.dtype)
         Y[xp.arange(m), labels] = 1
         return Y
 
-    @_on_backend
+    def workspace(self, rows: int) -> Workspace:
+        """New arrays for the passes of a batch of up to ``rows`` samples."""
+        sizes = self.layer_sizes
+        with memory_for(
+            f"the activations of a batch of {rows} rows through layers "
+            f"{'-'.join(map(str, sizes))}", rows * (sizes[0] + sizes[-1] + 3 * sum(sizes[1:])),
+            self.dtype.itemsize, "a smaller batch_size (or fewer rows per forward call)",
+        ):
+            return Workspace.allocate(self.backend, sizes, rows, self.dtype)
+
+    def forward_pass(self, ws: Workspace) -> None:
+        """A[l + 1] = f(A[l] W^T + b) for every layer, from ws.X."""
+        for layer, A_prev, Z, A in zip(self.layers, ws.A[:-1], ws.Z, ws.A[1:], strict=True):
+            layer.forward(self.backend, A_prev, Z, A)
+
+    def compute_gradients(self, ws: Workspace, out_stats: Any, skip: Any) -> None:
+        """Forward and backward of the batch in ws.X, ws.Y: every dW and db in ``self.grads``;
+        out_stats[:2] = (sum of the samples' losses, samples classified right); skip[0] set
+        when the loss is not finite."""
+        self.forward_pass(ws)
+        self.backward_pass(ws, out_stats, skip)
+
+    def backward_pass(self, ws: Workspace, out_stats: Any, skip: Any) -> None:
+        """delta_L from the loss, then delta_l = (delta_{l+1} W_{l+1}) * f'(Z_l) down to
+        layer 1, with dW and db of every layer (the forward pass of ws must be done)."""
+        out, L = self.layers[-1], len(self.layers)
+        self.backend.loss_output_delta(
+            ws.Z[-1], ws.A[-1], ws.Y, ws.delta[-1], out.db, out_stats, skip,
+            out.activation, self.loss_entry,
+        )
+        out.backward_from_delta(self.backend, ws.delta[-1], ws.A[-2],
+                                ws.delta[-2] if L > 1 else None)
+        for l in range(L - 2, -1, -1):  # hidden layers, top down; ws.delta[l] holds dA
+            self.layers[l].backward(
+                self.backend, ws.delta[l], ws.Z[l], ws.A[l + 1], ws.A[l], ws.delta[l],
+                ws.delta[l - 1] if l > 0 else None,
+            )
+
+    def apply_gradients(self, skip: Any, lr_factor: float = 1.0) -> None:
+        """One optimizer step with ``self.grads`` (nothing changes when skip[0] is set)."""
+        self.optimizer.step(self.backend, self.params, self.grads, self.n_weights, skip,
+                            lr_factor)
+
+    def check_differentiable(self) -> None:
+        for l, act in enumerate(self.activation_entries):
+            if not act.differentiable:
+                raise NotDifferentiableError(
+                    f"layer {l + 1} uses {act.name!r}, whose derivative is zero almost "
+                    "everywhere (undefined at 0): backpropagation cannot train through it. "
+                    "Use it for forward passes only, or train with one of "
+                    f"{', '.join(ACTIVATIONS.names(lambda a: a.hidden and a.differentiable))}"
+                )
+
+    # ------------------------------------------------------------------ the learner's API
+    @on_backend
     def forward(self, X: Any) -> ForwardPass:
         """The forward pass of X, keeping Z and A of every layer."""
-        X = check_features(X, self.n_features, self.backend.xp)
-        ws = self._new_workspace(X.shape[0])
-        ws.X[...] = self._to_backend(X)
-        self._forward(ws)
+        X_dev, _ = self.to_device(X)
+        ws = self.workspace(X_dev.shape[0])
+        ws.X[...] = X_dev
+        self.forward_pass(ws)
         return ForwardPass(Z=ws.Z, A=ws.A, workspace=ws)
 
-    @_on_backend
+    @on_backend
     def backward(self, forward_pass: ForwardPass, y: Any) -> Gradients:
-        """Backpropagate the loss of ``forward_pass`` against targets ``y``."""
-        self._check_differentiable()
+        """Backpropagate the loss of ``forward_pass`` against targets ``y``: every delta,
+        dW and db."""
+        self.check_differentiable()
         ws = forward_pass.workspace
         ws.Y[...] = self._targets(y, ws.rows)
-        self._backward(ws, batch=0)
+        self._learner_skip[...] = 0  # each backward decides afresh whether step() may update
+        self.backward_pass(ws, self._learner_stats, self._learner_skip)
         return Gradients(
             delta=list(ws.delta), dW=[l.dW for l in self.layers], db=[l.db for l in self.layers],
-            _backend=self.backend, _stats=self._stats, _m=ws.rows,
+            _backend=self.backend, _stats=self._learner_stats, _m=ws.rows,
         )
 
-    @_on_backend
+    @on_backend
     def step(self) -> None:
-        """One optimizer step with the gradients of the last ``backward``."""
-        self._step()
+        """One optimizer step with the gradients of the last ``backward`` (none if its loss
+        was not finite)."""
+        self.apply_gradients(self._learner_skip)
 
     # ------------------------------------------------------------------ training
-    @_on_backend
-    def fit(
-        self,
-        X: Any,
-        y: Any,
-        *,
-        epochs: int = 10,
-        batch_size: int = 128,
-        shuffle: bool = True,
-        validation_data: tuple[Any, Any] | None = None,
-        lr_schedule: str = "constant",
-        progress: bool = False,
-        callback: Callable[[dict[str, Any]], None] | None = None,
-    ) -> MLP:
-        """Mini-batch training; a history record per epoch goes to ``self.history_``.
+    def fit(self, X: Any, y: Any, **options: Any) -> MLP:
+        """Mini-batch training: see ``xpmlp.training.fit`` for the options."""
+        from .training import fit
 
-        ``lr_schedule``: "constant", or "cosine" (the learning rate falls from its
-        value to 0 over the ``epochs`` of this call, step by step).
-
-        The data set moves to the backend once; each epoch draws a permutation
-        on the device and gathers its batches there. Loss and accuracy add up
-        on the device and come to the host when the progress bar is redrawn
-        and at the end of the epoch. If the loss becomes NaN or infinite,
-        training stops with ``TrainingDivergedError`` naming the epoch and batch;
-        the parameters keep their last finite values.
-        """
-        check_params(
-            {"epochs": epochs, "batch_size": batch_size, "lr_schedule": lr_schedule}, CONSTRAINTS
-        )
-        self._check_differentiable()
-        be = self.backend
-        X = check_features(X, self.n_features, be.xp)
-        m_total = int(X.shape[0])
-        with _memory_for(
-            f"the training set ({m_total} samples, moved to the device once)",
-            m_total * (self.n_features + self.n_outputs), self.dtype.itemsize,
-            "fit on part of the data at a time (a new fit call continues from the current weights)",
-        ):
-            Y_all = self._targets(y, m_total)
-            X_all = self._to_backend(X)
-        if validation_data is not None:
-            X_val = check_features(validation_data[0], self.n_features, be.xp, "validation X")
-            with _memory_for(
-                f"the validation set ({X_val.shape[0]} samples, moved to the device once)",
-                X_val.shape[0] * (self.n_features + self.n_outputs), self.dtype.itemsize,
-                "a smaller validation set",
-            ):
-                X_val = self._to_backend(X_val)
-                Y_val = self._targets(validation_data[1], X_val.shape[0])
-        self._last_finite = self.params.copy()  # parameters last seen finite (see _check_diverged)
-        n_batches = -(-m_total // batch_size)
-        try:
-            for epoch in range(1, epochs + 1):
-                order = be.permutation(self._rng, m_total) if shuffle else be.xp.arange(m_total)
-                first_step = (epoch - 1) * n_batches
-                record = self._fit_epoch(
-                    X_all, Y_all, order, batch_size, f"epoch {epoch}/{epochs}", epoch, progress,
-                    lambda batch, first=first_step: schedule_factor(
-                        lr_schedule, first + batch, epochs * n_batches
-                    ),
-                )
-                if validation_data is not None:
-                    record["val_accuracy"] = self._accuracy(X_val, Y_val)
-                self.history_.append(record)
-                if callback is not None:
-                    callback(record)
-        finally:
-            self.optimizer.lr_factor = 1.0
-        return self
-
-    def _fit_epoch(
-        self, X: Any, Y: Any, order: Any, batch_size: int, title: str, epoch: int,
-        progress: bool, lr_factor: Callable[[int], float],
-    ) -> dict[str, Any]:
-        """One timed epoch of ``fit`` with its progress bar and divergence checks; its record."""
-        be, m_total = self.backend, int(order.shape[0])
-        bar = _progress_bar(progress, m_total, title)
-        refresh_every = max(1, -(-m_total // batch_size) // 20)
-
-        def redraw(batch: int, done: int) -> None:
-            if bar is not None and (batch + 1) % refresh_every == 0:
-                self._report(bar, epoch, be.to_numpy(self._stats), done)
-
-        t0 = time.perf_counter()
-        self._run_epoch(X, Y, order, batch_size, redraw, lr_factor)
-        be.synchronize()
-        seconds = time.perf_counter() - t0
-        stats = be.to_numpy(self._stats)
-        if bar is not None:
-            self._report(bar, epoch, stats, m_total)
-            bar.close()
-        self._check_diverged(stats, epoch)
-        self._last_finite[...] = self.params
-        return {
-            "epoch": epoch,
-            "loss": float(stats[STAT_LOSS_SUM] / stats[STAT_COUNT]),
-            "train_accuracy": float(stats[STAT_CORRECT] / stats[STAT_COUNT]),
-            "seconds": seconds,
-            "samples_per_s": m_total / seconds,
-        }
-
-    def _run_epoch(
-        self, X: Any, Y: Any, order: Any, batch_size: int,
-        on_batch: Callable[[int, int], None] | None = None,
-        lr_factor: Callable[[int], float] | None = None,
-    ) -> None:
-        """One pass over the samples ``order`` (device indices) in mini-batches.
-
-        Per batch: gather its rows into the workspace, forward, backward, one
-        optimizer step. Nothing comes back to the host unless ``on_batch``
-        (called with the batch index and the samples done) asks for it.
-        ``lr_factor(batch)`` scales the learning rate of that batch's step.
-        """
-        be, m_total = self.backend, int(order.shape[0])
-        ws = self._workspace(min(batch_size, m_total))
-        self._stats[...] = 0
-        for batch, start in enumerate(range(0, m_total, batch_size)):
-            idx = order[start:start + batch_size]
-            w = ws.first(int(idx.shape[0]))
-            be.gather_rows(X, idx, w.X)
-            be.gather_rows(Y, idx, w.Y)
-            self._forward(w)
-            self._backward(w, batch)
-            if lr_factor is not None:
-                self.optimizer.lr_factor = lr_factor(batch)
-            self._step()
-            if on_batch is not None:
-                on_batch(batch, start + w.rows)
-
-    def _report(self, bar: Any, epoch: int, stats: Any, done: int) -> None:
-        self._check_diverged(stats, epoch)
-        self._last_finite[...] = self.params
-        n = max(float(stats[STAT_COUNT]), 1.0)
-        bar.update(done - bar.n)
-        bar.set_postfix(loss=f"{stats[STAT_LOSS_SUM] / n:.4f}",
-                        acc=f"{stats[STAT_CORRECT] / n:.4f}", refresh=False)
-
-    def _check_diverged(self, stats: Any, epoch: int) -> None:
-        """Raise if a batch's loss was not finite (``stats`` is a host copy).
-
-        The optimizer stopped at that batch, so the parameters are those of the
-        last step before it. If that very step overflowed (its loss was still
-        finite, the parameters are not), they go back to the copy taken at the
-        last check, and the optimizer's state starts afresh.
-        """
-        at = int(stats[STAT_DIVERGED_AT])
-        if not at:
-            return
-        kept = "of its last step before that batch"
-        if not bool(self.backend.xp.isfinite(self.params).all()):
-            self.params[...] = self._last_finite
-            self.optimizer.bind(self.backend, self.params)
-            kept = "last checked finite, earlier in training"
-        raise TrainingDivergedError(
-            f"the training loss became NaN or infinite at epoch {epoch}, batch {at - 1} "
-            f"(0-based); training stopped and the model keeps the finite parameters {kept}. "
-            f"Try a smaller learning rate (it was {self.optimizer.learning_rate:g})"
-        )
+        return fit(self, X, y, **options)
 
     # ------------------------------------------------------------------ prediction
-    def _output(self, X: Any) -> Any:
-        """A_L for X (a backend array), in chunks of PREDICT_CHUNK rows."""
+    def output(self, X: Any) -> Any:
+        """A_L for the backend array X, in chunks of PREDICT_CHUNK rows. Safe from several
+        threads at once: each thread has its own workspace."""
         xp = self.backend.xp
+        rows = min(PREDICT_CHUNK, X.shape[0])
+        spaces = self._local.__dict__.setdefault("workspaces", {})
+        if rows not in spaces:
+            spaces[rows] = self.workspace(rows)
         outs = []
         for start in range(0, X.shape[0], PREDICT_CHUNK):
             chunk = X[start:start + PREDICT_CHUNK]
-            ws = self._workspace(min(PREDICT_CHUNK, X.shape[0])).first(chunk.shape[0])
+            ws = spaces[rows].first(chunk.shape[0])
             ws.X[...] = chunk
-            self._forward(ws)
+            self.forward_pass(ws)
             outs.append(ws.A[-1].copy())
         return xp.concatenate(outs, axis=0)
 
-    def _accuracy(self, X: Any, Y: Any) -> float:
+    def accuracy(self, X: Any, Y: Any) -> float:
         """Fraction of rows whose prediction matches the (m, n_L) targets Y (backend arrays)."""
-        A = self._output(X)
-        return float(self.backend.to_numpy(losses.correct(A, Y).sum())) / X.shape[0]
+        hits = losses.correct(self.output(X), Y).sum()
+        return float(self.backend.to_numpy(hits)) / X.shape[0]
 
-    @_on_backend
+    @on_backend
     def predict_proba(self, X: Any) -> Any:
         """The output layer's activations A_L, as a host (NumPy) array of shape (m, n_L)."""
-        X = check_features(X, self.n_features, self.backend.xp)
-        return self.backend.to_numpy(self._output(self._to_backend(X)))
+        return self.backend.to_numpy(self.output(self.to_device(X)[0]))
 
     def predict(self, X: Any) -> Any:
         """Class labels (classifiers: argmax, or A >= 0.5 for one output) or A_L (regression)."""
@@ -592,24 +408,71 @@ class MLP:
             return (A[:, 0] >= 0.5).astype("int64")
         return A.argmax(axis=1)
 
-    @_on_backend
+    @on_backend
     def score(self, X: Any, y: Any) -> float:
-        """Accuracy for classifiers, the coefficient of determination R^2 otherwise."""
-        X = check_features(X, self.n_features, self.backend.xp)
-        Y = self._targets(y, X.shape[0])
-        Xb = self._to_backend(X)
+        """Accuracy for classifiers; for regression the coefficient of determination R^2 of
+        each output, averaged over the outputs (scikit-learn's default, 'uniform_average')."""
+        X_dev, Y = self.to_device(X, y)
         if self.is_classifier:
-            return self._accuracy(Xb, Y)
-        A = self._output(Xb)
-        ss_res = float(self.backend.to_numpy(((Y - A) ** 2).sum()))
-        ss_tot = float(self.backend.to_numpy(((Y - Y.mean(axis=0)) ** 2).sum()))
-        return 1.0 - ss_res / ss_tot if ss_tot > 0 else 0.0
+            return self.accuracy(X_dev, Y)
+        A = self.output(X_dev)
+        host = self.backend.to_numpy
+        ss_res = host(((Y - A) ** 2).sum(axis=0)).astype("float64")
+        ss_tot = host(((Y - Y.mean(axis=0)) ** 2).sum(axis=0)).astype("float64")
+        scores = [(1.0 - r / t) if t > 0 else (1.0 if r == 0 else 0.0)
+                  for r, t in zip(ss_res, ss_tot, strict=True)]
+        return float(sum(scores) / len(scores))
 
 
-def _progress_bar(enabled: bool, total: int, desc: str) -> Any:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
+# ---------------------------------------------------------------------- construction checks
+def _check_layer_sizes(layer_sizes: Sequence[int]) -> list[int]:
+    sizes = list(layer_sizes) if isinstance(layer_sizes, (list, tuple)) else None
+    if not sizes or len(sizes) < 2 or not all(
+        isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1 for n in sizes
+    ):
+        raise ParameterError(
+            f"layer_sizes={layer_sizes!r} is not valid; expected a list of at least two "
+            "positive integers, input size first, e.g. [784, 512, 10]"
+        )
+    return [int(n) for n in sizes]
 
-    return tqdm(total=total, desc=desc, unit="samples", unit_scale=True, leave=True,
-                dynamic_ncols=True)
+
+def _check_hidden_activations(activation: str | Sequence[str], n_hidden: int) -> list[Activation]:
+    names = [activation] * n_hidden if isinstance(activation, str) else list(activation)
+    if len(names) != n_hidden:
+        raise ParameterError(
+            f"activation has {len(names)} entries; expected one name or {n_hidden} (one per "
+            "hidden layer)"
+        )
+    return [ACTIVATIONS.check("activation", name, lambda a: a.hidden) for name in names]
+
+
+def _check_output_units(output: Activation, n_outputs: int) -> None:
+    if output.name == "softmax" and n_outputs < 2:
+        raise ParameterError(
+            "softmax over one output unit is always 1, so the model would learn nothing; for "
+            "two classes use output_activation='sigmoid' with loss='binary_cross_entropy' and "
+            "one output, or two output units with softmax"
+        )
+
+
+def _optimizer(optimizer: str | Optimizer, learning_rate: float | None,
+               **hyperparameters: Any) -> Optimizer:
+    """The optimizer object: the one given, or the one a name and keywords describe (every
+    keyword is checked, used by that optimizer or not)."""
+    given = {"learning_rate": learning_rate} if learning_rate is not None else {}
+    check_params({**given, **hyperparameters}, HYPERPARAMETERS)
+    if isinstance(optimizer, Optimizer):
+        return optimizer
+    if isinstance(optimizer, str):
+        return make_optimizer(optimizer, learning_rate, **hyperparameters)
+    raise TypeError(
+        f"optimizer={optimizer!r} is not valid; expected one of the names "
+        f"{', '.join(repr(n) for n in _optimizer_names())} or an xpmlp.optim.Optimizer"
+    )
+
+
+def _optimizer_names() -> tuple[str, ...]:
+    from .optim import OPTIMIZERS
+
+    return OPTIMIZERS.names()

@@ -1,148 +1,262 @@
-"""Optimizers: one update over the model's flat parameter vector, one kernel launch per step.
+"""The optimizers: objects that carry their hyperparameters, each defined once, here.
+
+    model = MLP(sizes, optimizer=xpmlp.optim.Adam(learning_rate=1e-3, weight_decay=1e-4))
+    model = MLP(sizes, optimizer="adam", learning_rate=1e-3)       # the same, by name
 
 The parameters of every layer live in one flat vector p (all W, then all b),
-the gradients in a flat vector g with the same layout, and each optimizer's
-state in flat vectors too, so a step is a single fused launch. L2 weight
-decay adds ``weight_decay * W`` to the weights' gradient (not to the biases').
+the gradients in a flat vector g with the same layout, and an optimizer's state
+in the rows of one (n_state, n) array, so a step is one fused kernel over p.
+An optimizer is:
+
+- its **update rule**, a plain Python scalar formula ``rule(p, g, state, k,
+  hyper) -> new p`` that also updates ``state[:, k]``; ``xpmlp.kernels``
+  compiles it into the CPU and the CUDA step kernels;
+- ``hyperparameters(step, lr)``, the tuple the rule reads at a step (scalars
+  computed on the host in float64, then cast to the parameters' dtype);
+- ``reference``, the same update in array code (the reference backend's);
+- one entry in ``OPTIMIZERS``.
+
+L2 weight decay adds ``weight_decay * W`` to the weights' gradient (not to the
+biases') before the rule, as PyTorch's ``weight_decay`` does.
 
 =========  =================================================================
 sgd        p <- p - lr g
 momentum   v <- mu v + g;  p <- p - lr v                (PyTorch's form)
 nesterov   v <- mu v + g;  p <- p - lr (g + mu v)
-adam       Kingma & Ba (2015), Algorithm 1, with bias correction 1 - beta^t
+adam       m <- m + (1 - b1)(g - m);  v <- b2 v + (1 - b2) g^2;
+           p <- p - lr / (1 - b1^t) m / (sqrt(v) / sqrt(1 - b2^t) + eps)  (PyTorch's order)
 =========  =================================================================
-
-A learning-rate schedule (``schedule_factor``) scales the rate step by step.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
-SCHEDULES = ("constant", "cosine")
-DEFAULT_LEARNING_RATE = {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "adam": 1e-3}
+from ._validation import Number, check_params
+from .errors import ParameterError
+from .registry import Registry
+
+HYPERPARAMETERS = {
+    "learning_rate": Number(0, None, low_closed=False),
+    "weight_decay": Number(0, None),
+    "momentum": Number(0, 1, high_closed=False),
+    "beta1": Number(0, 1, high_closed=False),
+    "beta2": Number(0, 1, high_closed=False),
+    "eps": Number(0, None, low_closed=False),
+}
+
+
+# ---------------------------------------------------------------------- update rules
+def sgd_rule(p, g, state, k, hyper):
+    """p <- p - lr g."""
+    return p - hyper[0] * g
+
+
+def momentum_rule(p, g, state, k, hyper):
+    """v <- mu v + g;  p <- p - lr v, or p - lr (g + mu v) with Nesterov (hyper[2] = 1)."""
+    lr, mu, nesterov = hyper
+    v = mu * state[0, k] + g
+    state[0, k] = v
+    if nesterov != 0.0:
+        return p - lr * (g + mu * v)
+    return p - lr * v
+
+
+def adam_rule(p, g, state, k, hyper):
+    """Adam (Kingma & Ba 2015, Algorithm 1), in PyTorch's order of operations."""
+    step_size, one_minus_beta1, beta2, one_minus_beta2, eps, bias2_sqrt = hyper
+    m = state[0, k]
+    m = m + one_minus_beta1 * (g - m)
+    v = beta2 * state[1, k] + one_minus_beta2 * g * g
+    state[0, k] = m
+    state[1, k] = v
+    return p - step_size * m / (math.sqrt(v) / bias2_sqrt + eps)
 
 
 class Optimizer:
-    """Base class: ``bind`` allocates state next to the parameters, ``step`` updates them."""
+    """An optimizer: hyperparameters, a rule, state rows (see the module docstring)."""
 
     name = "optimizer"
+    rule: Callable[..., Any] = staticmethod(sgd_rule)
+    state_names: tuple[str, ...] = ()
 
     def __init__(self, learning_rate: float, weight_decay: float = 0.0) -> None:
-        self.learning_rate = learning_rate
-        self.weight_decay = weight_decay
-        self.lr_factor = 1.0  # set per step by a learning-rate schedule
+        check_params({"learning_rate": learning_rate, "weight_decay": weight_decay},
+                     HYPERPARAMETERS)
+        self.learning_rate = float(learning_rate)
+        self.weight_decay = float(weight_decay)
+        self.t = 0  # steps taken
+        self.state: Any = None
 
-    @property
-    def lr(self) -> float:
-        """The learning rate of the next step: learning_rate times the schedule's factor."""
-        return self.learning_rate * self.lr_factor
+    def hyperparameters(self, step: int, lr: float) -> tuple[float, ...]:
+        """What the rule reads at ``step`` (1-based) with learning rate ``lr``."""
+        return (lr,)
+
+    def reference(self, xp: Any, p: Any, g: Any, state: Any, hyper: tuple[Any, ...]) -> Any:
+        """The rule in array code: the new p (state rows updated in place)."""
+        return p - hyper[0] * g
 
     def bind(self, backend: Any, params: Any) -> None:
-        """Allocate the optimizer's state for the flat parameter vector ``params``."""
+        """Allocate the state rows for the flat parameter vector ``params`` (zeros, t = 0)."""
+        self.state = backend.zeros((len(self.state_names), params.shape[0]), params.dtype)
+        self.t = 0
 
-    def step(self, backend: Any, params: Any, grads: Any, n_decay: int, stats: Any) -> None:
-        raise NotImplementedError
+    def step(self, backend: Any, params: Any, grads: Any, n_decay: int, skip: Any,
+             lr_factor: float = 1.0) -> None:
+        """One update of ``params`` (unless ``skip[0]`` is set, on the device)."""
+        self.t += 1
+        backend.optimizer_step(
+            self, params, grads, self.state,
+            self.hyperparameters(self.t, self.learning_rate * lr_factor),
+            self.weight_decay, n_decay, skip,
+        )
 
-    def state_dict(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, Any]:
+        """Name and hyperparameters: ``from_description`` rebuilds the optimizer from it."""
         return {"name": self.name, "learning_rate": self.learning_rate,
                 "weight_decay": self.weight_decay}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.describe().items() if k != "name")
+        return f"{type(self).__name__}({args})"
 
 
 class SGD(Optimizer):
     """Mini-batch gradient descent, optionally with (Nesterov) momentum."""
 
-    def __init__(
-        self,
-        learning_rate: float,
-        momentum: float = 0.0,
-        nesterov: bool = False,
-        weight_decay: float = 0.0,
-    ) -> None:
+    def __init__(self, learning_rate: float = 0.1, momentum: float = 0.0,
+                 nesterov: bool = False, weight_decay: float = 0.0) -> None:
         super().__init__(learning_rate, weight_decay)
-        self.momentum = momentum
-        self.nesterov = nesterov
-        self.velocity: Any = None
+        check_params({"momentum": momentum}, HYPERPARAMETERS)
+        if nesterov and not momentum:
+            raise ParameterError("nesterov=True needs momentum > 0; got momentum=0")
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
         self.name = "nesterov" if nesterov else ("momentum" if momentum else "sgd")
+        if momentum:
+            self.rule = momentum_rule
+            self.state_names = ("velocity",)
 
-    def bind(self, backend: Any, params: Any) -> None:
-        self.velocity = backend.zeros(params.shape, params.dtype) if self.momentum else None
+    def hyperparameters(self, step: int, lr: float) -> tuple[float, ...]:
+        if not self.momentum:
+            return (lr,)
+        return (lr, self.momentum, 1.0 if self.nesterov else 0.0)
 
-    def step(self, backend: Any, params: Any, grads: Any, n_decay: int, stats: Any) -> None:
-        if self.velocity is None:
-            backend.sgd_step(params, grads, self.lr, self.weight_decay, n_decay, stats)
-        else:
-            backend.sgd_momentum_step(
-                params, grads, self.velocity, self.lr, self.momentum,
-                self.weight_decay, n_decay, self.nesterov, stats,
-            )
+    def reference(self, xp: Any, p: Any, g: Any, state: Any, hyper: tuple[Any, ...]) -> Any:
+        if not self.momentum:
+            return p - hyper[0] * g
+        lr, mu, _ = hyper
+        state[0] = mu * state[0] + g
+        return p - lr * (g + mu * state[0]) if self.nesterov else p - lr * state[0]
 
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "momentum": self.momentum, "nesterov": self.nesterov}
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "momentum": self.momentum, "nesterov": self.nesterov}
 
 
 class Adam(Optimizer):
     """Adam: per-parameter step sizes from bias-corrected first and second moments."""
 
     name = "adam"
+    rule = staticmethod(adam_rule)
+    state_names = ("m", "v")
 
-    def __init__(
-        self,
-        learning_rate: float = 1e-3,
-        beta1: float = 0.9,
-        beta2: float = 0.999,
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-    ) -> None:
+    def __init__(self, learning_rate: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
+                 eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         super().__init__(learning_rate, weight_decay)
-        self.beta1, self.beta2, self.eps = beta1, beta2, eps
-        self.t = 0
-        self.m: Any = None
-        self.v: Any = None
+        check_params({"beta1": beta1, "beta2": beta2, "eps": eps}, HYPERPARAMETERS)
+        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
 
-    def bind(self, backend: Any, params: Any) -> None:
-        self.m = backend.zeros(params.shape, params.dtype)
-        self.v = backend.zeros(params.shape, params.dtype)
-        self.t = 0
+    def hyperparameters(self, step: int, lr: float) -> tuple[float, ...]:
+        """1 - beta and the bias corrections in float64, then cast: a float32 step is the
+        float32 rounding of the exact update, as PyTorch's."""
+        b1, b2 = self.beta1, self.beta2
+        return (lr / (1.0 - b1**step), 1.0 - b1, b2, 1.0 - b2, self.eps,
+                math.sqrt(1.0 - b2**step))
 
-    def step(self, backend: Any, params: Any, grads: Any, n_decay: int, stats: Any) -> None:
-        self.t += 1
-        backend.adam_step(
-            params, grads, self.m, self.v, self.lr, self.beta1, self.beta2,
-            self.eps, self.weight_decay, n_decay, self.t, stats,
+    def reference(self, xp: Any, p: Any, g: Any, state: Any, hyper: tuple[Any, ...]) -> Any:
+        step_size, one_minus_beta1, beta2, one_minus_beta2, eps, bias2_sqrt = hyper
+        state[0] = state[0] + one_minus_beta1 * (g - state[0])
+        state[1] = beta2 * state[1] + one_minus_beta2 * g * g
+        return p - step_size * state[0] / (xp.sqrt(state[1]) / bias2_sqrt + eps)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
+
+
+@dataclass(frozen=True)
+class OptimizerEntry:
+    """A name that ``optimizer=`` accepts, its update, its default learning rate, and how
+    to build it from the model's keyword arguments."""
+
+    name: str
+    update: str  # for the docs
+    default_learning_rate: float
+    make: Callable[..., Optimizer]  # (learning_rate, **hyperparameters) -> Optimizer
+
+
+OPTIMIZERS: Registry[OptimizerEntry] = Registry("optimizer", [
+    OptimizerEntry("sgd", "p <- p - lr g", 0.1,
+                   lambda lr, weight_decay=0.0, **_: SGD(lr, weight_decay=weight_decay)),
+    OptimizerEntry("momentum", "v <- mu v + g; p <- p - lr v", 0.05,
+                   lambda lr, momentum=0.9, weight_decay=0.0, **_: SGD(
+                       lr, momentum, weight_decay=weight_decay)),
+    OptimizerEntry("nesterov", "v <- mu v + g; p <- p - lr (g + mu v)", 0.05,
+                   lambda lr, momentum=0.9, weight_decay=0.0, **_: SGD(
+                       lr, momentum, nesterov=True, weight_decay=weight_decay)),
+    OptimizerEntry("adam", "Kingma & Ba (2015), bias-corrected moments", 1e-3,
+                   lambda lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, **_: Adam(
+                       lr, beta1, beta2, eps, weight_decay)),
+])
+
+
+def make_optimizer(name: str, learning_rate: float | None = None, **hyperparameters: Any,
+                   ) -> Optimizer:
+    """The optimizer called ``name`` (see OPTIMIZERS); the learning rate defaults per name."""
+    entry = OPTIMIZERS.check("optimizer", name)
+    lr = entry.default_learning_rate if learning_rate is None else learning_rate
+    return entry.make(lr, **hyperparameters)
+
+
+def from_description(description: Any) -> Optimizer:
+    """The optimizer that ``Optimizer.describe()`` described (ParameterError if malformed)."""
+    if not isinstance(description, dict) or not isinstance(description.get("name"), str):
+        raise ParameterError(
+            f"an optimizer description is a dict with a 'name'; got {description!r}"
         )
+    settings = dict(description)
+    name = settings.pop("name")
+    settings.pop("nesterov", None)  # implied by the name
+    lr = settings.pop("learning_rate", None)
+    allowed = set(HYPERPARAMETERS) - {"learning_rate"}
+    unknown = set(settings) - allowed
+    if unknown:
+        raise ParameterError(
+            f"optimizer description has unknown settings {sorted(unknown)}; expected some of "
+            f"{sorted(allowed)}"
+        )
+    return make_optimizer(name, lr, **settings)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
+
+# ---------------------------------------------------------------------- schedules
+@dataclass(frozen=True)
+class Schedule:
+    """A learning-rate schedule: the factor on the rate at step s of n (0-based)."""
+
+    name: str
+    formula: str
+    factor: Callable[[int, int], float]
+
+
+SCHEDULES: Registry[Schedule] = Registry("lr_schedule", [
+    Schedule("constant", "1", lambda step, total: 1.0),
+    Schedule("cosine", "(1 + cos(pi s / n)) / 2 (Loshchilov & Hutter 2017, no restarts)",
+             lambda step, total: 0.5 * (1.0 + math.cos(math.pi * step / total))),
+])
 
 
 def schedule_factor(schedule: str, step: int, total_steps: int) -> float:
-    """The factor on the learning rate at ``step`` of ``total_steps`` (0-based).
-
-    constant: 1.   cosine: (1 + cos(pi step / total_steps)) / 2, from 1 down towards 0
-    (Loshchilov & Hutter 2017, without restarts).
-    """
-    if schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
-    return 1.0
-
-
-def make_optimizer(
-    name: str,
-    learning_rate: float | None = None,
-    *,
-    momentum: float = 0.9,
-    beta1: float = 0.9,
-    beta2: float = 0.999,
-    eps: float = 1e-8,
-    weight_decay: float = 0.0,
-) -> Optimizer:
-    """The optimizer called ``name`` (one of OPTIMIZERS); lr defaults per optimizer."""
-    lr = DEFAULT_LEARNING_RATE[name] if learning_rate is None else learning_rate
-    if name == "adam":
-        return Adam(lr, beta1, beta2, eps, weight_decay)
-    if name == "sgd":
-        return SGD(lr, 0.0, False, weight_decay)
-    return SGD(lr, momentum, name == "nesterov", weight_decay)
+    """The factor on the learning rate at ``step`` of ``total_steps`` (0-based)."""
+    return SCHEDULES[schedule].factor(step, total_steps)

@@ -15,14 +15,14 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-import os
 from collections.abc import Iterator
 
+from .. import config
 from ..errors import BackendUnavailableError
 from .base import Backend
 
 BACKEND_NAMES = ("auto", "numpy", "cuda")
-ENV_VAR = "XPMLP_BACKEND"
+ENV_VAR = config.BACKEND
 
 log = logging.getLogger("xpmlp")
 
@@ -47,7 +47,7 @@ def resolve_backend_name(name: str | None = None) -> str:
     ctx = _default_name.get()
     if ctx is not None:
         return ctx
-    env = os.environ.get(ENV_VAR)
+    env = config.backend_name()
     if env:
         return _check_name(env, f"environment variable {ENV_VAR}")
     return "auto"

@@ -18,18 +18,20 @@ from typing import Any
 
 import numpy
 
-from .. import activations, losses
-from ..kernels.rows import (
-    N_STATS,
-    STAT_BATCH,
-    STAT_BATCH_LOSS_SUM,
-    STAT_CORRECT,
-    STAT_COUNT,
-    STAT_DIVERGED_AT,
-    STAT_LOSS_SUM,
-)
+from ..activations import ACTIVATIONS, Activation
+from ..losses import LOSSES, Loss, correct
 
 Array = Any
+
+
+def activation_entry(activation: str | Activation) -> Activation:
+    """The registry entry of ``activation`` (a name or the entry itself)."""
+    return activation if isinstance(activation, Activation) else ACTIVATIONS[activation]
+
+
+def loss_entry(loss: str | Loss) -> Loss:
+    """The registry entry of ``loss`` (a name or the entry itself)."""
+    return loss if isinstance(loss, Loss) else LOSSES[loss]
 
 
 class Backend:
@@ -72,10 +74,6 @@ class Backend:
     def zeros(self, shape: Any, dtype: Any) -> Array:
         return self.xp.zeros(shape, dtype=dtype)
 
-    def new_stats(self, dtype: Any) -> Array:
-        """The per-epoch statistics vector (layout in ``xpmlp.kernels.rows``)."""
-        return self.zeros(N_STATS, dtype)
-
     # ------------------------------------------------------------------ data movement
     def permutation(self, rng: Any, n: int) -> Array:
         """A random permutation of range(n), drawn on the backend's device."""
@@ -90,119 +88,50 @@ class Backend:
         self.xp.matmul(a, b, out=out)
 
     # ------------------------------------------------------------------ forward and backward
-    def bias_activation(self, Z: Array, b: Array, A: Array, activation: str) -> None:
+    def bias_activation(self, Z: Array, b: Array, A: Array, activation: str | Activation) -> None:
         """Forward: Z <- Z + b (in place), A <- f(Z)."""
         Z += b
-        A[...] = activations.activate(self.xp, activation, Z)
+        A[...] = activation_entry(activation).array(self.xp, Z)
 
     def activation_backward(
-        self, dA: Array, A: Array, delta: Array, db: Array, activation: str
+        self, dA: Array, Z: Array, A: Array, delta: Array, db: Array,
+        activation: str | Activation,
     ) -> None:
-        """Backward: delta = dA * f'(Z), f' through A (delta may be dA); db = sum_rows delta."""
-        delta[...] = dA * activations.derivative(self.xp, activation, A)
+        """Backward: delta = dA * f'(Z), given Z and A = f(Z) (delta may be dA);
+        db = sum_rows delta."""
+        entry = activation_entry(activation)
+        delta[...] = dA * entry.array_derivative(self.xp, Z, A)  # type: ignore[misc]
         db[...] = delta.sum(axis=0)
 
     def loss_output_delta(
-        self,
-        Z: Array,
-        A: Array,
-        Y: Array,
-        delta: Array,
-        db: Array,
-        stats: Array,
-        activation: str,
-        loss: str,
-        batch: int,
+        self, Z: Array, A: Array, Y: Array, delta: Array, db: Array, out_stats: Array,
+        skip: Array, activation: str | Activation, loss: str | Loss,
     ) -> None:
-        """Output layer: delta_L = dL/dZ_L, db_L = sum_rows delta_L, and the epoch statistics.
-
-        stats[LOSS_SUM] += sum of the samples' losses, stats[CORRECT] += correct
-        predictions, stats[COUNT] += m, stats[BATCH_LOSS_SUM] = this batch's sum;
-        stats[BATCH] = batch; stats[DIVERGED_AT] becomes batch + 1 at the first batch whose
-        loss is not finite.
-        """
-        xp = self.xp
-        batch_loss = losses.loss_terms(xp, loss, activation, Z, A, Y).sum()
-        delta[...] = losses.output_delta(xp, loss, activation, A, Y)
+        """Output layer: delta_L = dL/dZ_L, db_L = sum_rows delta_L, and the batch's statistics:
+        out_stats[0] = sum of the samples' losses, out_stats[1] = samples classified right;
+        skip[0] = 1 when that loss is not finite (skip is never cleared here)."""
+        xp, act, entry = self.xp, activation_entry(activation), loss_entry(loss)
+        batch_loss = entry.array_terms(xp, Z, A, Y).sum()
+        delta[...] = entry.delta(xp, act, Z, A, Y)
         db[...] = delta.sum(axis=0)
-        hits = losses.correct(A, Y)
-        stats[STAT_BATCH_LOSS_SUM] = batch_loss
-        stats[STAT_LOSS_SUM] += batch_loss
-        stats[STAT_CORRECT] += hits.sum().astype(stats.dtype)
-        stats[STAT_COUNT] += A.shape[0]
-        stats[STAT_BATCH] = batch
-        self._flag_divergence(stats, ~xp.isfinite(batch_loss))
+        out_stats[0] = batch_loss
+        out_stats[1] = correct(A, Y).sum()
+        skip[0] = xp.where(xp.isfinite(batch_loss), skip[0], 1)
 
-    def _flag_divergence(self, stats: Array, bad: Array) -> None:
-        """stats[DIVERGED_AT] = the current batch + 1 if ``bad`` and no batch was flagged yet."""
-        first_bad = bad & (stats[STAT_DIVERGED_AT] == 0)
-        stats[STAT_DIVERGED_AT] = self.xp.where(
-            first_bad, stats[STAT_BATCH] + 1, stats[STAT_DIVERGED_AT]
-        )
-
-    # ------------------------------------------------------------------ optimizer updates
-    # Each update runs over the flat parameter vector p (all W, then all b) and its
-    # gradient g; L2 decay applies to p[:n_decay] (the weights), not to the biases.
-    # Nothing changes once stats[DIVERGED_AT] is set.
-    def _decay_vector(self, p: Array, decay: float, n_decay: int) -> Array:
-        d = self.xp.zeros_like(p)
-        d[:n_decay] = decay
-        return d
-
-    def _commit(self, stats: Array, updates: list[tuple[Array, Array]]) -> None:
-        """Write each (target, new value) pair unless the epoch has diverged."""
-        for target, new in updates:
-            target[...] = self.xp.where(stats[STAT_DIVERGED_AT] != 0, target, new)
-
-    def sgd_step(
-        self, p: Array, g: Array, lr: float, decay: float, n_decay: int, stats: Array
+    # ------------------------------------------------------------------ optimizer update
+    def optimizer_step(
+        self, optimizer: Any, p: Array, g: Array, state: Array, hyper: tuple[float, ...],
+        decay: float, n_decay: int, skip: Array,
     ) -> None:
-        """p <- p - lr (g + decay p)."""
+        """p <- optimizer's rule over the flat parameter vector p (all W, then all b), its
+        state rows updated; L2 decay adds decay p to the gradient of p[:n_decay] (the weights)
+        only. Nothing changes when skip[0] is set."""
         t = p.dtype.type
-        g_total = g + self._decay_vector(p, decay, n_decay) * p
-        self._commit(stats, [(p, p - t(lr) * g_total)])
-
-    def sgd_momentum_step(
-        self,
-        p: Array,
-        g: Array,
-        v: Array,
-        lr: float,
-        momentum: float,
-        decay: float,
-        n_decay: int,
-        nesterov: bool,
-        stats: Array,
-    ) -> None:
-        """v <- mu v + g';  p <- p - lr (g' + mu v) (Nesterov) or p - lr v;  g' = g + decay p."""
-        t = p.dtype.type
-        g_total = g + self._decay_vector(p, decay, n_decay) * p
-        v_new = t(momentum) * v + g_total
-        step = g_total + t(momentum) * v_new if nesterov else v_new
-        self._commit(stats, [(p, p - t(lr) * step), (v, v_new)])
-
-    def adam_step(
-        self,
-        p: Array,
-        g: Array,
-        m: Array,
-        v: Array,
-        lr: float,
-        beta1: float,
-        beta2: float,
-        eps: float,
-        decay: float,
-        n_decay: int,
-        step: int,
-        stats: Array,
-    ) -> None:
-        """Adam (Kingma & Ba 2015): m, v moments, bias-corrected by 1 - beta^step."""
-        t = p.dtype.type
-        one = t(1)
-        g_total = g + self._decay_vector(p, decay, n_decay) * p
-        m_new = t(beta1) * m + (one - t(beta1)) * g_total
-        v_new = t(beta2) * v + (one - t(beta2)) * g_total * g_total
-        m_hat = m_new / t(1.0 - beta1**step)
-        v_hat = v_new / t(1.0 - beta2**step)
-        p_new = p - t(lr) * m_hat / (self.xp.sqrt(v_hat) + t(eps))
-        self._commit(stats, [(p, p_new), (m, m_new), (v, v_new)])
+        decays = self.xp.zeros_like(p)
+        decays[:n_decay] = t(decay)
+        new_state = state.copy()
+        new_p = optimizer.reference(self.xp, p, g + decays * p, new_state,
+                                    tuple(t(h) for h in hyper))
+        keep = skip[0] != 0
+        p[...] = self.xp.where(keep, p, new_p)
+        state[...] = self.xp.where(keep, state, new_state)

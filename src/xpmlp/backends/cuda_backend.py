@@ -34,8 +34,7 @@ import numpy
 
 from ..errors import BackendUnavailableError, DeviceMemoryError
 from ..kernels import cuda as kcuda
-from ..kernels.scalar import ACTIVATION_CODES, LOSS_CODES, SOFTMAX
-from .base import Array, Backend
+from .base import Array, Backend, activation_entry, loss_entry
 from .cuda_probe import probe_cuda
 
 
@@ -68,70 +67,59 @@ class CudaKernelOps(Backend):
 
     # ------------------------------------------------------------------ data movement
     def gather_rows(self, X: Array, idx: Array, out: Array) -> None:
-        self._launch(kcuda.gather_rows, idx.shape[0] * X.shape[1], X, idx, out)
+        kernel = kcuda.CUDA.kernel(kcuda.gather_rows, X.dtype)
+        self._launch(kernel, idx.shape[0] * X.shape[1], X, idx, out)
 
     # ------------------------------------------------------------------ forward and backward
-    def bias_activation(self, Z: Array, b: Array, A: Array, activation: str) -> None:
-        code = ACTIVATION_CODES[activation]
-        if code == SOFTMAX:
-            self._launch(kcuda.bias_activation_rows, Z.shape[0], Z, b, A, code)
+    def bias_activation(self, Z: Array, b: Array, A: Array, activation: Any) -> None:
+        entry = activation_entry(activation)
+        if entry.elementwise:
+            kernel = kcuda.CUDA.kernel(kcuda.bias_activation_elements, Z.dtype,
+                                       activation=entry.scalar)
+            self._launch(kernel, Z.size, Z, b, A)
         else:
-            self._launch(kcuda.bias_activation_elements, Z.size, Z, b, A, code)
+            kernel = kcuda.CUDA.kernel(kcuda.bias_activation_rows, Z.dtype,
+                                       activation_row=entry.row)
+            self._launch(kernel, Z.shape[0], Z, b, A)
 
     def activation_backward(
-        self, dA: Array, A: Array, delta: Array, db: Array, activation: str
+        self, dA: Array, Z: Array, A: Array, delta: Array, db: Array, activation: Any
     ) -> None:
-        """delta = dA * f'(A) with column sums of CHUNK_ROWS-row chunks, then db = sum of chunks
+        """delta = dA * f'(Z) with column sums of CHUNK_ROWS-row chunks, then db = sum of chunks
         (one launch when the batch is a single chunk: the chunk sum is db)."""
-        code = ACTIVATION_CODES[activation]
+        kernel = kcuda.CUDA.kernel(kcuda.activation_backward_chunks, dA.dtype,
+                                   derivative=activation_entry(activation).scalar_derivative)
         m, n = dA.shape
         chunks = kcuda.n_chunks(m)
         if chunks == 1:
-            self._launch(kcuda.activation_backward_chunks, n, dA, A, delta, db.reshape(1, n),
-                         code, kcuda.CHUNK_ROWS)
+            self._launch(kernel, n, dA, Z, A, delta, db.reshape(1, n), kcuda.CHUNK_ROWS)
             return
         partial = self._scratch_array("chunk_sums", (chunks, n), dA.dtype)
-        self._launch(kcuda.activation_backward_chunks, chunks * n, dA, A, delta, partial, code,
-                     kcuda.CHUNK_ROWS)
-        self._launch(kcuda.sum_chunks, n, partial, db)
+        self._launch(kernel, chunks * n, dA, Z, A, delta, partial, kcuda.CHUNK_ROWS)
+        self._launch(kcuda.CUDA.kernel(kcuda.sum_chunks, dA.dtype), n, partial, db)
 
     def loss_output_delta(
-        self, Z: Array, A: Array, Y: Array, delta: Array, db: Array, stats: Array,
-        activation: str, loss: str, batch: int,
+        self, Z: Array, A: Array, Y: Array, delta: Array, db: Array, out_stats: Array,
+        skip: Array, activation: Any, loss: Any,
     ) -> None:
         """Per row: delta_L and (loss, correct); then db_L and the statistics, rows in order."""
         m, n = Z.shape
-        t = Z.dtype.type
+        bindings = loss_entry(loss).kernel_bindings(activation_entry(activation))
         row_stats = self._scratch_array("row_stats", (m, 2), Z.dtype)
-        self._launch(
-            kcuda.loss_delta_rows, m, Z, A, Y, delta, row_stats,
-            ACTIVATION_CODES[activation], LOSS_CODES[loss],
-            t(1.0 / m), t(numpy.finfo(Z.dtype).eps),
-        )
-        self._launch(kcuda.loss_output_reduce, n + 1, delta, row_stats, db, stats, int(batch))
+        self._launch(kcuda.CUDA.kernel(kcuda.loss_delta_rows, Z.dtype, **bindings), m,
+                     Z, A, Y, delta, row_stats, Z.dtype.type(1.0 / m))
+        self._launch(kcuda.CUDA.kernel(kcuda.loss_output_reduce, Z.dtype), n + 1,
+                     delta, row_stats, db, out_stats, skip)
 
-    # ------------------------------------------------------------------ optimizer updates
-    def sgd_step(
-        self, p: Array, g: Array, lr: float, decay: float, n_decay: int, stats: Array
+    # ------------------------------------------------------------------ optimizer update
+    def optimizer_step(
+        self, optimizer: Any, p: Array, g: Array, state: Array, hyper: tuple[float, ...],
+        decay: float, n_decay: int, skip: Array,
     ) -> None:
         t = p.dtype.type
-        self._launch(kcuda.sgd_step, p.size, p, g, t(lr), t(decay), int(n_decay), stats)
-
-    def sgd_momentum_step(
-        self, p: Array, g: Array, v: Array, lr: float, momentum: float, decay: float,
-        n_decay: int, nesterov: bool, stats: Array,
-    ) -> None:
-        t = p.dtype.type
-        self._launch(kcuda.sgd_momentum_step, p.size, p, g, v, t(lr), t(momentum), t(decay),
-                     int(n_decay), bool(nesterov), stats)
-
-    def adam_step(
-        self, p: Array, g: Array, m: Array, v: Array, lr: float, beta1: float, beta2: float,
-        eps: float, decay: float, n_decay: int, step: int, stats: Array,
-    ) -> None:
-        t = p.dtype.type
-        self._launch(kcuda.adam_step, p.size, p, g, m, v, t(lr), t(beta1), t(beta2), t(eps),
-                     t(decay), int(n_decay), t(1.0 - beta1**step), t(1.0 - beta2**step), stats)
+        kernel = kcuda.CUDA.kernel(kcuda.optimizer_step, p.dtype, rule=optimizer.rule)
+        self._launch(kernel, p.size, p, g, state, tuple([t(h) for h in hyper]), t(decay),
+                     int(n_decay), skip)
 
 
 def _unavailable(reason: str, remedy: str) -> BackendUnavailableError:
@@ -151,14 +139,6 @@ def _compile_errors() -> tuple[type[BaseException], ...]:
             driver.LinkerError)
 
 
-def configure_numba_cuda() -> None:
-    """No low-occupancy warnings (tiny grids are by design); no CUDA Array Interface syncs."""
-    from numba.cuda.core import config
-
-    config.CUDA_LOW_OCCUPANCY_WARNINGS = 0
-    config.CUDA_ARRAY_INTERFACE_SYNC = 0
-
-
 class CudaBackend(CudaKernelOps):  # pragma: no cover - needs a GPU (tests marked `cuda`)
     """CuPy arrays on an NVIDIA GPU, with fused Numba CUDA kernels on one non-blocking stream."""
 
@@ -170,8 +150,6 @@ class CudaBackend(CudaKernelOps):  # pragma: no cover - needs a GPU (tests marke
             raise _unavailable(probe.reason, probe.remedy)
         import cupy
         from numba import cuda
-
-        configure_numba_cuda()
         n_devices = cupy.cuda.runtime.getDeviceCount()
         if device is None:
             device = cupy.cuda.Device().id

@@ -11,8 +11,9 @@ switched on, or a kernel that does not compile or run.
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass, field
+
+from .. import config
 
 INSTALL_HINT = (
     "install the CUDA extra that matches your driver: pip install 'xpmlp[cuda13]' "
@@ -49,7 +50,7 @@ def simulator_enabled() -> bool:
     try:
         import numba
     except ImportError:
-        return os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+        return config.cuda_simulator_requested()
     return bool(getattr(numba.config, "ENABLE_CUDASIM", 0))
 
 
@@ -112,13 +113,11 @@ def probe_cuda() -> CudaProbe:
                          "deprecated)", INSTALL_HINT, details)
     import numpy
 
-    from ..kernels.compat import restore_row_stack
-    from .cuda_backend import configure_numba_cuda
+    from ..kernels import cuda as kernels_cuda
 
     stream = None
     try:
-        restore_row_stack()
-        configure_numba_cuda()
+        kernels_cuda.prepare()
         props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
         name = props["name"]
         details["device"] = name.decode() if isinstance(name, bytes) else str(name)

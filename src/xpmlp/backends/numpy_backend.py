@@ -1,9 +1,10 @@
 """The NumPy backend: NumPy arrays, OpenBLAS/MKL matrix products, Numba CPU kernels.
 
 It inherits every operation from the reference ``Backend`` and overrides the
-hot ones with the fused ``@njit`` kernels of ``xpmlp.kernels.cpu``. Scalars
-are cast to the arrays' dtype before each call so that a float32 kernel
-never sees a float64 scalar.
+hot ones with the fused kernels of ``xpmlp.kernels.cpu``, each compiled for the
+registry entry it is asked about (an activation, a loss after its output
+activation, an optimizer's rule) and for the arrays' dtype. Scalars are cast to
+that dtype before each call, so a float32 kernel never sees a float64 scalar.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 import os
 import platform
 
+from typing import Any
+
 import numpy
 
 from ..kernels import cpu
-from ..kernels.scalar import ACTIVATION_CODES, LOSS_CODES
-from .base import Array, Backend
+from .base import Array, Backend, activation_entry, loss_entry
 
 
 def cpu_model() -> str:
@@ -28,6 +30,14 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def _kernel(template: Any, size: int, dtype: Any, **bindings: Any) -> Any:
+    """The compiled kernel: the parallel form for arrays of PARALLEL_MIN_ELEMENTS or more."""
+    if size >= cpu.PARALLEL_MIN_ELEMENTS:
+        return cpu.CPU.kernel(cpu.PARALLEL[template], dtype, options={"parallel": True},
+                              **bindings)
+    return cpu.CPU.kernel(template, dtype, **bindings)
 
 
 class NumpyBackend(Backend):
@@ -45,67 +55,37 @@ class NumpyBackend(Backend):
         threads = numba.get_num_threads()
         return f"CPU: {cpu_model()} ({os.cpu_count()} cores, {threads} Numba threads)"
 
-    # Each op runs the serial kernel on small arrays and the parallel one on large ones
-    # (see xpmlp.kernels.cpu). Scalars are cast to the arrays' dtype first.
     def gather_rows(self, X: Array, idx: Array, out: Array) -> None:
-        if out.size >= cpu.PARALLEL_MIN_ELEMENTS:
-            cpu.gather_rows_parallel(X, idx, out)
-        else:
-            cpu.gather_rows(X, idx, out)
+        _kernel(cpu.gather_rows, out.size, X.dtype)(X, idx, out)
 
-    def bias_activation(self, Z: Array, b: Array, A: Array, activation: str) -> None:
-        code = ACTIVATION_CODES[activation]
-        if Z.size >= cpu.PARALLEL_MIN_ELEMENTS:
-            cpu.bias_activation_parallel(Z, b, A, code)
+    def bias_activation(self, Z: Array, b: Array, A: Array, activation: Any) -> None:
+        entry = activation_entry(activation)
+        if entry.elementwise:
+            _kernel(cpu.bias_activation, Z.size, Z.dtype, activation=entry.scalar)(Z, b, A)
         else:
-            cpu.bias_activation(Z, b, A, code)
+            _kernel(cpu.bias_activation_rows, Z.size, Z.dtype, activation_row=entry.row)(Z, b, A)
 
     def activation_backward(
-        self, dA: Array, A: Array, delta: Array, db: Array, activation: str
+        self, dA: Array, Z: Array, A: Array, delta: Array, db: Array, activation: Any
     ) -> None:
-        code = ACTIVATION_CODES[activation]
-        if dA.size >= cpu.PARALLEL_MIN_ELEMENTS:
-            cpu.activation_backward_parallel(dA, A, delta, db, code)
-        else:
-            cpu.activation_backward(dA, A, delta, db, code)
-
-    def loss_output_delta(
-        self, Z, A, Y, delta, db, stats, activation: str, loss: str, batch: int
-    ) -> None:
-        t = Z.dtype.type
-        cpu.loss_output_delta(
-            Z, A, Y, delta, db, stats,
-            ACTIVATION_CODES[activation], LOSS_CODES[loss],
-            t(1.0 / Z.shape[0]), t(numpy.finfo(Z.dtype).eps), batch,
+        derivative = activation_entry(activation).scalar_derivative
+        _kernel(cpu.activation_backward, dA.size, dA.dtype, derivative=derivative)(
+            dA, Z, A, delta, db
         )
 
-    def sgd_step(self, p, g, lr: float, decay: float, n_decay: int, stats) -> None:
-        t = p.dtype.type
-        args = (p, g, t(lr), t(decay), n_decay, stats)
-        if p.size >= cpu.PARALLEL_MIN_ELEMENTS:
-            cpu.sgd_step_parallel(*args)
-        else:
-            cpu.sgd_step(*args)
+    def loss_output_delta(
+        self, Z: Array, A: Array, Y: Array, delta: Array, db: Array, out_stats: Array,
+        skip: Array, activation: Any, loss: Any,
+    ) -> None:
+        bindings = loss_entry(loss).kernel_bindings(activation_entry(activation))
+        kernel = cpu.CPU.kernel(cpu.loss_output_delta, Z.dtype, **bindings)
+        kernel(Z, A, Y, delta, db, out_stats, skip, Z.dtype.type(1.0 / Z.shape[0]))
 
-    def sgd_momentum_step(
-        self, p, g, v, lr: float, momentum: float, decay: float, n_decay: int,
-        nesterov: bool, stats,
+    def optimizer_step(
+        self, optimizer: Any, p: Array, g: Array, state: Array, hyper: tuple[float, ...],
+        decay: float, n_decay: int, skip: Array,
     ) -> None:
         t = p.dtype.type
-        args = (p, g, v, t(lr), t(momentum), t(decay), n_decay, bool(nesterov), stats)
-        if p.size >= cpu.PARALLEL_MIN_ELEMENTS:
-            cpu.sgd_momentum_step_parallel(*args)
-        else:
-            cpu.sgd_momentum_step(*args)
-
-    def adam_step(
-        self, p, g, m, v, lr: float, beta1: float, beta2: float, eps: float,
-        decay: float, n_decay: int, step: int, stats,
-    ) -> None:
-        t = p.dtype.type
-        args = (p, g, m, v, t(lr), t(beta1), t(beta2), t(eps), t(decay), n_decay,
-                t(1.0 - beta1**step), t(1.0 - beta2**step), stats)
-        if p.size >= cpu.PARALLEL_MIN_ELEMENTS:
-            cpu.adam_step_parallel(*args)
-        else:
-            cpu.adam_step(*args)
+        _kernel(cpu.optimizer_step, p.size, p.dtype, rule=optimizer.rule)(
+            p, g, state, tuple([t(h) for h in hyper]), t(decay), n_decay, skip
+        )

@@ -76,7 +76,7 @@ class Row:
 
 class XpmlpRow(Row):
     """xpmlp on one backend, stepping through ``order`` with the epoch loop of ``MLP.fit``
-    (``MLP._run_epoch``), the permutation handed in instead of drawn, so every row sees the
+    (``xpmlp.training.run_epoch``), the permutation handed in instead of drawn, so every row sees the
     same batches; one synchronization at the end."""
 
     def __init__(self, backend: Any, name: str | None = None) -> None:
@@ -90,6 +90,7 @@ class XpmlpRow(Row):
 
     def prepare(self, spec: ModelSpec, init: Init, data: Dataset) -> None:
         from xpmlp import MLP
+        from xpmlp.training import RunState
 
         self.spec = spec
         self.model = model = MLP(
@@ -99,10 +100,10 @@ class XpmlpRow(Row):
         )
         model.set_weights(init)
         with model.backend.activate():
-            self.X = model._to_backend(data.x_train)
-            self.Y = model._targets(data.y_train, len(data.y_train))
-            self.X_test = model._to_backend(data.x_test)
-            self.Y_test = model._targets(data.y_test, len(data.y_test))
+            self.X, self.Y = model.to_device(data.x_train, data.y_train)
+            self.X_test, self.Y_test = model.to_device(data.x_test, data.y_test)
+            n_batches = -(-len(data.y_train) // spec.batch_size)
+            self.state = RunState.allocate(model, n_batches)
         model.backend.synchronize()
 
     def set_order(self, order: np.ndarray) -> None:
@@ -112,12 +113,14 @@ class XpmlpRow(Row):
 
     def train(self) -> None:
         with self.model.backend.activate():
-            self.model._run_epoch(self.X, self.Y, self.order, self.spec.batch_size)
+            from xpmlp.training import run_epoch
+
+            run_epoch(self.model, self.X, self.Y, self.order, self.spec.batch_size, self.state)
         self.model.backend.synchronize()
 
     def accuracy(self) -> float:
         with self.model.backend.activate():
-            return self.model._accuracy(self.X_test, self.Y_test)
+            return self.model.accuracy(self.X_test, self.Y_test)
 
 
 def cuda_unavailable_reason() -> str | None:

@@ -1,0 +1,185 @@
+"""Compiling plain Python formulas for one target (CPU or CUDA) and one dtype.
+
+Every formula and kernel body in xpmlp is a plain Python function: no Numba
+decorator, float literals written as ordinary Python floats (``0.5 * z``).
+A ``Target`` turns such a function into compiled code:
+
+- **per target**: device functions with ``njit`` on the CPU and
+  ``cuda.jit(device=True)`` on the GPU, kernels with ``njit(cache=True)`` or
+  ``cuda.jit(cache=True)``. Porting to another compiler (numba-cuda-mlir)
+  changes the decorators given to ``Target``, not the formulas;
+- **per dtype**: every float literal of the function (and every module-level
+  float constant it reads) becomes a scalar of the kernel's dtype, so a float32
+  kernel computes in float32 (no float64 sneaks in through a literal) and a
+  float64 kernel gets the exact float64 constants. Write float constants as
+  floats (``2.0``, not ``2``: an int times a float32 is a float64 in Numba);
+- **per binding**: a template names what it is specialized on through
+  ``placeholder`` globals (``activation``, ``derivative``, ``loss_row``,
+  ``rule``, ...); ``Target.kernel(template, dtype, activation=relu)`` binds them.
+  Each kernel is specialized on one activation, loss or optimizer rule: no
+  dispatch on a code inside the loops, and no list of codes to keep in step.
+
+A function's callees are compiled the same way, recursively: any global that is
+a plain function of xpmlp (or a bound placeholder) is replaced, in a copy of the
+function's globals, by its compiled version for the same target, dtype and
+bindings.
+
+Numba's on-disk cache (``cache=True``) keys a kernel on its own source file and
+name. The name of each compiled kernel therefore carries a fingerprint of the
+bytecode of every function it reaches: editing a formula in any file compiles
+the kernels that use it afresh instead of loading stale ones.
+"""
+
+from __future__ import annotations
+
+import dis
+import hashlib
+import marshal
+import types
+from collections.abc import Callable
+from typing import Any
+
+import numpy
+
+_PACKAGE = __name__.split(".")[0]  # "xpmlp" when installed
+
+
+def placeholder(name: str, contract: str) -> Callable[..., Any]:
+    """A global that a template calls and that ``Target.kernel`` binds per kernel.
+
+    Called without a binding (from plain Python), it raises.
+    """
+
+    def unbound(*args: Any) -> Any:
+        raise NotImplementedError(
+            f"{name!r} is a placeholder ({contract}); Target.kernel binds it per kernel"
+        )
+
+    unbound.__name__ = unbound.__qualname__ = name
+    unbound.__doc__ = contract
+    unbound.placeholder = name  # type: ignore[attr-defined]
+    return unbound
+
+
+def _is_placeholder(value: Any) -> bool:
+    return isinstance(value, types.FunctionType) and hasattr(value, "placeholder")
+
+
+def _is_formula(value: Any) -> bool:
+    """A plain Python function of xpmlp (formulas, row helpers, kernel templates)."""
+    if not isinstance(value, types.FunctionType):
+        return False
+    module = value.__module__ or ""
+    return module.split(".")[0] in (_PACKAGE, "xpmlp") or module.split(".")[-1].startswith("test")
+
+
+def _typed_constant(value: Any, dtype: numpy.dtype) -> Any:
+    """A Python float as a scalar of ``dtype`` (also inside tuples); anything else unchanged."""
+    if type(value) is float:
+        return dtype.type(value)
+    if type(value) is tuple:
+        return tuple(_typed_constant(v, dtype) for v in value)
+    return value
+
+
+class Target:
+    """Compiles plain Python functions for one target.
+
+    ``device(fn)`` -> a function callable from compiled code; ``kernel(fn, **options)``
+    -> an entry point callable from Python (CPU) or launchable (CUDA). ``prepare()``
+    runs once before the first compilation (e.g. a threading layer, a NumPy shim).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        device: Callable[[Any], Any],
+        kernel: Callable[..., Any],
+        prepare: Callable[[], None] | None = None,
+    ) -> None:
+        self.name = name
+        self._device = device
+        self._kernel = kernel
+        self._prepare = prepare
+        self._prepared = False
+        self._devices: dict[tuple[Any, ...], tuple[Any, frozenset[bytes]]] = {}
+        self._kernels: dict[tuple[Any, ...], Any] = {}
+
+    def kernel(
+        self, template: Callable[..., Any], dtype: Any, *, options: dict[str, Any] | None = None,
+        **bindings: Callable[..., Any],
+    ) -> Any:
+        """``template`` compiled as a kernel for ``dtype`` with its placeholders bound
+        (built once per process; ``options`` go to the kernel decorator)."""
+        dtype = numpy.dtype(dtype)
+        key = (template, dtype.str, _bindings_key(bindings), tuple(sorted((options or {}).items())))
+        compiled = self._kernels.get(key)
+        if compiled is None:
+            if not self._prepared:
+                if self._prepare is not None:
+                    self._prepare()
+                self._prepared = True
+            clone, codes = self._clone(template, dtype, bindings)
+            labels = "_".join(f.__name__ for _, f in sorted(bindings.items()))
+            fingerprint = hashlib.sha256(b"".join(sorted(codes))).hexdigest()[:12]
+            clone.__qualname__ = "__".join(
+                p for p in (template.__name__, labels, dtype.name, fingerprint) if p
+            )
+            compiled = self._kernels[key] = self._kernel(clone, **(options or {}))
+        return compiled
+
+    def device(self, fn: Callable[..., Any], dtype: Any, **bindings: Callable[..., Any]) -> Any:
+        """``fn`` compiled as a device function for ``dtype`` (callable from kernels)."""
+        return self._device_with_codes(fn, numpy.dtype(dtype), bindings)[0]
+
+    # ------------------------------------------------------------------ internals
+    def _device_with_codes(
+        self, fn: Callable[..., Any], dtype: numpy.dtype, bindings: dict[str, Any]
+    ) -> tuple[Any, frozenset[bytes]]:
+        key = (fn, dtype.str, _bindings_key(bindings))
+        hit = self._devices.get(key)
+        if hit is None:
+            clone, codes = self._clone(fn, dtype, bindings)
+            hit = self._devices[key] = (self._device(clone), codes)
+        return hit
+
+    def _clone(
+        self, fn: Callable[..., Any], dtype: numpy.dtype, bindings: dict[str, Any]
+    ) -> tuple[types.FunctionType, frozenset[bytes]]:
+        """A copy of ``fn`` with dtype-typed float literals and compiled callees, and the
+        bytecode of everything it reaches (for the cache fingerprint)."""
+        code = fn.__code__
+        code = code.replace(co_consts=tuple(_typed_constant(c, dtype) for c in code.co_consts))
+        namespace = dict(fn.__globals__)
+        codes = {marshal.dumps(fn.__code__)}
+        for name in _global_names(code):
+            if name not in namespace:
+                continue
+            value = namespace[name]
+            if _is_placeholder(value):
+                if name not in bindings:
+                    raise TypeError(
+                        f"{fn.__qualname__} calls the placeholder {name!r}; bind it: "
+                        f"Target.kernel(..., {name}=<plain Python function>)"
+                    )
+                value = bindings[name]
+            if _is_formula(value):
+                compiled, callee_codes = self._device_with_codes(value, dtype, bindings)
+                namespace[name] = compiled
+                codes |= callee_codes
+            else:
+                namespace[name] = _typed_constant(value, dtype)
+        clone = types.FunctionType(code, namespace, fn.__name__, fn.__defaults__, fn.__closure__)
+        clone.__qualname__ = fn.__qualname__
+        clone.__module__ = fn.__module__
+        clone.__doc__ = fn.__doc__
+        return clone, frozenset(codes)
+
+
+def _global_names(code: types.CodeType) -> set[str]:
+    """The global names a code object reads (not its attribute names, which share co_names)."""
+    return {ins.argval for ins in dis.get_instructions(code) if ins.opname == "LOAD_GLOBAL"}
+
+
+def _bindings_key(bindings: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted(bindings.items(), key=lambda kv: kv[0]))
