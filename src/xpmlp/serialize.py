@@ -5,13 +5,21 @@ string: layer sizes, activations, loss, dtype, optimizer settings, version).
 It is written to a temporary file beside the target and renamed into place,
 so a crash never leaves half a model; it is read with ``allow_pickle=False``.
 A model saved on one backend loads on any other.
+
+Loading checks the whole file (``_check_meta``, ``_checked_params``) before any
+model is built: whatever is wrong with a file it raises ``DataFileError``
+naming the file and the defect; a missing file raises ``FileNotFoundError``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import reprlib
+import struct
 import zipfile
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +30,16 @@ from ._version import __version__
 from .errors import DataFileError
 
 FORMAT = "xpmlp-model/1"
+DTYPES = ("float32", "float64")
+
+# What reading a damaged archive can raise besides DataFileError (FileNotFoundError is let
+# through before these are caught). zipfile raises RuntimeError for encrypted members and
+# NotImplementedError for unknown compression methods; zlib and struct for garbled bytes.
+_UNREADABLE = (OSError, ValueError, EOFError, KeyError, RuntimeError, NotImplementedError,
+               zipfile.BadZipFile, zlib.error, struct.error)
+
+_short = reprlib.Repr()
+_short.maxstring, _short.maxother, _short.maxlist, _short.maxdict = 60, 60, 6, 6
 
 
 def save_model(model: Any, path: str | os.PathLike[str]) -> Path:
@@ -36,7 +54,7 @@ def save_model(model: Any, path: str | os.PathLike[str]) -> Path:
         "activations": model.activations,
         "loss": model.loss,
         "dtype": model.dtype.name,
-        "optimizer": model.optimizer.state_dict(),
+        "optimizer": model.optimizer.describe(),
         "trained_on": {"backend": model.backend.name, "device": model.backend.device},
         "history": model.history_,
     }
@@ -47,42 +65,195 @@ def save_model(model: Any, path: str | os.PathLike[str]) -> Path:
 
 
 def load_model(path: str | os.PathLike[str], *, backend: Any = None) -> Any:
-    """Read a model written by ``save_model``, onto ``backend`` (default: the one in force)."""
-    from .model import MLP
+    """Read a model written by ``save_model``, onto ``backend`` (default: the one in force).
+
+    Raises ``FileNotFoundError`` if ``path`` does not exist and ``DataFileError`` (naming
+    ``path`` and the defect) for any file that is not a well-formed xpmlp model.
+    """
+    from .backends import get_backend
 
     path = Path(path)
+    backend = get_backend(backend)  # a bad backend argument is not the file's fault
+    raw_params, meta = _read_archive(path)
+    _check_meta(meta, path)
+    params = _checked_params(raw_params, meta, path)
+    return _model_from_meta(meta, params, path, backend)
+
+
+def _read_archive(path: Path) -> tuple[numpy.ndarray, Any]:
+    """The ``params`` array and the decoded JSON ``meta`` of the ``.npz`` at ``path``.
+
+    Only the container is checked here: an ``.npz`` archive holding both members, ``meta``
+    a single string of valid JSON. Raises ``FileNotFoundError`` or ``DataFileError``.
+    """
     try:
-        with numpy.load(path, allow_pickle=False) as data:
-            params = data["params"]
-            meta = json.loads(str(data["meta"]))
+        loaded = numpy.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+    except _UNREADABLE as exc:
         raise DataFileError(f"{path}: not a readable xpmlp model file ({exc})") from None
-    if meta.get("format") != FORMAT:
-        raise DataFileError(f"{path}: format is {meta.get('format')!r}; expected {FORMAT!r}")
-    opt = dict(meta["optimizer"])
-    name = opt.pop("name")
-    model = MLP(
-        meta["layer_sizes"],
-        activation=meta["activations"][:-1],
-        output_activation=meta["activations"][-1],
-        loss=meta["loss"],
-        optimizer=name,
-        learning_rate=opt.get("learning_rate"),
-        momentum=opt.get("momentum", 0.9) or 0.9,
-        weight_decay=opt.get("weight_decay", 0.0),
-        beta1=opt.get("beta1", 0.9),
-        beta2=opt.get("beta2", 0.999),
-        eps=opt.get("eps", 1e-8),
-        dtype=meta["dtype"],
-        backend=backend,
-    )
-    if params.shape != model.params.shape:
+    if not isinstance(loaded, numpy.lib.npyio.NpzFile):
         raise DataFileError(
-            f"{path}: holds {params.shape[0]} parameters; layer sizes {meta['layer_sizes']} "
-            f"need {model.params.shape[0]}"
+            f"{path}: holds a single array (a .npy file, shape {getattr(loaded, 'shape', '?')}); "
+            "expected an .npz archive with 'params' and 'meta'"
         )
+    with loaded as data:
+        missing = sorted({"params", "meta"} - set(data.files))
+        if missing:
+            raise DataFileError(
+                f"{path}: the archive has no {missing} (it holds {sorted(data.files)}); "
+                "expected 'params' and 'meta': not an xpmlp model file"
+            )
+        try:
+            params, meta = data["params"], data["meta"]
+        except _UNREADABLE as exc:
+            raise DataFileError(f"{path}: not a readable xpmlp model file ({exc})") from None
+    return params, _decoded_meta(meta, path)
+
+
+def _decoded_meta(meta: numpy.ndarray, path: Path) -> Any:
+    """The JSON value in ``meta``, a 0-d string array (``DataFileError`` otherwise)."""
+    if meta.shape != () or meta.dtype.kind != "U":
+        raise DataFileError(
+            f"{path}: 'meta' is an array of dtype {meta.dtype} and shape {meta.shape}; "
+            "expected a single string of JSON"
+        )
+    try:
+        return json.loads(meta.item())
+    except (ValueError, RecursionError) as exc:
+        raise DataFileError(f"{path}: 'meta' is not valid JSON ({exc})") from None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_layer_sizes(value: Any) -> bool:
+    return (isinstance(value, list) and len(value) >= 2
+            and all(_is_int(n) and n > 0 for n in value))
+
+
+def _is_str_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(a, str) for a in value)
+
+
+def _is_optimizer(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("name"), str)
+
+
+# Required metadata entries in the order they are checked ('format' first, so a foreign
+# file is reported as such): name, test, what is expected.
+_META_FIELDS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("format", lambda v: isinstance(v, str) and v == FORMAT, repr(FORMAT)),
+    ("layer_sizes", _is_layer_sizes, "a list of at least 2 positive integers"),
+    ("activations", _is_str_list, "a list of activation names (strings)"),
+    ("loss", lambda v: isinstance(v, str), "a loss name (a string)"),
+    ("dtype", lambda v: isinstance(v, str) and v in DTYPES, " or ".join(map(repr, DTYPES))),
+    ("optimizer", _is_optimizer, "an object with a string 'name'"),
+)
+
+
+def _check_meta(meta: Any, path: Path) -> None:
+    """Check the decoded metadata of the file at ``path``, before any model is built.
+
+    It must be a JSON object with ``format`` == FORMAT; ``layer_sizes`` a list of >= 2
+    positive ints; ``activations`` a list of ``len(layer_sizes) - 1`` strings; ``loss`` a
+    string; ``dtype`` one of DTYPES; ``optimizer`` an object with a string ``name``;
+    ``history``, if present, a list. Other entries are ignored. Names are not checked here
+    (``_model_from_meta`` reports unknown ones). Raises ``DataFileError`` on the first defect.
+    """
+    if not isinstance(meta, dict):
+        raise DataFileError(
+            f"{path}: the metadata is a JSON {_json_type(meta)} ({_short.repr(meta)}); "
+            "expected a JSON object"
+        )
+    for key, is_valid, expected in _META_FIELDS:
+        if key not in meta:
+            raise DataFileError(f"{path}: the metadata has no {key!r}; expected {expected}")
+        if not is_valid(meta[key]):
+            raise DataFileError(
+                f"{path}: metadata {key!r} is {_short.repr(meta[key])}; expected {expected}"
+            )
+    n_layers = len(meta["layer_sizes"]) - 1
+    if len(meta["activations"]) != n_layers:
+        raise DataFileError(
+            f"{path}: metadata 'activations' has {len(meta['activations'])} names; "
+            f"layer sizes {meta['layer_sizes']} need {n_layers}"
+        )
+    if "history" in meta and not isinstance(meta["history"], list):
+        raise DataFileError(
+            f"{path}: metadata 'history' is {_short.repr(meta['history'])}; expected a list"
+        )
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of the type of a decoded JSON ``value``."""
+    if value is None:
+        return "null"
+    for kind, name in ((bool, "boolean"), (str, "string"), (list, "array"), (dict, "object")):
+        if isinstance(value, kind):
+            return name
+    return "number"
+
+
+def _parameter_count(layer_sizes: list[int]) -> int:
+    """Weights plus biases of the dense layers between ``layer_sizes``."""
+    pairs = zip(layer_sizes[:-1], layer_sizes[1:], strict=True)
+    return sum(n_out * n_in + n_out for n_in, n_out in pairs)
+
+
+def _checked_params(params: numpy.ndarray, meta: dict[str, Any], path: Path) -> numpy.ndarray:
+    """``params`` as ``meta['dtype']``, after checking it against the checked ``meta``.
+
+    It must be a 1-D array of floats (dtype kind 'f') holding exactly the parameter count
+    of ``meta['layer_sizes']``, all finite once in ``meta['dtype']`` (a float64 value too
+    large for float32 counts as infinite). Raises ``DataFileError`` naming the defect.
+    """
+    if params.dtype.kind != "f":
+        raise DataFileError(
+            f"{path}: 'params' has dtype {params.dtype}; expected floating point numbers"
+        )
+    expected = _parameter_count(meta["layer_sizes"])
+    if params.shape != (expected,):
+        raise DataFileError(
+            f"{path}: 'params' has shape {params.shape}; layer sizes {meta['layer_sizes']} "
+            f"need a flat vector of shape ({expected},)"
+        )
+    with numpy.errstate(over="ignore", invalid="ignore"):
+        cast = params.astype(meta["dtype"])
+    bad = numpy.flatnonzero(~numpy.isfinite(cast))
+    if bad.size:
+        raise DataFileError(
+            f"{path}: 'params' has {bad.size} value(s) that are NaN or infinite in "
+            f"{meta['dtype']} (first at index {bad[0]}: {float(params[bad[0]])!r}); expected "
+            "finite values"
+        )
+    return cast
+
+
+def _model_from_meta(meta: dict[str, Any], params: numpy.ndarray, path: Path,
+                     backend: Any) -> Any:
+    """The MLP that checked ``meta`` describes, on ``backend``, holding checked ``params``.
+
+    ``ValueError``/``TypeError``/``OverflowError`` from the constructor (an unknown
+    activation, loss or optimizer name, a bad hyperparameter) become ``DataFileError``
+    naming ``path``.
+    """
+    from .model import MLP
+    from .optim import from_description
+
+    try:
+        model = MLP(
+            meta["layer_sizes"],
+            activation=meta["activations"][:-1],
+            output_activation=meta["activations"][-1],
+            loss=meta["loss"],
+            optimizer=from_description(meta["optimizer"]),
+            dtype=meta["dtype"],
+            backend=backend,
+        )
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise DataFileError(f"{path}: the metadata describes no valid model ({exc})") from None
     with model.backend.activate():
         model.params[...] = model.backend.asarray(params, dtype=model.dtype)
     model.history_ = list(meta.get("history", []))
