@@ -26,7 +26,7 @@ from .registry import Registry
 LEAKY_SLOPE = 0.01  # leaky_relu's slope for z < 0 (PyTorch's default)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: one entry per name
 class Activation:
     """One activation function and everything the library needs to know about it."""
 

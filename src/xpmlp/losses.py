@@ -28,7 +28,7 @@ from .kernels.rows import argmax_row, chain_rule_delta, elementwise_loss_row, lo
 from .registry import Registry
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: one entry per name
 class Loss:
     """One loss and everything the library needs to know about it."""
 

@@ -154,6 +154,7 @@ def _fit(model: MLP, X: Any, y: Any, epochs: int, batch_size: int, shuffle: bool
         first = (epoch - 1) * n_batches
         record = _fit_epoch(
             model, X_all, Y_all, order, batch_size, state, epoch, epochs, progress,
+            None if lr_schedule == "constant" else
             lambda batch, first=first: factor(first + batch, epochs * n_batches),
         )
         if validation_data is not None:
@@ -165,7 +166,7 @@ def _fit(model: MLP, X: Any, y: Any, epochs: int, batch_size: int, shuffle: bool
 
 def _fit_epoch(
     model: MLP, X: Any, Y: Any, order: Any, batch_size: int, state: RunState, epoch: int,
-    epochs: int, progress: bool, lr_factor: Callable[[int], float],
+    epochs: int, progress: bool, lr_factor: Callable[[int], float] | None,
 ) -> dict[str, Any]:
     """One timed epoch with its progress bar and divergence checks; its history record."""
     be, m_total = model.backend, int(order.shape[0])

@@ -118,7 +118,7 @@ class CudaKernelOps(Backend):
     ) -> None:
         t = p.dtype.type
         kernel = kcuda.CUDA.kernel(kcuda.optimizer_step, p.dtype, rule=optimizer.rule)
-        self._launch(kernel, p.size, p, g, state, tuple([t(h) for h in hyper]), t(decay),
+        self._launch(kernel, p.size, p, g, state, tuple(map(t, hyper)), t(decay),
                      int(n_decay), skip)
 
 

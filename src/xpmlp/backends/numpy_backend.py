@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import platform
-
+from collections.abc import Callable
 from typing import Any
 
 import numpy
@@ -32,12 +32,32 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _kernel(template: Any, size: int, dtype: Any, **bindings: Any) -> Any:
-    """The compiled kernel: the parallel form for arrays of PARALLEL_MIN_ELEMENTS or more."""
-    if size >= cpu.PARALLEL_MIN_ELEMENTS:
-        return cpu.CPU.kernel(cpu.PARALLEL[template], dtype, options={"parallel": True},
-                              **bindings)
-    return cpu.CPU.kernel(template, dtype, **bindings)
+#: what each template is specialized on, from the registry entry it is asked about.
+_BINDINGS: dict[Any, Callable[[Any], dict[str, Any]]] = {
+    cpu.gather_rows: lambda _: {},
+    cpu.bias_activation: lambda act: {"activation": act.scalar},
+    cpu.bias_activation_rows: lambda act: {"activation_row": act.row},
+    cpu.activation_backward: lambda act: {"derivative": act.scalar_derivative},
+    cpu.loss_output_delta: lambda pair: pair[0].kernel_bindings(pair[1]),
+    cpu.optimizer_step: lambda rule: {"rule": rule},
+}
+_compiled: dict[tuple[Any, ...], Any] = {}
+
+
+def _build(key: tuple[Any, Any, bool, Any]) -> Any:
+    """Compile the kernel of ``key`` = (template, about, parallel, dtype char): ``template``
+    specialized on ``about`` (a registry entry, a (loss, activation) pair or an optimizer
+    rule), its parallel form when ``parallel``. The ops look kernels up in ``_compiled`` with
+    one dict access per call, the whole per-step cost of the specialization."""
+    template, about, parallel, char = key
+    bindings = _BINDINGS[template](about)
+    if parallel:
+        kernel = cpu.CPU.kernel(cpu.PARALLEL[template], char, options={"parallel": True},
+                                **bindings)
+    else:
+        kernel = cpu.CPU.kernel(template, char, **bindings)
+    _compiled[key] = kernel
+    return kernel
 
 
 class NumpyBackend(Backend):
@@ -56,29 +76,30 @@ class NumpyBackend(Backend):
         return f"CPU: {cpu_model()} ({os.cpu_count()} cores, {threads} Numba threads)"
 
     def gather_rows(self, X: Array, idx: Array, out: Array) -> None:
-        _kernel(cpu.gather_rows, out.size, X.dtype)(X, idx, out)
+        key = (cpu.gather_rows, None, out.size >= cpu.PARALLEL_MIN_ELEMENTS, X.dtype.char)
+        (_compiled.get(key) or _build(key))(X, idx, out)
 
     def bias_activation(self, Z: Array, b: Array, A: Array, activation: Any) -> None:
-        entry = activation_entry(activation)
-        if entry.elementwise:
-            _kernel(cpu.bias_activation, Z.size, Z.dtype, activation=entry.scalar)(Z, b, A)
-        else:
-            _kernel(cpu.bias_activation_rows, Z.size, Z.dtype, activation_row=entry.row)(Z, b, A)
+        entry = activation_entry(activation) if type(activation) is str else activation
+        template = cpu.bias_activation if entry.row is None else cpu.bias_activation_rows
+        key = (template, entry, Z.size >= cpu.PARALLEL_MIN_ELEMENTS, Z.dtype.char)
+        (_compiled.get(key) or _build(key))(Z, b, A)
 
     def activation_backward(
         self, dA: Array, Z: Array, A: Array, delta: Array, db: Array, activation: Any
     ) -> None:
-        derivative = activation_entry(activation).scalar_derivative
-        _kernel(cpu.activation_backward, dA.size, dA.dtype, derivative=derivative)(
-            dA, Z, A, delta, db
-        )
+        entry = activation_entry(activation) if type(activation) is str else activation
+        key = (cpu.activation_backward, entry, dA.size >= cpu.PARALLEL_MIN_ELEMENTS, dA.dtype.char)
+        (_compiled.get(key) or _build(key))(dA, Z, A, delta, db)
 
     def loss_output_delta(
         self, Z: Array, A: Array, Y: Array, delta: Array, db: Array, out_stats: Array,
         skip: Array, activation: Any, loss: Any,
     ) -> None:
-        bindings = loss_entry(loss).kernel_bindings(activation_entry(activation))
-        kernel = cpu.CPU.kernel(cpu.loss_output_delta, Z.dtype, **bindings)
+        if type(loss) is str or type(activation) is str:
+            loss, activation = loss_entry(loss), activation_entry(activation)
+        key = (cpu.loss_output_delta, (loss, activation), False, Z.dtype.char)
+        kernel = _compiled.get(key) or _build(key)
         kernel(Z, A, Y, delta, db, out_stats, skip, Z.dtype.type(1.0 / Z.shape[0]))
 
     def optimizer_step(
@@ -86,6 +107,7 @@ class NumpyBackend(Backend):
         decay: float, n_decay: int, skip: Array,
     ) -> None:
         t = p.dtype.type
-        _kernel(cpu.optimizer_step, p.size, p.dtype, rule=optimizer.rule)(
-            p, g, state, tuple([t(h) for h in hyper]), t(decay), n_decay, skip
-        )
+        parallel = p.size >= cpu.PARALLEL_MIN_ELEMENTS
+        key = (cpu.optimizer_step, optimizer.rule, parallel, p.dtype.char)
+        kernel = _compiled.get(key) or _build(key)
+        kernel(p, g, state, tuple(map(t, hyper)), t(decay), n_decay, skip)

@@ -76,8 +76,8 @@ class Row:
 
 class XpmlpRow(Row):
     """xpmlp on one backend, stepping through ``order`` with the epoch loop of ``MLP.fit``
-    (``xpmlp.training.run_epoch``), the permutation handed in instead of drawn, so every row sees the
-    same batches; one synchronization at the end."""
+    (``xpmlp.training.run_epoch``), the permutation handed in instead of drawn, so every row
+    sees the same batches; one synchronization at the end."""
 
     def __init__(self, backend: Any, name: str | None = None) -> None:
         """``backend``: a name ("numpy", "cuda") or a Backend object (e.g. the reference one)."""
