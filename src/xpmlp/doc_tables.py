@@ -80,7 +80,8 @@ def blocks(text: str) -> dict[str, str]:
 def rewrite(text: str) -> str:
     """``text`` with every registry block replaced by the table made now."""
     for name, make in TABLES.items():
-        text = _block(name).sub(lambda m, t=make(): m.group(1) + t + "\n" + m.group(3), text)
+        table = make()
+        text = _block(name).sub(lambda m, t=table: m.group(1) + t + "\n" + m.group(3), text)
     return text
 
 
