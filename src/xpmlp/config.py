@@ -56,3 +56,9 @@ def cupy_tf32() -> str | None:
     """CUPY_TF32 when it switches TF32 on (anything but empty or 0), else None."""
     value = os.environ.get("CUPY_TF32", "0")
     return None if value in ("", "0") else value
+
+
+def environment(names: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """The variables among ``names`` that are set, with their values (for reports, such as
+    the benchmark's machine description)."""
+    return {name: os.environ[name] for name in names if name in os.environ}

@@ -11,9 +11,10 @@ machine), bench.md and bench.png (with matplotlib).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
+
+from .. import config
 
 #: the rows of ``registry.ROWS``, named here so that building the parser imports nothing heavy
 ROW_NAMES = ("xpmlp-numpy", "xpmlp-cuda", "torch-cpu", "torch-cuda", "sklearn", "numpy-plain")
@@ -48,8 +49,9 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         print("xpmlp bench: error: --threads must be at least 1", file=sys.stderr)
         return 2
-    if os.environ.get("CUPY_TF32", "0") not in ("", "0"):
-        print(f"xpmlp bench: error: CUPY_TF32={os.environ['CUPY_TF32']} makes CuPy's float32 "
+    tf32 = config.cupy_tf32()
+    if tf32 is not None:
+        print(f"xpmlp bench: error: CUPY_TF32={tf32} makes CuPy's float32 "
               "matrix products use TF32; the rows compare FP32 on both sides (PyTorch's TF32 is "
               "off), so unset CUPY_TF32", file=sys.stderr)
         return 2

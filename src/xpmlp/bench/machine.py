@@ -13,6 +13,8 @@ import os
 import platform
 from typing import Any
 
+from .. import config
+
 ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
             "MKL_NUM_THREADS", "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER", "CUPY_TF32",
             "XPMLP_BACKEND")
@@ -119,7 +121,7 @@ def describe_machine() -> dict[str, Any]:
         "numba": numba_info(),
         "torch": _torch_info(),
         "gpu": _gpu_info(),
-        "env": {k: os.environ.get(k) for k in ENV_VARS if os.environ.get(k) is not None},
+        "env": config.environment(ENV_VARS),
         "versions": {d: _version(d) for d in DISTRIBUTIONS if _version(d) is not None},
         "source": source_revision(),
     }
