@@ -19,30 +19,26 @@ Nothing here names NumPy or CuPy: every array comes from ``self.backend``.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import numbers
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from . import losses
-from ._validation import (
-    Choice,
-    Number,
-    check_features,
-    check_numeric,
-    check_params,
-    check_targets,
-)
+from ._validation import Choice, Number, check_features, check_numeric, check_params, check_targets
 from .activations import ACTIVATIONS, Activation
+from .architecture import (
+    check_hidden_activations,
+    check_layer_sizes,
+    check_output_units,
+    optimizer_for,
+)
 from .backends import Backend, get_backend
-from .errors import DeviceMemoryError, NotDifferentiableError, ParameterError
+from .errors import NotDifferentiableError
 from .init import INITIALIZERS, init_weights
 from .layers import Dense
-from .optim import HYPERPARAMETERS, Optimizer, make_optimizer
-from .workspace import Workspace
+from .optim import Optimizer
+from .workspace import ForwardPass, Gradients, Workspace, memory_for
 
 CONSTRAINTS = {
     "init": Choice(INITIALIZERS),
@@ -70,44 +66,6 @@ def _parameter_shapes(sizes: Sequence[int]) -> tuple[list[tuple[int, int]], tupl
     """W's shape (n_l, n_{l-1}) per layer, and the number of weights and of biases."""
     shapes = list(zip(sizes[1:], sizes[:-1], strict=True))
     return shapes, (sum(o * i for o, i in shapes), sum(sizes[1:]))
-
-
-@contextlib.contextmanager
-def memory_for(what: str, n_values: int, itemsize: int, remedy: str) -> Any:
-    """Out of device memory inside: say for what, how much it needs and what to try."""
-    try:
-        yield
-    except DeviceMemoryError as exc:
-        raise DeviceMemoryError(
-            f"not enough GPU memory for {what} ({n_values * itemsize / 2**20:,.1f} MiB); "
-            f"try {remedy}. {exc}"
-        ) from exc
-
-
-@dataclass
-class ForwardPass:
-    """The forward pass of a batch: Z[l] and A[l + 1] of layer l, A[0] the input."""
-
-    Z: list[Any]
-    A: list[Any]
-    workspace: Workspace
-
-
-@dataclass
-class Gradients:
-    """One backward pass: per layer delta = dL/dZ, dW, db (views into the model's buffers)."""
-
-    delta: list[Any]
-    dW: list[Any]
-    db: list[Any]
-    _backend: Backend
-    _stats: Any
-    _m: int
-
-    @property
-    def loss(self) -> float:
-        """The batch-mean loss of that pass (a host copy: this synchronizes)."""
-        return float(self._backend.to_numpy(self._stats[0])) / self._m
 
 
 class MLP:
@@ -159,14 +117,14 @@ class MLP:
         device: int | None = None,
         seed: int = 0,
     ) -> None:
-        sizes = _check_layer_sizes(layer_sizes)
+        sizes = check_layer_sizes(layer_sizes)
         loss_entry = losses.LOSSES.check("loss", loss)
         output_activation = output_activation or loss_entry.default_output
-        hidden = _check_hidden_activations(activation, len(sizes) - 2)
+        hidden = check_hidden_activations(activation, len(sizes) - 2)
         output, loss_entry = losses.check_pairing(output_activation, loss)
-        _check_output_units(output, sizes[-1])
+        check_output_units(output, sizes[-1])
         check_params({"init": init, "dtype": str(dtype), "seed": seed}, CONSTRAINTS)
-        self.optimizer = _optimizer(optimizer, learning_rate, momentum=momentum, beta1=beta1,
+        self.optimizer = optimizer_for(optimizer, learning_rate, momentum=momentum, beta1=beta1,
                                     beta2=beta2, eps=eps, weight_decay=weight_decay)
         self.layer_sizes = sizes
         self.activation_entries: list[Activation] = [*hidden, output]
@@ -422,57 +380,3 @@ class MLP:
         scores = [(1.0 - r / t) if t > 0 else (1.0 if r == 0 else 0.0)
                   for r, t in zip(ss_res, ss_tot, strict=True)]
         return float(sum(scores) / len(scores))
-
-
-# ---------------------------------------------------------------------- construction checks
-def _check_layer_sizes(layer_sizes: Sequence[int]) -> list[int]:
-    sizes = list(layer_sizes) if isinstance(layer_sizes, (list, tuple)) else None
-    if not sizes or len(sizes) < 2 or not all(
-        isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1 for n in sizes
-    ):
-        raise ParameterError(
-            f"layer_sizes={layer_sizes!r} is not valid; expected a list of at least two "
-            "positive integers, input size first, e.g. [784, 512, 10]"
-        )
-    return [int(n) for n in sizes]
-
-
-def _check_hidden_activations(activation: str | Sequence[str], n_hidden: int) -> list[Activation]:
-    names = [activation] * n_hidden if isinstance(activation, str) else list(activation)
-    if len(names) != n_hidden:
-        raise ParameterError(
-            f"activation has {len(names)} entries; expected one name or {n_hidden} (one per "
-            "hidden layer)"
-        )
-    return [ACTIVATIONS.check("activation", name, lambda a: a.hidden) for name in names]
-
-
-def _check_output_units(output: Activation, n_outputs: int) -> None:
-    if output.name == "softmax" and n_outputs < 2:
-        raise ParameterError(
-            "softmax over one output unit is always 1, so the model would learn nothing; for "
-            "two classes use output_activation='sigmoid' with loss='binary_cross_entropy' and "
-            "one output, or two output units with softmax"
-        )
-
-
-def _optimizer(optimizer: str | Optimizer, learning_rate: float | None,
-               **hyperparameters: Any) -> Optimizer:
-    """The optimizer object: the one given, or the one a name and keywords describe (every
-    keyword is checked, used by that optimizer or not)."""
-    given = {"learning_rate": learning_rate} if learning_rate is not None else {}
-    check_params({**given, **hyperparameters}, HYPERPARAMETERS)
-    if isinstance(optimizer, Optimizer):
-        return optimizer
-    if isinstance(optimizer, str):
-        return make_optimizer(optimizer, learning_rate, **hyperparameters)
-    raise TypeError(
-        f"optimizer={optimizer!r} is not valid; expected one of the names "
-        f"{', '.join(repr(n) for n in _optimizer_names())} or an xpmlp.optim.Optimizer"
-    )
-
-
-def _optimizer_names() -> tuple[str, ...]:
-    from .optim import OPTIMIZERS
-
-    return OPTIMIZERS.names()

@@ -26,8 +26,9 @@ import numpy
 
 from ._validation import Number, check_features, check_params
 from .errors import ConcurrentFitError, TrainingDivergedError
-from .model import MLP, memory_for, on_backend
+from .model import MLP, on_backend
 from .optim import SCHEDULES, schedule_factor
+from .workspace import memory_for
 
 LOSS, CORRECT = 0, 1  # the columns of RunState.batch_stats
 

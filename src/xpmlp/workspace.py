@@ -8,8 +8,11 @@ epoch) uses the first rows of every array: views, no new allocation.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
+
+from .errors import DeviceMemoryError
 
 
 @dataclass
@@ -43,3 +46,41 @@ class Workspace:
                 [a[:m] for a in self.A], [d[:m] for d in self.delta],
             )
         return self._views[m]
+
+
+@dataclass
+class ForwardPass:
+    """The forward pass of a batch: Z[l] and A[l + 1] of layer l, A[0] the input."""
+
+    Z: list[Any]
+    A: list[Any]
+    workspace: Workspace
+
+
+@dataclass
+class Gradients:
+    """One backward pass: per layer delta = dL/dZ, dW, db (views into the model's buffers)."""
+
+    delta: list[Any]
+    dW: list[Any]
+    db: list[Any]
+    _backend: Any
+    _stats: Any
+    _m: int
+
+    @property
+    def loss(self) -> float:
+        """The batch-mean loss of that pass (a host copy: this synchronizes)."""
+        return float(self._backend.to_numpy(self._stats[0])) / self._m
+
+
+@contextlib.contextmanager
+def memory_for(what: str, n_values: int, itemsize: int, remedy: str) -> Any:
+    """Out of device memory inside: say for what, how much it needs and what to try."""
+    try:
+        yield
+    except DeviceMemoryError as exc:
+        raise DeviceMemoryError(
+            f"not enough GPU memory for {what} ({n_values * itemsize / 2**20:,.1f} MiB); "
+            f"try {remedy}. {exc}"
+        ) from exc

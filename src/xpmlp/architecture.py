@@ -1,0 +1,64 @@
+"""What a model is made of, checked against the registries before anything is allocated:
+its layer sizes, the hidden layers' activations, the output layer and its loss, the optimizer.
+
+Each function raises ``ParameterError`` (a ValueError) naming the argument, what was received
+and what is allowed, or ``TypeError`` for a value of the wrong kind.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+from ._validation import check_params
+from .activations import ACTIVATIONS, Activation
+from .errors import ParameterError
+from .optim import HYPERPARAMETERS, OPTIMIZERS, Optimizer, make_optimizer
+
+
+def check_layer_sizes(layer_sizes: Sequence[int]) -> list[int]:
+    sizes = list(layer_sizes) if isinstance(layer_sizes, (list, tuple)) else None
+    if not sizes or len(sizes) < 2 or not all(
+        isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1 for n in sizes
+    ):
+        raise ParameterError(
+            f"layer_sizes={layer_sizes!r} is not valid; expected a list of at least two "
+            "positive integers, input size first, e.g. [784, 512, 10]"
+        )
+    return [int(n) for n in sizes]
+
+
+def check_hidden_activations(activation: str | Sequence[str], n_hidden: int) -> list[Activation]:
+    names = [activation] * n_hidden if isinstance(activation, str) else list(activation)
+    if len(names) != n_hidden:
+        raise ParameterError(
+            f"activation has {len(names)} entries; expected one name or {n_hidden} (one per "
+            "hidden layer)"
+        )
+    return [ACTIVATIONS.check("activation", name, lambda a: a.hidden) for name in names]
+
+
+def check_output_units(output: Activation, n_outputs: int) -> None:
+    if output.name == "softmax" and n_outputs < 2:
+        raise ParameterError(
+            "softmax over one output unit is always 1, so the model would learn nothing; for "
+            "two classes use output_activation='sigmoid' with loss='binary_cross_entropy' and "
+            "one output, or two output units with softmax"
+        )
+
+
+def optimizer_for(optimizer: str | Optimizer, learning_rate: float | None,
+               **hyperparameters: Any) -> Optimizer:
+    """The optimizer object: the one given, or the one a name and keywords describe (every
+    keyword is checked, used by that optimizer or not)."""
+    given = {"learning_rate": learning_rate} if learning_rate is not None else {}
+    check_params({**given, **hyperparameters}, HYPERPARAMETERS)
+    if isinstance(optimizer, Optimizer):
+        return optimizer
+    if isinstance(optimizer, str):
+        return make_optimizer(optimizer, learning_rate, **hyperparameters)
+    raise TypeError(
+        f"optimizer={optimizer!r} is not valid; expected one of the names "
+        f"{', '.join(repr(n) for n in OPTIMIZERS)} or an xpmlp.optim.Optimizer"
+    )
