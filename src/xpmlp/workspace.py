@@ -1,4 +1,6 @@
-"""The arrays one training step works in, allocated once per batch size.
+"""The arrays one training step works in, allocated once per batch size; the records of a
+forward and a backward pass that the learner's API hands out (views of those arrays); and the
+wording of an out-of-device-memory error.
 
 For layer l (0-based) the workspace holds Z[l] and A[l + 1] (A[0] is the
 input batch X) and delta[l], which first receives dA = delta_{l+1} W_{l+1}
