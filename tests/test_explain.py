@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,18 @@ import numpy as np
 import pytest
 
 from xpmlp import cli
+from xpmlp.activations import ACTIVATIONS
 from xpmlp.errors import WorkedExampleError
-from xpmlp.explain import parse_file
+from xpmlp.explain import parse_document, parse_file, trace
+from xpmlp.losses import LOSSES
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "data" / "examples" / "worked_examples.json"
 SHIPPED = json.loads(EXAMPLES.read_text())
+
+# Every list of names here comes from the registries.
+HIDDEN = ACTIVATIONS.names(lambda a: a.hidden)  # may be a hidden layer's activation
+OUTPUT_ONLY = ACTIVATIONS.names(lambda a: not a.hidden)  # softmax
+FORWARD_ONLY = ACTIVATIONS.names(lambda a: not a.differentiable)  # hardlimit
 
 
 @pytest.fixture
@@ -295,22 +303,31 @@ MALFORMED = {
                  "examples[0].layers[0].b: expected a list of 1 numbers (one per row of W), got 2"),
     "unknown activation": (
         shipped_with(_set(("examples", 0, "layers", 1, "activation"), "swish")),
-        "examples[0].layers[1].activation: unknown activation \"swish\"; expected one of identity",
+        "examples[0].layers[1].activation: unknown activation \"swish\"; expected one of "
+        f"{', '.join(ACTIVATIONS.names())} (linear is another name for identity)",
     ),
-    "softmax in a hidden layer": (
-        shipped_with(_set(("examples", 1, "layers", 0, "activation"), "softmax")),
-        "examples[1].layers[0].activation: softmax is for the output layer only",
-    ),
+    **{f"{name} in a hidden layer": (
+        shipped_with(_set(("examples", 1, "layers", 0, "activation"), name)),
+        f"examples[1].layers[0].activation: {name} is for the output layer only",
+    ) for name in OUTPUT_ONLY},
     "unknown loss": (shipped_with(_set(("examples", 1, "loss"), "hinge")),
-                     "examples[1].loss: unknown loss \"hinge\"; expected one of"),
+                     "examples[1].loss: unknown loss \"hinge\"; expected one of "
+                     f"{', '.join(LOSSES.names())}"),
     "softmax without cross entropy": (
         shipped_with(_set(("examples", 2, "layers", 1, "activation"), "softmax")),
-        "examples[2].loss: 'squared_error' after a 'softmax' output layer",
+        "examples[2].loss: 'squared_error' after a 'softmax' output layer (layers[1]) is not "
+        "supported: output_activation='softmax' is not valid",
     ),
-    "hardlimit with a loss": (
-        shipped_with(_set(("examples", 2, "layers", 0, "activation"), "hardlimit")),
-        "examples[2].layers[0].activation: 'hardlimit' is forward-only",
+    "binary cross entropy without sigmoid": (
+        shipped_with(_set(("examples", 1, "layers", 2, "activation"), "identity")),
+        "examples[1].loss: 'binary_cross_entropy' after a 'identity' output layer (layers[2]) "
+        "is not supported: output_activation='identity' is not valid (loss='binary_cross_entropy' "
+        "pairs with sigmoid); expected one of 'sigmoid'",
     ),
+    **{f"{name} with a loss": (
+        shipped_with(_set(("examples", 2, "layers", 0, "activation"), name)),
+        f"examples[2].layers[0].activation: {name!r} is forward-only",
+    ) for name in FORWARD_ONLY},
     "non-numeric x": (shipped_with(_set(("examples", 0, "x"), [[0.5, "1.0"]])),
                       "examples[0].x[0][1]: expected a finite number, got a string \"1.0\""),
     "boolean weight": (shipped_with(_set(("examples", 2, "layers", 1, "b"), [True])),
@@ -351,3 +368,133 @@ def test_malformed_file_exits_2_naming_the_field(xpmlp, tmp_path: Path, case: st
 def test_missing_file_exits_2(xpmlp, tmp_path: Path) -> None:
     status, _, err = xpmlp(str(tmp_path / "nope.json"))
     assert status == 2 and "nope.json: cannot read the file" in err
+
+
+# ---------------------------------------------------------------------------- the registries
+def names_listed(message: str) -> tuple[str, ...]:
+    """The names after "expected one of " in an error message (up to " (" or " in ...")."""
+    match = re.search(r"expected one of (\w+(?:, \w+)*)", message)
+    assert match, message
+    return tuple(match.group(1).split(", "))
+
+
+X = [[0.5, -1.0], [1.5, 0.25], [-0.3, 0.8]]  # with W1, b1: every Z[1] at least 0.05 from 0
+W1, B1 = [[0.2, -0.4], [0.7, 0.1], [-0.5, 0.3]], [0.1, -0.2, 0.05]
+W2, B2 = [[0.6, -0.3, 0.9]], [-0.1]
+Y = [[1.0], [0.0], [0.5]]
+
+
+def hidden_layer_example(activation: str) -> dict[str, Any]:
+    """x -> 3 units of ``activation`` -> 1 identity unit; with half_squared_error, y and a
+    learning rate where backpropagation can go through the activation, else forward only."""
+    example: dict[str, Any] = {
+        "name": f"{activation} hidden layer", "x": X,
+        "layers": [{"W": W1, "b": B1, "activation": activation},
+                   {"W": W2, "b": B2, "activation": "identity"}],
+    }
+    if ACTIVATIONS[activation].differentiable:
+        example |= {"loss": "half_squared_error", "y": Y, "learning_rate": 0.1}
+    return example
+
+
+def half_squared_error(activation: str, W: np.ndarray, b: np.ndarray) -> float:
+    """The example's loss as a function of layer 1's W and b, from the registry's reference
+    formula of the activation (the derivative is not used: the test differentiates this)."""
+    A1 = ACTIVATIONS[activation].array(np, np.array(X) @ W.T + b)
+    A2 = A1 @ np.array(W2).T + np.array(B2)
+    return float(((A2 - np.array(Y)) ** 2).sum() / (2 * len(X)))
+
+
+def finite_differences(f, p: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Central differences of the scalar f at every entry of p."""
+    grad = np.zeros_like(p)
+    for idx in np.ndindex(p.shape):
+        up, down = p.copy(), p.copy()
+        up[idx] += eps
+        down[idx] -= eps
+        grad[idx] = (f(up) - f(down)) / (2 * eps)
+    return grad
+
+
+def test_the_new_activations_may_be_in_a_hidden_layer() -> None:
+    assert {"gelu", "leaky_relu"} <= set(HIDDEN)
+
+
+@pytest.mark.parametrize("activation", HIDDEN)
+def test_every_hidden_activation_of_the_registry_is_parsed_and_traced(activation: str) -> None:
+    (example,) = parse_document(document(hidden_layer_example(activation)))
+    assert example.layers[0].activation == activation
+    result = trace(example, "numpy")
+    W, b = np.array(W1), np.array(B1)
+    Z1 = np.array(X) @ W.T + b
+    np.testing.assert_allclose(result.z[0], Z1, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(result.a[0], ACTIVATIONS[activation].array(np, Z1), atol=1e-12)
+    if not example.trains:  # forward-only (hardlimit): no loss, no backward pass
+        assert result.delta is None and result.grad_W is None
+        return
+    assert result.loss == pytest.approx(half_squared_error(activation, W, b), abs=1e-12)
+    dW = finite_differences(lambda p: half_squared_error(activation, p, b), W)
+    db = finite_differences(lambda p: half_squared_error(activation, W, p), b)
+    np.testing.assert_allclose(result.grad_W[0], dW, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(result.grad_b[0], db, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(result.W_after[0], W - 0.1 * result.grad_W[0], atol=1e-12)
+
+
+@pytest.mark.parametrize("layer", [0, 1])
+def test_an_activation_not_in_the_registry_lists_exactly_its_names(layer: int) -> None:
+    raw = hidden_layer_example("tanh")
+    raw["layers"][layer]["activation"] = "swish"
+    with pytest.raises(WorkedExampleError) as info:
+        parse_document(document(raw))
+    message = str(info.value)
+    assert message.startswith(f'examples[0].layers[{layer}].activation: unknown activation '
+                              '"swish"; expected one of ')
+    assert names_listed(message) == ACTIVATIONS.names()
+    assert "(linear is another name for identity)" in message
+
+
+def test_a_loss_not_in_the_registry_lists_exactly_its_names() -> None:
+    raw = hidden_layer_example("tanh") | {"loss": "hinge"}
+    with pytest.raises(WorkedExampleError, match=r"examples\[0\]\.loss: unknown loss") as info:
+        parse_document(document(raw))
+    assert names_listed(str(info.value)) == LOSSES.names()
+
+
+@pytest.mark.parametrize("activation", OUTPUT_ONLY)
+def test_an_output_only_activation_in_a_hidden_layer_lists_the_hidden_ones(
+        activation: str) -> None:
+    raw = hidden_layer_example("tanh")
+    raw["layers"][0]["activation"] = activation
+    with pytest.raises(WorkedExampleError, match="is for the output layer only") as info:
+        parse_document(document(raw))
+    assert names_listed(str(info.value)) == HIDDEN
+
+
+@pytest.mark.parametrize("loss", LOSSES.names())
+@pytest.mark.parametrize("output", ACTIVATIONS.names(lambda a: a.output))
+def test_a_loss_is_accepted_after_exactly_the_outputs_it_pairs_with(loss: str,
+                                                                   output: str) -> None:
+    """The parser follows losses.check_pairing and the differentiable flag, and every pair it
+    accepts can be traced."""
+    raw = {"x": [[0.5, -1.0]], "y": [[0.25, 0.75]], "loss": loss, "learning_rate": 0.5,
+           "layers": [{"W": [[0.3, 0.1], [-0.2, 0.4]], "b": [0.0, 0.1], "activation": output}]}
+    entry = ACTIVATIONS[output]
+    if not LOSSES[loss].pairs_with(entry):
+        with pytest.raises(WorkedExampleError, match=r"examples\[0\]\.loss: .* is not supported"):
+            parse_document(document(raw))
+    elif not entry.differentiable:
+        with pytest.raises(WorkedExampleError, match="is forward-only"):
+            parse_document(document(raw))
+    else:
+        (example,) = parse_document(document(raw))
+        result = trace(example, "numpy")
+        assert result.loss is not None and np.isfinite(result.loss)
+        assert result.W_after is not None
+
+
+def test_a_setting_the_model_refuses_names_the_example(xpmlp, tmp_path: Path) -> None:
+    """Softmax over one output unit parses (a forward pass is defined) but MLP refuses it."""
+    raw = {"x": [[1.0]], "layers": [{"W": [[2.0]], "b": [0.0], "activation": "softmax"}]}
+    status, out, err = xpmlp(write(tmp_path, document(raw)), "--backend", "numpy")
+    assert status == 2 and out == ""
+    assert err.startswith("xpmlp explain: error: examples[0]: softmax over one output unit")

@@ -1,10 +1,10 @@
 """``xpmlp explain FILE.json``: trace one backpropagation step of a worked example, by the book.
 
 A worked-example file (format ``worked-backprop-example/1``, described in
-``data/examples/README.md``) gives per example the inputs x, the layers' W, b
-and activations, and optionally targets y, a loss and a learning rate. For
-each example this command builds an ``MLP`` with exactly those parameters and
-runs the learner's API once:
+``data/examples/README.md``, read by ``xpmlp.worked_examples``) gives per
+example the inputs x, the layers' W, b and activations, and optionally targets
+y, a loss and a learning rate. For each example this command builds an ``MLP``
+with exactly those parameters and runs the learner's API once:
 
     fp = model.forward(X)         Z[l] = A[l-1] W[l]^T + b[l],   A[l] = f(Z[l])
     g = model.backward(fp, Y)     delta[l] = dL/dZ[l],  dW[l] = delta[l]^T A[l-1],
@@ -14,358 +14,48 @@ runs the learner's API once:
 then prints every number in the notes' orientation (W is (n_l, n_{l-1}), one
 sample per row). ``--check`` compares them with the example's ``expect``
 block. Three parts, kept apart: ``parse_file`` (validation, one ``Example``
-per entry), ``trace`` (the computation, one ``Trace``), ``render`` and
-``compare`` (the printing).
+per entry, in ``xpmlp.worked_examples`` and re-exported here), ``trace`` (the
+computation, one ``Trace``), ``render`` and ``compare`` (the printing).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import numbers
 import sys
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .errors import WorkedExampleError
+from .activations import ACTIVATIONS
+from .errors import ParameterError, WorkedExampleError
+from .losses import LOSSES
+from .worked_examples import (
+    ACTIVATION_ALIASES,
+    DEFAULT_ATOL,
+    EXPECT_FIELDS,
+    FORMAT,
+    LAYER_FIELDS,
+    NEEDS_LOSS,
+    NEEDS_STEP,
+    Example,
+    Layer,
+    parse_document,
+    parse_example,
+    parse_file,
+)
 
-FORMAT = "worked-backprop-example/1"
-DEFAULT_ATOL = 1e-9
+__all__ = [
+    "ACTIVATION_ALIASES", "DEFAULT_ATOL", "EXPECT_FIELDS", "FLOAT32_ATOL", "FORMAT",
+    "LAYER_FIELDS", "NEEDS_LOSS", "NEEDS_STEP", "Example", "Layer", "Mismatch", "Trace",
+    "build_model", "compare", "configure_parser", "explain_items", "header", "parse_document",
+    "parse_example", "parse_file", "render", "run", "select", "trace",
+]
+
 FLOAT32_ATOL = 1e-5  # float32 runs are checked within max(atol, FLOAT32_ATOL)
 
-ACTIVATION_ALIASES = {"linear": "identity"}
-ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "softmax", "hardlimit")
-LOSSES = ("squared_error", "half_squared_error", "binary_cross_entropy", "cross_entropy")
 
-# expect fields: per-layer arrays (their shape kind), then the scalar loss.
-LAYER_FIELDS = {
-    "z": "rows", "a": "rows", "delta": "rows",
-    "grad_W": "weights", "grad_b": "bias", "W_after": "weights", "b_after": "bias",
-}
-EXPECT_FIELDS = (*LAYER_FIELDS, "loss")
-NEEDS_LOSS = ("loss", "delta", "grad_W", "grad_b", "W_after", "b_after")
-NEEDS_STEP = ("W_after", "b_after")
-
-
-# ---------------------------------------------------------------------------- parsing
-@dataclass(frozen=True)
-class Layer:
-    """One dense layer of an example: W (n_l, n_{l-1}), b (n_l,), its activation."""
-
-    W: np.ndarray
-    b: np.ndarray
-    activation: str
-
-
-@dataclass(frozen=True)
-class Example:
-    """One validated worked example (all arrays float64, the notes' orientation)."""
-
-    index: int
-    name: str
-    x: np.ndarray  # (m, n_0)
-    layers: list[Layer]
-    y: np.ndarray | None  # (m, n_L)
-    loss: str | None
-    learning_rate: float | None
-    atol: float
-    expect: dict[str, Any] = field(default_factory=dict)  # field -> float or per-layer list
-    unknown_expect: tuple[str, ...] = ()
-
-    @property
-    def sizes(self) -> list[int]:
-        return [int(self.x.shape[1]), *(int(layer.W.shape[0]) for layer in self.layers)]
-
-    @property
-    def m(self) -> int:
-        return int(self.x.shape[0])
-
-    @property
-    def trains(self) -> bool:
-        """Whether the example goes past the forward pass (it has a loss, hence y)."""
-        return self.loss is not None
-
-    @property
-    def where(self) -> str:
-        return f"examples[{self.index}]"
-
-
-def _describe(value: Any) -> str:
-    """A short description of a JSON value for error messages: ``a string "abc"``, ``3``."""
-    if value is None:
-        return "null"
-    text = repr(value) if isinstance(value, float) else json.dumps(value)
-    text = text if len(text) <= 40 else text[:37] + "..."
-    kind = {str: "a string", bool: "a boolean", dict: "an object", list: "a list"}.get(type(value))
-    return f"{kind} {text}" if kind else text
-
-
-def _is_finite_number(value: Any) -> bool:
-    """An int or float (not a boolean) that is finite as a float64."""
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        return False
-    try:
-        return math.isfinite(float(value))
-    except OverflowError:  # an integer beyond float64
-        return False
-
-
-def _number(value: Any, where: str) -> float:
-    """A finite JSON number (int or float, not a boolean)."""
-    if not _is_finite_number(value):
-        raise WorkedExampleError(f"{where}: expected a finite number, got {_describe(value)}")
-    return float(value)
-
-
-def _numbers(value: Any, where: str, ndim: int) -> np.ndarray:
-    """A rectangular, non-empty ``ndim``-level nested list of finite numbers, as float64."""
-    if ndim == 0:
-        return np.float64(_number(value, where))
-    if not isinstance(value, list) or not value:
-        got = "an empty list" if value == [] else _describe(value)
-        raise WorkedExampleError(
-            f"{where}: expected a {ndim}-D list of numbers (non-empty), got {got}"
-        )
-    parts = [_numbers(v, f"{where}[{i}]", ndim - 1) for i, v in enumerate(value)]
-    shapes = {p.shape for p in parts}
-    if len(shapes) > 1:
-        lengths = sorted({s[0] for s in shapes})
-        raise WorkedExampleError(
-            f"{where}: expected a rectangular {ndim}-D list (rows of equal length), got rows "
-            f"of lengths {', '.join(map(str, lengths))}"
-        )
-    return np.array(parts, dtype=np.float64)
-
-
-def _shape_text(shape: tuple[int, ...]) -> str:
-    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
-
-
-def _activation(value: Any, where: str) -> str:
-    if not isinstance(value, str) or value.strip().lower() not in (
-        *ACTIVATIONS, *ACTIVATION_ALIASES
-    ):
-        raise WorkedExampleError(
-            f"{where}: unknown activation {json.dumps(value)}; expected one of "
-            f"{', '.join(ACTIVATIONS)} (linear is another name for identity)"
-        )
-    name = value.strip().lower()
-    return ACTIVATION_ALIASES.get(name, name)
-
-
-def _parse_layer(raw: Any, where: str, n_prev: int, is_output: bool) -> Layer:
-    if not isinstance(raw, dict):
-        raise WorkedExampleError(
-            f"{where}: expected an object with W, b and activation, got {_describe(raw)}"
-        )
-    for key in ("W", "b", "activation"):
-        if key not in raw:
-            raise WorkedExampleError(f"{where}.{key}: missing; every layer needs W, b and "
-                                     "activation")
-    W = _numbers(raw["W"], f"{where}.W", 2)
-    if W.shape[1] != n_prev:
-        raise WorkedExampleError(
-            f"{where}.W: expected a 2-D list of numbers with {n_prev} columns (the previous "
-            f"layer's width), got {W.shape[1]}"
-        )
-    b = _numbers(raw["b"], f"{where}.b", 1)
-    if b.shape != (W.shape[0],):
-        raise WorkedExampleError(
-            f"{where}.b: expected a list of {W.shape[0]} numbers (one per row of W), got "
-            f"{b.shape[0]}"
-        )
-    activation = _activation(raw["activation"], f"{where}.activation")
-    if activation == "softmax" and not is_output:
-        raise WorkedExampleError(
-            f"{where}.activation: softmax is for the output layer only (with cross_entropy); "
-            "expected identity, sigmoid, tanh, relu or hardlimit in a hidden layer"
-        )
-    return Layer(W=W, b=b, activation=activation)
-
-
-def _parse_loss(raw: dict[str, Any], where: str, layers: list[Layer]) -> str | None:
-    if raw.get("loss") is None:
-        return None
-    loss = raw["loss"]
-    if not isinstance(loss, str) or loss.strip().lower() not in LOSSES:
-        raise WorkedExampleError(
-            f"{where}.loss: unknown loss {json.dumps(loss)}; expected one of {', '.join(LOSSES)}"
-        )
-    loss = loss.strip().lower()
-    L = len(layers)
-    out = layers[-1].activation
-    if (out == "softmax") != (loss == "cross_entropy"):
-        raise WorkedExampleError(
-            f"{where}.loss: {loss!r} after a {out!r} output layer (layers[{L - 1}]) is not "
-            "supported; softmax goes with cross_entropy and cross_entropy with softmax"
-        )
-    for l, layer in enumerate(layers):
-        if layer.activation == "hardlimit":
-            raise WorkedExampleError(
-                f"{where}.layers[{l}].activation: 'hardlimit' is forward-only (its derivative "
-                f"is 0 almost everywhere), but the example has loss {loss!r}; expected no loss "
-                "and no y for a hardlimit network"
-            )
-    return loss
-
-
-def _parse_targets(raw: dict[str, Any], where: str, loss: str | None, m: int,
-                   n_out: int) -> np.ndarray | None:
-    if raw.get("y") is None:
-        if loss is not None:
-            raise WorkedExampleError(
-                f"{where}.y: missing, but the example has loss {loss!r}; expected targets of "
-                f"shape ({m}, {n_out}) (one row per sample of x, one column per output unit)"
-            )
-        return None
-    y = _numbers(raw["y"], f"{where}.y", 2)
-    if y.shape != (m, n_out):
-        raise WorkedExampleError(
-            f"{where}.y: expected shape ({m}, {n_out}) (one row per sample of x, one column per "
-            f"unit of the last layer), got {_shape_text(y.shape)}"
-        )
-    return y
-
-
-def _optional_number(raw: dict[str, Any], key: str, where: str, positive: bool) -> float | None:
-    if raw.get(key) is None:
-        return None
-    value = raw[key]
-    ok = _is_finite_number(value) and (value > 0 if positive else value >= 0)
-    if not ok:
-        want = "a positive number" if positive else "a number >= 0"
-        raise WorkedExampleError(f"{where}.{key}: expected {want}, got {_describe(value)}")
-    return float(value)
-
-
-def _expected_shape(kind: str, l: int, sizes: list[int], m: int) -> tuple[int, ...]:
-    if kind == "rows":
-        return (m, sizes[l + 1])
-    if kind == "weights":
-        return (sizes[l + 1], sizes[l])
-    return (sizes[l + 1],)
-
-
-def _parse_expect(raw: Any, where: str, sizes: list[int], m: int, loss: str | None,
-                  learning_rate: float | None) -> tuple[dict[str, Any], tuple[str, ...]]:
-    """The expect block: loss a number; every other field one (or null) entry per layer."""
-    if raw is None:
-        return {}, ()
-    if not isinstance(raw, dict):
-        raise WorkedExampleError(f"{where}: expected an object, got {_describe(raw)}")
-    L = len(sizes) - 1
-    expect: dict[str, Any] = {}
-    for key in EXPECT_FIELDS:
-        if raw.get(key) is None:
-            continue
-        here = f"{where}.{key}"
-        if key in NEEDS_LOSS and loss is None:
-            raise WorkedExampleError(
-                f"{here}: given, but the example has no loss (and y), so only the forward pass "
-                "is computed; expected only z and a, or a loss and y"
-            )
-        if key in NEEDS_STEP and learning_rate is None:
-            raise WorkedExampleError(
-                f"{here}: given, but the example has no learning_rate for the gradient step"
-            )
-        if key == "loss":
-            expect[key] = _number(raw[key], here)
-            continue
-        entries = raw[key]
-        if not isinstance(entries, list) or len(entries) != L:
-            got = f"{len(entries)} entries" if isinstance(entries, list) else _describe(entries)
-            raise WorkedExampleError(f"{here}: expected a list with one entry per layer ({L}), "
-                                     f"got {got}")
-        kind = LAYER_FIELDS[key]
-        per_layer: list[np.ndarray | None] = []
-        for l, entry in enumerate(entries):
-            if entry is None:
-                per_layer.append(None)
-                continue
-            shape = _expected_shape(kind, l, sizes, m)
-            arr = _numbers(entry, f"{here}[{l}]", len(shape))
-            if arr.shape != shape:
-                raise WorkedExampleError(
-                    f"{here}[{l}]: expected shape {_shape_text(shape)} for layer {l + 1}, got "
-                    f"{_shape_text(arr.shape)}"
-                )
-            per_layer.append(arr)
-        expect[key] = per_layer
-    unknown = tuple(sorted(k for k in raw if k not in EXPECT_FIELDS))
-    return expect, unknown
-
-
-def parse_example(raw: Any, index: int) -> Example:
-    """Validate ``examples[index]`` and return it as an ``Example``."""
-    where = f"examples[{index}]"
-    if not isinstance(raw, dict):
-        raise WorkedExampleError(f"{where}: expected an object, got {_describe(raw)}")
-    name = raw.get("name", f"example {index}")
-    if not isinstance(name, str):
-        raise WorkedExampleError(f"{where}.name: expected a string, got {_describe(name)}")
-    if "x" not in raw:
-        raise WorkedExampleError(f"{where}.x: missing; expected inputs of shape (m, n_0), one "
-                                 "sample per row")
-    x = _numbers(raw["x"], f"{where}.x", 2)
-    raw_layers = raw.get("layers")
-    if not isinstance(raw_layers, list) or not raw_layers:
-        got = "nothing" if raw_layers is None else _describe(raw_layers)
-        raise WorkedExampleError(f"{where}.layers: expected a non-empty list of layers, got {got}")
-    layers: list[Layer] = []
-    n_prev = int(x.shape[1])
-    for l, raw_layer in enumerate(raw_layers):
-        layers.append(_parse_layer(raw_layer, f"{where}.layers[{l}]", n_prev,
-                                   l == len(raw_layers) - 1))
-        n_prev = int(layers[-1].W.shape[0])
-    loss = _parse_loss(raw, where, layers)
-    m = int(x.shape[0])
-    y = _parse_targets(raw, where, loss, m, n_prev)
-    learning_rate = _optional_number(raw, "learning_rate", where, positive=True)
-    atol = _optional_number(raw, "atol", where, positive=False)
-    sizes = [int(x.shape[1]), *(int(layer.W.shape[0]) for layer in layers)]
-    expect, unknown = _parse_expect(raw.get("expect"), f"{where}.expect", sizes, m, loss,
-                                    learning_rate)
-    return Example(index=index, name=name, x=x, layers=layers, y=y, loss=loss,
-                   learning_rate=learning_rate, atol=DEFAULT_ATOL if atol is None else atol,
-                   expect=expect, unknown_expect=unknown)
-
-
-def parse_document(doc: Any, source: str = "the file") -> list[Example]:
-    """Validate a loaded worked-example document and return its examples."""
-    if not isinstance(doc, dict):
-        raise WorkedExampleError(f"{source}: expected a JSON object with \"format\" and "
-                                 f"\"examples\", got {_describe(doc)}")
-    if doc.get("format") != FORMAT:
-        got = "nothing" if "format" not in doc else _describe(doc["format"])
-        raise WorkedExampleError(f"format: expected {FORMAT!r}, got {got}")
-    raw = doc.get("examples")
-    if not isinstance(raw, list) or not raw:
-        got = "nothing" if raw is None else _describe(raw)
-        raise WorkedExampleError(f"examples: expected a non-empty list of examples, got {got}")
-    return [parse_example(r, i) for i, r in enumerate(raw)]
-
-
-def parse_file(path: str | Path) -> list[Example]:
-    """Read and validate a worked-example file (``WorkedExampleError`` names what is wrong)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise WorkedExampleError(f"{path}: cannot read the file: {reason}") from None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise WorkedExampleError(
-            f"{path}: not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
-        ) from None
-    return parse_document(doc, str(path))
-
-
+# ---------------------------------------------------------------------------- selecting
 def select(examples: list[Example], which: str | None) -> list[Example]:
     """The examples named by ``--example``: a 0-based index, a name, or a unique part of one."""
     if which is None:
@@ -402,15 +92,33 @@ class Trace:
     b_after: list[np.ndarray] | None = None
 
 
+def _model_loss(example: Example) -> str:
+    """The example's loss; for a forward-only example the first loss of ``LOSSES`` that pairs
+    with its output activation (the MLP needs one; the forward pass does not use it)."""
+    if example.loss is not None:
+        return example.loss
+    output = ACTIVATIONS[example.layers[-1].activation]
+    for entry in LOSSES.values():
+        if entry.pairs_with(output):
+            return entry.name
+    raise WorkedExampleError(
+        f"{example.where}.layers[{len(example.layers) - 1}].activation: no loss pairs with "
+        f"{output.name!r}, so no model can be built with it in the output layer"
+    )
+
+
 def build_model(example: Example, backend: Any = None, dtype: str = "float64") -> Any:
-    """An SGD ``MLP`` with the example's layer sizes, activations and exact W, b."""
+    """An SGD ``MLP`` with the example's layer sizes, activations and exact W, b; a setting the
+    MLP refuses (``ParameterError``) is a ``WorkedExampleError`` naming the example."""
     from .model import MLP
 
     acts = [layer.activation for layer in example.layers]
-    loss = example.loss or ("cross_entropy" if acts[-1] == "softmax" else "squared_error")
-    model = MLP(example.sizes, activation=acts[:-1], output_activation=acts[-1], loss=loss,
-                optimizer="sgd", learning_rate=example.learning_rate, dtype=dtype,
-                backend=backend)
+    try:
+        model = MLP(example.sizes, activation=acts[:-1], output_activation=acts[-1],
+                    loss=_model_loss(example), optimizer="sgd",
+                    learning_rate=example.learning_rate, dtype=dtype, backend=backend)
+    except ParameterError as exc:
+        raise WorkedExampleError(f"{example.where}: {exc}") from None
     model.set_weights([(given.W, given.b) for given in example.layers])
     return model
 
@@ -533,34 +241,27 @@ def _derivative(activation: str, l: int) -> str:
     return f"{activation}'(Z[{l}])"
 
 
+# How dL/dA[L] reads for the losses whose delta goes through the chain rule; a loss not
+# named here is printed as dL/dA[L].
+_GRADIENT_TEXT = {"squared_error": "2 {diff}", "half_squared_error": "{diff}"}
+
+
 def _output_delta_formula(example: Example) -> str:
+    """delta[L] in the notes' notation: (A[L] - Y) / m where the loss's registry entry
+    simplifies the delta (no ``gradient``), else dL/dA[L] * f'(Z[L]) / m."""
     L = len(example.layers)
-    act, loss = example.layers[-1].activation, example.loss
+    act, loss = example.layers[-1].activation, LOSSES[str(example.loss)]
     diff = f"(A[{L}] - Y)"
-    if act == "softmax" or (act == "sigmoid" and loss == "binary_cross_entropy"):
+    if loss.gradient is None:
         return f"{diff} / m"
-    if loss == "squared_error":
-        core = f"2 {diff}"
-    elif loss == "half_squared_error":
-        core = diff
-    else:
-        core = f"{diff} / (A[{L}] (1 - A[{L}]))"
+    core = _GRADIENT_TEXT.get(loss.name, f"dL/dA[{L}]").format(diff=diff)
     if act == "identity":
         return f"{core} / m"
     return f"{core} * {_derivative(act, L)} / m"
 
 
-LOSS_FORMULAS = {
-    "squared_error": "L = (1/m) sum_i sum_k (Y - A)^2",
-    "half_squared_error": "L = (1/(2m)) sum_i sum_k (Y - A)^2",
-    "binary_cross_entropy": "L = -(1/m) sum_i sum_k [Y log A + (1 - Y) log(1 - A)]",
-    "cross_entropy": "L = -(1/m) sum_i sum_k Y log softmax(Z)",
-}
-
-
-def explain_items(example: Example, result: Trace) -> list[Item]:
-    """The trace of one example, as headings and labelled arrays in the notes' notation."""
-    L = len(example.layers)
+def _forward_items(example: Example, result: Trace) -> list[Item]:
+    """Per layer: W, b, Z and A."""
     items: list[Item] = [
         "  forward pass: Z[l] = A[l-1] W[l]^T + b[l], A[l] = f(Z[l]); one sample per row",
         ("A[0] = X", example.x),
@@ -574,12 +275,15 @@ def explain_items(example: Example, result: Trace) -> list[Item]:
             (f"Z[{l}] = A[{l - 1}] W[{l}]^T + b[{l}]", result.z[l - 1]),
             (f"A[{l}] = {f}(Z[{l}])", result.a[l - 1]),
         ]
-    if not example.trains:
-        return items
-    if result.delta is None or result.grad_W is None or result.grad_b is None:
-        return items
-    items += [
-        f"  loss {example.loss}: {LOSS_FORMULAS[str(example.loss)]}, m = {example.m}",
+    return items
+
+
+def _backward_items(example: Example, result: Trace) -> list[Item]:
+    """The loss, then per layer from the output down: delta, dW, db."""
+    assert result.delta is not None and result.grad_W is not None and result.grad_b is not None
+    L = len(example.layers)
+    items: list[Item] = [
+        f"  loss {example.loss}: L = {LOSSES[str(example.loss)].formula}, m = {example.m}",
         ("Y", example.y),
         ("L", result.loss),
         "  backward pass: delta[l] = dL/dZ[l] of the batch-mean loss",
@@ -598,12 +302,16 @@ def explain_items(example: Example, result: Trace) -> list[Item]:
             (f"dW[{l}] (grad_W) = delta[{l}]^T A[{l - 1}]", result.grad_W[l - 1]),
             (f"db[{l}] (grad_b) = sum over rows of delta[{l}]", result.grad_b[l - 1]),
         ]
+    return items
+
+
+def _step_items(example: Example, result: Trace) -> list[Item]:
+    """W and b after the gradient step, or a note that there was none."""
     if result.W_after is None or result.b_after is None:
-        items.append("  (no learning_rate: no gradient step)")
-        return items
+        return ["  (no learning_rate: no gradient step)"]
     lr = f"{example.learning_rate:g}"
-    items.append(f"  one gradient-descent step: p <- p - {lr} * grad")
-    for l in range(1, L + 1):
+    items: list[Item] = [f"  one gradient-descent step: p <- p - {lr} * grad"]
+    for l in range(1, len(example.layers) + 1):
         items += [
             (f"W[{l}] <- W[{l}] - {lr} dW[{l}]", result.W_after[l - 1]),
             (f"b[{l}] <- b[{l}] - {lr} db[{l}]", result.b_after[l - 1]),
@@ -611,7 +319,16 @@ def explain_items(example: Example, result: Trace) -> list[Item]:
     return items
 
 
+def explain_items(example: Example, result: Trace) -> list[Item]:
+    """The trace of one example, as headings and labelled arrays in the notes' notation."""
+    items = _forward_items(example, result)
+    if not example.trains or result.delta is None:
+        return items
+    return items + _backward_items(example, result) + _step_items(example, result)
+
+
 def header(example: Example, backend_name: str, dtype: str) -> str:
+    """The example's title line and a line with its sizes, activations, loss and settings."""
     sizes = "-".join(map(str, example.sizes))
     acts = ", ".join(layer.activation for layer in example.layers)
     parts = [f"layers {sizes} ({acts})", f"m = {example.m}"]
@@ -625,6 +342,7 @@ def header(example: Example, backend_name: str, dtype: str) -> str:
 
 # ---------------------------------------------------------------------------- the command
 def configure_parser(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``xpmlp explain``."""
     from .backends import BACKEND_NAMES
 
     p.add_argument("file", metavar="FILE.json",
@@ -642,7 +360,24 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="only this example: its 0-based index, its name or a unique part of it")
 
 
+def _check(example: Example, result: Trace, atol: float) -> bool:
+    """Print the unknown expect fields, every mismatch and a summary; True if all agree."""
+    for key in example.unknown_expect:
+        print(f"  note: {example.where}.expect.{key} is not a known field (expected "
+              f"{', '.join(EXPECT_FIELDS)}); not checked")
+    count, bad = compare(example, result, atol)
+    for mismatch in bad:
+        print("  " + mismatch.describe(example.where, atol))
+    if bad:
+        print(f"  FAILED: {len(bad)} of {count} numbers differ by more than atol {atol:g}")
+    else:
+        print(f"  ok: {count} numbers within atol {atol:g}")
+    return not bad
+
+
 def run(args: argparse.Namespace) -> int:
+    """Trace and print the selected examples; with ``--check`` compare them. Exit status 1 if
+    a number differs, else 0 (a malformed file raises ``WorkedExampleError``: status 2)."""
     from .backends import get_backend
 
     examples = select(parse_file(args.file), args.example)
@@ -657,17 +392,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.check:
             continue
         atol = max(example.atol, FLOAT32_ATOL) if args.dtype == "float32" else example.atol
-        for key in example.unknown_expect:
-            print(f"  note: {example.where}.expect.{key} is not a known field (expected "
-                  f"{', '.join(EXPECT_FIELDS)}); not checked")
-        count, bad = compare(example, result, atol)
-        for mismatch in bad:
-            print("  " + mismatch.describe(example.where, atol))
-        if bad:
-            failed += 1
-            print(f"  FAILED: {len(bad)} of {count} numbers differ by more than atol {atol:g}")
-        else:
-            print(f"  ok: {count} numbers within atol {atol:g}")
+        failed += not _check(example, result, atol)
     if args.check and len(examples) > 1:
         print()
         print(f"{failed} of {len(examples)} examples failed the check" if failed
