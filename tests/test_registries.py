@@ -34,7 +34,6 @@ def choices_of(option: str) -> tuple[str, ...]:
     return tuple(action.choices)
 
 
-@pytest.mark.xfail(reason="the CLI's choices are rewired once the CLI work lands", strict=False)
 def test_the_cli_offers_exactly_the_registries_names() -> None:
     assert choices_of("--activation") == ACTIVATIONS.names(trainable_hidden)
     assert "hardlimit" not in choices_of("--activation")  # forward-only: never trainable

@@ -3,21 +3,60 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
+
+from .errors import ParameterError
+
+
+def available_cores() -> int:
+    """The number of CPU cores this process may run on, at least 1.
+
+    That is the size of its affinity mask where the OS has one
+    (``os.sched_getaffinity``, Linux), else ``os.cpu_count()`` (1 if unknown).
+    """
+    getaffinity = getattr(os, "sched_getaffinity", None)
+    if getaffinity is not None:
+        try:
+            return max(1, len(getaffinity(0)))
+        except OSError:
+            pass
+    return max(1, os.cpu_count() or 1)
+
+
+def capped_threads(n: int) -> tuple[int, str | None]:
+    """``n`` capped at ``available_cores()``, with a note saying so when it was capped.
+
+    More threads than cores only makes the threads wait for each other (BLAS
+    with 64 threads on 2 cores ran 50x slower). Raises ParameterError unless
+    ``n`` is an integer >= 1.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ParameterError(f"thread count {n!r}: expected an integer >= 1")
+    cores = available_cores()
+    if n <= cores:
+        return n, None
+    unit = "core" if cores == 1 else "cores"
+    return cores, f"--threads {n} is more than the {cores} {unit} available; using {cores}"
 
 
 @contextlib.contextmanager
 def cpu_threads(n: int | None) -> Iterator[list[str]]:
     """Within the block, BLAS, OpenMP, Numba and PyTorch use ``n`` threads (None: unchanged).
 
-    Yields notes on what could not be limited. threadpoolctl only reaches the
-    libraries loaded when the block starts, so import the peers first.
+    ``n`` is capped at ``available_cores()``. Yields notes (one line each, for
+    the user) on what was capped or could not be limited. threadpoolctl only
+    reaches the libraries loaded when the block starts, so import the peers
+    first. Raises ParameterError unless ``n`` is None or an integer >= 1.
     """
     notes: list[str] = []
     if n is None:
         yield notes
         return
+    n, note = capped_threads(n)
+    if note is not None:
+        notes.append(note)
     import numba
 
     stack = contextlib.ExitStack()

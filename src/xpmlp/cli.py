@@ -12,6 +12,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from ._version import __version__
 
@@ -26,8 +27,29 @@ SUBCOMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class XpmlpArgumentParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr, then exit status 2.
+
+    The line reads ``<prog>: error: <message> (see <prog> --help)``, e.g.
+    ``xpmlp train: error: argument --seed: ... (see xpmlp train --help)``, with
+    no usage block. Subparsers made by ``add_subparsers`` are of this class too
+    (argparse gives them the class of their parent). ``commands`` maps each
+    subcommand name to its parser (filled by ``build_parser``).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands: dict[str, argparse.ArgumentParser] = {}
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``message`` as a single line and exit with status 2."""
+        one_line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+        self.exit(2, f"{self.prog}: error: {one_line} (see {self.prog} --help)\n")
+
+
+def build_parser() -> XpmlpArgumentParser:
+    """The ``xpmlp`` parser with one subparser per entry of ``SUBCOMMANDS``."""
+    parser = XpmlpArgumentParser(
         prog="xpmlp",
         description="Multi-layer perceptrons trained by backpropagation on NumPy or CuPy arrays.",
     )
@@ -36,14 +58,25 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module)
+        parser.commands[name] = p
         importlib.import_module(module).configure_parser(p)
     return parser
+
+
+def _parse(parser: XpmlpArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, except that unrecognized arguments are reported by the
+    subcommand they follow (``xpmlp train: error: unrecognized arguments: ...``); exits 2."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        owner = parser.commands.get(args.command or "", parser)
+        owner.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``xpmlp`` and ``python -m xpmlp``; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if args.command is None:
         parser.print_help()
         return 0

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Iterator
 
 from .. import config
-from ..errors import BackendUnavailableError
+from ..errors import BackendUnavailableError, ParameterError
 from .base import Backend
 
 BACKEND_NAMES = ("auto", "numpy", "cuda")
@@ -33,8 +33,13 @@ _instances: dict[tuple[str, int | None], Backend] = {}
 
 
 def _check_name(name: object, where: str) -> str:
+    """``name`` lower-cased if it is one of ``BACKEND_NAMES`` (any case).
+
+    Raises ParameterError (a ValueError) naming what was received, ``where`` it
+    came from (e.g. "environment variable XPMLP_BACKEND") and the accepted names.
+    """
     if not isinstance(name, str) or name.lower() not in BACKEND_NAMES:
-        raise ValueError(
+        raise ParameterError(
             f"unknown backend {name!r} ({where}); expected one of {', '.join(BACKEND_NAMES)}"
         )
     return name.lower()

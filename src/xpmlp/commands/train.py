@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
+
+from ..errors import ParameterError
 
 DEFAULTS = {
     "epochs": 8,
@@ -43,6 +48,19 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0 (a random seed), else ArgumentTypeError."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a non-negative integer, got {text!r}"
+        ) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
 def _number(low: float, *, inclusive: bool) -> Any:
     """An argparse type: a finite float > low (or >= low when ``inclusive``)."""
     def parse(text: str) -> float:
@@ -61,7 +79,7 @@ def _number(low: float, *, inclusive: bool) -> Any:
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    from ..activations import ACTIVATIONS
+    from ..activations import ACTIVATIONS, trainable_hidden
     from ..backends import BACKEND_NAMES
     from ..optim import OPTIMIZERS, SCHEDULES
 
@@ -77,15 +95,16 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    "0.1 for sgd)")
     p.add_argument("--hidden", type=_hidden_sizes, default=_hidden_sizes(d["hidden"]),
                    help=f"hidden layer widths, comma-separated (default {d['hidden']})")
-    p.add_argument("--activation", choices=[a for a in ACTIVATIONS if a != "softmax"],
+    p.add_argument("--activation", choices=ACTIVATIONS.names(trainable_hidden),
                    default=d["activation"], help="hidden-layer activation (default relu)")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d["optimizer"],
+    p.add_argument("--optimizer", choices=OPTIMIZERS.names(), default=d["optimizer"],
                    help="optimizer (default adam)")
-    p.add_argument("--schedule", choices=SCHEDULES, default=d["schedule"],
+    p.add_argument("--schedule", choices=SCHEDULES.names(), default=d["schedule"],
                    help="learning-rate schedule over the run (default cosine: from --lr down to 0)")
     p.add_argument("--weight-decay", type=_number(0.0, inclusive=True), default=0.0,
                    help="L2 weight decay (default 0)")
-    p.add_argument("--seed", type=int, default=d["seed"], help="random seed (default 0)")
+    p.add_argument("--seed", type=_non_negative_int, default=d["seed"],
+                   help="random seed, an integer >= 0 (default 0)")
     p.add_argument("--dtype", choices=("float32", "float64"), default=d["dtype"])
     p.add_argument("--limit", type=_positive_int, default=None,
                    help="train on the first N training samples only")
@@ -119,9 +138,73 @@ def versions() -> dict[str, str]:
     return out
 
 
+def _nearest_existing(path: Path) -> Path:
+    """``path`` or its closest ancestor that exists (``.`` or the root at worst)."""
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
+def _probe_write(folder: Path) -> None:
+    """Create and delete a temporary file in ``folder``; OSError if that is not possible."""
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".xpmlp-write-check-"):
+        pass
+
+
+def check_output_path(option: str, path: str | os.PathLike[str]) -> Path:
+    """``path`` as a Path once it is known that a file can be written there.
+
+    Contract: ``path`` is not an existing directory, and its nearest existing
+    ancestor (its parent, or the folder from which saving will create the
+    missing ones) is a directory in which this process can create a file,
+    checked by creating and deleting a temporary file there. Nothing else is
+    created. Otherwise raises ParameterError naming ``option``, ``path`` and
+    the reason, so that a bad output path fails before any data is loaded.
+    """
+    target = Path(path)
+    where = f"{option} {str(path)!r}"
+    try:
+        if target.is_dir():
+            raise ParameterError(f"{where} is a directory; expected a file path")
+        folder = _nearest_existing(target.parent)
+        if not folder.is_dir():
+            raise ParameterError(
+                f"{where} cannot be written: {str(folder)!r} is not a directory"
+            )
+        _probe_write(folder)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ParameterError(f"{where} cannot be written: {reason}") from None
+    return target
+
+
+def _model_file(out: str) -> Path:
+    """The file ``save_model`` writes for ``--out out`` (it appends ``.npz`` when missing)."""
+    path = Path(out)
+    if path.suffix == ".npz" or not path.name:
+        return path
+    return path.with_name(path.name + ".npz")
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Raise ParameterError unless the files of ``--out`` and ``--report`` can be written.
+
+    ``--out`` is checked as given (an existing directory is refused, even though
+    ``save_model`` would write ``DIR.npz`` beside it) and as the ``.npz`` file written.
+    """
+    if args.out:
+        check_output_path("--out", args.out)
+        if _model_file(args.out) != Path(args.out):
+            check_output_path("--out", _model_file(args.out))
+    if args.report:
+        check_output_path("--report", args.report)
+
+
 def run(args: argparse.Namespace) -> int:
+    """Check the output paths, then train with the asked thread count; the exit status."""
     from .._threads import cpu_threads
 
+    check_outputs(args)
     with cpu_threads(args.threads) as notes:
         for note in notes:
             print(f"xpmlp train: {note}", file=sys.stderr)
@@ -185,7 +268,7 @@ def _train(args: argparse.Namespace) -> int:
             "device": backend.device,
             "versions": versions(),
             "model": {"layer_sizes": sizes, "activations": model.activations,
-                      "loss": model.loss, "optimizer": model.optimizer.state_dict(),
+                      "loss": model.loss, "optimizer": model.optimizer.describe(),
                       "dtype": model.dtype.name},
             "epochs": history,
             "test_accuracy": test_accuracy,
