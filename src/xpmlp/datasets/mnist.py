@@ -6,8 +6,10 @@ them in the folder :func:`resolve_data_dir` picks, downloads any that are missin
 its published decompressed content, and caches the decoded arrays in the process.
 
 Downloads never leave a partial or unverified file behind: each goes to a temporary
-file in the destination folder, is decompressed and hashed, and only then renamed
-into place. A corrupt file the user already has is reported, never overwritten.
+file in the destination folder, is decompressed and hashed (:func:`_verify`), and only
+then renamed into place; the generic mirror-by-mirror download lives in
+:mod:`xpmlp.datasets.download`. A corrupt file the user already has is reported, never
+overwritten. Environment variables are read through :mod:`xpmlp.config`.
 """
 
 from __future__ import annotations
@@ -15,21 +17,19 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
-import http.client
 import os
 import sys
-import urllib.error
-import urllib.request
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
-from .._atomic import atomic_write
-from ..errors import DataFileError, DownloadError
+from .. import config
+from ..errors import DataFileError
+from .download import MirrorFailure, _reason, download_verified
 from .idx import GZIP_MAGIC, read_idx
 
 __all__ = [
@@ -43,7 +43,8 @@ __all__ = [
     "resolve_data_dir",
 ]
 
-DATA_DIR_ENV = "XPMLP_DATA_DIR"
+#: The variable naming the data folder (kept here for compatibility; see xpmlp.config).
+DATA_DIR_ENV = config.DATA_DIR
 _CHUNK = 1 << 16
 
 
@@ -99,7 +100,7 @@ class MnistData(NamedTuple):
 
 def _user_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/xpmlp/mnist``, or ``~/.cache/xpmlp/mnist``."""
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    xdg = config.cache_home() or ""
     base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
     return base / "xpmlp" / "mnist"
 
@@ -113,7 +114,7 @@ def _resolve(data_dir: str | os.PathLike[str] | None) -> tuple[Path, str]:
     """The data folder and, in words, why it was chosen."""
     if data_dir is not None:
         return Path(data_dir).expanduser(), "the data_dir argument (--data-dir)"
-    env = os.environ.get(DATA_DIR_ENV, "")
+    env = config.data_dir() or ""
     if env:
         return Path(env).expanduser(), f"the {DATA_DIR_ENV} environment variable"
     if _has_all_files(_REPO_DATA_DIR):
@@ -134,35 +135,6 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
 # --------------------------------------------------------------------------- downloading
 
 
-class _MirrorFailure(Exception):
-    """Why one mirror did not deliver a verified file (collected into DownloadError)."""
-
-
-class _NullBar:
-    """Stands in for a tqdm bar when progress is off or tqdm is unavailable."""
-
-    def __enter__(self) -> _NullBar:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def update(self, n: int) -> None:
-        """Ignore progress."""
-
-
-def _progress_bar(total: int | None, desc: str, enabled: bool) -> Any:
-    """A tqdm byte counter on stderr, or a no-op bar."""
-    if not enabled:
-        return _NullBar()
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return _NullBar()
-    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
-                file=sys.stderr, leave=False)
-
-
 def _lookup(name_or_file: str | MnistFile) -> MnistFile:
     """An MnistFile from itself, a key of MNIST_FILES, or a filename."""
     if isinstance(name_or_file, MnistFile):
@@ -181,56 +153,14 @@ def _mirror_url(base: str, filename: str) -> str:
     return base.rstrip("/") + "/" + filename
 
 
-def _reason(exc: BaseException) -> str:
-    """A short reason for a failed request: 'connection refused', 'timed out', ..."""
-    if isinstance(exc, urllib.error.HTTPError):
-        return f"HTTP {exc.code} {exc.reason}"
-    if isinstance(exc, urllib.error.URLError):
-        inner = exc.reason
-        return _reason(inner) if isinstance(inner, BaseException) else str(inner)
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, http.client.IncompleteRead):
-        return f"truncated download: received {len(exc.partial)} bytes, {exc.expected} missing"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__
-
-
-def _content_length(response: Any) -> int | None:
-    """The Content-Length of ``response`` as an int, or None when absent or invalid."""
-    value = response.headers.get("Content-Length")
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _stream(url: str, out: IO[bytes], desc: str, *, timeout: float, progress: bool) -> None:
-    """Write the body at ``url`` to ``out``; raise _MirrorFailure on any problem."""
-    request = urllib.request.Request(url, headers={"User-Agent": "xpmlp"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            total = _content_length(response)
-            received = 0
-            with _progress_bar(total, desc, progress) as bar:
-                while chunk := response.read(_CHUNK):
-                    out.write(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        raise _MirrorFailure(_reason(exc)) from None
-    except (OSError, http.client.HTTPException, ValueError) as exc:
-        raise _MirrorFailure(_reason(exc)) from None
-    if total is not None and received < total:
-        raise _MirrorFailure(f"truncated download: received {received} of {total} bytes")
-
-
 def _verify(path: Path, spec: MnistFile) -> None:
-    """Decompress ``path`` (if gzip) and check the size and SHA-256 against ``spec``."""
+    """Decompress ``path`` (if gzip) and check the size and SHA-256 against ``spec``.
+
+    The verify hook of :func:`download_file`: returns None when the decompressed content
+    is exactly ``spec``'s, else raises MirrorFailure with the reason (truncated or corrupt
+    gzip stream, unreadable file, wrong size, wrong SHA-256). Reading stops once more than
+    ``spec.size`` bytes have been decompressed, so an oversized download is rejected cheaply.
+    """
     digest = hashlib.sha256()
     size = 0
     try:
@@ -241,31 +171,18 @@ def _verify(path: Path, spec: MnistFile) -> None:
                 digest.update(chunk)
                 size += len(chunk)
     except EOFError:
-        raise _MirrorFailure("truncated gzip stream") from None
+        raise MirrorFailure("truncated gzip stream") from None
     except (gzip.BadGzipFile, zlib.error) as exc:
-        raise _MirrorFailure(f"corrupt gzip stream ({exc})") from None
+        raise MirrorFailure(f"corrupt gzip stream ({exc})") from None
     except OSError as exc:
-        raise _MirrorFailure(f"cannot read the downloaded file ({_reason(exc)})") from None
+        raise MirrorFailure(f"cannot read the downloaded file ({_reason(exc)})") from None
     if size != spec.size:
         actual = f"more than {spec.size}" if size > spec.size else str(size)
-        raise _MirrorFailure(f"checksum mismatch: decompressed content is {actual} bytes, "
-                             f"expected {spec.size}")
+        raise MirrorFailure(f"checksum mismatch: decompressed content is {actual} bytes, "
+                            f"expected {spec.size}")
     if digest.hexdigest() != spec.sha256:
-        raise _MirrorFailure(f"checksum mismatch: SHA-256 of the decompressed content is "
-                             f"{digest.hexdigest()}, expected {spec.sha256}")
-
-
-def _fetch_verified(url: str, spec: MnistFile, target: Path, *, timeout: float,
-                    progress: bool) -> None:
-    """Download ``url`` to a temp file beside ``target``, verify it, rename it into place.
-
-    Whatever happens, no temporary file remains; ``target`` appears only when verified.
-    """
-    try:
-        with atomic_write(target, "wb", verify=lambda tmp: _verify(tmp, spec)) as out:
-            _stream(url, out, spec.filename, timeout=timeout, progress=progress)
-    except OSError as exc:  # e.g. the folder is not writable, or the rename failed
-        raise _MirrorFailure(f"cannot store the file ({_reason(exc)})") from None
+        raise MirrorFailure(f"checksum mismatch: SHA-256 of the decompressed content is "
+                            f"{digest.hexdigest()}, expected {spec.sha256}")
 
 
 def download_file(name_or_file: str | MnistFile, dest_dir: str | os.PathLike[str], *,
@@ -285,27 +202,11 @@ def download_file(name_or_file: str | MnistFile, dest_dir: str | os.PathLike[str
         ValueError: ``name_or_file`` names no MNIST file.
     """
     spec = _lookup(name_or_file)
-    dest = Path(dest_dir)
-    bases = tuple(MIRRORS if mirrors is None else mirrors)
-    if not bases:
-        raise DownloadError(f"cannot download {spec.filename}: no mirrors given")
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DownloadError(f"cannot download {spec.filename}: cannot create {dest} "
-                            f"({_reason(exc)})") from None
-    target = dest / spec.filename
-    failures = []
-    for base in bases:
-        url = _mirror_url(base, spec.filename)
-        try:
-            _fetch_verified(url, spec, target, timeout=timeout, progress=progress)
-        except _MirrorFailure as exc:
-            failures.append(f"{url}: {exc}")
-            continue
-        return target
-    raise DownloadError(f"could not download {spec.filename} into {dest} from any mirror:\n  "
-                        + "\n  ".join(failures))
+    target = Path(dest_dir) / spec.filename
+    bases = MIRRORS if mirrors is None else mirrors
+    urls = [_mirror_url(base, spec.filename) for base in bases]
+    return download_verified(urls, target, lambda tmp: _verify(tmp, spec), desc=spec.filename,
+                             timeout=timeout, progress=progress)
 
 
 # --------------------------------------------------------------------------- loading
