@@ -10,9 +10,11 @@ from ._version import __version__
 from .backends import BACKEND_NAMES, Backend, get_backend, use_backend
 from .errors import (
     BackendUnavailableError,
+    ConcurrentFitError,
     DataFileError,
     DeviceMemoryError,
     NotDifferentiableError,
+    ParameterError,
     TrainingDivergedError,
     XpmlpError,
 )
@@ -27,10 +29,12 @@ __all__ = [
     "Adam",
     "Backend",
     "BackendUnavailableError",
+    "ConcurrentFitError",
     "DataFileError",
     "DeviceMemoryError",
     "NotDifferentiableError",
     "Optimizer",
+    "ParameterError",
     "TrainingDivergedError",
     "XpmlpError",
     "__version__",
