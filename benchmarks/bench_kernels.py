@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from xpmlp.kernels.rows import N_STATS
 
+from xpmlp import optim
 from xpmlp.bench.workloads import MNIST_SIZES as SIZES
 from xpmlp.bench.workloads import full_profile
 
@@ -79,15 +79,16 @@ def test_bias_activation(benchmark, pair, m, n, activation):
 def test_activation_backward(benchmark, pair, m, n, activation):
     be, ref = pair
     dA = be.asarray(_rng().standard_normal((m, n), dtype=F32))
-    A = be.asarray(np.maximum(_rng().standard_normal((m, n), dtype=F32), 0))
+    Z0 = np.random.default_rng(1).standard_normal((m, n), dtype=F32)
+    Z, A = be.asarray(Z0), be.asarray(np.maximum(Z0, 0))
     delta, db = be.empty((m, n), F32), be.empty(n, F32)
     delta_r, db_r = be.empty((m, n), F32), be.empty(n, F32)
-    be.activation_backward(dA, A, delta, db, activation)
-    ref.activation_backward(dA, A, delta_r, db_r, activation)
+    be.activation_backward(dA, Z, A, delta, db, activation)
+    ref.activation_backward(dA, Z, A, delta_r, db_r, activation)
     _close(be, delta, delta_r)
     _close(be, db, db_r, rtol=1e-4, atol=1e-4)
     _timed(benchmark, be, f"activation_backward {activation} m={m} n={n}",
-           lambda: be.activation_backward(dA, A, delta, db, activation))
+           lambda: be.activation_backward(dA, Z, A, delta, db, activation))
 
 
 @pytest.mark.parametrize("m", BATCHES)
@@ -98,44 +99,56 @@ def test_loss_output_delta(benchmark, pair, m):
     A = be.empty((m, n), F32)
     ref.bias_activation(Z, be.zeros(n, F32), A, "softmax")
     Y = be.asarray(np.eye(n, dtype=F32)[_rng().integers(0, n, m)])
-    outs = [(be.empty((m, n), F32), be.empty(n, F32), be.zeros(N_STATS, F32)) for _ in range(2)]
-    for impl, (delta, db, stats) in zip((be, ref), outs, strict=True):
-        impl.loss_output_delta(Z, A, Y, delta, db, stats, "softmax", "cross_entropy", 0)
+    # per implementation: delta, db, out_stats (loss sum, correct count), skip flag
+    outs = [(be.empty((m, n), F32), be.empty(n, F32), be.zeros(2, F32), be.zeros(1, F32))
+            for _ in range(2)]
+    for impl, (delta, db, out_stats, skip) in zip((be, ref), outs, strict=True):
+        impl.loss_output_delta(Z, A, Y, delta, db, out_stats, skip, "softmax", "cross_entropy")
     for got, want in zip(outs[0], outs[1], strict=True):
         _close(be, got, want, rtol=1e-4, atol=1e-5)
-    delta, db, stats = outs[0]
+    delta, db, out_stats, skip = outs[0]
     _timed(benchmark, be, f"loss_output_delta softmax-CE m={m} n={n}",
-           lambda: be.loss_output_delta(Z, A, Y, delta, db, stats, "softmax",
-                                        "cross_entropy", 0))
+           lambda: be.loss_output_delta(Z, A, Y, delta, db, out_stats, skip, "softmax",
+                                        "cross_entropy"))
 
 
 def _flat(be: Any, k: int, scale: float = 1.0) -> Any:
     return be.asarray(np.random.default_rng(k).standard_normal(N_PARAMS, dtype=F32) * F32(scale))
 
 
+def _state(be: Any, optimizer: optim.Optimizer) -> Any:
+    """The optimizer's state rows over the flat parameter vector (zeros)."""
+    return be.zeros((len(optimizer.state_names), N_PARAMS), F32)
+
+
 def test_sgd_momentum_step(benchmark, pair):
     be, ref = pair
-    p, g, v = _flat(be, 1), _flat(be, 2, 1e-2), _flat(be, 3, 1e-2)
-    pr, vr = p.copy(), v.copy()
-    stats = be.zeros(N_STATS, F32)
-    be.sgd_momentum_step(p, g, v, 1e-3, 0.9, 0.0, N_WEIGHTS, False, stats)
-    ref.sgd_momentum_step(pr, g, vr, 1e-3, 0.9, 0.0, N_WEIGHTS, False, stats)
+    opt = optim.SGD(1e-3, momentum=0.9)
+    p, g = _flat(be, 1), _flat(be, 2, 1e-2)
+    state = _state(be, opt)
+    state[0] = _flat(be, 3, 1e-2)  # the velocity
+    skip = be.zeros(1, F32)
+    pr, state_r = p.copy(), state.copy()
+    args = (opt.hyperparameters(1, opt.learning_rate), 0.0, N_WEIGHTS, skip)
+    be.optimizer_step(opt, p, g, state, *args)
+    ref.optimizer_step(opt, pr, g, state_r, *args)
     _close(be, p, pr)
-    _close(be, v, vr)
+    _close(be, state, state_r)
     _timed(benchmark, be, f"sgd_momentum_step params={N_PARAMS}",
-           lambda: be.sgd_momentum_step(p, g, v, 1e-3, 0.9, 0.0, N_WEIGHTS, False, stats))
+           lambda: be.optimizer_step(opt, p, g, state, *args))
 
 
 def test_adam_step(benchmark, pair):
     be, ref = pair
+    opt = optim.Adam(1e-3, beta1=0.9, beta2=0.999, eps=1e-8)
     p, g = _flat(be, 1), _flat(be, 2, 1e-2)
-    m, v = be.zeros(N_PARAMS, F32), be.zeros(N_PARAMS, F32)
-    pr, mr, vr = p.copy(), m.copy(), v.copy()
-    stats = be.zeros(N_STATS, F32)
-    args = (1e-3, 0.9, 0.999, 1e-8, 0.0, N_WEIGHTS, 1, stats)
-    be.adam_step(p, g, m, v, *args)
-    ref.adam_step(pr, g, mr, vr, *args)
-    for got, want in ((p, pr), (m, mr), (v, vr)):
-        _close(be, got, want)
+    state = _state(be, opt)  # m, v
+    skip = be.zeros(1, F32)
+    pr, state_r = p.copy(), state.copy()
+    args = (opt.hyperparameters(1, opt.learning_rate), 0.0, N_WEIGHTS, skip)
+    be.optimizer_step(opt, p, g, state, *args)
+    ref.optimizer_step(opt, pr, g, state_r, *args)
+    _close(be, p, pr)
+    _close(be, state, state_r)
     _timed(benchmark, be, f"adam_step params={N_PARAMS}",
-           lambda: be.adam_step(p, g, m, v, *args))
+           lambda: be.optimizer_step(opt, p, g, state, *args))

@@ -1,12 +1,14 @@
 """The forward pass and one whole training step, per backend and per peer.
 
 Model 784-512-256-10 (ReLU, softmax cross-entropy, SGD momentum 0.9, lr 0.05)
-at batch 128 and 1024 (workloads A and B), on random data. A step is what
-``xpmlp bench`` times per batch: gather the batch, forward, backward, update,
-synchronize. Rows: xpmlp with the fused kernels (numpy, cuda), xpmlp on the
-reference ``base.Backend`` (the same step without fusion), the plain-NumPy
-ablation, and PyTorch eager (CPU, CUDA). Before timing, one step from the
-shared initial weights must give the reference's weights.
+at batch 128 and 1024 (workloads A and B), on random data. The forward pass is
+``MLP.forward_pass`` on a workspace of the batch. A step is what ``xpmlp bench``
+times per batch (``xpmlp.training.run_epoch`` over one batch): gather the batch,
+forward, backward, update, synchronize. Rows: xpmlp with the fused kernels
+(numpy, cuda), xpmlp on the reference ``base.Backend`` (the same step without
+fusion), the plain-NumPy ablation, and PyTorch eager (CPU, CUDA). Before
+timing, the forward pass must give the reference model's probabilities, and one
+step from the shared initial weights must give the reference's weights.
 """
 
 from __future__ import annotations
@@ -49,16 +51,15 @@ def _weights(row: Row) -> list[np.ndarray]:
 def test_forward(benchmark, backend, m):
     be = backend
     model = MLP(list(SIZES), backend=be, seed=0)
-    ref = MLP(list(SIZES), backend=Backend(np), seed=0)
-    ws = model._workspace(m)
+    want = MLP(list(SIZES), backend=Backend(np), seed=0).predict_proba(DATA.x_train[:m])
+    ws = model.workspace(m)  # the fixture made the backend's device and stream current
     ws.X[...] = be.asarray(DATA.x_train[:m])
-    model._forward(ws)
-    np.testing.assert_allclose(be.to_numpy(ws.A[-1]), ref.predict_proba(DATA.x_train[:m]),
-                               rtol=1e-4, atol=1e-6)
+    model.forward_pass(ws)
+    np.testing.assert_allclose(be.to_numpy(ws.A[-1]), want, rtol=1e-4, atol=1e-6)
     benchmark.group = f"forward {'-'.join(map(str, SIZES))} m={m}"
 
     def run() -> None:
-        model._forward(ws)
+        model.forward_pass(ws)
         be.synchronize()
 
     benchmark(run)

@@ -4,13 +4,15 @@
     pytest benchmarks/ --benchmark-compare           # time again, compare with the last save
 
 Files named ``bench_*.py`` are collected here. ``pair`` gives the backend under
-test and the reference ``base.Backend`` on the same array module; every
-benchmark first checks the two agree, then times only the one under test.
+test and the reference ``base.Backend`` on the same array module, with the
+backend's device and stream current (``Backend.activate``); every benchmark
+first checks the two agree, then times only the one under test.
 CUDA parameters carry the ``cuda`` marker and are skipped without a usable GPU.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy
@@ -21,7 +23,10 @@ from xpmlp.backends.base import Backend
 
 
 def pytest_collect_file(file_path: Any, parent: Any) -> Any:
-    if file_path.suffix == ".py" and file_path.name.startswith("bench_"):
+    # A file named on the command line is collected by pytest itself, whatever its name:
+    # collecting it here too would run every benchmark in it twice.
+    if (file_path.suffix == ".py" and file_path.name.startswith("bench_")
+            and not parent.session.isinitpath(file_path)):
         return pytest.Module.from_parent(parent, path=file_path)
     return None
 
@@ -56,10 +61,12 @@ def make_backend(impl: str) -> Backend:
     pytest.param("cuda", id="cuda-fused", marks=cuda_marks()),
     pytest.param("cuda-reference", id="cuda-reference", marks=cuda_marks()),
 ])
-def pair(request: Any) -> tuple[Backend, Backend]:
-    """(backend under test, the reference Backend on the same array module)."""
+def pair(request: Any) -> Iterator[tuple[Backend, Backend]]:
+    """(backend under test, the reference Backend on the same array module), with the
+    backend's device and stream current (``activate``), as in the model's own calls."""
     be = make_backend(request.param)
-    return be, Backend(be.xp)
+    with be.activate():
+        yield be, Backend(be.xp)
 
 
 @pytest.fixture(params=[
@@ -67,9 +74,12 @@ def pair(request: Any) -> tuple[Backend, Backend]:
     pytest.param("numpy-reference", id="numpy-reference"),
     pytest.param("cuda", id="cuda-fused", marks=cuda_marks()),
 ])
-def backend(request: Any) -> Backend:
-    """A backend under test (the fused NumPy and CUDA ones, and the reference on NumPy)."""
-    return make_backend(request.param)
+def backend(request: Any) -> Iterator[Backend]:
+    """A backend under test (the fused NumPy and CUDA ones, and the reference on NumPy), with
+    its device and stream current."""
+    be = make_backend(request.param)
+    with be.activate():
+        yield be
 
 
 def torch_marks(device: str) -> list[Any]:

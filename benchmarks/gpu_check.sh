@@ -30,8 +30,9 @@ BUDGET=${GPU_CHECK_BUDGET:-570}
 START=$(date +%s)
 FAILED=()
 export PIP_NO_INDEX=1 PIP_DISABLE_PIP_VERSION_CHECK=1 NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS=0
-# A fresh Numba cache: cached kernels are keyed on their own file only, so an edit of
-# kernels/scalar.py or kernels/rows.py since an earlier run on this machine would go unseen.
+# A fresh Numba cache per run. Not needed for correctness: Numba keys a cached kernel on its own
+# file, but each kernel's name carries a fingerprint of the bytecode of every formula it reaches
+# (kernels/compiler.py), so an edited formula compiles afresh; a fresh cache keeps runs apart.
 export NUMBA_CACHE_DIR="$OUTDIR/numba-cache"
 unset CUPY_TF32  # FP32 matrix products on both sides of every comparison
 rm -rf "$NUMBA_CACHE_DIR"
@@ -106,7 +107,7 @@ if [[ -x $OUTDIR/venv/bin/python ]]; then
     PY=$OUTDIR/venv/bin/python
 fi
 step install 120 "${PIP[@]}" install --no-index --no-deps --no-build-isolation -e .
-if ! "$PY" -c 'import xpmlp.kernels.scalar' >/dev/null 2>&1; then
+if ! "$PY" -c 'import xpmlp.kernels.cpu, xpmlp.kernels.cuda' >/dev/null 2>&1; then
     # No editable install (no setuptools >= 70.1 on the machine?): a copy of the package, laid
     # out as installed (kernels/ as xpmlp/kernels), on PYTHONPATH.
     rm -rf "$OUTDIR/site" && mkdir -p "$OUTDIR/site" && cp -r src/xpmlp "$OUTDIR/site/" \
@@ -114,7 +115,8 @@ if ! "$PY" -c 'import xpmlp.kernels.scalar' >/dev/null 2>&1; then
     export PYTHONPATH="$OUTDIR/site${PYTHONPATH:+:$PYTHONPATH}"
     echo "[gpu_check] install: no installed xpmlp; using a copy on PYTHONPATH ($OUTDIR/site)" \
         | tee -a "$OUTDIR/install.log"
-    if "$PY" -c 'import xpmlp.kernels.scalar'; then  # the copy works: not a failure
+    # The copy works: the install step is not a failure.
+    if "$PY" -c 'import xpmlp.kernels.cpu, xpmlp.kernels.cuda'; then
         kept=()
         for name in ${FAILED[@]+"${FAILED[@]}"}; do [[ $name == install ]] || kept+=("$name"); done
         FAILED=(${kept[@]+"${kept[@]}"})

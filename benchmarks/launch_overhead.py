@@ -11,8 +11,9 @@ time per launch including the final sync. Rows:
 - numba, cached launcher: ``launch = kernel[grid, block, stream]`` once (what xpmlp does);
 - numba, specialized: ``kernel.specialize(a, b, c, d)[grid, block, stream]`` (no typing);
 - numba, StridedMemoryViews: views built once, specialized, cached launcher;
-- xpmlp: ``CudaBackend.sgd_step`` (the whole op: casts, launcher lookup, 3 arrays + scalars),
-  through the specialized kernel (the default) and through Numba's typed dispatch;
+- xpmlp: ``CudaBackend.optimizer_step`` with plain SGD (the whole op: kernel lookup, casts,
+  launcher lookup, 4 arrays + the hyperparameter tuple + scalars), through the specialized
+  kernel (the default) and through Numba's typed dispatch (``XPMLP_CUDA_SPECIALIZE=0``);
 - cupy: an ElementwiseKernel doing the same, and ``cupy.matmul(x, w, out=z)`` 128x784x512;
 - torch: ``torch.addmm(b, x, w, out=z)`` + ``relu_`` (two ops), if PyTorch has CUDA.
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -107,30 +109,42 @@ def xpmlp_row(cupy: Any, n: int) -> dict[str, Callable[[], dict[str, float]]]:
     def sgd(specialize: bool) -> dict[str, float]:
         import numpy
         from xpmlp.kernels import cuda as kcuda
-        from xpmlp.kernels.rows import N_STATS
 
+        from xpmlp import config, optim
         from xpmlp.backends import get_backend
 
         be = get_backend("cuda")
-        default = kcuda.SPECIALIZE
-        kcuda.SPECIALIZE, kcuda._launchers = specialize, {}
+        # Read at each launcher build (config.cuda_specialize()): set it, drop built launchers.
+        saved = os.environ.get(config.CUDA_SPECIALIZE)
+        os.environ[config.CUDA_SPECIALIZE] = "1" if specialize else "0"
+        kcuda._launchers.clear()
         try:
-            p = be.asarray(numpy.ones(N_ELEMENTS, "float32"))
-            g = be.asarray(numpy.full(N_ELEMENTS, 2.0, "float32"))
-            stats = be.zeros(N_STATS, "float32")
-            be.sgd_step(p, g, 0.25, 0.0, 0, stats)
-            if not numpy.allclose(be.to_numpy(p), 0.5):
-                raise AssertionError("wrong result")
-            if kcuda.launch_paths["sgd_step"] != ("specialized" if specialize else "typed"):
-                raise AssertionError(f"launched {kcuda.launch_paths['sgd_step']}")
-            return per_launch_us(lambda: be.sgd_step(p, g, 1e-6, 0.0, 0, stats), n,
-                                 be.synchronize)
+            with be.activate():  # the backend's device and stream current
+                opt = optim.SGD(0.25)  # plain SGD: p <- p - lr g, no state rows
+                p = be.asarray(numpy.ones(N_ELEMENTS, "float32"))
+                g = be.asarray(numpy.full(N_ELEMENTS, 2.0, "float32"))
+                state = be.zeros((len(opt.state_names), N_ELEMENTS), "float32")
+                skip = be.zeros(1, "float32")
+                be.optimizer_step(opt, p, g, state, opt.hyperparameters(1, 0.25), 0.0, 0, skip)
+                if not numpy.allclose(be.to_numpy(p), 0.5):
+                    raise AssertionError("wrong result")
+                path = kcuda.launch_paths["optimizer_step"]
+                if path != ("specialized" if specialize else "typed"):
+                    raise AssertionError(f"launched {path}")
+                hyper = opt.hyperparameters(1, 1e-6)
+                return per_launch_us(
+                    lambda: be.optimizer_step(opt, p, g, state, hyper, 0.0, 0, skip), n,
+                    be.synchronize)
         finally:
-            kcuda.SPECIALIZE, kcuda._launchers = default, {}
+            if saved is None:
+                os.environ.pop(config.CUDA_SPECIALIZE, None)
+            else:
+                os.environ[config.CUDA_SPECIALIZE] = saved
+            kcuda._launchers.clear()
 
     return {
-        "xpmlp: CudaBackend.sgd_step (whole op, specialized)": lambda: sgd(True),
-        "xpmlp: CudaBackend.sgd_step (XPMLP_CUDA_SPECIALIZE=0)": lambda: sgd(False),
+        "xpmlp: CudaBackend.optimizer_step SGD (whole op, specialized)": lambda: sgd(True),
+        "xpmlp: CudaBackend.optimizer_step SGD (XPMLP_CUDA_SPECIALIZE=0)": lambda: sgd(False),
     }
 
 
@@ -216,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     rows.update(xpmlp_row(cupy, args.n))
     rows.update(torch_rows(args.n))
     failed = 0
-    print(f"{'row':<58} {'host us/launch':>15} {'with sync':>10}")
+    width = max(map(len, rows))
+    print(f"{'row':<{width}} {'host us/launch':>15} {'with sync':>10}")
     for name, measure in rows.items():
         try:
             if name.startswith(("numba", "cupy")):
@@ -224,11 +239,11 @@ def main(argv: list[str] | None = None) -> int:
                     r = measure()
             else:
                 r = measure()
-            print(f"{name:<58} {r['host_us']:>15.2f} {r['with_sync_us']:>10.2f}")
+            print(f"{name:<{width}} {r['host_us']:>15.2f} {r['with_sync_us']:>10.2f}")
         except Exception as exc:
             failed += 1
             r = {"error": f"{type(exc).__name__}: {exc}"}
-            print(f"{name:<58} failed: {r['error']}")
+            print(f"{name:<{width}} failed: {r['error']}")
         results[name] = r
     report = {"device": device, "launches_per_row": args.n, "elements": N_ELEMENTS,
               "versions": versions(), "rows": results}
