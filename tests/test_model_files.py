@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 import xpmlp
 from xpmlp import _atomic
 from xpmlp._atomic import atomic_write
+from xpmlp.serialize import _json_type
 
 SIZES = [3, 4, 2]
 N_PARAMS = 3 * 4 + 4 + 4 * 2 + 2
@@ -81,13 +82,7 @@ def assert_rejected(path: Path, *fragments: str) -> xpmlp.DataFileError:
     return info.value
 
 
-def json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    for kind, name in ((bool, "boolean"), (str, "string"), (list, "array"), (dict, "object")):
-        if isinstance(value, kind):
-            return name
-    return "number"
+json_type = _json_type  # the JSON name of a decoded value's type
 
 
 json_values = st.recursive(
@@ -351,6 +346,7 @@ def test_only_stale_temporaries_of_the_same_target_are_removed(
 KILLED_WRITER = """
 import sys, time
 from xpmlp._atomic import atomic_write
+from xpmlp.serialize import _json_type
 with atomic_write(sys.argv[1], "wb") as f:
     f.write(b"half a model" * 1000)
     f.flush()
