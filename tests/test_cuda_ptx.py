@@ -1,20 +1,22 @@
-"""Every CUDA kernel compiles to sm_90 PTX (no GPU needed); no float32 kernel has float64 math.
+"""Every CUDA kernel compiles to sm_90 PTX (no GPU needed), and the NumPy 2.5 shim is applied
+by ``prepare()``, not at import.
 
-``numba.cuda.compile_ptx`` needs NVVM/NVRTC (the ``numba-cuda[cu13]`` wheels),
-not a device, except that numba-cuda 0.30 asks the current device for its
-compute capability when it compiles a called ``@njit`` function: the fixture
-answers (9, 0) instead. This is real numba-cuda, so the file is skipped under
-the simulator.
-
-Float64 trap: a bare Python float literal promotes float32 arithmetic to
-float64 (``cvt.f64.f32`` and ``.f64`` instructions in the PTX), which on a GPU
-runs at a fraction of the float32 rate.
+Every template of ``xpmlp.kernels.cuda.TEMPLATES`` with every registry binding
+it can take (``kernel_cases.cuda_cases``) is compiled, in float32 and float64,
+for the argument types the CUDA backend launches it with
+(``fast_signature(argument_key(args))``). ``numba.cuda.compile_ptx`` needs
+NVVM/NVRTC (the ``numba-cuda[cu13]`` wheels), not a device, except that
+numba-cuda 0.30 asks the current device for its compute capability when it
+compiles a called device function: ``kernel_cases.hopper_device`` answers (9, 0).
+This is real numba-cuda, so the file is skipped under the simulator.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -23,117 +25,153 @@ if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
                 "simulator", allow_module_level=True)
 
 import numba  # noqa: E402
+import numpy  # noqa: E402
+from kernel_cases import (  # noqa: E402
+    DTYPES,
+    compile_ptx,
+    cuda_args,
+    cuda_cases,
+    cuda_signature,
+    hopper_device,
+)
 from numba import cuda  # noqa: E402
+from xpmlp.kernels import compat  # noqa: E402
 from xpmlp.kernels import cuda as kcuda  # noqa: E402
 
-CC = (9, 0)
-FLOATS = {"float32": numba.float32, "float64": numba.float64}
-
-
-class _Hopper:
-    compute_capability = CC
+CASES = cuda_cases()
 
 
 @pytest.fixture(scope="module")
-def compile_to_ptx():
-    """compile_ptx(kernel, signature) -> PTX text, cached, with the current device patched."""
+def ptx_compiler():
+    """``kernel_cases.compile_ptx``, or a skip where NVVM/NVRTC are not installed."""
+    first = CASES[0]
     try:
-        import numba.cuda.dispatcher as dispatcher
+        compile_ptx(first.kernel("float32").py_func, cuda_signature(first, "float32"))
     except Exception as exc:  # pragma: no cover - depends on the installation
-        pytest.skip(f"numba-cuda is not importable: {exc}")
-    cache: dict[Any, str] = {}
-
-    def compile_one(kernel: Any, sig: tuple[Any, ...]) -> str:
-        key = (kernel, sig)
-        if key not in cache:
-            cache[key] = cuda.compile_ptx(kernel.py_func, sig, cc=CC)[0]
-        return cache[key]
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(dispatcher, "get_current_device", lambda: _Hopper())
-        try:
-            compile_one(kcuda.sgd_step, kcuda.signatures(numba.float32)[kcuda.sgd_step])
-        except Exception as exc:  # pragma: no cover - depends on the installation
-            if "NVVM" in str(exc) or "nvrtc" in str(exc).lower():
-                pytest.skip(f"NVVM/NVRTC are not installed (pip install 'numba-cuda[cu13]'): "
-                            f"{exc}")
-            raise
-        yield compile_one
+        if "NVVM" in str(exc) or "nvrtc" in str(exc).lower():
+            pytest.skip(f"NVVM/NVRTC are not installed (pip install 'numba-cuda[cu13]'): {exc}")
+        raise
+    return compile_ptx
 
 
-def name(kernel: Any) -> str:
-    return kernel.py_func.__name__
+def test_the_cases_cover_every_template() -> None:
+    assert {c.template for c in CASES} == set(kcuda.TEMPLATES)
+    assert len(kcuda.TEMPLATES) == len(set(kcuda.TEMPLATES)) >= 8
 
 
-def test_every_kernel_has_a_signature() -> None:
-    for ft in FLOATS.values():
-        assert set(kcuda.signatures(ft)) == set(kcuda.KERNELS)
-    assert len(kcuda.KERNELS) == len(set(kcuda.KERNELS)) >= 10
-
-
-@pytest.mark.parametrize("dtype", FLOATS)
-@pytest.mark.parametrize("kernel", kcuda.KERNELS, ids=name)
-def test_kernel_compiles_for_sm90(compile_to_ptx, kernel, dtype) -> None:
-    ptx = compile_to_ptx(kernel, kcuda.signatures(FLOATS[dtype])[kernel])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_kernel_compiles_for_sm90(ptx_compiler, case, dtype) -> None:
+    kernel = case.kernel(dtype)
+    ptx = ptx_compiler(kernel.py_func, cuda_signature(case, dtype))
     assert ".target sm_90" in ptx
     assert ".entry" in ptx
     if dtype == "float32":
         assert ".f64" not in ptx, (
-            f"{name(kernel)} float32 has float64 math:\n"
+            f"{case.id} float32 has float64 math:\n"
             + "\n".join(line for line in ptx.splitlines() if ".f64" in line)[:2000]
         )
-        assert ".f32" in ptx
 
 
-def test_the_f64_check_catches_a_float_literal(compile_to_ptx) -> None:
+def test_the_backend_launches_with_the_fast_signature() -> None:
+    """The signatures above are the ones the backend's launches are specialized for: every
+    argument of every case is a kind ``fast_signature`` covers (C-contiguous arrays, the
+    dtype's scalars, ints)."""
+    for case in CASES:
+        for dtype in DTYPES:
+            args = cuda_args(case, dtype)
+            assert kcuda.fast_signature(kcuda.argument_key(args)) is not None, case.id
+            assert len(cuda_signature(case, dtype)) == len(args)
+
+
+def test_the_f64_check_catches_a_float_literal(ptx_compiler) -> None:
     """The check above can fail: `a * (1.0 - a)` on float32 compiles to float64 math."""
 
-    @cuda.jit
     def with_literal(a):
         i = cuda.grid(1)
         if i < a.size:
             a[i] = a[i] * (1.0 - a[i])
 
-    ptx = compile_to_ptx(with_literal, (numba.types.Array(numba.float32, 1, "C"),))
+    ptx = ptx_compiler(with_literal, (numba.types.Array(numba.float32, 1, "C"),))
     assert "cvt.f64.f32" in ptx
 
 
-NUMPY_WITHOUT_ROW_STACK = """
-import sys
-import numpy
-del numpy.row_stack  # as in NumPy 2.5
-if sys.argv[1] == "xpmlp":
-    import xpmlp.kernels.cuda  # restores the alias before any kernel compiles
-import numba
-import numba.cuda.dispatcher as dispatcher
-from numba import cuda
+def test_hopper_device_is_restored() -> None:
+    import numba.cuda.dispatcher as dispatcher
 
-class Hopper:
-    compute_capability = (9, 0)
-
-dispatcher.get_current_device = lambda: Hopper()
-
-def kernel(a):
-    a[0] = 1.0
-
-try:
-    cuda.compile_ptx(kernel, (numba.float32[:],), cc=(9, 0))
-except AttributeError as exc:
-    print("failed:", exc)
-    sys.exit(1)
-print("compiled")
-"""
+    before = dispatcher.get_current_device
+    with hopper_device():
+        assert dispatcher.get_current_device().compute_capability == (9, 0)
+    assert dispatcher.get_current_device is before
 
 
-@pytest.mark.parametrize("importing", ["xpmlp", "numba-cuda alone"])
-def test_kernels_compile_on_a_numpy_without_row_stack(importing) -> None:
-    """numba-cuda 0.30 fails on NumPy 2.5 (no numpy.row_stack); xpmlp.kernels.compat mends it."""
-    import subprocess
+# ---------------------------------------------------------------------- the NumPy 2.5 shim
+NUMPY_WITHOUT_ROW_STACK = textwrap.dedent(
+    """
     import sys
+    import numpy
+    del numpy.row_stack  # as in NumPy 2.5
+    import numba
+    import numba.cuda.dispatcher as dispatcher
+    from numba import cuda
 
-    run = subprocess.run([sys.executable, "-c", NUMPY_WITHOUT_ROW_STACK, importing.split()[0]],
-                         capture_output=True, text=True, timeout=300)
-    if importing == "xpmlp":
-        assert run.returncode == 0 and "compiled" in run.stdout, run.stdout + run.stderr
-    else:  # the failure the shim is for (if numba-cuda ever fixes it, drop the shim)
-        assert run.returncode == 1 and "row_stack" in run.stdout, run.stdout + run.stderr
+    class Hopper:
+        compute_capability = (9, 0)
+
+    dispatcher.get_current_device = lambda: Hopper()
+
+    def kernel(a):
+        a[0] = 1.0
+
+    mode = sys.argv[1]
+    if mode != "numba-cuda":
+        from xpmlp.kernels import cuda as kcuda
+
+        print("after import:", hasattr(numpy, "row_stack"))
+        if mode == "prepare":
+            kcuda.prepare()
+        else:  # the first kernel xpmlp compiles prepares the target
+            kernel = kcuda.CUDA.kernel(kcuda.gather_rows, "float32").py_func
+        print("restored:", getattr(numpy, "row_stack", None) is numpy.vstack)
+    try:
+        cuda.compile_ptx(kernel, (numba.float32[:],) if mode != "first-kernel" else (
+            numba.float32[:, ::1], numba.int64[::1], numba.float32[:, ::1]), cc=(9, 0))
+    except AttributeError as exc:
+        print("failed:", exc)
+        sys.exit(1)
+    print("compiled")
+    """
+)
+
+
+def run_without_row_stack(mode: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    return subprocess.run([sys.executable, "-c", NUMPY_WITHOUT_ROW_STACK, mode], env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("mode", ["prepare", "first-kernel"])
+def test_prepare_restores_row_stack_and_import_does_not(mode) -> None:
+    """numba-cuda 0.30 fails on NumPy 2.5 (no numpy.row_stack); importing xpmlp.kernels.cuda
+    changes nothing in NumPy, and ``prepare()`` (run by the first kernel compiled) puts the
+    alias back, so the kernels compile."""
+    run = run_without_row_stack(mode)
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out
+    assert "after import: False" in run.stdout, out
+    assert "restored: True" in run.stdout and "compiled" in run.stdout, out
+
+
+def test_numba_cuda_alone_fails_without_row_stack() -> None:
+    """The failure the shim is for (if numba-cuda ever fixes it, drop the shim)."""
+    run = run_without_row_stack("numba-cuda")
+    assert run.returncode == 1 and "row_stack" in run.stdout, run.stdout + run.stderr
+
+
+def test_prepare_changes_nothing_where_row_stack_exists() -> None:
+    had = getattr(numpy, "row_stack", None)
+    if had is None:
+        pytest.skip("this NumPy has no row_stack")
+    kcuda.prepare()
+    assert getattr(numpy, "row_stack") is had  # noqa: B009 (NPY201: the removed alias)
+    assert compat.restore_row_stack() is False

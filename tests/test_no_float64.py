@@ -1,16 +1,22 @@
-"""No float64 arithmetic in the float32 CPU kernels: read the LLVM IR Numba compiles.
+"""No float64 arithmetic in the float32 kernels: the CPU kernels' LLVM IR, the CUDA kernels' PTX.
 
-A bare Python literal such as ``1.0`` is a float64 in Numba and silently turns
-float32 arithmetic into float64 (``fpext`` ... ``fmul double`` ... ``fptrunc``):
-twice the memory traffic in vector code and half the SIMD width. Here every
-kernel of ``xpmlp.kernels.cpu`` is compiled for float32 arrays and the float32
-scalars ``NumpyBackend`` passes, and the IR of the kernel's own functions (not
-the CPython wrapper, which unboxes Python floats through ``PyFloat_AsDouble``)
-must hold no double arithmetic, conversion, comparison or libm call.
+A bare Python float is a float64 in Numba and silently turns float32 arithmetic
+into float64 (``fpext`` ... ``fmul double`` ... ``fptrunc``; on a GPU,
+``cvt.f64.f32`` and ``.f64`` instructions at a fraction of the float32 rate).
+``compiler.Target`` types every float literal to the kernel's dtype; here every
+float32 kernel -- every template of ``xpmlp.kernels.cpu`` and
+``xpmlp.kernels.cuda`` with every registry binding it can take
+(``kernel_cases``) -- is compiled for the arguments its backend passes, and:
 
-Numba cannot show the IR of code it loaded from its on-disk cache (the kernels
-use ``cache=True``), so the kernels are compiled afresh in a child process with
-``NUMBA_CACHE_DIR`` pointing at an empty directory, which writes the IR to files.
+- CPU: the IR of the kernel's own functions (not the CPython wrapper, which
+  unboxes Python floats through ``PyFloat_AsDouble``) holds no double
+  arithmetic, conversion, comparison or libm call. Numba cannot show the IR of
+  code it loaded from its on-disk cache (``cache=True``), so the kernels are
+  compiled afresh in a child process with ``NUMBA_CACHE_DIR`` pointing at an
+  empty directory, which writes the IR to files;
+- CUDA: the sm_90 PTX (``numba.cuda.compile_ptx``, no GPU needed) has no ``.f64``.
+
+Positive controls show that each check can fail.
 """
 
 from __future__ import annotations
@@ -25,12 +31,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from kernel_cases import compile_ptx, cpu_cases, cuda_cases, cuda_signature
 from numba import njit
-from xpmlp.kernels import cpu
 
-KERNELS = sorted(
-    name for name in cpu.__all__ if hasattr(getattr(cpu, name), "inspect_llvm")
-)
+SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+TESTS = Path(__file__).resolve().parent
+CPU_CASES = cpu_cases()
+#: float64 compiles the checker must flag: a serial and a parallel kernel.
+CONTROLS = [cpu_cases(parallel=False)[0].id, cpu_cases(parallel=True)[0].id]
 
 # An instruction that does float64 work: arithmetic, conversion to/from double, a double
 # comparison, or a call returning/taking double (libm, @llvm.*.f64 intrinsics).
@@ -46,50 +54,56 @@ CHILD = textwrap.dedent(
     """
     import json, sys, warnings
     from pathlib import Path
+
     import numpy as np
 
     warnings.filterwarnings("error", message="Inspection disabled")  # must compile afresh
+    sys.path.insert(0, sys.argv[2])
+    import kernel_cases as kc
     from xpmlp.backends.numpy_backend import NumpyBackend
     from xpmlp.kernels import cpu
 
     out = Path(sys.argv[1])
     f = np.float32
-    m, n = 70, 3
 
 
     def run_every_op(be):
-        Z, A, Y = (np.ones((m, n), f) / 2 for _ in range(3))
-        delta, db, stats = np.empty((m, n), f), np.empty(n, f), np.zeros(cpu.N_STATS, f)
-        be.bias_activation(Z, np.ones(n, f), A, "tanh")
-        be.activation_backward(delta, A, delta, db, "tanh")
-        be.loss_output_delta(Z, A, Y, delta, db, stats, "sigmoid", "binary_cross_entropy", 3)
-        p, g, mm, v = (np.ones(100, f) for _ in range(4))
-        be.sgd_step(p, g, 0.1, 0.01, 50, stats)
-        be.sgd_momentum_step(p, g, v, 0.1, 0.9, 0.01, 50, True, stats)
-        be.adam_step(p, g, mm, v, 1e-3, 0.9, 0.999, 1e-8, 0.01, 50, 2, stats)
-        be.gather_rows(Z, np.arange(m)[::-1].copy(), Y)
+        rng = kc.seed("child")
+        m, n = 70, 3  # more rows than a chunk
+        Z = rng.standard_normal((m, n)).astype(f)
+        for act in kc.FORWARD:
+            kc.run_bias_activation(be, act, Z, np.ones(n, f))
+        for act in kc.BACKWARD:
+            kc.run_activation_backward(be, act, Z, Z, kc.forward(act, Z), in_place=True)
+        for act, loss in kc.OUTPUT_PAIRS:
+            kc.run_loss_output_delta(be, act, loss, *kc.output_inputs(act, loss, (m, n), f, rng))
+        for name in kc.OPTIMIZER_NAMES:
+            opt, p, g, state, hyper = kc.optimizer_inputs(name, 1000, f, rng)
+            kc.run_optimizer_step(be, opt, p, g, state, hyper, 0.01, 500)
+        kc.run_gather_rows(be, Z, rng.permutation(m))
 
 
+    cases = kc.cpu_cases()
+    for case in cases:  # the sample arguments, straight into the kernels
+        case.kernel(f)(*kc.cpu_args(case, f))
     be = NumpyBackend()
-    run_every_op(be)                    # the serial kernels, called as the backend calls them
+    run_every_op(be)  # the serial kernels, called as the backend calls them
     cpu.PARALLEL_MIN_ELEMENTS = 0
-    run_every_op(be)                    # the parallel ones
-    # positive controls: float64 versions, which the checker must flag
-    d = np.ones((m, n))
-    cpu.bias_activation_parallel(d, np.ones(n), d.copy(), 1)
-    cpu.adam_step(*(np.ones(9) for _ in range(4)), *(0.5 for _ in range(5)), 3, 0.5, 0.5,
-                  np.zeros(cpu.N_STATS))
+    run_every_op(be)  # the parallel ones
+    controls = [c for c in cases if c.id in sys.argv[3:]]
+    for case in controls:  # positive controls: float64 compiles, which the checker must flag
+        case.kernel(np.float64)(*kc.cpu_args(case, np.float64))
 
     index = {}
-    for name in cpu.__all__:
-        disp = getattr(cpu, name)
-        if not hasattr(disp, "inspect_llvm"):
-            continue
-        index[name] = []
-        for i, sig in enumerate(disp.signatures):
-            path = out / f"{name}.{i}.ll"
-            path.write_text(disp.inspect_llvm(sig))
-            index[name].append({"signature": str(sig), "file": path.name})
+    for dtype, group in (("float32", cases), ("float64", controls)):
+        for case in group:
+            kernel = case.kernel(dtype)
+            entry = index[f"{dtype}:{case.id}"] = {
+                "qualname": kernel.py_func.__qualname__, "signatures": []}
+            for i, sig in enumerate(kernel.signatures):
+                path = out / f"{dtype}.{case.id}.{i}.ll"
+                path.write_text(kernel.inspect_llvm(sig))
+                entry["signatures"].append({"signature": str(sig), "file": path.name})
     (out / "index.json").write_text(json.dumps(index))
     """
 )
@@ -131,44 +145,43 @@ def double_ops(ir: str) -> list[str]:
 def compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("ir")
     env = {**os.environ, "NUMBA_CACHE_DIR": str(out / "numba-cache")}
+    env.pop("NUMBA_ENABLE_CUDASIM", None)
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, str(out)], env=env, capture_output=True, text=True,
-        timeout=300,
+        [sys.executable, "-c", CHILD, str(out), str(TESTS), *CONTROLS], env=env,
+        capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, json.loads((out / "index.json").read_text())
 
 
-def mangled(name: str) -> str:
-    """How Numba's mangled symbol spells a function of xpmlp.kernels.cpu."""
-    return f"3cpu{len(name)}{name}B"
-
-
-@pytest.mark.parametrize("name", KERNELS)
-def test_float32_kernel_does_no_float64_arithmetic(compiled, name: str) -> None:
+# ---------------------------------------------------------------------- CPU: LLVM IR
+@pytest.mark.parametrize("case_id", [c.id for c in CPU_CASES])
+def test_float32_cpu_kernel_does_no_float64_arithmetic(compiled, case_id: str) -> None:
     out, index = compiled
-    sigs = [s for s in index[name] if "float32" in s["signature"]]
-    assert sigs, f"{name} was not compiled for float32"
-    for entry in sigs:
-        assert "float64" not in entry["signature"], (
-            f"{name} got a float64 argument from NumpyBackend: {entry['signature']}"
+    entry = index[f"float32:{case_id}"]
+    # one signature: the backend's arguments are the sample arguments (kernel_cases.cpu_args)
+    assert len(entry["signatures"]) == 1, entry["signatures"]
+    for sig in entry["signatures"]:
+        assert "float64" not in sig["signature"], (
+            f"{case_id} got a float64 argument: {sig['signature']}"
         )
-        ir = (out / entry["file"]).read_text()
-        own = kernel_functions(ir)
-        assert any(mangled(name) in f for f in own), "the kernel's own function is missing"
+        ir = (out / sig["file"]).read_text()
+        assert any(entry["qualname"] in name for name in kernel_functions(ir)), (
+            "the kernel's own function is missing from its IR"
+        )
         bad = double_ops(ir)
-        assert not bad, f"{name}{entry['signature']} does float64 work:\n" + "\n".join(bad[:20])
+        assert not bad, f"{case_id}{sig['signature']} does float64 work:\n" + "\n".join(bad[:20])
 
 
-@pytest.mark.parametrize("name", ["bias_activation_parallel", "adam_step"])
-def test_checker_sees_float64_work_in_the_float64_kernels(compiled, name: str) -> None:
+@pytest.mark.parametrize("case_id", CONTROLS)
+def test_checker_sees_float64_work_in_the_float64_kernels(compiled, case_id: str) -> None:
     """Positive control on real kernels: the float64 compile (also of a parallel kernel's
     gufunc body) is flagged, so the float32 check above is not vacuous."""
     out, index = compiled
-    sigs = [s for s in index[name] if "float64" in s["signature"]]
+    sigs = index[f"float64:{case_id}"]["signatures"]
     assert sigs
-    for entry in sigs:
-        assert double_ops((out / entry["file"]).read_text())
+    for sig in sigs:
+        assert double_ops((out / sig["file"]).read_text())
 
 
 @njit
@@ -221,3 +234,38 @@ def test_checker_passes_a_float32_kernel_with_typed_constants() -> None:
 )
 def test_double_op_pattern(line: str, flagged: bool) -> None:
     assert bool(DOUBLE_OP.search(line)) is flagged
+
+
+# ---------------------------------------------------------------------- CUDA: PTX
+needs_numba_cuda = pytest.mark.skipif(
+    SIMULATOR, reason="compiles real PTX with numba-cuda; NUMBA_ENABLE_CUDASIM=1 replaces it "
+    "with the simulator")
+
+
+@pytest.fixture(scope="module")
+def ptx_compiler():
+    """compile_ptx, or a skip where NVVM/NVRTC are not installed."""
+    first = cuda_cases()[0]
+    try:
+        compile_ptx(first.kernel("float32").py_func, cuda_signature(first, "float32"))
+    except Exception as exc:  # pragma: no cover - depends on the installation
+        if "NVVM" in str(exc) or "nvrtc" in str(exc).lower():
+            pytest.skip(f"NVVM/NVRTC are not installed (pip install 'numba-cuda[cu13]'): {exc}")
+        raise
+    return compile_ptx
+
+
+@needs_numba_cuda
+@pytest.mark.parametrize("case", cuda_cases(), ids=lambda c: c.id)
+def test_float32_cuda_kernel_has_no_f64_in_its_ptx(ptx_compiler, case) -> None:
+    ptx = ptx_compiler(case.kernel("float32").py_func, cuda_signature(case, "float32"))
+    bad = [line.strip() for line in ptx.splitlines() if ".f64" in line]
+    assert not bad, f"{case.id} float32 has float64 math:\n" + "\n".join(bad[:20])
+    assert ".f32" in ptx or not case.bindings  # float work is float32 (gather moves bits)
+
+
+@needs_numba_cuda
+def test_the_f64_check_sees_the_float64_kernels(ptx_compiler) -> None:
+    """Positive control on a real kernel: its float64 PTX has .f64."""
+    case = next(c for c in cuda_cases() if c.bindings)
+    assert ".f64" in ptx_compiler(case.kernel("float64").py_func, cuda_signature(case, "float64"))
