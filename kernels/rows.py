@@ -7,6 +7,8 @@ placeholders below are what a kernel is specialized on; the registries
 
 from __future__ import annotations
 
+import math
+
 from .compiler import placeholder
 
 # ---------------------------------------------------------------------- what kernels bind
@@ -70,8 +72,12 @@ def kahan_add(total, compensation, x):
     The rounding error of each addition is carried in ``compensation``, so a
     sum of m float32 terms is accurate to a few ulp whatever m is (a running
     sum loses about sqrt(m) ulp). No reassociation: Numba compiles without
-    fast-math.
+    fast-math. Once the total is infinite the compensation is dropped (it would be inf - inf,
+    a NaN), so an overflowing sum ends at inf, as a plain sum does.
     """
     y = x - compensation
     t = total + y
-    return t, (t - total) - y
+    compensation = (t - total) - y
+    if not math.isfinite(compensation):
+        compensation = 0.0
+    return t, compensation

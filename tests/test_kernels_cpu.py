@@ -314,9 +314,6 @@ def test_an_infinite_loss_sets_the_skip_flag_where_the_reference_does() -> None:
     assert overflowed  # the check above saw both outcomes
 
 
-@pytest.mark.xfail(strict=True, reason="rows.kahan_add: once the running total is infinite the "
-                   "compensation is inf - inf = NaN, so an infinite loss sum (or db) comes out "
-                   "NaN where the reference has inf; the skip flag is set either way")
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 def test_an_infinite_loss_sum_is_inf_as_in_the_reference() -> None:
     act, loss = next(p for p in OUTPUT_PAIRS if LOSSES[p[1]].outputs is None)

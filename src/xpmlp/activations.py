@@ -99,13 +99,17 @@ def leaky_relu_derivative(z, a):
 
 
 def gelu(z):
-    """z Phi(z), Phi the standard normal CDF: the exact GELU (Hendrycks & Gimpel 2016)."""
-    return 0.5 * z * (1.0 + math.erf(z * 0.7071067811865476))
+    """z Phi(z), Phi the standard normal CDF: the exact GELU (Hendrycks & Gimpel 2016).
+
+    Phi(z) = erfc(-z / sqrt 2) / 2, which keeps its relative accuracy for z < 0, where
+    (1 + erf(z / sqrt 2)) / 2 cancels.
+    """
+    return 0.5 * z * math.erfc(-0.7071067811865476 * z)
 
 
 def gelu_derivative(z, a):
     """Phi(z) + z phi(z)."""
-    cdf = 0.5 * (1.0 + math.erf(z * 0.7071067811865476))
+    cdf = 0.5 * math.erfc(-0.7071067811865476 * z)
     return cdf + z * 0.3989422804014327 * math.exp(-0.5 * z * z)
 
 
@@ -141,15 +145,15 @@ def _softmax_array(xp: Any, Z: Any) -> Any:
 
 
 def _gelu_array(xp: Any, Z: Any) -> Any:
-    from .backends.special import erf
+    from .backends.special import erfc
 
-    return 0.5 * Z * (1.0 + erf(xp, Z * 0.7071067811865476))
+    return 0.5 * Z * erfc(xp, -0.7071067811865476 * Z)
 
 
 def _gelu_derivative_array(xp: Any, Z: Any, A: Any) -> Any:
-    from .backends.special import erf
+    from .backends.special import erfc
 
-    cdf = 0.5 * (1.0 + erf(xp, Z * 0.7071067811865476))
+    cdf = 0.5 * erfc(xp, -0.7071067811865476 * Z)
     return cdf + Z * 0.3989422804014327 * xp.exp(-0.5 * Z * Z)
 
 
@@ -186,7 +190,7 @@ ACTIVATIONS: Registry[Activation] = Registry("activation", [
         leaky_relu, leaky_relu_derivative, init="he",
     ),
     Activation(
-        "gelu", "z Phi(z) = z (1 + erf(z / sqrt 2)) / 2", "Phi(z) + z phi(z)",
+        "gelu", "z Phi(z) = z erfc(-z / sqrt 2) / 2", "Phi(z) + z phi(z)",
         _gelu_array, _gelu_derivative_array,
         gelu, gelu_derivative, init="he",
     ),

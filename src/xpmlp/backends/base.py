@@ -8,7 +8,10 @@ tests hold each kernel to the method it overrides here.
 Array conventions: a batch is one sample per row, shape (m, n); layer l has
 W of shape (n_l, n_{l-1}) as in the notes and b of shape (n_l,), so
 Z = A_prev @ W.T + b. ``delta`` is dL/dZ of the batch-mean loss (it already
-holds the 1/m). Every method writes into arrays the caller owns.
+holds the 1/m). Every method writes into arrays the caller owns, in the arrays' dtype
+(nothing here computes in float64 for float32 arrays). Its sums over the batch are NumPy's
+(or CuPy's), less accurate in float32 than the kernels' compensated ones; the tests allow
+for that.
 """
 
 from __future__ import annotations
@@ -111,12 +114,11 @@ class Backend:
         out_stats[0] = sum of the samples' losses, out_stats[1] = samples classified right;
         skip[0] = 1 when that loss is not finite (skip is never cleared here)."""
         xp, act, entry = self.xp, activation_entry(activation), loss_entry(loss)
-        batch_loss = entry.array_terms(xp, Z, A, Y).sum()
         delta[...] = entry.delta(xp, act, Z, A, Y)
         db[...] = delta.sum(axis=0)
-        out_stats[0] = batch_loss
+        out_stats[0] = entry.array_terms(xp, Z, A, Y).sum()
         out_stats[1] = correct(A, Y).sum()
-        skip[0] = xp.where(xp.isfinite(batch_loss), skip[0], 1)
+        skip[0] = xp.where(xp.isfinite(out_stats[0]), skip[0], 1)
 
     # ------------------------------------------------------------------ optimizer update
     def optimizer_step(

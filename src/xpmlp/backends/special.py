@@ -1,4 +1,4 @@
-"""Special functions the reference array code needs and NumPy lacks (erf)."""
+"""Special functions the reference array code needs and NumPy lacks (erfc)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ from typing import Any
 import numpy
 
 
-def erf(xp: Any, X: Any) -> Any:
-    """The error function elementwise, in X's dtype: SciPy's (CuPy's on the GPU) when present,
-    else ``math.erf`` element by element (slow, but this is the reference)."""
+def erfc(xp: Any, X: Any) -> Any:
+    """The complementary error function elementwise, in X's dtype: SciPy's (CuPy's on the GPU)
+    when present, else ``math.erfc`` element by element (slow, but this is the reference)."""
     if xp is not numpy:
-        from cupyx.scipy.special import erf as device_erf
+        from cupyx.scipy.special import erfc as device_erfc
 
-        return device_erf(X)
+        return device_erfc(X)
     try:
-        from scipy.special import erf as host_erf
+        from scipy.special import erfc as host_erfc
     except ImportError:
-        host_erf = numpy.frompyfunc(math.erf, 1, 1)
-    return numpy.asarray(host_erf(X), dtype=numpy.float64).astype(X.dtype)
+        host_erfc = numpy.frompyfunc(math.erfc, 1, 1)
+    return numpy.asarray(host_erfc(X), dtype=numpy.float64).astype(X.dtype)
