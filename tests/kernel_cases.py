@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pytest
 from xpmlp.kernels import cpu
 
 from xpmlp.activations import ACTIVATIONS
@@ -420,3 +421,16 @@ def cuda_signature(case: Case, dtype: Any) -> tuple[Any, ...]:
     signature = kcuda.fast_signature(kcuda.argument_key(cuda_args(case, dtype)))
     assert signature is not None, f"{case.id}: the backend's arguments have no fast signature"
     return signature
+
+
+def ptx_compiler_or_skip() -> Any:
+    """``compile_ptx`` once it has compiled a first kernel, or a pytest skip where NVVM/NVRTC
+    are not installed."""
+    first = cuda_cases()[0]
+    try:
+        compile_ptx(first.kernel("float32").py_func, cuda_signature(first, "float32"))
+    except Exception as exc:  # pragma: no cover - depends on the installation
+        if "NVVM" in str(exc) or "nvrtc" in str(exc).lower():
+            pytest.skip(f"NVVM/NVRTC are not installed (pip install 'numba-cuda[cu13]'): {exc}")
+        raise
+    return compile_ptx

@@ -28,11 +28,11 @@ import numba  # noqa: E402
 import numpy  # noqa: E402
 from kernel_cases import (  # noqa: E402
     DTYPES,
-    compile_ptx,
     cuda_args,
     cuda_cases,
     cuda_signature,
     hopper_device,
+    ptx_compiler_or_skip,
 )
 from numba import cuda  # noqa: E402
 from xpmlp.kernels import compat  # noqa: E402
@@ -44,14 +44,7 @@ CASES = cuda_cases()
 @pytest.fixture(scope="module")
 def ptx_compiler():
     """``kernel_cases.compile_ptx``, or a skip where NVVM/NVRTC are not installed."""
-    first = CASES[0]
-    try:
-        compile_ptx(first.kernel("float32").py_func, cuda_signature(first, "float32"))
-    except Exception as exc:  # pragma: no cover - depends on the installation
-        if "NVVM" in str(exc) or "nvrtc" in str(exc).lower():
-            pytest.skip(f"NVVM/NVRTC are not installed (pip install 'numba-cuda[cu13]'): {exc}")
-        raise
-    return compile_ptx
+    return ptx_compiler_or_skip()
 
 
 def test_the_cases_cover_every_template() -> None:

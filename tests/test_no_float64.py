@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from kernel_cases import compile_ptx, cpu_cases, cuda_cases, cuda_signature
+from kernel_cases import cpu_cases, cuda_cases, cuda_signature, ptx_compiler_or_skip
 from numba import njit
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
@@ -244,15 +244,8 @@ needs_numba_cuda = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def ptx_compiler():
-    """compile_ptx, or a skip where NVVM/NVRTC are not installed."""
-    first = cuda_cases()[0]
-    try:
-        compile_ptx(first.kernel("float32").py_func, cuda_signature(first, "float32"))
-    except Exception as exc:  # pragma: no cover - depends on the installation
-        if "NVVM" in str(exc) or "nvrtc" in str(exc).lower():
-            pytest.skip(f"NVVM/NVRTC are not installed (pip install 'numba-cuda[cu13]'): {exc}")
-        raise
-    return compile_ptx
+    """``kernel_cases.compile_ptx``, or a skip where NVVM/NVRTC are not installed."""
+    return ptx_compiler_or_skip()
 
 
 @needs_numba_cuda
