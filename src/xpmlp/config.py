@@ -10,6 +10,13 @@ NUMBA_THREADING_LAYER      Numba's own; when unset xpmlp picks ``workqueue`` for
                            kernels, when it first compiles one
 NUMBA_ENABLE_CUDASIM       Numba's own; 1 runs CUDA kernels in Numba's simulator
 CUPY_TF32                  CuPy's own; ``xpmlp bench`` refuses TF32 matrix products
+XPMLP_MPI_CUDA_AWARE       1: the MPI library takes GPU buffers (``xpmlp.distributed``
+                           passes CuPy arrays to it directly instead of staging them)
+PMI_SIZE, PMI_RANK,        set by MPI launchers (MPICH and Intel MPI's Hydra, Open MPI,
+OMPI_COMM_WORLD_SIZE,      MVAPICH, Slurm's srun): ``xpmlp.distributed.init("auto")``
+MV2_COMM_WORLD_SIZE,       reads them to tell a launched rank from a lone process without
+PMIX_RANK,                 initializing MPI
+SLURM_STEP_NUM_TASKS
 =========================  ===============================================================
 """
 
@@ -20,6 +27,9 @@ import os
 BACKEND = "XPMLP_BACKEND"
 DATA_DIR = "XPMLP_DATA_DIR"
 CUDA_SPECIALIZE = "XPMLP_CUDA_SPECIALIZE"
+MPI_CUDA_AWARE = "XPMLP_MPI_CUDA_AWARE"
+MPI_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+MPI_RANK_VARIABLES = ("PMI_RANK", "PMIX_RANK")
 
 
 def backend_name() -> str | None:
@@ -56,6 +66,28 @@ def cupy_tf32() -> str | None:
     """CUPY_TF32 when it switches TF32 on (anything but empty or 0), else None."""
     value = os.environ.get("CUPY_TF32", "0")
     return None if value in ("", "0") else value
+
+
+def mpi_cuda_aware() -> bool:
+    """XPMLP_MPI_CUDA_AWARE=1 (anything else, or unset: stage GPU buffers through the host)."""
+    return os.environ.get(MPI_CUDA_AWARE, "0") == "1"
+
+
+def mpi_launch() -> tuple[int, str] | None:
+    """(world size, the variable that says so) when an MPI launcher started this process,
+    else None. The size is 0 when a launcher's rank variable is set but no size variable
+    (PMIx without Slurm's task count): the caller must ask MPI."""
+    for name in MPI_SIZE_VARIABLES:
+        value = os.environ.get(name, "")
+        if value.strip().isdigit():
+            return int(value), name
+    for name in MPI_RANK_VARIABLES:
+        if name in os.environ:
+            tasks = os.environ.get("SLURM_STEP_NUM_TASKS", "")
+            if tasks.strip().isdigit():
+                return int(tasks), "SLURM_STEP_NUM_TASKS"
+            return 0, name
+    return None
 
 
 def environment(names: tuple[str, ...] | list[str]) -> dict[str, str]:

@@ -47,3 +47,8 @@ class NotDifferentiableError(XpmlpError, ValueError):
 
 class ConcurrentFitError(XpmlpError, RuntimeError):
     """``fit`` was called on a model that another thread is fitting."""
+
+
+class DistributedError(XpmlpError, RuntimeError):
+    """A job of several processes cannot go on: its ranks disagree (settings, data shapes) or
+    the communication library is missing or misconfigured (the message says which)."""

@@ -13,6 +13,27 @@ The model does the mathematics of one batch (``MLP.compute_gradients``,
 
 Host synchronization happens only when the progress bar is redrawn and at the
 end of an epoch. Epoch sums add the batches' rows on the host in float64.
+
+Data-parallel training (``fit(..., comm=comm)``, ``comm`` from ``xpmlp.distributed.init``)
+runs the same loop on every rank, each on its own rows, with these collectives:
+
+- at the start: the ranks' settings are compared (a digest against rank 0's:
+  ``DistributedError`` on every rank if any differs), the row count per epoch is agreed
+  (the shortest shard decides: every rank trains on that many rows of its own, so every
+  rank takes the same number of steps), and rank 0's parameters, optimizer state and
+  step count are broadcast;
+- per step, between ``compute_gradients`` and ``apply_gradients``: one in-place mean of
+  the flat gradient vector over the ranks. The gradients are those of the batch-mean
+  loss and every rank's batch has the same number of rows, so the mean over N ranks of
+  batches of b rows is the gradient of the N*b rows together: N ranks with batch b train
+  exactly as one process with batch N*b (the last, short batch of an epoch included). A
+  rank whose batch loss is not finite sends NaN as its first gradient element; a NaN there
+  after the mean sets every rank's skip flag and marks the batch's loss NaN on every rank,
+  so all ranks stop updating at the same batch;
+- per epoch: the loss and correct counts, the validation counts, the first batch that
+  diverged and the slowest rank's seconds are all-reduced, so the history and the
+  divergence decision are the same on every rank. Only rank 0 shows a progress bar and
+  calls ``callback``; every rank keeps the history.
 """
 
 from __future__ import annotations
@@ -20,15 +41,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy
 
 from ._validation import Number, check_features, check_params
-from .errors import ConcurrentFitError, TrainingDivergedError
+from .errors import ConcurrentFitError, ParameterError, TrainingDivergedError
+from .losses import correct as correct_rows
 from .model import MLP, on_backend
 from .optim import SCHEDULES, schedule_factor
 from .workspace import memory_for
+
+if TYPE_CHECKING:
+    from .distributed.base import Communicator
 
 LOSS, CORRECT = 0, 1  # the columns of RunState.batch_stats
 
@@ -65,13 +90,15 @@ def run_epoch(
     model: MLP, X: Any, Y: Any, order: Any, batch_size: int, state: RunState,
     lr_factor: Callable[[int], float] | None = None,
     on_batch: Callable[[int, int], None] | None = None,
+    comm: Communicator | None = None,
 ) -> int:
     """One pass over the samples ``order`` (device indices) of the device arrays X, Y in
     mini-batches; returns the number of batches.
 
-    Per batch: gather its rows into the workspace, forward, backward, one optimizer
-    step (scaled by ``lr_factor(batch)``). Nothing comes back to the host unless
-    ``on_batch(batch, samples done)`` asks for it.
+    Per batch: gather its rows into the workspace, forward, backward, (with a
+    communicator ``comm``: the mean of the gradients over the ranks,
+    ``reduce_gradients``), one optimizer step (scaled by ``lr_factor(batch)``).
+    Nothing comes back to the host unless ``on_batch(batch, samples done)`` asks for it.
     """
     be, m_total = model.backend, int(order.shape[0])
     ws = model.workspace(min(batch_size, m_total))
@@ -81,10 +108,28 @@ def run_epoch(
         be.gather_rows(X, idx, w.X)
         be.gather_rows(Y, idx, w.Y)
         model.compute_gradients(w, state.batch_stats[batch], state.skip)
+        if comm is not None:
+            reduce_gradients(model, comm, state.batch_stats[batch], state.skip)
         model.apply_gradients(state.skip, 1.0 if lr_factor is None else lr_factor(batch))
         if on_batch is not None:
             on_batch(batch, start + w.rows)
     return -(-m_total // batch_size)
+
+
+def reduce_gradients(model: MLP, comm: Communicator, out_stats: Any, skip: Any) -> None:
+    """model.grads <- their mean over the ranks of ``comm``, with the skip decision agreed.
+
+    Before the mean, a rank whose ``skip[0]`` is set (its batch loss was not finite)
+    writes NaN into grads[0]; after it, a NaN in grads[0] (from any rank) sets skip[0]
+    and out_stats[LOSS] to NaN on every rank. All on the device, no host round trip.
+    """
+    xp = model.backend.xp
+    first = model.grads[:1]
+    first[...] = xp.where(skip != 0, xp.nan, first)
+    comm.allreduce_mean_(model.grads)
+    bad = xp.isnan(first)
+    skip[...] = xp.where(bad, 1, skip)
+    out_stats[LOSS:LOSS + 1] = xp.where(bad, xp.nan, out_stats[LOSS:LOSS + 1])
 
 
 @on_backend
@@ -100,6 +145,7 @@ def fit(
     lr_schedule: str = "constant",
     progress: bool = False,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    comm: Communicator | None = None,
 ) -> MLP:
     """Mini-batch training of ``model``; a history record per epoch goes to ``model.history_``.
 
@@ -113,10 +159,22 @@ def fit(
     One ``fit`` at a time per model: a second thread's ``fit`` on the same model
     raises ``ConcurrentFitError``. Predicting from other threads while a model
     trains gives answers from whatever weights it has at that moment.
+
+    ``comm``: a communicator from ``xpmlp.distributed.init`` for data-parallel
+    training (see the module docstring). Every rank calls ``fit`` with the same
+    options on its own rows X, y (and its own rows of ``validation_data``); every
+    rank trains on as many rows per epoch as the shortest shard has, the first ones
+    of its order. With ``shuffle=False``, N ranks holding the interleaved shards
+    ``X[r::N]`` with batch b end with the weights of one process trained with batch
+    N*b on ``X`` (on its first N*m rows, m the shortest shard's length).
     """
     check_params({"epochs": epochs, "batch_size": batch_size}, FIT_OPTIONS)
     SCHEDULES.check("lr_schedule", lr_schedule)
     model.check_differentiable()
+    if comm is not None:
+        _check_comm(model, comm)
+        if comm.rank != 0:
+            progress, callback = False, None
     if not model.fit_lock.acquire(blocking=False):
         raise ConcurrentFitError(
             "this model is being fitted in another thread; fit a model from one thread at a "
@@ -124,7 +182,7 @@ def fit(
         )
     try:
         _fit(model, X, y, epochs, batch_size, shuffle, validation_data, lr_schedule,
-             progress, callback)
+             progress, callback, comm)
     finally:
         model.fit_lock.release()
     return model
@@ -132,7 +190,8 @@ def fit(
 
 def _fit(model: MLP, X: Any, y: Any, epochs: int, batch_size: int, shuffle: bool,
          validation_data: tuple[Any, Any] | None, lr_schedule: str, progress: bool,
-         callback: Callable[[dict[str, Any]], None] | None) -> None:
+         callback: Callable[[dict[str, Any]], None] | None,
+         comm: Communicator | None = None) -> None:
     be = model.backend
     m_total = int(check_features(X, model.n_features, be.xp).shape[0])
     row_values = model.n_features + model.n_outputs
@@ -147,19 +206,28 @@ def _fit(model: MLP, X: Any, y: Any, epochs: int, batch_size: int, shuffle: bool
                         row_values * len(validation_data[0]), model.dtype.itemsize,
                         "a smaller validation set"):
             X_val, Y_val = model.to_device(*validation_data, name="validation X")
-    n_batches = -(-m_total // batch_size)
+    m_epoch = m_total  # rows per epoch
+    if comm is not None:
+        m_epoch = _join(model, comm, y, m_total, {
+            "epochs": epochs, "batch_size": batch_size, "shuffle": bool(shuffle),
+            "lr_schedule": lr_schedule, "validation_data": validation_data is not None,
+        })
+    n_batches = -(-m_epoch // batch_size)
     state = RunState.allocate(model, n_batches)
     factor = SCHEDULES[lr_schedule].factor
     for epoch in range(1, epochs + 1):
         order = be.permutation(model.rng, m_total) if shuffle else be.xp.arange(m_total)
+        if m_epoch != m_total:
+            order = order[:m_epoch]
         first = (epoch - 1) * n_batches
         record = _fit_epoch(
             model, X_all, Y_all, order, batch_size, state, epoch, epochs, progress,
             None if lr_schedule == "constant" else
-            lambda batch, first=first: factor(first + batch, epochs * n_batches),
+            lambda batch, first=first: factor(first + batch, epochs * n_batches), comm,
         )
         if validation_data is not None:
-            record["val_accuracy"] = model.accuracy(X_val, Y_val)
+            record["val_accuracy"] = (model.accuracy(X_val, Y_val) if comm is None
+                                      else _shared_accuracy(model, comm, X_val, Y_val))
         model.history_.append(record)
         if callback is not None:
             callback(record)
@@ -168,8 +236,13 @@ def _fit(model: MLP, X: Any, y: Any, epochs: int, batch_size: int, shuffle: bool
 def _fit_epoch(
     model: MLP, X: Any, Y: Any, order: Any, batch_size: int, state: RunState, epoch: int,
     epochs: int, progress: bool, lr_factor: Callable[[int], float] | None,
+    comm: Communicator | None = None,
 ) -> dict[str, Any]:
-    """One timed epoch with its progress bar and divergence checks; its history record."""
+    """One timed epoch with its progress bar and divergence checks; its history record.
+
+    With ``comm``, the bar shows this rank's own running figures, divergence is checked
+    only at the end (by all ranks together) and the record holds the all-reduced totals.
+    """
     be, m_total = model.backend, int(order.shape[0])
     bar = _progress_bar(progress, m_total, f"epoch {epoch}/{epochs}")
     refresh_every = max(1, -(-m_total // batch_size) // 20)
@@ -177,20 +250,24 @@ def _fit_epoch(
     def redraw(batch: int, done: int) -> None:
         if bar is not None and (batch + 1) % refresh_every == 0:
             loss, correct, diverged = state.epoch_totals(model, batch + 1)
-            _check_diverged(model, state, epoch, diverged)
+            if comm is None:
+                _check_diverged(model, state, epoch, diverged)
             bar.update(done - bar.n)
             bar.set_postfix(loss=f"{loss / done:.4f}", acc=f"{correct / done:.4f}",
                             refresh=False)
 
     t0 = time.perf_counter()
-    batches = run_epoch(model, X, Y, order, batch_size, state, lr_factor, redraw)
+    batches = run_epoch(model, X, Y, order, batch_size, state, lr_factor, redraw, comm)
     be.synchronize()
     seconds = time.perf_counter() - t0
     loss, correct, diverged = state.epoch_totals(model, batches)
     if bar is not None:
         bar.update(m_total - bar.n)
         bar.close()
-    _check_diverged(model, state, epoch, diverged)
+    if comm is not None:
+        loss, correct, m_total, diverged, seconds = _agree_epoch(
+            comm, loss, correct, m_total, diverged, seconds)
+    _check_diverged(model, state, epoch, diverged, agreed=comm is not None)
     return {
         "epoch": epoch,
         "loss": loss / m_total,
@@ -200,7 +277,83 @@ def _fit_epoch(
     }
 
 
-def _check_diverged(model: MLP, state: RunState, epoch: int, batch: int | None) -> None:
+def _check_comm(model: MLP, comm: Any) -> None:
+    """ParameterError unless ``comm`` is a communicator that can carry this model's arrays."""
+    from .distributed.base import Communicator
+
+    if not isinstance(comm, Communicator):
+        raise ParameterError(
+            f"comm={type(comm).__name__}: expected a communicator from "
+            "xpmlp.distributed.init() (or None to train in this process alone)"
+        )
+    if comm.device is not None and getattr(model.backend, "device_index", None) != comm.device:
+        raise ParameterError(
+            f"comm is a {comm.name} communicator on GPU {comm.device} but the model runs on "
+            f"{model.backend.device}: build the model with backend='cuda', device=comm.device"
+        )
+
+
+def _join(model: MLP, comm: Communicator, y: Any, m_rows: int, options: dict[str, Any]) -> int:
+    """The collectives that start a data-parallel fit; the rows per epoch of every rank.
+
+    Every rank's settings must equal rank 0's (``DistributedError`` otherwise); the rows
+    per epoch are the shortest shard's; rank 0's parameters, optimizer state and step
+    count are copied to every rank.
+    """
+    import warnings
+
+    from .distributed.faults import check_same_settings
+
+    check_same_settings(comm, {
+        "layer_sizes": list(model.layer_sizes),
+        "activations": model.activations,
+        "loss": model.loss,
+        "optimizer": model.optimizer.describe(),
+        "dtype": model.dtype.name,
+        "backend": model.backend.name,
+        "y row shape": list(numpy.shape(y)[1:]),
+        **options,
+    }, "fit")
+    low, neg_high = comm.allreduce_stats([m_rows, -m_rows], "min")  # min and max in one call
+    m_epoch, m_high = int(low), int(-neg_high)
+    if comm.rank == 0 and m_high - m_epoch > 1:
+        warnings.warn(
+            f"the ranks hold between {m_epoch} and {m_high} training rows; every rank trains "
+            f"on {m_epoch} rows per epoch (the shortest shard decides), so up to "
+            f"{m_high - m_epoch} rows of a rank go unused each epoch. Shard the data "
+            "evenly (rank r takes rows r, r + N, ...) to use them all",
+            RuntimeWarning, stacklevel=6,  # _join, _fit, fit, on_backend, MLP.fit, the caller
+        )
+    comm.broadcast_(model.params)
+    if model.optimizer.state is not None and model.optimizer.state.size:
+        comm.broadcast_(model.optimizer.state)
+    model.optimizer.t = int(comm.broadcast_object(model.optimizer.t))
+    return m_epoch
+
+
+def _agree_epoch(
+    comm: Communicator, loss: float, correct: float, rows: int, diverged: int | None,
+    seconds: float,
+) -> tuple[float, float, int, int | None, float]:
+    """Sums over the ranks of (loss, correct, rows), the first batch that diverged on any
+    rank (or None) and the slowest rank's seconds: the same numbers on every rank."""
+    loss, correct, rows_all = comm.allreduce_stats([loss, correct, rows], "sum")
+    first_bad, neg_seconds = comm.allreduce_stats(
+        [numpy.inf if diverged is None else diverged, -seconds], "min")
+    return (float(loss), float(correct), int(rows_all),
+            None if numpy.isinf(first_bad) else int(first_bad), float(-neg_seconds))
+
+
+def _shared_accuracy(model: MLP, comm: Communicator, X: Any, Y: Any) -> float:
+    """Fraction of the validation rows of all ranks whose prediction matches (each rank
+    predicts its own rows; the counts are all-reduced)."""
+    hits = float(model.backend.to_numpy(correct_rows(model.output(X), Y).sum()))
+    total_hits, total_rows = comm.allreduce_stats([hits, int(X.shape[0])], "sum")
+    return float(total_hits / total_rows)
+
+
+def _check_diverged(model: MLP, state: RunState, epoch: int, batch: int | None,
+                    agreed: bool = False) -> None:
     """Raise if a batch's loss was not finite; otherwise remember the parameters as finite.
 
     The optimizer stopped at that batch, so the parameters are those of the last
@@ -216,11 +369,16 @@ def _check_diverged(model: MLP, state: RunState, epoch: int, batch: int | None) 
         model.params[...] = state.last_finite
         model.optimizer.bind(model.backend, model.params)
         kept = "last checked finite, earlier in training"
-    raise TrainingDivergedError(
+    error = TrainingDivergedError(
         f"the training loss became NaN or infinite at epoch {epoch}, batch {batch} "
         f"(0-based); training stopped and the model keeps the finite parameters {kept}. "
         f"Try a smaller learning rate (it was {model.optimizer.learning_rate:g})"
     )
+    if agreed:  # every rank raises this same error (see xpmlp.distributed.faults)
+        from .distributed.faults import mark_agreed
+
+        mark_agreed(error)
+    raise error
 
 
 def _progress_bar(enabled: bool, total: int, desc: str) -> Any:
@@ -232,4 +390,5 @@ def _progress_bar(enabled: bool, total: int, desc: str) -> Any:
                 dynamic_ncols=True)
 
 
-__all__ = ["CORRECT", "LOSS", "RunState", "fit", "run_epoch", "schedule_factor"]
+__all__ = ["CORRECT", "LOSS", "RunState", "fit", "reduce_gradients", "run_epoch",
+           "schedule_factor"]

@@ -1,4 +1,14 @@
-"""``xpmlp train``: train an MLP on MNIST with a progress bar, then print the test accuracy."""
+"""``xpmlp train``: train an MLP on MNIST with a progress bar, then print the test accuracy.
+
+Under an MPI launcher (``mpiexec -n N xpmlp train``, ``srun -n N --mpi=pmix xpmlp train``)
+each of the N ranks trains on its interleaved share of MNIST (rank r takes samples r,
+r + N, ...) through ``xpmlp.distributed`` (``--distributed``, default auto), with
+``--batch-size`` split evenly between the ranks (so a step sees as many samples as in
+one process, and an epoch takes as many steps), with its CPU
+threads set to the cores of its machine divided by the ranks there, and its GPU (with
+``--backend cuda``) the node-local rank modulo the GPUs it sees. Only rank 0 prints and
+writes ``--out`` and ``--report``; an error on any rank aborts the whole job.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +19,11 @@ import platform
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
-from ..errors import ParameterError
+from ..errors import ParameterError, XpmlpError
 
 DEFAULTS = {
     "epochs": 8,
@@ -81,6 +92,7 @@ def _number(low: float, *, inclusive: bool) -> Any:
 def configure_parser(p: argparse.ArgumentParser) -> None:
     from ..activations import ACTIVATIONS, trainable_hidden
     from ..backends import BACKEND_NAMES
+    from ..distributed import BACKENDS as DISTRIBUTED_BACKENDS
     from ..optim import OPTIMIZERS, SCHEDULES
 
     d = DEFAULTS
@@ -89,7 +101,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=_positive_int, default=d["epochs"],
                    help=f"passes over the training set (default {d['epochs']})")
     p.add_argument("--batch-size", type=_positive_int, default=d["batch_size"],
-                   help=f"samples per mini-batch (default {d['batch_size']})")
+                   help=f"samples per mini-batch (default {d['batch_size']}); under an MPI "
+                   "launcher, per step over all ranks, split evenly between them")
     p.add_argument("--lr", type=_number(0.0, inclusive=False), default=None,
                    help="learning rate (default: 1e-3 for adam, 0.05 for (nesterov) momentum, "
                    "0.1 for sgd)")
@@ -114,7 +127,12 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-download", action="store_true",
                    help="fail instead of downloading missing MNIST files")
     p.add_argument("--threads", type=_positive_int, default=None,
-                   help="CPU threads for BLAS and Numba (default: all cores)")
+                   help="CPU threads for BLAS and Numba (default: all cores; under an MPI "
+                   "launcher, the machine's cores divided by its ranks)")
+    p.add_argument("--distributed", choices=DISTRIBUTED_BACKENDS, default="auto",
+                   help="how the ranks of an MPI launch (mpiexec -n N xpmlp train) communicate: "
+                   "auto (nccl when every rank has a GPU of its own, else mpi when launched "
+                   "with several ranks, else single), single, mpi or nccl (default auto)")
     p.add_argument("--out", default=None, help="save the trained model here (.npz)")
     p.add_argument("--report", default=None,
                    help="write a JSON report: per-epoch loss, accuracies, seconds, samples/s")
@@ -201,60 +219,125 @@ def check_outputs(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Check the output paths, then train with the asked thread count; the exit status."""
-    from .._threads import cpu_threads
+    """Check the output paths, then train with the asked thread count; the exit status.
 
+    Under an MPI launcher with several ranks, ``_run_rank`` does it on each rank.
+    """
+    from .._threads import cpu_threads
+    from ..distributed import init
+
+    comm = init(args.distributed)
+    if comm.world_size > 1:
+        return _run_rank(args, comm)
     check_outputs(args)
     with cpu_threads(args.threads) as notes:
         for note in notes:
             print(f"xpmlp train: {note}", file=sys.stderr)
-        return _train(args)
+        return _train(args, comm, args.threads)
 
 
-def _train(args: argparse.Namespace) -> int:
-    """Load MNIST, build and fit the model, print the test accuracy, save what was asked."""
+def _run_rank(args: argparse.Namespace, comm: Any) -> int:
+    """One rank of several: rank 0 checks the output paths; threads default to the cores of
+    this machine divided by its ranks; any error prints and aborts every rank (the
+    ``xpmlp`` command would otherwise print it and return, leaving the others waiting)."""
+    from .._threads import available_cores, cpu_threads
+    from ..distributed.faults import abort_job, is_agreed
+
+    try:
+        if comm.rank == 0:
+            check_outputs(args)
+        threads = args.threads or max(1, available_cores() // comm.local_size)
+        with cpu_threads(threads) as notes:
+            for note in notes if comm.rank == 0 else ():
+                print(f"xpmlp train: {note}", file=sys.stderr)
+            return _train(args, comm, threads)
+    except XpmlpError as exc:
+        abort_job(comm, f"xpmlp train: error: {exc}", 2, agreed=is_agreed(exc))
+    except KeyboardInterrupt:
+        abort_job(comm, "xpmlp train: interrupted", 130)
+    except BaseException as exc:
+        abort_job(comm, "".join(traceback.format_exception(exc)), 1, agreed=is_agreed(exc))
+
+
+def _rank_batch_size(batch_size: int, ranks: int) -> int:
+    """Each rank's share of the step's ``batch_size`` samples; ParameterError (raised alike on
+    every rank) unless it divides evenly."""
+    if batch_size % ranks == 0:
+        return batch_size // ranks
+    from ..distributed.faults import mark_agreed
+
+    low, high = batch_size // ranks * ranks, -(-batch_size // ranks) * ranks
+    raise mark_agreed(ParameterError(
+        f"--batch-size {batch_size} is the samples of a step over all {ranks} ranks, split "
+        f"evenly between them: expected a multiple of {ranks} (e.g. "
+        f"{low if low else high} or {high})"
+    ))
+
+
+def _train(args: argparse.Namespace, comm: Any, threads: int | None = None) -> int:
+    """Load MNIST (this rank's interleaved share of it), build and fit the model, print the
+    test accuracy, save what was asked (rank 0 only)."""
     from .._atomic import atomic_write
     from ..backends import get_backend, resolve_backend_name
     from ..datasets import load_mnist
+    from ..distributed import default_device
     from ..model import MLP
     from ..serialize import save_model
 
-    backend = get_backend(args.backend)
-    if resolve_backend_name(args.backend) == "auto":
+    root, ranks = comm.rank == 0, comm.world_size
+    batch_size = _rank_batch_size(args.batch_size, ranks)
+    device = None
+    if comm.name != "single" and resolve_backend_name(args.backend) != "numpy":
+        device = default_device(comm)  # None where no GPU: "auto" then resolves to numpy
+    backend = get_backend(args.backend, device=device)
+    if resolve_backend_name(args.backend) == "auto" and root:
         from ..backends import describe_auto_choice
 
         print(f"backend: {describe_auto_choice()}", file=sys.stderr)
-    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
-    data = load_mnist(args.data_dir, download=not args.no_download, progress=not args.quiet)
+    quiet = args.quiet or not root
+    log = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
+    data = load_mnist(args.data_dir, download=not args.no_download, progress=not quiet)
     x_train, y_train = data.x_train, data.y_train
     if args.limit is not None:
         x_train, y_train = x_train[: args.limit], y_train[: args.limit]
+    x_test, y_test = data.x_test, data.y_test
+    n_train, n_test = len(x_train), len(x_test)
+    if ranks > 1:  # rank r takes samples r, r + N, ...
+        x_train, y_train = x_train[comm.rank::ranks], y_train[comm.rank::ranks]
+        x_test, y_test = x_test[comm.rank::ranks], y_test[comm.rank::ranks]
     scale = 1.0 / 255.0
     x_train = (x_train * scale).astype(args.dtype)
-    x_test = (data.x_test * scale).astype(args.dtype)
+    x_test = (x_test * scale).astype(args.dtype)
     sizes = [x_train.shape[1], *args.hidden, 10]
     model = MLP(sizes, activation=args.activation, optimizer=args.optimizer,
                 learning_rate=args.lr, weight_decay=args.weight_decay, dtype=args.dtype,
                 backend=backend, seed=args.seed)
     log(f"model: {model}")
     log(f"device: {backend.device}")
-    log(f"data: {len(x_train)} training and {len(x_test)} test samples")
+    log(f"data: {n_train} training and {n_test} test samples")
+    if ranks > 1:
+        log(f"distributed: {ranks} ranks over {comm.name}, each with its interleaved share "
+            f"(rank 0: {len(x_train)} training, {len(x_test)} test samples), {threads} CPU "
+            f"thread(s) per rank; a step's batch of {args.batch_size} samples is {batch_size} "
+            "per rank")
     def epoch_done(r: dict[str, Any]) -> None:
         log(f"epoch {r['epoch']}/{args.epochs}: loss {r['loss']:.4f}, train accuracy "
             f"{r['train_accuracy']:.4f}, test accuracy {r['val_accuracy']:.4f} "
             f"({r['seconds']:.2f} s, {r['samples_per_s']:,.0f} samples/s)")
 
     started = time.perf_counter()
-    model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
-              validation_data=(x_test, data.y_test), lr_schedule=args.schedule,
-              progress=not args.quiet,
-              callback=epoch_done)
+    model.fit(x_train, y_train, epochs=args.epochs, batch_size=batch_size,
+              validation_data=(x_test, y_test), lr_schedule=args.schedule,
+              progress=not quiet, callback=epoch_done,
+              **({} if comm.name == "single" else {"comm": comm}))
     wall = time.perf_counter() - started
     history = model.history_
     train_seconds = sum(r["seconds"] for r in history)
     test_accuracy = history[-1]["val_accuracy"]
     for r in history:
         r["test_accuracy"] = r.pop("val_accuracy")
+    if not root:
+        return 0
     print(f"test accuracy: {test_accuracy:.4f} after {args.epochs} epoch(s); "
           f"training {train_seconds:.1f} s ({wall:.1f} s with evaluation) on {backend.name}")
     if args.out:
@@ -270,6 +353,8 @@ def _train(args: argparse.Namespace) -> int:
             "model": {"layer_sizes": sizes, "activations": model.activations,
                       "loss": model.loss, "optimizer": model.optimizer.describe(),
                       "dtype": model.dtype.name},
+            "distributed": {"backend": comm.name, "world_size": ranks,
+                            "threads_per_rank": threads},
             "epochs": history,
             "test_accuracy": test_accuracy,
             "training_seconds": train_seconds,
