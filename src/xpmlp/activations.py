@@ -52,6 +52,16 @@ class Activation:
     def elementwise(self) -> bool:
         return self.row is None
 
+    def forward_bindings(self) -> dict[str, Callable[..., Any]]:
+        """The forward kernel's placeholder: ``activation`` (elementwise) or ``activation_row``."""
+        if self.row is None:
+            return {"activation": self.scalar}  # type: ignore[dict-item]
+        return {"activation_row": self.row}
+
+    def backward_bindings(self) -> dict[str, Callable[..., Any]]:
+        """The backward kernel's placeholder: ``derivative``, f'(z) given z and a."""
+        return {"derivative": self.scalar_derivative}  # type: ignore[dict-item]
+
 
 # ---------------------------------------------------------------------- scalar formulas
 def identity(z):

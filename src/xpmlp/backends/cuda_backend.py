@@ -75,11 +75,11 @@ class CudaKernelOps(Backend):
         entry = activation_entry(activation)
         if entry.elementwise:
             kernel = kcuda.CUDA.kernel(kcuda.bias_activation_elements, Z.dtype,
-                                       activation=entry.scalar)
+                                       **entry.forward_bindings())
             self._launch(kernel, Z.size, Z, b, A)
         else:
             kernel = kcuda.CUDA.kernel(kcuda.bias_activation_rows, Z.dtype,
-                                       activation_row=entry.row)
+                                       **entry.forward_bindings())
             self._launch(kernel, Z.shape[0], Z, b, A)
 
     def activation_backward(
@@ -88,7 +88,7 @@ class CudaKernelOps(Backend):
         """delta = dA * f'(Z) with column sums of CHUNK_ROWS-row chunks, then db = sum of chunks
         (one launch when the batch is a single chunk: the chunk sum is db)."""
         kernel = kcuda.CUDA.kernel(kcuda.activation_backward_chunks, dA.dtype,
-                                   derivative=activation_entry(activation).scalar_derivative)
+                                   **activation_entry(activation).backward_bindings())
         m, n = dA.shape
         chunks = kcuda.n_chunks(m)
         if chunks == 1:

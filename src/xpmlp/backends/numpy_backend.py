@@ -35,9 +35,9 @@ def cpu_model() -> str:
 #: what each template is specialized on, from the registry entry it is asked about.
 _BINDINGS: dict[Any, Callable[[Any], dict[str, Any]]] = {
     cpu.gather_rows: lambda _: {},
-    cpu.bias_activation: lambda act: {"activation": act.scalar},
-    cpu.bias_activation_rows: lambda act: {"activation_row": act.row},
-    cpu.activation_backward: lambda act: {"derivative": act.scalar_derivative},
+    cpu.bias_activation: lambda act: act.forward_bindings(),
+    cpu.bias_activation_rows: lambda act: act.forward_bindings(),
+    cpu.activation_backward: lambda act: act.backward_bindings(),
     cpu.loss_output_delta: lambda pair: pair[0].kernel_bindings(pair[1]),
     cpu.optimizer_step: lambda rule: {"rule": rule},
 }
