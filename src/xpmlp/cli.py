@@ -23,6 +23,11 @@ SUBCOMMANDS = {
         "trace one backpropagation step of a worked example (Z, A, loss, delta, dW, db)",
     ),
     "info": ("xpmlp.commands.info", "show the backends, devices and versions found here"),
+    "plot": (
+        "xpmlp.commands.plot",
+        "pictures of training: a --report's curves, confusion matrix and mistakes, or "
+        "gradient descent on a loss surface",
+    ),
     "bench": ("xpmlp.bench.cli", "compare backends and peers (PyTorch, scikit-learn) on MNIST"),
 }
 

@@ -7,7 +7,7 @@ r + N, ...) through ``xpmlp.distributed`` (``--distributed``, default auto), wit
 one process, and an epoch takes as many steps), with its CPU
 threads set to the cores of its machine divided by the ranks there, and its GPU (with
 ``--backend cuda``) the node-local rank modulo the GPUs it sees. Only rank 0 prints and
-writes ``--out`` and ``--report``; an error on any rank aborts the whole job.
+writes ``--out``, ``--report`` and ``--plot``; an error on any rank aborts the whole job.
 """
 
 from __future__ import annotations
@@ -135,7 +135,12 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    "with several ranks, else single), single, mpi or nccl (default auto)")
     p.add_argument("--out", default=None, help="save the trained model here (.npz)")
     p.add_argument("--report", default=None,
-                   help="write a JSON report: per-epoch loss, accuracies, seconds, samples/s")
+                   help="write a JSON report: per-epoch loss, accuracies, seconds, samples/s; "
+                   "the test set's confusion matrix and misclassified digits")
+    p.add_argument("--plot", default=None,
+                   help="draw the report here (.png): loss and accuracies per epoch, confusion "
+                   "matrix, misclassified digits (needs matplotlib: pip install "
+                   "'xpmlp[plot]')")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -205,7 +210,8 @@ def _model_file(out: str) -> Path:
 
 
 def check_outputs(args: argparse.Namespace) -> None:
-    """Raise ParameterError unless the files of ``--out`` and ``--report`` can be written.
+    """Raise ParameterError unless the files of ``--out``, ``--report`` and ``--plot`` can be
+    written (and, with ``--plot``, PlotDependencyError unless matplotlib is installed).
 
     ``--out`` is checked as given (an existing directory is refused, even though
     ``save_model`` would write ``DIR.npz`` beside it) and as the ``.npz`` file written.
@@ -216,6 +222,11 @@ def check_outputs(args: argparse.Namespace) -> None:
             check_output_path("--out", _model_file(args.out))
     if args.report:
         check_output_path("--report", args.report)
+    if getattr(args, "plot", None):
+        from ..plots import require_matplotlib
+
+        require_matplotlib()
+        check_output_path("--plot", args.plot)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -301,6 +312,7 @@ def _train(args: argparse.Namespace, comm: Any, threads: int | None = None) -> i
     if args.limit is not None:
         x_train, y_train = x_train[: args.limit], y_train[: args.limit]
     x_test, y_test = data.x_test, data.y_test
+    all_x_test, all_y_test = x_test, y_test
     n_train, n_test = len(x_train), len(x_test)
     if ranks > 1:  # rank r takes samples r, r + N, ...
         x_train, y_train = x_train[comm.rank::ranks], y_train[comm.rank::ranks]
@@ -343,7 +355,7 @@ def _train(args: argparse.Namespace, comm: Any, threads: int | None = None) -> i
     if args.out:
         path = save_model(model, args.out)
         log(f"model saved to {path}")
-    if args.report:
+    if args.report or args.plot:
         report: dict[str, Any] = {
             "command": "xpmlp train",
             "arguments": {k: v for k, v in vars(args).items() if not k.startswith("_")},
@@ -359,8 +371,29 @@ def _train(args: argparse.Namespace, comm: Any, threads: int | None = None) -> i
             "test_accuracy": test_accuracy,
             "training_seconds": train_seconds,
             "wall_seconds": wall,
+            **errors_on_test_set(model, (all_x_test * scale).astype(args.dtype), all_y_test),
         }
+    if args.report:
         with atomic_write(args.report) as f:
             json.dump(report, f, indent=2, default=str)
         log(f"report written to {args.report}")
+    if args.plot:
+        from ..plots import save_png, training_figure
+
+        wrong = [w["index"] for w in report["misclassified"]]
+        images = all_x_test[wrong].reshape(len(wrong), 28, 28)
+        save_png(training_figure(report, images), args.plot)
+        log(f"picture written to {args.plot}")
     return 0
+
+
+def errors_on_test_set(model: Any, x_test: Any, y_test: Any) -> dict[str, Any]:
+    """The report's fields on the model's errors over the whole test set:
+    ``confusion_matrix`` (row: true label, column: predicted; counts) and ``misclassified``
+    (the first ``MAX_MISCLASSIFIED`` (25) of them in test-set order: ``index`` into the test set,
+    ``true`` and ``predicted`` labels)."""
+    from ..plots import MAX_MISCLASSIFIED, confusion_matrix, misclassified_digits
+
+    predicted = model.predict(x_test)
+    return {"confusion_matrix": confusion_matrix(y_test, predicted, model.n_outputs),
+            "misclassified": misclassified_digits(y_test, predicted, MAX_MISCLASSIFIED)}
