@@ -179,7 +179,7 @@ def test_shipped_examples_pass_in_float32_with_looser_atol(xpmlp) -> None:
     status, out, err = xpmlp(str(EXAMPLES), "--check", "--dtype", "float32",
                              "--backend", "numpy")
     assert status == 0, out + err
-    assert out.count("numbers within atol 1e-05") == 3
+    assert out.count("numbers within atol 1e-05") == len(SHIPPED["examples"])
     assert "float32 on numpy" in out
 
 
@@ -246,7 +246,7 @@ def test_perturbed_expected_value_exits_1_and_names_the_field(xpmlp, tmp_path: P
     assert "grad_W, layer 2, index (0, 1)" in line
     assert "computed -0.09939880947017309" in line
     assert f"FAILED: 1 of {n_expected(doc['examples'][1])} numbers" in out
-    assert "1 of 3 examples failed" in out
+    assert f"1 of {len(SHIPPED['examples'])} examples failed" in out
 
 
 def test_perturbed_loss_is_reported(xpmlp, tmp_path: Path) -> None:
@@ -498,3 +498,218 @@ def test_a_setting_the_model_refuses_names_the_example(xpmlp, tmp_path: Path) ->
     status, out, err = xpmlp(write(tmp_path, document(raw)), "--backend", "numpy")
     assert status == 2 and out == ""
     assert err.startswith("xpmlp explain: error: examples[0]: softmax over one output unit")
+
+
+# ---------------------------------------------------------------------------- perceptron examples
+PERCEPTRON = next(e for e in SHIPPED["examples"] if e.get("kind") == "perceptron")
+PERCEPTRON_INDEX = SHIPPED["examples"].index(PERCEPTRON)
+
+
+def rule_by_hand(x: list, y: list, W: list, b: list, eta: float,
+                 max_epochs: int) -> tuple[list[dict[str, Any]], int, bool]:
+    """The perceptron learning rule in plain Python (no NumPy, no xpmlp): the updates as the
+    file format writes them, the epochs run and whether the last one had no error."""
+    W, b = [list(map(float, row)) for row in W], list(map(float, b))
+    labels = [row if isinstance(row, list) else [row] for row in y]
+    updates = []
+    for epoch in range(1, max_epochs + 1):
+        errors = 0
+        for i, (xi, yi) in enumerate(zip(x, labels, strict=True)):
+            n = [sum(w * v for w, v in zip(row, xi, strict=True)) + bk
+                 for row, bk in zip(W, b, strict=True)]
+            a = [1.0 if nk >= 0 else 0.0 for nk in n]
+            e = [t - ak for t, ak in zip(yi, a, strict=True)]
+            W = [[w + eta * ek * v for w, v in zip(row, xi, strict=True)]
+                 for row, ek in zip(W, e, strict=True)]
+            b = [bk + eta * ek for bk, ek in zip(b, e, strict=True)]
+            errors += any(e)
+            one = len(a) == 1 and not isinstance(y[0], list)
+            updates.append({"epoch": epoch, "sample": i, "n": n[0] if one else n,
+                            "a": a[0] if one else a, "error": e[0] if one else e,
+                            "W": [list(row) for row in W], "b": list(b)})
+        if not errors:
+            return updates, epoch, True
+    return updates, max_epochs, False
+
+
+def perceptron_example(x, y, W, b, eta=1.0, max_epochs=10, **extra) -> dict[str, Any]:
+    updates, n_iter, converged = rule_by_hand(x, y, W, b, eta, max_epochs)
+    return {"kind": "perceptron", "name": "a perceptron", "x": x, "y": y, "W": W, "b": b,
+            "learning_rate": eta, "max_epochs": max_epochs,
+            "expect": {"updates": updates, "n_iter": n_iter, "converged": converged,
+                       "W": updates[-1]["W"], "b": updates[-1]["b"]}, **extra}
+
+
+def n_expected_perceptron(example: dict[str, Any]) -> int:
+    expect = example["expect"]
+    per_update = sum(int(np.size(v)) for u in expect["updates"] for v in u.values())
+    return per_update + 2 + int(np.size(expect["W"])) + int(np.size(expect["b"]))
+
+
+def test_the_shipped_perceptron_example_is_the_rule_worked_by_hand() -> None:
+    """Its expected updates are what the rule gives, computed here without xpmlp."""
+    updates, n_iter, converged = rule_by_hand(PERCEPTRON["x"], PERCEPTRON["y"], PERCEPTRON["W"],
+                                              PERCEPTRON["b"], PERCEPTRON["learning_rate"],
+                                              PERCEPTRON["max_epochs"])
+    assert PERCEPTRON["y"] == [0, 0, 0, 1]  # AND
+    assert PERCEPTRON["expect"]["updates"] == updates
+    assert (PERCEPTRON["expect"]["n_iter"], PERCEPTRON["expect"]["converged"]) == (6, True)
+    assert converged and n_iter == 6
+
+
+def test_the_shipped_perceptron_example_passes_check_and_prints_every_update(xpmlp) -> None:
+    status, out, err = xpmlp(str(EXAMPLES), "--check", "--backend", "numpy", "--example",
+                             "perceptron")
+    assert status == 0, out + err
+    assert f"examples[{PERCEPTRON_INDEX}]: perceptron learning AND" in out
+    assert "perceptron 2 -> 1 unit (hardlimit), m = 4, learning rate 1, at most 10 epochs" in out
+    assert "n = W x + b, a = hardlimit(n) = 1 if n >= 0 else 0" in out
+    table = [line.split() for line in out.splitlines() if re.match(r"\s+\d+\s+\d+\s+\[", line)]
+    assert len(table) == 24  # 6 epochs of 4 samples
+    assert table[1][-2:] == ["(no", "change)"]
+    assert table[3] == ["1", "3", "[1", "1]", "1", "-1", "0", "1", "[1", "1]", "0"]
+    assert "epoch 5: 1 of 4 samples misclassified" in out
+    assert "converged: epoch 6 made no error, so training stops (n_iter = 6)" in out
+    assert f"ok: {n_expected_perceptron(PERCEPTRON)} numbers within atol 1e-09" in out
+
+
+def test_a_wrong_expected_update_is_reported_with_its_epoch_and_sample(xpmlp,
+                                                                      tmp_path: Path) -> None:
+    doc = copy.deepcopy(SHIPPED)
+    example = doc["examples"][PERCEPTRON_INDEX]
+    example["expect"]["updates"][5]["W"][0][1] = 1  # epoch 2, sample 1: W is [[1, 0]]
+    example["expect"]["n_iter"] = 5
+    status, out, _ = xpmlp(write(tmp_path, doc), "--check", "--backend", "numpy")
+    assert status == 1
+    where = f"examples[{PERCEPTRON_INDEX}].expect"
+    assert (f"mismatch: {where}.updates[5].W[0][1] (epoch 2, sample 1): expected 1.0, computed "
+            "0.0, |difference| 1 > atol 1e-09") in out
+    assert f"mismatch: {where}.n_iter (epochs run): expected 5, computed 6" in out
+    assert f"FAILED: 2 of {n_expected_perceptron(example)} numbers" in out
+
+
+def test_a_missing_update_is_reported(xpmlp, tmp_path: Path) -> None:
+    example = perceptron_example([[0, 0], [0, 1], [1, 0], [1, 1]], [0, 1, 1, 1], [[0, 0]], [0])
+    del example["expect"]["updates"][-1]
+    status, out, _ = xpmlp(write(tmp_path, document(example)), "--check", "--backend", "numpy")
+    assert status == 1
+    assert ("examples[0].expect.updates (number of presentations of a sample): expected 15, "
+            "computed 16") in out
+
+
+def test_xor_in_a_perceptron_example_is_reported_as_not_separable(xpmlp, tmp_path: Path) -> None:
+    example = perceptron_example([[0, 0], [0, 1], [1, 0], [1, 1]], [0, 1, 1, 0], [[0, 0]], [0],
+                                 max_epochs=20)
+    example["expect"] = {"n_iter": 3, "converged": False, "W": [[-1, 0]], "b": [0]}
+    status, out, err = xpmlp(write(tmp_path, document(example)), "--check", "--backend", "numpy")
+    assert status == 0, out + err
+    assert "not converged after 3 epoch(s): the perceptron did not converge" in out
+    assert "not linearly separable" in out and "ok: 5 numbers" in out
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_perceptron_examples_computed_by_hand_pass(xpmlp, tmp_path: Path, dtype: str) -> None:
+    """Real-valued inputs, eta 0.5, a start away from zero, and two output units (y rows)."""
+    examples = [
+        perceptron_example([[0.5, -1.0], [1.5, 0.25], [-0.3, 0.8], [2.0, 1.0]], [0, 1, 0, 1],
+                           [[0.2, -0.4]], [0.1], eta=0.5, max_epochs=50),
+        perceptron_example([[0, 0], [0, 1], [1, 0], [1, 1]], [[0, 0], [0, 1], [0, 1], [1, 1]],
+                           [[0, 0], [0, 0]], [0, 0]),
+    ]
+    status, out, err = xpmlp(write(tmp_path, document(*examples)), "--check", "--backend",
+                             "numpy", "--dtype", dtype)
+    assert status == 0, out + err
+    assert "perceptron 2 -> 2 units" in out and "[2 1; 1 1]" in out
+    for example in examples:
+        assert example["expect"]["converged"]
+        assert f"ok: {n_expected_perceptron(example)} numbers" in out
+
+
+def test_an_unknown_update_field_is_noted(xpmlp, tmp_path: Path) -> None:
+    example = perceptron_example([[0, 0], [1, 1]], [0, 1], [[0, 0]], [0])
+    example["expect"]["updates"][0]["theta"] = [0, 0, 0]
+    example["expect"]["margin"] = 1
+    status, out, _ = xpmlp(write(tmp_path, document(example)), "--check", "--backend", "numpy")
+    assert status == 0
+    assert "note: examples[0].expect.updates[0].theta is not a known field" in out
+    assert "note: examples[0].expect.margin is not a known field" in out
+
+
+def test_a_perceptron_example_takes_its_defaults() -> None:
+    (example,) = parse_document(document({"kind": "perceptron", "x": [[1.0], [-1.0]],
+                                          "y": [1, 0]}))
+    assert example.learning_rate == 1.0 and example.max_epochs == 100
+    np.testing.assert_array_equal(example.W, [[0.0]])
+    np.testing.assert_array_equal(example.b, [0.0])
+
+
+def with_perceptron(change) -> dict[str, Any]:
+    doc = copy.deepcopy(SHIPPED)
+    change(doc["examples"][PERCEPTRON_INDEX])
+    return doc
+
+
+def _set_in(*path_and_value: Any):
+    """Set the value (the last argument) at the path of keys before it."""
+    path, value = path_and_value[:-1], path_and_value[-1]
+
+    def change(example: dict[str, Any]) -> None:
+        target = example
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+    return change
+
+
+P = f"examples[{PERCEPTRON_INDEX}]"
+MALFORMED_PERCEPTRON = {
+    "unknown kind": (_set_in("kind", "adaline"),
+                     f"{P}.kind: expected one of 'mlp', 'perceptron' (\"mlp\" when absent), "
+                     "got a string \"adaline\""),
+    "label 2": (_set_in("y", [0, 0, 2, 1]),
+                f"{P}.y[2]: expected a label 0 or 1 (the hard-limit output's values), got 2"),
+    "too few labels": (_set_in("y", [0, 0, 1]),
+                       f"{P}.y: expected 4 labels (one per sample of x), got 3"),
+    "missing y": (lambda e: e.pop("y"), f"{P}.y: missing; a perceptron example needs x"),
+    "W shape": (_set_in("W", [[0, 0, 0]]),
+                f"{P}.W: expected shape (1, 2) (one row per output unit, one column per "
+                "input), got (1, 3)"),
+    "b length": (_set_in("b", [0, 0]), f"{P}.b: expected shape (1,)"),
+    "max_epochs": (_set_in("max_epochs", 0), f"{P}.max_epochs: expected an integer >= 1, got 0"),
+    "fractional max_epochs": (_set_in("max_epochs", 2.5),
+                              f"{P}.max_epochs: expected an integer >= 1, got 2.5"),
+    "learning rate": (_set_in("learning_rate", -1), f"{P}.learning_rate: expected a positive "
+                      "number"),
+    "output 2": (_set_in("expect", "updates", 0, "a", 2),
+                 f"{P}.expect.updates[0].a: expected values among 0, 1, got 2"),
+    "error 2": (_set_in("expect", "updates", 0, "error", [2]),
+                f"{P}.expect.updates[0].error: expected values among -1, 0, 1, got 2"),
+    "epoch 0": (_set_in("expect", "updates", 0, "epoch", 0),
+                f"{P}.expect.updates[0].epoch: expected an integer >= 1 and <= 10, got 0"),
+    "sample 4": (_set_in("expect", "updates", 0, "sample", 4),
+                 f"{P}.expect.updates[0].sample: expected an integer >= 0 and <= 3, got 4"),
+    "update W shape": (_set_in("expect", "updates", 1, "W", [0, 0]),
+                       f"{P}.expect.updates[1].W[0]: expected a 1-D list of numbers"),
+    "update not an object": (_set_in("expect", "updates", 2, [1, 2]),
+                             f"{P}.expect.updates[2]: expected an object with some of epoch, "
+                             "sample, n, a, error, W, b, got a list"),
+    "updates not a list": (_set_in("expect", "updates", {"epoch": 1}),
+                           f"{P}.expect.updates: expected a list with one object per "
+                           "presentation of a sample"),
+    "n_iter beyond max_epochs": (_set_in("expect", "n_iter", 11),
+                                 f"{P}.expect.n_iter: expected an integer >= 1 and <= 10, got 11"),
+    "converged as text": (_set_in("expect", "converged", "yes"),
+                          f"{P}.expect.converged: expected true or false, got a string \"yes\""),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED_PERCEPTRON)
+def test_a_malformed_perceptron_example_exits_2_naming_the_field(xpmlp, tmp_path: Path,
+                                                                 case: str) -> None:
+    change, message = MALFORMED_PERCEPTRON[case]
+    path = write(tmp_path, with_perceptron(change))
+    with pytest.raises(WorkedExampleError) as info:
+        parse_file(path)
+    assert message in str(info.value)
+    status, out, err = xpmlp(path, "--check")
+    assert status == 2 and out == "" and message in err

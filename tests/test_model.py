@@ -271,7 +271,7 @@ def test_score_checks_its_arguments() -> None:
         ([[4, 8, 3]], {"activation": "softmax"}, ("activation='softmax'",)),
         ([[4, 8, 8, 3]], {"activation": ["relu"]}, ("activation", "2")),
         ([[4, 3]], {"loss": "hinge"}, ("loss='hinge'", "'cross_entropy'")),
-        ([[4, 3]], {"optimizer": "rmsprop"}, ("optimizer='rmsprop'", "'adam'")),
+        ([[4, 3]], {"optimizer": "lamb"}, ("optimizer='lamb'", "'adam'")),
         ([[4, 3]], {"output_activation": "swish"}, ("output_activation='swish'",)),
         ([[4, 3]], {"output_activation": "softmax", "loss": "squared_error"},
          ("softmax", "squared_error", "'identity'")),

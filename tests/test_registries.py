@@ -69,7 +69,7 @@ def test_the_validation_messages_list_the_registries_names() -> None:
         xpmlp.MLP([3, 4, 2], activation="swish", backend="numpy")
     assert all(f"'{n}'" in str(info.value) for n in ACTIVATIONS.names(lambda a: a.hidden))
     with pytest.raises(ParameterError) as info:
-        xpmlp.MLP([3, 2], optimizer="rmsprop", backend="numpy")
+        xpmlp.MLP([3, 2], optimizer="lamb", backend="numpy")
     assert all(f"'{n}'" in str(info.value) for n in OPTIMIZERS)
 
 

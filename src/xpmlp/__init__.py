@@ -15,18 +15,22 @@ from .errors import (
     DeviceMemoryError,
     DistributedError,
     NotDifferentiableError,
+    NotFittedError,
+    NotSeparableWarning,
     ParameterError,
     TrainingDivergedError,
     XpmlpError,
 )
 from .model import MLP
-from .optim import SGD, Adam, Optimizer
+from .optim import SGD, Adagrad, Adam, Optimizer, RMSprop
+from .perceptron import Perceptron
 from .serialize import load_model, save_model
 
 __all__ = [
     "BACKEND_NAMES",
     "MLP",
     "SGD",
+    "Adagrad",
     "Adam",
     "Backend",
     "BackendUnavailableError",
@@ -35,8 +39,12 @@ __all__ = [
     "DeviceMemoryError",
     "DistributedError",
     "NotDifferentiableError",
+    "NotFittedError",
+    "NotSeparableWarning",
     "Optimizer",
     "ParameterError",
+    "Perceptron",
+    "RMSprop",
     "TrainingDivergedError",
     "XpmlpError",
     "__version__",

@@ -51,7 +51,9 @@ def check_output_units(output: Activation, n_outputs: int) -> None:
 def optimizer_for(optimizer: str | Optimizer, learning_rate: float | None,
                **hyperparameters: Any) -> Optimizer:
     """The optimizer object: the one given, or the one a name and keywords describe (every
-    keyword is checked, used by that optimizer or not)."""
+    keyword given is checked, used by that optimizer or not; a keyword left at None takes the
+    optimizer's own default)."""
+    hyperparameters = {k: v for k, v in hyperparameters.items() if v is not None}
     given = {"learning_rate": learning_rate} if learning_rate is not None else {}
     check_params({**given, **hyperparameters}, HYPERPARAMETERS)
     if isinstance(optimizer, Optimizer):

@@ -52,3 +52,13 @@ class ConcurrentFitError(XpmlpError, RuntimeError):
 class DistributedError(XpmlpError, RuntimeError):
     """A job of several processes cannot go on: its ranks disagree (settings, data shapes) or
     the communication library is missing or misconfigured (the message says which)."""
+
+
+class NotSeparableWarning(UserWarning):
+    """The perceptron learning rule did not converge within ``max_iter`` epochs: the training
+    data are not linearly separable (proven when an epoch starts from the weights of an
+    earlier one, so the rule cycles for ever), or need more epochs."""
+
+
+class NotFittedError(XpmlpError, RuntimeError):
+    """A model was asked to predict or score before ``fit`` gave it weights."""

@@ -16,47 +16,65 @@ sample per row). ``--check`` compares them with the example's ``expect``
 block. Three parts, kept apart: ``parse_file`` (validation, one ``Example``
 per entry, in ``xpmlp.worked_examples`` and re-exported here), ``trace`` (the
 computation, one ``Trace``), ``render`` and ``compare`` (the printing).
+
+An example with ``"kind": "perceptron"`` is a single-layer perceptron instead: it
+is trained by ``xpmlp.Perceptron`` (the perceptron learning rule, sample by sample,
+epoch by epoch) from the example's W and b, and every presentation of a sample is
+printed (n = W x + b, a = hardlimit(n), e = y - a, W and b after), then whether
+the rule converged; ``--check`` compares them with the expected updates
+(``trace_perceptron``, ``perceptron_lines``, ``compare_perceptron``).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .activations import ACTIVATIONS
-from .errors import ParameterError, WorkedExampleError
+from .errors import NotSeparableWarning, ParameterError, WorkedExampleError
 from .losses import LOSSES
 from .worked_examples import (
     ACTIVATION_ALIASES,
     DEFAULT_ATOL,
     EXPECT_FIELDS,
     FORMAT,
+    KINDS,
     LAYER_FIELDS,
     NEEDS_LOSS,
     NEEDS_STEP,
+    PERCEPTRON_EXPECT_FIELDS,
+    UPDATE_FIELDS,
     Example,
     Layer,
+    PerceptronExample,
     parse_document,
     parse_example,
     parse_file,
 )
 
 __all__ = [
-    "ACTIVATION_ALIASES", "DEFAULT_ATOL", "EXPECT_FIELDS", "FLOAT32_ATOL", "FORMAT",
-    "LAYER_FIELDS", "NEEDS_LOSS", "NEEDS_STEP", "Example", "Layer", "Mismatch", "Trace",
-    "build_model", "compare", "configure_parser", "explain_items", "header", "parse_document",
-    "parse_example", "parse_file", "render", "run", "select", "trace",
+    "ACTIVATION_ALIASES", "DEFAULT_ATOL", "EXPECT_FIELDS", "FLOAT32_ATOL", "FORMAT", "KINDS",
+    "LAYER_FIELDS", "NEEDS_LOSS", "NEEDS_STEP", "PERCEPTRON_EXPECT_FIELDS", "UPDATE_FIELDS",
+    "Example", "Layer", "Mismatch", "PerceptronExample", "PerceptronMismatch",
+    "PerceptronTrace", "Trace", "build_model", "compare", "compare_perceptron",
+    "configure_parser", "explain_items", "header", "parse_document", "parse_example",
+    "parse_file", "perceptron_header", "perceptron_lines", "render", "run", "select", "trace",
+    "trace_perceptron",
 ]
+
+AnyExample = Example | PerceptronExample
 
 FLOAT32_ATOL = 1e-5  # float32 runs are checked within max(atol, FLOAT32_ATOL)
 
 
 # ---------------------------------------------------------------------------- selecting
-def select(examples: list[Example], which: str | None) -> list[Example]:
+def select(examples: list[AnyExample], which: str | None) -> list[AnyExample]:
     """The examples named by ``--example``: a 0-based index, a name, or a unique part of one."""
     if which is None:
         return examples
@@ -340,6 +358,166 @@ def header(example: Example, backend_name: str, dtype: str) -> str:
     return f"{example.where}: {example.name}\n  " + ", ".join(parts)
 
 
+# ---------------------------------------------------------------------------- the perceptron
+@dataclass
+class PerceptronTrace:
+    """What ``xpmlp.Perceptron`` did with a perceptron example (host float64 arrays)."""
+
+    updates: list[Any]  # xpmlp.perceptron.PerceptronUpdate, one per presentation
+    errors: list[int]  # samples misclassified per epoch
+    n_iter: int
+    converged: bool
+    W: np.ndarray
+    b: np.ndarray
+    warning: str | None = None  # the NotSeparableWarning's message, if it warned
+
+
+def trace_perceptron(example: PerceptronExample, backend: Any = None,
+                     dtype: str = "float64") -> PerceptronTrace:
+    """Train ``xpmlp.Perceptron`` on the example from its W and b, recording every update
+    (its NotSeparableWarning, if any, is kept as text instead of being raised)."""
+    from .perceptron import Perceptron
+
+    p = Perceptron(max_iter=example.max_epochs, learning_rate=example.learning_rate,
+                   backend=backend, dtype=dtype, record_updates=True)
+    y = example.y[:, 0] if example.labels else example.y
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", NotSeparableWarning)
+        p.fit(example.x, y, W_init=example.W, b_init=example.b)
+    message = next((str(w.message) for w in caught
+                    if issubclass(w.category, NotSeparableWarning)), None)
+    assert p.W_ is not None and p.b_ is not None
+    return PerceptronTrace(updates=p.updates_, errors=p.errors_, n_iter=p.n_iter_,
+                           converged=p.converged_, W=np.asarray(p.W_, np.float64),
+                           b=np.asarray(p.b_, np.float64), warning=message)
+
+
+@dataclass(frozen=True)
+class PerceptronMismatch:
+    """One expected value of a perceptron example that the training does not reproduce."""
+
+    path: str  # under expect: "updates[3].W[0][1]", "n_iter", ...
+    at: str  # "epoch 1, sample 3", or what the value is
+    expected: Any
+    computed: Any
+
+    def describe(self, where: str, atol: float) -> str:
+        text = (f"mismatch: {where}.expect.{self.path} ({self.at}): expected "
+                f"{self.expected!r}, computed {self.computed!r}")
+        if isinstance(self.expected, float):
+            diff = abs(self.expected - self.computed)
+            text += f", |difference| {diff:.3g} > atol {atol:g}"
+        return text
+
+
+def _compare_array(path: str, at: str, want: np.ndarray, got: Any, atol: float,
+                   bad: list[PerceptronMismatch]) -> int:
+    """Append a mismatch per entry of ``want`` not within atol of ``got``; the count."""
+    got = np.asarray(got, dtype=np.float64).reshape(want.shape)
+    for idx in np.ndindex(want.shape):
+        w, g = float(want[idx]), float(got[idx])
+        if not abs(w - g) <= atol:  # NaN is a mismatch
+            index = "".join(f"[{i}]" for i in idx) if want.ndim > 1 or want.size > 1 else ""
+            bad.append(PerceptronMismatch(path + index, at, w, g))
+    return int(want.size)
+
+
+def compare_perceptron(example: PerceptronExample, result: PerceptronTrace,
+                       atol: float) -> tuple[int, list[PerceptronMismatch]]:
+    """(how many values were compared, the mismatches) between ``expect`` and ``result``:
+    the expected updates one by one in order (and their number), n_iter, converged, the
+    final W and b."""
+    count, bad = 0, []
+    expected_updates = example.expect.get("updates")
+    if expected_updates is not None:
+        got = result.updates
+        if len(expected_updates) != len(got):
+            bad.append(PerceptronMismatch("updates", "number of presentations of a sample",
+                                          len(expected_updates), len(got)))
+        for u, (want, have) in enumerate(zip(expected_updates, got, strict=False)):
+            at = f"epoch {have.epoch}, sample {have.index}"
+            for key, value in want.items():
+                path = f"updates[{u}].{key}"
+                if key in ("epoch", "sample"):
+                    count += 1
+                    computed = have.epoch if key == "epoch" else have.index
+                    if value != computed:
+                        bad.append(PerceptronMismatch(path, at, value, computed))
+                else:
+                    count += _compare_array(path, at, value, getattr(have, key), atol, bad)
+    for key, what in (("n_iter", "epochs run"), ("converged", "an epoch without an error")):
+        if key in example.expect:
+            count += 1
+            if example.expect[key] != getattr(result, key):
+                bad.append(PerceptronMismatch(key, what, example.expect[key],
+                                              getattr(result, key)))
+    for key in ("W", "b"):
+        if key in example.expect:
+            count += _compare_array(key, f"{key} after training", example.expect[key],
+                                    getattr(result, key), atol, bad)
+    return count, bad
+
+
+def perceptron_header(example: PerceptronExample, backend_name: str, dtype: str) -> str:
+    """The example's title line and a line with its sizes and settings."""
+    n, k = example.sizes
+    units = "1 unit" if k == 1 else f"{k} units"
+    return (f"{example.where}: {example.name}\n  perceptron {n} -> {units} (hardlimit), "
+            f"m = {example.m}, learning rate {example.learning_rate:g}, at most "
+            f"{example.max_epochs} epochs, {dtype} on {backend_name}")
+
+
+def _per_unit(v: Any) -> str:
+    """A per-unit quantity: a number for one unit, ``[a b]`` for several."""
+    v = np.asarray(v, dtype=np.float64).ravel()
+    return _fmt(float(v[0])) if v.size == 1 else "[" + " ".join(_fmt(float(a)) for a in v) + "]"
+
+
+def _weights(W: Any) -> str:
+    """W as ``[w1 w2]``, rows separated by ``;`` for several units."""
+    W = np.atleast_2d(np.asarray(W, dtype=np.float64))
+    return "[" + "; ".join(" ".join(_fmt(float(w)) for w in row) for row in W) + "]"
+
+
+def perceptron_lines(example: PerceptronExample, result: PerceptronTrace) -> list[str]:
+    """The rule, the data and initial weights, a table of every presentation (a summary line
+    after each epoch), and the outcome."""
+    eta = f"{example.learning_rate:g}"
+    y = example.y[:, 0] if example.labels else example.y
+    lines = [
+        "  perceptron learning rule, sample by sample: n = W x + b, a = hardlimit(n) "
+        "= 1 if n >= 0 else 0,",
+        f"  e = y - a; W <- W + {eta} e x^T, b <- b + {eta} e (no change when e = 0)",
+        render([("X", example.x), ("y", y), ("W initial", example.W),
+                ("b initial", example.b)]),
+    ]
+    head = ["epoch", "sample", "x", "y", "n = W x + b", "a", "e = y - a", "W after", "b after"]
+    rows = []
+    for u in result.updates:
+        row = [str(u.epoch), str(u.index), _weights(u.x), _per_unit(u.y), _per_unit(u.n),
+               _per_unit(u.a), _per_unit(u.error)]
+        rows.append(row + ([_weights(u.W), _per_unit(u.b)] if u.changed else ["(no change)"]))
+    widths = [max([len(h)] + [len(r[j]) for r in rows if j < len(r)])
+              for j, h in enumerate(head)]
+
+    def line(cells: list[str]) -> str:
+        return "    " + "  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=False))
+
+    lines.append(line(head))
+    m = example.m
+    for epoch, errors in enumerate(result.errors, start=1):
+        lines += [line(r) for r in rows[(epoch - 1) * m: epoch * m]]
+        lines.append(f"    epoch {epoch}: {errors} of {m} samples misclassified")
+    if result.converged:
+        lines.append(f"  converged: epoch {result.n_iter} made no error, so training stops "
+                     f"(n_iter = {result.n_iter})")
+    else:
+        lines += textwrap.wrap(f"not converged after {result.n_iter} epoch(s): {result.warning}",
+                               width=96, initial_indent="  ", subsequent_indent="    ")
+    lines.append(render([("W", result.W), ("b", result.b)]))
+    return [text.rstrip() for text in lines]
+
+
 # ---------------------------------------------------------------------------- the command
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """The arguments of ``xpmlp explain``."""
@@ -360,12 +538,12 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="only this example: its 0-based index, its name or a unique part of it")
 
 
-def _check(example: Example, result: Trace, atol: float) -> bool:
+def _report(example: AnyExample, count: int, bad: list[Any], atol: float,
+            known: tuple[str, ...]) -> bool:
     """Print the unknown expect fields, every mismatch and a summary; True if all agree."""
     for key in example.unknown_expect:
         print(f"  note: {example.where}.expect.{key} is not a known field (expected "
-              f"{', '.join(EXPECT_FIELDS)}); not checked")
-    count, bad = compare(example, result, atol)
+              f"{', '.join(known)}); not checked")
     for mismatch in bad:
         print("  " + mismatch.describe(example.where, atol))
     if bad:
@@ -373,6 +551,30 @@ def _check(example: Example, result: Trace, atol: float) -> bool:
     else:
         print(f"  ok: {count} numbers within atol {atol:g}")
     return not bad
+
+
+def _check(example: Example, result: Trace, atol: float) -> bool:
+    """Compare an MLP example with its trace and print the outcome; True if all agree."""
+    count, bad = compare(example, result, atol)
+    return _report(example, count, bad, atol, EXPECT_FIELDS)
+
+
+def _explain_one(example: AnyExample, backend: Any, dtype: str, check: bool) -> bool:
+    """Trace and print one example (and with ``check`` compare it); False if a number is off."""
+    atol = max(example.atol, FLOAT32_ATOL) if dtype == "float32" else example.atol
+    if isinstance(example, PerceptronExample):
+        presult = trace_perceptron(example, backend, dtype)
+        print(perceptron_header(example, backend.name, dtype))
+        print("\n".join(perceptron_lines(example, presult)))
+        if not check:
+            return True
+        count, pbad = compare_perceptron(example, presult, atol)
+        fields = (*PERCEPTRON_EXPECT_FIELDS, *(f"updates[i].{f}" for f in UPDATE_FIELDS))
+        return _report(example, count, pbad, atol, fields)
+    result = trace(example, backend, dtype)
+    print(header(example, backend.name, dtype))
+    print(render(explain_items(example, result)))
+    return _check(example, result, atol) if check else True
 
 
 def run(args: argparse.Namespace) -> int:
@@ -384,15 +586,9 @@ def run(args: argparse.Namespace) -> int:
     backend = get_backend(args.backend)
     failed = 0
     for n, example in enumerate(examples):
-        result = trace(example, backend, args.dtype)
         if n:
             print()
-        print(header(example, backend.name, args.dtype))
-        print(render(explain_items(example, result)))
-        if not args.check:
-            continue
-        atol = max(example.atol, FLOAT32_ATOL) if args.dtype == "float32" else example.atol
-        failed += not _check(example, result, atol)
+        failed += not _explain_one(example, backend, args.dtype, args.check)
     if args.check and len(examples) > 1:
         print()
         print(f"{failed} of {len(examples)} examples failed the check" if failed

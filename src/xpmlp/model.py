@@ -85,8 +85,10 @@ class MLP:
     optimizer : str or Optimizer
         A name from ``xpmlp.optim.OPTIMIZERS`` (with the keywords below), or an
         optimizer object, e.g. ``xpmlp.optim.Adam(learning_rate=1e-3, weight_decay=1e-4)``.
-    learning_rate, momentum, beta1, beta2, eps, weight_decay : float
-        With an optimizer name only (weight_decay is L2 on the weights).
+    learning_rate, momentum, beta1, beta2, eps, weight_decay : float, optional
+        With an optimizer name only (weight_decay is L2 on the weights); each one left out
+        takes that optimizer's default (``xpmlp.optim``: momentum 0.9, Adam's betas 0.9 and
+        0.999, eps as PyTorch's, no weight decay).
     init : str
         auto (each activation's default: He before ReLU-like, else Xavier), he or xavier.
     dtype : str
@@ -106,11 +108,11 @@ class MLP:
         loss: str = "cross_entropy",
         optimizer: str | Optimizer = "adam",
         learning_rate: float | None = None,
-        momentum: float = 0.9,
-        beta1: float = 0.9,
-        beta2: float = 0.999,
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
+        momentum: float | None = None,
+        beta1: float | None = None,
+        beta2: float | None = None,
+        eps: float | None = None,
+        weight_decay: float | None = None,
         init: str = "auto",
         dtype: str = "float32",
         backend: str | Backend | None = None,

@@ -25,7 +25,25 @@ momentum   v <- mu v + g;  p <- p - lr v                (PyTorch's form)
 nesterov   v <- mu v + g;  p <- p - lr (g + mu v)
 adam       m <- m + (1 - b1)(g - m);  v <- b2 v + (1 - b2) g^2;
            p <- p - lr / (1 - b1^t) m / (sqrt(v) / sqrt(1 - b2^t) + eps)  (PyTorch's order)
+rmsprop    v <- alpha v + (1 - alpha) g^2;  p <- p - lr g / (sqrt(v) + eps)
+           (optionally centered: sqrt(v - gbar^2) with gbar <- gbar + (1 - alpha)(g - gbar);
+           optionally with momentum: buf <- mu buf + g / (...);  p <- p - lr buf)
+adagrad    s <- s + g^2;  p <- p - lr / (1 + (t - 1) lr_decay) g / (sqrt(s) + eps),
+           s starting at initial_accumulator_value
 =========  =================================================================
+
+Every rule follows the operations of ``torch.optim``'s single-tensor code in their
+order (``addcmul(g, g, value=c)`` as ``s + (c g) g``, ``addcdiv(g, d, value=c)`` as
+``p + (c g) / d``), with its host scalars (1 - beta, bias corrections, Adagrad's
+decayed rate) computed in float64 and then cast. A float64 trajectory equals
+PyTorch's to float64 rounding; a float32 step is as close to the exact step as
+PyTorch's, though not bit for bit the same: PyTorch's CPU kernels fuse some
+multiply-adds (addcmul, lerp, add with alpha, and the weight decay g + wd p) and
+its float32 sqrt is not always correctly rounded (``tests/test_optimizers.py``).
+
+The model's keyword path (``MLP(..., optimizer="rmsprop", learning_rate=...)``)
+passes only the keywords the user gave; every other setting is the optimizer's own
+default. ``from_description`` rebuilds every setting.
 """
 
 from __future__ import annotations
@@ -35,7 +53,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ._validation import Number, check_params
+from ._validation import Choice, Number, check_params
 from .errors import ParameterError
 from .registry import Registry
 
@@ -46,6 +64,10 @@ HYPERPARAMETERS = {
     "beta1": Number(0, 1, high_closed=False),
     "beta2": Number(0, 1, high_closed=False),
     "eps": Number(0, None, low_closed=False),
+    "alpha": Number(0, 1, high_closed=False),
+    "centered": Choice((False, True)),
+    "lr_decay": Number(0, None),
+    "initial_accumulator_value": Number(0, None),
 }
 
 
@@ -74,6 +96,47 @@ def adam_rule(p, g, state, k, hyper):
     state[0, k] = m
     state[1, k] = v
     return p - step_size * m / (math.sqrt(v) / bias2_sqrt + eps)
+
+
+def rmsprop_rule(p, g, state, k, hyper):
+    """RMSprop, PyTorch's default form: v <- alpha v + (1 - alpha) g^2;
+    p <- p - lr g / (sqrt(v) + eps)."""
+    lr, alpha, one_minus_alpha, eps = hyper
+    v = alpha * state[0, k] + one_minus_alpha * g * g
+    state[0, k] = v
+    return p - lr * g / (math.sqrt(v) + eps)
+
+
+def rmsprop_general_rule(p, g, state, k, hyper):
+    """RMSprop with the options of ``torch.optim.RMSprop``: centered (hyper[5] = 1: the
+    running mean gbar of g in state row 1, d = sqrt(v - gbar^2) + eps) and momentum (hyper[4]
+    > 0: buf <- mu buf + g / d in state row 2, p <- p - lr buf)."""
+    lr, alpha, one_minus_alpha, eps, mu, centered = hyper
+    v = alpha * state[0, k] + one_minus_alpha * g * g
+    state[0, k] = v
+    if centered != 0.0:
+        gbar = state[1, k]
+        if one_minus_alpha < 0.5:  # torch.lerp's two forms, by the weight
+            gbar = gbar + one_minus_alpha * (g - gbar)
+        else:
+            gbar = g - (g - gbar) * (1.0 - one_minus_alpha)
+        state[1, k] = gbar
+        d = math.sqrt(v - gbar * gbar) + eps
+    else:
+        d = math.sqrt(v) + eps
+    if mu != 0.0:
+        buf = mu * state[2, k] + g / d
+        state[2, k] = buf
+        return p - lr * buf
+    return p - lr * g / d
+
+
+def adagrad_rule(p, g, state, k, hyper):
+    """Adagrad: s <- s + g^2;  p <- p - clr g / (sqrt(s) + eps), clr the decayed rate."""
+    clr, eps = hyper
+    s = state[0, k] + g * g
+    state[0, k] = s
+    return p - clr * g / (math.sqrt(s) + eps)
 
 
 class Optimizer:
@@ -186,6 +249,115 @@ class Adam(Optimizer):
         return {**super().describe(), "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
 
 
+class RMSprop(Optimizer):
+    """RMSprop (Tieleman & Hinton 2012, lecture 6.5), as ``torch.optim.RMSprop``: per-parameter
+    step sizes from a running mean of squared gradients.
+
+        v <- alpha v + (1 - alpha) g^2          d = sqrt(v) + eps
+        p <- p - lr g / d
+
+    ``centered=True`` keeps the running mean gbar <- gbar + (1 - alpha)(g - gbar) too and
+    uses d = sqrt(v - gbar^2) + eps; ``momentum`` mu > 0 takes buf <- mu buf + g / d,
+    p <- p - lr buf. State rows: v, or v, gbar, buf with either option (one kernel for both
+    options; the unused row is never read). Defaults are PyTorch's.
+    """
+
+    name = "rmsprop"
+
+    def __init__(self, learning_rate: float = 0.01, alpha: float = 0.99, eps: float = 1e-8,
+                 weight_decay: float = 0.0, momentum: float = 0.0,
+                 centered: bool = False) -> None:
+        super().__init__(learning_rate, weight_decay)
+        check_params({"alpha": alpha, "eps": eps, "momentum": momentum, "centered": centered},
+                     HYPERPARAMETERS)
+        self.alpha, self.eps, self.momentum = float(alpha), float(eps), float(momentum)
+        self.centered = bool(centered)
+        if self.momentum or self.centered:
+            self.rule = rmsprop_general_rule
+            self.state_names = ("square_avg", "grad_avg", "momentum_buffer")
+        else:
+            self.rule = rmsprop_rule
+            self.state_names = ("square_avg",)
+
+    def hyperparameters(self, step: int, lr: float) -> tuple[float, ...]:
+        """1 - alpha in float64 on the host, as PyTorch's ``value=1 - alpha``."""
+        base = (lr, self.alpha, 1.0 - self.alpha, self.eps)
+        if self.rule is rmsprop_rule:
+            return base
+        return (*base, self.momentum, 1.0 if self.centered else 0.0)
+
+    def reference(self, xp: Any, p: Any, g: Any, state: Any, hyper: tuple[Any, ...]) -> Any:
+        lr, alpha, one_minus_alpha, eps = hyper[:4]
+        state[0] = alpha * state[0] + one_minus_alpha * g * g
+        if self.centered:
+            if one_minus_alpha < 0.5:
+                state[1] = state[1] + one_minus_alpha * (g - state[1])
+            else:
+                state[1] = g - (g - state[1]) * (1 - one_minus_alpha)
+            d = xp.sqrt(state[0] - state[1] * state[1]) + eps
+        else:
+            d = xp.sqrt(state[0]) + eps
+        if self.momentum:
+            state[2] = hyper[4] * state[2] + g / d
+            return p - lr * state[2]
+        return p - lr * g / d
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "alpha": self.alpha, "eps": self.eps,
+                "momentum": self.momentum, "centered": self.centered}
+
+
+class Adagrad(Optimizer):
+    """Adagrad (Duchi, Hazan & Singer 2011), as ``torch.optim.Adagrad``: each parameter's
+    step shrinks with the sum of its squared gradients.
+
+        s <- s + g^2                 (s starts at initial_accumulator_value)
+        p <- p - clr g / (sqrt(s) + eps),   clr = lr / (1 + (t - 1) lr_decay) at step t
+
+    clr is computed in float64 on the host. Defaults are PyTorch's.
+    """
+
+    name = "adagrad"
+    rule = staticmethod(adagrad_rule)
+    state_names = ("sum",)
+
+    def __init__(self, learning_rate: float = 0.01, lr_decay: float = 0.0,
+                 initial_accumulator_value: float = 0.0, eps: float = 1e-10,
+                 weight_decay: float = 0.0) -> None:
+        super().__init__(learning_rate, weight_decay)
+        check_params({"lr_decay": lr_decay, "eps": eps,
+                      "initial_accumulator_value": initial_accumulator_value}, HYPERPARAMETERS)
+        self.lr_decay, self.eps = float(lr_decay), float(eps)
+        self.initial_accumulator_value = float(initial_accumulator_value)
+
+    def bind(self, backend: Any, params: Any) -> None:
+        """The sum row starts at ``initial_accumulator_value`` (t = 0)."""
+        super().bind(backend, params)
+        self.state[...] = self.initial_accumulator_value
+
+    def hyperparameters(self, step: int, lr: float) -> tuple[float, ...]:
+        return (lr / (1 + (step - 1) * self.lr_decay), self.eps)
+
+    def reference(self, xp: Any, p: Any, g: Any, state: Any, hyper: tuple[Any, ...]) -> Any:
+        clr, eps = hyper
+        state[0] = state[0] + g * g
+        return p - clr * g / (xp.sqrt(state[0]) + eps)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "lr_decay": self.lr_decay,
+                "initial_accumulator_value": self.initial_accumulator_value, "eps": self.eps}
+
+
+def _rmsprop(lr: float, alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
+             momentum: float = 0.0, centered: bool = False, **_: Any) -> RMSprop:
+    return RMSprop(lr, alpha, eps, weight_decay, momentum, centered)
+
+
+def _adagrad(lr: float, lr_decay: float = 0.0, initial_accumulator_value: float = 0.0,
+             eps: float = 1e-10, weight_decay: float = 0.0, **_: Any) -> Adagrad:
+    return Adagrad(lr, lr_decay, initial_accumulator_value, eps, weight_decay)
+
+
 @dataclass(frozen=True)
 class OptimizerEntry:
     """A name that ``optimizer=`` accepts, its update, its default learning rate, and how
@@ -195,6 +367,8 @@ class OptimizerEntry:
     update: str  # for the docs
     default_learning_rate: float
     make: Callable[..., Optimizer]  # (learning_rate, **hyperparameters) -> Optimizer
+    #: (learning_rate, **settings of describe()) -> Optimizer; None: ``make`` rebuilds it.
+    rebuild: Callable[..., Optimizer] | None = None
 
 
 OPTIMIZERS: Registry[OptimizerEntry] = Registry("optimizer", [
@@ -209,6 +383,11 @@ OPTIMIZERS: Registry[OptimizerEntry] = Registry("optimizer", [
     OptimizerEntry("adam", "Kingma & Ba (2015), bias-corrected moments", 1e-3,
                    lambda lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, **_: Adam(
                        lr, beta1, beta2, eps, weight_decay)),
+    OptimizerEntry("rmsprop", "v <- alpha v + (1 - alpha) g^2; p <- p - lr g / (sqrt(v) + eps)",
+                   0.01, _rmsprop),
+    OptimizerEntry("adagrad",
+                   "s <- s + g^2; p <- p - lr / (1 + (t - 1) lr_decay) g / (sqrt(s) + eps)",
+                   0.01, _adagrad),
 ])
 
 
@@ -237,6 +416,9 @@ def from_description(description: Any) -> Optimizer:
             f"optimizer description has unknown settings {sorted(unknown)}; expected some of "
             f"{sorted(allowed)}"
         )
+    entry = OPTIMIZERS.check("optimizer", name)
+    if entry.rebuild is not None:
+        return entry.rebuild(entry.default_learning_rate if lr is None else lr, **settings)
     return make_optimizer(name, lr, **settings)
 
 

@@ -104,8 +104,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help=f"samples per mini-batch (default {d['batch_size']}); under an MPI "
                    "launcher, per step over all ranks, split evenly between them")
     p.add_argument("--lr", type=_number(0.0, inclusive=False), default=None,
-                   help="learning rate (default: 1e-3 for adam, 0.05 for (nesterov) momentum, "
-                   "0.1 for sgd)")
+                   help="learning rate (default: the optimizer's, " + ", ".join(
+                       f"{e.default_learning_rate:g} for {e.name}" for e in OPTIMIZERS.values())
+                   + ")")
     p.add_argument("--hidden", type=_hidden_sizes, default=_hidden_sizes(d["hidden"]),
                    help=f"hidden layer widths, comma-separated (default {d['hidden']})")
     p.add_argument("--activation", choices=ACTIVATIONS.names(trainable_hidden),
