@@ -70,12 +70,13 @@ class RunState:
     batch_stats: Any  # (n_batches, 2): per batch, the sum of its samples' losses, # correct
     skip: Any  # (1,): set by the loss kernel when a loss is not finite; read by the optimizer
     last_finite: Any  # a copy of the parameters last seen finite
+    batch_rows: list[Any]  # batch_stats[b] for each b, views made once (not one per step)
 
     @classmethod
     def allocate(cls, model: MLP, n_batches: int) -> RunState:
         be = model.backend
-        return cls(be.zeros((n_batches, 2), model.dtype), be.zeros(1, model.dtype),
-                   model.params.copy())
+        stats = be.zeros((n_batches, 2), model.dtype)
+        return cls(stats, be.zeros(1, model.dtype), model.params.copy(), list(stats))
 
     def epoch_totals(self, model: MLP, batches: int) -> tuple[float, float, int | None]:
         """(loss sum, correct count) of the first ``batches`` batches, added in float64 on
@@ -100,17 +101,20 @@ def run_epoch(
     ``reduce_gradients``), one optimizer step (scaled by ``lr_factor(batch)``).
     Nothing comes back to the host unless ``on_batch(batch, samples done)`` asks for it.
     """
-    be, m_total = model.backend, int(order.shape[0])
+    m_total = int(order.shape[0])
     ws = model.workspace(min(batch_size, m_total))
+    gather, skip = model.backend.gather_rows, state.skip  # bound once: this loop is the hot path
+    forward, backward, apply = model.forward_pass, model.backward_pass, model.apply_gradients
     for batch, start in enumerate(range(0, m_total, batch_size)):
         idx = order[start:start + batch_size]
         w = ws.first(int(idx.shape[0]))
-        be.gather_rows(X, idx, w.X)
-        be.gather_rows(Y, idx, w.Y)
-        model.compute_gradients(w, state.batch_stats[batch], state.skip)
+        gather(X, idx, w.X)
+        gather(Y, idx, w.Y)
+        forward(w)  # model.compute_gradients, its two halves called directly
+        backward(w, state.batch_rows[batch], skip)
         if comm is not None:
-            reduce_gradients(model, comm, state.batch_stats[batch], state.skip)
-        model.apply_gradients(state.skip, 1.0 if lr_factor is None else lr_factor(batch))
+            reduce_gradients(model, comm, state.batch_rows[batch], skip)
+        apply(skip, 1.0 if lr_factor is None else lr_factor(batch))
         if on_batch is not None:
             on_batch(batch, start + w.rows)
     return -(-m_total // batch_size)

@@ -44,6 +44,14 @@ _BINDINGS: dict[Any, Callable[[Any], dict[str, Any]]] = {
 _compiled: dict[tuple[Any, ...], Any] = {}
 
 
+def _kernel(key: tuple[Any, Any, bool, str]) -> Any:
+    """The compiled kernel of ``key`` (see ``_build``): one dict subscript when it exists."""
+    try:
+        return _compiled[key]
+    except KeyError:
+        return _build(key)
+
+
 def _build(key: tuple[Any, Any, bool, Any]) -> Any:
     """Compile the kernel of ``key`` = (template, about, parallel, dtype char): ``template``
     specialized on ``about`` (a registry entry, a (loss, activation) pair or an optimizer
@@ -77,20 +85,20 @@ class NumpyBackend(Backend):
 
     def gather_rows(self, X: Array, idx: Array, out: Array) -> None:
         key = (cpu.gather_rows, None, out.size >= cpu.PARALLEL_MIN_ELEMENTS, X.dtype.char)
-        (_compiled.get(key) or _build(key))(X, idx, out)
+        _kernel(key)(X, idx, out)
 
     def bias_activation(self, Z: Array, b: Array, A: Array, activation: Any) -> None:
         entry = activation_entry(activation) if type(activation) is str else activation
         template = cpu.bias_activation if entry.row is None else cpu.bias_activation_rows
         key = (template, entry, Z.size >= cpu.PARALLEL_MIN_ELEMENTS, Z.dtype.char)
-        (_compiled.get(key) or _build(key))(Z, b, A)
+        _kernel(key)(Z, b, A)
 
     def activation_backward(
         self, dA: Array, Z: Array, A: Array, delta: Array, db: Array, activation: Any
     ) -> None:
         entry = activation_entry(activation) if type(activation) is str else activation
         key = (cpu.activation_backward, entry, dA.size >= cpu.PARALLEL_MIN_ELEMENTS, dA.dtype.char)
-        (_compiled.get(key) or _build(key))(dA, Z, A, delta, db)
+        _kernel(key)(dA, Z, A, delta, db)
 
     def loss_output_delta(
         self, Z: Array, A: Array, Y: Array, delta: Array, db: Array, out_stats: Array,
@@ -99,7 +107,7 @@ class NumpyBackend(Backend):
         if type(loss) is str or type(activation) is str:
             loss, activation = loss_entry(loss), activation_entry(activation)
         key = (cpu.loss_output_delta, (loss, activation), False, Z.dtype.char)
-        kernel = _compiled.get(key) or _build(key)
+        kernel = _kernel(key)
         kernel(Z, A, Y, delta, db, out_stats, skip, Z.dtype.type(1.0 / Z.shape[0]))
 
     def optimizer_step(
@@ -109,5 +117,5 @@ class NumpyBackend(Backend):
         t = p.dtype.type
         parallel = p.size >= cpu.PARALLEL_MIN_ELEMENTS
         key = (cpu.optimizer_step, optimizer.rule, parallel, p.dtype.char)
-        kernel = _compiled.get(key) or _build(key)
+        kernel = _kernel(key)
         kernel(p, g, state, tuple(map(t, hyper)), t(decay), n_decay, skip)
