@@ -126,10 +126,14 @@ def activation_backward(dA, Z, A, delta, db):
     delta may be dA itself (overwritten in place). db is overwritten.
     """
     m, n = dA.shape
-    for i in range(m):
+    compensation = np.zeros_like(db)
+    for j in range(n):
+        db[j] = 0.0
+    for i in range(m):  # one pass: each row's delta is summed while it is in cache
         for j in range(n):
-            delta[i, j] = dA[i, j] * derivative(Z[i, j], A[i, j])
-    column_sums(delta, db, np.empty_like(db))
+            d = dA[i, j] * derivative(Z[i, j], A[i, j])
+            delta[i, j] = d
+            db[j], compensation[j] = kahan_add(db[j], compensation[j], d)
 
 
 def activation_backward_parallel(dA, Z, A, delta, db):
