@@ -28,6 +28,7 @@ size and dtype; a rank that stops calling them leaves the others waiting, which 
 
 from __future__ import annotations
 
+import sys
 from typing import Any, NoReturn
 
 import numpy
@@ -129,3 +130,13 @@ def check_buffer(buf: Any, what: str = "buffer") -> None:
 def is_device_array(buf: Any) -> bool:
     """True for arrays in GPU memory (CuPy: they export the CUDA Array Interface)."""
     return hasattr(buf, "__cuda_array_interface__")
+
+
+def flush_standard_streams() -> None:
+    """Flush stdout and stderr, ignoring a stream that cannot be flushed (before an abort,
+    so what this rank printed is not lost)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass

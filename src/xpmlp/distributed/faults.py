@@ -25,7 +25,7 @@ import traceback
 from typing import Any, NoReturn, TypeVar
 
 from ..errors import DistributedError
-from .base import Communicator
+from .base import Communicator, flush_standard_streams
 
 AGREED_GRACE_S = 3.0  # how long ranks other than 0 wait for rank 0 to abort an agreed error
 MAX_LISTED = 8  # differing settings named in a mismatch message
@@ -56,11 +56,7 @@ def abort_job(comm: Communicator, message: str, code: int = 1, *,
     header = f"xpmlp: rank {comm.rank} of {comm.world_size}"
     sys.stderr.write(f"{header}: {message.rstrip()}\n{header}: aborting every rank of the job "
                      f"(exit status {code})\n")
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
+    flush_standard_streams()
     comm.abort(code)
 
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any, NoReturn
 
 import numpy
 
-from .base import Communicator, check_buffer, stats_vector
+from .base import Communicator, check_buffer, flush_standard_streams, stats_vector
 
 
 class SingleCommunicator(Communicator):
@@ -41,9 +40,5 @@ class SingleCommunicator(Communicator):
 
     def abort(self, code: int = 1) -> NoReturn:
         """Flush stdout and stderr, then end this process at once (as MPI_Abort would)."""
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
+        flush_standard_streams()
         os._exit(code)
