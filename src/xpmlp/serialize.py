@@ -74,10 +74,11 @@ def model_record(model: Any) -> tuple[dict[str, Any], dict[str, numpy.ndarray]]:
         "init": model.init,
         "trained_on": {"backend": model.backend.name, "device": model.backend.device},
         "history": model.history_,
-        "training": training_meta(model),
     }
-    arrays = {"params": numpy.array(model.backend.to_numpy(model.params))}
-    arrays.update({STATE + k: v for k, v in training_arrays(model).items()})
+    with model.backend.activate():
+        meta["training"] = training_meta(model)
+        arrays = {"params": numpy.array(model.backend.to_numpy(model.params))}
+        arrays.update({STATE + k: v for k, v in training_arrays(model).items()})
     return meta, arrays
 
 
