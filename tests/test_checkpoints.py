@@ -323,3 +323,25 @@ def test_checkpoints_cross_between_cuda_and_numpy(tmp_path: Path) -> None:
     np.testing.assert_array_equal(back.optimizer.state.get(), on_cpu.optimizer.state)
     back.fit(X, Y, epochs=1, **FIT)
     assert back.epoch_ == 3 and back.steps_ == 30
+
+
+def test_a_checkpoint_path_that_cannot_be_written_fails_before_training(
+        tmp_path: Path, capsys: Any) -> None:
+    assert main(["train", "--backend", "numpy", "--epochs", "1", "--checkpoint",
+                 str(tmp_path), "--quiet"]) == 2
+    assert "--checkpoint" in capsys.readouterr().err
+
+
+def test_the_checkpoint_docs_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/checkpoints.md's Python blocks run as written, one after the other."""
+    pytest.importorskip("onnxruntime")
+    import re
+
+    docs = Path(__file__).resolve().parents[1] / "docs" / "checkpoints.md"
+    blocks = re.findall(r"```python\n(.*?)```", docs.read_text(encoding="utf-8"), re.S)
+    assert len(blocks) == 2
+    monkeypatch.chdir(tmp_path)  # it writes ckpt.npz
+    namespace: dict[str, Any] = {}
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"docs/checkpoints.md python block {i}", "exec"), namespace)
+    assert namespace["resumed"].epoch_ == 4 and (tmp_path / "ckpt.npz").exists()
