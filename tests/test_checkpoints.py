@@ -345,3 +345,26 @@ def test_the_checkpoint_docs_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     for i, block in enumerate(blocks):
         exec(compile(block, f"docs/checkpoints.md python block {i}", "exec"), namespace)
     assert namespace["resumed"].epoch_ == 4 and (tmp_path / "ckpt.npz").exists()
+
+
+@pytest.mark.cudasim
+def test_the_cuda_kernels_resume_bit_for_bit_under_the_simulator(tmp_path: Path) -> None:
+    """The CUDA backend's kernels (in Numba's simulator, NumPy's generator): one epoch,
+    save, load, one more = two epochs; and a pickle comes back on the simulator."""
+    import pickle
+
+    from xpmlp.backends.cuda_sim import SimulatedCudaBackend
+
+    def small() -> MLP:
+        return MLP([3, 4, 3], optimizer="adam", backend=SimulatedCudaBackend(), seed=1)
+
+    Xs, Ys = X[:24], Y[:24]
+    straight = small().fit(Xs, Ys, epochs=2, batch_size=8)
+    first = small().fit(Xs, Ys, epochs=1, batch_size=8)
+    resumed = load_model(save_model(first, tmp_path / "sim"), backend=SimulatedCudaBackend())
+    resumed.fit(Xs, Ys, epochs=1, batch_size=8)
+    np.testing.assert_array_equal(resumed.params, straight.params)
+    np.testing.assert_array_equal(resumed.optimizer.state, straight.optimizer.state)
+    back = pickle.loads(pickle.dumps(first))
+    assert back.backend.name == "cuda-sim"
+    np.testing.assert_array_equal(back.predict_proba(Xs), first.predict_proba(Xs))

@@ -97,6 +97,11 @@ class MLP:
         numpy, cuda or auto (default: ``XPMLP_BACKEND``, else auto).
     seed : int
         Seeds initialization and shuffling: same seed, same backend, same bits.
+
+    After training: ``history_`` (a record per epoch), ``epoch_`` (epochs trained),
+    ``steps_`` (optimizer steps), ``lr_schedule_`` (the last fit's schedule position) and
+    ``buffers`` (named non-parameter arrays); ``save_model`` and pickles keep them all
+    (``xpmlp.checkpoint``).
     """
 
     def __init__(

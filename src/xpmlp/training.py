@@ -225,6 +225,7 @@ def _fit(model: MLP, X: Any, y: Any, epochs: int, batch_size: int, shuffle: bool
         m_epoch = _join(model, comm, y, m_total, {
             "epochs": epochs, "batch_size": batch_size, "shuffle": bool(shuffle),
             "lr_schedule": lr_schedule, "validation_data": validation_data is not None,
+            "initial_epoch": initial_epoch,
         })
     n_batches = -(-m_epoch // batch_size)
     state = RunState.allocate(model, n_batches)
