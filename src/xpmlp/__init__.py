@@ -22,6 +22,7 @@ from .errors import (
     XpmlpError,
 )
 from .model import MLP
+from .onnx_export import to_onnx
 from .optim import SGD, Adagrad, Adam, Optimizer, RMSprop
 from .perceptron import Perceptron
 from .serialize import load_model, save_model
@@ -51,5 +52,6 @@ __all__ = [
     "get_backend",
     "load_model",
     "save_model",
+    "to_onnx",
     "use_backend",
 ]

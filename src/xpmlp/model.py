@@ -97,6 +97,11 @@ class MLP:
         numpy, cuda or auto (default: ``XPMLP_BACKEND``, else auto).
     seed : int
         Seeds initialization and shuffling: same seed, same backend, same bits.
+
+    After training: ``history_`` (a record per epoch), ``epoch_`` (epochs trained),
+    ``steps_`` (optimizer steps), ``lr_schedule_`` (the last fit's schedule position) and
+    ``buffers`` (named non-parameter arrays); ``save_model`` and pickles keep them all
+    (``xpmlp.checkpoint``).
     """
 
     def __init__(
@@ -150,6 +155,9 @@ class MLP:
         self._local = threading.local()  # per-thread prediction workspaces
         self.fit_lock = threading.Lock()  # one fit at a time (xpmlp.training)
         self.history_: list[dict[str, Any]] = []
+        self.epoch_ = 0  # epochs trained over the model's life (xpmlp.training.fit)
+        self.lr_schedule_: dict[str, Any] | None = None  # the last fit's schedule position
+        self.buffers: dict[str, Any] = {}  # named non-parameter arrays (xpmlp.checkpoint)
 
     def _allocate_parameters(self) -> None:
         """One flat vector for all parameters (all W, then all b), one for their gradients."""
@@ -166,6 +174,35 @@ class MLP:
                 dW=self.grads[w].reshape(n_out, n_in), db=self.grads[b], activation=act,
             ))
             w_at, b_at = w.stop, b.stop
+
+    @property
+    def steps_(self) -> int:
+        """Optimizer steps taken (the optimizer's step count t)."""
+        return self.optimizer.t
+
+    # ------------------------------------------------------------------ pickling
+    def __getstate__(self) -> dict[str, Any]:
+        """Host copies of every array, the settings and the backend's name
+        (``xpmlp.serialize.pickle_state``): no locks, no workspaces, no device arrays."""
+        from .serialize import pickle_state
+
+        return pickle_state(self)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Rebuild on the pickled backend, or on the one named by ``use_backend`` or
+        ``XPMLP_BACKEND`` where either is set (``xpmlp.serialize.unpickle_into``)."""
+        from .serialize import unpickle_into
+
+        unpickle_into(self, state)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> MLP:
+        """An independent model on the same backend (training one leaves the other as it is)."""
+        from .serialize import pickle_state, unpickle_into
+
+        copy = type(self).__new__(type(self))
+        memo[id(self)] = copy
+        unpickle_into(copy, pickle_state(self), backend=self.backend)
+        return copy
 
     # ------------------------------------------------------------------ description
     @property

@@ -1,14 +1,27 @@
 """Saving and loading trained models: an ``.npz`` of host arrays plus JSON metadata.
 
-The file holds ``params`` (the flat parameter vector) and ``meta`` (a JSON
-string: layer sizes, activations, loss, dtype, optimizer settings, version).
-It is written to a temporary file beside the target and renamed into place,
-so a crash never leaves half a model; it is read with ``allow_pickle=False``.
-A model saved on one backend loads on any other.
+The file holds ``params`` (the flat parameter vector), ``meta`` (a JSON
+string: layer sizes, activations, loss, dtype, optimizer settings, seed, init,
+version, history, and the training state of ``xpmlp.checkpoint``) and one
+member ``state.<name>`` per named state array (the optimizer's rows once it
+has taken a step, the model's buffers). A saved model is a checkpoint:
+training resumed from it goes on as it would have (``xpmlp.checkpoint``).
+The file is written to a temporary file beside the target and renamed into
+place, so a crash never leaves half a model; it is read with
+``allow_pickle=False``. A model saved on one backend loads on any other.
 
-Loading checks the whole file (``_check_meta``, ``_checked_params``) before any
-model is built: whatever is wrong with a file it raises ``DataFileError``
-naming the file and the defect; a missing file raises ``FileNotFoundError``.
+The format stays ``xpmlp-model/1``: the training state is an addition that
+older readers ignore (they load such a file with a fresh optimizer), and files
+written before it, without ``training``, ``seed`` or ``init``, load with a
+fresh optimizer at epoch 0, seed 0, init auto.
+
+Loading checks the whole file (``_check_meta``, ``_checked_params``,
+``checkpoint.check_training``) before any model is built: whatever is wrong
+with a file it raises ``DataFileError`` naming the file and the defect; a
+missing file raises ``FileNotFoundError``.
+
+Pickles of an ``MLP`` (``pickle_state``, ``unpickle_into``) hold the same
+metadata and arrays as a Python dict, and the backend's name.
 """
 
 from __future__ import annotations
@@ -27,7 +40,8 @@ import numpy
 
 from ._atomic import atomic_write
 from ._version import __version__
-from .errors import DataFileError
+from .checkpoint import check_training, restore_training, training_arrays, training_meta
+from .errors import BackendUnavailableError, DataFileError
 
 FORMAT = "xpmlp-model/1"
 DTYPES = ("float32", "float64")
@@ -42,11 +56,12 @@ _short = reprlib.Repr()
 _short.maxstring, _short.maxother, _short.maxlist, _short.maxdict = 60, 60, 6, 6
 
 
-def save_model(model: Any, path: str | os.PathLike[str]) -> Path:
-    """Write ``model`` to ``path`` (``.npz`` is appended if missing), atomically."""
-    path = Path(path)
-    if path.suffix != ".npz":
-        path = path.with_name(path.name + ".npz")
+STATE = "state."  # the prefix of the named state arrays' members in the .npz
+
+
+def model_record(model: Any) -> tuple[dict[str, Any], dict[str, numpy.ndarray]]:
+    """The metadata (JSON values) and the host arrays (``params`` and ``state.<name>``) that
+    describe ``model`` and its training state."""
     meta = {
         "format": FORMAT,
         "xpmlp_version": __version__,
@@ -55,17 +70,33 @@ def save_model(model: Any, path: str | os.PathLike[str]) -> Path:
         "loss": model.loss,
         "dtype": model.dtype.name,
         "optimizer": model.optimizer.describe(),
+        "seed": model.seed,
+        "init": model.init,
         "trained_on": {"backend": model.backend.name, "device": model.backend.device},
         "history": model.history_,
     }
-    params = model.backend.to_numpy(model.params)
+    with model.backend.activate():
+        meta["training"] = training_meta(model)
+        arrays = {"params": numpy.array(model.backend.to_numpy(model.params))}
+        arrays.update({STATE + k: v for k, v in training_arrays(model).items()})
+    return meta, arrays
+
+
+def save_model(model: Any, path: str | os.PathLike[str]) -> Path:
+    """Write ``model`` with its training state to ``path`` (``.npz`` is appended if missing),
+    atomically."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")
+    meta, arrays = model_record(model)
     with atomic_write(path, "wb") as f:
-        numpy.savez(f, params=params, meta=numpy.array(json.dumps(meta)))
+        numpy.savez(f, meta=numpy.array(json.dumps(meta)), **arrays)
     return path
 
 
 def load_model(path: str | os.PathLike[str], *, backend: Any = None) -> Any:
-    """Read a model written by ``save_model``, onto ``backend`` (default: the one in force).
+    """Read a model written by ``save_model``, onto ``backend`` (default: the one in force),
+    with its training state: ``fit`` goes on from where it stopped.
 
     Raises ``FileNotFoundError`` if ``path`` does not exist and ``DataFileError`` (naming
     ``path`` and the defect) for any file that is not a well-formed xpmlp model.
@@ -74,17 +105,29 @@ def load_model(path: str | os.PathLike[str], *, backend: Any = None) -> Any:
 
     path = Path(path)
     backend = get_backend(backend)  # a bad backend argument is not the file's fault
-    raw_params, meta = _read_archive(path)
-    _check_meta(meta, path)
-    params = _checked_params(raw_params, meta, path)
-    return _model_from_meta(meta, params, path, backend)
+    meta, arrays = _read_archive(path)
+    return model_from_record(meta, arrays, path, backend)
 
 
-def _read_archive(path: Path) -> tuple[numpy.ndarray, Any]:
-    """The ``params`` array and the decoded JSON ``meta`` of the ``.npz`` at ``path``.
+def model_from_record(meta: Any, arrays: dict[str, numpy.ndarray], where: Any,
+                      backend: Any) -> Any:
+    """The model that ``model_record`` described, on ``backend``; every part checked first
+    (``DataFileError`` naming ``where`` and the first defect)."""
+    _check_meta(meta, where)
+    params = _checked_params(arrays["params"], meta, where)
+    state = {k[len(STATE):]: v for k, v in arrays.items() if k.startswith(STATE)}
+    state = check_training(meta.get("training"), state, params.shape[0], meta["dtype"], where)
+    model = _model_from_meta(meta, params, where, backend)
+    restore_training(model, meta.get("training"), state, where)
+    return model
 
-    Only the container is checked here: an ``.npz`` archive holding both members, ``meta``
-    a single string of valid JSON. Raises ``FileNotFoundError`` or ``DataFileError``.
+
+def _read_archive(path: Path) -> tuple[Any, dict[str, numpy.ndarray]]:
+    """The decoded JSON ``meta`` of the ``.npz`` at ``path`` and its arrays: ``params`` and
+    the ``state.<name>`` members (other members are ignored).
+
+    Only the container is checked here: an ``.npz`` archive holding ``params`` and ``meta``,
+    ``meta`` a single string of valid JSON. Raises ``FileNotFoundError`` or ``DataFileError``.
     """
     try:
         loaded = numpy.load(path, allow_pickle=False)
@@ -105,13 +148,14 @@ def _read_archive(path: Path) -> tuple[numpy.ndarray, Any]:
                 "expected 'params' and 'meta': not an xpmlp model file"
             )
         try:
-            params, meta = data["params"], data["meta"]
+            meta = data["meta"]
+            arrays = {k: data[k] for k in data.files if k == "params" or k.startswith(STATE)}
         except _UNREADABLE as exc:
             raise DataFileError(f"{path}: not a readable xpmlp model file ({exc})") from None
-    return params, _decoded_meta(meta, path)
+    return _decoded_meta(meta, path), arrays
 
 
-def _decoded_meta(meta: numpy.ndarray, path: Path) -> Any:
+def _decoded_meta(meta: numpy.ndarray, path: Path | str) -> Any:
     """The JSON value in ``meta``, a 0-d string array (``DataFileError`` otherwise)."""
     if meta.shape != () or meta.dtype.kind != "U":
         raise DataFileError(
@@ -153,13 +197,15 @@ _META_FIELDS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
 )
 
 
-def _check_meta(meta: Any, path: Path) -> None:
+def _check_meta(meta: Any, path: Path | str) -> None:
     """Check the decoded metadata of the file at ``path``, before any model is built.
 
     It must be a JSON object with ``format`` == FORMAT; ``layer_sizes`` a list of >= 2
     positive ints; ``activations`` a list of ``len(layer_sizes) - 1`` strings; ``loss`` a
     string; ``dtype`` one of DTYPES; ``optimizer`` an object with a string ``name``;
-    ``history``, if present, a list. Other entries are ignored. Names are not checked here
+    ``history``, if present, a list; ``seed``, if present, an integer >= 0; ``init``, if
+    present, a string (``training``: ``checkpoint.check_training``). Other entries are
+    ignored. Names are not checked here
     (``_model_from_meta`` reports unknown ones). Raises ``DataFileError`` on the first defect.
     """
     if not isinstance(meta, dict):
@@ -184,6 +230,15 @@ def _check_meta(meta: Any, path: Path) -> None:
         raise DataFileError(
             f"{path}: metadata 'history' is {_short.repr(meta['history'])}; expected a list"
         )
+    if "seed" in meta and not (_is_int(meta["seed"]) and meta["seed"] >= 0):
+        raise DataFileError(
+            f"{path}: metadata 'seed' is {_short.repr(meta['seed'])}; expected an integer >= 0"
+        )
+    if "init" in meta and not isinstance(meta["init"], str):
+        raise DataFileError(
+            f"{path}: metadata 'init' is {_short.repr(meta['init'])}; expected an initializer "
+            "name (a string)"
+        )
 
 
 def _json_type(value: Any) -> str:
@@ -202,7 +257,8 @@ def _parameter_count(layer_sizes: list[int]) -> int:
     return sum(n_out * n_in + n_out for n_in, n_out in pairs)
 
 
-def _checked_params(params: numpy.ndarray, meta: dict[str, Any], path: Path) -> numpy.ndarray:
+def _checked_params(params: numpy.ndarray, meta: dict[str, Any],
+                    path: Path | str) -> numpy.ndarray:
     """``params`` as ``meta['dtype']``, after checking it against the checked ``meta``.
 
     It must be a 1-D array of floats (dtype kind 'f') holding exactly the parameter count
@@ -231,7 +287,7 @@ def _checked_params(params: numpy.ndarray, meta: dict[str, Any], path: Path) -> 
     return cast
 
 
-def _model_from_meta(meta: dict[str, Any], params: numpy.ndarray, path: Path,
+def _model_from_meta(meta: dict[str, Any], params: numpy.ndarray, path: Path | str,
                      backend: Any) -> Any:
     """The MLP that checked ``meta`` describes, on ``backend``, holding checked ``params``.
 
@@ -250,6 +306,8 @@ def _model_from_meta(meta: dict[str, Any], params: numpy.ndarray, path: Path,
             loss=meta["loss"],
             optimizer=from_description(meta["optimizer"]),
             dtype=meta["dtype"],
+            init=meta.get("init", "auto"),
+            seed=meta.get("seed", 0),
             backend=backend,
         )
     except (ValueError, TypeError, OverflowError) as exc:
@@ -258,3 +316,66 @@ def _model_from_meta(meta: dict[str, Any], params: numpy.ndarray, path: Path,
         model.params[...] = model.backend.asarray(params, dtype=model.dtype)
     model.history_ = list(meta.get("history", []))
     return model
+
+
+# ---------------------------------------------------------------------- pickling
+PICKLE_VERSION = 1
+
+
+def pickle_state(model: Any) -> dict[str, Any]:
+    """What ``MLP.__getstate__`` pickles: ``model_record``'s metadata and host arrays (copies),
+    the backend's name and, on a GPU, its index."""
+    meta, arrays = model_record(model)
+    meta = json.loads(json.dumps(meta))  # an independent copy of the history and settings
+    return {"xpmlp_pickle": PICKLE_VERSION, "meta": meta, "arrays": arrays,
+            "backend": model.backend.name,
+            "device": getattr(model.backend, "device_index", None)}
+
+
+def unpickle_into(model: Any, state: Any, backend: Any = None) -> None:
+    """Make the blank ``model`` the one ``pickle_state`` described, on ``backend`` (default:
+    ``backend_for_unpickling``)."""
+    where = "the pickled MLP"
+    if not (isinstance(state, dict) and state.get("xpmlp_pickle") == PICKLE_VERSION):
+        raise DataFileError(f"{where}: not the state of an xpmlp.MLP pickle (version "
+                            f"{PICKLE_VERSION}); was it written by another xpmlp version?")
+    if backend is None:
+        backend = backend_for_unpickling(state.get("backend"), state.get("device"))
+    built = model_from_record(state["meta"], state["arrays"], where, backend)
+    model.__dict__.update(built.__dict__)
+
+
+def backend_for_unpickling(name: Any, device: int | None) -> Any:
+    """The backend a pickled model comes back to: the one named by ``use_backend`` or
+    ``XPMLP_BACKEND`` where either is set, else the one it was pickled on (``name``).
+
+    A model pickled on ``cuda`` where CUDA cannot run raises ``BackendUnavailableError``
+    saying so and how to unpickle it on the CPU instead.
+    """
+    from .backends import get_backend, requested_backend_name
+
+    requested = requested_backend_name()
+    if requested is not None:
+        return get_backend(requested)
+    if name == "cuda":
+        try:
+            return get_backend("cuda", device=device)
+        except ValueError:  # that GPU index does not exist here: the current GPU
+            return get_backend("cuda")
+        except BackendUnavailableError as exc:
+            raise BackendUnavailableError(
+                f"this MLP was pickled on backend 'cuda' (GPU {device}), which cannot run in "
+                f"this process: {exc} To unpickle it on the CPU, set XPMLP_BACKEND=numpy (or "
+                "auto) in this process's environment before unpickling, or unpickle inside "
+                "`with xpmlp.use_backend('numpy'):`; xpmlp.load_model(path, backend='numpy') "
+                "does the same for a saved file"
+            ) from exc
+    if name == "cuda-sim":
+        from .backends.cuda_sim import SimulatedCudaBackend
+
+        return SimulatedCudaBackend()
+    if name == "reference":
+        from .backends.base import Backend
+
+        return Backend()
+    return get_backend("numpy")

@@ -150,12 +150,21 @@ def fit(
     progress: bool = False,
     callback: Callable[[dict[str, Any]], None] | None = None,
     comm: Communicator | None = None,
+    initial_epoch: int = 0,
 ) -> MLP:
     """Mini-batch training of ``model``; a history record per epoch goes to ``model.history_``.
 
     ``lr_schedule``: a name from ``xpmlp.optim.SCHEDULES`` ("constant", or "cosine":
     the learning rate falls from its value to 0 over the ``epochs`` of this call,
-    step by step). The data set moves to the backend once; each epoch draws a
+    step by step).
+
+    ``initial_epoch`` (default 0) resumes a run (as Keras's): ``epochs`` is then the run's
+    last epoch, this call trains epochs ``initial_epoch + 1`` to ``epochs`` and the schedule
+    stands where that run had it. A model loaded from a checkpoint after e epochs of a run
+    of n (``model.epoch_`` is e) ends ``fit(X, y, epochs=n, initial_epoch=model.epoch_)``
+    with the bits of the straight run (same data, batch size, schedule and backend). Every
+    epoch adds 1 to ``model.epoch_``; the history records are numbered from
+    ``initial_epoch + 1``. The data set moves to the backend once; each epoch draws a
     permutation on the device and gathers its batches there. If the loss becomes
     NaN or infinite, training stops with ``TrainingDivergedError`` naming the epoch
     and batch; the parameters keep their last finite values.
@@ -173,6 +182,7 @@ def fit(
     N*b on ``X`` (on its first N*m rows, m the shortest shard's length).
     """
     check_params({"epochs": epochs, "batch_size": batch_size}, FIT_OPTIONS)
+    _check_initial_epoch(initial_epoch, epochs)
     SCHEDULES.check("lr_schedule", lr_schedule)
     model.check_differentiable()
     if comm is not None:
@@ -186,7 +196,7 @@ def fit(
         )
     try:
         _fit(model, X, y, epochs, batch_size, shuffle, validation_data, lr_schedule,
-             progress, callback, comm)
+             progress, callback, comm, initial_epoch)
     finally:
         model.fit_lock.release()
     return model
@@ -195,7 +205,7 @@ def fit(
 def _fit(model: MLP, X: Any, y: Any, epochs: int, batch_size: int, shuffle: bool,
          validation_data: tuple[Any, Any] | None, lr_schedule: str, progress: bool,
          callback: Callable[[dict[str, Any]], None] | None,
-         comm: Communicator | None = None) -> None:
+         comm: Communicator | None = None, initial_epoch: int = 0) -> None:
     be = model.backend
     m_total = int(check_features(X, model.n_features, be.xp).shape[0])
     row_values = model.n_features + model.n_outputs
@@ -215,11 +225,12 @@ def _fit(model: MLP, X: Any, y: Any, epochs: int, batch_size: int, shuffle: bool
         m_epoch = _join(model, comm, y, m_total, {
             "epochs": epochs, "batch_size": batch_size, "shuffle": bool(shuffle),
             "lr_schedule": lr_schedule, "validation_data": validation_data is not None,
+            "initial_epoch": initial_epoch,
         })
     n_batches = -(-m_epoch // batch_size)
     state = RunState.allocate(model, n_batches)
     factor = SCHEDULES[lr_schedule].factor
-    for epoch in range(1, epochs + 1):
+    for epoch in range(initial_epoch + 1, epochs + 1):
         order = be.permutation(model.rng, m_total) if shuffle else be.xp.arange(m_total)
         if m_epoch != m_total:
             order = order[:m_epoch]
@@ -233,6 +244,9 @@ def _fit(model: MLP, X: Any, y: Any, epochs: int, batch_size: int, shuffle: bool
             record["val_accuracy"] = (model.accuracy(X_val, Y_val) if comm is None
                                       else _shared_accuracy(model, comm, X_val, Y_val))
         model.history_.append(record)
+        model.epoch_ += 1
+        model.lr_schedule_ = {"name": lr_schedule, "step": epoch * n_batches,
+                              "total": epochs * n_batches}
         if callback is not None:
             callback(record)
 
@@ -279,6 +293,17 @@ def _fit_epoch(
         "seconds": seconds,
         "samples_per_s": m_total / seconds,
     }
+
+
+def _check_initial_epoch(initial_epoch: Any, epochs: int) -> None:
+    """ParameterError unless 0 <= initial_epoch < epochs (an integer)."""
+    if (isinstance(initial_epoch, bool) or not isinstance(initial_epoch, int)
+            or not 0 <= initial_epoch < epochs):
+        raise ParameterError(
+            f"initial_epoch={initial_epoch!r}: expected an integer from 0 to epochs - 1 = "
+            f"{epochs - 1} (epochs is the run's last epoch: a model trained for "
+            f"{initial_epoch!r} epochs resumes with epochs > {initial_epoch!r})"
+        )
 
 
 def _check_comm(model: MLP, comm: Any) -> None:

@@ -49,13 +49,17 @@ def resolve_backend_name(name: str | None = None) -> str:
     """The backend name in force (see the module docstring), validated; "auto" unresolved."""
     if name is not None:
         return _check_name(name, "argument")
+    return requested_backend_name() or "auto"
+
+
+def requested_backend_name() -> str | None:
+    """The name of the innermost ``use_backend`` block, else ``XPMLP_BACKEND`` (validated),
+    else None: what a user asked for, without the "auto" default (unpickling honours it)."""
     ctx = _default_name.get()
     if ctx is not None:
         return ctx
     env = config.backend_name()
-    if env:
-        return _check_name(env, f"environment variable {ENV_VAR}")
-    return "auto"
+    return _check_name(env, f"environment variable {ENV_VAR}") if env else None
 
 
 def _numpy_backend() -> Backend:
@@ -124,6 +128,7 @@ __all__ = [
     "BackendUnavailableError",
     "describe_auto_choice",
     "get_backend",
+    "requested_backend_name",
     "resolve_backend_name",
     "use_backend",
 ]

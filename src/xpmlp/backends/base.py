@@ -68,6 +68,24 @@ class Backend:
         """A seeded random generator that draws backend arrays."""
         return self.xp.random.default_rng(seed)
 
+    def rng_state(self, rng: Any) -> dict[str, Any] | None:
+        """The state of ``rng`` (from ``self.rng``) as JSON values, or None where it cannot be
+        read (CuPy's generators keep theirs on the device, unreadable): a NumPy Generator's
+        ``{"kind": "numpy", "bit_generator": rng.bit_generator.state}``."""
+        state = getattr(getattr(rng, "bit_generator", None), "state", None)
+        if not isinstance(state, dict):
+            return None
+        return {"kind": "numpy", "bit_generator": state}
+
+    def rng_from_state(self, state: dict[str, Any]) -> Any:
+        """A generator in the ``state`` of ``rng_state``, or None when this backend's generators
+        are of another kind. ValueError, TypeError or KeyError if ``state`` is malformed."""
+        rng = self.rng(0)
+        if state.get("kind") != "numpy" or self.rng_state(rng) is None:
+            return None
+        rng.bit_generator.state = state["bit_generator"]
+        return rng
+
     def synchronize(self) -> None:
         """Wait until all queued work is done (a no-op on the CPU)."""
 

@@ -7,7 +7,12 @@ r + N, ...) through ``xpmlp.distributed`` (``--distributed``, default auto), wit
 one process, and an epoch takes as many steps), with its CPU
 threads set to the cores of its machine divided by the ranks there, and its GPU (with
 ``--backend cuda``) the node-local rank modulo the GPUs it sees. Only rank 0 prints and
-writes ``--out``, ``--report`` and ``--plot``; an error on any rank aborts the whole job.
+writes ``--out``, ``--checkpoint``, ``--report`` and ``--plot``; an error on any rank aborts
+the whole job.
+
+``--checkpoint FILE`` saves the model with its training state after every epoch;
+``--resume FILE`` goes on from such a file to ``--epochs`` (the run's last epoch), with the
+weights the run would have had without the interruption (same options, same backend).
 """
 
 from __future__ import annotations
@@ -135,6 +140,16 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    "auto (nccl when every rank has a GPU of its own, else mpi when launched "
                    "with several ranks, else single), single, mpi or nccl (default auto)")
     p.add_argument("--out", default=None, help="save the trained model here (.npz)")
+    p.add_argument("--checkpoint", default=None, metavar="FILE",
+                   help="save the model with its training state here (.npz) after every "
+                   "epoch, for --resume")
+    p.add_argument("--resume", default=None, metavar="CHECKPOINT",
+                   help="go on with the run saved in CHECKPOINT (by --checkpoint or --out): "
+                   "its model, optimizer state, epoch and shuffling; --epochs is then the "
+                   "run's last epoch, and the same --batch-size, --schedule and --limit give "
+                   "the weights of the run done in one go (the model options --hidden, "
+                   "--activation, --optimizer, --lr, --weight-decay, --seed, --dtype come "
+                   "from the checkpoint)")
     p.add_argument("--report", default=None,
                    help="write a JSON report: per-epoch loss, accuracies, seconds, samples/s; "
                    "the test set's confusion matrix and misclassified digits")
@@ -217,10 +232,12 @@ def check_outputs(args: argparse.Namespace) -> None:
     ``--out`` is checked as given (an existing directory is refused, even though
     ``save_model`` would write ``DIR.npz`` beside it) and as the ``.npz`` file written.
     """
-    if args.out:
-        check_output_path("--out", args.out)
-        if _model_file(args.out) != Path(args.out):
-            check_output_path("--out", _model_file(args.out))
+    for option in ("out", "checkpoint"):
+        given = getattr(args, option, None)
+        if given:
+            check_output_path(f"--{option}", given)
+            if _model_file(given) != Path(given):
+                check_output_path(f"--{option}", _model_file(given))
     if args.report:
         check_output_path("--report", args.report)
     if getattr(args, "plot", None):
@@ -308,6 +325,8 @@ def _train(args: argparse.Namespace, comm: Any, threads: int | None = None) -> i
         print(f"backend: {describe_auto_choice()}", file=sys.stderr)
     quiet = args.quiet or not root
     log = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
+    resumed = _resumed_model(args, backend)
+    dtype = args.dtype if resumed is None else resumed.dtype.name
     data = load_mnist(args.data_dir, download=not args.no_download, progress=not quiet)
     x_train, y_train = data.x_train, data.y_train
     if args.limit is not None:
@@ -319,12 +338,16 @@ def _train(args: argparse.Namespace, comm: Any, threads: int | None = None) -> i
         x_train, y_train = x_train[comm.rank::ranks], y_train[comm.rank::ranks]
         x_test, y_test = x_test[comm.rank::ranks], y_test[comm.rank::ranks]
     scale = 1.0 / 255.0
-    x_train = (x_train * scale).astype(args.dtype)
-    x_test = (x_test * scale).astype(args.dtype)
-    sizes = [x_train.shape[1], *args.hidden, 10]
-    model = MLP(sizes, activation=args.activation, optimizer=args.optimizer,
-                learning_rate=args.lr, weight_decay=args.weight_decay, dtype=args.dtype,
-                backend=backend, seed=args.seed)
+    x_train = (x_train * scale).astype(dtype)
+    x_test = (x_test * scale).astype(dtype)
+    if resumed is None:
+        sizes = [x_train.shape[1], *args.hidden, 10]
+        model = MLP(sizes, activation=args.activation, optimizer=args.optimizer,
+                    learning_rate=args.lr, weight_decay=args.weight_decay, dtype=dtype,
+                    backend=backend, seed=args.seed)
+    else:
+        model, sizes = resumed, resumed.layer_sizes
+        log(f"resumed: {args.resume} after epoch {model.epoch_} ({model.steps_} steps)")
     log(f"model: {model}")
     log(f"device: {backend.device}")
     log(f"data: {n_train} training and {n_test} test samples")
@@ -337,18 +360,21 @@ def _train(args: argparse.Namespace, comm: Any, threads: int | None = None) -> i
         log(f"epoch {r['epoch']}/{args.epochs}: loss {r['loss']:.4f}, train accuracy "
             f"{r['train_accuracy']:.4f}, test accuracy {r['val_accuracy']:.4f} "
             f"({r['seconds']:.2f} s, {r['samples_per_s']:,.0f} samples/s)")
+        if args.checkpoint:
+            save_model(model, args.checkpoint)
 
     started = time.perf_counter()
     model.fit(x_train, y_train, epochs=args.epochs, batch_size=batch_size,
               validation_data=(x_test, y_test), lr_schedule=args.schedule,
-              progress=not quiet, callback=epoch_done,
+              progress=not quiet, callback=epoch_done, initial_epoch=model.epoch_,
               **({} if comm.name == "single" else {"comm": comm}))
     wall = time.perf_counter() - started
     history = model.history_
     train_seconds = sum(r["seconds"] for r in history)
     test_accuracy = history[-1]["val_accuracy"]
-    for r in history:
-        r["test_accuracy"] = r.pop("val_accuracy")
+    for r in history:  # a resumed run's earlier records may have been renamed already
+        if "val_accuracy" in r:
+            r["test_accuracy"] = r.pop("val_accuracy")
     if not root:
         return 0
     print(f"test accuracy: {test_accuracy:.4f} after {args.epochs} epoch(s); "
@@ -386,6 +412,28 @@ def _train(args: argparse.Namespace, comm: Any, threads: int | None = None) -> i
         save_png(training_figure(report, images), args.plot)
         log(f"picture written to {args.plot}")
     return 0
+
+
+def _resumed_model(args: argparse.Namespace, backend: Any) -> Any:
+    """The model of ``--resume`` on ``backend`` (None without it); ParameterError unless it
+    classifies MNIST digits and has epochs left before ``--epochs``."""
+    if not getattr(args, "resume", None):
+        return None
+    from ..serialize import load_model
+
+    model = load_model(args.resume, backend=backend)
+    if model.n_features != 784 or model.n_outputs != 10 or not model.is_classifier:
+        raise ParameterError(
+            f"--resume {args.resume!r}: the model has layers {model.layer_sizes} with output "
+            f"{model.activations[-1]!r}; expected an MNIST classifier (784 inputs, 10 outputs)"
+        )
+    if model.epoch_ >= args.epochs:
+        raise ParameterError(
+            f"--resume {args.resume!r}: the checkpoint is at epoch {model.epoch_} and --epochs "
+            f"is {args.epochs}; --epochs is the run's last epoch: give more than "
+            f"{model.epoch_} to train on"
+        )
+    return model
 
 
 def errors_on_test_set(model: Any, x_test: Any, y_test: Any) -> dict[str, Any]:

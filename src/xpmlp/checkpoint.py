@@ -1,0 +1,184 @@
+"""What training needs to go on from where it stopped, read from a model and put back: here
+and only here (``save_model``'s files and ``MLP``'s pickles both use it).
+
+Besides the parameters and the settings, a model carries:
+
+=============  ==========================================================================
+epoch          epochs trained over the model's life (``MLP.epoch_``)
+steps          optimizer steps taken (``MLP.steps_``; Adam's bias correction reads it)
+rng            the shuffling generator's state as JSON where the backend can read it
+               (NumPy's PCG64), else null (CuPy keeps its generators' state on the GPU)
+lr_schedule    the last fit's schedule and its position: name, step, total steps
+arrays         the names of the named state arrays:
+               ``optimizer.<row>`` one per row of the optimizer's state (``velocity``;
+               ``m``, ``v``; ...), written once a step was taken (before, the state is
+               the optimizer's fresh one, which loading rebuilds);
+               ``buffer.<name>`` one per entry of ``MLP.buffers`` (arrays a layer keeps
+               besides its parameters, such as a batch norm's running means)
+=============  ==========================================================================
+
+Where the saved ``rng`` is null or of another backend's kind (a model saved on CUDA and
+loaded on NumPy, or the reverse), loading seeds a new generator from (seed, epoch)
+(``reseeded``): training continues with shuffles of its own, not the straight run's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy
+
+from .errors import DataFileError
+
+OPTIMIZER, BUFFER = "optimizer.", "buffer."  # the groups of named state arrays
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def reseeded(backend: Any, seed: int, epoch: int) -> Any:
+    """A generator of ``backend`` seeded from (seed, epoch), for a state that cannot carry."""
+    entropy = numpy.random.SeedSequence([seed, epoch]).generate_state(1, numpy.uint32)[0]
+    return backend.rng(int(entropy))
+
+
+def training_meta(model: Any) -> dict[str, Any]:
+    """The JSON part of the model's training state (see the module docstring)."""
+    return {
+        "epoch": model.epoch_,
+        "steps": model.steps_,
+        "rng": model.backend.rng_state(model.rng),
+        "lr_schedule": model.lr_schedule_,
+        "arrays": sorted(training_arrays(model, names_only=True)),
+    }
+
+
+def training_arrays(model: Any, names_only: bool = False) -> dict[str, Any]:
+    """The named state arrays as host copies (see the module docstring)."""
+    opt, host = model.optimizer, model.backend.to_numpy
+    arrays: dict[str, Any] = {}
+    if opt.t > 0:
+        for row, name in enumerate(opt.state_names):
+            arrays[OPTIMIZER + name] = None if names_only else numpy.array(host(opt.state[row]))
+    for name, buffer in model.buffers.items():
+        arrays[BUFFER + name] = None if names_only else numpy.array(host(buffer))
+    return arrays
+
+
+def check_training(training: Any, arrays: dict[str, numpy.ndarray], n_params: int,
+                   dtype: str, where: Any) -> dict[str, numpy.ndarray]:
+    """The state arrays cast to ``dtype``, once ``training`` (the decoded ``training`` entry,
+    None for a file without one) and ``arrays`` are found well formed; ``DataFileError``
+    naming ``where`` and the defect otherwise.
+
+    ``training`` must be an object with counts ``epoch`` and ``steps``, ``rng`` null or an
+    object with a string ``kind``, ``lr_schedule`` null or {name: str, step: count, total:
+    count}, ``arrays`` the list of the names of ``arrays``; each optimizer row is a vector of
+    ``n_params`` floats, every array finite in ``dtype``.
+    """
+    if training is None:
+        if arrays:
+            raise DataFileError(f"{where}: holds state arrays {sorted(arrays)} but the "
+                                "metadata has no 'training' entry describing them")
+        return {}
+    if not isinstance(training, dict):
+        raise DataFileError(f"{where}: metadata 'training' is a {type(training).__name__}; "
+                            "expected an object")
+    for key in ("epoch", "steps"):
+        if not _is_count(training.get(key)):
+            raise DataFileError(f"{where}: metadata 'training' {key!r} is "
+                                f"{training.get(key)!r}; expected an integer >= 0")
+    rng = training.get("rng")
+    if rng is not None and not (isinstance(rng, dict) and isinstance(rng.get("kind"), str)):
+        raise DataFileError(f"{where}: metadata 'training' 'rng' is {_short(rng)}; expected "
+                            "null or an object with a string 'kind'")
+    schedule = training.get("lr_schedule")
+    if schedule is not None and not (
+        isinstance(schedule, dict) and isinstance(schedule.get("name"), str)
+        and _is_count(schedule.get("step")) and _is_count(schedule.get("total"))
+    ):
+        raise DataFileError(f"{where}: metadata 'training' 'lr_schedule' is "
+                            f"{_short(schedule)}; expected null or an object with a string "
+                            "'name' and integers 'step' and 'total' >= 0")
+    names = training.get("arrays")
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise DataFileError(f"{where}: metadata 'training' 'arrays' is {_short(names)}; "
+                            "expected a list of array names")
+    if sorted(names) != sorted(arrays):
+        raise DataFileError(f"{where}: the metadata lists state arrays {sorted(names)} but "
+                            f"the file holds {sorted(arrays)}")
+    return {name: _checked_array(name, a, n_params, dtype, where) for name, a in arrays.items()}
+
+
+def _checked_array(name: str, a: numpy.ndarray, n_params: int, dtype: str,
+                   where: Any) -> numpy.ndarray:
+    if not (name.startswith(OPTIMIZER) or name.startswith(BUFFER)):
+        raise DataFileError(f"{where}: state array {name!r} is of no known group; expected "
+                            f"names starting with {OPTIMIZER!r} or {BUFFER!r}")
+    if a.dtype.kind != "f":
+        raise DataFileError(f"{where}: state array {name!r} has dtype {a.dtype}; expected "
+                            "floating point numbers")
+    if name.startswith(OPTIMIZER) and a.shape != (n_params,):
+        raise DataFileError(f"{where}: state array {name!r} has shape {a.shape}; expected "
+                            f"one value per parameter, shape ({n_params},)")
+    with numpy.errstate(over="ignore", invalid="ignore"):
+        cast = a.astype(dtype)
+    if not numpy.isfinite(cast).all():
+        raise DataFileError(f"{where}: state array {name!r} has values that are NaN or "
+                            f"infinite in {dtype}; expected finite values")
+    return cast
+
+
+def restore_training(model: Any, training: dict[str, Any] | None,
+                     arrays: dict[str, numpy.ndarray], where: Any) -> None:
+    """Put checked state (``check_training``'s) into ``model``, fresh from its constructor.
+
+    Without ``training`` (an older file) the model keeps its fresh optimizer, epoch 0.
+    ``DataFileError`` when the arrays do not fit the model's optimizer or buffers.
+    """
+    if training is None:
+        return
+    be, opt = model.backend, model.optimizer
+    rows = {name[len(OPTIMIZER):]: a for name, a in arrays.items() if name.startswith(OPTIMIZER)}
+    if rows and sorted(rows) != sorted(opt.state_names):
+        raise DataFileError(f"{where}: the optimizer state rows are {sorted(rows)}; optimizer "
+                            f"{opt.name!r} keeps {sorted(opt.state_names)}")
+    if training["steps"] > 0 and opt.state_names and not rows:
+        raise DataFileError(f"{where}: {training['steps']} optimizer steps were taken but the "
+                            f"file holds no state for optimizer {opt.name!r}")
+    buffers = {name[len(BUFFER):]: a for name, a in arrays.items() if name.startswith(BUFFER)}
+    for name, a in buffers.items():
+        into = model.buffers.get(name)
+        if into is None or tuple(into.shape) != a.shape:
+            raise DataFileError(
+                f"{where}: buffer {name!r} of shape {a.shape} does not fit the model (its "
+                f"buffers: {({k: tuple(v.shape) for k, v in model.buffers.items()})})")
+    with be.activate():
+        for row, name in enumerate(opt.state_names):
+            if name in rows:
+                opt.state[row] = be.asarray(rows[name], dtype=model.dtype)
+        for name, a in buffers.items():
+            model.buffers[name][...] = be.asarray(a, dtype=model.dtype)
+        opt.t = training["steps"]
+        model.epoch_ = training["epoch"]
+        model.lr_schedule_ = training.get("lr_schedule")
+        model.rng = _restored_rng(model, training.get("rng"), where)
+
+
+def _restored_rng(model: Any, state: dict[str, Any] | None, where: Any) -> Any:
+    """The saved generator where this backend can take it, else one reseeded."""
+    if state is not None:
+        try:
+            rng = model.backend.rng_from_state(state)
+        except (ValueError, TypeError, KeyError, OverflowError) as exc:
+            raise DataFileError(f"{where}: metadata 'training' 'rng' is no valid generator "
+                                f"state ({type(exc).__name__}: {exc})") from None
+        if rng is not None:
+            return rng
+    return reseeded(model.backend, model.seed, model.epoch_)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
