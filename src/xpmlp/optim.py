@@ -478,22 +478,24 @@ def from_description(description: Any) -> Optimizer:
 
 
 # ---------------------------------------------------------------------- schedules
-@dataclass(frozen=True)
-class Schedule:
-    """A learning-rate schedule: the factor on the rate at step s of n (0-based)."""
+# (their own module; importable from here too: xpmlp.optim.SCHEDULES, xpmlp.optim.StepLR, ...)
+from .schedules import (  # noqa: E402
+    SCHEDULES,
+    ChainedScheduler,
+    ConstantLR,
+    CosineAnnealingLR,
+    ExponentialLR,
+    LinearLR,
+    LRScheduler,
+    ReduceLROnPlateau,
+    Schedule,
+    StepLR,
+    schedule_factor,
+)
 
-    name: str
-    formula: str
-    factor: Callable[[int, int], float]
-
-
-SCHEDULES: Registry[Schedule] = Registry("lr_schedule", [
-    Schedule("constant", "1", lambda step, total: 1.0),
-    Schedule("cosine", "(1 + cos(pi s / n)) / 2 (Loshchilov & Hutter 2017, no restarts)",
-             lambda step, total: 0.5 * (1.0 + math.cos(math.pi * step / total))),
-])
-
-
-def schedule_factor(schedule: str, step: int, total_steps: int) -> float:
-    """The factor on the learning rate at ``step`` of ``total_steps`` (0-based)."""
-    return SCHEDULES[schedule].factor(step, total_steps)
+__all__ = [
+    "GRADIENT_OPTIONS", "HYPERPARAMETERS", "OPTIMIZERS", "SCHEDULES", "SGD", "Adagrad", "Adam",
+    "ChainedScheduler", "ConstantLR", "CosineAnnealingLR", "ExponentialLR", "LRScheduler",
+    "LinearLR", "Optimizer", "OptimizerEntry", "RMSprop", "ReduceLROnPlateau", "Schedule",
+    "StepLR", "from_description", "make_optimizer", "schedule_factor",
+]
