@@ -1,0 +1,158 @@
+"""Early stopping in ``fit``, the validation loss in the history, and ``validation_fraction``.
+
+A model trained on blobs whose validation labels are permuted gets better on the training
+set and worse on the validation set, so the validation loss has its best at an early epoch:
+early stopping must stop ``patience`` epochs later and (by default) put that epoch's
+parameters back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+import xpmlp
+from xpmlp.errors import ParameterError
+from xpmlp.training import EarlyStopping
+
+
+def blobs(m: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, m)
+    return rng.normal(0, 1, (m, 4)) + 2 * np.eye(3, 4)[y], y
+
+
+X, Y = blobs(120, 0)
+X_VAL, Y_VAL = blobs(60, 1)
+MISLABELLED = (X_VAL, (Y_VAL + 1) % 3)  # learning the training set makes this loss grow
+
+
+def model(**options: Any) -> xpmlp.MLP:
+    return xpmlp.MLP([4, 8, 3], optimizer="sgd", learning_rate=0.2, dtype="float64",
+                     backend="numpy", seed=3, **options)
+
+
+def fit_with_snapshots(net: xpmlp.MLP, **fit: Any) -> list[np.ndarray]:
+    """Fit, keeping the parameters at the end of every epoch (index = epoch - 1)."""
+    snapshots: list[np.ndarray] = []
+    net.fit(X, Y, batch_size=30, callback=lambda r: snapshots.append(np.array(net.params)),
+            **fit)
+    return snapshots
+
+
+def test_stops_patience_epochs_after_the_best_and_restores_it() -> None:
+    net = model()
+    snapshots = fit_with_snapshots(net, epochs=30, validation_data=MISLABELLED,
+                                   early_stopping=EarlyStopping(patience=3))
+    losses = [r["val_loss"] for r in net.history_]
+    best = int(np.argmin(losses)) + 1
+    assert net.best_epoch_ == best and best < 10
+    assert net.stopped_epoch_ == best + 3 == len(net.history_) < 30
+    np.testing.assert_array_equal(net.params, snapshots[best - 1])
+    assert not np.array_equal(net.params, snapshots[-1])
+
+
+def test_without_restoring_the_last_weights_stay() -> None:
+    net = model()
+    snapshots = fit_with_snapshots(net, epochs=30, validation_data=MISLABELLED,
+                                   early_stopping=EarlyStopping(patience=2,
+                                                                restore_best_weights=False))
+    assert net.stopped_epoch_ == net.best_epoch_ + 2
+    np.testing.assert_array_equal(net.params, snapshots[-1])
+
+
+def test_early_stopping_true_takes_the_defaults_and_a_full_run_has_no_stop() -> None:
+    net = model()
+    net.fit(X, Y, epochs=4, batch_size=30, validation_data=(X_VAL, Y_VAL), early_stopping=True)
+    assert len(net.history_) == 4 and net.stopped_epoch_ is None  # patience 5 > 4 epochs
+    assert net.best_epoch_ == int(np.argmin([r["val_loss"] for r in net.history_])) + 1
+
+
+def test_min_delta_counts_small_improvements_as_none() -> None:
+    """A tiny learning rate improves the loss by far less than min_delta: stop after
+    patience epochs, the first epoch the best."""
+    net = xpmlp.MLP([4, 8, 3], optimizer="sgd", learning_rate=1e-6, dtype="float64",
+                    backend="numpy", seed=3)
+    net.fit(X, Y, epochs=20, batch_size=30, validation_data=(X_VAL, Y_VAL),
+            early_stopping=EarlyStopping(patience=2, min_delta=1e-3))
+    losses = [r["val_loss"] for r in net.history_]
+    assert losses[-1] < losses[0]  # it did improve, by less than min_delta
+    assert (net.best_epoch_, net.stopped_epoch_) == (1, 3)
+    net2 = xpmlp.MLP([4, 8, 3], optimizer="sgd", learning_rate=1e-6, dtype="float64",
+                     backend="numpy", seed=3)
+    net2.fit(X, Y, epochs=5, batch_size=30, validation_data=(X_VAL, Y_VAL),
+             early_stopping=EarlyStopping(patience=2, min_delta=0.0))
+    assert net2.stopped_epoch_ is None and net2.best_epoch_ == 5
+
+
+def test_monitoring_val_accuracy_keeps_its_highest() -> None:
+    net = model()
+    fit_with_snapshots(net, epochs=30, validation_data=MISLABELLED,
+                       early_stopping=EarlyStopping(patience=4, monitor="val_accuracy"))
+    accuracies = [r["val_accuracy"] for r in net.history_]
+    assert net.best_epoch_ == int(np.argmax(accuracies)) + 1  # the first of the highest
+    assert net.stopped_epoch_ == net.best_epoch_ + 4
+
+
+def test_val_loss_is_the_models_loss_on_the_validation_set() -> None:
+    net = model()
+    net.fit(X, Y, epochs=2, batch_size=30, validation_data=(X_VAL, Y_VAL))
+    A = net.predict_proba(X_VAL)
+    want = -np.log(A[np.arange(len(Y_VAL)), Y_VAL]).mean()
+    assert net.history_[-1]["val_loss"] == pytest.approx(want, rel=1e-12)
+    assert net.history_[-1]["val_accuracy"] == pytest.approx(net.score(X_VAL, Y_VAL))
+
+
+def test_val_loss_of_a_float32_set_larger_than_a_prediction_chunk() -> None:
+    from xpmlp.model import PREDICT_CHUNK
+
+    Xb, yb = blobs(PREDICT_CHUNK + 17, 5)
+    net = xpmlp.MLP([4, 8, 3], backend="numpy", seed=3)
+    net.fit(X, Y, epochs=1, batch_size=30, validation_data=(Xb, yb))
+    A = net.predict_proba(Xb).astype(np.float64)
+    want = -np.log(A[np.arange(len(yb)), yb]).mean()
+    assert net.history_[-1]["val_loss"] == pytest.approx(want, rel=1e-5)
+
+
+def test_validation_fraction_holds_out_rows_with_the_models_seed() -> None:
+    records = []
+    for _ in range(2):
+        net = model()
+        net.fit(X, Y, epochs=2, batch_size=30, validation_fraction=0.25,
+                early_stopping=EarlyStopping(patience=5))
+        records.append(net.history_)
+        assert {"val_loss", "val_accuracy"} <= set(net.history_[0])
+        # 90 training rows: 3 batches of 30 a second, counted in samples_per_s
+        rec = net.history_[0]
+        assert rec["samples_per_s"] == pytest.approx(90 / rec["seconds"])
+    assert records[0][-1]["val_loss"] == records[1][-1]["val_loss"]
+
+
+@pytest.mark.parametrize(("fit", "message"), [
+    (dict(early_stopping=True), "needs validation data"),
+    (dict(early_stopping=EarlyStopping(monitor="val_accuracy")), "'val_accuracy'"),
+    (dict(early_stopping="yes", validation_data=(X_VAL, Y_VAL)), "early_stopping='yes'"),
+    (dict(validation_fraction=1.0), "validation_fraction=1.0 is not valid"),
+    (dict(validation_fraction=0.0), "validation_fraction=0.0 is not valid"),
+    (dict(validation_fraction=0.2, validation_data=(X_VAL, Y_VAL)), "not both"),
+])
+def test_bad_fit_options_are_refused(fit: dict[str, Any], message: str) -> None:
+    with pytest.raises(ParameterError) as info:
+        model().fit(X, Y, epochs=1, **fit)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    (dict(patience=0), "patience=0 is not valid"),
+    (dict(patience=2.5), "patience=2.5 is not valid"),
+    (dict(min_delta=-1.0), "min_delta=-1.0 is not valid"),
+    (dict(monitor="loss"), "monitor='loss' is not valid; expected one of 'val_loss', "
+     "'val_accuracy'"),
+    (dict(restore_best_weights=1), "restore_best_weights=1 is not valid"),
+])
+def test_bad_early_stopping_settings_are_refused(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(ParameterError) as info:
+        EarlyStopping(**settings)
+    assert message in str(info.value)
