@@ -156,3 +156,68 @@ def test_bad_early_stopping_settings_are_refused(settings: dict[str, Any], messa
     with pytest.raises(ParameterError) as info:
         EarlyStopping(**settings)
     assert message in str(info.value)
+
+
+# ---------------------------------------------------------------------- xpmlp train
+def test_the_train_command_takes_every_new_option(tmp_path) -> None:
+    """--l1, --clip-norm, --clip-value, --schedule with its settings and a warm-up, and
+    --early-stopping on a held-out tenth of the training set, with the test set evaluated
+    every epoch aside."""
+    import json
+
+    from xpmlp.cli import main
+
+    report = tmp_path / "r.json"
+    status = main(["train", "--backend", "numpy", "--epochs", "8", "--limit", "600",
+                   "--hidden", "16", "--optimizer", "adagrad", "--lr", "0.05", "--l1", "1e-4",
+                   "--clip-norm", "2", "--clip-value", "0.5", "--schedule", "exponential",
+                   "--gamma", "0.8", "--warmup", "2", "--early-stopping", "1",
+                   "--min-delta", "3", "--monitor", "val_loss", "--quiet",
+                   "--report", str(report)])
+    assert status == 0
+    r = json.loads(report.read_text())
+    opt = r["model"]["optimizer"]
+    assert (opt["name"], opt["l1"], opt["clip_grad_norm"], opt["clip_grad_value"]) == (
+        "adagrad", 1e-4, 2.0, 0.5)
+    # min_delta 3 is more than the loss (2.3 at the start) can improve by: epoch 1 best, stop at 2
+    assert r["early_stopping"] == {"best_epoch": 1, "stopped_epoch": 2}
+    assert len(r["epochs"]) == 2
+    for key in ("val_loss", "val_accuracy", "test_loss", "test_accuracy"):
+        assert np.isfinite(r["epochs"][-1][key])
+    assert 0.0 < r["test_accuracy"] <= 1.0
+
+
+def test_the_train_command_records_the_test_loss(tmp_path) -> None:
+    import json
+
+    from xpmlp.cli import main
+
+    report = tmp_path / "r.json"
+    assert main(["train", "--backend", "numpy", "--epochs", "2", "--limit", "300", "--hidden",
+                 "8", "--schedule", "plateau", "--plateau-patience", "0", "--plateau-factor",
+                 "0.5", "--min-lr", "1e-4", "--quiet", "--report", str(report)]) == 0
+    epochs = json.loads(report.read_text())["epochs"]
+    assert all({"test_loss", "test_accuracy"} <= set(e) and "val_loss" not in e for e in epochs)
+
+
+@pytest.mark.parametrize("args", [
+    ["--l1", "-1"], ["--clip-norm", "0"], ["--clip-value", "nan"], ["--step-size", "0"],
+    ["--early-stopping", "0"], ["--monitor", "loss"], ["--min-delta", "-0.1"],
+    ["--schedule", "warp"], ["--warmup", "-2"], ["--optimizer", "lbfgs"],
+])
+def test_the_train_command_refuses_bad_values(args: list[str], capsys) -> None:
+    from xpmlp.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--backend", "numpy", *args])
+    assert info.value.code == 2
+    assert args[0] in capsys.readouterr().err
+
+
+def test_the_train_command_offers_rmsprop_and_adagrad() -> None:
+    from xpmlp.cli import build_parser
+
+    parser = build_parser()
+    train = parser._subparsers._group_actions[0].choices["train"]  # noqa: SLF001
+    (action,) = [a for a in train._actions if "--optimizer" in a.option_strings]
+    assert {"rmsprop", "adagrad"} <= set(action.choices)
