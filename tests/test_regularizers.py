@@ -77,6 +77,18 @@ def test_grad_sum_squares_beats_a_plain_float32_sum() -> None:
     assert_close(got, exact, ulps=2, what="compensated")
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the reference
+@pytest.mark.parametrize("size", [5, 1000, 2 * cpu.CHUNK_ELEMENTS + 3])
+def test_an_overflowing_sum_is_inf_and_a_nan_stays_nan(size) -> None:
+    g = np.ones(size, np.float32)
+    g[size // 2] = 3e30  # its square overflows float32
+    for be in (NumpyBackend(), REFERENCE):
+        assert run_grad_sum_squares(be, g, math.inf)[0] == np.inf
+        assert run_grad_sum_squares(be, g, 2.0)[0] == pytest.approx(size + 3, rel=1e-6)
+    g[size // 2] = np.nan
+    assert np.isnan(run_grad_sum_squares(NumpyBackend(), g, math.inf)[0])
+
+
 @pytest.mark.parametrize("clip_value", CLIP_VALUES)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_parallel_sum_does_not_depend_on_the_thread_count(dtype, clip_value) -> None:
