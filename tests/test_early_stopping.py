@@ -158,6 +158,32 @@ def test_bad_early_stopping_settings_are_refused(settings: dict[str, Any], messa
     assert message in str(info.value)
 
 
+@pytest.mark.cudasim
+def test_the_cuda_kernels_give_the_same_validation_loss_and_stop(monkeypatch) -> None:
+    """Under the simulator (own process: NUMBA_ENABLE_CUDASIM=1 python -m pytest -m cudasim):
+    the CUDA kernels' history (val_loss from their loss kernel) and early stop are the NumPy
+    backend's, with a plateau schedule and clipping on."""
+    from xpmlp.kernels import cuda as kcuda
+
+    from xpmlp.backends.cuda_sim import SimulatedCudaBackend
+
+    monkeypatch.setattr(kcuda, "THREADS_PER_BLOCK", 32)
+    nets = [xpmlp.MLP([4, 8, 3], optimizer="sgd", learning_rate=0.2, dtype="float64",
+                      backend=be, seed=3, clip_grad_norm=1.0) for be in
+            ("numpy", SimulatedCudaBackend())]
+    for net in nets:
+        net.fit(X, Y, epochs=12, batch_size=30, validation_data=MISLABELLED,
+                lr_schedule="plateau", early_stopping=EarlyStopping(patience=2))
+    ours, theirs = nets[1].history_, nets[0].history_
+    assert len(ours) == len(theirs) < 12
+    for got, want in zip(ours, theirs, strict=True):
+        assert got["val_loss"] == pytest.approx(want["val_loss"], rel=1e-12)
+        assert got["val_accuracy"] == want["val_accuracy"]
+    assert (nets[1].best_epoch_, nets[1].stopped_epoch_) == (nets[0].best_epoch_,
+                                                             nets[0].stopped_epoch_)
+    np.testing.assert_allclose(nets[1].params, nets[0].params, rtol=1e-10, atol=1e-12)
+
+
 # ---------------------------------------------------------------------- xpmlp train
 def test_the_train_command_takes_every_new_option(tmp_path) -> None:
     """--l1, --clip-norm, --clip-value, --schedule with its settings and a warm-up, and

@@ -476,6 +476,9 @@ TRAINING_CASES = {
                               loss="binary_cross_entropy", weight_decay=1e-3),
     "gelu-sgd-mse": dict(layer_sizes=[6, 5, 2], activation="gelu", optimizer="sgd",
                          loss="squared_error"),
+    "tanh-rmsprop-l1-clipped": dict(layer_sizes=[6, 5, 3], activation="tanh",
+                                    optimizer="rmsprop", l1=1e-3, clip_grad_norm=0.3,
+                                    clip_grad_value=0.1),
 }
 
 
