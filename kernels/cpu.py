@@ -38,10 +38,13 @@ from .compiler import Target
 from .rows import (
     activation,
     activation_row,
+    clamp,
+    clip_scale,
     derivative,
     kahan_add,
     loss_row,
     output_delta,
+    regularized_gradient,
     row_is_correct,
     rule,
 )
@@ -50,6 +53,8 @@ from .rows import (
 CHUNK_ROWS = 64
 #: elements per chunk of the parallel optimizer updates.
 CHUNK_ELEMENTS = 1 << 16
+#: independent compensated sums in ``grad_sum_squares`` (its vector lanes).
+SUM_LANES = 16
 #: arrays smaller than this are done serially (see the module docstring).
 PARALLEL_MIN_ELEMENTS = 1 << 21
 
@@ -171,10 +176,11 @@ def loss_output_delta(Z, A, Y, delta, db, out_stats, skip, inv_m):
 
 
 # ---------------------------------------------------------------------- optimizer updates
-def optimizer_update(p, g, state, first, hyper, decay, n_decay):
-    """p[k] <- rule(p[k], g[k] + decay p[k], state, first + k, hyper) for every k of the slice
-    p (and g), which starts at element ``first`` of the flat vector whose state columns are
-    ``state``; L2 decay on p[:n_decay] only.
+def optimizer_update(p, g, state, first, hyper, decay, n_decay, l1, clip_value, scale):
+    """p[k] <- rule(p[k], g'[k], state, first + k, hyper) for every k of the slice p (and g),
+    which starts at element ``first`` of the flat vector whose state columns are ``state``;
+    g' = ``regularized_gradient``: g clamped to [-clip_value, clip_value], times ``scale``
+    (norm clipping), plus l1 sign(p) + decay p on p[:n_decay] only (the weights).
 
     The state is passed whole (C-contiguous) with the slice's offset rather than sliced
     (a column slice of it is not contiguous, and LLVM then does not vectorize: measured 6x
@@ -183,26 +189,86 @@ def optimizer_update(p, g, state, first, hyper, decay, n_decay):
     stop the vectorization, 3x slower; the next batch's loss catches an overflow.)
     """
     for k in range(p.size):
-        d = decay if k < n_decay else 0.0
-        p[k] = rule(p[k], g[k] + d * p[k], state, uint64(first + k), hyper)
+        on = k < n_decay
+        d = decay if on else 0.0
+        a = l1 if on else 0.0
+        p[k] = rule(p[k], regularized_gradient(g[k], p[k], clip_value, scale, a, d), state,
+                    uint64(first + k), hyper)
 
 
-def optimizer_step(p, g, state, hyper, decay, n_decay, skip):
+def optimizer_step(p, g, state, hyper, decay, n_decay, skip, l1, clip_value, max_norm,
+                   sum_squares):
     """The optimizer's update of the flat vector p (``optimizer_update``), unless skip[0] is
-    set."""
+    set; with max_norm > 0 the gradients are scaled by ``clip_scale(max_norm,
+    sum_squares[0])`` (``sum_squares`` written on the device by ``grad_sum_squares``)."""
     if skip[0] != 0.0:
         return
-    optimizer_update(p, g, state, 0, hyper, decay, n_decay)
+    scale = clip_scale(max_norm, sum_squares[0])
+    optimizer_update(p, g, state, 0, hyper, decay, n_decay, l1, clip_value, scale)
 
 
-def optimizer_step_parallel(p, g, state, hyper, decay, n_decay, skip):
+def optimizer_step_parallel(p, g, state, hyper, decay, n_decay, skip, l1, clip_value, max_norm,
+                            sum_squares):
     """``optimizer_step`` over chunks of CHUNK_ELEMENTS elements in parallel."""
     if skip[0] != 0.0:
         return
+    scale = clip_scale(max_norm, sum_squares[0])
     n = p.size
     for c in prange((n + CHUNK_ELEMENTS - 1) // CHUNK_ELEMENTS):
         s, e = c * CHUNK_ELEMENTS, min((c + 1) * CHUNK_ELEMENTS, n)
-        optimizer_update(p[s:e], g[s:e], state, s, hyper, decay, n_decay - s)
+        optimizer_update(p[s:e], g[s:e], state, s, hyper, decay, n_decay - s, l1, clip_value,
+                         scale)
+
+
+def grad_sum_squares(g, clip_value, out):
+    """out[0] = sum_k clamp(g[k], clip_value)^2, compensated (Kahan): the squared global norm
+    that norm clipping reads (after value clipping).
+
+    SUM_LANES independent Kahan sums (element k in lane k mod SUM_LANES), then the lanes and
+    the tail added in order: the same accuracy as one Kahan sum, but the lanes do not wait
+    for each other, so LLVM vectorizes them (measured 10x faster than one sum's chain of
+    dependent additions). A sum that overflows (or meets a NaN) is added again by one
+    ``kahan_add`` chain, which ends at inf as a plain sum does.
+    """
+    total = np.zeros(SUM_LANES, dtype=g.dtype)
+    comp = np.zeros(SUM_LANES, dtype=g.dtype)
+    n = g.size
+    full = n - n % SUM_LANES
+    for block in range(full // SUM_LANES):
+        first = uint64(block * SUM_LANES)
+        for j in range(SUM_LANES):
+            x = clamp(g[first + uint64(j)], clip_value)
+            y = x * x - comp[j]
+            t = total[j] + y
+            comp[j] = (t - total[j]) - y
+            total[j] = t
+    s, c = 0.0, 0.0
+    for j in range(SUM_LANES):
+        s, c = kahan_add(s, c, total[j])
+    for k in range(full, n):
+        x = clamp(g[k], clip_value)
+        s, c = kahan_add(s, c, x * x)
+    if not math.isfinite(s):
+        s, c = 0.0, 0.0
+        for k in range(n):
+            x = clamp(g[k], clip_value)
+            s, c = kahan_add(s, c, x * x)
+    out[0] = s
+
+
+def grad_sum_squares_parallel(g, clip_value, out):
+    """``grad_sum_squares`` over chunks of CHUNK_ELEMENTS elements in parallel; the chunks'
+    sums are then added in chunk order (compensated), whatever the number of threads."""
+    n = g.size
+    n_chunks = (n + CHUNK_ELEMENTS - 1) // CHUNK_ELEMENTS
+    partial = np.empty(n_chunks, dtype=g.dtype)
+    for c in prange(n_chunks):
+        s, e = c * CHUNK_ELEMENTS, min((c + 1) * CHUNK_ELEMENTS, n)
+        grad_sum_squares(g[s:e], clip_value, partial[c:c + 1])
+    total, compensation = 0.0, 0.0
+    for c in range(n_chunks):
+        total, compensation = kahan_add(total, compensation, partial[c])
+    out[0] = total
 
 
 # ---------------------------------------------------------------------- data
@@ -229,5 +295,6 @@ PARALLEL = {
     bias_activation_rows: bias_activation_rows_parallel,
     activation_backward: activation_backward_parallel,
     optimizer_step: optimizer_step_parallel,
+    grad_sum_squares: grad_sum_squares_parallel,
     gather_rows: gather_rows_parallel,
 }

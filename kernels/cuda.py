@@ -49,10 +49,13 @@ from .compiler import Target
 from .rows import (
     activation,
     activation_row,
+    clamp,
+    clip_scale,
     derivative,
     kahan_add,
     loss_row,
     output_delta,
+    regularized_gradient,
     row_is_correct,
     rule,
 )
@@ -63,6 +66,9 @@ THREADS_PER_BLOCK = 256
 MAX_BLOCKS = 4096
 #: rows per partial column sum in ``activation_backward_chunks`` (fixed: sums are reproducible).
 CHUNK_ROWS = 32
+#: partial sums of the gradients' squared norm (``grad_sum_squares_partials``; fixed, so the
+#: norm does not depend on the launch; fewer for a vector with fewer elements).
+NORM_PARTIALS = 2048
 #: True when Numba runs ``@cuda.jit`` kernels in its simulator (NUMBA_ENABLE_CUDASIM=1).
 SIMULATOR = bool(getattr(numba.config, "ENABLE_CUDASIM", 0))
 
@@ -268,14 +274,35 @@ def loss_output_reduce(delta, row_stats, db, out_stats, skip):
 
 
 # ---------------------------------------------------------------------- optimizer update
-def optimizer_step(p, g, state, hyper, decay, n_decay, skip):
-    """p[k] <- rule(p[k], g[k] + decay p[k], state, k, hyper), one thread per element; L2
-    decay on p[:n_decay] only; nothing changes when skip[0] is set (every thread reads it)."""
+def optimizer_step(p, g, state, hyper, decay, n_decay, skip, l1, clip_value, max_norm,
+                   sum_squares):
+    """p[k] <- rule(p[k], g'[k], state, k, hyper), one thread per element, g' the
+    ``regularized_gradient`` (value clipping, norm clipping by ``clip_scale(max_norm,
+    sum_squares[0])``, then l1 sign(p) + decay p on p[:n_decay] only); nothing changes when
+    skip[0] is set (every thread reads it, and sum_squares[0] when max_norm > 0)."""
     if skip[0] != 0.0:
         return
+    scale = clip_scale(max_norm, sum_squares[0])
     for k in range(cuda.grid(1), p.shape[0], cuda.gridsize(1)):
-        d = decay if k < n_decay else 0.0
-        p[k] = rule(p[k], g[k] + d * p[k], state, k, hyper)
+        on = k < n_decay
+        d = decay if on else 0.0
+        a = l1 if on else 0.0
+        p[k] = rule(p[k], regularized_gradient(g[k], p[k], clip_value, scale, a, d), state, k,
+                    hyper)
+
+
+def grad_sum_squares_partials(g, clip_value, partial):
+    """partial[t, 0] = sum of clamp(g[k], clip_value)^2 over k = t, t + T, t + 2T, ... (T =
+    partial.shape[0], fixed by the caller: the sums do not depend on the launch), compensated;
+    one thread per t, neighbouring threads reading neighbouring elements. ``sum_chunks`` then
+    adds the T partial sums in order into the one-element array the optimizer step reads."""
+    stride = partial.shape[0]
+    for t in range(cuda.grid(1), stride, cuda.gridsize(1)):
+        total, compensation = 0.0, 0.0
+        for k in range(t, g.shape[0], stride):
+            x = clamp(g[k], clip_value)
+            total, compensation = kahan_add(total, compensation, x * x)
+        partial[t, 0] = total
 
 
 # ---------------------------------------------------------------------- data
@@ -297,5 +324,6 @@ TEMPLATES = (
     loss_delta_rows,
     loss_output_reduce,
     optimizer_step,
+    grad_sum_squares_partials,
     gather_rows,
 )

@@ -81,3 +81,41 @@ def kahan_add(total, compensation, x):
     if not math.isfinite(compensation):
         compensation = 0.0
     return t, compensation
+
+
+# ---------------------------------------------------------------------- the gradient a rule sees
+def clamp(x, limit):
+    """x clamped to [-limit, limit] (``torch.nn.utils.clip_grad_value_``); limit = inf leaves
+    x as it is, and a NaN stays NaN."""
+    if x > limit:
+        return limit
+    if x < -limit:
+        return -limit
+    return x
+
+
+def clip_scale(max_norm, sum_squares):
+    """The factor on every gradient of ``torch.nn.utils.clip_grad_norm_``: coef = max_norm /
+    (||g||_2 + 1e-6), clamped at 1, with ||g||_2^2 = ``sum_squares``; 1 when max_norm is 0
+    (no clipping)."""
+    if max_norm > 0.0:
+        coef = max_norm / (math.sqrt(sum_squares) + 1e-6)
+        if coef < 1.0:
+            return coef
+    return 1.0
+
+
+def sign(x):
+    """-1, 0 or 1 (0 at 0): the subgradient of |x| that L1 adds."""
+    if x > 0.0:
+        return 1.0
+    if x < 0.0:
+        return -1.0
+    return 0.0
+
+
+def regularized_gradient(g, p, clip_value, scale, l1, decay):
+    """What the rule sees: the loss gradient clamped to [-clip_value, clip_value], times the
+    norm-clipping ``scale``, then + l1 sign(p) and + decay p (torch's order: clipping acts on
+    p.grad, the penalty's gradient is added, then the optimizer adds weight decay)."""
+    return (clamp(g, clip_value) * scale + l1 * sign(p)) + decay * p

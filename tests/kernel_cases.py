@@ -148,7 +148,7 @@ def _family(placeholders: frozenset[str]) -> list[tuple[str, dict[str, Any], Any
 #: the serial CPU templates (the parallel forms are ``cpu.PARALLEL``'s values).
 CPU_TEMPLATES = (
     cpu.bias_activation, cpu.bias_activation_rows, cpu.activation_backward,
-    cpu.loss_output_delta, cpu.optimizer_step, cpu.gather_rows,
+    cpu.loss_output_delta, cpu.optimizer_step, cpu.grad_sum_squares, cpu.gather_rows,
 )
 #: functions of ``xpmlp.kernels.cpu`` that compile kernels rather than being compiled.
 CPU_MACHINERY = ("choose_threading_layer", "_kernel")
@@ -225,6 +225,11 @@ def optimizer_inputs(name: str, size: int, dtype: Any, rng: np.random.Generator)
     return opt, p, g, state, opt.hyperparameters(3, opt.learning_rate)
 
 
+def regularizer_args(dt: np.dtype) -> tuple[Any, ...]:
+    """(l1, clip_value, max_norm, sum_squares) of an optimizer step with every option on."""
+    return dt.type(0.01), dt.type(0.5), dt.type(1.0), np.full(1, 4.0, dt)
+
+
 def cpu_args(case: Case, dtype: Any, m: int = 70, n: int = 3) -> tuple[Any, ...]:
     """Arguments of a CPU template as ``NumpyBackend`` passes them."""
     dt = np.dtype(dtype)
@@ -242,7 +247,10 @@ def cpu_args(case: Case, dtype: Any, m: int = 70, n: int = 3) -> tuple[Any, ...]
                 np.zeros(1, dt), dt.type(1.0 / m))
     if name == "optimizer_step":
         opt, p, g, state, hyper = optimizer_inputs(case.about, 1000, dt, rng)
-        return (p, g, state, tuple(map(dt.type, hyper)), dt.type(0.01), 500, np.zeros(1, dt))
+        return (p, g, state, tuple(map(dt.type, hyper)), dt.type(0.01), 500, np.zeros(1, dt),
+                *regularizer_args(dt))
+    if name == "grad_sum_squares":
+        return rng.standard_normal(1000).astype(dt), dt.type(0.5), np.zeros(1, dt)
     if name == "gather_rows":
         return Z, rng.permutation(m), np.empty_like(Z)
     raise AssertionError(f"no sample arguments for {case.id}")
@@ -272,7 +280,10 @@ def cuda_args(case: Case, dtype: Any, m: int = 9, n: int = 3) -> tuple[Any, ...]
                 np.zeros(1, dt))
     if name == "optimizer_step":
         opt, p, g, state, hyper = optimizer_inputs(case.about, 100, dt, rng)
-        return (p, g, state, tuple(map(dt.type, hyper)), dt.type(0.01), 50, np.zeros(1, dt))
+        return (p, g, state, tuple(map(dt.type, hyper)), dt.type(0.01), 50, np.zeros(1, dt),
+                *regularizer_args(dt))
+    if name == "grad_sum_squares_partials":
+        return rng.standard_normal(100).astype(dt), dt.type(0.5), np.empty((16, 1), dt)
     if name == "gather_rows":
         return Z, rng.permutation(m), np.empty_like(Z)
     raise AssertionError(f"no sample arguments for {case.id}")
@@ -316,12 +327,23 @@ def run_loss_output_delta(be: Backend, act: str, loss: str, Z, A, Y, skip: float
 
 
 def run_optimizer_step(be: Backend, opt: Any, p, g, state, hyper, decay: float, n_decay: int,
-                       skip: float = 0.0):
-    """(p, state) after one step by ``be``."""
+                       skip: float = 0.0, **regularizers: Any):
+    """(p, state) after one step by ``be``; ``regularizers``: l1, clip_value, max_norm and
+    sum_squares (a host array) of ``Backend.optimizer_step``."""
     with be.activate():
         pd, gd, sd, skipd = _on(be, p, g, state, np.array([skip], p.dtype))
-        be.optimizer_step(opt, pd, gd, sd, hyper, decay, n_decay, skipd)
+        if regularizers.get("sum_squares") is not None:
+            regularizers["sum_squares"] = _on(be, regularizers["sum_squares"])[0]
+        be.optimizer_step(opt, pd, gd, sd, hyper, decay, n_decay, skipd, **regularizers)
         return tuple(_back(be, pd, sd))
+
+
+def run_grad_sum_squares(be: Backend, g, clip_value: float) -> np.ndarray:
+    """out[0] = sum of clamp(g)^2 by ``be`` (a one-element host array)."""
+    with be.activate():
+        gd, out = _on(be, g, np.full(1, np.nan, g.dtype))
+        be.grad_sum_squares(gd, clip_value, out)
+        return _back(be, out)[0]
 
 
 def run_gather_rows(be: Backend, X, idx):

@@ -194,3 +194,32 @@ def test_sgd_step_with_weight_decay(backend: str, output: str, loss: str) -> Non
     np.testing.assert_allclose(p1[:n_w], p0[:n_w] - lr * (g[:n_w] + decay * p0[:n_w]),
                                rtol=0, atol=1e-14)
     np.testing.assert_allclose(p1[n_w:], p0[n_w:] - lr * g[n_w:], rtol=0, atol=1e-14)
+
+
+@ON_EVERY_BACKEND
+@pytest.mark.parametrize(("output", "loss"), [("softmax", "cross_entropy"),
+                                              ("identity", "squared_error")])
+def test_sgd_step_with_l1_and_weight_decay(backend: str, output: str, loss: str) -> None:
+    """p_new = p - lr (g + l1 sign(W) + decay W): away from W = 0 the step is the gradient of
+    L + l1 ||W||_1 + (decay/2)||W||^2 (biases not penalized)."""
+    lr, l1, decay = 0.1, 0.03, 0.05
+    model, X, Y = make_problem(backend, [3, 4, 2], ["tanh"], output, loss,
+                               learning_rate=lr, l1=l1, weight_decay=decay)
+    n_w = model.n_weights
+    p0 = host(model, model.params)
+    assert np.abs(p0[:n_w]).min() > 100 * EPS, "a weight too close to the kink of |W| at 0"
+
+    def objective(p: np.ndarray) -> float:
+        W = p[:n_w]
+        return loss_at(model, p, X, Y) + l1 * float(np.abs(W).sum()) + decay / 2 * float(W @ W)
+
+    fd = finite_difference(objective, p0)
+    set_params(model, p0)
+    model.backward(model.forward(X), Y)
+    g = host(model, model.grads)
+    model.step()
+    p1 = host(model, model.params)
+    np.testing.assert_allclose((p0 - p1) / lr, fd, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(p1[n_w:], p0[n_w:] - lr * g[n_w:], rtol=0, atol=1e-14)
+    # without the L1 term the step is measurably different: the check sees it
+    assert np.abs((p0 - p1)[:n_w] / lr - (g[:n_w] + decay * p0[:n_w])).min() > 0.9 * l1

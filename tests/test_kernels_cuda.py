@@ -38,6 +38,7 @@ from kernel_cases import (
     loss_scale,
     optimizer_inputs,
     output_inputs,
+    regularizer_args,
     run_activation_backward,
     run_bias_activation,
     run_gather_rows,
@@ -392,19 +393,41 @@ def direct_loss_output_reduce(cuda_ops, case, kernel, dtype, m, n, rng) -> None:
 
 
 def direct_optimizer_step(cuda_ops, case, kernel, dtype, m, n, rng) -> None:
+    """With L2 decay, and with every gradient option on (``regularizer_args``)."""
     size = m * n
     opt, p, g, state, hyper = optimizer_inputs(case.about, size, dtype, rng)
     n_decay = size // 2
-    p_ref, s_ref = run_optimizer_step(REFERENCE, opt, p, g, state, hyper, 0.3, n_decay)
     t = np.dtype(dtype).type
-    args = (p.copy(), g, state.copy(), tuple(map(t, hyper)), t(0.3), n_decay, np.zeros(1, dtype))
-    launch(cuda_ops, kernel, size, *args)
-    assert_close(args[0], p_ref, what="p")
-    assert_close(args[2], s_ref, what="state")
-    skipped = (p.copy(), g, state.copy(), *args[3:6], np.ones(1, dtype))
-    launch(cuda_ops, kernel, size, *skipped)
-    np.testing.assert_array_equal(skipped[0], p)
-    np.testing.assert_array_equal(skipped[2], state)
+    l1, clip_value, max_norm, sum_squares = regularizer_args(np.dtype(dtype))
+    for regularizers in ({}, dict(l1=l1, clip_value=clip_value, max_norm=max_norm,
+                                  sum_squares=sum_squares)):
+        p_ref, s_ref = run_optimizer_step(REFERENCE, opt, p, g, state, hyper, 0.3, n_decay,
+                                          **regularizers)
+        extra = (t(regularizers.get("l1", 0.0)), t(regularizers.get("clip_value", np.inf)),
+                 t(regularizers.get("max_norm", 0.0)), sum_squares.copy())
+        args = (p.copy(), g, state.copy(), tuple(map(t, hyper)), t(0.3), n_decay,
+                np.zeros(1, dtype), *extra)
+        launch(cuda_ops, kernel, size, *args)
+        assert_close(args[0], p_ref, what="p")
+        assert_close(args[2], s_ref, what="state")
+        skipped = (p.copy(), g, state.copy(), *args[3:6], np.ones(1, dtype), *extra)
+        launch(cuda_ops, kernel, size, *skipped)
+        np.testing.assert_array_equal(skipped[0], p)
+        np.testing.assert_array_equal(skipped[2], state)
+
+
+def direct_grad_sum_squares_partials(cuda_ops, case, kernel, dtype, m, n, rng) -> None:
+    """Strided partial sums of the clamped squares (3 partials), then sum_chunks into out[0]."""
+    g = (3 * rng.standard_normal(m * n + 2)).astype(dtype)
+    clamped = np.clip(g.astype(np.float64), -1.5, 1.5)
+    partial = np.full((3, 1), np.nan, dtype)
+    launch(cuda_ops, kernel, 3, g, np.dtype(dtype).type(1.5), partial)
+    for t in range(3):
+        squares = clamped[t::3] ** 2
+        assert_close(partial[t, 0], math.fsum(squares), scale=2 * squares.sum(), what="partial")
+    out = np.full(1, np.nan, dtype)
+    launch(cuda_ops, kcuda.CUDA.kernel(kcuda.sum_chunks, dtype), 1, partial, out)
+    assert_close(out[0], math.fsum(clamped**2), scale=4 * (clamped**2).sum(), what="sum")
 
 
 def direct_gather_rows(cuda_ops, case, kernel, dtype, m, n, rng) -> None:
@@ -423,6 +446,7 @@ DIRECT = {
     "loss_delta_rows": direct_loss_delta_rows,
     "loss_output_reduce": direct_loss_output_reduce,
     "optimizer_step": direct_optimizer_step,
+    "grad_sum_squares_partials": direct_grad_sum_squares_partials,
     "gather_rows": direct_gather_rows,
 }
 
@@ -452,6 +476,9 @@ TRAINING_CASES = {
                               loss="binary_cross_entropy", weight_decay=1e-3),
     "gelu-sgd-mse": dict(layer_sizes=[6, 5, 2], activation="gelu", optimizer="sgd",
                          loss="squared_error"),
+    "tanh-rmsprop-l1-clipped": dict(layer_sizes=[6, 5, 3], activation="tanh",
+                                    optimizer="rmsprop", l1=1e-3, clip_grad_norm=0.3,
+                                    clip_grad_value=0.1),
 }
 
 

@@ -593,7 +593,7 @@ def test_history_records_every_epoch() -> None:
     assert model.history_ == records and len(records) == 3
     for epoch, rec in enumerate(records, start=1):
         assert set(rec) == {"epoch", "loss", "train_accuracy", "seconds", "samples_per_s",
-                            "val_accuracy"}
+                            "val_loss", "val_accuracy"}
         assert rec["epoch"] == epoch
         assert 0 <= rec["train_accuracy"] <= 1 and 0 <= rec["val_accuracy"] <= 1
         assert rec["loss"] > 0 and rec["seconds"] > 0
@@ -618,6 +618,7 @@ def test_history_loss_and_accuracy_are_the_epochs_means() -> None:
     accuracy = (Z.argmax(axis=1) == Y3).mean()
     assert rec["train_accuracy"] == pytest.approx(accuracy)
     assert rec["val_accuracy"] == pytest.approx(accuracy)
+    assert rec["val_loss"] == pytest.approx(rec["loss"], rel=1e-10)
 
 
 # ---------------------------------------------------------------------- weights in and out

@@ -6,6 +6,7 @@ the elementwise work of the forward and backward passes on both.
 
 from __future__ import annotations
 
+from . import optim, training
 from ._version import __version__
 from .backends import BACKEND_NAMES, Backend, get_backend, use_backend
 from .errors import (
@@ -51,7 +52,9 @@ __all__ = [
     "__version__",
     "get_backend",
     "load_model",
+    "optim",
     "save_model",
     "to_onnx",
+    "training",
     "use_backend",
 ]

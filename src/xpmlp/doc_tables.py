@@ -45,7 +45,8 @@ def optimizers_table() -> str:
 
 
 def schedules_table() -> str:
-    rows = ["| lr_schedule | factor at step s of n |", "|---|---|"]
+    rows = ["| lr_schedule | factor on the learning rate at t (epoch or step, from 0) |",
+            "|---|---|"]
     for s in SCHEDULES.values():
         rows.append(f"| `{s.name}` | {s.formula} |")
     return "\n".join(rows)

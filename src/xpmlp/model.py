@@ -89,6 +89,11 @@ class MLP:
         With an optimizer name only (weight_decay is L2 on the weights); each one left out
         takes that optimizer's default (``xpmlp.optim``: momentum 0.9, Adam's betas 0.9 and
         0.999, eps as PyTorch's, no weight decay).
+    l1, clip_grad_norm, clip_grad_value : float, optional
+        With an optimizer name only (an optimizer object takes them as its own keywords):
+        L1 penalty on the weights (+ l1 sign(W) on their gradient), and clipping of the loss
+        gradient before the penalties, by its global L2 norm over all parameters and by value,
+        as ``torch.nn.utils.clip_grad_norm_`` and ``clip_grad_value_`` (``xpmlp.optim``).
     init : str
         auto (each activation's default: He before ReLU-like, else Xavier), he or xavier.
     dtype : str
@@ -118,6 +123,9 @@ class MLP:
         beta2: float | None = None,
         eps: float | None = None,
         weight_decay: float | None = None,
+        l1: float | None = None,
+        clip_grad_norm: float | None = None,
+        clip_grad_value: float | None = None,
         init: str = "auto",
         dtype: str = "float32",
         backend: str | Backend | None = None,
@@ -132,7 +140,9 @@ class MLP:
         check_output_units(output, sizes[-1])
         check_params({"init": init, "dtype": str(dtype), "seed": seed}, CONSTRAINTS)
         self.optimizer = optimizer_for(optimizer, learning_rate, momentum=momentum, beta1=beta1,
-                                    beta2=beta2, eps=eps, weight_decay=weight_decay)
+                                    beta2=beta2, eps=eps, weight_decay=weight_decay, l1=l1,
+                                    clip_grad_norm=clip_grad_norm,
+                                    clip_grad_value=clip_grad_value)
         self.layer_sizes = sizes
         self.activation_entries: list[Activation] = [*hidden, output]
         self.loss_entry = loss_entry

@@ -16,8 +16,19 @@ An optimizer is:
 - ``reference``, the same update in array code (the reference backend's);
 - one entry in ``OPTIMIZERS``.
 
-L2 weight decay adds ``weight_decay * W`` to the weights' gradient (not to the
-biases') before the rule, as PyTorch's ``weight_decay`` does.
+Every optimizer also takes, on top of its rule (``Optimizer``; torch's order):
+
+- ``clip_grad_value`` v: each loss gradient clamped to [-v, v] (``clip_grad_value_``);
+- ``clip_grad_norm`` c: all loss gradients times min(1, c / (||g||_2 + 1e-6)), the global
+  norm over every parameter (``clip_grad_norm_``, after value clipping when both are set);
+  the squared norm is a compensated device reduction (``grad_sum_squares``) that the step
+  kernel reads, so there is no host round trip;
+- ``l1``: + l1 sign(W) (0 at 0) on the weights' gradient, not the biases';
+- ``weight_decay`` (L2): + weight_decay W on the weights' gradient, as PyTorch's
+  ``weight_decay`` does.
+
+Clipping acts on the loss gradient before the penalties are added (as clipping p.grad before
+``optimizer.step`` in PyTorch).
 
 =========  =================================================================
 sgd        p <- p - lr g
@@ -68,7 +79,14 @@ HYPERPARAMETERS = {
     "centered": Choice((False, True)),
     "lr_decay": Number(0, None),
     "initial_accumulator_value": Number(0, None),
+    "l1": Number(0, None),
+    "clip_grad_norm": Number(0, None, low_closed=False),
+    "clip_grad_value": Number(0, None, low_closed=False),
 }
+
+#: what every optimizer does to the gradient before its rule (``Optimizer.__init__``);
+#: None (or l1 = 0) turns each off.
+GRADIENT_OPTIONS = ("l1", "clip_grad_norm", "clip_grad_value")
 
 
 # ---------------------------------------------------------------------- update rules
@@ -146,13 +164,27 @@ class Optimizer:
     rule: Callable[..., Any] = staticmethod(sgd_rule)
     state_names: tuple[str, ...] = ()
 
-    def __init__(self, learning_rate: float, weight_decay: float = 0.0) -> None:
+    def __init__(self, learning_rate: float, weight_decay: float = 0.0, l1: float = 0.0,
+                 clip_grad_norm: float | None = None,
+                 clip_grad_value: float | None = None) -> None:
         check_params({"learning_rate": learning_rate, "weight_decay": weight_decay},
                      HYPERPARAMETERS)
         self.learning_rate = float(learning_rate)
         self.weight_decay = float(weight_decay)
+        self.set_gradient_options(l1=l1, clip_grad_norm=clip_grad_norm,
+                                  clip_grad_value=clip_grad_value)
         self.t = 0  # steps taken
         self.state: Any = None
+        self.sum_squares: Any = None  # (1,) on the device: ||g||^2 for norm clipping
+
+    def set_gradient_options(self, l1: float = 0.0, clip_grad_norm: float | None = None,
+                             clip_grad_value: float | None = None) -> None:
+        """Checked: l1 >= 0; clip_grad_norm and clip_grad_value None (off) or > 0."""
+        given = {"l1": l1, "clip_grad_norm": clip_grad_norm, "clip_grad_value": clip_grad_value}
+        check_params({k: v for k, v in given.items() if v is not None}, HYPERPARAMETERS)
+        self.l1 = 0.0 if l1 is None else float(l1)
+        self.clip_grad_norm = None if clip_grad_norm is None else float(clip_grad_norm)
+        self.clip_grad_value = None if clip_grad_value is None else float(clip_grad_value)
 
     def hyperparameters(self, step: int, lr: float) -> tuple[float, ...]:
         """What the rule reads at ``step`` (1-based) with learning rate ``lr``."""
@@ -165,22 +197,34 @@ class Optimizer:
     def bind(self, backend: Any, params: Any) -> None:
         """Allocate the state rows for the flat parameter vector ``params`` (zeros, t = 0)."""
         self.state = backend.zeros((len(self.state_names), params.shape[0]), params.dtype)
+        self.sum_squares = backend.zeros(1, params.dtype)
         self.t = 0
 
     def step(self, backend: Any, params: Any, grads: Any, n_decay: int, skip: Any,
              lr_factor: float = 1.0) -> None:
-        """One update of ``params`` (unless ``skip[0]`` is set, on the device)."""
+        """One update of ``params`` (unless ``skip[0]`` is set, on the device), with the
+        gradient clipped and penalized as the module docstring says; the first ``n_decay``
+        parameters (the weights) get the L1 and L2 terms."""
         self.t += 1
+        clip_value = math.inf if self.clip_grad_value is None else self.clip_grad_value
+        max_norm = 0.0 if self.clip_grad_norm is None else self.clip_grad_norm
+        if max_norm:
+            backend.grad_sum_squares(grads, clip_value, self.sum_squares)
         backend.optimizer_step(
             self, params, grads, self.state,
             self.hyperparameters(self.t, self.learning_rate * lr_factor),
-            self.weight_decay, n_decay, skip,
+            self.weight_decay, n_decay, skip, l1=self.l1, clip_value=clip_value,
+            max_norm=max_norm, sum_squares=self.sum_squares,
         )
 
     def describe(self) -> dict[str, Any]:
         """Name and hyperparameters: ``from_description`` rebuilds the optimizer from it."""
-        return {"name": self.name, "learning_rate": self.learning_rate,
-                "weight_decay": self.weight_decay}
+        out = {"name": self.name, "learning_rate": self.learning_rate,
+               "weight_decay": self.weight_decay}
+        for key, off in (("l1", 0.0), ("clip_grad_norm", None), ("clip_grad_value", None)):
+            if getattr(self, key) != off:  # only what is on: older descriptions stay as they were
+                out[key] = getattr(self, key)
+        return out
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.describe().items() if k != "name")
@@ -191,8 +235,9 @@ class SGD(Optimizer):
     """Mini-batch gradient descent, optionally with (Nesterov) momentum."""
 
     def __init__(self, learning_rate: float = 0.1, momentum: float = 0.0,
-                 nesterov: bool = False, weight_decay: float = 0.0) -> None:
-        super().__init__(learning_rate, weight_decay)
+                 nesterov: bool = False, weight_decay: float = 0.0, l1: float = 0.0,
+                 clip_grad_norm: float | None = None, clip_grad_value: float | None = None) -> None:
+        super().__init__(learning_rate, weight_decay, l1, clip_grad_norm, clip_grad_value)
         check_params({"momentum": momentum}, HYPERPARAMETERS)
         if nesterov and not momentum:
             raise ParameterError("nesterov=True needs momentum > 0; got momentum=0")
@@ -227,8 +272,9 @@ class Adam(Optimizer):
     state_names = ("m", "v")
 
     def __init__(self, learning_rate: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
-                 eps: float = 1e-8, weight_decay: float = 0.0) -> None:
-        super().__init__(learning_rate, weight_decay)
+                 eps: float = 1e-8, weight_decay: float = 0.0, l1: float = 0.0,
+                 clip_grad_norm: float | None = None, clip_grad_value: float | None = None) -> None:
+        super().__init__(learning_rate, weight_decay, l1, clip_grad_norm, clip_grad_value)
         check_params({"beta1": beta1, "beta2": beta2, "eps": eps}, HYPERPARAMETERS)
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
 
@@ -266,8 +312,9 @@ class RMSprop(Optimizer):
 
     def __init__(self, learning_rate: float = 0.01, alpha: float = 0.99, eps: float = 1e-8,
                  weight_decay: float = 0.0, momentum: float = 0.0,
-                 centered: bool = False) -> None:
-        super().__init__(learning_rate, weight_decay)
+                 centered: bool = False, l1: float = 0.0,
+                 clip_grad_norm: float | None = None, clip_grad_value: float | None = None) -> None:
+        super().__init__(learning_rate, weight_decay, l1, clip_grad_norm, clip_grad_value)
         check_params({"alpha": alpha, "eps": eps, "momentum": momentum, "centered": centered},
                      HYPERPARAMETERS)
         self.alpha, self.eps, self.momentum = float(alpha), float(eps), float(momentum)
@@ -323,8 +370,9 @@ class Adagrad(Optimizer):
 
     def __init__(self, learning_rate: float = 0.01, lr_decay: float = 0.0,
                  initial_accumulator_value: float = 0.0, eps: float = 1e-10,
-                 weight_decay: float = 0.0) -> None:
-        super().__init__(learning_rate, weight_decay)
+                 weight_decay: float = 0.0, l1: float = 0.0,
+                 clip_grad_norm: float | None = None, clip_grad_value: float | None = None) -> None:
+        super().__init__(learning_rate, weight_decay, l1, clip_grad_norm, clip_grad_value)
         check_params({"lr_decay": lr_decay, "eps": eps,
                       "initial_accumulator_value": initial_accumulator_value}, HYPERPARAMETERS)
         self.lr_decay, self.eps = float(lr_decay), float(eps)
@@ -396,7 +444,11 @@ def make_optimizer(name: str, learning_rate: float | None = None, **hyperparamet
     """The optimizer called ``name`` (see OPTIMIZERS); the learning rate defaults per name."""
     entry = OPTIMIZERS.check("optimizer", name)
     lr = entry.default_learning_rate if learning_rate is None else learning_rate
-    return entry.make(lr, **hyperparameters)
+    gradient = {k: hyperparameters.pop(k) for k in GRADIENT_OPTIONS if k in hyperparameters}
+    optimizer = entry.make(lr, **hyperparameters)
+    if gradient:
+        optimizer.set_gradient_options(**gradient)
+    return optimizer
 
 
 def from_description(description: Any) -> Optimizer:
@@ -418,27 +470,32 @@ def from_description(description: Any) -> Optimizer:
         )
     entry = OPTIMIZERS.check("optimizer", name)
     if entry.rebuild is not None:
-        return entry.rebuild(entry.default_learning_rate if lr is None else lr, **settings)
+        gradient = {k: settings.pop(k) for k in GRADIENT_OPTIONS if k in settings}
+        optimizer = entry.rebuild(entry.default_learning_rate if lr is None else lr, **settings)
+        optimizer.set_gradient_options(**gradient)
+        return optimizer
     return make_optimizer(name, lr, **settings)
 
 
 # ---------------------------------------------------------------------- schedules
-@dataclass(frozen=True)
-class Schedule:
-    """A learning-rate schedule: the factor on the rate at step s of n (0-based)."""
+# (their own module; importable from here too: xpmlp.optim.SCHEDULES, xpmlp.optim.StepLR, ...)
+from .schedules import (  # noqa: E402
+    SCHEDULES,
+    ChainedScheduler,
+    ConstantLR,
+    CosineAnnealingLR,
+    ExponentialLR,
+    LinearLR,
+    LRScheduler,
+    ReduceLROnPlateau,
+    Schedule,
+    StepLR,
+    schedule_factor,
+)
 
-    name: str
-    formula: str
-    factor: Callable[[int, int], float]
-
-
-SCHEDULES: Registry[Schedule] = Registry("lr_schedule", [
-    Schedule("constant", "1", lambda step, total: 1.0),
-    Schedule("cosine", "(1 + cos(pi s / n)) / 2 (Loshchilov & Hutter 2017, no restarts)",
-             lambda step, total: 0.5 * (1.0 + math.cos(math.pi * step / total))),
-])
-
-
-def schedule_factor(schedule: str, step: int, total_steps: int) -> float:
-    """The factor on the learning rate at ``step`` of ``total_steps`` (0-based)."""
-    return SCHEDULES[schedule].factor(step, total_steps)
+__all__ = [
+    "GRADIENT_OPTIONS", "HYPERPARAMETERS", "OPTIMIZERS", "SCHEDULES", "SGD", "Adagrad", "Adam",
+    "ChainedScheduler", "ConstantLR", "CosineAnnealingLR", "ExponentialLR", "LRScheduler",
+    "LinearLR", "Optimizer", "OptimizerEntry", "RMSprop", "ReduceLROnPlateau", "Schedule",
+    "StepLR", "from_description", "make_optimizer", "schedule_factor",
+]

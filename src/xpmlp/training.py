@@ -45,11 +45,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy
 
-from ._validation import Number, check_features, check_params
+from ._validation import Number, array_module, check_features, check_params
+from .early_stopping import EarlyStopping, Watch, early_stopping_for
 from .errors import ConcurrentFitError, ParameterError, TrainingDivergedError
-from .losses import correct as correct_rows
-from .model import MLP, on_backend
-from .optim import SCHEDULES, schedule_factor
+from .model import MLP, PREDICT_CHUNK, on_backend
+from .schedules import LRScheduler, schedule_factor, schedule_for
 from .workspace import memory_for
 
 if TYPE_CHECKING:
@@ -60,6 +60,7 @@ LOSS, CORRECT = 0, 1  # the columns of RunState.batch_stats
 FIT_OPTIONS = {
     "epochs": Number(1, None, integer=True),
     "batch_size": Number(1, None, integer=True),
+    "validation_fraction": Number(0, 1, low_closed=False, high_closed=False),
 }
 
 
@@ -146,22 +147,33 @@ def fit(
     batch_size: int = 128,
     shuffle: bool = True,
     validation_data: tuple[Any, Any] | None = None,
-    lr_schedule: str = "constant",
+    lr_schedule: str | LRScheduler = "constant",
     progress: bool = False,
     callback: Callable[[dict[str, Any]], None] | None = None,
     comm: Communicator | None = None,
     initial_epoch: int = 0,
+    early_stopping: bool | EarlyStopping = False,
+    validation_fraction: float | None = None,
 ) -> MLP:
     """Mini-batch training of ``model``; a history record per epoch goes to ``model.history_``.
 
-    ``lr_schedule``: a name from ``xpmlp.optim.SCHEDULES`` ("constant", or "cosine":
-    the learning rate falls from its value to 0 over the ``epochs`` of this call,
-    step by step).
+    ``lr_schedule``: a name from ``xpmlp.optim.SCHEDULES`` with its default settings
+    ("constant"; "cosine": the learning rate falls from its value to 0 over the run's
+    ``epochs``, step by step; "step", "exponential", "linear", "plateau"), or a schedule
+    object (``xpmlp.optim.StepLR(step_size=3, gamma=0.5)``, ``ChainedScheduler([...])``:
+    ``xpmlp.schedules``). ``validation_data`` (or ``validation_fraction``, the share of the
+    rows of X held out, drawn with the model's seed) adds ``val_loss`` and ``val_accuracy``
+    to each history record.
+    ``early_stopping``: True or ``EarlyStopping(patience, min_delta, monitor,
+    restore_best_weights)`` (``xpmlp.early_stopping``): stop when the validation loss (or
+    accuracy) stops improving; ``model.best_epoch_`` and ``model.stopped_epoch_`` (None when
+    every epoch ran) say where.
 
     ``initial_epoch`` (default 0) resumes a run (as Keras's): ``epochs`` is then the run's
     last epoch, this call trains epochs ``initial_epoch + 1`` to ``epochs`` and the schedule
-    stands where that run had it. A model loaded from a checkpoint after e epochs of a run
-    of n (``model.epoch_`` is e) ends ``fit(X, y, epochs=n, initial_epoch=model.epoch_)``
+    stands where that run had it (ReduceLROnPlateau's and early stopping's memory of earlier
+    epochs excepted: they start afresh). A model loaded from a checkpoint after e epochs of a
+    run of n (``model.epoch_`` is e) ends ``fit(X, y, epochs=n, initial_epoch=model.epoch_)``
     with the bits of the straight run (same data, batch size, schedule and backend). Every
     epoch adds 1 to ``model.epoch_``; the history records are numbered from
     ``initial_epoch + 1``. The data set moves to the backend once; each epoch draws a
@@ -183,7 +195,17 @@ def fit(
     """
     check_params({"epochs": epochs, "batch_size": batch_size}, FIT_OPTIONS)
     _check_initial_epoch(initial_epoch, epochs)
-    SCHEDULES.check("lr_schedule", lr_schedule)
+    schedule = schedule_for(lr_schedule)
+    stopping = early_stopping_for(early_stopping)
+    if validation_fraction is not None:
+        check_params({"validation_fraction": validation_fraction}, FIT_OPTIONS)
+        if validation_data is not None:
+            raise ParameterError("give validation_data or validation_fraction, not both")
+    if stopping is not None and validation_data is None and validation_fraction is None:
+        raise ParameterError(
+            f"early_stopping monitors {stopping.monitor!r}, which needs validation data: pass "
+            "validation_data=(X_val, y_val) or validation_fraction=0.1 (say)"
+        )
     model.check_differentiable()
     if comm is not None:
         _check_comm(model, comm)
@@ -195,17 +217,36 @@ def fit(
             "time (predicting from several threads at once is fine)"
         )
     try:
-        _fit(model, X, y, epochs, batch_size, shuffle, validation_data, lr_schedule,
-             progress, callback, comm, initial_epoch)
+        if validation_fraction is not None:
+            X, y, validation_data = _hold_out(model, X, y, validation_fraction)
+        _fit(model, X, y, epochs, batch_size, shuffle, validation_data, schedule,
+             progress, callback, comm, stopping, initial_epoch)
     finally:
         model.fit_lock.release()
     return model
 
 
+def _hold_out(model: MLP, X: Any, y: Any, fraction: float) -> tuple[Any, Any, tuple[Any, Any]]:
+    """(X, y) less a random ``fraction`` of their rows (drawn with the model's seed), and
+    those rows as the validation data."""
+    X = check_features(X, model.n_features, model.backend.xp)
+    xp = array_module(X, model.backend.xp)
+    y = array_module(y, model.backend.xp).asarray(y)
+    m = int(X.shape[0])
+    n_val = min(m - 1, max(1, round(fraction * m)))
+    if n_val < 1:
+        raise ParameterError(f"validation_fraction={fraction} leaves no rows to train on: X "
+                             f"has {m} row(s)")
+    order = numpy.random.default_rng(model.seed).permutation(m)
+    val, train = xp.asarray(order[:n_val]), xp.asarray(numpy.sort(order[n_val:]))
+    return X[train], y[train], (X[val], y[val])
+
+
 def _fit(model: MLP, X: Any, y: Any, epochs: int, batch_size: int, shuffle: bool,
-         validation_data: tuple[Any, Any] | None, lr_schedule: str, progress: bool,
+         validation_data: tuple[Any, Any] | None, schedule: LRScheduler, progress: bool,
          callback: Callable[[dict[str, Any]], None] | None,
-         comm: Communicator | None = None, initial_epoch: int = 0) -> None:
+         comm: Communicator | None = None, stopping: EarlyStopping | None = None,
+         initial_epoch: int = 0) -> None:
     be = model.backend
     m_total = int(check_features(X, model.n_features, be.xp).shape[0])
     row_values = model.n_features + model.n_outputs
@@ -224,12 +265,15 @@ def _fit(model: MLP, X: Any, y: Any, epochs: int, batch_size: int, shuffle: bool
     if comm is not None:
         m_epoch = _join(model, comm, y, m_total, {
             "epochs": epochs, "batch_size": batch_size, "shuffle": bool(shuffle),
-            "lr_schedule": lr_schedule, "validation_data": validation_data is not None,
+            "lr_schedule": schedule.describe(), "validation_data": validation_data is not None,
+            "early_stopping": None if stopping is None else repr(stopping),
             "initial_epoch": initial_epoch,
         })
     n_batches = -(-m_epoch // batch_size)
     state = RunState.allocate(model, n_batches)
-    factor = SCHEDULES[lr_schedule].factor
+    schedule.start(epochs, n_batches, model.optimizer.learning_rate)
+    watch = None if stopping is None else Watch(stopping, model)
+    model.best_epoch_, model.stopped_epoch_ = None, None
     for epoch in range(initial_epoch + 1, epochs + 1):
         order = be.permutation(model.rng, m_total) if shuffle else be.xp.arange(m_total)
         if m_epoch != m_total:
@@ -237,18 +281,24 @@ def _fit(model: MLP, X: Any, y: Any, epochs: int, batch_size: int, shuffle: bool
         first = (epoch - 1) * n_batches
         record = _fit_epoch(
             model, X_all, Y_all, order, batch_size, state, epoch, epochs, progress,
-            None if lr_schedule == "constant" else
-            lambda batch, first=first: factor(first + batch, epochs * n_batches), comm,
+            None if schedule.is_constant() else
+            lambda batch, e=epoch - 1, first=first: schedule.factor_at(e, first + batch), comm,
         )
         if validation_data is not None:
-            record["val_accuracy"] = (model.accuracy(X_val, Y_val) if comm is None
-                                      else _shared_accuracy(model, comm, X_val, Y_val))
+            record["val_loss"], record["val_accuracy"] = evaluate(model, X_val, Y_val, comm)
+        schedule.end_epoch(record["val_loss" if validation_data is not None else "loss"])
         model.history_.append(record)
         model.epoch_ += 1
-        model.lr_schedule_ = {"name": lr_schedule, "step": epoch * n_batches,
+        model.lr_schedule_ = {"name": schedule.name, "step": epoch * n_batches,
                               "total": epochs * n_batches}
         if callback is not None:
             callback(record)
+        if watch is not None and watch.should_stop(epoch, record):
+            model.stopped_epoch_ = epoch
+            break
+    if watch is not None:
+        model.best_epoch_ = watch.best_epoch
+        watch.finish(epoch)
 
 
 def _fit_epoch(
@@ -373,12 +423,32 @@ def _agree_epoch(
             None if numpy.isinf(first_bad) else int(first_bad), float(-neg_seconds))
 
 
-def _shared_accuracy(model: MLP, comm: Communicator, X: Any, Y: Any) -> float:
-    """Fraction of the validation rows of all ranks whose prediction matches (each rank
-    predicts its own rows; the counts are all-reduced)."""
-    hits = float(model.backend.to_numpy(correct_rows(model.output(X), Y).sum()))
-    total_hits, total_rows = comm.allreduce_stats([hits, int(X.shape[0])], "sum")
-    return float(total_hits / total_rows)
+def evaluate(model: MLP, X: Any, Y: Any, comm: Communicator | None = None,
+             ) -> tuple[float, float]:
+    """(mean loss, accuracy) of the model on the device arrays X, Y (targets one-hot or as
+    the loss takes them): forward passes of up to PREDICT_CHUNK rows, each followed by the
+    output layer's loss kernel (the batch loss sum and correct count on the device; its
+    delta and db go to scratch), all read back at once. With ``comm``, over the rows of
+    every rank."""
+    be, m = model.backend, int(X.shape[0])
+    rows = min(PREDICT_CHUNK, m)
+    ws = model.workspace(rows)
+    starts = range(0, m, rows)
+    stats = be.zeros((len(starts), 2), model.dtype)
+    db, skip = be.zeros(model.n_outputs, model.dtype), be.zeros(1, model.dtype)
+    output = model.activation_entries[-1]
+    for c, start in enumerate(starts):
+        w = ws.first(min(rows, m - start))
+        w.X[...] = X[start:start + w.rows]
+        w.Y[...] = Y[start:start + w.rows]
+        model.forward_pass(w)
+        be.loss_output_delta(w.Z[-1], w.A[-1], w.Y, w.delta[-1], db, stats[c], skip, output,
+                             model.loss_entry)
+    totals = be.to_numpy(stats).astype(numpy.float64).sum(axis=0)
+    loss, hits, total_rows = float(totals[LOSS]), float(totals[CORRECT]), m
+    if comm is not None:
+        loss, hits, total_rows = comm.allreduce_stats([loss, hits, m], "sum")
+    return float(loss / total_rows), float(hits / total_rows)
 
 
 def _check_diverged(model: MLP, state: RunState, epoch: int, batch: int | None,
@@ -419,5 +489,5 @@ def _progress_bar(enabled: bool, total: int, desc: str) -> Any:
                 dynamic_ncols=True)
 
 
-__all__ = ["CORRECT", "LOSS", "RunState", "fit", "reduce_gradients", "run_epoch",
-           "schedule_factor"]
+__all__ = ["CORRECT", "LOSS", "EarlyStopping", "RunState", "evaluate", "fit",
+           "reduce_gradients", "run_epoch", "schedule_factor"]

@@ -17,6 +17,7 @@ for that.
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Any
 
 import numpy
@@ -139,19 +140,36 @@ class Backend:
         skip[0] = xp.where(xp.isfinite(out_stats[0]), skip[0], 1)
 
     # ------------------------------------------------------------------ optimizer update
+    def grad_sum_squares(self, g: Array, clip_value: float, out: Array) -> None:
+        """out[0] = sum_k clamp(g_k, -clip_value, clip_value)^2 (clip_value = inf: no clamp):
+        the squared global norm that gradient-norm clipping reads, written on the device."""
+        t = g.dtype.type
+        c = self.xp.clip(g, t(-clip_value), t(clip_value))
+        out[0:1] = (c * c).sum(keepdims=True)
+
     def optimizer_step(
         self, optimizer: Any, p: Array, g: Array, state: Array, hyper: tuple[float, ...],
-        decay: float, n_decay: int, skip: Array,
+        decay: float, n_decay: int, skip: Array, l1: float = 0.0,
+        clip_value: float = math.inf, max_norm: float = 0.0, sum_squares: Array | None = None,
     ) -> None:
         """p <- optimizer's rule over the flat parameter vector p (all W, then all b), its
-        state rows updated; L2 decay adds decay p to the gradient of p[:n_decay] (the weights)
-        only. Nothing changes when skip[0] is set."""
-        t = p.dtype.type
-        decays = self.xp.zeros_like(p)
-        decays[:n_decay] = t(decay)
+        state rows updated, with the gradient g' it sees (torch's order):
+
+            g' = clamp(g, -clip_value, clip_value) * coef + l1 sign(p) + decay p
+
+        coef = min(1, max_norm / (sqrt(sum_squares[0]) + 1e-6)) when max_norm > 0 (else 1),
+        ``sum_squares`` from ``grad_sum_squares``; the L1 and L2 terms on p[:n_decay] (the
+        weights) only. Nothing changes when skip[0] is set."""
+        xp, t = self.xp, p.dtype.type
+        on = xp.zeros_like(p)
+        on[:n_decay] = t(1)
+        grad = xp.clip(g, t(-clip_value), t(clip_value))
+        if max_norm > 0.0 and sum_squares is not None:
+            coef = t(max_norm) / (xp.sqrt(sum_squares[0:1]) + t(1e-6))
+            grad = grad * xp.where(coef < t(1), coef, t(1))
+        grad = (grad + on * t(l1) * xp.sign(p)) + on * t(decay) * p
         new_state = state.copy()
-        new_p = optimizer.reference(self.xp, p, g + decays * p, new_state,
-                                    tuple(t(h) for h in hyper))
+        new_p = optimizer.reference(xp, p, grad, new_state, tuple(t(h) for h in hyper))
         keep = skip[0] != 0
-        p[...] = self.xp.where(keep, p, new_p)
-        state[...] = self.xp.where(keep, state, new_state)
+        p[...] = xp.where(keep, p, new_p)
+        state[...] = xp.where(keep, state, new_state)

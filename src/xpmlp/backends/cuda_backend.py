@@ -27,6 +27,7 @@ synchronization, which is switched off.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -112,14 +113,27 @@ class CudaKernelOps(Backend):
                      delta, row_stats, db, out_stats, skip)
 
     # ------------------------------------------------------------------ optimizer update
+    def grad_sum_squares(self, g: Array, clip_value: float, out: Array) -> None:
+        """Strided compensated partial sums (``NORM_PARTIALS`` of them, fewer for a short g),
+        then one thread adds them in order into out[0]: two launches, no host round trip."""
+        t = g.dtype.type
+        n_partials = max(1, min(kcuda.NORM_PARTIALS, g.shape[0]))
+        partial = self._scratch_array("norm_partials", (n_partials, 1), g.dtype)
+        self._launch(kcuda.CUDA.kernel(kcuda.grad_sum_squares_partials, g.dtype), n_partials,
+                     g, t(clip_value), partial)
+        self._launch(kcuda.CUDA.kernel(kcuda.sum_chunks, g.dtype), 1, partial, out)
+
     def optimizer_step(
         self, optimizer: Any, p: Array, g: Array, state: Array, hyper: tuple[float, ...],
-        decay: float, n_decay: int, skip: Array,
+        decay: float, n_decay: int, skip: Array, l1: float = 0.0,
+        clip_value: float = math.inf, max_norm: float = 0.0, sum_squares: Array | None = None,
     ) -> None:
         t = p.dtype.type
         kernel = kcuda.CUDA.kernel(kcuda.optimizer_step, p.dtype, rule=optimizer.rule)
+        if sum_squares is None:  # read by the kernel only when max_norm > 0
+            sum_squares = skip
         self._launch(kernel, p.size, p, g, state, tuple(map(t, hyper)), t(decay),
-                     int(n_decay), skip)
+                     int(n_decay), skip, t(l1), t(clip_value), t(max_norm), sum_squares)
 
 
 def _unavailable(reason: str, remedy: str) -> BackendUnavailableError:

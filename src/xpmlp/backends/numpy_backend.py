@@ -9,6 +9,7 @@ that dtype before each call, so a float32 kernel never sees a float64 scalar.
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 from collections.abc import Callable
@@ -40,6 +41,7 @@ _BINDINGS: dict[Any, Callable[[Any], dict[str, Any]]] = {
     cpu.activation_backward: lambda act: act.backward_bindings(),
     cpu.loss_output_delta: lambda pair: pair[0].kernel_bindings(pair[1]),
     cpu.optimizer_step: lambda rule: {"rule": rule},
+    cpu.grad_sum_squares: lambda _: {},
 }
 _compiled: dict[tuple[Any, ...], Any] = {}
 
@@ -110,12 +112,20 @@ class NumpyBackend(Backend):
         kernel = _kernel(key)
         kernel(Z, A, Y, delta, db, out_stats, skip, Z.dtype.type(1.0 / Z.shape[0]))
 
+    def grad_sum_squares(self, g: Array, clip_value: float, out: Array) -> None:
+        key = (cpu.grad_sum_squares, None, g.size >= cpu.PARALLEL_MIN_ELEMENTS, g.dtype.char)
+        _kernel(key)(g, g.dtype.type(clip_value), out)
+
     def optimizer_step(
         self, optimizer: Any, p: Array, g: Array, state: Array, hyper: tuple[float, ...],
-        decay: float, n_decay: int, skip: Array,
+        decay: float, n_decay: int, skip: Array, l1: float = 0.0,
+        clip_value: float = math.inf, max_norm: float = 0.0, sum_squares: Array | None = None,
     ) -> None:
         t = p.dtype.type
         parallel = p.size >= cpu.PARALLEL_MIN_ELEMENTS
         key = (cpu.optimizer_step, optimizer.rule, parallel, p.dtype.char)
         kernel = _kernel(key)
-        kernel(p, g, state, tuple(map(t, hyper)), t(decay), n_decay, skip)
+        if sum_squares is None:  # read by the kernel only when max_norm > 0
+            sum_squares = skip
+        kernel(p, g, state, tuple(map(t, hyper)), t(decay), n_decay, skip, t(l1), t(clip_value),
+               t(max_norm), sum_squares)

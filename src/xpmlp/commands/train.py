@@ -119,7 +119,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optimizer", choices=OPTIMIZERS.names(), default=d["optimizer"],
                    help="optimizer (default adam)")
     p.add_argument("--schedule", choices=SCHEDULES.names(), default=d["schedule"],
-                   help="learning-rate schedule over the run (default cosine: from --lr down to 0)")
+                   help="learning-rate schedule over the run (default cosine: from --lr down "
+                   "to 0; step, exponential, linear and plateau take the settings below)")
     p.add_argument("--weight-decay", type=_number(0.0, inclusive=True), default=0.0,
                    help="L2 weight decay (default 0)")
     p.add_argument("--seed", type=_non_negative_int, default=d["seed"],
@@ -158,6 +159,75 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    "matrix, misclassified digits (needs matplotlib: pip install "
                    "'xpmlp[plot]')")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _configure_regularization(p)
+
+
+def _configure_regularization(p: argparse.ArgumentParser) -> None:
+    """The options of L1, gradient clipping, the schedules' settings and early stopping."""
+    from ..early_stopping import SETTINGS
+
+    g = p.add_argument_group("regularization, schedule settings and early stopping")
+    g.add_argument("--l1", type=_number(0.0, inclusive=True), default=None,
+                   help="L1 penalty on the weights: + l1 sign(W) on their gradient (default 0)")
+    g.add_argument("--clip-norm", type=_number(0.0, inclusive=False), default=None,
+                   help="clip the gradients by their global L2 norm over all parameters, as "
+                   "torch.nn.utils.clip_grad_norm_ (default: no clipping)")
+    g.add_argument("--clip-value", type=_number(0.0, inclusive=False), default=None,
+                   help="clamp each gradient to [-v, v], as torch.nn.utils.clip_grad_value_ "
+                   "(default: no clamping)")
+    g.add_argument("--step-size", type=_positive_int, default=None,
+                   help="--schedule step: epochs between decays (default 10)")
+    g.add_argument("--gamma", type=_number(0.0, inclusive=False), default=None,
+                   help="--schedule step or exponential: the decay factor (default 0.1 for "
+                   "step, 0.9 for exponential)")
+    g.add_argument("--plateau-patience", type=_non_negative_int, default=None,
+                   help="--schedule plateau: epochs without improvement before the rate is "
+                   "cut (default 10)")
+    g.add_argument("--plateau-factor", type=_number(0.0, inclusive=False), default=None,
+                   help="--schedule plateau: the factor of each cut (default 0.1)")
+    g.add_argument("--min-lr", type=_number(0.0, inclusive=True), default=None,
+                   help="--schedule plateau: the lowest learning rate (default 0)")
+    g.add_argument("--warmup", type=_non_negative_int, default=0,
+                   help="epochs of linear warm-up before the schedule, from --warmup-start "
+                   "times the rate (default 0: none)")
+    g.add_argument("--warmup-start", type=_number(0.0, inclusive=False), default=0.1,
+                   help="the warm-up's first factor (default 0.1)")
+    g.add_argument("--early-stopping", type=_positive_int, nargs="?", const=5, default=None,
+                   metavar="PATIENCE",
+                   help="stop when the validation loss has not improved for PATIENCE epochs "
+                   "(default 5) and keep the best epoch's weights; the validation set is "
+                   "--validation-fraction of the training set")
+    g.add_argument("--min-delta", type=_number(0.0, inclusive=True), default=0.0,
+                   help="--early-stopping: the least change that counts as an improvement "
+                   "(default 0)")
+    g.add_argument("--monitor", choices=SETTINGS["monitor"].options, default="val_loss",
+                   help="--early-stopping: what to watch (default val_loss)")
+    g.add_argument("--validation-fraction", type=_number(0.0, inclusive=False), default=0.1,
+                   help="--early-stopping: the share of the training set held out to "
+                   "monitor (default 0.1)")
+
+
+def _regularization(args: argparse.Namespace) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+    """From the options: the model's gradient keywords, the schedule, and fit's early-stopping
+    keywords (empty without --early-stopping)."""
+    from ..early_stopping import EarlyStopping
+    from ..schedules import make_schedule
+
+    gradient = {"l1": args.l1, "clip_grad_norm": args.clip_norm,
+                "clip_grad_value": args.clip_value}
+    schedule = make_schedule(args.schedule, warmup=args.warmup, warmup_start=args.warmup_start,
+                             step_size=args.step_size, gamma=args.gamma,
+                             patience=args.plateau_patience, factor=args.plateau_factor,
+                             min_lr=args.min_lr)
+    stopping: dict[str, Any] = {}
+    if args.early_stopping is not None:
+        if not args.validation_fraction < 1:
+            raise ParameterError(f"--validation-fraction {args.validation_fraction:g}: "
+                                 "expected a number > 0 and < 1")
+        stopping = {"early_stopping": EarlyStopping(
+            patience=args.early_stopping, min_delta=args.min_delta, monitor=args.monitor),
+            "validation_fraction": args.validation_fraction}
+    return gradient, schedule, stopping
 
 
 def versions() -> dict[str, str]:
@@ -340,11 +410,12 @@ def _train(args: argparse.Namespace, comm: Any, threads: int | None = None) -> i
     scale = 1.0 / 255.0
     x_train = (x_train * scale).astype(dtype)
     x_test = (x_test * scale).astype(dtype)
+    gradient, schedule, stopping = _regularization(args)
     if resumed is None:
         sizes = [x_train.shape[1], *args.hidden, 10]
         model = MLP(sizes, activation=args.activation, optimizer=args.optimizer,
                     learning_rate=args.lr, weight_decay=args.weight_decay, dtype=dtype,
-                    backend=backend, seed=args.seed)
+                    backend=backend, seed=args.seed, **gradient)
     else:
         model, sizes = resumed, resumed.layer_sizes
         log(f"resumed: {args.resume} after epoch {model.epoch_} ({model.steps_} steps)")
@@ -356,28 +427,52 @@ def _train(args: argparse.Namespace, comm: Any, threads: int | None = None) -> i
             f"(rank 0: {len(x_train)} training, {len(x_test)} test samples), {threads} CPU "
             f"thread(s) per rank; a step's batch of {args.batch_size} samples is {batch_size} "
             "per rank")
+    test_set = None
+    if stopping and root:  # the validation set is held out: the test set is evaluated aside
+        with model.backend.activate():
+            test_set = model.to_device((all_x_test * scale).astype(dtype), all_y_test)
+
     def epoch_done(r: dict[str, Any]) -> None:
+        if test_set is not None:
+            from ..training import evaluate
+
+            with model.backend.activate():
+                r["test_loss"], r["test_accuracy"] = evaluate(model, *test_set)
+            log(f"epoch {r['epoch']}/{args.epochs}: validation loss {r['val_loss']:.4f}, "
+                f"validation accuracy {r['val_accuracy']:.4f}")
         log(f"epoch {r['epoch']}/{args.epochs}: loss {r['loss']:.4f}, train accuracy "
-            f"{r['train_accuracy']:.4f}, test accuracy {r['val_accuracy']:.4f} "
+            f"{r['train_accuracy']:.4f}, test accuracy "
+            f"{r['test_accuracy' if test_set is not None else 'val_accuracy']:.4f} "
             f"({r['seconds']:.2f} s, {r['samples_per_s']:,.0f} samples/s)")
         if args.checkpoint:
             save_model(model, args.checkpoint)
 
     started = time.perf_counter()
     model.fit(x_train, y_train, epochs=args.epochs, batch_size=batch_size,
-              validation_data=(x_test, y_test), lr_schedule=args.schedule,
+              **(stopping or {"validation_data": (x_test, y_test)}), lr_schedule=schedule,
               progress=not quiet, callback=epoch_done, initial_epoch=model.epoch_,
               **({} if comm.name == "single" else {"comm": comm}))
     wall = time.perf_counter() - started
     history = model.history_
     train_seconds = sum(r["seconds"] for r in history)
-    test_accuracy = history[-1]["val_accuracy"]
-    for r in history:  # a resumed run's earlier records may have been renamed already
-        if "val_accuracy" in r:
-            r["test_accuracy"] = r.pop("val_accuracy")
+    if not stopping:
+        for r in history:  # a resumed run's earlier records may have been renamed already
+            if "val_accuracy" in r:
+                r["test_loss"], r["test_accuracy"] = r.pop("val_loss", None), r.pop("val_accuracy")
     if not root:
         return 0
-    print(f"test accuracy: {test_accuracy:.4f} after {args.epochs} epoch(s); "
+    if test_set is not None:  # the best epoch's weights may have been put back
+        from ..training import evaluate
+
+        with model.backend.activate():
+            test_accuracy = evaluate(model, *test_set)[1]
+        stopped = (f"stopped at epoch {model.stopped_epoch_}" if model.stopped_epoch_
+                   else "ran every epoch")
+        log(f"early stopping: {stopped}; the weights of epoch {model.best_epoch_} (best "
+            f"{args.monitor}) are kept")
+    else:
+        test_accuracy = history[-1]["test_accuracy"]
+    print(f"test accuracy: {test_accuracy:.4f} after {len(history)} epoch(s); "
           f"training {train_seconds:.1f} s ({wall:.1f} s with evaluation) on {backend.name}")
     if args.out:
         path = save_model(model, args.out)
@@ -396,9 +491,11 @@ def _train(args: argparse.Namespace, comm: Any, threads: int | None = None) -> i
                             "threads_per_rank": threads},
             "epochs": history,
             "test_accuracy": test_accuracy,
+            **({"early_stopping": {"best_epoch": model.best_epoch_,
+                                   "stopped_epoch": model.stopped_epoch_}} if stopping else {}),
             "training_seconds": train_seconds,
             "wall_seconds": wall,
-            **errors_on_test_set(model, (all_x_test * scale).astype(args.dtype), all_y_test),
+            **errors_on_test_set(model, (all_x_test * scale).astype(dtype), all_y_test),
         }
     if args.report:
         with atomic_write(args.report) as f:
