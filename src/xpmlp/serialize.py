@@ -1,7 +1,9 @@
 """Saving and loading trained models: an ``.npz`` of host arrays plus JSON metadata.
 
-The file holds ``params`` (the flat parameter vector) and ``meta`` (a JSON
-string: layer sizes, activations, loss, dtype, optimizer settings, version).
+The file holds ``params`` (the flat parameter vector), ``meta`` (a JSON
+string: layer sizes, activations, loss, dtype, optimizer settings, version, dropout rates and
+batch-norm flags) and one array per entry of ``model.buffers()`` (batch norm's
+``running_mean`` and ``running_var``).
 It is written to a temporary file beside the target and renamed into place,
 so a crash never leaves half a model; it is read with ``allow_pickle=False``.
 A model saved on one backend loads on any other.
@@ -58,9 +60,13 @@ def save_model(model: Any, path: str | os.PathLike[str]) -> Path:
         "trained_on": {"backend": model.backend.name, "device": model.backend.device},
         "history": model.history_,
     }
+    if any(model.dropout) or any(model.batch_norm):
+        meta.update(dropout=model.dropout, batch_norm=model.batch_norm,
+                    dropout_steps=model.dropout_steps)
     params = model.backend.to_numpy(model.params)
+    buffers = {name: model.backend.to_numpy(a) for name, a in model.buffers().items()}
     with atomic_write(path, "wb") as f:
-        numpy.savez(f, params=params, meta=numpy.array(json.dumps(meta)))
+        numpy.savez(f, params=params, meta=numpy.array(json.dumps(meta)), **buffers)
     return path
 
 
@@ -74,14 +80,15 @@ def load_model(path: str | os.PathLike[str], *, backend: Any = None) -> Any:
 
     path = Path(path)
     backend = get_backend(backend)  # a bad backend argument is not the file's fault
-    raw_params, meta = _read_archive(path)
+    raw_params, meta, buffers = _read_archive(path)
     _check_meta(meta, path)
     params = _checked_params(raw_params, meta, path)
-    return _model_from_meta(meta, params, path, backend)
+    return _model_from_meta(meta, params, path, backend, buffers)
 
 
-def _read_archive(path: Path) -> tuple[numpy.ndarray, Any]:
-    """The ``params`` array and the decoded JSON ``meta`` of the ``.npz`` at ``path``.
+def _read_archive(path: Path) -> tuple[numpy.ndarray, Any, dict[str, numpy.ndarray]]:
+    """The ``params`` array, the decoded JSON ``meta`` and the other arrays (the model's
+    buffers) of the ``.npz`` at ``path``.
 
     Only the container is checked here: an ``.npz`` archive holding both members, ``meta``
     a single string of valid JSON. Raises ``FileNotFoundError`` or ``DataFileError``.
@@ -106,9 +113,10 @@ def _read_archive(path: Path) -> tuple[numpy.ndarray, Any]:
             )
         try:
             params, meta = data["params"], data["meta"]
+            buffers = {k: data[k] for k in data.files if k not in ("params", "meta")}
         except _UNREADABLE as exc:
             raise DataFileError(f"{path}: not a readable xpmlp model file ({exc})") from None
-    return params, _decoded_meta(meta, path)
+    return params, _decoded_meta(meta, path), buffers
 
 
 def _decoded_meta(meta: numpy.ndarray, path: Path) -> Any:
@@ -196,10 +204,13 @@ def _json_type(value: Any) -> str:
     return "number"
 
 
-def _parameter_count(layer_sizes: list[int]) -> int:
-    """Weights plus biases of the dense layers between ``layer_sizes``."""
-    pairs = zip(layer_sizes[:-1], layer_sizes[1:], strict=True)
-    return sum(n_out * n_in + n_out for n_in, n_out in pairs)
+def _parameter_count(layer_sizes: list[int], batch_norm: Any = ()) -> int:
+    """Weights plus biases of the dense layers between ``layer_sizes``, plus gamma and beta of
+    the hidden layers whose ``batch_norm`` flag is true."""
+    from .model import parameter_count
+
+    flags = batch_norm if isinstance(batch_norm, list) else []
+    return parameter_count(layer_sizes, [f is True for f in flags])
 
 
 def _checked_params(params: numpy.ndarray, meta: dict[str, Any], path: Path) -> numpy.ndarray:
@@ -213,7 +224,7 @@ def _checked_params(params: numpy.ndarray, meta: dict[str, Any], path: Path) -> 
         raise DataFileError(
             f"{path}: 'params' has dtype {params.dtype}; expected floating point numbers"
         )
-    expected = _parameter_count(meta["layer_sizes"])
+    expected = _parameter_count(meta["layer_sizes"], meta.get("batch_norm", []))
     if params.shape != (expected,):
         raise DataFileError(
             f"{path}: 'params' has shape {params.shape}; layer sizes {meta['layer_sizes']} "
@@ -232,7 +243,7 @@ def _checked_params(params: numpy.ndarray, meta: dict[str, Any], path: Path) -> 
 
 
 def _model_from_meta(meta: dict[str, Any], params: numpy.ndarray, path: Path,
-                     backend: Any) -> Any:
+                     backend: Any, buffers: dict[str, numpy.ndarray] | None = None) -> Any:
     """The MLP that checked ``meta`` describes, on ``backend``, holding checked ``params``.
 
     ``ValueError``/``TypeError``/``OverflowError`` from the constructor (an unknown
@@ -251,10 +262,23 @@ def _model_from_meta(meta: dict[str, Any], params: numpy.ndarray, path: Path,
             optimizer=from_description(meta["optimizer"]),
             dtype=meta["dtype"],
             backend=backend,
+            dropout=meta.get("dropout", 0.0),
+            batch_norm=meta.get("batch_norm", False),
         )
     except (ValueError, TypeError, OverflowError) as exc:
         raise DataFileError(f"{path}: the metadata describes no valid model ({exc})") from None
+    steps = meta.get("dropout_steps", 0)
+    model.dropout_steps = steps if _is_int(steps) and steps >= 0 else 0
     with model.backend.activate():
         model.params[...] = model.backend.asarray(params, dtype=model.dtype)
+        for name, into in model.buffers().items():
+            given = (buffers or {}).get(name)
+            if given is None or given.shape != tuple(into.shape) or given.dtype.kind != "f":
+                raise DataFileError(
+                    f"{path}: the model's {name!r} array is missing or not {into.shape[0]} "
+                    f"floating point numbers (found {None if given is None else given.shape}); "
+                    "a model with batch norm saves its running estimates"
+                )
+            into[...] = model.backend.asarray(given, dtype=model.dtype)
     model.history_ = list(meta.get("history", []))
     return model
