@@ -24,13 +24,13 @@ from kernel_cases import (
     sum_scale,
 )
 from test_gradients import host, set_params
+from xpmlp.kernels import cpu
 
 from xpmlp import MLP
 from xpmlp.backends.base import Backend
 from xpmlp.backends.numpy_backend import NumpyBackend
 from xpmlp.errors import ParameterError
-from xpmlp.kernels import cpu
-from xpmlp.regularization import dropout_key, dropout_keep_mask, dropout_threshold
+from xpmlp.regularization import dropout_keep_mask, dropout_key, dropout_threshold
 from xpmlp.serialize import load_model, save_model
 
 REFERENCE = Backend()
@@ -224,8 +224,9 @@ def test_cli_options() -> None:
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", ["relu", "sigmoid", "gelu"])
 def test_cuda_simulated_kernels_match_the_reference(act, dtype, monkeypatch) -> None:
-    from xpmlp.backends.cuda_sim import SimulatedCudaBackend
     from xpmlp.kernels import cuda as kcuda
+
+    from xpmlp.backends.cuda_sim import SimulatedCudaBackend
 
     monkeypatch.setattr(kcuda, "THREADS_PER_BLOCK", 16)
     monkeypatch.setattr(kcuda, "CHUNK_ROWS", 4)  # several chunks

@@ -426,6 +426,7 @@ def direct_regularization(cuda_ops, case, kernel, dtype, m, n, rng) -> None:
         run_batch_norm_inference,
         run_bias_activation_dropout,
     )
+
     from xpmlp.regularization import dropout_threshold
 
     name, act, t = case.template.__name__, case.about, np.dtype(dtype).type
