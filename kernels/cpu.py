@@ -208,9 +208,8 @@ def activation_backward_dropout(dA, Z, delta, db, first_row, key, threshold, sca
         row = uint64((first_row + i) * n)
         for j in range(n):
             z = Z[i, j]
-            d = 0.0
-            if dropout_keep(k, row + uint64(j), t):
-                d = dA[i, j] * scale * derivative(z, activation(z))
+            d = dropped(dA[i, j] * derivative(z, activation(z)),
+                        dropout_keep(k, row + uint64(j), t), scale)
             delta[i, j] = d
             db[j], compensation[j] = kahan_add(db[j], compensation[j], d)
 
@@ -301,9 +300,8 @@ def batch_norm_backward(dA, Zhat, gamma, beta, stats, delta, dgamma, dbeta, db, 
         for j in range(n):
             zhat = Zhat[i, j]
             bn = gamma[j] * zhat + beta[j]
-            d = 0.0
-            if dropout_keep(k, row + uint64(j), t):
-                d = dA[i, j] * scale * derivative(bn, activation(bn))
+            d = dropped(dA[i, j] * derivative(bn, activation(bn)),
+                        dropout_keep(k, row + uint64(j), t), scale)
             delta[i, j] = d
             dbeta[j], c_beta[j] = kahan_add(dbeta[j], c_beta[j], d)
             dgamma[j], c_gamma[j] = kahan_add(dgamma[j], c_gamma[j], d * zhat)

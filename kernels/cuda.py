@@ -298,9 +298,8 @@ def activation_backward_dropout_chunks(dA, Z, delta, partial, chunk_rows, first_
         total, compensation = 0.0, 0.0
         for i in range(c * chunk_rows, min(m, (c + 1) * chunk_rows)):
             z = Z[i, j]
-            d = 0.0
-            if dropout_keep(kk, uint64((first_row + i) * n + j), t):
-                d = dA[i, j] * scale * derivative(z, activation(z))
+            d = dropped(dA[i, j] * derivative(z, activation(z)),
+                        dropout_keep(kk, uint64((first_row + i) * n + j), t), scale)
             delta[i, j] = d
             total, compensation = kahan_add(total, compensation, d)
         partial[c, j] = total
@@ -364,9 +363,8 @@ def batch_norm_backward_columns(dA, Zhat, gamma, beta, stats, delta, dgamma, dbe
         for i in range(m):
             zhat = Zhat[i, j]
             bn = gamma[j] * zhat + beta[j]
-            d = 0.0
-            if dropout_keep(kk, uint64(i * n + j), t):
-                d = dA[i, j] * scale * derivative(bn, activation(bn))
+            d = dropped(dA[i, j] * derivative(bn, activation(bn)),
+                        dropout_keep(kk, uint64(i * n + j), t), scale)
             delta[i, j] = d
             sum_d, c_d = kahan_add(sum_d, c_d, d)
             sum_dz, c_dz = kahan_add(sum_dz, c_dz, d * zhat)

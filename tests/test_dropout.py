@@ -245,3 +245,20 @@ def test_cuda_simulated_kernels_match_the_reference(act, dtype, monkeypatch) -> 
     d_scale = 2 * np.abs(dA.astype(np.float64)) * (1 + np.abs(Z.astype(np.float64)))
     assert_close(d_sim, d_ref, scale=d_scale, what="delta")
     assert_close(db_sim, db_ref, scale=sum_scale(d_ref, d_scale), what="db")
+
+
+def test_a_model_without_dropout_or_batch_norm_runs_only_the_plain_kernels(monkeypatch) -> None:
+    """No new op (and no new Python work per layer) on the plain path, in training and
+    prediction alike."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a dropout or batch-norm op ran in a plain model")
+
+    for op in ("bias_activation_dropout", "activation_backward_dropout", "batch_norm_forward",
+               "batch_norm_inference", "batch_norm_backward"):
+        monkeypatch.setattr(NumpyBackend, op, refuse)
+    rng = seed("plain")
+    X, y = rng.standard_normal((30, 4)), rng.integers(0, 2, 30)
+    model = MLP([4, 5, 2], dropout=0.0, batch_norm=False, backend="numpy")
+    model.fit(X, y, epochs=1, batch_size=10)
+    model.predict(X)
+    assert model.dropout_steps == 0 and model.buffers() == {}

@@ -123,12 +123,12 @@ class Backend:
         self, dA: Array, Z: Array, delta: Array, db: Array, activation: str | Activation,
         key: int, rate: float, first_row: int = 0,
     ) -> None:
-        """Backward through dropout and f: delta = dA * mask / (1 - rate) * f'(Z), f' given Z
+        """Backward through dropout and f: delta = dA f'(Z) mask / (1 - rate), f' given Z
         and f(Z) (recomputed: the stored A is the dropped one), the mask recomputed from
         ``key``; db = sum_rows delta. delta may be dA."""
         xp, entry, t = self.xp, activation_entry(activation), Z.dtype.type
         keep = dropout_keep_mask(xp, key, Z.shape, rate, first_row)
-        d = dA * t(1.0 / (1.0 - rate)) * entry.array_derivative(xp, Z, entry.array(xp, Z))
+        d = dA * entry.array_derivative(xp, Z, entry.array(xp, Z)) * t(1.0 / (1.0 - rate))
         delta[...] = xp.where(keep, d, t(0.0))
         db[...] = delta.sum(axis=0)
 
@@ -181,8 +181,8 @@ class Backend:
         entry = activation_entry(activation)
         BN = gamma * Zhat + beta
         keep = dropout_keep_mask(xp, key, dA.shape, rate)
-        dBN = xp.where(keep, dA * t(1.0 / (1.0 - rate)) * entry.array_derivative(
-            xp, BN, entry.array(xp, BN)), t(0.0))
+        dBN = xp.where(keep, dA * entry.array_derivative(xp, BN, entry.array(xp, BN))
+                       * t(1.0 / (1.0 - rate)), t(0.0))
         dbeta[...] = dBN.sum(axis=0)
         dgamma[...] = (dBN * Zhat).sum(axis=0)
         inv_m = t(1.0 / m)
