@@ -218,6 +218,27 @@ def test_cli_options() -> None:
             p.parse_args(["--dropout", bad])
 
 
+def test_train_command_with_dropout_and_batch_norm(tmp_path) -> None:
+    """``xpmlp train --dropout ... --batch-norm`` end to end on 1000 MNIST samples, the model
+    saved and reloaded with its settings."""
+    import json
+
+    from xpmlp.cli import main
+
+    report, out = tmp_path / "r.json", tmp_path / "m.npz"
+    status = main(["train", "--backend", "numpy", "--epochs", "2", "--limit", "1000",
+                   "--hidden", "32,16", "--dropout", "0.2,0.1", "--batch-norm", "--optimizer",
+                   "rmsprop", "--report", str(report), "--out", str(out), "--quiet"])
+    assert status == 0
+    r = json.loads(report.read_text())
+    assert r["model"]["dropout"] == [0.2, 0.1] and r["model"]["batch_norm"] == [True, True]
+    assert r["test_accuracy"] > 0.7
+    model = load_model(out, backend="numpy")
+    assert model.dropout == [0.2, 0.1] and model.batch_norm == [True, True]
+    assert main(["train", "--backend", "numpy", "--limit", "100", "--hidden", "8,8",
+                 "--dropout", "0.1,0.1,0.1", "--quiet"]) != 0  # one rate too many
+
+
 # ---------------------------------------------------------------------- CUDA simulator
 @pytest.mark.cudasim
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
