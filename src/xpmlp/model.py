@@ -249,7 +249,8 @@ class MLP:
         )
 
     def describe(self) -> dict[str, Any]:
-        """The architecture as JSON-ready settings (what ``serialize`` saves and reloads)."""
+        """The architecture as JSON-ready settings: layer sizes, activations, loss, dropout
+        rates and batch-norm flags."""
         return {"layer_sizes": self.layer_sizes, "activations": self.activations,
                 "loss": self.loss, "dropout": self.dropout, "batch_norm": self.batch_norm}
 
