@@ -252,6 +252,8 @@ def test_saved_and_reloaded_with_its_running_estimates(tmp_path) -> None:
     X, y = rng.standard_normal((40, 4)), rng.integers(0, 3, 40)
     model = MLP([4, 6, 5, 3], batch_norm=[True, False], dropout=0.1, backend="numpy")
     assert "batch_norm=[True, False]" in repr(model)
+    assert model.describe()["batch_norm"] == [True, False]
+    assert model.describe()["dropout"] == [0.1, 0.1]
     model.fit(X, y, epochs=2, batch_size=8)
     path = save_model(model, tmp_path / "bn")
     assert {"running_mean", "running_var"} <= set(np.load(path).files)
