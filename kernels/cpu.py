@@ -38,9 +38,12 @@ from .compiler import Target
 from .rows import (
     activation,
     activation_row,
+    batch_norm_delta,
     clamp,
     clip_scale,
     derivative,
+    dropout_keep,
+    dropped,
     kahan_add,
     loss_row,
     output_delta,
@@ -175,6 +178,153 @@ def loss_output_delta(Z, A, Y, delta, db, out_stats, skip, inv_m):
         skip[0] = 1.0
 
 
+# ---------------------------------------------------------------------- dropout
+def bias_activation_dropout(Z, b, A, first_row, key, threshold, scale):
+    """Forward in training, fused: Z <- Z + b, A <- f(Z) / (1 - rate) where the mask
+    (``rows.dropout_keep`` of element (first_row + i) n + j under ``key``) keeps it, else 0."""
+    m, n = Z.shape
+    k, t = uint64(key), uint64(threshold)
+    for i in range(m):
+        row = uint64((first_row + i) * n)
+        for j in range(n):
+            z = Z[i, j] + b[j]
+            Z[i, j] = z
+            A[i, j] = dropped(activation(z), dropout_keep(k, row + uint64(j), t), scale)
+
+
+def bias_activation_dropout_parallel(Z, b, A, first_row, key, threshold, scale):
+    """``bias_activation_dropout`` over chunks of CHUNK_ROWS rows in parallel."""
+    m = Z.shape[0]
+    for c in prange((m + CHUNK_ROWS - 1) // CHUNK_ROWS):
+        s, e = c * CHUNK_ROWS, min((c + 1) * CHUNK_ROWS, m)
+        bias_activation_dropout(Z[s:e], b, A[s:e], first_row + s, key, threshold, scale)
+
+
+def activation_backward_dropout(dA, Z, delta, db, first_row, key, threshold, scale):
+    """Backward through dropout and f, fused: delta = dA / (1 - rate) * f'(Z) where the mask
+    of the forward pass (recomputed from ``key``) kept the element, else 0, with f' given Z
+    and f(Z) recomputed; db = sum_rows delta (compensated). delta may be dA."""
+    m, n = dA.shape
+    k, t = uint64(key), uint64(threshold)
+    compensation = np.zeros_like(db)
+    for j in range(n):
+        db[j] = 0.0
+    for i in range(m):
+        row = uint64((first_row + i) * n)
+        for j in range(n):
+            z = Z[i, j]
+            d = dropped(dA[i, j] * derivative(z, activation(z)),
+                        dropout_keep(k, row + uint64(j), t), scale)
+            delta[i, j] = d
+            db[j], compensation[j] = kahan_add(db[j], compensation[j], d)
+
+
+def activation_backward_dropout_parallel(dA, Z, delta, db, first_row, key, threshold, scale):
+    """``activation_backward_dropout`` over chunks of rows in parallel, the chunks' column
+    sums then added in chunk order."""
+    m, n = dA.shape
+    n_chunks = (m + CHUNK_ROWS - 1) // CHUNK_ROWS
+    partial = np.empty((n_chunks, n), dtype=db.dtype)
+    for c in prange(n_chunks):
+        s, e = c * CHUNK_ROWS, min((c + 1) * CHUNK_ROWS, m)
+        activation_backward_dropout(dA[s:e], Z[s:e], delta[s:e], partial[c], first_row + s,
+                                    key, threshold, scale)
+    column_sums(partial, db, np.empty_like(db))
+
+
+# ---------------------------------------------------------------------- batch norm
+def batch_norm_forward(Z, b, gamma, beta, stats, running_mean, running_var, Zhat, A,
+                       momentum, eps, inv_m, inv_m1, key, threshold, scale):
+    """Batch norm in training, fused, rows in order: (1) Z <- Z + b and its column sums;
+    (2) the column sums of (Z - mu)^2; stats = (mu, 1 / sqrt(var + eps)), running
+    <- (1 - momentum) running + momentum batch (the variance's unbiased: inv_m1 = 1/(m-1));
+    (3) Zhat = (Z - mu) / sigma, A = dropout(f(gamma Zhat + beta)). Sums compensated."""
+    m, n = Z.shape
+    k, t = uint64(key), uint64(threshold)
+    mean, inv_std = stats[0], stats[1]
+    compensation = np.zeros_like(b)
+    for j in range(n):
+        mean[j] = 0.0
+        inv_std[j] = 0.0
+    for i in range(m):
+        for j in range(n):
+            z = Z[i, j] + b[j]
+            Z[i, j] = z
+            mean[j], compensation[j] = kahan_add(mean[j], compensation[j], z)
+    for j in range(n):
+        mean[j] = mean[j] * inv_m
+        compensation[j] = 0.0
+    for i in range(m):
+        for j in range(n):
+            d = Z[i, j] - mean[j]
+            inv_std[j], compensation[j] = kahan_add(inv_std[j], compensation[j], d * d)
+    for j in range(n):
+        squares = inv_std[j]
+        running_mean[j] = momentum * mean[j] + (1.0 - momentum) * running_mean[j]
+        running_var[j] = momentum * (squares * inv_m1) + (1.0 - momentum) * running_var[j]
+        inv_std[j] = 1.0 / math.sqrt(squares * inv_m + eps)
+    for i in range(m):
+        row = uint64(i * n)
+        for j in range(n):
+            zhat = (Z[i, j] - mean[j]) * inv_std[j]
+            Zhat[i, j] = zhat
+            a = activation(gamma[j] * zhat + beta[j])
+            A[i, j] = dropped(a, dropout_keep(k, row + uint64(j), t), scale)
+
+
+def batch_norm_inference(Z, b, gamma, beta, running_mean, running_var, A, eps):
+    """Batch norm at inference, fused: Z <- Z + b, A = f(gamma (Z - running_mean) /
+    sqrt(running_var + eps) + beta)."""
+    m, n = Z.shape
+    inv_std = np.empty_like(b)
+    for j in range(n):
+        inv_std[j] = 1.0 / math.sqrt(running_var[j] + eps)
+    for i in range(m):
+        for j in range(n):
+            z = Z[i, j] + b[j]
+            Z[i, j] = z
+            A[i, j] = activation(gamma[j] * ((z - running_mean[j]) * inv_std[j]) + beta[j])
+
+
+def batch_norm_backward(dA, Zhat, gamma, beta, stats, delta, dgamma, dbeta, db, inv_m,
+                        key, threshold, scale):
+    """Backward through dropout, f and batch norm, fused in two passes over the rows:
+    (1) dBN = dA / (1 - rate) * f'(BN) where kept (BN = gamma Zhat + beta and f(BN)
+    recomputed), into delta, with dbeta = sum dBN and dgamma = sum dBN Zhat; (2) delta =
+    ``rows.batch_norm_delta`` (dL/dZ) and db = sum delta. Sums compensated; delta may be dA."""
+    m, n = dA.shape
+    k, t = uint64(key), uint64(threshold)
+    inv_std = stats[1]
+    c_beta = np.zeros_like(db)
+    c_gamma = np.zeros_like(db)
+    for j in range(n):
+        dbeta[j] = 0.0
+        dgamma[j] = 0.0
+    for i in range(m):
+        row = uint64(i * n)
+        for j in range(n):
+            zhat = Zhat[i, j]
+            bn = gamma[j] * zhat + beta[j]
+            d = dropped(dA[i, j] * derivative(bn, activation(bn)),
+                        dropout_keep(k, row + uint64(j), t), scale)
+            delta[i, j] = d
+            dbeta[j], c_beta[j] = kahan_add(dbeta[j], c_beta[j], d)
+            dgamma[j], c_gamma[j] = kahan_add(dgamma[j], c_gamma[j], d * zhat)
+    coef = np.empty_like(db)
+    for j in range(n):  # c_beta, c_gamma now hold mean(dBN), mean(dBN Zhat)
+        coef[j] = gamma[j] * inv_std[j]
+        c_beta[j] = dbeta[j] * inv_m
+        c_gamma[j] = dgamma[j] * inv_m
+    compensation = np.zeros_like(db)
+    for j in range(n):
+        db[j] = 0.0
+    for i in range(m):
+        for j in range(n):
+            d = batch_norm_delta(delta[i, j], Zhat[i, j], coef[j], c_beta[j], c_gamma[j])
+            delta[i, j] = d
+            db[j], compensation[j] = kahan_add(db[j], compensation[j], d)
+
+
 # ---------------------------------------------------------------------- optimizer updates
 def optimizer_update(p, g, state, first, hyper, decay, n_decay, l1, clip_value, scale):
     """p[k] <- rule(p[k], g'[k], state, first + k, hyper) for every k of the slice p (and g),
@@ -294,6 +444,8 @@ PARALLEL = {
     bias_activation: bias_activation_parallel,
     bias_activation_rows: bias_activation_rows_parallel,
     activation_backward: activation_backward_parallel,
+    bias_activation_dropout: bias_activation_dropout_parallel,
+    activation_backward_dropout: activation_backward_dropout_parallel,
     optimizer_step: optimizer_step_parallel,
     grad_sum_squares: grad_sum_squares_parallel,
     gather_rows: gather_rows_parallel,

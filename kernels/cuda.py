@@ -41,7 +41,7 @@ from typing import Any
 
 import numba
 import numpy
-from numba import cuda
+from numba import cuda, uint64
 
 from .. import config
 from .compat import restore_row_stack
@@ -49,9 +49,12 @@ from .compiler import Target
 from .rows import (
     activation,
     activation_row,
+    batch_norm_delta,
     clamp,
     clip_scale,
     derivative,
+    dropout_keep,
+    dropped,
     kahan_add,
     loss_row,
     output_delta,
@@ -273,6 +276,117 @@ def loss_output_reduce(delta, row_stats, db, out_stats, skip):
                 skip[0] = 1.0
 
 
+# ---------------------------------------------------------------------- dropout
+def bias_activation_dropout_elements(Z, b, A, first_row, key, threshold, scale):
+    """Z[i, j] += b[j], A[i, j] = f(Z[i, j]) / (1 - rate) where the mask (``rows.dropout_keep``
+    of element (first_row + i) n + j under ``key``) keeps it, else 0; one thread per element."""
+    n = Z.shape[1]
+    kk, t = uint64(key), uint64(threshold)
+    for k in range(cuda.grid(1), Z.shape[0] * n, cuda.gridsize(1)):
+        i = k // n
+        j = k - i * n
+        z = Z[i, j] + b[j]
+        Z[i, j] = z
+        A[i, j] = dropped(activation(z), dropout_keep(kk, uint64(first_row * n + k), t), scale)
+
+
+def activation_backward_dropout_chunks(dA, Z, delta, partial, chunk_rows, first_row, key,
+                                       threshold, scale):
+    """delta = dA / (1 - rate) * f'(Z) where the forward's mask (recomputed from ``key``) kept
+    the element, else 0 (f' given Z and f(Z) recomputed), and partial[c, j] = the sum of
+    delta[:, j] over chunk c; one thread per (chunk, column), as
+    ``activation_backward_chunks``."""
+    m, n = dA.shape
+    kk, t = uint64(key), uint64(threshold)
+    for w in range(cuda.grid(1), partial.shape[0] * n, cuda.gridsize(1)):
+        c = w // n
+        j = w - c * n
+        total, compensation = 0.0, 0.0
+        for i in range(c * chunk_rows, min(m, (c + 1) * chunk_rows)):
+            z = Z[i, j]
+            d = dropped(dA[i, j] * derivative(z, activation(z)),
+                        dropout_keep(kk, uint64((first_row + i) * n + j), t), scale)
+            delta[i, j] = d
+            total, compensation = kahan_add(total, compensation, d)
+        partial[c, j] = total
+
+
+# ---------------------------------------------------------------------- batch norm
+def batch_norm_forward_columns(Z, b, gamma, beta, stats, running_mean, running_var, Zhat, A,
+                               momentum, eps, inv_m, inv_m1, key, threshold, scale):
+    """Batch norm in training, one thread per column j walking down its rows (a warp reads
+    consecutive columns of a row: coalesced), as ``cpu.batch_norm_forward``: Z += b and mu,
+    then var (compensated), stats, running estimates, then Zhat and A = dropout(f(BN))."""
+    m = Z.shape[0]
+    n = Z.shape[1]
+    kk, t = uint64(key), uint64(threshold)
+    for j in range(cuda.grid(1), n, cuda.gridsize(1)):
+        total, compensation = 0.0, 0.0
+        for i in range(m):
+            z = Z[i, j] + b[j]
+            Z[i, j] = z
+            total, compensation = kahan_add(total, compensation, z)
+        mean = total * inv_m
+        squares, compensation = 0.0, 0.0
+        for i in range(m):
+            d = Z[i, j] - mean
+            squares, compensation = kahan_add(squares, compensation, d * d)
+        running_mean[j] = momentum * mean + (1.0 - momentum) * running_mean[j]
+        running_var[j] = momentum * (squares * inv_m1) + (1.0 - momentum) * running_var[j]
+        inv_std = 1.0 / math.sqrt(squares * inv_m + eps)
+        stats[0, j] = mean
+        stats[1, j] = inv_std
+        for i in range(m):
+            zhat = (Z[i, j] - mean) * inv_std
+            Zhat[i, j] = zhat
+            a = activation(gamma[j] * zhat + beta[j])
+            A[i, j] = dropped(a, dropout_keep(kk, uint64(i * n + j), t), scale)
+
+
+def batch_norm_inference_elements(Z, b, gamma, beta, running_mean, running_var, A, eps):
+    """Z[i, j] += b[j], A[i, j] = f(gamma (Z - running_mean) / sqrt(running_var + eps) + beta)
+    (column j's estimates); one thread per element."""
+    n = Z.shape[1]
+    for k in range(cuda.grid(1), Z.shape[0] * n, cuda.gridsize(1)):
+        i = k // n
+        j = k - i * n
+        z = Z[i, j] + b[j]
+        Z[i, j] = z
+        inv_std = 1.0 / math.sqrt(running_var[j] + eps)
+        A[i, j] = activation(gamma[j] * ((z - running_mean[j]) * inv_std) + beta[j])
+
+
+def batch_norm_backward_columns(dA, Zhat, gamma, beta, stats, delta, dgamma, dbeta, db, inv_m,
+                                key, threshold, scale):
+    """Backward through dropout, f and batch norm, one thread per column j, two passes down
+    its rows as ``cpu.batch_norm_backward``: dBN (into delta), dbeta and dgamma; then
+    delta = ``rows.batch_norm_delta`` and db."""
+    m = dA.shape[0]
+    n = dA.shape[1]
+    kk, t = uint64(key), uint64(threshold)
+    for j in range(cuda.grid(1), n, cuda.gridsize(1)):
+        sum_d, c_d, sum_dz, c_dz = 0.0, 0.0, 0.0, 0.0
+        for i in range(m):
+            zhat = Zhat[i, j]
+            bn = gamma[j] * zhat + beta[j]
+            d = dropped(dA[i, j] * derivative(bn, activation(bn)),
+                        dropout_keep(kk, uint64(i * n + j), t), scale)
+            delta[i, j] = d
+            sum_d, c_d = kahan_add(sum_d, c_d, d)
+            sum_dz, c_dz = kahan_add(sum_dz, c_dz, d * zhat)
+        dbeta[j] = sum_d
+        dgamma[j] = sum_dz
+        coef = gamma[j] * stats[1, j]
+        mean_d = sum_d * inv_m
+        mean_dz = sum_dz * inv_m
+        total, compensation = 0.0, 0.0
+        for i in range(m):
+            d = batch_norm_delta(delta[i, j], Zhat[i, j], coef, mean_d, mean_dz)
+            delta[i, j] = d
+            total, compensation = kahan_add(total, compensation, d)
+        db[j] = total
+
+
 # ---------------------------------------------------------------------- optimizer update
 def optimizer_step(p, g, state, hyper, decay, n_decay, skip, l1, clip_value, max_norm,
                    sum_squares):
@@ -321,6 +435,11 @@ TEMPLATES = (
     bias_activation_rows,
     activation_backward_chunks,
     sum_chunks,
+    bias_activation_dropout_elements,
+    activation_backward_dropout_chunks,
+    batch_norm_forward_columns,
+    batch_norm_inference_elements,
+    batch_norm_backward_columns,
     loss_delta_rows,
     loss_output_reduce,
     optimizer_step,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+import numpy
+
 from .compiler import placeholder
 
 # ---------------------------------------------------------------------- what kernels bind
@@ -119,3 +121,41 @@ def regularized_gradient(g, p, clip_value, scale, l1, decay):
     norm-clipping ``scale``, then + l1 sign(p) and + decay p (torch's order: clipping acts on
     p.grad, the penalty's gradient is added, then the optimizer adds weight decay)."""
     return (clamp(g, clip_value) * scale + l1 * sign(p)) + decay * p
+
+# ---------------------------------------------------------------------- dropout and batch norm
+#: splitmix64 (Steele, Lea & Flood 2014): the state increment (2^64 / golden ratio) and the
+#: finalizer's multipliers. uint64 scalars: every operation below wraps modulo 2^64, in Numba
+#: (CPU and CUDA) and on NumPy/CuPy uint64 arrays alike.
+GOLDEN = numpy.uint64(0x9E3779B97F4A7C15)
+MIX1 = numpy.uint64(0xBF58476D1CE4E5B9)
+MIX2 = numpy.uint64(0x94D049BB133111EB)
+#: a mask element is kept when the top DROPOUT_BITS bits of its hash are >= the threshold
+#: round(rate 2^DROPOUT_BITS): P(keep) = 1 - rate, to 2^-24.
+DROPOUT_BITS = 24
+
+
+def mix64(x):
+    """splitmix64's finalizer: a bijection of uint64 whose output bits look independent."""
+    x = (x ^ (x >> 30)) * MIX1
+    x = (x ^ (x >> 27)) * MIX2
+    return x ^ (x >> 31)
+
+
+def dropout_keep(key, index, threshold):
+    """True if element ``index`` (row-major in the batch) survives dropout under ``key``:
+    the top 24 bits of mix64(key + index * GOLDEN) are >= ``threshold`` (all uint64; a
+    counter-based hash, so CPU, GPU and the reference draw the same mask from the same key).
+    Threshold 0 keeps everything."""
+    if threshold == 0:
+        return True
+    return (mix64(key + index * GOLDEN) >> 40) >= threshold
+
+
+def dropped(a, keep, scale):
+    """Inverted dropout of one activation: a / (1 - rate) if kept, else 0."""
+    return a * scale if keep else 0.0
+
+
+def batch_norm_delta(d, zhat, coef, mean_d, mean_dz):
+    """dZ = gamma / sigma (dBN - mean(dBN) - Zhat mean(dBN Zhat)), coef = gamma / sigma."""
+    return coef * (d - mean_d - zhat * mean_dz)

@@ -136,6 +136,9 @@ def _family(placeholders: frozenset[str]) -> list[tuple[str, dict[str, Any], Any
         return [(n, {"activation_row": ACTIVATIONS[n].row}, n) for n in ROWWISE]
     if placeholders == {"derivative"}:
         return [(n, {"derivative": ACTIVATIONS[n].scalar_derivative}, n) for n in BACKWARD]
+    if placeholders == {"activation", "derivative"}:  # backward kernels that recompute f(z)
+        return [(n, {"activation": ACTIVATIONS[n].scalar,
+                     "derivative": ACTIVATIONS[n].scalar_derivative}, n) for n in BACKWARD]
     if placeholders == {"loss_row", "output_delta"}:
         return [(f"{a}+{lo}", LOSSES[lo].kernel_bindings(ACTIVATIONS[a]), (a, lo))
                 for a, lo in OUTPUT_PAIRS]
@@ -149,6 +152,8 @@ def _family(placeholders: frozenset[str]) -> list[tuple[str, dict[str, Any], Any
 CPU_TEMPLATES = (
     cpu.bias_activation, cpu.bias_activation_rows, cpu.activation_backward,
     cpu.loss_output_delta, cpu.optimizer_step, cpu.grad_sum_squares, cpu.gather_rows,
+    cpu.bias_activation_dropout, cpu.activation_backward_dropout, cpu.batch_norm_forward,
+    cpu.batch_norm_inference, cpu.batch_norm_backward,
 )
 #: functions of ``xpmlp.kernels.cpu`` that compile kernels rather than being compiled.
 CPU_MACHINERY = ("choose_threading_layer", "_kernel")
@@ -253,7 +258,48 @@ def cpu_args(case: Case, dtype: Any, m: int = 70, n: int = 3) -> tuple[Any, ...]
         return rng.standard_normal(1000).astype(dt), dt.type(0.5), np.zeros(1, dt)
     if name == "gather_rows":
         return Z, rng.permutation(m), np.empty_like(Z)
+    if name in DROPOUT_AND_BATCH_NORM:
+        return regularization_args(name, Z, rng)
     raise AssertionError(f"no sample arguments for {case.id}")
+
+
+#: the dropout and batch-norm templates of both targets, by name.
+DROPOUT_AND_BATCH_NORM = (
+    "bias_activation_dropout", "activation_backward_dropout", "batch_norm_forward",
+    "batch_norm_inference", "batch_norm_backward", "bias_activation_dropout_elements",
+    "activation_backward_dropout_chunks", "batch_norm_forward_columns",
+    "batch_norm_inference_elements", "batch_norm_backward_columns",
+)
+
+
+def regularization_args(name: str, Z: np.ndarray, rng: np.random.Generator) -> tuple[Any, ...]:
+    """Arguments of a dropout or batch-norm template as the backends pass them: dropout 0.25
+    (threshold 2^22, scale 4/3), a key, batch norm's eps and momentum, 1/m and 1/(m - 1)."""
+    from xpmlp.kernels import cuda as kcuda
+
+    m, n = Z.shape
+    dt = Z.dtype
+    t = dt.type
+    vec = [rng.standard_normal(n).astype(dt) for _ in range(2)]
+    drop = (12345, 1 << 22, t(4.0 / 3.0))
+    if name in ("bias_activation_dropout", "bias_activation_dropout_elements"):
+        return (Z, vec[0], np.empty_like(Z), 0, *drop)
+    if name == "activation_backward_dropout":
+        return (rng.standard_normal((m, n)).astype(dt), Z, np.empty_like(Z), np.empty(n, dt), 0,
+                *drop)
+    if name == "activation_backward_dropout_chunks":
+        return (rng.standard_normal((m, n)).astype(dt), Z, np.empty_like(Z),
+                np.empty((kcuda.n_chunks(m), n), dt), kcuda.CHUNK_ROWS, 0, *drop)
+    running = (np.zeros(n, dt), np.ones(n, dt))
+    if name in ("batch_norm_forward", "batch_norm_forward_columns"):
+        return (Z, vec[0], 1 + vec[1], vec[1], np.empty((2, n), dt), *running, np.empty_like(Z),
+                np.empty_like(Z), t(0.1), t(1e-5), t(1.0 / m), t(1.0 / (m - 1)), *drop)
+    if name in ("batch_norm_inference", "batch_norm_inference_elements"):
+        return (Z, vec[0], 1 + vec[1], vec[1], *running, np.empty_like(Z), t(1e-5))
+    stats = np.stack([vec[0], 1 + np.abs(vec[1])]).astype(dt)
+    return (rng.standard_normal((m, n)).astype(dt), Z, 1 + vec[1], vec[0], stats,
+            np.empty_like(Z), np.empty(n, dt), np.empty(n, dt), np.empty(n, dt), t(1.0 / m),
+            *drop)
 
 
 def cuda_args(case: Case, dtype: Any, m: int = 9, n: int = 3) -> tuple[Any, ...]:
@@ -286,6 +332,8 @@ def cuda_args(case: Case, dtype: Any, m: int = 9, n: int = 3) -> tuple[Any, ...]
         return rng.standard_normal(100).astype(dt), dt.type(0.5), np.empty((16, 1), dt)
     if name == "gather_rows":
         return Z, rng.permutation(m), np.empty_like(Z)
+    if name in DROPOUT_AND_BATCH_NORM:
+        return regularization_args(name, Z, rng)
     raise AssertionError(f"no sample arguments for {case.id}")
 
 
@@ -344,6 +392,65 @@ def run_grad_sum_squares(be: Backend, g, clip_value: float) -> np.ndarray:
         gd, out = _on(be, g, np.full(1, np.nan, g.dtype))
         be.grad_sum_squares(gd, clip_value, out)
         return _back(be, out)[0]
+def run_bias_activation_dropout(be: Backend, act: str, Z, b, key: int, rate: float):
+    """(Z + b, dropout(f(Z + b))) by ``be``."""
+    with be.activate():
+        Zd, bd, Ad = _on(be, Z, b, np.full(Z.shape, np.nan, Z.dtype))
+        be.bias_activation_dropout(Zd, bd, Ad, act, key, rate)
+        return tuple(_back(be, Zd, Ad))
+
+
+def run_activation_backward_dropout(be: Backend, act: str, dA, Z, key: int, rate: float,
+                                    in_place: bool = False):
+    """(delta, db) by ``be``; with ``in_place`` delta is dA itself."""
+    with be.activate():
+        dAd, Zd, db = _on(be, dA, Z, np.full(dA.shape[1], np.nan, dA.dtype))
+        delta = dAd if in_place else _on(be, np.full(dA.shape, np.nan, dA.dtype))[0]
+        be.activation_backward_dropout(dAd, Zd, delta, db, act, key, rate)
+        return tuple(_back(be, delta, db))
+
+
+def batch_norm_inputs(shape: tuple[int, int], dtype: Any, rng: np.random.Generator):
+    """Z, b, gamma, beta, running_mean, running_var of a batch-norm layer."""
+    m, n = shape
+    dt = np.dtype(dtype)
+    return ((3 * rng.standard_normal(shape) + rng.standard_normal(n)).astype(dt),
+            rng.standard_normal(n).astype(dt), (1 + 0.5 * rng.standard_normal(n)).astype(dt),
+            rng.standard_normal(n).astype(dt), rng.standard_normal(n).astype(dt),
+            rng.uniform(0.5, 2.0, n).astype(dt))
+
+
+def run_batch_norm_forward(be: Backend, act: str, Z, b, gamma, beta, rmean, rvar, key: int,
+                           rate: float):
+    """(Z + b, stats, running_mean, running_var, Zhat, A) by ``be`` (momentum 0.1, eps 1e-5)."""
+    nan = np.nan
+    with be.activate():
+        Zd, bd, gd, betad, rmd, rvd, st, Zh, Ad = _on(
+            be, Z, b, gamma, beta, rmean, rvar, np.full((2, Z.shape[1]), nan, Z.dtype),
+            np.full(Z.shape, nan, Z.dtype), np.full(Z.shape, nan, Z.dtype))
+        be.batch_norm_forward(Zd, bd, gd, betad, st, rmd, rvd, Zh, Ad, act, key, rate, 0.1, 1e-5)
+        return tuple(_back(be, Zd, st, rmd, rvd, Zh, Ad))
+
+
+def run_batch_norm_inference(be: Backend, act: str, Z, b, gamma, beta, rmean, rvar):
+    """(Z + b, A) by ``be`` (eps 1e-5)."""
+    with be.activate():
+        Zd, bd, gd, betad, rmd, rvd, Ad = _on(be, Z, b, gamma, beta, rmean, rvar,
+                                              np.full(Z.shape, np.nan, Z.dtype))
+        be.batch_norm_inference(Zd, bd, gd, betad, rmd, rvd, Ad, act, 1e-5)
+        return tuple(_back(be, Zd, Ad))
+
+
+def run_batch_norm_backward(be: Backend, act: str, dA, Zhat, gamma, beta, stats, key: int,
+                            rate: float, in_place: bool = False):
+    """(delta, dgamma, dbeta, db) by ``be``; with ``in_place`` delta is dA itself."""
+    n, dt = dA.shape[1], dA.dtype
+    with be.activate():
+        dAd, Zh, gd, betad, st, dg, dbe, db = _on(
+            be, dA, Zhat, gamma, beta, stats, *(np.full(n, np.nan, dt) for _ in range(3)))
+        delta = dAd if in_place else _on(be, np.full(dA.shape, np.nan, dt))[0]
+        be.batch_norm_backward(dAd, Zh, gd, betad, st, delta, dg, dbe, db, act, key, rate)
+        return tuple(_back(be, delta, dg, dbe, db))
 
 
 def run_gather_rows(be: Backend, X, idx):

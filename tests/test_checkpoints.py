@@ -69,6 +69,26 @@ def test_two_epochs_saved_loaded_and_two_more_are_four_epochs(tmp_path: Path, op
     assert not np.array_equal(fresh.params, straight.params)
 
 
+def test_resuming_with_dropout_batch_norm_and_clipping_is_bit_identical(tmp_path: Path) -> None:
+    """The dropout step counter and batch norm's running estimates travel in the checkpoint:
+    the masks and the inference statistics go on where they were."""
+    def regularized() -> MLP:
+        return MLP([3, 7, 5, 3], optimizer="rmsprop", dropout=[0.3, 0.1], batch_norm=True,
+                   l1=1e-4, clip_grad_norm=1.0, backend="numpy", seed=5)
+
+    straight = regularized().fit(X, Y, epochs=4, lr_schedule="cosine", **FIT)
+    half = regularized()
+    half.fit(X, Y, epochs=4, lr_schedule="cosine", **FIT, callback=lambda r: (
+        r["epoch"] == 2 and save_model(half, tmp_path / "reg")))
+    resumed = load_model(tmp_path / "reg.npz", backend="numpy")
+    assert resumed.epoch_ == 2 and resumed.dropout_steps == half.dropout_steps // 2
+    resumed.fit(X, Y, epochs=4, initial_epoch=resumed.epoch_, lr_schedule="cosine", **FIT)
+    assert_same_training(resumed, straight)
+    np.testing.assert_array_equal(resumed.running_mean, straight.running_mean)
+    np.testing.assert_array_equal(resumed.running_var, straight.running_var)
+    assert resumed.dropout_steps == straight.dropout_steps
+
+
 @pytest.mark.parametrize("optimizer", ["momentum", "adam"])
 def test_a_cosine_run_resumed_from_a_mid_run_checkpoint(tmp_path: Path, optimizer: str) -> None:
     straight = model(optimizer).fit(X, Y, epochs=4, lr_schedule="cosine", **FIT)

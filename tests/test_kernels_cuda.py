@@ -438,7 +438,69 @@ def direct_gather_rows(cuda_ops, case, kernel, dtype, m, n, rng) -> None:
     np.testing.assert_array_equal(out, X[idx])
 
 
+def direct_regularization(cuda_ops, case, kernel, dtype, m, n, rng) -> None:
+    """The dropout and batch-norm kernels, launched as the backend does, against the
+    reference's ops (tests/test_dropout.py and tests/test_batch_norm.py test them further)."""
+    from kernel_cases import (
+        batch_norm_inputs,
+        run_activation_backward_dropout,
+        run_batch_norm_backward,
+        run_batch_norm_forward,
+        run_batch_norm_inference,
+        run_bias_activation_dropout,
+    )
+
+    from xpmlp.regularization import dropout_threshold
+
+    name, act, t = case.template.__name__, case.about, np.dtype(dtype).type
+    key, rate = 4242, 0.375
+    drop = (key, dropout_threshold(rate), t(1.0 / (1.0 - rate)))
+    Z, b, gamma, beta, rmean, rvar = batch_norm_inputs((m, n), dtype, rng)
+    dA = rng.standard_normal((m, n)).astype(dtype)
+    fill = np.full_like(Z, np.nan)
+    if name == "bias_activation_dropout_elements":
+        expected = run_bias_activation_dropout(REFERENCE, act, Z, b, key, rate)
+        A = fill.copy()
+        launch(cuda_ops, kernel, m * n, Z, b, A, 0, *drop)
+        got = (Z, A)
+    elif name == "activation_backward_dropout_chunks":
+        expected = run_activation_backward_dropout(REFERENCE, act, dA, Z, key, rate)
+        delta, partial, db = fill.copy(), np.full((m, n), np.nan, dtype), np.full(n, np.nan, dtype)
+        launch(cuda_ops, kernel, m * n, dA, Z, delta, partial, 1, 0, *drop)  # 1-row chunks
+        launch(cuda_ops, kcuda.CUDA.kernel(kcuda.sum_chunks, dtype), n, partial, db)
+        got = (delta, db)
+    elif name == "batch_norm_forward_columns":
+        expected = run_batch_norm_forward(REFERENCE, act, Z, b, gamma, beta, rmean, rvar, key,
+                                          rate)
+        st, Zhat, A = np.full((2, n), np.nan, dtype), fill.copy(), fill.copy()
+        launch(cuda_ops, kernel, n, Z, b, gamma, beta, st, rmean, rvar, Zhat, A,
+               t(0.1 if m > 1 else 0.0), t(1e-5), t(1.0 / m), t(1.0 / max(m - 1, 1)), *drop)
+        got = (Z, st, rmean, rvar, Zhat, A)
+    elif name == "batch_norm_inference_elements":
+        expected = run_batch_norm_inference(REFERENCE, act, Z, b, gamma, beta, rmean, rvar)
+        A = fill.copy()
+        launch(cuda_ops, kernel, m * n, Z, b, gamma, beta, rmean, rvar, A, t(1e-5))
+        got = (Z, A)
+    else:
+        stats = np.stack([b, 1 + np.abs(beta)]).astype(dtype)
+        Zhat = np.tanh(Z)
+        expected = run_batch_norm_backward(REFERENCE, act, dA, Zhat, gamma, beta, stats, key,
+                                           rate)
+        delta, dg, dbe, db = fill.copy(), *(np.full(n, np.nan, dtype) for _ in range(3))
+        launch(cuda_ops, kernel, n, dA, Zhat, gamma, beta, stats, delta, dg, dbe, db,
+               t(1.0 / m), *drop)
+        got = (delta, dg, dbe, db)
+    tol = 1e-4 if np.dtype(dtype) == np.float32 else 1e-11
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_allclose(g, e, rtol=tol, atol=tol, err_msg=case.id)
+
+
 DIRECT = {
+    "bias_activation_dropout_elements": direct_regularization,
+    "activation_backward_dropout_chunks": direct_regularization,
+    "batch_norm_forward_columns": direct_regularization,
+    "batch_norm_inference_elements": direct_regularization,
+    "batch_norm_backward_columns": direct_regularization,
     "bias_activation_elements": direct_bias_activation,
     "bias_activation_rows": direct_bias_activation,
     "activation_backward_chunks": direct_activation_backward_chunks,
@@ -458,6 +520,8 @@ def test_every_template_is_launched_directly() -> None:
 
 # the simulator's NumPy scalars warn on inf - inf (an infinite loss in loss_output_reduce)
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+# ... and on the dropout hash's uint64 products, which wrap by design
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 @pytest.mark.parametrize(("shape", "config"), [((1, 1), CONFIGS[0]), ((7, 3), CONFIGS[1])])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", cuda_cases(), ids=lambda c: c.id)

@@ -137,6 +137,11 @@ def restore_training(model: Any, training: dict[str, Any] | None,
     Without ``training`` (an older file) the model keeps its fresh optimizer, epoch 0.
     ``DataFileError`` when the arrays do not fit the model's optimizer or buffers.
     """
+    buffers = {name[len(BUFFER):]: a for name, a in arrays.items() if name.startswith(BUFFER)}
+    missing = sorted(set(model.buffers) - set(buffers))
+    if missing:
+        raise DataFileError(f"{where}: the model's buffer(s) {', '.join(map(repr, missing))} "
+                            "are missing (a model with batch norm saves its running estimates)")
     if training is None:
         return
     be, opt = model.backend, model.optimizer
@@ -147,7 +152,6 @@ def restore_training(model: Any, training: dict[str, Any] | None,
     if training["steps"] > 0 and opt.state_names and not rows:
         raise DataFileError(f"{where}: {training['steps']} optimizer steps were taken but the "
                             f"file holds no state for optimizer {opt.name!r}")
-    buffers = {name[len(BUFFER):]: a for name, a in arrays.items() if name.startswith(BUFFER)}
     for name, a in buffers.items():
         into = model.buffers.get(name)
         if into is None or tuple(into.shape) != a.shape:

@@ -36,8 +36,9 @@ from .architecture import (
 from .backends import Backend, get_backend
 from .errors import NotDifferentiableError
 from .init import INITIALIZERS, init_weights
-from .layers import Dense
+from .layers import BatchNorm, Dense
 from .optim import Optimizer
+from .regularization import check_batch_norm, check_dropout, dropout_key
 from .workspace import ForwardPass, Gradients, Workspace, memory_for
 
 CONSTRAINTS = {
@@ -66,6 +67,14 @@ def _parameter_shapes(sizes: Sequence[int]) -> tuple[list[tuple[int, int]], tupl
     """W's shape (n_l, n_{l-1}) per layer, and the number of weights and of biases."""
     shapes = list(zip(sizes[1:], sizes[:-1], strict=True))
     return shapes, (sum(o * i for o, i in shapes), sum(sizes[1:]))
+
+
+def parameter_count(sizes: Sequence[int], batch_norm: Sequence[bool] = ()) -> int:
+    """Length of the flat parameter vector: all W, all b, then gamma and beta of each hidden
+    layer with batch norm."""
+    n_weights, n_biases = _parameter_shapes(sizes)[1]
+    return n_weights + n_biases + 2 * sum(n for n, bn in zip(sizes[1:-1], batch_norm,
+                                                             strict=False) if bn)
 
 
 class MLP:
@@ -101,7 +110,17 @@ class MLP:
     backend : str or Backend, optional
         numpy, cuda or auto (default: ``XPMLP_BACKEND``, else auto).
     seed : int
-        Seeds initialization and shuffling: same seed, same backend, same bits.
+        Seeds initialization, shuffling and the dropout masks: same seed, same backend, same
+        bits (the masks are the same on every backend).
+    dropout : float or sequence of float
+        Dropout rate in [0, 1) after each hidden layer's activation (one rate, or one per
+        hidden layer), in training only: A = mask * f(.) / (1 - rate); default 0 (none).
+    batch_norm : bool or sequence of bool
+        Batch normalization between each hidden layer's Dense transform and its activation
+        (one flag, or one per hidden layer), as ``torch.nn.BatchNorm1d`` (eps 1e-5, momentum
+        0.1): batch statistics in training, running estimates at inference. gamma (init 1)
+        and beta (init 0) sit in the flat parameter vector after the biases, trained by every
+        optimizer and, like the biases, not weight-decayed.
 
     After training: ``history_`` (a record per epoch), ``epoch_`` (epochs trained),
     ``steps_`` (optimizer steps), ``lr_schedule_`` (the last fit's schedule position) and
@@ -131,6 +150,8 @@ class MLP:
         backend: str | Backend | None = None,
         device: int | None = None,
         seed: int = 0,
+        dropout: float | Sequence[float] = 0.0,
+        batch_norm: bool | Sequence[bool] = False,
     ) -> None:
         sizes = check_layer_sizes(layer_sizes)
         loss_entry = losses.LOSSES.check("loss", loss)
@@ -139,6 +160,9 @@ class MLP:
         output, loss_entry = losses.check_pairing(output_activation, loss)
         check_output_units(output, sizes[-1])
         check_params({"init": init, "dtype": str(dtype), "seed": seed}, CONSTRAINTS)
+        self.dropout = check_dropout(dropout, len(sizes) - 2)
+        self.batch_norm = check_batch_norm(batch_norm, len(sizes) - 2)
+        self.dropout_steps = 0  # training forward passes that drew dropout masks
         self.optimizer = optimizer_for(optimizer, learning_rate, momentum=momentum, beta1=beta1,
                                     beta2=beta2, eps=eps, weight_decay=weight_decay, l1=l1,
                                     clip_grad_norm=clip_grad_norm,
@@ -152,7 +176,7 @@ class MLP:
         self.dtype = self.backend.xp.dtype(str(dtype))
         with self.backend.activate(), memory_for(
             f"the parameters, gradients and {self.optimizer.name} state of layers "
-            f"{'-'.join(map(str, sizes))}", 4 * sum(_parameter_shapes(sizes)[1]),
+            f"{'-'.join(map(str, sizes))}", 4 * parameter_count(sizes, self.batch_norm),
             self.dtype.itemsize, "smaller layers",
         ):
             self.rng = self.backend.rng(seed)
@@ -167,23 +191,49 @@ class MLP:
         self.history_: list[dict[str, Any]] = []
         self.epoch_ = 0  # epochs trained over the model's life (xpmlp.training.fit)
         self.lr_schedule_: dict[str, Any] | None = None  # the last fit's schedule position
-        self.buffers: dict[str, Any] = {}  # named non-parameter arrays (xpmlp.checkpoint)
 
     def _allocate_parameters(self) -> None:
-        """One flat vector for all parameters (all W, then all b), one for their gradients."""
+        """One flat vector for all parameters (all W, then all b, then gamma and beta of each
+        batch-normalized layer), one for their gradients; the running estimates of batch norm
+        in ``running_mean`` and ``running_var`` (one slice per batch-normalized layer)."""
         shapes, (self.n_weights, n_biases) = _parameter_shapes(self.layer_sizes)
-        n_total = self.n_weights + n_biases
+        n_total = parameter_count(self.layer_sizes, self.batch_norm)
+        norm = [*self.batch_norm, False]
+        n_norm = (n_total - self.n_weights - n_biases) // 2
         self.params = self.backend.zeros(n_total, self.dtype)
         self.grads = self.backend.zeros(n_total, self.dtype)
+        self.running_mean = self.backend.zeros(n_norm, self.dtype)
+        self.running_var = self.backend.zeros(n_norm, self.dtype)
+        self.running_var[...] = 1
         self.layers: list[Dense] = []
-        w_at, b_at = 0, self.n_weights
-        for (n_out, n_in), act in zip(shapes, self.activation_entries, strict=True):
+        w_at, b_at, g_at, r_at = 0, self.n_weights, self.n_weights + n_biases, 0
+        for l, ((n_out, n_in), act) in enumerate(zip(shapes, self.activation_entries,
+                                                     strict=True)):
             w, b = slice(w_at, w_at + n_out * n_in), slice(b_at, b_at + n_out)
+            bn = None
+            if norm[l]:
+                g, be, r = (slice(g_at, g_at + n_out), slice(g_at + n_out, g_at + 2 * n_out),
+                            slice(r_at, r_at + n_out))
+                self.params[g] = 1
+                bn = BatchNorm(gamma=self.params[g], beta=self.params[be], dgamma=self.grads[g],
+                               dbeta=self.grads[be], running_mean=self.running_mean[r],
+                               running_var=self.running_var[r])
+                g_at, r_at = be.stop, r.stop
             self.layers.append(Dense(
                 W=self.params[w].reshape(n_out, n_in), b=self.params[b],
                 dW=self.grads[w].reshape(n_out, n_in), db=self.grads[b], activation=act,
+                dropout=self.dropout[l] if l < len(self.dropout) else 0.0, norm=bn,
             ))
             w_at, b_at = w.stop, b.stop
+        self._regularized = any(self.dropout) or any(self.batch_norm)
+
+    @property
+    def buffers(self) -> dict[str, Any]:
+        """The model's state besides its parameters, by name (saved with it): batch norm's
+        running estimates, flat over the batch-normalized layers (empty without batch norm)."""
+        if not any(self.batch_norm):
+            return {}
+        return {"running_mean": self.running_mean, "running_var": self.running_var}
 
     @property
     def steps_(self) -> int:
@@ -237,11 +287,19 @@ class MLP:
         return self.layer_sizes[-1]
 
     def __repr__(self) -> str:
+        extra = (f"dropout={self.dropout}, " if any(self.dropout) else "") + (
+            f"batch_norm={self.batch_norm}, " if any(self.batch_norm) else "")
         return (
             f"MLP({self.layer_sizes}, activations={self.activations}, loss={self.loss!r}, "
-            f"optimizer={self.optimizer!r}, dtype={self.dtype.name!r}, "
+            f"optimizer={self.optimizer!r}, {extra}dtype={self.dtype.name!r}, "
             f"backend={self.backend.name!r})"
         )
+
+    def describe(self) -> dict[str, Any]:
+        """The architecture as JSON-ready settings: layer sizes, activations, loss, dropout
+        rates and batch-norm flags."""
+        return {"layer_sizes": self.layer_sizes, "activations": self.activations,
+                "loss": self.loss, "dropout": self.dropout, "batch_norm": self.batch_norm}
 
     @on_backend
     def set_weights(self, weights: Sequence[tuple[Any, Any]]) -> None:
@@ -293,15 +351,30 @@ class MLP:
         sizes = self.layer_sizes
         with memory_for(
             f"the activations of a batch of {rows} rows through layers "
-            f"{'-'.join(map(str, sizes))}", rows * (sizes[0] + sizes[-1] + 3 * sum(sizes[1:])),
+            f"{'-'.join(map(str, sizes))}", rows * (sizes[0] + sizes[-1] + 3 * sum(sizes[1:])
+                                                    + sum(n for n, bn in zip(sizes[1:-1],
+                                                          self.batch_norm, strict=True) if bn)),
             self.dtype.itemsize, "a smaller batch_size (or fewer rows per forward call)",
         ):
-            return Workspace.allocate(self.backend, sizes, rows, self.dtype)
+            return Workspace.allocate(self.backend, sizes, rows, self.dtype, self.batch_norm)
 
-    def forward_pass(self, ws: Workspace) -> None:
-        """A[l + 1] = f(A[l] W^T + b) for every layer, from ws.X."""
-        for layer, A_prev, Z, A in zip(self.layers, ws.A[:-1], ws.Z, ws.A[1:], strict=True):
-            layer.forward(self.backend, A_prev, Z, A)
+    def forward_pass(self, ws: Workspace, training: bool = True) -> None:
+        """A[l + 1] = f(A[l] W^T + b) for every layer, from ws.X. ``training`` (the default:
+        a backward pass follows) draws new dropout masks and normalizes with the batch's
+        statistics, updating the running estimates; otherwise (prediction) there is no dropout
+        and batch norm uses the running estimates. A model without either runs the same
+        kernels in both modes."""
+        if not self._regularized:
+            for layer, A_prev, Z, A in zip(self.layers, ws.A[:-1], ws.Z, ws.A[1:], strict=True):
+                layer.forward(self.backend, A_prev, Z, A)
+            return
+        step = ws.dropout_step = self.dropout_steps
+        if training and any(self.dropout):
+            self.dropout_steps += 1
+        for l, layer in enumerate(self.layers):
+            key = dropout_key(self.seed, step, l) if training and layer.dropout else 0
+            layer.forward(self.backend, ws.A[l], ws.Z[l], ws.A[l + 1], training, key,
+                          ws.Zhat[l], ws.stats[l])
 
     def compute_gradients(self, ws: Workspace, out_stats: Any, skip: Any) -> None:
         """Forward and backward of the batch in ws.X, ws.Y: every dW and db in ``self.grads``;
@@ -321,10 +394,15 @@ class MLP:
         out.backward_from_delta(self.backend, ws.delta[-1], ws.A[-2],
                                 ws.delta[-2] if L > 1 else None)
         for l in range(L - 2, -1, -1):  # hidden layers, top down; ws.delta[l] holds dA
-            self.layers[l].backward(
-                self.backend, ws.delta[l], ws.Z[l], ws.A[l + 1], ws.A[l], ws.delta[l],
-                ws.delta[l - 1] if l > 0 else None,
-            )
+            layer = self.layers[l]
+            if not self._regularized:
+                layer.backward(self.backend, ws.delta[l], ws.Z[l], ws.A[l + 1], ws.A[l],
+                               ws.delta[l], ws.delta[l - 1] if l > 0 else None)
+                continue
+            key = dropout_key(self.seed, ws.dropout_step, l) if layer.dropout else 0
+            layer.backward(self.backend, ws.delta[l], ws.Z[l], ws.A[l + 1], ws.A[l],
+                           ws.delta[l], ws.delta[l - 1] if l > 0 else None, key,
+                           ws.Zhat[l], ws.stats[l])
 
     def apply_gradients(self, skip: Any, lr_factor: float = 1.0) -> None:
         """One optimizer step with ``self.grads`` (nothing changes when skip[0] is set)."""
@@ -343,12 +421,13 @@ class MLP:
 
     # ------------------------------------------------------------------ the learner's API
     @on_backend
-    def forward(self, X: Any) -> ForwardPass:
-        """The forward pass of X, keeping Z and A of every layer."""
+    def forward(self, X: Any, training: bool = True) -> ForwardPass:
+        """The forward pass of X, keeping Z and A of every layer (in training mode unless
+        ``training`` is False: see ``forward_pass``)."""
         X_dev, _ = self.to_device(X)
         ws = self.workspace(X_dev.shape[0])
         ws.X[...] = X_dev
-        self.forward_pass(ws)
+        self.forward_pass(ws, training)
         return ForwardPass(Z=ws.Z, A=ws.A, workspace=ws)
 
     @on_backend
@@ -392,7 +471,7 @@ class MLP:
             chunk = X[start:start + PREDICT_CHUNK]
             ws = spaces[rows].first(chunk.shape[0])
             ws.X[...] = chunk
-            self.forward_pass(ws)
+            self.forward_pass(ws, training=False)
             outs.append(ws.A[-1].copy())
         return xp.concatenate(outs, axis=0)
 

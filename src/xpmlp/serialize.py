@@ -2,7 +2,8 @@
 
 The file holds ``params`` (the flat parameter vector), ``meta`` (a JSON
 string: layer sizes, activations, loss, dtype, optimizer settings, seed, init,
-version, history, and the training state of ``xpmlp.checkpoint``) and one
+version, history, dropout rates and batch-norm flags, and the training state of
+``xpmlp.checkpoint``) and one
 member ``state.<name>`` per named state array (the optimizer's rows once it
 has taken a step, the model's buffers). A saved model is a checkpoint:
 training resumed from it goes on as it would have (``xpmlp.checkpoint``).
@@ -75,6 +76,9 @@ def model_record(model: Any) -> tuple[dict[str, Any], dict[str, numpy.ndarray]]:
         "trained_on": {"backend": model.backend.name, "device": model.backend.device},
         "history": model.history_,
     }
+    if any(model.dropout) or any(model.batch_norm):
+        meta.update(dropout=model.dropout, batch_norm=model.batch_norm,
+                    dropout_steps=model.dropout_steps)
     with model.backend.activate():
         meta["training"] = training_meta(model)
         arrays = {"params": numpy.array(model.backend.to_numpy(model.params))}
@@ -251,10 +255,13 @@ def _json_type(value: Any) -> str:
     return "number"
 
 
-def _parameter_count(layer_sizes: list[int]) -> int:
-    """Weights plus biases of the dense layers between ``layer_sizes``."""
-    pairs = zip(layer_sizes[:-1], layer_sizes[1:], strict=True)
-    return sum(n_out * n_in + n_out for n_in, n_out in pairs)
+def _parameter_count(layer_sizes: list[int], batch_norm: Any = ()) -> int:
+    """Weights plus biases of the dense layers between ``layer_sizes``, plus gamma and beta of
+    the hidden layers whose ``batch_norm`` flag is true."""
+    from .model import parameter_count
+
+    flags = batch_norm if isinstance(batch_norm, list) else []
+    return parameter_count(layer_sizes, [f is True for f in flags])
 
 
 def _checked_params(params: numpy.ndarray, meta: dict[str, Any],
@@ -269,7 +276,7 @@ def _checked_params(params: numpy.ndarray, meta: dict[str, Any],
         raise DataFileError(
             f"{path}: 'params' has dtype {params.dtype}; expected floating point numbers"
         )
-    expected = _parameter_count(meta["layer_sizes"])
+    expected = _parameter_count(meta["layer_sizes"], meta.get("batch_norm", []))
     if params.shape != (expected,):
         raise DataFileError(
             f"{path}: 'params' has shape {params.shape}; layer sizes {meta['layer_sizes']} "
@@ -309,9 +316,13 @@ def _model_from_meta(meta: dict[str, Any], params: numpy.ndarray, path: Path | s
             init=meta.get("init", "auto"),
             seed=meta.get("seed", 0),
             backend=backend,
+            dropout=meta.get("dropout", 0.0),
+            batch_norm=meta.get("batch_norm", False),
         )
     except (ValueError, TypeError, OverflowError) as exc:
         raise DataFileError(f"{path}: the metadata describes no valid model ({exc})") from None
+    steps = meta.get("dropout_steps", 0)
+    model.dropout_steps = steps if _is_int(steps) and steps >= 0 else 0
     with model.backend.activate():
         model.params[...] = model.backend.asarray(params, dtype=model.dtype)
     model.history_ = list(meta.get("history", []))

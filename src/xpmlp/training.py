@@ -441,7 +441,7 @@ def evaluate(model: MLP, X: Any, Y: Any, comm: Communicator | None = None,
         w = ws.first(min(rows, m - start))
         w.X[...] = X[start:start + w.rows]
         w.Y[...] = Y[start:start + w.rows]
-        model.forward_pass(w)
+        model.forward_pass(w, training=False)  # no dropout, running batch-norm estimates
         be.loss_output_delta(w.Z[-1], w.A[-1], w.Y, w.delta[-1], db, stats[c], skip, output,
                              model.loss_entry)
     totals = be.to_numpy(stats).astype(numpy.float64).sum(axis=0)

@@ -6,6 +6,10 @@ For layer l (0-based) the workspace holds Z[l] and A[l + 1] (A[0] is the
 input batch X) and delta[l], which first receives dA = delta_{l+1} W_{l+1}
 and is then turned into delta_l in place. A shorter batch (the last one of an
 epoch) uses the first rows of every array: views, no new allocation.
+
+A layer with batch norm also has Zhat[l] (the normalized Z, for the backward pass) and
+stats[l] = (batch mean, 1 / sigma) per unit, shape (2, n_l); None for the other layers.
+``dropout_step`` is the training step whose dropout masks the last forward pass drew.
 """
 
 from __future__ import annotations
@@ -27,16 +31,26 @@ class Workspace:
     Z: list[Any]
     A: list[Any]  # A[0] is X
     delta: list[Any]
+    Zhat: list[Any] = field(default_factory=list)
+    stats: list[Any] = field(default_factory=list)
+    dropout_step: int = 0
     _views: dict[int, Workspace] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def allocate(cls, backend: Any, layer_sizes: list[int], rows: int, dtype: Any) -> Workspace:
+    def allocate(cls, backend: Any, layer_sizes: list[int], rows: int, dtype: Any,
+                 batch_norm: list[bool] | None = None) -> Workspace:
+        """``batch_norm``: per layer, whether it has batch norm (default: none has)."""
         X = backend.empty((rows, layer_sizes[0]), dtype)
         Y = backend.empty((rows, layer_sizes[-1]), dtype)
         Z = [backend.empty((rows, n), dtype) for n in layer_sizes[1:]]
         A = [X] + [backend.empty((rows, n), dtype) for n in layer_sizes[1:]]
         delta = [backend.empty((rows, n), dtype) for n in layer_sizes[1:]]
-        return cls(rows, X, Y, Z, A, delta)
+        norm = list(batch_norm or []) + [False] * (len(layer_sizes) - 1)
+        Zhat = [backend.empty((rows, n), dtype) if bn else None
+                for n, bn in zip(layer_sizes[1:], norm, strict=False)]
+        stats = [backend.empty((2, n), dtype) if bn else None
+                 for n, bn in zip(layer_sizes[1:], norm, strict=False)]
+        return cls(rows, X, Y, Z, A, delta, Zhat, stats)
 
     def first(self, m: int) -> Workspace:
         """The same workspace restricted to its first ``m`` rows (cached views)."""
@@ -46,6 +60,7 @@ class Workspace:
             self._views[m] = Workspace(
                 m, self.X[:m], self.Y[:m], [z[:m] for z in self.Z],
                 [a[:m] for a in self.A], [d[:m] for d in self.delta],
+                [None if z is None else z[:m] for z in self.Zhat], self.stats,
             )
         return self._views[m]
 

@@ -24,6 +24,7 @@ import numpy
 
 from ..activations import ACTIVATIONS, Activation
 from ..losses import LOSSES, Loss, correct
+from ..regularization import dropout_keep_mask
 
 Array = Any
 
@@ -123,6 +124,88 @@ class Backend:
         db = sum_rows delta."""
         entry = activation_entry(activation)
         delta[...] = dA * entry.array_derivative(self.xp, Z, A)  # type: ignore[misc]
+        db[...] = delta.sum(axis=0)
+
+    # ------------------------------------------------------------------ dropout and batch norm
+    def bias_activation_dropout(
+        self, Z: Array, b: Array, A: Array, activation: str | Activation, key: int,
+        rate: float, first_row: int = 0,
+    ) -> None:
+        """Forward in training with dropout: Z <- Z + b, A <- mask * f(Z) / (1 - rate), the
+        mask from ``key`` (``regularization.dropout_keep_mask``; rows from ``first_row``)."""
+        Z += b
+        keep = dropout_keep_mask(self.xp, key, Z.shape, rate, first_row)
+        f = activation_entry(activation).array(self.xp, Z)
+        A[...] = self.xp.where(keep, f * Z.dtype.type(1.0 / (1.0 - rate)), Z.dtype.type(0.0))
+
+    def activation_backward_dropout(
+        self, dA: Array, Z: Array, delta: Array, db: Array, activation: str | Activation,
+        key: int, rate: float, first_row: int = 0,
+    ) -> None:
+        """Backward through dropout and f: delta = dA f'(Z) mask / (1 - rate), f' given Z
+        and f(Z) (recomputed: the stored A is the dropped one), the mask recomputed from
+        ``key``; db = sum_rows delta. delta may be dA."""
+        xp, entry, t = self.xp, activation_entry(activation), Z.dtype.type
+        keep = dropout_keep_mask(xp, key, Z.shape, rate, first_row)
+        d = dA * entry.array_derivative(xp, Z, entry.array(xp, Z)) * t(1.0 / (1.0 - rate))
+        delta[...] = xp.where(keep, d, t(0.0))
+        db[...] = delta.sum(axis=0)
+
+    def batch_norm_forward(
+        self, Z: Array, b: Array, gamma: Array, beta: Array, stats: Array, running_mean: Array,
+        running_var: Array, Zhat: Array, A: Array, activation: str | Activation, key: int,
+        rate: float, momentum: float, eps: float,
+    ) -> None:
+        """Training: Z <- Z + b; the batch's mean mu and biased variance var per column;
+        stats = (mu, 1 / sqrt(var + eps)); Zhat = (Z - mu) / sqrt(var + eps);
+        A = dropout(f(gamma Zhat + beta)); running <- (1 - momentum) running + momentum batch,
+        the variance's unbiased (left alone for a batch of one row)."""
+        xp, t, m = self.xp, Z.dtype.type, Z.shape[0]
+        Z += b
+        mean = Z.sum(axis=0) * t(1.0 / m)
+        var = ((Z - mean) ** 2).sum(axis=0) * t(1.0 / m)
+        stats[0] = mean
+        stats[1] = t(1.0) / xp.sqrt(var + t(eps))
+        Zhat[...] = (Z - mean) * stats[1]
+        if m > 1:
+            mom = t(momentum)
+            running_mean[...] = mom * mean + (t(1.0) - mom) * running_mean
+            running_var[...] = mom * (var * t(m / (m - 1.0))) + (t(1.0) - mom) * running_var
+        f = activation_entry(activation).array(xp, gamma * Zhat + beta)
+        keep = dropout_keep_mask(xp, key, Z.shape, rate)
+        A[...] = xp.where(keep, f * t(1.0 / (1.0 - rate)), t(0.0))
+
+    def batch_norm_inference(
+        self, Z: Array, b: Array, gamma: Array, beta: Array, running_mean: Array,
+        running_var: Array, A: Array, activation: str | Activation, eps: float,
+    ) -> None:
+        """Inference: Z <- Z + b, A = f(gamma (Z - running_mean) / sqrt(running_var + eps)
+        + beta)."""
+        xp, t = self.xp, Z.dtype.type
+        Z += b
+        inv_std = t(1.0) / xp.sqrt(running_var + t(eps))
+        A[...] = activation_entry(activation).array(xp, gamma * ((Z - running_mean) * inv_std)
+                                                    + beta)
+
+    def batch_norm_backward(
+        self, dA: Array, Zhat: Array, gamma: Array, beta: Array, stats: Array, delta: Array,
+        dgamma: Array, dbeta: Array, db: Array, activation: str | Activation, key: int,
+        rate: float,
+    ) -> None:
+        """Backward through dropout, f and batch norm, from dA = dL/dA: dBN = dA * mask /
+        (1 - rate) * f'(BN) (BN = gamma Zhat + beta recomputed), dbeta = sum_rows dBN,
+        dgamma = sum_rows dBN Zhat, delta = dL/dZ = gamma / sigma (dBN - mean(dBN) - Zhat
+        mean(dBN Zhat)), db = sum_rows delta. delta may be dA."""
+        xp, t, m = self.xp, dA.dtype.type, dA.shape[0]
+        entry = activation_entry(activation)
+        BN = gamma * Zhat + beta
+        keep = dropout_keep_mask(xp, key, dA.shape, rate)
+        dBN = xp.where(keep, dA * entry.array_derivative(xp, BN, entry.array(xp, BN))
+                       * t(1.0 / (1.0 - rate)), t(0.0))
+        dbeta[...] = dBN.sum(axis=0)
+        dgamma[...] = (dBN * Zhat).sum(axis=0)
+        inv_m = t(1.0 / m)
+        delta[...] = gamma * stats[1] * (dBN - dbeta * inv_m - Zhat * (dgamma * inv_m))
         db[...] = delta.sum(axis=0)
 
     def loss_output_delta(

@@ -35,6 +35,7 @@ import numpy
 
 from ..errors import BackendUnavailableError, DeviceMemoryError
 from ..kernels import cuda as kcuda
+from ..regularization import dropout_threshold
 from .base import Array, Backend, activation_entry, loss_entry
 from .cuda_probe import probe_cuda
 
@@ -98,6 +99,70 @@ class CudaKernelOps(Backend):
         partial = self._scratch_array("chunk_sums", (chunks, n), dA.dtype)
         self._launch(kernel, chunks * n, dA, Z, A, delta, partial, kcuda.CHUNK_ROWS)
         self._launch(kcuda.CUDA.kernel(kcuda.sum_chunks, dA.dtype), n, partial, db)
+
+    # ------------------------------------------------------------------ dropout and batch norm
+    def bias_activation_dropout(
+        self, Z: Array, b: Array, A: Array, activation: Any, key: int, rate: float,
+        first_row: int = 0,
+    ) -> None:
+        kernel = kcuda.CUDA.kernel(kcuda.bias_activation_dropout_elements, Z.dtype,
+                                   **activation_entry(activation).forward_bindings())
+        self._launch(kernel, Z.size, Z, b, A, int(first_row), int(key),
+                     dropout_threshold(rate), Z.dtype.type(1.0 / (1.0 - rate)))
+
+    def activation_backward_dropout(
+        self, dA: Array, Z: Array, delta: Array, db: Array, activation: Any, key: int,
+        rate: float, first_row: int = 0,
+    ) -> None:
+        """As ``activation_backward``: chunk sums, then db (one launch for one chunk)."""
+        entry = activation_entry(activation)
+        kernel = kcuda.CUDA.kernel(kcuda.activation_backward_dropout_chunks, dA.dtype,
+                                   **entry.forward_bindings(), **entry.backward_bindings())
+        m, n = dA.shape
+        chunks = kcuda.n_chunks(m)
+        tail = (int(first_row), int(key), dropout_threshold(rate),
+                dA.dtype.type(1.0 / (1.0 - rate)))
+        if chunks == 1:
+            self._launch(kernel, n, dA, Z, delta, db.reshape(1, n), kcuda.CHUNK_ROWS, *tail)
+            return
+        partial = self._scratch_array("chunk_sums", (chunks, n), dA.dtype)
+        self._launch(kernel, chunks * n, dA, Z, delta, partial, kcuda.CHUNK_ROWS, *tail)
+        self._launch(kcuda.CUDA.kernel(kcuda.sum_chunks, dA.dtype), n, partial, db)
+
+    def batch_norm_forward(
+        self, Z: Array, b: Array, gamma: Array, beta: Array, stats: Array, running_mean: Array,
+        running_var: Array, Zhat: Array, A: Array, activation: Any, key: int, rate: float,
+        momentum: float, eps: float,
+    ) -> None:
+        """One launch, one thread per column (statistics, running estimates, Zhat, A)."""
+        t, (m, n) = Z.dtype.type, Z.shape
+        kernel = kcuda.CUDA.kernel(kcuda.batch_norm_forward_columns, Z.dtype,
+                                   **activation_entry(activation).forward_bindings())
+        self._launch(kernel, n, Z, b, gamma, beta, stats, running_mean, running_var, Zhat, A,
+                     t(momentum if m > 1 else 0.0), t(eps), t(1.0 / m), t(1.0 / max(m - 1, 1)),
+                     int(key), dropout_threshold(rate), t(1.0 / (1.0 - rate)))
+
+    def batch_norm_inference(
+        self, Z: Array, b: Array, gamma: Array, beta: Array, running_mean: Array,
+        running_var: Array, A: Array, activation: Any, eps: float,
+    ) -> None:
+        kernel = kcuda.CUDA.kernel(kcuda.batch_norm_inference_elements, Z.dtype,
+                                   **activation_entry(activation).forward_bindings())
+        self._launch(kernel, Z.size, Z, b, gamma, beta, running_mean, running_var, A,
+                     Z.dtype.type(eps))
+
+    def batch_norm_backward(
+        self, dA: Array, Zhat: Array, gamma: Array, beta: Array, stats: Array, delta: Array,
+        dgamma: Array, dbeta: Array, db: Array, activation: Any, key: int, rate: float,
+    ) -> None:
+        """One launch, one thread per column (dBN, dbeta, dgamma, then delta and db)."""
+        t = dA.dtype.type
+        entry = activation_entry(activation)
+        kernel = kcuda.CUDA.kernel(kcuda.batch_norm_backward_columns, dA.dtype,
+                                   **entry.forward_bindings(), **entry.backward_bindings())
+        self._launch(kernel, dA.shape[1], dA, Zhat, gamma, beta, stats, delta, dgamma, dbeta,
+                     db, t(1.0 / dA.shape[0]), int(key), dropout_threshold(rate),
+                     t(1.0 / (1.0 - rate)))
 
     def loss_output_delta(
         self, Z: Array, A: Array, Y: Array, delta: Array, db: Array, out_stats: Array,

@@ -18,6 +18,7 @@ from typing import Any
 import numpy
 
 from ..kernels import cpu
+from ..regularization import dropout_threshold
 from .base import Array, Backend, activation_entry, loss_entry
 
 
@@ -42,6 +43,12 @@ _BINDINGS: dict[Any, Callable[[Any], dict[str, Any]]] = {
     cpu.loss_output_delta: lambda pair: pair[0].kernel_bindings(pair[1]),
     cpu.optimizer_step: lambda rule: {"rule": rule},
     cpu.grad_sum_squares: lambda _: {},
+    cpu.bias_activation_dropout: lambda act: act.forward_bindings(),
+    cpu.activation_backward_dropout: lambda act: {**act.forward_bindings(),
+                                                  **act.backward_bindings()},
+    cpu.batch_norm_forward: lambda act: act.forward_bindings(),
+    cpu.batch_norm_inference: lambda act: act.forward_bindings(),
+    cpu.batch_norm_backward: lambda act: {**act.forward_bindings(), **act.backward_bindings()},
 }
 _compiled: dict[tuple[Any, ...], Any] = {}
 
@@ -101,6 +108,57 @@ class NumpyBackend(Backend):
         entry = activation_entry(activation) if type(activation) is str else activation
         key = (cpu.activation_backward, entry, dA.size >= cpu.PARALLEL_MIN_ELEMENTS, dA.dtype.char)
         _kernel(key)(dA, Z, A, delta, db)
+
+    # ------------------------------------------------------------------ dropout and batch norm
+    def bias_activation_dropout(
+        self, Z: Array, b: Array, A: Array, activation: Any, key: int, rate: float,
+        first_row: int = 0,
+    ) -> None:
+        entry = activation_entry(activation)
+        key_ = (cpu.bias_activation_dropout, entry, Z.size >= cpu.PARALLEL_MIN_ELEMENTS,
+                Z.dtype.char)
+        _kernel(key_)(Z, b, A, first_row, key, dropout_threshold(rate),
+                      Z.dtype.type(1.0 / (1.0 - rate)))
+
+    def activation_backward_dropout(
+        self, dA: Array, Z: Array, delta: Array, db: Array, activation: Any, key: int,
+        rate: float, first_row: int = 0,
+    ) -> None:
+        entry = activation_entry(activation)
+        key_ = (cpu.activation_backward_dropout, entry, dA.size >= cpu.PARALLEL_MIN_ELEMENTS,
+                dA.dtype.char)
+        _kernel(key_)(dA, Z, delta, db, first_row, key, dropout_threshold(rate),
+                      dA.dtype.type(1.0 / (1.0 - rate)))
+
+    def batch_norm_forward(
+        self, Z: Array, b: Array, gamma: Array, beta: Array, stats: Array, running_mean: Array,
+        running_var: Array, Zhat: Array, A: Array, activation: Any, key: int, rate: float,
+        momentum: float, eps: float,
+    ) -> None:
+        t, m = Z.dtype.type, Z.shape[0]
+        kernel = _kernel((cpu.batch_norm_forward, activation_entry(activation), False,
+                          Z.dtype.char))
+        kernel(Z, b, gamma, beta, stats, running_mean, running_var, Zhat, A,
+               t(momentum if m > 1 else 0.0), t(eps), t(1.0 / m), t(1.0 / max(m - 1, 1)),
+               key, dropout_threshold(rate), t(1.0 / (1.0 - rate)))
+
+    def batch_norm_inference(
+        self, Z: Array, b: Array, gamma: Array, beta: Array, running_mean: Array,
+        running_var: Array, A: Array, activation: Any, eps: float,
+    ) -> None:
+        kernel = _kernel((cpu.batch_norm_inference, activation_entry(activation), False,
+                          Z.dtype.char))
+        kernel(Z, b, gamma, beta, running_mean, running_var, A, Z.dtype.type(eps))
+
+    def batch_norm_backward(
+        self, dA: Array, Zhat: Array, gamma: Array, beta: Array, stats: Array, delta: Array,
+        dgamma: Array, dbeta: Array, db: Array, activation: Any, key: int, rate: float,
+    ) -> None:
+        t = dA.dtype.type
+        kernel = _kernel((cpu.batch_norm_backward, activation_entry(activation), False,
+                          dA.dtype.char))
+        kernel(dA, Zhat, gamma, beta, stats, delta, dgamma, dbeta, db, t(1.0 / dA.shape[0]),
+               key, dropout_threshold(rate), t(1.0 / (1.0 - rate)))
 
     def loss_output_delta(
         self, Z: Array, A: Array, Y: Array, delta: Array, db: Array, out_stats: Array,

@@ -94,6 +94,21 @@ def _number(low: float, *, inclusive: bool) -> Any:
     return parse
 
 
+def _dropout_rates(text: str) -> float | list[float]:
+    """An argparse type: one dropout rate in [0, 1), or comma-separated rates (one per hidden
+    layer)."""
+    try:
+        rates = [float(s) for s in text.split(",")]
+    except ValueError:
+        rates = []
+    if not rates or not all(0.0 <= r < 1.0 for r in rates):
+        raise argparse.ArgumentTypeError(
+            f"--dropout {text!r}: expected a rate in [0, 1), or comma-separated rates, one per "
+            "hidden layer, e.g. 0.2 or 0.2,0.1"
+        )
+    return rates[0] if len(rates) == 1 else rates
+
+
 def configure_parser(p: argparse.ArgumentParser) -> None:
     from ..activations import ACTIVATIONS, trainable_hidden
     from ..backends import BACKEND_NAMES
@@ -123,6 +138,12 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    "to 0; step, exponential, linear and plateau take the settings below)")
     p.add_argument("--weight-decay", type=_number(0.0, inclusive=True), default=0.0,
                    help="L2 weight decay (default 0)")
+    # regularization of the hidden layers (dropout, batch norm)
+    p.add_argument("--dropout", type=_dropout_rates, default=0.0,
+                   help="dropout rate after each hidden layer in training, or comma-separated "
+                   "rates, one per hidden layer (default 0: none)")
+    p.add_argument("--batch-norm", action="store_true",
+                   help="batch normalization before each hidden layer's activation")
     p.add_argument("--seed", type=_non_negative_int, default=d["seed"],
                    help="random seed, an integer >= 0 (default 0)")
     p.add_argument("--dtype", choices=("float32", "float64"), default=d["dtype"])
@@ -415,7 +436,8 @@ def _train(args: argparse.Namespace, comm: Any, threads: int | None = None) -> i
         sizes = [x_train.shape[1], *args.hidden, 10]
         model = MLP(sizes, activation=args.activation, optimizer=args.optimizer,
                     learning_rate=args.lr, weight_decay=args.weight_decay, dtype=dtype,
-                    backend=backend, seed=args.seed, **gradient)
+                    backend=backend, seed=args.seed, dropout=args.dropout,
+                    batch_norm=args.batch_norm, **gradient)
     else:
         model, sizes = resumed, resumed.layer_sizes
         log(f"resumed: {args.resume} after epoch {model.epoch_} ({model.steps_} steps)")
@@ -486,7 +508,8 @@ def _train(args: argparse.Namespace, comm: Any, threads: int | None = None) -> i
             "versions": versions(),
             "model": {"layer_sizes": sizes, "activations": model.activations,
                       "loss": model.loss, "optimizer": model.optimizer.describe(),
-                      "dtype": model.dtype.name},
+                      "dtype": model.dtype.name, "dropout": model.dropout,
+                      "batch_norm": model.batch_norm},
             "distributed": {"backend": comm.name, "world_size": ranks,
                             "threads_per_rank": threads},
             "epochs": history,
