@@ -26,9 +26,24 @@ from .optim import SGD, Adagrad, Adam, Optimizer, RMSprop
 from .perceptron import Perceptron
 from .serialize import load_model, save_model
 
+#: the scikit-learn estimators, imported on first use (scikit-learn is needed only then)
+_ESTIMATORS = ("MLPClassifier", "MLPRegressor")
+
+
+def __getattr__(name: str) -> object:
+    """xpmlp.MLPClassifier and xpmlp.MLPRegressor, from xpmlp.estimators when first asked for."""
+    if name in _ESTIMATORS:
+        from . import estimators
+
+        return getattr(estimators, name)
+    raise AttributeError(f"module 'xpmlp' has no attribute {name!r}")
+
+
 __all__ = [
     "BACKEND_NAMES",
     "MLP",
+    "MLPClassifier",
+    "MLPRegressor",
     "SGD",
     "Adagrad",
     "Adam",

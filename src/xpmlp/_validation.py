@@ -129,9 +129,9 @@ def check_targets(y: Any, m: int, n_out: int, classifier: bool, xp: Any, name: s
     """Targets as a finite (m, n_out) array; class labels (m,) are checked here, encoded later.
 
     ``kind`` is what the loss needs of 2-D targets (``Loss.targets``): "any", "counts"
-    (each >= 0), "probabilities" (each in [0, 1]) or "distributions" (non-negative rows summing to 1,
-    within the square root of the dtype's epsilon). Returns the array and whether it holds
-    class labels.
+    (each >= 0), "probabilities" (each in [0, 1]) or "distributions" (non-negative rows
+    summing to 1, within the square root of the dtype's epsilon). Returns the array and
+    whether it holds class labels.
     """
     y = check_numeric(name, y, xp)
     if y.ndim == 0:

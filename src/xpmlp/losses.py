@@ -10,9 +10,9 @@ their maximum, log sum_k exp(z_k - z_max) = log1p(sum_{k != max} a_k / a_max)
 binary_cross_entropy as softplus(z) - y z from the sigmoid's logit z.
 
 The pairs whose output delta simplifies, softmax with cross_entropy, sigmoid
-with binary_cross_entropy and exp with poisson (the log link), use delta = (a - y) / m; any other pair the chain
-rule, dl/da * f'(z) / m. Pairings that are not the gradient of what is computed
-are refused: cross_entropy needs softmax (and its targets rows of probabilities
+with binary_cross_entropy and exp with poisson (the log link), use delta = (a - y) / m;
+any other pair the chain rule, dl/da * f'(z) / m. Pairings that are not the gradient of
+what is computed are refused: cross_entropy needs softmax (and its targets rows of probabilities
 summing to 1), binary_cross_entropy needs sigmoid (targets in [0, 1]), poisson needs exp
 (targets >= 0).
 
