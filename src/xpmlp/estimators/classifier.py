@@ -76,7 +76,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool,
                         ) -> tuple[Any, Any, Any]:
         """X checked, Y the label indicator matrix (host, the model's dtype), and the labels
-        to stratify an early-stopping split by (single-output only)."""
+        to stratify an early-stopping split by (binary targets only, as scikit-learn)."""
         X, y = check_X(self, X, reset, to_host(y))
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
@@ -96,9 +96,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
                 raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has "
                                  f"{self.classes_}. 'y' has {classes}.")
         Y = self._label_binarizer.transform(y).astype(self.dtype)
-        stratify = y if Y.shape[1] == 1 or self._label_binarizer.y_type_ == "multiclass" \
-            else None
-        return X, Y, stratify
+        return X, Y, (y if Y.shape[1] == 1 else None)  # scikit-learn stratifies binary only
 
     def _weights(self, sample_weight: Any, X: Any, y: Any, incremental: bool,
                  ) -> numpy.ndarray | None:

@@ -23,15 +23,22 @@ def to_host(a: Any) -> Any:
     return a.get() if is_device_array(a) else a
 
 
-def check_X(est: Any, X: Any, reset: bool, y: Any = None, **options: Any) -> tuple[Any, Any]:
+NO_Y = "no_validation"  # scikit-learn's marker: validate X alone
+
+
+def check_X(est: Any, X: Any, reset: bool, y: Any = NO_Y, **options: Any) -> tuple[Any, Any]:
     """(X, y) validated: host X by ``validate_data``, device X in place (feature count set or
-    checked against ``n_features_in_``). y is validated with X on the host path."""
+    checked against ``n_features_in_``). y (None is refused: fit needs it) is validated with
+    a host X by ``validate_data``."""
     if not is_device_array(X):
-        if y is None:
+        if isinstance(y, str) and y == NO_Y:
             return validate_data(est, X, reset=reset, dtype=(numpy.float64, numpy.float32),
                                  **options), None
         return validate_data(est, X, y, reset=reset, dtype=(numpy.float64, numpy.float32),
                              multi_output=True, **options)
+    if y is None:
+        raise ValueError(f"{type(est).__name__} requires y to be passed, but the target y is "
+                         "None.")
     xp = __import__("cupy")
     if X.ndim != 2:
         raise ValueError(f"Expected 2D array, got {X.ndim}D array instead")
@@ -51,7 +58,7 @@ def check_X(est: Any, X: Any, reset: bool, y: Any = None, **options: Any) -> tup
     elif X.shape[1] != est.n_features_in_:
         raise ValueError(f"X has {X.shape[1]} features, but {type(est).__name__} is expecting "
                          f"{est.n_features_in_} features as input.")
-    if y is not None:
+    if not isinstance(y, str):
         if y.shape[0] != X.shape[0]:
             raise ValueError(f"Found input variables with inconsistent numbers of samples: "
                              f"[{X.shape[0]}, {y.shape[0]}]")
