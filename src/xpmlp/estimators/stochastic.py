@@ -23,7 +23,6 @@ from typing import Any
 import numpy
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
-from sklearn.utils import shuffle as sk_shuffle
 
 from ..training import RunState
 from .data import batch_sums
@@ -76,8 +75,10 @@ def fit_stochastic(est: Any, X: Any, Y: Any, sw: numpy.ndarray | None, increment
     est.n_iter_ = 0 if not incremental else est.n_iter_
     try:
         for _ in range(est.max_iter):
-            if est.shuffle:
-                sample_idx = sk_shuffle(sample_idx, random_state=est._random_state)
+            if est.shuffle:  # sklearn.utils.shuffle's draw, without its validation
+                perm = numpy.arange(n)
+                est._random_state.shuffle(perm)
+                sample_idx = sample_idx[perm]
             order = be.asarray(sample_idx)
             sums = batch_sums(sw, sample_idx, batch_size)
             model.optimizer.learning_rate = est._learning_rate
