@@ -291,7 +291,9 @@ def test_scikit_learn_is_needed_only_for_the_estimators() -> None:
     code = (
         "import sys; sys.modules['sklearn'] = None\n"
         "import xpmlp\n"
+        "from xpmlp import *\n"
         "assert 'sklearn' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
+        "assert 'MLPClassifier' in dir(xpmlp)\n"
         "try:\n"
         "    xpmlp.MLPClassifier\n"
         "except ImportError as e:\n"

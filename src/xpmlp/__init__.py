@@ -26,7 +26,8 @@ from .optim import SGD, Adagrad, Adam, Optimizer, RMSprop
 from .perceptron import Perceptron
 from .serialize import load_model, save_model
 
-#: the scikit-learn estimators, imported on first use (scikit-learn is needed only then)
+#: the scikit-learn estimators, imported on first use (scikit-learn is needed only then;
+#: they are left out of __all__ so that ``from xpmlp import *`` works without it)
 _ESTIMATORS = ("MLPClassifier", "MLPRegressor")
 
 
@@ -39,11 +40,13 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'xpmlp' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_ESTIMATORS})
+
+
 __all__ = [
     "BACKEND_NAMES",
     "MLP",
-    "MLPClassifier",
-    "MLPRegressor",
     "SGD",
     "Adagrad",
     "Adam",

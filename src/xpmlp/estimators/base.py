@@ -19,7 +19,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..backends import BACKEND_NAMES
 from . import network
-from .data import check_X, is_device_array, sample_weights
+from .data import check_X, is_device_array, sample_weights, to_device
 from .lbfgs import fit_lbfgs
 from .stochastic import fit_stochastic
 
@@ -138,7 +138,7 @@ class BaseMLP(BaseEstimator):
                              f"needs {layer_units} (fit anew with warm_start=False)")
         model = self.mlp_
         with model.backend.activate():
-            X_dev, Y_dev = model.to_device(X, Y)
+            X_dev, Y_dev = to_device(model, X), to_device(model, Y, "y")
             if self.solver == "lbfgs":
                 fit_lbfgs(self, X_dev, Y_dev, sw)
             else:
@@ -187,7 +187,7 @@ class BaseMLP(BaseEstimator):
         X, _ = check_X(self, X, reset=False)
         model = self.mlp_
         with model.backend.activate():
-            A = model.output(model.to_device(X)[0])
+            A = model.output(to_device(model, X))
             return A if is_device_array(X) else model.backend.to_numpy(A)
 
     # ------------------------------------------------------------------ pickling

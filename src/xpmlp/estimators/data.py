@@ -65,6 +65,17 @@ def check_X(est: Any, X: Any, reset: bool, y: Any = NO_Y, **options: Any) -> tup
     return X, y
 
 
+def to_device(model: Any, a: Any, name: str = "X") -> Any:
+    """A validated array (``check_X``: finite) as a backend array in the model's dtype, which
+    must hold its values (none may overflow to inf in float32). One pass on the device: the
+    model's own ``to_device`` would check everything ``validate_data`` just checked again."""
+    dev = model.backend.asarray(a, dtype=model.dtype)
+    if not bool(model.backend.xp.isfinite(dev).all()):
+        raise ValueError(f"{name} holds values beyond the range of the model's dtype "
+                         f"{model.dtype.name}; rescale the data or use dtype='float64'")
+    return dev
+
+
 def sample_weights(sample_weight: Any, X: Any) -> numpy.ndarray | None:
     """Host float64 weights (n,), checked as scikit-learn checks them, or None."""
     if sample_weight is None:
