@@ -207,6 +207,10 @@ def targets(loss: str, shape: tuple[int, int], dtype: Any, rng: np.random.Genera
     if kind == "distributions":  # one-hot rows, and one soft row
         Y = np.eye(n)[rng.integers(0, n, size=m)]
         Y[0] = rng.dirichlet(np.ones(n))
+    elif kind == "counts":  # zeros, small counts and a non-integer
+        Y = rng.poisson(2.0, size=shape).astype(np.float64)
+        Y.flat[0] = 0.0
+        Y.flat[-1] = 1.5
     elif kind == "probabilities":  # 0/1 and in between
         Y = np.where(rng.random(shape) < 0.5, rng.integers(0, 2, shape), rng.random(shape))
     else:

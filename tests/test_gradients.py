@@ -49,6 +49,7 @@ F = {
     "leaky_relu": lambda z: np.where(z > 0, z, 0.01 * z),
     "gelu": lambda z: 0.5 * z * (1.0 + np.vectorize(math.erf)(z / math.sqrt(2.0))),
     "softmax": lambda z: np.exp(z) / np.exp(z).sum(axis=1, keepdims=True),
+    "exp": np.exp,
 }
 
 
@@ -74,6 +75,9 @@ def reference_loss(loss: str, Yhat: np.ndarray, Y: np.ndarray) -> float:
         return float(((Y - Yhat) ** 2).sum() / (2 * m))
     if loss == "binary_cross_entropy":
         return float(-(Y * np.log(Yhat) + (1 - Y) * np.log(1 - Yhat)).sum() / m)
+    if loss == "poisson":  # half Poisson deviance, y log(y / yhat) with 0 log 0 = 0
+        y_log = np.where(Y > 0, Y * np.log(np.where(Y > 0, Y, 1.0) / Yhat), 0.0)
+        return float((y_log - Y + Yhat).sum() / m)
     return float(-(Y * np.log(Yhat)).sum() / m)  # cross_entropy, Y one-hot
 
 
@@ -82,6 +86,8 @@ def targets(rng: np.random.Generator, loss: str, m: int, n: int) -> np.ndarray:
         return np.eye(n)[rng.integers(0, n, size=m)]
     if loss == "binary_cross_entropy":
         return rng.integers(0, 2, size=(m, n)).astype(float)
+    if loss == "poisson":
+        return rng.poisson(1.5, size=(m, n)).astype(float)
     return rng.normal(0.5, 1.0, size=(m, n))
 
 

@@ -168,3 +168,28 @@ def test_what_is_not_a_model() -> None:
 
 def test_to_onnx_is_public() -> None:
     assert xpmlp.to_onnx is to_onnx and "to_onnx" in xpmlp.__all__
+
+
+def test_batch_norm_and_dropout_export_as_the_model_predicts() -> None:
+    """Batch norm at inference (running estimates) is in the graph; dropout is not."""
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((96, 5)).astype("float32")
+    y = (X[:, 0] - X[:, 1] > 0).astype(int) + (X[:, 2] > 1)
+    model = MLP([5, 9, 7, 3], batch_norm=[True, False], dropout=0.2, backend="numpy",
+                seed=2).fit(X, y, epochs=3, batch_size=16)
+    np.testing.assert_allclose(onnx_output(to_onnx(model), X), model.predict_proba(X),
+                               atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:Stochastic Optimizer")  # 20 iterations are enough here
+@pytest.mark.parametrize("binary", [True, False])
+def test_fitted_estimators_export_their_predict_proba(binary: bool) -> None:
+    pytest.importorskip("sklearn")
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((120, 4)).astype("float32")
+    y = (X[:, 0] > 0).astype(int) + (0 if binary else (X[:, 1] > 0.5))
+    clf = xpmlp.MLPClassifier(hidden_layer_sizes=(8,), max_iter=20, random_state=0,
+                              backend="numpy").fit(X, y)
+    out = onnx_output(to_onnx(clf), X)
+    assert out.shape == (120, 2 if binary else 3)
+    np.testing.assert_allclose(out, clf.predict_proba(X), atol=1e-5)

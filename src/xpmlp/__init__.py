@@ -28,6 +28,24 @@ from .optim import SGD, Adagrad, Adam, Optimizer, RMSprop
 from .perceptron import Perceptron
 from .serialize import load_model, save_model
 
+#: the scikit-learn estimators, imported on first use (scikit-learn is needed only then;
+#: they are left out of __all__ so that ``from xpmlp import *`` works without it)
+_ESTIMATORS = ("MLPClassifier", "MLPRegressor")
+
+
+def __getattr__(name: str) -> object:
+    """xpmlp.MLPClassifier and xpmlp.MLPRegressor, from xpmlp.estimators when first asked for."""
+    if name in _ESTIMATORS:
+        from . import estimators
+
+        return getattr(estimators, name)
+    raise AttributeError(f"module 'xpmlp' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_ESTIMATORS})
+
+
 __all__ = [
     "BACKEND_NAMES",
     "MLP",

@@ -128,10 +128,10 @@ def check_targets(y: Any, m: int, n_out: int, classifier: bool, xp: Any, name: s
                   kind: str = "any") -> Any:
     """Targets as a finite (m, n_out) array; class labels (m,) are checked here, encoded later.
 
-    ``kind`` is what the loss needs of 2-D targets (``Loss.targets``): "any",
-    "probabilities" (each in [0, 1]) or "distributions" (non-negative rows summing to 1,
-    within the square root of the dtype's epsilon). Returns the array and whether it holds
-    class labels.
+    ``kind`` is what the loss needs of 2-D targets (``Loss.targets``): "any", "counts"
+    (each >= 0), "probabilities" (each in [0, 1]) or "distributions" (non-negative rows
+    summing to 1, within the square root of the dtype's epsilon). Returns the array and
+    whether it holds class labels.
     """
     y = check_numeric(name, y, xp)
     if y.ndim == 0:
@@ -163,6 +163,11 @@ def _check_target_values(name: str, y: Any, xp: Any, kind: str) -> None:
     if kind == "any":
         return
     lo, hi = float(y.min()), float(y.max())
+    if kind == "counts" and lo < 0:
+        raise ValueError(
+            f"{name} holds targets from {lo:g} to {hi:g}; this loss (poisson) expects "
+            "targets >= 0"
+        )
     if kind == "probabilities" and (lo < 0 or hi > 1):
         raise ValueError(
             f"{name} holds targets from {lo:g} to {hi:g}; this loss expects targets in [0, 1] "

@@ -123,6 +123,14 @@ def gelu_derivative(z, a):
     return cdf + z * 0.3989422804014327 * math.exp(-0.5 * z * z)
 
 
+def exp(z):
+    return math.exp(z)
+
+
+def exp_derivative(z, a):
+    return a
+
+
 def hardlimit(z):
     return 1.0 if z >= 0.0 else 0.0
 
@@ -203,6 +211,11 @@ ACTIVATIONS: Registry[Activation] = Registry("activation", [
         "gelu", "z Phi(z) = z erfc(-z / sqrt 2) / 2", "Phi(z) + z phi(z)",
         _gelu_array, _gelu_derivative_array,
         gelu, gelu_derivative, init="he",
+    ),
+    Activation(
+        "exp", "exp z", "a",
+        lambda xp, Z: xp.exp(Z), lambda xp, Z, A: A.copy(),
+        exp, exp_derivative, hidden=False,
     ),
     Activation(
         "softmax", "exp(z_k) / sum_j exp(z_j)", "(with cross_entropy: delta = a - y)",

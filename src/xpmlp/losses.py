@@ -9,11 +9,15 @@ their maximum, log sum_k exp(z_k - z_max) = log1p(sum_{k != max} a_k / a_max)
 (the small terms summed first: no cancellation whatever the logits' size);
 binary_cross_entropy as softplus(z) - y z from the sigmoid's logit z.
 
-The pairs whose output delta simplifies, softmax with cross_entropy and sigmoid
-with binary_cross_entropy, use delta = (a - y) / m; any other pair the chain
-rule, dl/da * f'(z) / m. Pairings that are not the gradient of what is computed
-are refused: cross_entropy needs softmax (and its targets rows of probabilities
-summing to 1), binary_cross_entropy needs sigmoid (targets in [0, 1]).
+The pairs whose output delta simplifies, softmax with cross_entropy, sigmoid
+with binary_cross_entropy and exp with poisson (the log link), use delta = (a - y) / m;
+any other pair the chain rule, dl/da * f'(z) / m. Pairings that are not the gradient of
+what is computed are refused: cross_entropy needs softmax (and its targets rows of probabilities
+summing to 1), binary_cross_entropy needs sigmoid (targets in [0, 1]), poisson needs exp
+(targets >= 0).
+
+poisson is the half Poisson deviance y log(y / a) - y + a, scikit-learn's, written from the
+log link's z = log a as a - y z + xlogy(y, y) - y (no log of a, so no log of 0 either).
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ class Loss:
     term: Callable[..., Any] | None = None  # (z, a, y) -> one output's term (elementwise)
     row: Callable[..., Any] | None = None  # (Z, A, Y, i) -> sample i's loss (row losses)
     gradient: Callable[..., Any] | None = None  # (a, y) -> dl/da; None: delta = a - y
-    targets: str = "any"  # "any", "probabilities" (each in [0, 1]) or "distributions"
+    targets: str = "any"  # "any", "counts" (>= 0), "probabilities" (in [0, 1]), "distributions"
 
     def pairs_with(self, activation: Activation) -> bool:
         """The output activation may come before this loss."""
@@ -109,6 +113,16 @@ def binary_cross_entropy_term(z, a, y):
     return softplus(z) - y * z
 
 
+def xlogy_self(y):
+    """y log y, 0 at y = 0."""
+    return y * math.log(y) if y > 0.0 else 0.0
+
+
+def poisson_term(z, a, y):
+    """Half Poisson deviance y log(y / a) - y + a, from z = log a: a - y z + y log y - y."""
+    return a - y * z + xlogy_self(y) - y
+
+
 def cross_entropy_row(Z, A, Y, i):
     """sum_k y_k (logsumexp(z) - z_k), from the logits shifted by their maximum z_j:
     logsumexp(z) - z_k = (z_j - z_k) + log1p(sum_{k != j} a_k / a_j), where A[i] =
@@ -129,6 +143,13 @@ def cross_entropy_row(Z, A, Y, i):
 # ---------------------------------------------------------------------- array formulas
 def _softplus_array(xp: Any, Z: Any) -> Any:
     return xp.maximum(Z, Z.dtype.type(0)) + xp.log1p(xp.exp(-xp.abs(Z)))
+
+
+def _poisson_array(xp: Any, Z: Any, A: Any, Y: Any) -> Any:
+    positive = Y > 0
+    y_log_y = xp.where(positive, Y * xp.log(xp.where(positive, Y, Y.dtype.type(1))),
+                       Y.dtype.type(0))
+    return (A - Y * Z + y_log_y - Y).sum(axis=1)
 
 
 def _cross_entropy_array(xp: Any, Z: Any, A: Any, Y: Any) -> Any:
@@ -163,6 +184,10 @@ LOSSES: Registry[Loss] = Registry("loss", [
     Loss(
         "cross_entropy", "-(1/m) sum_i sum_k y_k log softmax(z)_k", ("softmax",), "softmax",
         _cross_entropy_array, None, row=cross_entropy_row, targets="distributions",
+    ),
+    Loss(
+        "poisson", "(1/m) sum_i sum_k [y log(y / a) - y + a] (half Poisson deviance)",
+        ("exp",), "exp", _poisson_array, None, term=poisson_term, targets="counts",
     ),
 ])
 

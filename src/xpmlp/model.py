@@ -383,14 +383,22 @@ class MLP:
         self.forward_pass(ws)
         self.backward_pass(ws, out_stats, skip)
 
-    def backward_pass(self, ws: Workspace, out_stats: Any, skip: Any) -> None:
+    def backward_pass(self, ws: Workspace, out_stats: Any, skip: Any,
+                      row_weights: Any = None) -> None:
         """delta_L from the loss, then delta_l = (delta_{l+1} W_{l+1}) * f'(Z_l) down to
-        layer 1, with dW and db of every layer (the forward pass of ws must be done)."""
+        layer 1, with dW and db of every layer (the forward pass of ws must be done).
+
+        ``row_weights`` (m,), optional: the loss becomes (1/m) sum_i r_i l_i, so delta_L's
+        rows and out_stats[0] are weighted by r (``Backend.weight_output_delta``, a separate
+        pass after the fused output kernel: weighted fits only)."""
         out, L = self.layers[-1], len(self.layers)
         self.backend.loss_output_delta(
             ws.Z[-1], ws.A[-1], ws.Y, ws.delta[-1], out.db, out_stats, skip,
             out.activation, self.loss_entry,
         )
+        if row_weights is not None:
+            self.backend.weight_output_delta(ws.Z[-1], ws.A[-1], ws.Y, row_weights,
+                                             ws.delta[-1], out.db, out_stats, self.loss_entry)
         out.backward_from_delta(self.backend, ws.delta[-1], ws.A[-2],
                                 ws.delta[-2] if L > 1 else None)
         for l in range(L - 2, -1, -1):  # hidden layers, top down; ws.delta[l] holds dA

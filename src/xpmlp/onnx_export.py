@@ -5,10 +5,11 @@
     onnxruntime.InferenceSession("model.onnx").run(None, {"X": X.astype("float32")})
 
 The graph takes ``X`` (rows, n_0) and gives ``output`` (rows, n_L), in the model's dtype
-(float32 or float64): per layer ``Z = MatMul(A, W^T) + b`` (W^T and b as initializers) and
-the activation's nodes. An estimator (any object whose ``mlp_`` is a fitted ``xpmlp.MLP``)
-that sets ``_onnx_binary_proba = True`` and whose MLP has one sigmoid output gets the two
-columns [1 - p, p] of scikit-learn's ``predict_proba``.
+(float32 or float64): per layer ``Z = MatMul(A, W^T) + b`` (W^T and b as initializers),
+batch norm with the running estimates where the layer has it, and the activation's nodes
+(dropout is a training-time operation: none in the graph). An estimator (any object whose
+``mlp_`` is a fitted ``xpmlp.MLP``) that sets ``_onnx_binary_proba = True`` and whose MLP
+has one sigmoid output gets the two columns [1 - p, p] of scikit-learn's ``predict_proba``.
 
 ``ONNX_ACTIVATIONS`` says, for every name of ``xpmlp.activations.ACTIVATIONS`` (and a few
 that other activations may take), which ONNX nodes compute it, or why none can. onnx is
@@ -120,6 +121,7 @@ ONNX_ACTIVATIONS: dict[str, Callable[[_Graph, str], str] | Refused] = {
     "leaky_relu": _leaky_relu,
     "gelu": _gelu,
     "softmax": lambda g, z: g.node("Softmax", z, axis=-1),
+    "exp": lambda g, z: g.node("Exp", z),
     "hardlimit": _hardlimit,
     "elu": lambda g, z: g.node("Elu", z, alpha=1.0),
     "selu": lambda g, z: g.node("Selu", z),
@@ -166,6 +168,22 @@ def _the_mlp(model: Any) -> tuple[Any, bool]:
     return mlp, binary
 
 
+def _batch_norm_inference(g: _Graph, mlp: Any, l: int, Z: str) -> str:
+    """gamma (Z - running_mean) / sqrt(running_var + eps) + beta, with the running estimates
+    (batch norm at inference, as the model predicts)."""
+    import numpy
+
+    from .regularization import BN_EPS
+
+    norm, host = mlp.layers[l].norm, mlp.backend.to_numpy
+    var = numpy.asarray(host(norm.running_var), dtype=g.dtype)
+    inv_std = g.dtype.type(1.0) / numpy.sqrt(var + g.dtype.type(BN_EPS))
+    centred = g.node("Sub", Z, g.constant(f"running_mean{l + 1}", host(norm.running_mean)))
+    zhat = g.node("Mul", centred, g.constant(f"inv_std{l + 1}", inv_std))
+    scaled = g.node("Mul", g.constant(f"gamma{l + 1}", host(norm.gamma)), zhat)
+    return g.node("Add", scaled, g.constant(f"beta{l + 1}", host(norm.beta)))
+
+
 def to_onnx(model: Any, *, name: str = "xpmlp_mlp") -> Any:
     """An ``onnx.ModelProto`` whose output is ``model``'s ``predict_proba`` (see the module
     docstring). ``OnnxExportError`` for an activation ONNX cannot express,
@@ -189,6 +207,8 @@ def to_onnx(model: Any, *, name: str = "xpmlp_mlp") -> Any:
     for l, (W, b) in enumerate(mlp.get_weights()):
         Z = g.node("Add", g.node("MatMul", A, g.constant(f"W{l + 1}_T", W.T)),
                    g.constant(f"b{l + 1}", b))
+        if mlp.layers[l].norm is not None:
+            Z = _batch_norm_inference(g, mlp, l, Z)
         A = ONNX_ACTIVATIONS[mlp.activations[l]](g, Z)  # type: ignore[operator]
     n_out = mlp.n_outputs
     if binary:

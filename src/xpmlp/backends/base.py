@@ -222,6 +222,17 @@ class Backend:
         out_stats[1] = correct(A, Y).sum()
         skip[0] = xp.where(xp.isfinite(out_stats[0]), skip[0], 1)
 
+    def weight_output_delta(
+        self, Z: Array, A: Array, Y: Array, r: Array, delta: Array, db: Array,
+        out_stats: Array, loss: str | Loss,
+    ) -> None:
+        """Per-sample weights r (m,) on what ``loss_output_delta`` left: delta_L <- r delta_L
+        (row i times r_i), db_L = sum_rows delta_L, out_stats[0] = sum_i r_i l_i. Plain array
+        code on every backend (weighted fits only; unweighted ones never call it)."""
+        delta *= r[:, None]
+        db[...] = delta.sum(axis=0)
+        out_stats[0] = (r * loss_entry(loss).array_terms(self.xp, Z, A, Y)).sum()
+
     # ------------------------------------------------------------------ optimizer update
     def grad_sum_squares(self, g: Array, clip_value: float, out: Array) -> None:
         """out[0] = sum_k clamp(g_k, -clip_value, clip_value)^2 (clip_value = inf: no clamp):

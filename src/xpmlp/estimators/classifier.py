@@ -1,0 +1,179 @@
+"""MLPClassifier: scikit-learn's multi-layer perceptron classifier on any xpmlp backend.
+
+Labels of any kind (strings too) through scikit-learn's LabelBinarizer: multiclass targets
+train a softmax output with cross-entropy; binary targets one sigmoid output with binary
+cross-entropy (predict_proba is [1 - p, p]); multilabel indicator matrices one sigmoid
+output per label. ``class_weight`` (None, "balanced" or {label: weight}) multiplies the
+sample weights.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy
+from sklearn.base import ClassifierMixin
+from sklearn.metrics import accuracy_score
+from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils._param_validation import StrOptions
+from sklearn.utils.class_weight import compute_sample_weight
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_target, unique_labels
+from sklearn.utils.validation import column_or_1d
+
+from .base import PARAMETER_CONSTRAINTS, BaseMLP
+from .data import check_X, is_device_array, to_host
+
+
+def _stochastic(est: Any) -> bool:
+    if est.solver not in ("sgd", "adam"):
+        raise AttributeError(f"partial_fit is only available for stochastic optimizers. "
+                             f"{est.solver} is not stochastic.")
+    return True
+
+
+class MLPClassifier(ClassifierMixin, BaseMLP):
+    """Multi-layer perceptron classifier, scikit-learn's parameters and attributes, trained
+    by xpmlp on ``backend`` ("numpy", "cuda", "auto"; default: XPMLP_BACKEND, else auto) in
+    ``dtype`` (float32 by default).
+
+    Beyond scikit-learn: ``class_weight``, ``early_stopping_metric`` ("score" or "loss"),
+    ``callbacks`` (each ``cb(estimator, info)`` after every iteration; True stops),
+    ``validation_loss_curve_``, learning-rate schedules for adam, a progress bar with
+    verbose=2. See docs/estimators.md.
+    """
+
+    _parameter_constraints = {
+        **PARAMETER_CONSTRAINTS,
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+    }
+
+    def __init__(self, hidden_layer_sizes: Any = (100,), activation: str = "relu", *,
+                 solver: str = "adam", alpha: float = 0.0001, batch_size: Any = "auto",
+                 learning_rate: str = "constant", learning_rate_init: float = 0.001,
+                 power_t: float = 0.5, max_iter: int = 200, shuffle: bool = True,
+                 random_state: Any = None, tol: float = 1e-4, verbose: Any = False,
+                 warm_start: bool = False, momentum: float = 0.9,
+                 nesterovs_momentum: bool = True, early_stopping: bool = False,
+                 validation_fraction: float = 0.1, beta_1: float = 0.9, beta_2: float = 0.999,
+                 epsilon: float = 1e-8, n_iter_no_change: Any = 10, max_fun: int = 15000,
+                 early_stopping_metric: str = "score", class_weight: Any = None,
+                 callbacks: Any = None, backend: Any = None, dtype: str = "float32") -> None:
+        super().__init__(
+            hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
+            learning_rate=learning_rate, learning_rate_init=learning_rate_init,
+            power_t=power_t, max_iter=max_iter, shuffle=shuffle, random_state=random_state,
+            tol=tol, verbose=verbose, warm_start=warm_start, momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
+            validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
+            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
+            early_stopping_metric=early_stopping_metric, callbacks=callbacks,
+            backend=backend, dtype=dtype,
+        )
+        self.class_weight = class_weight
+
+    # ------------------------------------------------------------------ targets
+    def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool,
+                        ) -> tuple[Any, Any, Any]:
+        """X checked, Y the label indicator matrix (host, the model's dtype), and the labels
+        to stratify an early-stopping split by (binary targets only, as scikit-learn)."""
+        X, y = check_X(self, X, reset, to_host(y))
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
+            self._label_binarizer = LabelBinarizer()
+            self._label_binarizer.fit(y)
+            self.classes_ = self._label_binarizer.classes_
+        else:
+            classes = unique_labels(y)
+            if self.warm_start and not incremental:
+                if set(classes) != set(self.classes_):
+                    raise ValueError(
+                        "warm_start can only be used where `y` has the same classes as in the "
+                        f"previous call to fit. Previously got {self.classes_}, `y` has "
+                        f"{classes}")
+            elif len(numpy.setdiff1d(classes, self.classes_, assume_unique=True)):
+                raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has "
+                                 f"{self.classes_}. 'y' has {classes}.")
+        Y = self._label_binarizer.transform(y).astype(self.dtype)
+        return X, Y, (y if Y.shape[1] == 1 else None)  # scikit-learn stratifies binary only
+
+    def _weights(self, sample_weight: Any, X: Any, y: Any, incremental: bool,
+                 ) -> numpy.ndarray | None:
+        sw = super()._weights(sample_weight, X, y, incremental)
+        if self.class_weight is None:
+            return sw
+        if incremental and self.class_weight == "balanced":
+            raise ValueError("class_weight='balanced' is not supported for partial_fit: the "
+                             "class frequencies of the whole data set are not known; pass a "
+                             "dict {label: weight} instead")
+        y = to_host(y)
+        if numpy.ndim(y) == 2 and numpy.shape(y)[1] == 1:
+            y = numpy.ravel(y)
+        weights = compute_sample_weight(self.class_weight, y)
+        return weights if sw is None else sw * weights
+
+    def _out_activation(self) -> str:
+        return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
+
+    def _initialize(self, layer_units: list[int]) -> None:
+        super()._initialize(layer_units)
+        self._onnx_binary_proba = self.n_outputs_ == 1  # predict_proba is [1 - p, p]
+
+    # ------------------------------------------------------------------ API
+    @available_if(_stochastic)
+    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None,
+                    classes: Any = None) -> MLPClassifier:
+        """One iteration over X, y; ``classes`` (every label there will be) on the first
+        call."""
+        if _check_partial_fit_first_call(self, classes):
+            self._label_binarizer = LabelBinarizer()
+            if type_of_target(to_host(y)).startswith("multilabel"):
+                self._label_binarizer.fit(to_host(y))
+            else:
+                self._label_binarizer.fit(classes)
+        return self._fit(X, y, sample_weight, incremental=True)
+
+    def predict_proba(self, X: Any) -> Any:
+        """Probability of each class, columns in the order of ``classes_`` (CuPy in, CuPy
+        out)."""
+        A = self._output(X)
+        if A.shape[1] == 1:
+            xp = A.__array_namespace__() if is_device_array(A) else numpy
+            return xp.concatenate([1 - A, A], axis=1)
+        return A
+
+    def predict_log_proba(self, X: Any) -> Any:
+        """log of ``predict_proba``."""
+        P = self.predict_proba(X)
+        xp = P.__array_namespace__() if is_device_array(P) else numpy
+        return xp.log(P, out=P)
+
+    def predict(self, X: Any) -> Any:
+        """Class labels (multilabel: the indicator matrix). A CuPy X gives a CuPy result for
+        numeric labels."""
+        A = self._output(X)
+        if is_device_array(A):
+            xp = A.__array_namespace__()
+            if A.shape[1] == 1:
+                idx = (A[:, 0] > 0.5).astype(numpy.int64)
+            elif self._label_binarizer.y_type_ == "multiclass":
+                idx = A.argmax(axis=1)
+            else:
+                return (A > 0.5).astype(numpy.int64)
+            if self.classes_.dtype.kind in "biuf":
+                return xp.asarray(self.classes_)[idx]
+            return self.classes_[idx.get()]
+        if A.shape[1] == 1:
+            A = A.ravel()
+        return self._label_binarizer.inverse_transform(A)
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Mean accuracy (subset accuracy for multilabel)."""
+        return float(accuracy_score(to_host(y), to_host(self.predict(X)),
+                                    sample_weight=to_host(sample_weight)))
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags

@@ -1,0 +1,94 @@
+"""What an estimator is given: host (NumPy, pandas, lists) or device (CuPy) arrays.
+
+Host inputs go through scikit-learn's ``validate_data`` (its messages, feature names,
+n_features_in_). A CuPy X stays on the device: it is checked there (shape, finiteness,
+feature count) and never copied to the host.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy
+from sklearn.utils.validation import _check_sample_weight, validate_data
+
+
+def is_device_array(a: Any) -> bool:
+    """A CuPy array (checked by its type's module: CuPy need not be importable)."""
+    return type(a).__module__.split(".", 1)[0] == "cupy"
+
+
+def to_host(a: Any) -> Any:
+    """A CuPy array as NumPy (small arrays only: labels, weights); anything else as is."""
+    return a.get() if is_device_array(a) else a
+
+
+NO_Y = "no_validation"  # scikit-learn's marker: validate X alone
+
+
+def check_X(est: Any, X: Any, reset: bool, y: Any = NO_Y, **options: Any) -> tuple[Any, Any]:
+    """(X, y) validated: host X by ``validate_data``, device X in place (feature count set or
+    checked against ``n_features_in_``). y (None is refused: fit needs it) is validated with
+    a host X by ``validate_data``."""
+    if not is_device_array(X):
+        if isinstance(y, str) and y == NO_Y:
+            return validate_data(est, X, reset=reset, dtype=(numpy.float64, numpy.float32),
+                                 **options), None
+        return validate_data(est, X, y, reset=reset, dtype=(numpy.float64, numpy.float32),
+                             multi_output=True, **options)
+    if y is None:
+        raise ValueError(f"{type(est).__name__} requires y to be passed, but the target y is "
+                         "None.")
+    xp = __import__("cupy")
+    if X.ndim != 2:
+        raise ValueError(f"Expected 2D array, got {X.ndim}D array instead")
+    if X.dtype.kind not in "fiub":
+        raise ValueError(f"X has dtype {X.dtype}; expected a numeric CuPy array")
+    if X.dtype.kind != "f":
+        X = X.astype(numpy.float64)
+    if X.shape[0] < 1:
+        raise ValueError(f"Found array with 0 sample(s) (shape={X.shape}) while a minimum "
+                         "of 1 is required.")
+    if not bool(xp.isfinite(X).all()):
+        raise ValueError("Input X contains NaN or infinity.")
+    if reset:
+        est.n_features_in_ = int(X.shape[1])
+        if hasattr(est, "feature_names_in_"):
+            del est.feature_names_in_
+    elif X.shape[1] != est.n_features_in_:
+        raise ValueError(f"X has {X.shape[1]} features, but {type(est).__name__} is expecting "
+                         f"{est.n_features_in_} features as input.")
+    if not isinstance(y, str):
+        if y.shape[0] != X.shape[0]:
+            raise ValueError(f"Found input variables with inconsistent numbers of samples: "
+                             f"[{X.shape[0]}, {y.shape[0]}]")
+    return X, y
+
+
+def to_device(model: Any, a: Any, name: str = "X") -> Any:
+    """A validated array (``check_X``: finite) as a backend array in the model's dtype, which
+    must hold its values (none may overflow to inf in float32). One pass on the device: the
+    model's own ``to_device`` would check everything ``validate_data`` just checked again."""
+    dev = model.backend.asarray(a, dtype=model.dtype)
+    if not bool(model.backend.xp.isfinite(dev).all()):
+        raise ValueError(f"{name} holds values beyond the range of the model's dtype "
+                         f"{model.dtype.name}; rescale the data or use dtype='float64'")
+    return dev
+
+
+def sample_weights(sample_weight: Any, X: Any) -> numpy.ndarray | None:
+    """Host float64 weights (n,), checked as scikit-learn checks them, or None."""
+    if sample_weight is None:
+        return None
+    sample_weight = to_host(sample_weight)
+    n = X.shape[0]
+    return _check_sample_weight(sample_weight, numpy.empty((n, 0)), dtype=numpy.float64)
+
+
+def batch_sums(weights: numpy.ndarray | None, order: numpy.ndarray, batch_size: int,
+               ) -> numpy.ndarray:
+    """Per mini-batch of ``order``, its rows or (with weights) its weights' sum."""
+    starts = numpy.arange(0, order.shape[0], batch_size)
+    if weights is None:
+        return numpy.minimum(batch_size, order.shape[0] - starts).astype(numpy.float64)
+    return numpy.add.reduceat(weights[order], starts)

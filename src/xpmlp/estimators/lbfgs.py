@@ -1,0 +1,84 @@
+"""The lbfgs solver: scipy.optimize.minimize(L-BFGS-B) over the model's flat parameter vector.
+
+Loss and gradient of the whole training set come from the backend, in chunks of up to
+CHUNK rows (each chunk's fused forward and backward pass; with sample weights w, row
+weights r_i = w_i r_c / S on the chunk's output delta, S = sum of all w):
+
+    f(p)  = sum_i w_i l_i / S + 0.5 alpha ||W||^2 / S,   grad f = sum_i w_i grad l_i / S
+                                                                  + alpha W / S
+
+in the model's dtype, handed to SciPy in float64 (as scikit-learn, with maxiter=max_iter,
+maxfun=max_fun, gtol=tol). loss_ is reported as scikit-learn reports it (the squared
+error's data term averaged over the outputs too).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy
+from sklearn.exceptions import ConvergenceWarning
+
+from .evaluate import l2_penalty
+
+CHUNK = 1 << 14  # rows per forward/backward pass of the full-batch gradient
+
+
+def fit_lbfgs(est: Any, X: Any, Y: Any, sw: numpy.ndarray | None) -> None:
+    """Minimize the training loss of ``est.mlp_`` on device X, Y (host weights sw)."""
+    import scipy.optimize
+
+    model = est.mlp_
+    be, xp, dtype = model.backend, model.backend.xp, model.dtype
+    n = X.shape[0]
+    total = float(n if sw is None else sw.sum())
+    r_all = None if sw is None else be.asarray(sw / total, dtype=dtype)
+    ws = model.workspace(min(CHUNK, n))
+    stats, skip = be.zeros((1, 2), dtype), be.zeros(1, dtype)
+    grad = be.zeros(model.params.shape[0], dtype)
+    per_output = 1.0 if model.is_classifier or model.loss == "poisson" else Y.shape[1]
+    last: dict[str, float] = {}
+
+    def loss_and_grad(p: numpy.ndarray) -> tuple[float, numpy.ndarray]:
+        model.params[...] = be.asarray(p, dtype=dtype)
+        grad[...] = 0
+        data = xp.zeros((), dtype=dtype)
+        for start in range(0, n, CHUNK):
+            w = ws.first(min(CHUNK, n - start))
+            w.X[...] = X[start:start + w.rows]
+            w.Y[...] = Y[start:start + w.rows]
+            model.forward_pass(w)
+            r = None if r_all is None else r_all[start:start + w.rows] * dtype.type(w.rows)
+            model.backward_pass(w, stats[0], skip, r)
+            share = dtype.type(w.rows / n) if r is None else dtype.type(1.0)
+            grad[...] += model.grads * share
+            data = data + stats[0, 0] * (1.0 / n if r is None else 1.0 / w.rows)
+        W = model.params[:model.n_weights]
+        grad[:model.n_weights] += dtype.type(est.alpha / total) * W
+        penalty = 0.5 * est.alpha * l2_penalty(model) / total
+        values = be.to_numpy(xp.stack([data, penalty])).astype(numpy.float64)
+        last["data"], last["penalty"] = float(values[0]), float(values[1])
+        return float(values.sum()), be.to_numpy(grad).astype(numpy.float64)
+
+    def callback(*_: Any) -> None:
+        est.n_iter_ += 1
+        info = {"n_iter": est.n_iter_, "loss": last["data"] / per_output + last["penalty"]}
+        if any(bool(cb(est, dict(info))) for cb in (est.callbacks or ())):
+            raise StopIteration
+
+    est.n_iter_ = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = scipy.optimize.minimize(
+            loss_and_grad, be.to_numpy(model.params).astype(numpy.float64), method="L-BFGS-B",
+            jac=True, callback=callback,
+            options={"maxfun": est.max_fun, "maxiter": est.max_iter, "gtol": est.tol},
+        )
+    if result.status != 0 and result.status != 99:
+        warnings.warn(f"lbfgs failed to converge after {result.nit} iteration(s) "
+                      f"(status={result.status}): {result.message}", ConvergenceWarning,
+                      stacklevel=3)
+    est.n_iter_ = min(int(result.nit), est.max_iter)
+    loss_and_grad(result.x)  # the parameters (and figures) of the result
+    est.loss_ = last["data"] / per_output + last["penalty"]

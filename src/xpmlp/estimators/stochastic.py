@@ -1,0 +1,206 @@
+"""The sgd and adam solvers: scikit-learn's epoch loop over xpmlp's per-batch API.
+
+Per mini-batch b of r_b rows (weights w_i, sum s_b; unweighted: w_i = 1, s_b = r_b), as
+scikit-learn's ``_backprop``:
+
+    gradient = sum_i w_i grad l_i / s_b + alpha W / s_b
+    loss_b   = sum_i w_i l_i / s_b + 0.5 alpha ||W||^2 / s_b
+
+The first term is the fused kernels' batch-mean gradient (with the row weights
+r_i = w_i r_b / s_b on the output delta when weighted); the second is the optimizer's
+L2 ``weight_decay``, set to alpha / s_b before each step, so the last, short batch gets its
+own alpha / r_b. Per epoch (host, after it): loss_curve_, the learning-rate schedule
+(invscaling, adaptive: for adam too), tol and n_iter_no_change, early stopping on the
+validation score or loss, the callbacks. The epoch's order is drawn on the host from
+random_state, as scikit-learn draws it, and copied to the device once per epoch.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+
+from ..training import RunState
+from .data import batch_sums
+from .evaluate import evaluate, l2_penalty
+from .network import make_optimizer
+
+
+def fit_stochastic(est: Any, X: Any, Y: Any, sw: numpy.ndarray | None, incremental: bool,
+                   stratify: Any) -> None:
+    """Train ``est.mlp_`` on device X, Y (host weights sw) by est.solver (see module doc)."""
+    model = est.mlp_
+    be = model.backend
+    if not incremental or not hasattr(est, "_learning_rate"):
+        model.optimizer = make_optimizer(est)
+        model.optimizer.bind(be, model.params)
+        est._learning_rate = float(est.learning_rate_init)
+    if est.early_stopping and incremental:
+        raise ValueError("partial_fit does not support early_stopping=True")
+    n_all = X.shape[0]
+    X_val = Y_val = sw_val = None
+    if est.early_stopping:
+        train, val = train_test_split(numpy.arange(n_all), random_state=est._random_state,
+                                      test_size=est.validation_fraction, stratify=stratify)
+        if val.shape[0] < 2:
+            raise ValueError("The validation set is too small. Increase 'validation_fraction' "
+                             "or the size of your dataset.")
+        train_dev, val_dev = be.asarray(train), be.asarray(val)
+        X_val, Y_val = X[val_dev], Y[val_dev]
+        X, Y = X[train_dev], Y[train_dev]
+        if sw is not None:
+            sw, sw_val = sw[train], be.asarray(sw[val], dtype=model.dtype)
+    n = X.shape[0]
+    if est.batch_size == "auto":
+        batch_size = min(200, n)
+    else:
+        if est.batch_size > n:
+            warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is "
+                          "going to be clipped", stacklevel=3)
+        batch_size = int(numpy.clip(est.batch_size, 1, n))
+    sw_dev = None if sw is None else be.asarray(sw, dtype=model.dtype)
+    n_batches = -(-n // batch_size)
+    state = RunState.allocate(model, n_batches)
+    l2 = be.zeros(n_batches, model.dtype)
+    ws = model.workspace(batch_size)
+    t = model.dtype.type
+    per_output = 1.0 if model.is_classifier or model.loss == "poisson" else Y.shape[1]
+    softmax = model.activations[-1] == "softmax"
+    sample_idx = numpy.arange(n)
+    bar = _progress_bar(est)
+    est.n_iter_ = 0 if not incremental else est.n_iter_
+    try:
+        for _ in range(est.max_iter):
+            if est.shuffle:  # sklearn.utils.shuffle's draw, without its validation
+                perm = numpy.arange(n)
+                est._random_state.shuffle(perm)
+                sample_idx = sample_idx[perm]
+            order = be.asarray(sample_idx)
+            sums = batch_sums(sw, sample_idx, batch_size)
+            model.optimizer.learning_rate = est._learning_rate
+            for b, start in enumerate(range(0, n, batch_size)):
+                idx = order[start:start + batch_size]
+                w = ws.first(int(idx.shape[0]))
+                be.gather_rows(X, idx, w.X)
+                be.gather_rows(Y, idx, w.Y)
+                model.forward_pass(w)
+                l2[b] = l2_penalty(model)
+                r = None if sw_dev is None else sw_dev[idx] * t(w.rows / sums[b])
+                model.backward_pass(w, state.batch_rows[b], state.skip, r)
+                model.optimizer.weight_decay = est.alpha / sums[b]
+                model.apply_gradients(state.skip)
+            stats = be.to_numpy(state.batch_stats[:, 0]).astype(numpy.float64)
+            l2_host = be.to_numpy(l2).astype(numpy.float64)
+            if float(be.to_numpy(state.skip)[0]) != 0 or not numpy.isfinite(stats).all():
+                raise ValueError(
+                    "Solver produced non-finite parameter weights. The input data may contain "
+                    "large values and need to be preprocessed. (Training stopped at iteration "
+                    f"{est.n_iter_ + 1}; the weights are the last finite ones.)"
+                )
+            rows = numpy.minimum(batch_size, n - numpy.arange(0, n, batch_size))
+            est.loss_ = float((stats / per_output + 0.5 * est.alpha * l2_host * rows / sums)
+                              .sum() / n)
+            est.n_iter_ += 1
+            est.t_ += n
+            est.loss_curve_.append(est.loss_)
+            info: dict[str, Any] = {"n_iter": est.n_iter_, "loss": est.loss_}
+            if est.early_stopping:
+                val_loss, val_score = evaluate(model, X_val, Y_val, sw_val, est.alpha, softmax)
+                est.validation_scores_.append(val_score)
+                est.validation_loss_curve_.append(val_loss)
+                info.update(validation_score=val_score, validation_loss=val_loss)
+            _report(est, bar, info)
+            _update_no_improvement_count(est, model)
+            if est.learning_rate == "invscaling":
+                est._learning_rate = est.learning_rate_init / (est.t_ + 1) ** est.power_t
+            stop = any(bool(cb(est, dict(info))) for cb in (est.callbacks or ()))
+            if est._no_improvement_count > est.n_iter_no_change:
+                if _trigger_stopping(est):
+                    break
+                est._no_improvement_count = 0
+            if stop or incremental:
+                break
+            if est.n_iter_ == est.max_iter:
+                warnings.warn(
+                    f"Stochastic Optimizer: Maximum iterations ({est.max_iter}) reached and "
+                    "the optimization hasn't converged yet.", ConvergenceWarning, stacklevel=3)
+    except KeyboardInterrupt:
+        warnings.warn("Training interrupted by user.", stacklevel=3)
+    finally:
+        if bar is not None:
+            bar.close()
+    if est.early_stopping and est._best_params is not None:
+        model.params[...] = est._best_params
+    est._best_params = None
+
+
+def _update_no_improvement_count(est: Any, model: Any) -> None:
+    """scikit-learn's rule: no improvement when the figure watched is not better than the
+    best by tol; with early stopping, keep the parameters at the best figure."""
+    if est.early_stopping:
+        score, loss = est.validation_scores_[-1], est.validation_loss_curve_[-1]
+        if est.early_stopping_metric == "loss":
+            value, best = -loss, -est.best_validation_loss_
+        else:
+            value, best = score, est.best_validation_score_
+        if value < best + est.tol:
+            est._no_improvement_count += 1
+        else:
+            est._no_improvement_count = 0
+        if value > best:
+            est.best_validation_score_, est.best_validation_loss_ = score, loss
+            est._best_params = model.params.copy()
+        return
+    if est.loss_curve_[-1] > est.best_loss_ - est.tol:
+        est._no_improvement_count += 1
+    else:
+        est._no_improvement_count = 0
+    est.best_loss_ = min(est.best_loss_, est.loss_curve_[-1])
+
+
+def _trigger_stopping(est: Any) -> bool:
+    """Stop, or (learning_rate='adaptive') divide the learning rate by 5 and go on, until it
+    is at most 1e-6."""
+    what = "Validation score" if est.early_stopping else "Training loss"
+    if est.early_stopping and est.early_stopping_metric == "loss":
+        what = "Validation loss"
+    msg = (f"{what} did not improve more than tol={est.tol:f} for {est.n_iter_no_change} "
+           "consecutive epochs.")
+    if est.learning_rate != "adaptive":
+        _say(est, msg + " Stopping.")
+        return True
+    if est._learning_rate <= 1e-6:
+        _say(est, msg + " Learning rate too small. Stopping.")
+        return True
+    est._learning_rate /= 5.0
+    _say(est, msg + f" Setting learning rate to {est._learning_rate:f}")
+    return False
+
+
+def _progress_bar(est: Any) -> Any:
+    """A tqdm bar over the iterations when verbose >= 2."""
+    if not est.verbose or int(est.verbose) < 2:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=est.max_iter, desc=type(est).__name__, unit="iter", leave=False)
+
+
+def _say(est: Any, message: str) -> None:
+    if est.verbose:
+        print(message)
+
+
+def _report(est: Any, bar: Any, info: dict[str, Any]) -> None:
+    """scikit-learn's verbose lines, or the bar's step and figures."""
+    if bar is not None:
+        bar.update(1)
+        bar.set_postfix({k: f"{v:.5g}" for k, v in info.items() if k != "n_iter"})
+    elif est.verbose:
+        print(f"Iteration {info['n_iter']}, loss = {info['loss']:.8f}")
+        if "validation_score" in info:
+            print(f"Validation score: {info['validation_score']:f}")
