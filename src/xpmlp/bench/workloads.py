@@ -16,12 +16,14 @@ ratios are indicative only (another model, too few epochs). ``tiny`` runs all fo
 on a small synthetic problem (for the tests).
 
 Why quick once disagreed with full (A 1.75x vs 1.10x, B 1.56x vs 0.86x against
-PyTorch on a 2-core Xeon): it timed a 10k-sample epoch, 10 steps for B, about a
-quarter of a second, right after another library's BLAS had run, whose threads
-kept spinning for ~0.1 s into the timed unit (see ``schedule``). That fixed
-penalty was a large share of a short unit and a small one of a full epoch. Now
-every task starts after ``Profile.settle_seconds`` idle, and A/B keep the full
-epoch.
+PyTorch on a 2-core Xeon): it timed a 10k-sample epoch (79 steps for A, 10 for
+B), under a quarter of a second, and every PyTorch unit started right after
+xpmlp's, while OpenBLAS's worker threads were still spinning (see ``schedule``).
+Both gaps fit one fixed cost of about 0.1 s added to each PyTorch unit: half a
+quick unit, a tenth of a full epoch. (Inferred from those figures; at one
+thread, where nothing spins, xpmlp/PyTorch per-sample times on 10k and 60k
+epochs agree.) Now every task starts after ``Profile.settle_seconds`` idle, and
+A/B keep the full epoch, so quick measures what full does, with fewer repeats.
 """
 
 from __future__ import annotations
