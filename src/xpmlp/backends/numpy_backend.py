@@ -84,6 +84,7 @@ class NumpyBackend(Backend):
 
     def __init__(self) -> None:
         super().__init__(numpy)
+        self._matmul: Callable[[Array, Array, Array], None] | None = None
 
     @property
     def device(self) -> str:
@@ -91,6 +92,17 @@ class NumpyBackend(Backend):
 
         threads = numba.get_num_threads()
         return f"CPU: {cpu_model()} ({os.cpu_count()} cores, {threads} Numba threads)"
+
+    def matmul(self, a: Array, b: Array, out: Array) -> None:
+        """out = a @ b through the BLAS ``xpmlp.blas`` chose for this shape (NumPy's OpenBLAS,
+        or Intel MKL where it is installed and times faster; ``XPMLP_BLAS`` forces one).
+        Transposed views go to BLAS as they are, without copies."""
+        matmul = self._matmul
+        if matmul is None:
+            from .. import blas
+
+            matmul = self._matmul = blas.provider().matmul
+        matmul(a, b, out)
 
     def gather_rows(self, X: Array, idx: Array, out: Array) -> None:
         key = (cpu.gather_rows, None, out.size >= cpu.PARALLEL_MIN_ELEMENTS, X.dtype.char)
