@@ -177,3 +177,23 @@ def test_gemm_is_numpy_matmul_bit_for_bit(char, ta, tb) -> None:
     empty = np.full((37, 23), np.nan, char)
     gemm(cblas, np.empty((37, 0), char), np.empty((0, 23), char), empty, False, False)
     np.testing.assert_array_equal(empty, 0)
+
+
+def test_a_subclass_that_overrides_an_op_keeps_the_per_op_path() -> None:
+    """The fused step skips the backend's ops; a subclass that changes one gets them called."""
+    calls = []
+
+    class Watching(NumpyBackend):
+        def optimizer_step(self, *args, **kwargs) -> None:
+            calls.append(1)
+            super().optimizer_step(*args, **kwargs)
+
+    class Plain(NumpyBackend):
+        pass
+
+    X, y = _data("softmax", "cross_entropy", 3, "float32", "subclass")
+    model = _fit(Watching(), [N_IN, 5, 3], X, y)
+    assert model.backend.fused_step(model) is None and len(calls) == 2 * 3
+    plain = _fit(Plain(), [N_IN, 5, 3], X, y)
+    assert isinstance(plain.backend.fused_step(plain), FusedStep)
+    _assert_same(plain, model)

@@ -77,6 +77,11 @@ def _build(key: tuple[Any, Any, bool, Any]) -> Any:
     return kernel
 
 
+#: the ops the fused step does in one call (a subclass overriding one keeps the per-op path).
+FUSED_OPS = ("gather_rows", "matmul", "bias_activation", "activation_backward",
+             "loss_output_delta", "grad_sum_squares", "optimizer_step")
+
+
 class NumpyBackend(Backend):
     """NumPy arrays on the CPU, with fused Numba ``@njit`` kernels.
 
@@ -94,11 +99,16 @@ class NumpyBackend(Backend):
 
     def fused_step(self, model: Any) -> FusedStep | None:
         """The fused training step of ``model`` (``FusedStep``), or None where this backend
-        was not asked for it or the model needs the per-op path (dropout, batch norm, hidden
-        layers with different activations, no BLAS function to call)."""
+        was not asked for it, the model needs the per-op path (dropout, batch norm, hidden
+        layers with different activations, no BLAS function to call) or a subclass overrides
+        one of ``FUSED_OPS``."""
         if not self.fused or model._regularized or len({
                 a.name for a in model.activation_entries[:-1]}) > 1:
             return None
+        cls = type(self)
+        if cls is not NumpyBackend and any(getattr(cls, op) is not getattr(NumpyBackend, op)
+                                           for op in FUSED_OPS):
+            return None  # a subclass changed an op the fused step would skip: keep its ops
         step = getattr(model, "_fused_step", None)
         if step is None or step.model_dtype != model.dtype:
             step = FusedStep.build(model)
