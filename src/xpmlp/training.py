@@ -106,8 +106,7 @@ def run_epoch(
     ws = model.workspace(min(batch_size, m_total))
     gather, skip = model.backend.gather_rows, state.skip  # bound once: this loop is the hot path
     forward, backward, apply = model.forward_pass, model.backward_pass, model.apply_gradients
-    fused_step = getattr(model.backend, "fused_step", None)
-    fused = fused_step(model) if fused_step is not None and comm is None else None
+    fused = model.backend.fused_step(model) if comm is None else None
     for batch, start in enumerate(range(0, m_total, batch_size)):
         idx = order[start:start + batch_size]
         w = ws.first(int(idx.shape[0]))
