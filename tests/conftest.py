@@ -3,6 +3,11 @@
 - ``cudasim``: needs NUMBA_ENABLE_CUDASIM=1 set before Numba is imported, so these
   tests run in their own process: ``NUMBA_ENABLE_CUDASIM=1 python -m pytest -m cudasim``.
 - ``cuda``: needs a usable CUDA GPU with CuPy (the probe of ``xpmlp.backends.cuda_probe``).
+
+The numpy backend's matrix products go through NumPy's BLAS in every test process (and the
+mpiexec ranks they start): ``XPMLP_BLAS=openblas`` unless the caller set it, so results do not
+depend on which library a timing at first use picked. ``tests/test_blas.py`` sets its own.
+Cached BLAS decisions go to a temporary ``XDG_CACHE_HOME``, never the user's cache.
 """
 
 from __future__ import annotations
@@ -12,6 +17,13 @@ import os
 import pytest
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    import tempfile
+
+    os.environ.setdefault("XPMLP_BLAS", "openblas")
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="xpmlp-test-cache-")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -17,7 +17,7 @@ from xpmlp.bench.registry import ROWS, resolve_rows
 from xpmlp.bench.report import D_HEADERS, TIMED_HEADERS, markdown_report, text_report, write_all
 from xpmlp.bench.runner import run_benchmark
 from xpmlp.bench.schedule import alternate, rounds, summarize
-from xpmlp.bench.workloads import tiny_profile
+from xpmlp.bench.workloads import full_profile, quick_profile, tiny_profile
 
 NUMPY_ROWS = ["xpmlp-numpy", "numpy-plain"]
 
@@ -87,6 +87,49 @@ def test_alternate_runs_rows_in_turn_and_keeps_only_the_repeats():
                                           "values": [3.0, 1.0, 2.0]}
 
 
+def test_alternate_leaves_the_cores_idle_before_every_task():
+    events: list[object] = []
+
+    def task(name: str):
+        def run(r: int) -> float:
+            events.append(name)
+            return 1.0
+
+        return run
+
+    alternate({"x": task("x"), "y": task("y")}, repeats=2, warmup=1, settle=0.25,
+              sleep=events.append)
+    assert events == [0.25, "x", 0.25, "y"] * 3
+    events.clear()
+    alternate({"x": task("x")}, repeats=1, warmup=0, sleep=events.append)
+    assert events == ["x"]  # no settle: no pause
+
+
+def test_quick_times_a_and_b_on_the_full_profiles_units():
+    full, quick = full_profile(), quick_profile()
+    for key in ("A", "B"):
+        f, q = full.workloads[key], quick.workloads[key]
+        assert (q.layer_sizes, q.batch_size, q.kind, q.optimizer, q.learning_rate) == (
+            f.layer_sizes, f.batch_size, f.kind, f.optimizer, f.learning_rate)
+        assert q.unit_samples(60_000) == f.unit_samples(60_000) == 60_000
+        assert q.warmup == f.warmup and 3 <= q.repeats <= f.repeats
+        assert "indicative" not in q.note
+    for key in ("C", "D"):  # reduced: the report says their ratios are not the full run's
+        assert "indicative only" in quick.workloads[key].note
+    assert "indicative only" in quick.description
+    assert full.settle_seconds >= 0.2 and quick.settle_seconds == full.settle_seconds
+    assert tiny_profile().settle_seconds == 0
+
+
+def test_gemm_probe_of_the_xpmlp_provider_computes_the_products():
+    step = GemmStep("xpmlp", [6, 5, 4], 7)
+    step.run()
+    L0, L1 = step.layers
+    np.testing.assert_allclose(L0["Z"], L0["A"] @ L0["W"].T, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(L1["dW"], L1["delta"].T @ L1["A"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(L1["dX"], L1["delta"] @ L1["W"], rtol=1e-5, atol=1e-6)
+
+
 # ---------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def tiny_result():
@@ -141,6 +184,9 @@ def test_report_writers_produce_valid_json_and_markdown(tiny_result, tmp_path):
     assert any("bench.png" in m for m in messages)  # written, or why not
     text = text_report(tiny_result)
     assert "xpmlp-numpy" in text and "% peak" in text and "s to target" in text
+    blas_after = data["machine"]["xpmlp_blas_after"]
+    assert blas_after["mode"] in ("openblas", "mkl", "by timing")
+    assert "xpmlp-numpy products: " + blas_after["summary"] in text
     assert markdown_report(tiny_result).startswith("# xpmlp bench (tiny")
 
 

@@ -1,4 +1,4 @@
-"""One thread count for every CPU library: BLAS and OpenMP, Numba and PyTorch."""
+"""One thread count for every CPU library: BLAS and OpenMP, Numba, MKL and PyTorch."""
 
 from __future__ import annotations
 
@@ -71,6 +71,9 @@ def cpu_threads(n: int | None) -> Iterator[list[str]]:
     if numba_n != n:
         notes.append(f"Numba is limited to {numba_n} threads (NUMBA_NUM_THREADS)")
     numba.set_num_threads(numba_n)
+    from . import blas
+
+    blas.set_threads(numba_n)  # MKL, when xpmlp loaded it (threadpoolctl may not know it yet)
     torch = sys.modules.get("torch")
     old_torch = torch.get_num_threads() if torch is not None else None
     if torch is not None:
@@ -79,6 +82,7 @@ def cpu_threads(n: int | None) -> Iterator[list[str]]:
         yield notes
     finally:
         numba.set_num_threads(old_numba)
+        blas.set_threads(old_numba)
         if torch is not None and old_torch is not None:
             torch.set_num_threads(old_torch)
         stack.close()

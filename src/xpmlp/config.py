@@ -3,6 +3,8 @@ import).
 
 =========================  ===============================================================
 XPMLP_BACKEND              the backend when none is named: numpy, cuda or auto
+XPMLP_BLAS                 the numpy backend's matrix products: openblas (NumPy's BLAS) or
+                           mkl; unset: MKL per shape where it times faster (``xpmlp.blas``)
 XPMLP_DATA_DIR             where the MNIST files are (``xpmlp.datasets``)
 XDG_CACHE_HOME             where downloads are cached (default ~/.cache)
 XPMLP_CUDA_SPECIALIZE      0: launch CUDA kernels through Numba's typed dispatch only
@@ -25,6 +27,8 @@ from __future__ import annotations
 import os
 
 BACKEND = "XPMLP_BACKEND"
+BLAS = "XPMLP_BLAS"
+BLAS_PROVIDERS = ("openblas", "mkl")
 DATA_DIR = "XPMLP_DATA_DIR"
 CUDA_SPECIALIZE = "XPMLP_CUDA_SPECIALIZE"
 MPI_CUDA_AWARE = "XPMLP_MPI_CUDA_AWARE"
@@ -35,6 +39,20 @@ MPI_RANK_VARIABLES = ("PMI_RANK", "PMIX_RANK")
 def backend_name() -> str | None:
     """XPMLP_BACKEND, or None when unset or empty."""
     return os.environ.get(BACKEND) or None
+
+
+def blas_provider() -> str | None:
+    """XPMLP_BLAS: "openblas", "mkl", or None when unset or empty (choose by timing). Raises
+    ParameterError for any other value."""
+    value = os.environ.get(BLAS, "").strip()
+    if not value:
+        return None
+    if value.lower() not in BLAS_PROVIDERS:
+        from .errors import ParameterError
+
+        raise ParameterError(f"{BLAS}={value!r}: expected one of {', '.join(BLAS_PROVIDERS)}, "
+                             "or unset to let xpmlp time both on each product shape")
+    return value.lower()
 
 
 def data_dir() -> str | None:

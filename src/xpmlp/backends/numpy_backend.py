@@ -95,13 +95,15 @@ class NumpyBackend(Backend):
 
     def __init__(self, fused: bool = True) -> None:
         super().__init__(numpy)
+        self._matmul: Callable[[Array, Array, Array], None] | None = None
         self.fused = bool(fused)
 
     def fused_step(self, model: Any) -> FusedStep | None:
         """The fused training step of ``model`` (``FusedStep``), or None where this backend
         was not asked for it, the model needs the per-op path (dropout, batch norm, hidden
-        layers with different activations, no BLAS function to call) or a subclass overrides
-        one of ``FUSED_OPS``."""
+        layers with different activations, no BLAS function to call), the matrix products
+        may go to MKL (``xpmlp.blas``: the fused step calls NumPy's BLAS) or a subclass
+        overrides one of ``FUSED_OPS``."""
         if not self.fused or model._regularized or len({
                 a.name for a in model.activation_entries[:-1]}) > 1:
             return None
@@ -109,6 +111,10 @@ class NumpyBackend(Backend):
         if cls is not NumpyBackend and any(getattr(cls, op) is not getattr(NumpyBackend, op)
                                            for op in FUSED_OPS):
             return None  # a subclass changed an op the fused step would skip: keep its ops
+        from .. import blas
+
+        if blas.provider().matmul is not blas.numpy_matmul:
+            return None  # MKL may take some products (``xpmlp.blas``): keep its choices
         step = getattr(model, "_fused_step", None)
         if step is None or step.model_dtype != model.dtype:
             step = FusedStep.build(model)
@@ -121,6 +127,17 @@ class NumpyBackend(Backend):
 
         threads = numba.get_num_threads()
         return f"CPU: {cpu_model()} ({os.cpu_count()} cores, {threads} Numba threads)"
+
+    def matmul(self, a: Array, b: Array, out: Array) -> None:
+        """out = a @ b through the BLAS ``xpmlp.blas`` chose for this shape (NumPy's OpenBLAS,
+        or Intel MKL where it is installed and times faster; ``XPMLP_BLAS`` forces one).
+        Transposed views go to BLAS as they are, without copies."""
+        matmul = self._matmul
+        if matmul is None:
+            from .. import blas
+
+            matmul = self._matmul = blas.provider().matmul
+        matmul(a, b, out)
 
     def gather_rows(self, X: Array, idx: Array, out: Array) -> None:
         key = (cpu.gather_rows, None, out.size >= cpu.PARALLEL_MIN_ELEMENTS, X.dtype.char)

@@ -1,7 +1,7 @@
 """``xpmlp bench``: xpmlp's backends and its peers side by side, against the machine's peak.
 
     xpmlp bench                          # full profile: A, B, C, D (10-20 min on 2 cores)
-    xpmlp bench --quick --threads 2      # a reduced run, under 2 minutes on 2 cores
+    xpmlp bench --quick --threads 2      # a reduced run, about 2 minutes on 2 cores
     xpmlp bench --workloads A,B --rows xpmlp-numpy,torch-cpu --out results/
 
 Always prints the tables; ``--out DIR`` also writes bench.json (with the
@@ -26,8 +26,9 @@ def _list(text: str) -> list[str]:
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
-                        help="a reduced run (A/B on 10k samples, C 2048 wide, D 1 seed x "
-                             "2 epochs): under 2 minutes on 2 cores")
+                        help="a reduced run (A/B as in the full run with 3 repeats, C 2048 "
+                             "wide, D 1 seed x 2 epochs): about 2 minutes on 2 cores; only "
+                             "A/B's ratios estimate the full run's")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, metavar="N",
                         help="CPU threads for every row alike (BLAS/OpenMP via threadpoolctl, "

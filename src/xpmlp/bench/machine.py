@@ -16,9 +16,9 @@ from typing import Any
 from .. import config
 
 ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-            "MKL_NUM_THREADS", "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER", "CUPY_TF32",
-            "XPMLP_BACKEND")
-DISTRIBUTIONS = ("xpmlp", "numpy", "numba", "torch", "scikit-learn", "threadpoolctl",
+            "MKL_NUM_THREADS", "MKL_THREADING_LAYER", "KMP_BLOCKTIME", "NUMBA_NUM_THREADS",
+            "NUMBA_THREADING_LAYER", "CUPY_TF32", "XPMLP_BACKEND", "XPMLP_BLAS")
+DISTRIBUTIONS = ("xpmlp", "numpy", "numba", "torch", "scikit-learn", "threadpoolctl", "mkl",
                  "cupy-cuda12x", "cupy-cuda13x", "numba-cuda", "matplotlib")
 
 
@@ -88,6 +88,18 @@ def numba_info() -> dict[str, Any]:
     return {"num_threads": numba.get_num_threads(), "threading_layer": layer}
 
 
+def xpmlp_blas_info() -> dict[str, Any]:
+    """The numpy backend's matrix-product provider (``xpmlp.blas``): mode, libraries, threads
+    and the choice made for each product shape so far; or the error XPMLP_BLAS caused."""
+    from xpmlp import blas
+    from xpmlp.errors import ParameterError
+
+    try:
+        return blas.provider().report()
+    except ParameterError as exc:
+        return {"summary": f"error: {exc}"}
+
+
 def source_revision() -> dict[str, Any] | None:
     """The git commit of the xpmlp source tree and how many files differ from it, if any."""
     import subprocess
@@ -119,12 +131,20 @@ def describe_machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "blas": blas_info(),
         "numba": numba_info(),
+        "xpmlp_blas": xpmlp_blas_info(),
         "torch": _torch_info(),
         "gpu": _gpu_info(),
         "env": config.environment(ENV_VARS),
         "versions": {d: _version(d) for d in DISTRIBUTIONS if _version(d) is not None},
         "source": source_revision(),
     }
+
+
+def xpmlp_blas_summary(result: dict[str, Any]) -> str:
+    """One line: the numpy backend's products, as chosen by the end of the run."""
+    m = result["machine"]
+    info = m.get("xpmlp_blas_after") or m.get("xpmlp_blas") or {}
+    return "xpmlp-numpy products: " + info.get("summary", "unknown")
 
 
 def blas_summary(machine: dict[str, Any]) -> str:

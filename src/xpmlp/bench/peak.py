@@ -9,8 +9,9 @@ step, times the steps of a timed unit, is the "GEMM-only" time of that unit.
 products: after one warm-up call it runs k back-to-back products, doubling k
 until they take at least ``min_seconds``, and reports 2 n^3 k / seconds.
 
-Libraries: "numpy" (NumPy's BLAS), "torch-cpu", "torch-cuda" (torch.mm) and
-"cupy" (cuBLAS FP32; CUPY_TF32 must be unset). GPU timings synchronize first.
+Libraries: "numpy" (NumPy's BLAS), "xpmlp" (the numpy backend's products: NumPy's BLAS or
+MKL per shape, ``xpmlp.blas``), "torch-cpu", "torch-cuda" (torch.mm) and "cupy" (cuBLAS
+FP32; CUPY_TF32 must be unset). GPU timings synchronize first.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ def _namespace(library: str) -> tuple[Any, Callable[[Any, Any, Any], Any], Calla
     """(array maker from a NumPy array, matmul(a, b, out), synchronize) of ``library``."""
     if library == "numpy":
         return np.ascontiguousarray, lambda a, b, out: np.matmul(a, b, out=out), lambda: None
+    if library == "xpmlp":
+        from xpmlp import blas
+
+        return np.ascontiguousarray, blas.provider().matmul, lambda: None
     if library.startswith("torch-"):
         import torch
 

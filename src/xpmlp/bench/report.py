@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .machine import blas_summary
+from .machine import blas_summary, xpmlp_blas_summary
 
 TIMED_HEADERS = ("row", "s/unit", "min", "max", "samples/s", "GFLOP/s", "% peak", "GEMM s",
                  "outside GEMM", "vs torch", "test acc")
@@ -94,6 +94,7 @@ def machine_lines(result: dict[str, Any]) -> list[str]:
         f"available), load average at start {_f_list(m.get('load_average'))}, at end "
         f"{_f_list(result.get('load_average_end'))}",
         blas_summary(m),
+        xpmlp_blas_summary(result),
         f"threads: {result['threads'] if result['threads'] is not None else 'unchanged'} "
         f"(Numba {m['numba']['num_threads']}, PyTorch {torch.get('num_threads', '-')}, "
         f"PyTorch BLAS {torch.get('blas', '-')})",

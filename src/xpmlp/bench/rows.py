@@ -86,7 +86,7 @@ class XpmlpRow(Row):
         self.name = name or f"xpmlp-{label}"
         on_gpu = label == "cuda" or getattr(getattr(backend, "xp", None), "__name__", "") == "cupy"
         self.device = "cuda" if on_gpu else "cpu"
-        self.gemm_library = "cupy" if on_gpu else "numpy"
+        self.gemm_library = "cupy" if on_gpu else xpmlp_gemm_library()
 
     def prepare(self, spec: ModelSpec, init: Init, data: Dataset) -> None:
         from xpmlp import MLP
@@ -121,6 +121,14 @@ class XpmlpRow(Row):
     def accuracy(self) -> float:
         with self.model.backend.activate():
             return self.model.accuracy(self.X_test, self.Y_test)
+
+
+def xpmlp_gemm_library() -> str:
+    """The GEMM-only probe of the numpy backend: "numpy" when its products are NumPy's
+    (``xpmlp.blas`` chose OpenBLAS for good), else "xpmlp" (MKL for some shapes)."""
+    from xpmlp import blas
+
+    return "numpy" if blas.provider().mode == "openblas" else "xpmlp"
 
 
 def cuda_unavailable_reason() -> str | None:

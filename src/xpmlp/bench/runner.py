@@ -9,14 +9,16 @@ steps) of n samples and F = ``flops.pass_flops`` matrix-product FLOPs:
     % of peak      GFLOP/s / the device's peak, measured in the same rounds: the best of
                    sustained square sgemm and the GEMM-only rate at the workload's shapes
                    (NumPy's BLAS on the CPU, CuPy/cuBLAS FP32 on the GPU)
-    GEMM-only s    the 3L - 1 products of a step alone, times the steps of U (row's library)
+    GEMM-only s    the 3L - 1 products of a step alone, times the steps of U (row's library;
+                   for xpmlp-numpy its own provider, ``xpmlp.blas``)
     outside GEMM   1 - GEMM-only s / median: the share of the pass spent elsewhere
     vs torch       median of PyTorch on the same device / median of the row (> 1: faster)
     test accuracy  after the last round (every row trained on the same batches)
 
 D (time to accuracy) trains every row epoch by epoch, alternating per epoch, and
 records the training seconds (evaluation excluded) until the test accuracy
-reaches the target, per seed.
+reaches the target, per seed. Every timed task starts after the profile's
+``settle_seconds`` of idle cores (``schedule``).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import numpy as np
 from .._threads import cpu_threads
 from .data import Dataset, load_mnist_scaled, synthetic
 from .flops import pass_flops, step_flops
-from .machine import describe_machine, numba_info
+from .machine import describe_machine, numba_info, xpmlp_blas_info
 from .peak import GemmStep, gemm_unit_seconds, peak_library, square_rate
 from .registry import TORCH_OF_DEVICE, resolve_rows
 from .rows import ModelSpec, Row, initial_weights
@@ -94,6 +96,7 @@ def run_benchmark(
             entry["skipped"] = skipped
             result["workloads"].append(entry)
         result["machine"]["numba_after"] = numba_info()
+        result["machine"]["xpmlp_blas_after"] = xpmlp_blas_info()
     result["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     result["wall_seconds"] = time.time() - started
     return result
@@ -171,7 +174,8 @@ def _run_timed(w: Workload, rows: list[Row], data: Dataset, profile: Profile,
         if value == value:  # not NaN
             log(f"  {w.key} round {r + 1}/{n_rounds}{tag}: {name:14s} {value:9.4f} {unit}")
 
-    kept = alternate(tasks, w.repeats, w.warmup, on_result=report)
+    kept = alternate(tasks, w.repeats, w.warmup, on_result=report,
+                     settle=profile.settle_seconds)
     flops = pass_flops(w.layer_sizes, n_unit, w.batch_size)
     peaks = {}
     for dev in devices:
@@ -240,6 +244,8 @@ def _run_to_accuracy(w: Workload, rows: list[Row], data: Dataset, profile: Profi
             order = rng.permutation(n_train)[:n_unit]
             for row in pending:
                 row.set_order(order)
+                if profile.settle_seconds > 0:  # see ``schedule``: no spinning threads left
+                    time.sleep(profile.settle_seconds)
                 t0 = time.perf_counter()
                 row.train()
                 dt = time.perf_counter() - t0

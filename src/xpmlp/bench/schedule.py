@@ -9,11 +9,19 @@ so a drift of the machine (another process, clocks, thermals) lands on every
 task alike instead of on whichever ran last. Each task is called with the
 round number and returns its own measurement (seconds, or a rate), so it can
 leave its untimed setup out. ``summarize`` gives the median, min and max.
+
+Before each task the cores are left idle for ``settle`` seconds (untimed). A BLAS
+keeps its worker threads spinning after its last call (OpenBLAS for about 2^28
+cycles, ~0.1 s; Intel OpenMP for its 0.2 s blocktime; GNU OpenMP briefly), and
+without the pause they take cores from the first part of the next task, which
+is then another library's: a fixed penalty that a short timed unit (the quick
+profile's) feels many times more than a long one.
 """
 
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 Task = Callable[[int], float]
@@ -27,10 +35,14 @@ def rounds(names: Sequence[str], repeats: int, warmup: int = 0) -> list[tuple[in
 def alternate(
     tasks: Mapping[str, Task], repeats: int, warmup: int = 1,
     on_result: Callable[[int, str, float], None] | None = None,
+    settle: float = 0.0, sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, list[float]]:
-    """Run ``tasks`` in alternation; the measurements of the kept rounds, per task."""
+    """Run ``tasks`` in alternation, each after ``settle`` idle seconds; the measurements of
+    the kept rounds, per task."""
     kept: dict[str, list[float]] = {name: [] for name in tasks}
     for r, name in rounds(list(tasks), repeats, warmup):
+        if settle > 0:
+            sleep(settle)
         value = tasks[name](r)
         if on_result is not None:
             on_result(r, name, value)

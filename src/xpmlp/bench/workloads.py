@@ -9,9 +9,21 @@ C      784-4096-4096-10 ReLU   4096   momentum 0.9, 0.05  a fixed number of step
 D      784-512-256-10 ReLU     128    Adam 1e-3           training seconds to 98 % test accuracy
 =====  ======================  =====  =================  ===================================
 
-Softmax cross-entropy everywhere. ``quick`` shrinks A/B to a 10k-sample epoch,
-C to 2048 wide and D to one seed and two epochs; ``tiny`` runs all four on
-a small synthetic problem (for the tests).
+Softmax cross-entropy everywhere. ``quick`` times A and B on the full profile's
+unit (one 60k-sample epoch) with 3 repeats instead of 5, so their ratios estimate
+the full run's; it shrinks C to 2048 wide and D to one seed and two epochs, whose
+ratios are indicative only (another model, too few epochs). ``tiny`` runs all four
+on a small synthetic problem (for the tests).
+
+Why quick once disagreed with full (A 1.75x vs 1.10x, B 1.56x vs 0.86x against
+PyTorch on a 2-core Xeon): it timed a 10k-sample epoch (79 steps for A, 10 for
+B), under a quarter of a second, and every PyTorch unit started right after
+xpmlp's, while OpenBLAS's worker threads were still spinning (see ``schedule``).
+Both gaps fit one fixed cost of about 0.1 s added to each PyTorch unit: half a
+quick unit, a tenth of a full epoch. (Inferred from those figures; at one
+thread, where nothing spins, xpmlp/PyTorch per-sample times on 10k and 60k
+epochs agree.) Now every task starts after ``Profile.settle_seconds`` idle, and
+A/B keep the full epoch, so quick measures what full does, with fewer repeats.
 """
 
 from __future__ import annotations
@@ -82,6 +94,7 @@ class Profile:
     peak_sizes: tuple[int, ...] = (1024, 2048)  # square sgemm sizes on the CPU
     gpu_peak_sizes: tuple[int, ...] = (4096, 8192)
     probe_seconds: float = 0.5  # minimum sustained time of each peak measurement
+    settle_seconds: float = 0.3  # idle before each timed task (``schedule.alternate``)
     synthetic: dict[str, int] = field(default_factory=dict)  # tiny: the generated data set
 
 
@@ -103,16 +116,20 @@ def full_profile() -> Profile:
 
 def quick_profile() -> Profile:
     w = _base()
+    same = "quick: the full profile's unit, 3 repeats (full: 5)"
+    indicative = "ratios indicative only, not those of the full run"
     quick = {
-        "A": replace(w["A"], n_samples=10_000, repeats=3, note="quick: 10k-sample epoch"),
-        "B": replace(w["B"], n_samples=10_000, repeats=3, note="quick: 10k-sample epoch"),
+        "A": replace(w["A"], repeats=3, note=same),
+        "B": replace(w["B"], repeats=3, note=same),
         "C": replace(w["C"], layer_sizes=(784, 2048, 2048, 10), batch_size=2048, steps=2,
-                     repeats=3, note="quick: 2048 wide, batch 2048, 2 steps"),
+                     repeats=3, note=f"quick: 2048 wide, batch 2048, 2 steps; {indicative}"),
         "D": replace(w["D"], seeds=(0,), max_epochs=2,
-                     note="quick: 1 seed, at most 2 epochs (98% is usually not reached)"),
+                     note="quick: 1 seed, at most 2 epochs (98% is usually not reached); "
+                     + indicative),
     }
-    return Profile("quick", quick, "quick: A/B on a 10k-sample epoch x 3 repeats, C 2048 wide "
-                   "x 2 steps x 3 repeats, D 1 seed x 2 epochs; peak probes 0.25 s",
+    return Profile("quick", quick, "quick: A/B as in the full profile with 3 repeats instead "
+                   "of 5 (their ratios estimate the full run's), C 2048 wide x 2 steps x 3 "
+                   "repeats and D 1 seed x 2 epochs (ratios indicative only); peak probes 0.25 s",
                    peak_sizes=(2048,), gpu_peak_sizes=(4096,), probe_seconds=0.25)
 
 
@@ -128,6 +145,7 @@ def tiny_profile() -> Profile:
     }
     return Profile("tiny", tiny, "tiny: a synthetic 3-class problem (for tests)",
                    peak_sizes=(64,), gpu_peak_sizes=(256,), probe_seconds=0.01,
+                   settle_seconds=0.0,
                    synthetic={"n_train": 256, "n_test": 128, "n_features": 20, "n_classes": 3})
 
 

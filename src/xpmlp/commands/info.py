@@ -1,4 +1,5 @@
-"""``xpmlp info``: the versions, backends and devices found here, and what "auto" picks.
+"""``xpmlp info``: the versions, backends and devices found here, what "auto" picks, and the
+numpy backend's BLAS (NumPy's OpenBLAS or MKL, ``xpmlp.blas``).
 
 Works on any machine: without CuPy or a GPU it says so, with the cause and the
 remedy the CUDA probe gives (``xpmlp.backends.cuda_probe``).
@@ -49,6 +50,7 @@ def lines() -> list[tuple[str, str]]:
     if simulator_enabled():
         out.append(("simulator", "NUMBA_ENABLE_CUDASIM=1: @cuda.jit kernels run on the CPU"))
     out.append(("numpy backend", get_backend("numpy").device))
+    out.append(("blas", blas_line()))
     if probe.usable:
         out.append(("cuda backend", f"usable ({probe.summary})"))
     else:
@@ -56,6 +58,17 @@ def lines() -> list[tuple[str, str]]:
         out.append(("remedy", probe.remedy))
     out.append(("auto", describe_auto_choice()))
     return out
+
+
+def blas_line() -> str:
+    """The numpy backend's matrix-product provider (``xpmlp.blas``), or why it cannot be made."""
+    from .. import blas
+    from ..errors import ParameterError
+
+    try:
+        return blas.provider().describe()
+    except ParameterError as exc:
+        return f"error: {exc}"
 
 
 def run(args: argparse.Namespace) -> int:
