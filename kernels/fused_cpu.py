@@ -12,10 +12,11 @@ module only strings the kernels together and calls BLAS itself, so a step costs 
 call instead of about twenty (the per-op path: ``MLP.forward_pass``, ``MLP.backward_pass``,
 ``MLP.apply_gradients``).
 
-The matrix products go to the BLAS NumPy itself uses (``blas_gemm``: its ``cblas_?gemm``,
-found among the libraries the process has loaded and called through a ctypes pointer), with
-the operands and transposes ``numpy.matmul`` gives it: the same library, thread pool and
-bits as the per-op path.
+The matrix products go to the BLAS NumPy itself uses (``blas_function``: its
+``cblas_?gemm``, found among the libraries the process has loaded and called through a ctypes
+pointer), with the operands and transposes ``numpy.matmul`` gives it: the same library,
+thread pool and bits as the per-op path; or, for the shapes where ``xpmlp.blas`` chose Intel
+MKL, to MKL's ``cblas_?gemm``, as the per-op path's ``matmul`` does.
 
 A model's layer arrays are passed as tuples (``Ws[l]``, ``Zs[l]``, ...), so one compiled
 step serves any depth; all hidden layers share one activation (the backend falls back to the
@@ -59,27 +60,30 @@ def _fused_kernel(fn: Any) -> Any:
 FUSED = Target("cpu-fused", njit(error_model="numpy"), _fused_kernel)
 
 
-def train_step(cblas, X, Y, idx, Ws, bs, dWs, dbs, Zs, As, deltas, Yb, out_stats, skip, inv_m,
-               p, g, state, hyper, decay, n_decay, l1, clip_value, max_norm, sum_squares):
+def train_step(cblas, mkl, routes, X, Y, idx, Ws, bs, dWs, dbs, Zs, As, deltas, Yb, out_stats,
+               skip, inv_m, p, g, state, hyper, decay, n_decay, l1, clip_value, max_norm,
+               sum_squares):
     """One training step of the batch X[idx], Y[idx] (As[0] and Yb receive it): forward,
     loss, backward, the optimizer's update of the flat p with the flat gradient g (Ws, bs,
-    dWs, dbs are their per-layer views), in the per-op path's order; ``cblas`` is
-    ``blas_function``'s (an argument, not a global, so that the step can be cached)."""
+    dWs, dbs are their per-layer views), in the per-op path's order. Each product goes to
+    ``cblas`` (NumPy's, from ``blas_function``) or, where routes[l, product] is 1, to ``mkl``
+    (MKL's, where ``xpmlp.blas`` chose it for that shape); products 0, 1, 2 are Z, dW and
+    dA_prev of layer l. (Functions as arguments, not globals, so that the step is cached.)"""
     gather(X, idx, As[0])
     gather(Y, idx, Yb)
     L = len(Ws)
     for l in range(L - 1):
-        gemm(cblas, As[l], Ws[l], Zs[l], False, True)  # Z = A_prev W^T
+        gemm(cblas, mkl, routes[l, 0], As[l], Ws[l], Zs[l], False, True)  # Z = A_prev W^T
         hidden_forward(Zs[l], bs[l], As[l + 1])
-    gemm(cblas, As[L - 1], Ws[L - 1], Zs[L - 1], False, True)
+    gemm(cblas, mkl, routes[L - 1, 0], As[L - 1], Ws[L - 1], Zs[L - 1], False, True)
     output_forward(Zs[L - 1], bs[L - 1], As[L])
     output_loss(Zs[L - 1], As[L], Yb, deltas[L - 1], dbs[L - 1], out_stats, skip, inv_m)
     for l in range(L - 1, -1, -1):
         if l < L - 1:  # deltas[l] holds dA; delta = dA * f'(Z) in place
             hidden_backward(deltas[l], Zs[l], As[l + 1], deltas[l], dbs[l])
-        gemm(cblas, deltas[l], As[l], dWs[l], True, False)  # dW = delta^T A_prev
-        if l > 0:
-            gemm(cblas, deltas[l], Ws[l], deltas[l - 1], False, False)  # dA_prev = delta W
+        gemm(cblas, mkl, routes[l, 1], deltas[l], As[l], dWs[l], True, False)  # dW
+        if l > 0:  # dA_prev = delta W
+            gemm(cblas, mkl, routes[l, 2], deltas[l], Ws[l], deltas[l - 1], False, False)
     if max_norm > 0.0:
         sum_squares_of(g, clip_value, sum_squares)
     update(p, g, state, hyper, decay, n_decay, skip, l1, clip_value, max_norm, sum_squares)
@@ -102,10 +106,11 @@ def _loaded_blas_libraries() -> list[str]:
     return sorted(p for p in paths if "blas" in p.lower())
 
 
-def gemm(cblas, a, b, out, ta, tb):
+def gemm(cblas, mkl, use_mkl, a, b, out, ta, tb):
     """out = op(a) op(b), op(x) = x^T when its flag is set: one call of ``cblas`` (a
-    ``cblas_?gemm`` from ``blas_function``) on C-contiguous 2-D arrays, as numpy.matmul
-    makes it; a product over k = 0 is zeros."""
+    ``cblas_?gemm`` from ``blas_function``), or of ``mkl`` when ``use_mkl``, on C-contiguous
+    2-D arrays, as numpy.matmul (or ``xpmlp.blas``'s MKL route) makes it; a product over
+    k = 0 is zeros."""
     m, n = out.shape
     k = a.shape[0] if ta else a.shape[1]
     if m == 0 or n == 0:
@@ -113,9 +118,27 @@ def gemm(cblas, a, b, out, ta, tb):
     if k == 0:
         out[...] = 0.0
         return
-    cblas(ROW_MAJOR, TRANS if ta else NO_TRANS, TRANS if tb else NO_TRANS, m, n, k, 1.0,
-          a.ctypes.data, max(a.shape[1], 1), b.ctypes.data, max(b.shape[1], 1), 0.0,
-          out.ctypes.data, max(n, 1))
+    op_a = TRANS if ta else NO_TRANS
+    op_b = TRANS if tb else NO_TRANS
+    lda, ldb, ldc = max(a.shape[1], 1), max(b.shape[1], 1), max(n, 1)
+    if use_mkl:
+        mkl(ROW_MAJOR, op_a, op_b, m, n, k, 1.0, a.ctypes.data, lda, b.ctypes.data, ldb, 0.0,
+            out.ctypes.data, ldc)
+    else:
+        cblas(ROW_MAJOR, op_a, op_b, m, n, k, 1.0, a.ctypes.data, lda, b.ctypes.data, ldb, 0.0,
+              out.ctypes.data, ldc)
+
+
+def mkl_function(lib: Any, char: str) -> Any:
+    """MKL's ``cblas_?gemm`` (32-bit integers) from its loaded library ``lib`` as a new ctypes
+    function (``xpmlp.blas.Mkl.lib``)."""
+    scalar = {"f": ctypes.c_float, "d": ctypes.c_double}[char]
+    fn = lib["cblas_sgemm" if char == "f" else "cblas_dgemm"]
+    integer = ctypes.c_int
+    fn.argtypes = [integer] * 6 + [scalar, ctypes.c_size_t, integer, ctypes.c_size_t, integer,
+                                   scalar, ctypes.c_size_t, integer]
+    fn.restype = None
+    return fn
 
 
 @functools.cache

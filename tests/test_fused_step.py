@@ -171,11 +171,12 @@ def test_gemm_is_numpy_matmul_bit_for_bit(char, ta, tb) -> None:
     b = rng.standard_normal((23, 19) if tb else (19, 23)).astype(char)
     out = np.full((37, 23), np.nan, char)
     gemm = Target("test", njit, njit).device(fused_cpu.gemm, char)  # as the step's callee
-    gemm(cblas, a, b, out, ta, tb)
+    gemm(cblas, cblas, False, a, b, out, ta, tb)
     want = np.matmul(a.T if ta else a, b.T if tb else b)
     np.testing.assert_array_equal(out, want)
     empty = np.full((37, 23), np.nan, char)
-    gemm(cblas, np.empty((37, 0), char), np.empty((0, 23), char), empty, False, False)
+    gemm(cblas, cblas, False, np.empty((37, 0), char), np.empty((0, 23), char), empty, False,
+         False)
     np.testing.assert_array_equal(empty, 0)
 
 
@@ -197,3 +198,33 @@ def test_a_subclass_that_overrides_an_op_keeps_the_per_op_path() -> None:
     plain = _fit(Plain(), [N_IN, 5, 3], X, y)
     assert isinstance(plain.backend.fused_step(plain), FusedStep)
     _assert_same(plain, model)
+
+
+@pytest.mark.parametrize("mode", ["mkl", "mixed"])
+def test_products_xpmlp_blas_sends_to_mkl_go_to_mkl_in_the_fused_step(mode, monkeypatch) -> None:
+    """With MKL chosen for every product ("mkl") or for some shapes only ("mixed": the
+    provider's timer favours MKL where k is even), the fused step routes each product as the
+    per-op path does: the same bits."""
+    from xpmlp import blas
+
+    mkl = blas.load_mkl()
+    if mkl is None:
+        pytest.skip(f"MKL is not available: {blas.mkl_unavailable_reason()}")
+
+    def timer(candidates, a, b, out):
+        mkl_wins = a.shape[1] % 2 == 0
+        return {"openblas": 2.0 if mkl_wins else 1.0, "mkl": 1.0 if mkl_wins else 2.0}
+
+    X, y = _data("softmax", "cross_entropy", 3, "float32", "mkl")
+    models = []
+    for fused in (True, False):
+        provider = (blas.MatmulProvider("mkl", mkl) if mode == "mkl" else
+                    blas.MatmulProvider(None, mkl, None, timer))
+        monkeypatch.setattr(blas, "_provider", [provider])
+        models.append(_fit(NumpyBackend(fused=fused), [N_IN, 5, 4, 3], X, y))
+        choices = set(provider.choices.values())
+        assert choices == ({"mkl"} if mode == "mkl" else {"mkl", "openblas"})
+    fused, per_op = models
+    step = fused.backend.fused_step(fused)
+    assert step is not None and any(r[-2].any() for r in step._views.values())
+    _assert_same(fused, per_op)

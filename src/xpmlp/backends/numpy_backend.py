@@ -101,9 +101,8 @@ class NumpyBackend(Backend):
     def fused_step(self, model: Any) -> FusedStep | None:
         """The fused training step of ``model`` (``FusedStep``), or None where this backend
         was not asked for it, the model needs the per-op path (dropout, batch norm, hidden
-        layers with different activations, no BLAS function to call), the matrix products
-        may go to MKL (``xpmlp.blas``: the fused step calls NumPy's BLAS) or a subclass
-        overrides one of ``FUSED_OPS``."""
+        layers with different activations, no BLAS function to call) or a subclass overrides
+        one of ``FUSED_OPS``."""
         if not self.fused or model._regularized or len({
                 a.name for a in model.activation_entries[:-1]}) > 1:
             return None
@@ -111,10 +110,6 @@ class NumpyBackend(Backend):
         if cls is not NumpyBackend and any(getattr(cls, op) is not getattr(NumpyBackend, op)
                                            for op in FUSED_OPS):
             return None  # a subclass changed an op the fused step would skip: keep its ops
-        from .. import blas
-
-        if blas.provider().matmul is not blas.numpy_matmul:
-            return None  # MKL may take some products (``xpmlp.blas``): keep its choices
         step = getattr(model, "_fused_step", None)
         if step is None or step.model_dtype != model.dtype:
             step = FusedStep.build(model)
@@ -245,9 +240,15 @@ class FusedStep:
         self.model, self.model_dtype = model, model.dtype
         self._kernels: dict[bool, Any] = {}
         self._widest = max(model.layer_sizes)
+        from .. import blas
         from ..kernels import fused_cpu
 
-        self.cblas = fused_cpu.blas_function(model.dtype.char)
+        char = model.dtype.char
+        self.cblas = fused_cpu.blas_function(char)
+        self.provider = blas.provider()
+        mkl = self.provider.mkl
+        # without MKL, NumPy's function stands in (never called: every route is 0)
+        self.mkl = self.cblas if mkl is None else fused_cpu.mkl_function(mkl.lib, char)
         layers = model.layers
         self.Ws = tuple(layer.W for layer in layers)
         self.bs = tuple(layer.b for layer in layers)
@@ -291,14 +292,33 @@ class FusedStep:
         )
         return compiled
 
+    def routes(self, ws: Any) -> Array:
+        """routes[l, i] = 1 where ``xpmlp.blas`` sends product i of layer l (0: Z = A_prev W^T,
+        1: dW = delta^T A_prev, 2: dA_prev = delta W) to MKL, else 0 (NumPy's BLAS). Each
+        product is run once through the provider so that it chooses (its results are
+        overwritten by the step)."""
+        from .. import blas
+
+        provider, layers = self.provider, self.model.layers
+        routes = numpy.zeros((len(layers), 3), numpy.int64)
+        for l, layer in enumerate(layers):
+            products = [(ws.A[l], layer.W.T, ws.Z[l]), (ws.delta[l].T, ws.A[l], layer.dW)]
+            if l > 0:
+                products.append((ws.delta[l], layer.W, ws.delta[l - 1]))
+            for i, (a, b, out) in enumerate(products):
+                provider.matmul(a, b, out)
+                choice = provider.requested or provider.choices.get(blas.shape_key(a, b))
+                routes[l, i] = int(provider.mkl is not None and choice == "mkl")
+        return routes
+
     def __call__(self, X: Array, Y: Array, idx: Array, ws: Any, out_stats: Array, skip: Array,
                  lr_factor: float = 1.0) -> None:
         views = self._views.get(id(ws))
-        if views is None or views[0] is not ws:
+        if views is None or views[0] is not ws or views[1] != self.provider.machine:
             big = ws.rows * self._widest >= cpu.PARALLEL_MIN_ELEMENTS
-            views = self._views[id(ws)] = (ws, tuple(ws.Z), tuple(ws.A), tuple(ws.delta),
-                                           self.kernel(big))
-        _, Zs, As, deltas, kernel = views
+            views = self._views[id(ws)] = (ws, self.provider.machine, tuple(ws.Z), tuple(ws.A),
+                                           tuple(ws.delta), self.routes(ws), self.kernel(big))
+        _, _, Zs, As, deltas, routes, kernel = views
         model = self.model
         opt = model.optimizer
         t = model.dtype.type
@@ -306,7 +326,7 @@ class FusedStep:
         clip_value = math.inf if opt.clip_grad_value is None else opt.clip_grad_value
         max_norm = 0.0 if opt.clip_grad_norm is None else opt.clip_grad_norm
         hyper = tuple(map(t, opt.hyperparameters(opt.t, opt.learning_rate * lr_factor)))
-        kernel(self.cblas, X, Y, idx, self.Ws, self.bs, self.dWs, self.dbs, Zs, As, deltas, ws.Y,
-                    out_stats, skip, t(1.0 / ws.rows), model.params, model.grads, opt.state,
-                    hyper, t(opt.weight_decay), model.n_weights, t(opt.l1), t(clip_value),
-                    t(max_norm), opt.sum_squares)
+        kernel(self.cblas, self.mkl, routes, X, Y, idx, self.Ws, self.bs, self.dWs, self.dbs,
+               Zs, As, deltas, ws.Y, out_stats, skip, t(1.0 / ws.rows), model.params,
+               model.grads, opt.state, hyper, t(opt.weight_decay), model.n_weights, t(opt.l1),
+               t(clip_value), t(max_norm), opt.sum_squares)
