@@ -48,11 +48,13 @@ BOUND = ("hidden_forward", "hidden_backward", "output_forward", "output_loss", "
 
 
 def _fused_kernel(fn: Any) -> Any:
-    """``njit(cache=True)`` with the bound kernels' own names (their activation, loss or
-    rule, dtype and fingerprint: ``Target.kernel``) hashed into the step's name, so Numba's
-    on-disk cache, which keys on the name, tells a relu step from a tanh one."""
-    bound = "|".join(fn.__globals__[name].py_func.__qualname__ for name in BOUND)
-    fn.__qualname__ += "__" + hashlib.sha256(bound.encode()).hexdigest()[:12]
+    """``njit(cache=True)``, named by a hash of its own name and the bound kernels' names
+    (their activation, loss or rule, dtype and fingerprint: ``Target.kernel``), so Numba's
+    on-disk cache, which keys on the name, tells a relu step from a tanh one (and the name
+    stays short enough for a file name)."""
+    bound = "|".join([fn.__qualname__] + [fn.__globals__[name].py_func.__qualname__
+                                           for name in BOUND])
+    fn.__qualname__ = f"{fn.__name__}__{hashlib.sha256(bound.encode()).hexdigest()[:16]}"
     return njit(cache=True, error_model="numpy")(fn)
 
 

@@ -228,3 +228,16 @@ def test_products_xpmlp_blas_sends_to_mkl_go_to_mkl_in_the_fused_step(mode, monk
     step = fused.backend.fused_step(fused)
     assert step is not None and any(r[-2].any() for r in step._views.values())
     _assert_same(fused, per_op)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_parallel_kernels_of_large_batches(dtype, monkeypatch) -> None:
+    """Above ``PARALLEL_MIN_ELEMENTS`` (patched to 0 here) the fused step binds the parallel
+    forms of the elementwise kernels, as the per-op path does."""
+    from xpmlp.kernels import cpu
+
+    monkeypatch.setattr(cpu, "PARALLEL_MIN_ELEMENTS", 0)
+    X, y = _data("softmax", "cross_entropy", 3, dtype, "parallel")
+    fused = _compare([N_IN, 5, 4, 3], X, y, optimizer="adam", dtype=dtype, clip_grad_norm=0.1)
+    names = [k.py_func.__qualname__ for k in fused.backend.fused_step(fused)._kernels.values()]
+    assert len(names) == 1 and len(names[0]) < 64
