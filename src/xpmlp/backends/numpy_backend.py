@@ -254,7 +254,8 @@ class FusedStep:
         self.bs = tuple(layer.b for layer in layers)
         self.dWs = tuple(layer.dW for layer in layers)
         self.dbs = tuple(layer.db for layer in layers)
-        self._views: dict[int, tuple[Any, ...]] = {}
+        self._views: tuple[Any, ...] | None = None  # the last workspace's (one per epoch)
+        self._routes: dict[tuple[int, Any], Array] = {}  # by (batch rows, BLAS machine key)
 
     @classmethod
     def build(cls, model: Any) -> FusedStep | None:
@@ -313,11 +314,15 @@ class FusedStep:
 
     def __call__(self, X: Array, Y: Array, idx: Array, ws: Any, out_stats: Array, skip: Array,
                  lr_factor: float = 1.0) -> None:
-        views = self._views.get(id(ws))
+        views = self._views
         if views is None or views[0] is not ws or views[1] != self.provider.machine:
+            key = (ws.rows, self.provider.machine)
+            routes = self._routes.get(key)
+            if routes is None:
+                routes = self._routes[key] = self.routes(ws)
             big = ws.rows * self._widest >= cpu.PARALLEL_MIN_ELEMENTS
-            views = self._views[id(ws)] = (ws, self.provider.machine, tuple(ws.Z), tuple(ws.A),
-                                           tuple(ws.delta), self.routes(ws), self.kernel(big))
+            views = self._views = (ws, self.provider.machine, tuple(ws.Z), tuple(ws.A),
+                                   tuple(ws.delta), routes, self.kernel(big))
         _, _, Zs, As, deltas, routes, kernel = views
         model = self.model
         opt = model.optimizer
