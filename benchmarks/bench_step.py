@@ -6,7 +6,8 @@ at batch 128 and 1024 (workloads A and B), on random data. The forward pass is
 times per batch (``xpmlp.training.run_epoch`` over one batch): gather the batch,
 forward, backward, update, synchronize. Rows: xpmlp with the fused kernels
 (numpy, cuda), xpmlp on the reference ``base.Backend`` (the same step without
-fusion), the plain-NumPy ablation, and PyTorch eager (CPU, CUDA). Before
+fusion), the plain-NumPy ablation, and PyTorch eager (CPU, CUDA); and the numpy backend's
+fused step (one compiled call per batch, its default) against its per-op path. Before
 timing, the forward pass must give the reference model's probabilities, and one
 step from the shared initial weights must give the reference's weights.
 """
@@ -18,6 +19,7 @@ import pytest
 
 from xpmlp import MLP
 from xpmlp.backends.base import Backend
+from xpmlp.backends.numpy_backend import NumpyBackend
 from xpmlp.bench.data import synthetic
 from xpmlp.bench.peers import TorchRow
 from xpmlp.bench.plain import PlainNumpyRow
@@ -79,4 +81,25 @@ def test_training_step(benchmark, step_row, m):
     for got, want in zip(_weights(row), _weights(ref), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
     benchmark.group = f"training step {'-'.join(map(str, SIZES))} m={m}"
+    benchmark(row.train)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "per-op"])
+@pytest.mark.parametrize("m", BATCHES)
+def test_numpy_step_fused_or_per_op(benchmark, m, fused):
+    """The numpy backend's step as one compiled call (``NumpyBackend.fused_step``) or as its
+    operations one by one; both must give the reference's weights."""
+    spec = ModelSpec(SIZES, m, "momentum", 0.05)
+    init = initial_weights(spec, 0)
+    order = np.random.default_rng(0).permutation(len(DATA.y_train))[:m]
+    row = XpmlpRow(NumpyBackend(fused=fused), name="xpmlp-numpy")
+    ref = _row("xpmlp-reference")
+    for r in (row, ref):
+        r.prepare(spec, init, DATA)
+        r.set_order(order)
+        r.train()
+    assert (row.model.backend.fused_step(row.model) is not None) == fused
+    for got, want in zip(_weights(row), _weights(ref), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    benchmark.group = f"numpy training step, fused or per-op, m={m}"
     benchmark(row.train)

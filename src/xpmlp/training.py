@@ -106,9 +106,16 @@ def run_epoch(
     ws = model.workspace(min(batch_size, m_total))
     gather, skip = model.backend.gather_rows, state.skip  # bound once: this loop is the hot path
     forward, backward, apply = model.forward_pass, model.backward_pass, model.apply_gradients
+    fused = model.backend.fused_step(model) if comm is None else None
     for batch, start in enumerate(range(0, m_total, batch_size)):
         idx = order[start:start + batch_size]
         w = ws.first(int(idx.shape[0]))
+        if fused is not None:  # the same step in one compiled call (NumpyBackend(fused=True))
+            fused(X, Y, idx, w, state.batch_rows[batch], skip,
+                  1.0 if lr_factor is None else lr_factor(batch))
+            if on_batch is not None:
+                on_batch(batch, start + w.rows)
+            continue
         gather(X, idx, w.X)
         gather(Y, idx, w.Y)
         forward(w)  # model.compute_gradients, its two halves called directly

@@ -97,6 +97,12 @@ class Backend:
     def zeros(self, shape: Any, dtype: Any) -> Array:
         return self.xp.zeros(shape, dtype=dtype)
 
+    def fused_step(self, model: Any) -> Any:
+        """A callable that does ``xpmlp.training.run_epoch``'s whole step for one batch of
+        ``model`` (gather, forward, backward, update), or None: this backend runs the
+        operations below one by one (the per-op path, which specifies the step)."""
+        return None
+
     # ------------------------------------------------------------------ data movement
     def permutation(self, rng: Any, n: int) -> Array:
         """A random permutation of range(n), drawn on the backend's device."""

@@ -77,14 +77,44 @@ def _build(key: tuple[Any, Any, bool, Any]) -> Any:
     return kernel
 
 
+#: the ops the fused step does in one call (a subclass overriding one keeps the per-op path).
+FUSED_OPS = ("gather_rows", "matmul", "bias_activation", "activation_backward",
+             "loss_output_delta", "grad_sum_squares", "optimizer_step")
+
+
 class NumpyBackend(Backend):
-    """NumPy arrays on the CPU, with fused Numba ``@njit`` kernels."""
+    """NumPy arrays on the CPU, with fused Numba ``@njit`` kernels.
+
+    ``fused=True`` (the default): ``xpmlp.training`` runs each batch of a plain model (no
+    dropout, no batch norm, one hidden activation) as one compiled call, ``fused_step``
+    (forward, loss, backward and update, BLAS called from Numba), with the per-op path's
+    bits; other models, and ``fused=False``, keep the per-op path.
+    """
 
     name = "numpy"
 
-    def __init__(self) -> None:
+    def __init__(self, fused: bool = True) -> None:
         super().__init__(numpy)
         self._matmul: Callable[[Array, Array, Array], None] | None = None
+        self.fused = bool(fused)
+
+    def fused_step(self, model: Any) -> FusedStep | None:
+        """The fused training step of ``model`` (``FusedStep``), or None where this backend
+        was not asked for it, the model needs the per-op path (dropout, batch norm, hidden
+        layers with different activations, no BLAS function to call) or a subclass overrides
+        one of ``FUSED_OPS``."""
+        if not self.fused or model._regularized or len({
+                a.name for a in model.activation_entries[:-1]}) > 1:
+            return None
+        cls = type(self)
+        if cls is not NumpyBackend and any(getattr(cls, op) is not getattr(NumpyBackend, op)
+                                           for op in FUSED_OPS):
+            return None  # a subclass changed an op the fused step would skip: keep its ops
+        step = getattr(model, "_fused_step", None)
+        if step is None or step.model_dtype != model.dtype:
+            step = FusedStep.build(model)
+            model._fused_step = step
+        return step
 
     @property
     def device(self) -> str:
@@ -199,3 +229,109 @@ class NumpyBackend(Backend):
             sum_squares = skip
         kernel(p, g, state, tuple(map(t, hyper)), t(decay), n_decay, skip, t(l1), t(clip_value),
                t(max_norm), sum_squares)
+
+
+class FusedStep:
+    """``kernels.fused_cpu.train_step`` compiled for one model: ``step(X, Y, idx, ws,
+    out_stats, skip, lr_factor)`` does what ``run_epoch`` does per batch on the per-op path
+    (gather, ``forward_pass``, ``backward_pass``, ``apply_gradients``), in one call."""
+
+    def __init__(self, model: Any) -> None:
+        self.model, self.model_dtype = model, model.dtype
+        self._kernels: dict[bool, Any] = {}
+        self._widest = max(model.layer_sizes)
+        from .. import blas
+        from ..kernels import fused_cpu
+
+        char = model.dtype.char
+        self.cblas = fused_cpu.blas_function(char)
+        self.provider = blas.provider()
+        mkl = self.provider.mkl
+        # without MKL, NumPy's function stands in (never called: every route is 0)
+        self.mkl = self.cblas if mkl is None else fused_cpu.mkl_function(mkl.lib, char)
+        layers = model.layers
+        self.Ws = tuple(layer.W for layer in layers)
+        self.bs = tuple(layer.b for layer in layers)
+        self.dWs = tuple(layer.dW for layer in layers)
+        self.dbs = tuple(layer.db for layer in layers)
+        self._views: tuple[Any, ...] | None = None  # the last workspace's (one per epoch)
+        self._routes: dict[tuple[int, Any], Array] = {}  # by (batch rows, BLAS machine key)
+
+    @classmethod
+    def build(cls, model: Any) -> FusedStep | None:
+        """None when no loaded BLAS library has the ``cblas_?gemm`` to call."""
+        from ..kernels import fused_cpu
+
+        if fused_cpu.blas_function(model.dtype.char) is None:
+            return None
+        return cls(model)
+
+    def kernel(self, big: bool) -> Any:
+        """The compiled step, with the parallel elementwise kernels when ``big``."""
+        compiled = self._kernels.get(big)
+        if compiled is not None:
+            return compiled
+        from ..kernels import fused_cpu
+
+        model, char = self.model, self.model_dtype.char
+        output = model.activation_entries[-1]
+        hidden = model.activation_entries[0] if len(model.layers) > 1 else None
+        if hidden is None or hidden.row is not None:  # never called; any elementwise entry
+            hidden = activation_entry("identity")
+        out_template = cpu.bias_activation if output.row is None else cpu.bias_activation_rows
+        whole = model.params.size >= cpu.PARALLEL_MIN_ELEMENTS
+        compiled = self._kernels[big] = fused_cpu.FUSED.kernel(
+            fused_cpu.train_step, char,
+            hidden_forward=_kernel((cpu.bias_activation, hidden, big, char)),
+            hidden_backward=_kernel((cpu.activation_backward, hidden, big, char)),
+            output_forward=_kernel((out_template, output, False, char)),
+            output_loss=_kernel((cpu.loss_output_delta, (model.loss_entry, output), False,
+                                 char)),
+            update=_kernel((cpu.optimizer_step, model.optimizer.rule, whole, char)),
+            sum_squares_of=_kernel((cpu.grad_sum_squares, None, whole, char)),
+            gather=_kernel((cpu.gather_rows, None, big, char)),
+        )
+        return compiled
+
+    def routes(self, ws: Any) -> Array:
+        """routes[l, i] = 1 where ``xpmlp.blas`` sends product i of layer l (0: Z = A_prev W^T,
+        1: dW = delta^T A_prev, 2: dA_prev = delta W) to MKL, else 0 (NumPy's BLAS). Each
+        product is run once through the provider so that it chooses (its results are
+        overwritten by the step)."""
+        from .. import blas
+
+        provider, layers = self.provider, self.model.layers
+        routes = numpy.zeros((len(layers), 3), numpy.int64)
+        for l, layer in enumerate(layers):
+            products = [(ws.A[l], layer.W.T, ws.Z[l]), (ws.delta[l].T, ws.A[l], layer.dW)]
+            if l > 0:
+                products.append((ws.delta[l], layer.W, ws.delta[l - 1]))
+            for i, (a, b, out) in enumerate(products):
+                provider.matmul(a, b, out)
+                choice = provider.requested or provider.choices.get(blas.shape_key(a, b))
+                routes[l, i] = int(provider.mkl is not None and choice == "mkl")
+        return routes
+
+    def __call__(self, X: Array, Y: Array, idx: Array, ws: Any, out_stats: Array, skip: Array,
+                 lr_factor: float = 1.0) -> None:
+        views = self._views
+        if views is None or views[0] is not ws or views[1] != self.provider.machine:
+            key = (ws.rows, self.provider.machine)
+            routes = self._routes.get(key)
+            if routes is None:
+                routes = self._routes[key] = self.routes(ws)
+            big = ws.rows * self._widest >= cpu.PARALLEL_MIN_ELEMENTS
+            views = self._views = (ws, self.provider.machine, tuple(ws.Z), tuple(ws.A),
+                                   tuple(ws.delta), routes, self.kernel(big))
+        _, _, Zs, As, deltas, routes, kernel = views
+        model = self.model
+        opt = model.optimizer
+        t = model.dtype.type
+        opt.t += 1  # as Optimizer.step
+        clip_value = math.inf if opt.clip_grad_value is None else opt.clip_grad_value
+        max_norm = 0.0 if opt.clip_grad_norm is None else opt.clip_grad_norm
+        hyper = tuple(map(t, opt.hyperparameters(opt.t, opt.learning_rate * lr_factor)))
+        kernel(self.cblas, self.mkl, routes, X, Y, idx, self.Ws, self.bs, self.dWs, self.dbs,
+               Zs, As, deltas, ws.Y, out_stats, skip, t(1.0 / ws.rows), model.params,
+               model.grads, opt.state, hyper, t(opt.weight_decay), model.n_weights, t(opt.l1),
+               t(clip_value), t(max_norm), opt.sum_squares)

@@ -1,0 +1,167 @@
+"""The fused CPU training step: one Numba call per batch (template for ``FUSED``).
+
+    gather X, Y rows -> for each layer: Z = A_prev W^T (BLAS), Z += b, A = f(Z)
+    -> loss, delta_L, db_L -> for each layer, top down: delta = dA * f'(Z), db,
+    dW = delta^T A_prev, dA_prev = delta W (BLAS) -> [||g||^2] -> optimizer update
+
+``train_step`` is that sequence and nothing else: each of its steps is a kernel of
+``xpmlp.kernels.cpu``, already compiled for its activation, loss or rule, bound to the
+placeholders below (``Target.kernel(train_step, dtype, hidden_forward=<compiled kernel>,
+...)``). So every formula is still written once, in its registry entry and ``cpu.py``; this
+module only strings the kernels together and calls BLAS itself, so a step costs one Python
+call instead of about twenty (the per-op path: ``MLP.forward_pass``, ``MLP.backward_pass``,
+``MLP.apply_gradients``).
+
+The matrix products go to the BLAS NumPy itself uses (``blas_function``: its
+``cblas_?gemm``, found among the libraries the process has loaded and called through a ctypes
+pointer), with the operands and transposes ``numpy.matmul`` gives it: the same library,
+thread pool and bits as the per-op path; or, for the shapes where ``xpmlp.blas`` chose Intel
+MKL, to MKL's ``cblas_?gemm``, as the per-op path's ``matmul`` does.
+
+A model's layer arrays are passed as tuples (``Ws[l]``, ``Zs[l]``, ...), so one compiled
+step serves any depth; all hidden layers share one activation (the backend falls back to the
+per-op path otherwise).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+from typing import Any
+
+from numba import njit
+
+from .compiler import Target, placeholder
+
+hidden_forward = placeholder("hidden_forward", "compiled bias_activation of the hidden layers")
+hidden_backward = placeholder("hidden_backward",
+                              "compiled activation_backward of the hidden layers")
+output_forward = placeholder("output_forward", "compiled bias_activation(_rows) of the output")
+output_loss = placeholder("output_loss", "compiled loss_output_delta of the output layer")
+update = placeholder("update", "compiled optimizer_step of the optimizer's rule")
+sum_squares_of = placeholder("sum_squares_of", "compiled grad_sum_squares")
+gather = placeholder("gather", "compiled gather_rows")
+#: the placeholders of ``train_step``: each is bound to a compiled kernel of ``cpu.py``.
+BOUND = ("hidden_forward", "hidden_backward", "output_forward", "output_loss", "update",
+         "sum_squares_of", "gather")
+
+
+def _fused_kernel(fn: Any) -> Any:
+    """``njit(cache=True)``, named by a hash of its own name and the bound kernels' names
+    (their activation, loss or rule, dtype and fingerprint: ``Target.kernel``), so Numba's
+    on-disk cache, which keys on the name, tells a relu step from a tanh one (and the name
+    stays short enough for a file name)."""
+    bound = "|".join([fn.__qualname__] + [fn.__globals__[name].py_func.__qualname__
+                                           for name in BOUND])
+    fn.__qualname__ = f"{fn.__name__}__{hashlib.sha256(bound.encode()).hexdigest()[:16]}"
+    return njit(cache=True, error_model="numpy")(fn)
+
+
+#: compiles ``train_step`` with its kernels bound.
+FUSED = Target("cpu-fused", njit(error_model="numpy"), _fused_kernel)
+
+
+def train_step(cblas, mkl, routes, X, Y, idx, Ws, bs, dWs, dbs, Zs, As, deltas, Yb, out_stats,
+               skip, inv_m, p, g, state, hyper, decay, n_decay, l1, clip_value, max_norm,
+               sum_squares):
+    """One training step of the batch X[idx], Y[idx] (As[0] and Yb receive it): forward,
+    loss, backward, the optimizer's update of the flat p with the flat gradient g (Ws, bs,
+    dWs, dbs are their per-layer views), in the per-op path's order. Each product goes to
+    ``cblas`` (NumPy's, from ``blas_function``) or, where routes[l, product] is 1, to ``mkl``
+    (MKL's, where ``xpmlp.blas`` chose it for that shape); products 0, 1, 2 are Z, dW and
+    dA_prev of layer l. (Functions as arguments, not globals, so that the step is cached.)"""
+    gather(X, idx, As[0])
+    gather(Y, idx, Yb)
+    L = len(Ws)
+    for l in range(L - 1):
+        gemm(cblas, mkl, routes[l, 0], As[l], Ws[l], Zs[l], False, True)  # Z = A_prev W^T
+        hidden_forward(Zs[l], bs[l], As[l + 1])
+    gemm(cblas, mkl, routes[L - 1, 0], As[L - 1], Ws[L - 1], Zs[L - 1], False, True)
+    output_forward(Zs[L - 1], bs[L - 1], As[L])
+    output_loss(Zs[L - 1], As[L], Yb, deltas[L - 1], dbs[L - 1], out_stats, skip, inv_m)
+    for l in range(L - 1, -1, -1):
+        if l < L - 1:  # deltas[l] holds dA; delta = dA * f'(Z) in place
+            hidden_backward(deltas[l], Zs[l], As[l + 1], deltas[l], dbs[l])
+        gemm(cblas, mkl, routes[l, 1], deltas[l], As[l], dWs[l], True, False)  # dW
+        if l > 0:  # dA_prev = delta W
+            gemm(cblas, mkl, routes[l, 2], deltas[l], Ws[l], deltas[l - 1], False, False)
+    if max_norm > 0.0:
+        sum_squares_of(g, clip_value, sum_squares)
+    update(p, g, state, hyper, decay, n_decay, skip, l1, clip_value, max_norm, sum_squares)
+
+
+# ---------------------------------------------------------------------- BLAS
+ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
+#: cblas_?gemm's names in the BLAS libraries NumPy ships or links, 64-bit integers first.
+_SYMBOLS = (("scipy_cblas_{}gemm64_", ctypes.c_int64), ("cblas_{}gemm64_", ctypes.c_int64),
+            ("cblas_{}gemm", ctypes.c_int))
+
+
+def _loaded_blas_libraries() -> list[str]:
+    """Paths of the loaded shared libraries whose name says BLAS (Linux: /proc/self/maps)."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as f:
+            paths = {line.split()[-1] for line in f if ".so" in line}
+    except OSError:
+        return []
+    return sorted(p for p in paths if "blas" in p.lower())
+
+
+def gemm(cblas, mkl, use_mkl, a, b, out, ta, tb):
+    """out = op(a) op(b), op(x) = x^T when its flag is set: one call of ``cblas`` (a
+    ``cblas_?gemm`` from ``blas_function``), or of ``mkl`` when ``use_mkl``, on C-contiguous
+    2-D arrays, as numpy.matmul (or ``xpmlp.blas``'s MKL route) makes it; a product over
+    k = 0 is zeros."""
+    m, n = out.shape
+    k = a.shape[0] if ta else a.shape[1]
+    if m == 0 or n == 0:
+        return
+    if k == 0:
+        out[...] = 0.0
+        return
+    op_a = TRANS if ta else NO_TRANS
+    op_b = TRANS if tb else NO_TRANS
+    lda, ldb, ldc = max(a.shape[1], 1), max(b.shape[1], 1), max(n, 1)
+    if use_mkl:
+        mkl(ROW_MAJOR, op_a, op_b, m, n, k, 1.0, a.ctypes.data, lda, b.ctypes.data, ldb, 0.0,
+            out.ctypes.data, ldc)
+    else:
+        cblas(ROW_MAJOR, op_a, op_b, m, n, k, 1.0, a.ctypes.data, lda, b.ctypes.data, ldb, 0.0,
+              out.ctypes.data, ldc)
+
+
+def mkl_function(lib: Any, char: str) -> Any:
+    """MKL's ``cblas_?gemm`` (32-bit integers) from its loaded library ``lib`` as a new ctypes
+    function (``xpmlp.blas.Mkl.lib``)."""
+    scalar = {"f": ctypes.c_float, "d": ctypes.c_double}[char]
+    fn = lib["cblas_sgemm" if char == "f" else "cblas_dgemm"]
+    integer = ctypes.c_int
+    fn.argtypes = [integer] * 6 + [scalar, ctypes.c_size_t, integer, ctypes.c_size_t, integer,
+                                   scalar, ctypes.c_size_t, integer]
+    fn.restype = None
+    return fn
+
+
+@functools.cache
+def blas_function(char: str) -> Any:
+    """NumPy's own ``cblas_sgemm`` ("f") or ``cblas_dgemm`` ("d") as a ctypes function (from
+    the loaded library that has it, 64-bit integer interface first), or None when no loaded
+    library has it (the backend then keeps the per-op path)."""
+    import numpy  # noqa: F401  (NumPy loads its BLAS)
+
+    scalar = {"f": ctypes.c_float, "d": ctypes.c_double}[char]
+    for path in _loaded_blas_libraries():
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for pattern, integer in _SYMBOLS:
+            fn = getattr(lib, pattern.format(char.replace("f", "s")), None)
+            if fn is None:
+                continue
+            fn.argtypes = [integer] * 6 + [scalar, ctypes.c_size_t, integer, ctypes.c_size_t,
+                                           integer, scalar, ctypes.c_size_t, integer]
+            fn.restype = None
+            return fn
+    return None
