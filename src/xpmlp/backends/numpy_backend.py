@@ -307,7 +307,8 @@ class FusedStep:
             if l > 0:
                 products.append((ws.delta[l], layer.W, ws.delta[l - 1]))
             for i, (a, b, out) in enumerate(products):
-                provider.matmul(a, b, out)
+                with numpy.errstate(all="ignore"):  # a fresh workspace holds arbitrary bits
+                    provider.matmul(a, b, out)
                 choice = provider.requested or provider.choices.get(blas.shape_key(a, b))
                 routes[l, i] = int(provider.mkl is not None and choice == "mkl")
         return routes
