@@ -46,6 +46,33 @@ def small(**params):
 
 
 # ---------------------------------------------------------------------- scikit-learn's numbers
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_unweighted_fits_take_the_fused_step_to_the_per_op_bits(digits, solver,
+                                                                 monkeypatch) -> None:
+    """Without sample weights the numpy backend's fused step trains each batch: the bits of
+    the per-op path, and (float64, sgd) scikit-learn's numbers."""
+    from xpmlp.backends.numpy_backend import NumpyBackend
+
+    X, y = digits
+    params = small(solver=solver, alpha=0.01, batch_size=64, momentum=0.9)
+    calls = []
+    real = NumpyBackend.fused_step
+    monkeypatch.setattr(NumpyBackend, "fused_step",
+                        lambda self, model: calls.append(1) or real(self, model))
+    fused = MLPClassifier(dtype="float64", **params).fit(X, y)
+    assert calls and fused.mlp_._fused_step is not None
+    monkeypatch.setattr(NumpyBackend, "fused_step", lambda self, model: None)
+    per_op = MLPClassifier(dtype="float64", **params).fit(X, y)
+    for a, b in zip(fused.coefs_ + fused.intercepts_, per_op.coefs_ + per_op.intercepts_,
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert fused.loss_curve_ == per_op.loss_curve_
+    if solver == "sgd":
+        theirs = SkClassifier(**{k: v for k, v in params.items() if k != "backend"}).fit(X, y)
+        np.testing.assert_allclose(fused.coefs_[0], theirs.coefs_[0], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(fused.loss_curve_, theirs.loss_curve_, rtol=1e-10)
+
+
 @pytest.mark.parametrize("solver", ["sgd", "lbfgs"])
 def test_float64_training_is_scikit_learns(digits, solver) -> None:
     X, y = digits

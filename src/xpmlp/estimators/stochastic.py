@@ -71,6 +71,9 @@ def fit_stochastic(est: Any, X: Any, Y: Any, sw: numpy.ndarray | None, increment
     per_output = 1.0 if model.is_classifier or model.loss == "poisson" else Y.shape[1]
     softmax = model.activations[-1] == "softmax"
     sample_idx = numpy.arange(n)
+    # unweighted batches go through the backend's fused step where it has one (numpy: one
+    # compiled call per batch, the bits of the per-op path below)
+    fused = be.fused_step(model) if sw_dev is None else None
     bar = _progress_bar(est)
     est.n_iter_ = 0 if not incremental else est.n_iter_
     try:
@@ -85,6 +88,11 @@ def fit_stochastic(est: Any, X: Any, Y: Any, sw: numpy.ndarray | None, increment
             for b, start in enumerate(range(0, n, batch_size)):
                 idx = order[start:start + batch_size]
                 w = ws.first(int(idx.shape[0]))
+                if fused is not None:
+                    l2[b] = l2_penalty(model)  # the weights the forward pass will use
+                    model.optimizer.weight_decay = est.alpha / sums[b]
+                    fused(X, Y, idx, w, state.batch_rows[b], state.skip)
+                    continue
                 be.gather_rows(X, idx, w.X)
                 be.gather_rows(Y, idx, w.Y)
                 model.forward_pass(w)
