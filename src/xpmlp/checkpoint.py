@@ -138,7 +138,8 @@ def restore_training(model: Any, training: dict[str, Any] | None,
     ``DataFileError`` when the arrays do not fit the model's optimizer or buffers.
     """
     buffers = {name[len(BUFFER):]: a for name, a in arrays.items() if name.startswith(BUFFER)}
-    missing = sorted(set(model.buffers) - set(buffers))
+    own = model.buffers  # a property that builds its dict: read once
+    missing = sorted(set(own) - set(buffers))
     if missing:
         raise DataFileError(f"{where}: the model's buffer(s) {', '.join(map(repr, missing))} "
                             "are missing (a model with batch norm saves its running estimates)")
@@ -153,17 +154,17 @@ def restore_training(model: Any, training: dict[str, Any] | None,
         raise DataFileError(f"{where}: {training['steps']} optimizer steps were taken but the "
                             f"file holds no state for optimizer {opt.name!r}")
     for name, a in buffers.items():
-        into = model.buffers.get(name)
+        into = own.get(name)
         if into is None or tuple(into.shape) != a.shape:
             raise DataFileError(
                 f"{where}: buffer {name!r} of shape {a.shape} does not fit the model (its "
-                f"buffers: {({k: tuple(v.shape) for k, v in model.buffers.items()})})")
+                f"buffers: {({k: tuple(v.shape) for k, v in own.items()})})")
     with be.activate():
         for row, name in enumerate(opt.state_names):
             if name in rows:
                 opt.state[row] = be.asarray(rows[name], dtype=model.dtype)
         for name, a in buffers.items():
-            model.buffers[name][...] = be.asarray(a, dtype=model.dtype)
+            own[name][...] = be.asarray(a, dtype=model.dtype)
         opt.t = training["steps"]
         model.epoch_ = training["epoch"]
         model.lr_schedule_ = training.get("lr_schedule")
