@@ -213,10 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         import cupy
+        from xpmlp.kernels.cuda import prepare
 
-        from xpmlp.backends.cuda_backend import configure_numba_cuda
-
-        configure_numba_cuda()
+        prepare()  # Numba's CUDA settings as the backend sets them
         props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
         device = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
     except Exception as exc:

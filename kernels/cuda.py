@@ -396,7 +396,23 @@ def optimizer_step(p, g, state, hyper, decay, n_decay, skip, l1, clip_value, max
     skip[0] is set (every thread reads it, and sum_squares[0] when max_norm > 0)."""
     if skip[0] != 0.0:
         return
-    scale = clip_scale(max_norm, sum_squares[0])
+    update_elements(p, g, state, hyper, decay, n_decay, l1, clip_value,
+                    clip_scale(max_norm, sum_squares[0]))
+
+
+def optimizer_step_at(p, g, state, hyper_rows, counter, decay, n_decay, skip, l1, clip_value,
+                      max_norm, sum_squares):
+    """``optimizer_step`` with hyper = hyper_rows[counter[0]]: the hyperparameters of the
+    epoch's batch counter[0], read on the device (a CUDA graph replays this launch for every
+    batch; ``record_batch`` advances the counter)."""
+    if skip[0] != 0.0:
+        return
+    update_elements(p, g, state, hyper_rows[counter[0]], decay, n_decay, l1, clip_value,
+                    clip_scale(max_norm, sum_squares[0]))
+
+
+def update_elements(p, g, state, hyper, decay, n_decay, l1, clip_value, scale):
+    """The grid-stride loop of both optimizer kernels (a device function)."""
     for k in range(cuda.grid(1), p.shape[0], cuda.gridsize(1)):
         on = k < n_decay
         d = decay if on else 0.0
@@ -429,6 +445,27 @@ def gather_rows(X, idx, out):
         out[r, j] = X[idx[r], j]
 
 
+def gather_batch_rows(X, order, counter, out):
+    """out[r, j] = X[order[counter[0] * m + r], j], m = out.shape[0]: the rows of the epoch's
+    batch counter[0], the batch read on the device; one thread per element of out."""
+    n = X.shape[1]
+    first = counter[0] * out.shape[0]
+    for k in range(cuda.grid(1), out.shape[0] * n, cuda.gridsize(1)):
+        r = k // n
+        j = k - r * n
+        out[r, j] = X[order[first + r], j]
+
+
+def record_batch(counter, stats, batch_stats):
+    """batch_stats[counter[0]] = stats (the batch's loss sum and correct count), then
+    counter[0] += 1: the next replay of the step works on the next batch; one thread."""
+    if cuda.grid(1) == 0:
+        c = counter[0]
+        batch_stats[c, 0] = stats[0]
+        batch_stats[c, 1] = stats[1]
+        counter[0] = c + 1
+
+
 #: every kernel template of this module (the PTX tests compile each one).
 TEMPLATES = (
     bias_activation_elements,
@@ -443,6 +480,9 @@ TEMPLATES = (
     loss_delta_rows,
     loss_output_reduce,
     optimizer_step,
+    optimizer_step_at,
     grad_sum_squares_partials,
     gather_rows,
+    gather_batch_rows,
+    record_batch,
 )

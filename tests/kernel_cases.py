@@ -332,10 +332,19 @@ def cuda_args(case: Case, dtype: Any, m: int = 9, n: int = 3) -> tuple[Any, ...]
         opt, p, g, state, hyper = optimizer_inputs(case.about, 100, dt, rng)
         return (p, g, state, tuple(map(dt.type, hyper)), dt.type(0.01), 50, np.zeros(1, dt),
                 *regularizer_args(dt))
+    if name == "optimizer_step_at":
+        opt, p, g, state, hyper = optimizer_inputs(case.about, 100, dt, rng)
+        rows = np.array([hyper, hyper], dtype=dt)
+        return (p, g, state, rows, np.ones(1, np.int64), dt.type(0.01), 50, np.zeros(1, dt),
+                *regularizer_args(dt))
     if name == "grad_sum_squares_partials":
         return rng.standard_normal(100).astype(dt), dt.type(0.5), np.empty((16, 1), dt)
     if name == "gather_rows":
         return Z, rng.permutation(m), np.empty_like(Z)
+    if name == "gather_batch_rows":
+        return Z, rng.permutation(m), np.ones(1, np.int64), np.empty((m // 3, n), dt)
+    if name == "record_batch":
+        return np.zeros(1, np.int64), np.ones(2, dt), np.zeros((4, 2), dt)
     if name in DROPOUT_AND_BATCH_NORM:
         return regularization_args(name, Z, rng)
     raise AssertionError(f"no sample arguments for {case.id}")

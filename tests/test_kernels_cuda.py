@@ -438,6 +438,51 @@ def direct_gather_rows(cuda_ops, case, kernel, dtype, m, n, rng) -> None:
     np.testing.assert_array_equal(out, X[idx])
 
 
+def direct_optimizer_step_at(cuda_ops, case, kernel, dtype, m, n, rng) -> None:
+    """The hyperparameters of row counter[0] of a table, as the reference reads them."""
+    size = m * n
+    opt, p, g, state, hyper = optimizer_inputs(case.about, size, dtype, rng)
+    t = np.dtype(dtype).type
+    other = opt.hyperparameters(7, 2 * opt.learning_rate)
+    rows = np.array([other, hyper, other], dtype=dtype)
+    counter = np.ones(1, np.int64)
+    l1, clip_value, max_norm, sum_squares = regularizer_args(np.dtype(dtype))
+    p_ref, s_ref = run_optimizer_step(REFERENCE, opt, p, g, state, tuple(rows[1]), 0.3,
+                                      size // 2, l1=l1, clip_value=clip_value,
+                                      max_norm=max_norm, sum_squares=sum_squares)
+    args = (p.copy(), g, state.copy(), rows, counter, t(0.3), size // 2, np.zeros(1, dtype),
+            l1, clip_value, max_norm, sum_squares.copy())
+    launch(cuda_ops, kernel, size, *args)
+    assert_close(args[0], p_ref, what="p")
+    assert_close(args[2], s_ref, what="state")
+    assert counter[0] == 1  # read, not advanced
+
+
+def direct_gather_batch_rows(cuda_ops, case, kernel, dtype, m, n, rng) -> None:
+    """Batch counter[0] of an order, against the reference's ``gather_batch``."""
+    X = rng.standard_normal((3 * m + 2, n)).astype(dtype)
+    order = rng.permutation(3 * m + 2)
+    for batch in (0, 2):
+        counter = np.array([batch], np.int64)
+        out, want = np.full((m, n), np.nan, dtype), np.full((m, n), np.nan, dtype)
+        REFERENCE.gather_batch(X, order, counter, want)
+        launch(cuda_ops, kernel, m * n, X, order, counter, out)
+        np.testing.assert_array_equal(out, want)
+        np.testing.assert_array_equal(out, X[order[batch * m:(batch + 1) * m]])
+
+
+def direct_record_batch(cuda_ops, case, kernel, dtype, m, n, rng) -> None:
+    """Statistics into row counter[0], the counter advanced: as the reference does."""
+    stats = rng.standard_normal(2).astype(dtype)
+    got, want = np.zeros((5, 2), dtype), np.zeros((5, 2), dtype)
+    counter, counter_ref = np.array([3], np.int64), np.array([3], np.int64)
+    REFERENCE.record_batch(counter_ref, stats, want)
+    launch(cuda_ops, kernel, 1, counter, stats, got)
+    np.testing.assert_array_equal(got, want)
+    assert counter[0] == counter_ref[0] == 4
+    np.testing.assert_array_equal(got[3], stats)
+
+
 def direct_regularization(cuda_ops, case, kernel, dtype, m, n, rng) -> None:
     """The dropout and batch-norm kernels, launched as the backend does, against the
     reference's ops (tests/test_dropout.py and tests/test_batch_norm.py test them further)."""
@@ -508,8 +553,11 @@ DIRECT = {
     "loss_delta_rows": direct_loss_delta_rows,
     "loss_output_reduce": direct_loss_output_reduce,
     "optimizer_step": direct_optimizer_step,
+    "optimizer_step_at": direct_optimizer_step_at,
     "grad_sum_squares_partials": direct_grad_sum_squares_partials,
     "gather_rows": direct_gather_rows,
+    "gather_batch_rows": direct_gather_batch_rows,
+    "record_batch": direct_record_batch,
 }
 
 

@@ -8,6 +8,10 @@ XPMLP_BLAS                 the numpy backend's matrix products: openblas (NumPy'
 XPMLP_DATA_DIR             where the MNIST files are (``xpmlp.datasets``)
 XDG_CACHE_HOME             where downloads are cached (default ~/.cache)
 XPMLP_CUDA_SPECIALIZE      0: launch CUDA kernels through Numba's typed dispatch only
+XPMLP_CUDA_GRAPHS          0: the CUDA backend steps per op instead of replaying a recorded
+                           step (a CUDA graph) per batch
+XPMLP_CUDA_GEMM            cupy (default) or cublas: the CUDA backend's products outside a
+                           recorded step, through cupy.matmul or xpmlp's own cuBLAS handle
 NUMBA_THREADING_LAYER      Numba's own; when unset xpmlp picks ``workqueue`` for its CPU
                            kernels, when it first compiles one
 NUMBA_ENABLE_CUDASIM       Numba's own; 1 runs CUDA kernels in Numba's simulator
@@ -31,6 +35,8 @@ BLAS = "XPMLP_BLAS"
 BLAS_PROVIDERS = ("openblas", "mkl")
 DATA_DIR = "XPMLP_DATA_DIR"
 CUDA_SPECIALIZE = "XPMLP_CUDA_SPECIALIZE"
+CUDA_GRAPHS = "XPMLP_CUDA_GRAPHS"
+CUDA_GEMM = "XPMLP_CUDA_GEMM"
 MPI_CUDA_AWARE = "XPMLP_MPI_CUDA_AWARE"
 MPI_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 MPI_RANK_VARIABLES = ("PMI_RANK", "PMIX_RANK")
@@ -68,6 +74,21 @@ def cache_home() -> str | None:
 def cuda_specialize() -> bool:
     """Launch CUDA kernels specialized for the backend's argument types (unless set to 0)."""
     return os.environ.get(CUDA_SPECIALIZE, "1") != "0"
+
+
+def cuda_graphs() -> bool:
+    """Record and replay the CUDA backend's training step (unless XPMLP_CUDA_GRAPHS=0)."""
+    return os.environ.get(CUDA_GRAPHS, "1") != "0"
+
+
+def cuda_gemm() -> str:
+    """XPMLP_CUDA_GEMM: "cupy" (default) or "cublas". Raises ParameterError otherwise."""
+    value = (os.environ.get(CUDA_GEMM) or "cupy").strip().lower()
+    if value not in ("cupy", "cublas"):
+        from .errors import ParameterError
+
+        raise ParameterError(f"{CUDA_GEMM}={value!r}: expected cupy or cublas")
+    return value
 
 
 def numba_threading_layer() -> str | None:

@@ -64,6 +64,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy
+
 from ._validation import Choice, Number, check_params
 from .errors import ParameterError
 from .registry import Registry
@@ -206,16 +208,37 @@ class Optimizer:
         gradient clipped and penalized as the module docstring says; the first ``n_decay``
         parameters (the weights) get the L1 and L2 terms."""
         self.t += 1
+        options = self._gradient_options(backend, grads)
+        backend.optimizer_step(
+            self, params, grads, self.state,
+            self.hyperparameters(self.t, self.learning_rate * lr_factor),
+            self.weight_decay, n_decay, skip, **options,
+        )
+
+    def hyper_rows(self, lr_factors: Any) -> numpy.ndarray:
+        """Row b: ``hyperparameters(t + 1 + b, learning_rate * lr_factors[b])``, the
+        hyperparameters of the next len(lr_factors) steps (float64; ``step_at`` reads them
+        on the device, and the caller adds the steps taken to ``t``)."""
+        return numpy.array([self.hyperparameters(self.t + 1 + b, self.learning_rate * f)
+                            for b, f in enumerate(lr_factors)], dtype=numpy.float64)
+
+    def step_at(self, backend: Any, params: Any, grads: Any, n_decay: int, skip: Any,
+                hyper_rows: Any, counter: Any) -> None:
+        """``step`` with the hyperparameters hyper_rows[counter[0]] read on the device (the
+        step a CUDA graph replays); ``t`` is left to the caller."""
+        options = self._gradient_options(backend, grads)
+        backend.optimizer_step_at(self, params, grads, self.state, hyper_rows, counter,
+                                  self.weight_decay, n_decay, skip, **options)
+
+    def _gradient_options(self, backend: Any, grads: Any) -> dict[str, Any]:
+        """The clipping and L1 arguments of the optimizer kernels; with norm clipping, the
+        squared global norm computed first (on the device, into ``sum_squares``)."""
         clip_value = math.inf if self.clip_grad_value is None else self.clip_grad_value
         max_norm = 0.0 if self.clip_grad_norm is None else self.clip_grad_norm
         if max_norm:
             backend.grad_sum_squares(grads, clip_value, self.sum_squares)
-        backend.optimizer_step(
-            self, params, grads, self.state,
-            self.hyperparameters(self.t, self.learning_rate * lr_factor),
-            self.weight_decay, n_decay, skip, l1=self.l1, clip_value=clip_value,
-            max_norm=max_norm, sum_squares=self.sum_squares,
-        )
+        return {"l1": self.l1, "clip_value": clip_value, "max_norm": max_norm,
+                "sum_squares": self.sum_squares}
 
     def describe(self) -> dict[str, Any]:
         """Name and hyperparameters: ``from_description`` rebuilds the optimizer from it."""

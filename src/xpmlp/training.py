@@ -102,6 +102,9 @@ def run_epoch(
     ``reduce_gradients``), one optimizer step (scaled by ``lr_factor(batch)``).
     Nothing comes back to the host unless ``on_batch(batch, samples done)`` asks for it.
     """
+    runner = model.backend.epoch_runner(model) if comm is None else None
+    if runner is not None:  # the CUDA backend: the step recorded once, replayed per batch
+        return runner(X, Y, order, batch_size, state, lr_factor, on_batch)
     m_total = int(order.shape[0])
     ws = model.workspace(min(batch_size, m_total))
     gather, skip = model.backend.gather_rows, state.skip  # bound once: this loop is the hot path

@@ -103,6 +103,12 @@ class Backend:
         operations below one by one (the per-op path, which specifies the step)."""
         return None
 
+    def epoch_runner(self, model: Any) -> Any:
+        """A callable that runs ``xpmlp.training.run_epoch``'s whole epoch for ``model``
+        (same arguments), or None: run_epoch steps batch by batch. The CUDA backend's
+        replays a recorded step (``xpmlp.backends.cuda_graph``)."""
+        return None
+
     # ------------------------------------------------------------------ data movement
     def permutation(self, rng: Any, n: int) -> Array:
         """A random permutation of range(n), drawn on the backend's device."""
@@ -111,6 +117,18 @@ class Backend:
     def gather_rows(self, X: Array, idx: Array, out: Array) -> None:
         """out[r] = X[idx[r]]: the rows of one shuffled mini-batch."""
         self.xp.take(X, idx, axis=0, out=out)
+
+    def gather_batch(self, X: Array, order: Array, counter: Array, out: Array) -> None:
+        """out[r] = X[order[counter[0] * m + r]], m = out.shape[0]: the rows of the epoch's
+        batch counter[0] (the batch index read on the device, as a replayed CUDA graph does)."""
+        first = int(counter[0]) * out.shape[0]
+        self.xp.take(X, order[first:first + out.shape[0]], axis=0, out=out)
+
+    def record_batch(self, counter: Array, stats: Array, batch_stats: Array) -> None:
+        """batch_stats[counter[0]] = stats[:2], then counter[0] += 1 (on the device)."""
+        c = int(counter[0])
+        batch_stats[c] = stats[:2]
+        counter[0] += 1
 
     def matmul(self, a: Array, b: Array, out: Array) -> None:
         """out = a @ b (transposed views are passed to BLAS as flags, not copied)."""
@@ -273,3 +291,14 @@ class Backend:
         keep = skip[0] != 0
         p[...] = xp.where(keep, p, new_p)
         state[...] = xp.where(keep, state, new_state)
+
+    def optimizer_step_at(
+        self, optimizer: Any, p: Array, g: Array, state: Array, hyper_rows: Array,
+        counter: Array, decay: float, n_decay: int, skip: Array, l1: float = 0.0,
+        clip_value: float = math.inf, max_norm: float = 0.0, sum_squares: Array | None = None,
+    ) -> None:
+        """``optimizer_step`` with the hyperparameters hyper_rows[counter[0]] (one row per
+        batch of the epoch, ``Optimizer.hyper_rows``), read on the device."""
+        hyper = tuple(hyper_rows[int(counter[0])].tolist())
+        self.optimizer_step(optimizer, p, g, state, hyper, decay, n_decay, skip, l1,
+                            clip_value, max_norm, sum_squares)

@@ -28,15 +28,19 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+import warnings
+import weakref
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy
 
+from .. import config
 from ..errors import BackendUnavailableError, DeviceMemoryError
 from ..kernels import cuda as kcuda
 from ..regularization import dropout_threshold
 from .base import Array, Backend, activation_entry, loss_entry
+from .cuda_graph import GraphedEpoch, graphs_supported
 from .cuda_probe import probe_cuda
 
 
@@ -50,10 +54,29 @@ class CudaKernelOps(Backend):
 
     name = "cuda-kernels"
 
-    def __init__(self, xp: Any, launch_stream: Any = 0) -> None:
+    def __init__(self, xp: Any, launch_stream: Any = 0, graphs: bool = False) -> None:
         super().__init__(xp)
         self._launch_stream = launch_stream
         self._scratch: dict[tuple[str, tuple[int, ...], str], Array] = {}
+        self.graphs = bool(graphs)
+        self._epochs: weakref.WeakKeyDictionary[Any, GraphedEpoch] = weakref.WeakKeyDictionary()
+
+    def epoch_runner(self, model: Any) -> GraphedEpoch | None:
+        """With ``graphs`` on and a model whose step can be recorded
+        (``cuda_graph.graphs_supported``): the model's ``GraphedEpoch`` (one per model, so
+        its recording lives across epochs). Otherwise None: ``run_epoch`` steps per op."""
+        if not self.graphs or not graphs_supported(model):
+            return None
+        runner = self._epochs.get(model)
+        if runner is None:
+            runner = self._epochs[model] = GraphedEpoch(self, model)
+        return runner
+
+    def record(self, step: Callable[[], None]) -> Callable[[], None]:
+        """Run ``step`` once and return what repeats it: here ``step`` itself (every kernel
+        launched again); ``CudaBackend`` returns the replay of a CUDA graph."""
+        step()
+        return step
 
     def _launch(self, kernel: Any, n_items: int, *args: Any) -> None:
         """Queue ``kernel(*args)`` with one thread per item (grid-stride beyond MAX_BLOCKS)."""
@@ -195,10 +218,38 @@ class CudaKernelOps(Backend):
     ) -> None:
         t = p.dtype.type
         kernel = kcuda.CUDA.kernel(kcuda.optimizer_step, p.dtype, rule=optimizer.rule)
-        if sum_squares is None:  # read by the kernel only when max_norm > 0
-            sum_squares = skip
-        self._launch(kernel, p.size, p, g, state, tuple(map(t, hyper)), t(decay),
-                     int(n_decay), skip, t(l1), t(clip_value), t(max_norm), sum_squares)
+        self._launch(kernel, p.size, p, g, state, tuple(map(t, hyper)),
+                     *self._update_tail(p, decay, n_decay, skip, l1, clip_value, max_norm,
+                                        sum_squares))
+
+    def optimizer_step_at(
+        self, optimizer: Any, p: Array, g: Array, state: Array, hyper_rows: Array,
+        counter: Array, decay: float, n_decay: int, skip: Array, l1: float = 0.0,
+        clip_value: float = math.inf, max_norm: float = 0.0, sum_squares: Array | None = None,
+    ) -> None:
+        kernel = kcuda.CUDA.kernel(kcuda.optimizer_step_at, p.dtype, rule=optimizer.rule)
+        self._launch(kernel, p.size, p, g, state, hyper_rows, counter,
+                     *self._update_tail(p, decay, n_decay, skip, l1, clip_value, max_norm,
+                                        sum_squares))
+
+    @staticmethod
+    def _update_tail(p: Array, decay: float, n_decay: int, skip: Array, l1: float,
+                     clip_value: float, max_norm: float,
+                     sum_squares: Array | None) -> tuple[Any, ...]:
+        """The optimizer kernels' arguments after the hyperparameters, scalars in p's dtype
+        (``sum_squares`` is read only when max_norm > 0: any array stands in otherwise)."""
+        t = p.dtype.type
+        return (t(decay), int(n_decay), skip, t(l1), t(clip_value), t(max_norm),
+                skip if sum_squares is None else sum_squares)
+
+    # ------------------------------------------------------------------ device-indexed batches
+    def gather_batch(self, X: Array, order: Array, counter: Array, out: Array) -> None:
+        kernel = kcuda.CUDA.kernel(kcuda.gather_batch_rows, X.dtype)
+        self._launch(kernel, out.size, X, order, counter, out)
+
+    def record_batch(self, counter: Array, stats: Array, batch_stats: Array) -> None:
+        self._launch(kcuda.CUDA.kernel(kcuda.record_batch, stats.dtype), 1, counter, stats,
+                     batch_stats)
 
 
 def _unavailable(reason: str, remedy: str) -> BackendUnavailableError:
@@ -223,7 +274,17 @@ class CudaBackend(CudaKernelOps):  # pragma: no cover - needs a GPU (tests marke
 
     name = "cuda"
 
-    def __init__(self, device: int | None = None) -> None:
+    def __init__(self, device: int | None = None, graphs: bool | None = None,
+                 gemm: str | None = None) -> None:
+        """``graphs``: record each training step as a CUDA graph and replay it per batch
+        (default: on unless XPMLP_CUDA_GRAPHS=0). ``gemm``: "cupy" (``cupy.matmul``) or
+        "cublas" (xpmlp's own cuBLAS handle, ``xpmlp.backends.cublas``) for the products
+        outside a recording (default XPMLP_CUDA_GEMM, else "cupy"); recordings always use
+        the own handle (CuPy's cuBLAS calls cannot be captured)."""
+        graphs = config.cuda_graphs() if graphs is None else bool(graphs)
+        gemm = config.cuda_gemm() if gemm is None else gemm
+        if gemm not in ("cupy", "cublas"):
+            raise ValueError(f"gemm={gemm!r} is not valid; expected 'cupy' or 'cublas'")
         probe = probe_cuda()
         if not probe.usable:
             raise _unavailable(probe.reason, probe.remedy)
@@ -245,7 +306,69 @@ class CudaBackend(CudaKernelOps):  # pragma: no cover - needs a GPU (tests marke
         from numba.cuda.core.errors import TypingError as CudaTypingError
 
         self._errors, self._typing_error = _compile_errors(), (TypingError, CudaTypingError)
-        super().__init__(cupy, launch_stream=cuda.external_stream(self.stream.ptr))
+        super().__init__(cupy, launch_stream=cuda.external_stream(self.stream.ptr),
+                         graphs=graphs)
+        self._own_blas: Any = None  # xpmlp.backends.cublas.CublasHandle, made when needed
+        self._gemm: Any = self.own_blas() if gemm == "cublas" else None
+        self.graph_error: str | None = None  # why recording a step failed, if it did
+
+    def own_blas(self) -> Any:
+        """xpmlp's cuBLAS handle on the backend's stream (made on first use)."""
+        if self._own_blas is None:
+            from .cublas import CublasHandle
+
+            self._own_blas = CublasHandle(self._cupy, self.stream)
+        return self._own_blas
+
+    def matmul(self, a: Array, b: Array, out: Array) -> None:
+        if self._gemm is None:
+            self._cupy.matmul(a, b, out=out)
+        else:
+            self._gemm.gemm(a, b, out)
+
+    def record(self, step: Callable[[], None]) -> Callable[[], None]:
+        """Run ``step`` once (every kernel compiled, every scratch array allocated, cuBLAS's
+        algorithms chosen), then capture it on the backend's stream as a CUDA graph and
+        return the graph's replay. The products go through the own cuBLAS handle. If
+        capture fails, says why once (``graph_error``, a warning) and returns ``step``."""
+        if self.graph_error is not None:
+            return super().record(step)
+        gemm, self._gemm = self._gemm, None
+        try:
+            self._gemm = self.own_blas()
+        except Exception as exc:  # no usable libcublas: per-op steps with cupy.matmul
+            return self._without_graph(step, exc, run=True)
+        try:
+            step()
+            graph = self._capture(step)
+        except Exception as exc:
+            return self._without_graph(step, exc, run=False)
+        finally:
+            self._gemm = gemm
+        launch, stream = graph.launch, self.stream
+        return lambda: launch(stream)
+
+    def _capture(self, step: Callable[[], None]) -> Any:
+        self.stream.begin_capture()
+        try:
+            step()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.stream.end_capture()
+            raise
+        graph = self.stream.end_capture()
+        graph.upload(self.stream)
+        return graph
+
+    def _without_graph(self, step: Callable[[], None], exc: Exception,
+                       run: bool) -> Callable[[], None]:
+        self.graph_error = f"{type(exc).__name__}: {exc}"
+        warnings.warn(f"xpmlp: recording the training step as a CUDA graph failed "
+                      f"({self.graph_error}); steps run launch by launch", RuntimeWarning,
+                      stacklevel=3)
+        if run:
+            step()
+        return step
 
     @property
     def device(self) -> str:

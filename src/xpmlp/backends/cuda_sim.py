@@ -46,14 +46,16 @@ class SimulatedCudaBackend(CudaKernelOps):
 
     name = "cuda-sim"
 
-    def __init__(self) -> None:
+    def __init__(self, graphs: bool = False) -> None:
+        """``graphs``: run epochs through ``GraphedEpoch`` (the recorded step's logic,
+        replayed here by launching its kernels again: the simulator has no graphs)."""
         if not simulator_enabled():
             raise BackendUnavailableError(
                 "the simulated CUDA backend needs Numba's CUDA simulator. Remedy: set "
                 "NUMBA_ENABLE_CUDASIM=1 before Numba is imported (in the environment of the "
                 "process), e.g. NUMBA_ENABLE_CUDASIM=1 python -m pytest -m cudasim"
             )
-        super().__init__(numpy, launch_stream=0)
+        super().__init__(numpy, launch_stream=0, graphs=graphs)
         self._hint = _in_place_hint()
         self._active = 0
 

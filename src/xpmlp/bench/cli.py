@@ -17,7 +17,8 @@ from pathlib import Path
 from .. import config
 
 #: the rows of ``registry.ROWS``, named here so that building the parser imports nothing heavy
-ROW_NAMES = ("xpmlp-numpy", "xpmlp-cuda", "torch-cpu", "torch-cuda", "sklearn", "numpy-plain")
+ROW_NAMES = ("xpmlp-numpy", "xpmlp-cuda", "xpmlp-cuda-eager", "torch-cpu", "torch-cuda", "sklearn",
+             "numpy-plain")
 
 
 def _list(text: str) -> list[str]:

@@ -8,10 +8,20 @@ from .peers import SklearnRow, TorchRow, sklearn_unavailable_reason, torch_unava
 from .plain import PlainNumpyRow
 from .rows import Row, XpmlpRow, cuda_unavailable_reason
 
+
+def _cuda_per_op() -> object:
+    """The CUDA backend stepping per op (no recorded step): what the graph saves."""
+    from xpmlp.backends.cuda_backend import CudaBackend
+
+    return CudaBackend(graphs=False)
+
+
 #: name -> (factory, reason it cannot run here or None)
 ROWS: dict[str, tuple[Callable[[], Row], Callable[[], str | None]]] = {
     "xpmlp-numpy": (lambda: XpmlpRow("numpy"), lambda: None),
     "xpmlp-cuda": (lambda: XpmlpRow("cuda"), cuda_unavailable_reason),
+    "xpmlp-cuda-eager": (lambda: XpmlpRow(_cuda_per_op(), "xpmlp-cuda-eager"),
+                         cuda_unavailable_reason),
     "torch-cpu": (lambda: TorchRow("cpu"), lambda: torch_unavailable_reason("cpu")),
     "torch-cuda": (lambda: TorchRow("cuda"), lambda: torch_unavailable_reason("cuda")),
     "sklearn": (SklearnRow, sklearn_unavailable_reason),

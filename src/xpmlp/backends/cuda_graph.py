@@ -1,0 +1,142 @@
+"""``run_epoch`` for the CUDA backend: one training step recorded once, replayed per batch.
+
+A mini-batch step of a small model is mostly launch cost: some twenty kernels and
+products of a few microseconds each on the GPU, each costing more than that to
+launch from Python. The CUDA backend therefore records one step as a CUDA graph
+and replays it: one launch per batch. What changes from batch to batch cannot be
+a launch argument (a graph replays its arguments as recorded), so it is read on
+the device:
+
+- ``counter`` (one int64): the batch of the epoch. ``gather_batch`` takes the
+  rows ``order[counter * m : (counter + 1) * m]``; ``Optimizer.step_at`` reads
+  its hyperparameters (the learning rate with the schedule's factor, Adam's bias
+  corrections) from row ``counter`` of ``hyper_rows``, filled once per epoch;
+  ``record_batch``, the step's last kernel, stores the batch's loss sum and
+  correct count in ``batch_stats[counter]`` and adds 1 to the counter;
+- the epoch's order is copied into a buffer of the plan once per epoch, so the
+  recorded step always reads the same address.
+
+Every array the step touches (parameters, gradients, optimizer state, workspace,
+the plan's buffers, X, Y and the run's statistics) keeps its address for as long as
+the recording lives; the plan is rebuilt when any of them changes. The step per
+batch is therefore: gather, forward, backward, update, record: exactly the per-op
+step of ``run_epoch`` (the same kernels and products) with the batch index on the
+device. The last, shorter batch of an epoch (if any) runs per op.
+
+``backend.record(step)`` runs ``step`` once (the epoch's first batch: it compiles
+every kernel, allocates every scratch array and lets cuBLAS choose its algorithms)
+and returns what replays it: a CUDA graph on a GPU (``CudaBackend``), the step
+itself elsewhere (the simulator, or when capture fails), so this module's logic is
+tested without a GPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy
+
+
+def address(a: Any) -> int:
+    """Where an array's data starts (device or host)."""
+    interface = getattr(a, "__cuda_array_interface__", None) or a.__array_interface__
+    return int(interface["data"][0])
+
+
+@dataclass
+class Plan:
+    """The buffers a recorded step reads, and the recording (``replay``)."""
+
+    key: tuple[Any, ...]
+    workspace: Any
+    order: Any  # (m_total,) int64: the epoch's order, copied in once per epoch
+    counter: Any  # (1,) int64: the batch the next replay works on
+    hyper_rows: Any  # (n_batches, n_hyper): each batch's hyperparameters
+    stats: Any  # (2,): the step's loss sum and correct count, before record_batch
+    replay: Callable[[], None] | None = None
+
+
+class GraphedEpoch:
+    """``run_epoch(model, X, Y, order, batch_size, state, lr_factor, on_batch)`` for one
+    model on a CUDA backend (``CudaKernelOps.epoch_runner``), with the step recorded."""
+
+    def __init__(self, backend: Any, model: Any) -> None:
+        self.backend = backend
+        self.model = model
+        self.plan: Plan | None = None
+        self.recordings = 0  # how many times a step was recorded (tests, diagnostics)
+
+    def _plan(self, X: Any, Y: Any, rows: int, m_total: int, n_batches: int,
+              state: Any) -> Plan:
+        """The plan for these arrays, reused when nothing moved, else built afresh."""
+        model, be = self.model, self.backend
+        opt = model.optimizer
+        key = (rows, m_total, n_batches, str(model.dtype),
+               *(address(a) for a in (X, Y, model.params, model.grads, state.batch_stats,
+                                      state.skip)),
+               None if opt.state is None else address(opt.state))
+        if self.plan is not None and self.plan.key == key:
+            return self.plan
+        n_hyper = len(opt.hyperparameters(1, opt.learning_rate))
+        self.plan = Plan(
+            key, model.workspace(rows), be.empty(m_total, "int64"), be.zeros(1, "int64"),
+            be.zeros((n_batches, n_hyper), model.dtype), be.zeros(2, model.dtype),
+        )
+        return self.plan
+
+    def _step(self, X: Any, Y: Any, plan: Plan, state: Any) -> None:
+        """One batch: the device counter picks its rows, hyperparameters and statistics row."""
+        model, be, ws = self.model, self.backend, plan.workspace
+        be.gather_batch(X, plan.order, plan.counter, ws.X)
+        be.gather_batch(Y, plan.order, plan.counter, ws.Y)
+        model.forward_pass(ws)
+        model.backward_pass(ws, plan.stats, state.skip)
+        model.optimizer.step_at(be, model.params, model.grads, model.n_weights, state.skip,
+                                plan.hyper_rows, plan.counter)
+        be.record_batch(plan.counter, plan.stats, state.batch_stats)
+
+    def __call__(self, X: Any, Y: Any, order: Any, batch_size: int, state: Any,
+                 lr_factor: Callable[[int], float] | None = None,
+                 on_batch: Callable[[int, int], None] | None = None) -> int:
+        model, be = self.model, self.backend
+        m_total = int(order.shape[0])
+        rows = min(batch_size, m_total)
+        n_batches = -(-m_total // batch_size)
+        n_full = m_total // batch_size
+        factors = [1.0 if lr_factor is None else float(lr_factor(b)) for b in range(n_batches)]
+        plan = self._plan(X, Y, rows, m_total, n_batches, state)
+        # Once per epoch: the order, the hyperparameters of every batch, the counter.
+        plan.order[...] = order
+        plan.hyper_rows[...] = be.asarray(model.optimizer.hyper_rows(factors), model.dtype)
+        plan.counter.fill(0)
+        done = 0
+        if plan.replay is None and n_full:
+            plan.replay = be.record(lambda: self._step(X, Y, plan, state))  # runs batch 0
+            self.recordings += 1
+            done = 1
+            if on_batch is not None:
+                on_batch(0, rows)
+        for batch in range(done, n_full):
+            plan.replay()
+            if on_batch is not None:
+                on_batch(batch, (batch + 1) * rows)
+        model.optimizer.t += n_full
+        if n_full < n_batches:  # the shorter last batch, per op
+            idx = order[n_full * batch_size:]
+            w = plan.workspace.first(int(idx.shape[0]))
+            be.gather_rows(X, idx, w.X)
+            be.gather_rows(Y, idx, w.Y)
+            model.forward_pass(w)
+            model.backward_pass(w, state.batch_rows[n_full], state.skip)
+            model.apply_gradients(state.skip, factors[n_full])
+            if on_batch is not None:
+                on_batch(n_full, m_total)
+        return n_batches
+
+
+def graphs_supported(model: Any) -> bool:
+    """Whether ``GraphedEpoch`` runs this model's step: no dropout (its masks change per
+    step through a launch argument) and no batch norm (kept per op for now)."""
+    return not getattr(model, "_regularized", False) and numpy.dtype(model.dtype).kind == "f"

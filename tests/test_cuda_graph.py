@@ -1,0 +1,203 @@
+"""The recorded training step (``xpmlp.backends.cuda_graph``) and the own cuBLAS handle.
+
+- Under Numba's CUDA simulator (marker ``cudasim``; NUMBA_ENABLE_CUDASIM=1, own
+  process), ``GraphedEpoch`` replays the step by launching its kernels again: its
+  logic (the device counter, the per-batch hyperparameter rows, the statistics
+  row, the per-op last batch, the plan's lifetime) must train exactly as the
+  per-op epoch loop does, bit for bit.
+- On a GPU (marker ``cuda``), the same comparison with real CUDA graphs, and the
+  own cuBLAS handle against ``cupy.matmul``.
+- Everywhere: ``cublas.gemm_arguments`` (the row-major to column-major mapping),
+  against a column-major product written in NumPy on the arrays' raw memory.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import xpmlp
+from xpmlp.backends import cublas
+from xpmlp.backends.cuda_probe import simulator_enabled
+from xpmlp.optim import make_optimizer
+
+SIMULATOR = simulator_enabled()
+
+
+# ---------------------------------------------------------------------- the gemm mapping
+def column_major_gemm(op_a: int, op_b: int, m: int, n: int, k: int, A: np.ndarray, lda: int,
+                      B: np.ndarray, ldb: int, C: np.ndarray, ldc: int) -> None:
+    """C = op(A) op(B) as cuBLAS computes it, on flat buffers read column-major."""
+    def matrix(buf: np.ndarray, rows: int, cols: int, ld: int) -> np.ndarray:
+        return np.lib.stride_tricks.as_strided(buf, (rows, cols),
+                                               (buf.itemsize, ld * buf.itemsize))
+
+    a = matrix(A, *((m, k) if op_a == cublas.OP_N else (k, m)), lda)
+    b = matrix(B, *((k, n) if op_b == cublas.OP_N else (n, k)), ldb)
+    a = a if op_a == cublas.OP_N else a.T
+    b = b if op_b == cublas.OP_N else b.T
+    matrix(C, m, n, ldc)[...] = a @ b
+
+
+def flat(a: np.ndarray) -> np.ndarray:
+    """The buffer an array view starts at (its first element onwards)."""
+    base = a
+    while base.base is not None:
+        base = base.base
+    offset = (a.__array_interface__["data"][0] - base.__array_interface__["data"][0])
+    return base.reshape(-1)[offset // a.itemsize:]
+
+
+def operands(rng: np.random.Generator, m: int, k: int, n: int, a_t: bool, b_t: bool,
+             dtype: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """a (m, k), b (k, n) as C-contiguous arrays or transposed views; out a row slice."""
+    a = rng.standard_normal((k, m)).astype(dtype).T if a_t else \
+        rng.standard_normal((m + 2, k)).astype(dtype)[1:m + 1]
+    b = rng.standard_normal((n, k)).astype(dtype).T if b_t else \
+        rng.standard_normal((k, n)).astype(dtype)
+    out = np.full((m + 3, n), np.nan, dtype)[2:m + 2]
+    return a, b, out
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(5, 4, 3), (1, 6, 2), (7, 1, 3), (4, 3, 1), (128, 784, 10)])
+@pytest.mark.parametrize("a_t", [False, True])
+@pytest.mark.parametrize("b_t", [False, True])
+def test_gemm_arguments_give_the_row_major_product(dtype, shape, a_t, b_t) -> None:
+    rng = np.random.default_rng(sum(shape) + 2 * a_t + b_t)
+    a, b, out = operands(rng, *shape, a_t, b_t, dtype)
+    op_b, op_a, n, m, k, ld_b, ld_a, ld_out = cublas.gemm_arguments(a, b, out)
+    assert (m, n, k) == (shape[0], shape[2], shape[1])
+    column_major_gemm(op_b, op_a, n, m, k, flat(b), ld_b, flat(a), ld_a, flat(out), ld_out)
+    np.testing.assert_allclose(out, a @ b, rtol=1e-5)
+
+
+def test_gemm_arguments_refuse_what_cublas_cannot_read() -> None:
+    a = np.ones((6, 8), "float32")[::2, ::2]  # no contiguous dimension
+    with pytest.raises(ValueError, match="no contiguous dimension"):
+        cublas.gemm_arguments(a, np.ones((4, 2), "float32"), np.empty((3, 2), "float32"))
+    with pytest.raises(ValueError, match="do not match"):
+        cublas.gemm_arguments(np.ones((3, 4)), np.ones((5, 2)), np.empty((3, 2)))
+    with pytest.raises(ValueError, match="contiguous rows"):
+        cublas.gemm_arguments(np.ones((3, 4)), np.ones((4, 2)), np.empty((2, 3)).T)
+
+
+# ---------------------------------------------------------------------- hyperparameter rows
+@pytest.mark.parametrize("name", ["momentum", "adam", "rmsprop", "adagrad"])
+def test_hyper_rows_are_the_next_steps_hyperparameters(name) -> None:
+    opt = make_optimizer(name)
+    opt.t = 5
+    factors = [1.0, 0.5, 0.25]
+    rows = opt.hyper_rows(factors)
+    for b, f in enumerate(factors):
+        assert tuple(rows[b]) == pytest.approx(opt.hyperparameters(6 + b, opt.learning_rate * f),
+                                               rel=0, abs=0)
+    assert opt.t == 5
+
+
+# ---------------------------------------------------------------------- the recorded epoch
+CASES = {
+    "adam-cosine": dict(optimizer="adam", lr_schedule="cosine"),
+    "nesterov-decay": dict(optimizer="nesterov", weight_decay=1e-3),
+    "rmsprop-clipped": dict(optimizer="rmsprop", l1=1e-3, clip_grad_norm=0.3,
+                            clip_grad_value=0.1),
+}
+FIT = ("lr_schedule",)
+
+
+def train(backend, case: str, X, y, epochs: int = 2):
+    options = dict(CASES[case])
+    fit = {k: options.pop(k) for k in FIT if k in options}
+    model = xpmlp.MLP([6, 7, 5, 3], backend=backend, seed=5, **options)
+    model.fit(X, y, epochs=epochs, batch_size=40, **fit)  # 100 samples: 40, 40 and 20
+    return model
+
+
+def data(seed: int = 11):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((100, 6)).astype("float32"), rng.integers(0, 3, size=100)
+
+
+@pytest.mark.cudasim
+@pytest.mark.skipif(not SIMULATOR, reason="needs NUMBA_ENABLE_CUDASIM=1 (run with -m cudasim)")
+@pytest.mark.parametrize("case", CASES)
+def test_the_recorded_step_trains_bit_for_bit_as_the_per_op_loop(case) -> None:
+    from xpmlp.backends.cuda_sim import SimulatedCudaBackend
+
+    X, y = data()
+    graphed_backend = SimulatedCudaBackend(graphs=True)
+    per_op = train(SimulatedCudaBackend(graphs=False), case, X, y)
+    graphed = train(graphed_backend, case, X, y)
+    runner = graphed_backend.epoch_runner(graphed)
+    assert runner is not None and runner.recordings == 1  # recorded once for two epochs
+    np.testing.assert_array_equal(graphed.params, per_op.params)
+    np.testing.assert_array_equal(graphed.optimizer.state, per_op.optimizer.state)
+    assert graphed.optimizer.t == per_op.optimizer.t == 6
+    for got, want in zip(graphed.history_, per_op.history_, strict=True):
+        assert (got["loss"], got["train_accuracy"]) == (want["loss"], want["train_accuracy"])
+    assert not np.array_equal(graphed.params, train(SimulatedCudaBackend(), case, X, y, 1).params)
+
+
+@pytest.mark.cudasim
+@pytest.mark.skipif(not SIMULATOR, reason="needs NUMBA_ENABLE_CUDASIM=1 (run with -m cudasim)")
+def test_the_plan_is_rebuilt_when_an_array_moves_and_dropout_steps_per_op() -> None:
+    from xpmlp.backends.cuda_sim import SimulatedCudaBackend
+
+    be = SimulatedCudaBackend(graphs=True)
+    X, y = data()
+    model = xpmlp.MLP([6, 7, 5, 3], backend=be, seed=5)
+    model.fit(X, y, epochs=1, batch_size=40)
+    model.fit(X[:80], y[:80], epochs=1, batch_size=40)  # new device arrays, no last batch
+    assert be.epoch_runner(model).recordings == 2
+    reference = xpmlp.MLP([6, 7, 5, 3], backend=SimulatedCudaBackend(), seed=5)
+    reference.fit(X, y, epochs=1, batch_size=40)
+    reference.fit(X[:80], y[:80], epochs=1, batch_size=40)
+    np.testing.assert_array_equal(model.params, reference.params)
+    assert be.epoch_runner(xpmlp.MLP([6, 7, 3], backend=be, dropout=0.2)) is None
+
+
+# ---------------------------------------------------------------------- on a GPU
+def cuda_backend(**options):
+    from xpmlp.backends.cuda_probe import probe_cuda
+
+    probe = probe_cuda()
+    if not probe.usable:
+        pytest.skip(f"CUDA is not usable here: {probe.reason}")
+    from xpmlp.backends.cuda_backend import CudaBackend
+
+    return CudaBackend(**options)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_own_cublas_handle_matches_cupy_matmul(dtype) -> None:
+    be = cuda_backend(gemm="cublas")
+    rng = np.random.default_rng(0)
+    with be.activate():
+        for a_t in (False, True):
+            for b_t in (False, True):
+                a, b, _ = operands(rng, 33, 70, 9, a_t, b_t, dtype)
+                da = be.asarray(np.ascontiguousarray(a.T)).T if a_t else be.asarray(a)
+                db = be.asarray(np.ascontiguousarray(b.T)).T if b_t else be.asarray(b)
+                out = be.asarray(np.full((33, 9), np.nan, dtype))
+                be.matmul(da, db, out)
+                want = be._cupy.matmul(da, db)
+                tol = 1e-5 if dtype == "float32" else 1e-12
+                np.testing.assert_allclose(be.to_numpy(out), be.to_numpy(want), rtol=tol,
+                                           atol=tol)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("case", CASES)
+def test_cuda_graphs_train_as_the_per_op_loop(case) -> None:
+    X, y = data()
+    graphed_backend = cuda_backend(graphs=True)
+    per_op = train(cuda_backend(graphs=False), case, X, y)
+    graphed = train(graphed_backend, case, X, y)
+    assert graphed_backend.graph_error is None
+    assert graphed_backend.epoch_runner(graphed).recordings == 1
+    np.testing.assert_allclose(graphed_backend.to_numpy(graphed.params),
+                               per_op.backend.to_numpy(per_op.params), rtol=1e-5, atol=1e-6)
+    assert graphed.optimizer.t == per_op.optimizer.t == 6
+    for got, want in zip(graphed.history_, per_op.history_, strict=True):
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
