@@ -30,6 +30,8 @@
 #   GPU_CHECK_BUDGET     seconds of steps (default 225)
 #   GPU_CHECK_ONLY       step1,step2,...: run only these; the others are "skipped" (note
 #                        "not selected"). For tests and fast reruns.
+#   GPU_BENCH_PROFILE    full (default: on a GPU the full A, B and C take seconds) or quick
+#   GPU_CHECK_WORKERS    pytest-xdist workers of tests-cuda (default 8; 0: one process)
 #   GPU_BENCH_ROWS       rows of the bench step (default: those of xpmlp-cuda,xpmlp-cuda-eager,
 #                        torch-cuda that `xpmlp bench` knows)
 #   GPU_FAST_TRAIN_ARGS  extra `xpmlp train` arguments of train-fast (default "--epochs 8")
@@ -177,8 +179,11 @@ from xpmlp.bench.registry import ROWS
 print(",".join(r for r in sys.argv[1].split(",") if r in ROWS))' \
             xpmlp-cuda,xpmlp-cuda-eager,torch-cuda) || rows=xpmlp-cuda,torch-cuda
     fi
-    echo "rows: $rows"
-    "$PY" -m xpmlp bench --quick --workloads A,B,C --rows "$rows" --out "$LOGS/bench"
+    local quick=(--quick)
+    [[ ${GPU_BENCH_PROFILE:-full} == full ]] && quick=()
+    echo "rows: $rows; profile: ${GPU_BENCH_PROFILE:-full}"
+    "$PY" -m xpmlp bench ${quick[@]+"${quick[@]}"} --workloads A,B,C --rows "$rows" \
+        --out "$LOGS/bench"
 }
 export -f environment install_xpmlp bench
 export PY LOGS WORK
@@ -240,7 +245,14 @@ TRAIN_NUMPY=$!
 # Only the test files with CUDA tests: others may need packages (hypothesis) that the GPU
 # machine lacks, and one collection error would stop the whole pytest run.
 mapfile -t CUDA_TESTS < <(grep -l "pytest.mark.cuda\b" tests/test_*.py)
-run_step tests-cuda 90 "$PY" -m pytest -q -rs -p no:cacheprovider -m cuda "${CUDA_TESTS[@]}"
+# Hundreds of kernels compile for the first time here: with pytest-xdist (on the GPU image),
+# 8 worker processes compile them side by side (GPU_CHECK_WORKERS, 0 for one process).
+XDIST=()
+if ((${GPU_CHECK_WORKERS:-8} > 0)) && "$PY" -c 'import xdist' 2>/dev/null; then
+    XDIST=(-n "${GPU_CHECK_WORKERS:-8}")
+fi
+run_step tests-cuda 90 "$PY" -m pytest -q -rs -p no:cacheprovider ${XDIST[@]+"${XDIST[@]}"} \
+    -m cuda "${CUDA_TESTS[@]}"
 wait "$TRAIN_NUMPY"
 run_step launch-overhead 40 "$PY" benchmarks/launch_overhead.py --n 3000 \
     --out "$LOGS/launch_overhead.json"
