@@ -27,7 +27,7 @@
 # of its log, then one line per step (name, status, seconds, key figures).
 #
 # Environment variables:
-#   GPU_CHECK_BUDGET     seconds of steps (default 225)
+#   GPU_CHECK_BUDGET     seconds of steps (default 230)
 #   GPU_CHECK_ONLY       step1,step2,...: run only these; the others are "skipped" (note
 #                        "not selected"). For tests and fast reruns.
 #   GPU_BENCH_PROFILE    full (default: on a GPU the full A, B and C take seconds) or quick
@@ -55,7 +55,7 @@ OUTDIR=$(cd "$OUTDIR" && pwd)
 cd "$(dirname "$0")/.." || exit 2
 PY=${PYTHON:-python3}
 SYS_PY=$PY  # runs gpu_summary.py, which needs no xpmlp
-BUDGET=${GPU_CHECK_BUDGET:-225}
+BUDGET=${GPU_CHECK_BUDGET:-230}
 ONLY=${GPU_CHECK_ONLY:-}
 START=$(date +%s)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX") || exit 2
@@ -274,7 +274,7 @@ sys.exit(0 if gap <= 0.3 else 1)
 # shellcheck disable=SC2086  # GPU_FAST_TRAIN_ARGS is a list of arguments
 run_step train-fast 60 "$PY" -m xpmlp train --backend cuda --no-download --quiet \
     --report "$LOGS/train-fast.json" ${GPU_FAST_TRAIN_ARGS:---epochs 8}
-run_step bench 90 bash -c bench
+run_step bench 110 bash -c bench
 
 trap - INT TERM
 echo "[gpu_check] done in $(($(date +%s) - START))s"

@@ -12,8 +12,9 @@ time per launch including the final sync. Rows:
 - numba, specialized: ``kernel.specialize(a, b, c, d)[grid, block, stream]`` (no typing);
 - numba, StridedMemoryViews: views built once, specialized, cached launcher;
 - xpmlp: ``CudaBackend.optimizer_step`` with plain SGD (the whole op: kernel lookup, casts,
-  launcher lookup, 4 arrays + the hyperparameter tuple + scalars), through the specialized
-  kernel (the default) and through Numba's typed dispatch (``XPMLP_CUDA_SPECIALIZE=0``);
+  launcher lookup, 4 arrays + the hyperparameter tuple + scalars), through the default
+  direct launch (``kernels.cuda.DirectLaunch``), Numba's launcher of the specialized kernel
+  (``XPMLP_CUDA_DIRECT_LAUNCH=0``) and Numba's typed dispatch (``XPMLP_CUDA_SPECIALIZE=0``);
 - cupy: an ElementwiseKernel doing the same, and ``cupy.matmul(x, w, out=z)`` 128x784x512;
 - torch: ``torch.addmm(b, x, w, out=z)`` + ``relu_`` (two ops), if PyTorch has CUDA.
 
@@ -106,7 +107,7 @@ def numba_rows(cupy: Any, stream: Any, n: int) -> dict[str, Callable[[], dict[st
 
 
 def xpmlp_row(cupy: Any, n: int) -> dict[str, Callable[[], dict[str, float]]]:
-    def sgd(specialize: bool) -> dict[str, float]:
+    def sgd(direct: str, specialize: str, expected: str) -> dict[str, float]:
         import numpy
         from xpmlp.kernels import cuda as kcuda
 
@@ -114,9 +115,10 @@ def xpmlp_row(cupy: Any, n: int) -> dict[str, Callable[[], dict[str, float]]]:
         from xpmlp.backends import get_backend
 
         be = get_backend("cuda")
-        # Read at each launcher build (config.cuda_specialize()): set it, drop built launchers.
-        saved = os.environ.get(config.CUDA_SPECIALIZE)
-        os.environ[config.CUDA_SPECIALIZE] = "1" if specialize else "0"
+        # Read at each launcher build: set them, drop the launchers already built.
+        names = (config.CUDA_DIRECT_LAUNCH, config.CUDA_SPECIALIZE)
+        saved = {k: os.environ.get(k) for k in names}
+        os.environ.update(zip(names, (direct, specialize), strict=True))
         kcuda._launchers.clear()
         try:
             with be.activate():  # the backend's device and stream current
@@ -129,22 +131,27 @@ def xpmlp_row(cupy: Any, n: int) -> dict[str, Callable[[], dict[str, float]]]:
                 if not numpy.allclose(be.to_numpy(p), 0.5):
                     raise AssertionError("wrong result")
                 path = kcuda.launch_paths["optimizer_step"]
-                if path != ("specialized" if specialize else "typed"):
-                    raise AssertionError(f"launched {path}")
+                if path != expected:
+                    raise AssertionError(f"launched {path}, expected {expected}")
                 hyper = opt.hyperparameters(1, 1e-6)
                 return per_launch_us(
                     lambda: be.optimizer_step(opt, p, g, state, hyper, 0.0, 0, skip), n,
                     be.synchronize)
         finally:
-            if saved is None:
-                os.environ.pop(config.CUDA_SPECIALIZE, None)
-            else:
-                os.environ[config.CUDA_SPECIALIZE] = saved
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
             kcuda._launchers.clear()
 
     return {
-        "xpmlp: CudaBackend.optimizer_step SGD (whole op, specialized)": lambda: sgd(True),
-        "xpmlp: CudaBackend.optimizer_step SGD (XPMLP_CUDA_SPECIALIZE=0)": lambda: sgd(False),
+        "xpmlp: CudaBackend.optimizer_step SGD (whole op, direct launch)":
+            lambda: sgd("1", "1", "direct"),
+        "xpmlp: CudaBackend.optimizer_step SGD (XPMLP_CUDA_DIRECT_LAUNCH=0)":
+            lambda: sgd("0", "1", "specialized"),
+        "xpmlp: CudaBackend.optimizer_step SGD (XPMLP_CUDA_SPECIALIZE=0)":
+            lambda: sgd("1", "0", "typed"),
     }
 
 

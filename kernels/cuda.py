@@ -79,6 +79,8 @@ _launchers: dict[tuple[Any, ...], Any] = {}
 _specialized: dict[tuple[Any, tuple[Any, ...]], Any] = {}
 #: how each configured launcher launches, by kernel name: "specialized" or "typed" (diagnostics).
 launch_paths: dict[str, str] = {}
+#: why a kernel could not get a ``DirectLaunch`` (it then launches through Numba), by name.
+direct_errors: dict[str, str] = {}
 
 
 def prepare() -> None:
@@ -183,9 +185,87 @@ def launcher(kernel: Any, n_items: int, stream: Any = 0, args: tuple[Any, ...] =
     if configured is None:
         signature = fast_signature(arg_key) if args and config.cuda_specialize() else None
         target = kernel if signature is None else specialize(kernel, signature)
-        configured = _launchers[key] = target[blocks, THREADS_PER_BLOCK, stream]
-        launch_paths[kernel.py_func.__name__] = "typed" if signature is None else "specialized"
+        path = "typed" if signature is None else "specialized"  # or "direct", below
+        configured = None
+        if signature is not None and config.cuda_direct_launch():
+            try:
+                configured, path = DirectLaunch(target, blocks, THREADS_PER_BLOCK, stream), "direct"
+            except Exception as exc:  # an argument kind DirectLaunch does not pack: Numba's
+                direct_errors[kernel.py_func.__name__] = f"{type(exc).__name__}: {exc}"
+        if configured is None:
+            configured = target[blocks, THREADS_PER_BLOCK, stream]
+        _launchers[key] = configured
+        launch_paths[kernel.py_func.__name__] = path
     return configured
+
+
+def pack_arguments(types_: Any) -> list[Any]:
+    """One packer per kernel argument of Numba types ``types_``: ``pack(value, params)``
+    appends the kernel parameters Numba passes for it (``_Kernel._prepare_args`` of
+    numba-cuda 0.30): an array as (meminfo 0, parent 0, size, itemsize, data pointer,
+    *shape, *strides in bytes), a scalar as a ctypes value of its type, a tuple item by item.
+    Raises NotImplementedError for any other type."""
+    import ctypes
+
+    from numba import types
+
+    def array(a: Any, params: list[Any]) -> None:
+        params.extend((0, 0, a.size, a.itemsize, a.data.ptr, *a.shape, *a.strides))
+
+    def scalar(convert: Any) -> Any:
+        return lambda v, params: params.append(convert(v))
+
+    def tuple_of(packers: list[Any]) -> Any:
+        def pack(values: Any, params: list[Any]) -> None:
+            for p, v in zip(packers, values, strict=True):
+                p(v, params)
+        return pack
+
+    packers: list[Any] = []
+    for ty in types_:
+        if isinstance(ty, types.Array):
+            packers.append(array)
+        elif isinstance(ty, types.BaseTuple):
+            packers.append(tuple_of(pack_arguments(list(ty))))
+        elif ty == types.boolean:
+            packers.append(scalar(bool))
+        elif isinstance(ty, types.Integer):
+            packers.append(scalar(getattr(ctypes, f"c_{ty}")))
+        elif ty == types.float32:
+            packers.append(scalar(ctypes.c_float))
+        elif ty == types.float64:
+            packers.append(scalar(ctypes.c_double))
+        else:
+            raise NotImplementedError(f"no packer for kernel argument type {ty}")
+    return packers
+
+
+class DirectLaunch:
+    """A configured launch of a specialized kernel that packs its arguments itself.
+
+    Numba's launch reads every CuPy array through DLPack (a StridedMemoryView per
+    array per launch, tens of microseconds); the backend's arguments are
+    C-contiguous arrays of the types the kernel was specialized for, so their
+    parameters can be read off the arrays (``pack_arguments``) and handed to
+    ``cuda.core.launch`` on the backend's stream, as Numba itself does after packing.
+    """
+
+    def __init__(self, fast: Any, blocks: int, threads: int, stream: Any) -> None:
+        from cuda.core import LaunchConfig, launch
+        from numba.cuda.cudadrv import driver
+
+        compiled = next(iter(fast.overloads.values()))
+        self._packers = pack_arguments(compiled.argument_types)
+        self._kernel = compiled._codelibrary.get_cufunc().kernel
+        self._config = LaunchConfig(grid=(blocks, 1, 1), block=(threads, 1, 1))
+        self._stream = driver._to_core_stream(stream)
+        self._launch = launch
+
+    def __call__(self, *args: Any) -> None:
+        params: list[Any] = []
+        for pack, value in zip(self._packers, args, strict=True):
+            pack(value, params)
+        self._launch(self._stream, self._config, self._kernel, *params)
 
 
 def n_chunks(m: int) -> int:

@@ -234,6 +234,14 @@ def optimizer_inputs(name: str, size: int, dtype: Any, rng: np.random.Generator)
     return opt, p, g, state, opt.hyperparameters(3, opt.learning_rate)
 
 
+def update_scale(p: np.ndarray, g: np.ndarray, state: np.ndarray) -> np.ndarray:
+    """The size of the terms an optimizer step adds, per element of its state rows (and of p,
+    by broadcasting): ``assert_close``'s ``scale`` for updates. A GPU contracts ``a * b + c``
+    into one fused multiply-add (rounded once) where the CPU rounds the product first, so
+    the two differ by the rounding of the terms, not of the result."""
+    return np.abs(p) + np.abs(g) + np.abs(state).max(axis=0, initial=0.0)
+
+
 def regularizer_args(dt: np.dtype) -> tuple[Any, ...]:
     """(l1, clip_value, max_norm, sum_squares) of an optimizer step with every option on."""
     return dt.type(0.01), dt.type(0.5), dt.type(1.0), np.full(1, 4.0, dt)

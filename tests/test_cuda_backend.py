@@ -247,14 +247,15 @@ def test_probe_refuses_the_simulator(monkeypatch, fresh_probe) -> None:
 
 # ---------------------------------------------------------------------- on a real GPU
 @pytest.mark.cuda
-@pytest.mark.parametrize("specialize", [True, False], ids=["specialized", "typed"])
+@pytest.mark.parametrize("path", ["direct", "specialized", "typed"])
 @pytest.mark.parametrize("optimizer", OPTIMIZERS.names())
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_one_training_step_on_cuda_matches_numpy(optimizer, dtype, specialize,
-                                                 monkeypatch) -> None:
+def test_one_training_step_on_cuda_matches_numpy(optimizer, dtype, path, monkeypatch) -> None:
     """Same initial weights, same batch of 100 (4 chunks): same loss, gradients and step,
-    through the specialized kernels and through Numba's typed dispatch."""
-    monkeypatch.setenv("XPMLP_CUDA_SPECIALIZE", "1" if specialize else "0")
+    through the direct launches of the specialized kernels (the default), Numba's launches
+    of them, and Numba's typed dispatch."""
+    monkeypatch.setenv("XPMLP_CUDA_SPECIALIZE", "0" if path == "typed" else "1")
+    monkeypatch.setenv("XPMLP_CUDA_DIRECT_LAUNCH", "1" if path == "direct" else "0")
     monkeypatch.setattr(kcuda, "_launchers", {})
     monkeypatch.setattr(kcuda, "launch_paths", {})
     sizes = [20, 32, 16, 4]
@@ -271,7 +272,7 @@ def test_one_training_step_on_cuda_matches_numpy(optimizer, dtype, specialize,
         grads = np.array(model.backend.to_numpy(model.grads))
         model.step()
         out[name] = (g.loss, grads, np.array(model.backend.to_numpy(model.params)))
-    assert set(kcuda.launch_paths.values()) == {"specialized" if specialize else "typed"}
+    assert set(kcuda.launch_paths.values()) == {path}
     rtol = 1e-5 if dtype == "float32" else 1e-12
     assert out["cuda"][0] == pytest.approx(out["numpy"][0], rel=rtol)
     np.testing.assert_allclose(out["cuda"][1], out["numpy"][1], rtol=rtol * 10, atol=rtol)

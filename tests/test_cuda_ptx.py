@@ -13,10 +13,13 @@ This is real numba-cuda, so the file is skipped under the simulator.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import re
 import subprocess
 import sys
 import textwrap
+import types
 
 import pytest
 
@@ -168,3 +171,47 @@ def test_prepare_changes_nothing_where_row_stack_exists() -> None:
     kcuda.prepare()
     assert getattr(numpy, "row_stack") is had  # noqa: B009 (NPY201: the removed alias)
     assert compat.restore_row_stack() is False
+
+
+class _DeviceArray:
+    """A NumPy array seen as a CuPy one by ``pack_arguments`` (``data.ptr``)."""
+
+    def __init__(self, a: numpy.ndarray) -> None:
+        self.size, self.itemsize, self.shape, self.strides = a.size, a.itemsize, a.shape, a.strides
+        self.data = types.SimpleNamespace(ptr=a.ctypes.data)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_direct_launch_packs_one_value_per_ptx_parameter(ptx_compiler, case, dtype) -> None:
+    """``DirectLaunch`` hands cuda.core one value per parameter of the compiled kernel, of
+    the parameter's width, arrays as Numba lays them out (data pointer after size and
+    itemsize, then shape and strides in bytes)."""
+    args = cuda_args(case, dtype)
+    signature = cuda_signature(case, dtype)
+    params: list = []
+    for pack, value in zip(kcuda.pack_arguments(signature), args, strict=True):
+        pack(_DeviceArray(value) if isinstance(value, numpy.ndarray) else value, params)
+    ptx = ptx_compiler(case.kernel(dtype).py_func, signature)
+    entry = ptx[ptx.index(".entry"):]
+    declared = re.findall(r"\.param \.(\w+) ", entry[:entry.index(")")])
+    assert len(params) == len(declared), case.id
+    widths = {"u64": 8, "b64": 8, "s64": 8, "f64": 8, "u32": 4, "b32": 4, "s32": 4, "f32": 4,
+              "u8": 1, "b8": 1, "s8": 1}
+    for value, kind in zip(params, declared, strict=True):
+        if isinstance(value, bool):
+            assert widths[kind] == 1, (case.id, kind)
+        elif isinstance(value, int):
+            assert widths[kind] == 8, (case.id, kind)
+        else:
+            assert ctypes.sizeof(value) == widths[kind], (case.id, kind, value)
+    first = next(a for a in args if isinstance(a, numpy.ndarray))
+    assert params[:5 + 2 * first.ndim] == [0, 0, first.size, first.itemsize, first.ctypes.data,
+                                           *first.shape, *first.strides]
+
+
+def test_direct_launch_refuses_what_it_cannot_pack() -> None:
+    from numba import types as nbtypes
+
+    with pytest.raises(NotImplementedError, match="no packer"):
+        kcuda.pack_arguments([nbtypes.complex64])

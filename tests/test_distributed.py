@@ -71,6 +71,8 @@ def launch(ranks: int, *args: str, timeout: float = 60) -> tuple[subprocess.Comp
     """Run this file's ``main`` on ``ranks`` ranks; (the finished process, seconds taken)."""
     env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARIABLES}
     env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:  # Open MPI refuses root without these
+        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     cmd = [mpiexec(), "-n", str(ranks), sys.executable, str(HERE), *args]
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,

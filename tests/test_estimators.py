@@ -371,7 +371,7 @@ def test_cupy_in_cupy_out(digits) -> None:
     except BackendUnavailableError as exc:
         pytest.skip(f"needs a usable CUDA GPU: {exc}")
     X, y = digits
-    est = MLPClassifier(backend="cuda", **{**small(), "backend": "cuda"}).fit(X, y)
+    est = MLPClassifier(**{**small(), "backend": "cuda"}).fit(X, y)
     assert isinstance(est.predict_proba(X), np.ndarray)
     X_dev = cupy.asarray(X)
     P = est.predict_proba(X_dev)

@@ -8,6 +8,9 @@ XPMLP_BLAS                 the numpy backend's matrix products: openblas (NumPy'
 XPMLP_DATA_DIR             where the MNIST files are (``xpmlp.datasets``)
 XDG_CACHE_HOME             where downloads are cached (default ~/.cache)
 XPMLP_CUDA_SPECIALIZE      0: launch CUDA kernels through Numba's typed dispatch only
+XPMLP_CUDA_DIRECT_LAUNCH   0: CUDA kernels launch through Numba's launcher (which reads every
+                           CuPy array through DLPack) instead of packing their arguments
+                           from the arrays' attributes (``kernels.cuda.DirectLaunch``)
 XPMLP_CUDA_GRAPHS          0: the CUDA backend steps per op instead of replaying a recorded
                            step (a CUDA graph) per batch
 XPMLP_CUDA_GEMM            cupy (default) or cublas: the CUDA backend's products outside a
@@ -36,6 +39,7 @@ BLAS_PROVIDERS = ("openblas", "mkl")
 DATA_DIR = "XPMLP_DATA_DIR"
 CUDA_SPECIALIZE = "XPMLP_CUDA_SPECIALIZE"
 CUDA_GRAPHS = "XPMLP_CUDA_GRAPHS"
+CUDA_DIRECT_LAUNCH = "XPMLP_CUDA_DIRECT_LAUNCH"
 CUDA_GEMM = "XPMLP_CUDA_GEMM"
 MPI_CUDA_AWARE = "XPMLP_MPI_CUDA_AWARE"
 MPI_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
@@ -74,6 +78,11 @@ def cache_home() -> str | None:
 def cuda_specialize() -> bool:
     """Launch CUDA kernels specialized for the backend's argument types (unless set to 0)."""
     return os.environ.get(CUDA_SPECIALIZE, "1") != "0"
+
+
+def cuda_direct_launch() -> bool:
+    """Launch specialized CUDA kernels with xpmlp's own argument packing (unless set to 0)."""
+    return os.environ.get(CUDA_DIRECT_LAUNCH, "1") != "0"
 
 
 def cuda_graphs() -> bool:

@@ -174,8 +174,9 @@ def _run_timed(w: Workload, rows: list[Row], data: Dataset, profile: Profile,
         if value == value:  # not NaN
             log(f"  {w.key} round {r + 1}/{n_rounds}{tag}: {name:14s} {value:9.4f} {unit}")
 
+    # The idle settle is for spinning CPU threads (``schedule``): GPU-only runs skip it.
     kept = alternate(tasks, w.repeats, w.warmup, on_result=report,
-                     settle=profile.settle_seconds)
+                     settle=profile.settle_seconds if "cpu" in devices else 0.0)
     flops = pass_flops(w.layer_sizes, n_unit, w.batch_size)
     peaks = {}
     for dev in devices:
@@ -244,7 +245,7 @@ def _run_to_accuracy(w: Workload, rows: list[Row], data: Dataset, profile: Profi
             order = rng.permutation(n_train)[:n_unit]
             for row in pending:
                 row.set_order(order)
-                if profile.settle_seconds > 0:  # see ``schedule``: no spinning threads left
+                if profile.settle_seconds > 0 and row.device == "cpu":  # ``schedule``
                     time.sleep(profile.settle_seconds)
                 t0 = time.perf_counter()
                 row.train()
