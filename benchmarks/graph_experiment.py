@@ -322,7 +322,12 @@ def main(argv: list[str] | None = None) -> int:
     guarded("gemm-host-cost", lambda: strategy_gemm_host_cost(cupy), results)
     guarded("workload-A", lambda: workload(cupy, 128, args.epochs), results)
     guarded("workload-B", lambda: workload(cupy, 1024, args.epochs), results)
-    report = {"device": device, "strategies": results}
+    from xpmlp.kernels import cuda as kcuda
+
+    report = {"device": device, "strategies": results, "launch_paths": kcuda.launch_paths,
+              "direct_errors": kcuda.direct_errors}
+    print(f"launch paths: {sorted(set(kcuda.launch_paths.values()))}; "
+          f"direct launch errors: {kcuda.direct_errors or 'none'}")
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2, default=str)

@@ -260,12 +260,23 @@ class DirectLaunch:
         self._config = LaunchConfig(grid=(blocks, 1, 1), block=(threads, 1, 1))
         self._stream = driver._to_core_stream(stream)
         self._launch = launch
+        self._numba = (fast, blocks, threads, stream)
+        self._fallback: Any = None
 
     def __call__(self, *args: Any) -> None:
+        if self._fallback is not None:
+            self._fallback(*args)
+            return
         params: list[Any] = []
         for pack, value in zip(self._packers, args, strict=True):
             pack(value, params)
-        self._launch(self._stream, self._config, self._kernel, *params)
+        try:
+            self._launch(self._stream, self._config, self._kernel, *params)
+        except Exception as exc:  # cuda.core refused the parameters: Numba's launch from now on
+            fast, blocks, threads, stream = self._numba
+            direct_errors[fast.py_func.__name__] = f"{type(exc).__name__}: {exc}"
+            self._fallback = fast[blocks, threads, stream]
+            self._fallback(*args)
 
 
 def n_chunks(m: int) -> int:
