@@ -31,6 +31,7 @@
 #   GPU_CHECK_ONLY       step1,step2,...: run only these; the others are "skipped" (note
 #                        "not selected"). For tests and fast reruns.
 #   GPU_BENCH_PROFILE    full (default: on a GPU the full A, B and C take seconds) or quick
+#   GPU_CHECK_TESTS_LIMIT  seconds for tests-cuda (default 90)
 #   GPU_CHECK_WORKERS    pytest-xdist workers of tests-cuda (default 8; 0: one process)
 #   GPU_BENCH_ROWS       rows of the bench step (default: those of xpmlp-cuda,xpmlp-cuda-eager,
 #                        torch-cuda that `xpmlp bench` knows)
@@ -251,7 +252,7 @@ XDIST=()
 if ((${GPU_CHECK_WORKERS:-8} > 0)) && "$PY" -c 'import xdist' 2>/dev/null; then
     XDIST=(-n "${GPU_CHECK_WORKERS:-8}")
 fi
-run_step tests-cuda 90 "$PY" -m pytest -q -rs -p no:cacheprovider ${XDIST[@]+"${XDIST[@]}"} \
+run_step tests-cuda "${GPU_CHECK_TESTS_LIMIT:-90}" "$PY" -m pytest -q -rs -p no:cacheprovider ${XDIST[@]+"${XDIST[@]}"} \
     -m cuda "${CUDA_TESTS[@]}"
 wait "$TRAIN_NUMPY"
 run_step launch-overhead 40 "$PY" benchmarks/launch_overhead.py --n 3000 \

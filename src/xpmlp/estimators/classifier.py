@@ -22,7 +22,7 @@ from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_targ
 from sklearn.utils.validation import column_or_1d
 
 from .base import PARAMETER_CONSTRAINTS, BaseMLP
-from .data import check_X, is_device_array, to_host
+from .data import array_module, check_X, is_device_array, to_host
 
 
 def _stochastic(est: Any) -> bool:
@@ -139,14 +139,14 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         out)."""
         A = self._output(X)
         if A.shape[1] == 1:
-            xp = A.__array_namespace__() if is_device_array(A) else numpy
+            xp = array_module(A)
             return xp.concatenate([1 - A, A], axis=1)
         return A
 
     def predict_log_proba(self, X: Any) -> Any:
         """log of ``predict_proba``."""
         P = self.predict_proba(X)
-        xp = P.__array_namespace__() if is_device_array(P) else numpy
+        xp = array_module(P)
         return xp.log(P, out=P)
 
     def predict(self, X: Any) -> Any:
@@ -154,7 +154,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         numeric labels."""
         A = self._output(X)
         if is_device_array(A):
-            xp = A.__array_namespace__()
+            xp = array_module(A)
             if A.shape[1] == 1:
                 idx = (A[:, 0] > 0.5).astype(numpy.int64)
             elif self._label_binarizer.y_type_ == "multiclass":

@@ -18,6 +18,15 @@ def is_device_array(a: Any) -> bool:
     return type(a).__module__.split(".", 1)[0] == "cupy"
 
 
+def array_module(a: Any) -> Any:
+    """cupy for a CuPy array, else numpy (CuPy 14's arrays have no ``__array_namespace__``)."""
+    if is_device_array(a):
+        import cupy
+
+        return cupy
+    return numpy
+
+
 def to_host(a: Any) -> Any:
     """A CuPy array as NumPy (small arrays only: labels, weights); anything else as is."""
     return a.get() if is_device_array(a) else a

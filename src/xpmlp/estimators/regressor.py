@@ -16,7 +16,7 @@ from sklearn.utils.validation import column_or_1d
 
 from .base import PARAMETER_CONSTRAINTS, BaseMLP
 from .classifier import _stochastic
-from .data import check_X, is_device_array, to_host
+from .data import array_module, check_X, is_device_array, to_host
 
 
 class MLPRegressor(RegressorMixin, BaseMLP):
@@ -59,7 +59,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         if is_device_array(X):
             X, y = check_X(self, X, reset, y)
             Y = y.reshape(-1, 1) if y.ndim == 1 else y
-            if not bool(y.__array_namespace__().isfinite(Y).all()):
+            if not bool(array_module(y).isfinite(Y).all()):
                 raise ValueError("Input y contains NaN or infinity.")
         else:
             X, y = check_X(self, X, reset, to_host(y), y_numeric=True)
