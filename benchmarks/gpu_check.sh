@@ -32,7 +32,7 @@
 #                        "not selected"). For tests and fast reruns.
 #   GPU_BENCH_PROFILE    full (default: on a GPU the full A, B and C take seconds) or quick
 #   GPU_CHECK_TESTS_LIMIT  seconds for tests-cuda (default 90)
-#   GPU_CHECK_WORKERS    pytest-xdist workers of tests-cuda (default 8; 0: one process)
+#   GPU_CHECK_WORKERS    pytest-xdist workers of tests-cuda (default 14; 0: one process)
 #   GPU_BENCH_ROWS       rows of the bench step (default: those of xpmlp-cuda,xpmlp-cuda-eager,
 #                        torch-cuda that `xpmlp bench` knows)
 #   GPU_FAST_TRAIN_ARGS  extra `xpmlp train` arguments of train-fast (default "--epochs 8")
@@ -247,10 +247,10 @@ TRAIN_NUMPY=$!
 # machine lacks, and one collection error would stop the whole pytest run.
 mapfile -t CUDA_TESTS < <(grep -l "pytest.mark.cuda\b" tests/test_*.py)
 # Hundreds of kernels compile for the first time here: with pytest-xdist (on the GPU image),
-# 8 worker processes compile them side by side (GPU_CHECK_WORKERS, 0 for one process).
+# 14 worker processes compile them side by side (GPU_CHECK_WORKERS, 0 for one process).
 XDIST=()
-if ((${GPU_CHECK_WORKERS:-8} > 0)) && "$PY" -c 'import xdist' 2>/dev/null; then
-    XDIST=(-n "${GPU_CHECK_WORKERS:-8}")
+if ((${GPU_CHECK_WORKERS:-14} > 0)) && "$PY" -c 'import xdist' 2>/dev/null; then
+    XDIST=(-n "${GPU_CHECK_WORKERS:-14}")
 fi
 run_step tests-cuda "${GPU_CHECK_TESTS_LIMIT:-90}" "$PY" -m pytest -q -rs -p no:cacheprovider ${XDIST[@]+"${XDIST[@]}"} \
     -m cuda "${CUDA_TESTS[@]}"
