@@ -134,7 +134,7 @@ def strategy_numba_kernel(cupy: Any) -> dict[str, Any]:
 
 def strategy_own_cublas(cupy: Any) -> dict[str, Any]:
     be = cuda_backend()
-    blas = be.own_blas()
+    blas = be._cublas_handle()
     with be.activate():
         rng = cupy.random.default_rng(0)
         a = rng.standard_normal((128, 784), dtype="float32")
@@ -159,7 +159,7 @@ def strategy_own_cublas(cupy: Any) -> dict[str, Any]:
 
 def strategy_gemm_host_cost(cupy: Any) -> dict[str, Any]:
     be = cuda_backend()
-    blas = be.own_blas()
+    blas = be._cublas_handle()
     out: dict[str, Any] = {}
     with be.activate():
         a, b = cupy.ones((128, 784), "float32"), cupy.ones((784, 512), "float32")

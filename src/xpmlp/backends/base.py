@@ -109,6 +109,13 @@ class Backend:
         replays a recorded step (``xpmlp.backends.cuda_graph``)."""
         return None
 
+    def record(self, step: Any) -> Any:
+        """Run ``step`` (a callable of no arguments queuing one training step) once and return
+        what repeats it: here ``step`` itself. The CUDA backend returns the replay of a CUDA
+        graph of it (``xpmlp.backends.cuda_graph``)."""
+        step()
+        return step
+
     # ------------------------------------------------------------------ data movement
     def permutation(self, rng: Any, n: int) -> Array:
         """A random permutation of range(n), drawn on the backend's device."""

@@ -72,12 +72,6 @@ class CudaKernelOps(Backend):
             runner = self._epochs[model] = GraphedEpoch(self, model)
         return runner
 
-    def record(self, step: Callable[[], None]) -> Callable[[], None]:
-        """Run ``step`` once and return what repeats it: here ``step`` itself (every kernel
-        launched again); ``CudaBackend`` returns the replay of a CUDA graph."""
-        step()
-        return step
-
     def _launch(self, kernel: Any, n_items: int, *args: Any) -> None:
         """Queue ``kernel(*args)`` with one thread per item (grid-stride beyond MAX_BLOCKS)."""
         kcuda.launcher(kernel, n_items, self._launch_stream, args)(*args)
@@ -309,10 +303,10 @@ class CudaBackend(CudaKernelOps):  # pragma: no cover - needs a GPU (tests marke
         super().__init__(cupy, launch_stream=cuda.external_stream(self.stream.ptr),
                          graphs=graphs)
         self._own_blas: Any = None  # xpmlp.backends.cublas.CublasHandle, made when needed
-        self._gemm: Any = self.own_blas() if gemm == "cublas" else None
+        self._gemm: Any = self._cublas_handle() if gemm == "cublas" else None
         self.graph_error: str | None = None  # why recording a step failed, if it did
 
-    def own_blas(self) -> Any:
+    def _cublas_handle(self) -> Any:
         """xpmlp's cuBLAS handle on the backend's stream (made on first use)."""
         if self._own_blas is None:
             from .cublas import CublasHandle
@@ -335,7 +329,7 @@ class CudaBackend(CudaKernelOps):  # pragma: no cover - needs a GPU (tests marke
             return super().record(step)
         gemm, self._gemm = self._gemm, None
         try:
-            self._gemm = self.own_blas()
+            self._gemm = self._cublas_handle()
         except Exception as exc:  # no usable libcublas: per-op steps with cupy.matmul
             return self._without_graph(step, exc, run=True)
         try:
