@@ -28,8 +28,8 @@ def _list(text: str) -> list[str]:
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="a reduced run (A/B as in the full run with 3 repeats, C 2048 "
-                             "wide, D 1 seed x 2 epochs): about 2 minutes on 2 cores; only "
-                             "A/B's ratios estimate the full run's")
+                             "wide, D 1 seed x 2 epochs): about 2 minutes on 2 cores; its "
+                             "ratios are indicative only (quote the full run's)")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, metavar="N",
                         help="CPU threads for every row alike (BLAS/OpenMP via threadpoolctl, "

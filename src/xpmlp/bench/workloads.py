@@ -10,10 +10,13 @@ D      784-512-256-10 ReLU     128    Adam 1e-3           training seconds to 98
 =====  ======================  =====  =================  ===================================
 
 Softmax cross-entropy everywhere. ``quick`` times A and B on the full profile's
-unit (one 60k-sample epoch) with 3 repeats instead of 5, so their ratios estimate
-the full run's; it shrinks C to 2048 wide and D to one seed and two epochs, whose
-ratios are indicative only (another model, too few epochs). ``tiny`` runs all four
-on a small synthetic problem (for the tests).
+unit (one 60k-sample epoch) with 3 repeats instead of 5; it shrinks C to 2048 wide
+and D to one seed and two epochs. All of its ratios are indicative only: C and D
+time another model or too few epochs, and three repeats of a 1-2 s epoch on a busy
+2-core machine do not pin a median (2-core AMD EPYC, 2 threads, 2026-11-27: quick
+gave B 1.24x and A 1.59x PyTorch where the median of three full runs gave 1.26x
+and 2.21x; one of quick's A epochs took 1.05 s, another 2.05 s). ``tiny`` runs all
+four on a small synthetic problem (for the tests).
 
 Why quick once disagreed with full (A 1.75x vs 1.10x, B 1.56x vs 0.86x against
 PyTorch on a 2-core Xeon): it timed a 10k-sample epoch (79 steps for A, 10 for
@@ -116,7 +119,7 @@ def full_profile() -> Profile:
 
 def quick_profile() -> Profile:
     w = _base()
-    same = "quick: the full profile's unit, 3 repeats (full: 5)"
+    same = "quick: the full profile's unit, 3 repeats (full: 5); ratios indicative only"
     indicative = "ratios indicative only, not those of the full run"
     quick = {
         "A": replace(w["A"], repeats=3, note=same),
@@ -128,8 +131,9 @@ def quick_profile() -> Profile:
                      + indicative),
     }
     return Profile("quick", quick, "quick: A/B as in the full profile with 3 repeats instead "
-                   "of 5 (their ratios estimate the full run's), C 2048 wide x 2 steps x 3 "
-                   "repeats and D 1 seed x 2 epochs (ratios indicative only); peak probes 0.25 s",
+                   "of 5, C 2048 wide x 2 steps x 3 repeats, D 1 seed x 2 epochs; peak probes "
+                   "0.25 s. Its ratios are indicative only: the full profile's are the "
+                   "figures to quote",
                    peak_sizes=(2048,), gpu_peak_sizes=(4096,), probe_seconds=0.25)
 
 
