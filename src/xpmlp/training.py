@@ -102,15 +102,19 @@ def run_epoch(
     ``reduce_gradients``), one optimizer step (scaled by ``lr_factor(batch)``).
     Nothing comes back to the host unless ``on_batch(batch, samples done)`` asks for it.
     """
-    runner = model.backend.epoch_runner(model) if comm is None else None
-    if runner is not None:  # the CUDA backend: the step recorded once, replayed per batch
-        return runner(X, Y, order, batch_size, state, lr_factor, on_batch)
     m_total = int(order.shape[0])
-    ws = model.workspace(min(batch_size, m_total))
+    n_batches = -(-m_total // batch_size)
+    # The CUDA backend replays a recorded step for the full batches; the rest goes on here.
+    runner = model.backend.epoch_runner(model) if comm is None else None
+    done = 0 if runner is None else runner(X, Y, order, batch_size, state, lr_factor, on_batch)
+    if done == n_batches:
+        return n_batches
+    ws = model.workspace(min(batch_size, m_total - done * batch_size))
     gather, skip = model.backend.gather_rows, state.skip  # bound once: this loop is the hot path
     forward, backward, apply = model.forward_pass, model.backward_pass, model.apply_gradients
     fused = model.backend.fused_step(model) if comm is None else None
-    for batch, start in enumerate(range(0, m_total, batch_size)):
+    for batch in range(done, n_batches):
+        start = batch * batch_size
         idx = order[start:start + batch_size]
         w = ws.first(int(idx.shape[0]))
         if fused is not None:  # the same step in one compiled call (NumpyBackend(fused=True))
@@ -128,7 +132,7 @@ def run_epoch(
         apply(skip, 1.0 if lr_factor is None else lr_factor(batch))
         if on_batch is not None:
             on_batch(batch, start + w.rows)
-    return -(-m_total // batch_size)
+    return n_batches
 
 
 def reduce_gradients(model: MLP, comm: Communicator, out_stats: Any, skip: Any) -> None:

@@ -104,9 +104,10 @@ class Backend:
         return None
 
     def epoch_runner(self, model: Any) -> Any:
-        """A callable that runs ``xpmlp.training.run_epoch``'s whole epoch for ``model``
-        (same arguments), or None: run_epoch steps batch by batch. The CUDA backend's
-        replays a recorded step (``xpmlp.backends.cuda_graph``)."""
+        """A callable that runs the first batches of ``xpmlp.training.run_epoch``'s epoch for
+        ``model`` (same arguments) and returns how many it ran, or None: run_epoch steps
+        every batch itself. The CUDA backend's replays a recorded step for the full batches
+        (``xpmlp.backends.cuda_graph``)."""
         return None
 
     def record(self, step: Any) -> Any:

@@ -327,7 +327,7 @@ class CudaBackend(CudaKernelOps):  # pragma: no cover - needs a GPU (tests marke
         capture fails, says why once (``graph_error``, a warning) and returns ``step``."""
         if self.graph_error is not None:
             return super().record(step)
-        gemm, self._gemm = self._gemm, None
+        gemm = self._gemm
         try:
             self._gemm = self._cublas_handle()
         except Exception as exc:  # no usable libcublas: per-op steps with cupy.matmul

@@ -21,7 +21,8 @@ the plan's buffers, X, Y and the run's statistics) keeps its address for as long
 the recording lives; the plan is rebuilt when any of them changes. The step per
 batch is therefore: gather, forward, backward, update, record: exactly the per-op
 step of ``run_epoch`` (the same kernels and products) with the batch index on the
-device. The last, shorter batch of an epoch (if any) runs per op.
+device. The last, shorter batch of an epoch (if any) is left to ``run_epoch``'s
+per-op loop.
 
 ``backend.record(step)`` runs ``step`` once (the epoch's first batch: it compiles
 every kernel, allocates every scratch array and lets cuBLAS choose its algorithms)
@@ -35,8 +36,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-
-import numpy
 
 
 def address(a: Any) -> int:
@@ -59,8 +58,9 @@ class Plan:
 
 
 class GraphedEpoch:
-    """``run_epoch(model, X, Y, order, batch_size, state, lr_factor, on_batch)`` for one
-    model on a CUDA backend (``CudaKernelOps.epoch_runner``), with the step recorded."""
+    """The full batches of ``run_epoch(model, X, Y, order, batch_size, state, lr_factor,
+    on_batch)`` for one model on a CUDA backend (``CudaKernelOps.epoch_runner``), with the
+    step recorded."""
 
     def __init__(self, backend: Any, model: Any) -> None:
         self.backend = backend
@@ -70,7 +70,8 @@ class GraphedEpoch:
 
     def _plan(self, X: Any, Y: Any, rows: int, m_total: int, n_batches: int,
               state: Any) -> Plan:
-        """The plan for these arrays, reused when nothing moved, else built afresh."""
+        """The plan for ``n_batches`` full batches of ``rows`` rows out of ``m_total``
+        samples of these arrays: the last one when nothing moved, else built afresh."""
         model, be = self.model, self.backend
         opt = model.optimizer
         key = (rows, m_total, n_batches, str(model.dtype),
@@ -100,43 +101,34 @@ class GraphedEpoch:
     def __call__(self, X: Any, Y: Any, order: Any, batch_size: int, state: Any,
                  lr_factor: Callable[[int], float] | None = None,
                  on_batch: Callable[[int, int], None] | None = None) -> int:
+        """The epoch's full batches, by replays; returns how many (``run_epoch`` steps the
+        shorter last batch, if any, per op)."""
         model, be = self.model, self.backend
-        m_total = int(order.shape[0])
-        rows = min(batch_size, m_total)
-        n_batches = -(-m_total // batch_size)
-        n_full = m_total // batch_size
-        factors = [1.0 if lr_factor is None else float(lr_factor(b)) for b in range(n_batches)]
-        plan = self._plan(X, Y, rows, m_total, n_batches, state)
+        n_full = int(order.shape[0]) // batch_size
+        if n_full == 0:
+            return 0
+        factors = [1.0 if lr_factor is None else float(lr_factor(b)) for b in range(n_full)]
+        plan = self._plan(X, Y, batch_size, int(order.shape[0]), n_full, state)
         # Once per epoch: the order, the hyperparameters of every batch, the counter.
         plan.order[...] = order
         plan.hyper_rows[...] = be.asarray(model.optimizer.hyper_rows(factors), model.dtype)
         plan.counter.fill(0)
         done = 0
-        if plan.replay is None and n_full:
+        if plan.replay is None:
             plan.replay = be.record(lambda: self._step(X, Y, plan, state))  # runs batch 0
             self.recordings += 1
             done = 1
             if on_batch is not None:
-                on_batch(0, rows)
+                on_batch(0, batch_size)
         for batch in range(done, n_full):
             plan.replay()
             if on_batch is not None:
-                on_batch(batch, (batch + 1) * rows)
+                on_batch(batch, (batch + 1) * batch_size)
         model.optimizer.t += n_full
-        if n_full < n_batches:  # the shorter last batch, per op
-            idx = order[n_full * batch_size:]
-            w = plan.workspace.first(int(idx.shape[0]))
-            be.gather_rows(X, idx, w.X)
-            be.gather_rows(Y, idx, w.Y)
-            model.forward_pass(w)
-            model.backward_pass(w, state.batch_rows[n_full], state.skip)
-            model.apply_gradients(state.skip, factors[n_full])
-            if on_batch is not None:
-                on_batch(n_full, m_total)
-        return n_batches
+        return n_full
 
 
 def graphs_supported(model: Any) -> bool:
     """Whether ``GraphedEpoch`` runs this model's step: no dropout (its masks change per
     step through a launch argument) and no batch norm (kept per op for now)."""
-    return not getattr(model, "_regularized", False) and numpy.dtype(model.dtype).kind == "f"
+    return not getattr(model, "_regularized", False)
