@@ -1,10 +1,9 @@
 """The numpy backend's matrix-product provider (xpmlp.blas): MKL's results against NumPy's,
-the choice by timing (with injected timings, nothing timed for real), the cache file's
-robustness, the XPMLP_BLAS override and the thread count MKL gets."""
+the fixed route (one library for every product, decided by what is installed or by
+XPMLP_BLAS), OpenBLAS held at one thread beside MKL, and the thread count MKL gets."""
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -103,7 +102,8 @@ def test_forced_mkl_provider_routes_every_float_product_through_mkl(mkl):
             out = np.empty((a.shape[0], b.shape[1]), dtype)
             provider.matmul(a, b, out)
             np.testing.assert_allclose(out, a @ b, err_msg=name, **TOLERANCE[dtype])
-    assert set(provider.choices.values()) == {"mkl"} and not provider.timings
+    routed = set(provider._routes.values())
+    assert blas.numpy_matmul not in routed and len(routed) == 2  # MKL's, one per dtype
     ints = np.arange(6).reshape(2, 3)
     out = np.empty((2, 2), ints.dtype)
     provider.matmul(ints, ints.T, out)  # not a BLAS dtype: NumPy
@@ -121,28 +121,17 @@ def test_numpy_backend_trains_the_same_with_mkl_and_openblas(mkl, monkeypatch):
     for name in ("openblas", "mkl"):
         monkeypatch.setattr(blas, "_provider", [blas.MatmulProvider(name, mkl)])
         model = MLP([12, 16, 8, 3], optimizer="momentum", learning_rate=0.05, seed=0,
-                    backend=NumpyBackend())
+                    backend=NumpyBackend(fused=False))  # each product through the provider
         model.fit(X, y, epochs=3, batch_size=32, shuffle=False)
         params[name] = np.array(model.params)
         if name == "mkl":  # the layers' products went through MKL
-            assert set(blas._provider[0].choices.values()) == {"mkl"}
-            assert len(blas._provider[0].choices) >= 8
+            routed = blas._provider[0]._routes
+            assert len(routed) >= 8 and blas.numpy_matmul not in routed.values()
     np.testing.assert_allclose(params["mkl"], params["openblas"], rtol=1e-4, atol=1e-5)
     assert not np.array_equal(params["mkl"], np.zeros_like(params["mkl"]))
 
 
-# ---------------------------------------------------------------------- choosing by timing
-def test_choose_takes_mkl_only_when_it_is_clearly_faster():
-    assert blas.choose({"openblas": 1.0, "mkl": 0.5}) == "mkl"
-    assert blas.choose({"openblas": 1.0, "mkl": 1.0 - blas.MARGIN}) == "mkl"
-    assert blas.choose({"openblas": 1.0, "mkl": 0.97}) == "openblas"  # within the margin
-    assert blas.choose({"openblas": 1.0, "mkl": 2.0}) == "openblas"
-    assert blas.choose({"openblas": 1.0}) == "openblas"
-    assert blas.choose({"openblas": 1.0, "mkl": float("nan")}) == "openblas"
-    assert blas.choose({"openblas": 0.0, "mkl": 0.0}) == "openblas"
-    assert blas.choose({"openblas": 1.0, "mkl": 0.9}, margin=0.2) == "openblas"
-
-
+# ---------------------------------------------------------------------- the fixed route
 class FakeMkl:
     """Stands in for MKL: computes with NumPy and counts the products it was given."""
 
@@ -167,148 +156,76 @@ class FakeMkl:
     matmul = None
 
 
-class FakeTimer:
-    """Injected timings: seconds per product of each provider, by the product's k."""
-
-    def __init__(self, by_k):
-        self.by_k = by_k
-        self.timed = []
-
-    def __call__(self, functions, a, b, out):
-        assert set(functions) == {"openblas", "mkl"}
-        self.timed.append(blas.shape_key(a, b))
-        return self.by_k[a.shape[1]]
-
-
-def _provider(tmp_path, timer, threads=2, mkl=None):
-    mkl = mkl or FakeMkl()
-    return blas.MatmulProvider(None, mkl, blas.ShapeCache(tmp_path / "blas.json"), timer=timer,
-                               threads=threads), mkl
+@pytest.mark.parametrize("vendor,mkl_loads,expected", [
+    ("GenuineIntel", True, "mkl"), ("GenuineIntel", False, "openblas"),
+    ("AuthenticAMD", True, "openblas"), ("", True, "openblas")])
+def test_the_default_route_depends_only_on_the_cpu_vendor_and_what_is_installed(
+        monkeypatch, vendor, mkl_loads, expected):
+    monkeypatch.setattr(blas, "cpu_vendor", lambda: vendor)
+    loads = []
+    monkeypatch.setattr(blas, "load_mkl", lambda: loads.append(1) or (FakeMkl() if mkl_loads
+                                                                      else None))
+    monkeypatch.setattr(blas, "mkl_unavailable_reason", lambda: "not installed")
+    library, why = blas.default_route()
+    assert library == expected and "default" in why
+    assert (vendor or "unknown") in why or "Intel CPU" in why
+    if vendor != "GenuineIntel":
+        assert not loads  # MKL is not even loaded where it is not the route
 
 
-def test_each_shape_is_timed_once_and_routed_to_its_winner(tmp_path, monkeypatch):
-    monkeypatch.setattr(blas, "oversubscribed", lambda: False)
-    timer = FakeTimer({8: {"openblas": 2e-3, "mkl": 1e-3}, 5: {"openblas": 1e-3, "mkl": 3e-3}})
-    provider, mkl = _provider(tmp_path, timer)
-    assert provider.mode == "by timing" and mkl.threads == 2
-    rng = np.random.default_rng(7)
-    a8, b8 = rng.standard_normal((4, 8)), rng.standard_normal((8, 3))
-    a5, b5 = rng.standard_normal((4, 5)), rng.standard_normal((5, 3))
-    out = np.empty((4, 3))
-    for _ in range(3):
-        provider.matmul(a8, b8, out)
-        np.testing.assert_allclose(out, a8 @ b8)
-        provider.matmul(a5, b5, out)
-        np.testing.assert_allclose(out, a5 @ b5)
-    assert timer.timed == ["d 4x8 @ 8x3 NN", "d 4x5 @ 5x3 NN"]
-    assert mkl.calls == 3  # the k = 8 products only
-    assert provider.choices == {"d 4x8 @ 8x3 NN": "mkl", "d 4x5 @ 5x3 NN": "openblas"}
-    # a transposed operand is another shape: timed on its own
-    provider.matmul(np.ascontiguousarray(a8.T).T, b8, out)
-    assert timer.timed[-1] == "d 4x8 @ 8x3 TN"
-    assert "1 on MKL" not in provider.describe() and "2 on MKL" in provider.describe()
+def test_unset_xpmlp_blas_on_intel_sends_every_product_to_mkl(monkeypatch):
+    monkeypatch.delenv(config.BLAS, raising=False)
+    fake = FakeMkl()
+    monkeypatch.setattr(blas, "cpu_vendor", lambda: "GenuineIntel")
+    monkeypatch.setattr(blas, "load_mkl", lambda: fake)
+    monkeypatch.setattr(blas, "_provider", [])
+    provider = blas.provider()
+    assert (provider.library, provider.mode) == ("mkl", "mkl")
+    rng = np.random.default_rng(8)
+    products = 0
+    for dtype in (np.float32, np.float64):
+        for m in (1, 7, 128):  # every shape, large or small: the same library
+            for name, (a, b) in _products(dtype, rng, m=m).items():
+                out = np.empty((a.shape[0], b.shape[1]), dtype)
+                provider.matmul(a, b, out)
+                products += 1
+                np.testing.assert_allclose(out, a @ b, err_msg=name, **TOLERANCE[dtype])
+    assert fake.calls == products
+    text = provider.describe()
+    assert text.startswith("mkl: MKL 1.0") and "for every product" in text
+    assert "the default on an Intel CPU with MKL installed" in text
+    assert provider.report()["mode"] == "mkl" and "default" in provider.report()["why"]
+    monkeypatch.setattr(blas, "cpu_vendor", lambda: "AuthenticAMD")
+    monkeypatch.setattr(blas, "_provider", [])
+    provider = blas.provider()
+    assert provider.library == "openblas" and provider.matmul is blas.numpy_matmul
+    assert "AuthenticAMD" in provider.describe()
 
 
-def test_decisions_are_cached_per_machine_and_threads(tmp_path, monkeypatch):
-    monkeypatch.setattr(blas, "oversubscribed", lambda: False)
-    timer = FakeTimer({8: {"openblas": 2e-3, "mkl": 1e-3}})
-    a, b, out = np.ones((4, 8), np.float32), np.ones((8, 3), np.float32), np.empty((4, 3),
-                                                                                  np.float32)
-    first, _ = _provider(tmp_path, timer)
-    first.matmul(a, b, out)
-    assert len(timer.timed) == 1
-    data = json.loads((tmp_path / "blas.json").read_text())
-    (machine, shapes), = data["machines"].items()
-    assert "2 threads" in machine
-    assert shapes == {"f 4x8 @ 8x3 NN": {"openblas": 2e-3, "mkl": 1e-3, "choice": "mkl"}}
-    second, mkl = _provider(tmp_path, timer)  # a new process, as it were: nothing timed
-    second.matmul(a, b, out)
-    assert len(timer.timed) == 1 and mkl.calls == 1
-    np.testing.assert_allclose(out, a @ b)
-    third, _ = _provider(tmp_path, timer, threads=1)  # another thread count: timed again
-    third.matmul(a, b, out)
-    assert len(timer.timed) == 2
-    assert len(json.loads((tmp_path / "blas.json").read_text())["machines"]) == 2
+def test_with_mkl_numpys_openblas_is_held_at_one_thread(mkl):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
 
+    def openblas_threads():
+        controllers = threadpoolctl.ThreadpoolController().select(internal_api="openblas")
+        return [lib.num_threads for lib in controllers.lib_controllers]
 
-def test_timings_of_an_oversubscribed_machine_are_used_but_not_cached(tmp_path, monkeypatch):
-    monkeypatch.setattr(blas, "oversubscribed", lambda: True)
-    timer = FakeTimer({8: {"openblas": 2e-3, "mkl": 1e-3}})
-    provider, mkl = _provider(tmp_path, timer)
-    provider.matmul(np.ones((4, 8)), np.ones((8, 3)), np.empty((4, 3)))
-    assert mkl.calls == 1 and not (tmp_path / "blas.json").exists()
-
-
-def test_set_threads_switches_the_decisions_and_mkls_threads(tmp_path, monkeypatch):
-    monkeypatch.setattr(blas, "oversubscribed", lambda: False)
-    timer = FakeTimer({8: {"openblas": 2e-3, "mkl": 1e-3}})
-    provider, mkl = _provider(tmp_path, timer)
-    a, b, out = np.ones((4, 8)), np.ones((8, 3)), np.empty((4, 3))
-    provider.matmul(a, b, out)
-    provider.set_threads(1)
-    assert mkl.threads == 1 and provider.threads == 1
-    provider.matmul(a, b, out)
-    assert len(timer.timed) == 2
-
-
-def test_real_timer_alternates_and_reports_seconds_per_call():
-    calls = []
-
-    def fn(name):
-        return lambda a, b, out: calls.append(name)
-
-    timings = blas.time_products({"openblas": fn("o"), "mkl": fn("m")}, None, None, None,
-                                 rounds=2, round_seconds=0.0)
-    assert set(timings) == {"openblas", "mkl"} and all(t >= 0 for t in timings.values())
-    assert calls[:2] == ["o", "m"] and calls.count("o") == calls.count("m") >= 3
+    if not openblas_threads():
+        pytest.skip("NumPy's BLAS here is not OpenBLAS")
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):  # restored on exit
+        blas.MatmulProvider("openblas", mkl, threads=2)
+        assert set(openblas_threads()) == {min(2, os.cpu_count() or 1)}
+        provider = blas.MatmulProvider("mkl", mkl, threads=2)
+        assert set(openblas_threads()) == {1}
+        blas.hold_openblas(2)
+        provider.set_threads(2)  # as cpu_threads does after raising every BLAS's threads
+        assert set(openblas_threads()) == {1}
+        assert "held at 1 thread" in provider.describe()
 
 
 def test_without_mkl_the_provider_is_numpys_matmul():
-    provider = blas.MatmulProvider(None, None)
+    provider = blas.MatmulProvider("openblas", None)
     assert provider.mode == "openblas" and provider.matmul is blas.numpy_matmul
-    assert "MKL not installed" in provider.describe()
-    forced = blas.MatmulProvider("openblas", FakeMkl())
-    assert forced.matmul is blas.numpy_matmul and "XPMLP_BLAS=openblas" in forced.describe()
-
-
-# ---------------------------------------------------------------------- the cache file
-def test_cache_survives_corrupt_files_and_rewrites_them(tmp_path):
-    path = tmp_path / "sub" / "blas.json"
-    cache = blas.ShapeCache(path)
-    assert cache.read() == {}  # missing
-    good = {"openblas": 1.0, "mkl": 0.5}
-    for junk in (b"\x00\xff garbage", b"[1, 2, 3]", b'{"format": 99, "machines": {}}',
-                 b'{"format": 1, "machines": []}', b'{"format": 1', b""):
-        path.parent.mkdir(exist_ok=True)
-        path.write_bytes(junk)
-        assert cache.read() == {}, junk
-        assert cache.lookup("m") == {}
-        assert cache.store("m", "s", good, "mkl")
-        assert cache.lookup("m") == {"s": "mkl"}, junk
-    # entries of the wrong form are dropped, the rest kept
-    path.write_text(json.dumps({"format": 1, "machines": {
-        "m": {"ok": {"choice": "openblas"}, "bad": {"choice": "atlas"}, "worse": [1]},
-        "n": "not a dict"}}))
-    assert cache.lookup("m") == {"ok": "openblas"} and cache.lookup("n") == {}
-    assert cache.store("m", "new", {"openblas": 1.0, "mkl": float("inf")}, "openblas")
-    assert json.loads(path.read_text())["machines"] == {
-        "m": {"ok": {"choice": "openblas"}, "new": {"openblas": 1.0, "choice": "openblas"}}}
-    assert sorted(os.listdir(path.parent)) == ["blas.json"]  # no temporaries left
-
-
-def test_an_unwritable_cache_only_loses_the_cache(tmp_path):
-    blocker = tmp_path / "file"
-    blocker.write_text("x")
-    cache = blas.ShapeCache(blocker / "blas.json")  # its folder is a file
-    assert cache.read() == {}
-    assert cache.store("m", "s", {"openblas": 1.0}, "openblas") is False
-
-
-def test_cache_path_follows_xdg_cache_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert blas.cache_path() == tmp_path / "xpmlp" / "blas.json"
-    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")
-    assert blas.cache_path().parts[-3:] == (".cache", "xpmlp", "blas.json")
+    assert "XPMLP_BLAS=openblas" in provider.describe()
 
 
 # ---------------------------------------------------------------------- XPMLP_BLAS
@@ -319,7 +236,7 @@ def test_xpmlp_blas_values(monkeypatch, value, expected):
     assert config.blas_provider() == expected
 
 
-def test_xpmlp_blas_unset_means_choose_by_timing(monkeypatch):
+def test_xpmlp_blas_unset_means_the_default_library(monkeypatch):
     monkeypatch.delenv(config.BLAS, raising=False)
     assert config.blas_provider() is None
 

@@ -206,33 +206,24 @@ def test_a_subclass_that_overrides_an_op_keeps_the_per_op_path() -> None:
     _assert_same(plain, model)
 
 
-@pytest.mark.parametrize("mode", ["mkl", "mixed"])
-def test_products_xpmlp_blas_sends_to_mkl_go_to_mkl_in_the_fused_step(mode, monkeypatch) -> None:
-    """With MKL chosen for every product ("mkl") or for some shapes only ("mixed": the
-    provider's timer favours MKL where k is even), the fused step routes each product as the
-    per-op path does: the same bits."""
+def test_with_mkl_every_product_of_the_fused_step_goes_to_mkl(monkeypatch) -> None:
+    """With MKL the library of every product (``xpmlp.blas``), the fused step calls MKL for
+    each of them, as the per-op path does: the same bits."""
     from xpmlp import blas
 
     mkl = blas.load_mkl()
     if mkl is None:
         pytest.skip(f"MKL is not available: {blas.mkl_unavailable_reason()}")
-
-    def timer(candidates, a, b, out):
-        mkl_wins = a.shape[1] % 2 == 0
-        return {"openblas": 2.0 if mkl_wins else 1.0, "mkl": 1.0 if mkl_wins else 2.0}
-
     X, y = _data("softmax", "cross_entropy", 3, "float32", "mkl")
     models = []
     for fused in (True, False):
-        provider = (blas.MatmulProvider("mkl", mkl) if mode == "mkl" else
-                    blas.MatmulProvider(None, mkl, None, timer))
+        provider = blas.MatmulProvider("mkl", mkl)
         monkeypatch.setattr(blas, "_provider", [provider])
         models.append(_fit(NumpyBackend(fused=fused), [N_IN, 5, 4, 3], X, y))
-        choices = set(provider.choices.values())
-        assert choices == ({"mkl"} if mode == "mkl" else {"mkl", "openblas"})
     fused, per_op = models
     step = fused.backend.fused_step(fused)
-    assert step is not None and any(r.any() for r in step._routes.values())
+    assert step is not None and all(r.all() for r in step._routes.values())
+    assert blas.numpy_matmul not in per_op.backend._matmul.__self__._routes.values()
     _assert_same(fused, per_op)
 
 

@@ -1,44 +1,41 @@
-"""The matrix products of the NumPy backend: NumPy's BLAS or Intel MKL, chosen by measurement.
+"""The matrix products of the NumPy backend: NumPy's BLAS or Intel MKL, one per process.
 
     out = op(a) op(b)        one cblas_sgemm / cblas_dgemm call, op(x) = x or x^T
 
 Providers (``PROVIDERS``):
 
 - ``openblas``: ``numpy.matmul``, i.e. the BLAS NumPy was built with (OpenBLAS in the
-  NumPy wheels). The default.
+  NumPy wheels). The default except on Intel CPUs with MKL installed.
 - ``mkl``: Intel MKL's ``cblas_?gemm`` from the ``mkl`` runtime wheel
-  (``pip install 'xpmlp[mkl]'``), called through a Numba-compiled function that reads the
-  arrays' strides: a transposed view (``W.T``, ``delta.T``) is passed as ``CblasTrans``
-  with its leading dimension, never copied, and a column-major ``out`` is computed as
-  ``out^T = op(b)^T op(a)^T``. Arrays BLAS cannot take as they are (strides that are not a
-  matrix's, overlapping ``out``, mixed dtypes, k = 0) go to ``numpy.matmul`` instead.
+  (``pip install -e ".[mkl]"`` in a checkout), the default on Intel CPUs; called through a
+  Numba-compiled function that reads the arrays' strides: a transposed view (``W.T``,
+  ``delta.T``) is passed as ``CblasTrans`` with its leading dimension, never copied, and a
+  column-major ``out`` is computed as ``out^T = op(b)^T op(a)^T``. Arrays BLAS cannot take
+  as they are (strides that are not a matrix's, overlapping ``out``, mixed dtypes, k = 0) go
+  to ``numpy.matmul`` instead.
 
-Which one runs (``MatmulProvider``): ``XPMLP_BLAS=openblas|mkl`` forces one
-(``config.blas_provider``); unset, NumPy's BLAS runs unless MKL is installed, and then each
-product shape (m, n, k, transposes, dtype) is timed with both at its first use (a few
-alternating rounds, best of each) and MKL is taken only when it is at least ``MARGIN`` faster
-(``choose``). Decisions are cached per machine (CPU, cores, threads, library versions) and
-shape in ``$XDG_CACHE_HOME/xpmlp/blas.json`` (``ShapeCache``), written atomically; a cache
-that cannot be read is ignored and rewritten. Timings taken while the machine is
-oversubscribed are used but not cached. Delete the file to time again.
+Which one runs (``MatmulProvider``): one library for every product of the process.
+``XPMLP_BLAS=openblas|mkl`` names it (``config.blas_provider``); unset, MKL runs on Intel
+CPUs where it is installed and NumPy's BLAS elsewhere (``default_route``). The route depends
+only on the CPU's vendor, what is installed and that variable, never on timings or on a
+cache, so a seed gives the same bits in every process; and one library per process means two
+thread pools never compete for the cores (with MKL, NumPy's OpenBLAS is held at one thread:
+``hold_openblas``).
 
 Threads: MKL gets the thread count Numba has (``xpmlp._threads.cpu_threads`` sets BLAS and
 Numba together and calls ``set_threads``). Its OpenMP threads are told to sleep as soon as a
 product ends (``kmp_set_blocktime(0)``), so they do not spin on the cores the Numba kernels
-and OpenBLAS need next.
+need next.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import json
-import math
 import os
 import platform
 import re
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -48,13 +45,6 @@ import numpy
 from . import config
 
 PROVIDERS = config.BLAS_PROVIDERS
-#: MKL replaces NumPy's BLAS for a shape only when it takes at most (1 - MARGIN) of its time.
-MARGIN = 0.05
-#: alternating timing rounds per provider, and the least time one round lasts.
-ROUNDS = 3
-ROUND_SECONDS = 0.002
-CACHE_FORMAT = 1
-
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 INT_MAX = 2**31 - 1  # MKL's LP64 interface (mkl_rt's default): 32-bit dimensions
 
@@ -273,251 +263,129 @@ def _numba_threads() -> int:
     return numba.get_num_threads()
 
 
-# ------------------------------------------------------------------------ choosing by timing
-def choose(timings: Mapping[str, float], margin: float = MARGIN) -> str:
-    """The provider for a shape from its seconds per product: "mkl" when it took at most
-    (1 - margin) of NumPy's BLAS time, else "openblas"."""
-    t_mkl, t_openblas = timings.get("mkl"), timings.get("openblas")
-    if t_mkl is None or t_openblas is None or not (t_mkl > 0 and t_openblas > 0):
-        return "openblas"
-    return "mkl" if t_mkl <= (1.0 - margin) * t_openblas else "openblas"
-
-
-def time_products(functions: Mapping[str, Matmul], a: Any, b: Any, out: Any,
-                  rounds: int = ROUNDS, round_seconds: float = ROUND_SECONDS) -> dict[str, float]:
-    """Seconds per ``fn(a, b, out)`` of each function: after one untimed call each, ``rounds``
-    rounds that alternate the functions, each round repeating the call for at least
-    ``round_seconds``; the best round of each."""
-    best = {}
-    for name, fn in functions.items():
-        t0 = time.perf_counter()
-        fn(a, b, out)
-        best[name] = time.perf_counter() - t0  # includes compilation: replaced below
-    calls = {name: max(1, math.ceil(round_seconds / max(t, 1e-7))) for name, t in best.items()}
-    best = dict.fromkeys(functions, math.inf)
-    for _ in range(rounds):
-        for name, fn in functions.items():
-            n = calls[name]
-            t0 = time.perf_counter()
-            for _ in range(n):
-                fn(a, b, out)
-            best[name] = min(best[name], (time.perf_counter() - t0) / n)
-    return best
-
-
-def oversubscribed() -> bool:
-    """Whether more threads wanted to run than there are cores over the last minute (the
-    1-minute load average above the cores + 0.5). Timings taken then are used, not cached:
-    OpenBLAS's threads wait for each other when a core is taken from them (measured on 2
-    busy cores: a 128x784x512 product took 42 ms instead of 0.6 ms)."""
+# ------------------------------------------------------------------------ the route
+def cpu_vendor() -> str:
+    """The CPU's vendor as the operating system reports it ("GenuineIntel", "AuthenticAMD"),
+    else the platform's processor string ("" when unknown)."""
     try:
-        return os.getloadavg()[0] > (os.cpu_count() or 1) + 0.5
-    except (AttributeError, OSError):
-        return False
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
 
 
-def shape_key(a: Any, b: Any) -> str:
-    """The cache's name of a product's shape: "f 128x784 @ 784x512 NT" (dtype, op(a) and
-    op(b) shapes, N/T: whether each operand is a transposed row-major matrix)."""
-    def op(x: Any) -> str:
-        return "T" if x.ndim == 2 and x.shape[0] > 1 and x.strides[0] == x.itemsize else "N"
-
-    (m, k), n = a.shape, b.shape[1]
-    return f"{a.dtype.char} {m}x{k} @ {k}x{n} {op(a)}{op(b)}"
-
-
-def machine_key(mkl: Mkl | None, threads: int) -> str:
-    """What a timing depends on besides the shape: the CPU, its cores, the thread count and
-    the versions of NumPy (its BLAS) and MKL."""
-    from .backends.numpy_backend import cpu_model
-
-    mkl_version = mkl.version if mkl is not None else "none"
-    return (f"{cpu_model()} | {os.cpu_count()} cores | {threads} threads | "
-            f"{platform.machine()} | numpy {numpy.__version__} | {mkl_version}")
+def default_route() -> tuple[str, str]:
+    """(library, why) of every product when ``XPMLP_BLAS`` is unset: MKL on an Intel CPU
+    where the ``mkl`` package loads, else NumPy's BLAS. It depends only on the CPU's vendor
+    and what is installed, never on a timing, so a seed gives the same bits in every process.
+    Measured with 2 threads: on an Intel Xeon MKL beat the per-shape timed mix on workloads
+    A, B and C; on an AMD EPYC NumPy's OpenBLAS ran workload A 21 % and B 18 % faster than
+    MKL (MKL is not loaded there)."""
+    vendor = cpu_vendor()
+    if "intel" not in vendor.lower():
+        return "openblas", f"the default on a CPU that is not Intel's ({vendor or 'unknown'})"
+    if load_mkl() is None:
+        return "openblas", f"the default on an Intel CPU without MKL: {mkl_unavailable_reason()}"
+    return "mkl", "the default on an Intel CPU with MKL installed"
 
 
-# ------------------------------------------------------------------------ the on-disk cache
-def cache_path() -> Path:
-    """``$XDG_CACHE_HOME/xpmlp/blas.json``, or ``~/.cache/xpmlp/blas.json``."""
-    xdg = config.cache_home() or ""
-    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
-    return base / "xpmlp" / "blas.json"
+def hold_openblas(threads: int) -> None:
+    """Limit NumPy's OpenBLAS to ``threads`` (through threadpoolctl, when installed).
 
-
-class ShapeCache:
-    """The timings and choices per machine and shape, kept in a small JSON file:
-
-        {"format": 1, "machines": {MACHINE: {SHAPE: {"openblas": s, "mkl": s,
-                                                     "choice": "mkl"}}}}
-
-    A file that is missing, unreadable or not of this form reads as empty (and the next
-    ``store`` rewrites it); entries of the wrong form are dropped. Writes are atomic
-    (``xpmlp._atomic.atomic_write``), and a failed write only loses the cache.
-    """
-
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        self.path = Path(path) if path is not None else cache_path()
-
-    def read(self) -> dict[str, dict[str, dict[str, Any]]]:
-        """{machine: {shape: entry}} of the file's valid entries ({} when there are none)."""
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-        if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT:
-            return {}
-        machines = data.get("machines")
-        if not isinstance(machines, dict):
-            return {}
-        return {machine: {shape: entry for shape, entry in shapes.items() if _valid(entry)}
-                for machine, shapes in machines.items() if isinstance(shapes, dict)}
-
-    def lookup(self, machine: str) -> dict[str, str]:
-        """{shape: provider} decided before on ``machine``."""
-        return {shape: e["choice"] for shape, e in self.read().get(machine, {}).items()}
-
-    def store(self, machine: str, shape: str, timings: Mapping[str, float], choice: str) -> bool:
-        """Add one decision (re-reading the file first, so decisions other processes stored
-        are kept); False when the file could not be written."""
-        from ._atomic import atomic_write
-
-        machines = self.read()
-        entry = {name: float(t) for name, t in timings.items() if math.isfinite(t)}
-        machines.setdefault(machine, {})[shape] = {**entry, "choice": choice}
-        try:
-            with atomic_write(self.path) as f:
-                json.dump({"format": CACHE_FORMAT, "machines": machines}, f, indent=1,
-                          sort_keys=True)
-                f.write("\n")
-        except OSError:
-            return False
-        return True
-
-
-def _valid(entry: Any) -> bool:
-    return isinstance(entry, dict) and entry.get("choice") in PROVIDERS
+    While MKL computes every product, OpenBLAS is held at one thread: its idle workers
+    busy-wait after each call, and beside MKL's they took the cores MKL needed (measured on
+    a 2-core Xeon: 4,500 samples/s with both pools against 82,000 with MKL alone)."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return
+    for lib in ThreadpoolController().select(internal_api="openblas").lib_controllers:
+        lib.set_num_threads(threads)
 
 
 # ------------------------------------------------------------------------ the provider
 class MatmulProvider:
-    """``matmul(a, b, out)`` through the BLAS chosen for each shape (module docstring).
+    """``matmul(a, b, out)`` through one BLAS library for every product of the process.
 
-    ``requested``: "openblas", "mkl" or None (choose by timing when MKL is there).
-    ``mkl``: the loaded MKL or None; ``cache``: where decisions are kept (None: not kept);
-    ``timer(functions, a, b, out) -> {name: seconds}`` times the candidates
-    (``time_products``; tests inject their own).
+    ``library``: "openblas" (``numpy.matmul``) or "mkl" (``mkl`` must then be loaded);
+    ``why``: what chose it, for ``describe`` (``default_route``, or ``XPMLP_BLAS=...``).
+    With MKL, NumPy's OpenBLAS is held at one thread (``hold_openblas``).
     """
 
-    def __init__(self, requested: str | None, mkl: Mkl | None,
-                 cache: ShapeCache | None = None,
-                 timer: Callable[..., Mapping[str, float]] = time_products,
+    def __init__(self, library: str, mkl: Mkl | None, why: str = "",
                  threads: int | None = None) -> None:
         from .errors import ParameterError
 
-        if requested is not None and requested not in PROVIDERS:
-            raise ParameterError(f"BLAS provider {requested!r}: expected one of "
+        if library not in PROVIDERS:
+            raise ParameterError(f"BLAS provider {library!r}: expected one of "
                                  f"{', '.join(PROVIDERS)}")
-        if requested == "mkl" and mkl is None:
+        if library == "mkl" and mkl is None:
             raise ParameterError(f"{config.BLAS}=mkl, but MKL is not available here: "
                                  f"{_mkl_error[0] if _mkl_error else 'not loaded'}")
-        self.requested = requested
+        self.library = library
+        self.why = why or f"{config.BLAS}={library}"
         self.mkl = mkl
-        self.cache = cache
-        self.timer = timer
         self._mkl_matmul: dict[str, Matmul] = {}
-        # per thread count: (routes by arrays' shapes/strides/dtypes, choices and timings by
-        # shape key); the attributes hold those of the current thread count
-        self._by_threads: dict[int, tuple[dict, dict, dict]] = {}
         self._routes: dict[tuple[Any, ...], Matmul] = {}
-        self.choices: dict[str, str] = {}
-        self.timings: dict[str, dict[str, float]] = {}
-        self._known: dict[str, str] = {}
         self.set_threads(threads if threads is not None else _numba_threads())
-        if requested == "openblas" or mkl is None:
+        if library == "openblas":
             self.matmul = numpy_matmul  # type: ignore[method-assign]
 
     @property
     def mode(self) -> str:
-        """"openblas", "mkl" (forced or the only one) or "by timing"."""
-        if self.requested is not None:
-            return self.requested
-        return "by timing" if self.mkl is not None else "openblas"
+        """The library of every product: "openblas" or "mkl"."""
+        return self.library
 
     def set_threads(self, n: int) -> None:
-        """Use ``n`` threads from now on: MKL's count, and the decisions made at ``n``."""
+        """Use ``n`` threads from now on (MKL's count; OpenBLAS stays at one beside MKL)."""
         self.threads = n
-        self._routes, self.choices, self.timings = self._by_threads.setdefault(n, ({}, {}, {}))
         if self.mkl is not None:
             self.mkl.set_threads(n)
-        self.machine = machine_key(self.mkl, n)
-        self._known = self.cache.lookup(self.machine) if self.cache is not None else {}
+        if self.library == "mkl":
+            hold_openblas(1)
 
     def matmul(self, a: Any, b: Any, out: Any) -> None:
-        """out = a @ b through the provider chosen for this shape (timed at its first use)."""
+        """out = a @ b through MKL (``numpy.matmul`` where BLAS cannot take the arrays)."""
         key = (a.shape, b.shape, a.strides, b.strides, out.strides, a.dtype.char,
                b.dtype.char, out.dtype.char, out.flags.writeable)
         try:
             fn = self._routes[key]
         except KeyError:
-            fn = self._route(key, a, b, out)
+            fn = self._routes[key] = self._route(a, b, out)
         fn(a, b, out)
 
-    def _route(self, key: tuple[Any, ...], a: Any, b: Any, out: Any) -> Matmul:
-        """The function for a new combination of shapes, strides and dtypes."""
+    def _route(self, a: Any, b: Any, out: Any) -> Matmul:
+        """MKL's function for a new combination of shapes, strides and dtypes, or
+        ``numpy_matmul`` for arrays MKL cannot take (mixed dtypes, not 2-D, read-only)."""
         chars = {a.dtype.char, b.dtype.char, out.dtype.char}
         if (len(chars) != 1 or chars - {"f", "d"} or a.ndim != 2 or b.ndim != 2 or out.ndim != 2
                 or not out.flags.writeable
                 or not all(isinstance(x, numpy.ndarray) for x in (a, b, out))):
-            fn = numpy_matmul
-        else:
-            shape = shape_key(a, b)
-            choice = self.requested or self.choices.get(shape) or self._known.get(shape)
-            if choice is None:
-                candidates = {"openblas": numpy_matmul, "mkl": self._mkl(out.dtype.char)}
-                timings = dict(self.timer(candidates, a, b, out))
-                choice = choose(timings)
-                self.timings[shape] = timings
-                if self.cache is not None and not oversubscribed():
-                    self.cache.store(self.machine, shape, timings, choice)
-            self.choices[shape] = choice
-            fn = numpy_matmul if choice == "openblas" else self._mkl(out.dtype.char)
-        self._routes[key] = fn
-        return fn
-
-    def _mkl(self, char: str) -> Matmul:
+            return numpy_matmul
+        char = out.dtype.char
         fn = self._mkl_matmul.get(char)
         if fn is None:
-            fn = self._mkl_matmul[char] = self.mkl.unchecked_matmul(char)
+            fn = self._mkl_matmul[char] = self.mkl.unchecked_matmul(char)  # type: ignore[union-attr]
         return fn
 
     def describe(self) -> str:
-        """One line: the mode, the libraries and, when choosing, what was chosen so far."""
-        numpy_blas = numpy_blas_name()
-        mkl = (f"MKL {self.mkl.short_version} ({self.mkl.threads} threads)"
-               if self.mkl is not None else "MKL not installed")
-        if self.mode == "openblas":
-            text = f"openblas: NumPy's {numpy_blas}"
-            if self.requested is None:
-                text += f"; {mkl}"
-            return text + (f" ({config.BLAS}=openblas)" if self.requested else "")
-        if self.mode == "mkl":
-            return f"mkl: {mkl} for every product ({config.BLAS}=mkl)"
-        decided = {**self._known, **self.choices}
-        n_mkl = sum(1 for c in decided.values() if c == "mkl")
-        return (f"by timing per shape: NumPy's {numpy_blas} or {mkl}; {len(decided)} shapes "
-                f"decided at {self.threads} threads, {n_mkl} on MKL; cache {self.cache_text()}")
-
-    def cache_text(self) -> str:
-        return str(self.cache.path) if self.cache is not None else "none"
+        """One line: the library of every product, and what chose it."""
+        if self.library == "openblas":
+            text = f"openblas: NumPy's {numpy_blas_name()} for every product"
+        else:
+            text = (f"mkl: MKL {self.mkl.short_version} ({self.mkl.threads} threads) for every "  # type: ignore[union-attr]
+                    f"product; NumPy's {numpy_blas_name()} held at 1 thread")
+        return f"{text} ({self.why})"
 
     def report(self) -> dict[str, Any]:
-        """A JSON-able account: mode, libraries, threads and every shape's choice and timings."""
-        return {"mode": self.mode, "requested": self.requested, "numpy_blas": numpy_blas_name(),
+        """A JSON-able account: the library, what chose it, the libraries and threads."""
+        return {"mode": self.library, "why": self.why, "numpy_blas": numpy_blas_name(),
                 "mkl": self.mkl.version if self.mkl is not None else None,
                 "mkl_path": self.mkl.path if self.mkl is not None else None,
-                "threads": self.threads, "cache": self.cache_text(),
-                "choices": dict(self.choices), "timings": dict(self.timings),
-                "summary": self.describe()}
+                "threads": self.threads, "summary": self.describe()}
 
 
 def numpy_blas_name() -> str:
@@ -533,12 +401,13 @@ _provider: list[MatmulProvider] = []
 
 
 def provider() -> MatmulProvider:
-    """The process's provider, made at its first use from ``XPMLP_BLAS`` (raises
+    """The process's provider, made at its first use from ``XPMLP_BLAS`` or the default (raises
     ParameterError for an unknown value, or for ``mkl`` when MKL is not installed)."""
     if not _provider:
         requested = config.blas_provider()
-        mkl = None if requested == "openblas" else load_mkl()
-        _provider.append(MatmulProvider(requested, mkl, ShapeCache()))
+        library, why = (requested, "") if requested else default_route()
+        mkl = load_mkl() if library == "mkl" else None
+        _provider.append(MatmulProvider(library, mkl, why))
     return _provider[0]
 
 

@@ -4,7 +4,8 @@ import).
 =========================  ===============================================================
 XPMLP_BACKEND              the backend when none is named: numpy, cuda or auto
 XPMLP_BLAS                 the numpy backend's matrix products: openblas (NumPy's BLAS) or
-                           mkl; unset: MKL per shape where it times faster (``xpmlp.blas``)
+                           mkl, for every product; unset: MKL where it is installed, else
+                           NumPy's BLAS (``xpmlp.blas``)
 XPMLP_DATA_DIR             where the MNIST files are (``xpmlp.datasets``)
 XDG_CACHE_HOME             where downloads are cached (default ~/.cache)
 XPMLP_CUDA_SPECIALIZE      0: launch CUDA kernels through Numba's typed dispatch only
@@ -52,8 +53,8 @@ def backend_name() -> str | None:
 
 
 def blas_provider() -> str | None:
-    """XPMLP_BLAS: "openblas", "mkl", or None when unset or empty (choose by timing). Raises
-    ParameterError for any other value."""
+    """XPMLP_BLAS: "openblas", "mkl", or None when unset or empty (the default library:
+    ``xpmlp.blas.default_library``). Raises ParameterError for any other value."""
     value = os.environ.get(BLAS, "").strip()
     if not value:
         return None
@@ -61,7 +62,7 @@ def blas_provider() -> str | None:
         from .errors import ParameterError
 
         raise ParameterError(f"{BLAS}={value!r}: expected one of {', '.join(BLAS_PROVIDERS)}, "
-                             "or unset to let xpmlp time both on each product shape")
+                             "or unset for MKL where it is installed, else NumPy's BLAS")
     return value.lower()
 
 

@@ -124,8 +124,8 @@ class NumpyBackend(Backend):
         return f"CPU: {cpu_model()} ({os.cpu_count()} cores, {threads} Numba threads)"
 
     def matmul(self, a: Array, b: Array, out: Array) -> None:
-        """out = a @ b through the BLAS ``xpmlp.blas`` chose for this shape (NumPy's OpenBLAS,
-        or Intel MKL where it is installed and times faster; ``XPMLP_BLAS`` forces one).
+        """out = a @ b through the one BLAS ``xpmlp.blas`` uses (Intel MKL where it is
+        installed, else NumPy's OpenBLAS; ``XPMLP_BLAS`` names one).
         Transposed views go to BLAS as they are, without copies."""
         matmul = self._matmul
         if matmul is None:
@@ -255,7 +255,7 @@ class FusedStep:
         self.dWs = tuple(layer.dW for layer in layers)
         self.dbs = tuple(layer.db for layer in layers)
         self._views: tuple[Any, ...] | None = None  # the last workspace's (one per epoch)
-        self._routes: dict[tuple[int, Any], Array] = {}  # by (batch rows, BLAS machine key)
+        self._routes: dict[tuple[int, Any], Array] = {}  # by (batch rows, BLAS library)
 
     @classmethod
     def build(cls, model: Any) -> FusedStep | None:
@@ -294,35 +294,23 @@ class FusedStep:
         return compiled
 
     def routes(self, ws: Any) -> Array:
-        """routes[l, i] = 1 where ``xpmlp.blas`` sends product i of layer l (0: Z = A_prev W^T,
-        1: dW = delta^T A_prev, 2: dA_prev = delta W) to MKL, else 0 (NumPy's BLAS). Each
-        product is run once through the provider so that it chooses (its results are
-        overwritten by the step)."""
-        from .. import blas
-
-        provider, layers = self.provider, self.model.layers
-        routes = numpy.zeros((len(layers), 3), numpy.int64)
-        for l, layer in enumerate(layers):
-            products = [(ws.A[l], layer.W.T, ws.Z[l]), (ws.delta[l].T, ws.A[l], layer.dW)]
-            if l > 0:
-                products.append((ws.delta[l], layer.W, ws.delta[l - 1]))
-            for i, (a, b, out) in enumerate(products):
-                with numpy.errstate(all="ignore"):  # a fresh workspace holds arbitrary bits
-                    provider.matmul(a, b, out)
-                choice = provider.requested or provider.choices.get(blas.shape_key(a, b))
-                routes[l, i] = int(provider.mkl is not None and choice == "mkl")
-        return routes
+        """routes[l, i] = 1 where product i of layer l (0: Z = A_prev W^T, 1: dW = delta^T
+        A_prev, 2: dA_prev = delta W) goes to MKL, else 0 (NumPy's BLAS): the one library
+        ``xpmlp.blas`` uses for every product of the process (the workspace's products are
+        C-contiguous, which MKL always takes)."""
+        return numpy.full((len(self.model.layers), 3), int(self.provider.library == "mkl"),
+                          numpy.int64)
 
     def __call__(self, X: Array, Y: Array, idx: Array, ws: Any, out_stats: Array, skip: Array,
                  lr_factor: float = 1.0) -> None:
         views = self._views
-        if views is None or views[0] is not ws or views[1] != self.provider.machine:
-            key = (ws.rows, self.provider.machine)
+        if views is None or views[0] is not ws or views[1] != self.provider.library:
+            key = (ws.rows, self.provider.library)
             routes = self._routes.get(key)
             if routes is None:
                 routes = self._routes[key] = self.routes(ws)
             big = ws.rows * self._widest >= cpu.PARALLEL_MIN_ELEMENTS
-            views = self._views = (ws, self.provider.machine, tuple(ws.Z), tuple(ws.A),
+            views = self._views = (ws, self.provider.library, tuple(ws.Z), tuple(ws.A),
                                    tuple(ws.delta), routes, self.kernel(big))
         _, _, Zs, As, deltas, routes, kernel = views
         model = self.model
