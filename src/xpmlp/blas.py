@@ -30,12 +30,13 @@ need next.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
 import platform
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,10 @@ class Mkl:
             self._cblas[char] = fn
         self._kernels: dict[str, Any] = {}
         lib.MKL_Set_Num_Threads.argtypes = [c_int]
+        lib.MKL_Set_Num_Threads_Local.argtypes = [c_int]
+        lib.MKL_Set_Num_Threads_Local.restype = c_int
+        lib.MKL_Set_Dynamic.argtypes = [c_int]
+        lib.MKL_Get_Dynamic.restype = c_int
         lib.MKL_Get_Max_Threads.restype = c_int
         self._blocktime = getattr(_openmp_library(), "kmp_set_blocktime", None)
         if self._blocktime is not None:
@@ -178,6 +183,19 @@ class Mkl:
     @property
     def threads(self) -> int:
         return int(self.lib.MKL_Get_Max_Threads())
+
+    @property
+    def dynamic(self) -> bool:
+        """Whether MKL may run a product on fewer threads than it was given (MKL_DYNAMIC)."""
+        return bool(self.lib.MKL_Get_Dynamic())
+
+    def set_dynamic(self, on: bool) -> None:
+        self.lib.MKL_Set_Dynamic(int(on))
+
+    def set_threads_local(self, n: int) -> int:
+        """MKL's threads for this thread's products (0: the global count, which
+        ``threadpoolctl`` does not change); returns the previous local setting."""
+        return int(self.lib.MKL_Set_Num_Threads_Local(int(n)))
 
     def gemm(self, a: Any, b: Any, out: Any, alpha: float = 1.0, beta: float = 0.0) -> bool:
         """out = alpha op(a) op(b) + beta out in one cblas call; False (nothing done) when the
@@ -304,6 +322,50 @@ def hold_openblas(threads: int) -> None:
         return
     for lib in ThreadpoolController().select(internal_api="openblas").lib_controllers:
         lib.set_num_threads(threads)
+
+
+#: BLAS threads in deterministic mode, whatever the process's thread count (``fixed_threads``).
+DETERMINISTIC_THREADS = 2
+
+
+def _openblas_controllers() -> list[Any]:
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return []
+    return list(ThreadpoolController().select(internal_api="openblas").lib_controllers)
+
+
+@contextlib.contextmanager
+def fixed_threads(n: int = DETERMINISTIC_THREADS) -> Iterator[None]:
+    """Within the block, the process's BLAS library computes every product on exactly ``n``
+    threads (MKL with its dynamic adjustment off), whatever the thread count of the rest.
+
+    A library splits a product among its threads, and how it splits changes the order of the
+    sums (NumPy's OpenBLAS on an AMD EPYC gave other bits at 1 and 2 threads for every
+    shape of workloads A to C). With the split fixed, the bits depend on the inputs only; the
+    Numba kernels already cut their work into fixed chunks. Deterministic mode
+    (``MLP(deterministic=True)``) trains inside this block."""
+    library = provider()
+    mkl = library.mkl if library.library == "mkl" else None
+    openblas = [] if mkl is not None else _openblas_controllers()
+    if mkl is not None:
+        old_threads, old_dynamic = mkl.threads, mkl.dynamic
+        mkl.set_dynamic(False)
+        mkl.set_threads(n)
+        old_local = mkl.set_threads_local(n)
+    old = [lib.num_threads for lib in openblas]
+    for lib in openblas:
+        lib.set_num_threads(n)
+    try:
+        yield
+    finally:
+        for lib, threads in zip(openblas, old, strict=True):
+            lib.set_num_threads(threads)
+        if mkl is not None:
+            mkl.set_threads_local(old_local)
+            mkl.set_threads(old_threads)
+            mkl.set_dynamic(old_dynamic)
 
 
 # ------------------------------------------------------------------------ the provider

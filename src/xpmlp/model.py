@@ -34,7 +34,7 @@ from .architecture import (
     optimizer_for,
 )
 from .backends import Backend, get_backend
-from .errors import NotDifferentiableError
+from .errors import NotDifferentiableError, ParameterError
 from .init import INITIALIZERS, init_weights
 from .layers import BatchNorm, Dense
 from .optim import Optimizer
@@ -121,6 +121,13 @@ class MLP:
         0.1): batch statistics in training, running estimates at inference. gamma (init 1)
         and beta (init 0) sit in the flat parameter vector after the biases, trained by every
         optimizer and, like the biases, not weight-decayed.
+    deterministic : bool
+        Train so that the bits depend only on the data, the options and the seed: not on the
+        thread count (1, 2, 4, ...), the scheduling or the machine's load. On the CPU the
+        BLAS library then splits each product among a fixed number of threads
+        (``xpmlp.blas.DETERMINISTIC_THREADS``, whatever ``--threads`` says); the GPU's
+        kernels sum in a fixed order always (no atomics). Default False: BLAS uses the
+        process's threads, and a seed gives the same bits at the same thread count.
 
     After training: ``history_`` (a record per epoch), ``epoch_`` (epochs trained),
     ``steps_`` (optimizer steps), ``lr_schedule_`` (the last fit's schedule position) and
@@ -152,6 +159,7 @@ class MLP:
         seed: int = 0,
         dropout: float | Sequence[float] = 0.0,
         batch_norm: bool | Sequence[bool] = False,
+        deterministic: bool = False,
     ) -> None:
         sizes = check_layer_sizes(layer_sizes)
         loss_entry = losses.LOSSES.check("loss", loss)
@@ -172,6 +180,9 @@ class MLP:
         self.loss_entry = loss_entry
         self.init = init
         self.seed = seed
+        if not isinstance(deterministic, bool):
+            raise ParameterError(f"deterministic={deterministic!r}: expected True or False")
+        self.deterministic = bool(deterministic)
         self.backend = get_backend(backend, device=device)
         self.dtype = self.backend.xp.dtype(str(dtype))
         with self.backend.activate(), memory_for(

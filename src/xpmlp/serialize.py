@@ -76,6 +76,8 @@ def model_record(model: Any) -> tuple[dict[str, Any], dict[str, numpy.ndarray]]:
         "trained_on": {"backend": model.backend.name, "device": model.backend.device},
         "history": model.history_,
     }
+    if model.deterministic:
+        meta["deterministic"] = True
     if any(model.dropout) or any(model.batch_norm):
         meta.update(dropout=model.dropout, batch_norm=model.batch_norm,
                     dropout_steps=model.dropout_steps)
@@ -318,6 +320,7 @@ def _model_from_meta(meta: dict[str, Any], params: numpy.ndarray, path: Path | s
             backend=backend,
             dropout=meta.get("dropout", 0.0),
             batch_norm=meta.get("batch_norm", False),
+            deterministic=meta.get("deterministic", False) is True,
         )
     except (ValueError, TypeError, OverflowError) as exc:
         raise DataFileError(f"{path}: the metadata describes no valid model ({exc})") from None

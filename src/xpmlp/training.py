@@ -38,6 +38,7 @@ runs the same loop on every rank, each on its own rows, with these collectives:
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -233,8 +234,9 @@ def fit(
     try:
         if validation_fraction is not None:
             X, y, validation_data = _hold_out(model, X, y, validation_fraction)
-        _fit(model, X, y, epochs, batch_size, shuffle, validation_data, schedule,
-             progress, callback, comm, stopping, initial_epoch)
+        with model.backend.deterministic() if model.deterministic else contextlib.nullcontext():
+            _fit(model, X, y, epochs, batch_size, shuffle, validation_data, schedule,
+                 progress, callback, comm, stopping, initial_epoch)
     finally:
         model.fit_lock.release()
     return model

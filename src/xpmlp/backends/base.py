@@ -97,6 +97,12 @@ class Backend:
     def zeros(self, shape: Any, dtype: Any) -> Array:
         return self.xp.zeros(shape, dtype=dtype)
 
+    def deterministic(self) -> contextlib.AbstractContextManager[None]:
+        """A context in which results depend only on the inputs: not on the thread count, the
+        scheduling or the machine's load (``MLP(deterministic=True)`` trains in it). The
+        reference backend's results already do."""
+        return contextlib.nullcontext()
+
     def fused_step(self, model: Any) -> Any:
         """A callable that does ``xpmlp.training.run_epoch``'s whole step for one batch of
         ``model`` (gather, forward, backward, update), or None: this backend runs the

@@ -9,6 +9,7 @@ that dtype before each call, so a float32 kernel never sees a float64 scalar.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
@@ -115,6 +116,13 @@ class NumpyBackend(Backend):
             step = FusedStep.build(model)
             model._fused_step = step
         return step
+
+    def deterministic(self) -> contextlib.AbstractContextManager[None]:
+        """BLAS on a fixed thread count (``xpmlp.blas.fixed_threads``); the Numba kernels cut
+        their work into fixed chunks at any thread count."""
+        from .. import blas
+
+        return blas.fixed_threads()
 
     @property
     def device(self) -> str:

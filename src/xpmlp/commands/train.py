@@ -144,6 +144,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    "rates, one per hidden layer (default 0: none)")
     p.add_argument("--batch-norm", action="store_true",
                    help="batch normalization before each hidden layer's activation")
+    p.add_argument("--deterministic", action="store_true",
+                   help="the same bits at any --threads and under any load: BLAS splits each "
+                   "product among a fixed number of threads (2)")
     p.add_argument("--seed", type=_non_negative_int, default=d["seed"],
                    help="random seed, an integer >= 0 (default 0)")
     p.add_argument("--dtype", choices=("float32", "float64"), default=d["dtype"])
@@ -437,7 +440,7 @@ def _train(args: argparse.Namespace, comm: Any, threads: int | None = None) -> i
         model = MLP(sizes, activation=args.activation, optimizer=args.optimizer,
                     learning_rate=args.lr, weight_decay=args.weight_decay, dtype=dtype,
                     backend=backend, seed=args.seed, dropout=args.dropout,
-                    batch_norm=args.batch_norm, **gradient)
+                    batch_norm=args.batch_norm, deterministic=args.deterministic, **gradient)
     else:
         model, sizes = resumed, resumed.layer_sizes
         log(f"resumed: {args.resume} after epoch {model.epoch_} ({model.steps_} steps)")
