@@ -86,3 +86,19 @@ def cpu_threads(n: int | None) -> Iterator[list[str]]:
         if torch is not None and old_torch is not None:
             torch.set_num_threads(old_torch)
         stack.close()
+
+
+def rank_share(local_ranks: int) -> int | None:
+    """The threads of one of ``local_ranks`` ranks on this machine when nobody chose a count:
+    its share of the cores (at least 1), or None when the process's thread count was set
+    (Numba's below its start-up default, or ``NUMBA_NUM_THREADS``/``OMP_NUM_THREADS`` in the
+    environment) or the rank is alone on its machine. Ranks that each took every core ran
+    the README's distributed example 9x slower (13.8 s per epoch against 1.55 s)."""
+    import numba
+
+    if local_ranks <= 1 or any(os.environ.get(v) for v in ("NUMBA_NUM_THREADS",
+                                                            "OMP_NUM_THREADS")):
+        return None
+    if numba.get_num_threads() != numba.config.NUMBA_NUM_THREADS:
+        return None
+    return max(1, available_cores() // local_ranks)

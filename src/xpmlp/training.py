@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy
 
+from ._threads import cpu_threads, rank_share
 from ._validation import Number, array_module, check_features, check_params
 from .early_stopping import EarlyStopping, Watch, early_stopping_for
 from .errors import ConcurrentFitError, ParameterError, TrainingDivergedError
@@ -201,12 +202,14 @@ def fit(
     trains gives answers from whatever weights it has at that moment.
 
     ``comm``: a communicator from ``xpmlp.distributed.init`` for data-parallel
-    training (see the module docstring). Every rank calls ``fit`` with the same
-    options on its own rows X, y (and its own rows of ``validation_data``); every
-    rank trains on as many rows per epoch as the shortest shard has, the first ones
-    of its order. With ``shuffle=False``, N ranks holding the interleaved shards
-    ``X[r::N]`` with batch b end with the weights of one process trained with batch
-    N*b on ``X`` (on its first N*m rows, m the shortest shard's length).
+    training (see the module docstring). Where no thread count was chosen, each of the
+    ranks on a machine trains on its share of the cores (``xpmlp._threads.rank_share``).
+    Every rank calls ``fit`` with the same options on its own rows X, y (and its own
+    rows of ``validation_data``); every rank trains on as many rows per epoch as the
+    shortest shard has, the first ones of its order. With ``shuffle=False``, N ranks
+    holding the interleaved shards ``X[r::N]`` with batch b end with the weights of one
+    process trained with batch N*b on ``X`` (on its first N*m rows, m the shortest
+    shard's length).
     """
     check_params({"epochs": epochs, "batch_size": batch_size}, FIT_OPTIONS)
     _check_initial_epoch(initial_epoch, epochs)
@@ -234,7 +237,12 @@ def fit(
     try:
         if validation_fraction is not None:
             X, y, validation_data = _hold_out(model, X, y, validation_fraction)
-        with model.backend.deterministic() if model.deterministic else contextlib.nullcontext():
+        share = rank_share(comm.local_size) if comm is not None else None
+        with contextlib.ExitStack() as stack:
+            if share is not None:  # each rank of a machine takes its share of the cores
+                stack.enter_context(cpu_threads(share))
+            if model.deterministic:
+                stack.enter_context(model.backend.deterministic())
             _fit(model, X, y, epochs, batch_size, shuffle, validation_data, schedule,
                  progress, callback, comm, stopping, initial_epoch)
     finally:
