@@ -233,3 +233,65 @@ def test_missing_peers_are_reported_as_skipped(monkeypatch):
     assert result["skipped_rows"] == skipped
     assert [r["row"] for r in result["workloads"][0]["rows"]] == ["xpmlp-numpy"]
     assert "skipped: torch-cpu: PyTorch is not installed" in text_report(result)
+
+
+# ---------------------------------------------------------------------- rows added for issue 22
+def test_the_cli_row_runs_xpmlp_train_with_the_workloads_settings_and_times_epoch_2():
+    import numba
+
+    from xpmlp.bench.data import load_mnist_scaled
+    from xpmlp.bench.rows import CliRow, ModelSpec
+
+    row = CliRow()
+    spec = ModelSpec((784, 16, 10), batch_size=100, optimizer="momentum", learning_rate=0.05)
+    row.prepare(spec, [], load_mnist_scaled())
+    row.set_order(np.arange(1000))
+    command = row.command("r.json")
+    for option, value in (("--hidden", "16"), ("--optimizer", "momentum"), ("--lr", "0.05"),
+                          ("--batch-size", "100"), ("--limit", "1000"), ("--epochs", "2"),
+                          ("--schedule", "constant"),
+                          ("--threads", str(numba.get_num_threads()))):
+        assert command[command.index(option) + 1] == value
+    seconds = row.train()
+    assert seconds == row.report["epochs"][1]["seconds"] and 0 < seconds < 60
+    assert 0.5 < row.accuracy() <= 1.0
+
+
+def test_busy_core_runs_each_timed_workload_again_beside_a_spinning_process(monkeypatch):
+    import contextlib
+
+    from xpmlp.bench import runner
+
+    spinning, real = [], runner.busy_process
+
+    @contextlib.contextmanager
+    def watched():
+        with real():  # the real one, recorded
+            spinning.append(True)
+            yield
+
+    monkeypatch.setattr(runner, "busy_process", watched)
+    result = run_benchmark(tiny_profile(), rows=["xpmlp-numpy", "xpmlp-numpy-deterministic",
+                                                 "xpmlp-cli"],
+                           workloads=["A", "D"], threads=1, log=lambda m: None, busy_core=True)
+    assert [w["key"] for w in result["workloads"]] == ["A", "A, one core busy", "D"]
+    assert spinning == [True]
+    for w in result["workloads"][:2]:  # synthetic data: the CLI row (MNIST) sits out
+        assert [r["row"] for r in w["rows"]] == ["xpmlp-numpy", "xpmlp-numpy-deterministic"]
+    assert result["workloads"][1]["busy_core"] is True
+    assert "one core busy" in text_report(result)
+
+
+def test_busy_process_spins_while_the_block_runs_and_is_gone_after():
+    import os
+    import time
+
+    from xpmlp.bench.runner import busy_process
+
+    def cpu_seconds_of_children():
+        return os.times().children_user
+
+    before = cpu_seconds_of_children()
+    with busy_process():
+        time.sleep(0.3)
+    assert cpu_seconds_of_children() - before > 0.3  # it ran (and was reaped) on a core

@@ -17,8 +17,8 @@ from pathlib import Path
 from .. import config
 
 #: the rows of ``registry.ROWS``, named here so that building the parser imports nothing heavy
-ROW_NAMES = ("xpmlp-numpy", "xpmlp-cuda", "xpmlp-cuda-eager", "torch-cpu", "torch-cuda", "sklearn",
-             "numpy-plain")
+ROW_NAMES = ("xpmlp-numpy", "xpmlp-numpy-deterministic", "xpmlp-cli", "xpmlp-cuda",
+             "xpmlp-cuda-eager", "torch-cpu", "torch-cuda", "sklearn", "numpy-plain")
 
 
 def _list(text: str) -> list[str]:
@@ -38,6 +38,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="workloads to run (default: A,B,C,D)")
     parser.add_argument("--rows", type=_list, metavar="ROW,...",
                         help=f"rows to run (default: all available: {', '.join(ROW_NAMES)})")
+    parser.add_argument("--busy-core", action="store_true",
+                        help="run each timed workload again beside a process that keeps one "
+                             "core busy, and report both")
     parser.add_argument("--out", type=Path, metavar="DIR",
                         help="write bench.json, bench.md and bench.png into DIR")
 
@@ -60,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     workloads = [w.upper() for w in args.workloads] if args.workloads else None
     try:
         result = run_benchmark(profile, rows=args.rows, workloads=workloads,
-                               threads=args.threads)
+                               threads=args.threads, busy_core=args.busy_core)
     except ValueError as exc:
         print(f"xpmlp bench: error: {exc}", file=sys.stderr)
         return 2

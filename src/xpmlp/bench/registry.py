@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from .peers import SklearnRow, TorchRow, sklearn_unavailable_reason, torch_unavailable_reason
 from .plain import PlainNumpyRow
-from .rows import Row, XpmlpRow, cuda_unavailable_reason
+from .rows import CliRow, Row, XpmlpRow, cuda_unavailable_reason
 
 
 def _cuda_per_op() -> object:
@@ -19,6 +19,10 @@ def _cuda_per_op() -> object:
 #: name -> (factory, reason it cannot run here or None)
 ROWS: dict[str, tuple[Callable[[], Row], Callable[[], str | None]]] = {
     "xpmlp-numpy": (lambda: XpmlpRow("numpy"), lambda: None),
+    "xpmlp-numpy-deterministic": (
+        lambda: XpmlpRow("numpy", "xpmlp-numpy-deterministic", deterministic=True),
+        lambda: None),
+    "xpmlp-cli": (CliRow, lambda: None),
     "xpmlp-cuda": (lambda: XpmlpRow("cuda"), cuda_unavailable_reason),
     "xpmlp-cuda-eager": (lambda: XpmlpRow(_cuda_per_op(), "xpmlp-cuda-eager"),
                          cuda_unavailable_reason),

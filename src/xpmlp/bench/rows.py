@@ -6,6 +6,7 @@ batches in the same order:
     row.prepare(spec, init, data)   # untimed: build the model, copy ``init``, move the data
     row.set_order(order)            # untimed: this pass's sample order, in the row's own form
     row.train()                     # timed: one pass over ``order`` in batches, synchronized
+                                    # (a row that times itself returns its seconds)
     row.accuracy()                  # untimed: test-set accuracy
 
 ``init`` is a list of (W, b) host arrays per layer, W of shape (n_out, n_in),
@@ -60,6 +61,7 @@ class Row:
     name = "row"
     device = "cpu"
     gemm_library = "numpy"
+    in_process = True  # False: it runs a process per pass, so it keeps no model between them
 
     def prepare(self, spec: ModelSpec, init: Init, data: Dataset) -> None:
         raise NotImplementedError
@@ -67,7 +69,8 @@ class Row:
     def set_order(self, order: np.ndarray) -> None:
         raise NotImplementedError
 
-    def train(self) -> None:
+    def train(self) -> float | None:
+        """One pass; None (the runner times the call) or the seconds the row measured itself."""
         raise NotImplementedError
 
     def accuracy(self) -> float:
@@ -79,9 +82,12 @@ class XpmlpRow(Row):
     (``xpmlp.training.run_epoch``), the permutation handed in instead of drawn, so every row
     sees the same batches; one synchronization at the end."""
 
-    def __init__(self, backend: Any, name: str | None = None) -> None:
-        """``backend``: a name ("numpy", "cuda") or a Backend object (e.g. the reference one)."""
+    def __init__(self, backend: Any, name: str | None = None,
+                 deterministic: bool = False) -> None:
+        """``backend``: a name ("numpy", "cuda") or a Backend object (e.g. the reference one);
+        ``deterministic``: train as ``MLP(deterministic=True)`` does."""
         self.backend = backend
+        self.deterministic = deterministic
         label = backend if isinstance(backend, str) else backend.name
         self.name = name or f"xpmlp-{label}"
         on_gpu = label == "cuda" or getattr(getattr(backend, "xp", None), "__name__", "") == "cupy"
@@ -96,7 +102,7 @@ class XpmlpRow(Row):
         self.model = model = MLP(
             list(spec.layer_sizes), optimizer=spec.optimizer, learning_rate=spec.learning_rate,
             momentum=spec.momentum, beta1=spec.beta1, beta2=spec.beta2, eps=spec.eps,
-            backend=self.backend, seed=0,
+            backend=self.backend, seed=0, deterministic=self.deterministic,
         )
         model.set_weights(init)
         with model.backend.activate():
@@ -112,11 +118,15 @@ class XpmlpRow(Row):
         self.model.backend.synchronize()
 
     def train(self) -> None:
-        with self.model.backend.activate():
-            from xpmlp.training import run_epoch
+        import contextlib
 
+        from xpmlp.training import run_epoch
+
+        backend = self.model.backend
+        with backend.activate(), (backend.deterministic() if self.deterministic
+                                  else contextlib.nullcontext()):
             run_epoch(self.model, self.X, self.Y, self.order, self.spec.batch_size, self.state)
-        self.model.backend.synchronize()
+        backend.synchronize()
 
     def accuracy(self) -> float:
         with self.model.backend.activate():
@@ -140,3 +150,61 @@ def cuda_unavailable_reason() -> str | None:
     probe = probe_cuda()
     return None if probe.usable else f"CUDA not usable: {probe.reason}"
 
+
+
+class CliRow(Row):
+    """``xpmlp train`` as the README runs it, in a process of its own, with the workload's
+    model, optimizer, learning rate and batch size as options (``--schedule constant``, 2
+    epochs, the progress bar drawn to a pipe): the seconds of its second epoch, from its
+    ``--report``. It trains on the MNIST training set in its own order, so only its time
+    compares with the other rows; the first epoch (start-up, compilation) is not counted.
+    Skipped where the workload's data is not MNIST (``--tiny``)."""
+
+    name = "xpmlp-cli"
+    in_process = False
+
+    def __init__(self) -> None:
+        self.gemm_library = xpmlp_gemm_library()
+        self.report: dict[str, Any] = {}
+
+    def prepare(self, spec: ModelSpec, init: Init, data: Dataset) -> None:
+        self.spec = spec
+        self.samples = len(data.y_train)
+
+    def set_order(self, order: np.ndarray) -> None:
+        self.samples = len(order)
+
+    def command(self, report: str) -> list[str]:
+        """The command line: the workload's settings, and this process's thread count (which
+        the benchmark's ``--threads`` set)."""
+        import sys
+
+        import numba
+
+        spec = self.spec
+        hidden = ",".join(str(n) for n in spec.layer_sizes[1:-1])
+        args = [sys.executable, "-m", "xpmlp", "train", "--backend", "numpy", "--epochs", "2",
+                "--hidden", hidden, "--optimizer", spec.optimizer, "--lr",
+                repr(spec.learning_rate), "--schedule", "constant", "--batch-size",
+                str(spec.batch_size), "--limit", str(self.samples), "--report", report,
+                "--threads", str(numba.get_num_threads())]
+        return args
+
+    def train(self) -> float:
+        import json
+        import subprocess
+        import tempfile
+        from pathlib import Path
+
+        with tempfile.TemporaryDirectory(prefix="xpmlp-bench-cli-") as tmp:
+            report = Path(tmp) / "report.json"
+            done = subprocess.run(self.command(str(report)), capture_output=True, text=True,
+                                  check=False)
+            if done.returncode != 0:
+                raise RuntimeError(f"xpmlp train failed ({done.returncode}): "
+                                   f"{done.stderr.strip()[-500:]}")
+            self.report = json.loads(report.read_text(encoding="utf-8"))
+        return float(self.report["epochs"][-1]["seconds"])
+
+    def accuracy(self) -> float:
+        return float(self.report.get("test_accuracy", float("nan")))
