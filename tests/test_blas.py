@@ -285,3 +285,31 @@ def test_cpu_threads_sets_mkls_threads_with_numbas(mkl):
     with cpu_threads(1):
         assert mkl.threads == 1 and numba.get_num_threads() == 1
     assert mkl.threads == numba.get_num_threads() == before
+
+
+def test_mkl_is_loaded_with_passive_openmp_waits_unless_the_user_chose(monkeypatch):
+    """OMP_WAIT_POLICY=PASSIVE is set before MKL's OpenMP runtime starts (a spinning pool
+    stalled beside a busy core), and a value the user set is kept."""
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setattr(blas, "_mkl", [])
+    monkeypatch.setattr(blas, "_mkl_error", [])
+    monkeypatch.setattr(blas, "mkl_library_path", lambda: None)  # nothing is loaded
+    assert blas.load_mkl() is None
+    assert "OMP_WAIT_POLICY" not in os.environ  # no MKL, nothing set
+    seen = []
+
+    class Loaded:
+        def __init__(self, path):
+            seen.append(os.environ.get("OMP_WAIT_POLICY"))
+
+        def set_threads(self, n):
+            pass
+
+    monkeypatch.setattr(blas, "Mkl", Loaded)
+    monkeypatch.setattr(blas, "mkl_library_path", lambda: "libmkl_rt.so")
+    for user, expected in ((None, "PASSIVE"), ("active", "active")):
+        if user is not None:
+            monkeypatch.setenv("OMP_WAIT_POLICY", user)
+        monkeypatch.setattr(blas, "_mkl", [])
+        assert isinstance(blas.load_mkl(), Loaded)
+        assert seen[-1] == expected

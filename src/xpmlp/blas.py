@@ -22,9 +22,10 @@ bits in every process; and one library per process means two thread pools never 
 the cores (with MKL, NumPy's OpenBLAS is held at one thread: ``hold_openblas``).
 
 Threads: MKL gets the thread count Numba has (``xpmlp._threads.cpu_threads`` sets BLAS and
-Numba together and calls ``set_threads``). Its OpenMP threads are told to sleep as soon as a
-product ends (``kmp_set_blocktime(0)``), so they do not spin on the cores the Numba kernels
-need next.
+Numba together and calls ``set_threads``). Its OpenMP threads wait passively
+(``OMP_WAIT_POLICY=PASSIVE`` unless the user set it, ``config.passive_openmp_waits``) and
+sleep as soon as a product ends (``kmp_set_blocktime(0)``), so they neither spin on the cores
+the Numba kernels need next nor stall when another program holds a core.
 """
 
 from __future__ import annotations
@@ -259,6 +260,7 @@ def load_mkl() -> Mkl | None:
             _mkl_error.append("the mkl package is not installed (pip install 'xpmlp[mkl]')")
             _mkl.append(None)
         else:
+            config.passive_openmp_waits()  # before MKL's OpenMP runtime starts
             try:
                 mkl = Mkl(path)
                 mkl.set_threads(_numba_threads())
