@@ -70,11 +70,15 @@ PARALLEL_MIN_ELEMENTS = 1 << 21
 
 
 def choose_threading_layer() -> None:
-    """Numba's ``workqueue`` threading layer, unless NUMBA_THREADING_LAYER chose one."""
+    """Numba's ``workqueue`` threading layer, unless NUMBA_THREADING_LAYER chose one; and
+    passive waits for OpenMP threads (``config.passive_openmp_waits``), should the user
+    choose the OpenMP layer. Call it before the first parallel kernel runs: Numba starts its
+    threads then, on the layer it is told."""
     import numba
 
     from .. import config
 
+    config.passive_openmp_waits()
     if config.numba_threading_layer() is None:
         numba.config.THREADING_LAYER = "workqueue"
 

@@ -145,22 +145,40 @@ def run_python(code: str) -> str:
 
 def test_importing_xpmlp_changes_no_numba_or_numpy_setting() -> None:
     """``import xpmlp`` (and its kernel modules) leaves Numba's threading layer and NumPy
-    alone; the threading layer is chosen when the first CPU kernel is compiled, the NumPy 2.5
-    shim when the first CUDA kernel is."""
+    alone; the threading layer is chosen when the numpy backend is first made (before any
+    kernel runs, compiled or loaded from Numba's cache), the NumPy 2.5 shim when the first
+    CUDA kernel is compiled."""
     out = run_python("""
         import numpy, numba
         names = dict(vars(numpy))
         layer = numba.config.THREADING_LAYER
         import xpmlp, xpmlp.kernels.cpu, xpmlp.kernels.cuda
-        xpmlp.MLP([2, 3, 2], backend="numpy")
         print(numba.config.THREADING_LAYER == layer, dict(vars(numpy)) == names)
-        xpmlp.get_backend("numpy").bias_activation(
-            numpy.zeros((2, 2)), numpy.zeros(2), numpy.zeros((2, 2)), "relu")
+        xpmlp.MLP([2, 3, 2], backend="numpy")
         print(numba.config.THREADING_LAYER)
     """)
     first, second = out.splitlines()
     assert first == "True True"
     assert second == "workqueue"
+
+
+def test_numbas_threads_run_on_the_workqueue_layer_when_the_kernels_come_from_the_cache(
+        ) -> None:
+    """The second process loads the parallel kernels from Numba's on-disk cache (nothing is
+    compiled): its threads must still start on the layer xpmlp chose, not Numba's default
+    OpenMP one, whose spinning threads stalled beside a busy core."""
+    script = """
+        import numba, numpy, xpmlp
+        from xpmlp.kernels import cpu
+        rng = numpy.random.default_rng(0)
+        n = cpu.PARALLEL_MIN_ELEMENTS // 64 + 64
+        X = rng.random((n, 64), dtype=numpy.float32)
+        y = rng.integers(0, 3, n)
+        xpmlp.MLP([64, 128, 3], backend="numpy").fit(X, y, epochs=1, batch_size=n)
+        print(numba.threading_layer())
+    """
+    assert run_python(script) == "workqueue"
+    assert run_python(script) == "workqueue"
 
 
 def test_importing_xpmlp_does_not_even_import_numba() -> None:

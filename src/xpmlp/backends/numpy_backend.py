@@ -98,6 +98,10 @@ class NumpyBackend(Backend):
         super().__init__(numpy)
         self._matmul: Callable[[Array, Array, Array], None] | None = None
         self.fused = bool(fused)
+        # before any kernel runs: a kernel loaded from Numba's cache is not compiled, so the
+        # CPU target's own call of it comes too late, and Numba's threads started on its
+        # default OpenMP layer, whose spinning threads stalled beside a busy core
+        cpu.choose_threading_layer()
 
     def fused_step(self, model: Any) -> FusedStep | None:
         """The fused training step of ``model`` (``FusedStep``), or None where this backend
