@@ -24,9 +24,11 @@ def input_dtype(X: Any) -> str:
     if dtype is None and hasattr(X, "dtypes"):  # a pandas DataFrame
         kinds = {str(d) for d in X.dtypes}
         return "float64" if kinds == {"float64"} else "float32"
+    if dtype is None:  # a list, or another object without a dtype
+        return "float32"
     try:
         return "float64" if numpy.dtype(dtype) == numpy.float64 else "float32"
-    except TypeError:  # no dtype, or one NumPy does not know (pandas' extension dtypes)
+    except TypeError:  # a dtype NumPy does not know (pandas' extension dtypes)
         return "float32"
 
 

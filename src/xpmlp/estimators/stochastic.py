@@ -57,10 +57,11 @@ def fit_stochastic(est: Any, X: Any, Y: Any, sw: numpy.ndarray | None, increment
         except ValueError as exc:
             if stratify is None or "least populated class" not in str(exc):
                 raise
+            labels = est.classes_.tolist()
             raise ValueError(  # scikit-learn's message names the indicator's values
                 f"{exc}. (The split is stratified as scikit-learn's, by the binary target's "
-                f"indicator: 'False' is the label {est.classes_[0]!r} of y, 'True' the label "
-                f"{est.classes_[1]!r}.)") from exc
+                f"indicator: 'False' is the label {labels[0]!r} of y, 'True' the label "
+                f"{labels[1]!r}.)") from exc
         if val.shape[0] < 2:
             raise ValueError("The validation set is too small. Increase 'validation_fraction' "
                              "or the size of your dataset.")
