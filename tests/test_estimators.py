@@ -552,3 +552,30 @@ def test_values_beyond_float32_are_refused_with_scikit_learns_message() -> None:
                                          "holds values beyond the range of the model's dtype "
                                          "float32"):
         MLPRegressor(dtype="float32").fit(X, [1.0, 2.0, 3.0])
+
+
+@pytest.mark.cuda
+def test_cuda_sparse_input_and_coefs_edits(digits) -> None:
+    """On CUDA: sparse batches densified on the host and copied, the dense numbers; coefs_
+    are host copies that edits reach predict through, and that fits write back in place."""
+    import scipy.sparse
+
+    try:
+        xpmlp.get_backend("cuda")
+    except BackendUnavailableError as exc:
+        pytest.skip(f"needs a usable CUDA GPU: {exc}")
+    X, y = digits
+    params = {**small(solver="sgd", dtype="float64", early_stopping=True), "backend": "cuda"}
+    dense = MLPClassifier(**params).fit(X, y)
+    est = MLPClassifier(**params).fit(scipy.sparse.csr_matrix(X), y)
+    np.testing.assert_allclose(est.coefs_[0], dense.coefs_[0], rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(est.predict_proba(scipy.sparse.csc_matrix(X)),
+                               dense.predict_proba(X), rtol=1e-10)
+    est = MLPClassifier(**{**params, "early_stopping": False}).fit(X, y)
+    held = est.coefs_[-1]
+    held *= 0
+    est.intercepts_[-1] = np.arange(10.0)
+    assert (est.predict(X) == 9).all()
+    first = held.copy()
+    est.partial_fit(X, y)
+    assert held is est.coefs_[-1] and not np.array_equal(held, first)
