@@ -579,3 +579,22 @@ def test_cuda_sparse_input_and_coefs_edits(digits) -> None:
     first = held.copy()
     est.partial_fit(X, y)
     assert held is est.coefs_[-1] and not np.array_equal(held, first)
+
+
+def test_learning_rate_schedules_as_scikit_learns_private_tests_check_them() -> None:
+    """scikit-learn's test_learning_rate_warmstart and test_adaptive_learning_rate (which
+    read its private _optimizer, so tests/test_sklearn_upstream.py skips them), on xpmlp's
+    _learning_rate."""
+    X, y = [[3, 2], [1, 6], [5, 6], [-2, -4]], [1, 1, 1, 0]
+    for learning_rate in ["invscaling", "constant"]:
+        est = MLPClassifier(solver="sgd", hidden_layer_sizes=4, learning_rate=learning_rate,
+                            max_iter=1, power_t=0.25, warm_start=True)
+        before = est.fit(X, y)._learning_rate
+        after = est.fit(X, y)._learning_rate
+        if learning_rate == "constant":
+            assert before == after == est.learning_rate_init
+        else:
+            assert after == est.learning_rate_init / pow(8 + 1, est.power_t)
+    est = MLPClassifier(tol=0.5, max_iter=3000, solver="sgd", learning_rate="adaptive")
+    est.fit([[3, 2], [1, 6]], [1, 0])
+    assert est.max_iter > est.n_iter_ and est._learning_rate < 1e-6
