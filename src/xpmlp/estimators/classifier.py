@@ -35,7 +35,8 @@ def _stochastic(est: Any) -> bool:
 class MLPClassifier(ClassifierMixin, BaseMLP):
     """Multi-layer perceptron classifier, scikit-learn's parameters and attributes, trained
     by xpmlp on ``backend`` ("numpy", "cuda", "auto"; default: XPMLP_BACKEND, else auto) in
-    ``dtype`` (float32 by default).
+    ``dtype`` ("float32", "float64"; None, the default: float64 for float64 input, as
+    scikit-learn, else float32). X may be dense or SciPy sparse (CSR, CSC).
 
     Beyond scikit-learn: ``class_weight``, ``early_stopping_metric`` ("score" or "loss"),
     ``callbacks`` (each ``cb(estimator, info)`` after every iteration; True stops),

@@ -21,8 +21,9 @@ from .data import array_module, check_X, is_device_array, to_host
 
 class MLPRegressor(RegressorMixin, BaseMLP):
     """Multi-layer perceptron regressor, scikit-learn's parameters and attributes, trained
-    by xpmlp on ``backend`` in ``dtype`` (float32 by default). See ``MLPClassifier`` and
-    docs/estimators.md for what differs from scikit-learn and what is added."""
+    by xpmlp on ``backend`` in ``dtype`` (None: float64 for float64 input, else float32).
+    See ``MLPClassifier`` and docs/estimators.md for what differs from scikit-learn and what
+    is added."""
 
     _parameter_constraints = {
         **PARAMETER_CONSTRAINTS,
