@@ -98,8 +98,9 @@ def main(argv: list[str] | None = None) -> None:
                 params = dict(SETTINGS[setting])
                 if args.max_iter:
                     params["max_iter"] = args.max_iter
-                ours = run(lambda s, p=params: xpmlp.MLPClassifier(
-                    random_state=s, backend=args.backend, **p), data, args.seeds)
+                ours = run(lambda s, p=params: xpmlp.MLPClassifier(  # float32 on float64 data
+                    random_state=s, backend=args.backend, dtype="float32", **p), data,
+                    args.seeds)
                 theirs = run(lambda s, p=params: SkClassifier(random_state=s, **p), data,
                              args.seeds)
                 row = {"dataset": dataset, "setting": setting, "params": repr(params),

@@ -120,7 +120,8 @@ def test_early_stopping_matches_scikit_learn_and_records_the_validation_loss(dig
 # ---------------------------------------------------------------------- attributes and labels
 def test_fitted_attributes(digits) -> None:
     X, y = digits
-    est = MLPClassifier(hidden_layer_sizes=(16, 8), max_iter=4, random_state=0).fit(X, y)
+    est = MLPClassifier(hidden_layer_sizes=(16, 8), max_iter=4, random_state=0).fit(
+        X.astype(np.float32), y)
     assert list(est.classes_) == list(range(10))
     assert [c.shape for c in est.coefs_] == [(64, 16), (16, 8), (8, 10)]
     assert [b.shape for b in est.intercepts_] == [(16,), (8,), (10,)]
@@ -228,10 +229,12 @@ def test_partial_fit_needs_classes_first_and_counts_iterations(digits) -> None:
 def test_warm_start_continues_and_plain_fit_restarts(digits) -> None:
     X, y = digits
     est = MLPClassifier(warm_start=True, **small()).fit(X, y)
-    first = est.coefs_[0]
+    held = est.coefs_[0]
+    first = held.copy()
     est.fit(X, y)
     assert est.n_iter_ == 3 and len(est.loss_curve_) == 6
     assert not np.allclose(first, est.coefs_[0])
+    assert held is est.coefs_[0]  # as scikit-learn's: the array held follows the training
     fresh = MLPClassifier(**small()).fit(X, y)
     np.testing.assert_array_equal(fresh.coefs_[0], first)
 
@@ -381,3 +384,217 @@ def test_cupy_in_cupy_out(digits) -> None:
     reg = MLPRegressor(**{**small(), "backend": "cuda"}).fit(X_dev, cupy.asarray(X[:, 10]))
     assert isinstance(reg.predict(X_dev), cupy.ndarray)
     assert reg.score(X_dev, X[:, 10]) == pytest.approx(reg.score(X, X[:, 10]), rel=1e-5)
+
+
+# ---------------------------------------------------------------------- scikit-learn's behaviours
+def test_dtype_not_given_follows_the_input_float_dtype(digits) -> None:
+    """dtype=None: float64 input trains float64 parameters (scikit-learn's rule), anything
+    else float32; a dtype given wins (float64 input is not upcast from, nor float32 to)."""
+    import scipy.sparse
+
+    X, y = digits
+    params = small(max_iter=1)
+    for data, expected in [(X, np.float64), (X.astype(np.float32), np.float32),
+                           ((X * 16).astype(int), np.float32), ((X * 16).astype(int).tolist(),
+                                                                 np.float32),
+                           (scipy.sparse.csr_matrix(X), np.float64)]:
+        est = MLPClassifier(**params).fit(data, y)
+        assert est.mlp_.dtype == expected
+        assert all(a.dtype == expected for a in est.coefs_ + est.intercepts_)
+        reg = MLPRegressor(**params).fit(data, y)
+        assert reg.predict(data).dtype == expected
+    assert MLPClassifier(dtype="float32", **params).fit(X, y).mlp_.dtype == np.float32
+    assert MLPClassifier(dtype="float64", **params).fit(X.astype(np.float32), y).mlp_.dtype \
+        == np.float64
+    warm = MLPClassifier(warm_start=True, **params).fit(X.astype(np.float32), y)
+    assert warm.fit(X, y).mlp_.dtype == np.float32  # the network keeps its dtype
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(X)
+    assert MLPClassifier(**params).fit(frame, y).mlp_.dtype == np.float64
+    assert MLPClassifier(**params).fit(frame.astype(np.float32), y).mlp_.dtype == np.float32
+
+
+def test_coefs_and_intercepts_edits_and_assignments_reach_predict(digits) -> None:
+    X, y = digits
+    est = MLPClassifier(**small(solver="sgd")).fit(X, y)
+    before = est.predict_proba(X)
+    held = est.coefs_[-1]
+    held *= 0  # in place: every class gets the same logit but for the intercepts
+    est.intercepts_[-1][...] = 0
+    np.testing.assert_allclose(est.predict_proba(X), 0.1, rtol=1e-12)
+    est.intercepts_[-1] = np.arange(10.0)  # assigned: a new array (float64, a list would do)
+    assert (est.predict(X) == 9).all()
+    est.coefs_ = [c.copy() for c in est.coefs_]  # a new list of new arrays
+    est.coefs_[-1] += 1.0
+    assert (est.predict(X) == 9).all()
+    restored = MLPClassifier(**small(solver="sgd")).fit(X, y)
+    est.coefs_, est.intercepts_ = restored.coefs_, restored.intercepts_
+    np.testing.assert_array_equal(est.predict_proba(X), before)
+    # pickling carries the edits; partial_fit trains on from them and updates the arrays held
+    est.intercepts_[-1] = est.intercepts_[-1] + 100.0 * (np.arange(10) == 3)
+    back = pickle.loads(pickle.dumps(est))
+    assert (back.predict(X) == 3).all()
+    held = back.coefs_[0]
+    first = held.copy()
+    back.partial_fit(X, y)
+    assert held is back.coefs_[0] and not np.array_equal(held, first)
+    with pytest.raises(ValueError, match=r"coefs_\[1\] has shape \(3, 10\); the network "
+                                         r"needs \(20, 10\)"):
+        back.coefs_[1] = np.zeros((3, 10))
+        back.predict(X)
+    back.coefs_ = back.coefs_[:1]
+    with pytest.raises(ValueError, match="coefs_ must be a list of 2 arrays"):
+        back.predict(X)
+
+
+def test_coefs_set_before_partial_fit_are_the_start_as_in_scikit_learn(digits) -> None:
+    """An unfitted estimator given coefs_ and intercepts_ trains from them with partial_fit
+    (scikit-learn's test_fit does this); float64 sgd gives scikit-learn's numbers."""
+    X, y = digits
+    rng = np.random.default_rng(0)
+    coefs = [rng.standard_normal((64, 20)) * 0.1, rng.standard_normal((20, 10)) * 0.1]
+    intercepts = [rng.standard_normal(20) * 0.1, rng.standard_normal(10) * 0.1]
+    params = {"solver": "sgd", "hidden_layer_sizes": (20,), "momentum": 0.0, "alpha": 0.01,
+              "learning_rate_init": 0.1, "batch_size": 300, "random_state": 0}
+    models = []
+    for est in (MLPClassifier(dtype="float64", backend="numpy", **params),
+                SkClassifier(**params)):
+        est.coefs_ = [c.copy() for c in coefs]
+        est.intercepts_ = [b.copy() for b in intercepts]
+        est.n_layers_, est.n_outputs_, est.out_activation_ = 3, 10, "softmax"
+        est.t_, est.n_iter_, est.best_loss_, est.loss_curve_ = 0, 0, np.inf, []
+        est._no_improvement_count = 0
+        est.partial_fit(X, y, classes=np.arange(10))
+        models.append(est)
+    ours, theirs = models
+    for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_,
+                    strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    assert not np.allclose(ours.coefs_[0], coefs[0])  # it did train from them
+    with pytest.raises(ValueError, match=r"coefs_\[0\] has shape \(64, 20\); the network "
+                                         r"needs \(10, 20\)"):
+        fresh = MLPClassifier(**params)
+        fresh.coefs_, fresh.intercepts_ = coefs, intercepts
+        fresh.partial_fit(X[:, :10], y, classes=np.arange(10))
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam", "lbfgs"])
+def test_sparse_input_trains_as_dense_one_batch_at_a_time(digits, solver, monkeypatch) -> None:
+    """CSR and CSC X train to the dense numbers, densifying no more than a batch (or a
+    prediction chunk, or an lbfgs chunk) at a time."""
+    import scipy.sparse
+
+    import xpmlp.model
+    from xpmlp.estimators import data, lbfgs
+
+    X, y = digits
+    densified = []
+    real = data.SparseRows._dense
+    monkeypatch.setattr(data.SparseRows, "_dense",
+                        lambda self, part: densified.append(part.shape[0]) or real(self, part))
+    monkeypatch.setattr(xpmlp.model, "PREDICT_CHUNK", 70)
+    monkeypatch.setattr(lbfgs, "CHUNK", 128)
+    params = small(solver=solver, batch_size=64, dtype="float64",
+                   early_stopping=solver != "lbfgs", max_iter=4)
+    dense = MLPClassifier(**params).fit(X, y)
+    for make in (scipy.sparse.csr_matrix, scipy.sparse.csc_array):
+        densified.clear()
+        est = MLPClassifier(**params).fit(make(X), y)
+        assert densified and max(densified) <= 128
+        for a, b in zip(est.coefs_ + est.intercepts_, dense.coefs_ + dense.intercepts_,
+                        strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+        densified.clear()
+        np.testing.assert_allclose(est.predict_proba(make(X)), dense.predict_proba(X),
+                                   rtol=1e-12)
+        assert max(densified) <= 70 and sum(densified) == len(X)
+    reg = MLPRegressor(**params).fit(scipy.sparse.csr_matrix(X), X[:, 10])
+    np.testing.assert_allclose(reg.predict(scipy.sparse.csr_matrix(X)),
+                               MLPRegressor(**params).fit(X, X[:, 10]).predict(X), rtol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_diverging_fit_with_early_stopping_keeps_the_best_weights(dtype) -> None:
+    """scikit-learn's test_mlp_diverging_loss: no error, a NaN last validation score, the
+    best weights kept, and a warning that says so; without early stopping, an error."""
+    X, y = load_iris(return_X_y=True)
+    params = {"hidden_layer_sizes": 100, "activation": "identity", "solver": "sgd",
+              "learning_rate_init": 1.0, "max_iter": 20, "random_state": 0, "dtype": dtype}
+    est = MLPRegressor(early_stopping=True, **params)
+    with pytest.warns(ConvergenceWarning, match="not finite at iteration .* keeps the weights"):
+        est.fit(X, y)
+    assert np.isnan(est.validation_scores_[-1]) and np.isnan(est.validation_loss_curve_[-1])
+    assert est.n_iter_ == len(est.validation_scores_) < 20
+    assert all(np.isfinite(a).all() for a in est.coefs_ + est.intercepts_)
+    assert np.isfinite(est.predict(X)).all()
+    with pytest.raises(ValueError, match="Solver produced non-finite parameter weights"):
+        MLPRegressor(early_stopping=False, **params).fit(X, y)
+
+
+def test_verbose_other_than_2_prints_scikit_learns_lines(capsys) -> None:
+    X, y = [[3, 2], [1, 6]], [1, 0]
+    MLPClassifier(solver="sgd", max_iter=2, verbose=10, hidden_layer_sizes=2).fit(X, y)
+    out = capsys.readouterr()
+    assert "Iteration 1, loss = " in out.out and "Iteration 2, loss = " in out.out
+    assert "MLPClassifier" not in out.err  # no bar
+
+
+def test_a_stratified_split_too_small_names_the_labels() -> None:
+    X, y = [[1, 2], [2, 3], [3, 4], [4, 5]], ["a", "a", "a", "b"]
+    with pytest.raises(ValueError, match=r"too few members are: \['True'\].*'True' the label "
+                                         r"'b'"):
+        MLPClassifier(early_stopping=True).fit(X, y)
+
+
+def test_values_beyond_float32_are_refused_with_scikit_learns_message() -> None:
+    X = np.array([[1e39, 1.0], [2.0, 3.0], [1.0, 1.0]])
+    with pytest.raises(ValueError, match="Solver produced non-finite parameter weights.*X "
+                                         "holds values beyond the range of the model's dtype "
+                                         "float32"):
+        MLPRegressor(dtype="float32").fit(X, [1.0, 2.0, 3.0])
+
+
+@pytest.mark.cuda
+def test_cuda_sparse_input_and_coefs_edits(digits) -> None:
+    """On CUDA: sparse batches densified on the host and copied, the dense numbers; coefs_
+    are host copies that edits reach predict through, and that fits write back in place."""
+    import scipy.sparse
+
+    try:
+        xpmlp.get_backend("cuda")
+    except BackendUnavailableError as exc:
+        pytest.skip(f"needs a usable CUDA GPU: {exc}")
+    X, y = digits
+    params = {**small(solver="sgd", dtype="float64", early_stopping=True), "backend": "cuda"}
+    dense = MLPClassifier(**params).fit(X, y)
+    est = MLPClassifier(**params).fit(scipy.sparse.csr_matrix(X), y)
+    np.testing.assert_allclose(est.coefs_[0], dense.coefs_[0], rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(est.predict_proba(scipy.sparse.csc_matrix(X)),
+                               dense.predict_proba(X), rtol=1e-10)
+    est = MLPClassifier(**{**params, "early_stopping": False}).fit(X, y)
+    held = est.coefs_[-1]
+    held *= 0
+    est.intercepts_[-1] = np.arange(10.0)
+    assert (est.predict(X) == 9).all()
+    first = held.copy()
+    est.partial_fit(X, y)
+    assert held is est.coefs_[-1] and not np.array_equal(held, first)
+
+
+def test_learning_rate_schedules_as_scikit_learns_private_tests_check_them() -> None:
+    """scikit-learn's test_learning_rate_warmstart and test_adaptive_learning_rate (which
+    read its private _optimizer, so tests/test_sklearn_upstream.py skips them), on xpmlp's
+    _learning_rate."""
+    X, y = [[3, 2], [1, 6], [5, 6], [-2, -4]], [1, 1, 1, 0]
+    for learning_rate in ["invscaling", "constant"]:
+        est = MLPClassifier(solver="sgd", hidden_layer_sizes=4, learning_rate=learning_rate,
+                            max_iter=1, power_t=0.25, warm_start=True)
+        before = est.fit(X, y)._learning_rate
+        after = est.fit(X, y)._learning_rate
+        if learning_rate == "constant":
+            assert before == after == est.learning_rate_init
+        else:
+            assert after == est.learning_rate_init / pow(8 + 1, est.power_t)
+    est = MLPClassifier(tol=0.5, max_iter=3000, solver="sgd", learning_rate="adaptive")
+    est.fit([[3, 2], [1, 6]], [1, 0])
+    assert est.max_iter > est.n_iter_ and est._learning_rate < 1e-6

@@ -1,9 +1,10 @@
 """What MLPClassifier and MLPRegressor share: parameters, fit, partial_fit, prediction,
 pickling.
 
-The fitted model is ``mlp_`` (an ``xpmlp.MLP`` on the backend named by ``backend``);
-``coefs_`` and ``intercepts_`` are host copies of its weights in scikit-learn's (n_in, n_out)
-orientation, made when asked for.
+The fitted model is ``mlp_`` (an ``xpmlp.MLP`` on the backend named by ``backend``, in
+``dtype``, or where that is None in the dtype of the first fit's X: see
+``data.input_dtype``); ``coefs_`` and ``intercepts_`` are its weights as scikit-learn's
+lists of host arrays, which the user may edit or assign (``weights``).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..backends import BACKEND_NAMES
 from . import network
-from .data import check_X, is_device_array, sample_weights, to_device
+from .data import NON_FINITE, check_X, input_dtype, is_device_array, sample_weights, to_device
 from .lbfgs import fit_lbfgs
 from .stochastic import fit_stochastic
+from .weights import absorb, check_given, publish
 
 PARAMETER_CONSTRAINTS: dict[str, list[Any]] = {
     "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
@@ -50,7 +52,7 @@ PARAMETER_CONSTRAINTS: dict[str, list[Any]] = {
     "early_stopping_metric": [StrOptions({"score", "loss"})],
     "callbacks": [list, tuple, None],
     "backend": [StrOptions(set(BACKEND_NAMES)), None, object],
-    "dtype": [StrOptions({"float32", "float64"})],
+    "dtype": [StrOptions({"float32", "float64"}), None],
 }
 
 
@@ -69,7 +71,7 @@ class BaseMLP(BaseEstimator):
                  validation_fraction: float = 0.1, beta_1: float = 0.9, beta_2: float = 0.999,
                  epsilon: float = 1e-8, n_iter_no_change: Any = 10, max_fun: int = 15000,
                  early_stopping_metric: str = "score", callbacks: Any = None,
-                 backend: Any = None, dtype: str = "float32") -> None:
+                 backend: Any = None, dtype: str | None = None) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -99,18 +101,6 @@ class BaseMLP(BaseEstimator):
         self.dtype = dtype
 
     # ------------------------------------------------------------------ fitted attributes
-    @property
-    def coefs_(self) -> list[numpy.ndarray]:
-        """W of each layer, (n_in, n_out), host copies."""
-        check_is_fitted(self, "mlp_")
-        return [W.T.copy() for W, _ in self.mlp_.get_weights()]
-
-    @property
-    def intercepts_(self) -> list[numpy.ndarray]:
-        """b of each layer, (n_out,), host copies."""
-        check_is_fitted(self, "mlp_")
-        return [b for _, b in self.mlp_.get_weights()]
-
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "mlp_")
 
@@ -125,60 +115,74 @@ class BaseMLP(BaseEstimator):
         hidden = list(hidden) if hasattr(hidden, "__iter__") else [hidden]
         if any(h <= 0 for h in hidden):
             raise ValueError(f"hidden_layer_sizes must be > 0, got {hidden}.")
-        first_pass = not hasattr(self, "mlp_") or (not self.warm_start and not incremental)
+        # as scikit-learn: a new network unless warm-starting or partial_fit; where there is
+        # none yet, coefs_ and intercepts_ the user set are the one to train on
+        fresh = not self.warm_start and not incremental
+        given = (not fresh and not hasattr(self, "mlp_")
+                 and ("coefs_" in self.__dict__ or "intercepts_" in self.__dict__))
+        first_pass = fresh or not hasattr(self, "mlp_")
+        dtype = self.dtype if self.dtype is not None else input_dtype(X)
         X, Y, stratify = self._validate_input(X, y, incremental, reset=first_pass)
         sw = self._weights(sample_weight, X, y, incremental)
         self.n_outputs_ = int(Y.shape[1])
         layer_units = [int(X.shape[1]), *map(int, hidden), self.n_outputs_]
         self._random_state = check_random_state(self.random_state)
         if first_pass:
-            self._initialize(layer_units)
+            self._initialize(layer_units, dtype, check_given(self, layer_units) if given
+                             else None)
         elif list(self.mlp_.layer_sizes) != layer_units:
             raise ValueError(f"the fitted network has layers {self.mlp_.layer_sizes}; this data "
                              f"needs {layer_units} (fit anew with warm_start=False)")
         model = self.mlp_
         with model.backend.activate():
-            X_dev, Y_dev = to_device(model, X), to_device(model, Y, "y")
-            if self.solver == "lbfgs":
-                fit_lbfgs(self, X_dev, Y_dev, sw)
-            else:
-                fit_stochastic(self, X_dev, Y_dev, sw, incremental, stratify)
+            if not first_pass:
+                absorb(self)
+            try:
+                X_dev, Y_dev = to_device(model, X), to_device(model, Y, "y")
+                if self.solver == "lbfgs":
+                    fit_lbfgs(self, X_dev, Y_dev, sw)
+                else:
+                    fit_stochastic(self, X_dev, Y_dev, sw, incremental, stratify)
+            finally:
+                publish(self)
             finite = bool(model.backend.xp.isfinite(model.params).all())
         if not finite:
-            raise ValueError("Solver produced non-finite parameter weights. The input data may "
-                             "contain large values and need to be preprocessed.")
+            raise ValueError(NON_FINITE)
         return self
 
     def _weights(self, sample_weight: Any, X: Any, y: Any, incremental: bool,
                  ) -> numpy.ndarray | None:
         return sample_weights(sample_weight, X)
 
-    def _initialize(self, layer_units: list[int]) -> None:
-        """A new network (scikit-learn's initialization) and empty curves."""
-        self.n_iter_ = 0
-        self.t_ = 0
+    def _initialize(self, layer_units: list[int], dtype: str,
+                    given: list[tuple[Any, Any]] | None = None) -> None:
+        """A new network in ``dtype`` (scikit-learn's initialization, or the ``given``
+        weights: then the counters and curves the user set are kept) and empty curves."""
+        fresh: dict[str, Any] = {"n_iter_": 0, "t_": 0}
+        if self.solver != "lbfgs":
+            fresh.update(loss_curve_=[], _no_improvement_count=0)
+            if self.early_stopping:
+                fresh.update(validation_scores_=[], validation_loss_curve_=[],
+                             best_validation_score_=-numpy.inf,
+                             best_validation_loss_=numpy.inf, best_loss_=None)
+            else:
+                fresh.update(best_loss_=numpy.inf, validation_scores_=None,
+                             validation_loss_curve_=None, best_validation_score_=None,
+                             best_validation_loss_=None)
+        for name, value in fresh.items():
+            if given is None or name not in self.__dict__:
+                setattr(self, name, value)
         self.n_layers_ = len(layer_units)
         self.out_activation_ = self._out_activation()
-        self.mlp_ = network.build(self, layer_units, self.out_activation_, self._random_state)
+        if given is None:
+            for name in ("coefs_", "intercepts_"):
+                self.__dict__.pop(name, None)
+        self.mlp_ = network.build(self, layer_units, self.out_activation_, self._random_state,
+                                  dtype, given)
         for name in ("_learning_rate", "_best_params"):
             self.__dict__.pop(name, None)
         self._best_params = None
-        if self.solver == "lbfgs":
-            return
-        self.loss_curve_: list[float] = []
-        self._no_improvement_count = 0
-        if self.early_stopping:
-            self.validation_scores_: list[float] | None = []
-            self.validation_loss_curve_: list[float] | None = []
-            self.best_validation_score_: float | None = -numpy.inf
-            self.best_validation_loss_: float | None = numpy.inf
-            self.best_loss_: float | None = None
-        else:
-            self.best_loss_ = numpy.inf
-            self.validation_scores_ = None
-            self.validation_loss_curve_ = None
-            self.best_validation_score_ = None
-            self.best_validation_loss_ = None
+        publish(self)
 
     # ------------------------------------------------------------------ prediction
     def _output(self, X: Any) -> Any:
@@ -187,16 +191,22 @@ class BaseMLP(BaseEstimator):
         X, _ = check_X(self, X, reset=False)
         model = self.mlp_
         with model.backend.activate():
+            absorb(self)
             A = model.output(to_device(model, X))
             return A if is_device_array(X) else model.backend.to_numpy(A)
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self) -> dict[str, Any]:
         """The fitted network as host arrays (``network.snapshot``), not device buffers."""
+        if "mlp_" in self.__dict__:
+            with self.mlp_.backend.activate():
+                absorb(self)  # edits of coefs_ and intercepts_ are in the snapshot
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
         state = dict(state)
         if "mlp_" in state:
             state["mlp_"] = network.snapshot(state["mlp_"])
+            state.pop("coefs_", None)  # views of the network's parameters: rebuilt from it
+            state.pop("intercepts_", None)
         state.pop("_best_params", None)
         return state
 
@@ -206,8 +216,11 @@ class BaseMLP(BaseEstimator):
             state["mlp_"] = network.restore(state["mlp_"])
         super().__setstate__(state)
         self._best_params = None
+        if "mlp_" in self.__dict__:
+            publish(self)
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
+        tags.input_tags.sparse = True
         return tags

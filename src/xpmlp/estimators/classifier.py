@@ -35,7 +35,8 @@ def _stochastic(est: Any) -> bool:
 class MLPClassifier(ClassifierMixin, BaseMLP):
     """Multi-layer perceptron classifier, scikit-learn's parameters and attributes, trained
     by xpmlp on ``backend`` ("numpy", "cuda", "auto"; default: XPMLP_BACKEND, else auto) in
-    ``dtype`` (float32 by default).
+    ``dtype`` ("float32", "float64"; None, the default: float64 for float64 input, as
+    scikit-learn, else float32). X may be dense or SciPy sparse (CSR, CSC).
 
     Beyond scikit-learn: ``class_weight``, ``early_stopping_metric`` ("score" or "loss"),
     ``callbacks`` (each ``cb(estimator, info)`` after every iteration; True stops),
@@ -58,7 +59,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
                  validation_fraction: float = 0.1, beta_1: float = 0.9, beta_2: float = 0.999,
                  epsilon: float = 1e-8, n_iter_no_change: Any = 10, max_fun: int = 15000,
                  early_stopping_metric: str = "score", class_weight: Any = None,
-                 callbacks: Any = None, backend: Any = None, dtype: str = "float32") -> None:
+                 callbacks: Any = None, backend: Any = None, dtype: str | None = None) -> None:
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
             learning_rate=learning_rate, learning_rate_init=learning_rate_init,
@@ -75,8 +76,9 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     # ------------------------------------------------------------------ targets
     def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool,
                         ) -> tuple[Any, Any, Any]:
-        """X checked, Y the label indicator matrix (host, the model's dtype), and the labels
-        to stratify an early-stopping split by (binary targets only, as scikit-learn)."""
+        """X checked, Y the label indicator matrix (host, float32: 0 and 1 in any dtype), and
+        the labels to stratify an early-stopping split by (binary targets only, as
+        scikit-learn)."""
         X, y = check_X(self, X, reset, to_host(y))
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
@@ -95,8 +97,10 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             elif len(numpy.setdiff1d(classes, self.classes_, assume_unique=True)):
                 raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has "
                                  f"{self.classes_}. 'y' has {classes}.")
-        Y = self._label_binarizer.transform(y).astype(self.dtype)
-        return X, Y, (y if Y.shape[1] == 1 else None)  # scikit-learn stratifies binary only
+        Y = self._label_binarizer.transform(y).astype(numpy.float32)  # 0 and 1: exact
+        # scikit-learn stratifies binary targets only, by the bool indicator (its messages
+        # name the classes 'False' and 'True')
+        return X, Y, (Y.astype(bool) if Y.shape[1] == 1 else None)
 
     def _weights(self, sample_weight: Any, X: Any, y: Any, incremental: bool,
                  ) -> numpy.ndarray | None:
@@ -116,8 +120,9 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     def _out_activation(self) -> str:
         return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
 
-    def _initialize(self, layer_units: list[int]) -> None:
-        super()._initialize(layer_units)
+    def _initialize(self, layer_units: list[int], dtype: str,
+                    given: list[tuple[Any, Any]] | None = None) -> None:
+        super()._initialize(layer_units, dtype, given)
         self._onnx_binary_proba = self.n_outputs_ == 1  # predict_proba is [1 - p, p]
 
     # ------------------------------------------------------------------ API

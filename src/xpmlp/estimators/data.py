@@ -2,7 +2,10 @@
 
 Host inputs go through scikit-learn's ``validate_data`` (its messages, feature names,
 n_features_in_). A CuPy X stays on the device: it is checked there (shape, finiteness,
-feature count) and never copied to the host.
+feature count) and never copied to the host. A SciPy sparse X (CSR or CSC; other formats
+are converted to CSR) stays sparse on the host: ``SparseRows`` densifies the rows of one
+batch or chunk at a time, on the host, and copies them to the backend, never the whole
+matrix.
 """
 
 from __future__ import annotations
@@ -11,6 +14,22 @@ from typing import Any
 
 import numpy
 from sklearn.utils.validation import _check_sample_weight, validate_data
+
+
+def input_dtype(X: Any) -> str:
+    """The dtype parameters follow where ``dtype`` is not given: "float64" for float64
+    input (a NumPy, SciPy sparse or CuPy array, or a pandas object whose columns are all
+    float64), else "float32" (xpmlp's default: float32 arrays, integers, lists)."""
+    dtype = getattr(X, "dtype", None)
+    if dtype is None and hasattr(X, "dtypes"):  # a pandas DataFrame
+        kinds = {str(d) for d in X.dtypes}
+        return "float64" if kinds == {"float64"} else "float32"
+    if dtype is None:  # a list, or another object without a dtype
+        return "float32"
+    try:
+        return "float64" if numpy.dtype(dtype) == numpy.float64 else "float32"
+    except TypeError:  # a dtype NumPy does not know (pandas' extension dtypes)
+        return "float32"
 
 
 def is_device_array(a: Any) -> bool:
@@ -40,11 +59,11 @@ def check_X(est: Any, X: Any, reset: bool, y: Any = NO_Y, **options: Any) -> tup
     checked against ``n_features_in_``). y (None is refused: fit needs it) is validated with
     a host X by ``validate_data``."""
     if not is_device_array(X):
+        options = {"dtype": (numpy.float64, numpy.float32), "accept_sparse": ["csr", "csc"],
+                   **options}
         if isinstance(y, str) and y == NO_Y:
-            return validate_data(est, X, reset=reset, dtype=(numpy.float64, numpy.float32),
-                                 **options), None
-        return validate_data(est, X, y, reset=reset, dtype=(numpy.float64, numpy.float32),
-                             multi_output=True, **options)
+            return validate_data(est, X, reset=reset, **options), None
+        return validate_data(est, X, y, reset=reset, multi_output=True, **options)
     if y is None:
         raise ValueError(f"{type(est).__name__} requires y to be passed, but the target y is "
                          "None.")
@@ -74,15 +93,64 @@ def check_X(est: Any, X: Any, reset: bool, y: Any = NO_Y, **options: Any) -> tup
     return X, y
 
 
+#: scikit-learn's message for weights that training made non-finite (its tests match it).
+NON_FINITE = ("Solver produced non-finite parameter weights. The input data may contain "
+              "large values and need to be preprocessed.")
+
+
 def to_device(model: Any, a: Any, name: str = "X") -> Any:
     """A validated array (``check_X``: finite) as a backend array in the model's dtype, which
-    must hold its values (none may overflow to inf in float32). One pass on the device: the
-    model's own ``to_device`` would check everything ``validate_data`` just checked again."""
-    dev = model.backend.asarray(a, dtype=model.dtype)
-    if not bool(model.backend.xp.isfinite(dev).all()):
-        raise ValueError(f"{name} holds values beyond the range of the model's dtype "
-                         f"{model.dtype.name}; rescale the data or use dtype='float64'")
-    return dev
+    must hold its values (none may overflow to inf in float32): a dense array is copied to
+    the backend (one pass on the device: the model's own ``to_device`` would check
+    everything ``validate_data`` just checked again); a sparse one becomes ``SparseRows``."""
+    if is_sparse(a):
+        rows = SparseRows(model.backend, a, model.dtype)
+        finite = bool(numpy.isfinite(rows.matrix.data).all())
+    else:
+        rows = model.backend.asarray(a, dtype=model.dtype)
+        finite = bool(model.backend.xp.isfinite(rows).all())
+    if not finite:
+        # scikit-learn's message first: its float64 fit of such data fails with it
+        raise ValueError(f"{NON_FINITE} {name} holds values beyond the range of the model's "
+                         f"dtype {model.dtype.name}; rescale the data or use dtype='float64'")
+    return rows
+
+
+def is_sparse(a: Any) -> bool:
+    """A SciPy sparse matrix or array (checked without importing SciPy)."""
+    return type(a).__module__.split(".", 1)[0] == "scipy" and hasattr(a, "tocsr")
+
+
+class SparseRows:
+    """A host sparse X (CSR, in the model's dtype) that hands out dense backend arrays of
+    some of its rows: the one place where sparse input is densified (on the host, then
+    copied to the backend: a CuPy array on the CUDA backend).
+
+    ``X[a:b]`` (the chunks of prediction, evaluation and lbfgs), ``rows(idx)`` (a shuffled
+    mini-batch, host indices), ``subset(idx)`` (the early-stopping split, still sparse)."""
+
+    def __init__(self, backend: Any, matrix: Any, dtype: Any) -> None:
+        self.backend = backend
+        self.matrix = matrix.tocsr().astype(dtype, copy=False)
+        self.dtype = self.matrix.dtype
+        self.shape = self.matrix.shape
+
+    def _dense(self, part: Any) -> Any:
+        return self.backend.asarray(part.toarray(), dtype=self.dtype)
+
+    def __getitem__(self, rows: slice) -> Any:
+        if not isinstance(rows, slice):
+            raise TypeError(f"SparseRows takes a slice of rows; got {type(rows).__name__} "
+                            "(rows() for indices)")
+        return self._dense(self.matrix[rows])
+
+    def rows(self, idx: numpy.ndarray) -> Any:
+        """The rows idx (host indices), dense, on the backend."""
+        return self._dense(self.matrix[idx])
+
+    def subset(self, idx: numpy.ndarray) -> SparseRows:
+        """The rows idx (host indices), still sparse."""
+        return SparseRows(self.backend, self.matrix[idx], self.dtype)
 
 
 def sample_weights(sample_weight: Any, X: Any) -> numpy.ndarray | None:

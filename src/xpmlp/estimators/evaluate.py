@@ -3,7 +3,8 @@
     loss  = sum_i w_i l_i / sum_i w_i  (/ n_outputs for squared error, as scikit-learn)
             + 0.5 alpha ||W||^2 / sum_i w_i
     score = accuracy (subset accuracy for multilabel) or R^2 averaged over the outputs,
-            weighted by w as scikit-learn's accuracy_score and r2_score weight them.
+            weighted by w as scikit-learn's accuracy_score and r2_score weight them;
+            NaN where an output is not finite, as scikit-learn scores such a model.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def evaluate(model: MLP, X: Any, Y: Any, w: Any, alpha: float, softmax: bool,
         score = (w * hits).sum() / sw
     else:
         score = r2(A, Y, w)
+    score = xp.where(xp.isfinite(A).all(), score, xp.nan)  # as scikit-learn's scoring
     values = model.backend.to_numpy(xp.stack([xp.asarray(loss, dtype="float64"),
                                               xp.asarray(score, dtype="float64")]))
     return float(values[0]), float(values[1])

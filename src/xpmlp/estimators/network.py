@@ -52,21 +52,23 @@ def make_optimizer(est: Any) -> Optimizer:
 
 
 def build(est: Any, layer_units: list[int], out_activation: str, rng: numpy.random.RandomState,
-          ) -> MLP:
-    """A new MLP for ``est`` with scikit-learn's initialization: per layer, W (n_in, n_out)
-    then b drawn from U(-s, s), s = sqrt(k / (n_in + n_out)), k = 2 for logistic, else 6
-    (Glorot & Bengio), from ``rng`` in scikit-learn's order."""
+          dtype: str, weights: list[tuple[Any, Any]] | None = None) -> MLP:
+    """A new MLP for ``est`` in ``dtype`` with the given (W (n_out, n_in), b) per layer, or
+    scikit-learn's initialization: per layer, W (n_in, n_out) then b drawn from U(-s, s),
+    s = sqrt(k / (n_in + n_out)), k = 2 for logistic, else 6 (Glorot & Bengio), from ``rng``
+    in scikit-learn's order."""
     output, loss = OUTPUT_LOSS[out_activation]
     model = MLP(layer_units, activation=xpmlp_activation(est.activation),
                 output_activation=output, loss=loss, optimizer=make_optimizer(est),
-                dtype=est.dtype, backend=est.backend)
-    factor = 2.0 if est.activation in ("logistic", "sigmoid") else 6.0
-    weights = []
-    for fan_in, fan_out in zip(layer_units[:-1], layer_units[1:], strict=True):
-        bound = numpy.sqrt(factor / (fan_in + fan_out))
-        coef = rng.uniform(-bound, bound, (fan_in, fan_out))
-        intercept = rng.uniform(-bound, bound, fan_out)
-        weights.append((coef.T, intercept))
+                dtype=dtype, backend=est.backend)
+    if weights is None:
+        factor = 2.0 if est.activation in ("logistic", "sigmoid") else 6.0
+        weights = []
+        for fan_in, fan_out in zip(layer_units[:-1], layer_units[1:], strict=True):
+            bound = numpy.sqrt(factor / (fan_in + fan_out))
+            coef = rng.uniform(-bound, bound, (fan_in, fan_out))
+            intercept = rng.uniform(-bound, bound, fan_out)
+            weights.append((coef.T, intercept))
     model.set_weights(weights)
     return model
 

@@ -21,8 +21,9 @@ from .data import array_module, check_X, is_device_array, to_host
 
 class MLPRegressor(RegressorMixin, BaseMLP):
     """Multi-layer perceptron regressor, scikit-learn's parameters and attributes, trained
-    by xpmlp on ``backend`` in ``dtype`` (float32 by default). See ``MLPClassifier`` and
-    docs/estimators.md for what differs from scikit-learn and what is added."""
+    by xpmlp on ``backend`` in ``dtype`` (None: float64 for float64 input, else float32).
+    See ``MLPClassifier`` and docs/estimators.md for what differs from scikit-learn and what
+    is added."""
 
     _parameter_constraints = {
         **PARAMETER_CONSTRAINTS,
@@ -39,7 +40,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
                  validation_fraction: float = 0.1, beta_1: float = 0.9, beta_2: float = 0.999,
                  epsilon: float = 1e-8, n_iter_no_change: Any = 10, max_fun: int = 15000,
                  early_stopping_metric: str = "score", callbacks: Any = None,
-                 backend: Any = None, dtype: str = "float32") -> None:
+                 backend: Any = None, dtype: str | None = None) -> None:
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
             learning_rate=learning_rate, learning_rate_init=learning_rate_init,

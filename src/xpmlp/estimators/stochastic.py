@@ -12,7 +12,14 @@ L2 ``weight_decay``, set to alpha / s_b before each step, so the last, short bat
 own alpha / r_b. Per epoch (host, after it): loss_curve_, the learning-rate schedule
 (invscaling, adaptive: for adam too), tol and n_iter_no_change, early stopping on the
 validation score or loss, the callbacks. The epoch's order is drawn on the host from
-random_state, as scikit-learn draws it, and copied to the device once per epoch.
+random_state, as scikit-learn draws it, and copied to the device once per epoch (a sparse X
+stays on the host: each batch's rows are densified there and copied, ``SparseRows``).
+
+A loss that is not finite stops the training (the optimizer steps no more from that batch
+on: the weights are the last finite ones). Without early stopping that is an error, as in
+scikit-learn; with early stopping the iteration is recorded with a NaN validation score
+and loss (scikit-learn's diverged weights score NaN), the weights of the best validation
+score are kept, and a ConvergenceWarning says so.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
 from ..training import RunState
-from .data import batch_sums
+from .data import NON_FINITE, SparseRows, batch_sums
 from .evaluate import evaluate, l2_penalty
 from .network import make_optimizer
 
@@ -44,14 +51,26 @@ def fit_stochastic(est: Any, X: Any, Y: Any, sw: numpy.ndarray | None, increment
     n_all = X.shape[0]
     X_val = Y_val = sw_val = None
     if est.early_stopping:
-        train, val = train_test_split(numpy.arange(n_all), random_state=est._random_state,
-                                      test_size=est.validation_fraction, stratify=stratify)
+        try:
+            train, val = train_test_split(numpy.arange(n_all), random_state=est._random_state,
+                                          test_size=est.validation_fraction, stratify=stratify)
+        except ValueError as exc:
+            if stratify is None or "least populated class" not in str(exc):
+                raise
+            labels = est.classes_.tolist()
+            raise ValueError(  # scikit-learn's message names the indicator's values
+                f"{exc}. (The split is stratified as scikit-learn's, by the binary target's "
+                f"indicator: 'False' is the label {labels[0]!r} of y, 'True' the label "
+                f"{labels[1]!r}.)") from exc
         if val.shape[0] < 2:
             raise ValueError("The validation set is too small. Increase 'validation_fraction' "
                              "or the size of your dataset.")
         train_dev, val_dev = be.asarray(train), be.asarray(val)
-        X_val, Y_val = X[val_dev], Y[val_dev]
-        X, Y = X[train_dev], Y[train_dev]
+        if isinstance(X, SparseRows):
+            X_val, X = X.subset(val), X.subset(train)
+        else:
+            X_val, X = X[val_dev], X[train_dev]
+        Y_val, Y = Y[val_dev], Y[train_dev]
         if sw is not None:
             sw, sw_val = sw[train], be.asarray(sw[val], dtype=model.dtype)
     n = X.shape[0]
@@ -71,9 +90,10 @@ def fit_stochastic(est: Any, X: Any, Y: Any, sw: numpy.ndarray | None, increment
     per_output = 1.0 if model.is_classifier or model.loss == "poisson" else Y.shape[1]
     softmax = model.activations[-1] == "softmax"
     sample_idx = numpy.arange(n)
-    # unweighted batches go through the backend's fused step where it has one (numpy: one
-    # compiled call per batch, the bits of the per-op path below)
-    fused = be.fused_step(model) if sw_dev is None else None
+    sparse = isinstance(X, SparseRows)
+    # unweighted dense batches go through the backend's fused step where it has one (numpy:
+    # one compiled call per batch, the bits of the per-op path below)
+    fused = be.fused_step(model) if sw_dev is None and not sparse else None
     bar = _progress_bar(est)
     est.n_iter_ = 0 if not incremental else est.n_iter_
     try:
@@ -93,7 +113,10 @@ def fit_stochastic(est: Any, X: Any, Y: Any, sw: numpy.ndarray | None, increment
                     model.optimizer.weight_decay = est.alpha / sums[b]
                     fused(X, Y, idx, w, state.batch_rows[b], state.skip)
                     continue
-                be.gather_rows(X, idx, w.X)
+                if sparse:
+                    w.X[...] = X.rows(sample_idx[start:start + batch_size])
+                else:
+                    be.gather_rows(X, idx, w.X)
                 be.gather_rows(Y, idx, w.Y)
                 model.forward_pass(w)
                 l2[b] = l2_penalty(model)
@@ -103,11 +126,12 @@ def fit_stochastic(est: Any, X: Any, Y: Any, sw: numpy.ndarray | None, increment
                 model.apply_gradients(state.skip)
             stats = be.to_numpy(state.batch_stats[:, 0]).astype(numpy.float64)
             l2_host = be.to_numpy(l2).astype(numpy.float64)
-            if float(be.to_numpy(state.skip)[0]) != 0 or not numpy.isfinite(stats).all():
+            diverged = (float(be.to_numpy(state.skip)[0]) != 0
+                        or not numpy.isfinite(stats).all())
+            if diverged and not est.early_stopping:
                 raise ValueError(
-                    "Solver produced non-finite parameter weights. The input data may contain "
-                    "large values and need to be preprocessed. (Training stopped at iteration "
-                    f"{est.n_iter_ + 1}; the weights are the last finite ones.)"
+                    f"{NON_FINITE} (Training stopped at iteration {est.n_iter_ + 1}; the "
+                    "weights are the last finite ones.)"
                 )
             rows = numpy.minimum(batch_size, n - numpy.arange(0, n, batch_size))
             est.loss_ = float((stats / per_output + 0.5 * est.alpha * l2_host * rows / sums)
@@ -117,11 +141,24 @@ def fit_stochastic(est: Any, X: Any, Y: Any, sw: numpy.ndarray | None, increment
             est.loss_curve_.append(est.loss_)
             info: dict[str, Any] = {"n_iter": est.n_iter_, "loss": est.loss_}
             if est.early_stopping:
-                val_loss, val_score = evaluate(model, X_val, Y_val, sw_val, est.alpha, softmax)
+                val_loss, val_score = (evaluate(model, X_val, Y_val, sw_val, est.alpha, softmax)
+                                       if not diverged else (numpy.nan, numpy.nan))
                 est.validation_scores_.append(val_score)
                 est.validation_loss_curve_.append(val_loss)
                 info.update(validation_score=val_score, validation_loss=val_loss)
             _report(est, bar, info)
+            if diverged:
+                if est._best_params is None:  # no iteration scored: the weights fit began with
+                    est._best_params = state.last_finite
+                    kept = "the weights this fit started from (no iteration scored)"
+                else:
+                    kept = ("the weights of the best validation score "
+                            f"({est.best_validation_score_:g})")
+                warnings.warn(
+                    f"The training loss was not finite at iteration {est.n_iter_}: training "
+                    "stopped there (the learning rate may be too large, or the data need "
+                    f"scaling); the estimator keeps {kept}.", ConvergenceWarning, stacklevel=3)
+                break
             _update_no_improvement_count(est, model)
             if est.learning_rate == "invscaling":
                 est._learning_rate = est.learning_rate_init / (est.t_ + 1) ** est.power_t
@@ -190,8 +227,9 @@ def _trigger_stopping(est: Any) -> bool:
 
 
 def _progress_bar(est: Any) -> Any:
-    """A tqdm bar over the iterations when verbose >= 2."""
-    if not est.verbose or int(est.verbose) < 2:
+    """A tqdm bar over the iterations when verbose == 2 (other true values: scikit-learn's
+    lines)."""
+    if not est.verbose or int(est.verbose) != 2:
         return None
     from tqdm.auto import tqdm
 
