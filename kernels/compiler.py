@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dis
 import hashlib
+import inspect
 import marshal
 import re
 import types
@@ -50,17 +51,25 @@ _PACKAGE = __name__.split(".")[0]  # "xpmlp" when installed
 _FORMULA_MODULES: set[str] = set()
 
 
-def formula(fn: Callable[..., Any], what: str = "formula") -> types.FunctionType:
-    """``fn`` as a formula the targets compile: a plain Python function (a Numba
-    ``@njit`` function gives its Python function), whose module's plain functions the
-    targets then compile too (its helpers). ``TypeError`` for anything else; ``what``
-    names it in the message."""
+def formula(fn: Any, what: str = "formula", n_args: int | None = None) -> types.FunctionType:
+    """``fn`` as a formula the targets compile: a plain Python function of ``n_args``
+    positional scalars (a Numba ``@njit`` function gives its Python function), whose
+    module's plain functions the targets then compile too (its helpers). ``TypeError`` for
+    anything else, naming it ``what``."""
     fn = getattr(fn, "py_func", fn)  # an @njit dispatcher: its plain Python function
     if not isinstance(fn, types.FunctionType):
         raise TypeError(
             f"{what}={fn!r} is not valid; expected a plain Python function (def or lambda) "
             "of scalars, which xpmlp compiles with Numba for the CPU and the GPU"
         )
+    if n_args is not None:
+        try:
+            inspect.signature(fn).bind(*range(n_args))
+        except TypeError:
+            raise TypeError(
+                f"{what}={fn.__name__}{inspect.signature(fn)} is not valid; expected a "
+                f"function of {n_args} positional scalar argument{'s' * (n_args != 1)}"
+            ) from None
     if not _is_formula(fn):
         _FORMULA_MODULES.add(fn.__module__ or "")
     return fn

@@ -18,7 +18,6 @@ validation, CLI choices, ``xpmlp explain``, the tests and the README's table fol
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -220,14 +219,15 @@ def register_activation(
     ``replace``. Returns the registry entry.
     """
     from .init import INITIALIZERS
+    from .kernels.compiler import formula as declared
 
     if row is None:
-        forward = formula_function(forward, "forward", 1)
+        forward = declared(forward, "forward", 1)
     else:
-        row = formula_function(row, "row", 3)
+        row = declared(row, "row", 3)
         forward = None
     if derivative is not None:
-        derivative = formula_function(derivative, "derivative", 2)
+        derivative = declared(derivative, "derivative", 2)
     if init not in INITIALIZERS or init == "auto":
         raise ParameterError(f"init={init!r} is not valid; expected 'he' or 'xavier'")
     for key, flag in (("hidden", hidden), ("output", output)):
@@ -250,22 +250,6 @@ def register_activation(
         init=init,
     )
     return ACTIVATIONS.register(entry, replace=replace)
-
-
-def formula_function(fn: Any, what: str, n_args: int) -> Callable[..., Any]:
-    """``fn`` checked as a scalar formula of ``n_args`` positional arguments (``TypeError``
-    otherwise), declared to the kernels' compiler (``kernels.compiler.formula``)."""
-    from .kernels.compiler import formula
-
-    fn = formula(fn, what)
-    try:
-        inspect.signature(fn).bind(*range(n_args))
-    except TypeError:
-        raise TypeError(
-            f"{what}={fn.__name__} takes {inspect.signature(fn)}; expected a function of "
-            f"{n_args} scalar argument{'s' if n_args > 1 else ''}"
-        ) from None
-    return fn
 
 
 def _compiled_array(forward: Callable[..., Any], xp: Any, Z: Any) -> Any:
