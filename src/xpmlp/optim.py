@@ -638,7 +638,7 @@ def register_optimizer(
             Number().check("host(...)'s value", h)
         n_hyper = len(sample)
     update = declared(update, "update", 2 + len(state) + n_hyper)
-    cls = type(f"{name}_optimizer", (RuleOptimizer,), {
+    cls = type(name.title().replace("_", ""), (RuleOptimizer,), {
         "__doc__": f"The optimizer {name!r} (``register_optimizer``): {formula or update.__doc__}",
         "name": name, "rule": staticmethod(_rule_from_update(name, update, len(state), n_hyper)),
         "state_names": state, "default_learning_rate": float(learning_rate),

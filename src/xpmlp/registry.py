@@ -75,6 +75,9 @@ class Registry(Mapping[str, Entry], Generic[Entry]):
                 f"unknown {self.family} {name!r}; expected one of {', '.join(self._entries)}"
             ) from None
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)
 
