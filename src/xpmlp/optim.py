@@ -16,6 +16,10 @@ An optimizer is:
 - ``reference``, the same update in array code (the reference backend's);
 - one entry in ``OPTIMIZERS``.
 
+``register_optimizer`` makes all of that from a per-element scalar ``update(p, g, *state,
+*hyper)`` (an ``RuleOptimizer`` subclass; its reference is the same update compiled over
+arrays): a user's optimizer, or a new built-in one in one call here.
+
 Every optimizer also takes, on top of its rule (``Optimizer``; torch's order):
 
 - ``clip_grad_value`` v: each loss gradient clamped to [-v, v] (``clip_grad_value_``);
@@ -54,7 +58,8 @@ its float32 sqrt is not always correctly rounded (``tests/test_optimizers.py``).
 
 The model's keyword path (``MLP(..., optimizer="rmsprop", learning_rate=...)``)
 passes only the keywords the user gave; every other setting is the optimizer's own
-default. ``from_description`` rebuilds every setting.
+default, and a keyword the optimizer does not take raises (``make_optimizer``).
+``from_description`` rebuilds every setting.
 """
 
 from __future__ import annotations
