@@ -375,3 +375,35 @@ def test_every_builtin_entry_is_registered_the_way_a_users_is() -> None:
     assert ACTIVATIONS.builtins == set(ACTIVATIONS) and OPTIMIZERS.builtins == set(OPTIMIZERS)
     source = (ROOT / "src" / "xpmlp" / "activations.py").read_text(encoding="utf-8")
     assert source.count("\nregister_activation(") == len(ACTIVATIONS)
+
+
+def test_onnx_export_refuses_a_registered_activation_naming_it(registered) -> None:
+    from xpmlp.onnx_export import OnnxExportError
+
+    model = xpmlp.MLP([2, 3, 2], activation="softsign", backend="numpy")
+    with pytest.raises(OnnxExportError, match="activation 'softsign'.*no ONNX mapping"):
+        xpmlp.to_onnx(model)
+
+
+def test_a_formula_from_outside_is_compiled_with_the_constants_it_reads() -> None:
+    """Two functions of a user's module with the same bytecode, reading different module
+    constants: two kernels, named apart (Numba's disk cache keys on the name)."""
+    from xpmlp.kernels.compiler import formula
+    from xpmlp.kernels.cpu import CPU
+    from xpmlp.kernels.elements import activation_elements
+
+    def leaky(slope: float):
+        namespace = {"__name__": "a_users_formulas", "SLOPE": slope}
+        exec("def leaky(z):\n    return z if z > 0.0 else SLOPE * z\n", namespace)  # noqa: S102
+        return formula(namespace["leaky"], "forward", 1)
+
+    Z = np.array([-2.0, 3.0])
+    kernels = [CPU.kernel(activation_elements, "float64", activation=leaky(s))
+               for s in (0.1, 0.2)]
+    outputs = []
+    for kernel in kernels:
+        A = np.empty_like(Z)
+        kernel(Z, A)
+        outputs.append(A)
+    np.testing.assert_array_equal(outputs, [[-0.2, 3.0], [-0.4, 3.0]])
+    assert kernels[0].py_func.__qualname__ != kernels[1].py_func.__qualname__
