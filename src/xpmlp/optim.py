@@ -621,6 +621,12 @@ def register_optimizer(
     state = tuple(state) if not isinstance(state, str) else (state,)
     initial = dict(initial_state or {})
     HYPERPARAMETERS["learning_rate"].check("learning_rate", learning_rate)
+    if "learning_rate" in defaults:
+        raise ParameterError(
+            "hyperparameters names 'learning_rate'; the default learning rate is its own "
+            f"argument: register_optimizer({name!r}, ..., learning_rate="
+            f"{defaults['learning_rate']!r}), and update receives lr first after the state"
+        )
     for key in (*defaults, *state):
         if not (isinstance(key, str) and key.isidentifier()) or key in _RESERVED:
             raise ParameterError(
