@@ -557,7 +557,7 @@ class RuleOptimizer(Optimizer):
         values = {k: getattr(self, k) for k in self.defaults}
         if self.host is None:
             return (lr, *values.values())
-        return tuple(float(h) for h in type(self).host(step, lr, **values))
+        return tuple(float(h) for h in self.host(step, lr, **values))
 
     def reference(self, xp: Any, p: Any, g: Any, state: Any, hyper: tuple[Any, ...]) -> Any:
         """The same scalar rule compiled over the arrays (``kernels.elements``)."""
