@@ -7,7 +7,8 @@ same dtype-typed constants as the fused kernels) into a loop over every element.
 reference backend thus computes such an entry with the very formula the kernels compile,
 one operation per call, as it does with the hand-written array formulas of the built-ins.
 
-The templates take flat C-contiguous arrays; ``apply`` flattens and copies back. Arrays of
+The templates take flat C-contiguous arrays; ``activation_array``, ``derivative_array``
+and ``rule_array`` flatten the caller's arrays and give back new ones. Arrays of
 another module (CuPy, for the reference backend on a GPU) make a round trip through host
 memory: the CUDA backend itself never gets here, its kernels bind the scalar formulas.
 """
