@@ -337,6 +337,25 @@ def test_a_registered_optimizer_takes_its_own_settings_only(registered) -> None:
                       backend="numpy").value)
 
 
+def test_a_registered_optimizer_pickles_and_copies_by_name(registered) -> None:
+    import copy
+
+    model = trained(NumpyBackend(), epochs=1)
+    opt = model.optimizer
+    for twin in (pickle.loads(pickle.dumps(opt)), copy.deepcopy(opt)):
+        assert type(twin) is registered[1] and twin.describe() == opt.describe()
+        assert twin.t == opt.t == 3
+        np.testing.assert_array_equal(twin.state, opt.state)
+    pickled = pickle.dumps(registered[1](0.02))
+    OPTIMIZERS.unregister("lion")
+    try:
+        with pytest.raises(ParameterError, match=r"xpmlp.register_optimizer\('lion', ...\)"):
+            pickle.loads(pickled)
+    finally:
+        xpmlp.register_optimizer("lion", lion, learning_rate=1e-3, state=("m",),
+                                 hyperparameters={"beta1": 0.9, "beta2": 0.99})
+
+
 def test_a_registered_activation_is_refused_where_the_registry_says(registered) -> None:
     output_only = xpmlp.register_activation("softsign_out", softsign, softsign_derivative,
                                             hidden=False)

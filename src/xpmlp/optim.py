@@ -575,6 +575,23 @@ class RuleOptimizer(Optimizer):
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), **{k: getattr(self, k) for k in self.defaults}}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled by name, with its attributes (``register_optimizer`` made the class, so
+        unpickling needs the name registered, as loading a saved model does)."""
+        return (_registered_blank, (self.name,), self.__dict__.copy())
+
+
+def _registered_blank(name: str) -> RuleOptimizer:
+    """A blank instance of the class registered as ``name`` (for unpickling)."""
+    if name not in OPTIMIZERS:
+        raise ParameterError(
+            f"the pickled optimizer {name!r} is not registered in this process; register it "
+            f"first, with xpmlp.register_optimizer({name!r}, ...) as where it was pickled"
+        )
+    entry = OPTIMIZERS[name]
+    cls = type(entry.make(entry.default_learning_rate))
+    return cls.__new__(cls)
+
 
 #: names a registered optimizer's hyperparameters cannot take (the Optimizer's own).
 _RESERVED = frozenset({*dir(RuleOptimizer), "learning_rate", "weight_decay", "t", "state",
