@@ -22,19 +22,24 @@ A ``Target`` turns such a function into compiled code:
 A function's callees are compiled the same way, recursively: any global that is
 a plain function of xpmlp (or a bound placeholder) is replaced, in a copy of the
 function's globals, by its compiled version for the same target, dtype and
-bindings.
+bindings. A formula defined outside xpmlp (``xpmlp.register_activation``,
+``xpmlp.register_optimizer``) is declared with ``formula(fn)``: the plain functions
+of its module (its helpers) are then compiled the same way.
 
 Numba's on-disk cache (``cache=True``) keys a kernel on its own source file and
 name. The name of each compiled kernel therefore carries a fingerprint of the
-bytecode of every function it reaches: editing a formula in any file compiles
-the kernels that use it afresh instead of loading stale ones.
+bytecode of every function it reaches and of the constants it reads from their
+globals and closures: editing a formula (or a module-level constant it reads) in
+any file compiles the kernels that use it afresh instead of loading stale ones.
 """
 
 from __future__ import annotations
 
 import dis
 import hashlib
+import inspect
 import marshal
+import re
 import types
 from collections.abc import Callable
 from typing import Any
@@ -42,6 +47,32 @@ from typing import Any
 import numpy
 
 _PACKAGE = __name__.split(".")[0]  # "xpmlp" when installed
+#: modules outside xpmlp that hold formulas (``formula``): their plain functions are compiled.
+_FORMULA_MODULES: set[str] = set()
+
+
+def formula(fn: Any, what: str = "formula", n_args: int | None = None) -> types.FunctionType:
+    """``fn`` as a formula the targets compile: a plain Python function of ``n_args``
+    positional scalars (a Numba ``@njit`` function gives its Python function), whose
+    module's plain functions the targets then compile too (its helpers). ``TypeError`` for
+    anything else, naming it ``what``."""
+    fn = getattr(fn, "py_func", fn)  # an @njit dispatcher: its plain Python function
+    if not isinstance(fn, types.FunctionType):
+        raise TypeError(
+            f"{what}={fn!r} is not valid; expected a plain Python function (def or lambda) "
+            "of scalars, which xpmlp compiles with Numba for the CPU and the GPU"
+        )
+    if n_args is not None:
+        try:
+            inspect.signature(fn).bind(*range(n_args))
+        except TypeError:
+            raise TypeError(
+                f"{what}={fn.__name__}{inspect.signature(fn)} is not valid; expected a "
+                f"function of {n_args} positional scalar argument{'s' * (n_args != 1)}"
+            ) from None
+    if not _is_formula(fn):
+        _FORMULA_MODULES.add(fn.__module__ or "")
+    return fn
 
 
 def placeholder(name: str, contract: str) -> Callable[..., Any]:
@@ -70,7 +101,8 @@ def _is_formula(value: Any) -> bool:
     if not isinstance(value, types.FunctionType):
         return False
     module = value.__module__ or ""
-    return module.split(".")[0] in (_PACKAGE, "xpmlp") or module.split(".")[-1].startswith("test")
+    return (module.split(".")[0] in (_PACKAGE, "xpmlp")
+            or module.split(".")[-1].startswith("test") or module in _FORMULA_MODULES)
 
 
 def _typed_constant(value: Any, dtype: numpy.dtype) -> Any:
@@ -120,7 +152,7 @@ class Target:
                     self._prepare()
                 self._prepared = True
             clone, codes = self._clone(template, dtype, bindings)
-            labels = "_".join(f.__name__ for _, f in sorted(bindings.items()))
+            labels = re.sub(r"\W", "_", "_".join(f.__name__ for _, f in sorted(bindings.items())))
             fingerprint = hashlib.sha256(b"".join(sorted(codes))).hexdigest()[:12]
             clone.__qualname__ = "__".join(
                 p for p in (template.__name__, labels, dtype.name, fingerprint) if p
@@ -152,6 +184,8 @@ class Target:
         code = code.replace(co_consts=tuple(_typed_constant(c, dtype) for c in code.co_consts))
         namespace = dict(fn.__globals__)
         codes = {marshal.dumps(fn.__code__)}
+        for cell in fn.__closure__ or ():
+            codes.add(repr(cell.cell_contents).encode())
         for name in _global_names(code):
             if name not in namespace:
                 continue
@@ -169,6 +203,8 @@ class Target:
                 codes |= callee_codes
             else:
                 namespace[name] = _typed_constant(value, dtype)
+                if isinstance(value, (bool, int, float, complex, str, tuple)):
+                    codes.add(f"{name}={value!r}".encode())  # a constant the code reads
         clone = types.FunctionType(code, namespace, fn.__name__, fn.__defaults__, fn.__closure__)
         clone.__qualname__ = fn.__qualname__
         clone.__module__ = fn.__module__

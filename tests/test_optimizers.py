@@ -429,3 +429,67 @@ def test_bad_hyperparameters_are_refused_naming_them(make: Callable[[], Any],
 
 def test_new_hyperparameters_are_validated_names() -> None:
     assert {"alpha", "centered", "lr_decay", "initial_accumulator_value"} <= set(HYPERPARAMETERS)
+
+
+# ---------------------------------------------------------------------- conflicting settings
+@pytest.mark.parametrize(("optimizer", "keywords"), [
+    (Adam(1e-3), {"learning_rate": 0.5}),
+    (SGD(0.1, momentum=0.9), {"momentum": 0.5}),
+    (RMSprop(), {"weight_decay": 0.0}),  # given is given, even at the default
+    (Adagrad(), {"l1": 0.1, "clip_grad_norm": 1.0}),
+    (Adam(), {"beta1": 0.8, "beta2": 0.9, "eps": 1e-6, "clip_grad_value": 2.0}),
+], ids=lambda v: "+".join(v) if isinstance(v, dict) else type(v).__name__)
+def test_model_keywords_with_an_optimizer_object_raise_naming_both(optimizer, keywords) -> None:
+    with pytest.raises(ParameterError) as info:
+        xpmlp.MLP([2, 3, 2], optimizer=optimizer, backend="numpy", **keywords)
+    message = str(info.value)
+    settings = ", ".join(f"{k}={v!r}" for k, v in keywords.items())
+    assert message.startswith(f"{settings} conflict")
+    assert f"optimizer={optimizer!r}" in message
+    assert f"pass optimizer={optimizer.name!r} with {settings}" in message
+
+
+def test_the_conflict_message_reads_as_the_issue_asks() -> None:
+    with pytest.raises(ParameterError) as info:
+        xpmlp.MLP([2, 3, 2], optimizer=Adam(1e-3), learning_rate=0.5, backend="numpy")
+    assert str(info.value) == (
+        "learning_rate=0.5 conflicts with optimizer=Adam(learning_rate=0.001, weight_decay=0.0, "
+        "beta1=0.9, beta2=0.999, eps=1e-08): an optimizer object carries its own settings. Set "
+        "it on the object (Adam(learning_rate=0.5, ...)), or pass optimizer='adam' with "
+        "learning_rate=0.5")
+
+
+@pytest.mark.parametrize(("name", "keyword", "applies_to"), [
+    ("adam", "momentum", "'momentum', 'nesterov', 'rmsprop'"),
+    ("sgd", "momentum", "'momentum', 'nesterov', 'rmsprop'"),
+    ("momentum", "beta1", "'adam'"),
+    ("rmsprop", "beta2", "'adam'"),
+    ("adagrad", "momentum", "'momentum', 'nesterov', 'rmsprop'"),
+    ("nesterov", "eps", "'adam', 'rmsprop', 'adagrad'"),
+])
+def test_a_keyword_the_named_optimizer_does_not_take_raises(name, keyword, applies_to) -> None:
+    with pytest.raises(ParameterError) as info:
+        xpmlp.MLP([2, 3, 2], optimizer=name, backend="numpy", **{keyword: 0.5})
+    message = str(info.value)
+    assert message.startswith(f"{keyword}=0.5 does not apply to optimizer={name!r}, which takes "
+                              "learning_rate, ")
+    assert f"({keyword} applies to {applies_to})" in message
+    with pytest.raises(ParameterError, match=f"{keyword}=0.5 does not apply"):
+        make_optimizer(name, **{keyword: 0.5})
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_every_keyword_an_optimizer_takes_reaches_it(name) -> None:
+    """The model keywords each optimizer takes (its entry's ``keywords``) all arrive: none is
+    dropped on the way."""
+    model_keywords = ("momentum", "beta1", "beta2", "eps", "weight_decay", "l1",
+                      "clip_grad_norm", "clip_grad_value")
+    values = {"momentum": 0.5, "beta1": 0.5, "beta2": 0.5, "eps": 0.5, "weight_decay": 0.5,
+              "l1": 0.5, "clip_grad_norm": 0.5, "clip_grad_value": 0.5}
+    taken = [k for k in model_keywords if k in OPTIMIZERS[name].keywords]
+    model = xpmlp.MLP([2, 3, 2], optimizer=name, learning_rate=0.5, backend="numpy",
+                      **{k: values[k] for k in taken})
+    assert model.optimizer.name == name
+    description = model.optimizer.describe()
+    assert description["learning_rate"] == 0.5
+    assert all(description[k] == 0.5 for k in taken), description

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from . import optim, training
 from ._version import __version__
+from .activations import register_activation
 from .backends import BACKEND_NAMES, Backend, get_backend, use_backend
 from .errors import (
     BackendUnavailableError,
@@ -24,7 +25,7 @@ from .errors import (
 )
 from .model import MLP
 from .onnx_export import to_onnx
-from .optim import SGD, Adagrad, Adam, Optimizer, RMSprop
+from .optim import SGD, Adagrad, Adam, Optimizer, RMSprop, register_optimizer
 from .perceptron import Perceptron
 from .serialize import load_model, save_model
 
@@ -71,6 +72,8 @@ __all__ = [
     "get_backend",
     "load_model",
     "optim",
+    "register_activation",
+    "register_optimizer",
     "save_model",
     "to_onnx",
     "training",

@@ -9,18 +9,21 @@ An entry holds the activation's formulas twice, in the two forms xpmlp needs:
 
 and what the rest of the library asks about it: whether backpropagation can go
 through it, where it may be used (hidden and/or output layers), its default
-initializer. A new activation is its formulas and one ``Activation(...)`` in
-``ACTIVATIONS``; the kernels, validation, CLI choices, ``xpmlp explain``, the
-tests and the README's table follow.
+initializer. A new activation is its formulas and one ``register_activation(...)``
+call, here for the built-ins as in a user's script (there, the array formulas may be
+left out: they are then the scalar ones compiled over arrays); the kernels,
+validation, CLI choices, ``xpmlp explain``, the tests and the README's table follow.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import ParameterError
 from .registry import Registry
 
 LEAKY_SLOPE = 0.01  # leaky_relu's slope for z < 0 (PyTorch's default)
@@ -179,54 +182,134 @@ def _cast(Z: Any, value: float) -> Any:
     return Z.dtype.type(value)
 
 
-ACTIVATIONS: Registry[Activation] = Registry("activation", [
-    Activation(
-        "identity", "z", "1",
-        lambda xp, Z: Z.copy(), lambda xp, Z, A: xp.ones_like(Z),
-        identity, identity_derivative,
-    ),
-    Activation(
-        "sigmoid", "1 / (1 + exp(-z))", "a (1 - a)",
-        _sigmoid_array, lambda xp, Z, A: A * (1.0 - A),
-        sigmoid, sigmoid_derivative,
-    ),
-    Activation(
-        "tanh", "tanh z", "1 - a^2",
-        lambda xp, Z: xp.tanh(Z), lambda xp, Z, A: 1.0 - A * A,
-        tanh, tanh_derivative,
-    ),
-    Activation(
-        "relu", "max(z, 0)", "1 if z > 0 else 0",
-        lambda xp, Z: xp.maximum(Z, _cast(Z, 0.0)),
-        lambda xp, Z, A: (Z > 0).astype(Z.dtype),
-        relu, relu_derivative, init="he",
-    ),
-    Activation(
-        "leaky_relu", f"z if z > 0 else {LEAKY_SLOPE} z", f"1 if z > 0 else {LEAKY_SLOPE}",
-        lambda xp, Z: xp.where(Z > 0, Z, _cast(Z, LEAKY_SLOPE) * Z),
-        lambda xp, Z, A: xp.where(Z > 0, _cast(Z, 1.0), _cast(Z, LEAKY_SLOPE)),
-        leaky_relu, leaky_relu_derivative, init="he",
-    ),
-    Activation(
-        "gelu", "z Phi(z) = z erfc(-z / sqrt 2) / 2", "Phi(z) + z phi(z)",
-        _gelu_array, _gelu_derivative_array,
-        gelu, gelu_derivative, init="he",
-    ),
-    Activation(
-        "exp", "exp z", "a",
-        lambda xp, Z: xp.exp(Z), lambda xp, Z, A: A.copy(),
-        exp, exp_derivative, hidden=False,
-    ),
-    Activation(
-        "softmax", "exp(z_k) / sum_j exp(z_j)", "(with cross_entropy: delta = a - y)",
-        _softmax_array, None, row=softmax_row, hidden=False,
-    ),
-    Activation(
-        "hardlimit", "1 if z >= 0 else 0", "0 almost everywhere: not trainable",
-        lambda xp, Z: (Z >= 0).astype(Z.dtype), None,
-        hardlimit, None,
-    ),
-])
+ACTIVATIONS: Registry[Activation] = Registry("activation")
+
+
+def register_activation(
+    name: str,
+    forward: Callable[..., Any] | None,
+    derivative: Callable[..., Any] | None,
+    *,
+    hidden: bool = True,
+    output: bool = True,
+    init: str = "xavier",
+    formula: str | None = None,
+    derivative_formula: str | None = None,
+    array: Callable[[Any, Any], Any] | None = None,
+    array_derivative: Callable[[Any, Any, Any], Any] | None = None,
+    row: Callable[..., Any] | None = None,
+    replace: bool = False,
+) -> Activation:
+    """Register the activation a = f(z) under ``name``; then ``MLP(..., activation=name)``.
+
+    ``forward(z) -> a`` and ``derivative(z, a) -> f'(z)`` (given z and a = f(z)) are plain
+    Python functions of scalars, compiled by Numba into the fused CPU and CUDA kernels for
+    each dtype (float literals become the dtype's: write ``1.0``, not ``1``).
+    ``derivative=None``: forward only (backpropagation refuses to go through it).
+    ``hidden``/``output``: where it may be used (as an output layer, it pairs with the
+    squared-error losses); ``init``: the initializer ``init="auto"`` picks before it,
+    ``"xavier"`` or ``"he"``; ``formula``/``derivative_formula``: text for the docs.
+
+    The reference backend's array formulas ``array(xp, Z)`` and ``array_derivative(xp, Z,
+    A)`` default to the scalar ones compiled over the arrays (``xpmlp.kernels.elements``):
+    the same formula on every path. The built-ins pass hand-written ones. ``row(Z, A, i)``
+    (softmax) instead of ``forward``: a row activation, with its ``array``.
+
+    A built-in name raises ``ParameterError``; a name registered before does too, unless
+    ``replace``. Returns the registry entry.
+    """
+    from .init import INITIALIZERS
+    from .kernels.compiler import formula as declared
+
+    if row is None:
+        forward = declared(forward, "forward", 1)
+    else:
+        row = declared(row, "row", 3)
+        forward = None
+    if derivative is not None:
+        derivative = declared(derivative, "derivative", 2)
+    if init not in INITIALIZERS or init == "auto":
+        raise ParameterError(f"init={init!r} is not valid; expected 'he' or 'xavier'")
+    for key, flag in (("hidden", hidden), ("output", output)):
+        if not isinstance(flag, bool):
+            raise ParameterError(f"{key}={flag!r} is not valid; expected True or False")
+    if not (hidden or output):
+        raise ParameterError("hidden=False and output=False: the activation could be used "
+                             "nowhere; expected at least one of them True")
+    if array is None:
+        if forward is None:
+            raise ParameterError(f"the row activation {name!r} needs its array formula: "
+                                 "array=(xp, Z) -> A")
+        array = functools.partial(_compiled_array, forward)
+    if array_derivative is None and derivative is not None:
+        array_derivative = functools.partial(_compiled_array_derivative, derivative)
+    entry = Activation(
+        name, formula or f"{name}(z)",
+        derivative_formula or (f"{name}'(z)" if derivative is not None else "none: forward only"),
+        array, array_derivative, forward, derivative, row=row, hidden=hidden, output=output,
+        init=init,
+    )
+    return ACTIVATIONS.register(entry, replace=replace)
+
+
+def _compiled_array(forward: Callable[..., Any], xp: Any, Z: Any) -> Any:
+    from .kernels.elements import activation_array
+
+    return activation_array(xp, forward, Z)
+
+
+def _compiled_array_derivative(derivative: Callable[..., Any], xp: Any, Z: Any, A: Any) -> Any:
+    from .kernels.elements import derivative_array
+
+    return derivative_array(xp, derivative, Z, A)
+
+
+# ---------------------------------------------------------------------- the built-ins
+register_activation(
+    "identity", identity, identity_derivative, formula="z", derivative_formula="1",
+    array=lambda xp, Z: Z.copy(), array_derivative=lambda xp, Z, A: xp.ones_like(Z),
+)
+register_activation(
+    "sigmoid", sigmoid, sigmoid_derivative,
+    formula="1 / (1 + exp(-z))", derivative_formula="a (1 - a)",
+    array=_sigmoid_array, array_derivative=lambda xp, Z, A: A * (1.0 - A),
+)
+register_activation(
+    "tanh", tanh, tanh_derivative, formula="tanh z", derivative_formula="1 - a^2",
+    array=lambda xp, Z: xp.tanh(Z), array_derivative=lambda xp, Z, A: 1.0 - A * A,
+)
+register_activation(
+    "relu", relu, relu_derivative, init="he",
+    formula="max(z, 0)", derivative_formula="1 if z > 0 else 0",
+    array=lambda xp, Z: xp.maximum(Z, _cast(Z, 0.0)),
+    array_derivative=lambda xp, Z, A: (Z > 0).astype(Z.dtype),
+)
+register_activation(
+    "leaky_relu", leaky_relu, leaky_relu_derivative, init="he",
+    formula=f"z if z > 0 else {LEAKY_SLOPE} z", derivative_formula=f"1 if z > 0 else {LEAKY_SLOPE}",
+    array=lambda xp, Z: xp.where(Z > 0, Z, _cast(Z, LEAKY_SLOPE) * Z),
+    array_derivative=lambda xp, Z, A: xp.where(Z > 0, _cast(Z, 1.0), _cast(Z, LEAKY_SLOPE)),
+)
+register_activation(
+    "gelu", gelu, gelu_derivative, init="he",
+    formula="z Phi(z) = z erfc(-z / sqrt 2) / 2", derivative_formula="Phi(z) + z phi(z)",
+    array=_gelu_array, array_derivative=_gelu_derivative_array,
+)
+register_activation(
+    "exp", exp, exp_derivative, hidden=False, formula="exp z", derivative_formula="a",
+    array=lambda xp, Z: xp.exp(Z), array_derivative=lambda xp, Z, A: A.copy(),
+)
+register_activation(
+    "softmax", None, None, row=softmax_row, hidden=False,
+    formula="exp(z_k) / sum_j exp(z_j)", derivative_formula="(with cross_entropy: delta = a - y)",
+    array=_softmax_array,
+)
+register_activation(
+    "hardlimit", hardlimit, None,
+    formula="1 if z >= 0 else 0", derivative_formula="0 almost everywhere: not trainable",
+    array=lambda xp, Z: (Z >= 0).astype(Z.dtype),
+)
+ACTIVATIONS.freeze_builtins()
 
 
 def trainable_hidden(entry: Activation) -> bool:

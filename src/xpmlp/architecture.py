@@ -49,17 +49,29 @@ def check_output_units(output: Activation, n_outputs: int) -> None:
 
 
 def optimizer_for(optimizer: str | Optimizer, learning_rate: float | None,
-               **hyperparameters: Any) -> Optimizer:
-    """The optimizer object: the one given, or the one a name and keywords describe (every
-    keyword given is checked, used by that optimizer or not; a keyword left at None takes the
-    optimizer's own default)."""
-    hyperparameters = {k: v for k, v in hyperparameters.items() if v is not None}
-    given = {"learning_rate": learning_rate} if learning_rate is not None else {}
-    check_params({**given, **hyperparameters}, HYPERPARAMETERS)
+                  **hyperparameters: Any) -> Optimizer:
+    """The optimizer object: the one given, or the one a name and keywords describe.
+
+    Each keyword given (not None) is checked, and must apply: with an optimizer object none
+    may be given (the object carries its settings), with a name only the ones that
+    optimizer takes (``optim.make_optimizer``); else ``ParameterError`` naming both."""
+    given = {k: v for k, v in {"learning_rate": learning_rate, **hyperparameters}.items()
+             if v is not None}
+    check_params(given, HYPERPARAMETERS)
     if isinstance(optimizer, Optimizer):
+        if given:
+            settings = ", ".join(f"{k}={v!r}" for k, v in given.items())
+            raise ParameterError(
+                f"{settings} {'conflicts' if len(given) == 1 else 'conflict'} with "
+                f"optimizer={optimizer!r}: an optimizer object carries its own settings. Set "
+                f"{'it' if len(given) == 1 else 'them'} on the object "
+                f"({type(optimizer).__name__}({settings}, ...)), or pass "
+                f"optimizer={optimizer.name!r} with {settings}"
+            )
         return optimizer
     if isinstance(optimizer, str):
-        return make_optimizer(optimizer, learning_rate, **hyperparameters)
+        lr = given.pop("learning_rate", None)
+        return make_optimizer(optimizer, lr, **given)
     raise TypeError(
         f"optimizer={optimizer!r} is not valid; expected one of the names "
         f"{', '.join(repr(n) for n in OPTIMIZERS)} or an xpmlp.optim.Optimizer"

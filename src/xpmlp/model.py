@@ -85,19 +85,24 @@ class MLP:
     layer_sizes : sequence of int
         Units per layer, input first: ``[784, 512, 256, 10]``.
     activation : str or sequence of str
-        Hidden layers' activation(s), from ``xpmlp.activations.ACTIVATIONS``.
+        Hidden layers' activation(s), from ``xpmlp.activations.ACTIVATIONS`` (the built-ins
+        and those added by ``xpmlp.register_activation``).
     output_activation : str, optional
         Defaults from the loss: softmax (cross_entropy), sigmoid
         (binary_cross_entropy), identity (squared errors).
     loss : str
         From ``xpmlp.losses.LOSSES``.
     optimizer : str or Optimizer
-        A name from ``xpmlp.optim.OPTIMIZERS`` (with the keywords below), or an
-        optimizer object, e.g. ``xpmlp.optim.Adam(learning_rate=1e-3, weight_decay=1e-4)``.
+        A name from ``xpmlp.optim.OPTIMIZERS`` (with the keywords below; the built-ins and
+        those added by ``xpmlp.register_optimizer``), or an optimizer object, e.g.
+        ``xpmlp.optim.Adam(learning_rate=1e-3, weight_decay=1e-4)``.
     learning_rate, momentum, beta1, beta2, eps, weight_decay : float, optional
-        With an optimizer name only (weight_decay is L2 on the weights); each one left out
-        takes that optimizer's default (``xpmlp.optim``: momentum 0.9, Adam's betas 0.9 and
-        0.999, eps as PyTorch's, no weight decay).
+        With an optimizer name only, and only those that optimizer takes (momentum for
+        momentum, nesterov and rmsprop; beta1 and beta2 for adam; eps for adam, rmsprop and
+        adagrad; weight_decay, L2 on the weights, for all); each one left out takes that
+        optimizer's default (``xpmlp.optim``: momentum 0.9, Adam's betas 0.9 and 0.999, eps
+        as PyTorch's, no weight decay). Any of them given with an optimizer object, or to an
+        optimizer that does not take it, raises ``ParameterError``: nothing is dropped.
     l1, clip_grad_norm, clip_grad_value : float, optional
         With an optimizer name only (an optimizer object takes them as its own keywords):
         L1 penalty on the weights (+ l1 sign(W) on their gradient), and clipping of the loss

@@ -16,6 +16,10 @@ An optimizer is:
 - ``reference``, the same update in array code (the reference backend's);
 - one entry in ``OPTIMIZERS``.
 
+``register_optimizer`` makes all of that from a per-element scalar ``update(p, g, *state,
+*hyper)`` (an ``RuleOptimizer`` subclass; its reference is the same update compiled over
+arrays): a user's optimizer, or a new built-in one in one call here.
+
 Every optimizer also takes, on top of its rule (``Optimizer``; torch's order):
 
 - ``clip_grad_value`` v: each loss gradient clamped to [-v, v] (``clip_grad_value_``);
@@ -54,11 +58,13 @@ its float32 sqrt is not always correctly rounded (``tests/test_optimizers.py``).
 
 The model's keyword path (``MLP(..., optimizer="rmsprop", learning_rate=...)``)
 passes only the keywords the user gave; every other setting is the optimizer's own
-default. ``from_description`` rebuilds every setting.
+default, and a keyword the optimizer does not take raises (``make_optimizer``).
+``from_description`` rebuilds every setting.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -419,20 +425,18 @@ class Adagrad(Optimizer):
                 "initial_accumulator_value": self.initial_accumulator_value, "eps": self.eps}
 
 
-def _rmsprop(lr: float, alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
-             momentum: float = 0.0, centered: bool = False, **_: Any) -> RMSprop:
-    return RMSprop(lr, alpha, eps, weight_decay, momentum, centered)
-
-
-def _adagrad(lr: float, lr_decay: float = 0.0, initial_accumulator_value: float = 0.0,
-             eps: float = 1e-10, weight_decay: float = 0.0, **_: Any) -> Adagrad:
-    return Adagrad(lr, lr_decay, initial_accumulator_value, eps, weight_decay)
+def _keywords(build: Callable[..., Any]) -> tuple[str, ...]:
+    """The keywords ``build(learning_rate, ...)`` takes after the learning rate."""
+    params = list(inspect.signature(build).parameters.values())[1:]
+    return tuple(p.name for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD)
 
 
 @dataclass(frozen=True)
 class OptimizerEntry:
     """A name that ``optimizer=`` accepts, its update, its default learning rate, and how
-    to build it from the model's keyword arguments."""
+    to build it from keywords: ``make`` from the model's (each keyword it names applies to
+    this optimizer; any other is refused), ``rebuild`` from every setting ``describe()``
+    writes (default: ``make``)."""
 
     name: str
     update: str  # for the docs
@@ -441,37 +445,59 @@ class OptimizerEntry:
     #: (learning_rate, **settings of describe()) -> Optimizer; None: ``make`` rebuilds it.
     rebuild: Callable[..., Optimizer] | None = None
 
+    @property
+    def keywords(self) -> tuple[str, ...]:
+        """The keywords this optimizer takes by name: its own, then GRADIENT_OPTIONS."""
+        own = _keywords(self.make)
+        return (*own, *(k for k in GRADIENT_OPTIONS if k not in own))
+
+
+def _nesterov(lr: float, momentum: float = 0.9, weight_decay: float = 0.0) -> SGD:
+    return SGD(lr, momentum, nesterov=True, weight_decay=weight_decay)
+
 
 OPTIMIZERS: Registry[OptimizerEntry] = Registry("optimizer", [
     OptimizerEntry("sgd", "p <- p - lr g", 0.1,
-                   lambda lr, weight_decay=0.0, **_: SGD(lr, weight_decay=weight_decay)),
+                   lambda lr, weight_decay=0.0: SGD(lr, weight_decay=weight_decay), SGD),
     OptimizerEntry("momentum", "v <- mu v + g; p <- p - lr v", 0.05,
-                   lambda lr, momentum=0.9, weight_decay=0.0, **_: SGD(
-                       lr, momentum, weight_decay=weight_decay)),
-    OptimizerEntry("nesterov", "v <- mu v + g; p <- p - lr (g + mu v)", 0.05,
-                   lambda lr, momentum=0.9, weight_decay=0.0, **_: SGD(
-                       lr, momentum, nesterov=True, weight_decay=weight_decay)),
-    OptimizerEntry("adam", "Kingma & Ba (2015), bias-corrected moments", 1e-3,
-                   lambda lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, **_: Adam(
-                       lr, beta1, beta2, eps, weight_decay)),
+                   lambda lr, momentum=0.9, weight_decay=0.0: SGD(
+                       lr, momentum, weight_decay=weight_decay), SGD),
+    OptimizerEntry("nesterov", "v <- mu v + g; p <- p - lr (g + mu v)", 0.05, _nesterov),
+    OptimizerEntry("adam", "Kingma & Ba (2015), bias-corrected moments", 1e-3, Adam),
     OptimizerEntry("rmsprop", "v <- alpha v + (1 - alpha) g^2; p <- p - lr g / (sqrt(v) + eps)",
-                   0.01, _rmsprop),
+                   0.01, RMSprop),
     OptimizerEntry("adagrad",
                    "s <- s + g^2; p <- p - lr / (1 + (t - 1) lr_decay) g / (sqrt(s) + eps)",
-                   0.01, _adagrad),
+                   0.01, Adagrad),
 ])
 
 
 def make_optimizer(name: str, learning_rate: float | None = None, **hyperparameters: Any,
                    ) -> Optimizer:
-    """The optimizer called ``name`` (see OPTIMIZERS); the learning rate defaults per name."""
+    """The optimizer called ``name`` (see OPTIMIZERS); the learning rate defaults per name.
+    A keyword that does not apply to it raises ``ParameterError`` saying which optimizers
+    it applies to."""
     entry = OPTIMIZERS.check("optimizer", name)
+    foreign = [k for k in hyperparameters if k not in entry.keywords]
+    if foreign:
+        given = ", ".join(f"{k}={hyperparameters[k]!r}" for k in foreign)
+        where = "; ".join(f"{k} applies to {', '.join(map(repr, taking(k))) or 'no optimizer'}"
+                          for k in foreign)
+        raise ParameterError(
+            f"{given} {'does' if len(foreign) == 1 else 'do'} not apply to optimizer={name!r}, "
+            f"which takes {', '.join(('learning_rate', *entry.keywords))} ({where})"
+        )
     lr = entry.default_learning_rate if learning_rate is None else learning_rate
     gradient = {k: hyperparameters.pop(k) for k in GRADIENT_OPTIONS if k in hyperparameters}
     optimizer = entry.make(lr, **hyperparameters)
     if gradient:
         optimizer.set_gradient_options(**gradient)
     return optimizer
+
+
+def taking(keyword: str) -> tuple[str, ...]:
+    """The names of the optimizers that take ``keyword``."""
+    return OPTIMIZERS.names(lambda e: keyword in e.keywords)
 
 
 def from_description(description: Any) -> Optimizer:
@@ -484,20 +510,207 @@ def from_description(description: Any) -> Optimizer:
     name = settings.pop("name")
     settings.pop("nesterov", None)  # implied by the name
     lr = settings.pop("learning_rate", None)
-    allowed = set(HYPERPARAMETERS) - {"learning_rate"}
+    entry = OPTIMIZERS.check("optimizer", name)
+    build = entry.rebuild or entry.make
+    allowed = {*_keywords(build), *GRADIENT_OPTIONS} - {"nesterov"}
     unknown = set(settings) - allowed
     if unknown:
         raise ParameterError(
             f"optimizer description has unknown settings {sorted(unknown)}; expected some of "
             f"{sorted(allowed)}"
         )
-    entry = OPTIMIZERS.check("optimizer", name)
-    if entry.rebuild is not None:
-        gradient = {k: settings.pop(k) for k in GRADIENT_OPTIONS if k in settings}
-        optimizer = entry.rebuild(entry.default_learning_rate if lr is None else lr, **settings)
-        optimizer.set_gradient_options(**gradient)
-        return optimizer
-    return make_optimizer(name, lr, **settings)
+    gradient = {k: settings.pop(k) for k in GRADIENT_OPTIONS if k in settings}
+    optimizer = build(entry.default_learning_rate if lr is None else lr, **settings)
+    optimizer.set_gradient_options(**gradient)
+    return optimizer
+
+
+# ---------------------------------------------------------------------- defined from outside
+class RuleOptimizer(Optimizer):
+    """An optimizer made by ``register_optimizer``: its scalar ``update``, its state rows and
+    its hyperparameters (attributes of the same names)."""
+
+    name = "rule"
+    default_learning_rate = 0.01
+    defaults: dict[str, float] = {}  # the hyperparameters besides the learning rate
+    initial_state: tuple[float, ...] = ()
+    host: Callable[..., Any] | None = None
+
+    def __init__(self, learning_rate: float | None = None, *, weight_decay: float = 0.0,
+                 l1: float = 0.0, clip_grad_norm: float | None = None,
+                 clip_grad_value: float | None = None, **hyperparameters: float) -> None:
+        lr = self.default_learning_rate if learning_rate is None else learning_rate
+        super().__init__(lr, weight_decay, l1, clip_grad_norm, clip_grad_value)
+        unknown = sorted(set(hyperparameters) - set(self.defaults))
+        if unknown:
+            raise ParameterError(
+                f"optimizer {self.name!r} has no hyperparameter {', '.join(unknown)}; it takes "
+                f"{', '.join(('learning_rate', *self.defaults, 'weight_decay', *GRADIENT_OPTIONS))}"
+            )
+        for key, default in self.defaults.items():
+            value = hyperparameters.get(key, default)
+            HYPERPARAMETERS.get(key, Number()).check(key, value)
+            setattr(self, key, float(value))
+
+    def hyperparameters(self, step: int, lr: float) -> tuple[float, ...]:
+        """(lr, the hyperparameters in their order), or ``host(step, lr, **them)``."""
+        values = {k: getattr(self, k) for k in self.defaults}
+        if self.host is None:
+            return (lr, *values.values())
+        return tuple(float(h) for h in self.host(step, lr, **values))
+
+    def reference(self, xp: Any, p: Any, g: Any, state: Any, hyper: tuple[Any, ...]) -> Any:
+        """The same scalar rule compiled over the arrays (``kernels.elements``)."""
+        from .kernels.elements import rule_array
+
+        return rule_array(xp, self.rule, p, g, state, hyper)
+
+    def bind(self, backend: Any, params: Any) -> None:
+        """State rows at their initial values (``initial_state``; zeros by default), t = 0."""
+        super().bind(backend, params)
+        for row, value in enumerate(self.initial_state):
+            if value:
+                self.state[row] = value
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), **{k: getattr(self, k) for k in self.defaults}}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled by name, with its attributes (``register_optimizer`` made the class, so
+        unpickling needs the name registered, as loading a saved model does)."""
+        return (_registered_blank, (self.name,), self.__dict__.copy())
+
+
+def _registered_blank(name: str) -> RuleOptimizer:
+    """A blank instance of the class registered as ``name`` (for unpickling)."""
+    if name not in OPTIMIZERS:
+        raise ParameterError(
+            f"the pickled optimizer {name!r} is not registered in this process; register it "
+            f"first, with xpmlp.register_optimizer({name!r}, ...) as where it was pickled"
+        )
+    entry = OPTIMIZERS[name]
+    cls = type(entry.make(entry.default_learning_rate))
+    return cls.__new__(cls)
+
+
+#: names a registered optimizer's hyperparameters cannot take (the Optimizer's own).
+_RESERVED = frozenset({*dir(RuleOptimizer), "learning_rate", "weight_decay", "t", "state",
+                       "sum_squares", *GRADIENT_OPTIONS})
+
+
+def register_optimizer(
+    name: str,
+    update: Callable[..., Any],
+    *,
+    learning_rate: float,
+    state: tuple[str, ...] = (),
+    hyperparameters: dict[str, float] | None = None,
+    host: Callable[..., Any] | None = None,
+    initial_state: dict[str, float] | None = None,
+    formula: str | None = None,
+    replace: bool = False,
+) -> type[RuleOptimizer]:
+    """Register an optimizer with a per-parameter update rule under ``name``; then
+    ``MLP(..., optimizer=name, learning_rate=...)`` or ``optimizer=Cls(...)`` (the class
+    returned: ``Cls(learning_rate=None, *, weight_decay=0, l1=0, clip_grad_norm=None,
+    clip_grad_value=None, **hyperparameters)``).
+
+    For every parameter p with gradient g (clipped and penalized first, as for every
+    optimizer: ``xpmlp.optim``), each step computes
+
+        p, s_1, ..., s_n  <-  update(p, g, s_1, ..., s_n, h_1, ..., h_m)
+
+    ``update`` is a plain Python function of scalars, compiled by Numba into the CPU and
+    CUDA step kernels; with no ``state`` it returns the new p alone, else the tuple (new p,
+    new s_1, ..., new s_n). The state s_i (``state``: their names, one value per parameter,
+    saved with the model) starts at ``initial_state.get(name, 0.0)``. The host scalars h are
+    (lr, *hyperparameters' values, in their order), lr the learning rate at this step
+    (``learning_rate``, the default, times the schedule's factor); or, with ``host``, the
+    floats ``host(t, lr, **hyperparameters)`` of step t = 1, 2, ... (e.g. bias corrections),
+    computed in float64 on the host and then cast to the parameters' dtype.
+
+    ``formula``: the update as text, for the docs. A built-in name raises
+    ``ParameterError``, and so does one registered before unless ``replace``.
+    """
+    from .kernels.compiler import formula as declared
+
+    defaults = dict(hyperparameters or {})
+    state = tuple(state) if not isinstance(state, str) else (state,)
+    initial = dict(initial_state or {})
+    HYPERPARAMETERS["learning_rate"].check("learning_rate", learning_rate)
+    if "learning_rate" in defaults:
+        raise ParameterError(
+            "hyperparameters names 'learning_rate'; the default learning rate is its own "
+            f"argument: register_optimizer({name!r}, ..., learning_rate="
+            f"{defaults['learning_rate']!r}), and update receives lr first after the state"
+        )
+    for key in (*defaults, *state):
+        if not (isinstance(key, str) and key.isidentifier()) or key in _RESERVED:
+            raise ParameterError(
+                f"hyperparameter or state name {key!r} is not valid; expected an identifier "
+                f"other than {', '.join(sorted(k for k in _RESERVED if not k.startswith('_')))}"
+            )
+    for key, value in defaults.items():
+        HYPERPARAMETERS.get(key, Number()).check(key, value)
+    for key, value in initial.items():
+        if key not in state:
+            raise ParameterError(f"initial_state names {key!r}; expected one of state={state}")
+        Number().check(f"initial_state[{key!r}]", value)
+    n_hyper = 1 + len(defaults)
+    if host is not None:
+        if not callable(host):
+            raise TypeError(f"host={host!r} is not valid; expected a function "
+                            "(step, lr, **hyperparameters) -> tuple of floats")
+        sample = tuple(host(1, float(learning_rate), **defaults))
+        for h in sample:
+            Number().check("host(...)'s value", h)
+        n_hyper = len(sample)
+    update = declared(update, "update", 2 + len(state) + n_hyper)
+    cls = type(name.title().replace("_", ""), (RuleOptimizer,), {
+        "__doc__": f"The optimizer {name!r} (``register_optimizer``): {formula or update.__doc__}",
+        "name": name, "rule": staticmethod(_rule_from_update(name, update, len(state), n_hyper)),
+        "state_names": state, "default_learning_rate": float(learning_rate),
+        "defaults": {k: float(v) for k, v in defaults.items()},
+        "initial_state": tuple(float(initial.get(k, 0.0)) for k in state),
+        "host": staticmethod(host) if host is not None else None,
+    })
+
+    def make(learning_rate: float, weight_decay: float = 0.0, **given: float) -> RuleOptimizer:
+        return cls(learning_rate, weight_decay=weight_decay, **given)
+
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    make.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
+        inspect.Parameter("learning_rate", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        inspect.Parameter("weight_decay", keyword, default=0.0),
+        *(inspect.Parameter(k, keyword, default=v) for k, v in cls.defaults.items()),
+    ])
+    OPTIMIZERS.register(OptimizerEntry(name, formula or f"{update.__name__}(p, g, ...)",
+                                       float(learning_rate), make), replace=replace)
+    return cls
+
+
+def _rule_from_update(name: str, update: Callable[..., Any], n_state: int,
+                      n_hyper: int) -> Callable[..., Any]:
+    """The kernels' rule (p, g, state, k, hyper) -> new p for ``update``: it reads state
+    column k and the hyper tuple into update's arguments and writes the new state back."""
+    args = ", ".join(["p", "g", *(f"state[{i}, k]" for i in range(n_state)),
+                      *(f"hyper[{i}]" for i in range(n_hyper))])
+    if n_state == 0:
+        body = f"    return update({args})\n"
+    else:
+        new = ", ".join(f"s{i}" for i in range(n_state))
+        body = (f"    new_p, {new} = update({args})\n"
+                + "".join(f"    state[{i}, k] = s{i}\n" for i in range(n_state))
+                + "    return new_p\n")
+    source = f"def {name}_rule(p, g, state, k, hyper):\n{body}"
+    namespace: dict[str, Any] = {"update": update, "__name__": __name__}
+    exec(compile(source, f"<xpmlp: the rule of optimizer {name!r}>", "exec"), namespace)  # noqa: S102
+    rule = namespace[f"{name}_rule"]
+    rule.__doc__ = f"{name}'s update of parameter k, state column k in place:\n{source}"
+    return rule
+
+
+OPTIMIZERS.freeze_builtins()
 
 
 # ---------------------------------------------------------------------- schedules
@@ -519,6 +732,7 @@ from .schedules import (  # noqa: E402
 __all__ = [
     "GRADIENT_OPTIONS", "HYPERPARAMETERS", "OPTIMIZERS", "SCHEDULES", "SGD", "Adagrad", "Adam",
     "ChainedScheduler", "ConstantLR", "CosineAnnealingLR", "ExponentialLR", "LRScheduler",
-    "LinearLR", "Optimizer", "OptimizerEntry", "RMSprop", "ReduceLROnPlateau", "Schedule",
-    "StepLR", "from_description", "make_optimizer", "schedule_factor",
+    "LinearLR", "Optimizer", "OptimizerEntry", "RMSprop", "ReduceLROnPlateau", "RuleOptimizer",
+    "Schedule", "StepLR", "from_description", "make_optimizer", "register_optimizer",
+    "schedule_factor",
 ]

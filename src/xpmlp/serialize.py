@@ -307,6 +307,7 @@ def _model_from_meta(meta: dict[str, Any], params: numpy.ndarray, path: Path | s
     from .model import MLP
     from .optim import from_description
 
+    _check_registered(meta, path)
     try:
         model = MLP(
             meta["layer_sizes"],
@@ -330,6 +331,25 @@ def _model_from_meta(meta: dict[str, Any], params: numpy.ndarray, path: Path | s
         model.params[...] = model.backend.asarray(params, dtype=model.dtype)
     model.history_ = list(meta.get("history", []))
     return model
+
+
+def _check_registered(meta: dict[str, Any], path: Path | str) -> None:
+    """Every activation and the optimizer that checked ``meta`` names is registered in this
+    process; else ``DataFileError`` saying which to register (a user's entry, registered in
+    the process that saved the model, must be registered again before loading)."""
+    from .activations import ACTIVATIONS
+    from .optim import OPTIMIZERS
+
+    wanted = [("activation", ACTIVATIONS, name, "register_activation")
+              for name in meta["activations"]]
+    wanted.append(("optimizer", OPTIMIZERS, meta["optimizer"]["name"], "register_optimizer"))
+    for family, registry, name, register in wanted:
+        if name not in registry:
+            raise DataFileError(
+                f"{path}: the model uses the {family} {name!r}, which is not registered in this "
+                f"process (registered: {', '.join(registry)}); register it first, with "
+                f"xpmlp.{register}({name!r}, ...) as in the process that saved the model"
+            )
 
 
 # ---------------------------------------------------------------------- pickling
