@@ -46,3 +46,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             ))
         if "cuda" in item.keywords and cuda_reason:
             item.add_marker(pytest.mark.skip(reason=cuda_reason))
+
+
+@pytest.fixture
+def openblas_threads_restored():
+    """Puts NumPy's OpenBLAS thread count back after the test: an MKL provider holds it at
+    one thread for the rest of the process (``xpmlp.blas.hold_openblas``), and the tests after
+    would compute their NumPy products on one thread."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        yield
+        return
+    libs = ThreadpoolController().select(internal_api="openblas").lib_controllers
+    before = [lib.num_threads for lib in libs]
+    yield
+    for lib, n in zip(libs, before, strict=True):
+        lib.set_num_threads(n)

@@ -12,6 +12,9 @@ import pytest
 from xpmlp import blas, config
 from xpmlp.errors import ParameterError
 
+#: an MKL provider made here holds OpenBLAS at one thread: put it back after each test
+pytestmark = pytest.mark.usefixtures("openblas_threads_restored")
+
 
 @pytest.fixture(scope="module")
 def mkl():

@@ -26,6 +26,9 @@ from xpmlp.backends.numpy_backend import FusedStep, NumpyBackend
 from xpmlp.errors import TrainingDivergedError
 from xpmlp.losses import LOSSES
 
+#: an MKL provider made here holds OpenBLAS at one thread: put it back after each test
+pytestmark = pytest.mark.usefixtures("openblas_threads_restored")
+
 HIDDEN = ACTIVATIONS.names(lambda a: a.hidden and a.elementwise and a.differentiable)
 N_IN, ROWS, BATCH = 6, 45, 16  # 3 batches per epoch, the last one short
 

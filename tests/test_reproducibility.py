@@ -19,8 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import xpmlp
 from xpmlp import MLP, load_model, save_model
 from xpmlp._threads import available_cores, cpu_threads
+
+#: an MKL provider made here holds OpenBLAS at one thread: put it back after each test
+pytestmark = pytest.mark.usefixtures("openblas_threads_restored")
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = ROOT / "data" / "mnist"
@@ -29,6 +33,7 @@ TRAIN = """
 import hashlib, sys
 import numpy as np
 import xpmlp
+
 rng = np.random.default_rng(3)
 X = rng.standard_normal((600, 96)).astype(np.float32)
 y = (X[:, :5].sum(axis=1) > 0).astype(int) + (X[:, 5] > 0.5)
@@ -178,3 +183,21 @@ def test_a_killed_run_resumed_in_a_fresh_cache_ends_with_the_straight_runs_bits(
     a, b = load_model(straight), load_model(resumed)
     assert a.epoch_ == b.epoch_ == 4
     np.testing.assert_array_equal(np.asarray(a.params), np.asarray(b.params))
+
+
+@pytest.mark.skipif(available_cores() < 2, reason="needs 2 cores to compare 1 and 2 threads")
+@pytest.mark.parametrize("name", ["MLPClassifier", "MLPRegressor"])
+def test_the_estimators_deterministic_parameter_gives_the_same_bits_at_1_and_2_threads(name):
+    pytest.importorskip("sklearn")
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((1024, 256)).astype(np.float32)
+    y = rng.integers(0, 4, 1024) if name == "MLPClassifier" else rng.standard_normal(1024)
+    coefs = {}
+    for threads in (1, 2):
+        with cpu_threads(threads):
+            est = getattr(xpmlp, name)(hidden_layer_sizes=(384, 192), max_iter=3, batch_size=512, random_state=0,
+                                       dtype="float32", deterministic=True).fit(X, y)
+        assert est.mlp_.deterministic and est.get_params()["deterministic"] is True
+        coefs[threads] = [c.copy() for c in est.coefs_]
+    for one, two in zip(coefs[1], coefs[2], strict=True):
+        np.testing.assert_array_equal(one, two)

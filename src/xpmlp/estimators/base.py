@@ -9,6 +9,7 @@ lists of host arrays, which the user may edit or assign (``weights``).
 
 from __future__ import annotations
 
+import contextlib
 from numbers import Integral, Real
 from typing import Any
 
@@ -53,6 +54,7 @@ PARAMETER_CONSTRAINTS: dict[str, list[Any]] = {
     "callbacks": [list, tuple, None],
     "backend": [StrOptions(set(BACKEND_NAMES)), None, object],
     "dtype": [StrOptions({"float32", "float64"}), None],
+    "deterministic": ["boolean"],
 }
 
 
@@ -71,7 +73,8 @@ class BaseMLP(BaseEstimator):
                  validation_fraction: float = 0.1, beta_1: float = 0.9, beta_2: float = 0.999,
                  epsilon: float = 1e-8, n_iter_no_change: Any = 10, max_fun: int = 15000,
                  early_stopping_metric: str = "score", callbacks: Any = None,
-                 backend: Any = None, dtype: str | None = None) -> None:
+                 backend: Any = None, dtype: str | None = None,
+                 deterministic: bool = False) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -99,6 +102,7 @@ class BaseMLP(BaseEstimator):
         self.callbacks = callbacks
         self.backend = backend
         self.dtype = dtype
+        self.deterministic = deterministic
 
     # ------------------------------------------------------------------ fitted attributes
     def __sklearn_is_fitted__(self) -> bool:
@@ -134,7 +138,8 @@ class BaseMLP(BaseEstimator):
             raise ValueError(f"the fitted network has layers {self.mlp_.layer_sizes}; this data "
                              f"needs {layer_units} (fit anew with warm_start=False)")
         model = self.mlp_
-        with model.backend.activate():
+        with model.backend.activate(), (model.backend.deterministic() if self.deterministic
+                                         else contextlib.nullcontext()):
             if not first_pass:
                 absorb(self)
             try:

@@ -60,7 +60,7 @@ def build(est: Any, layer_units: list[int], out_activation: str, rng: numpy.rand
     output, loss = OUTPUT_LOSS[out_activation]
     model = MLP(layer_units, activation=xpmlp_activation(est.activation),
                 output_activation=output, loss=loss, optimizer=make_optimizer(est),
-                dtype=dtype, backend=est.backend)
+                dtype=dtype, backend=est.backend, deterministic=bool(est.deterministic))
     if weights is None:
         factor = 2.0 if est.activation in ("logistic", "sigmoid") else 6.0
         weights = []

@@ -40,7 +40,8 @@ class MLPRegressor(RegressorMixin, BaseMLP):
                  validation_fraction: float = 0.1, beta_1: float = 0.9, beta_2: float = 0.999,
                  epsilon: float = 1e-8, n_iter_no_change: Any = 10, max_fun: int = 15000,
                  early_stopping_metric: str = "score", callbacks: Any = None,
-                 backend: Any = None, dtype: str | None = None) -> None:
+                 backend: Any = None, dtype: str | None = None,
+                 deterministic: bool = False) -> None:
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
             learning_rate=learning_rate, learning_rate_init=learning_rate_init,
@@ -50,7 +51,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
             validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
             epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
             early_stopping_metric=early_stopping_metric, callbacks=callbacks,
-            backend=backend, dtype=dtype,
+            backend=backend, dtype=dtype, deterministic=deterministic,
         )
         self.loss = loss
 
