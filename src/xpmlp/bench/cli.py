@@ -42,6 +42,22 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="write bench.json, bench.md and bench.png into DIR")
 
 
+OUT_FILES = ("bench.json", "bench.md", "bench.png")
+
+
+def check_out_dir(out: Path) -> None:
+    """ParameterError, before anything is timed, unless the files of ``--out DIR`` can be
+    written (DIR a directory, or creatable, in which this process can create files)."""
+    from ..commands.train import check_output_path
+    from ..errors import ParameterError
+
+    if out.exists() and not out.is_dir():
+        raise ParameterError(f"--out {str(out)!r} is a file; expected a directory (bench.json, "
+                             "bench.md and bench.png are written into it)")
+    for name in OUT_FILES:
+        check_output_path("--out", out / name)
+
+
 def run(args: argparse.Namespace) -> int:
     from .report import text_report, write_all
     from .runner import run_benchmark
@@ -57,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
               "matrix products use TF32; the rows compare FP32 on both sides (PyTorch's TF32 is "
               "off), so unset CUPY_TF32", file=sys.stderr)
         return 2
+    if args.out is not None:
+        check_out_dir(args.out)
     workloads = [w.upper() for w in args.workloads] if args.workloads else None
     try:
         result = run_benchmark(profile, rows=args.rows, workloads=workloads,
