@@ -445,3 +445,40 @@ def test_quiet_prints_nothing_on_stderr(monkeypatch, capsys) -> None:
     assert status == 0
     assert err == ""
     assert "test accuracy" in out
+
+
+def test_descent_z_label_clears_its_tick_labels() -> None:
+    pytest.importorskip("matplotlib")
+    from xpmlp.plots import descent_figure, descent_landscape
+
+    landscape = descent_landscape("weights", steps=5, resolution=15)
+    fig = descent_figure(landscape)
+    surface = next(ax for ax in fig.axes if hasattr(ax, "zaxis"))
+    # matplotlib's 3-D tick labels have no reliable extents before drawing each frame, so the
+    # fix is checked by its settings (the picture was looked at): the label set off by more
+    # than the default 4 points, and no tick below the loss's range (the contours' floor)
+    assert surface.zaxis.labelpad >= 10
+    assert surface.zaxis.get_label_text() == "loss"
+    assert min(surface.get_zticks()) >= landscape.loss.min()  # no loss below the surface's
+    assert "weights directions" not in fig._suptitle.get_text()
+
+
+def test_the_early_stopping_picture_says_which_weights_it_shows() -> None:
+    pytest.importorskip("matplotlib")
+    from xpmlp.plots import training_figure
+
+    epochs = [{"epoch": k, "loss": 1.0 / k, "train_accuracy": 0.8 + 0.03 * k,
+               "test_accuracy": 0.8 + 0.02 * k, "val_loss": [0.5, 0.4, 0.45, 0.47][k - 1],
+               "val_accuracy": [0.85, 0.9, 0.88, 0.87][k - 1]} for k in (1, 2, 3, 4)]
+    report = {"epochs": epochs, "test_accuracy": 0.84, "arguments": {"monitor": "val_loss"},
+              "early_stopping": {"best_epoch": 2, "stopped_epoch": 4}}
+    fig = training_figure(report)
+    title = fig._suptitle.get_text()
+    assert "test accuracy 84.00% with the weights of epoch 2" in title
+    assert "stopped early at epoch 4" in title
+    loss_ax, accuracy_ax = fig.axes[:2]
+    assert "validation loss" in [line.get_label() for line in loss_ax.lines]
+    assert "validation" in [line.get_label() for line in accuracy_ax.lines]
+    for ax in (loss_ax, accuracy_ax):
+        kept = [line for line in ax.lines if line.get_label() == "weights kept (epoch 2)"]
+        assert kept and list(kept[0].get_xdata()) == [2, 2]
