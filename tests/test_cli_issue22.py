@@ -482,3 +482,35 @@ def test_the_early_stopping_picture_says_which_weights_it_shows() -> None:
     for ax in (loss_ax, accuracy_ax):
         kept = [line for line in ax.lines if line.get_label() == "weights kept (epoch 2)"]
         assert kept and list(kept[0].get_xdata()) == [2, 2]
+
+
+# ---------------------------------------------------------------- 11. install hints
+ROOT = Path(__file__).resolve().parents[1]
+OWN_FILES = ["README.md", "src/xpmlp/cli.py", "src/xpmlp/onnx_export.py",
+             *(str(p.relative_to(ROOT)) for folder in ("commands", "bench", "plots", "distributed")
+               for p in sorted((ROOT / "src" / "xpmlp" / folder).glob("*.py")))]
+
+
+@pytest.mark.parametrize("name", OWN_FILES)
+def test_install_hints_work_from_a_clone(name: str) -> None:
+    """xpmlp is not on the package index: ``pip install 'xpmlp[extra]'`` fails outside a
+    checkout, so every remedy names ``pip install -e '.[extra]'`` (run in the checkout)."""
+    text = (ROOT / name).read_text(encoding="utf-8")
+    assert not re.findall(r"pip install [\"']xpmlp\[", text)
+
+
+def test_plot_dependency_error_names_the_checkout_install(monkeypatch) -> None:
+    from xpmlp.plots import PlotDependencyError, require_matplotlib
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(PlotDependencyError) as caught:
+        require_matplotlib()
+    assert "pip install -e '.[plot]' in the xpmlp checkout" in str(caught.value)
+
+
+def test_readme_claims() -> None:
+    text = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert "`fit` has no early stopping" not in text
+    assert "prints the test accuracy: about 98.3 %" in text
+    assert "about 2 minutes on 2 cores" not in text
+    assert "given with another value they are an error" in text  # what --resume takes

@@ -1,7 +1,7 @@
 """``xpmlp bench``: xpmlp's backends and its peers side by side, against the machine's peak.
 
     xpmlp bench                          # full profile: A, B, C, D (10-20 min on 2 cores)
-    xpmlp bench --quick --threads 2      # a reduced run, about 2 minutes on 2 cores
+    xpmlp bench --quick --threads 2      # a reduced run, up to 10 minutes on 2 cores
     xpmlp bench --workloads A,B --rows xpmlp-numpy,torch-cpu --out results/
 
 Always prints the tables; ``--out DIR`` also writes bench.json (with the
@@ -28,7 +28,7 @@ def _list(text: str) -> list[str]:
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="a reduced run (A/B as in the full run with 3 repeats, C 2048 "
-                             "wide, D 1 seed x 2 epochs): about 2 minutes on 2 cores; its "
+                             "wide, D 1 seed x 2 epochs): 6 to 10 minutes measured on 2 cores; its "
                              "ratios are indicative only (quote the full run's)")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, metavar="N",

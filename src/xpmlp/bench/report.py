@@ -198,7 +198,8 @@ def write_png(result: dict[str, Any], path: Path) -> str:
         workloads = result["workloads"]
         fig = new_figure(4 * max(1, len(workloads)), 3.5)
     except (ImportError, PlotDependencyError):
-        return f"no {path.name}: matplotlib is not installed (pip install 'xpmlp[plot]')"
+        return (f"no {path.name}: matplotlib is not installed (pip install -e '.[plot]' in the "
+                "xpmlp checkout)")
     axes = fig.subplots(1, max(1, len(workloads)), squeeze=False)
     for ax, w in zip(axes[0], workloads, strict=False):
         vals, note = panel_values(w)

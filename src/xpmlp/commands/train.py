@@ -150,7 +150,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="random seed, an integer >= 0 (default 0)")
     p.add_argument("--dtype", choices=("float32", "float64"), default=d["dtype"])
     p.add_argument("--limit", type=_positive_int, default=None,
-                   help="train on the first N training samples only")
+                   help="train on the first N training samples only (at least 10 per rank; "
+                   "with --early-stopping, 20: 10 held out to validate on)")
     p.add_argument("--data-dir", default=None,
                    help="directory with the MNIST files (default: $XPMLP_DATA_DIR, else the "
                    "repository's data/mnist, else a download cache)")
@@ -163,10 +164,14 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="how the ranks of an MPI launch (mpiexec -n N xpmlp train) communicate: "
                    "auto (nccl when every rank has a GPU of its own, else mpi when launched "
                    "with several ranks, else single), single, mpi or nccl (default auto)")
-    p.add_argument("--out", default=None, help="save the trained model here (.npz)")
+    p.add_argument("--out", default=None,
+                   help="save the trained model here (.npz); if that fails (disk full), the "
+                   "file keeps what it held and the model is saved in the temporary "
+                   "directory instead, under a name the error gives")
     p.add_argument("--checkpoint", default=None, metavar="FILE",
                    help="save the model with its training state here (.npz) after every "
-                   "epoch, for --resume")
+                   "epoch, for --resume; if a save fails (disk full), training stops, the "
+                   "file keeps the last checkpoint written and the model is saved as for --out")
     p.add_argument("--resume", default=None, metavar="CHECKPOINT",
                    help="go on with the run saved in CHECKPOINT (by --checkpoint or --out): "
                    "its model, optimizer state, epoch and shuffling; --epochs is then the "
@@ -181,9 +186,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="write a JSON report: per-epoch loss, accuracies, seconds, samples/s; "
                    "the test set's confusion matrix and misclassified digits")
     p.add_argument("--plot", default=None,
-                   help="draw the report here (.png): loss and accuracies per epoch, confusion "
-                   "matrix, misclassified digits (needs matplotlib: pip install "
-                   "'xpmlp[plot]')")
+                   help="draw the report here (a .png name: PNG is the only format "
+                   "written): loss and accuracies per epoch, confusion matrix, misclassified "
+                   "digits (needs matplotlib: pip install -e '.[plot]' in the xpmlp checkout)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _configure_regularization(p)
 
@@ -215,7 +220,7 @@ def _configure_regularization(p: argparse.ArgumentParser) -> None:
                    help="--schedule plateau: the lowest learning rate (default 0)")
     g.add_argument("--warmup", type=_non_negative_int, default=0,
                    help="epochs of linear warm-up before the schedule, from --warmup-start "
-                   "times the rate (default 0: none)")
+                   "times the rate (default 0: none; at most --epochs)")
     g.add_argument("--warmup-start", type=_number(0.0, inclusive=False), default=0.1,
                    help="the warm-up's first factor (default 0.1)")
     g.add_argument("--early-stopping", type=_positive_int, nargs="?", const=5, default=None,
@@ -230,7 +235,8 @@ def _configure_regularization(p: argparse.ArgumentParser) -> None:
                    help="--early-stopping: what to watch (default val_loss)")
     g.add_argument("--validation-fraction", type=_number(0.0, inclusive=False), default=0.1,
                    help="--early-stopping: the share of the training set held out to "
-                   "monitor (default 0.1)")
+                   "monitor (default 0.1); it must leave at least 10 samples (per rank) to "
+                   "validate on and 10 to train on")
 
 
 #: the options that --resume takes from the checkpoint (an explicit different value is an error)
