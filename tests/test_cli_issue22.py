@@ -137,6 +137,36 @@ def test_nowhere_to_rescue_the_model_says_so(tmp_path: Path, monkeypatch, capsys
     assert not out.exists()
 
 
+@pytest.fixture
+def tiny_filesystem(tmp_path: Path) -> Any:
+    """A 48 KiB tmpfs (where this process may mount one: root on Linux), unmounted after."""
+    if sys.platform != "linux" or os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root on Linux")
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+
+
+def test_a_real_full_disk_on_out(tiny_filesystem: Path, rescue_dir: Path, capsys) -> None:
+    out = tiny_filesystem / "model.npz"
+    out.write_bytes(b"the previous model")
+    status, _, err = run_cli([*SMALL, "--epochs", "1", "--out", str(out)], capsys)
+    assert status == 2
+    line = one_error_line(err)
+    assert "No space left on device" in line
+    assert out.read_bytes() == b"the previous model"
+    assert [p.name for p in tiny_filesystem.iterdir()] == ["model.npz"]  # no temporary left
+    (rescued,) = rescue_dir.glob("xpmlp-rescued-*model.npz")
+    assert str(rescued) in line and xpmlp.load_model(rescued, backend="numpy").epoch_ == 1
+
+
 # ---------------------------------------------------------------- 2. --resume of no file
 def test_resume_of_a_missing_file_is_one_line(tmp_path: Path, capsys, no_data) -> None:
     missing = tmp_path / "missing.npz"
@@ -514,3 +544,39 @@ def test_readme_claims() -> None:
     assert "prints the test accuracy: about 98.3 %" in text
     assert "about 2 minutes on 2 cores" not in text
     assert "given with another value they are an error" in text  # what --resume takes
+
+
+def test_disk_full_on_plot_out_is_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    report = tmp_path / "r.json"
+    report.write_text(json.dumps({"epochs": [{"loss": 1.0, "train_accuracy": 0.5,
+                                              "test_accuracy": 0.5}]}))
+    out = tmp_path / "p.png"
+    out.write_bytes(b"the previous picture")
+
+    def full(self: Any, file: Any, *args: Any, **kwargs: Any) -> None:
+        file.write(b"\x89PNG half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Figure, "savefig", full)
+    status, _, err = run_cli(["plot", str(report), "--out", str(out)], capsys)
+    assert status == 2
+    assert "could not be written (No space left on device)" in one_error_line(err, "plot")
+    assert out.read_bytes() == b"the previous picture"
+
+
+def test_disk_full_on_bench_out_is_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    import xpmlp.bench.report
+
+    def full(result: Any, out_dir: Path) -> list[str]:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("xpmlp.bench.runner.run_benchmark", lambda *a, **k: {})
+    monkeypatch.setattr(xpmlp.bench.report, "text_report", lambda result: "the tables")
+    monkeypatch.setattr(xpmlp.bench.report, "write_all", full)
+    status, out, err = run_cli(["bench", "--tiny", "--out", str(tmp_path / "results")], capsys)
+    assert status == 2
+    assert "the tables" in out
+    assert "No space left on device" in one_error_line(err, "bench")

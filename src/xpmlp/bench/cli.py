@@ -84,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(text_report(result))
     if args.out is not None:
-        for message in write_all(result, args.out):
-            print(message)
+        from ..commands.train import written
+
+        with written("--out", args.out):  # disk full, ...: one line (the tables are printed)
+            for message in write_all(result, args.out):
+                print(message)
     return 0

@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ParameterError, XpmlpError
-from .train import _non_negative_int, _positive_int, check_output_path, check_png_name
+from .train import (
+    _non_negative_int,
+    _positive_int,
+    check_output_path,
+    check_png_name,
+    written,
+)
 
 DESCENT = "descent"
 
@@ -61,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
         raise ParameterError("--gif is an option of 'xpmlp plot descent' only")
     report = read_report(args.source)
     fig = plots.training_figure(report, images=misclassified_images(report, args.data_dir))
-    plots.save_png(fig, args.out)
+    with written("--out", args.out):
+        plots.save_png(fig, args.out)
     print(f"picture written to {args.out}", file=sys.stderr)
     return 0
 
@@ -117,9 +124,11 @@ def _descent(args: argparse.Namespace) -> int:
         plots.require_pillow()
         check_output_path("--gif", args.gif)
     landscape = plots.descent_landscape(args.directions, seed=args.seed, steps=args.steps)
-    plots.save_png(plots.descent_figure(landscape), args.out)
+    with written("--out", args.out):
+        plots.save_png(plots.descent_figure(landscape), args.out)
     print(f"picture written to {args.out}", file=sys.stderr)
     if args.gif:
-        plots.save_descent_animation(landscape, args.gif)
+        with written("--gif", args.gif):
+            plots.save_descent_animation(landscape, args.gif)
         print(f"animation written to {args.gif}", file=sys.stderr)
     return 0
