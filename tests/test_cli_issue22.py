@@ -385,6 +385,11 @@ def test_an_empty_panel_d_says_why(tmp_path: Path) -> None:
     assert "best final accuracy 95.00%" in note
     vals, note = panel_values(_d_workload(reached=True))
     assert [v[0] for v in vals] == ["xpmlp-numpy", "torch-cpu"] and note is None
+    partly = _d_workload(reached=True)
+    partly["rows"][1]["time_to_target"] = None
+    vals, note = panel_values(partly)
+    assert vals == [("xpmlp-numpy", 3.0), ("torch-cpu", None)]
+    assert note == "not reached: 97.0% test accuracy within 2 epochs"
 
 
 def test_the_bench_picture_draws_the_empty_panels_note(tmp_path: Path,

@@ -164,28 +164,29 @@ def write_json(result: dict[str, Any], path: Path) -> None:
         f.write(json.dumps(result, indent=2, allow_nan=False) + "\n")
 
 
-def panel_values(w: dict[str, Any]) -> tuple[list[tuple[str, float]], str | None]:
-    """The bars of workload ``w``'s panel, (row, value) for each row that has one, and a note
-    for the panel: why it is empty, or which rows have no bar (None when every row has one)."""
+def panel_values(w: dict[str, Any]) -> tuple[list[tuple[str, float | None]], str | None]:
+    """The bars of workload ``w``'s panel, (row, value; None for a row of D that never reached
+    the target), and a note: why the panel is empty, or what a row without a bar means (None
+    when every row has a bar)."""
     rows = w["rows"]
     if not rows:
         skipped = ", ".join(w.get("skipped", {})) or "none"
         return [], f"no row ran (skipped: {skipped})"
     if w["kind"] != "to_accuracy":
         return [(r["row"], r["samples_per_s"]) for r in rows], None
-    vals = [(r["row"], r["time_to_target"]["median"]) for r in rows if r["time_to_target"]]
+    vals = [(r["row"], r["time_to_target"]["median"] if r["time_to_target"] else None)
+            for r in rows]
     epochs = w.get("max_epochs")
     within = f" within {epochs} epochs" if epochs else ""
     target = f"{w['target_accuracy']:.1%} test accuracy{within}"
-    if not vals:
+    if all(v is None for _, v in vals):
         runs = max(r["runs"] for r in rows)
         best = max((a for r in rows for a in r["final_accuracy"]), default=None)
         reached = f"; best final accuracy {best:.2%}" if best is not None else ""
         return [], (f"empty: no row reached {target} in {runs} run(s){reached}, so there is "
                     "no time to target to draw")
-    missing = [r["row"] for r in rows if not r["time_to_target"]]
-    return vals, (f"no bar: {', '.join(missing)} (never reached {target})" if missing
-                  else None)
+    missing = any(v is None for _, v in vals)
+    return vals, f"not reached: {target}" if missing else None
 
 
 def write_png(result: dict[str, Any], path: Path) -> str:
@@ -215,11 +216,13 @@ def write_png(result: dict[str, Any], path: Path) -> str:
             ax.text(0.5, 0.5, textwrap.fill(note or "empty", 34), ha="center", va="center",
                     transform=ax.transAxes, fontsize=8, color="0.3")
             continue
-        ax.barh([v[0] for v in vals], [v[1] for v in vals], color="tab:blue")
+        ax.barh([v[0] for v in vals], [v[1] or 0.0 for v in vals], color="tab:blue")
         ax.invert_yaxis()
-        if note:
-            ax.text(0.98, 0.02, textwrap.fill(note, 40), ha="right", va="bottom",
-                    transform=ax.transAxes, fontsize=7, color="0.3")
+        for i, (_, value) in enumerate(vals):
+            if value is None:  # a row of D that never reached the target: no time to draw
+                ax.text(0.02, i, textwrap.fill(note or "not reached", 40), va="center",
+                        ha="left", fontsize=7, color="0.3",
+                        transform=ax.get_yaxis_transform())
     fig.suptitle(f"xpmlp bench ({result['profile']}): {result['machine']['cpu']}", fontsize=10)
     save_png(fig, path)
     return f"wrote {path}"
