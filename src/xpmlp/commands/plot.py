@@ -55,12 +55,12 @@ def run(args: argparse.Namespace) -> int:
     """Check the inputs and output paths, draw, save; the exit status."""
     from .. import plots
 
+    plots.require_matplotlib()
+    check_output_path("--out", args.out)
     check_png_name("--out", args.out)
     if args.gif is not None and Path(args.gif).suffix.lower() != ".gif":
         raise ParameterError(f"--gif {args.gif!r}: animations are written as GIF; expected a "
                              "file name ending in .gif")
-    plots.require_matplotlib()
-    check_output_path("--out", args.out)
     if args.source == DESCENT:
         return _descent(args)
     if args.gif is not None:

@@ -308,8 +308,6 @@ def validate_options(args: argparse.Namespace, ranks: int = 1) -> None:
                 f"expected at least {MIN_VALIDATION_SAMPLES} of each (a fraction between "
                 f"{MIN_VALIDATION_SAMPLES / share:.3g} and "
                 f"{1 - MIN_TRAINING_SAMPLES / share:.3g})")
-    if args.plot:
-        check_png_name("--plot", args.plot)
     if args.resume:
         resume = Path(args.resume)
         if not resume.exists():
@@ -425,6 +423,7 @@ def check_outputs(args: argparse.Namespace) -> None:
 
         require_matplotlib()
         check_output_path("--plot", args.plot)
+        check_png_name("--plot", args.plot)
 
 
 def run(args: argparse.Namespace) -> int:
