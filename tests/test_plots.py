@@ -10,7 +10,8 @@ import pytest
 
 from xpmlp.cli import main
 
-pytest.importorskip("matplotlib", reason="pictures need matplotlib: pip install 'xpmlp[plot]'")
+pytest.importorskip("matplotlib",
+                    reason="pictures need matplotlib: pip install -e '.[plot]' in the checkout")
 
 REPORT = {
     "epochs": [{"epoch": k, "loss": 1.0 / k, "train_accuracy": 0.8 + 0.05 * k,

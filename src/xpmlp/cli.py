@@ -70,12 +70,53 @@ def build_parser() -> XpmlpArgumentParser:
 
 def _parse(parser: XpmlpArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
     """``parser.parse_args(argv)``, except that unrecognized arguments are reported by the
-    subcommand they follow (``xpmlp train: error: unrecognized arguments: ...``); exits 2."""
+    subcommand they follow (``xpmlp train: error: unrecognized arguments: ...``); exits 2.
+
+    The namespace also holds ``_explicit``: the set of the subcommand's destinations given on
+    the command line (whatever their value, a default's included), so that a command can tell
+    ``--hidden 512,256`` given from the same value by default (``xpmlp train --resume``).
+    """
     args, extra = parser.parse_known_args(argv)
     if extra:
         owner = parser.commands.get(args.command or "", parser)
         owner.error(f"unrecognized arguments: {' '.join(extra)}")
+    args._explicit = _explicit_destinations(parser, argv)
     return args
+
+
+def _explicit_destinations(parser: XpmlpArgumentParser,
+                           argv: Sequence[str] | None) -> frozenset[str]:
+    """The destinations set from the command line: ``argv`` parsed again with every default
+    of every parser suppressed (then restored), so that only what was given lands in the
+    namespace."""
+    parsers = [parser, *parser.commands.values()]
+    saved = [(action, action.default) for p in parsers for action in p._actions]
+    saved_defaults = [(p, dict(p._defaults)) for p in parsers]
+    try:
+        for action, _ in saved:
+            action.default = argparse.SUPPRESS
+        for p in parsers:
+            p._defaults.clear()
+        given, _ = parser.parse_known_args(argv)
+    finally:
+        for action, default in saved:
+            action.default = default
+        for p, defaults in saved_defaults:
+            p._defaults.update(defaults)
+    return frozenset(k for k in vars(given) if not k.startswith("_") and k != "command")
+
+
+def close_progress_bars() -> None:
+    """Close the progress bars still open (an interrupted epoch's), so that what is printed
+    next starts on a line of its own."""
+    tqdm = sys.modules.get("tqdm")
+    if tqdm is None:
+        return
+    for bar in list(getattr(tqdm.tqdm, "_instances", ())):
+        try:
+            bar.close()
+        except Exception:  # a bar half torn down by the interruption: nothing to redraw
+            pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -93,5 +134,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"xpmlp {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        close_progress_bars()
         print(f"xpmlp {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -13,7 +13,7 @@ has one sigmoid output gets the two columns [1 - p, p] of scikit-learn's ``predi
 
 ``ONNX_ACTIVATIONS`` says, for every name of ``xpmlp.activations.ACTIVATIONS`` (and a few
 that other activations may take), which ONNX nodes compute it, or why none can. onnx is
-imported only when exporting: ``pip install 'xpmlp[onnx]'``.
+imported only when exporting: ``pip install -e '.[onnx]'`` in the checkout.
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ def _import_onnx() -> Any:
     except ImportError as exc:
         raise OnnxDependencyError(
             f"exporting to ONNX needs the onnx package ({exc}); install it with "
-            "pip install 'xpmlp[onnx]' (or pip install 'onnx>=1.14')"
+            "pip install -e '.[onnx]' in the xpmlp checkout (or pip install 'onnx>=1.14')"
         ) from None
     return onnx
 

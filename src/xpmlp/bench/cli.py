@@ -1,7 +1,7 @@
 """``xpmlp bench``: xpmlp's backends and its peers side by side, against the machine's peak.
 
     xpmlp bench                          # full profile: A, B, C, D (10-20 min on 2 cores)
-    xpmlp bench --quick --threads 2      # a reduced run, about 2 minutes on 2 cores
+    xpmlp bench --quick --threads 2      # a reduced run, up to 10 minutes on 2 cores
     xpmlp bench --workloads A,B --rows xpmlp-numpy,torch-cpu --out results/
 
 Always prints the tables; ``--out DIR`` also writes bench.json (with the
@@ -28,7 +28,7 @@ def _list(text: str) -> list[str]:
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="a reduced run (A/B as in the full run with 3 repeats, C 2048 "
-                             "wide, D 1 seed x 2 epochs): about 2 minutes on 2 cores; its "
+                             "wide, D 1 seed x 2 epochs): 6 to 10 minutes measured on 2 cores; its "
                              "ratios are indicative only (quote the full run's)")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, metavar="N",
@@ -43,6 +43,22 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                              "core busy, and report both")
     parser.add_argument("--out", type=Path, metavar="DIR",
                         help="write bench.json, bench.md and bench.png into DIR")
+
+
+OUT_FILES = ("bench.json", "bench.md", "bench.png")
+
+
+def check_out_dir(out: Path) -> None:
+    """ParameterError, before anything is timed, unless the files of ``--out DIR`` can be
+    written (DIR a directory, or creatable, in which this process can create files)."""
+    from ..commands.train import check_output_path
+    from ..errors import ParameterError
+
+    if out.exists() and not out.is_dir():
+        raise ParameterError(f"--out {str(out)!r} is a file; expected a directory (bench.json, "
+                             "bench.md and bench.png are written into it)")
+    for name in OUT_FILES:
+        check_output_path("--out", out / name)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
               "matrix products use TF32; the rows compare FP32 on both sides (PyTorch's TF32 is "
               "off), so unset CUPY_TF32", file=sys.stderr)
         return 2
+    if args.out is not None:
+        check_out_dir(args.out)
     workloads = [w.upper() for w in args.workloads] if args.workloads else None
     try:
         result = run_benchmark(profile, rows=args.rows, workloads=workloads,
@@ -69,6 +87,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(text_report(result))
     if args.out is not None:
-        for message in write_all(result, args.out):
-            print(message)
+        from ..commands.train import written
+
+        with written("--out", args.out):  # disk full, ...: one line (the tables are printed)
+            for message in write_all(result, args.out):
+                print(message)
     return 0

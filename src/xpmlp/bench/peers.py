@@ -33,7 +33,8 @@ def torch_unavailable_reason(device: str) -> str | None:
     try:
         import torch
     except ImportError as exc:
-        return f"PyTorch is not installed ({exc}); pip install 'xpmlp[bench]'"
+        return (f"PyTorch is not installed ({exc}); pip install -e '.[bench]' in the xpmlp "
+                "checkout")
     if device == "cuda" and not torch.cuda.is_available():
         return "PyTorch sees no CUDA device (a CPU build, or no GPU)"
     return None
@@ -43,7 +44,8 @@ def sklearn_unavailable_reason() -> str | None:
     try:
         import sklearn.neural_network  # noqa: F401
     except ImportError as exc:
-        return f"scikit-learn is not installed ({exc}); pip install 'xpmlp[bench]'"
+        return (f"scikit-learn is not installed ({exc}); pip install -e '.[bench]' in the xpmlp "
+                "checkout")
     return None
 
 

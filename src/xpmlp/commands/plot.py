@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ParameterError, XpmlpError
-from .train import _non_negative_int, _positive_int, check_output_path
+from .train import (
+    _non_negative_int,
+    _positive_int,
+    check_output_path,
+    check_png_name,
+    written,
+)
 
 DESCENT = "descent"
 
@@ -27,12 +33,14 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", metavar="REPORT.json|descent",
                    help="an xpmlp train --report file to draw, or 'descent' for the "
                    "gradient-descent picture")
-    p.add_argument("--out", required=True, help="the PNG file to write")
+    p.add_argument("--out", required=True,
+                   help="the PNG file to write (its name must end in .png)")
     p.add_argument("--data-dir", default=None,
                    help="report: directory with the MNIST files for the misclassified digits "
                    "(default as for xpmlp train; never downloads)")
     p.add_argument("--gif", default=None,
-                   help="descent: also write an animation of the paths here (needs pillow)")
+                   help="descent: also write an animation of the paths here, a .gif file "
+                   "(needs pillow)")
     p.add_argument("--directions", choices=("weights", "random"), default="weights",
                    help="descent: the plane drawn: two weights of the first layer, or two "
                    "random directions in parameter space (default weights)")
@@ -49,13 +57,18 @@ def run(args: argparse.Namespace) -> int:
 
     plots.require_matplotlib()
     check_output_path("--out", args.out)
+    check_png_name("--out", args.out)
+    if args.gif is not None and Path(args.gif).suffix.lower() != ".gif":
+        raise ParameterError(f"--gif {args.gif!r}: animations are written as GIF; expected a "
+                             "file name ending in .gif")
     if args.source == DESCENT:
         return _descent(args)
     if args.gif is not None:
         raise ParameterError("--gif is an option of 'xpmlp plot descent' only")
     report = read_report(args.source)
     fig = plots.training_figure(report, images=misclassified_images(report, args.data_dir))
-    plots.save_png(fig, args.out)
+    with written("--out", args.out):
+        plots.save_png(fig, args.out)
     print(f"picture written to {args.out}", file=sys.stderr)
     return 0
 
@@ -68,9 +81,13 @@ def read_report(path: str) -> dict[str, Any]:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ParameterError(f"report {path!r} cannot be read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ParameterError(
+            f"report {path!r} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+            f"{exc.start}); expected the JSON file written by xpmlp train --report") from None
     try:
         report = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except json.JSONDecodeError as exc:
         raise ParameterError(f"report {path!r} is not valid JSON: {exc}") from None
     try:
         check_report(report)
@@ -107,9 +124,11 @@ def _descent(args: argparse.Namespace) -> int:
         plots.require_pillow()
         check_output_path("--gif", args.gif)
     landscape = plots.descent_landscape(args.directions, seed=args.seed, steps=args.steps)
-    plots.save_png(plots.descent_figure(landscape), args.out)
+    with written("--out", args.out):
+        plots.save_png(plots.descent_figure(landscape), args.out)
     print(f"picture written to {args.out}", file=sys.stderr)
     if args.gif:
-        plots.save_descent_animation(landscape, args.gif)
+        with written("--gif", args.gif):
+            plots.save_descent_animation(landscape, args.gif)
         print(f"animation written to {args.gif}", file=sys.stderr)
     return 0

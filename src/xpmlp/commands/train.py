@@ -25,6 +25,8 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -151,7 +153,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="random seed, an integer >= 0 (default 0)")
     p.add_argument("--dtype", choices=("float32", "float64"), default=d["dtype"])
     p.add_argument("--limit", type=_positive_int, default=None,
-                   help="train on the first N training samples only")
+                   help="train on the first N training samples only (at least 10 per rank; "
+                   "with --early-stopping, 20: 10 held out to validate on)")
     p.add_argument("--data-dir", default=None,
                    help="directory with the MNIST files (default: $XPMLP_DATA_DIR, else the "
                    "repository's data/mnist, else a download cache)")
@@ -164,24 +167,31 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="how the ranks of an MPI launch (mpiexec -n N xpmlp train) communicate: "
                    "auto (nccl when every rank has a GPU of its own, else mpi when launched "
                    "with several ranks, else single), single, mpi or nccl (default auto)")
-    p.add_argument("--out", default=None, help="save the trained model here (.npz)")
+    p.add_argument("--out", default=None,
+                   help="save the trained model here (.npz); if that fails (disk full), the "
+                   "file keeps what it held and the model is saved in the temporary "
+                   "directory instead, under a name the error gives")
     p.add_argument("--checkpoint", default=None, metavar="FILE",
                    help="save the model with its training state here (.npz) after every "
-                   "epoch, for --resume")
+                   "epoch, for --resume; if a save fails (disk full), training stops, the "
+                   "file keeps the last checkpoint written and the model is saved as for --out")
     p.add_argument("--resume", default=None, metavar="CHECKPOINT",
                    help="go on with the run saved in CHECKPOINT (by --checkpoint or --out): "
                    "its model, optimizer state, epoch and shuffling; --epochs is then the "
                    "run's last epoch, and the same --batch-size, --schedule and --limit give "
-                   "the weights of the run done in one go (the model options --hidden, "
-                   "--activation, --optimizer, --lr, --weight-decay, --seed, --dtype come "
-                   "from the checkpoint)")
+                   "the weights of the run done in one go. The model options (" +
+                   ", ".join(RESUME_FIXED) + ") come from the checkpoint: given with a "
+                   "different value they are an error. Free to change on resume: --epochs, "
+                   "--out, --checkpoint, --report, --plot, --quiet, --threads, --backend, "
+                   "--data-dir, and (then no longer the run done in one go) --batch-size, "
+                   "--limit, --schedule and its settings, --early-stopping and its settings")
     p.add_argument("--report", default=None,
                    help="write a JSON report: per-epoch loss, accuracies, seconds, samples/s; "
                    "the test set's confusion matrix and misclassified digits")
     p.add_argument("--plot", default=None,
-                   help="draw the report here (.png): loss and accuracies per epoch, confusion "
-                   "matrix, misclassified digits (needs matplotlib: pip install "
-                   "'xpmlp[plot]')")
+                   help="draw the report here (a .png name: PNG is the only format "
+                   "written): loss and accuracies per epoch, confusion matrix, misclassified "
+                   "digits (needs matplotlib: pip install -e '.[plot]' in the xpmlp checkout)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _configure_regularization(p)
 
@@ -213,7 +223,7 @@ def _configure_regularization(p: argparse.ArgumentParser) -> None:
                    help="--schedule plateau: the lowest learning rate (default 0)")
     g.add_argument("--warmup", type=_non_negative_int, default=0,
                    help="epochs of linear warm-up before the schedule, from --warmup-start "
-                   "times the rate (default 0: none)")
+                   "times the rate (default 0: none; at most --epochs)")
     g.add_argument("--warmup-start", type=_number(0.0, inclusive=False), default=0.1,
                    help="the warm-up's first factor (default 0.1)")
     g.add_argument("--early-stopping", type=_positive_int, nargs="?", const=5, default=None,
@@ -228,7 +238,87 @@ def _configure_regularization(p: argparse.ArgumentParser) -> None:
                    help="--early-stopping: what to watch (default val_loss)")
     g.add_argument("--validation-fraction", type=_number(0.0, inclusive=False), default=0.1,
                    help="--early-stopping: the share of the training set held out to "
-                   "monitor (default 0.1)")
+                   "monitor (default 0.1); it must leave at least 10 samples (per rank) to "
+                   "validate on and 10 to train on")
+
+
+#: the options that --resume takes from the checkpoint (an explicit different value is an error)
+RESUME_FIXED = ("--hidden", "--activation", "--optimizer", "--lr", "--weight-decay", "--seed",
+                "--dtype", "--dropout", "--batch-norm", "--l1", "--clip-norm", "--clip-value")
+#: options that only --early-stopping reads
+EARLY_STOPPING_ONLY = ("monitor", "min_delta", "validation_fraction")
+MNIST_TRAINING_SAMPLES = 60_000
+#: the fewest samples each rank may train on, and hold out to validate on (--early-stopping)
+MIN_TRAINING_SAMPLES = 10
+MIN_VALIDATION_SAMPLES = 10
+
+
+def given(args: argparse.Namespace, dest: str) -> bool:
+    """Whether option ``dest`` was given on the command line (``xpmlp.cli`` records them in
+    ``args._explicit``); False without that record (a Namespace built by hand): the checks
+    that need it are then skipped."""
+    return dest in getattr(args, "_explicit", ())
+
+
+def check_png_name(option: str, path: str) -> None:
+    """ParameterError unless ``path`` ends in ``.png``: pictures are written as PNG only, and a
+    ``.jpg`` or ``.txt`` name would hold a PNG under a false name."""
+    suffix = Path(path).suffix
+    if suffix.lower() != ".png":
+        raise ParameterError(
+            f"{option} {path!r}: pictures are written as PNG; expected a file name ending in "
+            f".png, got {('suffix ' + repr(suffix)) if suffix else 'no suffix'}")
+
+
+def validate_options(args: argparse.Namespace, ranks: int = 1) -> None:
+    """Every check of ``xpmlp train``'s options against each other (the parser checks each one
+    alone), before anything is loaded; ParameterError saying what was received and what was
+    expected. ``ranks``: the processes of an MPI launch, each training on its share."""
+    if args.warmup > args.epochs:
+        raise ParameterError(
+            f"--warmup {args.warmup} is longer than the run (--epochs {args.epochs}): expected "
+            f"at most {args.epochs} epochs of warm-up")
+    if args.early_stopping is None:
+        for dest in EARLY_STOPPING_ONLY:
+            if given(args, dest):
+                option = "--" + dest.replace("_", "-")
+                raise ParameterError(
+                    f"{option} is a setting of --early-stopping, which was not given: add "
+                    f"--early-stopping [PATIENCE], or leave {option} out")
+    n = min(args.limit or MNIST_TRAINING_SAMPLES, MNIST_TRAINING_SAMPLES)
+    share = n // ranks  # the smallest rank's (rank r takes samples r, r + ranks, ...)
+    each = f" per rank ({n} samples over {ranks} ranks)" if ranks > 1 else ""
+    if share < MIN_TRAINING_SAMPLES:
+        raise ParameterError(
+            f"--limit {args.limit} leaves {share} training sample(s){each}: expected at least "
+            f"{MIN_TRAINING_SAMPLES * ranks}")
+    if args.early_stopping is not None:
+        fraction = args.validation_fraction
+        if not fraction < 1:
+            raise ParameterError(f"--validation-fraction {fraction:g}: expected a number > 0 "
+                                 "and < 1")
+        if share < MIN_VALIDATION_SAMPLES + MIN_TRAINING_SAMPLES:
+            raise ParameterError(
+                f"--early-stopping with --limit {args.limit}: {share} training sample(s){each} "
+                f"cannot be split into at least {MIN_VALIDATION_SAMPLES} to validate on and "
+                f"{MIN_TRAINING_SAMPLES} to train on: expected --limit "
+                f"{(MIN_VALIDATION_SAMPLES + MIN_TRAINING_SAMPLES) * ranks} or more")
+        held_out = min(share - 1, max(1, round(fraction * share)))  # as fit's hold-out
+        if held_out < MIN_VALIDATION_SAMPLES or share - held_out < MIN_TRAINING_SAMPLES:
+            raise ParameterError(
+                f"--validation-fraction {fraction:g} of {share} training samples{each} holds "
+                f"out {held_out} to validate on and leaves {share - held_out} to train on: "
+                f"expected at least {MIN_VALIDATION_SAMPLES} of each (a fraction between "
+                f"{MIN_VALIDATION_SAMPLES / share:.3g} and "
+                f"{1 - MIN_TRAINING_SAMPLES / share:.3g})")
+    if args.resume:
+        resume = Path(args.resume)
+        if not resume.exists():
+            raise ParameterError(f"--resume {args.resume!r}: no such file; expected a file "
+                                 "written by --checkpoint or --out")
+        if not resume.is_file():
+            raise ParameterError(f"--resume {args.resume!r} is not a file; expected a file "
+                                 "written by --checkpoint or --out")
 
 
 def _regularization(args: argparse.Namespace) -> tuple[dict[str, Any], Any, dict[str, Any]]:
@@ -245,9 +335,6 @@ def _regularization(args: argparse.Namespace) -> tuple[dict[str, Any], Any, dict
                              min_lr=args.min_lr)
     stopping: dict[str, Any] = {}
     if args.early_stopping is not None:
-        if not args.validation_fraction < 1:
-            raise ParameterError(f"--validation-fraction {args.validation_fraction:g}: "
-                                 "expected a number > 0 and < 1")
         stopping = {"early_stopping": EarlyStopping(
             patience=args.early_stopping, min_delta=args.min_delta, monitor=args.monitor),
             "validation_fraction": args.validation_fraction}
@@ -339,6 +426,7 @@ def check_outputs(args: argparse.Namespace) -> None:
 
         require_matplotlib()
         check_output_path("--plot", args.plot)
+        check_png_name("--plot", args.plot)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -352,6 +440,7 @@ def run(args: argparse.Namespace) -> int:
     comm = init(args.distributed)
     if comm.world_size > 1:
         return _run_rank(args, comm)
+    validate_options(args)
     check_outputs(args)
     with cpu_threads(args.threads) as notes:
         for note in notes:
@@ -364,9 +453,14 @@ def _run_rank(args: argparse.Namespace, comm: Any) -> int:
     this machine divided by its ranks; any error prints and aborts every rank (the
     ``xpmlp`` command would otherwise print it and return, leaving the others waiting)."""
     from .._threads import available_cores, cpu_threads
-    from ..distributed.faults import abort_job, is_agreed
+    from ..distributed.faults import abort_job, is_agreed, mark_agreed
 
     try:
+        check_same_options(args, comm)
+        try:
+            validate_options(args, comm.world_size)
+        except ParameterError as exc:  # the same options on every rank: the same error
+            raise mark_agreed(exc) from None
         if comm.rank == 0:
             check_outputs(args)
         threads = args.threads or max(1, available_cores() // comm.local_size)
@@ -377,9 +471,32 @@ def _run_rank(args: argparse.Namespace, comm: Any) -> int:
     except XpmlpError as exc:
         abort_job(comm, f"xpmlp train: error: {exc}", 2, agreed=is_agreed(exc))
     except KeyboardInterrupt:
+        from ..cli import close_progress_bars
+
+        close_progress_bars()
         abort_job(comm, "xpmlp train: interrupted", 130)
     except BaseException as exc:
         abort_job(comm, "".join(traceback.format_exception(exc)), 1, agreed=is_agreed(exc))
+
+
+#: options that may differ between the ranks of a job: where files are read and written
+#: (only rank 0 writes), what is printed, and the CPU threads of each
+PER_RANK_OPTIONS = frozenset({"out", "checkpoint", "report", "plot", "quiet", "threads",
+                              "data_dir", "no_download", "command"})
+
+
+def check_same_options(args: argparse.Namespace, comm: Any) -> None:
+    """A collective at the start of every rank: DistributedError (raised alike on every rank)
+    unless every rank was given the same training options (all but ``PER_RANK_OPTIONS``),
+    naming each that differs with its value on that rank and on rank 0. Without it, ranks
+    given different ``--dropout`` would train different models without a word, and ranks
+    given different ``--batch-norm`` would die inside an MPI collective."""
+    from ..distributed.faults import check_same_settings
+
+    options = {key: value for key, value in sorted(vars(args).items())
+               if not key.startswith("_") and key not in PER_RANK_OPTIONS}
+    check_same_settings(comm, {"--" + k.replace("_", "-"): v for k, v in options.items()},
+                        "xpmlp train")
 
 
 def _rank_batch_size(batch_size: int, ranks: int) -> int:
@@ -405,7 +522,6 @@ def _train(args: argparse.Namespace, comm: Any, threads: int | None = None) -> i
     from ..datasets import load_mnist
     from ..distributed import default_device
     from ..model import MLP
-    from ..serialize import save_model
 
     root, ranks = comm.rank == 0, comm.world_size
     batch_size = _rank_batch_size(args.batch_size, ranks)
@@ -413,7 +529,7 @@ def _train(args: argparse.Namespace, comm: Any, threads: int | None = None) -> i
     if comm.name != "single" and resolve_backend_name(args.backend) != "numpy":
         device = default_device(comm)  # None where no GPU: "auto" then resolves to numpy
     backend = get_backend(args.backend, device=device)
-    if resolve_backend_name(args.backend) == "auto" and root:
+    if resolve_backend_name(args.backend) == "auto" and root and not args.quiet:
         from ..backends import describe_auto_choice
 
         print(f"backend: {describe_auto_choice()}", file=sys.stderr)
@@ -470,8 +586,9 @@ def _train(args: argparse.Namespace, comm: Any, threads: int | None = None) -> i
             f"{r['test_accuracy' if test_set is not None else 'val_accuracy']:.4f} "
             f"({r['seconds']:.2f} s, {r['samples_per_s']:,.0f} samples/s)")
         if args.checkpoint:
-            save_model(model, args.checkpoint)
+            save_checkpoint(model, args.checkpoint, r["epoch"])
 
+    epochs_before = len(model.history_)  # a resumed model's earlier epochs
     started = time.perf_counter()
     model.fit(x_train, y_train, epochs=args.epochs, batch_size=batch_size,
               **(stopping or {"validation_data": (x_test, y_test)}), lr_schedule=schedule,
@@ -479,7 +596,7 @@ def _train(args: argparse.Namespace, comm: Any, threads: int | None = None) -> i
               **({} if comm.name == "single" else {"comm": comm}))
     wall = time.perf_counter() - started
     history = model.history_
-    train_seconds = sum(r["seconds"] for r in history)
+    train_seconds = sum(r["seconds"] for r in history[epochs_before:])  # this run's only
     if not stopping:
         for r in history:  # a resumed run's earlier records may have been renamed already
             if "val_accuracy" in r:
@@ -497,11 +614,18 @@ def _train(args: argparse.Namespace, comm: Any, threads: int | None = None) -> i
             f"{args.monitor}) are kept")
     else:
         test_accuracy = history[-1]["test_accuracy"]
-    print(f"test accuracy: {test_accuracy:.4f} after {len(history)} epoch(s); "
-          f"training {train_seconds:.1f} s ({wall:.1f} s with evaluation) on {backend.name}")
+    ran = len(history) - epochs_before
+    this_run = f"; this run: {ran} epoch(s)" if epochs_before else ""
+    print(f"test accuracy: {test_accuracy:.4f} after {len(history)} epoch(s){this_run}; "
+          f"training {train_seconds:.1f} s ({max(wall, train_seconds):.1f} s with evaluation) "
+          f"on {backend.name}")
+    failed: list[XpmlpError] = []  # the outputs that could not be written, reported at the end
     if args.out:
-        path = save_model(model, args.out)
-        log(f"model saved to {path}")
+        try:
+            path = write_model(model, args.out, "--out")
+            log(f"model saved to {path}")
+        except OutputError as exc:
+            failed.append(exc)
     if args.report or args.plot:
         report: dict[str, Any] = {
             "command": "xpmlp train",
@@ -524,17 +648,94 @@ def _train(args: argparse.Namespace, comm: Any, threads: int | None = None) -> i
             **errors_on_test_set(model, (all_x_test * scale).astype(dtype), all_y_test),
         }
     if args.report:
-        with atomic_write(args.report) as f:
-            json.dump(report, f, indent=2, default=str)
-        log(f"report written to {args.report}")
+        try:
+            with written("--report", args.report), atomic_write(args.report) as f:
+                json.dump(report, f, indent=2, default=str)
+            log(f"report written to {args.report}")
+        except OutputError as exc:
+            failed.append(exc)
     if args.plot:
         from ..plots import save_png, training_figure
 
         wrong = [w["index"] for w in report["misclassified"]]
         images = all_x_test[wrong].reshape(len(wrong), 28, 28)
-        save_png(training_figure(report, images), args.plot)
-        log(f"picture written to {args.plot}")
+        try:
+            with written("--plot", args.plot):
+                save_png(training_figure(report, images), args.plot)
+            log(f"picture written to {args.plot}")
+        except OutputError as exc:
+            failed.append(exc)
+    if failed:
+        raise OutputError("; and ".join(str(e) for e in failed))
     return 0
+
+
+class OutputError(XpmlpError, OSError):
+    """An output file could not be written (disk full, ...): the file keeps what it held."""
+
+
+@contextmanager
+def written(option: str, path: str | os.PathLike[str], rescued: str = "") -> Iterator[None]:
+    """Turn an OSError raised while writing ``path`` (atomically: the file keeps what it held)
+    into one OutputError naming ``option``, ``path`` and the reason; ``rescued`` is added."""
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, XpmlpError):
+            raise
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise OutputError(f"{option} {str(path)!r} could not be written ({reason}); the file "
+                          f"keeps what it held before{rescued}") from None
+
+
+def rescue_locations(path: str | os.PathLike[str]) -> list[Path]:
+    """Where to save a model whose file could not be written: the temporary directory, the
+    home directory and the working directory (other file systems, perhaps), in that order,
+    less the folder that just failed."""
+    failed = Path(path).resolve().parent
+    name = f"xpmlp-rescued-{os.getpid()}-{_model_file(str(path)).name}"
+    seen, out = {failed}, []
+    for folder in (tempfile.gettempdir(), Path.home(), Path.cwd()):
+        try:
+            folder = Path(folder).resolve()
+        except (OSError, RuntimeError):
+            continue
+        if folder not in seen:
+            seen.add(folder)
+            out.append(folder / name)
+    return out
+
+
+def write_model(model: Any, path: str, option: str, rescue_note: str = "") -> Path:
+    """``save_model(model, path)``; if that fails (disk full, ...), the model is saved to the
+    first of ``rescue_locations`` that takes it and OutputError names both files."""
+    from ..serialize import save_model
+
+    try:
+        with written(option, path):
+            return save_model(model, path)
+    except OutputError as exc:
+        failure = str(exc)
+    for place in rescue_locations(path):
+        try:
+            saved = save_model(model, place)
+        except OSError:
+            continue
+        raise OutputError(f"{failure}; the trained model{rescue_note} was saved to "
+                          f"{str(saved)!r} instead") from None
+    raise OutputError(f"{failure}; the trained model{rescue_note} could not be saved anywhere "
+                      f"else either (tried {', '.join(map(str, rescue_locations(path)))})")
+
+
+def save_checkpoint(model: Any, path: str, epoch: int) -> None:
+    """The checkpoint after ``epoch``; on failure (disk full, ...) training stops with one
+    OutputError saying that ``path`` still holds the previous checkpoint and where this
+    epoch's model was saved instead."""
+    try:
+        write_model(model, path, "--checkpoint", f" of epoch {epoch}")
+    except OutputError as exc:
+        raise OutputError(f"{exc}; training stopped (--resume {str(path)!r} goes on from the "
+                          "last checkpoint written)") from None
 
 
 def _resumed_model(args: argparse.Namespace, backend: Any) -> Any:
@@ -544,7 +745,11 @@ def _resumed_model(args: argparse.Namespace, backend: Any) -> Any:
         return None
     from ..serialize import load_model
 
-    model = load_model(args.resume, backend=backend)
+    try:
+        model = load_model(args.resume, backend=backend)
+    except OSError as exc:  # gone since the options were checked, unreadable, ...
+        raise ParameterError(f"--resume {args.resume!r} cannot be read: "
+                             f"{exc.strerror or exc}") from None
     if model.n_features != 784 or model.n_outputs != 10 or not model.is_classifier:
         raise ParameterError(
             f"--resume {args.resume!r}: the model has layers {model.layer_sizes} with output "
@@ -556,7 +761,78 @@ def _resumed_model(args: argparse.Namespace, backend: Any) -> Any:
             f"is {args.epochs}; --epochs is the run's last epoch: give more than "
             f"{model.epoch_} to train on"
         )
+    check_resume_options(args, model)
     return model
+
+
+def _checkpoint_options(model: Any) -> dict[str, Any]:
+    """The values the options of ``RESUME_FIXED`` have in ``model`` (a loaded checkpoint), as
+    the parser gives them (dests of ``args``)."""
+    opt = model.optimizer
+    hidden_activations = model.activations[:-1]
+    dropout = list(model.dropout)
+    return {
+        "hidden": list(model.layer_sizes[1:-1]),
+        "activation": hidden_activations[0] if len(set(hidden_activations)) == 1
+        else hidden_activations,
+        "optimizer": opt.name,
+        "lr": opt.learning_rate,
+        "weight_decay": opt.weight_decay,
+        "seed": model.seed,
+        "dtype": model.dtype.name,
+        "dropout": dropout[0] if len(set(dropout)) <= 1 and dropout else dropout,
+        "batch_norm": any(model.batch_norm),
+        "l1": opt.l1,
+        "clip_norm": opt.clip_grad_norm,
+        "clip_value": opt.clip_grad_value,
+    }
+
+
+def _same(given_value: Any, saved: Any) -> bool:
+    if isinstance(given_value, float) or isinstance(saved, float):
+        try:
+            return abs(float(given_value) - float(saved)) <= 1e-12 * max(1.0, abs(float(saved)))
+        except (TypeError, ValueError):
+            return False
+    if isinstance(given_value, list) and isinstance(saved, list):
+        return len(given_value) == len(saved) and all(map(_same, given_value, saved))
+    return bool(given_value == saved)
+
+
+def check_resume_options(args: argparse.Namespace, model: Any) -> None:
+    """ParameterError naming each option of ``RESUME_FIXED`` given on the command line with a
+    value other than the checkpoint's (``--resume`` goes on with the checkpoint's model and
+    optimizer: such an option would be ignored)."""
+    saved = _checkpoint_options(model)
+    conflicts = []
+    for option in RESUME_FIXED:
+        dest = option[2:].replace("-", "_")
+        if not given(args, dest):
+            continue
+        value, theirs = getattr(args, dest), saved[dest]
+        if dest == "l1" and value == 0 and theirs == 0:
+            continue
+        if dest == "dropout" and isinstance(value, list) and not isinstance(theirs, list):
+            theirs = [theirs] * len(value)
+        if not _same(value, theirs):
+            conflicts.append(f"{option} {_shown(value)} but the checkpoint has "
+                             f"{_shown(theirs)}")
+    if conflicts:
+        raise ParameterError(
+            f"--resume {args.resume!r} goes on with the checkpoint's model and optimizer, and "
+            f"was given {'; '.join(conflicts)}: leave "
+            f"{'these options' if len(conflicts) > 1 else 'the option'} out, or give the "
+            "checkpoint's value (to change them, start a new run without --resume)")
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list):
+        return ",".join(_shown(v) for v in value) if value else "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def errors_on_test_set(model: Any, x_test: Any, y_test: Any) -> dict[str, Any]:

@@ -12,7 +12,7 @@
 
 =========  ===========================================================================
 single     one process; every collective is the identity
-mpi        mpi4py (``pip install 'xpmlp[distributed]'`` brings it and the MPICH wheel);
+mpi        mpi4py (``pip install -e '.[distributed]'`` in the checkout brings it and MPICH);
            NumPy buffers as they are, CuPy buffers staged through pinned host memory, or
            passed directly when the MPI library is CUDA-aware (XPMLP_MPI_CUDA_AWARE=1)
 nccl       ``cupy.cuda.nccl``, one GPU per rank (node-local rank modulo the GPUs seen);

@@ -20,7 +20,8 @@ import numpy
 from ..errors import DistributedError
 from .base import Communicator, check_buffer, is_device_array, stats_vector
 
-INSTALL_HINT = "pip install 'xpmlp[distributed]' (mpi4py and the pip-installable MPICH)"
+INSTALL_HINT = ("pip install -e '.[distributed]' in the xpmlp checkout (mpi4py and the "
+                "pip-installable MPICH)")
 
 
 def import_mpi() -> Any:

@@ -30,8 +30,9 @@ def import_nccl() -> tuple[Any, Any]:
         from cupy.cuda import nccl
     except ImportError as exc:
         raise DistributedError(
-            f"the nccl backend needs CuPy with NCCL ({exc}): pip install 'xpmlp[cuda13]' "
-            "nvidia-nccl-cu13 (or the cuda12 pair), or use init('mpi')"
+            f"the nccl backend needs CuPy with NCCL ({exc}): pip install -e '.[cuda13]' "
+            "in the xpmlp checkout, and pip install nvidia-nccl-cu13 (or the cuda12 pair), or use "
+            "init('mpi')"
         ) from None
     if not getattr(nccl, "available", False):
         raise DistributedError(

@@ -11,7 +11,7 @@ from ..errors import XpmlpError
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-INSTALL_HINT = "pip install 'xpmlp[plot]'"
+INSTALL_HINT = "pip install -e '.[plot]' in the xpmlp checkout (or pip install matplotlib)"
 
 
 class PlotDependencyError(XpmlpError, ImportError):

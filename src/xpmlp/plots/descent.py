@@ -140,8 +140,8 @@ def descent_landscape(directions: str = "weights", seed: int = 0, steps: int = 5
     start = np.array([-0.8 * span, 0.75 * span])
     optimizers = descent_optimizers(directions)
     paths = {name: _descend(plane, opt, start, steps) for name, opt in optimizers.items()}
-    title = (f"Loss of a 2-8-3 MLP on 3 blobs over two {directions} directions; "
-             f"{steps} full-batch steps")
+    plane_name = "two first-layer weights" if directions == "weights" else "two random directions"
+    title = f"Loss of a 2-8-3 MLP on 3 blobs over {plane_name}; {steps} full-batch steps"
     return DescentLandscape(a=a, b=b, loss=loss, paths=paths, labels=labels, title=title,
                             optimizers={n: repr(o) for n, o in optimizers.items()})
 
@@ -283,8 +283,13 @@ def _draw_surface_plain(ax: Any, land: DescentLandscape, stride: int = 1) -> Any
                            rstride=stride, cstride=stride)
     ax.contour(A, B, land.loss, levels=15, zdir="z", offset=floor, cmap="viridis")
     ax.set_zlim(floor, land.loss.max())
+    # ticks on the loss's own range only (the floor below it holds the contours, no loss)
+    from matplotlib.ticker import MaxNLocator
+
+    ticks = MaxNLocator(nbins=5).tick_values(land.loss.min(), land.loss.max())
+    ax.set_zticks([t for t in ticks if land.loss.min() <= t <= land.loss.max()])
     ax.set_xlabel(land.labels[0])
     ax.set_ylabel(land.labels[1])
-    ax.set_zlabel("loss")
+    ax.set_zlabel("loss", labelpad=14)  # clear of the tick labels
     ax.view_init(elev=35, azim=-60)
     return surf

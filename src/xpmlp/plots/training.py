@@ -78,17 +78,45 @@ def training_figure(report: dict[str, Any], images: Any = None) -> Figure:
     fig = new_figure(12, 9.5)
     grid = fig.add_gridspec(2, 2)
     epochs = report["epochs"]
-    _plot_loss(fig.add_subplot(grid[0, 0]), epochs)
-    _plot_accuracy(fig.add_subplot(grid[0, 1]), epochs)
+    kept = _kept_epoch(report)
+    loss_ax, accuracy_ax = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
+    _plot_loss(loss_ax, epochs)
+    _plot_accuracy(accuracy_ax, epochs)
+    if kept is not None:
+        for ax in (loss_ax, accuracy_ax):
+            ax.axvline(kept, color="tab:green", linestyle=":", linewidth=1.5,
+                       label=f"weights kept (epoch {kept})")
+            ax.legend(fontsize=9)
     _plot_confusion(fig, fig.add_subplot(grid[1, 0]), report.get("confusion_matrix"))
     _plot_misclassified(fig.add_subfigure(grid[1, 1]), report.get("misclassified"), images)
+    fig.suptitle(_title(report, kept), fontsize=14)
+    return fig
+
+
+def _kept_epoch(report: dict[str, Any]) -> int | None:
+    """The epoch whose weights an early-stopped run kept (None without early stopping)."""
+    stopping = report.get("early_stopping")
+    best = stopping.get("best_epoch") if isinstance(stopping, dict) else None
+    return best if isinstance(best, int) and not isinstance(best, bool) else None
+
+
+def _title(report: dict[str, Any], kept: int | None) -> str:
+    """The figure's title: the final test accuracy, which weights it is of, the model."""
+    epochs = report["epochs"]
     accuracy = report.get("test_accuracy", epochs[-1]["test_accuracy"])
+    title = f"xpmlp train: test accuracy {accuracy:.2%}"
+    if kept is None:
+        title += f" after {len(epochs)} epoch(s)"
+    else:
+        stopped = report["early_stopping"].get("stopped_epoch")
+        monitor = report.get("arguments", {}).get("monitor", "validation loss")
+        ran = (f"stopped early at epoch {stopped}" if stopped else
+               f"ran all {len(epochs)} epochs")
+        title += (f" with the weights of epoch {kept} (best {monitor}; {ran})")
     sizes = report.get("model", {}).get("layer_sizes")
-    title = f"xpmlp train: test accuracy {accuracy:.2%} after {len(epochs)} epoch(s)"
     if sizes:
         title += f", MLP {'-'.join(map(str, sizes))}"
-    fig.suptitle(title, fontsize=14)
-    return fig
+    return title
 
 
 def _epoch_axis(ax: Axes, n: int) -> list[int]:
@@ -105,10 +133,21 @@ def _epoch_axis(ax: Axes, n: int) -> list[int]:
     return list(range(1, n + 1))
 
 
+def _series(epochs: Sequence[dict[str, Any]], key: str) -> list[float] | None:
+    """``key`` of every epoch as a list of numbers, or None unless every epoch has one."""
+    values = [e.get(key) for e in epochs]
+    ok = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+    return values if ok else None  # type: ignore[return-value]
+
+
 def _plot_loss(ax: Axes, epochs: Sequence[dict[str, Any]]) -> None:
-    """The training loss per epoch."""
+    """The training loss per epoch, and the validation loss where the report has it (an
+    early-stopped run's: the curve that decided)."""
     x = _epoch_axis(ax, len(epochs))
     ax.plot(x, [e["loss"] for e in epochs], "o-", color="tab:blue", label="training loss")
+    val = _series(epochs, "val_loss")
+    if val is not None:
+        ax.plot(x, val, "^-", color="tab:purple", label="validation loss")
     ax.set_ylabel("loss (mean over the epoch)")
     ax.set_title("Loss")
     ax.legend()
@@ -121,6 +160,9 @@ def _plot_accuracy(ax: Axes, epochs: Sequence[dict[str, Any]]) -> None:
             label="train")
     ax.plot(x, [100 * e["test_accuracy"] for e in epochs], "s--", color="tab:orange",
             label="test")
+    val = _series(epochs, "val_accuracy")
+    if val is not None:
+        ax.plot(x, [100 * v for v in val], "^-", color="tab:purple", label="validation")
     ax.set_ylabel("accuracy (%)")
     ax.set_title("Accuracy")
     ax.legend()
