@@ -195,8 +195,9 @@ def test_the_estimators_deterministic_parameter_gives_the_same_bits_at_1_and_2_t
     coefs = {}
     for threads in (1, 2):
         with cpu_threads(threads):
-            est = getattr(xpmlp, name)(hidden_layer_sizes=(384, 192), max_iter=3, batch_size=512, random_state=0,
-                                       dtype="float32", deterministic=True).fit(X, y)
+            est = getattr(xpmlp, name)(hidden_layer_sizes=(384, 192), max_iter=3,
+                                       batch_size=512, random_state=0, dtype="float32",
+                                       deterministic=True).fit(X, y)
         assert est.mlp_.deterministic and est.get_params()["deterministic"] is True
         coefs[threads] = [c.copy() for c in est.coefs_]
     for one, two in zip(coefs[1], coefs[2], strict=True):
