@@ -253,8 +253,9 @@ def test_xpmlp_blas_mkl_without_mkl_is_an_error_with_the_remedy(monkeypatch):
     monkeypatch.setattr(blas, "_provider", [])
     monkeypatch.setattr(blas, "_mkl", [None])
     monkeypatch.setattr(blas, "_mkl_error", ["the mkl package is not installed "
-                                             "(pip install 'xpmlp[mkl]')"])
-    with pytest.raises(ParameterError, match=r"XPMLP_BLAS=mkl.*pip install 'xpmlp\[mkl\]'"):
+                                             "(pip install -e '.[mkl]' in the xpmlp checkout)"])
+    with pytest.raises(ParameterError,
+                       match=r"XPMLP_BLAS=mkl.*pip install -e '\.\[mkl\]' in the xpmlp checkout"):
         blas.provider()
 
 

@@ -220,13 +220,13 @@ def fresh_probe():
 
 
 @pytest.mark.parametrize(("cupy", "cause", "remedy"), [
-    (None, "CuPy is not installed", "pip install 'xpmlp[cuda13]'"),
+    (None, "CuPy is not installed", "pip install -e '.[cuda13]'"),
     (fake_cupy(devices=RuntimeError("cudaErrorNoDevice")), "no usable CUDA driver",
      "nvidia-smi"),
     (fake_cupy(devices=0), "no CUDA device found", "backend='numpy'"),
     (fake_cupy(driver=12040, runtime=13000),
      "driver is too old: it supports CUDA 12.4, CuPy 14.0.0 was built for CUDA 13.0",
-     "'xpmlp[cuda12]'"),
+     "-e '.[cuda12]'"),
 ])
 def test_probe_gives_cause_and_remedy(monkeypatch, fresh_probe, cupy, cause, remedy) -> None:
     monkeypatch.setitem(sys.modules, "cupy", cupy)

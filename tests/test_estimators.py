@@ -331,7 +331,7 @@ def test_scikit_learn_is_needed_only_for_the_estimators() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
-    assert 'pip install "xpmlp[sklearn]"' in out
+    assert 'pip install -e ".[sklearn]" in the xpmlp checkout' in out
 
 
 def test_invalid_parameters_are_refused_by_name() -> None:

@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 
 sklearn = pytest.importorskip("sklearn", reason="scikit-learn is not installed: pip install "
-                              '"xpmlp[sklearn]" to run its MLP tests on xpmlp')
+                              '-e ".[sklearn]" to run its MLP tests on xpmlp')
 
 from xpmlp import MLPClassifier, MLPRegressor  # noqa: E402
 

@@ -257,7 +257,8 @@ def load_mkl() -> Mkl | None:
     if not _mkl:
         path = mkl_library_path()
         if path is None:
-            _mkl_error.append("the mkl package is not installed (pip install 'xpmlp[mkl]')")
+            _mkl_error.append("the mkl package is not installed "
+                              "(pip install -e '.[mkl]' in the xpmlp checkout)")
             _mkl.append(None)
         else:
             config.passive_openmp_waits()  # before MKL's OpenMP runtime starts

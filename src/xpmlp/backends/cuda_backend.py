@@ -411,7 +411,7 @@ class CudaBackend(CudaKernelOps):  # pragma: no cover - needs a GPU (tests marke
                 f"the CUDA kernel {kernel.py_func.__name__} failed to compile for this GPU: "
                 f"{type(exc).__name__}: {exc}",
                 "install numba-cuda>=0.30,<0.31 with the extra matching the driver "
-                "(pip install 'xpmlp[cuda13]' or 'xpmlp[cuda12]')",
+                "(pip install -e '.[cuda13]' or -e '.[cuda12]' in the xpmlp checkout)",
             ) from exc
 
     # ------------------------------------------------------------------ the only crossings

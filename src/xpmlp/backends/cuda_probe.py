@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from .. import config
 
 INSTALL_HINT = (
-    "install the CUDA extra that matches your driver: pip install 'xpmlp[cuda13]' "
-    "(CUDA 13) or 'xpmlp[cuda12]' (CUDA 12)"
+    "install the CUDA extra that matches your driver: pip install -e '.[cuda13]' "
+    "(CUDA 13) or -e '.[cuda12]' (CUDA 12) in the xpmlp checkout"
 )
 NUMPY_HINT = "or use backend='numpy'"
 CUBLAS_HINT = (
-    "install the CUDA libraries CuPy loads (cuBLAS among them): pip install 'xpmlp[cuda13]' "
-    "(which brings cupy-cuda13x[ctk]) or a CUDA Toolkit, " + NUMPY_HINT
+    "install the CUDA libraries CuPy loads (cuBLAS among them): "
+    "pip install -e '.[cuda13]' in the xpmlp checkout (which brings cupy-cuda13x[ctk]) "
+    "or a CUDA Toolkit, " + NUMPY_HINT
 )
 
 
@@ -90,7 +91,8 @@ def probe_cuda() -> CudaProbe:
             f"the NVIDIA driver is too old: it supports CUDA {cuda_version(driver)}, CuPy "
             f"{cupy.__version__} was built for CUDA {cuda_version(runtime)}",
             f"update the NVIDIA driver, or install the CuPy build for CUDA "
-            f"{driver // 1000} (pip install 'xpmlp[cuda{driver // 1000}]'), {NUMPY_HINT}",
+            f"{driver // 1000} (pip install -e '.[cuda{driver // 1000}]' in the xpmlp "
+            f"checkout), {NUMPY_HINT}",
             details,
         )
     if simulator_enabled():
