@@ -139,8 +139,8 @@ def tiny_result():
 
 
 def test_tiny_run_covers_every_workload_and_row(tiny_result):
-    assert [w["key"] for w in tiny_result["workloads"]] == ["A", "B", "C", "D"]
-    for w in tiny_result["workloads"]:
+    assert [w["key"] for w in tiny_result["workloads"]] == ["A", "B", "C", "D", "E"]
+    for w in tiny_result["workloads"][:4]:  # E: the rows that train batch norm and dropout
         assert [r["row"] for r in w["rows"]] == NUMPY_ROWS
     a = tiny_result["workloads"][0]
     for r in a["rows"]:
@@ -177,7 +177,7 @@ def test_report_writers_produce_valid_json_and_markdown(tiny_result, tmp_path):
     assert data["machine"]["cpu"] and "numpy" in data["machine"]["versions"]
     assert data["workloads"][0]["rows"][0]["row"] == "xpmlp-numpy"
     md = (tmp_path / "out" / "bench.md").read_text()
-    assert md.count("| row |") == 4 and "|---|" in md
+    assert md.count("| row |") == 5 and "|---|" in md
     widths = {len(TIMED_HEADERS) + 1, len(D_HEADERS) + 1}
     assert all(line.count("|") in widths for line in md.splitlines() if line.startswith("|"))
     assert any("bench.png" in m for m in messages)  # written, or why not
@@ -292,6 +292,35 @@ def test_busy_process_spins_while_the_block_runs_and_is_gone_after():
         return os.times().children_user
 
     before = cpu_seconds_of_children()
-    with busy_process():
+    with busy_process() as spinner:
         time.sleep(0.3)
-    assert cpu_seconds_of_children() - before > 0.3  # it ran (and was reaped) on a core
+        assert spinner.poll() is None  # spinning
+    assert spinner.returncode is not None  # killed and reaped
+    assert cpu_seconds_of_children() > before  # it ran on a core
+
+
+def test_workload_e_trains_batch_norm_and_dropout_on_the_rows_that_can(tiny_result):
+    e = tiny_result["workloads"][4]
+    assert "batch norm, dropout 0.2" in e["description"]
+    assert [r["row"] for r in e["rows"]] == ["xpmlp-numpy"]
+    assert e["left_out"] == {"numpy-plain": "it trains no dropout or batch norm"}
+
+
+def test_the_torch_row_builds_batch_norm_and_dropout_as_xpmlp_does():
+    pytest.importorskip("torch")
+    from torch import nn
+
+    from xpmlp.bench.data import synthetic
+    from xpmlp.bench.peers import TorchRow
+    from xpmlp.bench.rows import ModelSpec, initial_weights
+
+    spec = ModelSpec((20, 16, 8, 3), 16, "momentum", 0.05, dropout=0.2, batch_norm=True)
+    row = TorchRow("cpu")
+    row.prepare(spec, initial_weights(spec, 0), synthetic(n_train=64, n_test=32,
+                                                          n_features=20, n_classes=3))
+    kinds = [type(m) for m in row.net]
+    assert kinds == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Dropout, nn.Linear, nn.BatchNorm1d,
+                     nn.ReLU, nn.Dropout, nn.Linear]
+    row.set_order(np.arange(64))
+    row.train()
+    assert 0.0 <= row.accuracy() <= 1.0 and not row.net.training

@@ -35,7 +35,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="CPU threads for every row alike (BLAS/OpenMP via threadpoolctl, "
                              "Numba, PyTorch); default: leave them as they are")
     parser.add_argument("--workloads", type=_list, metavar="A,B,...",
-                        help="workloads to run (default: A,B,C,D)")
+                        help="workloads to run (default: A,B,C,D,E)")
     parser.add_argument("--rows", type=_list, metavar="ROW,...",
                         help=f"rows to run (default: all available: {', '.join(ROW_NAMES)})")
     parser.add_argument("--busy-core", action="store_true",

@@ -52,6 +52,8 @@ def sklearn_unavailable_reason() -> str | None:
 class TorchRow(Row):
     """PyTorch eager on one device (see the module docstring)."""
 
+    regularizes = True
+
     def __init__(self, device: str) -> None:
         self.device = device
         self.name = f"torch-{device}"
@@ -70,8 +72,12 @@ class TorchRow(Row):
         layers: list[nn.Module] = []
         sizes = spec.layer_sizes
         for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-            if l:
+            if l:  # after a hidden Dense layer: [batch norm,] ReLU[, dropout]
+                if spec.batch_norm:
+                    layers.append(nn.BatchNorm1d(n_in))
                 layers.append(nn.ReLU())
+                if spec.dropout:
+                    layers.append(nn.Dropout(spec.dropout))
             layers.append(nn.Linear(n_in, n_out))
         self.net = nn.Sequential(*layers).to(dev)
         with torch.no_grad():
@@ -102,6 +108,7 @@ class TorchRow(Row):
     def train(self) -> None:
         F = self.torch.nn.functional
         net, opt, bs = self.net, self.opt, self.spec.batch_size
+        net.train()
         for start in range(0, int(self.order.shape[0]), bs):
             idx = self.order[start:start + bs]
             xb = self.X.index_select(0, idx)
@@ -113,6 +120,7 @@ class TorchRow(Row):
         self._sync()
 
     def accuracy(self) -> float:
+        self.net.eval()  # dropout off, batch norm's running estimates
         with self.torch.no_grad():
             hits = sum(
                 int((self.net(self.X_test[s:s + 4096]).argmax(1) == self.y_test[s:s + 4096])

@@ -40,11 +40,18 @@ class ModelSpec:
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
+    dropout: float = 0.0
+    batch_norm: bool = False
 
     @classmethod
     def of(cls, workload: Workload) -> ModelSpec:
         return cls(workload.layer_sizes, workload.batch_size, workload.optimizer,
-                   workload.learning_rate)
+                   workload.learning_rate, dropout=workload.dropout,
+                   batch_norm=workload.batch_norm)
+
+    @property
+    def regularized(self) -> bool:
+        return bool(self.dropout) or self.batch_norm
 
 
 def initial_weights(spec: ModelSpec, seed: int) -> Init:
@@ -62,6 +69,7 @@ class Row:
     device = "cpu"
     gemm_library = "numpy"
     in_process = True  # False: it runs a process per pass, so it keeps no model between them
+    regularizes = False  # whether it trains with dropout and batch norm (workload E)
 
     def prepare(self, spec: ModelSpec, init: Init, data: Dataset) -> None:
         raise NotImplementedError
@@ -88,6 +96,7 @@ class XpmlpRow(Row):
         ``deterministic``: train as ``MLP(deterministic=True)`` does."""
         self.backend = backend
         self.deterministic = deterministic
+        self.regularizes = True
         label = backend if isinstance(backend, str) else backend.name
         self.name = name or f"xpmlp-{label}"
         on_gpu = label == "cuda" or getattr(getattr(backend, "xp", None), "__name__", "") == "cupy"
@@ -99,10 +108,12 @@ class XpmlpRow(Row):
         from xpmlp.training import RunState
 
         self.spec = spec
+        settings = (dict(beta1=spec.beta1, beta2=spec.beta2, eps=spec.eps)
+                    if spec.optimizer == "adam" else dict(momentum=spec.momentum))
         self.model = model = MLP(
             list(spec.layer_sizes), optimizer=spec.optimizer, learning_rate=spec.learning_rate,
-            momentum=spec.momentum, beta1=spec.beta1, beta2=spec.beta2, eps=spec.eps,
             backend=self.backend, seed=0, deterministic=self.deterministic,
+            dropout=spec.dropout, batch_norm=spec.batch_norm, **settings,
         )
         model.set_weights(init)
         with model.backend.activate():
@@ -162,6 +173,7 @@ class CliRow(Row):
 
     name = "xpmlp-cli"
     in_process = False
+    regularizes = True
 
     def __init__(self) -> None:
         self.gemm_library = xpmlp_gemm_library()
@@ -188,6 +200,10 @@ class CliRow(Row):
                 repr(spec.learning_rate), "--schedule", "constant", "--batch-size",
                 str(spec.batch_size), "--limit", str(self.samples), "--report", report,
                 "--threads", str(numba.get_num_threads())]
+        if spec.dropout:
+            args += ["--dropout", repr(spec.dropout)]
+        if spec.batch_norm:
+            args.append("--batch-norm")
         return args
 
     def train(self) -> float:

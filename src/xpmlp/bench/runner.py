@@ -116,15 +116,16 @@ def run_benchmark(
 
 
 @contextlib.contextmanager
-def busy_process() -> Iterator[None]:
+def busy_process() -> Iterator[subprocess.Popen]:
     """A process that spins on one core for the duration of the block (a synthetic load: the
-    case where another program holds a core that the training's threads expect)."""
+    case where another program holds a core that the training's threads expect); the block
+    gets its ``Popen``."""
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"],
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     try:
         time.sleep(0.5)  # let it take its core
-        yield
+        yield spinner
     finally:
         spinner.kill()
         spinner.wait()
@@ -179,8 +180,15 @@ def _run_timed(w: Workload, rows: list[Row], data: Dataset, profile: Profile,
     init = initial_weights(spec, w.seeds[0])
     rng = np.random.default_rng(ORDER_SEED + w.seeds[0])
     orders = [rng.permutation(n_train)[:n_unit] for _ in range(w.warmup + w.repeats)]
-    if data.source.startswith("synthetic"):  # a row that runs ``xpmlp train`` reads MNIST
-        rows = [row for row in rows if row.in_process]
+    left_out = {}
+    for row in rows:
+        if data.source.startswith("synthetic") and not row.in_process:
+            left_out[row.name] = "it runs xpmlp train, which reads MNIST"
+        elif spec.regularized and not row.regularizes:
+            left_out[row.name] = "it trains no dropout or batch norm"
+    for name, why in left_out.items():
+        log(f"{w.key}: row {name} left out: {why}")
+    rows = [row for row in rows if row.name not in left_out]
     for row in rows:
         row.prepare(spec, init, data)
     tasks: dict[str, Callable[[int], float]] = {row.name: _row_task(row, orders) for row in rows}
@@ -238,7 +246,7 @@ def _run_timed(w: Workload, rows: list[Row], data: Dataset, profile: Profile,
     return {**_workload_header(w, n_train), "unit_samples": n_unit,
             "unit_steps": -(-n_unit // w.batch_size), "flops_per_step": step_flops(
                 w.layer_sizes, w.batch_size), "flops_per_unit": flops,
-            "peaks": peaks, "gemm_only": gemm, "rows": out_rows}
+            "peaks": peaks, "gemm_only": gemm, "rows": out_rows, "left_out": left_out}
 
 
 def _add_torch_ratios(rows: list[dict[str, Any]], seconds_of: Callable[[dict], float | None],

@@ -54,6 +54,8 @@ class Workload:
     max_epochs: int = 10  # kind "to_accuracy"
     target_accuracy: float = 0.98  # kind "to_accuracy"
     note: str = ""
+    dropout: float = 0.0  # after each hidden layer, in training
+    batch_norm: bool = False  # between each hidden layer's Dense transform and its ReLU
 
     @property
     def model_text(self) -> str:
@@ -81,8 +83,15 @@ class Workload:
                     f"{self.target_accuracy:.1%} test accuracy, seeds {list(self.seeds)}")
         return f"1 epoch = {n} samples ({steps} steps)"
 
+    @property
+    def regularization_text(self) -> str:
+        parts = (["batch norm"] if self.batch_norm else []) + (
+            [f"dropout {self.dropout:g}"] if self.dropout else [])
+        return "".join(f", {p}" for p in parts)
+
     def describe(self, n_train: int) -> str:
-        return (f"{self.key}: {self.model_text} ReLU, softmax CE, {self.optimizer_text}, "
+        return (f"{self.key}: {self.model_text} ReLU{self.regularization_text}, softmax CE, "
+                f"{self.optimizer_text}, "
                 f"batch {self.batch_size}; timed unit: {self.unit_text(n_train)}"
                 + (f"; {self.note}" if self.note else ""))
 
@@ -109,12 +118,15 @@ def _base() -> dict[str, Workload]:
         "C": Workload("C", (784, 4096, 4096, 10), 4096, kind="steps", steps=3, repeats=3, **sgd),
         "D": Workload("D", MNIST_SIZES, 128, "adam", 1e-3, "to_accuracy", seeds=(0, 1, 2),
                       max_epochs=10, target_accuracy=0.98),
+        "E": Workload("E", MNIST_SIZES, 128, kind="epoch", repeats=5, dropout=0.2,
+                      batch_norm=True, **sgd),
     }
 
 
 def full_profile() -> Profile:
     return Profile("full", _base(), "full: A and B 5 epochs each after 1 warm-up epoch, "
-                   "C 3 steps x 3 repeats after a 1-step warm-up, D 3 seeds x up to 10 epochs")
+                   "C 3 steps x 3 repeats after a 1-step warm-up, D 3 seeds x up to 10 epochs, "
+                   "E (A with batch norm and dropout 0.2) as A")
 
 
 def quick_profile() -> Profile:
@@ -129,6 +141,7 @@ def quick_profile() -> Profile:
         "D": replace(w["D"], seeds=(0,), max_epochs=2,
                      note="quick: 1 seed, at most 2 epochs (98% is usually not reached); "
                      + indicative),
+        "E": replace(w["E"], repeats=3, note=same),
     }
     return Profile("quick", quick, "quick: A/B as in the full profile with 3 repeats instead "
                    "of 5, C 2048 wide x 2 steps x 3 repeats, D 1 seed x 2 epochs; peak probes "
@@ -146,6 +159,8 @@ def tiny_profile() -> Profile:
         "C": Workload("C", (20, 32, 32, 3), 64, kind="steps", steps=2, repeats=2, **sgd),
         "D": Workload("D", sizes, 16, "adam", 1e-2, "to_accuracy", seeds=(0,), max_epochs=3,
                       target_accuracy=0.8),
+        "E": Workload("E", sizes, 16, kind="epoch", repeats=2, dropout=0.2, batch_norm=True,
+                      **sgd),
     }
     return Profile("tiny", tiny, "tiny: a synthetic 3-class problem (for tests)",
                    peak_sizes=(64,), gpu_peak_sizes=(256,), probe_seconds=0.01,
