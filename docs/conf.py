@@ -23,7 +23,7 @@ sys.path.insert(0, str(DOCS))  # _scrapers
 
 project = "xpmlp"
 author = "xpmlp developers"
-copyright = f"2026, {author}"  # noqa: A001 (Sphinx's name)
+copyright = f"2026, {author}"
 # One source for the version: src/xpmlp/_version.py (xpmlp.__version__, xpmlp --version and
 # the wheel's metadata read it too). Read as text, so the docs show the checkout's version
 # even where another xpmlp is installed.
@@ -147,13 +147,13 @@ def _escape_unpaired_stars(lines: list[str]) -> None:
             lines[n] = line.replace("**", r"\*\*")
 
 
-def _process_docstring(app, what, name, obj, options, lines) -> None:  # noqa: ANN001
+def _process_docstring(app, what, name, obj, options, lines) -> None:
     if what == "module":
         _literal_examples(lines)
     _escape_unpaired_stars(lines)
 
 
-def _skip_member(app, what, name, obj, skip, options):  # noqa: ANN001, ANN201
+def _skip_member(app, what, name, obj, skip, options):
     # scikit-learn's metadata-routing methods (set_fit_request, ...) are made on every
     # estimator class; their docstrings point into scikit-learn's own documentation
     if _SKLEARN_ROUTING.match(name):
@@ -161,6 +161,6 @@ def _skip_member(app, what, name, obj, skip, options):  # noqa: ANN001, ANN201
     return None
 
 
-def setup(app) -> None:  # noqa: ANN001
+def setup(app) -> None:
     app.connect("autodoc-process-docstring", _process_docstring)
     app.connect("autodoc-skip-member", _skip_member)
