@@ -285,6 +285,25 @@ def test_download_good_file_lands_verified(server: LocalServer, tmp_path: Path,
     assert capsys.readouterr().out == ""  # progress goes to stderr
 
 
+def test_download_goes_through_pooch_with_a_labelled_bar(
+        server: LocalServer, tmp_path: Path, tiny: tuple[MnistFile, bytes],
+        monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    pooch = pytest.importorskip("pooch")
+    spec, content = tiny
+    mirror = server.serve("p", spec.filename, gzip.compress(content))
+    calls = []
+    original = pooch.HTTPDownloader.__call__
+
+    def spy(self, url, output_file, *args, **kwargs):
+        calls.append((url, self.kwargs.get("timeout")))
+        return original(self, url, output_file, *args, **kwargs)
+
+    monkeypatch.setattr(pooch.HTTPDownloader, "__call__", spy)
+    download_file(spec, tmp_path, mirrors=(mirror,), timeout=7, progress=True)
+    assert calls == [(mirror + spec.filename, 7)]
+    assert spec.filename in capsys.readouterr().err  # tqdm's bar, labelled, on stderr
+
+
 def test_download_accepts_an_uncompressed_mirror(server: LocalServer, tmp_path: Path,
                                                  tiny: tuple[MnistFile, bytes]) -> None:
     spec, content = tiny

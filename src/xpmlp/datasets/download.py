@@ -1,8 +1,9 @@
 """Verified downloads: try each mirror in turn, keep a file only once it checks out.
 
-:func:`download_verified` streams a URL to a temporary file beside the target (with a
-progress bar on stderr), hands the closed file to a verify hook, and only then renames it
-into place (through :func:`xpmlp._atomic.atomic_write`). A mirror that fails, at any
+:func:`download_verified` has pooch's HTTP downloader (:class:`pooch.HTTPDownloader`, on
+``requests``, with a tqdm progress bar on stderr) stream a URL into a temporary file beside
+the target, hands the closed file to a verify hook (the hash check), and only then renames
+it into place (through :func:`xpmlp._atomic.atomic_write`). A mirror that fails, at any
 step, is recorded with a short reason and the next one is tried; when none delivers, the
 :class:`~xpmlp.errors.DownloadError` lists every mirror with its reason. Nothing here
 knows about any particular data set.
@@ -12,18 +13,16 @@ from __future__ import annotations
 
 import http.client
 import sys
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+import pooch
 
 from .._atomic import atomic_write
 from ..errors import DownloadError
 
 __all__ = ["MirrorFailure", "download_verified"]
-
-_CHUNK = 1 << 16
 
 
 class MirrorFailure(Exception):
@@ -34,77 +33,65 @@ class MirrorFailure(Exception):
     """
 
 
-class _NullBar:
-    """Stands in for a tqdm bar when progress is off or tqdm is unavailable."""
-
-    def __enter__(self) -> _NullBar:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def update(self, n: int) -> None:
-        """Ignore progress."""
-
-
-def _progress_bar(total: int | None, desc: str, enabled: bool) -> Any:
-    """A tqdm byte counter on stderr, or a no-op bar."""
+def _progress_bar(desc: str, enabled: bool) -> Any:
+    """A tqdm byte counter on stderr for pooch to drive, or False (no bar)."""
     if not enabled:
-        return _NullBar()
+        return False
     try:
         from tqdm import tqdm
     except ImportError:
-        return _NullBar()
-    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
+        return False
+    return tqdm(total=0, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
                 file=sys.stderr, leave=False)
 
 
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and every exception it wraps: arguments, ``reason``, cause and context."""
+    seen: set[int] = set()
+    stack = [exc]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        inner = [getattr(current, "reason", None), current.__cause__, current.__context__,
+                 *current.args]
+        stack.extend(e for e in inner if isinstance(e, BaseException))
+
+
+def _truncation(exc: BaseException) -> str | None:
+    """"truncated download: received R of T bytes" when ``exc`` wraps an incomplete read."""
+    for inner in _causes(exc):
+        if isinstance(inner, http.client.IncompleteRead):
+            partial = inner.partial
+            received = partial if isinstance(partial, int) else len(partial)
+            expected = inner.expected
+            if expected is None:
+                return f"truncated download: received {received} bytes"
+            # urllib3 (under requests) gives what is still missing; http.client too
+            return f"truncated download: received {received} of {received + expected} bytes"
+    return None
+
+
 def _reason(exc: BaseException) -> str:
-    """A short reason for a failed request: 'connection refused', 'timed out', ..."""
-    if isinstance(exc, urllib.error.HTTPError):
-        return f"HTTP {exc.code} {exc.reason}"
-    if isinstance(exc, urllib.error.URLError):
-        inner = exc.reason
-        return _reason(inner) if isinstance(inner, BaseException) else str(inner)
-    if isinstance(exc, ConnectionRefusedError):
+    """A short reason for a failed request: 'HTTP 404 Not Found', 'connection refused', ..."""
+    import requests  # pooch's own dependency; imported on first use, as pooch does
+
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return f"HTTP {exc.response.status_code} {exc.response.reason}".rstrip()
+    truncated = _truncation(exc)
+    if truncated is not None:
+        return truncated
+    causes = list(_causes(exc))
+    if any(isinstance(e, ConnectionRefusedError) for e in causes) or (
+            "Connection refused" in str(exc)):
         return "connection refused"
-    if isinstance(exc, TimeoutError):
+    if isinstance(exc, requests.Timeout) or any(isinstance(e, TimeoutError) for e in causes):
         return "timed out"
-    if isinstance(exc, http.client.IncompleteRead):
-        return f"truncated download: received {len(exc.partial)} bytes, {exc.expected} missing"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__
-
-
-def _content_length(response: Any) -> int | None:
-    """The Content-Length of ``response`` as an int, or None when absent or invalid."""
-    value = response.headers.get("Content-Length")
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _stream(url: str, out: IO[bytes], desc: str, *, timeout: float, progress: bool) -> None:
-    """Write the body at ``url`` to ``out``; raise MirrorFailure on any problem."""
-    request = urllib.request.Request(url, headers={"User-Agent": "xpmlp"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            total = _content_length(response)
-            received = 0
-            with _progress_bar(total, desc, progress) as bar:
-                while chunk := response.read(_CHUNK):
-                    out.write(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        raise MirrorFailure(_reason(exc)) from None
-    except (OSError, http.client.HTTPException, ValueError) as exc:
-        raise MirrorFailure(_reason(exc)) from None
-    if total is not None and received < total:
-        raise MirrorFailure(f"truncated download: received {received} of {total} bytes")
 
 
 def _fetch_verified(url: str, target: Path, verify: Callable[[Path], None], *, desc: str,
@@ -113,11 +100,22 @@ def _fetch_verified(url: str, target: Path, verify: Callable[[Path], None], *, d
 
     Whatever happens, no temporary file remains; ``target`` appears only when verified.
     """
+    import requests
+
+    bar = _progress_bar(desc, progress)
+    downloader = pooch.HTTPDownloader(progressbar=bar, timeout=timeout,
+                                      headers={"User-Agent": "xpmlp"})
     try:
         with atomic_write(target, "wb", verify=verify) as out:
-            _stream(url, out, desc, timeout=timeout, progress=progress)
+            try:
+                downloader(url, out, None)
+            except requests.RequestException as exc:
+                raise MirrorFailure(_reason(exc)) from None
     except OSError as exc:  # e.g. the folder is not writable, or the rename failed
         raise MirrorFailure(f"cannot store the file ({_reason(exc)})") from None
+    finally:
+        if bar:
+            bar.close()
 
 
 def download_verified(urls: Sequence[str], target: Path, verify: Callable[[Path], None], *,
@@ -125,14 +123,15 @@ def download_verified(urls: Sequence[str], target: Path, verify: Callable[[Path]
                       progress: bool = True) -> Path:
     """Download the first of ``urls`` that delivers a verified file to ``target``; return it.
 
-    The URLs are tried in order. Each body is streamed (``timeout`` seconds per network
-    operation, a byte counter labelled ``desc``, default ``target.name``, on stderr when
-    ``progress`` is true and tqdm is installed) to a temporary file in ``target``'s folder,
-    which is created if need be. ``verify(temporary_path)`` then runs on the closed file
-    and rejects it by raising :class:`MirrorFailure` (its message is the mirror's reason);
-    only a file it accepts is renamed onto ``target``, atomically. So ``target`` never
-    holds a partial or rejected file, and no temporary file is left behind. An existing
-    ``target`` is replaced only by a verified download.
+    The URLs are tried in order. Each body is streamed by :class:`pooch.HTTPDownloader`
+    (``timeout`` seconds per network operation, a byte counter labelled ``desc``, default
+    ``target.name``, on stderr when ``progress`` is true and tqdm is installed) to a
+    temporary file in ``target``'s folder, which is created if need be.
+    ``verify(temporary_path)`` then runs on the closed file and rejects it by raising
+    :class:`MirrorFailure` (its message is the mirror's reason); only a file it accepts is
+    renamed onto ``target``, atomically. So ``target`` never holds a partial or rejected
+    file, and no temporary file is left behind. An existing ``target`` is replaced only by
+    a verified download.
 
     Raises:
         DownloadError: ``urls`` is empty, ``target``'s folder cannot be created, or no URL

@@ -7,9 +7,9 @@ its published decompressed content, and caches the decoded arrays in the process
 
 Downloads never leave a partial or unverified file behind: each goes to a temporary
 file in the destination folder, is decompressed and hashed (:func:`_verify`), and only
-then renamed into place; the generic mirror-by-mirror download lives in
-:mod:`xpmlp.datasets.download`. A corrupt file the user already has is reported, never
-overwritten. Environment variables are read through :mod:`xpmlp.config`.
+then renamed into place; the generic mirror-by-mirror download (pooch's HTTP
+downloader) lives in :mod:`xpmlp.datasets.download`. A corrupt file the user already
+has is reported, never overwritten. Environment variables are read through :mod:`xpmlp.config`.
 """
 
 from __future__ import annotations
