@@ -6,7 +6,6 @@ The site itself is built by ``python -m sphinx -W --keep-going -b html docs docs
 
 from __future__ import annotations
 
-import os
 import re
 import runpy
 import subprocess
@@ -44,12 +43,3 @@ def test_every_example_has_a_gallery_title(example: Path) -> None:
     source = example.read_text()
     match = re.match(r'"""\n(.+)\n(=+)\n', source)
     assert match and len(match.group(2)) >= len(match.group(1)), example.name
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
-def test_gallery_example_runs(example: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "MPLBACKEND": "Agg"}
-    proc = subprocess.run([sys.executable, str(example)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
