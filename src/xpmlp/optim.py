@@ -68,7 +68,7 @@ import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy
 
@@ -76,7 +76,7 @@ from ._validation import Choice, Number, check_params
 from .errors import ParameterError
 from .registry import Registry
 
-HYPERPARAMETERS = {
+HYPERPARAMETERS: dict[str, Number | Choice] = {
     "learning_rate": Number(0, None, low_closed=False),
     "weight_decay": Number(0, None),
     "momentum": Number(0, 1, high_closed=False),
@@ -590,7 +590,7 @@ def _registered_blank(name: str) -> RuleOptimizer:
         )
     entry = OPTIMIZERS[name]
     cls = type(entry.make(entry.default_learning_rate))
-    return cls.__new__(cls)
+    return cast(RuleOptimizer, cls.__new__(cls))
 
 
 #: names a registered optimizer's hyperparameters cannot take (the Optimizer's own).
@@ -624,7 +624,7 @@ def register_optimizer(
     CUDA step kernels; with no ``state`` it returns the new p alone, else the tuple (new p,
     new s_1, ..., new s_n). The state s_i (``state``: their names, one value per parameter,
     saved with the model) starts at ``initial_state.get(name, 0.0)``. The host scalars h are
-    (lr, *hyperparameters' values, in their order), lr the learning rate at this step
+    ``(lr, *hyperparameters.values())``, in their order, lr the learning rate at this step
     (``learning_rate``, the default, times the schedule's factor); or, with ``host``, the
     floats ``host(t, lr, **hyperparameters)`` of step t = 1, 2, ... (e.g. bias corrections),
     computed in float64 on the host and then cast to the parameters' dtype.
@@ -666,7 +666,7 @@ def register_optimizer(
             Number().check("host(...)'s value", h)
         n_hyper = len(sample)
     update = declared(update, "update", 2 + len(state) + n_hyper)
-    cls = type(name.title().replace("_", ""), (RuleOptimizer,), {
+    cls: type[RuleOptimizer] = type(name.title().replace("_", ""), (RuleOptimizer,), {
         "__doc__": f"The optimizer {name!r} (``register_optimizer``): {formula or update.__doc__}",
         "name": name, "rule": staticmethod(_rule_from_update(name, update, len(state), n_hyper)),
         "state_names": state, "default_learning_rate": float(learning_rate),
