@@ -46,8 +46,6 @@ import numpy
 from . import config
 
 PROVIDERS = config.BLAS_PROVIDERS
-ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
-INT_MAX = 2**31 - 1  # MKL's LP64 interface (mkl_rt's default): 32-bit dimensions
 
 Matmul = Callable[[Any, Any, Any], None]
 
@@ -76,65 +74,14 @@ def mkl_library_path() -> str | None:
 
 
 def _gemm_kernel(cblas_gemm: Any, char: str) -> Any:
-    """A Numba function ``gemm(a, b, out, alpha, beta) -> bool`` that computes
-    ``out = alpha op(a) op(b) + beta out`` with one call of ``cblas_gemm`` (a ctypes function
-    of dtype ``char``), or returns False having done nothing when BLAS cannot take the arrays
-    as they are. Compiled once, for 2-D arrays of any layout (a ctypes pointer cannot go into
-    Numba's on-disk cache)."""
-    from numba import float32, float64, njit, types
+    """``gemm(a, b, out, alpha, beta) -> bool``: ``out = alpha op(a) op(b) + beta out`` with one
+    call of ``cblas_gemm`` (a ctypes function of dtype ``char``), or False having done nothing
+    when BLAS cannot take the arrays as they are (``xpmlp.kernels.gemm``: compiled per layout
+    of the arrays at their first use, and kept in Numba's on-disk cache)."""
+    from .kernels import gemm as kernels
 
-    scalar = {"f": float32, "d": float64}[char]
-    matrix = scalar[:, :]  # layout "A": C, F and strided views all convert to it
-    signature = types.boolean(matrix, matrix, matrix, scalar, scalar)
-
-    @njit(nogil=True)
-    def operand(rows, cols, s0, s1, item):  # pragma: no cover - compiled
-        """(CBLAS transpose, leading dimension) of a rows x cols matrix with byte strides
-        (s0, s1), or (0, 0) when it is neither row-major nor a transposed row-major one."""
-        if (cols == 1 or s1 == item) and (
-                rows == 1 or (s0 > 0 and s0 % item == 0 and s0 // item >= cols)):
-            return NO_TRANS, (s0 // item if rows > 1 else max(cols, 1))
-        if (rows == 1 or s0 == item) and (
-                cols == 1 or (s1 > 0 and s1 % item == 0 and s1 // item >= rows)):
-            return TRANS, (s1 // item if cols > 1 else max(rows, 1))
-        return 0, 0
-
-    @njit(nogil=True)
-    def extent(x):  # pragma: no cover - compiled
-        """[first byte, last byte + 1) of x's elements (non-negative strides)."""
-        last = x.ctypes.data + x.itemsize
-        for d in range(x.ndim):
-            last += (x.shape[d] - 1) * x.strides[d]
-        return x.ctypes.data, last
-
-    @njit(signature, nogil=True)
-    def gemm(a, b, out, alpha, beta):  # pragma: no cover - compiled
-        m, k = a.shape
-        n = b.shape[1]
-        if b.shape[0] != k or out.shape[0] != m or out.shape[1] != n:
-            return False
-        if m == 0 or n == 0:
-            return True
-        if k == 0 or m > INT_MAX or n > INT_MAX or k > INT_MAX:
-            return False
-        item = out.itemsize
-        ta, lda = operand(m, k, a.strides[0], a.strides[1], item)
-        tb, ldb = operand(k, n, b.strides[0], b.strides[1], item)
-        tc, ldc = operand(m, n, out.strides[0], out.strides[1], item)
-        if ta == 0 or tb == 0 or tc == 0:
-            return False
-        o0, o1 = extent(out)
-        a0, a1 = extent(a)
-        b0, b1 = extent(b)
-        if (a0 < o1 and o0 < a1) or (b0 < o1 and o0 < b1):
-            return False
-        if tc == NO_TRANS:
-            cblas_gemm(ROW_MAJOR, ta, tb, m, n, k, alpha, a.ctypes.data, lda,
-                       b.ctypes.data, ldb, beta, out.ctypes.data, ldc)
-        else:  # out^T = op(b)^T op(a)^T, out^T row-major
-            cblas_gemm(ROW_MAJOR, TRANS + NO_TRANS - tb, TRANS + NO_TRANS - ta, n, m, k, alpha,
-                       b.ctypes.data, ldb, a.ctypes.data, lda, beta, out.ctypes.data, ldc)
-        return True
+    def gemm(a: Any, b: Any, out: Any, alpha: Any, beta: Any) -> bool:
+        return bool(kernels.gemm(cblas_gemm, a, b, out, alpha, beta))
 
     return gemm
 
