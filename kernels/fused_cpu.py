@@ -57,10 +57,14 @@ dropout_backward = placeholder("dropout_backward",
                                "compiled activation_backward_dropout of the hidden layers")
 norm_forward = placeholder("norm_forward", "compiled batch_norm_forward of the hidden layers")
 norm_backward = placeholder("norm_backward", "compiled batch_norm_backward of the hidden layers")
+wide_backward = placeholder("wide_backward", "hidden_backward for the layers with wide[l] set "
+                            "(the parallel form, as the per-op path takes it for their size)")
+wide_dropout_backward = placeholder("wide_dropout_backward",
+                                    "dropout_backward for the layers with wide[l] set")
 #: the placeholders of ``train_step``: each is bound to a compiled kernel of ``cpu.py``.
 BOUND = ("hidden_forward", "hidden_backward", "output_forward", "output_loss", "update",
          "sum_squares_of", "gather", "dropout_forward", "dropout_backward", "norm_forward",
-         "norm_backward")
+         "norm_backward", "wide_backward", "wide_dropout_backward")
 
 #: ``train_step``'s ``hidden`` argument for a model with dropout or batch norm: per hidden
 #: layer l, the arguments the per-op path gives its kernels in training (``Dense.forward``,
@@ -92,14 +96,17 @@ FUSED = Target("cpu-fused", njit(error_model="numpy"), _fused_kernel)
 
 def train_step(cblas, mkl, routes, X, Y, idx, Ws, bs, dWs, dbs, Zs, As, deltas, Yb, out_stats,
                skip, inv_m, p, g, state, hyper, decay, n_decay, l1, clip_value, max_norm,
-               sum_squares, hidden):
+               sum_squares, wide, hidden):
     """One training step of the batch X[idx], Y[idx] (As[0] and Yb receive it): forward,
     loss, backward, the optimizer's update of the flat p with the flat gradient g (Ws, bs,
     dWs, dbs are their per-layer views), in the per-op path's order. Each product goes to
     ``cblas`` (NumPy's, from ``blas_function``) or, where routes[l, product] is 1, to ``mkl``
     (MKL's, where ``xpmlp.blas`` chose it for that shape); products 0, 1, 2 are Z, dW and
-    dA_prev of layer l. ``hidden``: None, or the hidden layers' dropout and batch norm
-    (``Regularization``). (Functions as arguments, not globals, so that the step is cached.)"""
+    dA_prev of layer l. ``wide[l]``: hidden layer l's backward kernel is the wide one (its
+    parallel form, whose column sums add chunk by chunk: taken where the per-op path takes
+    it, so that db has the same bits). ``hidden``: None, or the hidden layers' dropout and
+    batch norm (``Regularization``). (Functions as arguments, not globals, so that the step
+    is cached.)"""
     gather(X, idx, As[0])
     gather(Y, idx, Yb)
     L = len(Ws)
@@ -122,18 +129,22 @@ def train_step(cblas, mkl, routes, X, Y, idx, Ws, bs, dWs, dbs, Zs, As, deltas, 
     output_loss(Zs[L - 1], As[L], Yb, deltas[L - 1], dbs[L - 1], out_stats, skip, inv_m)
     for l in range(L - 1, -1, -1):
         if l < L - 1:  # deltas[l] holds dA; delta = dA * f'(.) in place
-            if hidden is None:
-                hidden_backward(deltas[l], Zs[l], As[l + 1], deltas[l], dbs[l])
+            if hidden is None or not (hidden.norm[l] or hidden.drop[l]):
+                if wide[l]:
+                    wide_backward(deltas[l], Zs[l], As[l + 1], deltas[l], dbs[l])
+                else:
+                    hidden_backward(deltas[l], Zs[l], As[l + 1], deltas[l], dbs[l])
             elif hidden.norm[l]:
                 norm_backward(deltas[l], hidden.Zhats[l], hidden.gammas[l], hidden.betas[l],
                               hidden.stats[l], deltas[l], hidden.dgammas[l], hidden.dbetas[l],
                               dbs[l], inv_m, hidden.keys[l], hidden.thresholds[l],
                               hidden.scales[l])
-            elif hidden.drop[l]:
+            elif wide[l]:
+                wide_dropout_backward(deltas[l], Zs[l], deltas[l], dbs[l], 0, hidden.keys[l],
+                                      hidden.thresholds[l], hidden.scales[l])
+            else:
                 dropout_backward(deltas[l], Zs[l], deltas[l], dbs[l], 0, hidden.keys[l],
                                  hidden.thresholds[l], hidden.scales[l])
-            else:
-                hidden_backward(deltas[l], Zs[l], As[l + 1], deltas[l], dbs[l])
         gemm(cblas, mkl, routes[l, 1], deltas[l], As[l], dWs[l], True, False)  # dW
         if l > 0:  # dA_prev = delta W
             gemm(cblas, mkl, routes[l, 2], deltas[l], Ws[l], deltas[l - 1], False, False)

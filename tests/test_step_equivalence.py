@@ -136,3 +136,27 @@ def test_a_wrong_dropout_key_is_caught() -> None:
     late.fit(X, y, epochs=2, batch_size=BATCH)
     assert late.step_kind_ == "fused-cpu"
     assert not np.array_equal(late.params, per_op.params)
+
+
+@pytest.mark.parametrize("pattern", ["plain", "dropout"])
+def test_each_layer_takes_the_backward_kernel_the_per_op_path_takes(pattern,
+                                                                    monkeypatch) -> None:
+    """Above ``PARALLEL_MIN_ELEMENTS`` (patched to 2000 here) a layer's backward kernel is
+    the parallel one, whose db adds the sums of 64-row chunks: with batches of 200 rows, the
+    16-unit layer (3200 values) takes it and the 5-unit one (1000) does not, in both paths."""
+    from xpmlp.kernels import cpu
+
+    monkeypatch.setattr(cpu, "PARALLEL_MIN_ELEMENTS", 2000)
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((300, 6)).astype("float32")
+    y = rng.integers(0, 3, 300)
+    models = []
+    for fused in (True, False):
+        model = MLP([6, 16, 5, 3], backend=NumpyBackend(fused=fused), seed=7,
+                    dropout=0.0 if pattern == "plain" else [0.3, 0.2])
+        model.fit(X, y, epochs=2, batch_size=200)
+        models.append(model)
+    fused, per_op = models
+    assert fused.step_kind_ == "fused-cpu"
+    np.testing.assert_array_equal(fused.params, per_op.params)
+    np.testing.assert_array_equal(fused.optimizer.state, per_op.optimizer.state)

@@ -298,7 +298,9 @@ class FusedStep:
         return cls(model)
 
     def kernel(self, big: bool) -> Any:
-        """The compiled step, with the parallel elementwise kernels when ``big``."""
+        """The compiled step, with the parallel elementwise kernels when ``big`` (the
+        backward kernels of the hidden layers: for those ``wide`` marks, as the per-op path
+        chooses them by each layer's size)."""
         compiled = self._kernels.get(big)
         if compiled is not None:
             return compiled
@@ -314,7 +316,8 @@ class FusedStep:
         compiled = self._kernels[big] = fused_cpu.FUSED.kernel(
             fused_cpu.train_step, char,
             hidden_forward=_kernel((cpu.bias_activation, hidden, big, char)),
-            hidden_backward=_kernel((cpu.activation_backward, hidden, big, char)),
+            hidden_backward=_kernel((cpu.activation_backward, hidden, False, char)),
+            wide_backward=_kernel((cpu.activation_backward, hidden, big, char)),
             output_forward=_kernel((out_template, output, False, char)),
             output_loss=_kernel((cpu.loss_output_delta, (model.loss_entry, output), False,
                                  char)),
@@ -323,7 +326,9 @@ class FusedStep:
             gather=_kernel((cpu.gather_rows, None, big, char)),
             # compiled only for a model with dropout or batch norm (``train_step``'s hidden)
             dropout_forward=_kernel((cpu.bias_activation_dropout, hidden, big, char)),
-            dropout_backward=_kernel((cpu.activation_backward_dropout, hidden, big, char)),
+            dropout_backward=_kernel((cpu.activation_backward_dropout, hidden, False, char)),
+            wide_dropout_backward=_kernel((cpu.activation_backward_dropout, hidden, big,
+                                           char)),
             norm_forward=_kernel((cpu.batch_norm_forward, hidden, False, char)),
             norm_backward=_kernel((cpu.batch_norm_backward, hidden, False, char)),
         )
@@ -395,10 +400,13 @@ class FusedStep:
             if routes is None:
                 routes = self._routes[key] = self.routes(ws)
             big = ws.rows * self._widest >= cpu.PARALLEL_MIN_ELEMENTS
+            # the hidden layers whose backward kernel the per-op path runs in parallel
+            wide = numpy.array([d.size >= cpu.PARALLEL_MIN_ELEMENTS for d in ws.delta[:-1]],
+                               dtype=numpy.bool_)
             views = self._views = (ws, self.provider.machine, tuple(ws.Z), tuple(ws.A),
-                                   tuple(ws.delta), routes, self.kernel(big),
+                                   tuple(ws.delta), routes, self.kernel(big), wide,
                                    self.regularization(ws))
-        _, _, Zs, As, deltas, routes, kernel, hidden = views
+        _, _, Zs, As, deltas, routes, kernel, wide, hidden = views
         model = self.model
         if hidden is not None:  # the dropout masks' keys of this step, as MLP.forward_pass
             step = ws.dropout_step = model.dropout_steps
@@ -415,4 +423,4 @@ class FusedStep:
         kernel(self.cblas, self.mkl, routes, X, Y, idx, self.Ws, self.bs, self.dWs, self.dbs,
                Zs, As, deltas, ws.Y, out_stats, skip, t(1.0 / ws.rows), model.params,
                model.grads, opt.state, hyper, t(opt.weight_decay), model.n_weights, t(opt.l1),
-               t(clip_value), t(max_norm), opt.sum_squares, hidden)
+               t(clip_value), t(max_norm), opt.sum_squares, wide, hidden)
