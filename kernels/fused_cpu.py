@@ -1,8 +1,9 @@
 """The fused CPU training step: one Numba call per batch (template for ``FUSED``).
 
-    gather X, Y rows -> for each layer: Z = A_prev W^T (BLAS), Z += b, A = f(Z)
-    -> loss, delta_L, db_L -> for each layer, top down: delta = dA * f'(Z), db,
-    dW = delta^T A_prev, dA_prev = delta W (BLAS) -> [||g||^2] -> optimizer update
+    gather X, Y rows -> for each layer: Z = A_prev W^T (BLAS), Z += b, [batch norm], A = f(.),
+    [dropout] -> loss, delta_L, db_L -> for each layer, top down: delta = dA [* mask] * f'(.)
+    [back through batch norm], db, dW = delta^T A_prev, dA_prev = delta W (BLAS) -> [||g||^2]
+    -> optimizer update
 
 ``train_step`` is that sequence and nothing else: each of its steps is a kernel of
 ``xpmlp.kernels.cpu``, already compiled for its activation, loss or rule, bound to the
@@ -12,6 +13,13 @@ module only strings the kernels together and calls BLAS itself, so a step costs 
 call instead of about twenty (the per-op path: ``MLP.forward_pass``, ``MLP.backward_pass``,
 ``MLP.apply_gradients``).
 
+Dropout and batch norm (``Regularization``, the ``hidden`` argument): per hidden layer, the
+kernel ``Dense.forward`` and ``Dense.backward`` choose in training (batch norm, with or
+without dropout; dropout alone; neither), with the same per-layer keys, rates and settings,
+which the caller computes as the per-op path does (``xpmlp.regularization.dropout_key``:
+host integers). A model with neither passes ``hidden=None``: Numba then prunes those
+branches, so its step compiles none of their kernels.
+
 The matrix products go to the BLAS NumPy itself uses (``blas_function``: its
 ``cblas_?gemm``, found among the libraries the process has loaded and called through a ctypes
 pointer), with the operands and transposes ``numpy.matmul`` gives it: the same library,
@@ -20,11 +28,12 @@ MKL, to MKL's ``cblas_?gemm``, as the per-op path's ``matmul`` does.
 
 A model's layer arrays are passed as tuples (``Ws[l]``, ``Zs[l]``, ...), so one compiled
 step serves any depth; all hidden layers share one activation (the backend falls back to the
-per-op path otherwise).
+per-op path otherwise, and says so).
 """
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import functools
 import hashlib
@@ -42,9 +51,32 @@ output_loss = placeholder("output_loss", "compiled loss_output_delta of the outp
 update = placeholder("update", "compiled optimizer_step of the optimizer's rule")
 sum_squares_of = placeholder("sum_squares_of", "compiled grad_sum_squares")
 gather = placeholder("gather", "compiled gather_rows")
+dropout_forward = placeholder("dropout_forward",
+                              "compiled bias_activation_dropout of the hidden layers")
+dropout_backward = placeholder("dropout_backward",
+                               "compiled activation_backward_dropout of the hidden layers")
+norm_forward = placeholder("norm_forward", "compiled batch_norm_forward of the hidden layers")
+norm_backward = placeholder("norm_backward", "compiled batch_norm_backward of the hidden layers")
+wide_backward = placeholder("wide_backward", "hidden_backward for the layers with wide[l] set "
+                            "(the parallel form, as the per-op path takes it for their size)")
+wide_dropout_backward = placeholder("wide_dropout_backward",
+                                    "dropout_backward for the layers with wide[l] set")
 #: the placeholders of ``train_step``: each is bound to a compiled kernel of ``cpu.py``.
 BOUND = ("hidden_forward", "hidden_backward", "output_forward", "output_loss", "update",
-         "sum_squares_of", "gather")
+         "sum_squares_of", "gather", "dropout_forward", "dropout_backward", "norm_forward",
+         "norm_backward", "wide_backward", "wide_dropout_backward")
+
+#: ``train_step``'s ``hidden`` argument for a model with dropout or batch norm: per hidden
+#: layer l, the arguments the per-op path gives its kernels in training (``Dense.forward``,
+#: ``Dense.backward``, ``NumpyBackend``'s dropout and batch-norm ops). ``norm[l]``: whether
+#: it has batch norm; ``drop[l]``: whether it has dropout; ``keys[l]`` (0 without dropout),
+#: ``thresholds[l]`` (``dropout_threshold``), ``scales[l]`` = 1 / (1 - rate); ``momenta[l]``
+#: (0 for a batch of one row), ``eps[l]``, ``inv_m1`` = 1 / max(m - 1, 1); the arrays of the
+#: batch-normalized layers (``Zhats``, ``stats``, ``gammas``, ``betas``, ``dgammas``,
+#: ``dbetas``, ``means``, ``variances``: running estimates), empty stand-ins for the others.
+Regularization = collections.namedtuple("Regularization", (
+    "norm", "drop", "keys", "thresholds", "scales", "momenta", "eps", "inv_m1", "Zhats",
+    "stats", "gammas", "betas", "dgammas", "dbetas", "means", "variances"))
 
 
 def _fused_kernel(fn: Any) -> Any:
@@ -64,25 +96,55 @@ FUSED = Target("cpu-fused", njit(error_model="numpy"), _fused_kernel)
 
 def train_step(cblas, mkl, routes, X, Y, idx, Ws, bs, dWs, dbs, Zs, As, deltas, Yb, out_stats,
                skip, inv_m, p, g, state, hyper, decay, n_decay, l1, clip_value, max_norm,
-               sum_squares):
+               sum_squares, wide, hidden):
     """One training step of the batch X[idx], Y[idx] (As[0] and Yb receive it): forward,
     loss, backward, the optimizer's update of the flat p with the flat gradient g (Ws, bs,
     dWs, dbs are their per-layer views), in the per-op path's order. Each product goes to
     ``cblas`` (NumPy's, from ``blas_function``) or, where routes[l, product] is 1, to ``mkl``
     (MKL's, where ``xpmlp.blas`` chose it for that shape); products 0, 1, 2 are Z, dW and
-    dA_prev of layer l. (Functions as arguments, not globals, so that the step is cached.)"""
+    dA_prev of layer l. ``wide[l]``: hidden layer l's backward kernel is the wide one (its
+    parallel form, whose column sums add chunk by chunk: taken where the per-op path takes
+    it, so that db has the same bits). ``hidden``: None, or the hidden layers' dropout and
+    batch norm (``Regularization``). (Functions as arguments, not globals, so that the step
+    is cached.)"""
     gather(X, idx, As[0])
     gather(Y, idx, Yb)
     L = len(Ws)
     for l in range(L - 1):
         gemm(cblas, mkl, routes[l, 0], As[l], Ws[l], Zs[l], False, True)  # Z = A_prev W^T
-        hidden_forward(Zs[l], bs[l], As[l + 1])
+        if hidden is None:
+            hidden_forward(Zs[l], bs[l], As[l + 1])
+        elif hidden.norm[l]:
+            norm_forward(Zs[l], bs[l], hidden.gammas[l], hidden.betas[l], hidden.stats[l],
+                         hidden.means[l], hidden.variances[l], hidden.Zhats[l], As[l + 1],
+                         hidden.momenta[l], hidden.eps[l], inv_m, hidden.inv_m1,
+                         hidden.keys[l], hidden.thresholds[l], hidden.scales[l])
+        elif hidden.drop[l]:
+            dropout_forward(Zs[l], bs[l], As[l + 1], 0, hidden.keys[l], hidden.thresholds[l],
+                            hidden.scales[l])
+        else:
+            hidden_forward(Zs[l], bs[l], As[l + 1])
     gemm(cblas, mkl, routes[L - 1, 0], As[L - 1], Ws[L - 1], Zs[L - 1], False, True)
     output_forward(Zs[L - 1], bs[L - 1], As[L])
     output_loss(Zs[L - 1], As[L], Yb, deltas[L - 1], dbs[L - 1], out_stats, skip, inv_m)
     for l in range(L - 1, -1, -1):
-        if l < L - 1:  # deltas[l] holds dA; delta = dA * f'(Z) in place
-            hidden_backward(deltas[l], Zs[l], As[l + 1], deltas[l], dbs[l])
+        if l < L - 1:  # deltas[l] holds dA; delta = dA * f'(.) in place
+            if hidden is None or not (hidden.norm[l] or hidden.drop[l]):
+                if wide[l]:
+                    wide_backward(deltas[l], Zs[l], As[l + 1], deltas[l], dbs[l])
+                else:
+                    hidden_backward(deltas[l], Zs[l], As[l + 1], deltas[l], dbs[l])
+            elif hidden.norm[l]:
+                norm_backward(deltas[l], hidden.Zhats[l], hidden.gammas[l], hidden.betas[l],
+                              hidden.stats[l], deltas[l], hidden.dgammas[l], hidden.dbetas[l],
+                              dbs[l], inv_m, hidden.keys[l], hidden.thresholds[l],
+                              hidden.scales[l])
+            elif wide[l]:
+                wide_dropout_backward(deltas[l], Zs[l], deltas[l], dbs[l], 0, hidden.keys[l],
+                                      hidden.thresholds[l], hidden.scales[l])
+            else:
+                dropout_backward(deltas[l], Zs[l], deltas[l], dbs[l], 0, hidden.keys[l],
+                                 hidden.thresholds[l], hidden.scales[l])
         gemm(cblas, mkl, routes[l, 1], deltas[l], As[l], dWs[l], True, False)  # dW
         if l > 0:  # dA_prev = delta W
             gemm(cblas, mkl, routes[l, 2], deltas[l], Ws[l], deltas[l - 1], False, False)

@@ -8,8 +8,9 @@ said, on the reference ``Backend``. The fused step runs the same kernels in the 
 and calls the same BLAS function with the same operands, so its parameters, optimizer state
 and history equal the per-op path's bit for bit: for every hidden activation, output
 pairing and optimizer, in float32 and float64, with L1, weight decay, both clippings, a
-schedule, a short last batch, any depth, and a diverging run. Models it does not cover
-(dropout, batch norm, mixed hidden activations) fall back to the per-op path.
+schedule, a short last batch, any depth, and a diverging run (dropout and batch norm:
+``tests/test_step_equivalence.py``). Models it does not cover (mixed hidden activations) fall
+back to the per-op path, and ``step_kind`` says why.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from xpmlp import MLP
 from xpmlp.activations import ACTIVATIONS
 from xpmlp.backends.base import Backend
 from xpmlp.backends.numpy_backend import FusedStep, NumpyBackend
-from xpmlp.errors import TrainingDivergedError
+from xpmlp.errors import StepFallbackWarning, TrainingDivergedError
 from xpmlp.losses import LOSSES
 
 #: an MKL provider made here holds OpenBLAS at one thread: put it back after each test
@@ -62,7 +63,7 @@ def _assert_same(got: MLP, want: MLP) -> None:
     np.testing.assert_array_equal(got.params, want.params)
     np.testing.assert_array_equal(got.optimizer.state, want.optimizer.state)
     assert got.optimizer.t == want.optimizer.t
-    drop = ("seconds", "samples_per_s")  # timings: the only fields that may differ
+    drop = ("seconds", "samples_per_s", "step")  # timings and the step's kind may differ
     assert [{k: v for k, v in h.items() if k not in drop} for h in got.history_] == [
         {k: v for k, v in h.items() if k not in drop} for h in want.history_]
 
@@ -151,12 +152,20 @@ def test_predictions_after_fused_training_match() -> None:
     np.testing.assert_array_equal(fused.predict_proba(X), per_op.predict_proba(X))
 
 
-@pytest.mark.parametrize("options", [
-    {"dropout": 0.2}, {"batch_norm": True}, {"activation": ["relu", "tanh"]},
-], ids=["dropout", "batch-norm", "mixed-hidden"])
-def test_models_the_fused_step_does_not_cover_keep_the_per_op_path(options) -> None:
+@pytest.mark.parametrize("options", [{"dropout": 0.2}, {"batch_norm": [True, False]}],
+                         ids=["dropout", "batch-norm"])
+def test_dropout_and_batch_norm_take_the_fused_step(options) -> None:
     model = MLP([N_IN, 5, 4, 3], backend=NumpyBackend(fused=True), seed=3, **options)
+    assert isinstance(model.backend.fused_step(model), FusedStep)
+    assert model.backend.step_kind(model) == ("fused-cpu", None)
+
+
+def test_mixed_hidden_activations_keep_the_per_op_path_and_say_why() -> None:
+    model = MLP([N_IN, 5, 4, 3], backend=NumpyBackend(fused=True), seed=3,
+                activation=["relu", "tanh"])
     assert model.backend.fused_step(model) is None
+    kind, why = model.backend.step_kind(model)
+    assert kind == "reference" and "different activations (relu, tanh)" in why
 
 
 def test_the_fused_step_is_the_default_and_can_be_turned_off() -> None:
@@ -202,8 +211,10 @@ def test_a_subclass_that_overrides_an_op_keeps_the_per_op_path() -> None:
         pass
 
     X, y = _data("softmax", "cross_entropy", 3, "float32", "subclass")
-    model = _fit(Watching(), [N_IN, 5, 3], X, y)
+    with pytest.warns(StepFallbackWarning, match="Watching overrides optimizer_step"):
+        model = _fit(Watching(), [N_IN, 5, 3], X, y)
     assert model.backend.fused_step(model) is None and len(calls) == 2 * 3
+    assert model.step_kind_ == "reference"
     plain = _fit(Plain(), [N_IN, 5, 3], X, y)
     assert isinstance(plain.backend.fused_step(plain), FusedStep)
     _assert_same(plain, model)

@@ -593,7 +593,7 @@ def test_history_records_every_epoch() -> None:
     assert model.history_ == records and len(records) == 3
     for epoch, rec in enumerate(records, start=1):
         assert set(rec) == {"epoch", "loss", "train_accuracy", "seconds", "samples_per_s",
-                            "val_loss", "val_accuracy"}
+                            "val_loss", "val_accuracy", "step"}
         assert rec["epoch"] == epoch
         assert 0 <= rec["train_accuracy"] <= 1 and 0 <= rec["val_accuracy"] <= 1
         assert rec["loss"] > 0 and rec["seconds"] > 0

@@ -62,3 +62,9 @@ class NotSeparableWarning(UserWarning):
 
 class NotFittedError(XpmlpError, RuntimeError):
     """A model was asked to predict or score before ``fit`` gave it weights."""
+
+
+class StepFallbackWarning(UserWarning):
+    """``fit`` trains with a slower step than its backend has (the per-op path instead of the
+    fused CPU step, or kernel launches instead of a CUDA graph) because this model, or this
+    kind of run, cannot take the faster one; the message says why. Once per ``fit``."""

@@ -9,7 +9,12 @@ The model does the mathematics of one batch (``MLP.compute_gradients``,
   diverged run stops updating without a host round trip);
 - the epoch loop (``run_epoch``), the learning-rate schedule, the progress bar,
   the history records, and the divergence check with the parameters to fall
-  back on.
+  back on;
+- which step runs (``step_kind``): the backend's fused CPU step ("fused-cpu"), its recorded
+  CUDA graph ("cuda-graph"), its kernels launched one by one ("cuda-eager") or the per-op
+  path ("reference"), shown in the progress bar, in each history record (``"step"``) and as
+  ``model.step_kind_``; where the backend has a faster step that the run cannot take, one
+  ``StepFallbackWarning`` per ``fit`` says why.
 
 Host synchronization happens only when the progress bar is redrawn and at the
 end of an epoch. Epoch sums add the batches' rows on the host in float64.
@@ -40,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -49,7 +55,12 @@ import numpy
 from ._threads import cpu_threads, rank_share
 from ._validation import Number, array_module, check_features, check_params
 from .early_stopping import EarlyStopping, Watch, early_stopping_for
-from .errors import ConcurrentFitError, ParameterError, TrainingDivergedError
+from .errors import (
+    ConcurrentFitError,
+    ParameterError,
+    StepFallbackWarning,
+    TrainingDivergedError,
+)
 from .model import MLP, PREDICT_CHUNK, on_backend
 from .schedules import LRScheduler, schedule_factor, schedule_for
 from .workspace import memory_for
@@ -137,6 +148,17 @@ def run_epoch(
     return n_batches
 
 
+def step_kind(model: MLP, comm: Communicator | None = None) -> tuple[str, str | None]:
+    """The kind of step ``run_epoch`` takes for ``model`` ("fused-cpu", "cuda-graph",
+    "cuda-eager" or "reference": the per-op path; ``Backend.step_kind``) and, where its
+    backend has a faster step that this run cannot take, why not (else None). With a
+    communicator, steps go per op (``reduce_gradients`` sits between backward and update)."""
+    kind, why = model.backend.step_kind(model)
+    if comm is not None and kind != "reference":
+        return "reference", "distributed training steps per op"
+    return kind, why
+
+
 def reduce_gradients(model: MLP, comm: Communicator, out_stats: Any, skip: Any) -> None:
     """model.grads <- their mean over the ranks of ``comm``, with the skip decision agreed.
 
@@ -192,8 +214,11 @@ def fit(
     run of n (``model.epoch_`` is e) ends ``fit(X, y, epochs=n, initial_epoch=model.epoch_)``
     with the bits of the straight run (same data, batch size, schedule and backend). Every
     epoch adds 1 to ``model.epoch_``; the history records are numbered from
-    ``initial_epoch + 1``. The data set moves to the backend once; each epoch draws a
-    permutation on the device and gathers its batches there. If the loss becomes
+    ``initial_epoch + 1``; each record's ``"step"`` (and ``model.step_kind_``, shown in the
+    progress bar) says which step trained it (``step_kind``: "fused-cpu", "cuda-graph",
+    "cuda-eager" or "reference"), and a ``StepFallbackWarning`` says why when the backend's
+    faster step could not take this run. The data set moves to the backend once; each epoch
+    draws a permutation on the device and gathers its batches there. If the loss becomes
     NaN or infinite, training stops with ``TrainingDivergedError`` naming the epoch
     and batch; the parameters keep their last finite values.
 
@@ -298,6 +323,10 @@ def _fit(model: MLP, X: Any, y: Any, epochs: int, batch_size: int, shuffle: bool
     schedule.start(epochs, n_batches, model.optimizer.learning_rate)
     watch = None if stopping is None else Watch(stopping, model)
     model.best_epoch_, model.stopped_epoch_ = None, None
+    model.step_kind_, why = step_kind(model, comm)
+    if why is not None and (comm is None or comm.rank == 0):
+        warnings.warn(f"step: {model.step_kind_} ({why})", StepFallbackWarning,
+                      stacklevel=5)  # _fit, fit, on_backend, MLP.fit, the caller
     for epoch in range(initial_epoch + 1, epochs + 1):
         order = be.permutation(model.rng, m_total) if shuffle else be.xp.arange(m_total)
         if m_epoch != m_total:
@@ -336,7 +365,7 @@ def _fit_epoch(
     only at the end (by all ranks together) and the record holds the all-reduced totals.
     """
     be, m_total = model.backend, int(order.shape[0])
-    bar = _progress_bar(progress, m_total, f"epoch {epoch}/{epochs}")
+    bar = _progress_bar(progress, m_total, f"epoch {epoch}/{epochs} [{model.step_kind_}]")
     refresh_every = max(1, -(-m_total // batch_size) // 20)
 
     def redraw(batch: int, done: int) -> None:
@@ -360,12 +389,14 @@ def _fit_epoch(
         loss, correct, m_total, diverged, seconds = _agree_epoch(
             comm, loss, correct, m_total, diverged, seconds)
     _check_diverged(model, state, epoch, diverged, agreed=comm is not None)
+    model.step_kind_ = step_kind(model, comm)[0]  # a CUDA graph may have failed to record
     return {
         "epoch": epoch,
         "loss": loss / m_total,
         "train_accuracy": correct / m_total,
         "seconds": seconds,
         "samples_per_s": m_total / seconds,
+        "step": model.step_kind_,
     }
 
 
@@ -514,4 +545,4 @@ def _progress_bar(enabled: bool, total: int, desc: str) -> Any:
 
 
 __all__ = ["CORRECT", "LOSS", "EarlyStopping", "RunState", "evaluate", "fit",
-           "reduce_gradients", "run_epoch", "schedule_factor"]
+           "reduce_gradients", "run_epoch", "schedule_factor", "step_kind"]

@@ -109,6 +109,14 @@ class Backend:
         operations below one by one (the per-op path, which specifies the step)."""
         return None
 
+    def step_kind(self, model: Any) -> tuple[str, str | None]:
+        """The kind of step ``xpmlp.training.run_epoch`` takes for ``model`` on this backend:
+        "fused-cpu" (``fused_step``), "cuda-graph" (``epoch_runner``: a recorded step),
+        "cuda-eager" (the CUDA backend's kernels launched one by one) or "reference" (the
+        per-op path), and, where this backend has a faster step that ``model`` cannot take,
+        why not (None otherwise). Here: ("reference", None)."""
+        return "reference", None
+
     def epoch_runner(self, model: Any) -> Any:
         """A callable that runs the first batches of ``xpmlp.training.run_epoch``'s epoch for
         ``model`` (same arguments) and returns how many it ran, or None: run_epoch steps

@@ -40,7 +40,7 @@ from ..errors import BackendUnavailableError, DeviceMemoryError
 from ..kernels import cuda as kcuda
 from ..regularization import dropout_threshold
 from .base import Array, Backend, activation_entry, loss_entry
-from .cuda_graph import GraphedEpoch, graphs_supported
+from .cuda_graph import UNSUPPORTED, GraphedEpoch, graphs_supported
 from .cuda_probe import probe_cuda
 
 
@@ -60,6 +60,20 @@ class CudaKernelOps(Backend):
         self._scratch: dict[tuple[str, tuple[int, ...], str], Array] = {}
         self.graphs = bool(graphs)
         self._epochs: weakref.WeakKeyDictionary[Any, GraphedEpoch] = weakref.WeakKeyDictionary()
+
+    def step_kind(self, model: Any) -> tuple[str, str | None]:
+        """("cuda-graph", None) when ``epoch_runner`` replays a recorded step (its full
+        batches; a shorter last batch runs launch by launch); ("cuda-eager", why) when graphs
+        are on but this model's step cannot be recorded, or recording it failed
+        (``graph_error``); ("cuda-eager", None) with ``graphs`` off."""
+        if not self.graphs:
+            return "cuda-eager", None
+        if not graphs_supported(model):
+            return "cuda-eager", UNSUPPORTED
+        error = getattr(self, "graph_error", None)
+        if error is not None:
+            return "cuda-eager", f"recording the step as a CUDA graph failed ({error})"
+        return "cuda-graph", None
 
     def epoch_runner(self, model: Any) -> GraphedEpoch | None:
         """With ``graphs`` on and a model whose step can be recorded

@@ -132,3 +132,8 @@ def graphs_supported(model: Any) -> bool:
     """Whether ``GraphedEpoch`` runs this model's step: no dropout (its masks change per
     step through a launch argument) and no batch norm (kept per op for now)."""
     return not getattr(model, "_regularized", False)
+
+
+#: why ``graphs_supported`` refuses a model (``CudaKernelOps.step_kind``).
+UNSUPPORTED = ("the CUDA graph step does not support dropout or batch norm (their kernels "
+               "launch one by one)")

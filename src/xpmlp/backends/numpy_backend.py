@@ -19,7 +19,7 @@ from typing import Any
 import numpy
 
 from ..kernels import cpu
-from ..regularization import dropout_threshold
+from ..regularization import dropout_key, dropout_threshold
 from .base import Array, Backend, activation_entry, loss_entry
 
 
@@ -80,16 +80,18 @@ def _build(key: tuple[Any, Any, bool, Any]) -> Any:
 
 #: the ops the fused step does in one call (a subclass overriding one keeps the per-op path).
 FUSED_OPS = ("gather_rows", "matmul", "bias_activation", "activation_backward",
-             "loss_output_delta", "grad_sum_squares", "optimizer_step")
+             "loss_output_delta", "grad_sum_squares", "optimizer_step",
+             "bias_activation_dropout", "activation_backward_dropout", "batch_norm_forward",
+             "batch_norm_backward")
 
 
 class NumpyBackend(Backend):
     """NumPy arrays on the CPU, with fused Numba ``@njit`` kernels.
 
-    ``fused=True`` (the default): ``xpmlp.training`` runs each batch of a plain model (no
-    dropout, no batch norm, one hidden activation) as one compiled call, ``fused_step``
-    (forward, loss, backward and update, BLAS called from Numba), with the per-op path's
-    bits; other models, and ``fused=False``, keep the per-op path.
+    ``fused=True`` (the default): ``xpmlp.training`` runs each batch as one compiled call,
+    ``fused_step`` (forward, loss, backward and update, dropout and batch norm included, BLAS
+    called from Numba), with the per-op path's bits; ``fused=False``, and the models it does
+    not cover (``step_kind`` says why), keep the per-op path.
     """
 
     name = "numpy"
@@ -103,18 +105,42 @@ class NumpyBackend(Backend):
         # default OpenMP layer, whose spinning threads stalled beside a busy core
         cpu.choose_threading_layer()
 
+    def step_kind(self, model: Any) -> tuple[str, str | None]:
+        """("fused-cpu", None) when ``fused_step`` runs ``model``'s batches; ("reference",
+        why) when the fused step is on but cannot take this model; ("reference", None) with
+        ``fused=False``."""
+        if not self.fused:
+            return "reference", None
+        why = self._not_fused(model)
+        return ("reference", why) if why is not None else ("fused-cpu", None)
+
+    def _not_fused(self, model: Any) -> str | None:
+        """Why ``model`` cannot take the fused step on this backend, or None."""
+        hidden = model.activation_entries[:-1]
+        if len({a.name for a in hidden}) > 1:
+            return ("the fused CPU step does not support hidden layers with different "
+                    f"activations ({', '.join(a.name for a in hidden)})")
+        if any(a.row is not None for a in hidden):
+            return "the fused CPU step does not support row activations in hidden layers"
+        cls = type(self)
+        changed = [op for op in FUSED_OPS if getattr(cls, op) is not getattr(NumpyBackend, op)]
+        if changed:  # a subclass changed an op the fused step would skip: keep its ops
+            return (f"{cls.__name__} overrides {', '.join(changed)}, which the fused CPU step "
+                    "would not call")
+        from ..kernels import fused_cpu
+
+        if fused_cpu.blas_function(model.dtype.char) is None:
+            return ("no loaded BLAS library exports the cblas_"
+                    f"{'s' if model.dtype.char == 'f' else 'd'}gemm the fused CPU step calls")
+        return None
+
     def fused_step(self, model: Any) -> FusedStep | None:
         """The fused training step of ``model`` (``FusedStep``), or None where this backend
-        was not asked for it, the model needs the per-op path (dropout, batch norm, hidden
-        layers with different activations, no BLAS function to call) or a subclass overrides
-        one of ``FUSED_OPS``."""
-        if not self.fused or model._regularized or len({
-                a.name for a in model.activation_entries[:-1]}) > 1:
+        was not asked for it or the model needs the per-op path (``step_kind`` says why:
+        hidden layers with different activations, no BLAS function to call, a subclass
+        overriding one of ``FUSED_OPS``)."""
+        if not self.fused or self._not_fused(model) is not None:
             return None
-        cls = type(self)
-        if cls is not NumpyBackend and any(getattr(cls, op) is not getattr(NumpyBackend, op)
-                                           for op in FUSED_OPS):
-            return None  # a subclass changed an op the fused step would skip: keep its ops
         step = getattr(model, "_fused_step", None)
         if step is None or step.model_dtype != model.dtype:
             step = FusedStep.build(model)
@@ -246,7 +272,8 @@ class NumpyBackend(Backend):
 class FusedStep:
     """``kernels.fused_cpu.train_step`` compiled for one model: ``step(X, Y, idx, ws,
     out_stats, skip, lr_factor)`` does what ``run_epoch`` does per batch on the per-op path
-    (gather, ``forward_pass``, ``backward_pass``, ``apply_gradients``), in one call."""
+    (gather, ``forward_pass``, ``backward_pass``, ``apply_gradients``), in one call, dropout
+    masks and batch norm's running estimates included."""
 
     def __init__(self, model: Any) -> None:
         self.model, self.model_dtype = model, model.dtype
@@ -266,6 +293,10 @@ class FusedStep:
         self.bs = tuple(layer.b for layer in layers)
         self.dWs = tuple(layer.dW for layer in layers)
         self.dbs = tuple(layer.db for layer in layers)
+        hidden = layers[:-1]
+        #: the hidden layers with dropout: their masks' keys change every step
+        self._dropped = [l for l, layer in enumerate(hidden) if layer.dropout]
+        self._keys = numpy.zeros(len(hidden), numpy.int64)  # 0 for the layers without dropout
         self._views: tuple[Any, ...] | None = None  # the last workspace's (one per epoch)
         self._routes: dict[tuple[int, Any], Array] = {}  # by (batch rows, BLAS library)
 
@@ -279,7 +310,9 @@ class FusedStep:
         return cls(model)
 
     def kernel(self, big: bool) -> Any:
-        """The compiled step, with the parallel elementwise kernels when ``big``."""
+        """The compiled step, with the parallel elementwise kernels when ``big`` (the
+        backward kernels of the hidden layers: for those ``wide`` marks, as the per-op path
+        chooses them by each layer's size)."""
         compiled = self._kernels.get(big)
         if compiled is not None:
             return compiled
@@ -295,15 +328,60 @@ class FusedStep:
         compiled = self._kernels[big] = fused_cpu.FUSED.kernel(
             fused_cpu.train_step, char,
             hidden_forward=_kernel((cpu.bias_activation, hidden, big, char)),
-            hidden_backward=_kernel((cpu.activation_backward, hidden, big, char)),
+            hidden_backward=_kernel((cpu.activation_backward, hidden, False, char)),
+            wide_backward=_kernel((cpu.activation_backward, hidden, big, char)),
             output_forward=_kernel((out_template, output, False, char)),
             output_loss=_kernel((cpu.loss_output_delta, (model.loss_entry, output), False,
                                  char)),
             update=_kernel((cpu.optimizer_step, model.optimizer.rule, whole, char)),
             sum_squares_of=_kernel((cpu.grad_sum_squares, None, whole, char)),
             gather=_kernel((cpu.gather_rows, None, big, char)),
+            # compiled only for a model with dropout or batch norm (``train_step``'s hidden)
+            dropout_forward=_kernel((cpu.bias_activation_dropout, hidden, big, char)),
+            dropout_backward=_kernel((cpu.activation_backward_dropout, hidden, False, char)),
+            wide_dropout_backward=_kernel((cpu.activation_backward_dropout, hidden, big,
+                                           char)),
+            norm_forward=_kernel((cpu.batch_norm_forward, hidden, False, char)),
+            norm_backward=_kernel((cpu.batch_norm_backward, hidden, False, char)),
         )
         return compiled
+
+    def regularization(self, ws: Any) -> Any:
+        """``train_step``'s ``hidden`` for batches of ``ws.rows`` rows: None for a model
+        without dropout and batch norm, else the settings and arrays of its hidden layers
+        (``fused_cpu.Regularization``), as ``Dense`` gives them to the per-op kernels."""
+        model = self.model
+        if not model._regularized:
+            return None
+        from ..kernels.fused_cpu import Regularization
+
+        t, m = model.dtype.type, ws.rows
+        hidden = model.layers[:-1]
+        vector, matrix = numpy.empty(0, model.dtype), numpy.empty((0, 0), model.dtype)
+
+        def norms(get: Callable[[Any], Array], missing: Array) -> tuple[Array, ...]:
+            return tuple(missing if layer.norm is None else get(layer.norm) for layer in hidden)
+
+        return Regularization(
+            norm=numpy.array([layer.norm is not None for layer in hidden]),
+            drop=numpy.array([bool(layer.dropout) for layer in hidden]),
+            keys=self._keys,
+            thresholds=numpy.array([dropout_threshold(layer.dropout) for layer in hidden],
+                                   numpy.int64),
+            scales=numpy.array([t(1.0 / (1.0 - layer.dropout)) for layer in hidden]),
+            momenta=numpy.array([t(0.0 if layer.norm is None or m == 1 else
+                                   layer.norm.momentum) for layer in hidden]),
+            eps=numpy.array([t(0.0 if layer.norm is None else layer.norm.eps)
+                             for layer in hidden]),
+            inv_m1=t(1.0 / max(m - 1, 1)),
+            Zhats=tuple(matrix if z is None else z for z in ws.Zhat[:len(hidden)]),
+            stats=tuple(matrix if s is None else s for s in ws.stats[:len(hidden)]),
+            gammas=norms(lambda bn: bn.gamma, vector), betas=norms(lambda bn: bn.beta, vector),
+            dgammas=norms(lambda bn: bn.dgamma, vector),
+            dbetas=norms(lambda bn: bn.dbeta, vector),
+            means=norms(lambda bn: bn.running_mean, vector),
+            variances=norms(lambda bn: bn.running_var, vector),
+        )
 
     def routes(self, ws: Any) -> Array:
         """routes[l, i] = 1 where product i of layer l (0: Z = A_prev W^T, 1: dW = delta^T
@@ -322,10 +400,20 @@ class FusedStep:
             if routes is None:
                 routes = self._routes[key] = self.routes(ws)
             big = ws.rows * self._widest >= cpu.PARALLEL_MIN_ELEMENTS
+            # the hidden layers whose backward kernel the per-op path runs in parallel
+            wide = numpy.array([d.size >= cpu.PARALLEL_MIN_ELEMENTS for d in ws.delta[:-1]],
+                               dtype=numpy.bool_)
             views = self._views = (ws, self.provider.library, tuple(ws.Z), tuple(ws.A),
-                                   tuple(ws.delta), routes, self.kernel(big))
-        _, _, Zs, As, deltas, routes, kernel = views
+                                   tuple(ws.delta), routes, self.kernel(big), wide,
+                                   self.regularization(ws))
+        _, _, Zs, As, deltas, routes, kernel, wide, hidden = views
         model = self.model
+        if hidden is not None:  # the dropout masks' keys of this step, as MLP.forward_pass
+            step = ws.dropout_step = model.dropout_steps
+            if self._dropped:
+                for l in self._dropped:
+                    self._keys[l] = dropout_key(model.seed, step, l)
+                model.dropout_steps += 1
         opt = model.optimizer
         t = model.dtype.type
         opt.t += 1  # as Optimizer.step
@@ -335,4 +423,4 @@ class FusedStep:
         kernel(self.cblas, self.mkl, routes, X, Y, idx, self.Ws, self.bs, self.dWs, self.dbs,
                Zs, As, deltas, ws.Y, out_stats, skip, t(1.0 / ws.rows), model.params,
                model.grads, opt.state, hyper, t(opt.weight_decay), model.n_weights, t(opt.l1),
-               t(clip_value), t(max_norm), opt.sum_squares)
+               t(clip_value), t(max_norm), opt.sum_squares, wide, hidden)

@@ -584,7 +584,7 @@ def _train(args: argparse.Namespace, comm: Any, threads: int | None = None) -> i
         log(f"epoch {r['epoch']}/{args.epochs}: loss {r['loss']:.4f}, train accuracy "
             f"{r['train_accuracy']:.4f}, test accuracy "
             f"{r['test_accuracy' if test_set is not None else 'val_accuracy']:.4f} "
-            f"({r['seconds']:.2f} s, {r['samples_per_s']:,.0f} samples/s)")
+            f"({r['seconds']:.2f} s, {r['samples_per_s']:,.0f} samples/s, {r['step']} step)")
         if args.checkpoint:
             save_checkpoint(model, args.checkpoint, r["epoch"])
 

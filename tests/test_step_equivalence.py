@@ -1,0 +1,162 @@
+"""The fused CPU step trains as the per-op reference path does, bit for bit, for every factor
+that changes what a step computes: each hidden activation, dropout on or off, batch norm on
+or off (and both in one layer), each optimizer (sgd, momentum, nesterov, adam, rmsprop plain,
+centered and with momentum, adagrad), L1 and L2 penalties, clipping by norm and by value,
+float32 and float64.
+
+Every case fits one model on ``NumpyBackend(fused=True)`` (one compiled call per batch) and
+one on ``NumpyBackend(fused=False)`` (``forward_pass``, ``backward_pass``,
+``apply_gradients``), from the same seed on the same data, for six steps (two epochs of
+three batches, the last one short), and requires the same bits in the parameters, the
+optimizer's state and step count, batch norm's running estimates, the dropout step count and
+the history (timings and the step's kind aside).
+
+The full product of the factors is 6 x 5 x 8 x 4 x 2 = 1920 fits, and each distinct
+(activation, optimizer rule, dtype, regularized or not) compiles a fused step (seconds each).
+``CASES`` is a covering design instead: every value of every factor appears, each dropout and
+batch-norm pattern meets several activations and optimizers, and each gradient option meets
+several patterns. Dropout and batch norm change only the step's ``hidden`` argument, not its
+kernels, so a pattern costs no compilation beyond the first regularized case of its
+activation, rule and dtype.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from xpmlp import MLP
+from xpmlp.backends.numpy_backend import FusedStep, NumpyBackend
+from xpmlp.optim import SGD, Adagrad, Adam, RMSprop
+
+SIZES = [6, 7, 5, 3]  # two hidden layers: per-layer rates and flags
+ROWS, BATCH = 45, 16  # 3 batches per epoch, the last one short
+
+#: the optimizers, each made afresh per model
+OPTIMIZERS = {
+    "sgd": lambda **g: SGD(0.05, **g),
+    "momentum": lambda **g: SGD(0.05, momentum=0.9, **g),
+    "nesterov": lambda **g: SGD(0.05, momentum=0.9, nesterov=True, **g),
+    "adam": lambda **g: Adam(1e-2, **g),
+    "rmsprop": lambda **g: RMSprop(1e-2, **g),
+    "rmsprop-centered": lambda **g: RMSprop(1e-2, centered=True, **g),
+    "rmsprop-momentum": lambda **g: RMSprop(1e-2, momentum=0.5, **g),
+    "adagrad": lambda **g: Adagrad(0.05, **g),
+}
+#: dropout and batch norm per hidden layer
+PATTERNS = {
+    "plain": {},
+    "dropout": {"dropout": [0.3, 0.1]},
+    "batch-norm": {"batch_norm": True},
+    # layer 0: batch norm and dropout in one kernel; layer 1: dropout alone
+    "bn+dropout": {"batch_norm": [True, False], "dropout": [0.2, 0.4]},
+    # layer 0: plain; layer 1: batch norm alone
+    "bn-second": {"batch_norm": [False, True], "dropout": [0.0, 0.0]},
+}
+#: penalties and clipping (the optimizer's keywords)
+GRADIENTS = {
+    "none": {},
+    "l1+l2": {"l1": 1e-3, "weight_decay": 1e-2},
+    "clip-norm": {"clip_grad_norm": 0.05},
+    "clip-value": {"clip_grad_value": 1e-2},
+    "clip-both": {"clip_grad_value": 1e-2, "clip_grad_norm": 0.3, "l1": 1e-4},
+}
+
+#: (hidden activation, optimizer, pattern, gradient options, dtype)
+CASES = [
+    ("relu", "sgd", "plain", "none", "float32"),
+    ("relu", "adam", "bn+dropout", "clip-both", "float32"),
+    ("tanh", "momentum", "dropout", "l1+l2", "float32"),
+    ("tanh", "adam", "batch-norm", "clip-norm", "float64"),
+    ("sigmoid", "nesterov", "bn+dropout", "clip-value", "float32"),
+    ("leaky_relu", "rmsprop", "batch-norm", "l1+l2", "float32"),
+    ("gelu", "rmsprop-centered", "dropout", "clip-norm", "float32"),
+    ("identity", "rmsprop-momentum", "bn-second", "clip-both", "float32"),
+    ("relu", "adagrad", "dropout", "clip-value", "float64"),
+    ("gelu", "sgd", "bn-second", "l1+l2", "float64"),
+    ("leaky_relu", "adagrad", "bn+dropout", "none", "float32"),
+    ("sigmoid", "momentum", "plain", "clip-norm", "float32"),
+]
+
+
+def _fit(fused: bool, act: str, optimizer: str, pattern: str, gradients: str, dtype: str,
+         X: np.ndarray, y: np.ndarray) -> MLP:
+    model = MLP(SIZES, activation=act, optimizer=OPTIMIZERS[optimizer](**GRADIENTS[gradients]),
+                dtype=dtype, backend=NumpyBackend(fused=fused), seed=7, **PATTERNS[pattern])
+    model.fit(X, y, epochs=2, batch_size=BATCH)
+    return model
+
+
+def _history(model: MLP) -> list[dict[str, object]]:
+    return [{k: v for k, v in r.items() if k not in ("seconds", "samples_per_s", "step")}
+            for r in model.history_]
+
+
+def test_the_cases_cover_every_value_of_every_factor() -> None:
+    for i, values in enumerate((("relu", "tanh", "sigmoid", "leaky_relu", "gelu", "identity"),
+                                OPTIMIZERS, PATTERNS, GRADIENTS, ("float32", "float64"))):
+        assert {case[i] for case in CASES} == set(values)
+
+
+@pytest.mark.parametrize(("act", "optimizer", "pattern", "gradients", "dtype"), CASES,
+                         ids=["-".join(case) for case in CASES])
+def test_the_fused_step_trains_as_the_per_op_path(act, optimizer, pattern, gradients,
+                                                   dtype) -> None:
+    rng = np.random.default_rng([7, CASES.index((act, optimizer, pattern, gradients, dtype))])
+    X = rng.standard_normal((ROWS, SIZES[0])).astype(dtype)
+    y = rng.integers(0, SIZES[-1], ROWS)
+    fused = _fit(True, act, optimizer, pattern, gradients, dtype, X, y)
+    per_op = _fit(False, act, optimizer, pattern, gradients, dtype, X, y)
+    assert isinstance(fused.backend.fused_step(fused), FusedStep)  # the fused step ran
+    assert (fused.step_kind_, per_op.step_kind_) == ("fused-cpu", "reference")
+    assert fused.params.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(fused.params, per_op.params)
+    np.testing.assert_array_equal(fused.optimizer.state, per_op.optimizer.state)
+    np.testing.assert_array_equal(fused.running_mean, per_op.running_mean)
+    np.testing.assert_array_equal(fused.running_var, per_op.running_var)
+    assert fused.optimizer.t == per_op.optimizer.t == 6
+    assert fused.dropout_steps == per_op.dropout_steps == (6 if any(fused.dropout) else 0)
+    assert _history(fused) == _history(per_op)
+    if any(fused.batch_norm):  # the running estimates moved
+        assert not np.array_equal(fused.running_var, np.ones_like(fused.running_var))
+    np.testing.assert_array_equal(fused.predict_proba(X), per_op.predict_proba(X))
+
+
+def test_a_wrong_dropout_key_is_caught() -> None:
+    """The comparison can fail: a fused step whose masks are one step late differs from the
+    per-op path (so the equality above is not vacuous)."""
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((ROWS, SIZES[0])).astype("float32")
+    y = rng.integers(0, 3, ROWS)
+    case = ("relu", "sgd", "dropout", "none", "float32")
+    per_op = _fit(False, *case, X, y)
+    late = MLP(SIZES, activation="relu", optimizer=OPTIMIZERS["sgd"](), seed=7,
+               backend=NumpyBackend(fused=True), **PATTERNS["dropout"])
+    late.dropout_steps = 1
+    late.fit(X, y, epochs=2, batch_size=BATCH)
+    assert late.step_kind_ == "fused-cpu"
+    assert not np.array_equal(late.params, per_op.params)
+
+
+@pytest.mark.parametrize("pattern", ["plain", "dropout"])
+def test_each_layer_takes_the_backward_kernel_the_per_op_path_takes(pattern,
+                                                                    monkeypatch) -> None:
+    """Above ``PARALLEL_MIN_ELEMENTS`` (patched to 2000 here) a layer's backward kernel is
+    the parallel one, whose db adds the sums of 64-row chunks: with batches of 200 rows, the
+    16-unit layer (3200 values) takes it and the 5-unit one (1000) does not, in both paths."""
+    from xpmlp.kernels import cpu
+
+    monkeypatch.setattr(cpu, "PARALLEL_MIN_ELEMENTS", 2000)
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((300, 6)).astype("float32")
+    y = rng.integers(0, 3, 300)
+    models = []
+    for fused in (True, False):
+        model = MLP([6, 16, 5, 3], backend=NumpyBackend(fused=fused), seed=7,
+                    dropout=0.0 if pattern == "plain" else [0.3, 0.2])
+        model.fit(X, y, epochs=2, batch_size=200)
+        models.append(model)
+    fused, per_op = models
+    assert fused.step_kind_ == "fused-cpu"
+    np.testing.assert_array_equal(fused.params, per_op.params)
+    np.testing.assert_array_equal(fused.optimizer.state, per_op.optimizer.state)
