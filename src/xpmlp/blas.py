@@ -34,7 +34,6 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
-import platform
 import re
 from collections.abc import Callable, Iterator
 from importlib import metadata
@@ -231,19 +230,6 @@ def _numba_threads() -> int:
 
 
 # ------------------------------------------------------------------------ the route
-def cpu_vendor() -> str:
-    """The CPU's vendor as the operating system reports it ("GenuineIntel", "AuthenticAMD"),
-    else the platform's processor string ("" when unknown)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def default_route() -> tuple[str, str]:
     """(library, why) of every product when ``XPMLP_BLAS`` is unset: MKL where the ``mkl``
     package loads, else NumPy's BLAS. It depends only on what is installed, never on a timing,
@@ -257,7 +243,7 @@ def default_route() -> tuple[str, str]:
     and ``XPMLP_BLAS=openblas`` takes the idle speed."""
     if load_mkl() is None:
         return "openblas", f"the default where MKL is not available: {mkl_unavailable_reason()}"
-    return "mkl", f"the default where MKL is installed (CPU: {cpu_vendor() or 'unknown'})"
+    return "mkl", "the default where MKL is installed"
 
 
 def hold_openblas(threads: int) -> None:
