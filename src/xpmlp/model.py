@@ -271,6 +271,27 @@ class MLP:
 
         unpickle_into(self, state)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The model's whole state as plain data: its settings, and host copies of its
+        parameters, optimizer rows and step count, epoch, random generator, dropout step,
+        schedule position, batch-norm statistics and history. It is the one record behind
+        files, checkpoints and pickles (``xpmlp.serialize.model_record``, ``pickle_state``):
+        ``MLP.from_state(model.state_dict())`` trains on with the model's bits."""
+        from .serialize import pickle_state
+
+        return pickle_state(self)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], backend: str | Backend | None = None) -> MLP:
+        """The model ``state_dict`` described, on ``backend`` (default: the one it was on, or
+        ``XPMLP_BACKEND``). A state of another format version, or naming an activation or
+        optimizer not registered here, raises ``DataFileError`` saying which."""
+        from .serialize import unpickle_into
+
+        model = cls.__new__(cls)
+        unpickle_into(model, state, backend=None if backend is None else get_backend(backend))
+        return model
+
     def __deepcopy__(self, memo: dict[int, Any]) -> MLP:
         """An independent model on the same backend (training one leaves the other as it is)."""
         from .serialize import pickle_state, unpickle_into

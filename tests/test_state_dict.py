@@ -1,0 +1,52 @@
+"""``MLP.state_dict()`` and ``MLP.from_state(d)``: the whole training state as plain data, and
+a model rebuilt from it that trains on with the original's bits."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from xpmlp import MLP
+from xpmlp.errors import DataFileError
+
+
+def _data():
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((96, 6)).astype(np.float32)
+    return X, (X[:, 0] - X[:, 1] > 0).astype(int) + (X[:, 2] > 0.8)
+
+
+@pytest.mark.parametrize("options", [
+    dict(optimizer="adam"),
+    dict(optimizer="momentum", dropout=0.2, batch_norm=True),
+    dict(optimizer="rmsprop", deterministic=True, dtype="float64"),
+])
+def test_a_model_rebuilt_from_its_state_trains_on_with_the_same_bits(options):
+    X, y = _data()
+    model = MLP([6, 12, 8, 3], backend="numpy", seed=3, **options)
+    model.fit(X, y, epochs=2, batch_size=16, lr_schedule="cosine")
+    state = model.state_dict()
+    json.dumps(state["meta"])  # the settings are JSON data; the arrays host NumPy arrays
+    assert all(isinstance(a, np.ndarray) for a in state["arrays"].values())
+    copy = MLP.from_state(state)
+    assert copy is not model and copy.epoch_ == model.epoch_ == 2
+    assert copy.optimizer.t == model.optimizer.t and copy.dropout_steps == model.dropout_steps
+    assert copy.deterministic == model.deterministic and copy.history_ == model.history_
+    for a, b in ((copy.params, model.params), (copy.optimizer.state, model.optimizer.state),
+                 (copy.running_mean, model.running_mean), (copy.running_var, model.running_var)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for m in (model, copy):  # the same rng, schedule position and optimizer step: same bits
+        m.fit(X, y, epochs=4, batch_size=16, lr_schedule="cosine", initial_epoch=2)
+    np.testing.assert_array_equal(np.asarray(copy.params), np.asarray(model.params))
+
+
+def test_the_state_is_a_copy_and_a_foreign_one_is_refused():
+    X, y = _data()
+    model = MLP([6, 4, 3], backend="numpy").fit(X, y, epochs=1)
+    state = model.state_dict()
+    state["arrays"]["params"][:] = 0  # editing the state leaves the model alone
+    assert np.asarray(model.params).any()
+    with pytest.raises(DataFileError, match="not the state of an xpmlp.MLP"):
+        MLP.from_state({"params": [1, 2, 3]})
