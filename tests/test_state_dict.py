@@ -50,3 +50,23 @@ def test_the_state_is_a_copy_and_a_foreign_one_is_refused():
     assert np.asarray(model.params).any()
     with pytest.raises(DataFileError, match="not the state of an xpmlp.MLP"):
         MLP.from_state({"params": [1, 2, 3]})
+
+
+def test_only_the_optimizer_writes_its_step_count():
+    """``Optimizer.advance`` and ``restore_steps`` are the only writers of ``t``: no other
+    module assigns an attribute named ``t`` (the fused step, the CUDA graph, checkpoints,
+    the estimators and distributed training all call them)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    writers = []
+    for path in [*(root / "src" / "xpmlp").rglob("*.py"), *(root / "kernels").rglob("*.py")]:
+        if path.name == "optim.py" or "bench" in path.parts:  # the bench's plain NumPy row
+            continue                                            # keeps its own optimizer
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets = (node.targets if isinstance(node, ast.Assign) else
+                       [node.target] if isinstance(node, ast.AugAssign | ast.AnnAssign) else [])
+            writers += [f"{path.name}:{node.lineno}" for t in targets
+                        if isinstance(t, ast.Attribute) and t.attr == "t"]
+    assert writers == []

@@ -165,7 +165,7 @@ def restore_training(model: Any, training: dict[str, Any] | None,
                 opt.state[row] = be.asarray(rows[name], dtype=model.dtype)
         for name, a in buffers.items():
             own[name][...] = be.asarray(a, dtype=model.dtype)
-        opt.t = training["steps"]
+        opt.restore_steps(training["steps"])
         model.epoch_ = training["epoch"]
         model.lr_schedule_ = training.get("lr_schedule")
         model.rng = _restored_rng(model, training.get("rng"), where)

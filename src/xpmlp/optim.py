@@ -208,12 +208,25 @@ class Optimizer:
         self.sum_squares = backend.zeros(1, params.dtype)
         self.t = 0
 
+    def advance(self, steps: int = 1) -> int:
+        """Count ``steps`` more updates (the step count t, which Adam's bias corrections and
+        Adagrad's decay read) and return the new t. This and ``restore_steps`` are the only
+        writers of t: the per-op ``step``, the fused CPU step and the replayed CUDA graph
+        all count their updates here."""
+        self.t += int(steps)
+        return self.t
+
+    def restore_steps(self, t: int) -> None:
+        """Set the step count to ``t`` (a checkpoint's, an estimator's snapshot's, or rank 0's
+        at the start of distributed training)."""
+        self.t = int(t)
+
     def step(self, backend: Any, params: Any, grads: Any, n_decay: int, skip: Any,
              lr_factor: float = 1.0) -> None:
         """One update of ``params`` (unless ``skip[0]`` is set, on the device), with the
         gradient clipped and penalized as the module docstring says; the first ``n_decay``
         parameters (the weights) get the L1 and L2 terms."""
-        self.t += 1
+        self.advance()
         options = self._gradient_options(backend, grads)
         backend.optimizer_step(
             self, params, grads, self.state,

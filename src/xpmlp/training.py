@@ -461,7 +461,7 @@ def _join(model: MLP, comm: Communicator, y: Any, m_rows: int, options: dict[str
     comm.broadcast_(model.params)
     if model.optimizer.state is not None and model.optimizer.state.size:
         comm.broadcast_(model.optimizer.state)
-    model.optimizer.t = int(comm.broadcast_object(model.optimizer.t))
+    model.optimizer.restore_steps(comm.broadcast_object(model.optimizer.t))
     return m_epoch
 
 

@@ -124,7 +124,7 @@ class GraphedEpoch:
             plan.replay()
             if on_batch is not None:
                 on_batch(batch, (batch + 1) * batch_size)
-        model.optimizer.t += n_full
+        model.optimizer.advance(n_full)
         return n_full
 
 

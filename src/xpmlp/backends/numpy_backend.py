@@ -416,7 +416,7 @@ class FusedStep:
                 model.dropout_steps += 1
         opt = model.optimizer
         t = model.dtype.type
-        opt.t += 1  # as Optimizer.step
+        opt.advance()  # as Optimizer.step
         clip_value = math.inf if opt.clip_grad_value is None else opt.clip_grad_value
         max_norm = 0.0 if opt.clip_grad_norm is None else opt.clip_grad_norm
         hyper = tuple(map(t, opt.hyperparameters(opt.t, opt.learning_rate * lr_factor)))

@@ -107,5 +107,5 @@ def restore(snap: dict[str, Any]) -> MLP:
     with be.activate():
         model.params[...] = be.asarray(snap["params"], dtype=model.dtype)
         model.optimizer.state[...] = be.asarray(snap["optimizer_state"], dtype=model.dtype)
-        model.optimizer.t = snap["optimizer_t"]
+        model.optimizer.restore_steps(snap["optimizer_t"])
     return model
