@@ -152,7 +152,8 @@ def test_a_refused_activation_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) 
 
 def test_without_onnx_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "onnx", None)
-    with pytest.raises(OnnxDependencyError, match=r"pip install 'xpmlp\[onnx\]'"):
+    with pytest.raises(OnnxDependencyError,
+                       match=r"pip install -e '\.\[onnx\]' in the xpmlp checkout"):
         to_onnx(random_model([3, 4, 2]))
     assert isinstance(OnnxDependencyError("x"), ImportError)
 
