@@ -246,30 +246,28 @@ def default_route() -> tuple[str, str]:
     return "mkl", "the default where MKL is installed"
 
 
-def hold_openblas(threads: int) -> None:
-    """Limit NumPy's OpenBLAS to ``threads`` (through threadpoolctl, when installed).
-
-    While MKL computes every product, OpenBLAS is held at one thread: its idle workers
-    busy-wait after each call, and beside MKL's they took the cores MKL needed (measured on
-    a 2-core Xeon: 4,500 samples/s with both pools against 82,000 with MKL alone)."""
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:
-        return
-    for lib in ThreadpoolController().select(internal_api="openblas").lib_controllers:
-        lib.set_num_threads(threads)
-
-
-#: BLAS threads in deterministic mode, whatever the process's thread count (``fixed_threads``).
-DETERMINISTIC_THREADS = 2
-
-
 def _openblas_controllers() -> list[Any]:
+    """threadpoolctl's controllers of the loaded OpenBLAS libraries ([] without
+    threadpoolctl)."""
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:
         return []
     return list(ThreadpoolController().select(internal_api="openblas").lib_controllers)
+
+
+def hold_openblas(threads: int) -> None:
+    """Limit NumPy's OpenBLAS to ``threads``.
+
+    While MKL computes every product, OpenBLAS is held at one thread: its idle workers
+    busy-wait after each call, and beside MKL's they took the cores MKL needed (measured on
+    a 2-core Xeon: 4,500 samples/s with both pools against 82,000 with MKL alone)."""
+    for lib in _openblas_controllers():
+        lib.set_num_threads(threads)
+
+
+#: BLAS threads in deterministic mode, whatever the process's thread count (``fixed_threads``).
+DETERMINISTIC_THREADS = 2
 
 
 @contextlib.contextmanager
