@@ -72,9 +72,9 @@ def mkl_library_path() -> str | None:
     return ctypes.util.find_library("mkl_rt")
 
 
-def _gemm_kernel(cblas_gemm: Any, char: str) -> Any:
+def _gemm_kernel(cblas_gemm: Any) -> Any:
     """``gemm(a, b, out, alpha, beta) -> bool``: ``out = alpha op(a) op(b) + beta out`` with one
-    call of ``cblas_gemm`` (a ctypes function of dtype ``char``), or False having done nothing
+    call of ``cblas_gemm`` (a ctypes ``cblas_?gemm``), or False having done nothing
     when BLAS cannot take the arrays as they are (``xpmlp.kernels.gemm``: compiled per layout
     of the arrays at their first use, and kept in Numba's on-disk cache)."""
     from .kernels import gemm as kernels
@@ -159,7 +159,7 @@ class Mkl:
         """(the compiled gemm of dtype ``char``, its scalar type), compiled at first use."""
         entry = self._kernels.get(char)
         if entry is None:
-            entry = self._kernels[char] = (_gemm_kernel(self._cblas[char], char),
+            entry = self._kernels[char] = (_gemm_kernel(self._cblas[char]),
                                            numpy.dtype(char).type)
         return entry
 
