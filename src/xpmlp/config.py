@@ -56,7 +56,7 @@ def backend_name() -> str | None:
 
 def blas_provider() -> str | None:
     """XPMLP_BLAS: "openblas", "mkl", or None when unset or empty (the default library:
-    ``xpmlp.blas.default_library``). Raises ParameterError for any other value."""
+    ``xpmlp.blas.default_route``). Raises ParameterError for any other value."""
     value = os.environ.get(BLAS, "").strip()
     if not value:
         return None
