@@ -48,22 +48,20 @@ from .explain_render import Item, render
 from .losses import LOSSES
 from .worked_examples import (
     ACTIVATION_ALIASES,
-    DEFAULT_ATOL,
     EXPECT_FIELDS,
     FORMAT,
     KINDS,
     LAYER_FIELDS,
     NEEDS_LOSS,
     NEEDS_STEP,
-    PERCEPTRON_EXPECT_FIELDS,
-    UPDATE_FIELDS,
     Example,
     Layer,
-    PerceptronExample,
     parse_document,
     parse_example,
     parse_file,
 )
+from .worked_perceptron import PERCEPTRON_EXPECT_FIELDS, UPDATE_FIELDS, PerceptronExample
+from .worked_values import DEFAULT_ATOL
 
 __all__ = [
     "ACTIVATION_ALIASES", "DEFAULT_ATOL", "EXPECT_FIELDS", "FLOAT32_ATOL", "FORMAT", "KINDS",

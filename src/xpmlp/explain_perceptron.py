@@ -12,7 +12,7 @@ import numpy as np
 
 from .errors import NotSeparableWarning
 from .explain_render import _fmt, render
-from .worked_examples import PerceptronExample
+from .worked_perceptron import PerceptronExample
 
 
 @dataclass

@@ -17,8 +17,6 @@ perceptron learning rule (``xpmlp.Perceptron``) instead: 0/1 labels ``y``, initi
 from __future__ import annotations
 
 import json
-import math
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +28,18 @@ from . import losses
 from .activations import ACTIVATIONS, Activation, trainable_hidden
 from .errors import ParameterError, WorkedExampleError
 from .losses import LOSSES
+from .worked_perceptron import PerceptronExample, parse_perceptron_example
+from .worked_values import (
+    DEFAULT_ATOL,
+    _describe,
+    _name_in,
+    _number,
+    _numbers,
+    _optional_number,
+    _shape_text,
+)
 
 FORMAT = "worked-backprop-example/1"
-DEFAULT_ATOL = 1e-9
 
 ACTIVATION_ALIASES = {"linear": "identity"}  # file-format names for registry entries
 
@@ -47,9 +54,6 @@ NEEDS_STEP = ("W_after", "b_after")
 
 KINDS = ("mlp", "perceptron")  # "kind" of an example; "mlp" when absent
 # a perceptron example's expect fields, and those of each entry of its "updates"
-PERCEPTRON_EXPECT_FIELDS = ("updates", "n_iter", "converged", "W", "b")
-UPDATE_FIELDS = ("epoch", "sample", "n", "a", "error", "W", "b")
-PERCEPTRON_DEFAULTS = {"learning_rate": 1.0, "max_epochs": 100}
 
 
 # ---------------------------------------------------------------------------- the examples
@@ -94,119 +98,6 @@ class Example:
     @property
     def where(self) -> str:
         return f"examples[{self.index}]"
-
-
-@dataclass(frozen=True)
-class PerceptronExample:
-    """One validated perceptron example (``"kind": "perceptron"``; arrays float64)."""
-
-    index: int
-    name: str
-    x: np.ndarray  # (m, n_0)
-    y: np.ndarray  # (m, k) of 0s and 1s
-    labels: bool  # y was given as m labels (one output unit)
-    W: np.ndarray  # (k, n_0), initial
-    b: np.ndarray  # (k,), initial
-    learning_rate: float
-    max_epochs: int
-    atol: float
-    expect: dict[str, Any] = field(default_factory=dict)  # updates: list of dicts; n_iter; ...
-    unknown_expect: tuple[str, ...] = ()  # unknown keys, "updates[2].foo" for an update's
-
-    @property
-    def m(self) -> int:
-        return int(self.x.shape[0])
-
-    @property
-    def sizes(self) -> list[int]:
-        return [int(self.x.shape[1]), int(self.W.shape[0])]
-
-    @property
-    def where(self) -> str:
-        return f"examples[{self.index}]"
-
-
-# ---------------------------------------------------------------------------- JSON values
-def _describe(value: Any) -> str:
-    """A short description of a JSON value for error messages: ``a string "abc"``, ``3``."""
-    if value is None:
-        return "null"
-    text = repr(value) if isinstance(value, float) else json.dumps(value)
-    text = text if len(text) <= 40 else text[:37] + "..."
-    kind = {str: "a string", bool: "a boolean", dict: "an object", list: "a list"}.get(type(value))
-    return f"{kind} {text}" if kind else text
-
-
-def _is_finite_number(value: Any) -> bool:
-    """An int or float (not a boolean) that is finite as a float64."""
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        return False
-    try:
-        return math.isfinite(float(value))
-    except OverflowError:  # an integer beyond float64
-        return False
-
-
-def _number(value: Any, where: str) -> float:
-    """A finite JSON number (int or float, not a boolean)."""
-    if not _is_finite_number(value):
-        raise WorkedExampleError(f"{where}: expected a finite number, got {_describe(value)}")
-    return float(value)
-
-
-def _numbers(value: Any, where: str, ndim: int) -> np.ndarray:
-    """A rectangular, non-empty ``ndim``-level nested list of finite numbers, as float64."""
-    if ndim == 0:
-        return np.float64(_number(value, where))
-    if not isinstance(value, list) or not value:
-        got = "an empty list" if value == [] else _describe(value)
-        raise WorkedExampleError(
-            f"{where}: expected a {ndim}-D list of numbers (non-empty), got {got}"
-        )
-    parts = [_numbers(v, f"{where}[{i}]", ndim - 1) for i, v in enumerate(value)]
-    shapes = {p.shape for p in parts}
-    if len(shapes) > 1:
-        lengths = sorted({s[0] for s in shapes})
-        raise WorkedExampleError(
-            f"{where}: expected a rectangular {ndim}-D list (rows of equal length), got rows "
-            f"of lengths {', '.join(map(str, lengths))}"
-        )
-    return np.array(parts, dtype=np.float64)
-
-
-def _integer(value: Any, where: str, low: int, high: int | None = None) -> int:
-    """A JSON integer (not a boolean; 3.0 is accepted) in [low, high]."""
-    ok = _is_finite_number(value) and float(value).is_integer()
-    ok = ok and low <= value and (high is None or value <= high)
-    if not ok:
-        want = f"an integer >= {low}" + (f" and <= {high}" if high is not None else "")
-        raise WorkedExampleError(f"{where}: expected {want}, got {_describe(value)}")
-    return int(value)
-
-
-def _shape_text(shape: tuple[int, ...]) -> str:
-    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
-
-
-def _optional_number(raw: dict[str, Any], key: str, where: str, positive: bool) -> float | None:
-    """``raw[key]`` as a float (> 0, or >= 0), or None when absent or null."""
-    if raw.get(key) is None:
-        return None
-    value = raw[key]
-    ok = _is_finite_number(value) and (value > 0 if positive else value >= 0)
-    if not ok:
-        want = "a positive number" if positive else "a number >= 0"
-        raise WorkedExampleError(f"{where}.{key}: expected {want}, got {_describe(value)}")
-    return float(value)
-
-
-# ---------------------------------------------------------------------------- names
-def _name_in(value: Any, accepted: tuple[str, ...]) -> str | None:
-    """The value as a lower-case, stripped name if it is one of ``accepted``; else None."""
-    if not isinstance(value, str):
-        return None
-    name = value.strip().lower()
-    return name if name in accepted else None
 
 
 def _activation(value: Any, where: str) -> str:
@@ -426,8 +317,6 @@ def parse_example(raw: Any, index: int) -> Example | PerceptronExample:
         raise WorkedExampleError(f"{where}.kind: expected one of {', '.join(map(repr, KINDS))} "
                                  f"(\"mlp\" when absent), got {_describe(kind)}")
     if _name_in(kind, KINDS) == "perceptron":
-        from .worked_perceptron import parse_perceptron_example  # it builds on this module
-
         return parse_perceptron_example(raw, index, name)
     if "x" not in raw:
         raise WorkedExampleError(f"{where}.x: missing; expected inputs of shape (m, n_0), one "

@@ -4,17 +4,14 @@ initial W and b, a learning rate, at most max_epochs, and the ``expect`` block o
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .errors import WorkedExampleError
-from .worked_examples import (
+from .worked_values import (
     DEFAULT_ATOL,
-    PERCEPTRON_DEFAULTS,
-    PERCEPTRON_EXPECT_FIELDS,
-    UPDATE_FIELDS,
-    PerceptronExample,
     _describe,
     _integer,
     _number,
@@ -22,6 +19,40 @@ from .worked_examples import (
     _optional_number,
     _shape_text,
 )
+
+PERCEPTRON_EXPECT_FIELDS = ("updates", "n_iter", "converged", "W", "b")
+UPDATE_FIELDS = ("epoch", "sample", "n", "a", "error", "W", "b")
+PERCEPTRON_DEFAULTS = {"learning_rate": 1.0, "max_epochs": 100}
+
+
+@dataclass(frozen=True)
+class PerceptronExample:
+    """One validated perceptron example (``"kind": "perceptron"``; arrays float64)."""
+
+    index: int
+    name: str
+    x: np.ndarray  # (m, n_0)
+    y: np.ndarray  # (m, k) of 0s and 1s
+    labels: bool  # y was given as m labels (one output unit)
+    W: np.ndarray  # (k, n_0), initial
+    b: np.ndarray  # (k,), initial
+    learning_rate: float
+    max_epochs: int
+    atol: float
+    expect: dict[str, Any] = field(default_factory=dict)  # updates: list of dicts; n_iter; ...
+    unknown_expect: tuple[str, ...] = ()  # unknown keys, "updates[2].foo" for an update's
+
+    @property
+    def m(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def sizes(self) -> list[int]:
+        return [int(self.x.shape[1]), int(self.W.shape[0])]
+
+    @property
+    def where(self) -> str:
+        return f"examples[{self.index}]"
 
 
 def _labels(value: Any, where: str, m: int) -> tuple[np.ndarray, bool]:

@@ -1,0 +1,98 @@
+"""JSON values of the worked-example files, checked: each helper returns the value in the
+type the parsers need, or raises ``WorkedExampleError`` naming the field and what it got."""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+
+from .errors import WorkedExampleError
+
+DEFAULT_ATOL = 1e-9
+
+
+# ---------------------------------------------------------------------------- JSON values
+def _describe(value: Any) -> str:
+    """A short description of a JSON value for error messages: ``a string "abc"``, ``3``."""
+    if value is None:
+        return "null"
+    text = repr(value) if isinstance(value, float) else json.dumps(value)
+    text = text if len(text) <= 40 else text[:37] + "..."
+    kind = {str: "a string", bool: "a boolean", dict: "an object", list: "a list"}.get(type(value))
+    return f"{kind} {text}" if kind else text
+
+
+def _is_finite_number(value: Any) -> bool:
+    """An int or float (not a boolean) that is finite as a float64."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an integer beyond float64
+        return False
+
+
+def _number(value: Any, where: str) -> float:
+    """A finite JSON number (int or float, not a boolean)."""
+    if not _is_finite_number(value):
+        raise WorkedExampleError(f"{where}: expected a finite number, got {_describe(value)}")
+    return float(value)
+
+
+def _numbers(value: Any, where: str, ndim: int) -> np.ndarray:
+    """A rectangular, non-empty ``ndim``-level nested list of finite numbers, as float64."""
+    if ndim == 0:
+        return np.float64(_number(value, where))
+    if not isinstance(value, list) or not value:
+        got = "an empty list" if value == [] else _describe(value)
+        raise WorkedExampleError(
+            f"{where}: expected a {ndim}-D list of numbers (non-empty), got {got}"
+        )
+    parts = [_numbers(v, f"{where}[{i}]", ndim - 1) for i, v in enumerate(value)]
+    shapes = {p.shape for p in parts}
+    if len(shapes) > 1:
+        lengths = sorted({s[0] for s in shapes})
+        raise WorkedExampleError(
+            f"{where}: expected a rectangular {ndim}-D list (rows of equal length), got rows "
+            f"of lengths {', '.join(map(str, lengths))}"
+        )
+    return np.array(parts, dtype=np.float64)
+
+
+def _integer(value: Any, where: str, low: int, high: int | None = None) -> int:
+    """A JSON integer (not a boolean; 3.0 is accepted) in [low, high]."""
+    ok = _is_finite_number(value) and float(value).is_integer()
+    ok = ok and low <= value and (high is None or value <= high)
+    if not ok:
+        want = f"an integer >= {low}" + (f" and <= {high}" if high is not None else "")
+        raise WorkedExampleError(f"{where}: expected {want}, got {_describe(value)}")
+    return int(value)
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _optional_number(raw: dict[str, Any], key: str, where: str, positive: bool) -> float | None:
+    """``raw[key]`` as a float (> 0, or >= 0), or None when absent or null."""
+    if raw.get(key) is None:
+        return None
+    value = raw[key]
+    ok = _is_finite_number(value) and (value > 0 if positive else value >= 0)
+    if not ok:
+        want = "a positive number" if positive else "a number >= 0"
+        raise WorkedExampleError(f"{where}.{key}: expected {want}, got {_describe(value)}")
+    return float(value)
+
+
+# ---------------------------------------------------------------------------- names
+def _name_in(value: Any, accepted: tuple[str, ...]) -> str | None:
+    """The value as a lower-case, stripped name if it is one of ``accepted``; else None."""
+    if not isinstance(value, str):
+        return None
+    name = value.strip().lower()
+    return name if name in accepted else None
