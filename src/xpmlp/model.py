@@ -19,10 +19,9 @@ Nothing here names NumPy or CuPy: every array comes from ``self.backend``.
 
 from __future__ import annotations
 
-import functools
 import threading
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 from . import losses
 from ._validation import Choice, Number, check_features, check_numeric, check_params, check_targets
@@ -34,34 +33,19 @@ from .architecture import (
     optimizer_for,
 )
 from .backends import Backend, get_backend
+from .backends.base import on_backend
 from .errors import NotDifferentiableError, ParameterError
 from .init import INITIALIZERS, init_weights
 from .layers import BatchNorm, Dense
 from .optim import Optimizer
 from .regularization import check_batch_norm, check_dropout, dropout_key
-from .workspace import ForwardPass, Gradients, Workspace, memory_for
+from .workspace import PREDICT_CHUNK, ForwardPass, Gradients, Workspace, memory_for
 
 CONSTRAINTS = {
     "init": Choice(INITIALIZERS),
     "dtype": Choice(("float32", "float64")),
     "seed": Number(0, None, integer=True),
 }
-
-PREDICT_CHUNK = 4096  # rows per forward pass when predicting
-
-_Method = TypeVar("_Method", bound=Callable[..., Any])
-
-
-def on_backend(method: _Method) -> _Method:
-    """Run the method with the model's backend active (its device and stream current)."""
-
-    @functools.wraps(method)
-    def run(self: MLP, *args: Any, **kwargs: Any) -> Any:
-        with self.backend.activate():
-            return method(self, *args, **kwargs)
-
-    return run  # type: ignore[return-value]
-
 
 def _parameter_shapes(sizes: Sequence[int]) -> tuple[list[tuple[int, int]], tuple[int, int]]:
     """W's shape (n_l, n_{l-1}) per layer, and the number of weights and of biases."""

@@ -54,6 +54,7 @@ import numpy
 
 from ._threads import cpu_threads, rank_share
 from ._validation import Number, array_module, check_features, check_params
+from .backends.base import on_backend
 from .early_stopping import EarlyStopping, Watch, early_stopping_for
 from .errors import (
     ConcurrentFitError,
@@ -61,12 +62,12 @@ from .errors import (
     StepFallbackWarning,
     TrainingDivergedError,
 )
-from .model import MLP, PREDICT_CHUNK, on_backend
 from .schedules import LRScheduler, schedule_factor, schedule_for
-from .workspace import memory_for
+from .workspace import PREDICT_CHUNK, memory_for
 
 if TYPE_CHECKING:
     from .distributed.base import Communicator
+    from .model import MLP
 
 LOSS, CORRECT = 0, 1  # the columns of RunState.batch_stats
 

@@ -20,6 +20,8 @@ from typing import Any
 
 from .errors import DeviceMemoryError
 
+PREDICT_CHUNK = 4096  # rows per forward pass when predicting and evaluating
+
 
 @dataclass
 class Workspace:

@@ -17,8 +17,10 @@ for that.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy
 
@@ -27,6 +29,21 @@ from ..losses import LOSSES, Loss, correct
 from ..regularization import dropout_keep_mask
 
 Array = Any
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def on_backend(method: _Method) -> _Method:
+    """Run the method of an object with a ``backend`` (a model) with that backend active: its
+    device and stream current."""
+
+    @functools.wraps(method)
+    def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with self.backend.activate():
+            return method(self, *args, **kwargs)
+
+    return run  # type: ignore[return-value]
 
 
 def activation_entry(activation: str | Activation) -> Activation:
