@@ -4,8 +4,10 @@ An entry holds the activation's formulas twice, in the two forms xpmlp needs:
 
 - scalar formulas, plain Python (``f(z)`` and ``f'(z)`` given z and a = f(z)),
   which ``xpmlp.kernels`` compiles into the fused CPU and CUDA kernels;
-- array formulas written against any ``xp`` (NumPy or CuPy), which the
-  reference backend runs and the tests hold the kernels to.
+- array formulas written against the array API standard (``xp`` is the
+  ``array_api_compat`` namespace of NumPy's or CuPy's arrays: ``xp.sum(Z, axis=1)``,
+  ``xp.astype(M, Z.dtype)``, no array methods), which the reference backend runs and
+  the tests hold the kernels to.
 
 and what the rest of the library asks about it: whether backpropagation can go
 through it, where it may be used (hidden and/or output layers), its default
@@ -161,8 +163,8 @@ def _sigmoid_array(xp: Any, Z: Any) -> Any:
 
 
 def _softmax_array(xp: Any, Z: Any) -> Any:
-    E = xp.exp(Z - Z.max(axis=1, keepdims=True))
-    return E / E.sum(axis=1, keepdims=True)
+    E = xp.exp(Z - xp.max(Z, axis=1, keepdims=True))
+    return E / xp.sum(E, axis=1, keepdims=True)
 
 
 def _gelu_array(xp: Any, Z: Any) -> Any:
@@ -178,8 +180,9 @@ def _gelu_derivative_array(xp: Any, Z: Any, A: Any) -> Any:
     return cdf + Z * 0.3989422804014327 * xp.exp(-0.5 * Z * Z)
 
 
-def _cast(Z: Any, value: float) -> Any:
-    return Z.dtype.type(value)
+def _cast(xp: Any, Z: Any, value: float) -> Any:
+    """``value`` as a 0-d array of Z's dtype (no upcast of float32 arrays)."""
+    return xp.asarray(value, dtype=Z.dtype)
 
 
 ACTIVATIONS: Registry[Activation] = Registry("activation")
@@ -211,9 +214,10 @@ def register_activation(
     ``"xavier"`` or ``"he"``; ``formula``/``derivative_formula``: text for the docs.
 
     The reference backend's array formulas ``array(xp, Z)`` and ``array_derivative(xp, Z,
-    A)`` default to the scalar ones compiled over the arrays (``xpmlp.kernels.elements``):
-    the same formula on every path. The built-ins pass hand-written ones. ``row(Z, A, i)``
-    (softmax) instead of ``forward``: a row activation, with its ``array``.
+    A)`` (``xp``: the array API namespace, ``Backend.array_api``) default to the scalar ones
+    compiled over the arrays (``xpmlp.kernels.elements``): the same formula on every path.
+    The built-ins pass hand-written ones. ``row(Z, A, i)`` (softmax) instead of ``forward``:
+    a row activation, with its ``array``.
 
     A built-in name raises ``ParameterError``; a name registered before does too, unless
     ``replace``. Returns the registry entry.
@@ -267,7 +271,8 @@ def _compiled_array_derivative(derivative: Callable[..., Any], xp: Any, Z: Any, 
 # ---------------------------------------------------------------------- the built-ins
 register_activation(
     "identity", identity, identity_derivative, formula="z", derivative_formula="1",
-    array=lambda xp, Z: Z.copy(), array_derivative=lambda xp, Z, A: xp.ones_like(Z),
+    array=lambda xp, Z: xp.asarray(Z, copy=True),
+    array_derivative=lambda xp, Z, A: xp.ones_like(Z),
 )
 register_activation(
     "sigmoid", sigmoid, sigmoid_derivative,
@@ -281,14 +286,15 @@ register_activation(
 register_activation(
     "relu", relu, relu_derivative, init="he",
     formula="max(z, 0)", derivative_formula="1 if z > 0 else 0",
-    array=lambda xp, Z: xp.maximum(Z, _cast(Z, 0.0)),
-    array_derivative=lambda xp, Z, A: (Z > 0).astype(Z.dtype),
+    array=lambda xp, Z: xp.maximum(Z, _cast(xp, Z, 0.0)),
+    array_derivative=lambda xp, Z, A: xp.astype(Z > 0, Z.dtype),
 )
 register_activation(
     "leaky_relu", leaky_relu, leaky_relu_derivative, init="he",
     formula=f"z if z > 0 else {LEAKY_SLOPE} z", derivative_formula=f"1 if z > 0 else {LEAKY_SLOPE}",
-    array=lambda xp, Z: xp.where(Z > 0, Z, _cast(Z, LEAKY_SLOPE) * Z),
-    array_derivative=lambda xp, Z, A: xp.where(Z > 0, _cast(Z, 1.0), _cast(Z, LEAKY_SLOPE)),
+    array=lambda xp, Z: xp.where(Z > 0, Z, _cast(xp, Z, LEAKY_SLOPE) * Z),
+    array_derivative=lambda xp, Z, A: xp.where(Z > 0, _cast(xp, Z, 1.0),
+                                                _cast(xp, Z, LEAKY_SLOPE)),
 )
 register_activation(
     "gelu", gelu, gelu_derivative, init="he",
@@ -297,7 +303,7 @@ register_activation(
 )
 register_activation(
     "exp", exp, exp_derivative, hidden=False, formula="exp z", derivative_formula="a",
-    array=lambda xp, Z: xp.exp(Z), array_derivative=lambda xp, Z, A: A.copy(),
+    array=lambda xp, Z: xp.exp(Z), array_derivative=lambda xp, Z, A: xp.asarray(A, copy=True),
 )
 register_activation(
     "softmax", None, None, row=softmax_row, hidden=False,
@@ -307,7 +313,7 @@ register_activation(
 register_activation(
     "hardlimit", hardlimit, None,
     formula="1 if z >= 0 else 0", derivative_formula="0 almost everywhere: not trainable",
-    array=lambda xp, Z: (Z >= 0).astype(Z.dtype),
+    array=lambda xp, Z: xp.astype(Z >= 0, Z.dtype),
 )
 ACTIVATIONS.freeze_builtins()
 

@@ -77,9 +77,9 @@ class Loss:
         """Reference: delta_L = dL/dZ_L of the batch-mean loss, shape (m, n_L)."""
         inv_m = 1.0 / A.shape[0]
         if self.array_gradient is None:
-            return (A - Y) * A.dtype.type(inv_m)
+            return (A - Y) * xp.asarray(inv_m, dtype=A.dtype)
         dZ = activation.array_derivative(xp, Z, A)  # type: ignore[misc]
-        return self.array_gradient(xp, A, Y) * dZ * A.dtype.type(inv_m)
+        return self.array_gradient(xp, A, Y) * dZ * xp.asarray(inv_m, dtype=A.dtype)
 
 
 # ---------------------------------------------------------------------- scalar formulas
@@ -142,43 +142,44 @@ def cross_entropy_row(Z, A, Y, i):
 
 # ---------------------------------------------------------------------- array formulas
 def _softplus_array(xp: Any, Z: Any) -> Any:
-    return xp.maximum(Z, Z.dtype.type(0)) + xp.log1p(xp.exp(-xp.abs(Z)))
+    return xp.maximum(Z, xp.asarray(0, dtype=Z.dtype)) + xp.log1p(xp.exp(-xp.abs(Z)))
 
 
 def _poisson_array(xp: Any, Z: Any, A: Any, Y: Any) -> Any:
     positive = Y > 0
-    y_log_y = xp.where(positive, Y * xp.log(xp.where(positive, Y, Y.dtype.type(1))),
-                       Y.dtype.type(0))
-    return (A - Y * Z + y_log_y - Y).sum(axis=1)
+    one, zero = xp.asarray(1, dtype=Y.dtype), xp.asarray(0, dtype=Y.dtype)
+    y_log_y = xp.where(positive, Y * xp.log(xp.where(positive, Y, one)), zero)
+    return xp.sum(A - Y * Z + y_log_y - Y, axis=1)
 
 
 def _cross_entropy_array(xp: Any, Z: Any, A: Any, Y: Any) -> Any:
-    top = Z.argmax(axis=1)
-    rows = xp.arange(Z.shape[0])
-    shifted = Z[rows, top][:, None] - Z  # z_max - z_k >= 0
-    E = xp.exp(-shifted)
-    E[rows, top] = 0  # log sum_k exp(-shifted_k) = log1p(the other terms)
-    log_sum = xp.log1p(E.sum(axis=1, keepdims=True))
-    return (Y * (shifted + log_sum)).sum(axis=1)
+    """sum_k y_k (logsumexp(z) - z_k), from the logits shifted by their maximum (the first
+    one, as the row kernel takes it): log sum_k exp(-shifted_k) = log1p(the other terms)."""
+    top = xp.argmax(Z, axis=1, keepdims=True)
+    shifted = xp.max(Z, axis=1, keepdims=True) - Z  # z_max - z_k >= 0
+    is_top = xp.arange(Z.shape[1])[None, :] == top
+    E = xp.where(is_top, xp.asarray(0, dtype=Z.dtype), xp.exp(-shifted))
+    log_sum = xp.log1p(xp.sum(E, axis=1, keepdims=True))
+    return xp.sum(Y * (shifted + log_sum), axis=1)
 
 
 LOSSES: Registry[Loss] = Registry("loss", [
     Loss(
         "squared_error", "(1/m) sum_i sum_k (y - a)^2", None, "identity",
-        lambda xp, Z, A, Y: ((Y - A) ** 2).sum(axis=1),
+        lambda xp, Z, A, Y: xp.sum((Y - A) ** 2, axis=1),
         lambda xp, A, Y: 2.0 * (A - Y),
         term=squared_error_term, gradient=squared_error_gradient,
     ),
     Loss(
         "half_squared_error", "(1/(2m)) sum_i sum_k (y - a)^2", None, "identity",
-        lambda xp, Z, A, Y: (0.5 * (Y - A) ** 2).sum(axis=1),
+        lambda xp, Z, A, Y: xp.sum(0.5 * (Y - A) ** 2, axis=1),
         lambda xp, A, Y: A - Y,
         term=half_squared_error_term, gradient=half_squared_error_gradient,
     ),
     Loss(
         "binary_cross_entropy", "-(1/m) sum [y log a + (1 - y) log(1 - a)]", ("sigmoid",),
         "sigmoid",
-        lambda xp, Z, A, Y: (_softplus_array(xp, Z) - Y * Z).sum(axis=1),
+        lambda xp, Z, A, Y: xp.sum(_softplus_array(xp, Z) - Y * Z, axis=1),
         None, term=binary_cross_entropy_term, targets="probabilities",
     ),
     Loss(

@@ -33,6 +33,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+import array_api_compat
 import numpy as np
 
 from ._validation import Choice, Number, array_module, check_features, check_numeric, check_params
@@ -205,7 +206,7 @@ class Perceptron:
             for i in range(m):
                 x = Xh[i]
                 n = W @ x + b
-                a = HARDLIMIT.array(np, n)
+                a = HARDLIMIT.array(array_api_compat.array_namespace(n), n)
                 e = Y[i] - a
                 if np.any(e != 0):
                     W += eta * np.outer(e, x)
@@ -260,7 +261,7 @@ class Perceptron:
         with be.activate():
             X = check_features(X, int(W.shape[1]), be.xp, "X", self.dtype)
             Z = be.asarray(X, dtype=self.dtype) @ be.asarray(W).T + be.asarray(b)
-            labels = be.to_numpy(HARDLIMIT.array(be.xp, Z)).astype(np.int64)
+            labels = be.to_numpy(HARDLIMIT.array(be.array_api, Z)).astype(np.int64)
         return labels[:, 0] if self._single_output else labels
 
     def score(self, X: Any, y: Any) -> float:

@@ -22,6 +22,7 @@ import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import array_api_compat
 import numpy
 
 from ..activations import ACTIVATIONS, Activation
@@ -63,6 +64,12 @@ class Backend:
 
     def __init__(self, xp: Any = numpy) -> None:
         self.xp = xp
+
+    @functools.cached_property
+    def array_api(self) -> Any:
+        """The array API standard namespace of ``xp``'s arrays (``array_api_compat``): the
+        one the registries' reference formulas ``array(xp, Z)`` are written against."""
+        return array_api_compat.array_namespace(self.xp.empty(0))
 
     # ------------------------------------------------------------------ arrays and devices
     @property
@@ -177,7 +184,7 @@ class Backend:
     def bias_activation(self, Z: Array, b: Array, A: Array, activation: str | Activation) -> None:
         """Forward: Z <- Z + b (in place), A <- f(Z)."""
         Z += b
-        A[...] = activation_entry(activation).array(self.xp, Z)
+        A[...] = activation_entry(activation).array(self.array_api, Z)
 
     def activation_backward(
         self, dA: Array, Z: Array, A: Array, delta: Array, db: Array,
@@ -186,7 +193,7 @@ class Backend:
         """Backward: delta = dA * f'(Z), given Z and A = f(Z) (delta may be dA);
         db = sum_rows delta."""
         entry = activation_entry(activation)
-        delta[...] = dA * entry.array_derivative(self.xp, Z, A)  # type: ignore[misc]
+        delta[...] = dA * entry.array_derivative(self.array_api, Z, A)  # type: ignore[misc]
         db[...] = delta.sum(axis=0)
 
     # ------------------------------------------------------------------ dropout and batch norm
@@ -198,7 +205,7 @@ class Backend:
         mask from ``key`` (``regularization.dropout_keep_mask``; rows from ``first_row``)."""
         Z += b
         keep = dropout_keep_mask(self.xp, key, Z.shape, rate, first_row)
-        f = activation_entry(activation).array(self.xp, Z)
+        f = activation_entry(activation).array(self.array_api, Z)
         A[...] = self.xp.where(keep, f * Z.dtype.type(1.0 / (1.0 - rate)), Z.dtype.type(0.0))
 
     def activation_backward_dropout(
@@ -210,7 +217,8 @@ class Backend:
         ``key``; db = sum_rows delta. delta may be dA."""
         xp, entry, t = self.xp, activation_entry(activation), Z.dtype.type
         keep = dropout_keep_mask(xp, key, Z.shape, rate, first_row)
-        d = dA * entry.array_derivative(xp, Z, entry.array(xp, Z)) * t(1.0 / (1.0 - rate))
+        api = self.array_api
+        d = dA * entry.array_derivative(api, Z, entry.array(api, Z)) * t(1.0 / (1.0 - rate))
         delta[...] = xp.where(keep, d, t(0.0))
         db[...] = delta.sum(axis=0)
 
@@ -234,7 +242,7 @@ class Backend:
             mom = t(momentum)
             running_mean[...] = mom * mean + (t(1.0) - mom) * running_mean
             running_var[...] = mom * (var * t(m / (m - 1.0))) + (t(1.0) - mom) * running_var
-        f = activation_entry(activation).array(xp, gamma * Zhat + beta)
+        f = activation_entry(activation).array(self.array_api, gamma * Zhat + beta)
         keep = dropout_keep_mask(xp, key, Z.shape, rate)
         A[...] = xp.where(keep, f * t(1.0 / (1.0 - rate)), t(0.0))
 
@@ -247,8 +255,8 @@ class Backend:
         xp, t = self.xp, Z.dtype.type
         Z += b
         inv_std = t(1.0) / xp.sqrt(running_var + t(eps))
-        A[...] = activation_entry(activation).array(xp, gamma * ((Z - running_mean) * inv_std)
-                                                    + beta)
+        BN = gamma * ((Z - running_mean) * inv_std) + beta
+        A[...] = activation_entry(activation).array(self.array_api, BN)
 
     def batch_norm_backward(
         self, dA: Array, Zhat: Array, gamma: Array, beta: Array, stats: Array, delta: Array,
@@ -263,7 +271,8 @@ class Backend:
         entry = activation_entry(activation)
         BN = gamma * Zhat + beta
         keep = dropout_keep_mask(xp, key, dA.shape, rate)
-        dBN = xp.where(keep, dA * entry.array_derivative(xp, BN, entry.array(xp, BN))
+        api = self.array_api
+        dBN = xp.where(keep, dA * entry.array_derivative(api, BN, entry.array(api, BN))
                        * t(1.0 / (1.0 - rate)), t(0.0))
         dbeta[...] = dBN.sum(axis=0)
         dgamma[...] = (dBN * Zhat).sum(axis=0)
@@ -279,9 +288,9 @@ class Backend:
         out_stats[0] = sum of the samples' losses, out_stats[1] = samples classified right;
         skip[0] = 1 when that loss is not finite (skip is never cleared here)."""
         xp, act, entry = self.xp, activation_entry(activation), loss_entry(loss)
-        delta[...] = entry.delta(xp, act, Z, A, Y)
+        delta[...] = entry.delta(self.array_api, act, Z, A, Y)
         db[...] = delta.sum(axis=0)
-        out_stats[0] = entry.array_terms(xp, Z, A, Y).sum()
+        out_stats[0] = entry.array_terms(self.array_api, Z, A, Y).sum()
         out_stats[1] = correct(A, Y).sum()
         skip[0] = xp.where(xp.isfinite(out_stats[0]), skip[0], 1)
 
@@ -294,7 +303,7 @@ class Backend:
         code on every backend (weighted fits only; unweighted ones never call it)."""
         delta *= r[:, None]
         db[...] = delta.sum(axis=0)
-        out_stats[0] = (r * loss_entry(loss).array_terms(self.xp, Z, A, Y)).sum()
+        out_stats[0] = (r * loss_entry(loss).array_terms(self.array_api, Z, A, Y)).sum()
 
     # ------------------------------------------------------------------ optimizer update
     def grad_sum_squares(self, g: Array, clip_value: float, out: Array) -> None:

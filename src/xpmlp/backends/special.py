@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import array_api_compat
 import numpy
 
 
 def erfc(xp: Any, X: Any) -> Any:
     """The complementary error function elementwise, in X's dtype: SciPy's (CuPy's on the GPU)
     when present, else ``math.erfc`` element by element (slow, but this is the reference)."""
-    if xp is not numpy:
+    if array_api_compat.is_cupy_namespace(xp) or xp.__name__ == "cupy":
         from cupyx.scipy.special import erfc as device_erfc
 
         return device_erfc(X)

@@ -25,7 +25,8 @@ def output_and_terms(model: MLP, X: Any, Y: Any) -> tuple[Any, Any]:
         w.X[...] = X[start:start + w.rows]
         model.forward_pass(w, training=False)
         outs.append(w.A[-1].copy())
-        terms.append(model.loss_entry.array_terms(xp, w.Z[-1], w.A[-1], Y[start:start + w.rows]))
+        terms.append(model.loss_entry.array_terms(model.backend.array_api, w.Z[-1], w.A[-1],
+                                                  Y[start:start + w.rows]))
     return xp.concatenate(outs), xp.concatenate(terms)
 
 
