@@ -13,7 +13,7 @@ import os
 import platform
 from typing import Any
 
-from .. import config
+from xpmlp import config
 
 ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
             "MKL_NUM_THREADS", "MKL_THREADING_LAYER", "KMP_BLOCKTIME", "NUMBA_NUM_THREADS",
@@ -105,7 +105,7 @@ def source_revision() -> dict[str, Any] | None:
     import subprocess
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[3]
+    root = Path(__file__).resolve().parents[2]  # the checkout: benchmarks/xpmlp_bench/machine.py
     try:
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
                               capture_output=True, text=True, timeout=10, check=True)
