@@ -64,18 +64,14 @@ def _torch_info() -> dict[str, Any] | None:
 
 
 def _gpu_info() -> dict[str, Any] | None:
+    """xpmlp's device detector's account (``probe_cuda``): the GPU, the driver and the rest."""
     from xpmlp.backends.cuda_probe import probe_cuda
 
     probe = probe_cuda()
     if not probe.usable:
         return {"usable": False, "reason": probe.reason}
-    import cupy
-
-    props = cupy.cuda.runtime.getDeviceProperties(0)
-    name = props["name"]
-    return {"usable": True, "name": name.decode() if isinstance(name, bytes) else str(name),
-            "driver": cupy.cuda.runtime.driverGetVersion(),
-            "runtime": cupy.cuda.runtime.runtimeGetVersion(), **probe.details}
+    return {"usable": True, "name": probe.details.get("device", "unknown"),
+            "devices": probe.devices, **probe.details}
 
 
 def numba_info() -> dict[str, Any]:
