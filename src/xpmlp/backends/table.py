@@ -14,16 +14,13 @@ from __future__ import annotations
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy
 
 from ..errors import BackendUnavailableError
+from .base import Backend
 from .cuda_probe import INSTALL_HINT as CUDA_INSTALL_HINT
 from .cuda_probe import probe_cuda
-
-if TYPE_CHECKING:
-    from .base import Backend
 
 #: what follows the remedy of every BackendUnavailableError
 AUTO_NOTE = "backend='auto' falls back to NumPy."
@@ -88,8 +85,6 @@ def _cuda_sim(device: int | None) -> Backend:
 
 
 def _reference(device: int | None) -> Backend:
-    from .base import Backend
-
     return Backend()
 
 
