@@ -26,10 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     import threadpoolctl
     import torch
 
-    from xpmlp.bench.peers import TorchRow
-    from xpmlp.bench.rows import ModelSpec, XpmlpRow, initial_weights
-    from xpmlp.bench.runner import ORDER_SEED, load_data
-    from xpmlp.bench.workloads import full_profile
+    from xpmlp_bench.peers import TorchRow
+    from xpmlp_bench.rows import ModelSpec, XpmlpRow, initial_weights
+    from xpmlp_bench.runner import ORDER_SEED, load_data
+    from xpmlp_bench.workloads import full_profile
 
     torch.set_num_threads(args.threads)
     numba.set_num_threads(args.threads)

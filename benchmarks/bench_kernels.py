@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from xpmlp import optim
-from xpmlp.bench.workloads import MNIST_SIZES as SIZES
-from xpmlp.bench.workloads import full_profile
+from xpmlp_bench.workloads import MNIST_SIZES as SIZES
+from xpmlp_bench.workloads import full_profile
 
 BATCHES = tuple(full_profile().workloads[k].batch_size for k in "AB")  # 128, 1024
 

@@ -20,12 +20,12 @@ import pytest
 from xpmlp import MLP
 from xpmlp.backends.base import Backend
 from xpmlp.backends.numpy_backend import NumpyBackend
-from xpmlp.bench.data import synthetic
-from xpmlp.bench.peers import TorchRow
-from xpmlp.bench.plain import PlainNumpyRow
-from xpmlp.bench.rows import ModelSpec, Row, XpmlpRow, initial_weights
-from xpmlp.bench.workloads import MNIST_SIZES as SIZES
-from xpmlp.bench.workloads import full_profile
+from xpmlp_bench.data import synthetic
+from xpmlp_bench.peers import TorchRow
+from xpmlp_bench.plain import PlainNumpyRow
+from xpmlp_bench.rows import ModelSpec, Row, XpmlpRow, initial_weights
+from xpmlp_bench.workloads import MNIST_SIZES as SIZES
+from xpmlp_bench.workloads import full_profile
 
 BATCHES = tuple(full_profile().workloads[k].batch_size for k in "AB")  # 128, 1024
 DATA = synthetic(n_train=4096, n_test=256, n_features=SIZES[0], n_classes=SIZES[-1])

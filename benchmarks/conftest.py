@@ -32,7 +32,7 @@ def pytest_collect_file(file_path: Any, parent: Any) -> Any:
 
 
 def cuda_skip_reason() -> str | None:
-    from xpmlp.bench.rows import cuda_unavailable_reason
+    from xpmlp_bench.rows import cuda_unavailable_reason
 
     return cuda_unavailable_reason()
 
@@ -83,7 +83,7 @@ def backend(request: Any) -> Iterator[Backend]:
 
 
 def torch_marks(device: str) -> list[Any]:
-    from xpmlp.bench.peers import torch_unavailable_reason
+    from xpmlp_bench.peers import torch_unavailable_reason
 
     reason = torch_unavailable_reason(device)
     marks = [pytest.mark.skipif(reason is not None, reason=reason or "")]

@@ -177,8 +177,8 @@ install_xpmlp() {
 bench() {
     local rows=${GPU_BENCH_ROWS:-}
     if [[ -z $rows ]]; then
-        rows=$("$PY" -c 'import sys
-from xpmlp.bench.registry import ROWS
+        rows=$(PYTHONPATH=benchmarks${PYTHONPATH:+:$PYTHONPATH} "$PY" -c 'import sys
+from xpmlp_bench.registry import ROWS
 print(",".join(r for r in sys.argv[1].split(",") if r in ROWS))' \
             xpmlp-cuda,xpmlp-cuda-eager,torch-cuda) || rows=xpmlp-cuda,torch-cuda
     fi

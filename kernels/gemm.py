@@ -19,10 +19,12 @@ ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 INT_MAX = 2**31 - 1  # MKL's LP64 interface (mkl_rt's default): 32-bit dimensions
 
 
-@njit(cache=True, nogil=True)
-def operand(rows, cols, s0, s1, item):  # pragma: no cover - compiled
-    """(CBLAS transpose, leading dimension) of a rows x cols matrix with byte strides
-    (s0, s1), or (0, 0) when it is neither row-major nor a transposed row-major one."""
+def matrix_operand(rows: int, cols: int, s0: int, s1: int, item: int) -> tuple[int, int]:
+    """(transpose, leading dimension) of a rows x cols matrix with byte strides (s0, s1) and
+    elements of ``item`` bytes, as BLAS reads it: (NO_TRANS, ld) for a row-major matrix
+    (x[i, j] at i ld + j), (TRANS, ld) for a transposed view of one (x[i, j] at j ld + i),
+    (0, 0) for anything else. The one rule for every GEMM: the MKL route here (compiled, as
+    ``operand``) and xpmlp's cuBLAS handle (``xpmlp.backends.cublas``, read column-major)."""
     if (cols == 1 or s1 == item) and (
             rows == 1 or (s0 > 0 and s0 % item == 0 and s0 // item >= cols)):
         return NO_TRANS, (s0 // item if rows > 1 else max(cols, 1))
@@ -30,6 +32,9 @@ def operand(rows, cols, s0, s1, item):  # pragma: no cover - compiled
             cols == 1 or (s1 > 0 and s1 % item == 0 and s1 // item >= rows)):
         return TRANS, (s1 // item if cols > 1 else max(rows, 1))
     return 0, 0
+
+
+operand = njit(cache=True, nogil=True)(matrix_operand)
 
 
 @njit(cache=True, nogil=True)

@@ -1,5 +1,5 @@
-"""The benchmark suite (xpmlp.bench): FLOP counts, the alternating schedule, the reports, and
-``xpmlp bench`` end to end on a tiny synthetic workload."""
+"""The benchmark suite (benchmarks/xpmlp_bench): FLOP counts, the alternating schedule, the
+reports, and ``xpmlp bench`` end to end on a tiny synthetic workload."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import sys
 import numpy as np
 import pytest
 
-from xpmlp.bench import cli as bench_cli
-from xpmlp.bench.flops import batch_sizes, pass_flops, step_flops, step_gemms
-from xpmlp.bench.peak import GemmStep, gemm_unit_seconds
-from xpmlp.bench.registry import ROWS, resolve_rows
-from xpmlp.bench.report import D_HEADERS, TIMED_HEADERS, markdown_report, text_report, write_all
-from xpmlp.bench.runner import run_benchmark
-from xpmlp.bench.schedule import alternate, rounds, summarize
-from xpmlp.bench.workloads import full_profile, quick_profile, tiny_profile
+from xpmlp_bench import cli as bench_cli
+from xpmlp_bench.flops import batch_sizes, pass_flops, step_flops, step_gemms
+from xpmlp_bench.peak import GemmStep, gemm_unit_seconds
+from xpmlp_bench.registry import ROWS, resolve_rows
+from xpmlp_bench.report import D_HEADERS, TIMED_HEADERS, markdown_report, text_report, write_all
+from xpmlp_bench.runner import run_benchmark
+from xpmlp_bench.schedule import alternate, rounds, summarize
+from xpmlp_bench.workloads import full_profile, quick_profile, tiny_profile
 
 NUMPY_ROWS = ["xpmlp-numpy", "numpy-plain"]
 
@@ -239,8 +239,8 @@ def test_missing_peers_are_reported_as_skipped(monkeypatch):
 def test_the_cli_row_runs_xpmlp_train_with_the_workloads_settings_and_times_epoch_2():
     import numba
 
-    from xpmlp.bench.data import load_mnist_scaled
-    from xpmlp.bench.rows import CliRow, ModelSpec
+    from xpmlp_bench.data import load_mnist_scaled
+    from xpmlp_bench.rows import CliRow, ModelSpec
 
     row = CliRow()
     spec = ModelSpec((784, 16, 10), batch_size=100, optimizer="momentum", learning_rate=0.05)
@@ -260,7 +260,7 @@ def test_the_cli_row_runs_xpmlp_train_with_the_workloads_settings_and_times_epoc
 def test_busy_core_runs_each_timed_workload_again_beside_a_spinning_process(monkeypatch):
     import contextlib
 
-    from xpmlp.bench import runner
+    from xpmlp_bench import runner
 
     spinning, real = [], runner.busy_process
 
@@ -286,7 +286,7 @@ def test_busy_process_spins_while_the_block_runs_and_is_gone_after():
     import os
     import time
 
-    from xpmlp.bench.runner import busy_process
+    from xpmlp_bench.runner import busy_process
 
     def cpu_seconds_of_children():
         return os.times().children_user
@@ -310,9 +310,9 @@ def test_the_torch_row_builds_batch_norm_and_dropout_as_xpmlp_does():
     pytest.importorskip("torch")
     from torch import nn
 
-    from xpmlp.bench.data import synthetic
-    from xpmlp.bench.peers import TorchRow
-    from xpmlp.bench.rows import ModelSpec, initial_weights
+    from xpmlp_bench.data import synthetic
+    from xpmlp_bench.peers import TorchRow
+    from xpmlp_bench.rows import ModelSpec, initial_weights
 
     spec = ModelSpec((20, 16, 8, 3), 16, "momentum", 0.05, dropout=0.2, batch_norm=True)
     row = TorchRow("cpu")

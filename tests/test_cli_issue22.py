@@ -287,7 +287,7 @@ def test_bench_out_that_cannot_be_written_fails_before_the_run(tmp_path: Path, c
     def ran(*args: object, **kwargs: object) -> None:
         raise AssertionError("the benchmark ran: --out should have been checked first")
 
-    monkeypatch.setattr("xpmlp.bench.runner.run_benchmark", ran)
+    monkeypatch.setattr("xpmlp_bench.runner.run_benchmark", ran)
     a_file = tmp_path / "file"
     a_file.write_text("x")
     status, _, err = run_cli(["bench", "--tiny", "--out", str(a_file)], capsys)
@@ -300,7 +300,7 @@ def test_bench_out_that_cannot_be_written_fails_before_the_run(tmp_path: Path, c
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes anywhere")
 def test_bench_out_in_a_read_only_directory(tmp_path: Path, capsys, monkeypatch) -> None:
-    monkeypatch.setattr("xpmlp.bench.runner.run_benchmark", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr("xpmlp_bench.runner.run_benchmark", lambda *a, **k: 1 / 0)
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)
@@ -364,7 +364,7 @@ def _d_workload(reached: bool) -> dict[str, Any]:
 
 
 def test_a_negative_outside_gemm_share_is_shown_as_below_noise() -> None:
-    from xpmlp.bench.report import BELOW_NOISE, _timed_cells, _workload_block
+    from xpmlp_bench.report import BELOW_NOISE, _timed_cells, _workload_block
 
     cells = _timed_cells(_timed(-0.04))
     assert BELOW_NOISE in cells and not any(c.startswith("-4") for c in cells)
@@ -377,7 +377,7 @@ def test_a_negative_outside_gemm_share_is_shown_as_below_noise() -> None:
 
 
 def test_an_empty_panel_d_says_why(tmp_path: Path) -> None:
-    from xpmlp.bench.report import panel_values
+    from xpmlp_bench.report import panel_values
 
     vals, note = panel_values(_d_workload(reached=False))
     assert vals == []
@@ -397,7 +397,7 @@ def test_the_bench_picture_draws_the_empty_panels_note(tmp_path: Path,
     pytest.importorskip("matplotlib")
     from matplotlib.axes import Axes
 
-    from xpmlp.bench.report import write_png
+    from xpmlp_bench.report import write_png
 
     texts: list[str] = []
     real_text = Axes.text
@@ -522,8 +522,10 @@ def test_the_early_stopping_picture_says_which_weights_it_shows() -> None:
 # ---------------------------------------------------------------- 11. install hints
 ROOT = Path(__file__).resolve().parents[1]
 OWN_FILES = ["README.md", "src/xpmlp/cli.py", "src/xpmlp/onnx_export.py",
-             *(str(p.relative_to(ROOT)) for folder in ("commands", "bench", "plots", "distributed")
-               for p in sorted((ROOT / "src" / "xpmlp" / folder).glob("*.py")))]
+             *(str(p.relative_to(ROOT)) for folder in ("src/xpmlp/commands", "src/xpmlp/plots",
+                                                       "src/xpmlp/distributed",
+                                                       "benchmarks/xpmlp_bench")
+               for p in sorted((ROOT / folder).glob("*.py")))]
 
 
 @pytest.mark.parametrize("name", OWN_FILES)
@@ -573,14 +575,14 @@ def test_disk_full_on_plot_out_is_one_line(tmp_path: Path, monkeypatch, capsys) 
 
 
 def test_disk_full_on_bench_out_is_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
-    import xpmlp.bench.report
+    import xpmlp_bench.report
 
     def full(result: Any, out_dir: Path) -> list[str]:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr("xpmlp.bench.runner.run_benchmark", lambda *a, **k: {})
-    monkeypatch.setattr(xpmlp.bench.report, "text_report", lambda result: "the tables")
-    monkeypatch.setattr(xpmlp.bench.report, "write_all", full)
+    monkeypatch.setattr("xpmlp_bench.runner.run_benchmark", lambda *a, **k: {})
+    monkeypatch.setattr(xpmlp_bench.report, "text_report", lambda result: "the tables")
+    monkeypatch.setattr(xpmlp_bench.report, "write_all", full)
     status, out, err = run_cli(["bench", "--tiny", "--out", str(tmp_path / "results")], capsys)
     assert status == 2
     assert "the tables" in out

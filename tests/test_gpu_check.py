@@ -112,7 +112,7 @@ def test_bench_figures():
 
 def test_bench_figures_of_the_real_report_writer(tmp_path):
     """The real writer's JSON round trip gives the same figures."""
-    from xpmlp.bench.report import write_json
+    from xpmlp_bench.report import write_json
 
     write_json(_bench_result(), tmp_path / "bench.json")
     assert gs.step_figures("bench", tmp_path) == {}  # read from logs/bench/bench.json only

@@ -1,7 +1,9 @@
-"""Packaging: the kernels install as ``xpmlp.kernels`` (no top-level ``kernels``), the CLI works."""
+"""Packaging: the kernels install as ``xpmlp.kernels`` (no top-level ``kernels``), the wheel holds
+the library only (no benchmark suite), the CLI works."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import zipfile
@@ -38,6 +40,15 @@ def test_wheel_maps_kernels_into_the_package(wheel: Path) -> None:
 
 
 @pytest.mark.slow
+def test_wheel_holds_the_library_only(wheel: Path) -> None:
+    """The benchmark suite stays in benchmarks/: no bench module, no top-level xpmlp_bench."""
+    names = zipfile.ZipFile(wheel).namelist()
+    code = [n for n in names if n.endswith(".py")]
+    assert not [n for n in code if "bench" in n.replace("xpmlp/commands/bench.py", "")], code
+    assert "xpmlp/commands/bench.py" in names  # the command that says how to get the suite
+
+
+@pytest.mark.slow
 def test_installed_wheel_trains_outside_the_checkout(wheel: Path, tmp_path: Path) -> None:
     site = tmp_path / "site"
     proc = run(sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(site),
@@ -57,6 +68,44 @@ def test_installed_wheel_trains_outside_the_checkout(wheel: Path, tmp_path: Path
     assert proc.returncode == 0, proc.stdout + proc.stderr
     accuracy = float(proc.stdout.split()[-1])
     assert accuracy > 0.9
+    # outside the checkout `xpmlp bench` has no suite: one line says how to get it
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    proc = run(sys.executable, "-m", "xpmlp", "--help", cwd=tmp_path, env=env)
+    assert proc.returncode == 0 and "bench" in proc.stdout, proc.stdout + proc.stderr
+    proc = run(sys.executable, "-m", "xpmlp", "bench", "--quick", cwd=tmp_path, env=env)
+    assert (proc.returncode, proc.stdout) == (2, ""), proc.stdout + proc.stderr
+    assert proc.stderr.startswith("xpmlp bench: error: the benchmark suite is not installed")
+    assert len(proc.stderr.splitlines()) == 1 and "pip install -e '.[bench]'" in proc.stderr
+
+
+def test_bench_without_its_suite_says_how_to_get_it(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Where benchmarks/xpmlp_bench is not found, ``xpmlp bench ...`` (any options) prints one
+    line naming the checkout's install, and ``--help`` says the same."""
+    from xpmlp import cli
+    from xpmlp.commands import bench
+
+    monkeypatch.setattr(bench, "load_suite", lambda: None)
+    assert cli.main(["bench"]) == 2
+    assert capsys.readouterr() == ("", f"xpmlp bench: error: {bench.MISSING}\n")
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["bench", "--quick", "--rows", "torch-cpu"])
+    assert exit.value.code == 2
+    assert capsys.readouterr() == ("", f"xpmlp bench: error: {bench.MISSING}\n")
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--help"])
+    assert "pip install -e '.[bench]'" in " ".join(capsys.readouterr().out.split())
+
+
+def test_bench_finds_the_suite_of_the_checkout() -> None:
+    """From an editable install, ``xpmlp bench`` finds benchmarks/xpmlp_bench whatever the
+    working directory, without PYTHONPATH."""
+    from xpmlp.commands import bench
+
+    assert bench.checkout_suite() == ROOT / "benchmarks" / "xpmlp_bench"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = run(sys.executable, "-m", "xpmlp", "bench", "--help", cwd=ROOT / "docs", env=env)
+    assert proc.returncode == 0 and "--workloads" in proc.stdout, proc.stdout + proc.stderr
 
 
 def test_version_and_help() -> None:

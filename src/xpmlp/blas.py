@@ -54,6 +54,19 @@ def numpy_matmul(a: Any, b: Any, out: Any) -> None:
     numpy.matmul(a, b, out=out)
 
 
+def gemm_dtype(a: Any, b: Any, out: Any) -> str | None:
+    """The dtype character ("f" or "d") in which one ``cblas_?gemm`` call computes out = a @ b,
+    or None where it cannot: not three 2-D ndarrays of that one dtype with a writeable
+    ``out`` (their strides are ``xpmlp.kernels.gemm.matrix_operand``'s to judge)."""
+    if not all(isinstance(x, numpy.ndarray) for x in (a, b, out)):
+        return None
+    char = out.dtype.char
+    if (char in ("f", "d") and a.dtype.char == char == b.dtype.char
+            and a.ndim == b.ndim == out.ndim == 2 and out.flags.writeable):
+        return char
+    return None
+
+
 # ------------------------------------------------------------------------ MKL through ctypes
 def mkl_library_path() -> str | None:
     """The path of MKL's single dynamic library (``mkl_rt``) from the ``mkl`` wheel, else the
@@ -147,10 +160,8 @@ class Mkl:
         """out = alpha op(a) op(b) + beta out in one cblas call; False (nothing done) when the
         arrays are not 2-D ndarrays of one dtype (float32 or float64) that BLAS takes as they
         are (see the module docstring)."""
-        char = out.dtype.char
-        if (char not in self._cblas or a.dtype.char != char or b.dtype.char != char or a.ndim != 2
-                or b.ndim != 2 or out.ndim != 2 or not out.flags.writeable
-                or not all(isinstance(x, numpy.ndarray) for x in (a, b, out))):
+        char = gemm_dtype(a, b, out)
+        if char is None:
             return False
         kernel, scalar = self.kernel(char)
         return bool(kernel(a, b, out, scalar(alpha), scalar(beta)))
@@ -356,12 +367,9 @@ class MatmulProvider:
     def _route(self, a: Any, b: Any, out: Any) -> Matmul:
         """MKL's function for a new combination of shapes, strides and dtypes, or
         ``numpy_matmul`` for arrays MKL cannot take (mixed dtypes, not 2-D, read-only)."""
-        chars = {a.dtype.char, b.dtype.char, out.dtype.char}
-        if (len(chars) != 1 or chars - {"f", "d"} or a.ndim != 2 or b.ndim != 2 or out.ndim != 2
-                or not out.flags.writeable
-                or not all(isinstance(x, numpy.ndarray) for x in (a, b, out))):
+        char = gemm_dtype(a, b, out)
+        if char is None:
             return numpy_matmul
-        char = out.dtype.char
         fn = self._mkl_matmul.get(char)
         if fn is None:
             fn = self._mkl_matmul[char] = self.mkl.unchecked_matmul(char)  # type: ignore[union-attr]

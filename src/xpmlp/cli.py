@@ -28,7 +28,10 @@ SUBCOMMANDS = {
         "pictures of training: a --report's curves, confusion matrix and mistakes, or "
         "gradient descent on a loss surface",
     ),
-    "bench": ("xpmlp.bench.cli", "compare backends and peers (PyTorch, scikit-learn) on MNIST"),
+    "bench": (
+        "xpmlp.commands.bench",
+        "compare backends and peers (PyTorch, scikit-learn) on MNIST",
+    ),
 }
 
 

@@ -386,30 +386,23 @@ def backend_for_unpickling(name: Any, device: int | None) -> Any:
     A model pickled on ``cuda`` where CUDA cannot run raises ``BackendUnavailableError``
     saying so and how to unpickle it on the CPU instead.
     """
-    from .backends import get_backend, requested_backend_name
+    from .backends import get_backend, requested_backend_name, table
 
     requested = requested_backend_name()
     if requested is not None:
         return get_backend(requested)
-    if name == "cuda":
-        try:
-            return get_backend("cuda", device=device)
-        except ValueError:  # that GPU index does not exist here: the current GPU
-            return get_backend("cuda")
-        except BackendUnavailableError as exc:
-            raise BackendUnavailableError(
-                f"this MLP was pickled on backend 'cuda' (GPU {device}), which cannot run in "
-                f"this process: {exc} To unpickle it on the CPU, set XPMLP_BACKEND=numpy (or "
-                "auto) in this process's environment before unpickling, or unpickle inside "
-                "`with xpmlp.use_backend('numpy'):`; xpmlp.load_model(path, backend='numpy') "
-                "does the same for a saved file"
-            ) from exc
-    if name == "cuda-sim":
-        from .backends.cuda_sim import SimulatedCudaBackend
-
-        return SimulatedCudaBackend()
-    if name == "reference":
-        from .backends.base import Backend
-
-        return Backend()
-    return get_backend("numpy")
+    row = table.BY_PICKLE.get(name, table.BY_NAME["numpy"])
+    if not row.selectable:  # the simulator's, the reference backend: a new one
+        return row.factory(None)
+    try:
+        return get_backend(row.name, device=device)
+    except ValueError:  # that device does not exist here: the backend's current one
+        return get_backend(row.name)
+    except BackendUnavailableError as exc:
+        raise BackendUnavailableError(
+            f"this MLP was pickled on backend {row.name!r} (device {device}), which cannot run "
+            f"in this process: {exc} To unpickle it on the CPU, set XPMLP_BACKEND=numpy (or "
+            "auto) in this process's environment before unpickling, or unpickle inside "
+            "`with xpmlp.use_backend('numpy'):`; xpmlp.load_model(path, backend='numpy') "
+            "does the same for a saved file"
+        ) from exc

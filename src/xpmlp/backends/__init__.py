@@ -7,7 +7,8 @@ else NumPy, and it logs which it chose and why).
 The name in force is, first to last: the explicit argument, the innermost
 ``use_backend`` block, the environment variable ``XPMLP_BACKEND``, ``"auto"``.
 ``"cuda"`` never falls back silently: where it cannot run it raises
-``BackendUnavailableError`` with the cause and the remedy.
+``BackendUnavailableError`` with the cause and the remedy. The backends themselves (name,
+factory, device parser, pickled name, install hint) are the rows of ``backends.table``.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from collections.abc import Iterator
 
 from .. import config
 from ..errors import BackendUnavailableError, ParameterError
+from . import table
 from .base import Backend
 
-BACKEND_NAMES = ("auto", "numpy", "cuda")
+BACKEND_NAMES = table.SELECTABLE  # ("auto", "numpy", "cuda"): the rows of backends.table
 ENV_VAR = config.BACKEND
 
 log = logging.getLogger("xpmlp")
@@ -62,20 +64,9 @@ def requested_backend_name() -> str | None:
     return _check_name(env, f"environment variable {ENV_VAR}") if env else None
 
 
-def _numpy_backend() -> Backend:
-    from .numpy_backend import NumpyBackend
-
-    return NumpyBackend()
-
-
-def _cuda_backend(device: int | None) -> Backend:
-    from .cuda_backend import CudaBackend
-
-    return CudaBackend(device=device)
-
-
 def get_backend(name: str | Backend | None = None, *, device: int | None = None) -> Backend:
-    """The backend object for ``name`` ("numpy", "cuda", "auto"; None: the one in force).
+    """The backend object for ``name`` ("numpy", "cuda", "auto"; None: the one in force), on
+    ``device`` as its row of ``backends.table`` parses it (ValueError for one it lacks).
 
     Backends are cached: the same name and device give the same object.
     """
@@ -91,14 +82,10 @@ def get_backend(name: str | Backend | None = None, *, device: int | None = None)
             log.info("xpmlp: backend 'auto' chose cuda (%s)", probe.summary)
         else:
             log.info("xpmlp: backend 'auto' chose numpy (CUDA unusable: %s)", probe.reason)
-    key = (resolved, device if resolved == "cuda" else None)
+    row = table.BY_NAME[resolved]
+    key = (resolved, row.parse_device(device))
     if key not in _instances:
-        if resolved == "numpy":
-            if device not in (None, 0):
-                raise ValueError(f"backend 'numpy' has no device {device!r}; expected None")
-            _instances[key] = _numpy_backend()
-        else:
-            _instances[key] = _cuda_backend(device)
+        _instances[key] = row.factory(key[1])
     return _instances[key]
 
 

@@ -24,6 +24,8 @@ import ctypes
 import ctypes.util
 from typing import Any
 
+from ..kernels.gemm import NO_TRANS, matrix_operand
+
 #: cublasOperation_t
 OP_N, OP_T = 0, 1
 #: cublasMath_t CUBLAS_DEFAULT_MATH: FP32 products stay FP32
@@ -36,17 +38,15 @@ class CublasError(RuntimeError):
     """A cuBLAS call returned a status other than CUBLAS_STATUS_SUCCESS."""
 
 
-def _operand(shape: tuple[int, int], strides: tuple[int, int], itemsize: int,
-             name: str) -> tuple[int, int]:
-    """(op, ld) that make cuBLAS read the row-major matrix ``shape`` as its transpose."""
-    rows, cols = shape
-    s0, s1 = strides
-    if s1 == itemsize or cols == 1:  # rows contiguous: column-major, it is the transpose
-        return OP_N, max(s0 // itemsize, cols, 1)
-    if s0 == itemsize or rows == 1:  # a transposed view: column-major, it is itself
-        return OP_T, max(s1 // itemsize, rows, 1)
-    raise ValueError(f"{name} with strides {strides} has no contiguous dimension; cuBLAS "
-                     "needs one (pass a C-contiguous array or a transposed view of one)")
+def _operand(x: Any, name: str) -> tuple[int, int]:
+    """(op, ld) that make cuBLAS read the matrix ``x`` as its transpose: a row-major matrix,
+    read column-major, is its transpose (OP_N); a transposed view is the matrix itself
+    (OP_T). The rule is ``xpmlp.kernels.gemm.matrix_operand``'s, the MKL route's too."""
+    trans, ld = matrix_operand(*x.shape, *x.strides, x.itemsize)
+    if trans == 0:
+        raise ValueError(f"{name} with strides {x.strides} has no contiguous dimension; cuBLAS "
+                         "needs one (pass a C-contiguous array or a transposed view of one)")
+    return (OP_N if trans == NO_TRANS else OP_T), ld
 
 
 def gemm_arguments(a: Any, b: Any, out: Any) -> tuple[int, ...]:
@@ -56,12 +56,12 @@ def gemm_arguments(a: Any, b: Any, out: Any) -> tuple[int, ...]:
     (m, k), (k2, n) = a.shape, b.shape
     if k2 != k or tuple(out.shape) != (m, n):
         raise ValueError(f"matmul shapes {a.shape} @ {b.shape} -> {out.shape} do not match")
-    size = out.itemsize
-    if out.strides[1] != size and n > 1:
+    trans, ld_out = matrix_operand(m, n, *out.strides, out.itemsize)
+    if trans != NO_TRANS:
         raise ValueError(f"out with strides {out.strides} does not have contiguous rows")
-    op_a, ld_a = _operand(a.shape, a.strides, a.itemsize, "a")
-    op_b, ld_b = _operand(b.shape, b.strides, b.itemsize, "b")
-    return op_b, op_a, n, m, k, ld_b, ld_a, max(out.strides[0] // size, n, 1)
+    op_a, ld_a = _operand(a, "a")
+    op_b, ld_b = _operand(b, "b")
+    return op_b, op_a, n, m, k, ld_b, ld_a, ld_out
 
 
 def _library_path() -> str | None:

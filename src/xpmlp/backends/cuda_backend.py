@@ -36,12 +36,14 @@ from typing import Any
 import numpy
 
 from .. import config
-from ..errors import BackendUnavailableError, DeviceMemoryError
+from ..errors import DeviceMemoryError
 from ..kernels import cuda as kcuda
 from ..regularization import dropout_threshold
 from .base import Array, Backend, activation_entry, loss_entry
 from .cuda_graph import UNSUPPORTED, GraphedEpoch, graphs_supported
+from .cuda_probe import INSTALL_HINT as CUDA_INSTALL_HINT
 from .cuda_probe import probe_cuda
+from .table import cuda_device, unavailable
 
 
 class CudaKernelOps(Backend):
@@ -260,13 +262,6 @@ class CudaKernelOps(Backend):
                      batch_stats)
 
 
-def _unavailable(reason: str, remedy: str) -> BackendUnavailableError:
-    return BackendUnavailableError(
-        f"backend 'cuda' is unavailable: {reason}. Remedy: {remedy}. "
-        "backend='auto' falls back to NumPy."
-    )
-
-
 def _compile_errors() -> tuple[type[BaseException], ...]:
     """The exceptions with which Numba reports a kernel that cannot be compiled or linked."""
     from numba.core.errors import NumbaError
@@ -295,16 +290,12 @@ class CudaBackend(CudaKernelOps):  # pragma: no cover - needs a GPU (tests marke
             raise ValueError(f"gemm={gemm!r} is not valid; expected 'cupy' or 'cublas'")
         probe = probe_cuda()
         if not probe.usable:
-            raise _unavailable(probe.reason, probe.remedy)
+            raise unavailable("cuda", probe.reason, probe.remedy)
         import cupy
         from numba import cuda
-        n_devices = cupy.cuda.runtime.getDeviceCount()
+        device = cuda_device(device)
         if device is None:
             device = cupy.cuda.Device().id
-        if isinstance(device, bool) or not isinstance(device, int) or not 0 <= device < n_devices:
-            raise ValueError(
-                f"device={device!r} is not valid; expected a GPU index in 0..{n_devices - 1}"
-            )
         self._cupy = cupy
         self.device_index = device
         cupy.cuda.Device(device).use()
@@ -421,11 +412,11 @@ class CudaBackend(CudaKernelOps):  # pragma: no cover - needs a GPU (tests marke
         except self._typing_error:
             raise  # arguments the kernel cannot take: a bug in the caller, not the installation
         except self._errors as exc:
-            raise _unavailable(
+            raise unavailable(
+                "cuda",
                 f"the CUDA kernel {kernel.py_func.__name__} failed to compile for this GPU: "
                 f"{type(exc).__name__}: {exc}",
-                "install numba-cuda>=0.30,<0.31 with the extra matching the driver "
-                "(pip install -e '.[cuda13]' or -e '.[cuda12]' in the xpmlp checkout)",
+                f"{CUDA_INSTALL_HINT}; check that numba-cuda (>=0.30,<0.31) matches the driver",
             ) from exc
 
     # ------------------------------------------------------------------ the only crossings

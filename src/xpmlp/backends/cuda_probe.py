@@ -1,4 +1,5 @@
-"""Is CUDA usable here? A cached probe that imports CuPy and numba-cuda and runs a kernel.
+"""Is CUDA usable here, on how many GPUs? The one device detector of xpmlp: a cached probe that
+imports CuPy and numba-cuda and runs a kernel.
 
 An import that works is not enough (numba-cuda can import and still fail to
 compile), so CUDA counts as usable only after a tiny ``@cuda.jit`` kernel has
@@ -29,12 +30,14 @@ CUBLAS_HINT = (
 
 @dataclass(frozen=True)
 class CudaProbe:
-    """What the probe found: ``usable``, and if not, the ``reason`` and the ``remedy``."""
+    """What the probe found: ``usable``, and if not, the ``reason`` and the ``remedy``;
+    ``devices``: how many GPUs xpmlp's CUDA backend can use here (0 unless ``usable``)."""
 
     usable: bool
     reason: str = ""
     remedy: str = ""
     details: dict[str, str] = field(default_factory=dict)
+    devices: int = 0
 
     @property
     def summary(self) -> str:
@@ -158,4 +161,4 @@ def probe_cuda() -> CudaProbe:
             False, f"CuPy's matrix product (cuBLAS) failed: {type(exc).__name__}: {exc}",
             CUBLAS_HINT, details,
         )
-    return CudaProbe(True, "", "", details)
+    return CudaProbe(True, "", "", details, devices=n)

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy
 
-from ..errors import BackendUnavailableError
 from .cuda_backend import CudaKernelOps
 from .cuda_probe import simulator_enabled
+from .table import unavailable
 
 
 def _in_place_hint() -> type:
@@ -50,11 +50,7 @@ class SimulatedCudaBackend(CudaKernelOps):
         """``graphs``: run epochs through ``GraphedEpoch`` (the recorded step's logic,
         replayed here by launching its kernels again: the simulator has no graphs)."""
         if not simulator_enabled():
-            raise BackendUnavailableError(
-                "the simulated CUDA backend needs Numba's CUDA simulator. Remedy: set "
-                "NUMBA_ENABLE_CUDASIM=1 before Numba is imported (in the environment of the "
-                "process), e.g. NUMBA_ENABLE_CUDASIM=1 python -m pytest -m cudasim"
-            )
+            raise unavailable("cuda-sim", "Numba's CUDA simulator is off")
         super().__init__(numpy, launch_stream=0, graphs=graphs)
         self._hint = _in_place_hint()
         self._active = 0

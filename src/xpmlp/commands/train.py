@@ -119,7 +119,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
     d = DEFAULTS
     p.add_argument("--backend", choices=BACKEND_NAMES, default=None,
-                   help="numpy, cuda or auto (default: $XPMLP_BACKEND, else auto)")
+                   help=f"{', '.join(BACKEND_NAMES)} (default: $XPMLP_BACKEND, else auto)")
     p.add_argument("--epochs", type=_positive_int, default=d["epochs"],
                    help=f"passes over the training set (default {d['epochs']})")
     p.add_argument("--batch-size", type=_positive_int, default=d["batch_size"],

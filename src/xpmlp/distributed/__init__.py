@@ -142,12 +142,12 @@ def _every_rank_has_its_own_gpu(mpi: Any) -> bool:
     try:
         from ..backends.cuda_probe import probe_cuda
 
-        if probe_cuda().usable:
+        n_gpus = probe_cuda().devices
+        if n_gpus:
             import cupy
             from cupy.cuda import nccl
 
             if getattr(nccl, "available", False):
-                n_gpus = cupy.cuda.runtime.getDeviceCount()
                 bus = cupy.cuda.runtime.deviceGetPCIBusId(mpi.local_rank % n_gpus)
                 mine = (mpi.processor_name, str(bus))
     except Exception:
@@ -163,11 +163,8 @@ def default_device(comm: Communicator) -> int | None:
         return comm.device
     from ..backends.cuda_probe import probe_cuda
 
-    if not probe_cuda().usable:
-        return None
-    import cupy
-
-    return comm.local_rank % cupy.cuda.runtime.getDeviceCount()
+    n_gpus = probe_cuda().devices
+    return comm.local_rank % n_gpus if n_gpus else None
 
 
 __all__ = ["BACKENDS", "Communicator", "default_device", "init"]

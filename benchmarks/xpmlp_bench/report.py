@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .._atomic import atomic_write
+from xpmlp._atomic import atomic_write
+
 from .machine import blas_summary, xpmlp_blas_summary
 
 TIMED_HEADERS = ("row", "s/unit", "min", "max", "samples/s", "GFLOP/s", "% peak", "GEMM s",
@@ -193,8 +194,8 @@ def write_png(result: dict[str, Any], path: Path) -> str:
     """A bar chart of speed per workload (samples/s; D: seconds to the target accuracy), each
     empty panel saying why; returns what happened."""
     try:
-        from ..plots import new_figure, save_png
-        from ..plots.canvas import PlotDependencyError
+        from xpmlp.plots import new_figure, save_png
+        from xpmlp.plots.canvas import PlotDependencyError
 
         workloads = result["workloads"]
         fig = new_figure(4 * max(1, len(workloads)), 3.5)

@@ -13,7 +13,7 @@ import os
 import platform
 from typing import Any
 
-from .. import config
+from xpmlp import config
 
 ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
             "MKL_NUM_THREADS", "MKL_THREADING_LAYER", "KMP_BLOCKTIME", "NUMBA_NUM_THREADS",
@@ -64,18 +64,14 @@ def _torch_info() -> dict[str, Any] | None:
 
 
 def _gpu_info() -> dict[str, Any] | None:
+    """xpmlp's device detector's account (``probe_cuda``): the GPU, the driver and the rest."""
     from xpmlp.backends.cuda_probe import probe_cuda
 
     probe = probe_cuda()
     if not probe.usable:
         return {"usable": False, "reason": probe.reason}
-    import cupy
-
-    props = cupy.cuda.runtime.getDeviceProperties(0)
-    name = props["name"]
-    return {"usable": True, "name": name.decode() if isinstance(name, bytes) else str(name),
-            "driver": cupy.cuda.runtime.driverGetVersion(),
-            "runtime": cupy.cuda.runtime.runtimeGetVersion(), **probe.details}
+    return {"usable": True, "name": probe.details.get("device", "unknown"),
+            "devices": probe.devices, **probe.details}
 
 
 def numba_info() -> dict[str, Any]:
@@ -105,7 +101,7 @@ def source_revision() -> dict[str, Any] | None:
     import subprocess
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[3]
+    root = Path(__file__).resolve().parents[2]  # the checkout: benchmarks/xpmlp_bench/machine.py
     try:
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
                               capture_output=True, text=True, timeout=10, check=True)

@@ -7,7 +7,7 @@ Modules, one job each: ``workloads`` (A-D and the full/quick/tiny profiles),
 ``machine`` (description, thread limits), ``runner`` (the columns),
 ``report`` (text, Markdown, JSON, PNG) and ``cli``.
 
-    from xpmlp.bench import run_benchmark, quick_profile
+    from xpmlp_bench import run_benchmark, quick_profile
     result = run_benchmark(quick_profile(), workloads=["A"], threads=2)
 """
 
@@ -25,7 +25,7 @@ _EXPORTS = {
 def __getattr__(name: str) -> Any:
     """Lazy exports: ``xpmlp bench --help`` must not import NumPy, Numba or the peers."""
     if name not in _EXPORTS:
-        raise AttributeError(f"module 'xpmlp.bench' has no attribute {name!r}")
+        raise AttributeError(f"module 'xpmlp_bench' has no attribute {name!r}")
     import importlib
 
     return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .. import config
+from xpmlp import config
 
 #: the rows of ``registry.ROWS``, named here so that building the parser imports nothing heavy
 ROW_NAMES = ("xpmlp-numpy", "xpmlp-numpy-deterministic", "xpmlp-cli", "xpmlp-cuda",
@@ -51,8 +51,8 @@ OUT_FILES = ("bench.json", "bench.md", "bench.png")
 def check_out_dir(out: Path) -> None:
     """ParameterError, before anything is timed, unless the files of ``--out DIR`` can be
     written (DIR a directory, or creatable, in which this process can create files)."""
-    from ..commands.train import check_output_path
-    from ..errors import ParameterError
+    from xpmlp.commands.train import check_output_path
+    from xpmlp.errors import ParameterError
 
     if out.exists() and not out.is_dir():
         raise ParameterError(f"--out {str(out)!r} is a file; expected a directory (bench.json, "
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(text_report(result))
     if args.out is not None:
-        from ..commands.train import written
+        from xpmlp.commands.train import written
 
         with written("--out", args.out):  # disk full, ...: one line (the tables are printed)
             for message in write_all(result, args.out):

@@ -35,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from .._threads import cpu_threads
+from xpmlp._threads import cpu_threads
+
 from .data import Dataset, load_mnist_scaled, synthetic
 from .flops import pass_flops, step_flops
 from .machine import describe_machine, numba_info, xpmlp_blas_info
