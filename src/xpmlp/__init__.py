@@ -28,6 +28,7 @@ from .onnx_export import to_onnx
 from .optim import SGD, Adagrad, Adam, Optimizer, RMSprop, register_optimizer
 from .perceptron import Perceptron
 from .serialize import load_model, save_model
+from .train_state import TrainState
 
 #: the scikit-learn estimators, imported on first use (scikit-learn is needed only then;
 #: they are left out of __all__ so that ``from xpmlp import *`` works without it)
@@ -66,6 +67,7 @@ __all__ = [
     "ParameterError",
     "Perceptron",
     "RMSprop",
+    "TrainState",
     "TrainingDivergedError",
     "XpmlpError",
     "__version__",

@@ -25,8 +25,9 @@ runs the same loop on every rank, each on its own rows, with these collectives:
 - at the start: the ranks' settings are compared (a digest against rank 0's:
   ``DistributedError`` on every rank if any differs), the row count per epoch is agreed
   (the shortest shard decides: every rank trains on that many rows of its own, so every
-  rank takes the same number of steps), and rank 0's parameters, optimizer state and
-  step count are broadcast;
+  rank takes the same number of steps), and rank 0's training state is broadcast
+  (``TrainState.broadcast``: parameters, optimizer state and step count, batch norm's
+  running estimates);
 - per step, between ``compute_gradients`` and ``apply_gradients``: one in-place mean of
   the flat gradient vector over the ranks. The gradients are those of the batch-mean
   loss and every rank's batch has the same number of rows, so the mean over N ranks of
@@ -244,7 +245,11 @@ def fit(
         check_params({"validation_fraction": validation_fraction}, FIT_OPTIONS)
         if validation_data is not None:
             raise ParameterError("give validation_data or validation_fraction, not both")
-    if stopping is not None and validation_data is None and validation_fraction is None:
+    if stopping is not None and stopping.monitor == "val_score":
+        raise ParameterError("early_stopping monitors 'val_score', the estimators' figure; "
+                             "fit's records have 'val_loss', 'val_accuracy' and 'loss'")
+    if (stopping is not None and stopping.monitor.startswith("val_")
+            and validation_data is None and validation_fraction is None):
         raise ParameterError(
             f"early_stopping monitors {stopping.monitor!r}, which needs validation data: pass "
             "validation_data=(X_val, y_val) or validation_fraction=0.1 (say)"
@@ -431,8 +436,9 @@ def _join(model: MLP, comm: Communicator, y: Any, m_rows: int, options: dict[str
     """The collectives that start a data-parallel fit; the rows per epoch of every rank.
 
     Every rank's settings must equal rank 0's (``DistributedError`` otherwise); the rows
-    per epoch are the shortest shard's; rank 0's parameters, optimizer state and step
-    count are copied to every rank.
+    per epoch are the shortest shard's; rank 0's training state is copied to every rank
+    (``TrainState.broadcast``: parameters, optimizer state and step count, batch norm's
+    running estimates).
     """
     import warnings
 
@@ -458,10 +464,7 @@ def _join(model: MLP, comm: Communicator, y: Any, m_rows: int, options: dict[str
             "evenly (rank r takes rows r, r + N, ...) to use them all",
             RuntimeWarning, stacklevel=6,  # _join, _fit, fit, on_backend, MLP.fit, the caller
         )
-    comm.broadcast_(model.params)
-    if model.optimizer.state is not None and model.optimizer.state.size:
-        comm.broadcast_(model.optimizer.state)
-    model.optimizer.restore_steps(comm.broadcast_object(model.optimizer.t))
+    model.train_state_.broadcast(comm)
     return m_epoch
 
 
