@@ -39,10 +39,10 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     scikit-learn, else float32). X may be dense or SciPy sparse (CSR, CSC).
 
     Beyond scikit-learn: ``deterministic`` (True: the same bits at any thread count, as
-    ``MLP(deterministic=True)``), ``class_weight``, ``early_stopping_metric`` ("score" or "loss"),
-    ``callbacks`` (each ``cb(estimator, info)`` after every iteration; True stops),
-    ``validation_loss_curve_``, learning-rate schedules for adam, a progress bar with
-    verbose=2. See docs/estimators.md.
+    ``MLP(deterministic=True)``), ``dropout`` and ``batch_norm`` (as ``MLP``'s),
+    ``class_weight``, ``early_stopping_metric`` ("score" or "loss"), ``callbacks`` (each
+    ``cb(estimator, info)`` after every iteration; True stops), ``validation_loss_curve_``,
+    learning-rate schedules for adam, a progress bar with verbose=2. See docs/estimators.md.
     """
 
     _parameter_constraints = {
@@ -61,7 +61,8 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
                  epsilon: float = 1e-8, n_iter_no_change: Any = 10, max_fun: int = 15000,
                  early_stopping_metric: str = "score", class_weight: Any = None,
                  callbacks: Any = None, backend: Any = None, dtype: str | None = None,
-                 deterministic: bool = False) -> None:
+                 deterministic: bool = False, dropout: Any = 0.0,
+                 batch_norm: Any = False) -> None:
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
             learning_rate=learning_rate, learning_rate_init=learning_rate_init,
@@ -71,7 +72,8 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
             epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
             early_stopping_metric=early_stopping_metric, callbacks=callbacks,
-            backend=backend, dtype=dtype, deterministic=deterministic,
+            backend=backend, dtype=dtype, deterministic=deterministic, dropout=dropout,
+            batch_norm=batch_norm,
         )
         self.class_weight = class_weight
 

@@ -41,7 +41,8 @@ class MLPRegressor(RegressorMixin, BaseMLP):
                  epsilon: float = 1e-8, n_iter_no_change: Any = 10, max_fun: int = 15000,
                  early_stopping_metric: str = "score", callbacks: Any = None,
                  backend: Any = None, dtype: str | None = None,
-                 deterministic: bool = False) -> None:
+                 deterministic: bool = False, dropout: Any = 0.0,
+                 batch_norm: Any = False) -> None:
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
             learning_rate=learning_rate, learning_rate_init=learning_rate_init,
@@ -51,7 +52,8 @@ class MLPRegressor(RegressorMixin, BaseMLP):
             validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
             epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
             early_stopping_metric=early_stopping_metric, callbacks=callbacks,
-            backend=backend, dtype=dtype, deterministic=deterministic,
+            backend=backend, dtype=dtype, deterministic=deterministic, dropout=dropout,
+            batch_norm=batch_norm,
         )
         self.loss = loss
 
