@@ -645,3 +645,40 @@ def test_an_estimator_pickled_by_the_first_release_still_loads(digits) -> None:
     np.testing.assert_array_equal(back.predict_proba(X), est.predict_proba(X))
     assert back.mlp_.optimizer.t == model.optimizer.t
     np.testing.assert_array_equal(back.mlp_.optimizer.state, model.optimizer.state)
+
+
+def test_device_data_enters_the_estimators_once(digits, monkeypatch) -> None:
+    """An ``xpmlp.DeviceData`` (checked once, on the backend) goes into fit, predict and
+    score without scikit-learn's validation running again, to the bits of the arrays."""
+    import xpmlp.estimators.data as estimator_data
+
+    X, y = digits
+    calls: list[int] = []
+    real = estimator_data.validate_data
+    monkeypatch.setattr(estimator_data, "validate_data",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    data = xpmlp.DeviceData(X, y, backend="numpy", dtype="float64")
+    targets = xpmlp.DeviceData(X, y / 10.0, backend="numpy", dtype="float64")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fitted = [MLPClassifier(**small()).fit(data), MLPRegressor(**small()).fit(targets)]
+        figures = [(est.predict(d), est.score(d)) for est, d in zip(fitted, (data, targets),
+                                                                    strict=True)]
+        assert calls == []  # never validated again
+        arrays = [MLPClassifier(**small()).fit(X, y), MLPRegressor(**small()).fit(X, y / 10.0)]
+    assert calls  # arrays go through scikit-learn's validation
+    for ours, theirs, (predicted, score), yy in zip(fitted, arrays, figures, (y, y / 10.0),
+                                                    strict=True):
+        for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_,
+                        strict=True):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(predicted, theirs.predict(X))
+        assert score == theirs.score(X, yy) and ours.n_features_in_ == X.shape[1]
+    with pytest.raises(ValueError, match="the data is float64 but the estimator's dtype is "
+                                         "'float32'"):
+        MLPClassifier(**small(dtype="float32")).fit(data)
+    with pytest.raises(ValueError, match="holds its targets"):
+        MLPClassifier(**small()).fit(data, y)
+    with pytest.raises(ValueError, match="X has 10 features, but MLPClassifier is expecting "
+                                         "64 features"):
+        fitted[0].predict(xpmlp.DeviceData(X[:, :10], backend="numpy", dtype="float64"))

@@ -10,6 +10,7 @@ from . import optim, training
 from ._version import __version__
 from .activations import register_activation
 from .backends import BACKEND_NAMES, Backend, get_backend, use_backend
+from .device_data import DeviceData
 from .errors import (
     BackendUnavailableError,
     ConcurrentFitError,
@@ -58,6 +59,7 @@ __all__ = [
     "BackendUnavailableError",
     "ConcurrentFitError",
     "DataFileError",
+    "DeviceData",
     "DeviceMemoryError",
     "DistributedError",
     "NotDifferentiableError",

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from . import losses
-from ._validation import Choice, Number, check_features, check_numeric, check_params, check_targets
+from ._validation import Choice, Number, check_numeric, check_params
 from .activations import ACTIVATIONS, Activation
 from .architecture import (
     check_hidden_activations,
@@ -34,6 +34,7 @@ from .architecture import (
     optimizer_for,
 )
 from .backends import Backend, get_backend
+from .device_data import data_for, encode_targets
 from .errors import NotDifferentiableError, ParameterError
 from .init import INITIALIZERS, init_weights
 from .layers import BatchNorm, Dense
@@ -396,24 +397,16 @@ class MLP:
 
     # ------------------------------------------------------------------ the per-batch API
     def to_device(self, X: Any, y: Any = None, name: str = "X") -> tuple[Any, Any]:
-        """Checked backend arrays: X (m, n_0) in the model's dtype and, if y is given, the
-        targets Y (m, n_L) (class labels one-hot encoded). Call inside ``backend.activate()``."""
-        X = check_features(X, self.n_features, self.backend.xp, name, dtype=self.dtype)
-        X_dev = self.backend.asarray(X, dtype=self.dtype)
-        if y is None:
-            return X_dev, None
-        return X_dev, self._targets(y, int(X.shape[0]))
+        """Checked backend arrays: X (m, n_0) in the model's dtype and, if y is given (or X is
+        a ``DeviceData`` holding targets), the targets Y (m, n_L) (class labels one-hot
+        encoded). X and y are checked once (``xpmlp.device_data``). Call inside
+        ``backend.activate()``."""
+        data = data_for(self, X, y, name)
+        return data.X, (None if data.y is None else data.targets(self))
 
     def _targets(self, y: Any, m: int) -> Any:
-        y, labels = check_targets(y, m, self.n_outputs, self.is_classifier, self.backend.xp,
-                                  kind=self.loss_entry.targets)
-        if not labels:
-            return self.backend.asarray(y, dtype=self.dtype)
-        xp = self.backend.xp
-        labels = self.backend.asarray(y, dtype="int64")
-        Y = self.backend.zeros((m, self.n_outputs), self.dtype)
-        Y[xp.arange(m), labels] = 1
-        return Y
+        return encode_targets(self.backend, y, m, self.n_outputs, self.is_classifier,
+                              self.loss_entry.targets, self.dtype)
 
     def workspace(self, rows: int) -> Workspace:
         """New arrays for the passes of a batch of up to ``rows`` samples."""
@@ -528,11 +521,25 @@ class MLP:
         self.apply_gradients(self._learner_skip)
 
     # ------------------------------------------------------------------ training
-    def fit(self, X: Any, y: Any, **options: Any) -> MLP:
-        """Mini-batch training: see ``xpmlp.training.fit`` for the options."""
+    def fit(self, X: Any, y: Any = None, **options: Any) -> MLP:
+        """Mini-batch training on X, y (or a ``DeviceData`` holding both): see
+        ``xpmlp.training.fit`` for the options."""
         from .training import fit
 
         return fit(self, X, y, **options)
+
+    @on_backend
+    def evaluate(self, X: Any, y: Any = None) -> dict[str, float]:
+        """{"loss": mean loss, "accuracy": fraction right} of the model on X, y (or a
+        ``DeviceData`` holding both), in inference mode (``xpmlp.training.evaluate``)."""
+        from .training import evaluate
+
+        X_dev, Y = self.to_device(X, y)
+        if Y is None:
+            raise ParameterError("evaluate needs targets: evaluate(X, y) or evaluate(data), "
+                                 "data a DeviceData(X, y, ...)")
+        loss, accuracy = evaluate(self, X_dev, Y)
+        return {"loss": loss, "accuracy": accuracy}
 
     # ------------------------------------------------------------------ prediction
     def output(self, X: Any) -> Any:
@@ -560,7 +567,7 @@ class MLP:
     @on_backend
     def predict_proba(self, X: Any) -> Any:
         """The output layer's activations A_L, as a host (NumPy) array of shape (m, n_L)."""
-        return self.backend.to_numpy(self.output(self.to_device(X)[0]))
+        return self.backend.to_numpy(self.output(data_for(self, X).X))
 
     def predict(self, X: Any) -> Any:
         """Class labels (classifiers: argmax, or A >= 0.5 for one output) or A_L (regression)."""
@@ -572,10 +579,13 @@ class MLP:
         return A.argmax(axis=1)
 
     @on_backend
-    def score(self, X: Any, y: Any) -> float:
+    def score(self, X: Any, y: Any = None) -> float:
         """Accuracy for classifiers; for regression the coefficient of determination R^2 of
         each output, averaged over the outputs (scikit-learn's default, 'uniform_average')."""
         X_dev, Y = self.to_device(X, y)
+        if Y is None:
+            raise ParameterError("score needs targets: score(X, y) or score(data), data a "
+                                 "DeviceData(X, y, ...)")
         if self.is_classifier:
             return self.accuracy(X_dev, Y)
         A = self.output(X_dev)

@@ -54,7 +54,8 @@ from typing import TYPE_CHECKING, Any
 import numpy
 
 from ._threads import cpu_threads, rank_share
-from ._validation import Number, array_module, check_features, check_params
+from ._validation import Number, check_params
+from .device_data import DeviceData, data_for
 from .early_stopping import EarlyStopping, Watch, early_stopping_for
 from .errors import (
     ConcurrentFitError,
@@ -64,7 +65,6 @@ from .errors import (
 )
 from .model import MLP, PREDICT_CHUNK, on_backend
 from .schedules import LRScheduler, schedule_factor, schedule_for
-from .workspace import memory_for
 
 if TYPE_CHECKING:
     from .distributed.base import Communicator
@@ -180,12 +180,12 @@ def reduce_gradients(model: MLP, comm: Communicator, out_stats: Any, skip: Any) 
 def fit(
     model: MLP,
     X: Any,
-    y: Any,
+    y: Any = None,
     *,
     epochs: int = 10,
     batch_size: int = 128,
     shuffle: bool = True,
-    validation_data: tuple[Any, Any] | None = None,
+    validation_data: tuple[Any, Any] | DeviceData | None = None,
     lr_schedule: str | LRScheduler = "constant",
     progress: bool = False,
     callback: Callable[[dict[str, Any]], None] | None = None,
@@ -195,6 +195,10 @@ def fit(
     validation_fraction: float | None = None,
 ) -> MLP:
     """Mini-batch training of ``model``; a history record per epoch goes to ``model.history_``.
+
+    X, y: arrays, or X a ``xpmlp.DeviceData`` holding both (y left out), checked and on the
+    device already: the data enter once (plain arrays are checked and moved once per call;
+    ``validation_data`` too may be a ``DeviceData``).
 
     ``lr_schedule``: a name from ``xpmlp.optim.SCHEDULES`` with its default settings
     ("constant"; "cosine": the learning rate falls from its value to 0 over the run's
@@ -265,59 +269,59 @@ def fit(
             "time (predicting from several threads at once is fine)"
         )
     try:
+        if y is None and not isinstance(X, DeviceData):
+            raise ParameterError("fit needs targets: fit(X, y, ...), or fit(data, ...) with "
+                                 "data a DeviceData(X, y, ...)")
+        data = data_for(model, X, y, what="the training set", remedy=(
+            "fit on part of the data at a time (a new fit call continues from the current "
+            "weights)"))
+        data.targets(model)  # the targets checked against the output layer before training
+        val = None if validation_data is None else data_for(
+            model, *((validation_data,) if isinstance(validation_data, DeviceData)
+                     else validation_data), name="validation X", what="the validation set",
+            remedy="a smaller validation set")
         if validation_fraction is not None:
-            X, y, validation_data = _hold_out(model, X, y, validation_fraction)
+            data, val = _hold_out(model, data, validation_fraction)
         share = rank_share(comm.local_size) if comm is not None else None
         with contextlib.ExitStack() as stack:
             if share is not None:  # each rank of a machine takes its share of the cores
                 stack.enter_context(cpu_threads(share))
             if model.deterministic:
                 stack.enter_context(model.backend.deterministic())
-            _fit(model, X, y, epochs, batch_size, shuffle, validation_data, schedule,
-                 progress, callback, comm, stopping, initial_epoch)
+            _fit(model, data, epochs, batch_size, shuffle, val, schedule, progress, callback,
+                 comm, stopping, initial_epoch)
     finally:
         model.fit_lock.release()
     return model
 
 
-def _hold_out(model: MLP, X: Any, y: Any, fraction: float) -> tuple[Any, Any, tuple[Any, Any]]:
-    """(X, y) less a random ``fraction`` of their rows (drawn with the model's seed), and
+def _hold_out(model: MLP, data: DeviceData, fraction: float) -> tuple[DeviceData, DeviceData]:
+    """The data less a random ``fraction`` of their rows (drawn with the model's seed), and
     those rows as the validation data."""
-    X = check_features(X, model.n_features, model.backend.xp)
-    xp = array_module(X, model.backend.xp)
-    y = array_module(y, model.backend.xp).asarray(y)
-    m = int(X.shape[0])
+    xp = model.backend.xp
+    m = len(data)
     n_val = min(m - 1, max(1, round(fraction * m)))
     if n_val < 1:
         raise ParameterError(f"validation_fraction={fraction} leaves no rows to train on: X "
                              f"has {m} row(s)")
     order = numpy.random.default_rng(model.seed).permutation(m)
     val, train = xp.asarray(order[:n_val]), xp.asarray(numpy.sort(order[n_val:]))
-    return X[train], y[train], (X[val], y[val])
+    return data.take(train), data.take(val)
 
 
-def _fit(model: MLP, X: Any, y: Any, epochs: int, batch_size: int, shuffle: bool,
-         validation_data: tuple[Any, Any] | None, schedule: LRScheduler, progress: bool,
+def _fit(model: MLP, data: DeviceData, epochs: int, batch_size: int, shuffle: bool,
+         validation_data: DeviceData | None, schedule: LRScheduler, progress: bool,
          callback: Callable[[dict[str, Any]], None] | None,
          comm: Communicator | None = None, stopping: EarlyStopping | None = None,
          initial_epoch: int = 0) -> None:
     be = model.backend
-    m_total = int(check_features(X, model.n_features, be.xp).shape[0])
-    row_values = model.n_features + model.n_outputs
-    with memory_for(
-        f"the training set ({m_total} samples, moved to the device once)",
-        m_total * row_values, model.dtype.itemsize,
-        "fit on part of the data at a time (a new fit call continues from the current weights)",
-    ):
-        X_all, Y_all = model.to_device(X, y)
+    m_total = len(data)
+    X_all, Y_all = data.X, data.targets(model)
     if validation_data is not None:
-        with memory_for("the validation set (moved to the device once)",
-                        row_values * len(validation_data[0]), model.dtype.itemsize,
-                        "a smaller validation set"):
-            X_val, Y_val = model.to_device(*validation_data, name="validation X")
+        X_val, Y_val = validation_data.X, validation_data.targets(model)
     m_epoch = m_total  # rows per epoch
     if comm is not None:
-        m_epoch = _join(model, comm, y, m_total, {
+        m_epoch = _join(model, comm, data.y, m_total, {
             "epochs": epochs, "batch_size": batch_size, "shuffle": bool(shuffle),
             "lr_schedule": schedule.describe(), "validation_data": validation_data is not None,
             "early_stopping": None if stopping is None else repr(stopping),

@@ -20,10 +20,19 @@ from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ..backends import BACKEND_NAMES
+from ..device_data import DeviceData
 from ..errors import BackendUnavailableError
 from ..model import MLP
 from . import network
-from .data import NON_FINITE, check_X, input_dtype, is_device_array, sample_weights, to_device
+from .data import (
+    NON_FINITE,
+    check_X,
+    input_dtype,
+    is_device_array,
+    sample_weights,
+    targets_of,
+    to_device,
+)
 from .lbfgs import fit_lbfgs
 from .stochastic import fit_stochastic
 from .weights import absorb, check_given, publish
@@ -116,8 +125,9 @@ class BaseMLP(BaseEstimator):
         return hasattr(self, "mlp_")
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> BaseMLP:
-        """Fit the model to X and y (sample_weight: per-sample weights of the loss)."""
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> BaseMLP:
+        """Fit the model to X and y (sample_weight: per-sample weights of the loss); X may be
+        an ``xpmlp.DeviceData`` holding both."""
         return self._fit(X, y, sample_weight, incremental=False)
 
     def _fit(self, X: Any, y: Any, sample_weight: Any, incremental: bool) -> BaseMLP:
@@ -133,6 +143,16 @@ class BaseMLP(BaseEstimator):
                  and ("coefs_" in self.__dict__ or "intercepts_" in self.__dict__))
         first_pass = fresh or not hasattr(self, "mlp_")
         dtype = self.dtype if self.dtype is not None else input_dtype(X)
+        data = X if isinstance(X, DeviceData) else None
+        if data is not None:
+            y = targets_of(data, y)
+            if y is None:
+                raise ValueError(f"{type(self).__name__} requires y to be passed, but the "
+                                 "DeviceData holds no targets.")
+            if dtype != data.dtype.name:
+                raise ValueError(f"the data is {data.dtype.name} but the estimator's dtype is "
+                                 f"{dtype!r}: build DeviceData(..., dtype={dtype!r}) (nothing "
+                                 "is converted silently)")
         X, Y, stratify = self._validate_input(X, y, incremental, reset=first_pass)
         sw = self._weights(sample_weight, X, y, incremental)
         self.n_outputs_ = int(Y.shape[1])
@@ -145,12 +165,15 @@ class BaseMLP(BaseEstimator):
             raise ValueError(f"the fitted network has layers {self.mlp_.layer_sizes}; this data "
                              f"needs {layer_units} (fit anew with warm_start=False)")
         model = self.mlp_
+        if data is not None:
+            data.check_for(model)
         with model.backend.activate(), (model.backend.deterministic() if self.deterministic
                                          else contextlib.nullcontext()):
             if not first_pass:
                 absorb(self)
             try:
-                X_dev, Y_dev = to_device(model, X), to_device(model, Y, "y")
+                X_dev = X if data is not None else to_device(model, X)  # checked once
+                Y_dev = to_device(model, Y, "y")
                 if self.solver == "lbfgs":
                     fit_lbfgs(self, X_dev, Y_dev, sw)
                 else:
@@ -198,11 +221,14 @@ class BaseMLP(BaseEstimator):
     def _output(self, X: Any) -> Any:
         """A_L of X on the backend (a device array when X was one, else host)."""
         check_is_fitted(self)
+        data = X if isinstance(X, DeviceData) else None
         X, _ = check_X(self, X, reset=False)
         model = self.mlp_
+        if data is not None:
+            data.check_for(model)
         with model.backend.activate():
             absorb(self)
-            A = model.output(to_device(model, X))
+            A = model.output(X if data is not None else to_device(model, X))
             return A if is_device_array(X) else model.backend.to_numpy(A)
 
     # ------------------------------------------------------------------ pickling

@@ -22,7 +22,7 @@ from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_targ
 from sklearn.utils.validation import column_or_1d
 
 from .base import PARAMETER_CONSTRAINTS, BaseMLP
-from .data import array_module, check_X, is_device_array, to_host
+from .data import array_module, check_X, is_device_array, targets_of, to_host
 
 
 def _stochastic(est: Any) -> bool:
@@ -131,14 +131,15 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
 
     # ------------------------------------------------------------------ API
     @available_if(_stochastic)
-    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None,
+    def partial_fit(self, X: Any, y: Any = None, sample_weight: Any = None,
                     classes: Any = None) -> MLPClassifier:
-        """One iteration over X, y; ``classes`` (every label there will be) on the first
-        call."""
+        """One iteration over X, y (or an ``xpmlp.DeviceData`` X holding both); ``classes``
+        (every label there will be) on the first call."""
+        labels = targets_of(X, y)
         if _check_partial_fit_first_call(self, classes):
             self._label_binarizer = LabelBinarizer()
-            if type_of_target(to_host(y)).startswith("multilabel"):
-                self._label_binarizer.fit(to_host(y))
+            if type_of_target(to_host(labels)).startswith("multilabel"):
+                self._label_binarizer.fit(to_host(labels))
             else:
                 self._label_binarizer.fit(classes)
         return self._fit(X, y, sample_weight, incremental=True)
@@ -177,8 +178,10 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             A = A.ravel()
         return self._label_binarizer.inverse_transform(A)
 
-    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
-        """Mean accuracy (subset accuracy for multilabel)."""
+    def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
+        """Mean accuracy (subset accuracy for multilabel); X may be an ``xpmlp.DeviceData``
+        holding both."""
+        y = targets_of(X, y)
         return float(accuracy_score(to_host(y), to_host(self.predict(X)),
                                     sample_weight=to_host(sample_weight)))
 
