@@ -146,7 +146,9 @@ class NumpyBackend(Backend):
             return None
         step = self._steps.get(model)
         if step is None or step.model_dtype != model.dtype:
-            step = self._steps[model] = FusedStep.build(model)
+            step = FusedStep.build(model)
+            if step is not None:
+                self._steps[model] = step
         return step
 
     def deterministic(self) -> contextlib.AbstractContextManager[None]:

@@ -61,9 +61,8 @@ def dropout_seed(random_state: Any) -> int:
     """The MLP's seed, which keys its dropout masks: ``random_state`` where it is an integer
     (>= 0), else 0 (the masks never draw from the estimator's ``random_state``, whose draws
     are scikit-learn's: the initialization, the shuffles, the validation split)."""
-    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool) \
-            and random_state >= 0:
-        return int(random_state)
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        return max(int(random_state), 0)
     return 0
 
 
