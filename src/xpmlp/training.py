@@ -275,7 +275,6 @@ def fit(
         data = data_for(model, X, y, what="the training set", remedy=(
             "fit on part of the data at a time (a new fit call continues from the current "
             "weights)"))
-        data.targets(model)  # the targets checked against the output layer before training
         val = None if validation_data is None else data_for(
             model, *((validation_data,) if isinstance(validation_data, DeviceData)
                      else validation_data), name="validation X", what="the validation set",
