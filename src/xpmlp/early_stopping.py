@@ -144,8 +144,6 @@ class Watch:
                     ts.best_params[...] = self.model.params
         return ts.no_improvement >= rule.patience
 
-    should_stop = update
-
     def restart_count(self) -> None:
         """The count back to 0 (scikit-learn's adaptive learning rate, after dividing it)."""
         self.state.no_improvement = 0

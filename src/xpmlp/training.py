@@ -354,7 +354,7 @@ def _fit(model: MLP, data: DeviceData, epochs: int, batch_size: int, shuffle: bo
                               "total": epochs * n_batches}
         if callback is not None:
             callback(record)
-        if watch is not None and watch.should_stop(epoch, record):
+        if watch is not None and watch.update(epoch, record):
             model.stopped_epoch_ = epoch
             break
     if watch is not None:
