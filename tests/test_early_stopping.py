@@ -148,8 +148,10 @@ def test_bad_fit_options_are_refused(fit: dict[str, Any], message: str) -> None:
     (dict(patience=0), "patience=0 is not valid"),
     (dict(patience=2.5), "patience=2.5 is not valid"),
     (dict(min_delta=-1.0), "min_delta=-1.0 is not valid"),
-    (dict(monitor="loss"), "monitor='loss' is not valid; expected one of 'val_loss', "
-     "'val_accuracy'"),
+    (dict(monitor="accuracy"), "monitor='accuracy' is not valid; expected one of "
+     "'val_loss', 'val_accuracy', 'loss', 'val_score'"),
+    (dict(convention="pytorch"), "convention='pytorch' is not valid"),
+    (dict(patience=float("nan")), "patience=nan is not valid"),
     (dict(restore_best_weights=1), "restore_best_weights=1 is not valid"),
 ])
 def test_bad_early_stopping_settings_are_refused(settings: dict[str, Any], message: str) -> None:
@@ -247,3 +249,40 @@ def test_the_train_command_offers_rmsprop_and_adagrad() -> None:
     train = parser._subparsers._group_actions[0].choices["train"]  # noqa: SLF001
     (action,) = [a for a in train._actions if "--optimizer" in a.option_strings]
     assert {"rmsprop", "adagrad"} <= set(action.choices)
+
+
+def test_the_scikit_learn_convention_is_scikit_learns_counter() -> None:
+    """scikit-learn's rule (its MLP's tol and n_iter_no_change) as a configuration of the one
+    rule: an iteration counts as no improvement when loss > best - tol, the best follows any
+    lower loss, and training stops when the count exceeds n_iter_no_change; Keras's rule
+    differs at a change of exactly tol."""
+    from xpmlp.early_stopping import Watch, scikit_learn
+
+    losses = [1.0, 0.5, 0.5 - 0.125, 0.3, 0.29, 0.28, 0.27]
+    tol, n_iter_no_change = 0.125, 2
+
+    def sklearn_counts() -> tuple[list[int], int]:  # scikit-learn's _update_no_improvement_count
+        best, count, counts = np.inf, 0, []
+        for i, loss in enumerate(losses):
+            count = count + 1 if loss > best - tol else 0
+            best = min(best, loss)
+            counts.append(count)
+            if count > n_iter_no_change:
+                return counts, i + 1
+        return counts, len(losses)
+
+    net = model()
+    watch = Watch(scikit_learn(tol, n_iter_no_change, early_stopping=False), net)
+    counts, stop = [], len(losses)
+    for i, loss in enumerate(losses):
+        exhausted = watch.update(i + 1, {"loss": loss})
+        counts.append(net.train_state_.no_improvement)
+        if exhausted:
+            stop = i + 1
+            break
+    assert (counts, stop) == sklearn_counts() and stop < len(losses)
+    assert net.train_state_.best_value == min(losses[:stop])
+    keras = Watch(EarlyStopping(patience=3, min_delta=tol, monitor="loss"), model())
+    keras.update(1, {"loss": 0.5})
+    keras.update(2, {"loss": 0.5 - tol})  # exactly tol better: no improvement for Keras
+    assert keras.state.no_improvement == 1 and keras.state.best_value == 0.5

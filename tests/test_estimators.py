@@ -60,7 +60,8 @@ def test_unweighted_fits_take_the_fused_step_to_the_per_op_bits(digits, solver,
     monkeypatch.setattr(NumpyBackend, "fused_step",
                         lambda self, model: calls.append(1) or real(self, model))
     fused = MLPClassifier(dtype="float64", **params).fit(X, y)
-    assert calls and fused.mlp_._fused_step is not None
+    assert calls and fused.mlp_.backend._steps.get(fused.mlp_) is not None  # its own cache
+    assert "_fused_step" not in vars(fused.mlp_)
     monkeypatch.setattr(NumpyBackend, "fused_step", lambda self, model: None)
     per_op = MLPClassifier(dtype="float64", **params).fit(X, y)
     for a, b in zip(fused.coefs_ + fused.intercepts_, per_op.coefs_ + per_op.intercepts_,
@@ -296,7 +297,7 @@ def test_pickle_clone_and_unusable_backend(digits) -> None:
     assert back.n_iter_ == 4
     assert clone(est).get_params() == est.get_params() and not hasattr(clone(est), "mlp_")
     state = est.__getstate__()
-    assert isinstance(state["mlp_"]["params"], np.ndarray)
+    assert isinstance(state["mlp_"]["arrays"]["params"], np.ndarray)  # MLP.state_dict
     state["mlp_"]["backend"] = "cuda"
     try:
         xpmlp.get_backend("cuda")
@@ -598,3 +599,86 @@ def test_learning_rate_schedules_as_scikit_learns_private_tests_check_them() -> 
     est = MLPClassifier(tol=0.5, max_iter=3000, solver="sgd", learning_rate="adaptive")
     est.fit([[3, 2], [1, 6]], [1, 0])
     assert est.max_iter > est.n_iter_ and est._learning_rate < 1e-6
+
+
+@pytest.mark.parametrize("options", [dict(dropout=0.2), dict(batch_norm=True),
+                                     dict(dropout=[0.3, 0.0], batch_norm=[False, True])])
+def test_a_pickled_estimator_keeps_the_whole_training_state(digits, options) -> None:
+    """An estimator pickles its network's own record (``MLP.state_dict``): the dropout step,
+    batch norm's running estimates, the optimizer's rows and step count come back, so the
+    unpickled estimator predicts as the original and warm-starts to the same bits."""
+    X, y = digits
+    params = small(hidden_layer_sizes=(16, 12), warm_start=True, **options)
+    est = MLPClassifier(**params).fit(X, y)
+    assert est.mlp_.seed == 1 and (any(est.mlp_.dropout) or any(est.mlp_.batch_norm))
+    back = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(back.predict_proba(X), est.predict_proba(X))
+    mine, theirs = back.mlp_.train_state_, est.mlp_.train_state_
+    assert mine.dropout_step == theirs.dropout_step and mine.steps == theirs.steps > 0
+    np.testing.assert_array_equal(mine.running_mean, theirs.running_mean)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X, y)
+        back.fit(X, y)
+    for a, b in zip(back.coefs_ + back.intercepts_, est.coefs_ + est.intercepts_, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(back.mlp_.params, est.mlp_.params)
+    assert back.loss_curve_ == est.loss_curve_
+
+
+def test_an_estimator_pickled_by_the_first_release_still_loads(digits) -> None:
+    """The first release pickled the network as a snapshot (parameters, optimizer rows and
+    step count): it is read as the training state it is."""
+    X, y = digits
+    est = MLPClassifier(**small()).fit(X, y)
+    state = est.__getstate__()
+    model = est.mlp_
+    state["mlp_"] = {
+        "layer_sizes": list(model.layer_sizes), "activations": model.activations,
+        "loss": model.loss, "dtype": model.dtype.name, "backend": "numpy", "device": None,
+        "params": np.array(model.params), "optimizer": model.optimizer.describe(),
+        "optimizer_state": np.array(model.optimizer.state), "optimizer_t": model.optimizer.t,
+    }
+    state["_best_params"] = None
+    back = MLPClassifier()
+    back.__setstate__(state)
+    np.testing.assert_array_equal(back.predict_proba(X), est.predict_proba(X))
+    assert back.mlp_.optimizer.t == model.optimizer.t
+    np.testing.assert_array_equal(back.mlp_.optimizer.state, model.optimizer.state)
+
+
+def test_device_data_enters_the_estimators_once(digits, monkeypatch) -> None:
+    """An ``xpmlp.DeviceData`` (checked once, on the backend) goes into fit, predict and
+    score without scikit-learn's validation running again, to the bits of the arrays."""
+    import xpmlp.estimators.data as estimator_data
+
+    X, y = digits
+    calls: list[int] = []
+    real = estimator_data.validate_data
+    monkeypatch.setattr(estimator_data, "validate_data",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    data = xpmlp.DeviceData(X, y, backend="numpy", dtype="float64")
+    targets = xpmlp.DeviceData(X, y / 10.0, backend="numpy", dtype="float64")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fitted = [MLPClassifier(**small()).fit(data), MLPRegressor(**small()).fit(targets)]
+        figures = [(est.predict(d), est.score(d)) for est, d in zip(fitted, (data, targets),
+                                                                    strict=True)]
+        assert calls == []  # never validated again
+        arrays = [MLPClassifier(**small()).fit(X, y), MLPRegressor(**small()).fit(X, y / 10.0)]
+    assert calls  # arrays go through scikit-learn's validation
+    for ours, theirs, (predicted, score), yy in zip(fitted, arrays, figures, (y, y / 10.0),
+                                                    strict=True):
+        for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_,
+                        strict=True):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(predicted, theirs.predict(X))
+        assert score == theirs.score(X, yy) and ours.n_features_in_ == X.shape[1]
+    with pytest.raises(ValueError, match="the data is float64 but the estimator's dtype is "
+                                         "'float32'"):
+        MLPClassifier(**small(dtype="float32")).fit(data)
+    with pytest.raises(ValueError, match="holds its targets"):
+        MLPClassifier(**small()).fit(data, y)
+    with pytest.raises(ValueError, match="X has 10 features, but MLPClassifier is expecting "
+                                         "64 features"):
+        fitted[0].predict(xpmlp.DeviceData(X[:, :10], backend="numpy", dtype="float64"))

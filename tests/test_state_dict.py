@@ -70,3 +70,41 @@ def test_only_the_optimizer_writes_its_step_count():
             writers += [f"{path.name}:{node.lineno}" for t in targets
                         if isinstance(t, ast.Attribute) and t.attr == "t"]
     assert writers == []
+
+
+def test_the_model_owns_one_training_state() -> None:
+    """Every piece of training state is a field of ``model.train_state_`` (an
+    ``xpmlp.TrainState``): the model's attributes read and write it, the parameter arrays
+    the layers view cannot be replaced, and the state round-trips with early stopping's
+    memory."""
+    import xpmlp
+
+    X, y = _data()
+    model = MLP([6, 5, 3], backend="numpy", batch_norm=True, seed=2)
+    model.fit(X, y, epochs=3, batch_size=32, validation_data=(X, y),
+              early_stopping=xpmlp.training.EarlyStopping(patience=10))
+    ts = model.train_state_
+    assert isinstance(ts, xpmlp.TrainState)
+    assert model.params is ts.params and model.optimizer is ts.optimizer
+    assert model.history_ is ts.history and model.epoch_ == ts.epoch == 3
+    assert model.buffers["running_mean"] is ts.running_mean
+    assert ts.best_epoch is not None and ts.best_params is None  # the copy lives in a fit
+    model.epoch_ = 7
+    assert ts.epoch == 7
+    with pytest.raises(AttributeError, match="viewed by the layers"):
+        model.params = np.zeros_like(np.asarray(model.params))
+    ts.no_improvement, ts.best_value = 4, 0.25
+    copy = MLP.from_state(model.state_dict()).train_state_
+    assert (copy.no_improvement, copy.best_value, copy.best_epoch) == (4, 0.25, ts.best_epoch)
+    for name in ("params", "running_mean", "running_var"):
+        np.testing.assert_array_equal(getattr(copy, name), getattr(ts, name))
+    fresh = MLP([6, 5, 3], backend="numpy").train_state_
+    assert (fresh.epoch, fresh.steps, fresh.no_improvement, fresh.history) == (0, 0, 0, [])
+
+
+def test_the_backend_keeps_the_compiled_step_in_its_own_cache() -> None:
+    X, y = _data()
+    model = MLP([6, 5, 3], backend="numpy").fit(X, y, epochs=1)
+    assert model.step_kind_ == "fused-cpu"
+    assert model.backend._steps.get(model) is not None  # noqa: SLF001
+    assert not [k for k in vars(model) if "step" in k and k != "step_kind_"]

@@ -10,6 +10,7 @@ from . import optim, training
 from ._version import __version__
 from .activations import register_activation
 from .backends import BACKEND_NAMES, Backend, get_backend, use_backend
+from .device_data import DeviceData
 from .errors import (
     BackendUnavailableError,
     ConcurrentFitError,
@@ -28,6 +29,7 @@ from .onnx_export import to_onnx
 from .optim import SGD, Adagrad, Adam, Optimizer, RMSprop, register_optimizer
 from .perceptron import Perceptron
 from .serialize import load_model, save_model
+from .train_state import TrainState
 
 #: the scikit-learn estimators, imported on first use (scikit-learn is needed only then;
 #: they are left out of __all__ so that ``from xpmlp import *`` works without it)
@@ -57,6 +59,7 @@ __all__ = [
     "BackendUnavailableError",
     "ConcurrentFitError",
     "DataFileError",
+    "DeviceData",
     "DeviceMemoryError",
     "DistributedError",
     "NotDifferentiableError",
@@ -66,6 +69,7 @@ __all__ = [
     "ParameterError",
     "Perceptron",
     "RMSprop",
+    "TrainState",
     "TrainingDivergedError",
     "XpmlpError",
     "__version__",

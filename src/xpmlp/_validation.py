@@ -105,18 +105,19 @@ def check_numeric(name: str, a: Any, xp: Any, dtype: Any = None) -> Any:
     return arr
 
 
-def check_features(X: Any, n_features: int, xp: Any, name: str = "X", dtype: Any = None) -> Any:
+def check_features(X: Any, n_features: int | None, xp: Any, name: str = "X",
+                   dtype: Any = None) -> Any:
     """X as a finite numeric (m, n_features) array with m >= 1, whose values ``dtype`` (the
-    model's) can hold."""
+    model's) can hold (``n_features`` None: any number of features)."""
     X = check_numeric(name, X, xp, dtype)
     if X.ndim != 2:
+        features = "features" if n_features is None else f"{n_features} features"
         raise ValueError(
-            f"{name} has shape {tuple(X.shape)}; expected a 2-D array "
-            f"(samples, {n_features} features)"
+            f"{name} has shape {tuple(X.shape)}; expected a 2-D array (samples, {features})"
         )
     if X.shape[0] == 0:
         raise ValueError(f"{name} is empty (0 samples); expected at least one sample")
-    if X.shape[1] != n_features:
+    if n_features is not None and X.shape[1] != n_features:
         raise ValueError(
             f"{name} has {X.shape[1]} features per sample; the model's input layer expects "
             f"{n_features}"
@@ -125,15 +126,17 @@ def check_features(X: Any, n_features: int, xp: Any, name: str = "X", dtype: Any
 
 
 def check_targets(y: Any, m: int, n_out: int, classifier: bool, xp: Any, name: str = "y",
-                  kind: str = "any") -> Any:
+                  kind: str = "any", checked: bool = False) -> Any:
     """Targets as a finite (m, n_out) array; class labels (m,) are checked here, encoded later.
 
     ``kind`` is what the loss needs of 2-D targets (``Loss.targets``): "any", "counts"
     (each >= 0), "probabilities" (each in [0, 1]) or "distributions" (non-negative rows
     summing to 1, within the square root of the dtype's epsilon). Returns the array and
-    whether it holds class labels.
+    whether it holds class labels. ``checked``: y is an array whose values ``check_numeric``
+    has checked already (a ``DeviceData``'s).
     """
-    y = check_numeric(name, y, xp)
+    if not checked:
+        y = check_numeric(name, y, xp)
     if y.ndim == 0:
         raise ValueError(f"{name} is a scalar; expected one target per sample ({m} of them)")
     if y.shape[0] != m:

@@ -1,7 +1,9 @@
-"""What training needs to go on from where it stopped, read from a model and put back: here
-and only here (``save_model``'s files and ``MLP``'s pickles both use it).
+"""What training needs to go on from where it stopped: the record of a model's training
+state (``MLP.train_state_``, ``xpmlp.TrainState``) read from it and put back, here and only
+here (``save_model``'s files, ``MLP.state_dict`` and pickles, and so the estimators' pickles,
+all use it).
 
-Besides the parameters and the settings, a model carries:
+Besides the parameters and the settings, the record carries (the metadata's ``training``):
 
 =============  ==========================================================================
 epoch          epochs trained over the model's life (``MLP.epoch_``)
@@ -9,6 +11,9 @@ steps          optimizer steps taken (``MLP.steps_``; Adam's bias correction rea
 rng            the shuffling generator's state as JSON where the backend can read it
                (NumPy's PCG64), else null (CuPy keeps its generators' state on the GPU)
 lr_schedule    the last fit's schedule and its position: name, step, total steps
+stopping       optional: early stopping's memory, {no_improvement: count, best_value:
+               number or null (none yet), best_epoch: count or null}; files without it
+               (the first release's) load with none
 arrays         the names of the named state arrays:
                ``optimizer.<row>`` one per row of the optimizer's state (``velocity``;
                ``m``, ``v``; ...), written once a step was taken (before, the state is
@@ -17,6 +22,9 @@ arrays         the names of the named state arrays:
                besides its parameters, such as a batch norm's running means)
 =============  ==========================================================================
 
+The history and the dropout step sit beside it in the file's metadata (``history``,
+``dropout_steps``: ``xpmlp.serialize``); the best parameters are kept during a fit only.
+
 Where the saved ``rng`` is null or of another backend's kind (a model saved on CUDA and
 loaded on NumPy, or the reverse), loading seeds a new generator from (seed, epoch)
 (``reseeded``): training continues with shuffles of its own, not the straight run's.
@@ -24,6 +32,7 @@ loaded on NumPy, or the reverse), loading seeds a new generator from (seed, epoc
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy
@@ -45,23 +54,28 @@ def reseeded(backend: Any, seed: int, epoch: int) -> Any:
 
 def training_meta(model: Any) -> dict[str, Any]:
     """The JSON part of the model's training state (see the module docstring)."""
+    ts = model.train_state_
     return {
-        "epoch": model.epoch_,
-        "steps": model.steps_,
-        "rng": model.backend.rng_state(model.rng),
-        "lr_schedule": model.lr_schedule_,
+        "epoch": ts.epoch,
+        "steps": ts.steps,
+        "rng": model.backend.rng_state(ts.rng),
+        "lr_schedule": ts.lr_schedule,
+        "stopping": {"no_improvement": ts.no_improvement,
+                     "best_value": ts.best_value if math.isfinite(ts.best_value) else None,
+                     "best_epoch": ts.best_epoch},
         "arrays": sorted(training_arrays(model, names_only=True)),
     }
 
 
 def training_arrays(model: Any, names_only: bool = False) -> dict[str, Any]:
     """The named state arrays as host copies (see the module docstring)."""
-    opt, host = model.optimizer, model.backend.to_numpy
+    ts, host = model.train_state_, model.backend.to_numpy
+    opt = ts.optimizer
     arrays: dict[str, Any] = {}
     if opt.t > 0:
         for row, name in enumerate(opt.state_names):
             arrays[OPTIMIZER + name] = None if names_only else numpy.array(host(opt.state[row]))
-    for name, buffer in model.buffers.items():
+    for name, buffer in ts.buffers.items():
         arrays[BUFFER + name] = None if names_only else numpy.array(host(buffer))
     return arrays
 
@@ -101,6 +115,7 @@ def check_training(training: Any, arrays: dict[str, numpy.ndarray], n_params: in
         raise DataFileError(f"{where}: metadata 'training' 'lr_schedule' is "
                             f"{_short(schedule)}; expected null or an object with a string "
                             "'name' and integers 'step' and 'total' >= 0")
+    _check_stopping(training.get("stopping"), where)
     names = training.get("arrays")
     if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
         raise DataFileError(f"{where}: metadata 'training' 'arrays' is {_short(names)}; "
@@ -109,6 +124,21 @@ def check_training(training: Any, arrays: dict[str, numpy.ndarray], n_params: in
         raise DataFileError(f"{where}: the metadata lists state arrays {sorted(names)} but "
                             f"the file holds {sorted(arrays)}")
     return {name: _checked_array(name, a, n_params, dtype, where) for name, a in arrays.items()}
+
+
+def _check_stopping(stopping: Any, where: Any) -> None:
+    """DataFileError unless ``stopping`` is None or {no_improvement: count, best_value: a
+    finite number or null, best_epoch: count or null}."""
+    if stopping is None:
+        return
+    value = stopping.get("best_value") if isinstance(stopping, dict) else None
+    if not (isinstance(stopping, dict) and _is_count(stopping.get("no_improvement"))
+            and (value is None or (isinstance(value, int | float)
+                                   and not isinstance(value, bool) and math.isfinite(value)))
+            and (stopping.get("best_epoch") is None or _is_count(stopping["best_epoch"]))):
+        raise DataFileError(f"{where}: metadata 'training' 'stopping' is {_short(stopping)}; "
+                            "expected an object with an integer 'no_improvement' >= 0, a "
+                            "finite 'best_value' or null, and an integer 'best_epoch' or null")
 
 
 def _checked_array(name: str, a: numpy.ndarray, n_params: int, dtype: str,
@@ -145,7 +175,8 @@ def restore_training(model: Any, training: dict[str, Any] | None,
                             "are missing (a model with batch norm saves its running estimates)")
     if training is None:
         return
-    be, opt = model.backend, model.optimizer
+    be, ts = model.backend, model.train_state_
+    opt = ts.optimizer
     rows = {name[len(OPTIMIZER):]: a for name, a in arrays.items() if name.startswith(OPTIMIZER)}
     if rows and sorted(rows) != sorted(opt.state_names):
         raise DataFileError(f"{where}: the optimizer state rows are {sorted(rows)}; optimizer "
@@ -166,9 +197,14 @@ def restore_training(model: Any, training: dict[str, Any] | None,
         for name, a in buffers.items():
             own[name][...] = be.asarray(a, dtype=model.dtype)
         opt.restore_steps(training["steps"])
-        model.epoch_ = training["epoch"]
-        model.lr_schedule_ = training.get("lr_schedule")
-        model.rng = _restored_rng(model, training.get("rng"), where)
+        ts.epoch = training["epoch"]
+        ts.lr_schedule = training.get("lr_schedule")
+        ts.rng = _restored_rng(model, training.get("rng"), where)
+        stopping = training.get("stopping") or {}
+        ts.no_improvement = stopping.get("no_improvement", 0)
+        best = stopping.get("best_value")
+        ts.best_value = math.inf if best is None else float(best)
+        ts.best_epoch = stopping.get("best_epoch")
 
 
 def _restored_rng(model: Any, state: dict[str, Any] | None, where: Any) -> Any:

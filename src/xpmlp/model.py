@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import losses
-from ._validation import Choice, Number, check_features, check_numeric, check_params, check_targets
+from ._validation import Choice, Number, check_numeric, check_params
 from .activations import ACTIVATIONS, Activation
 from .architecture import (
     check_hidden_activations,
@@ -34,11 +34,13 @@ from .architecture import (
 )
 from .backends import Backend, get_backend
 from .backends.base import on_backend
+from .device_data import data_for, encode_targets
 from .errors import NotDifferentiableError, ParameterError
 from .init import INITIALIZERS, init_weights
 from .layers import BatchNorm, Dense
 from .optim import Optimizer
 from .regularization import check_batch_norm, check_dropout, dropout_key
+from .train_state import TrainState
 from .workspace import PREDICT_CHUNK, ForwardPass, Gradients, Workspace, memory_for
 
 CONSTRAINTS = {
@@ -51,6 +53,28 @@ def _parameter_shapes(sizes: Sequence[int]) -> tuple[list[tuple[int, int]], tupl
     """W's shape (n_l, n_{l-1}) per layer, and the number of weights and of biases."""
     shapes = list(zip(sizes[1:], sizes[:-1], strict=True))
     return shapes, (sum(o * i for o, i in shapes), sum(sizes[1:]))
+
+
+class _StateField:
+    """A model attribute that is a field of its ``train_state_`` (read and written there);
+    ``writable=False``: an array the layers view, copied into, never replaced."""
+
+    def __init__(self, name: str, writable: bool = True) -> None:
+        self.name, self.writable = name, writable
+
+    def __set_name__(self, owner: type, attribute: str) -> None:
+        self.attribute = attribute
+
+    def __get__(self, model: Any, owner: type | None = None) -> Any:
+        if model is None:
+            return self
+        return getattr(model.train_state_, self.name)
+
+    def __set__(self, model: Any, value: Any) -> None:
+        if not self.writable:
+            raise AttributeError(f"{self.attribute} is viewed by the layers: copy into it "
+                                 f"(model.{self.attribute}[...] = values), do not replace it")
+        setattr(model.train_state_, self.name, value)
 
 
 def parameter_count(sizes: Sequence[int], batch_norm: Sequence[bool] = ()) -> int:
@@ -120,7 +144,9 @@ class MLP:
 
     After training: ``history_`` (a record per epoch), ``epoch_`` (epochs trained),
     ``steps_`` (optimizer steps), ``lr_schedule_`` (the last fit's schedule position) and
-    ``buffers`` (named non-parameter arrays); ``save_model`` and pickles keep them all
+    ``buffers`` (named non-parameter arrays): with the parameters, the optimizer, the
+    generator and the dropout step, fields of the one training state ``train_state_``
+    (``xpmlp.TrainState``), which ``state_dict``, ``save_model`` and pickles carry
     (``xpmlp.checkpoint``).
     """
 
@@ -159,8 +185,7 @@ class MLP:
         check_params({"init": init, "dtype": str(dtype), "seed": seed}, CONSTRAINTS)
         self.dropout = check_dropout(dropout, len(sizes) - 2)
         self.batch_norm = check_batch_norm(batch_norm, len(sizes) - 2)
-        self.dropout_steps = 0  # training forward passes that drew dropout masks
-        self.optimizer = optimizer_for(optimizer, learning_rate, momentum=momentum, beta1=beta1,
+        opt = optimizer_for(optimizer, learning_rate, momentum=momentum, beta1=beta1,
                                     beta2=beta2, eps=eps, weight_decay=weight_decay, l1=l1,
                                     clip_grad_norm=clip_grad_norm,
                                     clip_grad_value=clip_grad_value)
@@ -175,12 +200,11 @@ class MLP:
         self.backend = get_backend(backend, device=device)
         self.dtype = self.backend.xp.dtype(str(dtype))
         with self.backend.activate(), memory_for(
-            f"the parameters, gradients and {self.optimizer.name} state of layers "
+            f"the parameters, gradients and {opt.name} state of layers "
             f"{'-'.join(map(str, sizes))}", 4 * parameter_count(sizes, self.batch_norm),
             self.dtype.itemsize, "smaller layers",
         ):
-            self.rng = self.backend.rng(seed)
-            self._allocate_parameters()
+            self._allocate_parameters(opt, self.backend.rng(seed))
             for layer in self.layers:
                 init_weights(self.rng, layer.W, init, layer.activation)
             self.optimizer.bind(self.backend, self.params)
@@ -188,22 +212,32 @@ class MLP:
             self._learner_skip = self.backend.zeros(1, self.dtype)
         self._local = threading.local()  # per-thread prediction workspaces
         self.fit_lock = threading.Lock()  # one fit at a time (xpmlp.training)
-        self.history_: list[dict[str, Any]] = []
-        self.epoch_ = 0  # epochs trained over the model's life (xpmlp.training.fit)
-        self.lr_schedule_: dict[str, Any] | None = None  # the last fit's schedule position
 
-    def _allocate_parameters(self) -> None:
-        """One flat vector for all parameters (all W, then all b, then gamma and beta of each
-        batch-normalized layer), one for their gradients; the running estimates of batch norm
-        in ``running_mean`` and ``running_var`` (one slice per batch-normalized layer)."""
+    # the training state: fields of train_state_ (xpmlp.train_state), read and written there
+    params = _StateField("params", writable=False)
+    running_mean = _StateField("running_mean", writable=False)
+    running_var = _StateField("running_var", writable=False)
+    optimizer = _StateField("optimizer")
+    rng = _StateField("rng")
+    dropout_steps = _StateField("dropout_step")  # training passes that drew dropout masks
+    epoch_ = _StateField("epoch")  # epochs trained over the model's life (xpmlp.training.fit)
+    lr_schedule_ = _StateField("lr_schedule")  # the last fit's schedule position
+    history_ = _StateField("history")
+
+    def _allocate_parameters(self, optimizer: Optimizer, rng: Any) -> None:
+        """The training state (``train_state_``) with one flat vector for all parameters (all
+        W, then all b, then gamma and beta of each batch-normalized layer) and the running
+        estimates of batch norm in ``running_mean`` and ``running_var`` (one slice per
+        batch-normalized layer); one flat vector for the gradients."""
         shapes, (self.n_weights, n_biases) = _parameter_shapes(self.layer_sizes)
         n_total = parameter_count(self.layer_sizes, self.batch_norm)
         norm = [*self.batch_norm, False]
         n_norm = (n_total - self.n_weights - n_biases) // 2
-        self.params = self.backend.zeros(n_total, self.dtype)
+        self.train_state_ = TrainState(
+            params=self.backend.zeros(n_total, self.dtype), optimizer=optimizer,
+            running_mean=self.backend.zeros(n_norm, self.dtype),
+            running_var=self.backend.zeros(n_norm, self.dtype), rng=rng)
         self.grads = self.backend.zeros(n_total, self.dtype)
-        self.running_mean = self.backend.zeros(n_norm, self.dtype)
-        self.running_var = self.backend.zeros(n_norm, self.dtype)
         self.running_var[...] = 1
         self.layers: list[Dense] = []
         w_at, b_at, g_at, r_at = 0, self.n_weights, self.n_weights + n_biases, 0
@@ -231,9 +265,7 @@ class MLP:
     def buffers(self) -> dict[str, Any]:
         """The model's state besides its parameters, by name (saved with it): batch norm's
         running estimates, flat over the batch-normalized layers (empty without batch norm)."""
-        if not any(self.batch_norm):
-            return {}
-        return {"running_mean": self.running_mean, "running_var": self.running_var}
+        return self.train_state_.buffers
 
     @property
     def steps_(self) -> int:
@@ -257,8 +289,9 @@ class MLP:
 
     def state_dict(self) -> dict[str, Any]:
         """The model's whole state as plain data: its settings, and host copies of its
-        parameters, optimizer rows and step count, epoch, random generator, dropout step,
-        schedule position, batch-norm statistics and history. It is the one record behind
+        ``train_state_`` (``xpmlp.TrainState``: parameters, optimizer rows and step count,
+        epoch, random generator, dropout step, schedule position, batch-norm statistics,
+        early stopping's count and history). It is the one record behind
         files, checkpoints and pickles (``xpmlp.serialize.model_record``, ``pickle_state``):
         ``MLP.from_state(model.state_dict())`` trains on with the model's bits."""
         from .serialize import pickle_state
@@ -348,24 +381,16 @@ class MLP:
 
     # ------------------------------------------------------------------ the per-batch API
     def to_device(self, X: Any, y: Any = None, name: str = "X") -> tuple[Any, Any]:
-        """Checked backend arrays: X (m, n_0) in the model's dtype and, if y is given, the
-        targets Y (m, n_L) (class labels one-hot encoded). Call inside ``backend.activate()``."""
-        X = check_features(X, self.n_features, self.backend.xp, name, dtype=self.dtype)
-        X_dev = self.backend.asarray(X, dtype=self.dtype)
-        if y is None:
-            return X_dev, None
-        return X_dev, self._targets(y, int(X.shape[0]))
+        """Checked backend arrays: X (m, n_0) in the model's dtype and, if y is given (or X is
+        a ``DeviceData`` holding targets), the targets Y (m, n_L) (class labels one-hot
+        encoded). X and y are checked once (``xpmlp.device_data``). Call inside
+        ``backend.activate()``."""
+        data = data_for(self, X, y, name)
+        return data.X, (None if data.y is None else data.targets(self))
 
     def _targets(self, y: Any, m: int) -> Any:
-        y, labels = check_targets(y, m, self.n_outputs, self.is_classifier, self.backend.xp,
-                                  kind=self.loss_entry.targets)
-        if not labels:
-            return self.backend.asarray(y, dtype=self.dtype)
-        xp = self.backend.xp
-        labels = self.backend.asarray(y, dtype="int64")
-        Y = self.backend.zeros((m, self.n_outputs), self.dtype)
-        Y[xp.arange(m), labels] = 1
-        return Y
+        return encode_targets(self.backend, y, m, self.n_outputs, self.is_classifier,
+                              self.loss_entry.targets, self.dtype)
 
     def workspace(self, rows: int) -> Workspace:
         """New arrays for the passes of a batch of up to ``rows`` samples."""
@@ -480,11 +505,25 @@ class MLP:
         self.apply_gradients(self._learner_skip)
 
     # ------------------------------------------------------------------ training
-    def fit(self, X: Any, y: Any, **options: Any) -> MLP:
-        """Mini-batch training: see ``xpmlp.training.fit`` for the options."""
+    def fit(self, X: Any, y: Any = None, **options: Any) -> MLP:
+        """Mini-batch training on X, y (or a ``DeviceData`` holding both): see
+        ``xpmlp.training.fit`` for the options."""
         from .training import fit
 
         return fit(self, X, y, **options)
+
+    @on_backend
+    def evaluate(self, X: Any, y: Any = None) -> dict[str, float]:
+        """{"loss": mean loss, "accuracy": fraction right} of the model on X, y (or a
+        ``DeviceData`` holding both), in inference mode (``xpmlp.training.evaluate``)."""
+        from .training import evaluate
+
+        X_dev, Y = self.to_device(X, y)
+        if Y is None:
+            raise ParameterError("evaluate needs targets: evaluate(X, y) or evaluate(data), "
+                                 "data a DeviceData(X, y, ...)")
+        loss, accuracy = evaluate(self, X_dev, Y)
+        return {"loss": loss, "accuracy": accuracy}
 
     # ------------------------------------------------------------------ prediction
     def output(self, X: Any) -> Any:
@@ -512,7 +551,7 @@ class MLP:
     @on_backend
     def predict_proba(self, X: Any) -> Any:
         """The output layer's activations A_L, as a host (NumPy) array of shape (m, n_L)."""
-        return self.backend.to_numpy(self.output(self.to_device(X)[0]))
+        return self.backend.to_numpy(self.output(data_for(self, X).X))
 
     def predict(self, X: Any) -> Any:
         """Class labels (classifiers: argmax, or A >= 0.5 for one output) or A_L (regression)."""
@@ -524,10 +563,13 @@ class MLP:
         return A.argmax(axis=1)
 
     @on_backend
-    def score(self, X: Any, y: Any) -> float:
+    def score(self, X: Any, y: Any = None) -> float:
         """Accuracy for classifiers; for regression the coefficient of determination R^2 of
         each output, averaged over the outputs (scikit-learn's default, 'uniform_average')."""
         X_dev, Y = self.to_device(X, y)
+        if Y is None:
+            raise ParameterError("score needs targets: score(X, y) or score(data), data a "
+                                 "DeviceData(X, y, ...)")
         if self.is_classifier:
             return self.accuracy(X_dev, Y)
         A = self.output(X_dev)

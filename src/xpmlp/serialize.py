@@ -21,8 +21,12 @@ Loading checks the whole file (``_check_meta``, ``_checked_params``,
 with a file it raises ``DataFileError`` naming the file and the defect; a
 missing file raises ``FileNotFoundError``.
 
-Pickles of an ``MLP`` (``pickle_state``, ``unpickle_into``) hold the same
-metadata and arrays as a Python dict, and the backend's name.
+Pickles of an ``MLP`` (``pickle_state``, ``unpickle_into``), its ``state_dict`` and so the
+estimators' pickles hold the same metadata and arrays as a Python dict, and the backend's
+name: one record of the model's settings and its ``TrainState``.
+
+A file (or state) of another ``format`` raises ``DataFileError`` naming that format and
+this one.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ STATE = "state."  # the prefix of the named state arrays' members in the .npz
 def model_record(model: Any) -> tuple[dict[str, Any], dict[str, numpy.ndarray]]:
     """The metadata (JSON values) and the host arrays (``params`` and ``state.<name>``) that
     describe ``model`` and its training state."""
+    ts = model.train_state_
     meta = {
         "format": FORMAT,
         "xpmlp_version": __version__,
@@ -74,16 +79,16 @@ def model_record(model: Any) -> tuple[dict[str, Any], dict[str, numpy.ndarray]]:
         "seed": model.seed,
         "init": model.init,
         "trained_on": {"backend": model.backend.name, "device": model.backend.device},
-        "history": model.history_,
+        "history": ts.history,
     }
     if model.deterministic:
         meta["deterministic"] = True
     if any(model.dropout) or any(model.batch_norm):
         meta.update(dropout=model.dropout, batch_norm=model.batch_norm,
-                    dropout_steps=model.dropout_steps)
+                    dropout_steps=ts.dropout_step)
     with model.backend.activate():
         meta["training"] = training_meta(model)
-        arrays = {"params": numpy.array(model.backend.to_numpy(model.params))}
+        arrays = {"params": numpy.array(model.backend.to_numpy(ts.params))}
         arrays.update({STATE + k: v for k, v in training_arrays(model).items()})
     return meta, arrays
 
@@ -325,11 +330,12 @@ def _model_from_meta(meta: dict[str, Any], params: numpy.ndarray, path: Path | s
         )
     except (ValueError, TypeError, OverflowError) as exc:
         raise DataFileError(f"{path}: the metadata describes no valid model ({exc})") from None
+    ts = model.train_state_
     steps = meta.get("dropout_steps", 0)
-    model.dropout_steps = steps if _is_int(steps) and steps >= 0 else 0
+    ts.dropout_step = steps if _is_int(steps) and steps >= 0 else 0
     with model.backend.activate():
-        model.params[...] = model.backend.asarray(params, dtype=model.dtype)
-    model.history_ = list(meta.get("history", []))
+        ts.params[...] = model.backend.asarray(params, dtype=model.dtype)
+    ts.history = list(meta.get("history", []))
     return model
 
 
@@ -370,9 +376,12 @@ def unpickle_into(model: Any, state: Any, backend: Any = None) -> None:
     """Make the blank ``model`` the one ``pickle_state`` described, on ``backend`` (default:
     ``backend_for_unpickling``)."""
     where = "the pickled MLP"
-    if not (isinstance(state, dict) and state.get("xpmlp_pickle") == PICKLE_VERSION):
-        raise DataFileError(f"{where}: not the state of an xpmlp.MLP pickle (version "
-                            f"{PICKLE_VERSION}); was it written by another xpmlp version?")
+    version = state.get("xpmlp_pickle") if isinstance(state, dict) else None
+    if version != PICKLE_VERSION:
+        found = "no version" if version is None else f"version {version!r}"
+        raise DataFileError(f"{where}: not the state of an xpmlp.MLP pickle of version "
+                            f"{PICKLE_VERSION} (found {found}); was it written by another "
+                            "xpmlp version?")
     if backend is None:
         backend = backend_for_unpickling(state.get("backend"), state.get("device"))
     built = model_from_record(state["meta"], state["arrays"], where, backend)

@@ -25,8 +25,9 @@ runs the same loop on every rank, each on its own rows, with these collectives:
 - at the start: the ranks' settings are compared (a digest against rank 0's:
   ``DistributedError`` on every rank if any differs), the row count per epoch is agreed
   (the shortest shard decides: every rank trains on that many rows of its own, so every
-  rank takes the same number of steps), and rank 0's parameters, optimizer state and
-  step count are broadcast;
+  rank takes the same number of steps), and rank 0's training state is broadcast
+  (``TrainState.broadcast``: parameters, optimizer state and step count, batch norm's
+  running estimates);
 - per step, between ``compute_gradients`` and ``apply_gradients``: one in-place mean of
   the flat gradient vector over the ranks. The gradients are those of the batch-mean
   loss and every rank's batch has the same number of rows, so the mean over N ranks of
@@ -53,8 +54,9 @@ from typing import TYPE_CHECKING, Any
 import numpy
 
 from ._threads import cpu_threads, rank_share
-from ._validation import Number, array_module, check_features, check_params
+from ._validation import Number, check_params
 from .backends.base import on_backend
+from .device_data import DeviceData, data_for
 from .early_stopping import EarlyStopping, Watch, early_stopping_for
 from .errors import (
     ConcurrentFitError,
@@ -63,7 +65,7 @@ from .errors import (
     TrainingDivergedError,
 )
 from .schedules import LRScheduler, schedule_factor, schedule_for
-from .workspace import PREDICT_CHUNK, memory_for
+from .workspace import PREDICT_CHUNK
 
 if TYPE_CHECKING:
     from .distributed.base import Communicator
@@ -180,12 +182,12 @@ def reduce_gradients(model: MLP, comm: Communicator, out_stats: Any, skip: Any) 
 def fit(
     model: MLP,
     X: Any,
-    y: Any,
+    y: Any = None,
     *,
     epochs: int = 10,
     batch_size: int = 128,
     shuffle: bool = True,
-    validation_data: tuple[Any, Any] | None = None,
+    validation_data: tuple[Any, Any] | DeviceData | None = None,
     lr_schedule: str | LRScheduler = "constant",
     progress: bool = False,
     callback: Callable[[dict[str, Any]], None] | None = None,
@@ -195,6 +197,10 @@ def fit(
     validation_fraction: float | None = None,
 ) -> MLP:
     """Mini-batch training of ``model``; a history record per epoch goes to ``model.history_``.
+
+    X, y: arrays, or X a ``xpmlp.DeviceData`` holding both (y left out), checked and on the
+    device already: the data enter once (plain arrays are checked and moved once per call;
+    ``validation_data`` too may be a ``DeviceData``).
 
     ``lr_schedule``: a name from ``xpmlp.optim.SCHEDULES`` with its default settings
     ("constant"; "cosine": the learning rate falls from its value to 0 over the run's
@@ -245,7 +251,11 @@ def fit(
         check_params({"validation_fraction": validation_fraction}, FIT_OPTIONS)
         if validation_data is not None:
             raise ParameterError("give validation_data or validation_fraction, not both")
-    if stopping is not None and validation_data is None and validation_fraction is None:
+    if stopping is not None and stopping.monitor == "val_score":
+        raise ParameterError("early_stopping monitors 'val_score', the estimators' figure; "
+                             "fit's records have 'val_loss', 'val_accuracy' and 'loss'")
+    if (stopping is not None and stopping.monitor.startswith("val_")
+            and validation_data is None and validation_fraction is None):
         raise ParameterError(
             f"early_stopping monitors {stopping.monitor!r}, which needs validation data: pass "
             "validation_data=(X_val, y_val) or validation_fraction=0.1 (say)"
@@ -261,59 +271,58 @@ def fit(
             "time (predicting from several threads at once is fine)"
         )
     try:
+        if y is None and not isinstance(X, DeviceData):
+            raise ParameterError("fit needs targets: fit(X, y, ...), or fit(data, ...) with "
+                                 "data a DeviceData(X, y, ...)")
+        data = data_for(model, X, y, what="the training set", remedy=(
+            "fit on part of the data at a time (a new fit call continues from the current "
+            "weights)"))
+        val = None if validation_data is None else data_for(
+            model, *((validation_data,) if isinstance(validation_data, DeviceData)
+                     else validation_data), name="validation X", what="the validation set",
+            remedy="a smaller validation set")
         if validation_fraction is not None:
-            X, y, validation_data = _hold_out(model, X, y, validation_fraction)
+            data, val = _hold_out(model, data, validation_fraction)
         share = rank_share(comm.local_size) if comm is not None else None
         with contextlib.ExitStack() as stack:
             if share is not None:  # each rank of a machine takes its share of the cores
                 stack.enter_context(cpu_threads(share))
             if model.deterministic:
                 stack.enter_context(model.backend.deterministic())
-            _fit(model, X, y, epochs, batch_size, shuffle, validation_data, schedule,
-                 progress, callback, comm, stopping, initial_epoch)
+            _fit(model, data, epochs, batch_size, shuffle, val, schedule, progress, callback,
+                 comm, stopping, initial_epoch)
     finally:
         model.fit_lock.release()
     return model
 
 
-def _hold_out(model: MLP, X: Any, y: Any, fraction: float) -> tuple[Any, Any, tuple[Any, Any]]:
-    """(X, y) less a random ``fraction`` of their rows (drawn with the model's seed), and
+def _hold_out(model: MLP, data: DeviceData, fraction: float) -> tuple[DeviceData, DeviceData]:
+    """The data less a random ``fraction`` of their rows (drawn with the model's seed), and
     those rows as the validation data."""
-    X = check_features(X, model.n_features, model.backend.xp)
-    xp = array_module(X, model.backend.xp)
-    y = array_module(y, model.backend.xp).asarray(y)
-    m = int(X.shape[0])
+    xp = model.backend.xp
+    m = len(data)
     n_val = min(m - 1, max(1, round(fraction * m)))
     if n_val < 1:
         raise ParameterError(f"validation_fraction={fraction} leaves no rows to train on: X "
                              f"has {m} row(s)")
     order = numpy.random.default_rng(model.seed).permutation(m)
     val, train = xp.asarray(order[:n_val]), xp.asarray(numpy.sort(order[n_val:]))
-    return X[train], y[train], (X[val], y[val])
+    return data.take(train), data.take(val)
 
 
-def _fit(model: MLP, X: Any, y: Any, epochs: int, batch_size: int, shuffle: bool,
-         validation_data: tuple[Any, Any] | None, schedule: LRScheduler, progress: bool,
+def _fit(model: MLP, data: DeviceData, epochs: int, batch_size: int, shuffle: bool,
+         validation_data: DeviceData | None, schedule: LRScheduler, progress: bool,
          callback: Callable[[dict[str, Any]], None] | None,
          comm: Communicator | None = None, stopping: EarlyStopping | None = None,
          initial_epoch: int = 0) -> None:
     be = model.backend
-    m_total = int(check_features(X, model.n_features, be.xp).shape[0])
-    row_values = model.n_features + model.n_outputs
-    with memory_for(
-        f"the training set ({m_total} samples, moved to the device once)",
-        m_total * row_values, model.dtype.itemsize,
-        "fit on part of the data at a time (a new fit call continues from the current weights)",
-    ):
-        X_all, Y_all = model.to_device(X, y)
+    m_total = len(data)
+    X_all, Y_all = data.X, data.targets(model)
     if validation_data is not None:
-        with memory_for("the validation set (moved to the device once)",
-                        row_values * len(validation_data[0]), model.dtype.itemsize,
-                        "a smaller validation set"):
-            X_val, Y_val = model.to_device(*validation_data, name="validation X")
+        X_val, Y_val = validation_data.X, validation_data.targets(model)
     m_epoch = m_total  # rows per epoch
     if comm is not None:
-        m_epoch = _join(model, comm, y, m_total, {
+        m_epoch = _join(model, comm, data.y, m_total, {
             "epochs": epochs, "batch_size": batch_size, "shuffle": bool(shuffle),
             "lr_schedule": schedule.describe(), "validation_data": validation_data is not None,
             "early_stopping": None if stopping is None else repr(stopping),
@@ -347,7 +356,7 @@ def _fit(model: MLP, X: Any, y: Any, epochs: int, batch_size: int, shuffle: bool
                               "total": epochs * n_batches}
         if callback is not None:
             callback(record)
-        if watch is not None and watch.should_stop(epoch, record):
+        if watch is not None and watch.update(epoch, record):
             model.stopped_epoch_ = epoch
             break
     if watch is not None:
@@ -432,8 +441,9 @@ def _join(model: MLP, comm: Communicator, y: Any, m_rows: int, options: dict[str
     """The collectives that start a data-parallel fit; the rows per epoch of every rank.
 
     Every rank's settings must equal rank 0's (``DistributedError`` otherwise); the rows
-    per epoch are the shortest shard's; rank 0's parameters, optimizer state and step
-    count are copied to every rank.
+    per epoch are the shortest shard's; rank 0's training state is copied to every rank
+    (``TrainState.broadcast``: parameters, optimizer state and step count, batch norm's
+    running estimates).
     """
     import warnings
 
@@ -459,10 +469,7 @@ def _join(model: MLP, comm: Communicator, y: Any, m_rows: int, options: dict[str
             "evenly (rank r takes rows r, r + N, ...) to use them all",
             RuntimeWarning, stacklevel=6,  # _join, _fit, fit, on_backend, MLP.fit, the caller
         )
-    comm.broadcast_(model.params)
-    if model.optimizer.state is not None and model.optimizer.state.size:
-        comm.broadcast_(model.optimizer.state)
-    model.optimizer.restore_steps(comm.broadcast_object(model.optimizer.t))
+    model.train_state_.broadcast(comm)
     return m_epoch
 
 

@@ -13,6 +13,7 @@ import contextlib
 import math
 import os
 import platform
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -100,6 +101,8 @@ class NumpyBackend(Backend):
         super().__init__(numpy)
         self._matmul: Callable[[Array, Array, Array], None] | None = None
         self.fused = bool(fused)
+        # the compiled steps, one per model, kept here and not on the model (dropped with it)
+        self._steps: weakref.WeakKeyDictionary[Any, FusedStep] = weakref.WeakKeyDictionary()
         # before any kernel runs: a kernel loaded from Numba's cache is not compiled, so the
         # CPU target's own call of it comes too late, and Numba's threads started on its
         # default OpenMP layer, whose spinning threads stalled beside a busy core
@@ -141,10 +144,11 @@ class NumpyBackend(Backend):
         overriding one of ``FUSED_OPS``)."""
         if not self.fused or self._not_fused(model) is not None:
             return None
-        step = getattr(model, "_fused_step", None)
+        step = self._steps.get(model)
         if step is None or step.model_dtype != model.dtype:
             step = FusedStep.build(model)
-            model._fused_step = step
+            if step is not None:
+                self._steps[model] = step
         return step
 
     def deterministic(self) -> contextlib.AbstractContextManager[None]:
@@ -275,8 +279,14 @@ class FusedStep:
     (gather, ``forward_pass``, ``backward_pass``, ``apply_gradients``), in one call, dropout
     masks and batch norm's running estimates included."""
 
+    @property
+    def model(self) -> Any:
+        """The model this step was compiled for (held weakly: the backend's cache of steps
+        must not keep it alive)."""
+        return self._model()
+
     def __init__(self, model: Any) -> None:
-        self.model, self.model_dtype = model, model.dtype
+        self._model, self.model_dtype = weakref.ref(model), model.dtype
         self._kernels: dict[bool, Any] = {}
         self._widest = max(model.layer_sizes)
         from .. import blas

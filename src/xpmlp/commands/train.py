@@ -198,7 +198,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 def _configure_regularization(p: argparse.ArgumentParser) -> None:
     """The options of L1, gradient clipping, the schedules' settings and early stopping."""
-    from ..early_stopping import SETTINGS
+    from ..early_stopping import VALIDATION_MONITORS
 
     g = p.add_argument_group("regularization, schedule settings and early stopping")
     g.add_argument("--l1", type=_number(0.0, inclusive=True), default=None,
@@ -234,7 +234,7 @@ def _configure_regularization(p: argparse.ArgumentParser) -> None:
     g.add_argument("--min-delta", type=_number(0.0, inclusive=True), default=0.0,
                    help="--early-stopping: the least change that counts as an improvement "
                    "(default 0)")
-    g.add_argument("--monitor", choices=SETTINGS["monitor"].options, default="val_loss",
+    g.add_argument("--monitor", choices=VALIDATION_MONITORS, default="val_loss",
                    help="--early-stopping: what to watch (default val_loss)")
     g.add_argument("--validation-fraction", type=_number(0.0, inclusive=False), default=0.1,
                    help="--early-stopping: the share of the training set held out to "

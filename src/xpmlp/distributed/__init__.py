@@ -7,6 +7,9 @@
     model = xpmlp.MLP([784, 512, 256, 10], seed=0)        # backend="cuda", device=comm.device
     model.fit(X, y, batch_size=128, comm=comm)            # on GPUs
 
+    data = xpmlp.DeviceData(X_all, y_all, backend=model.backend)  # checked once, or:
+    model.fit(xpmlp.distributed.shard(data, comm), comm=comm)    # this rank's rows of it
+
 ``init(backend)`` returns a ``Communicator`` (``xpmlp.distributed.base``: ``rank``,
 ``world_size``, in-place mean and broadcast of a buffer, small all-reduces of statistics):
 
@@ -167,4 +170,18 @@ def default_device(comm: Communicator) -> int | None:
     return comm.local_rank % n_gpus if n_gpus else None
 
 
-__all__ = ["BACKENDS", "Communicator", "default_device", "init"]
+__all__ = ["BACKENDS", "Communicator", "default_device", "init", "shard"]
+
+
+def shard(data: Any, comm: Communicator) -> Any:
+    """This rank's rows of the ``xpmlp.DeviceData`` ``data``: rows rank, rank + N, ... (the
+    interleaved shards of ``xpmlp.training.fit``'s contract), already checked and on the
+    device, not checked again."""
+    from ..device_data import DeviceData
+
+    if not isinstance(data, DeviceData):
+        raise ParameterError(
+            f"shard takes an xpmlp.DeviceData (got {type(data).__name__}): wrap the arrays "
+            "once, DeviceData(X, y, backend=model.backend), or slice them "
+            "(X[comm.rank::comm.world_size])")
+    return data.shard(comm.rank, comm.world_size)

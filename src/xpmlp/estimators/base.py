@@ -20,8 +20,19 @@ from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ..backends import BACKEND_NAMES
+from ..device_data import DeviceData
+from ..errors import BackendUnavailableError
+from ..model import MLP
 from . import network
-from .data import NON_FINITE, check_X, input_dtype, is_device_array, sample_weights, to_device
+from .data import (
+    NON_FINITE,
+    check_X,
+    input_dtype,
+    is_device_array,
+    sample_weights,
+    targets_of,
+    to_device,
+)
 from .lbfgs import fit_lbfgs
 from .stochastic import fit_stochastic
 from .weights import absorb, check_given, publish
@@ -55,6 +66,8 @@ PARAMETER_CONSTRAINTS: dict[str, list[Any]] = {
     "backend": [StrOptions(set(BACKEND_NAMES)), None, object],
     "dtype": [StrOptions({"float32", "float64"}), None],
     "deterministic": ["boolean"],
+    "dropout": [Interval(Real, 0, 1, closed="left"), "array-like"],
+    "batch_norm": ["boolean", "array-like"],
 }
 
 
@@ -74,7 +87,8 @@ class BaseMLP(BaseEstimator):
                  epsilon: float = 1e-8, n_iter_no_change: Any = 10, max_fun: int = 15000,
                  early_stopping_metric: str = "score", callbacks: Any = None,
                  backend: Any = None, dtype: str | None = None,
-                 deterministic: bool = False) -> None:
+                 deterministic: bool = False, dropout: Any = 0.0,
+                 batch_norm: Any = False) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -103,14 +117,17 @@ class BaseMLP(BaseEstimator):
         self.backend = backend
         self.dtype = dtype
         self.deterministic = deterministic
+        self.dropout = dropout
+        self.batch_norm = batch_norm
 
     # ------------------------------------------------------------------ fitted attributes
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "mlp_")
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> BaseMLP:
-        """Fit the model to X and y (sample_weight: per-sample weights of the loss)."""
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> BaseMLP:
+        """Fit the model to X and y (sample_weight: per-sample weights of the loss); X may be
+        an ``xpmlp.DeviceData`` holding both."""
         return self._fit(X, y, sample_weight, incremental=False)
 
     def _fit(self, X: Any, y: Any, sample_weight: Any, incremental: bool) -> BaseMLP:
@@ -126,6 +143,16 @@ class BaseMLP(BaseEstimator):
                  and ("coefs_" in self.__dict__ or "intercepts_" in self.__dict__))
         first_pass = fresh or not hasattr(self, "mlp_")
         dtype = self.dtype if self.dtype is not None else input_dtype(X)
+        data = X if isinstance(X, DeviceData) else None
+        if data is not None:
+            y = targets_of(data, y)
+            if y is None:
+                raise ValueError(f"{type(self).__name__} requires y to be passed, but the "
+                                 "DeviceData holds no targets.")
+            if dtype != data.dtype.name:
+                raise ValueError(f"the data is {data.dtype.name} but the estimator's dtype is "
+                                 f"{dtype!r}: build DeviceData(..., dtype={dtype!r}) (nothing "
+                                 "is converted silently)")
         X, Y, stratify = self._validate_input(X, y, incremental, reset=first_pass)
         sw = self._weights(sample_weight, X, y, incremental)
         self.n_outputs_ = int(Y.shape[1])
@@ -138,12 +165,15 @@ class BaseMLP(BaseEstimator):
             raise ValueError(f"the fitted network has layers {self.mlp_.layer_sizes}; this data "
                              f"needs {layer_units} (fit anew with warm_start=False)")
         model = self.mlp_
+        if data is not None:
+            data.check_for(model)
         with model.backend.activate(), (model.backend.deterministic() if self.deterministic
                                          else contextlib.nullcontext()):
             if not first_pass:
                 absorb(self)
             try:
-                X_dev, Y_dev = to_device(model, X), to_device(model, Y, "y")
+                X_dev = X if data is not None else to_device(model, X)  # checked once
+                Y_dev = to_device(model, Y, "y")
                 if self.solver == "lbfgs":
                     fit_lbfgs(self, X_dev, Y_dev, sw)
                 else:
@@ -184,43 +214,45 @@ class BaseMLP(BaseEstimator):
                 self.__dict__.pop(name, None)
         self.mlp_ = network.build(self, layer_units, self.out_activation_, self._random_state,
                                   dtype, given)
-        for name in ("_learning_rate", "_best_params"):
-            self.__dict__.pop(name, None)
-        self._best_params = None
+        self.__dict__.pop("_learning_rate", None)
         publish(self)
 
     # ------------------------------------------------------------------ prediction
     def _output(self, X: Any) -> Any:
         """A_L of X on the backend (a device array when X was one, else host)."""
         check_is_fitted(self)
+        data = X if isinstance(X, DeviceData) else None
         X, _ = check_X(self, X, reset=False)
         model = self.mlp_
+        if data is not None:
+            data.check_for(model)
         with model.backend.activate():
             absorb(self)
-            A = model.output(to_device(model, X))
+            A = model.output(X if data is not None else to_device(model, X))
             return A if is_device_array(X) else model.backend.to_numpy(A)
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self) -> dict[str, Any]:
-        """The fitted network as host arrays (``network.snapshot``), not device buffers."""
+        """The fitted network as its own record (``MLP.state_dict``: the settings and the
+        whole ``TrainState`` as host data), not device buffers."""
         if "mlp_" in self.__dict__:
             with self.mlp_.backend.activate():
-                absorb(self)  # edits of coefs_ and intercepts_ are in the snapshot
+                absorb(self)  # edits of coefs_ and intercepts_ are in the record
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
         state = dict(state)
         if "mlp_" in state:
-            state["mlp_"] = network.snapshot(state["mlp_"])
+            state["mlp_"] = state["mlp_"].state_dict()
             state.pop("coefs_", None)  # views of the network's parameters: rebuilt from it
             state.pop("intercepts_", None)
-        state.pop("_best_params", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state = dict(state)
-        if isinstance(state.get("mlp_"), dict):
-            state["mlp_"] = network.restore(state["mlp_"])
+        record = state.get("mlp_")
+        if isinstance(record, dict):
+            state["mlp_"] = _network_from(record)
+        state.pop("_best_params", None)  # an estimator pickled by the first release
         super().__setstate__(state)
-        self._best_params = None
         if "mlp_" in self.__dict__:
             publish(self)
 
@@ -229,3 +261,40 @@ class BaseMLP(BaseEstimator):
         tags.input_tags.allow_nan = False
         tags.input_tags.sparse = True
         return tags
+
+
+def _network_from(record: dict[str, Any]) -> MLP:
+    """The pickled network (``MLP.from_state``) on the backend it was fitted on, or the one
+    ``XPMLP_BACKEND`` or ``use_backend`` names; a record of the first release's estimator
+    pickles (its parameters, optimizer rows and step count) is read as the state it is."""
+    if "xpmlp_pickle" not in record and "optimizer_t" in record:
+        record = _first_release_record(record)
+    try:
+        return MLP.from_state(record)
+    except BackendUnavailableError as exc:
+        raise BackendUnavailableError(
+            f"this estimator was fitted with backend={record.get('backend')!r}, which is not "
+            f"usable here: {exc} Unpickle it where that backend works, or take its host "
+            "weights (coefs_, intercepts_) from there"
+        ) from exc
+
+
+def _first_release_record(old: dict[str, Any]) -> dict[str, Any]:
+    """The ``MLP.state_dict`` of a network pickled by the first release's estimators (layer
+    sizes, activations, loss, dtype, backend, device, params, optimizer and its rows and step
+    count t: the rest of the training state was not kept, and starts afresh)."""
+    from ..optim import from_description
+    from ..serialize import FORMAT, PICKLE_VERSION, STATE
+
+    t = int(old["optimizer_t"])
+    rows = from_description(old["optimizer"]).state_names if t > 0 else ()
+    meta = {"format": FORMAT, "layer_sizes": list(old["layer_sizes"]),
+            "activations": list(old["activations"]), "loss": old["loss"],
+            "dtype": old["dtype"], "optimizer": old["optimizer"],
+            "training": {"epoch": 0, "steps": t, "rng": None, "lr_schedule": None,
+                         "arrays": [f"optimizer.{name}" for name in rows]}}
+    arrays = {"params": numpy.asarray(old["params"])}
+    arrays.update({f"{STATE}optimizer.{name}": numpy.asarray(old["optimizer_state"][i])
+                   for i, name in enumerate(rows)})
+    return {"xpmlp_pickle": PICKLE_VERSION, "meta": meta, "arrays": arrays,
+            "backend": old["backend"], "device": old.get("device")}

@@ -22,7 +22,7 @@ from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_targ
 from sklearn.utils.validation import column_or_1d
 
 from .base import PARAMETER_CONSTRAINTS, BaseMLP
-from .data import array_module, check_X, is_device_array, to_host
+from .data import array_module, check_X, is_device_array, targets_of, to_host
 
 
 def _stochastic(est: Any) -> bool:
@@ -39,10 +39,10 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     scikit-learn, else float32). X may be dense or SciPy sparse (CSR, CSC).
 
     Beyond scikit-learn: ``deterministic`` (True: the same bits at any thread count, as
-    ``MLP(deterministic=True)``), ``class_weight``, ``early_stopping_metric`` ("score" or "loss"),
-    ``callbacks`` (each ``cb(estimator, info)`` after every iteration; True stops),
-    ``validation_loss_curve_``, learning-rate schedules for adam, a progress bar with
-    verbose=2. See docs/estimators.md.
+    ``MLP(deterministic=True)``), ``dropout`` and ``batch_norm`` (as ``MLP``'s),
+    ``class_weight``, ``early_stopping_metric`` ("score" or "loss"), ``callbacks`` (each
+    ``cb(estimator, info)`` after every iteration; True stops), ``validation_loss_curve_``,
+    learning-rate schedules for adam, a progress bar with verbose=2. See docs/estimators.md.
     """
 
     _parameter_constraints = {
@@ -61,7 +61,8 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
                  epsilon: float = 1e-8, n_iter_no_change: Any = 10, max_fun: int = 15000,
                  early_stopping_metric: str = "score", class_weight: Any = None,
                  callbacks: Any = None, backend: Any = None, dtype: str | None = None,
-                 deterministic: bool = False) -> None:
+                 deterministic: bool = False, dropout: Any = 0.0,
+                 batch_norm: Any = False) -> None:
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
             learning_rate=learning_rate, learning_rate_init=learning_rate_init,
@@ -71,7 +72,8 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
             epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
             early_stopping_metric=early_stopping_metric, callbacks=callbacks,
-            backend=backend, dtype=dtype, deterministic=deterministic,
+            backend=backend, dtype=dtype, deterministic=deterministic, dropout=dropout,
+            batch_norm=batch_norm,
         )
         self.class_weight = class_weight
 
@@ -129,14 +131,15 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
 
     # ------------------------------------------------------------------ API
     @available_if(_stochastic)
-    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None,
+    def partial_fit(self, X: Any, y: Any = None, sample_weight: Any = None,
                     classes: Any = None) -> MLPClassifier:
-        """One iteration over X, y; ``classes`` (every label there will be) on the first
-        call."""
+        """One iteration over X, y (or an ``xpmlp.DeviceData`` X holding both); ``classes``
+        (every label there will be) on the first call."""
+        labels = targets_of(X, y)
         if _check_partial_fit_first_call(self, classes):
             self._label_binarizer = LabelBinarizer()
-            if type_of_target(to_host(y)).startswith("multilabel"):
-                self._label_binarizer.fit(to_host(y))
+            if type_of_target(to_host(labels)).startswith("multilabel"):
+                self._label_binarizer.fit(to_host(labels))
             else:
                 self._label_binarizer.fit(classes)
         return self._fit(X, y, sample_weight, incremental=True)
@@ -175,8 +178,10 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             A = A.ravel()
         return self._label_binarizer.inverse_transform(A)
 
-    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
-        """Mean accuracy (subset accuracy for multilabel)."""
+    def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
+        """Mean accuracy (subset accuracy for multilabel); X may be an ``xpmlp.DeviceData``
+        holding both."""
+        y = targets_of(X, y)
         return float(accuracy_score(to_host(y), to_host(self.predict(X)),
                                     sample_weight=to_host(sample_weight)))
 

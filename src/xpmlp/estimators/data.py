@@ -5,7 +5,8 @@ n_features_in_). A CuPy X stays on the device: it is checked there (shape, finit
 feature count) and never copied to the host. A SciPy sparse X (CSR or CSC; other formats
 are converted to CSR) stays sparse on the host: ``SparseRows`` densifies the rows of one
 batch or chunk at a time, on the host, and copies them to the backend, never the whole
-matrix.
+matrix. An ``xpmlp.DeviceData`` was checked when it was made and is on the backend already:
+it goes in as it is (its backend and dtype must be the network's).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 
 import numpy
 from sklearn.utils.validation import _check_sample_weight, validate_data
+
+from ..device_data import DeviceData
 
 
 def input_dtype(X: Any) -> str:
@@ -54,10 +57,35 @@ def to_host(a: Any) -> Any:
 NO_Y = "no_validation"  # scikit-learn's marker: validate X alone
 
 
+def targets_of(X: Any, y: Any) -> Any:
+    """y, or the targets of an ``xpmlp.DeviceData`` X (which must not be given beside it)."""
+    if not isinstance(X, DeviceData):
+        return y
+    if y is not None:
+        raise ValueError("X is an xpmlp.DeviceData, which holds its targets: pass y inside it "
+                         "(DeviceData(X, y, ...)), not beside it")
+    return X.y
+
+
+def _check_features(est: Any, n: int, reset: bool) -> None:
+    """n_features_in_ set (reset) or checked, for an X scikit-learn's validation skips."""
+    if reset:
+        est.n_features_in_ = n
+        if hasattr(est, "feature_names_in_"):
+            del est.feature_names_in_
+    elif n != est.n_features_in_:
+        raise ValueError(f"X has {n} features, but {type(est).__name__} is expecting "
+                         f"{est.n_features_in_} features as input.")
+
+
 def check_X(est: Any, X: Any, reset: bool, y: Any = NO_Y, **options: Any) -> tuple[Any, Any]:
     """(X, y) validated: host X by ``validate_data``, device X in place (feature count set or
     checked against ``n_features_in_``). y (None is refused: fit needs it) is validated with
-    a host X by ``validate_data``."""
+    a host X by ``validate_data``. An ``xpmlp.DeviceData`` X was checked when it was made:
+    its array and y come back as they are (the feature count set or checked)."""
+    if isinstance(X, DeviceData):
+        _check_features(est, int(X.X.shape[1]), reset)
+        return X.X, (None if isinstance(y, str) and y == NO_Y else y)
     if not is_device_array(X):
         options = {"dtype": (numpy.float64, numpy.float32), "accept_sparse": ["csr", "csc"],
                    **options}
@@ -79,13 +107,7 @@ def check_X(est: Any, X: Any, reset: bool, y: Any = NO_Y, **options: Any) -> tup
                          "of 1 is required.")
     if not bool(xp.isfinite(X).all()):
         raise ValueError("Input X contains NaN or infinity.")
-    if reset:
-        est.n_features_in_ = int(X.shape[1])
-        if hasattr(est, "feature_names_in_"):
-            del est.feature_names_in_
-    elif X.shape[1] != est.n_features_in_:
-        raise ValueError(f"X has {X.shape[1]} features, but {type(est).__name__} is expecting "
-                         f"{est.n_features_in_} features as input.")
+    _check_features(est, int(X.shape[1]), reset)
     if not isinstance(y, str):
         if y.shape[0] != X.shape[0]:
             raise ValueError(f"Found input variables with inconsistent numbers of samples: "

@@ -1,5 +1,5 @@
-"""The xpmlp.MLP behind an estimator: built from its parameters, initialized as
-scikit-learn initializes, and its host snapshot for pickling.
+"""The xpmlp.MLP behind an estimator: built from its parameters and initialized as
+scikit-learn initializes (an estimator pickles it as it is: ``MLP.state_dict``).
 
 Names: scikit-learn's ``logistic`` is xpmlp's ``sigmoid``; the output layer and loss
 follow scikit-learn (softmax + cross_entropy for multiclass, sigmoid +
@@ -9,14 +9,14 @@ half Poisson deviance for regression).
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import numpy
 
 from ..activations import ACTIVATIONS, trainable_hidden
-from ..errors import BackendUnavailableError
 from ..model import MLP
-from ..optim import SGD, Adam, Optimizer, from_description
+from ..optim import SGD, Adam, Optimizer
 
 #: scikit-learn's activation names that xpmlp spells differently.
 SKLEARN_NAMES = {"logistic": "sigmoid"}
@@ -51,16 +51,34 @@ def make_optimizer(est: Any) -> Optimizer:
     return SGD(est.learning_rate_init)
 
 
+def _per_layer(value: Any) -> Any:
+    """One setting, or a list of one per hidden layer (an array-like given to the estimator)."""
+    return value if numpy.ndim(value) == 0 else [v.item() if hasattr(v, "item") else v
+                                                  for v in numpy.asarray(value, dtype=object)]
+
+
+def dropout_seed(random_state: Any) -> int:
+    """The MLP's seed, which keys its dropout masks: ``random_state`` where it is an integer
+    (>= 0), else 0 (the masks never draw from the estimator's ``random_state``, whose draws
+    are scikit-learn's: the initialization, the shuffles, the validation split)."""
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        return max(int(random_state), 0)
+    return 0
+
+
 def build(est: Any, layer_units: list[int], out_activation: str, rng: numpy.random.RandomState,
           dtype: str, weights: list[tuple[Any, Any]] | None = None) -> MLP:
     """A new MLP for ``est`` in ``dtype`` with the given (W (n_out, n_in), b) per layer, or
     scikit-learn's initialization: per layer, W (n_in, n_out) then b drawn from U(-s, s),
     s = sqrt(k / (n_in + n_out)), k = 2 for logistic, else 6 (Glorot & Bengio), from ``rng``
-    in scikit-learn's order."""
+    in scikit-learn's order. Its dropout and batch norm are the estimator's (``dropout``,
+    ``batch_norm``: one setting or one per hidden layer; masks keyed by ``dropout_seed``)."""
     output, loss = OUTPUT_LOSS[out_activation]
     model = MLP(layer_units, activation=xpmlp_activation(est.activation),
                 output_activation=output, loss=loss, optimizer=make_optimizer(est),
-                dtype=dtype, backend=est.backend, deterministic=bool(est.deterministic))
+                dtype=dtype, backend=est.backend, deterministic=bool(est.deterministic),
+                dropout=_per_layer(est.dropout), batch_norm=_per_layer(est.batch_norm),
+                seed=dropout_seed(est.random_state))
     if weights is None:
         factor = 2.0 if est.activation in ("logistic", "sigmoid") else 6.0
         weights = []
@@ -70,42 +88,4 @@ def build(est: Any, layer_units: list[int], out_activation: str, rng: numpy.rand
             intercept = rng.uniform(-bound, bound, fan_out)
             weights.append((coef.T, intercept))
     model.set_weights(weights)
-    return model
-
-
-def snapshot(model: MLP) -> dict[str, Any]:
-    """Host copies of everything that makes ``model`` (for pickling; no device arrays)."""
-    host = model.backend.to_numpy
-    return {
-        "layer_sizes": list(model.layer_sizes),
-        "activations": model.activations,
-        "loss": model.loss,
-        "dtype": model.dtype.name,
-        "backend": model.backend.name,
-        "device": getattr(model.backend, "device_index", None),
-        "params": host(model.params).copy(),
-        "optimizer": model.optimizer.describe(),
-        "optimizer_state": host(model.optimizer.state).copy(),
-        "optimizer_t": model.optimizer.t,
-    }
-
-
-def restore(snap: dict[str, Any]) -> MLP:
-    """The MLP of ``snapshot`` on the backend it was fitted on."""
-    try:
-        model = MLP(snap["layer_sizes"], activation=snap["activations"][:-1] or "relu",
-                    output_activation=snap["activations"][-1], loss=snap["loss"],
-                    optimizer=from_description(snap["optimizer"]), dtype=snap["dtype"],
-                    backend=snap["backend"], device=snap["device"])
-    except BackendUnavailableError as exc:
-        raise BackendUnavailableError(
-            f"this estimator was fitted with backend={snap['backend']!r}, which is not usable "
-            f"here: {exc} Unpickle it where that backend works, or take its host weights "
-            "(coefs_, intercepts_) from there"
-        ) from exc
-    be = model.backend
-    with be.activate():
-        model.params[...] = be.asarray(snap["params"], dtype=model.dtype)
-        model.optimizer.state[...] = be.asarray(snap["optimizer_state"], dtype=model.dtype)
-        model.optimizer.restore_steps(snap["optimizer_t"])
     return model

@@ -16,7 +16,7 @@ from sklearn.utils.validation import column_or_1d
 
 from .base import PARAMETER_CONSTRAINTS, BaseMLP
 from .classifier import _stochastic
-from .data import array_module, check_X, is_device_array, to_host
+from .data import array_module, check_X, is_device_array, targets_of, to_host
 
 
 class MLPRegressor(RegressorMixin, BaseMLP):
@@ -41,7 +41,8 @@ class MLPRegressor(RegressorMixin, BaseMLP):
                  epsilon: float = 1e-8, n_iter_no_change: Any = 10, max_fun: int = 15000,
                  early_stopping_metric: str = "score", callbacks: Any = None,
                  backend: Any = None, dtype: str | None = None,
-                 deterministic: bool = False) -> None:
+                 deterministic: bool = False, dropout: Any = 0.0,
+                 batch_norm: Any = False) -> None:
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
             learning_rate=learning_rate, learning_rate_init=learning_rate_init,
@@ -51,7 +52,8 @@ class MLPRegressor(RegressorMixin, BaseMLP):
             validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
             epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
             early_stopping_metric=early_stopping_metric, callbacks=callbacks,
-            backend=backend, dtype=dtype, deterministic=deterministic,
+            backend=backend, dtype=dtype, deterministic=deterministic, dropout=dropout,
+            batch_norm=batch_norm,
         )
         self.loss = loss
 
@@ -77,8 +79,8 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         return "exp" if self.loss == "poisson" else "identity"
 
     @available_if(_stochastic)
-    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPRegressor:
-        """One iteration over X, y."""
+    def partial_fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> MLPRegressor:
+        """One iteration over X, y (or an ``xpmlp.DeviceData`` X holding both)."""
         return self._fit(X, y, sample_weight, incremental=True)
 
     def predict(self, X: Any) -> Any:
@@ -86,8 +88,9 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         A = self._output(X)
         return A.ravel() if A.shape[1] == 1 else A
 
-    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
-        """R^2, averaged over the outputs."""
+    def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
+        """R^2, averaged over the outputs; X may be an ``xpmlp.DeviceData`` holding both."""
+        y = targets_of(X, y)
         return float(r2_score(to_host(y), to_host(self.predict(X)),
                               sample_weight=to_host(sample_weight)))
 

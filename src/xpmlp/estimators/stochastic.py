@@ -15,6 +15,13 @@ validation score or loss, the callbacks. The epoch's order is drawn on the host 
 random_state, as scikit-learn draws it, and copied to the device once per epoch (a sparse X
 stays on the host: each batch's rows are densified there and copied, ``SparseRows``).
 
+tol and n_iter_no_change (and early stopping's choice of weights) are
+``xpmlp.early_stopping``'s one rule in its scikit-learn convention
+(``early_stopping.scikit_learn``), its memory the model's ``train_state_``. ``best_loss_``,
+``best_validation_score_``, ``best_validation_loss_`` and ``_no_improvement_count`` are
+scikit-learn's names for that memory: read into the training state when a fit starts (a user
+may set them, as in scikit-learn) and written back after every iteration.
+
 A loss that is not finite stops the training (the optimizer steps no more from that batch
 on: the weights are the last finite ones). Without early stopping that is an error, as in
 scikit-learn; with early stopping the iteration is recorded with a NaN validation score
@@ -31,6 +38,7 @@ import numpy
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
+from ..early_stopping import Watch, scikit_learn
 from ..training import RunState
 from .data import NON_FINITE, SparseRows, batch_sums
 from .evaluate import evaluate, l2_penalty
@@ -96,6 +104,7 @@ def fit_stochastic(est: Any, X: Any, Y: Any, sw: numpy.ndarray | None, increment
     fused = be.fused_step(model) if sw_dev is None and not sparse else None
     bar = _progress_bar(est)
     est.n_iter_ = 0 if not incremental else est.n_iter_
+    watch = _watch(est, model)
     try:
         for _ in range(est.max_iter):
             if est.shuffle:  # sklearn.utils.shuffle's draw, without its validation
@@ -148,8 +157,9 @@ def fit_stochastic(est: Any, X: Any, Y: Any, sw: numpy.ndarray | None, increment
                 info.update(validation_score=val_score, validation_loss=val_loss)
             _report(est, bar, info)
             if diverged:
-                if est._best_params is None:  # no iteration scored: the weights fit began with
-                    est._best_params = state.last_finite
+                memory = model.train_state_
+                if memory.best_params is None:  # no iteration scored: the weights fit began
+                    memory.best_params, memory.best_epoch = state.last_finite, 0  # with
                     kept = "the weights this fit started from (no iteration scored)"
                 else:
                     kept = ("the weights of the best validation score "
@@ -159,13 +169,14 @@ def fit_stochastic(est: Any, X: Any, Y: Any, sw: numpy.ndarray | None, increment
                     "stopped there (the learning rate may be too large, or the data need "
                     f"scaling); the estimator keeps {kept}.", ConvergenceWarning, stacklevel=3)
                 break
-            _update_no_improvement_count(est, model)
+            exhausted = _update_no_improvement_count(est, watch, info)
             if est.learning_rate == "invscaling":
                 est._learning_rate = est.learning_rate_init / (est.t_ + 1) ** est.power_t
             stop = any(bool(cb(est, dict(info))) for cb in (est.callbacks or ()))
-            if est._no_improvement_count > est.n_iter_no_change:
+            if exhausted:
                 if _trigger_stopping(est):
                     break
+                watch.restart_count()
                 est._no_improvement_count = 0
             if stop or incremental:
                 break
@@ -178,33 +189,41 @@ def fit_stochastic(est: Any, X: Any, Y: Any, sw: numpy.ndarray | None, increment
     finally:
         if bar is not None:
             bar.close()
-    if est.early_stopping and est._best_params is not None:
-        model.params[...] = est._best_params
-    est._best_params = None
+    watch.finish()  # with early stopping: the parameters of the best validation figure
 
 
-def _update_no_improvement_count(est: Any, model: Any) -> None:
-    """scikit-learn's rule: no improvement when the figure watched is not better than the
-    best by tol; with early stopping, keep the parameters at the best figure."""
-    if est.early_stopping:
-        score, loss = est.validation_scores_[-1], est.validation_loss_curve_[-1]
-        if est.early_stopping_metric == "loss":
-            value, best = -loss, -est.best_validation_loss_
-        else:
-            value, best = score, est.best_validation_score_
-        if value < best + est.tol:
-            est._no_improvement_count += 1
-        else:
-            est._no_improvement_count = 0
-        if value > best:
-            est.best_validation_score_, est.best_validation_loss_ = score, loss
-            est._best_params = model.params.copy()
-        return
-    if est.loss_curve_[-1] > est.best_loss_ - est.tol:
-        est._no_improvement_count += 1
+def _watch(est: Any, model: Any) -> Watch:
+    """scikit-learn's rule (``early_stopping.scikit_learn``) on the model's training state,
+    its memory read from the estimator's attributes (scikit-learn's names for it)."""
+    rule = scikit_learn(est.tol, est.n_iter_no_change, est.early_stopping,
+                        est.early_stopping_metric)
+    watch = Watch(rule, model, resume=True)
+    memory = model.train_state_
+    if not est.early_stopping:
+        best = est.best_loss_
+    elif rule.monitor == "val_loss":
+        best = est.best_validation_loss_
     else:
-        est._no_improvement_count = 0
-    est.best_loss_ = min(est.best_loss_, est.loss_curve_[-1])
+        best = -est.best_validation_score_  # the rule minimizes: the negated score
+    memory.best_value, memory.no_improvement = float(best), int(est._no_improvement_count)
+    return watch
+
+
+def _update_no_improvement_count(est: Any, watch: Watch, info: dict[str, Any]) -> bool:
+    """scikit-learn's rule on this iteration's figures (``info``), its memory published
+    under scikit-learn's names; True when n_iter_no_change is exceeded."""
+    memory = watch.state
+    before = memory.best_value
+    record = {"loss": info["loss"], "val_score": info.get("validation_score"),
+              "val_loss": info.get("validation_loss")}
+    exhausted = watch.update(est.n_iter_, record)
+    est._no_improvement_count = memory.no_improvement
+    if not est.early_stopping:
+        est.best_loss_ = memory.best_value
+    elif memory.best_value != before:  # a new best: its score and loss both
+        est.best_validation_score_ = record["val_score"]
+        est.best_validation_loss_ = record["val_loss"]
+    return exhausted
 
 
 def _trigger_stopping(est: Any) -> bool:
