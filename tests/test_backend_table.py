@@ -15,7 +15,7 @@ from xpmlp.backends import BACKEND_NAMES, get_backend, table
 from xpmlp.backends.base import Backend
 from xpmlp.backends.cuda_probe import probe_cuda, simulator_enabled
 from xpmlp.errors import BackendUnavailableError
-from xpmlp.serialize import backend_for_unpickling
+from xpmlp.record import backend_for_unpickling
 
 
 def test_the_names_users_pass_are_the_selectable_rows() -> None:

@@ -76,3 +76,17 @@ def optimizer_for(optimizer: str | Optimizer, learning_rate: float | None,
         f"optimizer={optimizer!r} is not valid; expected one of the names "
         f"{', '.join(repr(n) for n in OPTIMIZERS)} or an xpmlp.optim.Optimizer"
     )
+
+
+def _parameter_shapes(sizes: Sequence[int]) -> tuple[list[tuple[int, int]], tuple[int, int]]:
+    """W's shape (n_l, n_{l-1}) per layer, and the number of weights and of biases."""
+    shapes = list(zip(sizes[1:], sizes[:-1], strict=True))
+    return shapes, (sum(o * i for o, i in shapes), sum(sizes[1:]))
+
+
+def parameter_count(sizes: Sequence[int], batch_norm: Sequence[bool] = ()) -> int:
+    """Length of the flat parameter vector: all W, all b, then gamma and beta of each hidden
+    layer with batch norm."""
+    n_weights, n_biases = _parameter_shapes(sizes)[1]
+    return n_weights + n_biases + 2 * sum(n for n, bn in zip(sizes[1:-1], batch_norm,
+                                                             strict=False) if bn)

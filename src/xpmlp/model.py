@@ -27,10 +27,12 @@ from . import losses
 from ._validation import Choice, Number, check_numeric, check_params
 from .activations import ACTIVATIONS, Activation
 from .architecture import (
+    _parameter_shapes,
     check_hidden_activations,
     check_layer_sizes,
     check_output_units,
     optimizer_for,
+    parameter_count,
 )
 from .backends import Backend, get_backend
 from .backends.base import on_backend
@@ -48,12 +50,6 @@ CONSTRAINTS = {
     "dtype": Choice(("float32", "float64")),
     "seed": Number(0, None, integer=True),
 }
-
-def _parameter_shapes(sizes: Sequence[int]) -> tuple[list[tuple[int, int]], tuple[int, int]]:
-    """W's shape (n_l, n_{l-1}) per layer, and the number of weights and of biases."""
-    shapes = list(zip(sizes[1:], sizes[:-1], strict=True))
-    return shapes, (sum(o * i for o, i in shapes), sum(sizes[1:]))
-
 
 class _StateField:
     """A model attribute that is a field of its ``train_state_`` (read and written there);
@@ -75,14 +71,6 @@ class _StateField:
             raise AttributeError(f"{self.attribute} is viewed by the layers: copy into it "
                                  f"(model.{self.attribute}[...] = values), do not replace it")
         setattr(model.train_state_, self.name, value)
-
-
-def parameter_count(sizes: Sequence[int], batch_norm: Sequence[bool] = ()) -> int:
-    """Length of the flat parameter vector: all W, all b, then gamma and beta of each hidden
-    layer with batch norm."""
-    n_weights, n_biases = _parameter_shapes(sizes)[1]
-    return n_weights + n_biases + 2 * sum(n for n, bn in zip(sizes[1:-1], batch_norm,
-                                                             strict=False) if bn)
 
 
 class MLP:
@@ -275,15 +263,15 @@ class MLP:
     # ------------------------------------------------------------------ pickling
     def __getstate__(self) -> dict[str, Any]:
         """Host copies of every array, the settings and the backend's name
-        (``xpmlp.serialize.pickle_state``): no locks, no workspaces, no device arrays."""
-        from .serialize import pickle_state
+        (``xpmlp.record.pickle_state``): no locks, no workspaces, no device arrays."""
+        from .record import pickle_state
 
         return pickle_state(self)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Rebuild on the pickled backend, or on the one named by ``use_backend`` or
-        ``XPMLP_BACKEND`` where either is set (``xpmlp.serialize.unpickle_into``)."""
-        from .serialize import unpickle_into
+        ``XPMLP_BACKEND`` where either is set (``xpmlp.record.unpickle_into``)."""
+        from .record import unpickle_into
 
         unpickle_into(self, state)
 
@@ -292,9 +280,9 @@ class MLP:
         ``train_state_`` (``xpmlp.TrainState``: parameters, optimizer rows and step count,
         epoch, random generator, dropout step, schedule position, batch-norm statistics,
         early stopping's count and history). It is the one record behind
-        files, checkpoints and pickles (``xpmlp.serialize.model_record``, ``pickle_state``):
+        files, checkpoints and pickles (``xpmlp.record.model_record``, ``pickle_state``):
         ``MLP.from_state(model.state_dict())`` trains on with the model's bits."""
-        from .serialize import pickle_state
+        from .record import pickle_state
 
         return pickle_state(self)
 
@@ -303,7 +291,7 @@ class MLP:
         """The model ``state_dict`` described, on ``backend`` (default: the one it was on, or
         ``XPMLP_BACKEND``). A state of another format version, or naming an activation or
         optimizer not registered here, raises ``DataFileError`` saying which."""
-        from .serialize import unpickle_into
+        from .record import unpickle_into
 
         model = cls.__new__(cls)
         unpickle_into(model, state, backend=None if backend is None else get_backend(backend))
@@ -311,7 +299,7 @@ class MLP:
 
     def __deepcopy__(self, memo: dict[int, Any]) -> MLP:
         """An independent model on the same backend (training one leaves the other as it is)."""
-        from .serialize import pickle_state, unpickle_into
+        from .record import pickle_state, unpickle_into
 
         copy = type(self).__new__(type(self))
         memo[id(self)] = copy

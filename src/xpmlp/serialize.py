@@ -1,96 +1,40 @@
 """Saving and loading trained models: an ``.npz`` of host arrays plus JSON metadata.
 
-The file holds ``params`` (the flat parameter vector), ``meta`` (a JSON
-string: layer sizes, activations, loss, dtype, optimizer settings, seed, init,
-version, history, dropout rates and batch-norm flags, and the training state of
-``xpmlp.checkpoint``) and one
-member ``state.<name>`` per named state array (the optimizer's rows once it
-has taken a step, the model's buffers). A saved model is a checkpoint:
-training resumed from it goes on as it would have (``xpmlp.checkpoint``).
-The file is written to a temporary file beside the target and renamed into
-place, so a crash never leaves half a model; it is read with
+The file holds the model's record (``xpmlp.record``): ``params`` (the flat parameter
+vector), ``meta`` (a JSON string: the settings and the training state) and one member
+``state.<name>`` per named state array (the optimizer's rows once it has taken a step, the
+model's buffers). A saved model is a checkpoint: training resumed from it goes on as it
+would have (``xpmlp.checkpoint``). The file is written to a temporary file beside the
+target and renamed into place, so a crash never leaves half a model; it is read with
 ``allow_pickle=False``. A model saved on one backend loads on any other.
 
-The format stays ``xpmlp-model/1``: the training state is an addition that
-older readers ignore (they load such a file with a fresh optimizer), and files
-written before it, without ``training``, ``seed`` or ``init``, load with a
-fresh optimizer at epoch 0, seed 0, init auto.
-
-Loading checks the whole file (``_check_meta``, ``_checked_params``,
-``checkpoint.check_training``) before any model is built: whatever is wrong
-with a file it raises ``DataFileError`` naming the file and the defect; a
-missing file raises ``FileNotFoundError``.
-
-Pickles of an ``MLP`` (``pickle_state``, ``unpickle_into``), its ``state_dict`` and so the
-estimators' pickles hold the same metadata and arrays as a Python dict, and the backend's
-name: one record of the model's settings and its ``TrainState``.
-
-A file (or state) of another ``format`` raises ``DataFileError`` naming that format and
-this one.
+Loading checks the container here and the record in ``xpmlp.record`` before any model is
+built: whatever is wrong with a file it raises ``DataFileError`` naming the file and the
+defect; a missing file raises ``FileNotFoundError``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import reprlib
 import struct
 import zipfile
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy
 
 from ._atomic import atomic_write
-from ._version import __version__
-from .checkpoint import check_training, restore_training, training_arrays, training_meta
-from .errors import BackendUnavailableError, DataFileError
-
-FORMAT = "xpmlp-model/1"
-DTYPES = ("float32", "float64")
+from .errors import DataFileError
+from .model import MLP
+from .record import STATE, model_from_record, model_record
 
 # What reading a damaged archive can raise besides DataFileError (FileNotFoundError is let
 # through before these are caught). zipfile raises RuntimeError for encrypted members and
 # NotImplementedError for unknown compression methods; zlib and struct for garbled bytes.
 _UNREADABLE = (OSError, ValueError, EOFError, KeyError, RuntimeError, NotImplementedError,
                zipfile.BadZipFile, zlib.error, struct.error)
-
-_short = reprlib.Repr()
-_short.maxstring, _short.maxother, _short.maxlist, _short.maxdict = 60, 60, 6, 6
-
-
-STATE = "state."  # the prefix of the named state arrays' members in the .npz
-
-
-def model_record(model: Any) -> tuple[dict[str, Any], dict[str, numpy.ndarray]]:
-    """The metadata (JSON values) and the host arrays (``params`` and ``state.<name>``) that
-    describe ``model`` and its training state."""
-    ts = model.train_state_
-    meta = {
-        "format": FORMAT,
-        "xpmlp_version": __version__,
-        "layer_sizes": model.layer_sizes,
-        "activations": model.activations,
-        "loss": model.loss,
-        "dtype": model.dtype.name,
-        "optimizer": model.optimizer.describe(),
-        "seed": model.seed,
-        "init": model.init,
-        "trained_on": {"backend": model.backend.name, "device": model.backend.device},
-        "history": ts.history,
-    }
-    if model.deterministic:
-        meta["deterministic"] = True
-    if any(model.dropout) or any(model.batch_norm):
-        meta.update(dropout=model.dropout, batch_norm=model.batch_norm,
-                    dropout_steps=ts.dropout_step)
-    with model.backend.activate():
-        meta["training"] = training_meta(model)
-        arrays = {"params": numpy.array(model.backend.to_numpy(ts.params))}
-        arrays.update({STATE + k: v for k, v in training_arrays(model).items()})
-    return meta, arrays
 
 
 def save_model(model: Any, path: str | os.PathLike[str]) -> Path:
@@ -117,20 +61,7 @@ def load_model(path: str | os.PathLike[str], *, backend: Any = None) -> Any:
     path = Path(path)
     backend = get_backend(backend)  # a bad backend argument is not the file's fault
     meta, arrays = _read_archive(path)
-    return model_from_record(meta, arrays, path, backend)
-
-
-def model_from_record(meta: Any, arrays: dict[str, numpy.ndarray], where: Any,
-                      backend: Any) -> Any:
-    """The model that ``model_record`` described, on ``backend``; every part checked first
-    (``DataFileError`` naming ``where`` and the first defect)."""
-    _check_meta(meta, where)
-    params = _checked_params(arrays["params"], meta, where)
-    state = {k[len(STATE):]: v for k, v in arrays.items() if k.startswith(STATE)}
-    state = check_training(meta.get("training"), state, params.shape[0], meta["dtype"], where)
-    model = _model_from_meta(meta, params, where, backend)
-    restore_training(model, meta.get("training"), state, where)
-    return model
+    return model_from_record(MLP, meta, arrays, path, backend)
 
 
 def _read_archive(path: Path) -> tuple[Any, dict[str, numpy.ndarray]]:
@@ -177,241 +108,3 @@ def _decoded_meta(meta: numpy.ndarray, path: Path | str) -> Any:
         return json.loads(meta.item())
     except (ValueError, RecursionError) as exc:
         raise DataFileError(f"{path}: 'meta' is not valid JSON ({exc})") from None
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_layer_sizes(value: Any) -> bool:
-    return (isinstance(value, list) and len(value) >= 2
-            and all(_is_int(n) and n > 0 for n in value))
-
-
-def _is_str_list(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(a, str) for a in value)
-
-
-def _is_optimizer(value: Any) -> bool:
-    return isinstance(value, dict) and isinstance(value.get("name"), str)
-
-
-# Required metadata entries in the order they are checked ('format' first, so a foreign
-# file is reported as such): name, test, what is expected.
-_META_FIELDS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
-    ("format", lambda v: isinstance(v, str) and v == FORMAT, repr(FORMAT)),
-    ("layer_sizes", _is_layer_sizes, "a list of at least 2 positive integers"),
-    ("activations", _is_str_list, "a list of activation names (strings)"),
-    ("loss", lambda v: isinstance(v, str), "a loss name (a string)"),
-    ("dtype", lambda v: isinstance(v, str) and v in DTYPES, " or ".join(map(repr, DTYPES))),
-    ("optimizer", _is_optimizer, "an object with a string 'name'"),
-)
-
-
-def _check_meta(meta: Any, path: Path | str) -> None:
-    """Check the decoded metadata of the file at ``path``, before any model is built.
-
-    It must be a JSON object with ``format`` == FORMAT; ``layer_sizes`` a list of >= 2
-    positive ints; ``activations`` a list of ``len(layer_sizes) - 1`` strings; ``loss`` a
-    string; ``dtype`` one of DTYPES; ``optimizer`` an object with a string ``name``;
-    ``history``, if present, a list; ``seed``, if present, an integer >= 0; ``init``, if
-    present, a string (``training``: ``checkpoint.check_training``). Other entries are
-    ignored. Names are not checked here
-    (``_model_from_meta`` reports unknown ones). Raises ``DataFileError`` on the first defect.
-    """
-    if not isinstance(meta, dict):
-        raise DataFileError(
-            f"{path}: the metadata is a JSON {_json_type(meta)} ({_short.repr(meta)}); "
-            "expected a JSON object"
-        )
-    for key, is_valid, expected in _META_FIELDS:
-        if key not in meta:
-            raise DataFileError(f"{path}: the metadata has no {key!r}; expected {expected}")
-        if not is_valid(meta[key]):
-            raise DataFileError(
-                f"{path}: metadata {key!r} is {_short.repr(meta[key])}; expected {expected}"
-            )
-    n_layers = len(meta["layer_sizes"]) - 1
-    if len(meta["activations"]) != n_layers:
-        raise DataFileError(
-            f"{path}: metadata 'activations' has {len(meta['activations'])} names; "
-            f"layer sizes {meta['layer_sizes']} need {n_layers}"
-        )
-    if "history" in meta and not isinstance(meta["history"], list):
-        raise DataFileError(
-            f"{path}: metadata 'history' is {_short.repr(meta['history'])}; expected a list"
-        )
-    if "seed" in meta and not (_is_int(meta["seed"]) and meta["seed"] >= 0):
-        raise DataFileError(
-            f"{path}: metadata 'seed' is {_short.repr(meta['seed'])}; expected an integer >= 0"
-        )
-    if "init" in meta and not isinstance(meta["init"], str):
-        raise DataFileError(
-            f"{path}: metadata 'init' is {_short.repr(meta['init'])}; expected an initializer "
-            "name (a string)"
-        )
-
-
-def _json_type(value: Any) -> str:
-    """The JSON name of the type of a decoded JSON ``value``."""
-    if value is None:
-        return "null"
-    for kind, name in ((bool, "boolean"), (str, "string"), (list, "array"), (dict, "object")):
-        if isinstance(value, kind):
-            return name
-    return "number"
-
-
-def _parameter_count(layer_sizes: list[int], batch_norm: Any = ()) -> int:
-    """Weights plus biases of the dense layers between ``layer_sizes``, plus gamma and beta of
-    the hidden layers whose ``batch_norm`` flag is true."""
-    from .model import parameter_count
-
-    flags = batch_norm if isinstance(batch_norm, list) else []
-    return parameter_count(layer_sizes, [f is True for f in flags])
-
-
-def _checked_params(params: numpy.ndarray, meta: dict[str, Any],
-                    path: Path | str) -> numpy.ndarray:
-    """``params`` as ``meta['dtype']``, after checking it against the checked ``meta``.
-
-    It must be a 1-D array of floats (dtype kind 'f') holding exactly the parameter count
-    of ``meta['layer_sizes']``, all finite once in ``meta['dtype']`` (a float64 value too
-    large for float32 counts as infinite). Raises ``DataFileError`` naming the defect.
-    """
-    if params.dtype.kind != "f":
-        raise DataFileError(
-            f"{path}: 'params' has dtype {params.dtype}; expected floating point numbers"
-        )
-    expected = _parameter_count(meta["layer_sizes"], meta.get("batch_norm", []))
-    if params.shape != (expected,):
-        raise DataFileError(
-            f"{path}: 'params' has shape {params.shape}; layer sizes {meta['layer_sizes']} "
-            f"need a flat vector of shape ({expected},)"
-        )
-    with numpy.errstate(over="ignore", invalid="ignore"):
-        cast = params.astype(meta["dtype"])
-    bad = numpy.flatnonzero(~numpy.isfinite(cast))
-    if bad.size:
-        raise DataFileError(
-            f"{path}: 'params' has {bad.size} value(s) that are NaN or infinite in "
-            f"{meta['dtype']} (first at index {bad[0]}: {float(params[bad[0]])!r}); expected "
-            "finite values"
-        )
-    return cast
-
-
-def _model_from_meta(meta: dict[str, Any], params: numpy.ndarray, path: Path | str,
-                     backend: Any) -> Any:
-    """The MLP that checked ``meta`` describes, on ``backend``, holding checked ``params``.
-
-    ``ValueError``/``TypeError``/``OverflowError`` from the constructor (an unknown
-    activation, loss or optimizer name, a bad hyperparameter) become ``DataFileError``
-    naming ``path``.
-    """
-    from .model import MLP
-    from .optim import from_description
-
-    _check_registered(meta, path)
-    try:
-        model = MLP(
-            meta["layer_sizes"],
-            activation=meta["activations"][:-1],
-            output_activation=meta["activations"][-1],
-            loss=meta["loss"],
-            optimizer=from_description(meta["optimizer"]),
-            dtype=meta["dtype"],
-            init=meta.get("init", "auto"),
-            seed=meta.get("seed", 0),
-            backend=backend,
-            dropout=meta.get("dropout", 0.0),
-            batch_norm=meta.get("batch_norm", False),
-            deterministic=meta.get("deterministic", False) is True,
-        )
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise DataFileError(f"{path}: the metadata describes no valid model ({exc})") from None
-    ts = model.train_state_
-    steps = meta.get("dropout_steps", 0)
-    ts.dropout_step = steps if _is_int(steps) and steps >= 0 else 0
-    with model.backend.activate():
-        ts.params[...] = model.backend.asarray(params, dtype=model.dtype)
-    ts.history = list(meta.get("history", []))
-    return model
-
-
-def _check_registered(meta: dict[str, Any], path: Path | str) -> None:
-    """Every activation and the optimizer that checked ``meta`` names is registered in this
-    process; else ``DataFileError`` saying which to register (a user's entry, registered in
-    the process that saved the model, must be registered again before loading)."""
-    from .activations import ACTIVATIONS
-    from .optim import OPTIMIZERS
-
-    wanted = [("activation", ACTIVATIONS, name, "register_activation")
-              for name in meta["activations"]]
-    wanted.append(("optimizer", OPTIMIZERS, meta["optimizer"]["name"], "register_optimizer"))
-    for family, registry, name, register in wanted:
-        if name not in registry:
-            raise DataFileError(
-                f"{path}: the model uses the {family} {name!r}, which is not registered in this "
-                f"process (registered: {', '.join(registry)}); register it first, with "
-                f"xpmlp.{register}({name!r}, ...) as in the process that saved the model"
-            )
-
-
-# ---------------------------------------------------------------------- pickling
-PICKLE_VERSION = 1
-
-
-def pickle_state(model: Any) -> dict[str, Any]:
-    """What ``MLP.__getstate__`` pickles: ``model_record``'s metadata and host arrays (copies),
-    the backend's name and, on a GPU, its index."""
-    meta, arrays = model_record(model)
-    meta = json.loads(json.dumps(meta))  # an independent copy of the history and settings
-    return {"xpmlp_pickle": PICKLE_VERSION, "meta": meta, "arrays": arrays,
-            "backend": model.backend.name,
-            "device": getattr(model.backend, "device_index", None)}
-
-
-def unpickle_into(model: Any, state: Any, backend: Any = None) -> None:
-    """Make the blank ``model`` the one ``pickle_state`` described, on ``backend`` (default:
-    ``backend_for_unpickling``)."""
-    where = "the pickled MLP"
-    version = state.get("xpmlp_pickle") if isinstance(state, dict) else None
-    if version != PICKLE_VERSION:
-        found = "no version" if version is None else f"version {version!r}"
-        raise DataFileError(f"{where}: not the state of an xpmlp.MLP pickle of version "
-                            f"{PICKLE_VERSION} (found {found}); was it written by another "
-                            "xpmlp version?")
-    if backend is None:
-        backend = backend_for_unpickling(state.get("backend"), state.get("device"))
-    built = model_from_record(state["meta"], state["arrays"], where, backend)
-    model.__dict__.update(built.__dict__)
-
-
-def backend_for_unpickling(name: Any, device: int | None) -> Any:
-    """The backend a pickled model comes back to: the one named by ``use_backend`` or
-    ``XPMLP_BACKEND`` where either is set, else the one it was pickled on (``name``).
-
-    A model pickled on ``cuda`` where CUDA cannot run raises ``BackendUnavailableError``
-    saying so and how to unpickle it on the CPU instead.
-    """
-    from .backends import get_backend, requested_backend_name, table
-
-    requested = requested_backend_name()
-    if requested is not None:
-        return get_backend(requested)
-    row = table.BY_PICKLE.get(name, table.BY_NAME["numpy"])
-    if not row.selectable:  # the simulator's, the reference backend: a new one
-        return row.factory(None)
-    try:
-        return get_backend(row.name, device=device)
-    except ValueError:  # that device does not exist here: the backend's current one
-        return get_backend(row.name)
-    except BackendUnavailableError as exc:
-        raise BackendUnavailableError(
-            f"this MLP was pickled on backend {row.name!r} (device {device}), which cannot run "
-            f"in this process: {exc} To unpickle it on the CPU, set XPMLP_BACKEND=numpy (or "
-            "auto) in this process's environment before unpickling, or unpickle inside "
-            "`with xpmlp.use_backend('numpy'):`; xpmlp.load_model(path, backend='numpy') "
-            "does the same for a saved file"
-        ) from exc

@@ -284,7 +284,7 @@ def _first_release_record(old: dict[str, Any]) -> dict[str, Any]:
     sizes, activations, loss, dtype, backend, device, params, optimizer and its rows and step
     count t: the rest of the training state was not kept, and starts afresh)."""
     from ..optim import from_description
-    from ..serialize import FORMAT, PICKLE_VERSION, STATE
+    from ..record import FORMAT, PICKLE_VERSION, STATE
 
     t = int(old["optimizer_t"])
     rows = from_description(old["optimizer"]).state_names if t > 0 else ()
