@@ -43,7 +43,7 @@ from .base import Array, Backend, activation_entry, loss_entry
 from .cuda_graph import UNSUPPORTED, GraphedEpoch, graphs_supported
 from .cuda_probe import INSTALL_HINT as CUDA_INSTALL_HINT
 from .cuda_probe import probe_cuda
-from .table import cuda_device, unavailable
+from .devices import cuda_device, unavailable
 
 
 class CudaKernelOps(Backend):

@@ -21,7 +21,7 @@ import numpy
 
 from .cuda_backend import CudaKernelOps
 from .cuda_probe import simulator_enabled
-from .table import unavailable
+from .devices import unavailable
 
 
 def _in_place_hint() -> type:

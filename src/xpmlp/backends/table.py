@@ -11,19 +11,11 @@ module and one row.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy
-
-from ..errors import BackendUnavailableError
 from .base import Backend
-from .cuda_probe import INSTALL_HINT as CUDA_INSTALL_HINT
-from .cuda_probe import probe_cuda
-
-#: what follows the remedy of every BackendUnavailableError
-AUTO_NOTE = "backend='auto' falls back to NumPy."
+from .devices import AUTO_NOTE, INSTALL_HINTS, cuda_device, host_device, unavailable
 
 
 @dataclass(frozen=True)
@@ -37,33 +29,6 @@ class BackendRow:
     pickled_as: str
     install_hint: str = ""
     selectable: bool = True
-
-
-def _index(device: object) -> int | None:
-    """``device`` as an int if it is an integer (NumPy's included, bool not), else None."""
-    if isinstance(device, numbers.Integral) and not isinstance(device, bool | numpy.bool_):
-        return int(device)
-    return None
-
-
-def host_device(device: object) -> None:
-    """A host backend's device: None (or 0, the only one); ValueError otherwise."""
-    if device is None or _index(device) == 0:
-        return None
-    raise ValueError(f"a backend in host memory has no device {device!r}; expected None")
-
-
-def cuda_device(device: object) -> int | None:
-    """None (the current GPU) or a GPU index in 0..n-1, n the GPUs of ``probe_cuda``;
-    ValueError otherwise. Where CUDA cannot run, any index >= 0 passes: the backend then
-    raises BackendUnavailableError, the cause that matters."""
-    if device is None:
-        return None
-    index, probe = _index(device), probe_cuda()
-    if index is None or index < 0 or (probe.usable and index >= probe.devices):
-        raise ValueError(f"device={device!r} is not valid; expected a GPU index in "
-                         f"0..{max(probe.devices - 1, 0)}")
-    return index
 
 
 def _numpy(device: int | None) -> Backend:
@@ -90,10 +55,8 @@ def _reference(device: int | None) -> Backend:
 
 ROWS: tuple[BackendRow, ...] = (
     BackendRow("numpy", _numpy, host_device, "numpy"),
-    BackendRow("cuda", _cuda, cuda_device, "cuda", CUDA_INSTALL_HINT),
-    BackendRow("cuda-sim", _cuda_sim, host_device, "cuda-sim",
-               "set NUMBA_ENABLE_CUDASIM=1 before Numba is imported (in the environment of "
-               "the process), e.g. NUMBA_ENABLE_CUDASIM=1 python -m pytest -m cudasim",
+    BackendRow("cuda", _cuda, cuda_device, "cuda", INSTALL_HINTS["cuda"]),
+    BackendRow("cuda-sim", _cuda_sim, host_device, "cuda-sim", INSTALL_HINTS["cuda-sim"],
                selectable=False),
     BackendRow("reference", _reference, host_device, "reference", selectable=False),
 )
@@ -102,11 +65,5 @@ BY_PICKLE = {row.pickled_as: row for row in ROWS}
 #: the names users pass, "auto" (CUDA where ``probe_cuda`` passes, else NumPy) first
 SELECTABLE = ("auto", *(row.name for row in ROWS if row.selectable))
 
-
-def unavailable(name: str, reason: str, remedy: str | None = None) -> BackendUnavailableError:
-    """The error for backend ``name``, which cannot run here: the cause, the remedy (the
-    row's install hint unless given) and the way back to the CPU."""
-    remedy = BY_NAME[name].install_hint if remedy is None else remedy
-    return BackendUnavailableError(
-        f"backend {name!r} is unavailable: {reason}. Remedy: {remedy}. {AUTO_NOTE}"
-    )
+__all__ = ["AUTO_NOTE", "ROWS", "BY_NAME", "BY_PICKLE", "SELECTABLE", "BackendRow", "cuda_device",
+           "host_device", "unavailable"]
