@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy
 
+from .. import config
 from ..kernels import cpu
 from ..regularization import dropout_key, dropout_threshold
 from .base import Array, Backend, activation_entry, loss_entry
@@ -102,7 +103,9 @@ class NumpyBackend(Backend):
         self.fused = bool(fused)
         # before any kernel runs: a kernel loaded from Numba's cache is not compiled, so the
         # CPU target's own call of it comes too late, and Numba's threads started on its
-        # default OpenMP layer, whose spinning threads stalled beside a busy core
+        # default OpenMP layer, whose spinning threads stalled beside a busy core; and passive
+        # waits for OpenMP threads, should the user choose that layer
+        config.passive_openmp_waits()
         cpu.choose_threading_layer()
 
     def step_kind(self, model: Any) -> tuple[str, str | None]:
