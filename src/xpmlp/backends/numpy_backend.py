@@ -130,9 +130,9 @@ class NumpyBackend(Backend):
         if changed:  # a subclass changed an op the fused step would skip: keep its ops
             return (f"{cls.__name__} overrides {', '.join(changed)}, which the fused CPU step "
                     "would not call")
-        from ..kernels import fused_cpu
+        from .. import blas
 
-        if fused_cpu.blas_function(model.dtype.char) is None:
+        if blas.provider().cblas_gemm(model.dtype.char) is None:
             return ("no loaded BLAS library exports the cblas_"
                     f"{'s' if model.dtype.char == 'f' else 'd'}gemm the fused CPU step calls")
         return None
@@ -146,8 +146,7 @@ class NumpyBackend(Backend):
             return None
         step = getattr(model, "_fused_step", None)
         if step is None or step.model_dtype != model.dtype:
-            step = FusedStep.build(model)
-            model._fused_step = step
+            step = model._fused_step = FusedStep(model)
         return step
 
     def deterministic(self) -> contextlib.AbstractContextManager[None]:
@@ -283,14 +282,9 @@ class FusedStep:
         self._kernels: dict[bool, Any] = {}
         self._widest = max(model.layer_sizes)
         from .. import blas
-        from ..kernels import fused_cpu
 
-        char = model.dtype.char
-        self.cblas = fused_cpu.blas_function(char)
-        self.provider = blas.provider()
-        mkl = self.provider.mkl
-        # without MKL, NumPy's function stands in (never called: every route is 0)
-        self.mkl = self.cblas if mkl is None else fused_cpu.mkl_function(mkl.lib, char)
+        #: the process's cblas_?gemm (MKL's or NumPy's: ``xpmlp.blas``), for every product
+        self.cblas = blas.provider().cblas_gemm(model.dtype.char)
         layers = model.layers
         self.Ws = tuple(layer.W for layer in layers)
         self.bs = tuple(layer.b for layer in layers)
@@ -301,16 +295,6 @@ class FusedStep:
         self._dropped = [l for l, layer in enumerate(hidden) if layer.dropout]
         self._keys = numpy.zeros(len(hidden), numpy.int64)  # 0 for the layers without dropout
         self._views: tuple[Any, ...] | None = None  # the last workspace's (one per epoch)
-        self._routes: dict[tuple[int, Any], Array] = {}  # by (batch rows, BLAS library)
-
-    @classmethod
-    def build(cls, model: Any) -> FusedStep | None:
-        """None when no loaded BLAS library has the ``cblas_?gemm`` to call."""
-        from ..kernels import fused_cpu
-
-        if fused_cpu.blas_function(model.dtype.char) is None:
-            return None
-        return cls(model)
 
     def kernel(self, big: bool) -> Any:
         """The compiled step, with the parallel elementwise kernels when ``big`` (the
@@ -386,30 +370,17 @@ class FusedStep:
             variances=norms(lambda bn: bn.running_var, vector),
         )
 
-    def routes(self, ws: Any) -> Array:
-        """routes[l, i] = 1 where product i of layer l (0: Z = A_prev W^T, 1: dW = delta^T
-        A_prev, 2: dA_prev = delta W) goes to MKL, else 0 (NumPy's BLAS): the one library
-        ``xpmlp.blas`` uses for every product of the process (the workspace's products are
-        C-contiguous, which MKL always takes)."""
-        return numpy.full((len(self.model.layers), 3), int(self.provider.library == "mkl"),
-                          numpy.int64)
-
     def __call__(self, X: Array, Y: Array, idx: Array, ws: Any, out_stats: Array, skip: Array,
                  lr_factor: float = 1.0) -> None:
         views = self._views
-        if views is None or views[0] is not ws or views[1] != self.provider.library:
-            key = (ws.rows, self.provider.library)
-            routes = self._routes.get(key)
-            if routes is None:
-                routes = self._routes[key] = self.routes(ws)
+        if views is None or views[0] is not ws:
             big = ws.rows * self._widest >= cpu.PARALLEL_MIN_ELEMENTS
             # the hidden layers whose backward kernel the per-op path runs in parallel
             wide = numpy.array([d.size >= cpu.PARALLEL_MIN_ELEMENTS for d in ws.delta[:-1]],
                                dtype=numpy.bool_)
-            views = self._views = (ws, self.provider.library, tuple(ws.Z), tuple(ws.A),
-                                   tuple(ws.delta), routes, self.kernel(big), wide,
-                                   self.regularization(ws))
-        _, _, Zs, As, deltas, routes, kernel, wide, hidden = views
+            views = self._views = (ws, tuple(ws.Z), tuple(ws.A), tuple(ws.delta),
+                                   self.kernel(big), wide, self.regularization(ws))
+        _, Zs, As, deltas, kernel, wide, hidden = views
         model = self.model
         if hidden is not None:  # the dropout masks' keys of this step, as MLP.forward_pass
             step = ws.dropout_step = model.dropout_steps
@@ -423,7 +394,7 @@ class FusedStep:
         clip_value = math.inf if opt.clip_grad_value is None else opt.clip_grad_value
         max_norm = 0.0 if opt.clip_grad_norm is None else opt.clip_grad_norm
         hyper = tuple(map(t, opt.hyperparameters(opt.t, opt.learning_rate * lr_factor)))
-        kernel(self.cblas, self.mkl, routes, X, Y, idx, self.Ws, self.bs, self.dWs, self.dbs,
+        kernel(self.cblas, X, Y, idx, self.Ws, self.bs, self.dWs, self.dbs,
                Zs, As, deltas, ws.Y, out_stats, skip, t(1.0 / ws.rows), model.params,
                model.grads, opt.state, hyper, t(opt.weight_decay), model.n_weights, t(opt.l1),
                t(clip_value), t(max_norm), opt.sum_squares, wide, hidden)
