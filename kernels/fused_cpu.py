@@ -3,7 +3,7 @@
     gather X, Y rows -> for each layer: Z = A_prev W^T (BLAS), Z += b, [batch norm], A = f(.),
     [dropout] -> loss, delta_L, db_L -> for each layer, top down: delta = dA [* mask] * f'(.)
     [back through batch norm], db, dW = delta^T A_prev, dA_prev = delta W (BLAS) -> [||g||^2]
-    -> optimizer update
+    -> optimizer update (or, for data-parallel training, stop at the gradients)
 
 ``train_step`` is that sequence and nothing else: each of its steps is a kernel of
 ``xpmlp.kernels.cpu``, already compiled for its activation, loss or rule, bound to the
@@ -93,10 +93,12 @@ FUSED = Target("cpu-fused", njit(error_model="numpy"), _fused_kernel)
 
 def train_step(cblas, X, Y, idx, Ws, bs, dWs, dbs, Zs, As, deltas, Yb, out_stats,
                skip, inv_m, p, g, state, hyper, decay, n_decay, l1, clip_value, max_norm,
-               sum_squares, wide, hidden):
+               sum_squares, wide, hidden, update_now):
     """One training step of the batch X[idx], Y[idx] (As[0] and Yb receive it): forward,
-    loss, backward, the optimizer's update of the flat p with the flat gradient g (Ws, bs,
-    dWs, dbs are their per-layer views), in the per-op path's order. Every product is one
+    loss, backward, and, when ``update_now``, the optimizer's update of the flat p with the
+    flat gradient g (Ws, bs, dWs, dbs are their per-layer views), in the per-op path's order.
+    Without ``update_now`` the step ends with the gradients in g (data-parallel training
+    averages them over the ranks, then updates: ``xpmlp.training.run_epoch``). Every product is one
     call of ``cblas`` (the process's ``cblas_?gemm``). ``wide[l]``: hidden layer l's
     backward kernel is the wide one (its parallel form, whose column sums add chunk by
     chunk: taken where the per-op path takes it, so that db has the same bits). ``hidden``:
@@ -143,6 +145,8 @@ def train_step(cblas, X, Y, idx, Ws, bs, dWs, dbs, Zs, As, deltas, Yb, out_stats
         gemm(cblas, deltas[l], As[l], dWs[l], True, False)  # dW
         if l > 0:  # dA_prev = delta W
             gemm(cblas, deltas[l], Ws[l], deltas[l - 1], False, False)
+    if not update_now:
+        return
     if max_norm > 0.0:
         sum_squares_of(g, clip_value, sum_squares)
     update(p, g, state, hyper, decay, n_decay, skip, l1, clip_value, max_norm, sum_squares)

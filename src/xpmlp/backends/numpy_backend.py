@@ -275,7 +275,9 @@ class FusedStep:
     """``kernels.fused_cpu.train_step`` compiled for one model: ``step(X, Y, idx, ws,
     out_stats, skip, lr_factor)`` does what ``run_epoch`` does per batch on the per-op path
     (gather, ``forward_pass``, ``backward_pass``, ``apply_gradients``), in one call, dropout
-    masks and batch norm's running estimates included."""
+    masks and batch norm's running estimates included. ``step.gradients(X, Y, idx, ws,
+    out_stats, skip)`` stops before the update (data-parallel training: the gradients are
+    averaged over the ranks, then ``MLP.apply_gradients`` runs the optimizer's kernel)."""
 
     def __init__(self, model: Any) -> None:
         self.model, self.model_dtype = model, model.dtype
@@ -295,6 +297,9 @@ class FusedStep:
         self._dropped = [l for l, layer in enumerate(hidden) if layer.dropout]
         self._keys = numpy.zeros(len(hidden), numpy.int64)  # 0 for the layers without dropout
         self._views: tuple[Any, ...] | None = None  # the last workspace's (one per epoch)
+        t, opt = model.dtype.type, model.optimizer
+        #: ``hyper`` of a step without its update (of the right types, never read)
+        self._no_hyper = tuple(t(0.0) for _ in opt.hyperparameters(1, opt.learning_rate))
 
     def kernel(self, big: bool) -> Any:
         """The compiled step, with the parallel elementwise kernels when ``big`` (the
@@ -372,6 +377,17 @@ class FusedStep:
 
     def __call__(self, X: Array, Y: Array, idx: Array, ws: Any, out_stats: Array, skip: Array,
                  lr_factor: float = 1.0) -> None:
+        """The whole step of the batch X[idx], Y[idx]: gradients and update."""
+        self._run(X, Y, idx, ws, out_stats, skip, lr_factor, True)
+
+    def gradients(self, X: Array, Y: Array, idx: Array, ws: Any, out_stats: Array,
+                  skip: Array) -> None:
+        """The step up to the gradients (``model.grads``, the loss in ``out_stats``, ``skip``
+        set for a non-finite loss); the update is the caller's (``MLP.apply_gradients``)."""
+        self._run(X, Y, idx, ws, out_stats, skip, 1.0, False)
+
+    def _run(self, X: Array, Y: Array, idx: Array, ws: Any, out_stats: Array, skip: Array,
+             lr_factor: float, update_now: bool) -> None:
         views = self._views
         if views is None or views[0] is not ws:
             big = ws.rows * self._widest >= cpu.PARALLEL_MIN_ELEMENTS
@@ -390,11 +406,14 @@ class FusedStep:
                 model.dropout_steps += 1
         opt = model.optimizer
         t = model.dtype.type
-        opt.advance()  # as Optimizer.step
         clip_value = math.inf if opt.clip_grad_value is None else opt.clip_grad_value
         max_norm = 0.0 if opt.clip_grad_norm is None else opt.clip_grad_norm
-        hyper = tuple(map(t, opt.hyperparameters(opt.t, opt.learning_rate * lr_factor)))
+        if update_now:
+            opt.advance()  # as Optimizer.step
+            hyper = tuple(map(t, opt.hyperparameters(opt.t, opt.learning_rate * lr_factor)))
+        else:
+            hyper = self._no_hyper
         kernel(self.cblas, X, Y, idx, self.Ws, self.bs, self.dWs, self.dbs,
                Zs, As, deltas, ws.Y, out_stats, skip, t(1.0 / ws.rows), model.params,
                model.grads, opt.state, hyper, t(opt.weight_decay), model.n_weights, t(opt.l1),
-               t(clip_value), t(max_norm), opt.sum_squares, wide, hidden)
+               t(clip_value), t(max_norm), opt.sum_squares, wide, hidden, update_now)
