@@ -10,7 +10,9 @@ momentum 0.9 lr 0.05, float32, batch 1024, one epoch of MNIST's 60,000 training 
 - ``mpi``: ``mpiexec -n 2`` runs this file with ``--worker mpi``: each rank trains on its
   interleaved half with batch 512 and one thread, over ``xpmlp.distributed``'s MPI
   communicator (two ranks of batch 512 train as one process of batch 1024:
-  ``xpmlp.training``).
+  ``xpmlp.training``);
+- ``mpi-per-op`` (with ``--per-op``): ``mpi`` on the per-op path (``NumpyBackend(fused=False)``),
+  the step distributed training took before it kept the fused step.
 
 Each run trains ``--epochs`` epochs (default 2); the first (compilation, allocation) is not
 counted, the others' times are the history's ``seconds`` (under MPI the slower rank's). Runs
@@ -50,14 +52,16 @@ def worker(mode: str, epochs: int) -> None:
     data = load_mnist_scaled()
     X, y = data.x_train, data.y_train
     comm, batch = None, BATCH
-    if mode == "mpi":
+    if mode.startswith("mpi"):
         import xpmlp.distributed as xd
 
         comm = xd.init("mpi")
         n = comm.world_size
         X, y, batch = np.ascontiguousarray(X[comm.rank::n]), y[comm.rank::n], BATCH // n
+    from xpmlp.backends.numpy_backend import NumpyBackend
+
     model = xpmlp.MLP(SIZES, optimizer="momentum", learning_rate=0.05, dtype="float32",
-                      backend="numpy", seed=0)
+                      backend=NumpyBackend(fused=mode != "mpi-per-op"), seed=0)
     model.fit(X, y, epochs=epochs, batch_size=batch, comm=comm)
     if comm is None or comm.rank == 0:
         print(json.dumps({"seconds": [r["seconds"] for r in model.history_[1:]],
@@ -67,9 +71,10 @@ def worker(mode: str, epochs: int) -> None:
 def run(mode: str, epochs: int, threads: int) -> dict[str, Any]:
     """One run of ``mode`` in a fresh process (or job): the worker's JSON."""
     env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARIABLES}
-    env.update(dict.fromkeys(THREAD_VARIABLES, "1" if mode == "mpi" else str(threads)))
+    mpi = mode.startswith("mpi")
+    env.update(dict.fromkeys(THREAD_VARIABLES, "1" if mpi else str(threads)))
     cmd = [sys.executable, str(HERE), "--worker", mode, "--epochs", str(epochs)]
-    if mode == "mpi":
+    if mpi:
         mpiexec = (shutil.which("mpiexec", path=str(Path(sys.executable).parent))
                    or shutil.which("mpiexec"))
         if mpiexec is None:
@@ -88,23 +93,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--epochs", type=int, default=2, help="per run; the first is not counted")
     p.add_argument("--threads", type=int, default=2, help="of the lone process")
     p.add_argument("--out", default=None, help="write the runs and medians here (JSON)")
-    p.add_argument("--worker", choices=("mpi", "threads"), help=argparse.SUPPRESS)
+    p.add_argument("--per-op", action="store_true", help="also time mpi on the per-op path")
+    p.add_argument("--worker", choices=("mpi", "mpi-per-op", "threads"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         worker(args.worker, args.epochs)
         return
-    runs: dict[str, list[dict[str, Any]]] = {"threads": [], "mpi": []}
+    modes = ("threads", "mpi") + (("mpi-per-op",) if args.per_op else ())
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
     for repeat in range(args.repeats):
-        for mode in ("threads", "mpi"):
+        for mode in modes:
             r = run(mode, args.epochs, args.threads)
             runs[mode].append(r)
-            print(f"repeat {repeat + 1} {mode:7s}: epoch seconds "
+            print(f"repeat {repeat + 1} {mode:10s}: epoch seconds "
                   f"{', '.join(f'{s:.3f}' for s in r['seconds'])} [{r['step']}]", flush=True)
     medians = {mode: statistics.median(s for r in rs for s in r["seconds"])
                for mode, rs in runs.items()}
     ratio = medians["mpi"] / medians["threads"]
-    print(f"median epoch: threads {medians['threads']:.3f} s, mpi {medians['mpi']:.3f} s; "
-          f"mpi / threads = {ratio:.3f}")
+    print("median epoch: " + ", ".join(f"{mode} {m:.3f} s" for mode, m in medians.items())
+          + f"; mpi / threads = {ratio:.3f}")
     print(f"BLAS: {runs['threads'][0]['blas']}")
     if args.out:
         Path(args.out).write_text(json.dumps({"runs": runs, "medians": medians,
