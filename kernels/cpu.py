@@ -70,16 +70,14 @@ PARALLEL_MIN_ELEMENTS = 1 << 21
 
 
 def choose_threading_layer() -> None:
-    """Numba's ``workqueue`` threading layer, unless NUMBA_THREADING_LAYER chose one; and
-    passive waits for OpenMP threads (``config.passive_openmp_waits``), should the user
-    choose the OpenMP layer. Call it before the first parallel kernel runs: Numba starts its
-    threads then, on the layer it is told."""
+    """Numba's ``workqueue`` threading layer, unless Numba's own setting names one
+    (NUMBA_THREADING_LAYER, which Numba reads: its ``config.THREADING_LAYER`` is then not
+    "default"). Call it before the first parallel kernel runs: Numba starts its threads
+    then, on the layer it is told. (Passive OpenMP waits, should the user choose the OpenMP
+    layer, are the caller's: ``xpmlp.config.passive_openmp_waits``.)"""
     import numba
 
-    from .. import config
-
-    config.passive_openmp_waits()
-    if config.numba_threading_layer() is None:
+    if numba.config.THREADING_LAYER == "default":
         numba.config.THREADING_LAYER = "workqueue"
 
 

@@ -37,13 +37,13 @@ compiled, not at import.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numba
 import numpy
 from numba import cuda, uint64
 
-from .. import config
 from .compat import restore_row_stack
 from .compiler import Target
 from .rows import (
@@ -158,7 +158,8 @@ def specialize(kernel: Any, signature: tuple[Any, ...]) -> Any:
     return fast
 
 
-def launcher(kernel: Any, n_items: int, stream: Any = 0, args: tuple[Any, ...] = ()) -> Any:
+def launcher(kernel: Any, n_items: int, stream: Any = 0, args: tuple[Any, ...] = (),
+             paths: Callable[[], tuple[bool, bool]] | None = None) -> Any:
     """A launcher of ``kernel`` with ``blocks_for(n_items)`` blocks of ``THREADS_PER_BLOCK``
     threads on ``stream``, for arguments like ``args``; built once and cached.
 
@@ -167,8 +168,10 @@ def launcher(kernel: Any, n_items: int, stream: Any = 0, args: tuple[Any, ...] =
     the backend passes), the launcher is that of the kernel specialized for the
     arguments' types (``fast_signature``, ``specialize``), which skips the
     typing; any other arguments go through the kernel's own typed dispatch,
-    which is correct for every layout (as is every launch when
-    XPMLP_CUDA_SPECIALIZE=0 is set). The cache key
+    which is correct for every layout. ``paths()`` (called when a launcher is built; None:
+    both allowed) gives (specialize, direct): whether the specialized kernel, and then
+    ``DirectLaunch``, may be used (the CUDA backend passes ``xpmlp.config.cuda_launch_paths``:
+    XPMLP_CUDA_SPECIALIZE=0 makes every launch typed). The cache key
     holds ``argument_key(args)``: a specialized kernel does not check its
     arguments, so it only ever sees the kind it was compiled for.
 
@@ -183,11 +186,12 @@ def launcher(kernel: Any, n_items: int, stream: Any = 0, args: tuple[Any, ...] =
     key = (kernel, blocks, THREADS_PER_BLOCK, stream, arg_key)
     configured = _launchers.get(key)
     if configured is None:
-        signature = fast_signature(arg_key) if args and config.cuda_specialize() else None
+        may_specialize, may_direct = (True, True) if paths is None else paths()
+        signature = fast_signature(arg_key) if args and may_specialize else None
         target = kernel if signature is None else specialize(kernel, signature)
         path = "typed" if signature is None else "specialized"  # or "direct", below
         configured = None
-        if signature is not None and config.cuda_direct_launch():
+        if signature is not None and may_direct:
             try:
                 configured, path = DirectLaunch(target, blocks, THREADS_PER_BLOCK, stream), "direct"
             except Exception as exc:  # an argument kind DirectLaunch does not pack: Numba's

@@ -3,7 +3,7 @@
     gather X, Y rows -> for each layer: Z = A_prev W^T (BLAS), Z += b, [batch norm], A = f(.),
     [dropout] -> loss, delta_L, db_L -> for each layer, top down: delta = dA [* mask] * f'(.)
     [back through batch norm], db, dW = delta^T A_prev, dA_prev = delta W (BLAS) -> [||g||^2]
-    -> optimizer update
+    -> optimizer update (or, for data-parallel training, stop at the gradients)
 
 ``train_step`` is that sequence and nothing else: each of its steps is a kernel of
 ``xpmlp.kernels.cpu``, already compiled for its activation, loss or rule, bound to the
@@ -20,11 +20,10 @@ which the caller computes as the per-op path does (``xpmlp.regularization.dropou
 host integers). A model with neither passes ``hidden=None``: Numba then prunes those
 branches, so its step compiles none of their kernels.
 
-The matrix products go to the BLAS NumPy itself uses (``blas_function``: its
-``cblas_?gemm``, found among the libraries the process has loaded and called through a ctypes
-pointer), with the operands and transposes ``numpy.matmul`` gives it: the same library,
-thread pool and bits as the per-op path; or, for the shapes where ``xpmlp.blas`` chose Intel
-MKL, to MKL's ``cblas_?gemm``, as the per-op path's ``matmul`` does.
+The matrix products go to one ``cblas_?gemm``, the caller's ``cblas`` argument (a ctypes
+function): the process's BLAS library, which the per-op path's ``matmul`` calls too
+(``xpmlp.blas.MatmulProvider.cblas_gemm``: Intel MKL's, or NumPy's own), with the operands
+and transposes ``numpy.matmul`` gives it: the same library, thread pool and bits.
 
 A model's layer arrays are passed as tuples (``Ws[l]``, ``Zs[l]``, ...), so one compiled
 step serves any depth; all hidden layers share one activation (the backend falls back to the
@@ -34,8 +33,6 @@ per-op path otherwise, and says so).
 from __future__ import annotations
 
 import collections
-import ctypes
-import functools
 import hashlib
 from typing import Any
 
@@ -94,24 +91,24 @@ def _fused_kernel(fn: Any) -> Any:
 FUSED = Target("cpu-fused", njit(error_model="numpy"), _fused_kernel)
 
 
-def train_step(cblas, mkl, routes, X, Y, idx, Ws, bs, dWs, dbs, Zs, As, deltas, Yb, out_stats,
+def train_step(cblas, X, Y, idx, Ws, bs, dWs, dbs, Zs, As, deltas, Yb, out_stats,
                skip, inv_m, p, g, state, hyper, decay, n_decay, l1, clip_value, max_norm,
-               sum_squares, wide, hidden):
+               sum_squares, wide, hidden, update_now):
     """One training step of the batch X[idx], Y[idx] (As[0] and Yb receive it): forward,
-    loss, backward, the optimizer's update of the flat p with the flat gradient g (Ws, bs,
-    dWs, dbs are their per-layer views), in the per-op path's order. Each product goes to
-    ``cblas`` (NumPy's, from ``blas_function``) or, where routes[l, product] is 1, to ``mkl``
-    (MKL's, where ``xpmlp.blas`` chose it for that shape); products 0, 1, 2 are Z, dW and
-    dA_prev of layer l. ``wide[l]``: hidden layer l's backward kernel is the wide one (its
-    parallel form, whose column sums add chunk by chunk: taken where the per-op path takes
-    it, so that db has the same bits). ``hidden``: None, or the hidden layers' dropout and
-    batch norm (``Regularization``). (Functions as arguments, not globals, so that the step
-    is cached.)"""
+    loss, backward, and, when ``update_now``, the optimizer's update of the flat p with the
+    flat gradient g (Ws, bs, dWs, dbs are their per-layer views), in the per-op path's order.
+    Without ``update_now`` the step ends with the gradients in g (data-parallel training
+    averages them over the ranks, then updates: ``xpmlp.training.run_epoch``). Every product is one
+    call of ``cblas`` (the process's ``cblas_?gemm``). ``wide[l]``: hidden layer l's
+    backward kernel is the wide one (its parallel form, whose column sums add chunk by
+    chunk: taken where the per-op path takes it, so that db has the same bits). ``hidden``:
+    None, or the hidden layers' dropout and batch norm (``Regularization``). (Functions as
+    arguments, not globals, so that the step is cached.)"""
     gather(X, idx, As[0])
     gather(Y, idx, Yb)
     L = len(Ws)
     for l in range(L - 1):
-        gemm(cblas, mkl, routes[l, 0], As[l], Ws[l], Zs[l], False, True)  # Z = A_prev W^T
+        gemm(cblas, As[l], Ws[l], Zs[l], False, True)  # Z = A_prev W^T
         if hidden is None:
             hidden_forward(Zs[l], bs[l], As[l + 1])
         elif hidden.norm[l]:
@@ -124,7 +121,7 @@ def train_step(cblas, mkl, routes, X, Y, idx, Ws, bs, dWs, dbs, Zs, As, deltas, 
                             hidden.scales[l])
         else:
             hidden_forward(Zs[l], bs[l], As[l + 1])
-    gemm(cblas, mkl, routes[L - 1, 0], As[L - 1], Ws[L - 1], Zs[L - 1], False, True)
+    gemm(cblas, As[L - 1], Ws[L - 1], Zs[L - 1], False, True)
     output_forward(Zs[L - 1], bs[L - 1], As[L])
     output_loss(Zs[L - 1], As[L], Yb, deltas[L - 1], dbs[L - 1], out_stats, skip, inv_m)
     for l in range(L - 1, -1, -1):
@@ -145,9 +142,11 @@ def train_step(cblas, mkl, routes, X, Y, idx, Ws, bs, dWs, dbs, Zs, As, deltas, 
             else:
                 dropout_backward(deltas[l], Zs[l], deltas[l], dbs[l], 0, hidden.keys[l],
                                  hidden.thresholds[l], hidden.scales[l])
-        gemm(cblas, mkl, routes[l, 1], deltas[l], As[l], dWs[l], True, False)  # dW
+        gemm(cblas, deltas[l], As[l], dWs[l], True, False)  # dW
         if l > 0:  # dA_prev = delta W
-            gemm(cblas, mkl, routes[l, 2], deltas[l], Ws[l], deltas[l - 1], False, False)
+            gemm(cblas, deltas[l], Ws[l], deltas[l - 1], False, False)
+    if not update_now:
+        return
     if max_norm > 0.0:
         sum_squares_of(g, clip_value, sum_squares)
     update(p, g, state, hyper, decay, n_decay, skip, l1, clip_value, max_norm, sum_squares)
@@ -155,25 +154,11 @@ def train_step(cblas, mkl, routes, X, Y, idx, Ws, bs, dWs, dbs, Zs, As, deltas, 
 
 # ---------------------------------------------------------------------- BLAS
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
-#: cblas_?gemm's names in the BLAS libraries NumPy ships or links, 64-bit integers first.
-_SYMBOLS = (("scipy_cblas_{}gemm64_", ctypes.c_int64), ("cblas_{}gemm64_", ctypes.c_int64),
-            ("cblas_{}gemm", ctypes.c_int))
 
 
-def _loaded_blas_libraries() -> list[str]:
-    """Paths of the loaded shared libraries whose name says BLAS (Linux: /proc/self/maps)."""
-    try:
-        with open("/proc/self/maps", encoding="utf-8") as f:
-            paths = {line.split()[-1] for line in f if ".so" in line}
-    except OSError:
-        return []
-    return sorted(p for p in paths if "blas" in p.lower())
-
-
-def gemm(cblas, mkl, use_mkl, a, b, out, ta, tb):
-    """out = op(a) op(b), op(x) = x^T when its flag is set: one call of ``cblas`` (a
-    ``cblas_?gemm`` from ``blas_function``), or of ``mkl`` when ``use_mkl``, on C-contiguous
-    2-D arrays, as numpy.matmul (or ``xpmlp.blas``'s MKL route) makes it; a product over
+def gemm(cblas, a, b, out, ta, tb):
+    """out = op(a) op(b), op(x) = x^T when its flag is set: one call of ``cblas`` (a ctypes
+    ``cblas_?gemm``) on C-contiguous 2-D arrays, as numpy.matmul makes it; a product over
     k = 0 is zeros."""
     m, n = out.shape
     k = a.shape[0] if ta else a.shape[1]
@@ -182,48 +167,6 @@ def gemm(cblas, mkl, use_mkl, a, b, out, ta, tb):
     if k == 0:
         out[...] = 0.0
         return
-    op_a = TRANS if ta else NO_TRANS
-    op_b = TRANS if tb else NO_TRANS
     lda, ldb, ldc = max(a.shape[1], 1), max(b.shape[1], 1), max(n, 1)
-    if use_mkl:
-        mkl(ROW_MAJOR, op_a, op_b, m, n, k, 1.0, a.ctypes.data, lda, b.ctypes.data, ldb, 0.0,
-            out.ctypes.data, ldc)
-    else:
-        cblas(ROW_MAJOR, op_a, op_b, m, n, k, 1.0, a.ctypes.data, lda, b.ctypes.data, ldb, 0.0,
-              out.ctypes.data, ldc)
-
-
-def mkl_function(lib: Any, char: str) -> Any:
-    """MKL's ``cblas_?gemm`` (32-bit integers) from its loaded library ``lib`` as a new ctypes
-    function (``xpmlp.blas.Mkl.lib``)."""
-    scalar = {"f": ctypes.c_float, "d": ctypes.c_double}[char]
-    fn = lib["cblas_sgemm" if char == "f" else "cblas_dgemm"]
-    integer = ctypes.c_int
-    fn.argtypes = [integer] * 6 + [scalar, ctypes.c_size_t, integer, ctypes.c_size_t, integer,
-                                   scalar, ctypes.c_size_t, integer]
-    fn.restype = None
-    return fn
-
-
-@functools.cache
-def blas_function(char: str) -> Any:
-    """NumPy's own ``cblas_sgemm`` ("f") or ``cblas_dgemm`` ("d") as a ctypes function (from
-    the loaded library that has it, 64-bit integer interface first), or None when no loaded
-    library has it (the backend then keeps the per-op path)."""
-    import numpy  # noqa: F401  (NumPy loads its BLAS)
-
-    scalar = {"f": ctypes.c_float, "d": ctypes.c_double}[char]
-    for path in _loaded_blas_libraries():
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for pattern, integer in _SYMBOLS:
-            fn = getattr(lib, pattern.format(char.replace("f", "s")), None)
-            if fn is None:
-                continue
-            fn.argtypes = [integer] * 6 + [scalar, ctypes.c_size_t, integer, ctypes.c_size_t,
-                                           integer, scalar, ctypes.c_size_t, integer]
-            fn.restype = None
-            return fn
-    return None
+    cblas(ROW_MAJOR, TRANS if ta else NO_TRANS, TRANS if tb else NO_TRANS, m, n, k, 1.0,
+          a.ctypes.data, lda, b.ctypes.data, ldb, 0.0, out.ctypes.data, ldc)

@@ -19,6 +19,7 @@ import pytest
 from xpmlp.kernels import cuda as kcuda
 
 import xpmlp
+from xpmlp import config
 from xpmlp.backends import get_backend
 from xpmlp.backends.cuda_backend import CudaKernelOps
 from xpmlp.backends.cuda_probe import probe_cuda
@@ -89,7 +90,7 @@ def test_launcher_specializes_a_kernel_for_c_contiguous_arguments_only(monkeypat
     assert len(specialized) == 1
     monkeypatch.setenv("XPMLP_CUDA_SPECIALIZE", "0")
     monkeypatch.setattr(kcuda, "_launchers", {})
-    kcuda.launcher(kernel, 12, 0, args)
+    kcuda.launcher(kernel, 12, 0, args, config.cuda_launch_paths)  # as the backend launches
     assert len(specialized) == 1 and kcuda.launch_paths["bias_activation_elements"] == "typed"
 
 

@@ -229,6 +229,27 @@ def equivalence(tmp_path: Path, filename: str, *options: str, timeout: float = 6
     return result
 
 
+def test_two_ranks_on_the_fused_step_train_as_two_ranks_on_the_per_op_path(
+        tmp_path: Path) -> None:
+    """Under MPI the fused CPU step computes the gradients in one call, the ranks average
+    them, the optimizer's kernel updates (norm clipping on the averaged gradients): the
+    per-op distributed run's weights and history, for momentum with L2, Adam with norm
+    clipping and L1, dropout with batch norm, in float64 and float32."""
+    out = tmp_path / "fused.json"
+    done, _ = launch(2, "fused-equivalence", str(out), timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert set(result) == {f"{name}-{dtype}" for name in FUSED_CASES
+                           for dtype in ("float64", "float32")}
+    for case, r in result.items():
+        assert r["kinds"] == ["fused-cpu", "reference"], (case, r)
+        assert r["ranks_identical"], case
+        assert r["steps"] == 2 * 32, (case, r)
+        tol = 1e-12 if case.endswith("float64") else 1e-5
+        assert r["max_relative_weight_difference"] <= tol, (case, r)
+        assert r["max_history_difference"] <= tol, (case, r)
+
+
 def test_a_failing_rank_ends_the_job_within_seconds_with_its_message(tmp_path: Path) -> None:
     done, seconds = launch(2, "fail-on-rank-1", str(tmp_path / "unused.json"), timeout=60)
     assert done.returncode != 0
@@ -349,6 +370,51 @@ def scenario_equivalence(args: argparse.Namespace, comm: Any) -> dict[str, Any]:
     return result
 
 
+#: the fused step's distributed cases (``scenario_fused_equivalence``)
+FUSED_CASES = {
+    "momentum-l2": dict(optimizer="momentum", learning_rate=0.05, weight_decay=1e-3),
+    "adam-clip-norm-l1": dict(optimizer="adam", learning_rate=1e-2, clip_grad_norm=0.05,
+                              l1=1e-4),
+    "dropout-batch-norm": dict(optimizer="momentum", learning_rate=0.05, dropout=0.1,
+                               batch_norm=True),
+}
+
+
+def scenario_fused_equivalence(args: argparse.Namespace, comm: Any) -> dict[str, Any]:
+    """Each case on the fused step and on the per-op path, both data-parallel."""
+    from xpmlp.backends.numpy_backend import NumpyBackend
+
+    X, y = toy_data()
+    n, r = comm.world_size, comm.rank
+    result: dict[str, Any] = {}
+    for name, options in FUSED_CASES.items():
+        for dtype in ("float64", "float32"):
+            models = []
+            for fused in (True, False):
+                model = xpmlp.MLP(LAYERS, dtype=dtype, backend=NumpyBackend(fused=fused),
+                                  seed=r, **options)
+                model.fit(X[r::n].astype(dtype), y[r::n], epochs=2, batch_size=BATCH,
+                          shuffle=False, lr_schedule="cosine", comm=comm)
+                models.append(model)
+            fused_model, per_op = models
+            digests = comm.allgather_object(_weights_digest(fused_model))
+            result[f"{name}-{dtype}"] = {
+                "kinds": [m.step_kind_ for m in models],
+                "ranks_identical": len(set(digests)) == 1,
+                "max_relative_weight_difference": max(
+                    float(np.abs(p - q).max() / max(np.abs(q).max(), 1e-30))
+                    for (Wa, ba), (Wb, bb) in zip(fused_model.get_weights(),
+                                                  per_op.get_weights(), strict=True)
+                    for p, q in ((Wa, Wb), (ba, bb))),
+                "max_history_difference": max(
+                    abs(a[k] - b[k]) / max(abs(b[k]), 1e-30)
+                    for a, b in zip(fused_model.history_, per_op.history_, strict=True)
+                    for k in ("loss", "train_accuracy")),
+                "steps": fused_model.optimizer.t,
+            }
+    return result
+
+
 def scenario_fail_on_rank_1(args: argparse.Namespace, comm: Any) -> None:
     X, y = toy_data()
     model = _model(args, comm, optimizer="adam")
@@ -408,6 +474,7 @@ def scenario_nccl_smoke(args: argparse.Namespace, comm: Any) -> dict[str, Any]:
 
 SCENARIOS = {
     "equivalence": scenario_equivalence,
+    "fused-equivalence": scenario_fused_equivalence,
     "fail-on-rank-1": scenario_fail_on_rank_1,
     "mismatch": scenario_mismatch,
     "diverge-on-rank-1": scenario_diverge_on_rank_1,

@@ -1,8 +1,10 @@
-"""Packaging: the kernels install as ``xpmlp.kernels`` (no top-level ``kernels``), the wheel holds
-the library only (no benchmark suite), the CLI works."""
+"""Packaging: the kernels install as ``xpmlp.kernels`` (no top-level ``kernels``) and import
+nothing of the package above them, the wheel holds the library only (no benchmark suite), the
+CLI works."""
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -120,3 +122,42 @@ def test_version_and_help() -> None:
 def test_no_subcommand_prints_help() -> None:
     proc = run(sys.executable, "-m", "xpmlp")
     assert proc.returncode == 0 and "usage: xpmlp" in proc.stdout
+
+
+def imports_above_kernels(source: str) -> list[str]:
+    """The imports of a module of ``kernels/`` that reach above the kernels package: a
+    relative import of level 2 or more, or an absolute ``xpmlp...`` not under
+    ``xpmlp.kernels``; as "line N: the import"."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            names = [node.module or ""] if node.level == 0 else []
+            above = node.level >= 2
+        elif isinstance(node, ast.Import):
+            names, above = [alias.name for alias in node.names], False
+        else:
+            continue
+        above = above or any(n == "xpmlp" or (n.startswith("xpmlp.") and n != "xpmlp.kernels"
+                                              and not n.startswith("xpmlp.kernels."))
+                             for n in names)
+        if above:
+            found.append(f"line {node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_the_kernels_import_nothing_from_the_package_above_them() -> None:
+    """kernels/ takes its configuration as arguments: no module of it imports xpmlp's."""
+    modules = sorted((ROOT / "kernels").glob("*.py"))
+    assert len(modules) > 5
+    found = {m.name: imports_above_kernels(m.read_text()) for m in modules}
+    assert not {name: lines for name, lines in found.items() if lines}
+
+
+@pytest.mark.parametrize("source", [
+    "from .. import config", "from ..blas import provider", "import xpmlp.config",
+    "from xpmlp import config", "def f():\n    from ...xpmlp import config",
+])
+def test_the_import_check_catches_each_way_up(source: str) -> None:
+    assert imports_above_kernels(source)
+    assert not imports_above_kernels("from . import cpu\nfrom .compiler import Target\n"
+                                      "import numba\nfrom xpmlp.kernels import cpu")

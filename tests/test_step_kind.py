@@ -76,14 +76,19 @@ def test_a_model_the_fused_step_does_not_cover_warns_once_per_fit_with_the_reaso
     assert caught[0].filename == __file__  # it points at the caller's fit
 
 
-def test_distributed_training_reports_the_per_op_step_and_why() -> None:
+def test_distributed_training_keeps_the_fused_step() -> None:
+    """With a communicator the fused step computes the gradients, the ranks average them,
+    the optimizer's kernel updates: the bits of the undistributed fused step (one rank)."""
     import xpmlp.distributed as xd
 
-    model, caught = fit(NumpyBackend(), comm=xd.init("single"))
-    assert_kind(model, "reference")
-    assert [str(w.message) for w in caught] == [
-        "step: reference (distributed training steps per op)"]
-    assert step_kind(model) == ("fused-cpu", None)  # the same model, alone
+    model, caught = fit(NumpyBackend(), comm=xd.init("single"), optimizer="adam",
+                        clip_grad_norm=0.5, weight_decay=1e-3)
+    assert_kind(model, "fused-cpu")
+    assert caught == []
+    assert step_kind(model, xd.init("single")) == ("fused-cpu", None)
+    alone, _ = fit(NumpyBackend(), optimizer="adam", clip_grad_norm=0.5, weight_decay=1e-3)
+    np.testing.assert_array_equal(model.params, alone.params)
+    np.testing.assert_array_equal(model.optimizer.state, alone.optimizer.state)
 
 
 def test_the_progress_bar_names_the_step(capsys) -> None:
@@ -105,7 +110,8 @@ def test_the_step_is_saved_with_the_history(tmp_path) -> None:
 @pytest.mark.skipif(not SIMULATOR, reason="needs NUMBA_ENABLE_CUDASIM=1 (run with -m cudasim)")
 def test_cuda_kinds() -> None:
     """Graphs on: "cuda-graph"; graphs off: "cuda-eager", no warning; graphs on with dropout
-    (which the recorded step does not cover): "cuda-eager" and why; distributed: per op."""
+    (which the recorded step does not cover): "cuda-eager" and why; distributed: "cuda-eager"
+    and why."""
     import xpmlp.distributed as xd
     from xpmlp.backends.cuda_sim import SimulatedCudaBackend
 
@@ -121,9 +127,10 @@ def test_cuda_kinds() -> None:
         "step: cuda-eager (the CUDA graph step does not support dropout or batch norm (their "
         "kernels launch one by one))"]
     model, caught = fit(SimulatedCudaBackend(graphs=True), epochs=1, comm=xd.init("single"))
-    assert_kind(model, "reference")
+    assert_kind(model, "cuda-eager")
     assert [str(w.message) for w in caught] == [
-        "step: reference (distributed training steps per op)"]
+        "step: cuda-eager (the recorded CUDA graph step has no gradient allreduce: "
+        "distributed training launches its kernels one by one)"]
 
 
 @pytest.mark.cudasim

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -64,6 +65,45 @@ def gemm_dtype(a: Any, b: Any, out: Any) -> str | None:
     if (char in ("f", "d") and a.dtype.char == char == b.dtype.char
             and a.ndim == b.ndim == out.ndim == 2 and out.flags.writeable):
         return char
+    return None
+
+
+# ------------------------------------------------------------------------ NumPy's cblas_?gemm
+#: cblas_?gemm's names in the BLAS libraries NumPy ships or links, 64-bit integers first.
+_SYMBOLS = (("scipy_cblas_{}gemm64_", ctypes.c_int64), ("cblas_{}gemm64_", ctypes.c_int64),
+            ("cblas_{}gemm", ctypes.c_int))
+
+
+def _loaded_blas_libraries() -> list[str]:
+    """Paths of the loaded shared libraries whose name says BLAS (Linux: /proc/self/maps)."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as f:
+            paths = {line.split()[-1] for line in f if ".so" in line}
+    except OSError:
+        return []
+    return sorted(p for p in paths if "blas" in p.lower())
+
+
+@functools.cache
+def numpy_cblas_gemm(char: str) -> Any:
+    """NumPy's own ``cblas_sgemm`` ("f") or ``cblas_dgemm`` ("d") as a ctypes function (from
+    the loaded library that has it, 64-bit integer interface first), or None when no loaded
+    library has it: what ``numpy.matmul`` calls, for code that calls BLAS itself (the fused
+    CPU step)."""
+    scalar = {"f": ctypes.c_float, "d": ctypes.c_double}[char]
+    for path in _loaded_blas_libraries():
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for pattern, integer in _SYMBOLS:
+            fn = getattr(lib, pattern.format(char.replace("f", "s")), None)
+            if fn is None:
+                continue
+            fn.argtypes = [integer] * 6 + [scalar, ctypes.c_size_t, integer, ctypes.c_size_t,
+                                           integer, scalar, ctypes.c_size_t, integer]
+            fn.restype = None
+            return fn
     return None
 
 
@@ -155,6 +195,11 @@ class Mkl:
         """MKL's threads for this thread's products (0: the global count, which
         ``threadpoolctl`` does not change); returns the previous local setting."""
         return int(self.lib.MKL_Set_Num_Threads_Local(int(n)))
+
+    def cblas_gemm(self, char: str) -> Any:
+        """MKL's ``cblas_sgemm`` ("f") or ``cblas_dgemm`` ("d") as a ctypes function (32-bit
+        integers, addresses as integers)."""
+        return self._cblas[char]
 
     def gemm(self, a: Any, b: Any, out: Any, alpha: float = 1.0, beta: float = 0.0) -> bool:
         """out = alpha op(a) op(b) + beta out in one cblas call; False (nothing done) when the
@@ -345,6 +390,14 @@ class MatmulProvider:
     def mode(self) -> str:
         """The library of every product: "openblas" or "mkl"."""
         return self.library
+
+    def cblas_gemm(self, char: str) -> Any:
+        """The library's ``cblas_sgemm`` ("f") or ``cblas_dgemm`` ("d") as a ctypes function,
+        for code that calls BLAS itself (the fused CPU step): MKL's, or NumPy's
+        (``numpy_cblas_gemm``: None when no loaded library exports it)."""
+        if self.mkl is not None and self.library == "mkl":
+            return self.mkl.cblas_gemm(char)
+        return numpy_cblas_gemm(char)
 
     def set_threads(self, n: int) -> None:
         """Use ``n`` threads from now on (MKL's count; OpenBLAS stays at one beside MKL)."""

@@ -18,8 +18,8 @@ XPMLP_CUDA_GEMM            cupy (default) or cublas: the CUDA backend's products
                            recorded step, through cupy.matmul or xpmlp's own cuBLAS handle
 OMP_WAIT_POLICY            OpenMP's own; when unset xpmlp sets PASSIVE before it loads MKL
                            (``passive_openmp_waits``)
-NUMBA_THREADING_LAYER      Numba's own; when unset xpmlp picks ``workqueue`` for its CPU
-                           kernels, when it first compiles one
+NUMBA_THREADING_LAYER      Numba's own (Numba reads it); when unset xpmlp picks ``workqueue``
+                           for its CPU kernels (``kernels.cpu.choose_threading_layer``)
 NUMBA_ENABLE_CUDASIM       Numba's own; 1 runs CUDA kernels in Numba's simulator
 CUPY_TF32                  CuPy's own; ``xpmlp bench`` refuses TF32 matrix products
 XPMLP_MPI_CUDA_AWARE       1: the MPI library takes GPU buffers (``xpmlp.distributed``
@@ -97,6 +97,12 @@ def cuda_direct_launch() -> bool:
     return os.environ.get(CUDA_DIRECT_LAUNCH, "1") != "0"
 
 
+def cuda_launch_paths() -> tuple[bool, bool]:
+    """(specialize, direct launch): the CUDA launch paths ``xpmlp.kernels.cuda.launcher`` may
+    take (``cuda_specialize``, ``cuda_direct_launch``)."""
+    return cuda_specialize(), cuda_direct_launch()
+
+
 def cuda_graphs() -> bool:
     """Record and replay the CUDA backend's training step (unless XPMLP_CUDA_GRAPHS=0)."""
     return os.environ.get(CUDA_GRAPHS, "1") != "0"
@@ -110,11 +116,6 @@ def cuda_gemm() -> str:
 
         raise ParameterError(f"{CUDA_GEMM}={value!r}: expected cupy or cublas")
     return value
-
-
-def numba_threading_layer() -> str | None:
-    """NUMBA_THREADING_LAYER as the user set it, or None."""
-    return os.environ.get("NUMBA_THREADING_LAYER") or None
 
 
 def cuda_simulator_requested() -> bool:

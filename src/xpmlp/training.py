@@ -115,7 +115,9 @@ def run_epoch(
 
     Per batch: gather its rows into the workspace, forward, backward, (with a
     communicator ``comm``: the mean of the gradients over the ranks,
-    ``reduce_gradients``), one optimizer step (scaled by ``lr_factor(batch)``).
+    ``reduce_gradients``), one optimizer step (scaled by ``lr_factor(batch)``). The
+    backend's fused step (``Backend.fused_step``) does it in one compiled call; with
+    ``comm``, everything up to the gradients (``gradients``), then the mean and the update.
     Nothing comes back to the host unless ``on_batch(batch, samples done)`` asks for it.
     """
     m_total = int(order.shape[0])
@@ -128,21 +130,24 @@ def run_epoch(
     ws = model.workspace(min(batch_size, m_total - done * batch_size))
     gather, skip = model.backend.gather_rows, state.skip  # bound once: this loop is the hot path
     forward, backward, apply = model.forward_pass, model.backward_pass, model.apply_gradients
-    fused = model.backend.fused_step(model) if comm is None else None
+    fused = model.backend.fused_step(model)
     for batch in range(done, n_batches):
         start = batch * batch_size
         idx = order[start:start + batch_size]
         w = ws.first(int(idx.shape[0]))
-        if fused is not None:  # the same step in one compiled call (NumpyBackend(fused=True))
+        if fused is not None and comm is None:  # the step in one compiled call
             fused(X, Y, idx, w, state.batch_rows[batch], skip,
                   1.0 if lr_factor is None else lr_factor(batch))
             if on_batch is not None:
                 on_batch(batch, start + w.rows)
             continue
-        gather(X, idx, w.X)
-        gather(Y, idx, w.Y)
-        forward(w)  # model.compute_gradients, its two halves called directly
-        backward(w, state.batch_rows[batch], skip)
+        if fused is not None:  # its gradients in one compiled call; the mean, the update
+            fused.gradients(X, Y, idx, w, state.batch_rows[batch], skip)
+        else:
+            gather(X, idx, w.X)
+            gather(Y, idx, w.Y)
+            forward(w)  # model.compute_gradients, its two halves called directly
+            backward(w, state.batch_rows[batch], skip)
         if comm is not None:
             reduce_gradients(model, comm, state.batch_rows[batch], skip)
         apply(skip, 1.0 if lr_factor is None else lr_factor(batch))
@@ -155,10 +160,13 @@ def step_kind(model: MLP, comm: Communicator | None = None) -> tuple[str, str | 
     """The kind of step ``run_epoch`` takes for ``model`` ("fused-cpu", "cuda-graph",
     "cuda-eager" or "reference": the per-op path; ``Backend.step_kind``) and, where its
     backend has a faster step that this run cannot take, why not (else None). With a
-    communicator, steps go per op (``reduce_gradients`` sits between backward and update)."""
+    communicator the fused CPU step stays (its gradients in one call, then
+    ``reduce_gradients`` and the update); a recorded CUDA graph does not: its kernels launch
+    one by one."""
     kind, why = model.backend.step_kind(model)
-    if comm is not None and kind != "reference":
-        return "reference", "distributed training steps per op"
+    if comm is not None and kind == "cuda-graph":
+        return "cuda-eager", ("the recorded CUDA graph step has no gradient allreduce: "
+                              "distributed training launches its kernels one by one")
     return kind, why
 
 

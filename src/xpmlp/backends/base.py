@@ -129,8 +129,10 @@ class Backend:
 
     def fused_step(self, model: Any) -> Any:
         """A callable that does ``xpmlp.training.run_epoch``'s whole step for one batch of
-        ``model`` (gather, forward, backward, update), or None: this backend runs the
-        operations below one by one (the per-op path, which specifies the step)."""
+        ``model`` (gather, forward, backward, update), with a ``gradients`` method that stops
+        before the update (data-parallel training averages the gradients, then calls
+        ``MLP.apply_gradients``); or None: this backend runs the operations below one by one
+        (the per-op path, which specifies the step)."""
         return None
 
     def step_kind(self, model: Any) -> tuple[str, str | None]:

@@ -90,7 +90,8 @@ class CudaKernelOps(Backend):
 
     def _launch(self, kernel: Any, n_items: int, *args: Any) -> None:
         """Queue ``kernel(*args)`` with one thread per item (grid-stride beyond MAX_BLOCKS)."""
-        kcuda.launcher(kernel, n_items, self._launch_stream, args)(*args)
+        kcuda.launcher(kernel, n_items, self._launch_stream, args,
+                       config.cuda_launch_paths)(*args)
 
     def _scratch_array(self, name: str, shape: tuple[int, ...], dtype: Any) -> Array:
         """A scratch array kept for reuse (kernels on one stream run in order: sharing is safe)."""
@@ -408,7 +409,8 @@ class CudaBackend(CudaKernelOps):  # pragma: no cover - needs a GPU (tests marke
 
     def _launch(self, kernel: Any, n_items: int, *args: Any) -> None:
         try:
-            kcuda.launcher(kernel, n_items, self._launch_stream, args)(*args)
+            kcuda.launcher(kernel, n_items, self._launch_stream, args,
+                           config.cuda_launch_paths)(*args)
         except self._typing_error:
             raise  # arguments the kernel cannot take: a bug in the caller, not the installation
         except self._errors as exc:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy
 
+from .. import config
 from ..kernels import cpu
 from ..regularization import dropout_key, dropout_threshold
 from .base import Array, Backend, activation_entry, loss_entry
@@ -105,7 +106,9 @@ class NumpyBackend(Backend):
         self._steps: weakref.WeakKeyDictionary[Any, FusedStep] = weakref.WeakKeyDictionary()
         # before any kernel runs: a kernel loaded from Numba's cache is not compiled, so the
         # CPU target's own call of it comes too late, and Numba's threads started on its
-        # default OpenMP layer, whose spinning threads stalled beside a busy core
+        # default OpenMP layer, whose spinning threads stalled beside a busy core; and passive
+        # waits for OpenMP threads, should the user choose that layer
+        config.passive_openmp_waits()
         cpu.choose_threading_layer()
 
     def step_kind(self, model: Any) -> tuple[str, str | None]:
@@ -130,9 +133,9 @@ class NumpyBackend(Backend):
         if changed:  # a subclass changed an op the fused step would skip: keep its ops
             return (f"{cls.__name__} overrides {', '.join(changed)}, which the fused CPU step "
                     "would not call")
-        from ..kernels import fused_cpu
+        from .. import blas
 
-        if fused_cpu.blas_function(model.dtype.char) is None:
+        if blas.provider().cblas_gemm(model.dtype.char) is None:
             return ("no loaded BLAS library exports the cblas_"
                     f"{'s' if model.dtype.char == 'f' else 'd'}gemm the fused CPU step calls")
         return None
@@ -146,9 +149,7 @@ class NumpyBackend(Backend):
             return None
         step = self._steps.get(model)
         if step is None or step.model_dtype != model.dtype:
-            step = FusedStep.build(model)
-            if step is not None:
-                self._steps[model] = step
+            step = self._steps[model] = FusedStep(model)
         return step
 
     def deterministic(self) -> contextlib.AbstractContextManager[None]:
@@ -277,7 +278,9 @@ class FusedStep:
     """``kernels.fused_cpu.train_step`` compiled for one model: ``step(X, Y, idx, ws,
     out_stats, skip, lr_factor)`` does what ``run_epoch`` does per batch on the per-op path
     (gather, ``forward_pass``, ``backward_pass``, ``apply_gradients``), in one call, dropout
-    masks and batch norm's running estimates included."""
+    masks and batch norm's running estimates included. ``step.gradients(X, Y, idx, ws,
+    out_stats, skip)`` stops before the update (data-parallel training: the gradients are
+    averaged over the ranks, then ``MLP.apply_gradients`` runs the optimizer's kernel)."""
 
     @property
     def model(self) -> Any:
@@ -290,14 +293,9 @@ class FusedStep:
         self._kernels: dict[bool, Any] = {}
         self._widest = max(model.layer_sizes)
         from .. import blas
-        from ..kernels import fused_cpu
 
-        char = model.dtype.char
-        self.cblas = fused_cpu.blas_function(char)
-        self.provider = blas.provider()
-        mkl = self.provider.mkl
-        # without MKL, NumPy's function stands in (never called: every route is 0)
-        self.mkl = self.cblas if mkl is None else fused_cpu.mkl_function(mkl.lib, char)
+        #: the process's cblas_?gemm (MKL's or NumPy's: ``xpmlp.blas``), for every product
+        self.cblas = blas.provider().cblas_gemm(model.dtype.char)
         layers = model.layers
         self.Ws = tuple(layer.W for layer in layers)
         self.bs = tuple(layer.b for layer in layers)
@@ -308,16 +306,9 @@ class FusedStep:
         self._dropped = [l for l, layer in enumerate(hidden) if layer.dropout]
         self._keys = numpy.zeros(len(hidden), numpy.int64)  # 0 for the layers without dropout
         self._views: tuple[Any, ...] | None = None  # the last workspace's (one per epoch)
-        self._routes: dict[tuple[int, Any], Array] = {}  # by (batch rows, BLAS library)
-
-    @classmethod
-    def build(cls, model: Any) -> FusedStep | None:
-        """None when no loaded BLAS library has the ``cblas_?gemm`` to call."""
-        from ..kernels import fused_cpu
-
-        if fused_cpu.blas_function(model.dtype.char) is None:
-            return None
-        return cls(model)
+        t, opt = model.dtype.type, model.optimizer
+        #: ``hyper`` of a step without its update (of the right types, never read)
+        self._no_hyper = tuple(t(0.0) for _ in opt.hyperparameters(1, opt.learning_rate))
 
     def kernel(self, big: bool) -> Any:
         """The compiled step, with the parallel elementwise kernels when ``big`` (the
@@ -393,30 +384,28 @@ class FusedStep:
             variances=norms(lambda bn: bn.running_var, vector),
         )
 
-    def routes(self, ws: Any) -> Array:
-        """routes[l, i] = 1 where product i of layer l (0: Z = A_prev W^T, 1: dW = delta^T
-        A_prev, 2: dA_prev = delta W) goes to MKL, else 0 (NumPy's BLAS): the one library
-        ``xpmlp.blas`` uses for every product of the process (the workspace's products are
-        C-contiguous, which MKL always takes)."""
-        return numpy.full((len(self.model.layers), 3), int(self.provider.library == "mkl"),
-                          numpy.int64)
-
     def __call__(self, X: Array, Y: Array, idx: Array, ws: Any, out_stats: Array, skip: Array,
                  lr_factor: float = 1.0) -> None:
+        """The whole step of the batch X[idx], Y[idx]: gradients and update."""
+        self._run(X, Y, idx, ws, out_stats, skip, lr_factor, True)
+
+    def gradients(self, X: Array, Y: Array, idx: Array, ws: Any, out_stats: Array,
+                  skip: Array) -> None:
+        """The step up to the gradients (``model.grads``, the loss in ``out_stats``, ``skip``
+        set for a non-finite loss); the update is the caller's (``MLP.apply_gradients``)."""
+        self._run(X, Y, idx, ws, out_stats, skip, 1.0, False)
+
+    def _run(self, X: Array, Y: Array, idx: Array, ws: Any, out_stats: Array, skip: Array,
+             lr_factor: float, update_now: bool) -> None:
         views = self._views
-        if views is None or views[0] is not ws or views[1] != self.provider.library:
-            key = (ws.rows, self.provider.library)
-            routes = self._routes.get(key)
-            if routes is None:
-                routes = self._routes[key] = self.routes(ws)
+        if views is None or views[0] is not ws:
             big = ws.rows * self._widest >= cpu.PARALLEL_MIN_ELEMENTS
             # the hidden layers whose backward kernel the per-op path runs in parallel
             wide = numpy.array([d.size >= cpu.PARALLEL_MIN_ELEMENTS for d in ws.delta[:-1]],
                                dtype=numpy.bool_)
-            views = self._views = (ws, self.provider.library, tuple(ws.Z), tuple(ws.A),
-                                   tuple(ws.delta), routes, self.kernel(big), wide,
-                                   self.regularization(ws))
-        _, _, Zs, As, deltas, routes, kernel, wide, hidden = views
+            views = self._views = (ws, tuple(ws.Z), tuple(ws.A), tuple(ws.delta),
+                                   self.kernel(big), wide, self.regularization(ws))
+        _, Zs, As, deltas, kernel, wide, hidden = views
         model = self.model
         if hidden is not None:  # the dropout masks' keys of this step, as MLP.forward_pass
             step = ws.dropout_step = model.dropout_steps
@@ -426,11 +415,14 @@ class FusedStep:
                 model.dropout_steps += 1
         opt = model.optimizer
         t = model.dtype.type
-        opt.advance()  # as Optimizer.step
         clip_value = math.inf if opt.clip_grad_value is None else opt.clip_grad_value
         max_norm = 0.0 if opt.clip_grad_norm is None else opt.clip_grad_norm
-        hyper = tuple(map(t, opt.hyperparameters(opt.t, opt.learning_rate * lr_factor)))
-        kernel(self.cblas, self.mkl, routes, X, Y, idx, self.Ws, self.bs, self.dWs, self.dbs,
+        if update_now:
+            opt.advance()  # as Optimizer.step
+            hyper = tuple(map(t, opt.hyperparameters(opt.t, opt.learning_rate * lr_factor)))
+        else:
+            hyper = self._no_hyper
+        kernel(self.cblas, X, Y, idx, self.Ws, self.bs, self.dWs, self.dbs,
                Zs, As, deltas, ws.Y, out_stats, skip, t(1.0 / ws.rows), model.params,
                model.grads, opt.state, hyper, t(opt.weight_decay), model.n_weights, t(opt.l1),
-               t(clip_value), t(max_norm), opt.sum_squares, wide, hidden)
+               t(clip_value), t(max_norm), opt.sum_squares, wide, hidden, update_now)
