@@ -306,9 +306,6 @@ class FusedStep:
         self._dropped = [l for l, layer in enumerate(hidden) if layer.dropout]
         self._keys = numpy.zeros(len(hidden), numpy.int64)  # 0 for the layers without dropout
         self._views: tuple[Any, ...] | None = None  # the last workspace's (one per epoch)
-        t, opt = model.dtype.type, model.optimizer
-        #: ``hyper`` of a step without its update (of the right types, never read)
-        self._no_hyper = tuple(t(0.0) for _ in opt.hyperparameters(1, opt.learning_rate))
 
     def kernel(self, big: bool) -> Any:
         """The compiled step, with the parallel elementwise kernels when ``big`` (the
@@ -420,8 +417,8 @@ class FusedStep:
         if update_now:
             opt.advance()  # as Optimizer.step
             hyper = tuple(map(t, opt.hyperparameters(opt.t, opt.learning_rate * lr_factor)))
-        else:
-            hyper = self._no_hyper
+        else:  # a step without its update: ``hyper`` of the right types, never read
+            hyper = tuple(t(0.0) for _ in opt.hyperparameters(opt.t + 1, opt.learning_rate))
         kernel(self.cblas, X, Y, idx, self.Ws, self.bs, self.dWs, self.dbs,
                Zs, As, deltas, ws.Y, out_stats, skip, t(1.0 / ws.rows), model.params,
                model.grads, opt.state, hyper, t(opt.weight_decay), model.n_weights, t(opt.l1),
