@@ -8,6 +8,7 @@ history record: figures by name (floats, ints, and the odd string or None).
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Any
 
 #: a NumPy or CuPy array (see the module docstring)
@@ -16,3 +17,7 @@ Array = Any
 Generator = Any
 #: an epoch's record in a model's history
 Record = dict[str, Any]
+#: a JSON value (a schedule's description, a checkpoint's metadata)
+JSON = dict[str, "JSON"] | list["JSON"] | str | int | float | bool | None
+#: an array namespace, ``numpy`` or ``cupy`` (the backend's ``xp``)
+ArrayModule = ModuleType
