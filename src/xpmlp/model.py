@@ -65,12 +65,13 @@ class _StateField:
     def __set_name__(self, owner: type, attribute: str) -> None:
         self.attribute = attribute
 
-    def __get__(self, model: Any, owner: type | None = None) -> Any:
+    # -> Any: each field has its own type (TrainState's annotations)
+    def __get__(self, model: MLP | None, owner: type | None = None) -> Any:
         if model is None:
             return self
         return getattr(model.train_state_, self.name)
 
-    def __set__(self, model: Any, value: Any) -> None:
+    def __set__(self, model: MLP, value: object) -> None:
         if not self.writable:
             raise AttributeError(f"{self.attribute} is viewed by the layers: copy into it "
                                  f"(model.{self.attribute}[...] = values), do not replace it")
@@ -301,7 +302,7 @@ class MLP:
         unpickle_into(model, state, backend=None if backend is None else get_backend(backend))
         return model
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> MLP:
+    def __deepcopy__(self, memo: dict[int, object]) -> MLP:
         """An independent model on the same backend (training one leaves the other as it is)."""
         from .record import pickle_state, unpickle_into
 

@@ -470,7 +470,7 @@ class Adagrad(Optimizer):
                 "initial_accumulator_value": self.initial_accumulator_value, "eps": self.eps}
 
 
-def _keywords(build: Callable[..., Any]) -> tuple[str, ...]:
+def _keywords(build: Callable[..., object]) -> tuple[str, ...]:
     """The keywords ``build(learning_rate, ...)`` takes after the learning rate."""
     params = list(inspect.signature(build).parameters.values())[1:]
     return tuple(p.name for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD)
@@ -749,7 +749,7 @@ def _rule_from_update(name: str, update: Callable[..., Any], n_state: int,
                 + "".join(f"    state[{i}, k] = s{i}\n" for i in range(n_state))
                 + "    return new_p\n")
     source = f"def {name}_rule(p, g, state, k, hyper):\n{body}"
-    namespace: dict[str, Any] = {"update": update, "__name__": __name__}
+    namespace: dict[str, object] = {"update": update, "__name__": __name__}
     exec(compile(source, f"<xpmlp: the rule of optimizer {name!r}>", "exec"), namespace)  # noqa: S102
     rule = cast(Rule, namespace[f"{name}_rule"])
     rule.__doc__ = f"{name}'s update of parameter k, state column k in place:\n{source}"
