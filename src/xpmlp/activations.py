@@ -25,10 +25,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ._typing import Array, ArrayModule
 from .errors import ParameterError
 from .registry import Registry
 
 LEAKY_SLOPE = 0.01  # leaky_relu's slope for z < 0 (PyTorch's default)
+
+Scalar = Callable[[float], float]  # z -> a, for the kernels (elementwise)
+ScalarDerivative = Callable[[float, float], float]  # (z, a) -> f'(z)
+Row = Callable[[Array, Array, int], None]  # (Z, A, i): A[i] = f(Z[i]), a row activation
+ArrayFormula = Callable[[ArrayModule, Array], Array]  # (xp, Z) -> A, the reference
+ArrayDerivative = Callable[[ArrayModule, Array, Array], Array]  # (xp, Z, A) -> f'(Z)
 
 
 @dataclass(frozen=True, eq=False)  # compared and hashed by identity: one entry per name
@@ -38,11 +45,11 @@ class Activation:
     name: str
     formula: str  # a = f(z), for the docs
     derivative_formula: str  # f'(z), for the docs
-    array: Callable[[Any, Any], Any]  # (xp, Z) -> A, the reference
-    array_derivative: Callable[[Any, Any, Any], Any] | None  # (xp, Z, A) -> f'(Z)
-    scalar: Callable[..., Any] | None = None  # z -> a, for the kernels (elementwise)
-    scalar_derivative: Callable[..., Any] | None = None  # (z, a) -> f'(z)
-    row: Callable[..., Any] | None = None  # (Z, A, i): A[i] = f(Z[i]), a row activation
+    array: ArrayFormula
+    array_derivative: ArrayDerivative | None
+    scalar: Scalar | None = None
+    scalar_derivative: ScalarDerivative | None = None
+    row: Row | None = None
     hidden: bool = True  # may be a hidden layer's activation
     output: bool = True  # may be the output layer's activation
     init: str = "xavier"  # the initializer "auto" picks for a layer with this activation
@@ -59,6 +66,7 @@ class Activation:
 
     def forward_bindings(self) -> dict[str, Callable[..., Any]]:
         """The forward kernel's placeholder: ``activation`` (elementwise) or ``activation_row``."""
+        # Callable[..., Any]: the placeholders' signatures differ, one per kernel slot
         if self.row is None:
             return {"activation": self.scalar}  # type: ignore[dict-item]
         return {"activation_row": self.row}
@@ -69,15 +77,15 @@ class Activation:
 
 
 # ---------------------------------------------------------------------- scalar formulas
-def identity(z):
+def identity(z: float) -> float:
     return z
 
 
-def identity_derivative(z, a):
+def identity_derivative(z: float, a: float) -> float:
     return 1.0
 
 
-def sigmoid(z):
+def sigmoid(z: float) -> float:
     """1 / (1 + exp(-z)), without overflow for either sign of z."""
     if z >= 0.0:
         return 1.0 / (1.0 + math.exp(-z))
@@ -85,35 +93,35 @@ def sigmoid(z):
     return e / (1.0 + e)
 
 
-def sigmoid_derivative(z, a):
+def sigmoid_derivative(z: float, a: float) -> float:
     return a * (1.0 - a)
 
 
-def tanh(z):
+def tanh(z: float) -> float:
     return math.tanh(z)
 
 
-def tanh_derivative(z, a):
+def tanh_derivative(z: float, a: float) -> float:
     return 1.0 - a * a
 
 
-def relu(z):
+def relu(z: float) -> float:
     return 0.0 if z <= 0.0 else z  # NaN stays NaN, as in max(z, 0)
 
 
-def relu_derivative(z, a):
+def relu_derivative(z: float, a: float) -> float:
     return 1.0 if z > 0.0 else 0.0
 
 
-def leaky_relu(z):
+def leaky_relu(z: float) -> float:
     return z if z > 0.0 else LEAKY_SLOPE * z
 
 
-def leaky_relu_derivative(z, a):
+def leaky_relu_derivative(z: float, a: float) -> float:
     return 1.0 if z > 0.0 else LEAKY_SLOPE
 
 
-def gelu(z):
+def gelu(z: float) -> float:
     """z Phi(z), Phi the standard normal CDF: the exact GELU (Hendrycks & Gimpel 2016).
 
     Phi(z) = erfc(-z / sqrt 2) / 2, which keeps its relative accuracy for z < 0, where
@@ -122,25 +130,25 @@ def gelu(z):
     return 0.5 * z * math.erfc(-0.7071067811865476 * z)
 
 
-def gelu_derivative(z, a):
+def gelu_derivative(z: float, a: float) -> float:
     """Phi(z) + z phi(z)."""
     cdf = 0.5 * math.erfc(-0.7071067811865476 * z)
     return cdf + z * 0.3989422804014327 * math.exp(-0.5 * z * z)
 
 
-def exp(z):
+def exp(z: float) -> float:
     return math.exp(z)
 
 
-def exp_derivative(z, a):
+def exp_derivative(z: float, a: float) -> float:
     return a
 
 
-def hardlimit(z):
+def hardlimit(z: float) -> float:
     return 1.0 if z >= 0.0 else 0.0
 
 
-def softmax_row(Z, A, i):
+def softmax_row(Z: Array, A: Array, i: int) -> None:
     """A[i] = softmax(Z[i]) = exp(Z[i] - max) / sum_k exp(Z[i, k] - max)."""
     n = Z.shape[1]
     z_max = Z[i, 0]
@@ -157,30 +165,30 @@ def softmax_row(Z, A, i):
 
 
 # ---------------------------------------------------------------------- array formulas
-def _sigmoid_array(xp: Any, Z: Any) -> Any:
+def _sigmoid_array(xp: ArrayModule, Z: Array) -> Array:
     e = xp.exp(-xp.abs(Z))  # exp of -|z| never overflows
     return xp.where(Z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
-def _softmax_array(xp: Any, Z: Any) -> Any:
+def _softmax_array(xp: ArrayModule, Z: Array) -> Array:
     E = xp.exp(Z - xp.max(Z, axis=1, keepdims=True))
     return E / xp.sum(E, axis=1, keepdims=True)
 
 
-def _gelu_array(xp: Any, Z: Any) -> Any:
+def _gelu_array(xp: ArrayModule, Z: Array) -> Array:
     from .backends.special import erfc
 
     return 0.5 * Z * erfc(xp, -0.7071067811865476 * Z)
 
 
-def _gelu_derivative_array(xp: Any, Z: Any, A: Any) -> Any:
+def _gelu_derivative_array(xp: ArrayModule, Z: Array, A: Array) -> Array:
     from .backends.special import erfc
 
     cdf = 0.5 * erfc(xp, -0.7071067811865476 * Z)
     return cdf + Z * 0.3989422804014327 * xp.exp(-0.5 * Z * Z)
 
 
-def _cast(xp: Any, Z: Any, value: float) -> Any:
+def _cast(xp: ArrayModule, Z: Array, value: float) -> Array:
     """``value`` as a 0-d array of Z's dtype (no upcast of float32 arrays)."""
     return xp.asarray(value, dtype=Z.dtype)
 
@@ -190,17 +198,17 @@ ACTIVATIONS: Registry[Activation] = Registry("activation")
 
 def register_activation(
     name: str,
-    forward: Callable[..., Any] | None,
-    derivative: Callable[..., Any] | None,
+    forward: Scalar | None,
+    derivative: ScalarDerivative | None,
     *,
     hidden: bool = True,
     output: bool = True,
     init: str = "xavier",
     formula: str | None = None,
     derivative_formula: str | None = None,
-    array: Callable[[Any, Any], Any] | None = None,
-    array_derivative: Callable[[Any, Any, Any], Any] | None = None,
-    row: Callable[..., Any] | None = None,
+    array: ArrayFormula | None = None,
+    array_derivative: ArrayDerivative | None = None,
+    row: Row | None = None,
     replace: bool = False,
 ) -> Activation:
     """Register the activation a = f(z) under ``name``; then ``MLP(..., activation=name)``.
@@ -256,13 +264,14 @@ def register_activation(
     return ACTIVATIONS.register(entry, replace=replace)
 
 
-def _compiled_array(forward: Callable[..., Any], xp: Any, Z: Any) -> Any:
+def _compiled_array(forward: Scalar, xp: ArrayModule, Z: Array) -> Array:
     from .kernels.elements import activation_array
 
     return activation_array(xp, forward, Z)
 
 
-def _compiled_array_derivative(derivative: Callable[..., Any], xp: Any, Z: Any, A: Any) -> Any:
+def _compiled_array_derivative(derivative: ScalarDerivative, xp: ArrayModule, Z: Array,
+                                A: Array) -> Array:
     from .kernels.elements import derivative_array
 
     return derivative_array(xp, derivative, Z, A)

@@ -18,18 +18,25 @@ copied: change it afterwards and the data change, unchecked.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy
 
+from ._typing import Array
 from ._validation import check_features, check_numeric, check_targets
 from .backends import Backend, get_backend
 from .errors import ParameterError
 from .workspace import memory_for
 
+if TYPE_CHECKING:  # numpy.typing only for the checker: importing it sets numpy.typing
+    from numpy.typing import ArrayLike, DTypeLike
 
-def encode_targets(backend: Backend, y: Any, m: int, n_outputs: int, classifier: bool,
-                   kind: str, dtype: Any, checked: bool = False, name: str = "y") -> Any:
+    from .model import MLP
+
+
+def encode_targets(backend: Backend, y: ArrayLike, m: int, n_outputs: int, classifier: bool,
+                   kind: str, dtype: DTypeLike, checked: bool = False,
+                   name: str = "y") -> Array:
     """The (m, n_outputs) targets on ``backend`` in ``dtype``: y checked against the output
     layer (``check_targets``; ``checked``: y's values were checked already), class labels
     (m,) one-hot encoded. Call inside ``backend.activate()``."""
@@ -49,8 +56,9 @@ class DeviceData:
     ``Backend``; default: ``XPMLP_BACKEND``, else auto) with X in ``dtype`` (float32 or
     float64). See the module docstring."""
 
-    def __init__(self, X: Any, y: Any = None, *, backend: str | Backend | None = None,
-                 dtype: Any = "float32", name: str = "X", what: str = "the data",
+    def __init__(self, X: ArrayLike, y: ArrayLike | None = None, *,
+                 backend: str | Backend | None = None, dtype: DTypeLike = "float32",
+                 name: str = "X", what: str = "the data",
                  remedy: str = "a part of the data at a time") -> None:
         """``name`` names X in messages; ``what`` and ``remedy`` the data and what to try in
         the message of a device out of memory."""
@@ -63,18 +71,18 @@ class DeviceData:
         self.name = name
         self.y_name = name.replace("X", "y") if "X" in name else "y"
         with self.backend.activate():
-            X = check_features(X, None, xp, name, dtype=self.dtype)
-            m, n = (int(d) for d in X.shape)
+            features: Array = check_features(X, None, xp, name, dtype=self.dtype)
+            m, n = (int(d) for d in features.shape)
             with memory_for(f"{what} ({m} samples, moved to the device once)",
                             m * (n + (1 if y is None else int(numpy.size(y)) // max(m, 1))),
                             self.dtype.itemsize, remedy):
-                self.X = self.backend.asarray(X, dtype=self.dtype)
+                self.X = self.backend.asarray(features, dtype=self.dtype)
                 self.y = None if y is None else self.backend.asarray(
                     check_numeric(self.y_name, y, xp))
-        self._targets: dict[tuple[Any, ...], Any] = {}
+        self._targets: dict[tuple[int, bool, str], Array] = {}
 
     @classmethod
-    def _checked(cls, X: Any, y: Any, like: DeviceData) -> DeviceData:
+    def _checked(cls, X: Array, y: Array | None, like: DeviceData) -> DeviceData:
         """Arrays already checked and on ``like``'s backend, in its dtype (rows of it)."""
         data = cls.__new__(cls)
         data.backend, data.dtype, data.name, data.y_name = (like.backend, like.dtype,
@@ -90,7 +98,7 @@ class DeviceData:
         return (f"DeviceData(X {tuple(self.X.shape)}{y}, backend={self.backend.name!r}, "
                 f"dtype={self.dtype.name!r})")
 
-    def take(self, rows: Any) -> DeviceData:
+    def take(self, rows: Array | slice) -> DeviceData:
         """The data of ``rows`` (an index array or a slice), not checked again."""
         return self._checked(self.X[rows], None if self.y is None else self.y[rows], self)
 
@@ -104,7 +112,7 @@ class DeviceData:
         return self.take(slice(rank, None, world_size))
 
     # ------------------------------------------------------------------ for a model
-    def check_for(self, model: Any) -> None:
+    def check_for(self, model: MLP) -> None:
         """ParameterError unless the model runs on this backend in this dtype; ValueError
         unless X has the model's feature count."""
         be = model.backend
@@ -123,7 +131,7 @@ class DeviceData:
                 f"{self.name} has {self.X.shape[1]} features per sample; the model's input "
                 f"layer expects {model.n_features}")
 
-    def targets(self, model: Any) -> Any:
+    def targets(self, model: MLP) -> Array:
         """The targets encoded for ``model``'s output layer (checked and encoded at the first
         use with such a model, then kept). Call inside ``model.backend.activate()``."""
         if self.y is None:
@@ -138,8 +146,8 @@ class DeviceData:
         return self._targets[key]
 
 
-def data_for(model: Any, X: Any, y: Any = None, name: str = "X",
-             **messages: str) -> DeviceData:
+def data_for(model: MLP, X: ArrayLike | DeviceData, y: ArrayLike | None = None,
+             name: str = "X", **messages: str) -> DeviceData:
     """``X`` itself where it is a ``DeviceData`` (checked against the model; then ``y`` must
     be None: the targets are in it), else X and y checked and put on the model's backend
     (``messages``: ``what`` and ``remedy`` for ``DeviceData``)."""

@@ -32,10 +32,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ._typing import Record
 from ._validation import Choice, Number, check_params
 from .errors import ParameterError
+
+if TYPE_CHECKING:
+    from .train_state import TrainState
 
 #: the figures early stopping can watch, and whether larger is better
 MONITORS = {"val_loss": False, "val_accuracy": True, "loss": False, "val_score": True}
@@ -111,7 +115,7 @@ class Watch:
         made now; with scikit-learn's at the first new best."""
         self.rule = rule
         self.model = model
-        self.state = model.train_state_
+        self.state: TrainState = model.train_state_
         self.sign = -1.0 if MONITORS[rule.monitor] else 1.0  # minimize sign * value
         copy = (model.params.copy() if rule.restore_best_weights and rule.convention == "keras"
                 else None)
@@ -124,7 +128,7 @@ class Watch:
     def best_epoch(self) -> int | None:
         return self.state.best_epoch
 
-    def update(self, epoch: int, record: dict[str, Any]) -> bool:
+    def update(self, epoch: int, record: Record) -> bool:
         """Take the record of ``epoch`` into account; True when the patience is exhausted."""
         ts, rule = self.state, self.rule
         value, best = self.sign * float(record[rule.monitor]), ts.best_value

@@ -30,10 +30,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ._typing import Array
 from .activations import Activation
 from .regularization import BN_EPS, BN_MOMENTUM
-
-Array = Any
 
 
 @dataclass

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ._typing import Array, ArrayModule
 from .activations import ACTIVATIONS, Activation
 from .kernels.rows import argmax_row, chain_rule_delta, elementwise_loss_row, logit_delta
 from .registry import Registry
@@ -40,11 +41,15 @@ class Loss:
     formula: str  # the batch-mean loss, for the docs
     outputs: tuple[str, ...] | None  # output activations it pairs with (None: any elementwise)
     default_output: str
-    array_terms: Callable[[Any, Any, Any, Any], Any]  # (xp, Z, A, Y) -> (m,) per-sample loss
-    array_gradient: Callable[[Any, Any, Any], Any] | None  # (xp, A, Y) -> dL/dA; None: a - y
-    term: Callable[..., Any] | None = None  # (z, a, y) -> one output's term (elementwise)
-    row: Callable[..., Any] | None = None  # (Z, A, Y, i) -> sample i's loss (row losses)
-    gradient: Callable[..., Any] | None = None  # (a, y) -> dl/da; None: delta = a - y
+    # (xp, Z, A, Y) -> (m,) per-sample loss
+    array_terms: Callable[[ArrayModule, Array, Array, Array], Array]
+    # (xp, A, Y) -> dL/dA; None: a - y
+    array_gradient: Callable[[ArrayModule, Array, Array], Array] | None
+    # (z, a, y) -> one output's term (elementwise)
+    term: Callable[[float, float, float], float] | None = None
+    # (Z, A, Y, i) -> sample i's loss (row losses)
+    row: Callable[[Array, Array, Array, int], float] | None = None
+    gradient: Callable[[float, float], float] | None = None  # (a, y) -> dl/da; None: delta = a - y
     targets: str = "any"  # "any", "counts" (>= 0), "probabilities" (in [0, 1]), "distributions"
 
     def pairs_with(self, activation: Activation) -> bool:
@@ -59,6 +64,7 @@ class Loss:
 
     def kernel_bindings(self, activation: Activation) -> dict[str, Callable[..., Any]]:
         """The output layer kernel's placeholders for this loss after ``activation``."""
+        # Callable[..., Any]: the placeholders' signatures differ, one per kernel slot
         bindings: dict[str, Callable[..., Any]] = {}
         if self.row is not None:
             bindings["loss_row"] = self.row
@@ -73,7 +79,7 @@ class Loss:
             bindings["derivative"] = activation.scalar_derivative  # type: ignore[assignment]
         return bindings
 
-    def delta(self, xp: Any, activation: Activation, Z: Any, A: Any, Y: Any) -> Any:
+    def delta(self, xp: ArrayModule, activation: Activation, Z: Array, A: Array, Y: Array) -> Array:
         """Reference: delta_L = dL/dZ_L of the batch-mean loss, shape (m, n_L)."""
         inv_m = 1.0 / A.shape[0]
         if self.array_gradient is None:
@@ -83,47 +89,47 @@ class Loss:
 
 
 # ---------------------------------------------------------------------- scalar formulas
-def squared_error_term(z, a, y):
+def squared_error_term(z: float, a: float, y: float) -> float:
     d = y - a
     return d * d
 
 
-def squared_error_gradient(a, y):
+def squared_error_gradient(a: float, y: float) -> float:
     return 2.0 * (a - y)
 
 
-def half_squared_error_term(z, a, y):
+def half_squared_error_term(z: float, a: float, y: float) -> float:
     d = y - a
     return 0.5 * d * d
 
 
-def half_squared_error_gradient(a, y):
+def half_squared_error_gradient(a: float, y: float) -> float:
     return a - y
 
 
-def softplus(z):
+def softplus(z: float) -> float:
     """log(1 + exp(z)) without overflow."""
     if z > 0.0:
         return z + math.log1p(math.exp(-z))
     return math.log1p(math.exp(z))
 
 
-def binary_cross_entropy_term(z, a, y):
+def binary_cross_entropy_term(z: float, a: float, y: float) -> float:
     """-[y log a + (1 - y) log(1 - a)] with a = sigmoid(z), exactly: softplus(z) - y z."""
     return softplus(z) - y * z
 
 
-def xlogy_self(y):
+def xlogy_self(y: float) -> float:
     """y log y, 0 at y = 0."""
     return y * math.log(y) if y > 0.0 else 0.0
 
 
-def poisson_term(z, a, y):
+def poisson_term(z: float, a: float, y: float) -> float:
     """Half Poisson deviance y log(y / a) - y + a, from z = log a: a - y z + y log y - y."""
     return a - y * z + xlogy_self(y) - y
 
 
-def cross_entropy_row(Z, A, Y, i):
+def cross_entropy_row(Z: Array, A: Array, Y: Array, i: int) -> float:
     """sum_k y_k (logsumexp(z) - z_k), from the logits shifted by their maximum z_j:
     logsumexp(z) - z_k = (z_j - z_k) + log1p(sum_{k != j} a_k / a_j), where A[i] =
     softmax(Z[i]) from the forward pass gives the exponentials (no exp here)."""
@@ -141,18 +147,18 @@ def cross_entropy_row(Z, A, Y, i):
 
 
 # ---------------------------------------------------------------------- array formulas
-def _softplus_array(xp: Any, Z: Any) -> Any:
+def _softplus_array(xp: ArrayModule, Z: Array) -> Array:
     return xp.maximum(Z, xp.asarray(0, dtype=Z.dtype)) + xp.log1p(xp.exp(-xp.abs(Z)))
 
 
-def _poisson_array(xp: Any, Z: Any, A: Any, Y: Any) -> Any:
+def _poisson_array(xp: ArrayModule, Z: Array, A: Array, Y: Array) -> Array:
     positive = Y > 0
     one, zero = xp.asarray(1, dtype=Y.dtype), xp.asarray(0, dtype=Y.dtype)
     y_log_y = xp.where(positive, Y * xp.log(xp.where(positive, Y, one)), zero)
     return xp.sum(A - Y * Z + y_log_y - Y, axis=1)
 
 
-def _cross_entropy_array(xp: Any, Z: Any, A: Any, Y: Any) -> Any:
+def _cross_entropy_array(xp: ArrayModule, Z: Array, A: Array, Y: Array) -> Array:
     """sum_k y_k (logsumexp(z) - z_k), from the logits shifted by their maximum (the first
     one, as the row kernel takes it): log sum_k exp(-shifted_k) = log1p(the other terms)."""
     top = xp.argmax(Z, axis=1, keepdims=True)
@@ -203,7 +209,7 @@ def check_pairing(output_activation: str, loss: str) -> tuple[Activation, Loss]:
     ), entry
 
 
-def correct(A: Any, Y: Any) -> Any:
+def correct(A: Array, Y: Array) -> Array:
     """Per sample, whether the prediction A matches the target Y: argmax against argmax,
     or, with one output, both on the same side of 0.5."""
     if A.shape[1] == 1:

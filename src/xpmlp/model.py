@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from . import losses
+from ._typing import Array, Generator
 from ._validation import Choice, Number, check_numeric, check_params
 from .activations import ACTIVATIONS, Activation
 from .architecture import (
@@ -36,7 +37,7 @@ from .architecture import (
 )
 from .backends import Backend, get_backend
 from .backends.base import on_backend
-from .device_data import data_for, encode_targets
+from .device_data import DeviceData, data_for, encode_targets
 from .errors import NotDifferentiableError, ParameterError
 from .init import INITIALIZERS, init_weights
 from .layers import BatchNorm, Dense
@@ -44,6 +45,9 @@ from .optim import Optimizer
 from .regularization import check_batch_norm, check_dropout, dropout_key
 from .train_state import TrainState
 from .workspace import PREDICT_CHUNK, ForwardPass, Gradients, Workspace, memory_for
+
+if TYPE_CHECKING:  # numpy.typing only for the checker: importing it sets numpy.typing
+    from numpy.typing import ArrayLike
 
 CONSTRAINTS = {
     "init": Choice(INITIALIZERS),
@@ -61,12 +65,13 @@ class _StateField:
     def __set_name__(self, owner: type, attribute: str) -> None:
         self.attribute = attribute
 
-    def __get__(self, model: Any, owner: type | None = None) -> Any:
+    # -> Any: each field has its own type (TrainState's annotations)
+    def __get__(self, model: MLP | None, owner: type | None = None) -> Any:
         if model is None:
             return self
         return getattr(model.train_state_, self.name)
 
-    def __set__(self, model: Any, value: Any) -> None:
+    def __set__(self, model: MLP, value: object) -> None:
         if not self.writable:
             raise AttributeError(f"{self.attribute} is viewed by the layers: copy into it "
                                  f"(model.{self.attribute}[...] = values), do not replace it")
@@ -212,7 +217,7 @@ class MLP:
     lr_schedule_ = _StateField("lr_schedule")  # the last fit's schedule position
     history_ = _StateField("history")
 
-    def _allocate_parameters(self, optimizer: Optimizer, rng: Any) -> None:
+    def _allocate_parameters(self, optimizer: Optimizer, rng: Generator) -> None:
         """The training state (``train_state_``) with one flat vector for all parameters (all
         W, then all b, then gamma and beta of each batch-normalized layer) and the running
         estimates of batch norm in ``running_mean`` and ``running_var`` (one slice per
@@ -250,7 +255,7 @@ class MLP:
         self._regularized = any(self.dropout) or any(self.batch_norm)
 
     @property
-    def buffers(self) -> dict[str, Any]:
+    def buffers(self) -> dict[str, Array]:
         """The model's state besides its parameters, by name (saved with it): batch norm's
         running estimates, flat over the batch-normalized layers (empty without batch norm)."""
         return self.train_state_.buffers
@@ -258,7 +263,7 @@ class MLP:
     @property
     def steps_(self) -> int:
         """Optimizer steps taken (the optimizer's step count t)."""
-        return self.optimizer.t
+        return cast(int, self.optimizer.t)  # optimizer: a _StateField, read as Any
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self) -> dict[str, Any]:
@@ -297,7 +302,7 @@ class MLP:
         unpickle_into(model, state, backend=None if backend is None else get_backend(backend))
         return model
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> MLP:
+    def __deepcopy__(self, memo: dict[int, object]) -> MLP:
         """An independent model on the same backend (training one leaves the other as it is)."""
         from .record import pickle_state, unpickle_into
 
@@ -344,7 +349,7 @@ class MLP:
                 "loss": self.loss, "dropout": self.dropout, "batch_norm": self.batch_norm}
 
     @on_backend
-    def set_weights(self, weights: Sequence[tuple[Any, Any]]) -> None:
+    def set_weights(self, weights: Sequence[tuple[ArrayLike, ArrayLike]]) -> None:
         """Copy (W, b) per layer into the model: W of shape (n_l, n_{l-1}), b of shape (n_l,),
         finite values."""
         weights = list(weights)
@@ -362,13 +367,14 @@ class MLP:
         for into, given in checked:
             into[...] = self.backend.asarray(given, dtype=self.dtype)
 
-    def get_weights(self) -> list[tuple[Any, Any]]:
+    def get_weights(self) -> list[tuple[Array, Array]]:
         """(W, b) per layer, as host (NumPy) copies."""
         host = self.backend.to_numpy
         return [(host(layer.W).copy(), host(layer.b).copy()) for layer in self.layers]
 
     # ------------------------------------------------------------------ the per-batch API
-    def to_device(self, X: Any, y: Any = None, name: str = "X") -> tuple[Any, Any]:
+    def to_device(self, X: ArrayLike | DeviceData, y: ArrayLike | None = None,
+                  name: str = "X") -> tuple[Array, Array | None]:
         """Checked backend arrays: X (m, n_0) in the model's dtype and, if y is given (or X is
         a ``DeviceData`` holding targets), the targets Y (m, n_L) (class labels one-hot
         encoded). X and y are checked once (``xpmlp.device_data``). Call inside
@@ -376,7 +382,7 @@ class MLP:
         data = data_for(self, X, y, name)
         return data.X, (None if data.y is None else data.targets(self))
 
-    def _targets(self, y: Any, m: int) -> Any:
+    def _targets(self, y: ArrayLike, m: int) -> Array:
         return encode_targets(self.backend, y, m, self.n_outputs, self.is_classifier,
                               self.loss_entry.targets, self.dtype)
 
@@ -410,15 +416,15 @@ class MLP:
             layer.forward(self.backend, ws.A[l], ws.Z[l], ws.A[l + 1], training, key,
                           ws.Zhat[l], ws.stats[l])
 
-    def compute_gradients(self, ws: Workspace, out_stats: Any, skip: Any) -> None:
+    def compute_gradients(self, ws: Workspace, out_stats: Array, skip: Array) -> None:
         """Forward and backward of the batch in ws.X, ws.Y: every dW and db in ``self.grads``;
         out_stats[:2] = (sum of the samples' losses, samples classified right); skip[0] set
         when the loss is not finite."""
         self.forward_pass(ws)
         self.backward_pass(ws, out_stats, skip)
 
-    def backward_pass(self, ws: Workspace, out_stats: Any, skip: Any,
-                      row_weights: Any = None) -> None:
+    def backward_pass(self, ws: Workspace, out_stats: Array, skip: Array,
+                      row_weights: Array = None) -> None:
         """delta_L from the loss, then delta_l = (delta_{l+1} W_{l+1}) * f'(Z_l) down to
         layer 1, with dW and db of every layer (the forward pass of ws must be done).
 
@@ -446,7 +452,7 @@ class MLP:
                            ws.delta[l], ws.delta[l - 1] if l > 0 else None, key,
                            ws.Zhat[l], ws.stats[l])
 
-    def apply_gradients(self, skip: Any, lr_factor: float = 1.0) -> None:
+    def apply_gradients(self, skip: Array, lr_factor: float = 1.0) -> None:
         """One optimizer step with ``self.grads`` (nothing changes when skip[0] is set)."""
         self.optimizer.step(self.backend, self.params, self.grads, self.n_weights, skip,
                             lr_factor)
@@ -463,7 +469,7 @@ class MLP:
 
     # ------------------------------------------------------------------ the learner's API
     @on_backend
-    def forward(self, X: Any, training: bool = True) -> ForwardPass:
+    def forward(self, X: ArrayLike | DeviceData, training: bool = True) -> ForwardPass:
         """The forward pass of X, keeping Z and A of every layer (in training mode unless
         ``training`` is False: see ``forward_pass``)."""
         X_dev, _ = self.to_device(X)
@@ -473,7 +479,7 @@ class MLP:
         return ForwardPass(Z=ws.Z, A=ws.A, workspace=ws)
 
     @on_backend
-    def backward(self, forward_pass: ForwardPass, y: Any) -> Gradients:
+    def backward(self, forward_pass: ForwardPass, y: ArrayLike) -> Gradients:
         """Backpropagate the loss of ``forward_pass`` against targets ``y``: every delta,
         dW and db."""
         self.check_differentiable()
@@ -493,7 +499,7 @@ class MLP:
         self.apply_gradients(self._learner_skip)
 
     # ------------------------------------------------------------------ training
-    def fit(self, X: Any, y: Any = None, **options: Any) -> MLP:
+    def fit(self, X: ArrayLike | DeviceData, y: ArrayLike | None = None, **options: Any) -> MLP:
         """Mini-batch training on X, y (or a ``DeviceData`` holding both): see
         ``xpmlp.training.fit`` for the options."""
         from .training import fit
@@ -501,7 +507,7 @@ class MLP:
         return fit(self, X, y, **options)
 
     @on_backend
-    def evaluate(self, X: Any, y: Any = None) -> dict[str, float]:
+    def evaluate(self, X: ArrayLike | DeviceData, y: ArrayLike | None = None) -> dict[str, float]:
         """{"loss": mean loss, "accuracy": fraction right} of the model on X, y (or a
         ``DeviceData`` holding both), in inference mode (``xpmlp.training.evaluate``)."""
         from .training import evaluate
@@ -514,7 +520,7 @@ class MLP:
         return {"loss": loss, "accuracy": accuracy}
 
     # ------------------------------------------------------------------ prediction
-    def output(self, X: Any) -> Any:
+    def output(self, X: Array) -> Array:
         """A_L for the backend array X, in chunks of PREDICT_CHUNK rows. Safe from several
         threads at once: each thread has its own workspace."""
         xp = self.backend.xp
@@ -531,17 +537,17 @@ class MLP:
             outs.append(ws.A[-1].copy())
         return xp.concatenate(outs, axis=0)
 
-    def accuracy(self, X: Any, Y: Any) -> float:
+    def accuracy(self, X: Array, Y: Array) -> float:
         """Fraction of rows whose prediction matches the (m, n_L) targets Y (backend arrays)."""
         hits = losses.correct(self.output(X), Y).sum()
-        return float(self.backend.to_numpy(hits)) / X.shape[0]
+        return cast(float, float(self.backend.to_numpy(hits)) / X.shape[0])
 
     @on_backend
-    def predict_proba(self, X: Any) -> Any:
+    def predict_proba(self, X: ArrayLike | DeviceData) -> Array:
         """The output layer's activations A_L, as a host (NumPy) array of shape (m, n_L)."""
         return self.backend.to_numpy(self.output(data_for(self, X).X))
 
-    def predict(self, X: Any) -> Any:
+    def predict(self, X: ArrayLike | DeviceData) -> Array:
         """Class labels (classifiers: argmax, or A >= 0.5 for one output) or A_L (regression)."""
         A = self.predict_proba(X)
         if not self.is_classifier:
@@ -551,7 +557,7 @@ class MLP:
         return A.argmax(axis=1)
 
     @on_backend
-    def score(self, X: Any, y: Any = None) -> float:
+    def score(self, X: ArrayLike | DeviceData, y: ArrayLike | None = None) -> float:
         """Accuracy for classifiers; for regression the coefficient of determination R^2 of
         each output, averaged over the outputs (scikit-learn's default, 'uniform_average')."""
         X_dev, Y = self.to_device(X, y)

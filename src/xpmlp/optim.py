@@ -66,15 +66,36 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy
 
+from ._typing import JSON, Array, ArrayModule
 from ._validation import Choice, Number, check_params
 from .errors import ParameterError
 from .registry import Registry
+
+if TYPE_CHECKING:
+    from .backends import Backend
+
+
+
+class StateRows(Protocol):
+    """The optimizer's state rows as a rule sees them: one float at (row, k)."""
+
+    def __getitem__(self, index: tuple[int, int], /) -> float: ...
+
+    def __setitem__(self, index: tuple[int, int], value: float, /) -> None: ...
+
+
+#: a compiled update rule: (p, g, state, k, hyper) -> the new p, state column k in place
+Rule = Callable[[float, float, StateRows, int, Sequence[float]], float]
+# Callable[..., Any] stays for what a user registers (``register_optimizer``'s ``update``
+# and ``host``): their arities are the optimizer's own counts of state rows and
+# hyperparameters. The kernels' keyword arguments (``_gradient_options``) mix floats and
+# device arrays.
 
 HYPERPARAMETERS: dict[str, Number | Choice] = {
     "learning_rate": Number(0, None, low_closed=False),
@@ -98,12 +119,14 @@ GRADIENT_OPTIONS = ("l1", "clip_grad_norm", "clip_grad_value")
 
 
 # ---------------------------------------------------------------------- update rules
-def sgd_rule(p, g, state, k, hyper):
+def sgd_rule(p: float, g: float, state: StateRows, k: int,
+             hyper: Sequence[float]) -> float:
     """p <- p - lr g."""
     return p - hyper[0] * g
 
 
-def momentum_rule(p, g, state, k, hyper):
+def momentum_rule(p: float, g: float, state: StateRows, k: int,
+                  hyper: Sequence[float]) -> float:
     """v <- mu v + g;  p <- p - lr v, or p - lr (g + mu v) with Nesterov (hyper[2] = 1)."""
     lr, mu, nesterov = hyper
     v = mu * state[0, k] + g
@@ -113,7 +136,8 @@ def momentum_rule(p, g, state, k, hyper):
     return p - lr * v
 
 
-def adam_rule(p, g, state, k, hyper):
+def adam_rule(p: float, g: float, state: StateRows, k: int,
+              hyper: Sequence[float]) -> float:
     """Adam (Kingma & Ba 2015, Algorithm 1), in PyTorch's order of operations."""
     step_size, one_minus_beta1, beta2, one_minus_beta2, eps, bias2_sqrt = hyper
     m = state[0, k]
@@ -124,7 +148,8 @@ def adam_rule(p, g, state, k, hyper):
     return p - step_size * m / (math.sqrt(v) / bias2_sqrt + eps)
 
 
-def rmsprop_rule(p, g, state, k, hyper):
+def rmsprop_rule(p: float, g: float, state: StateRows, k: int,
+                 hyper: Sequence[float]) -> float:
     """RMSprop, PyTorch's default form: v <- alpha v + (1 - alpha) g^2;
     p <- p - lr g / (sqrt(v) + eps)."""
     lr, alpha, one_minus_alpha, eps = hyper
@@ -133,7 +158,8 @@ def rmsprop_rule(p, g, state, k, hyper):
     return p - lr * g / (math.sqrt(v) + eps)
 
 
-def rmsprop_general_rule(p, g, state, k, hyper):
+def rmsprop_general_rule(p: float, g: float, state: StateRows, k: int,
+                         hyper: Sequence[float]) -> float:
     """RMSprop with the options of ``torch.optim.RMSprop``: centered (hyper[5] = 1: the
     running mean gbar of g in state row 1, d = sqrt(v - gbar^2) + eps) and momentum (hyper[4]
     > 0: buf <- mu buf + g / d in state row 2, p <- p - lr buf)."""
@@ -157,7 +183,8 @@ def rmsprop_general_rule(p, g, state, k, hyper):
     return p - lr * g / d
 
 
-def adagrad_rule(p, g, state, k, hyper):
+def adagrad_rule(p: float, g: float, state: StateRows, k: int,
+                 hyper: Sequence[float]) -> float:
     """Adagrad: s <- s + g^2;  p <- p - clr g / (sqrt(s) + eps), clr the decayed rate."""
     clr, eps = hyper
     s = state[0, k] + g * g
@@ -169,7 +196,7 @@ class Optimizer:
     """An optimizer: hyperparameters, a rule, state rows (see the module docstring)."""
 
     name = "optimizer"
-    rule: Callable[..., Any] = staticmethod(sgd_rule)
+    rule: Rule = staticmethod(sgd_rule)
     state_names: tuple[str, ...] = ()
 
     def __init__(self, learning_rate: float, weight_decay: float = 0.0, l1: float = 0.0,
@@ -182,8 +209,8 @@ class Optimizer:
         self.set_gradient_options(l1=l1, clip_grad_norm=clip_grad_norm,
                                   clip_grad_value=clip_grad_value)
         self.t = 0  # steps taken
-        self.state: Any = None
-        self.sum_squares: Any = None  # (1,) on the device: ||g||^2 for norm clipping
+        self.state: Array = None  # None until bind
+        self.sum_squares: Array = None  # (1,) on the device: ||g||^2 for norm clipping
 
     def set_gradient_options(self, l1: float = 0.0, clip_grad_norm: float | None = None,
                              clip_grad_value: float | None = None) -> None:
@@ -198,11 +225,12 @@ class Optimizer:
         """What the rule reads at ``step`` (1-based) with learning rate ``lr``."""
         return (lr,)
 
-    def reference(self, xp: Any, p: Any, g: Any, state: Any, hyper: tuple[Any, ...]) -> Any:
+    def reference(self, xp: ArrayModule, p: Array, g: Array, state: Array,
+                  hyper: tuple[float, ...]) -> Array:
         """The rule in array code: the new p (state rows updated in place)."""
         return p - hyper[0] * g
 
-    def bind(self, backend: Any, params: Any) -> None:
+    def bind(self, backend: Backend, params: Array) -> None:
         """Allocate the state rows for the flat parameter vector ``params`` (zeros, t = 0)."""
         self.state = backend.zeros((len(self.state_names), params.shape[0]), params.dtype)
         self.sum_squares = backend.zeros(1, params.dtype)
@@ -221,7 +249,7 @@ class Optimizer:
         at the start of distributed training)."""
         self.t = int(t)
 
-    def step(self, backend: Any, params: Any, grads: Any, n_decay: int, skip: Any,
+    def step(self, backend: Backend, params: Array, grads: Array, n_decay: int, skip: Array,
              lr_factor: float = 1.0) -> None:
         """One update of ``params`` (unless ``skip[0]`` is set, on the device), with the
         gradient clipped and penalized as the module docstring says; the first ``n_decay``
@@ -234,22 +262,22 @@ class Optimizer:
             self.weight_decay, n_decay, skip, **options,
         )
 
-    def hyper_rows(self, lr_factors: Any) -> numpy.ndarray:
+    def hyper_rows(self, lr_factors: Array) -> numpy.ndarray:
         """Row b: ``hyperparameters(t + 1 + b, learning_rate * lr_factors[b])``, the
         hyperparameters of the next len(lr_factors) steps (float64; ``step_at`` reads them
         on the device, and the caller adds the steps taken to ``t``)."""
         return numpy.array([self.hyperparameters(self.t + 1 + b, self.learning_rate * f)
                             for b, f in enumerate(lr_factors)], dtype=numpy.float64)
 
-    def step_at(self, backend: Any, params: Any, grads: Any, n_decay: int, skip: Any,
-                hyper_rows: Any, counter: Any) -> None:
+    def step_at(self, backend: Backend, params: Array, grads: Array, n_decay: int, skip: Array,
+                hyper_rows: Array, counter: Array) -> None:
         """``step`` with the hyperparameters hyper_rows[counter[0]] read on the device (the
         step a CUDA graph replays); ``t`` is left to the caller."""
         options = self._gradient_options(backend, grads)
         backend.optimizer_step_at(self, params, grads, self.state, hyper_rows, counter,
                                   self.weight_decay, n_decay, skip, **options)
 
-    def _gradient_options(self, backend: Any, grads: Any) -> dict[str, Any]:
+    def _gradient_options(self, backend: Backend, grads: Array) -> dict[str, Any]:
         """The clipping and L1 arguments of the optimizer kernels; with norm clipping, the
         squared global norm computed first (on the device, into ``sum_squares``)."""
         clip_value = math.inf if self.clip_grad_value is None else self.clip_grad_value
@@ -259,10 +287,10 @@ class Optimizer:
         return {"l1": self.l1, "clip_value": clip_value, "max_norm": max_norm,
                 "sum_squares": self.sum_squares}
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, JSON]:
         """Name and hyperparameters: ``from_description`` rebuilds the optimizer from it."""
-        out = {"name": self.name, "learning_rate": self.learning_rate,
-               "weight_decay": self.weight_decay}
+        out: dict[str, JSON] = {"name": self.name, "learning_rate": self.learning_rate,
+                                "weight_decay": self.weight_decay}
         for key, off in (("l1", 0.0), ("clip_grad_norm", None), ("clip_grad_value", None)):
             if getattr(self, key) != off:  # only what is on: older descriptions stay as they were
                 out[key] = getattr(self, key)
@@ -295,14 +323,15 @@ class SGD(Optimizer):
             return (lr,)
         return (lr, self.momentum, 1.0 if self.nesterov else 0.0)
 
-    def reference(self, xp: Any, p: Any, g: Any, state: Any, hyper: tuple[Any, ...]) -> Any:
+    def reference(self, xp: ArrayModule, p: Array, g: Array, state: Array,
+                  hyper: tuple[float, ...]) -> Array:
         if not self.momentum:
             return p - hyper[0] * g
         lr, mu, _ = hyper
         state[0] = mu * state[0] + g
         return p - lr * (g + mu * state[0]) if self.nesterov else p - lr * state[0]
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, JSON]:
         return {**super().describe(), "momentum": self.momentum, "nesterov": self.nesterov}
 
 
@@ -327,13 +356,14 @@ class Adam(Optimizer):
         return (lr / (1.0 - b1**step), 1.0 - b1, b2, 1.0 - b2, self.eps,
                 math.sqrt(1.0 - b2**step))
 
-    def reference(self, xp: Any, p: Any, g: Any, state: Any, hyper: tuple[Any, ...]) -> Any:
+    def reference(self, xp: ArrayModule, p: Array, g: Array, state: Array,
+                  hyper: tuple[float, ...]) -> Array:
         step_size, one_minus_beta1, beta2, one_minus_beta2, eps, bias2_sqrt = hyper
         state[0] = state[0] + one_minus_beta1 * (g - state[0])
         state[1] = beta2 * state[1] + one_minus_beta2 * g * g
         return p - step_size * state[0] / (xp.sqrt(state[1]) / bias2_sqrt + eps)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, JSON]:
         return {**super().describe(), "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
 
 
@@ -375,7 +405,8 @@ class RMSprop(Optimizer):
             return base
         return (*base, self.momentum, 1.0 if self.centered else 0.0)
 
-    def reference(self, xp: Any, p: Any, g: Any, state: Any, hyper: tuple[Any, ...]) -> Any:
+    def reference(self, xp: ArrayModule, p: Array, g: Array, state: Array,
+                  hyper: tuple[float, ...]) -> Array:
         lr, alpha, one_minus_alpha, eps = hyper[:4]
         state[0] = alpha * state[0] + one_minus_alpha * g * g
         if self.centered:
@@ -391,7 +422,7 @@ class RMSprop(Optimizer):
             return p - lr * state[2]
         return p - lr * g / d
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, JSON]:
         return {**super().describe(), "alpha": self.alpha, "eps": self.eps,
                 "momentum": self.momentum, "centered": self.centered}
 
@@ -420,7 +451,7 @@ class Adagrad(Optimizer):
         self.lr_decay, self.eps = float(lr_decay), float(eps)
         self.initial_accumulator_value = float(initial_accumulator_value)
 
-    def bind(self, backend: Any, params: Any) -> None:
+    def bind(self, backend: Backend, params: Array) -> None:
         """The sum row starts at ``initial_accumulator_value`` (t = 0)."""
         super().bind(backend, params)
         self.state[...] = self.initial_accumulator_value
@@ -428,17 +459,18 @@ class Adagrad(Optimizer):
     def hyperparameters(self, step: int, lr: float) -> tuple[float, ...]:
         return (lr / (1 + (step - 1) * self.lr_decay), self.eps)
 
-    def reference(self, xp: Any, p: Any, g: Any, state: Any, hyper: tuple[Any, ...]) -> Any:
+    def reference(self, xp: ArrayModule, p: Array, g: Array, state: Array,
+                  hyper: tuple[float, ...]) -> Array:
         clr, eps = hyper
         state[0] = state[0] + g * g
         return p - clr * g / (xp.sqrt(state[0]) + eps)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, JSON]:
         return {**super().describe(), "lr_decay": self.lr_decay,
                 "initial_accumulator_value": self.initial_accumulator_value, "eps": self.eps}
 
 
-def _keywords(build: Callable[..., Any]) -> tuple[str, ...]:
+def _keywords(build: Callable[..., object]) -> tuple[str, ...]:
     """The keywords ``build(learning_rate, ...)`` takes after the learning rate."""
     params = list(inspect.signature(build).parameters.values())[1:]
     return tuple(p.name for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD)
@@ -513,7 +545,7 @@ def taking(keyword: str) -> tuple[str, ...]:
     return OPTIMIZERS.names(lambda e: keyword in e.keywords)
 
 
-def from_description(description: Any) -> Optimizer:
+def from_description(description: object) -> Optimizer:
     """The optimizer that ``Optimizer.describe()`` described (ParameterError if malformed)."""
     if not isinstance(description, dict) or not isinstance(description.get("name"), str):
         raise ParameterError(
@@ -572,20 +604,21 @@ class RuleOptimizer(Optimizer):
             return (lr, *values.values())
         return tuple(float(h) for h in self.host(step, lr, **values))
 
-    def reference(self, xp: Any, p: Any, g: Any, state: Any, hyper: tuple[Any, ...]) -> Any:
+    def reference(self, xp: ArrayModule, p: Array, g: Array, state: Array,
+                  hyper: tuple[float, ...]) -> Array:
         """The same scalar rule compiled over the arrays (``kernels.elements``)."""
         from .kernels.elements import rule_array
 
         return rule_array(xp, self.rule, p, g, state, hyper)
 
-    def bind(self, backend: Any, params: Any) -> None:
+    def bind(self, backend: Backend, params: Array) -> None:
         """State rows at their initial values (``initial_state``; zeros by default), t = 0."""
         super().bind(backend, params)
         for row, value in enumerate(self.initial_state):
             if value:
                 self.state[row] = value
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, JSON]:
         return {**super().describe(), **{k: getattr(self, k) for k in self.defaults}}
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -703,7 +736,7 @@ def register_optimizer(
 
 
 def _rule_from_update(name: str, update: Callable[..., Any], n_state: int,
-                      n_hyper: int) -> Callable[..., Any]:
+                      n_hyper: int) -> Rule:
     """The kernels' rule (p, g, state, k, hyper) -> new p for ``update``: it reads state
     column k and the hyper tuple into update's arguments and writes the new state back."""
     args = ", ".join(["p", "g", *(f"state[{i}, k]" for i in range(n_state)),
@@ -716,9 +749,9 @@ def _rule_from_update(name: str, update: Callable[..., Any], n_state: int,
                 + "".join(f"    state[{i}, k] = s{i}\n" for i in range(n_state))
                 + "    return new_p\n")
     source = f"def {name}_rule(p, g, state, k, hyper):\n{body}"
-    namespace: dict[str, Any] = {"update": update, "__name__": __name__}
+    namespace: dict[str, object] = {"update": update, "__name__": __name__}
     exec(compile(source, f"<xpmlp: the rule of optimizer {name!r}>", "exec"), namespace)  # noqa: S102
-    rule = namespace[f"{name}_rule"]
+    rule = cast(Rule, namespace[f"{name}_rule"])
     rule.__doc__ = f"{name}'s update of parameter k, state column k in place:\n{source}"
     return rule
 

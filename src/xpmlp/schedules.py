@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ._typing import JSON
 from ._validation import Choice, Number, check_params
 from .errors import ParameterError
 from .registry import Registry
@@ -51,7 +52,7 @@ class LRScheduler:
     name = "scheduler"
     interval = "epoch"
 
-    def __init__(self, interval: str = "epoch", **settings: Any) -> None:
+    def __init__(self, interval: str = "epoch", **settings: object) -> None:
         check_params({"interval": interval, **settings}, SETTINGS)
         self.interval = interval
         self.epochs, self.steps_per_epoch, self.base_lr = 1, 1, 1.0
@@ -79,7 +80,7 @@ class LRScheduler:
     def is_constant(self) -> bool:
         return False
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, JSON]:
         """Name and settings (JSON-safe): ``from_description`` rebuilds the schedule."""
         return {"name": self.name, "interval": self.interval}
 
@@ -109,7 +110,7 @@ class StepLR(LRScheduler):
     def factor(self, t: int) -> float:
         return self.gamma ** (t // self.step_size)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, JSON]:
         return {**super().describe(), "step_size": self.step_size, "gamma": self.gamma}
 
 
@@ -125,7 +126,7 @@ class ExponentialLR(LRScheduler):
     def factor(self, t: int) -> float:
         return self.gamma**t
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, JSON]:
         return {**super().describe(), "gamma": self.gamma}
 
 
@@ -150,7 +151,7 @@ class CosineAnnealingLR(LRScheduler):
             f = low + (1.0 - low) * f
         return f
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, JSON]:
         return {**super().describe(), "T_max": self.T_max, "eta_min": self.eta_min}
 
 
@@ -171,7 +172,7 @@ class LinearLR(LRScheduler):
         done = min(t, self.total_iters) / self.total_iters
         return self.start_factor + (self.end_factor - self.start_factor) * done
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, JSON]:
         return {**super().describe(), "start_factor": self.start_factor,
                 "end_factor": self.end_factor, "total_iters": self.total_iters}
 
@@ -217,7 +218,7 @@ class ReduceLROnPlateau(LRScheduler):
                 self.lr = new_lr
             self.cooldown_left, self.bad_epochs = self.cooldown, 0
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, JSON]:
         return {"name": self.name, "factor": self.reduce_by, "patience": self.patience,
                 "threshold": self.threshold, "cooldown": self.cooldown, "min_lr": self.min_lr}
 
@@ -251,7 +252,7 @@ class ChainedScheduler(LRScheduler):
         for s in self.schedulers:
             s.end_epoch(metric)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, JSON]:
         return {"name": self.name, "schedulers": [s.describe() for s in self.schedulers]}
 
 
@@ -299,7 +300,7 @@ def schedule_for(lr_schedule: str | LRScheduler) -> LRScheduler:
 
 
 def make_schedule(name: str, warmup: int = 0, warmup_start: float = 0.1,
-                  **settings: Any) -> LRScheduler:
+                  **settings: Any) -> LRScheduler:  # Any: each class's own keywords
     """The schedule ``name`` with ``settings`` (those its class takes; others ignored), after
     a linear warm-up of ``warmup`` epochs from ``warmup_start`` when warmup > 0 (the CLI)."""
     import inspect
@@ -313,7 +314,7 @@ def make_schedule(name: str, warmup: int = 0, warmup_start: float = 0.1,
     return schedule
 
 
-def schedule_from_description(description: Any) -> LRScheduler:
+def schedule_from_description(description: object) -> LRScheduler:
     """The schedule that ``LRScheduler.describe()`` described (ParameterError if malformed)."""
     if not isinstance(description, dict) or description.get("name") not in _CLASSES:
         raise ParameterError(

@@ -32,28 +32,32 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ._typing import Array, Generator, Record
 from .optim import Optimizer
+
+if TYPE_CHECKING:
+    from .distributed.base import Communicator
 
 
 @dataclass(eq=False)
 class TrainState:
     """What training changes, in one place (see the module docstring)."""
 
-    params: Any
+    params: Array
     optimizer: Optimizer
-    running_mean: Any
-    running_var: Any
-    rng: Any
+    running_mean: Array
+    running_var: Array
+    rng: Generator
     epoch: int = 0
     dropout_step: int = 0
     lr_schedule: dict[str, Any] | None = None
-    best_params: Any = None
+    best_params: Array | None = None
     best_value: float = math.inf
     best_epoch: int | None = None
     no_improvement: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
+    history: list[Record] = field(default_factory=list)
 
     @property
     def steps(self) -> int:
@@ -61,20 +65,20 @@ class TrainState:
         return self.optimizer.t
 
     @property
-    def buffers(self) -> dict[str, Any]:
+    def buffers(self) -> dict[str, Array]:
         """The state arrays besides the parameters and the optimizer's rows, by name: batch
         norm's running estimates (none without batch norm)."""
         if not self.running_mean.size:
             return {}
         return {"running_mean": self.running_mean, "running_var": self.running_var}
 
-    def forget_best(self, best_params: Any = None) -> None:
+    def forget_best(self, best_params: Array | None = None) -> None:
         """Start early stopping afresh: no best value, epoch or count (``best_params``: the
         copy to keep the best parameters in, or None)."""
         self.best_params, self.best_value, self.best_epoch = best_params, math.inf, None
         self.no_improvement = 0
 
-    def broadcast(self, comm: Any) -> None:
+    def broadcast(self, comm: Communicator) -> None:
         """Make every rank's state rank 0's where the ranks must agree before training: the
         parameters, the optimizer's rows and step count, batch norm's running estimates
         (each rank keeps its own generator, epoch count and history)."""

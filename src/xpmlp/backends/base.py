@@ -25,12 +25,10 @@ from typing import Any, TypeVar
 import array_api_compat
 import numpy
 
+from .._typing import Array
 from ..activations import ACTIVATIONS, Activation
 from ..losses import LOSSES, Loss, correct
 from ..regularization import dropout_keep_mask
-
-Array = Any
-
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 

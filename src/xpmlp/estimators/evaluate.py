@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..model import MLP, PREDICT_CHUNK
+from ..model import MLP
+from ..workspace import PREDICT_CHUNK
 
 
 def output_and_terms(model: MLP, X: Any, Y: Any) -> tuple[Any, Any]:
