@@ -47,6 +47,9 @@ from typing import Any
 import numpy
 
 _PACKAGE = __name__.split(".")[0]  # "xpmlp" when installed
+#: a mark among a kernel's codes: it reaches a function of no importable module (made by
+#: ``exec`` in a namespace of its own), which Numba's disk cache could not load back
+_NO_DISK_CACHE = b"<no importable module>"
 #: modules outside xpmlp that hold formulas (``formula``): their plain functions are compiled.
 _FORMULA_MODULES: set[str] = set()
 
@@ -158,6 +161,8 @@ class Target:
                 p for p in (template.__name__, labels, dtype.name, fingerprint) if p
             )
             compiled = self._kernels[key] = self._kernel(clone, **(options or {}))
+            if _NO_DISK_CACHE in codes:
+                _without_disk_cache(compiled)
         return compiled
 
     def device(self, fn: Callable[..., Any], dtype: Any, **bindings: Callable[..., Any]) -> Any:
@@ -184,6 +189,8 @@ class Target:
         code = code.replace(co_consts=tuple(_typed_constant(c, dtype) for c in code.co_consts))
         namespace = dict(fn.__globals__)
         codes = {marshal.dumps(fn.__code__)}
+        if inspect.getmodule(fn) is None:
+            codes.add(_NO_DISK_CACHE)
         for cell in fn.__closure__ or ():
             codes.add(repr(cell.cell_contents).encode())
         for name in _global_names(code):
@@ -210,6 +217,15 @@ class Target:
         clone.__module__ = fn.__module__
         clone.__doc__ = fn.__doc__
         return clone, frozenset(codes)
+
+
+def _without_disk_cache(dispatcher: Any) -> None:
+    """Compile ``dispatcher`` in memory only: Numba would write it to its disk cache, then fail
+    to load it in the next process (it imports the module of every function it reaches)."""
+    from numba.core.caching import NullCache
+
+    if hasattr(dispatcher, "_cache"):
+        dispatcher._cache = NullCache()
 
 
 def _global_names(code: types.CodeType) -> set[str]:
