@@ -3,7 +3,7 @@
 Model 784-512-256-10 (ReLU, softmax cross-entropy, SGD momentum 0.9, lr 0.05)
 at batch 128 and 1024 (workloads A and B), on random data. The forward pass is
 ``MLP.forward_pass`` on a workspace of the batch. A step is what ``xpmlp bench``
-times per batch (``xpmlp.training.run_epoch`` over one batch): gather the batch,
+times per batch (``xpmlp.train.loop.run_epoch`` over one batch): gather the batch,
 forward, backward, update, synchronize. Rows: xpmlp with the fused kernels
 (numpy, cuda), xpmlp on the reference ``base.Backend`` (the same step without
 fusion), the plain-NumPy ablation, and PyTorch eager (CPU, CUDA); and the numpy backend's

@@ -7,7 +7,7 @@
 Measured (workload A's model: 784-512-256-10, SGD momentum 0.9, lr 0.05, float32, MNIST,
 batch 128 per rank; each rank's threads = cores / ranks): the time per training step and
 its parts, gather + forward + backward + update ("compute") and the gradient all-reduce
-(``xpmlp.training.reduce_gradients``, which includes waiting for the slower rank), each
+(``xpmlp.train.loop.reduce_gradients``, which includes waiting for the slower rank), each
 part timed with a device synchronization around it; and the all-reduce alone, back to
 back after a barrier. ``mpiexec -n R`` runs this file with ``--worker`` for each R.
 
@@ -78,8 +78,8 @@ def worker(args: argparse.Namespace) -> None:
     """One rank: time the steps and the all-reduce; rank 0 writes the JSON to args.out."""
     import xpmlp
     import xpmlp.distributed as xd
-    from xpmlp._threads import available_cores, cpu_threads
     from xpmlp.datasets import load_mnist
+    from xpmlp.machine.threads import available_cores, cpu_threads
 
     comm = xd.init(args.distributed)
     threads = max(1, available_cores() // comm.local_size)
@@ -120,7 +120,7 @@ def worker(args: argparse.Namespace) -> None:
 
 def _time_steps(model: Any, comm: Any, X: Any, Y: Any, batch: int, steps: int) -> dict[str, float]:
     """Per-step seconds of a step and of its parts, over ``steps`` steps after 10 warm-up."""
-    from xpmlp.training import reduce_gradients
+    from xpmlp.train.loop import reduce_gradients
 
     be = model.backend
     ws = model.workspace(batch)

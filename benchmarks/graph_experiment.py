@@ -184,7 +184,7 @@ def xpmlp_epochs(backend: Any, X_host: Any, y_host: Any, orders: list[Any], batc
     import numpy
 
     import xpmlp
-    from xpmlp.training import RunState, run_epoch
+    from xpmlp.train.loop import RunState, run_epoch
 
     model = xpmlp.MLP(list(SIZES), optimizer="momentum", learning_rate=0.05, momentum=0.9,
                       backend=backend, seed=0)

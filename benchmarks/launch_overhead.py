@@ -111,8 +111,9 @@ def xpmlp_row(cupy: Any, n: int) -> dict[str, Callable[[], dict[str, float]]]:
         import numpy
         from xpmlp.kernels import cuda as kcuda
 
-        from xpmlp import config, optim
+        from xpmlp import optim
         from xpmlp.backends import get_backend
+        from xpmlp.core import config
 
         be = get_backend("cuda")
         # Read at each launcher build: set them, drop the launchers already built.

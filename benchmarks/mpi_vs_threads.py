@@ -10,7 +10,7 @@ momentum 0.9 lr 0.05, float32, batch 1024, one epoch of MNIST's 60,000 training 
 - ``mpi``: ``mpiexec -n 2`` runs this file with ``--worker mpi``: each rank trains on its
   interleaved half with batch 512 and one thread, over ``xpmlp.distributed``'s MPI
   communicator (two ranks of batch 512 train as one process of batch 1024:
-  ``xpmlp.training``);
+  ``xpmlp.train.loop``);
 - ``mpi-per-op`` (with ``--per-op``): ``mpi`` on the per-op path (``NumpyBackend(fused=False)``),
   the step distributed training took before it kept the fused step.
 

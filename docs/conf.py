@@ -63,7 +63,7 @@ suppress_warnings = [
 # autodoc / autosummary: signatures with their annotations, members in source order
 autosummary_generate = True
 autosummary_imported_members = False
-# A module's page documents what the module defines; names it re-exports (xpmlp.optim's
+# A module's page documents what the module defines; names it re-exports (xpmlp.core.optim's
 # schedules, xpmlp.distributed's Communicator) are documented once, where they are defined.
 autodoc_default_options = {"members": True, "member-order": "bysource",
                            "show-inheritance": True, "ignore-module-all": True}

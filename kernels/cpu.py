@@ -74,7 +74,7 @@ def choose_threading_layer() -> None:
     (NUMBA_THREADING_LAYER, which Numba reads: its ``config.THREADING_LAYER`` is then not
     "default"). Call it before the first parallel kernel runs: Numba starts its threads
     then, on the layer it is told. (Passive OpenMP waits, should the user choose the OpenMP
-    layer, are the caller's: ``xpmlp.config.passive_openmp_waits``.)"""
+    layer, are the caller's: ``xpmlp.core.config.passive_openmp_waits``.)"""
     import numba
 
     if numba.config.THREADING_LAYER == "default":

@@ -170,7 +170,7 @@ def launcher(kernel: Any, n_items: int, stream: Any = 0, args: tuple[Any, ...] =
     typing; any other arguments go through the kernel's own typed dispatch,
     which is correct for every layout. ``paths()`` (called when a launcher is built; None:
     both allowed) gives (specialize, direct): whether the specialized kernel, and then
-    ``DirectLaunch``, may be used (the CUDA backend passes ``xpmlp.config.cuda_launch_paths``:
+    ``DirectLaunch``, may be used (the CUDA backend passes ``xpmlp.core.config.cuda_launch_paths``:
     XPMLP_CUDA_SPECIALIZE=0 makes every launch typed). The cache key
     holds ``argument_key(args)``: a specialized kernel does not check its
     arguments, so it only ever sees the kind it was compiled for.

@@ -16,13 +16,13 @@ call instead of about twenty (the per-op path: ``MLP.forward_pass``, ``MLP.backw
 Dropout and batch norm (``Regularization``, the ``hidden`` argument): per hidden layer, the
 kernel ``Dense.forward`` and ``Dense.backward`` choose in training (batch norm, with or
 without dropout; dropout alone; neither), with the same per-layer keys, rates and settings,
-which the caller computes as the per-op path does (``xpmlp.regularization.dropout_key``:
+which the caller computes as the per-op path does (``xpmlp.core.regularization.dropout_key``:
 host integers). A model with neither passes ``hidden=None``: Numba then prunes those
 branches, so its step compiles none of their kernels.
 
 The matrix products go to one ``cblas_?gemm``, the caller's ``cblas`` argument (a ctypes
 function): the process's BLAS library, which the per-op path's ``matmul`` calls too
-(``xpmlp.blas.MatmulProvider.cblas_gemm``: Intel MKL's, or NumPy's own), with the operands
+(``xpmlp.machine.blas.MatmulProvider.cblas_gemm``: Intel MKL's, or NumPy's own), with the operands
 and transposes ``numpy.matmul`` gives it: the same library, thread pool and bits.
 
 A model's layer arrays are passed as tuples (``Ws[l]``, ``Zs[l]``, ...), so one compiled
@@ -98,8 +98,8 @@ def train_step(cblas, X, Y, idx, Ws, bs, dWs, dbs, Zs, As, deltas, Yb, out_stats
     loss, backward, and, when ``update_now``, the optimizer's update of the flat p with the
     flat gradient g (Ws, bs, dWs, dbs are their per-layer views), in the per-op path's order.
     Without ``update_now`` the step ends with the gradients in g (data-parallel training
-    averages them over the ranks, then updates: ``xpmlp.training.run_epoch``). Every product is one
-    call of ``cblas`` (the process's ``cblas_?gemm``). ``wide[l]``: hidden layer l's
+    averages them over the ranks, then updates: ``xpmlp.train.loop.run_epoch``). Every
+    product is one call of ``cblas`` (the process's ``cblas_?gemm``). ``wide[l]``: hidden layer l's
     backward kernel is the wide one (its parallel form, whose column sums add chunk by
     chunk: taken where the per-op path takes it, so that db has the same bits). ``hidden``:
     None, or the hidden layers' dropout and batch norm (``Regularization``). (Functions as

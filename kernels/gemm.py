@@ -1,4 +1,4 @@
-"""One ``cblas_?gemm`` call on strided NumPy arrays, for the MKL route of ``xpmlp.blas``.
+"""One ``cblas_?gemm`` call on strided NumPy arrays, for the MKL route of ``xpmlp.machine.blas``.
 
     out = alpha op(a) op(b) + beta out        op(x) = x, or x^T for a transposed row-major x
 

@@ -2,7 +2,7 @@
 
 Plain Python, compiled per target and dtype by ``compiler.Target``. The
 placeholders below are what a kernel is specialized on; the registries
-(``xpmlp.activations``, ``xpmlp.losses``, ``xpmlp.optim``) say what binds them.
+(``xpmlp.core.activations``, ``xpmlp.core.losses``, ``xpmlp.core.optim``) say what binds them.
 """
 
 from __future__ import annotations

@@ -51,8 +51,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture
 def openblas_threads_restored():
     """Puts NumPy's OpenBLAS thread count back after the test: an MKL provider holds it at
-    one thread for the rest of the process (``xpmlp.blas.hold_openblas``), and the tests after
-    would compute their NumPy products on one thread."""
+    one thread for the rest of the process (``xpmlp.machine.blas.hold_openblas``), and the
+    tests after would compute their NumPy products on one thread."""
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:

@@ -33,10 +33,10 @@ import numpy as np
 import pytest
 from xpmlp.kernels import cpu
 
-from xpmlp.activations import ACTIVATIONS
 from xpmlp.backends.base import Backend
-from xpmlp.losses import LOSSES
-from xpmlp.optim import OPTIMIZERS, make_optimizer
+from xpmlp.core.activations import ACTIVATIONS
+from xpmlp.core.losses import LOSSES
+from xpmlp.core.optim import OPTIMIZERS, make_optimizer
 
 DTYPES = ("float32", "float64")
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xpmlp.activations import ACTIVATIONS
 from xpmlp.backends import get_backend
-from xpmlp.losses import LOSSES
+from xpmlp.core.activations import ACTIVATIONS
+from xpmlp.core.losses import LOSSES
 
 xp = pytest.importorskip("array_api_strict", reason="array-api-strict is in the test extra")
 

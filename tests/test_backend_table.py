@@ -14,8 +14,8 @@ from xpmlp import blas
 from xpmlp.backends import BACKEND_NAMES, get_backend, table
 from xpmlp.backends.base import Backend
 from xpmlp.backends.cuda_probe import probe_cuda, simulator_enabled
-from xpmlp.errors import BackendUnavailableError
-from xpmlp.record import backend_for_unpickling
+from xpmlp.core.errors import BackendUnavailableError
+from xpmlp.train.record import backend_for_unpickling
 
 
 def test_the_names_users_pass_are_the_selectable_rows() -> None:
@@ -24,7 +24,7 @@ def test_the_names_users_pass_are_the_selectable_rows() -> None:
     assert set(table.BY_NAME) == {"numpy", "cuda", "cuda-sim", "reference"}
 
 
-@pytest.mark.parametrize("module", ["xpmlp.commands.train", "xpmlp.explain"])
+@pytest.mark.parametrize("module", ["xpmlp.commands.train", "xpmlp.teach.explain"])
 def test_the_cli_offers_the_table_s_names(module: str) -> None:
     import importlib
 

@@ -23,8 +23,8 @@ from test_gradients import host, set_params
 from xpmlp import MLP
 from xpmlp.backends.base import Backend
 from xpmlp.backends.numpy_backend import NumpyBackend
-from xpmlp.errors import ParameterError
-from xpmlp.serialize import load_model, save_model
+from xpmlp.core.errors import ParameterError
+from xpmlp.io.serialize import load_model, save_model
 
 REFERENCE = Backend()
 SHAPES = [(2, 1), (7, 3), (150, 9)]
@@ -264,7 +264,7 @@ def test_saved_and_reloaded_with_its_running_estimates(tmp_path) -> None:
     data = dict(np.load(path))
     del data["state.buffer.running_var"]
     np.savez(tmp_path / "broken.npz", **data)
-    from xpmlp.errors import DataFileError
+    from xpmlp.core.errors import DataFileError
 
     with pytest.raises(DataFileError, match="running_var"):
         load_model(tmp_path / "broken.npz", backend="numpy")

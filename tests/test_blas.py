@@ -1,4 +1,4 @@
-"""The numpy backend's matrix-product provider (xpmlp.blas): MKL's results against NumPy's,
+"""The numpy backend's matrix-product provider (xpmlp.machine.blas): MKL's results against NumPy's,
 the fixed route (one library for every product, decided by what is installed or by
 XPMLP_BLAS), OpenBLAS held at one thread beside MKL, and the thread count MKL gets."""
 
@@ -9,8 +9,9 @@ import os
 import numpy as np
 import pytest
 
-from xpmlp import blas, config
-from xpmlp.errors import ParameterError
+from xpmlp import blas
+from xpmlp.core import config
+from xpmlp.core.errors import ParameterError
 
 #: an MKL provider made here holds OpenBLAS at one thread: put it back after each test
 pytestmark = pytest.mark.usefixtures("openblas_threads_restored")
@@ -283,7 +284,7 @@ def test_info_reports_the_provider_and_a_bad_setting(monkeypatch):
 def test_cpu_threads_sets_mkls_threads_with_numbas(mkl):
     import numba
 
-    from xpmlp._threads import cpu_threads
+    from xpmlp.machine.threads import cpu_threads
 
     before = mkl.threads
     with cpu_threads(1):

@@ -14,8 +14,8 @@ import pytest
 import xpmlp
 from xpmlp import MLP, load_model, save_model
 from xpmlp.backends.base import Backend
-from xpmlp.checkpoint import reseeded
 from xpmlp.cli import main
+from xpmlp.train.checkpoint import reseeded
 
 
 def blobs(m: int = 150, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -298,15 +298,15 @@ def test_xpmlp_train_resume_gives_the_straight_runs_weights(tmp_path: Path,
     common = ["train", "--backend", "numpy", "--limit", "300", "--hidden", "12",
               "--batch-size", "50", "--optimizer", "momentum", "--epochs", "3", "--quiet"]
     assert main([*common, "--out", str(tmp_path / "straight.npz")]) == 0
-    import xpmlp.serialize
+    import xpmlp.io.serialize
 
-    real_save = xpmlp.serialize.save_model
+    real_save = xpmlp.io.serialize.save_model
 
     def save_then_interrupt(m: MLP, path: Any) -> Path:
         real_save(m, path)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(xpmlp.serialize, "save_model", save_then_interrupt)
+    monkeypatch.setattr(xpmlp.io.serialize, "save_model", save_then_interrupt)
     ckpt = tmp_path / "ckpt.npz"
     assert main([*common, "--checkpoint", str(ckpt)]) == 130
     monkeypatch.undo()

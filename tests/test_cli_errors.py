@@ -15,11 +15,11 @@ from pathlib import Path
 import numba
 import pytest
 
-import xpmlp._threads as threads
 import xpmlp.commands.train as train_command
+import xpmlp.machine.threads as threads
 from xpmlp.backends import resolve_backend_name
 from xpmlp.cli import main
-from xpmlp.errors import DataFileError, ParameterError
+from xpmlp.core.errors import DataFileError, ParameterError
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 ONE_LINE = re.compile(r"xpmlp( \w+)?: error: \S.*")

@@ -459,12 +459,12 @@ def test_plot_gif_must_be_named_gif(tmp_path: Path, capsys) -> None:
 
 # ---------------------------------------------------------------- 10. cosmetics
 def test_interrupted_is_printed_on_its_own_line(monkeypatch, capsys) -> None:
-    import xpmlp.training
+    import xpmlp.train.loop
 
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(xpmlp.training, "run_epoch", interrupted)
+    monkeypatch.setattr(xpmlp.train.loop, "run_epoch", interrupted)
     args = [a for a in SMALL if a != "--quiet"]
     status, _, err = run_cli([*args, "--epochs", "1"], capsys)
     assert status == 130
@@ -521,7 +521,7 @@ def test_the_early_stopping_picture_says_which_weights_it_shows() -> None:
 
 # ---------------------------------------------------------------- 11. install hints
 ROOT = Path(__file__).resolve().parents[1]
-OWN_FILES = ["README.md", "src/xpmlp/cli.py", "src/xpmlp/onnx_export.py",
+OWN_FILES = ["README.md", "src/xpmlp/cli.py", "src/xpmlp/io/onnx.py",
              *(str(p.relative_to(ROOT)) for folder in ("src/xpmlp/commands", "src/xpmlp/plots",
                                                        "src/xpmlp/distributed",
                                                        "benchmarks/xpmlp_bench")

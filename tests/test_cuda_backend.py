@@ -19,13 +19,13 @@ import pytest
 from xpmlp.kernels import cuda as kcuda
 
 import xpmlp
-from xpmlp import config
 from xpmlp.backends import get_backend
 from xpmlp.backends.cuda_backend import CudaKernelOps
 from xpmlp.backends.cuda_probe import probe_cuda
 from xpmlp.backends.numpy_backend import NumpyBackend
 from xpmlp.cli import main
-from xpmlp.optim import OPTIMIZERS
+from xpmlp.core import config
+from xpmlp.core.optim import OPTIMIZERS
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 CUDA_USABLE = probe_cuda().usable

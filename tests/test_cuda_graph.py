@@ -19,7 +19,7 @@ import pytest
 import xpmlp
 from xpmlp.backends import cublas
 from xpmlp.backends.cuda_probe import simulator_enabled
-from xpmlp.optim import make_optimizer
+from xpmlp.core.optim import make_optimizer
 
 SIMULATOR = simulator_enabled()
 

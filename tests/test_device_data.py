@@ -9,7 +9,7 @@ import pytest
 
 import xpmlp
 from xpmlp import MLP, DeviceData
-from xpmlp.errors import ParameterError
+from xpmlp.core.errors import ParameterError
 
 
 def _data(m: int = 90, seed: int = 0):
@@ -25,8 +25,8 @@ def _model(**options):
 @pytest.fixture
 def checks(monkeypatch):
     """Count the value checks (``check_numeric``: the scan for NaN, dtype and range)."""
-    import xpmlp._validation as validation
-    import xpmlp.device_data as device_data
+    import xpmlp.backends.device_data as device_data
+    import xpmlp.core.validation as validation
 
     calls: list[str] = []
     real = validation.check_numeric

@@ -24,11 +24,11 @@ import pytest
 
 import xpmlp
 import xpmlp.distributed as xd
-from xpmlp import config
+from xpmlp.core import config
+from xpmlp.core.errors import DistributedError, ParameterError, TrainingDivergedError
 from xpmlp.distributed.base import Communicator
 from xpmlp.distributed.faults import abort_job, check_same_settings, settings_digest
 from xpmlp.distributed.single import SingleCommunicator
-from xpmlp.errors import DistributedError, ParameterError, TrainingDivergedError
 
 HERE = Path(__file__).resolve()
 LAUNCH_VARIABLES = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE",

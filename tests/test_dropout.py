@@ -29,9 +29,9 @@ from xpmlp.kernels import cpu
 from xpmlp import MLP
 from xpmlp.backends.base import Backend
 from xpmlp.backends.numpy_backend import NumpyBackend
-from xpmlp.errors import ParameterError
-from xpmlp.regularization import dropout_keep_mask, dropout_key, dropout_threshold
-from xpmlp.serialize import load_model, save_model
+from xpmlp.core.errors import ParameterError
+from xpmlp.core.regularization import dropout_keep_mask, dropout_key, dropout_threshold
+from xpmlp.io.serialize import load_model, save_model
 
 REFERENCE = Backend()
 SHAPES = [(1, 1), (7, 3), (cpu.CHUNK_ROWS * 2 + 5, 9)]  # the last: several parallel chunks

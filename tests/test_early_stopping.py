@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import xpmlp
-from xpmlp.errors import ParameterError
-from xpmlp.training import EarlyStopping
+from xpmlp.core.errors import ParameterError
+from xpmlp.train.loop import EarlyStopping
 
 
 def blobs(m: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -106,7 +106,7 @@ def test_val_loss_is_the_models_loss_on_the_validation_set() -> None:
 
 
 def test_val_loss_of_a_float32_set_larger_than_a_prediction_chunk() -> None:
-    from xpmlp.model import PREDICT_CHUNK
+    from xpmlp.train.model import PREDICT_CHUNK
 
     Xb, yb = blobs(PREDICT_CHUNK + 17, 5)
     net = xpmlp.MLP([4, 8, 3], backend="numpy", seed=3)
@@ -256,7 +256,7 @@ def test_the_scikit_learn_convention_is_scikit_learns_counter() -> None:
     rule: an iteration counts as no improvement when loss > best - tol, the best follows any
     lower loss, and training stops when the count exceeds n_iter_no_change; Keras's rule
     differs at a change of exactly tol."""
-    from xpmlp.early_stopping import Watch, scikit_learn
+    from xpmlp.train.early_stopping import Watch, scikit_learn
 
     losses = [1.0, 0.5, 0.5 - 0.125, 0.3, 0.29, 0.28, 0.27]
     tol, n_iter_no_change = 0.125, 2

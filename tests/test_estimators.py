@@ -29,7 +29,7 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 import xpmlp  # noqa: E402
 from xpmlp import MLPClassifier, MLPRegressor  # noqa: E402
-from xpmlp.errors import BackendUnavailableError  # noqa: E402
+from xpmlp.core.errors import BackendUnavailableError  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -485,7 +485,7 @@ def test_sparse_input_trains_as_dense_one_batch_at_a_time(digits, solver, monkey
     prediction chunk, or an lbfgs chunk) at a time."""
     import scipy.sparse
 
-    import xpmlp.model
+    import xpmlp.train.model
     from xpmlp.estimators import data, lbfgs
 
     X, y = digits
@@ -493,7 +493,7 @@ def test_sparse_input_trains_as_dense_one_batch_at_a_time(digits, solver, monkey
     real = data.SparseRows._dense
     monkeypatch.setattr(data.SparseRows, "_dense",
                         lambda self, part: densified.append(part.shape[0]) or real(self, part))
-    monkeypatch.setattr(xpmlp.model, "PREDICT_CHUNK", 70)
+    monkeypatch.setattr(xpmlp.train.model, "PREDICT_CHUNK", 70)
     monkeypatch.setattr(lbfgs, "CHUNK", 128)
     params = small(solver=solver, batch_size=64, dtype="float64",
                    early_stopping=solver != "lbfgs", max_iter=4)

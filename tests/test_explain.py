@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from xpmlp import cli
-from xpmlp.activations import ACTIVATIONS
-from xpmlp.errors import WorkedExampleError
-from xpmlp.explain import parse_document, parse_file, trace
-from xpmlp.losses import LOSSES
+from xpmlp.core.activations import ACTIVATIONS
+from xpmlp.core.errors import WorkedExampleError
+from xpmlp.core.losses import LOSSES
+from xpmlp.teach.explain import parse_document, parse_file, trace
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "data" / "examples" / "worked_examples.json"
 SHIPPED = json.loads(EXAMPLES.read_text())

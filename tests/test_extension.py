@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 
 import xpmlp
-from xpmlp.activations import ACTIVATIONS
 from xpmlp.backends.base import Backend
 from xpmlp.backends.numpy_backend import NumpyBackend
-from xpmlp.errors import DataFileError, ParameterError
-from xpmlp.optim import OPTIMIZERS
+from xpmlp.core.activations import ACTIVATIONS
+from xpmlp.core.errors import DataFileError, ParameterError
+from xpmlp.core.optim import OPTIMIZERS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -395,12 +395,12 @@ def test_every_builtin_entry_is_registered_the_way_a_users_is() -> None:
     """One registration path: the built-ins are the registries' frozen first entries, and
     adding one needs its formulas and one register call in its registry module."""
     assert ACTIVATIONS.builtins == set(ACTIVATIONS) and OPTIMIZERS.builtins == set(OPTIMIZERS)
-    source = (ROOT / "src" / "xpmlp" / "activations.py").read_text(encoding="utf-8")
+    source = (ROOT / "src" / "xpmlp" / "core" / "activations.py").read_text(encoding="utf-8")
     assert source.count("\nregister_activation(") == len(ACTIVATIONS)
 
 
 def test_onnx_export_refuses_a_registered_activation_naming_it(registered) -> None:
-    from xpmlp.onnx_export import OnnxExportError
+    from xpmlp.io.onnx import OnnxExportError
 
     model = xpmlp.MLP([2, 3, 2], activation="softsign", backend="numpy")
     with pytest.raises(OnnxExportError, match="activation 'softsign'.*no ONNX mapping"):

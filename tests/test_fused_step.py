@@ -21,11 +21,11 @@ from kernel_cases import DTYPES, OPTIMIZER_NAMES, OUTPUT_PAIRS, seed, targets
 from xpmlp.kernels import fused_cpu
 
 from xpmlp import MLP
-from xpmlp.activations import ACTIVATIONS
 from xpmlp.backends.base import Backend
 from xpmlp.backends.numpy_backend import FusedStep, NumpyBackend
-from xpmlp.errors import StepFallbackWarning, TrainingDivergedError
-from xpmlp.losses import LOSSES
+from xpmlp.core.activations import ACTIVATIONS
+from xpmlp.core.errors import StepFallbackWarning, TrainingDivergedError
+from xpmlp.core.losses import LOSSES
 
 #: an MKL provider made here holds OpenBLAS at one thread: put it back after each test
 pytestmark = pytest.mark.usefixtures("openblas_threads_restored")
@@ -222,7 +222,7 @@ def test_a_subclass_that_overrides_an_op_keeps_the_per_op_path() -> None:
 
 
 def test_with_mkl_every_product_of_the_fused_step_goes_to_mkl(monkeypatch) -> None:
-    """With MKL the library of every product (``xpmlp.blas``), the fused step calls MKL for
+    """With MKL the library of every product (``xpmlp.machine.blas``), the fused step calls MKL for
     each of them, as the per-op path does: the same bits."""
     from xpmlp import blas
 

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 
 from xpmlp import MLP
-from xpmlp.activations import ACTIVATIONS, trainable_hidden
 from xpmlp.backends.base import Backend
-from xpmlp.losses import LOSSES
+from xpmlp.core.activations import ACTIVATIONS, trainable_hidden
+from xpmlp.core.losses import LOSSES
 
 EPS = 1e-6
 RTOL, ATOL = 1e-5, 1e-7

@@ -59,14 +59,14 @@ from kernel_cases import (
 from xpmlp.kernels import cpu
 from xpmlp.kernels.rows import activation, derivative
 
-from xpmlp import losses
-from xpmlp.activations import ACTIVATIONS
 from xpmlp.backends import numpy_backend
 from xpmlp.backends.base import Backend
 from xpmlp.backends.numpy_backend import NumpyBackend
-from xpmlp.errors import ParameterError
-from xpmlp.losses import LOSSES
-from xpmlp.optim import make_optimizer
+from xpmlp.core import losses
+from xpmlp.core.activations import ACTIVATIONS
+from xpmlp.core.errors import ParameterError
+from xpmlp.core.losses import LOSSES
+from xpmlp.core.optim import make_optimizer
 
 REFERENCE = Backend()
 C = cpu.CHUNK_ROWS
@@ -377,7 +377,7 @@ def test_optimizer_leaves_everything_untouched_when_skip_is_set(kernels, name, s
 
 def exact_adam(opt, p, g, m, v, step: int):
     """Adam from its definition in float64 (PyTorch's order of operations, as the module
-    docstring of xpmlp.optim writes it), on the float32 inputs: the new (p, m, v), and the
+    docstring of xpmlp.core.optim writes it), on the float32 inputs: the new (p, m, v), and the
     size of the terms each is the sum of (where rounding errors are measured against: a
     new m or p that cancels to ~0 has no relative accuracy)."""
     p, g, m, v = (x.astype(np.float64) for x in (p, g, m, v))

@@ -51,11 +51,11 @@ from kernel_cases import (
 from xpmlp.kernels import cuda as kcuda
 
 import xpmlp
-from xpmlp import losses
-from xpmlp.activations import ACTIVATIONS
 from xpmlp.backends.base import Backend
-from xpmlp.errors import ParameterError
-from xpmlp.losses import LOSSES
+from xpmlp.core import losses
+from xpmlp.core.activations import ACTIVATIONS
+from xpmlp.core.errors import ParameterError
+from xpmlp.core.losses import LOSSES
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 pytestmark = pytest.mark.cudasim if SIMULATOR else pytest.mark.cuda
@@ -499,7 +499,7 @@ def direct_regularization(cuda_ops, case, kernel, dtype, m, n, rng) -> None:
         run_bias_activation_dropout,
     )
 
-    from xpmlp.regularization import dropout_threshold
+    from xpmlp.core.regularization import dropout_threshold
 
     name, act, t = case.template.__name__, case.about, np.dtype(dtype).type
     key, rate = 4242, 0.375
@@ -639,7 +639,7 @@ def test_every_model_call_runs_with_the_backend_active(cuda_ops, tmp_path) -> No
     """The whole public API gives the numbers of the NumPy backend; under the simulator a
     kernel launched outside ``backend.activate()`` raises, so this also shows that fit,
     the learner steps, prediction, weights, save/load and explain run inside it."""
-    from xpmlp.explain import (
+    from xpmlp.teach.explain import (
         PerceptronExample,
         compare,
         compare_perceptron,

@@ -20,10 +20,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from xpmlp.core.errors import DataFileError, DownloadError
 from xpmlp.datasets import MNIST_FILES, load_mnist, read_idx, resolve_data_dir
 from xpmlp.datasets import mnist as mnist_mod
 from xpmlp.datasets.mnist import MnistFile, download_file
-from xpmlp.errors import DataFileError, DownloadError
 
 MNIST_DIR = Path(__file__).resolve().parents[1] / "data" / "mnist"
 

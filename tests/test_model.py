@@ -438,7 +438,7 @@ def test_the_file_loads_without_pickle(tmp_path, monkeypatch) -> None:
         calls.append(kwargs)
         return real_load(*args, **kwargs)
 
-    monkeypatch.setattr(xpmlp.serialize.numpy, "load", spy_load)
+    monkeypatch.setattr(xpmlp.io.serialize.numpy, "load", spy_load)
     load_model(path, backend="numpy")
     assert calls and all(c.get("allow_pickle") is False for c in calls)
 
@@ -454,7 +454,7 @@ def test_a_failure_mid_write_leaves_no_file(tmp_path, monkeypatch, existing) -> 
         f.write(b"PK\x03\x04 half a zip")
         raise OSError("disk full")
 
-    monkeypatch.setattr(xpmlp.serialize.numpy, "savez", broken_savez)
+    monkeypatch.setattr(xpmlp.io.serialize.numpy, "savez", broken_savez)
     with pytest.raises(OSError, match="disk full"):
         save_model(small_model(), target)
     if existing:  # the old file is intact

@@ -27,9 +27,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import xpmlp
-from xpmlp import _atomic
-from xpmlp._atomic import atomic_write
-from xpmlp.record import _json_type
+from xpmlp.machine import atomic as _atomic
+from xpmlp.machine.atomic import atomic_write
+from xpmlp.train.record import _json_type
 
 SIZES = [3, 4, 2]
 N_PARAMS = 3 * 4 + 4 + 4 * 2 + 2
@@ -345,8 +345,8 @@ def test_only_stale_temporaries_of_the_same_target_are_removed(
 
 KILLED_WRITER = """
 import sys, time
-from xpmlp._atomic import atomic_write
-from xpmlp.record import _json_type
+from xpmlp.machine.atomic import atomic_write
+from xpmlp.train.record import _json_type
 with atomic_write(sys.argv[1], "wb") as f:
     f.write(b"half a model" * 1000)
     f.flush()

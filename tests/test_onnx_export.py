@@ -11,8 +11,8 @@ import pytest
 
 import xpmlp
 from xpmlp import MLP
-from xpmlp.activations import ACTIVATIONS
-from xpmlp.onnx_export import (
+from xpmlp.core.activations import ACTIVATIONS
+from xpmlp.io.onnx import (
     ONNX_ACTIVATIONS,
     OnnxDependencyError,
     OnnxExportError,

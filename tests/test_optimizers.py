@@ -26,8 +26,8 @@ import pytest
 
 import xpmlp
 from xpmlp.backends.base import Backend
-from xpmlp.errors import ParameterError
-from xpmlp.optim import (
+from xpmlp.core.errors import ParameterError
+from xpmlp.core.optim import (
     HYPERPARAMETERS,
     OPTIMIZERS,
     SGD,

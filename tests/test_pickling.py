@@ -16,7 +16,7 @@ import xpmlp
 from xpmlp import MLP
 from xpmlp.backends.base import Backend
 from xpmlp.backends.cuda_probe import probe_cuda
-from xpmlp.record import pickle_state
+from xpmlp.train.record import pickle_state
 
 
 def blobs(m: int = 120, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

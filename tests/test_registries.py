@@ -15,11 +15,11 @@ import pytest
 
 import xpmlp
 from xpmlp import doc_tables
-from xpmlp.activations import ACTIVATIONS, Activation, trainable_hidden
 from xpmlp.backends.base import Backend
-from xpmlp.errors import ParameterError
-from xpmlp.losses import LOSSES
-from xpmlp.optim import OPTIMIZERS, SCHEDULES
+from xpmlp.core.activations import ACTIVATIONS, Activation, trainable_hidden
+from xpmlp.core.errors import ParameterError
+from xpmlp.core.losses import LOSSES
+from xpmlp.core.optim import OPTIMIZERS, SCHEDULES
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -33,8 +33,8 @@ from xpmlp.kernels import cpu
 import xpmlp
 from xpmlp.backends.base import Backend
 from xpmlp.backends.numpy_backend import NumpyBackend
-from xpmlp.errors import ParameterError
-from xpmlp.optim import SGD, Adagrad, Adam, RMSprop, from_description, make_optimizer
+from xpmlp.core.errors import ParameterError
+from xpmlp.core.optim import SGD, Adagrad, Adam, RMSprop, from_description, make_optimizer
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 REFERENCE = Backend()

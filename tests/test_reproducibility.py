@@ -21,7 +21,7 @@ import pytest
 
 import xpmlp
 from xpmlp import MLP, load_model, save_model
-from xpmlp._threads import available_cores, cpu_threads
+from xpmlp.machine.threads import available_cores, cpu_threads
 
 #: an MKL provider made here holds OpenBLAS at one thread: put it back after each test
 pytestmark = pytest.mark.usefixtures("openblas_threads_restored")
@@ -134,7 +134,7 @@ def test_deterministic_mode_fixes_the_blas_threads_only_while_training(monkeypat
 def test_deterministic_is_kept_by_files_and_pickles_and_checked(tmp_path):
     import pickle
 
-    from xpmlp.errors import ParameterError
+    from xpmlp.core.errors import ParameterError
 
     model = MLP([4, 3, 2], backend="numpy", deterministic=True)
     assert load_model(save_model(model, tmp_path / "m.npz")).deterministic is True

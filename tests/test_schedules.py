@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 import xpmlp
-from xpmlp.errors import ParameterError
-from xpmlp.optim import (
+from xpmlp.core.errors import ParameterError
+from xpmlp.core.optim import (
     SCHEDULES,
     ChainedScheduler,
     ConstantLR,
@@ -30,7 +30,7 @@ from xpmlp.optim import (
     StepLR,
     schedule_factor,
 )
-from xpmlp.schedules import make_schedule, schedule_from_description
+from xpmlp.core.schedules import make_schedule, schedule_from_description
 
 torch = pytest.importorskip("torch", reason="torch is not installed (pip install torch)")
 sched = torch.optim.lr_scheduler

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from xpmlp import MLP
-from xpmlp.errors import DataFileError
+from xpmlp.core.errors import DataFileError
 
 
 def _data():
@@ -82,7 +82,7 @@ def test_the_model_owns_one_training_state() -> None:
     X, y = _data()
     model = MLP([6, 5, 3], backend="numpy", batch_norm=True, seed=2)
     model.fit(X, y, epochs=3, batch_size=32, validation_data=(X, y),
-              early_stopping=xpmlp.training.EarlyStopping(patience=10))
+              early_stopping=xpmlp.train.loop.EarlyStopping(patience=10))
     ts = model.train_state_
     assert isinstance(ts, xpmlp.TrainState)
     assert model.params is ts.params and model.optimizer is ts.optimizer

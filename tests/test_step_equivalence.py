@@ -27,7 +27,7 @@ import pytest
 
 from xpmlp import MLP
 from xpmlp.backends.numpy_backend import FusedStep, NumpyBackend
-from xpmlp.optim import SGD, Adagrad, Adam, RMSprop
+from xpmlp.core.optim import SGD, Adagrad, Adam, RMSprop
 
 SIZES = [6, 7, 5, 3]  # two hidden layers: per-layer rates and flags
 ROWS, BATCH = 45, 16  # 3 batches per epoch, the last one short

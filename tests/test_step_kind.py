@@ -1,4 +1,4 @@
-"""``fit`` says which step trains the model (``xpmlp.training.step_kind``): "fused-cpu",
+"""``fit`` says which step trains the model (``xpmlp.train.loop.step_kind``): "fused-cpu",
 "cuda-graph", "cuda-eager" or "reference" (the per-op path), in the progress bar, in each
 history record (``"step"``) and as ``model.step_kind_``; where the backend has a faster step
 that the run cannot take, one ``StepFallbackWarning`` per ``fit`` says why. Nothing falls back
@@ -20,8 +20,8 @@ from xpmlp import MLP
 from xpmlp.backends.base import Backend
 from xpmlp.backends.cuda_probe import simulator_enabled
 from xpmlp.backends.numpy_backend import NumpyBackend
-from xpmlp.errors import StepFallbackWarning
-from xpmlp.training import step_kind
+from xpmlp.core.errors import StepFallbackWarning
+from xpmlp.train.loop import step_kind
 
 SIMULATOR = simulator_enabled()
 

@@ -1,5 +1,5 @@
 """Under an MPI launcher, each rank of a machine trains on its share of the cores unless a
-thread count was chosen (``xpmlp._threads.rank_share``, applied by ``fit(comm=...)``)."""
+thread count was chosen (``xpmlp.machine.threads.rank_share``, applied by ``fit(comm=...)``)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from xpmlp import MLP
-from xpmlp._threads import available_cores, rank_share
 from xpmlp.distributed.single import SingleCommunicator
+from xpmlp.machine.threads import available_cores, rank_share
 
 
 class TwoRanksHere(SingleCommunicator):

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from xpmlp import config
+from xpmlp.core import config
 
 #: the rows of ``registry.ROWS``, named here so that building the parser imports nothing heavy
 ROW_NAMES = ("xpmlp-numpy", "xpmlp-numpy-deterministic", "xpmlp-cli", "xpmlp-cuda",
@@ -52,7 +52,7 @@ def check_out_dir(out: Path) -> None:
     """ParameterError, before anything is timed, unless the files of ``--out DIR`` can be
     written (DIR a directory, or creatable, in which this process can create files)."""
     from xpmlp.commands.train import check_output_path
-    from xpmlp.errors import ParameterError
+    from xpmlp.core.errors import ParameterError
 
     if out.exists() and not out.is_dir():
         raise ParameterError(f"--out {str(out)!r} is a file; expected a directory (bench.json, "

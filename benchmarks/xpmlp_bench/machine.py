@@ -3,7 +3,7 @@
 ``describe_machine`` records the CPU, its cores and load, the BLAS libraries
 and their threads (threadpoolctl), the environment variables that change
 BLAS or GPU math, the GPU if any, and the versions of every library involved.
-The one thread count every row gets is set by ``xpmlp._threads.cpu_threads``.
+The one thread count every row gets is set by ``xpmlp.machine.threads.cpu_threads``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 import platform
 from typing import Any
 
-from xpmlp import config
+from xpmlp.core import config
 
 ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
             "MKL_NUM_THREADS", "MKL_THREADING_LAYER", "KMP_BLOCKTIME", "NUMBA_NUM_THREADS",
@@ -85,10 +85,11 @@ def numba_info() -> dict[str, Any]:
 
 
 def xpmlp_blas_info() -> dict[str, Any]:
-    """The numpy backend's matrix-product provider (``xpmlp.blas``): mode, libraries, threads
-    and the choice made for each product shape so far; or the error XPMLP_BLAS caused."""
+    """The numpy backend's matrix-product provider (``xpmlp.machine.blas``): mode, libraries,
+    threads and the choice made for each product shape so far; or the error XPMLP_BLAS
+    caused."""
     from xpmlp import blas
-    from xpmlp.errors import ParameterError
+    from xpmlp.core.errors import ParameterError
 
     try:
         return blas.provider().report()

@@ -10,7 +10,7 @@ products: after one warm-up call it runs k back-to-back products, doubling k
 until they take at least ``min_seconds``, and reports 2 n^3 k / seconds.
 
 Libraries: "numpy" (NumPy's BLAS), "xpmlp" (the numpy backend's products: NumPy's BLAS or
-MKL per shape, ``xpmlp.blas``), "torch-cpu", "torch-cuda" (torch.mm) and "cupy" (cuBLAS
+MKL per shape, ``xpmlp.machine.blas``), "torch-cpu", "torch-cuda" (torch.mm) and "cupy" (cuBLAS
 FP32; CUPY_TF32 must be unset). GPU timings synchronize first.
 """
 

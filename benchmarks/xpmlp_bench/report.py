@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from xpmlp._atomic import atomic_write
+from xpmlp.machine.atomic import atomic_write
 
 from .machine import blas_summary, xpmlp_blas_summary
 

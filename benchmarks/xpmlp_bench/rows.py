@@ -87,7 +87,7 @@ class Row:
 
 class XpmlpRow(Row):
     """xpmlp on one backend, stepping through ``order`` with the epoch loop of ``MLP.fit``
-    (``xpmlp.training.run_epoch``), the permutation handed in instead of drawn, so every row
+    (``xpmlp.train.loop.run_epoch``), the permutation handed in instead of drawn, so every row
     sees the same batches; one synchronization at the end."""
 
     def __init__(self, backend: Any, name: str | None = None,
@@ -105,7 +105,7 @@ class XpmlpRow(Row):
 
     def prepare(self, spec: ModelSpec, init: Init, data: Dataset) -> None:
         from xpmlp import MLP
-        from xpmlp.training import RunState
+        from xpmlp.train.loop import RunState
 
         self.spec = spec
         settings = (dict(beta1=spec.beta1, beta2=spec.beta2, eps=spec.eps)
@@ -131,7 +131,7 @@ class XpmlpRow(Row):
     def train(self) -> None:
         import contextlib
 
-        from xpmlp.training import run_epoch
+        from xpmlp.train.loop import run_epoch
 
         backend = self.model.backend
         with backend.activate(), (backend.deterministic() if self.deterministic
@@ -146,7 +146,7 @@ class XpmlpRow(Row):
 
 def xpmlp_gemm_library() -> str:
     """The GEMM-only probe of the numpy backend: "numpy" when its products are NumPy's
-    (``xpmlp.blas`` chose OpenBLAS for good), else "xpmlp" (MKL for some shapes)."""
+    (``xpmlp.machine.blas`` chose OpenBLAS for good), else "xpmlp" (MKL for some shapes)."""
     from xpmlp import blas
 
     return "numpy" if blas.provider().mode == "openblas" else "xpmlp"

@@ -10,7 +10,7 @@ steps) of n samples and F = ``flops.pass_flops`` matrix-product FLOPs:
                    sustained square sgemm and the GEMM-only rate at the workload's shapes
                    (NumPy's BLAS on the CPU, CuPy/cuBLAS FP32 on the GPU)
     GEMM-only s    the 3L - 1 products of a step alone, times the steps of U (row's library;
-                   for xpmlp-numpy its own provider, ``xpmlp.blas``)
+                   for xpmlp-numpy its own provider, ``xpmlp.machine.blas``)
     outside GEMM   1 - GEMM-only s / median: the share of the pass spent elsewhere
     vs torch       median of PyTorch on the same device / median of the row (> 1: faster)
     test accuracy  after the last round (every row trained on the same batches)
@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from xpmlp._threads import cpu_threads
+from xpmlp.machine.threads import cpu_threads
 
 from .data import Dataset, load_mnist_scaled, synthetic
 from .flops import pass_flops, step_flops

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from . import optim, training
 from ._version import __version__
-from .activations import register_activation
 from .backends import BACKEND_NAMES, Backend, get_backend, use_backend
-from .device_data import DeviceData
-from .errors import (
+from .backends.device_data import DeviceData
+from .core.activations import register_activation
+from .core.errors import (
     BackendUnavailableError,
     ConcurrentFitError,
     DataFileError,
@@ -24,12 +24,12 @@ from .errors import (
     TrainingDivergedError,
     XpmlpError,
 )
-from .model import MLP
-from .onnx_export import to_onnx
-from .optim import SGD, Adagrad, Adam, Optimizer, RMSprop, register_optimizer
-from .perceptron import Perceptron
-from .serialize import load_model, save_model
-from .train_state import TrainState
+from .core.optim import SGD, Adagrad, Adam, Optimizer, RMSprop, register_optimizer
+from .io.onnx import to_onnx
+from .io.serialize import load_model, save_model
+from .teach.perceptron import Perceptron
+from .train.model import MLP
+from .train.state import TrainState
 
 #: the scikit-learn estimators, imported on first use (scikit-learn is needed only then;
 #: they are left out of __all__ so that ``from xpmlp import *`` works without it)

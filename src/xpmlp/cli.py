@@ -19,7 +19,7 @@ from ._version import __version__
 SUBCOMMANDS = {
     "train": ("xpmlp.commands.train", "train an MLP on MNIST and print its test accuracy"),
     "explain": (
-        "xpmlp.explain",
+        "xpmlp.teach.explain",
         "trace one backpropagation step of a worked example (Z, A, loss, delta, dW, db)",
     ),
     "info": ("xpmlp.commands.info", "show the backends, devices and versions found here"),
@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    from .errors import XpmlpError
+    from .core.errors import XpmlpError
 
     try:
         return int(importlib.import_module(args._module).run(args) or 0)

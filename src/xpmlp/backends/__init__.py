@@ -18,8 +18,8 @@ import contextvars
 import logging
 from collections.abc import Iterator
 
-from .. import config
-from ..errors import BackendUnavailableError, ParameterError
+from ..core import config
+from ..core.errors import BackendUnavailableError, ParameterError
 from . import table
 from .base import Backend
 

@@ -25,10 +25,10 @@ from typing import Any, TypeVar
 import array_api_compat
 import numpy
 
-from .._typing import Array
-from ..activations import ACTIVATIONS, Activation
-from ..losses import LOSSES, Loss, correct
-from ..regularization import dropout_keep_mask
+from ..core.activations import ACTIVATIONS, Activation
+from ..core.aliases import Array
+from ..core.losses import LOSSES, Loss, correct
+from ..core.regularization import dropout_keep_mask
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 
@@ -126,7 +126,7 @@ class Backend:
         return contextlib.nullcontext()
 
     def fused_step(self, model: Any) -> Any:
-        """A callable that does ``xpmlp.training.run_epoch``'s whole step for one batch of
+        """A callable that does ``xpmlp.train.loop.run_epoch``'s whole step for one batch of
         ``model`` (gather, forward, backward, update), with a ``gradients`` method that stops
         before the update (data-parallel training averages the gradients, then calls
         ``MLP.apply_gradients``); or None: this backend runs the operations below one by one
@@ -134,7 +134,7 @@ class Backend:
         return None
 
     def step_kind(self, model: Any) -> tuple[str, str | None]:
-        """The kind of step ``xpmlp.training.run_epoch`` takes for ``model`` on this backend:
+        """The kind of step ``xpmlp.train.loop.run_epoch`` takes for ``model`` on this backend:
         "fused-cpu" (``fused_step``), "cuda-graph" (``epoch_runner``: a recorded step),
         "cuda-eager" (the CUDA backend's kernels launched one by one) or "reference" (the
         per-op path), and, where this backend has a faster step that ``model`` cannot take,
@@ -142,7 +142,7 @@ class Backend:
         return "reference", None
 
     def epoch_runner(self, model: Any) -> Any:
-        """A callable that runs the first batches of ``xpmlp.training.run_epoch``'s epoch for
+        """A callable that runs the first batches of ``xpmlp.train.loop.run_epoch``'s epoch for
         ``model`` (same arguments) and returns how many it ran, or None: run_epoch steps
         every batch itself. The CUDA backend's replays a recorded step for the full batches
         (``xpmlp.backends.cuda_graph``)."""

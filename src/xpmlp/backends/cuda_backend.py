@@ -35,10 +35,10 @@ from typing import Any
 
 import numpy
 
-from .. import config
-from ..errors import DeviceMemoryError
+from ..core import config
+from ..core.errors import DeviceMemoryError
+from ..core.regularization import dropout_threshold
 from ..kernels import cuda as kcuda
-from ..regularization import dropout_threshold
 from .base import Array, Backend, activation_entry, loss_entry
 from .cuda_graph import UNSUPPORTED, GraphedEpoch, graphs_supported
 from .cuda_probe import INSTALL_HINT as CUDA_INSTALL_HINT

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 
-from .. import config
+from ..core import config
 
 INSTALL_HINT = (
     "install the CUDA extra that matches your driver: pip install -e '.[cuda13]' "

@@ -8,7 +8,7 @@ import numbers
 
 import numpy
 
-from ..errors import BackendUnavailableError
+from ..core.errors import BackendUnavailableError
 from .cuda_probe import INSTALL_HINT as CUDA_INSTALL_HINT
 from .cuda_probe import probe_cuda
 

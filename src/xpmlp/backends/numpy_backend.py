@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy
 
-from .. import config
+from ..core import config
+from ..core.regularization import dropout_key, dropout_threshold
 from ..kernels import cpu
-from ..regularization import dropout_key, dropout_threshold
 from .base import Array, Backend, activation_entry, loss_entry
 
 
@@ -90,7 +90,7 @@ FUSED_OPS = ("gather_rows", "matmul", "bias_activation", "activation_backward",
 class NumpyBackend(Backend):
     """NumPy arrays on the CPU, with fused Numba ``@njit`` kernels.
 
-    ``fused=True`` (the default): ``xpmlp.training`` runs each batch as one compiled call,
+    ``fused=True`` (the default): ``xpmlp.train.loop`` runs each batch as one compiled call,
     ``fused_step`` (forward, loss, backward and update, dropout and batch norm included, BLAS
     called from Numba), with the per-op path's bits; ``fused=False``, and the models it does
     not cover (``step_kind`` says why), keep the per-op path.
@@ -133,7 +133,7 @@ class NumpyBackend(Backend):
         if changed:  # a subclass changed an op the fused step would skip: keep its ops
             return (f"{cls.__name__} overrides {', '.join(changed)}, which the fused CPU step "
                     "would not call")
-        from .. import blas
+        from ..machine import blas
 
         if blas.provider().cblas_gemm(model.dtype.char) is None:
             return ("no loaded BLAS library exports the cblas_"
@@ -153,9 +153,9 @@ class NumpyBackend(Backend):
         return step
 
     def deterministic(self) -> contextlib.AbstractContextManager[None]:
-        """BLAS on a fixed thread count (``xpmlp.blas.fixed_threads``); the Numba kernels cut
-        their work into fixed chunks at any thread count."""
-        from .. import blas
+        """BLAS on a fixed thread count (``xpmlp.machine.blas.fixed_threads``); the Numba
+        kernels cut their work into fixed chunks at any thread count."""
+        from ..machine import blas
 
         return blas.fixed_threads()
 
@@ -167,12 +167,12 @@ class NumpyBackend(Backend):
         return f"CPU: {cpu_model()} ({os.cpu_count()} cores, {threads} Numba threads)"
 
     def matmul(self, a: Array, b: Array, out: Array) -> None:
-        """out = a @ b through the one BLAS ``xpmlp.blas`` uses (Intel MKL where it is
+        """out = a @ b through the one BLAS ``xpmlp.machine.blas`` uses (Intel MKL where it is
         installed, else NumPy's OpenBLAS; ``XPMLP_BLAS`` names one).
         Transposed views go to BLAS as they are, without copies."""
         matmul = self._matmul
         if matmul is None:
-            from .. import blas
+            from ..machine import blas
 
             matmul = self._matmul = blas.provider().matmul
         matmul(a, b, out)
@@ -292,9 +292,9 @@ class FusedStep:
         self._model, self.model_dtype = weakref.ref(model), model.dtype
         self._kernels: dict[bool, Any] = {}
         self._widest = max(model.layer_sizes)
-        from .. import blas
+        from ..machine import blas
 
-        #: the process's cblas_?gemm (MKL's or NumPy's: ``xpmlp.blas``), for every product
+        #: the process's cblas_?gemm (MKL's or NumPy's: ``xpmlp.machine.blas``), for every product
         self.cblas = blas.provider().cblas_gemm(model.dtype.char)
         layers = model.layers
         self.Ws = tuple(layer.W for layer in layers)

@@ -1,5 +1,5 @@
 """``xpmlp info``: the versions, backends and devices found here, what "auto" picks, and the
-numpy backend's BLAS (NumPy's OpenBLAS or MKL, ``xpmlp.blas``).
+numpy backend's BLAS (NumPy's OpenBLAS or MKL, ``xpmlp.machine.blas``).
 
 Works on any machine: without CuPy or a GPU it says so, with the cause and the
 remedy the CUDA probe gives (``xpmlp.backends.cuda_probe``).
@@ -61,9 +61,10 @@ def lines() -> list[tuple[str, str]]:
 
 
 def blas_line() -> str:
-    """The numpy backend's matrix-product provider (``xpmlp.blas``), or why it cannot be made."""
-    from .. import blas
-    from ..errors import ParameterError
+    """The numpy backend's matrix-product provider (``xpmlp.machine.blas``), or why it
+    cannot be made."""
+    from ..core.errors import ParameterError
+    from ..machine import blas
 
     try:
         return blas.provider().describe()

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import ParameterError, XpmlpError
+from ..core.errors import ParameterError, XpmlpError
 from .train import (
     _non_negative_int,
     _positive_int,

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import ParameterError, XpmlpError
+from ..core.errors import ParameterError, XpmlpError
 
 DEFAULTS = {
     "epochs": 8,
@@ -112,10 +112,10 @@ def _dropout_rates(text: str) -> float | list[float]:
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    from ..activations import ACTIVATIONS, trainable_hidden
     from ..backends import BACKEND_NAMES
+    from ..core.activations import ACTIVATIONS, trainable_hidden
+    from ..core.optim import OPTIMIZERS, SCHEDULES
     from ..distributed import BACKENDS as DISTRIBUTED_BACKENDS
-    from ..optim import OPTIMIZERS, SCHEDULES
 
     d = DEFAULTS
     p.add_argument("--backend", choices=BACKEND_NAMES, default=None,
@@ -198,7 +198,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 def _configure_regularization(p: argparse.ArgumentParser) -> None:
     """The options of L1, gradient clipping, the schedules' settings and early stopping."""
-    from ..early_stopping import VALIDATION_MONITORS
+    from ..train.early_stopping import VALIDATION_MONITORS
 
     g = p.add_argument_group("regularization, schedule settings and early stopping")
     g.add_argument("--l1", type=_number(0.0, inclusive=True), default=None,
@@ -324,8 +324,8 @@ def validate_options(args: argparse.Namespace, ranks: int = 1) -> None:
 def _regularization(args: argparse.Namespace) -> tuple[dict[str, Any], Any, dict[str, Any]]:
     """From the options: the model's gradient keywords, the schedule, and fit's early-stopping
     keywords (empty without --early-stopping)."""
-    from ..early_stopping import EarlyStopping
-    from ..schedules import make_schedule
+    from ..core.schedules import make_schedule
+    from ..train.early_stopping import EarlyStopping
 
     gradient = {"l1": args.l1, "clip_grad_norm": args.clip_norm,
                 "clip_grad_value": args.clip_value}
@@ -434,8 +434,8 @@ def run(args: argparse.Namespace) -> int:
 
     Under an MPI launcher with several ranks, ``_run_rank`` does it on each rank.
     """
-    from .._threads import cpu_threads
     from ..distributed import init
+    from ..machine.threads import cpu_threads
 
     comm = init(args.distributed)
     if comm.world_size > 1:
@@ -452,8 +452,8 @@ def _run_rank(args: argparse.Namespace, comm: Any) -> int:
     """One rank of several: rank 0 checks the output paths; threads default to the cores of
     this machine divided by its ranks; any error prints and aborts every rank (the
     ``xpmlp`` command would otherwise print it and return, leaving the others waiting)."""
-    from .._threads import available_cores, cpu_threads
     from ..distributed.faults import abort_job, is_agreed, mark_agreed
+    from ..machine.threads import available_cores, cpu_threads
 
     try:
         check_same_options(args, comm)
@@ -517,11 +517,11 @@ def _rank_batch_size(batch_size: int, ranks: int) -> int:
 def _train(args: argparse.Namespace, comm: Any, threads: int | None = None) -> int:
     """Load MNIST (this rank's interleaved share of it), build and fit the model, print the
     test accuracy, save what was asked (rank 0 only)."""
-    from .._atomic import atomic_write
     from ..backends import get_backend, resolve_backend_name
     from ..datasets import load_mnist
     from ..distributed import default_device
-    from ..model import MLP
+    from ..machine.atomic import atomic_write
+    from ..train.model import MLP
 
     root, ranks = comm.rank == 0, comm.world_size
     batch_size = _rank_batch_size(args.batch_size, ranks)
@@ -575,7 +575,7 @@ def _train(args: argparse.Namespace, comm: Any, threads: int | None = None) -> i
 
     def epoch_done(r: dict[str, Any]) -> None:
         if test_set is not None:
-            from ..training import evaluate
+            from ..train.loop import evaluate
 
             with model.backend.activate():
                 r["test_loss"], r["test_accuracy"] = evaluate(model, *test_set)
@@ -604,7 +604,7 @@ def _train(args: argparse.Namespace, comm: Any, threads: int | None = None) -> i
     if not root:
         return 0
     if test_set is not None:  # the best epoch's weights may have been put back
-        from ..training import evaluate
+        from ..train.loop import evaluate
 
         with model.backend.activate():
             test_accuracy = evaluate(model, *test_set)[1]
@@ -709,7 +709,7 @@ def rescue_locations(path: str | os.PathLike[str]) -> list[Path]:
 def write_model(model: Any, path: str, option: str, rescue_note: str = "") -> Path:
     """``save_model(model, path)``; if that fails (disk full, ...), the model is saved to the
     first of ``rescue_locations`` that takes it and OutputError names both files."""
-    from ..serialize import save_model
+    from ..io.serialize import save_model
 
     try:
         with written(option, path):
@@ -743,7 +743,7 @@ def _resumed_model(args: argparse.Namespace, backend: Any) -> Any:
     classifies MNIST digits and has epochs left before ``--epochs``."""
     if not getattr(args, "resume", None):
         return None
-    from ..serialize import load_model
+    from ..io.serialize import load_model
 
     try:
         model = load_model(args.resume, backend=backend)

@@ -3,9 +3,9 @@
 :func:`download_verified` has pooch's HTTP downloader (:class:`pooch.HTTPDownloader`, on
 ``requests``, with a tqdm progress bar on stderr) stream a URL into a temporary file beside
 the target, hands the closed file to a verify hook (the hash check), and only then renames
-it into place (through :func:`xpmlp._atomic.atomic_write`). A mirror that fails, at any
+it into place (through :func:`xpmlp.machine.atomic.atomic_write`). A mirror that fails, at any
 step, is recorded with a short reason and the next one is tried; when none delivers, the
-:class:`~xpmlp.errors.DownloadError` lists every mirror with its reason. Nothing here
+:class:`~xpmlp.core.errors.DownloadError` lists every mirror with its reason. Nothing here
 knows about any particular data set.
 """
 
@@ -19,8 +19,8 @@ from typing import Any
 
 import pooch
 
-from .._atomic import atomic_write
-from ..errors import DownloadError
+from ..core.errors import DownloadError
+from ..machine.atomic import atomic_write
 
 __all__ = ["MirrorFailure", "download_verified"]
 

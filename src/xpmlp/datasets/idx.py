@@ -6,7 +6,7 @@ per dimension, then exactly ``prod(sizes)`` bytes. MNIST's label files have the 
 number 2049 (``00 00 08 01``, one dimension) and its image files 2051 (``00 00 08 03``,
 count x rows x cols).
 
-Every failure raises :class:`~xpmlp.errors.DataFileError` with the file path and the
+Every failure raises :class:`~xpmlp.core.errors.DataFileError` with the file path and the
 reason in its message; no gzip, zlib, struct or NumPy exception escapes.
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataFileError
+from ..core.errors import DataFileError
 
 __all__ = ["GZIP_MAGIC", "LABELS_MAGIC", "IMAGES_MAGIC", "UBYTE_TYPE", "read_idx"]
 

@@ -9,7 +9,7 @@ Downloads never leave a partial or unverified file behind: each goes to a tempor
 file in the destination folder, is decompressed and hashed (:func:`_verify`), and only
 then renamed into place; the generic mirror-by-mirror download (pooch's HTTP
 downloader) lives in :mod:`xpmlp.datasets.download`. A corrupt file the user already
-has is reported, never overwritten. Environment variables are read through :mod:`xpmlp.config`.
+has is reported, never overwritten. Environment variables are read through :mod:`xpmlp.core.config`.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import config
-from ..errors import DataFileError
+from ..core import config
+from ..core.errors import DataFileError
 from .download import MirrorFailure, _reason, download_verified
 from .idx import GZIP_MAGIC, read_idx
 
@@ -43,7 +43,7 @@ __all__ = [
     "resolve_data_dir",
 ]
 
-#: The variable naming the data folder (kept here for compatibility; see xpmlp.config).
+#: The variable naming the data folder (kept here for compatibility; see xpmlp.core.config).
 DATA_DIR_ENV = config.DATA_DIR
 _CHUNK = 1 << 16
 

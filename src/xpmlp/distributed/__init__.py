@@ -24,7 +24,7 @@ auto       nccl when there are several ranks and each has a usable GPU of its ow
            mpi when an MPI launcher started several ranks, else single
 =========  ===========================================================================
 
-"auto" reads the launcher's environment variables (``xpmlp.config.mpi_launch``) first, so
+"auto" reads the launcher's environment variables (``xpmlp.core.config.mpi_launch``) first, so
 a process started without ``mpiexec`` never imports mpi4py. A lone process is "single"
 under "auto" even with a GPU: NCCL with one rank does the same work with more set-up (ask
 for ``init("nccl")`` by name to get it). mpi4py and CuPy are imported only by the backends
@@ -39,8 +39,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import config
-from ..errors import DistributedError, ParameterError
+from ..core import config
+from ..core.errors import DistributedError, ParameterError
 from .base import Communicator
 
 BACKENDS = ("auto", "single", "mpi", "nccl")
@@ -175,9 +175,9 @@ __all__ = ["BACKENDS", "Communicator", "default_device", "init", "shard"]
 
 def shard(data: Any, comm: Communicator) -> Any:
     """This rank's rows of the ``xpmlp.DeviceData`` ``data``: rows rank, rank + N, ... (the
-    interleaved shards of ``xpmlp.training.fit``'s contract), already checked and on the
+    interleaved shards of ``xpmlp.train.loop.fit``'s contract), already checked and on the
     device, not checked again."""
-    from ..device_data import DeviceData
+    from ..backends.device_data import DeviceData
 
     if not isinstance(data, DeviceData):
         raise ParameterError(

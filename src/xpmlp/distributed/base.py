@@ -33,7 +33,7 @@ from typing import Any, NoReturn
 
 import numpy
 
-from ..errors import ParameterError
+from ..core.errors import ParameterError
 
 STAT_OPS = ("sum", "min", "max")
 

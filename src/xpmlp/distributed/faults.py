@@ -24,7 +24,7 @@ import time
 import traceback
 from typing import Any, NoReturn, TypeVar
 
-from ..errors import DistributedError
+from ..core.errors import DistributedError
 from .base import Communicator, flush_standard_streams
 
 AGREED_GRACE_S = 3.0  # how long ranks other than 0 wait for rank 0 to abort an agreed error

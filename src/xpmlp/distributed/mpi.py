@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 import numpy
 
-from ..errors import DistributedError
+from ..core.errors import DistributedError
 from .base import Communicator, check_buffer, is_device_array, stats_vector
 
 INSTALL_HINT = ("pip install -e '.[distributed]' in the xpmlp checkout (mpi4py and the "

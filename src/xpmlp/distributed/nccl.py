@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 import numpy
 
-from ..errors import DistributedError, ParameterError
+from ..core.errors import DistributedError, ParameterError
 from .base import Communicator, check_buffer, is_device_array
 from .mpi import MpiCommunicator
 

@@ -20,9 +20,9 @@ from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ..backends import BACKEND_NAMES
-from ..device_data import DeviceData
-from ..errors import BackendUnavailableError
-from ..model import MLP
+from ..backends.device_data import DeviceData
+from ..core.errors import BackendUnavailableError
+from ..train.model import MLP
 from . import network
 from .data import (
     NON_FINITE,
@@ -283,8 +283,8 @@ def _first_release_record(old: dict[str, Any]) -> dict[str, Any]:
     """The ``MLP.state_dict`` of a network pickled by the first release's estimators (layer
     sizes, activations, loss, dtype, backend, device, params, optimizer and its rows and step
     count t: the rest of the training state was not kept, and starts afresh)."""
-    from ..optim import from_description
-    from ..record import FORMAT, PICKLE_VERSION, STATE
+    from ..core.optim import from_description
+    from ..train.record import FORMAT, PICKLE_VERSION, STATE
 
     t = int(old["optimizer_t"])
     rows = from_description(old["optimizer"]).state_names if t > 0 else ()

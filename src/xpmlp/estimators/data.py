@@ -16,7 +16,7 @@ from typing import Any
 import numpy
 from sklearn.utils.validation import _check_sample_weight, validate_data
 
-from ..device_data import DeviceData
+from ..backends.device_data import DeviceData
 
 
 def input_dtype(X: Any) -> str:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..model import MLP
-from ..workspace import PREDICT_CHUNK
+from ..core.workspace import PREDICT_CHUNK
+from ..train.model import MLP
 
 
 def output_and_terms(model: MLP, X: Any, Y: Any) -> tuple[Any, Any]:

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy
 
-from ..activations import ACTIVATIONS, trainable_hidden
-from ..model import MLP
-from ..optim import SGD, Adam, Optimizer
+from ..core.activations import ACTIVATIONS, trainable_hidden
+from ..core.optim import SGD, Adam, Optimizer
+from ..train.model import MLP
 
 #: scikit-learn's activation names that xpmlp spells differently.
 SKLEARN_NAMES = {"logistic": "sigmoid"}

@@ -16,7 +16,7 @@ random_state, as scikit-learn draws it, and copied to the device once per epoch 
 stays on the host: each batch's rows are densified there and copied, ``SparseRows``).
 
 tol and n_iter_no_change (and early stopping's choice of weights) are
-``xpmlp.early_stopping``'s one rule in its scikit-learn convention
+``xpmlp.train.early_stopping``'s one rule in its scikit-learn convention
 (``early_stopping.scikit_learn``), its memory the model's ``train_state_``. ``best_loss_``,
 ``best_validation_score_``, ``best_validation_loss_`` and ``_no_improvement_count`` are
 scikit-learn's names for that memory: read into the training state when a fit starts (a user
@@ -38,8 +38,8 @@ import numpy
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
-from ..early_stopping import Watch, scikit_learn
-from ..training import RunState
+from ..train.early_stopping import Watch, scikit_learn
+from ..train.loop import RunState
 from .data import NON_FINITE, SparseRows, batch_sums
 from .evaluate import evaluate, l2_penalty
 from .network import make_optimizer

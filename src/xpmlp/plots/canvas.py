@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from ..errors import XpmlpError
+from ..core.errors import XpmlpError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -52,7 +52,7 @@ def new_figure(width: float, height: float) -> Figure:
 
 def save_png(fig: Figure, path: str | os.PathLike[str]) -> None:
     """Write ``fig`` as a PNG file at ``path``, atomically (no half-written file)."""
-    from .._atomic import atomic_write
+    from ..machine.atomic import atomic_write
 
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format="png")

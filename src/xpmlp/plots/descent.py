@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ParameterError
+from ..core.errors import ParameterError
 from .canvas import new_figure, require_pillow
 
 OPTIMIZER_COLORS = {"sgd": "tab:red", "momentum": "tab:orange", "adam": "tab:cyan"}
@@ -85,10 +85,10 @@ class _PlaneLoss:
 
 
 def descent_optimizers(directions: str = "weights") -> dict[str, Any]:
-    """The optimizers compared (``xpmlp.optim`` objects), with learning rates that fit the
+    """The optimizers compared (``xpmlp.core.optim`` objects), with learning rates that fit the
     pictured landscape: the plane of two weights is flatter than that of two random
     directions (which move every parameter), so its steps are larger."""
-    from ..optim import SGD, Adam
+    from ..core.optim import SGD, Adam
 
     if directions == "weights":
         return {"sgd": SGD(learning_rate=3.0), "momentum": SGD(learning_rate=0.35, momentum=0.9),
@@ -105,12 +105,12 @@ def descent_landscape(directions: str = "weights", seed: int = 0, steps: int = 5
     two directions: ``"weights"``, two weights of the first layer (the plane then varies
     those two and holds every other parameter), or ``"random"``, two random directions
     scaled per layer to the norm of the layer's parameters (Li et al., 2018). Each optimizer
-    (plain SGD, momentum 0.9, Adam; the optimizers of ``xpmlp.optim``, through their
+    (plain SGD, momentum 0.9, Adam; the optimizers of ``xpmlp.core.optim``, through their
     reference array formulas) starts from the same point, away from the center, and takes
     ``steps`` full-batch steps on the loss restricted to the plane, so that its path lies
     on the pictured surface.
     """
-    from ..model import MLP
+    from ..train.model import MLP
 
     if directions not in ("weights", "random"):
         raise ParameterError(f"directions={directions!r}: expected 'weights' or 'random'")
@@ -239,7 +239,7 @@ def save_descent_animation(landscape: DescentLandscape, path: str | os.PathLike[
 
     from matplotlib.animation import FuncAnimation, PillowWriter
 
-    from .._atomic import atomic_write
+    from ..machine.atomic import atomic_write
 
     steps = len(next(iter(landscape.paths.values()))) - 1
     fig = new_figure(12, 5.2)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ParameterError
+from ..core.errors import ParameterError
 from .canvas import new_figure
 
 MAX_MISCLASSIFIED = 25

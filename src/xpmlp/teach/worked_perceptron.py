@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import WorkedExampleError
+from ..core.errors import WorkedExampleError
 from .worked_values import (
     DEFAULT_ATOL,
     _describe,

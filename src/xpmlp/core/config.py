@@ -5,7 +5,7 @@ import).
 XPMLP_BACKEND              the backend when none is named: numpy, cuda or auto
 XPMLP_BLAS                 the numpy backend's matrix products: openblas (NumPy's BLAS) or
                            mkl, for every product; unset: MKL where it is installed, else
-                           NumPy's BLAS (``xpmlp.blas``)
+                           NumPy's BLAS (``xpmlp.machine.blas``)
 XPMLP_DATA_DIR             where the MNIST files are (``xpmlp.datasets``)
 XDG_CACHE_HOME             where downloads are cached (default ~/.cache)
 XPMLP_CUDA_SPECIALIZE      0: launch CUDA kernels through Numba's typed dispatch only
@@ -56,7 +56,7 @@ def backend_name() -> str | None:
 
 def blas_provider() -> str | None:
     """XPMLP_BLAS: "openblas", "mkl", or None when unset or empty (the default library:
-    ``xpmlp.blas.default_route``). Raises ParameterError for any other value."""
+    ``xpmlp.machine.blas.default_route``). Raises ParameterError for any other value."""
     value = os.environ.get(BLAS, "").strip()
     if not value:
         return None

@@ -11,10 +11,10 @@ import numbers
 from collections.abc import Sequence
 from typing import Any
 
-from ._validation import check_params
 from .activations import ACTIVATIONS, Activation
 from .errors import ParameterError
 from .optim import HYPERPARAMETERS, OPTIMIZERS, Optimizer, make_optimizer
+from .validation import check_params
 
 
 def check_layer_sizes(layer_sizes: Sequence[int]) -> list[int]:
@@ -74,7 +74,7 @@ def optimizer_for(optimizer: str | Optimizer, learning_rate: float | None,
         return make_optimizer(optimizer, lr, **given)
     raise TypeError(
         f"optimizer={optimizer!r} is not valid; expected one of the names "
-        f"{', '.join(repr(n) for n in OPTIMIZERS)} or an xpmlp.optim.Optimizer"
+        f"{', '.join(repr(n) for n in OPTIMIZERS)} or an xpmlp.core.optim.Optimizer"
     )
 
 

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ._typing import Array, ArrayModule
+from .aliases import Array, ArrayModule
 from .errors import ParameterError
 from .registry import Registry
 
@@ -176,13 +176,13 @@ def _softmax_array(xp: ArrayModule, Z: Array) -> Array:
 
 
 def _gelu_array(xp: ArrayModule, Z: Array) -> Array:
-    from .backends.special import erfc
+    from .special import erfc
 
     return 0.5 * Z * erfc(xp, -0.7071067811865476 * Z)
 
 
 def _gelu_derivative_array(xp: ArrayModule, Z: Array, A: Array) -> Array:
-    from .backends.special import erfc
+    from .special import erfc
 
     cdf = 0.5 * erfc(xp, -0.7071067811865476 * Z)
     return cdf + Z * 0.3989422804014327 * xp.exp(-0.5 * Z * Z)
@@ -230,8 +230,8 @@ def register_activation(
     A built-in name raises ``ParameterError``; a name registered before does too, unless
     ``replace``. Returns the registry entry.
     """
+    from ..kernels.compiler import formula as declared
     from .init import INITIALIZERS
-    from .kernels.compiler import formula as declared
 
     if row is None:
         forward = declared(forward, "forward", 1)
@@ -265,14 +265,14 @@ def register_activation(
 
 
 def _compiled_array(forward: Scalar, xp: ArrayModule, Z: Array) -> Array:
-    from .kernels.elements import activation_array
+    from ..kernels.elements import activation_array
 
     return activation_array(xp, forward, Z)
 
 
 def _compiled_array_derivative(derivative: ScalarDerivative, xp: ArrayModule, Z: Array,
                                 A: Array) -> Array:
-    from .kernels.elements import derivative_array
+    from ..kernels.elements import derivative_array
 
     return derivative_array(xp, derivative, Z, A)
 

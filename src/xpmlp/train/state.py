@@ -4,7 +4,7 @@ Everything training changes besides the settings lives in the model's ``train_st
 and nowhere else; the model's attributes (``params``, ``optimizer``, ``rng``,
 ``dropout_steps``, ``epoch_``, ``lr_schedule_``, ``running_mean``, ``running_var``,
 ``history_``) read and write its fields. Files, checkpoints, pickles, the estimators and
-distributed training's broadcast all go through it (``xpmlp.checkpoint`` writes and reads
+distributed training's broadcast all go through it (``xpmlp.train.checkpoint`` writes and reads
 its record; ``MLP.state_dict`` and ``MLP.from_state`` carry it as plain data).
 
 ==============  =========================================================================
@@ -20,7 +20,7 @@ lr_schedule     the last fit's schedule position: {name, step, total}, or None
 best_params     early stopping's copy of the best parameters (during a fit; None after)
 best_value      the best monitored value, signed so that smaller is better (inf: none yet)
 best_epoch      the epoch that gave it (None: none yet)
-no_improvement  epochs in a row without an improvement (``xpmlp.early_stopping``)
+no_improvement  epochs in a row without an improvement (``xpmlp.train.early_stopping``)
 history         one record per epoch trained
 ==============  =========================================================================
 
@@ -34,11 +34,11 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._typing import Array, Generator, Record
-from .optim import Optimizer
+from ..core.aliases import Array, Generator, Record
+from ..core.optim import Optimizer
 
 if TYPE_CHECKING:
-    from .distributed.base import Communicator
+    from ..distributed.base import Communicator
 
 
 @dataclass(eq=False)

@@ -23,7 +23,7 @@ arrays         the names of the named state arrays:
 =============  ==========================================================================
 
 The history and the dropout step sit beside it in the file's metadata (``history``,
-``dropout_steps``: ``xpmlp.serialize``); the best parameters are kept during a fit only.
+``dropout_steps``: ``xpmlp.io.serialize``); the best parameters are kept during a fit only.
 
 Where the saved ``rng`` is null or of another backend's kind (a model saved on CUDA and
 loaded on NumPy, or the reverse), loading seeds a new generator from (seed, epoch)
@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy
 
-from .errors import DataFileError
+from ..core.errors import DataFileError
 
 OPTIMIZER, BUFFER = "optimizer.", "buffer."  # the groups of named state arrays
 

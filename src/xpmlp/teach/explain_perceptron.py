@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import NotSeparableWarning
-from .explain_render import _fmt, render
+from ..core.errors import NotSeparableWarning
+from .render import _fmt, render
 from .worked_perceptron import PerceptronExample
 
 
@@ -19,7 +19,7 @@ from .worked_perceptron import PerceptronExample
 class PerceptronTrace:
     """What ``xpmlp.Perceptron`` did with a perceptron example (host float64 arrays)."""
 
-    updates: list[Any]  # xpmlp.perceptron.PerceptronUpdate, one per presentation
+    updates: list[Any]  # xpmlp.teach.perceptron.PerceptronUpdate, one per presentation
     errors: list[int]  # samples misclassified per epoch
     n_iter: int
     converged: bool

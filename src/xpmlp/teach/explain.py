@@ -1,7 +1,7 @@
 """``xpmlp explain FILE.json``: trace one backpropagation step of a worked example, by the book.
 
 A worked-example file (format ``worked-backprop-example/1``, described in
-``data/examples/README.md``, read by ``xpmlp.worked_examples``) gives per
+``data/examples/README.md``, read by ``xpmlp.teach.worked_examples``) gives per
 example the inputs x, the layers' W, b and activations, and optionally targets
 y, a loss and a learning rate. For each example this command builds an ``MLP``
 with exactly those parameters and runs the learner's API once:
@@ -14,7 +14,7 @@ with exactly those parameters and runs the learner's API once:
 then prints every number in the notes' orientation (W is (n_l, n_{l-1}), one
 sample per row). ``--check`` compares them with the example's ``expect``
 block. Three parts, kept apart: ``parse_file`` (validation, one ``Example``
-per entry, in ``xpmlp.worked_examples`` and re-exported here), ``trace`` (the
+per entry, in ``xpmlp.teach.worked_examples`` and re-exported here), ``trace`` (the
 computation, one ``Trace``), ``render`` and ``compare`` (the printing).
 
 An example with ``"kind": "perceptron"`` is a single-layer perceptron instead: it
@@ -34,8 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from .activations import ACTIVATIONS
-from .errors import ParameterError, WorkedExampleError
+from ..core.activations import ACTIVATIONS
+from ..core.errors import ParameterError, WorkedExampleError
+from ..core.losses import LOSSES
 from .explain_perceptron import (
     PerceptronMismatch,
     PerceptronTrace,
@@ -44,8 +45,7 @@ from .explain_perceptron import (
     perceptron_lines,
     trace_perceptron,
 )
-from .explain_render import Item, render
-from .losses import LOSSES
+from .render import Item, render
 from .worked_examples import (
     ACTIVATION_ALIASES,
     EXPECT_FIELDS,
@@ -133,7 +133,7 @@ def _model_loss(example: Example) -> str:
 def build_model(example: Example, backend: Any = None, dtype: str = "float64") -> Any:
     """An SGD ``MLP`` with the example's layer sizes, activations and exact W, b; a setting the
     MLP refuses (``ParameterError``) is a ``WorkedExampleError`` naming the example."""
-    from .model import MLP
+    from ..train.model import MLP
 
     acts = [layer.activation for layer in example.layers]
     try:
@@ -323,7 +323,7 @@ def header(example: Example, backend_name: str, dtype: str) -> str:
 # ---------------------------------------------------------------------------- the command
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """The arguments of ``xpmlp explain``."""
-    from .backends import BACKEND_NAMES
+    from ..backends import BACKEND_NAMES
 
     p.add_argument("file", metavar="FILE.json",
                    help=f"worked-example file (format {FORMAT!r}), e.g. "
@@ -382,7 +382,7 @@ def _explain_one(example: AnyExample, backend: Any, dtype: str, check: bool) -> 
 def run(args: argparse.Namespace) -> int:
     """Trace and print the selected examples; with ``--check`` compare them. Exit status 1 if
     a number differs, else 0 (a malformed file raises ``WorkedExampleError``: status 2)."""
-    from .backends import get_backend
+    from ..backends import get_backend
 
     examples = select(parse_file(args.file), args.example)
     backend = get_backend(args.backend)

@@ -3,7 +3,7 @@ conventions: Keras's for ``MLP.fit``, scikit-learn's for the estimators.
 
     model.fit(X, y, epochs=100, validation_data=(X_val, y_val), early_stopping=True)
     model.fit(X, y, epochs=100, validation_fraction=0.1,
-              early_stopping=xpmlp.training.EarlyStopping(patience=5, monitor="val_accuracy"))
+              early_stopping=xpmlp.train.loop.EarlyStopping(patience=5, monitor="val_accuracy"))
     model.best_epoch_, model.stopped_epoch_
 
 After each epoch the monitored value v of its record, signed so that smaller is better
@@ -34,12 +34,12 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._typing import Record
-from ._validation import Choice, Number, check_params
-from .errors import ParameterError
+from ..core.aliases import Record
+from ..core.errors import ParameterError
+from ..core.validation import Choice, Number, check_params
 
 if TYPE_CHECKING:
-    from .train_state import TrainState
+    from .state import TrainState
 
 #: the figures early stopping can watch, and whether larger is better
 MONITORS = {"val_loss": False, "val_accuracy": True, "loss": False, "val_score": True}
@@ -91,7 +91,7 @@ def early_stopping_for(early_stopping: Any) -> EarlyStopping | None:
         return early_stopping
     raise ParameterError(
         f"early_stopping={early_stopping!r} is not valid; expected True, False or "
-        "xpmlp.training.EarlyStopping(patience=..., min_delta=..., monitor=...)"
+        "xpmlp.train.loop.EarlyStopping(patience=..., min_delta=..., monitor=...)"
     )
 
 

@@ -1,6 +1,6 @@
 """The losses: each one defined once, here (batch means over m samples).
 
-Like ``xpmlp.activations``, an entry holds its formulas in scalar form (plain
+Like ``xpmlp.core.activations``, an entry holds its formulas in scalar form (plain
 Python, compiled into the output layer's kernel) and in array form (the
 reference), and says which output activations it pairs with.
 
@@ -27,9 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ._typing import Array, ArrayModule
+from ..kernels.rows import argmax_row, chain_rule_delta, elementwise_loss_row, logit_delta
 from .activations import ACTIVATIONS, Activation
-from .kernels.rows import argmax_row, chain_rule_delta, elementwise_loss_row, logit_delta
+from .aliases import Array, ArrayModule
 from .registry import Registry
 
 

@@ -1,11 +1,11 @@
 """A model as a record of plain data: its settings and its ``TrainState``, as JSON values
 (``meta``) and host arrays (``params``, ``state.<name>``).
 
-The record is the one description of a model behind its files (``xpmlp.serialize``), its
+The record is the one description of a model behind its files (``xpmlp.io.serialize``), its
 pickles (``pickle_state``, ``unpickle_into``), ``MLP.state_dict`` and ``MLP.from_state``, and
 so the estimators' pickles. ``meta`` holds the layer sizes, activations, loss, dtype,
 optimizer settings, seed, init, version, history, dropout rates and batch-norm flags, and
-the training state of ``xpmlp.checkpoint``.
+the training state of ``xpmlp.train.checkpoint``.
 
 Reading a record checks all of it (``_check_meta``, ``_checked_params``,
 ``checkpoint.check_training``) before any model is built: whatever is wrong raises
@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy
 
-from ._version import __version__
-from .architecture import parameter_count
+from .._version import __version__
+from ..core.architecture import parameter_count
+from ..core.errors import BackendUnavailableError, DataFileError
 from .checkpoint import check_training, restore_training, training_arrays, training_meta
-from .errors import BackendUnavailableError, DataFileError
 
 FORMAT = "xpmlp-model/1"
 DTYPES = ("float32", "float64")
@@ -212,7 +212,7 @@ def _model_from_meta(cls: type, meta: dict[str, Any], params: numpy.ndarray,
     activation, loss or optimizer name, a bad hyperparameter) become ``DataFileError``
     naming ``path``.
     """
-    from .optim import from_description
+    from ..core.optim import from_description
 
     _check_registered(meta, path)
     try:
@@ -245,8 +245,8 @@ def _check_registered(meta: dict[str, Any], path: Path | str) -> None:
     """Every activation and the optimizer that checked ``meta`` names is registered in this
     process; else ``DataFileError`` saying which to register (a user's entry, registered in
     the process that saved the model, must be registered again before loading)."""
-    from .activations import ACTIVATIONS
-    from .optim import OPTIMIZERS
+    from ..core.activations import ACTIVATIONS
+    from ..core.optim import OPTIMIZERS
 
     wanted: list[tuple[str, Any, Any, str]] = [
         ("activation", ACTIVATIONS, name, "register_activation")
@@ -298,7 +298,7 @@ def backend_for_unpickling(name: Any, device: int | None) -> Any:
     A model pickled on ``cuda`` where CUDA cannot run raises ``BackendUnavailableError``
     saying so and how to unpickle it on the CPU instead.
     """
-    from .backends import get_backend, requested_backend_name, table
+    from ..backends import get_backend, requested_backend_name, table
 
     requested = requested_backend_name()
     if requested is not None:

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy
 
+from ..kernels.rows import DROPOUT_BITS, GOLDEN, mix64
 from .errors import ParameterError
-from .kernels.rows import DROPOUT_BITS, GOLDEN, mix64
 
 BN_EPS = 1e-5  # torch.nn.BatchNorm1d's default
 BN_MOMENTUM = 0.1  # torch.nn.BatchNorm1d's default
@@ -81,7 +81,7 @@ def dropout_keep_mask(xp: Any, key: int, shape: tuple[int, int], rate: float,
                       first_row: int = 0) -> Any:
     """The boolean keep-mask of a batch (rows ``first_row`` on) as array code, from the
     kernels' own scalar formula applied to a uint64 index array."""
-    from .kernels.rows import dropout_keep
+    from ..kernels.rows import dropout_keep
 
     m, n = shape
     index = xp.arange(first_row * n, (first_row + m) * n, dtype=xp.uint64).reshape(m, n)

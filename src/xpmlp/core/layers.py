@@ -14,7 +14,7 @@ of "dW = delta A_prev^T / m" and "db = mean of delta" in the notes. Every
 array is passed in by the caller (the model's workspace); W, b, dW and db are
 views into the model's flat parameter and gradient vectors.
 
-A hidden layer may add dropout and batch normalization (``xpmlp.regularization``):
+A hidden layer may add dropout and batch normalization (``xpmlp.core.regularization``):
 
     forward    Z = A_prev W^T + b   Zhat = (Z - mu) / sigma   BN = gamma Zhat + beta
                A = mask * f(BN) / (1 - rate)      (training; f(Z) without batch norm)
@@ -30,8 +30,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ._typing import Array
 from .activations import Activation
+from .aliases import Array
 from .regularization import BN_EPS, BN_MOMENTUM
 
 

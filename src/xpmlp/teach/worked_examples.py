@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from . import losses
-from .activations import ACTIVATIONS, Activation, trainable_hidden
-from .errors import ParameterError, WorkedExampleError
-from .losses import LOSSES
+from ..core import losses
+from ..core.activations import ACTIVATIONS, Activation, trainable_hidden
+from ..core.errors import ParameterError, WorkedExampleError
+from ..core.losses import LOSSES
 from .worked_perceptron import PerceptronExample, parse_perceptron_example
 from .worked_values import (
     DEFAULT_ATOL,

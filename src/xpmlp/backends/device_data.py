@@ -5,7 +5,7 @@
     model.evaluate(data); model.score(data); model.predict(data)
     xpmlp.distributed.shard(data, comm)  # this rank's rows, not checked again
 
-Checked when it is made (``xpmlp._validation``): X a real numeric (m, n) array, m >= 1,
+Checked when it is made (``xpmlp.core.validation``): X a real numeric (m, n) array, m >= 1,
 finite, its values within ``dtype``'s range; y, if given, real numeric and finite. What
 depends on a model is checked at the first use with a model of that output layer and
 kept: X's feature count (a shape comparison), and the targets against the output layer
@@ -22,16 +22,16 @@ from typing import TYPE_CHECKING
 
 import numpy
 
-from ._typing import Array
-from ._validation import check_features, check_numeric, check_targets
-from .backends import Backend, get_backend
-from .errors import ParameterError
-from .workspace import memory_for
+from ..core.aliases import Array
+from ..core.errors import ParameterError
+from ..core.validation import check_features, check_numeric, check_targets
+from ..core.workspace import memory_for
+from . import Backend, get_backend
 
 if TYPE_CHECKING:  # numpy.typing only for the checker: importing it sets numpy.typing
     from numpy.typing import ArrayLike, DTypeLike
 
-    from .model import MLP
+    from ..train.model import MLP
 
 
 def encode_targets(backend: Backend, y: ArrayLike, m: int, n_outputs: int, classifier: bool,
@@ -104,7 +104,7 @@ class DeviceData:
 
     def shard(self, rank: int, world_size: int) -> DeviceData:
         """Rank ``rank``'s interleaved share of the rows, ``rank::world_size`` (the shards of
-        ``xpmlp.training.fit``'s data-parallel contract), not checked again."""
+        ``xpmlp.train.loop.fit``'s data-parallel contract), not checked again."""
         if not (isinstance(world_size, int) and world_size >= 1
                 and isinstance(rank, int) and 0 <= rank < world_size):
             raise ParameterError(f"rank={rank!r}, world_size={world_size!r}: expected "

@@ -11,7 +11,7 @@ batch norm with the running estimates where the layer has it, and the activation
 ``mlp_`` is a fitted ``xpmlp.MLP``) that sets ``_onnx_binary_proba = True`` and whose MLP
 has one sigmoid output gets the two columns [1 - p, p] of scikit-learn's ``predict_proba``.
 
-``ONNX_ACTIVATIONS`` says, for every name of ``xpmlp.activations.ACTIVATIONS`` (and a few
+``ONNX_ACTIVATIONS`` says, for every name of ``xpmlp.core.activations.ACTIVATIONS`` (and a few
 that other activations may take), which ONNX nodes compute it, or why none can. onnx is
 imported only when exporting: ``pip install -e '.[onnx]'`` in the checkout.
 """
@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .activations import LEAKY_SLOPE
-from .errors import NotFittedError, ParameterError, XpmlpError
+from ..core.activations import LEAKY_SLOPE
+from ..core.errors import NotFittedError, ParameterError, XpmlpError
 
 OPSET = 17  # Softmax over the last axis (opset 13 on), GreaterOrEqual (12 on)
 IR_VERSION = 8  # the IR of opset 17, which onnxruntime 1.14 on reads
@@ -111,7 +111,7 @@ class Refused:
 
 
 #: registry name -> (graph, Z's name) -> A's name, or Refused. Every name of
-#: ``xpmlp.activations.ACTIVATIONS`` must be here (tests/test_onnx_export.py checks it);
+#: ``xpmlp.core.activations.ACTIVATIONS`` must be here (tests/test_onnx_export.py checks it);
 #: elu, selu, softplus and silu are here for activations of those names (PyTorch's defaults).
 ONNX_ACTIVATIONS: dict[str, Callable[[_Graph, str], str] | Refused] = {
     "identity": lambda g, z: z,
@@ -147,7 +147,7 @@ def _import_onnx() -> Any:
 def _the_mlp(model: Any) -> tuple[Any, bool]:
     """The xpmlp.MLP of ``model`` (itself, or its ``mlp_``) and whether to give two
     probability columns for its single sigmoid output."""
-    from .model import MLP
+    from ..train.model import MLP
 
     if isinstance(model, MLP):
         return model, False
@@ -173,7 +173,7 @@ def _batch_norm_inference(g: _Graph, mlp: Any, l: int, Z: str) -> str:
     (batch norm at inference, as the model predicts)."""
     import numpy
 
-    from .regularization import BN_EPS
+    from ..core.regularization import BN_EPS
 
     norm, host = mlp.layers[l].norm, mlp.backend.to_numpy
     var = numpy.asarray(host(norm.running_var), dtype=g.dtype)
@@ -225,7 +225,7 @@ def to_onnx(model: Any, *, name: str = "xpmlp_mlp") -> Any:
     proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", OPSET)],
                                    producer_name="xpmlp")
     proto.ir_version = IR_VERSION
-    from ._version import __version__
+    from .._version import __version__
 
     proto.producer_version = __version__
     return proto

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import WorkedExampleError
+from ..core.errors import WorkedExampleError
 
 DEFAULT_ATOL = 1e-9
 

@@ -1,0 +1,2 @@
+"""Trained models in and out: the model file (``save_model``, ``load_model``) and
+ONNX export."""

@@ -1,0 +1,481 @@
+"""The matrix products of the NumPy backend: NumPy's BLAS or Intel MKL, one per process.
+
+    out = op(a) op(b)        one cblas_sgemm / cblas_dgemm call, op(x) = x or x^T
+
+Providers (``PROVIDERS``):
+
+- ``openblas``: ``numpy.matmul``, i.e. the BLAS NumPy was built with (OpenBLAS in the
+  NumPy wheels). The default where MKL is not installed.
+- ``mkl``: Intel MKL's ``cblas_?gemm`` from the ``mkl`` runtime wheel
+  (``pip install -e ".[mkl]"`` in a checkout), the default where it loads; called through a
+  Numba-compiled function that reads the arrays' strides: a transposed view (``W.T``,
+  ``delta.T``) is passed as ``CblasTrans`` with its leading dimension, never copied, and a
+  column-major ``out`` is computed as ``out^T = op(b)^T op(a)^T``. Arrays BLAS cannot take
+  as they are (strides that are not a matrix's, overlapping ``out``, mixed dtypes, k = 0) go
+  to ``numpy.matmul`` instead.
+
+Which one runs (``MatmulProvider``): one library for every product of the process.
+``XPMLP_BLAS=openblas|mkl`` names it (``config.blas_provider``); unset, MKL runs where it is
+installed and NumPy's BLAS elsewhere (``default_route``). The route depends only on what is
+installed and on that variable, never on timings or on a cache, so a seed gives the same
+bits in every process; and one library per process means two thread pools never compete for
+the cores (with MKL, NumPy's OpenBLAS is held at one thread: ``hold_openblas``).
+
+Threads: MKL gets the thread count Numba has (``xpmlp.machine.threads.cpu_threads`` sets BLAS and
+Numba together and calls ``set_threads``). Its OpenMP threads wait passively
+(``OMP_WAIT_POLICY=PASSIVE`` unless the user set it, ``config.passive_openmp_waits``) and
+sleep as soon as a product ends (``kmp_set_blocktime(0)``), so they neither spin on the cores
+the Numba kernels need next nor stall when another program holds a core.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import functools
+import os
+import re
+from collections.abc import Callable, Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy
+
+from ..core import config
+
+PROVIDERS = config.BLAS_PROVIDERS
+
+Matmul = Callable[[Any, Any, Any], None]
+
+
+def numpy_matmul(a: Any, b: Any, out: Any) -> None:
+    """out = a @ b through NumPy (its BLAS)."""
+    numpy.matmul(a, b, out=out)
+
+
+def gemm_dtype(a: Any, b: Any, out: Any) -> str | None:
+    """The dtype character ("f" or "d") in which one ``cblas_?gemm`` call computes out = a @ b,
+    or None where it cannot: not three 2-D ndarrays of that one dtype with a writeable
+    ``out`` (their strides are ``xpmlp.kernels.gemm.matrix_operand``'s to judge)."""
+    if not all(isinstance(x, numpy.ndarray) for x in (a, b, out)):
+        return None
+    char = out.dtype.char
+    if (char in ("f", "d") and a.dtype.char == char == b.dtype.char
+            and a.ndim == b.ndim == out.ndim == 2 and out.flags.writeable):
+        return char
+    return None
+
+
+# ------------------------------------------------------------------------ NumPy's cblas_?gemm
+#: cblas_?gemm's names in the BLAS libraries NumPy ships or links, 64-bit integers first.
+_SYMBOLS = (("scipy_cblas_{}gemm64_", ctypes.c_int64), ("cblas_{}gemm64_", ctypes.c_int64),
+            ("cblas_{}gemm", ctypes.c_int))
+
+
+def _loaded_blas_libraries() -> list[str]:
+    """Paths of the loaded shared libraries whose name says BLAS (Linux: /proc/self/maps)."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as f:
+            paths = {line.split()[-1] for line in f if ".so" in line}
+    except OSError:
+        return []
+    return sorted(p for p in paths if "blas" in p.lower())
+
+
+@functools.cache
+def numpy_cblas_gemm(char: str) -> Any:
+    """NumPy's own ``cblas_sgemm`` ("f") or ``cblas_dgemm`` ("d") as a ctypes function (from
+    the loaded library that has it, 64-bit integer interface first), or None when no loaded
+    library has it: what ``numpy.matmul`` calls, for code that calls BLAS itself (the fused
+    CPU step)."""
+    scalar = {"f": ctypes.c_float, "d": ctypes.c_double}[char]
+    for path in _loaded_blas_libraries():
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for pattern, integer in _SYMBOLS:
+            fn = getattr(lib, pattern.format(char.replace("f", "s")), None)
+            if fn is None:
+                continue
+            fn.argtypes = [integer] * 6 + [scalar, ctypes.c_size_t, integer, ctypes.c_size_t,
+                                           integer, scalar, ctypes.c_size_t, integer]
+            fn.restype = None
+            return fn
+    return None
+
+
+# ------------------------------------------------------------------------ MKL through ctypes
+def mkl_library_path() -> str | None:
+    """The path of MKL's single dynamic library (``mkl_rt``) from the ``mkl`` wheel, else the
+    one the system linker finds, else None."""
+    try:
+        files = metadata.files("mkl") or []
+    except metadata.PackageNotFoundError:
+        files = []
+    for f in files:
+        name = f.name
+        if name.startswith(("libmkl_rt.so", "libmkl_rt.", "mkl_rt.")) and (
+                ".so" in name or name.endswith((".dll", ".dylib"))):
+            path = Path(str(f.locate())).resolve()
+            if path.is_file():
+                return str(path)
+    return ctypes.util.find_library("mkl_rt")
+
+
+def _gemm_kernel(cblas_gemm: Any) -> Any:
+    """``gemm(a, b, out, alpha, beta) -> bool``: ``out = alpha op(a) op(b) + beta out`` with one
+    call of ``cblas_gemm`` (a ctypes ``cblas_?gemm``), or False having done nothing
+    when BLAS cannot take the arrays as they are (``xpmlp.kernels.gemm``: compiled per layout
+    of the arrays at their first use, and kept in Numba's on-disk cache)."""
+    from ..kernels import gemm as kernels
+
+    def gemm(a: Any, b: Any, out: Any, alpha: Any, beta: Any) -> bool:
+        return bool(kernels.gemm(cblas_gemm, a, b, out, alpha, beta))
+
+    return gemm
+
+
+class Mkl:
+    """Intel MKL loaded from ``path`` (``mkl_library_path()``): its gemm, version and threads."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.lib = lib = ctypes.CDLL(path)
+        buffer = ctypes.create_string_buffer(256)
+        lib.mkl_get_version_string(buffer, len(buffer))
+        self.version = " ".join(buffer.value.decode(errors="replace").split())
+        c_int, pointer = ctypes.c_int, ctypes.c_size_t  # addresses as integers (same ABI)
+        self._cblas: dict[str, Any] = {}
+        for char, name, scalar in (("f", "cblas_sgemm", ctypes.c_float),
+                                   ("d", "cblas_dgemm", ctypes.c_double)):
+            fn = getattr(lib, name)
+            fn.argtypes = [c_int] * 6 + [scalar, pointer, c_int, pointer, c_int, scalar,
+                                         pointer, c_int]
+            fn.restype = None
+            self._cblas[char] = fn
+        self._kernels: dict[str, Any] = {}
+        lib.MKL_Set_Num_Threads.argtypes = [c_int]
+        lib.MKL_Set_Num_Threads_Local.argtypes = [c_int]
+        lib.MKL_Set_Num_Threads_Local.restype = c_int
+        lib.MKL_Set_Dynamic.argtypes = [c_int]
+        lib.MKL_Get_Dynamic.restype = c_int
+        lib.MKL_Get_Max_Threads.restype = c_int
+        self._blocktime = getattr(_openmp_library(), "kmp_set_blocktime", None)
+        if self._blocktime is not None:
+            self._blocktime.argtypes = [c_int]
+
+    @property
+    def short_version(self) -> str:
+        """"2026.2" of "Intel(R) oneAPI Math Kernel Library Version 2026.2-Product Build ..."."""
+        match = re.search(r"Version (\d[\w.]*)", self.version)
+        return match.group(1) if match else self.version
+
+    def set_threads(self, n: int) -> None:
+        """MKL's threads for the products that follow (``mkl_set_num_threads``)."""
+        self.lib.MKL_Set_Num_Threads(int(n))
+        if self._blocktime is not None:
+            self._blocktime(0)  # idle OpenMP threads sleep at once instead of spinning
+
+    @property
+    def threads(self) -> int:
+        return int(self.lib.MKL_Get_Max_Threads())
+
+    @property
+    def dynamic(self) -> bool:
+        """Whether MKL may run a product on fewer threads than it was given (MKL_DYNAMIC)."""
+        return bool(self.lib.MKL_Get_Dynamic())
+
+    def set_dynamic(self, on: bool) -> None:
+        self.lib.MKL_Set_Dynamic(int(on))
+
+    def set_threads_local(self, n: int) -> int:
+        """MKL's threads for this thread's products (0: the global count, which
+        ``threadpoolctl`` does not change); returns the previous local setting."""
+        return int(self.lib.MKL_Set_Num_Threads_Local(int(n)))
+
+    def cblas_gemm(self, char: str) -> Any:
+        """MKL's ``cblas_sgemm`` ("f") or ``cblas_dgemm`` ("d") as a ctypes function (32-bit
+        integers, addresses as integers)."""
+        return self._cblas[char]
+
+    def gemm(self, a: Any, b: Any, out: Any, alpha: float = 1.0, beta: float = 0.0) -> bool:
+        """out = alpha op(a) op(b) + beta out in one cblas call; False (nothing done) when the
+        arrays are not 2-D ndarrays of one dtype (float32 or float64) that BLAS takes as they
+        are (see the module docstring)."""
+        char = gemm_dtype(a, b, out)
+        if char is None:
+            return False
+        kernel, scalar = self.kernel(char)
+        return bool(kernel(a, b, out, scalar(alpha), scalar(beta)))
+
+    def kernel(self, char: str) -> tuple[Any, type]:
+        """(the compiled gemm of dtype ``char``, its scalar type), compiled at first use."""
+        entry = self._kernels.get(char)
+        if entry is None:
+            entry = self._kernels[char] = (_gemm_kernel(self._cblas[char]),
+                                           numpy.dtype(char).type)
+        return entry
+
+    def matmul(self, a: Any, b: Any, out: Any) -> None:
+        """out = a @ b through MKL, or through NumPy where MKL cannot take the arrays."""
+        if not self.gemm(a, b, out):
+            numpy.matmul(a, b, out=out)
+
+    def unchecked_matmul(self, char: str) -> Matmul:
+        """``matmul`` for 2-D ndarrays of dtype ``char`` ("f" or "d") with a writeable ``out``,
+        without checking that (the provider's routes check it once per combination)."""
+        kernel, scalar = self.kernel(char)
+        one, zero = scalar(1.0), scalar(0.0)
+
+        def matmul(a: Any, b: Any, out: Any) -> None:
+            if not kernel(a, b, out, one, zero):
+                numpy.matmul(a, b, out=out)
+
+        return matmul
+
+
+def _openmp_library() -> Any:
+    """Intel's OpenMP runtime as MKL loaded it (``libiomp5``), or None."""
+    for name in ("libiomp5.so", "libiomp5md.dll", "libiomp5.dylib"):
+        try:
+            lib = ctypes.CDLL(name, mode=os.RTLD_NOLOAD) if hasattr(os, "RTLD_NOLOAD") else (
+                ctypes.CDLL(name))
+        except OSError:
+            continue
+        return lib
+    return None
+
+
+_mkl: list[Mkl | None] = []  # [] until the first load_mkl(); then [Mkl] or [None]
+_mkl_error: list[str] = []
+
+
+def load_mkl() -> Mkl | None:
+    """MKL, loaded once per process (None when it is not installed or fails to load; then
+    ``mkl_unavailable_reason()`` says why)."""
+    if not _mkl:
+        path = mkl_library_path()
+        if path is None:
+            _mkl_error.append("the mkl package is not installed "
+                              "(pip install -e '.[mkl]' in the xpmlp checkout)")
+            _mkl.append(None)
+        else:
+            config.passive_openmp_waits()  # before MKL's OpenMP runtime starts
+            try:
+                mkl = Mkl(path)
+                mkl.set_threads(_numba_threads())
+                _mkl.append(mkl)
+            except (OSError, AttributeError) as exc:
+                _mkl_error.append(f"{path} could not be loaded ({exc})")
+                _mkl.append(None)
+    return _mkl[0]
+
+
+def mkl_unavailable_reason() -> str | None:
+    """None when MKL loads here, else why not."""
+    return None if load_mkl() is not None else _mkl_error[0]
+
+
+def _numba_threads() -> int:
+    import numba
+
+    return numba.get_num_threads()
+
+
+# ------------------------------------------------------------------------ the route
+def default_route() -> tuple[str, str]:
+    """(library, why) of every product when ``XPMLP_BLAS`` is unset: MKL where the ``mkl``
+    package loads, else NumPy's BLAS. It depends only on what is installed, never on a timing,
+    so a seed gives the same bits in every process.
+
+    Measured with 2 threads (``xpmlp train``, 784-512-256-10, Adam, batch 128, s/epoch): on
+    an Intel Xeon MKL beat the per-shape timed mix on workloads A, B and C. On a 2-core AMD
+    EPYC (Zen 2) NumPy's OpenBLAS is faster on an idle machine (1.67 against 2.04-2.13) but
+    collapses beside one busy core (4.5-5.9, against 2.16 with one thread), where MKL, whose
+    threads sleep as soon as a product ends, holds (2.70-2.76): MKL is the default there too,
+    and ``XPMLP_BLAS=openblas`` takes the idle speed."""
+    if load_mkl() is None:
+        return "openblas", f"the default where MKL is not available: {mkl_unavailable_reason()}"
+    return "mkl", "the default where MKL is installed"
+
+
+def _openblas_controllers() -> list[Any]:
+    """threadpoolctl's controllers of the loaded OpenBLAS libraries ([] without
+    threadpoolctl)."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return []
+    return list(ThreadpoolController().select(internal_api="openblas").lib_controllers)
+
+
+def hold_openblas(threads: int) -> None:
+    """Limit NumPy's OpenBLAS to ``threads``.
+
+    While MKL computes every product, OpenBLAS is held at one thread: its idle workers
+    busy-wait after each call, and beside MKL's they took the cores MKL needed (measured on
+    a 2-core Xeon: 4,500 samples/s with both pools against 82,000 with MKL alone)."""
+    for lib in _openblas_controllers():
+        lib.set_num_threads(threads)
+
+
+#: BLAS threads in deterministic mode, whatever the process's thread count (``fixed_threads``).
+DETERMINISTIC_THREADS = 2
+
+
+@contextlib.contextmanager
+def fixed_threads(n: int = DETERMINISTIC_THREADS) -> Iterator[None]:
+    """Within the block, the process's BLAS library computes every product on exactly ``n``
+    threads (MKL with its dynamic adjustment off), whatever the thread count of the rest.
+
+    A library splits a product among its threads, and how it splits changes the order of the
+    sums (NumPy's OpenBLAS on an AMD EPYC gave other bits at 1 and 2 threads for every
+    shape of workloads A to C). With the split fixed, the bits depend on the inputs only; the
+    Numba kernels already cut their work into fixed chunks. Deterministic mode
+    (``MLP(deterministic=True)``) trains inside this block."""
+    library = provider()
+    mkl = library.mkl if library.library == "mkl" else None
+    openblas = [] if mkl is not None else _openblas_controllers()
+    if mkl is not None:
+        old_threads, old_dynamic = mkl.threads, mkl.dynamic
+        mkl.set_dynamic(False)
+        mkl.set_threads(n)
+        old_local = mkl.set_threads_local(n)
+    old = [lib.num_threads for lib in openblas]
+    for lib in openblas:
+        lib.set_num_threads(n)
+    try:
+        yield
+    finally:
+        for lib, threads in zip(openblas, old, strict=True):
+            lib.set_num_threads(threads)
+        if mkl is not None:
+            mkl.set_threads_local(old_local)
+            mkl.set_threads(old_threads)
+            mkl.set_dynamic(old_dynamic)
+
+
+# ------------------------------------------------------------------------ the provider
+class MatmulProvider:
+    """``matmul(a, b, out)`` through one BLAS library for every product of the process.
+
+    ``library``: "openblas" (``numpy.matmul``) or "mkl" (``mkl`` must then be loaded);
+    ``why``: what chose it, for ``describe`` (``default_route``, or ``XPMLP_BLAS=...``).
+    With MKL, NumPy's OpenBLAS is held at one thread (``hold_openblas``).
+    """
+
+    def __init__(self, library: str, mkl: Mkl | None, why: str = "",
+                 threads: int | None = None) -> None:
+        from ..core.errors import ParameterError
+
+        if library not in PROVIDERS:
+            raise ParameterError(f"BLAS provider {library!r}: expected one of "
+                                 f"{', '.join(PROVIDERS)}")
+        if library == "mkl" and mkl is None:
+            raise ParameterError(f"{config.BLAS}=mkl, but MKL is not available here: "
+                                 f"{_mkl_error[0] if _mkl_error else 'not loaded'}")
+        self.library = library
+        self.why = why or f"{config.BLAS}={library}"
+        self.mkl = mkl
+        self._mkl_matmul: dict[str, Matmul] = {}
+        self._routes: dict[tuple[Any, ...], Matmul] = {}
+        self.set_threads(threads if threads is not None else _numba_threads())
+        if library == "openblas":
+            self.matmul = numpy_matmul  # type: ignore[method-assign]
+
+    @property
+    def mode(self) -> str:
+        """The library of every product: "openblas" or "mkl"."""
+        return self.library
+
+    def cblas_gemm(self, char: str) -> Any:
+        """The library's ``cblas_sgemm`` ("f") or ``cblas_dgemm`` ("d") as a ctypes function,
+        for code that calls BLAS itself (the fused CPU step): MKL's, or NumPy's
+        (``numpy_cblas_gemm``: None when no loaded library exports it)."""
+        if self.mkl is not None and self.library == "mkl":
+            return self.mkl.cblas_gemm(char)
+        return numpy_cblas_gemm(char)
+
+    def set_threads(self, n: int) -> None:
+        """Use ``n`` threads from now on (MKL's count; OpenBLAS stays at one beside MKL)."""
+        self.threads = n
+        if self.mkl is not None:
+            self.mkl.set_threads(n)
+        if self.library == "mkl":
+            hold_openblas(1)
+
+    def matmul(self, a: Any, b: Any, out: Any) -> None:
+        """out = a @ b through MKL (``numpy.matmul`` where BLAS cannot take the arrays)."""
+        key = (a.shape, b.shape, a.strides, b.strides, out.strides, a.dtype.char,
+               b.dtype.char, out.dtype.char, out.flags.writeable)
+        try:
+            fn = self._routes[key]
+        except KeyError:
+            fn = self._routes[key] = self._route(a, b, out)
+        fn(a, b, out)
+
+    def _route(self, a: Any, b: Any, out: Any) -> Matmul:
+        """MKL's function for a new combination of shapes, strides and dtypes, or
+        ``numpy_matmul`` for arrays MKL cannot take (mixed dtypes, not 2-D, read-only)."""
+        char = gemm_dtype(a, b, out)
+        if char is None:
+            return numpy_matmul
+        fn = self._mkl_matmul.get(char)
+        if fn is None:
+            fn = self._mkl_matmul[char] = self.mkl.unchecked_matmul(char)  # type: ignore[union-attr]
+        return fn
+
+    def describe(self) -> str:
+        """One line: the library of every product, and what chose it."""
+        if self.library == "openblas":
+            text = f"openblas: NumPy's {numpy_blas_name()} for every product"
+        else:
+            text = (f"mkl: MKL {self.mkl.short_version} ({self.mkl.threads} threads) for every "  # type: ignore[union-attr]
+                    f"product; NumPy's {numpy_blas_name()} held at 1 thread")
+        return f"{text} ({self.why})"
+
+    def report(self) -> dict[str, Any]:
+        """A JSON-able account: the library, what chose it, the libraries and threads."""
+        return {"mode": self.library, "why": self.why, "numpy_blas": numpy_blas_name(),
+                "mkl": self.mkl.version if self.mkl is not None else None,
+                "mkl_path": self.mkl.path if self.mkl is not None else None,
+                "threads": self.threads, "summary": self.describe()}
+
+
+def numpy_blas_name() -> str:
+    """NumPy's BLAS as its build configuration names it, e.g. "scipy-openblas 0.3.31"."""
+    try:
+        blas = numpy.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        return f"{blas.get('name', 'BLAS')} {blas.get('version', '')}".strip()
+    except Exception:  # noqa: BLE001 - NumPy < 1.26 has no mode="dicts"
+        return "BLAS"
+
+
+_provider: list[MatmulProvider] = []
+
+
+def provider() -> MatmulProvider:
+    """The process's provider, made at its first use from ``XPMLP_BLAS`` or the default (raises
+    ParameterError for an unknown value, or for ``mkl`` when MKL is not installed)."""
+    if not _provider:
+        requested = config.blas_provider()
+        library, why = (requested, "") if requested else default_route()
+        mkl = load_mkl() if library == "mkl" else None
+        _provider.append(MatmulProvider(library, mkl, why))
+    return _provider[0]
+
+
+def current() -> MatmulProvider | None:
+    """The process's provider if it was made already, else None (nothing is loaded)."""
+    return _provider[0] if _provider else None
+
+
+def set_threads(n: int) -> None:
+    """Tell the provider (if made) and MKL (if loaded) that ``n`` threads are used now."""
+    if _provider:
+        _provider[0].set_threads(n)
+    elif _mkl and _mkl[0] is not None:
+        _mkl[0].set_threads(n)
