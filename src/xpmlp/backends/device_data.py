@@ -18,7 +18,7 @@ copied: change it afterwards and the data change, unchecked.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy
 
@@ -31,7 +31,7 @@ from . import Backend, get_backend
 if TYPE_CHECKING:  # numpy.typing only for the checker: importing it sets numpy.typing
     from numpy.typing import ArrayLike, DTypeLike
 
-    from ..train.model import MLP
+    from ..core.losses import Loss
 
 
 def encode_targets(backend: Backend, y: ArrayLike, m: int, n_outputs: int, classifier: bool,
@@ -50,6 +50,24 @@ def encode_targets(backend: Backend, y: ArrayLike, m: int, n_outputs: int, class
     Y[xp.arange(m), index] = 1
     return Y
 
+
+
+class Model(Protocol):
+    """What data needs to know of the model it is for (``xpmlp.MLP`` is one): its backend,
+    dtype, input and output sizes, whether it classifies, and its loss (the targets' kind)."""
+
+    @property
+    def backend(self) -> Backend: ...
+    @property
+    def dtype(self) -> numpy.dtype[numpy.floating]: ...
+    @property
+    def n_features(self) -> int: ...
+    @property
+    def n_outputs(self) -> int: ...
+    @property
+    def is_classifier(self) -> bool: ...
+    @property
+    def loss_entry(self) -> Loss: ...
 
 class DeviceData:
     """X (m, n) and optional targets y, checked once and held on ``backend`` (a name or a
@@ -112,7 +130,7 @@ class DeviceData:
         return self.take(slice(rank, None, world_size))
 
     # ------------------------------------------------------------------ for a model
-    def check_for(self, model: MLP) -> None:
+    def check_for(self, model: Model) -> None:
         """ParameterError unless the model runs on this backend in this dtype; ValueError
         unless X has the model's feature count."""
         be = model.backend
@@ -131,7 +149,7 @@ class DeviceData:
                 f"{self.name} has {self.X.shape[1]} features per sample; the model's input "
                 f"layer expects {model.n_features}")
 
-    def targets(self, model: MLP) -> Array:
+    def targets(self, model: Model) -> Array:
         """The targets encoded for ``model``'s output layer (checked and encoded at the first
         use with such a model, then kept). Call inside ``model.backend.activate()``."""
         if self.y is None:
@@ -146,7 +164,7 @@ class DeviceData:
         return self._targets[key]
 
 
-def data_for(model: MLP, X: ArrayLike | DeviceData, y: ArrayLike | None = None,
+def data_for(model: Model, X: ArrayLike | DeviceData, y: ArrayLike | None = None,
              name: str = "X", **messages: str) -> DeviceData:
     """``X`` itself where it is a ``DeviceData`` (checked against the model; then ``y`` must
     be None: the targets are in it), else X and y checked and put on the model's backend
