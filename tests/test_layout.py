@@ -12,8 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: documented names (earlier releases' modules, named in the docs and in pickles) and the
-#: modules they are now
+#: documented names (modules named by earlier issues, the previous API reference and
+#: pickles) and the modules they are now
 ALIASES = {
     "xpmlp.optim": "xpmlp.core.optim",
     "xpmlp.schedules": "xpmlp.core.schedules",
@@ -24,6 +24,9 @@ ALIASES = {
     "xpmlp.serialize": "xpmlp.io.serialize",
     "xpmlp.perceptron": "xpmlp.teach.perceptron",
     "xpmlp.doc_tables": "xpmlp.teach.doc_tables",
+    "xpmlp.early_stopping": "xpmlp.train.early_stopping",
+    "xpmlp.checkpoint": "xpmlp.train.checkpoint",
+    "xpmlp.errors": "xpmlp.core.errors",
 }
 
 
