@@ -28,6 +28,10 @@ from ..core.errors import DistributedError
 from .base import Communicator, flush_standard_streams
 
 AGREED_GRACE_S = 3.0  # how long ranks other than 0 wait for rank 0 to abort an agreed error
+#: how long a rank waits between writing its message and aborting: the launcher forwards a
+#: rank's stderr through a pipe, and MPI_Abort ends the forwarding with the job, so a message
+#: not forwarded yet would be lost (seen under load: an empty stderr and exit status 2)
+FORWARD_GRACE_S = 0.5
 MAX_LISTED = 8  # differing settings named in a mismatch message
 
 _E = TypeVar("_E", bound=BaseException)
@@ -57,6 +61,7 @@ def abort_job(comm: Communicator, message: str, code: int = 1, *,
     sys.stderr.write(f"{header}: {message.rstrip()}\n{header}: aborting every rank of the job "
                      f"(exit status {code})\n")
     flush_standard_streams()
+    time.sleep(FORWARD_GRACE_S)
     comm.abort(code)
 
 
