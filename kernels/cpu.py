@@ -37,6 +37,7 @@ sleep, is chosen when the first CPU kernel is compiled (not at import).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from numba import njit, prange, uint64
@@ -77,8 +78,9 @@ def choose_threading_layer() -> None:
     layer, are the caller's: ``xpmlp.core.config.passive_openmp_waits``.)"""
     import numba
 
-    if numba.config.THREADING_LAYER == "default":
-        numba.config.THREADING_LAYER = "workqueue"
+    config: Any = numba.config  # its settings are attributes Numba sets when it loads
+    if config.THREADING_LAYER == "default":
+        config.THREADING_LAYER = "workqueue"
 
 
 def _kernel(fn, parallel=False):

@@ -230,7 +230,7 @@ def pack_arguments(types_: Any) -> list[Any]:
         if isinstance(ty, types.Array):
             packers.append(array)
         elif isinstance(ty, types.BaseTuple):
-            packers.append(tuple_of(pack_arguments(list(ty))))
+            packers.append(tuple_of(pack_arguments(list(ty))))  # type: ignore[call-overload]
         elif ty == types.boolean:
             packers.append(scalar(bool))
         elif isinstance(ty, types.Integer):
@@ -262,7 +262,7 @@ class DirectLaunch:
         self._packers = pack_arguments(compiled.argument_types)
         self._kernel = compiled._codelibrary.get_cufunc().kernel
         self._config = LaunchConfig(grid=(blocks, 1, 1), block=(threads, 1, 1))
-        self._stream = driver._to_core_stream(stream)
+        self._stream = driver._to_core_stream(stream)  # type: ignore[attr-defined]
         self._launch = launch
         self._numba = (fast, blocks, threads, stream)
         self._fallback: Any = None
