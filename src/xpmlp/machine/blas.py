@@ -75,13 +75,25 @@ _SYMBOLS = (("scipy_cblas_{}gemm64_", ctypes.c_int64), ("cblas_{}gemm64_", ctype
 
 
 def _loaded_blas_libraries() -> list[str]:
-    """Paths of the loaded shared libraries whose name says BLAS (Linux: /proc/self/maps)."""
+    """Paths of the loaded BLAS libraries whose name says BLAS (NumPy's; not MKL, which
+    ``Mkl`` loads itself), as threadpoolctl finds them ([] without it)."""
     try:
-        with open("/proc/self/maps", encoding="utf-8") as f:
-            paths = {line.split()[-1] for line in f if ".so" in line}
-    except OSError:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
         return []
+    paths = {lib.filepath for lib in ThreadpoolController().select(user_api="blas")
+             .lib_controllers}
     return sorted(p for p in paths if "blas" in p.lower())
+
+
+def _declare_gemm(fn: Any, integer: Any, scalar: Any) -> Any:
+    """``fn``, a ctypes ``cblas_?gemm``, with its argument types: order, transposes, m, n and
+    k as ``integer``, alpha and beta as ``scalar``, the addresses as integers (same ABI)."""
+    pointer = ctypes.c_size_t
+    fn.argtypes = [integer] * 6 + [scalar, pointer, integer, pointer, integer, scalar, pointer,
+                                   integer]
+    fn.restype = None
+    return fn
 
 
 @functools.cache
@@ -98,12 +110,8 @@ def numpy_cblas_gemm(char: str) -> Any:
             continue
         for pattern, integer in _SYMBOLS:
             fn = getattr(lib, pattern.format(char.replace("f", "s")), None)
-            if fn is None:
-                continue
-            fn.argtypes = [integer] * 6 + [scalar, ctypes.c_size_t, integer, ctypes.c_size_t,
-                                           integer, scalar, ctypes.c_size_t, integer]
-            fn.restype = None
-            return fn
+            if fn is not None:
+                return _declare_gemm(fn, integer, scalar)
     return None
 
 
@@ -147,15 +155,11 @@ class Mkl:
         buffer = ctypes.create_string_buffer(256)
         lib.mkl_get_version_string(buffer, len(buffer))
         self.version = " ".join(buffer.value.decode(errors="replace").split())
-        c_int, pointer = ctypes.c_int, ctypes.c_size_t  # addresses as integers (same ABI)
-        self._cblas: dict[str, Any] = {}
-        for char, name, scalar in (("f", "cblas_sgemm", ctypes.c_float),
-                                   ("d", "cblas_dgemm", ctypes.c_double)):
-            fn = getattr(lib, name)
-            fn.argtypes = [c_int] * 6 + [scalar, pointer, c_int, pointer, c_int, scalar,
-                                         pointer, c_int]
-            fn.restype = None
-            self._cblas[char] = fn
+        c_int = ctypes.c_int
+        self._cblas: dict[str, Any] = {
+            "f": _declare_gemm(lib.cblas_sgemm, c_int, ctypes.c_float),
+            "d": _declare_gemm(lib.cblas_dgemm, c_int, ctypes.c_double),
+        }
         self._kernels: dict[str, Any] = {}
         lib.MKL_Set_Num_Threads.argtypes = [c_int]
         lib.MKL_Set_Num_Threads_Local.argtypes = [c_int]
