@@ -6,8 +6,9 @@ An entry holds the activation's formulas twice, in the two forms xpmlp needs:
   which ``xpmlp.kernels`` compiles into the fused CPU and CUDA kernels;
 - array formulas written against the array API standard (``xp`` is the
   ``array_api_compat`` namespace of NumPy's or CuPy's arrays: ``xp.sum(Z, axis=1)``,
-  ``xp.astype(M, Z.dtype)``, no array methods), which the reference backend runs and
-  the tests hold the kernels to.
+  ``xp.astype(M, Z.dtype)``, no array methods; constants as Python floats, which take
+  the array's dtype and make no device array), which the reference backend runs and the
+  tests hold the kernels to.
 
 and what the rest of the library asks about it: whether backpropagation can go
 through it, where it may be used (hidden and/or output layers), its default
@@ -188,11 +189,6 @@ def _gelu_derivative_array(xp: ArrayModule, Z: Array, A: Array) -> Array:
     return cdf + Z * 0.3989422804014327 * xp.exp(-0.5 * Z * Z)
 
 
-def _cast(xp: ArrayModule, Z: Array, value: float) -> Array:
-    """``value`` as a 0-d array of Z's dtype (no upcast of float32 arrays)."""
-    return xp.asarray(value, dtype=Z.dtype)
-
-
 ACTIVATIONS: Registry[Activation] = Registry("activation")
 
 
@@ -295,15 +291,14 @@ register_activation(
 register_activation(
     "relu", relu, relu_derivative, init="he",
     formula="max(z, 0)", derivative_formula="1 if z > 0 else 0",
-    array=lambda xp, Z: xp.maximum(Z, _cast(xp, Z, 0.0)),
+    array=lambda xp, Z: xp.maximum(Z, 0.0),
     array_derivative=lambda xp, Z, A: xp.astype(Z > 0, Z.dtype),
 )
 register_activation(
     "leaky_relu", leaky_relu, leaky_relu_derivative, init="he",
     formula=f"z if z > 0 else {LEAKY_SLOPE} z", derivative_formula=f"1 if z > 0 else {LEAKY_SLOPE}",
-    array=lambda xp, Z: xp.where(Z > 0, Z, _cast(xp, Z, LEAKY_SLOPE) * Z),
-    array_derivative=lambda xp, Z, A: xp.where(Z > 0, _cast(xp, Z, 1.0),
-                                                _cast(xp, Z, LEAKY_SLOPE)),
+    array=lambda xp, Z: xp.where(Z > 0, Z, LEAKY_SLOPE * Z),
+    array_derivative=lambda xp, Z, A: xp.where(Z > 0, xp.ones_like(Z), LEAKY_SLOPE),
 )
 register_activation(
     "gelu", gelu, gelu_derivative, init="he",

@@ -83,9 +83,9 @@ class Loss:
         """Reference: delta_L = dL/dZ_L of the batch-mean loss, shape (m, n_L)."""
         inv_m = 1.0 / A.shape[0]
         if self.array_gradient is None:
-            return (A - Y) * xp.asarray(inv_m, dtype=A.dtype)
+            return (A - Y) * inv_m
         dZ = activation.array_derivative(xp, Z, A)  # type: ignore[misc]
-        return self.array_gradient(xp, A, Y) * dZ * xp.asarray(inv_m, dtype=A.dtype)
+        return self.array_gradient(xp, A, Y) * dZ * inv_m
 
 
 # ---------------------------------------------------------------------- scalar formulas
@@ -148,13 +148,12 @@ def cross_entropy_row(Z: Array, A: Array, Y: Array, i: int) -> float:
 
 # ---------------------------------------------------------------------- array formulas
 def _softplus_array(xp: ArrayModule, Z: Array) -> Array:
-    return xp.maximum(Z, xp.asarray(0, dtype=Z.dtype)) + xp.log1p(xp.exp(-xp.abs(Z)))
+    return xp.maximum(Z, 0.0) + xp.log1p(xp.exp(-xp.abs(Z)))
 
 
 def _poisson_array(xp: ArrayModule, Z: Array, A: Array, Y: Array) -> Array:
     positive = Y > 0
-    one, zero = xp.asarray(1, dtype=Y.dtype), xp.asarray(0, dtype=Y.dtype)
-    y_log_y = xp.where(positive, Y * xp.log(xp.where(positive, Y, one)), zero)
+    y_log_y = xp.where(positive, Y * xp.log(xp.where(positive, Y, 1.0)), 0.0)
     return xp.sum(A - Y * Z + y_log_y - Y, axis=1)
 
 
@@ -164,7 +163,7 @@ def _cross_entropy_array(xp: ArrayModule, Z: Array, A: Array, Y: Array) -> Array
     top = xp.argmax(Z, axis=1, keepdims=True)
     shifted = xp.max(Z, axis=1, keepdims=True) - Z  # z_max - z_k >= 0
     is_top = xp.arange(Z.shape[1])[None, :] == top
-    E = xp.where(is_top, xp.asarray(0, dtype=Z.dtype), xp.exp(-shifted))
+    E = xp.where(is_top, 0.0, xp.exp(-shifted))
     log_sum = xp.log1p(xp.sum(E, axis=1, keepdims=True))
     return xp.sum(Y * (shifted + log_sum), axis=1)
 

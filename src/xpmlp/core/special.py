@@ -12,7 +12,7 @@ import numpy
 def erfc(xp: Any, X: Any) -> Any:
     """The complementary error function elementwise, in X's dtype: SciPy's (CuPy's on the GPU)
     when present, else ``math.erfc`` element by element (slow, but this is the reference)."""
-    if array_api_compat.is_cupy_namespace(xp) or xp.__name__ == "cupy":
+    if array_api_compat.is_cupy_namespace(xp):  # CuPy itself or its compat wrapper
         from cupyx.scipy.special import erfc as device_erfc
 
         return device_erfc(X)
