@@ -62,15 +62,17 @@ class Loss:
     def delta_formula(self) -> str:
         return "(a - y) / m" if self.gradient is None else "dl/da f'(z) / m"
 
+    def row_bindings(self) -> dict[str, Callable[..., Any]]:
+        """The placeholders of ``loss_row`` (sample i's loss): the kernels that read the
+        per-sample losses alone (``kernels.cpu.weight_output_delta``)."""
+        # Callable[..., Any]: the placeholders' signatures differ, one per kernel slot
+        if self.row is not None:
+            return {"loss_row": self.row}
+        return {"loss_row": elementwise_loss_row, "loss_term": self.term}
+
     def kernel_bindings(self, activation: Activation) -> dict[str, Callable[..., Any]]:
         """The output layer kernel's placeholders for this loss after ``activation``."""
-        # Callable[..., Any]: the placeholders' signatures differ, one per kernel slot
-        bindings: dict[str, Callable[..., Any]] = {}
-        if self.row is not None:
-            bindings["loss_row"] = self.row
-        else:
-            bindings["loss_row"] = elementwise_loss_row
-            bindings["loss_term"] = self.term  # type: ignore[assignment]
+        bindings = self.row_bindings()
         if self.gradient is None:
             bindings["output_delta"] = logit_delta
         else:

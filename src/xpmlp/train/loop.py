@@ -104,70 +104,161 @@ class RunState:
                 int(bad[0]) if bad.size else None)
 
 
+@dataclass(frozen=True)
+class BatchSettings:
+    """What changes from batch to batch of an epoch besides its rows, as rows indexed by the
+    batch b, all set before the epoch (nothing on the host changes between batches):
+
+    - ``weight_decay[b]``: the L2 coefficient of batch b's update (default: the optimizer's
+      ``weight_decay`` for every batch);
+    - ``sample_weight`` (n,), on the device and indexed as X, the weight w_i of each sample,
+      with ``weight_scale[b]``: batch b's loss is (1/m) sum_i r_i l_i, r_i = w_i
+      weight_scale[b] (scikit-learn's sum_i w_i l_i / sum_i w_i: weight_scale[b] = m over
+      the sum of the batch's weights);
+    - ``penalty`` (n_batches,), on the device: receives ||W||^2 of the weights batch b's
+      forward pass used (``squared_weights``: the estimators report alpha/2 of it).
+
+    The scikit-learn estimators' sgd and adam solvers train through ``run_epoch`` with these.
+    """
+
+    weight_decay: numpy.ndarray | None = None
+    sample_weight: Any = None
+    weight_scale: numpy.ndarray | None = None
+    penalty: Any = None
+
+    def row_weights(self, batch: int) -> tuple[Any, float] | None:
+        """(w, weight_scale[batch]), or None for an unweighted run."""
+        if self.sample_weight is None:
+            return None
+        if self.weight_scale is None:
+            raise ParameterError("BatchSettings: sample_weight needs weight_scale, the "
+                                 "factor of each batch's weights (m / their sum)")
+        return self.sample_weight, float(self.weight_scale[batch])
+
+
+def squared_weights(model: MLP) -> Any:
+    """||W||^2 over every layer's weights (biases excluded), a device scalar."""
+    W = model.params[:model.n_weights]
+    return model.backend.xp.dot(W, W)
+
+
 def run_epoch(
     model: MLP, X: Any, Y: Any, order: Any, batch_size: int, state: RunState,
     lr_factor: Callable[[int], float] | None = None,
     on_batch: Callable[[int, int], None] | None = None,
     comm: Communicator | None = None,
+    settings: BatchSettings | None = None,
 ) -> int:
     """One pass over the samples ``order`` (device indices) of the device arrays X, Y in
-    mini-batches; returns the number of batches.
+    mini-batches; returns the number of batches. The only training loop: ``fit``, the
+    scikit-learn estimators' sgd and adam solvers and distributed training all run it.
 
     Per batch: gather its rows into the workspace, forward, backward, (with a
     communicator ``comm``: the mean of the gradients over the ranks,
-    ``reduce_gradients``), one optimizer step (scaled by ``lr_factor(batch)``). The
-    backend's fused step (``Backend.fused_step``) does it in one compiled call; with
-    ``comm``, everything up to the gradients (``gradients``), then the mean and the update.
+    ``reduce_gradients``), one optimizer step (scaled by ``lr_factor(batch)``), with the
+    batch's ``settings`` (``BatchSettings``: weight decay, sample weights, the penalty
+    recorded). The backend's fused step (``Backend.fused_step``) does it in one compiled
+    call; with ``comm``, everything up to the gradients (``gradients``), then the mean and
+    the update. X may also be a host source of rows with a ``take_rows(idx, out)`` method
+    (the estimators' sparse X, densified batch by batch): then the step runs op by op.
     Nothing comes back to the host unless ``on_batch(batch, samples done)`` asks for it.
     """
     m_total = int(order.shape[0])
     n_batches = -(-m_total // batch_size)
+    take_rows = getattr(X, "take_rows", None)
+    plan = BatchSettings() if settings is None else settings
     # The CUDA backend replays a recorded step for the full batches; the rest goes on here.
-    runner = model.backend.epoch_runner(model) if comm is None else None
+    runner = (model.backend.epoch_runner(model)
+              if comm is None and settings is None and take_rows is None else None)
     done = 0 if runner is None else runner(X, Y, order, batch_size, state, lr_factor, on_batch)
     if done == n_batches:
         return n_batches
     ws = model.workspace(min(batch_size, m_total - done * batch_size))
-    gather, skip = model.backend.gather_rows, state.skip  # bound once: this loop is the hot path
-    forward, backward, apply = model.forward_pass, model.backward_pass, model.apply_gradients
-    fused = model.backend.fused_step(model)
+    skip, apply = state.skip, model.apply_gradients  # bound once: this loop is the hot path
+    fused = model.backend.fused_step(model) if take_rows is None else None
     for batch in range(done, n_batches):
         start = batch * batch_size
         idx = order[start:start + batch_size]
         w = ws.first(int(idx.shape[0]))
+        factor = 1.0 if lr_factor is None else lr_factor(batch)
+        decay = None if plan.weight_decay is None else float(plan.weight_decay[batch])
+        weights = plan.row_weights(batch)
+        if plan.penalty is not None:  # the weights this batch's forward pass uses
+            plan.penalty[batch] = squared_weights(model)
         if fused is not None and comm is None:  # the step in one compiled call
-            fused(X, Y, idx, w, state.batch_rows[batch], skip,
-                  1.0 if lr_factor is None else lr_factor(batch))
+            fused(X, Y, idx, w, state.batch_rows[batch], skip, factor, decay, weights)
             if on_batch is not None:
                 on_batch(batch, start + w.rows)
             continue
-        if fused is not None:  # its gradients in one compiled call; the mean, the update
-            fused.gradients(X, Y, idx, w, state.batch_rows[batch], skip)
-        else:
-            gather(X, idx, w.X)
-            gather(Y, idx, w.Y)
-            forward(w)  # model.compute_gradients, its two halves called directly
-            backward(w, state.batch_rows[batch], skip)
+        batch_gradients(model, fused, X, Y, idx, w, state.batch_rows[batch], skip, weights)
         if comm is not None:
             reduce_gradients(model, comm, state.batch_rows[batch], skip)
-        apply(skip, 1.0 if lr_factor is None else lr_factor(batch))
+        apply(skip, factor, decay)
         if on_batch is not None:
             on_batch(batch, start + w.rows)
     return n_batches
 
 
-def step_kind(model: MLP, comm: Communicator | None = None) -> tuple[str, str | None]:
+def batch_gradients(model: MLP, fused: Any, X: Any, Y: Any, idx: Any, ws: Any,
+                    out_stats: Any, skip: Any, row_weights: tuple[Any, float] | None = None,
+                    ) -> None:
+    """The step's gradient-only form, for the batch X[idx], Y[idx]: ``model.grads``, the
+    batch's (loss sum, correct count) in ``out_stats``, ``skip[0]`` set for a loss that is
+    not finite. ``fused``: the backend's fused step (``Backend.fused_step``; its
+    ``gradients``), or None for the per-op path (``MLP.forward_pass``,
+    ``MLP.backward_pass``). ``row_weights`` as ``BatchSettings.row_weights`` gives them.
+    ``run_epoch`` updates after it (with ``comm``: after the mean over the ranks); the
+    estimators' lbfgs solver adds it up over the training set."""
+    if fused is not None:
+        fused.gradients(X, Y, idx, ws, out_stats, skip, row_weights)
+        return
+    take_rows = getattr(X, "take_rows", None)
+    if take_rows is None:
+        model.backend.gather_rows(X, idx, ws.X)
+    else:
+        take_rows(idx, ws.X)
+    model.backend.gather_rows(Y, idx, ws.Y)
+    model.forward_pass(ws)
+    model.backward_pass(ws, out_stats, skip, None if row_weights is None else
+                        row_weights[0][idx] * model.dtype.type(row_weights[1]))
+
+
+def step_kind(model: MLP, comm: Communicator | None = None, settings: bool = False,
+              X: Any = None, gradients_only: bool = False) -> tuple[str, str | None]:
     """The kind of step ``run_epoch`` takes for ``model`` ("fused-cpu", "cuda-graph",
     "cuda-eager" or "reference": the per-op path; ``Backend.step_kind``) and, where its
     backend has a faster step that this run cannot take, why not (else None). With a
     communicator the fused CPU step stays (its gradients in one call, then
     ``reduce_gradients`` and the update); a recorded CUDA graph does not: its kernels launch
-    one by one."""
+    one by one, as with per-batch ``settings`` (``BatchSettings``) and for the step's
+    ``gradients_only`` form (``batch_gradients``). An X that is a host source of rows
+    (``take_rows``: a sparse X) runs op by op."""
     kind, why = model.backend.step_kind(model)
-    if comm is not None and kind == "cuda-graph":
+    slow = {"fused-cpu": "reference", "cuda-graph": "cuda-eager"}
+    if X is not None and hasattr(X, "take_rows") and kind in slow:
+        return slow[kind], ("a sparse X is densified on the host batch by batch, so the "
+                            "step runs op by op")
+    if kind != "cuda-graph":
+        return kind, why
+    if comm is not None:
         return "cuda-eager", ("the recorded CUDA graph step has no gradient allreduce: "
                               "distributed training launches its kernels one by one")
+    if gradients_only:
+        return "cuda-eager", ("the recorded CUDA graph step ends with the update, and this "
+                              "solver needs the gradients alone: its kernels launch one by one")
+    if settings:
+        return "cuda-eager", ("the recorded CUDA graph step reads no per-batch settings "
+                              "(weight decay, sample weights): its kernels launch one by one")
     return kind, why
+
+
+def announce_step(model: MLP, stacklevel: int, **run: Any) -> None:
+    """Set ``model.step_kind_`` (``step_kind`` of this run) and, where the backend has a
+    faster step that the run cannot take, say why in one ``StepFallbackWarning``."""
+    model.step_kind_, why = step_kind(model, **run)
+    if why is not None:
+        warnings.warn(f"step: {model.step_kind_} ({why})", StepFallbackWarning,
+                      stacklevel=stacklevel + 1)
 
 
 def reduce_gradients(model: MLP, comm: Communicator, out_stats: Any, skip: Any) -> None:
@@ -341,10 +432,10 @@ def _fit(model: MLP, data: DeviceData, epochs: int, batch_size: int, shuffle: bo
     schedule.start(epochs, n_batches, model.optimizer.learning_rate)
     watch = None if stopping is None else Watch(stopping, model)
     model.best_epoch_, model.stopped_epoch_ = None, None
-    model.step_kind_, why = step_kind(model, comm)
-    if why is not None and (comm is None or comm.rank == 0):
-        warnings.warn(f"step: {model.step_kind_} ({why})", StepFallbackWarning,
-                      stacklevel=5)  # _fit, fit, on_backend, MLP.fit, the caller
+    if comm is None or comm.rank == 0:  # _fit, fit, on_backend, MLP.fit, the caller
+        announce_step(model, 5, comm=comm)
+    else:
+        model.step_kind_ = step_kind(model, comm)[0]
     for epoch in range(initial_epoch + 1, epochs + 1):
         order = be.permutation(model.rng, m_total) if shuffle else be.xp.arange(m_total)
         if m_epoch != m_total:
@@ -560,5 +651,6 @@ def _progress_bar(enabled: bool, total: int, desc: str) -> Any:
                 dynamic_ncols=True)
 
 
-__all__ = ["CORRECT", "LOSS", "EarlyStopping", "RunState", "evaluate", "fit",
-           "reduce_gradients", "run_epoch", "schedule_factor", "step_kind"]
+__all__ = ["CORRECT", "LOSS", "BatchSettings", "EarlyStopping", "RunState", "announce_step",
+           "batch_gradients", "evaluate", "fit", "reduce_gradients", "run_epoch",
+           "schedule_factor", "squared_weights", "step_kind"]
