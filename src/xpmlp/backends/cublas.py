@@ -119,12 +119,12 @@ class CublasHandle:
         self._check(lib.cublasSetWorkspace_v2(self._handle, self._workspace.data.ptr,
                                               workspace_bytes), "cublasSetWorkspace")
         self._check(lib.cublasSetMathMode(self._handle, DEFAULT_MATH), "cublasSetMathMode")
-        self._scalars = {
+        scalars = {
             "f": (lib.cublasSgemm_v2, ctypes.c_float(1.0), ctypes.c_float(0.0)),
             "d": (lib.cublasDgemm_v2, ctypes.c_double(1.0), ctypes.c_double(0.0)),
         }
         self._scalars = {k: (fn, ctypes.addressof(one), ctypes.addressof(zero), one, zero)
-                         for k, (fn, one, zero) in self._scalars.items()}
+                         for k, (fn, one, zero) in scalars.items()}
 
     @staticmethod
     def _check(status: int, what: str) -> None:

@@ -28,11 +28,26 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from ..core.errors import ParameterError, XpmlpError
 
-DEFAULTS = {
+if TYPE_CHECKING:
+    from ..train.model import MLP
+
+
+class _Defaults(TypedDict):
+    epochs: int
+    batch_size: int
+    hidden: str
+    activation: str
+    optimizer: str
+    schedule: str
+    seed: int
+    dtype: str
+
+
+DEFAULTS: _Defaults = {
     "epochs": 8,
     "batch_size": 128,
     "hidden": "512,256",
@@ -608,9 +623,10 @@ def _train(args: argparse.Namespace, comm: Any, threads: int | None = None) -> i
 
         with model.backend.activate():
             test_accuracy = evaluate(model, *test_set)[1]
-        stopped = (f"stopped at epoch {model.stopped_epoch_}" if model.stopped_epoch_
+        epochs = _early_stopping_epochs(model)
+        stopped = (f"stopped at epoch {epochs['stopped_epoch']}" if epochs["stopped_epoch"]
                    else "ran every epoch")
-        log(f"early stopping: {stopped}; the weights of epoch {model.best_epoch_} (best "
+        log(f"early stopping: {stopped}; the weights of epoch {epochs['best_epoch']} (best "
             f"{args.monitor}) are kept")
     else:
         test_accuracy = history[-1]["test_accuracy"]
@@ -641,8 +657,7 @@ def _train(args: argparse.Namespace, comm: Any, threads: int | None = None) -> i
                             "threads_per_rank": threads},
             "epochs": history,
             "test_accuracy": test_accuracy,
-            **({"early_stopping": {"best_epoch": model.best_epoch_,
-                                   "stopped_epoch": model.stopped_epoch_}} if stopping else {}),
+            **({"early_stopping": _early_stopping_epochs(model)} if stopping else {}),
             "training_seconds": train_seconds,
             "wall_seconds": wall,
             **errors_on_test_set(model, (all_x_test * scale).astype(dtype), all_y_test),
@@ -704,6 +719,14 @@ def rescue_locations(path: str | os.PathLike[str]) -> list[Path]:
             seen.add(folder)
             out.append(folder / name)
     return out
+
+
+def _early_stopping_epochs(model: MLP) -> dict[str, int | None]:
+    """The model's ``best_epoch_`` and ``stopped_epoch_``, which ``fit`` sets
+    (``xpmlp.train.loop``), by the names of the run's report."""
+    # MLP does not declare the two attributes (fit sets them): mypy cannot see them
+    return {"best_epoch": model.best_epoch_,  # type: ignore[attr-defined]
+            "stopped_epoch": model.stopped_epoch_}  # type: ignore[attr-defined]
 
 
 def write_model(model: Any, path: str, option: str, rescue_note: str = "") -> Path:

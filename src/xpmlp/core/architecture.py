@@ -20,7 +20,8 @@ from .validation import check_params
 def check_layer_sizes(layer_sizes: Sequence[int]) -> list[int]:
     sizes = list(layer_sizes) if isinstance(layer_sizes, (list, tuple)) else None
     if not sizes or len(sizes) < 2 or not all(
-        isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1 for n in sizes
+        isinstance(n, numbers.Integral) and not isinstance(n, bool) and int(n) >= 1
+        for n in sizes
     ):
         raise ParameterError(
             f"layer_sizes={layer_sizes!r} is not valid; expected a list of at least two "

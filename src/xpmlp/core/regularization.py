@@ -36,21 +36,24 @@ _MASK64 = (1 << 64) - 1
 
 def check_dropout(dropout: float | Sequence[float], n_hidden: int) -> list[float]:
     """One rate in [0, 1) per hidden layer, from one rate or a sequence of ``n_hidden``."""
-    rates = list(dropout) if isinstance(dropout, (list, tuple)) else [dropout] * n_hidden
+    rates: list[object] = (list(dropout) if isinstance(dropout, (list, tuple))
+                           else [dropout] * n_hidden)
     if len(rates) != n_hidden:
         raise ParameterError(
             f"dropout={dropout!r} has {len(rates)} rates; expected one rate or {n_hidden} "
             "(one per hidden layer)"
         )
+    checked: list[float] = []
     for rate in rates:
-        ok = isinstance(rate, numbers.Real) and not isinstance(rate, bool)
-        if not (ok and 0.0 <= float(rate) < 1.0):
+        if not (isinstance(rate, numbers.Real) and not isinstance(rate, bool)
+                and 0.0 <= float(rate) < 1.0):
             raise ParameterError(
                 f"dropout={dropout!r} is not valid; expected rates in [0, 1) (the fraction "
                 "of a hidden layer's activations dropped in training), one or one per hidden "
                 "layer"
             )
-    return [float(r) for r in rates]
+        checked.append(float(rate))
+    return checked
 
 
 def check_batch_norm(batch_norm: bool | Sequence[bool], n_hidden: int) -> list[bool]:

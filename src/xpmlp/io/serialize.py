@@ -45,7 +45,8 @@ def save_model(model: Any, path: str | os.PathLike[str]) -> Path:
         path = path.with_name(path.name + ".npz")
     meta, arrays = model_record(model)
     with atomic_write(path, "wb") as f:
-        numpy.savez(f, meta=numpy.array(json.dumps(meta)), **arrays)
+        # allow_pickle is numpy's default, named: else mypy matches **arrays against it
+        numpy.savez(f, allow_pickle=True, meta=numpy.array(json.dumps(meta)), **arrays)
     return path
 
 
