@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
-from typing import Any
 
 from .activations import ACTIVATIONS, Activation
 from .errors import ParameterError
@@ -50,7 +49,7 @@ def check_output_units(output: Activation, n_outputs: int) -> None:
 
 
 def optimizer_for(optimizer: str | Optimizer, learning_rate: float | None,
-                  **hyperparameters: Any) -> Optimizer:
+                  **hyperparameters: float | None) -> Optimizer:
     """The optimizer object: the one given, or the one a name and keywords describe.
 
     Each keyword given (not None) is checked, and must apply: with an optimizer object none

@@ -25,11 +25,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from ..kernels.rows import argmax_row, chain_rule_delta, elementwise_loss_row, logit_delta
 from .activations import ACTIVATIONS, Activation
-from .aliases import Array, ArrayModule
+from .aliases import Array, ArrayModule, KernelFunction
 from .registry import Registry
 
 
@@ -62,10 +61,10 @@ class Loss:
     def delta_formula(self) -> str:
         return "(a - y) / m" if self.gradient is None else "dl/da f'(z) / m"
 
-    def kernel_bindings(self, activation: Activation) -> dict[str, Callable[..., Any]]:
+    def kernel_bindings(self, activation: Activation) -> dict[str, KernelFunction]:
         """The output layer kernel's placeholders for this loss after ``activation``."""
-        # Callable[..., Any]: the placeholders' signatures differ, one per kernel slot
-        bindings: dict[str, Callable[..., Any]] = {}
+        # KernelFunction: the placeholders' signatures differ, one per kernel slot
+        bindings: dict[str, KernelFunction] = {}
         if self.row is not None:
             bindings["loss_row"] = self.row
         else:

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
-from typing import Any
 
 import numpy
 
 from ..kernels.rows import DROPOUT_BITS, GOLDEN, mix64
+from .aliases import Array, ArrayModule
 from .errors import ParameterError
 
 BN_EPS = 1e-5  # torch.nn.BatchNorm1d's default
@@ -80,8 +80,8 @@ def dropout_key(seed: int, step: int, layer: int) -> int:
     return int(x) >> 1
 
 
-def dropout_keep_mask(xp: Any, key: int, shape: tuple[int, int], rate: float,
-                      first_row: int = 0) -> Any:
+def dropout_keep_mask(xp: ArrayModule, key: int, shape: tuple[int, int], rate: float,
+                      first_row: int = 0) -> Array:
     """The boolean keep-mask of a batch (rows ``first_row`` on) as array code, from the
     kernels' own scalar formula applied to a uint64 index array."""
     from ..kernels.rows import dropout_keep
