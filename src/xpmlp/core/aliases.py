@@ -28,3 +28,6 @@ KernelFunction = Callable[..., Any]
 #: an object of a GPU library that ships no type information (a CuPy stream, pinned buffer or
 #: module attribute; NCCL's communicator): ``Any``, as ``Array`` is
 DeviceObject = Any
+#: a Numba-compiled function (an ``@njit`` or ``@cuda.jit`` dispatcher): ``Any``, as Numba's
+#: types describe neither its calls nor its attributes (``py_func``, ``[grid, block]``)
+NumbaDispatcher = Any
