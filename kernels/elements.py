@@ -15,14 +15,19 @@ memory: the CUDA backend itself never gets here, its kernels bind the scalar for
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
 
 import numpy
 
 from .rows import activation, derivative, rule
 
-if TYPE_CHECKING:
-    from xpmlp.core.aliases import Array, ArrayModule, KernelFunction
+#: a NumPy or CuPy array: Any, as CuPy ships no types (xpmlp.core.aliases.Array, which
+#: kernels/ does not import: it takes its configuration as arguments)
+Array = Any
+#: a scalar formula a template is compiled with (its arguments depend on the template)
+Formula = Callable[..., float]
 
 
 def activation_elements(Z, A):
@@ -50,11 +55,11 @@ def _host(a: Array) -> numpy.ndarray:
     return numpy.ascontiguousarray(a.get())  # CuPy
 
 
-def _back(xp: ArrayModule, a: numpy.ndarray) -> Array:
+def _back(xp: ModuleType, a: numpy.ndarray) -> Array:
     return a if xp is numpy else xp.asarray(a)
 
 
-def activation_array(xp: ArrayModule, forward: KernelFunction, Z: Array) -> Array:
+def activation_array(xp: ModuleType, forward: Formula, Z: Array) -> Array:
     """f(Z) elementwise, f = ``forward`` compiled for Z's dtype: a new array."""
     from .cpu import CPU
 
@@ -64,7 +69,7 @@ def activation_array(xp: ArrayModule, forward: KernelFunction, Z: Array) -> Arra
     return _back(xp, a)
 
 
-def derivative_array(xp: ArrayModule, fn: KernelFunction, Z: Array, A: Array) -> Array:
+def derivative_array(xp: ModuleType, fn: Formula, Z: Array, A: Array) -> Array:
     """f'(Z) elementwise given A = f(Z), f' = ``fn`` compiled for Z's dtype: a new array."""
     from .cpu import CPU
 
@@ -75,7 +80,7 @@ def derivative_array(xp: ArrayModule, fn: KernelFunction, Z: Array, A: Array) ->
     return _back(xp, d)
 
 
-def rule_array(xp: ArrayModule, fn: KernelFunction, p: Array, g: Array, state: Array,
+def rule_array(xp: ModuleType, fn: Formula, p: Array, g: Array, state: Array,
                hyper: tuple[numpy.floating, ...]) -> Array:
     """The new p of the update rule ``fn`` (compiled for p's dtype) over the flat vectors p
     and g, the rows of ``state`` updated in place; ``hyper`` scalars of p's dtype."""

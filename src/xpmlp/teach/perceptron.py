@@ -152,7 +152,7 @@ class Perceptron:
         return check_features(arr, int(arr.shape[1]), self.backend.xp, "X", self.dtype)
 
     def _labels(self, y: ArrayLike, m: int, k: int | None = None) -> tuple[np.ndarray, bool]:
-        """y as a host (m, k) array of 0s and 1s, and whether it was given as (m,) arr."""
+        """y as a host (m, k) array of 0s and 1s, and whether it was given as (m,) labels."""
         arr = check_numeric("y", y, self.backend.xp)
         if arr.ndim == 0:
             raise ValueError(f"y is a scalar; expected one label per sample ({m} of them)")
