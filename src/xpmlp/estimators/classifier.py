@@ -130,7 +130,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         y = to_host(y)
         if numpy.ndim(y) == 2 and numpy.shape(y)[1] == 1:
             y = numpy.ravel(y)
-        weights = compute_sample_weight(self.class_weight, y)
+        weights: numpy.ndarray = compute_sample_weight(self.class_weight, y)
         return weights if sw is None else sw * weights
 
     def _out_activation(self) -> str:
