@@ -16,6 +16,7 @@ from kernel_cases import DTYPES, OUTPUT_PAIRS, seed, targets
 
 from xpmlp import MLP, MLPClassifier, MLPRegressor
 from xpmlp.backends.base import Backend
+from xpmlp.backends.cuda_probe import simulator_enabled
 from xpmlp.backends.numpy_backend import FusedStep, NumpyBackend
 from xpmlp.core.errors import ParameterError
 from xpmlp.core.losses import LOSSES
@@ -245,3 +246,31 @@ def test_the_estimators_say_which_step_trains(solver) -> None:
     with pytest.warns(StepFallbackWarning, match="sparse X is densified"):
         est = MLPClassifier(**options).fit(*_blobs(sparse=True))
     assert est.mlp_.step_kind_ == "reference"
+
+
+@pytest.mark.cudasim
+@pytest.mark.skipif(not simulator_enabled(), reason="needs NUMBA_ENABLE_CUDASIM=1 (run with -m cudasim)")
+def test_the_estimators_on_the_cuda_backend_under_the_simulator() -> None:
+    """Weighted sgd on the CUDA backend (its logic under Numba's simulator): run_epoch with
+    the epoch's BatchSettings, launched op by op ("cuda-eager", and why: the recorded graph
+    reads no per-batch settings), the NumPy backend's numbers to rounding."""
+    from xpmlp.backends.cuda_sim import SimulatedCudaBackend
+    from xpmlp.core.errors import StepFallbackWarning
+
+    X, y = _blobs(60)
+    sw = np.random.default_rng(5).uniform(0.1, 2.0, X.shape[0])
+    fits = []
+    for backend in (SimulatedCudaBackend(graphs=True), NumpyBackend()):
+        est = MLPClassifier(hidden_layer_sizes=(6,), solver="adam", max_iter=2, batch_size=16,
+                            random_state=0, alpha=0.01, backend=backend, dtype="float64")
+        with pytest.warns(Warning) as record:
+            est.fit(X, y, sample_weight=sw)
+        fits.append((est, [str(w.message) for w in record
+                           if issubclass(w.category, StepFallbackWarning)]))
+    (cuda, said), (cpu, _) = fits
+    assert cuda.mlp_.step_kind_ == "cuda-eager"
+    assert said == ["step: cuda-eager (the recorded CUDA graph step reads no per-batch "
+                    "settings (weight decay, sample weights): its kernels launch one by one)"]
+    for got, want in zip(cuda.coefs_, cpu.coefs_, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(cuda.loss_curve_, cpu.loss_curve_, rtol=1e-10)
