@@ -249,7 +249,8 @@ def test_the_estimators_say_which_step_trains(solver) -> None:
 
 
 @pytest.mark.cudasim
-@pytest.mark.skipif(not simulator_enabled(), reason="needs NUMBA_ENABLE_CUDASIM=1 (run with -m cudasim)")
+@pytest.mark.skipif(not simulator_enabled(),
+                    reason="needs NUMBA_ENABLE_CUDASIM=1 (run with -m cudasim)")
 def test_the_estimators_on_the_cuda_backend_under_the_simulator() -> None:
     """Weighted sgd on the CUDA backend (its logic under Numba's simulator): run_epoch with
     the epoch's BatchSettings, launched op by op ("cuda-eager", and why: the recorded graph
