@@ -275,3 +275,78 @@ def test_the_estimators_on_the_cuda_backend_under_the_simulator() -> None:
     for got, want in zip(cuda.coefs_, cpu.coefs_, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(cuda.loss_curve_, cpu.loss_curve_, rtol=1e-10)
+
+
+# ---------------------------------------------------------------------- MLP.fit(sample_weight=)
+def _weighted_fit(backend, w, lr=0.1, optimizer="sgd", **options):
+    X, y = _problem("softmax", "cross_entropy", "float64")
+    model = MLP([N_IN, 7, 6, 3], optimizer=optimizer, learning_rate=lr, backend=backend,
+                seed=4, dtype="float64")
+    return model.fit(X, y, epochs=3, batch_size=BATCH, sample_weight=w, **options)
+
+
+def _same(a: MLP, b: MLP) -> None:
+    np.testing.assert_array_equal(a.params, b.params)
+    drop = ("seconds", "samples_per_s", "step")  # timings and the step's kind may differ
+    assert [{k: v for k, v in h.items() if k not in drop} for h in a.history_] == [
+        {k: v for k, v in h.items() if k not in drop} for h in b.history_]
+
+
+def test_fit_with_sample_weights_on_every_path() -> None:
+    """The fused step, the per-op kernels (same bits) and the reference backend (to
+    rounding) train the same weighted fit; it differs from the unweighted one."""
+    w = np.random.default_rng(8).uniform(0.0, 3.0, ROWS)
+    fused = _weighted_fit(NumpyBackend(), w)
+    assert fused.step_kind_ == "fused-cpu"
+    _same(fused, _weighted_fit(NumpyBackend(fused=False), w))
+    ref = _weighted_fit(Backend(np), w)
+    np.testing.assert_allclose(fused.params, ref.params, rtol=1e-10, atol=1e-12)
+    assert not np.array_equal(fused.params, _weighted_fit(NumpyBackend(), None).params)
+
+
+def test_weights_of_one_are_the_unweighted_fit_and_weights_scale_the_gradient() -> None:
+    """w_i = 1 gives the unweighted fit's bits; 2 w with half the learning rate gives w's
+    (plain SGD: the gradient scales with the weights, by a power of two exactly)."""
+    _same(_weighted_fit(NumpyBackend(), np.ones(ROWS)), _weighted_fit(NumpyBackend(), None))
+    w = np.random.default_rng(9).uniform(0.0, 3.0, ROWS)
+    np.testing.assert_array_equal(_weighted_fit(NumpyBackend(), 2 * w, lr=0.05).params,
+                                  _weighted_fit(NumpyBackend(), w, lr=0.1).params)
+
+
+def test_weighted_fit_with_a_communicator_and_a_held_out_share() -> None:
+    """The distributed step (gradients, the mean over one rank, the update) gives the bits of
+    the whole fused step; validation_fraction leaves the held-out rows' weights out."""
+    import xpmlp.distributed as xd
+
+    w = np.random.default_rng(10).uniform(0.5, 2.0, ROWS)
+    _same(_weighted_fit(NumpyBackend(), w, optimizer="adam", lr=0.01, comm=xd.init("single")),
+          _weighted_fit(NumpyBackend(), w, optimizer="adam", lr=0.01))
+    model = _weighted_fit(NumpyBackend(), w, validation_fraction=0.2)
+    assert "val_loss" in model.history_[-1]
+
+
+@pytest.mark.parametrize(("w", "message"), [
+    (np.ones(ROWS - 1), r"shape \(44,\); expected \(45,\)"),
+    (np.full(ROWS, -1.0), "negative"),
+    (np.zeros(ROWS), "sums to 0"),
+    (np.r_[np.nan, np.ones(ROWS - 1)], "NaN"),
+    (np.ones((ROWS, 1)), "expected \\(45,\\)"),
+])
+def test_bad_sample_weights_are_refused(w, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        _weighted_fit(NumpyBackend(), w)
+
+
+@pytest.mark.cudasim
+@pytest.mark.skipif(not simulator_enabled(),
+                    reason="needs NUMBA_ENABLE_CUDASIM=1 (run with -m cudasim)")
+def test_fit_with_sample_weights_on_the_cuda_backend_under_the_simulator() -> None:
+    from xpmlp.backends.cuda_sim import SimulatedCudaBackend
+    from xpmlp.core.errors import StepFallbackWarning
+
+    w = np.random.default_rng(11).uniform(0.0, 3.0, ROWS)
+    with pytest.warns(StepFallbackWarning, match="reads no per-batch settings"):
+        cuda = _weighted_fit(SimulatedCudaBackend(graphs=True), w)
+    assert cuda.step_kind_ == "cuda-eager"
+    np.testing.assert_allclose(cuda.backend.to_numpy(cuda.params),
+                               _weighted_fit(NumpyBackend(), w).params, rtol=1e-10, atol=1e-12)

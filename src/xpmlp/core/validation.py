@@ -145,6 +145,21 @@ def check_features(X: object, n_features: int | None, xp: ArrayModule, name: str
     return arr
 
 
+def check_sample_weight(w: object, m: int, xp: ArrayModule,
+                        dtype: DTypeLike | None = None) -> Array:
+    """Sample weights as a finite, non-negative (m,) array with a positive sum."""
+    arr = check_numeric("sample_weight", w, xp, dtype)
+    if arr.ndim != 1 or arr.shape[0] != m:
+        raise ValueError(f"sample_weight has shape {tuple(arr.shape)}; expected ({m},): one "
+                         "weight per sample of X")
+    if m and float(arr.min()) < 0:
+        raise ValueError(f"sample_weight holds {int((arr < 0).sum())} negative value(s) "
+                         f"(smallest {float(arr.min()):g}); expected weights >= 0")
+    if float(arr.sum()) <= 0:
+        raise ValueError("sample_weight sums to 0; expected at least one positive weight")
+    return arr
+
+
 def check_targets(y: object, m: int, n_out: int, classifier: bool, xp: ArrayModule,
                   name: str = "y", kind: str = "any",
                   checked: bool = False) -> tuple[Array, bool]:

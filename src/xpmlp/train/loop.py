@@ -62,7 +62,7 @@ from ..core.errors import (
     TrainingDivergedError,
 )
 from ..core.schedules import LRScheduler, schedule_factor, schedule_for
-from ..core.validation import Number, check_params
+from ..core.validation import Number, check_params, check_sample_weight
 from ..core.workspace import PREDICT_CHUNK
 from ..machine.threads import cpu_threads, rank_share
 from .early_stopping import EarlyStopping, Watch, early_stopping_for
@@ -294,6 +294,7 @@ def fit(
     initial_epoch: int = 0,
     early_stopping: bool | EarlyStopping = False,
     validation_fraction: float | None = None,
+    sample_weight: Any = None,
 ) -> MLP:
     """Mini-batch training of ``model``; a history record per epoch goes to ``model.history_``.
 
@@ -331,6 +332,14 @@ def fit(
     One ``fit`` at a time per model: a second thread's ``fit`` on the same model
     raises ``ConcurrentFitError``. Predicting from other threads while a model
     trains gives answers from whatever weights it has at that moment.
+
+    ``sample_weight`` (m,), optional: a non-negative weight per row of X; each batch's loss
+    becomes (1/b) sum_i w_i l_i over its b rows (Keras's weighting: a weight of 1 is the
+    unweighted loss), so the history's ``loss`` is the weighted mean over the epoch's rows
+    (``train_accuracy`` stays a count of rows). It runs on every step (the fused CPU step
+    reads the weights as it gathers the batch; ``BatchSettings``); with ``validation_fraction``
+    the held-out rows' weights are left out; in distributed training each rank gives its
+    own rows' weights.
 
     ``comm``: a communicator from ``xpmlp.distributed.init`` for data-parallel
     training (see the module docstring). Where no thread count was chosen, each of the
@@ -380,8 +389,13 @@ def fit(
             model, *((validation_data,) if isinstance(validation_data, DeviceData)
                      else validation_data), name="validation X", what="the validation set",
             remedy="a smaller validation set")
+        weights = None if sample_weight is None else check_sample_weight(
+            sample_weight, len(data), model.backend.xp, model.dtype)
         if validation_fraction is not None:
-            data, val = _hold_out(model, data, validation_fraction)
+            data, val, kept = _hold_out(model, data, validation_fraction)
+            weights = None if weights is None else weights[kept]
+        if weights is not None:
+            weights = model.backend.asarray(weights, dtype=model.dtype)
         share = rank_share(comm.local_size) if comm is not None else None
         with contextlib.ExitStack() as stack:
             if share is not None:  # each rank of a machine takes its share of the cores
@@ -389,15 +403,16 @@ def fit(
             if model.deterministic:
                 stack.enter_context(model.backend.deterministic())
             _fit(model, data, epochs, batch_size, shuffle, val, schedule, progress, callback,
-                 comm, stopping, initial_epoch)
+                 comm, stopping, initial_epoch, weights)
     finally:
         model.fit_lock.release()
     return model
 
 
-def _hold_out(model: MLP, data: DeviceData, fraction: float) -> tuple[DeviceData, DeviceData]:
-    """The data less a random ``fraction`` of their rows (drawn with the model's seed), and
-    those rows as the validation data."""
+def _hold_out(model: MLP, data: DeviceData, fraction: float,
+              ) -> tuple[DeviceData, DeviceData, Any]:
+    """The data less a random ``fraction`` of their rows (drawn with the model's seed), those
+    rows as the validation data, and the indices of the rows kept for training (host)."""
     xp = model.backend.xp
     m = len(data)
     n_val = min(m - 1, max(1, round(fraction * m)))
@@ -405,15 +420,16 @@ def _hold_out(model: MLP, data: DeviceData, fraction: float) -> tuple[DeviceData
         raise ParameterError(f"validation_fraction={fraction} leaves no rows to train on: X "
                              f"has {m} row(s)")
     order = numpy.random.default_rng(model.seed).permutation(m)
-    val, train = xp.asarray(order[:n_val]), xp.asarray(numpy.sort(order[n_val:]))
-    return data.take(train), data.take(val)
+    kept = numpy.sort(order[n_val:])
+    val, train = xp.asarray(order[:n_val]), xp.asarray(kept)
+    return data.take(train), data.take(val), kept
 
 
 def _fit(model: MLP, data: DeviceData, epochs: int, batch_size: int, shuffle: bool,
          validation_data: DeviceData | None, schedule: LRScheduler, progress: bool,
          callback: Callable[[dict[str, Any]], None] | None,
          comm: Communicator | None = None, stopping: EarlyStopping | None = None,
-         initial_epoch: int = 0) -> None:
+         initial_epoch: int = 0, weights: Any = None) -> None:
     be = model.backend
     m_total = len(data)
     X_all, Y_all = data.X, data.targets(model)
@@ -425,17 +441,19 @@ def _fit(model: MLP, data: DeviceData, epochs: int, batch_size: int, shuffle: bo
             "epochs": epochs, "batch_size": batch_size, "shuffle": bool(shuffle),
             "lr_schedule": schedule.describe(), "validation_data": validation_data is not None,
             "early_stopping": None if stopping is None else repr(stopping),
-            "initial_epoch": initial_epoch,
+            "initial_epoch": initial_epoch, "sample_weight": weights is not None,
         })
     n_batches = -(-m_epoch // batch_size)
+    settings = None if weights is None else BatchSettings(
+        sample_weight=weights, weight_scale=numpy.ones(n_batches))  # r_i = w_i
     state = RunState.allocate(model, n_batches)
     schedule.start(epochs, n_batches, model.optimizer.learning_rate)
     watch = None if stopping is None else Watch(stopping, model)
     model.best_epoch_, model.stopped_epoch_ = None, None
     if comm is None or comm.rank == 0:  # _fit, fit, on_backend, MLP.fit, the caller
-        announce_step(model, 5, comm=comm)
+        announce_step(model, 5, comm=comm, settings=settings is not None)
     else:
-        model.step_kind_ = step_kind(model, comm)[0]
+        model.step_kind_ = step_kind(model, comm, settings is not None)[0]
     for epoch in range(initial_epoch + 1, epochs + 1):
         order = be.permutation(model.rng, m_total) if shuffle else be.xp.arange(m_total)
         if m_epoch != m_total:
@@ -445,6 +463,7 @@ def _fit(model: MLP, data: DeviceData, epochs: int, batch_size: int, shuffle: bo
             model, X_all, Y_all, order, batch_size, state, epoch, epochs, progress,
             None if schedule.is_constant() else
             lambda batch, e=epoch - 1, first=first: schedule.factor_at(e, first + batch), comm,
+            settings,
         )
         if validation_data is not None:
             record["val_loss"], record["val_accuracy"] = evaluate(model, X_val, Y_val, comm)
@@ -466,7 +485,7 @@ def _fit(model: MLP, data: DeviceData, epochs: int, batch_size: int, shuffle: bo
 def _fit_epoch(
     model: MLP, X: Any, Y: Any, order: Any, batch_size: int, state: RunState, epoch: int,
     epochs: int, progress: bool, lr_factor: Callable[[int], float] | None,
-    comm: Communicator | None = None,
+    comm: Communicator | None = None, settings: BatchSettings | None = None,
 ) -> dict[str, Any]:
     """One timed epoch with its progress bar and divergence checks; its history record.
 
@@ -487,7 +506,8 @@ def _fit_epoch(
                             refresh=False)
 
     t0 = time.perf_counter()
-    batches = run_epoch(model, X, Y, order, batch_size, state, lr_factor, redraw, comm)
+    batches = run_epoch(model, X, Y, order, batch_size, state, lr_factor, redraw, comm,
+                        settings)
     be.synchronize()
     seconds = time.perf_counter() - t0
     loss, correct, diverged = state.epoch_totals(model, batches)
@@ -498,7 +518,8 @@ def _fit_epoch(
         loss, correct, m_total, diverged, seconds = _agree_epoch(
             comm, loss, correct, m_total, diverged, seconds)
     _check_diverged(model, state, epoch, diverged, agreed=comm is not None)
-    model.step_kind_ = step_kind(model, comm)[0]  # a CUDA graph may have failed to record
+    # a CUDA graph may have failed to record
+    model.step_kind_ = step_kind(model, comm, settings is not None)[0]
     return {
         "epoch": epoch,
         "loss": loss / m_total,
