@@ -19,30 +19,105 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, Protocol, TypeVar
 
 import array_api_compat
 import numpy
 
 from ..core.activations import ACTIVATIONS, Activation
-from ..core.aliases import Array
+from ..core.aliases import Array as Array  # re-exported: the backends import it from here
+from ..core.aliases import ArrayModule, Generator
 from ..core.losses import LOSSES, Loss, correct
 from ..core.regularization import dropout_keep_mask
 
-_Method = TypeVar("_Method", bound=Callable[..., Any])
+if TYPE_CHECKING:  # numpy.typing only for the checker: importing it sets numpy.typing
+    from numpy.typing import ArrayLike, DTypeLike
+
+    from ..core.activations import ArrayDerivative
+    from ..core.optim import Optimizer
+    from ..core.workspace import Workspace
+
+#: an array's shape as the allocators take it (``empty``, ``zeros``)
+Shape = int | tuple[int, ...]
 
 
-def on_backend(method: _Method) -> _Method:
+class HasBackend(Protocol):
+    """An object that runs on a backend (a model): what ``on_backend`` reads of it."""
+
+    @property
+    def backend(self) -> Backend: ...
+
+
+_Owner = TypeVar("_Owner", bound=HasBackend)
+_Params = ParamSpec("_Params")
+_Result = TypeVar("_Result")
+
+
+def on_backend(
+    method: Callable[Concatenate[_Owner, _Params], _Result],
+) -> Callable[Concatenate[_Owner, _Params], _Result]:
     """Run the method of an object with a ``backend`` (a model) with that backend active: its
     device and stream current."""
 
     @functools.wraps(method)
-    def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+    def run(self: _Owner, /, *args: _Params.args, **kwargs: _Params.kwargs) -> _Result:
         with self.backend.activate():
             return method(self, *args, **kwargs)
 
-    return run  # type: ignore[return-value]
+    return run
+
+
+class TrainingModel(Protocol):
+    """What a backend's training steps read of a model (``xpmlp.MLP`` is one; the backends
+    sit below ``xpmlp.train`` and do not import it): its parameters, gradients and
+    optimizer, its dtype, and its per-op passes over a workspace."""
+
+    @property
+    def dtype(self) -> numpy.dtype[numpy.floating]: ...
+    @property
+    def params(self) -> Array: ...
+    @property
+    def grads(self) -> Array: ...
+    @property
+    def n_weights(self) -> int: ...
+    @property
+    def optimizer(self) -> Optimizer: ...
+    def workspace(self, rows: int) -> Workspace: ...
+    def forward_pass(self, ws: Workspace, training: bool = True) -> None: ...
+    def backward_pass(self, ws: Workspace, out_stats: Array, skip: Array,
+                      row_weights: Array = None) -> None: ...
+
+
+class RunStats(Protocol):
+    """What an epoch runner reads of a run's state (``xpmlp.train.loop.RunState``): the
+    per-batch (loss sum, correct count) rows and the skip flag, on the device."""
+
+    @property
+    def batch_stats(self) -> Array: ...
+    @property
+    def skip(self) -> Array: ...
+
+
+class BatchStep(Protocol):
+    """``Backend.fused_step``'s step: the whole training step of one batch in one call, and
+    its gradient-only form (``xpmlp.backends.numpy_backend.FusedStep``)."""
+
+    def __call__(self, X: Array, Y: Array, idx: Array, ws: Workspace, out_stats: Array,
+                 skip: Array, lr_factor: float = 1.0, weight_decay: float | None = None,
+                 row_weights: tuple[Array, float] | None = None) -> None: ...
+
+    def gradients(self, X: Array, Y: Array, idx: Array, ws: Workspace, out_stats: Array,
+                  skip: Array, row_weights: tuple[Array, float] | None = None) -> None: ...
+
+
+class EpochRunner(Protocol):
+    """``Backend.epoch_runner``'s runner: the first batches of ``run_epoch``'s epoch (its
+    arguments); returns how many it ran (``xpmlp.backends.cuda_graph.GraphedEpoch``)."""
+
+    def __call__(self, X: Array, Y: Array, order: Array, batch_size: int, state: RunStats,
+                 lr_factor: Callable[[int], float] | None = None,
+                 on_batch: Callable[[int, int], None] | None = None) -> int: ...
 
 
 def activation_entry(activation: str | Activation) -> Activation:
@@ -55,19 +130,28 @@ def loss_entry(loss: str | Loss) -> Loss:
     return loss if isinstance(loss, Loss) else LOSSES[loss]
 
 
+def array_derivative(entry: Activation) -> ArrayDerivative:
+    """The reference derivative formula ``f'(Z)`` of ``entry`` (TypeError for an activation
+    that has none: a row-wise one, whose derivative the loss's delta folds in)."""
+    if entry.array_derivative is None:
+        raise TypeError(f"activation {entry.name!r} has no elementwise derivative formula")
+    return entry.array_derivative
+
+
 class Backend:
     """Reference implementation of every operation, in plain ``xp`` array code."""
 
     name = "reference"
 
-    def __init__(self, xp: Any = numpy) -> None:
+    def __init__(self, xp: ArrayModule = numpy) -> None:
         self.xp = xp
 
     @functools.cached_property
-    def array_api(self) -> Any:
+    def array_api(self) -> ArrayModule:
         """The array API standard namespace of ``xp``'s arrays (``array_api_compat``): the
         one the registries' reference formulas ``array(xp, Z)`` are written against."""
-        return array_api_compat.array_namespace(self.xp.empty(0))
+        namespace: ArrayModule = array_api_compat.array_namespace(self.xp.empty(0))
+        return namespace
 
     # ------------------------------------------------------------------ arrays and devices
     @property
@@ -80,7 +164,7 @@ class Backend:
         each public call inside it (a no-op on the host)."""
         return contextlib.nullcontext()
 
-    def asarray(self, a: Any, dtype: Any = None) -> Array:
+    def asarray(self, a: ArrayLike, dtype: DTypeLike | None = None) -> Array:
         """Host (or backend) array -> C-contiguous backend array (the host-to-device crossing)."""
         return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype))
 
@@ -88,11 +172,11 @@ class Backend:
         """Backend array -> NumPy array on the host (the device-to-host crossing)."""
         return numpy.asarray(a)
 
-    def rng(self, seed: int | None) -> Any:
+    def rng(self, seed: int | None) -> Generator:
         """A seeded random generator that draws backend arrays."""
         return self.xp.random.default_rng(seed)
 
-    def rng_state(self, rng: Any) -> dict[str, Any] | None:
+    def rng_state(self, rng: Generator) -> dict[str, object] | None:
         """The state of ``rng`` (from ``self.rng``) as JSON values, or None where it cannot be
         read (CuPy's generators keep theirs on the device, unreadable): a NumPy Generator's
         ``{"kind": "numpy", "bit_generator": rng.bit_generator.state}``."""
@@ -101,7 +185,7 @@ class Backend:
             return None
         return {"kind": "numpy", "bit_generator": state}
 
-    def rng_from_state(self, state: dict[str, Any]) -> Any:
+    def rng_from_state(self, state: Mapping[str, object]) -> Generator | None:
         """A generator in the ``state`` of ``rng_state``, or None when this backend's generators
         are of another kind. ValueError, TypeError or KeyError if ``state`` is malformed."""
         rng = self.rng(0)
@@ -113,10 +197,10 @@ class Backend:
     def synchronize(self) -> None:
         """Wait until all queued work is done (a no-op on the CPU)."""
 
-    def empty(self, shape: Any, dtype: Any) -> Array:
+    def empty(self, shape: Shape, dtype: DTypeLike) -> Array:
         return self.xp.empty(shape, dtype=dtype)
 
-    def zeros(self, shape: Any, dtype: Any) -> Array:
+    def zeros(self, shape: Shape, dtype: DTypeLike) -> Array:
         return self.xp.zeros(shape, dtype=dtype)
 
     def deterministic(self) -> contextlib.AbstractContextManager[None]:
@@ -125,7 +209,7 @@ class Backend:
         reference backend's results already do."""
         return contextlib.nullcontext()
 
-    def fused_step(self, model: Any) -> Any:
+    def fused_step(self, model: TrainingModel) -> BatchStep | None:
         """A callable that does ``xpmlp.train.loop.run_epoch``'s whole step for one batch of
         ``model`` (gather, forward, backward, update), with a ``gradients`` method that stops
         before the update (data-parallel training averages the gradients, then calls
@@ -133,7 +217,7 @@ class Backend:
         (the per-op path, which specifies the step)."""
         return None
 
-    def step_kind(self, model: Any) -> tuple[str, str | None]:
+    def step_kind(self, model: TrainingModel) -> tuple[str, str | None]:
         """The kind of step ``xpmlp.train.loop.run_epoch`` takes for ``model`` on this backend:
         "fused-cpu" (``fused_step``), "cuda-graph" (``epoch_runner``: a recorded step),
         "cuda-eager" (the CUDA backend's kernels launched one by one) or "reference" (the
@@ -141,14 +225,14 @@ class Backend:
         why not (None otherwise). Here: ("reference", None)."""
         return "reference", None
 
-    def epoch_runner(self, model: Any) -> Any:
+    def epoch_runner(self, model: TrainingModel) -> EpochRunner | None:
         """A callable that runs the first batches of ``xpmlp.train.loop.run_epoch``'s epoch for
         ``model`` (same arguments) and returns how many it ran, or None: run_epoch steps
         every batch itself. The CUDA backend's replays a recorded step for the full batches
         (``xpmlp.backends.cuda_graph``)."""
         return None
 
-    def record(self, step: Any) -> Any:
+    def record(self, step: Callable[[], None]) -> Callable[[], None]:
         """Run ``step`` (a callable of no arguments queuing one training step) once and return
         what repeats it: here ``step`` itself. The CUDA backend returns the replay of a CUDA
         graph of it (``xpmlp.backends.cuda_graph``)."""
@@ -156,7 +240,7 @@ class Backend:
         return step
 
     # ------------------------------------------------------------------ data movement
-    def permutation(self, rng: Any, n: int) -> Array:
+    def permutation(self, rng: Generator, n: int) -> Array:
         """A random permutation of range(n), drawn on the backend's device."""
         return rng.permutation(n)
 
@@ -193,7 +277,7 @@ class Backend:
         """Backward: delta = dA * f'(Z), given Z and A = f(Z) (delta may be dA);
         db = sum_rows delta."""
         entry = activation_entry(activation)
-        delta[...] = dA * entry.array_derivative(self.array_api, Z, A)  # type: ignore[misc]
+        delta[...] = dA * array_derivative(entry)(self.array_api, Z, A)
         db[...] = delta.sum(axis=0)
 
     # ------------------------------------------------------------------ dropout and batch norm
@@ -218,7 +302,7 @@ class Backend:
         xp, entry, t = self.xp, activation_entry(activation), Z.dtype.type
         keep = dropout_keep_mask(xp, key, Z.shape, rate, first_row)
         api = self.array_api
-        d = dA * entry.array_derivative(api, Z, entry.array(api, Z)) * t(1.0 / (1.0 - rate))
+        d = dA * array_derivative(entry)(api, Z, entry.array(api, Z)) * t(1.0 / (1.0 - rate))
         delta[...] = xp.where(keep, d, t(0.0))
         db[...] = delta.sum(axis=0)
 
@@ -272,7 +356,7 @@ class Backend:
         BN = gamma * Zhat + beta
         keep = dropout_keep_mask(xp, key, dA.shape, rate)
         api = self.array_api
-        dBN = xp.where(keep, dA * entry.array_derivative(api, BN, entry.array(api, BN))
+        dBN = xp.where(keep, dA * array_derivative(entry)(api, BN, entry.array(api, BN))
                        * t(1.0 / (1.0 - rate)), t(0.0))
         dbeta[...] = dBN.sum(axis=0)
         dgamma[...] = (dBN * Zhat).sum(axis=0)
@@ -314,7 +398,7 @@ class Backend:
         out[0:1] = (c * c).sum(keepdims=True)
 
     def optimizer_step(
-        self, optimizer: Any, p: Array, g: Array, state: Array, hyper: tuple[float, ...],
+        self, optimizer: Optimizer, p: Array, g: Array, state: Array, hyper: tuple[float, ...],
         decay: float, n_decay: int, skip: Array, l1: float = 0.0,
         clip_value: float = math.inf, max_norm: float = 0.0, sum_squares: Array | None = None,
     ) -> None:
@@ -341,7 +425,7 @@ class Backend:
         state[...] = xp.where(keep, state, new_state)
 
     def optimizer_step_at(
-        self, optimizer: Any, p: Array, g: Array, state: Array, hyper_rows: Array,
+        self, optimizer: Optimizer, p: Array, g: Array, state: Array, hyper_rows: Array,
         counter: Array, decay: float, n_decay: int, skip: Array, l1: float = 0.0,
         clip_value: float = math.inf, max_norm: float = 0.0, sum_squares: Array | None = None,
     ) -> None:
