@@ -635,7 +635,7 @@ def _train(args: argparse.Namespace, comm: Communicator, threads: int | None = N
     model.fit(x_train, y_train, epochs=args.epochs, batch_size=batch_size,
               **(stopping or {"validation_data": (x_test, y_test)}), lr_schedule=schedule,
               progress=not quiet, callback=epoch_done, initial_epoch=model.epoch_,
-              **({} if comm.name == "single" else {"comm": comm}))
+              comm=None if comm.name == "single" else comm)
     wall = time.perf_counter() - started
     history = model.history_
     train_seconds = sum(r["seconds"] for r in history[epochs_before:])  # this run's only
@@ -751,9 +751,7 @@ def rescue_locations(path: str | os.PathLike[str]) -> list[Path]:
 def _early_stopping_epochs(model: MLP) -> dict[str, int | None]:
     """The model's ``best_epoch_`` and ``stopped_epoch_``, which ``fit`` sets
     (``xpmlp.train.loop``), by the names of the run's report."""
-    # MLP does not declare the two attributes (fit sets them): mypy cannot see them
-    return {"best_epoch": model.best_epoch_,  # type: ignore[attr-defined]
-            "stopped_epoch": model.stopped_epoch_}  # type: ignore[attr-defined]
+    return {"best_epoch": model.best_epoch_, "stopped_epoch": model.stopped_epoch_}
 
 
 def write_model(model: MLP, path: str, option: str, rescue_note: str = "") -> Path:

@@ -47,9 +47,9 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol, TypedDict
 
 import numpy
 
@@ -67,8 +67,14 @@ from ..core.workspace import PREDICT_CHUNK
 from ..machine.threads import cpu_threads, rank_share
 from .early_stopping import EarlyStopping, Watch, early_stopping_for
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # numpy.typing only for the checker: importing it sets numpy.typing
+    from numpy.typing import ArrayLike
+
+    from ..backends.base import BatchStep
+    from ..core.aliases import Array, Record
+    from ..core.workspace import Workspace
     from ..distributed.base import Communicator
+    from ..distributed.faults import Settings
     from .model import MLP
 
 LOSS, CORRECT = 0, 1  # the columns of RunState.batch_stats
@@ -80,14 +86,50 @@ FIT_OPTIONS = {
 }
 
 
+class RowSource(Protocol):
+    """A host source of rows that ``run_epoch`` may take for X (the estimators' sparse X,
+    ``xpmlp.estimators.data.SparseRows``): ``take_rows(idx, out)`` writes the rows ``idx``,
+    dense, into the device array ``out``."""
+
+    def take_rows(self, idx: Array, out: Array) -> None: ...
+
+
+class ProgressBar(Protocol):
+    """What the training loops use of a tqdm bar."""
+
+    n: float
+
+    def update(self, n: float = 1) -> object: ...
+    def set_postfix(self, ordered_dict: Mapping[str, object] | None = None,
+                    refresh: bool | None = True, **kwargs: object) -> None: ...
+    def close(self) -> None: ...
+
+
+class FitOptions(TypedDict, total=False):
+    """The keyword options of ``fit`` (and ``MLP.fit``), each as ``fit`` takes it."""
+
+    epochs: int
+    batch_size: int
+    shuffle: bool
+    validation_data: tuple[ArrayLike, ArrayLike] | DeviceData | None
+    lr_schedule: str | LRScheduler
+    progress: bool
+    callback: Callable[[Record], None] | None
+    comm: Communicator | None
+    initial_epoch: int
+    early_stopping: bool | EarlyStopping
+    validation_fraction: float | None
+    sample_weight: ArrayLike | None
+
+
 @dataclass
 class RunState:
     """What one run of training keeps on the device (see the module docstring)."""
 
-    batch_stats: Any  # (n_batches, 2): per batch, the sum of its samples' losses, # correct
-    skip: Any  # (1,): set by the loss kernel when a loss is not finite; read by the optimizer
-    last_finite: Any  # a copy of the parameters last seen finite
-    batch_rows: list[Any]  # batch_stats[b] for each b, views made once (not one per step)
+    batch_stats: Array  # (n_batches, 2): per batch, the sum of its samples' losses, # correct
+    skip: Array  # (1,): set by the loss kernel when a loss is not finite; read by the optimizer
+    last_finite: Array  # a copy of the parameters last seen finite
+    batch_rows: list[Array]  # batch_stats[b] for each b, views made once (not one per step)
 
     @classmethod
     def allocate(cls, model: MLP, n_batches: int) -> RunState:
@@ -122,11 +164,11 @@ class BatchSettings:
     """
 
     weight_decay: numpy.ndarray | None = None
-    sample_weight: Any = None
+    sample_weight: Array | None = None
     weight_scale: numpy.ndarray | None = None
-    penalty: Any = None
+    penalty: Array | None = None
 
-    def row_weights(self, batch: int) -> tuple[Any, float] | None:
+    def row_weights(self, batch: int) -> tuple[Array, float] | None:
         """(w, weight_scale[batch]), or None for an unweighted run."""
         if self.sample_weight is None:
             return None
@@ -136,14 +178,14 @@ class BatchSettings:
         return self.sample_weight, float(self.weight_scale[batch])
 
 
-def squared_weights(model: MLP) -> Any:
+def squared_weights(model: MLP) -> Array:
     """||W||^2 over every layer's weights (biases excluded), a device scalar."""
     W = model.params[:model.n_weights]
     return model.backend.xp.dot(W, W)
 
 
 def run_epoch(
-    model: MLP, X: Any, Y: Any, order: Any, batch_size: int, state: RunState,
+    model: MLP, X: Array | RowSource, Y: Array, order: Array, batch_size: int, state: RunState,
     lr_factor: Callable[[int], float] | None = None,
     on_batch: Callable[[int, int], None] | None = None,
     comm: Communicator | None = None,
@@ -199,9 +241,9 @@ def run_epoch(
     return n_batches
 
 
-def batch_gradients(model: MLP, fused: Any, X: Any, Y: Any, idx: Any, ws: Any,
-                    out_stats: Any, skip: Any, row_weights: tuple[Any, float] | None = None,
-                    ) -> None:
+def batch_gradients(model: MLP, fused: BatchStep | None, X: Array | RowSource, Y: Array,
+                    idx: Array, ws: Workspace, out_stats: Array, skip: Array,
+                    row_weights: tuple[Array, float] | None = None) -> None:
     """The step's gradient-only form, for the batch X[idx], Y[idx]: ``model.grads``, the
     batch's (loss sum, correct count) in ``out_stats``, ``skip[0]`` set for a loss that is
     not finite. ``fused``: the backend's fused step (``Backend.fused_step``; its
@@ -224,7 +266,7 @@ def batch_gradients(model: MLP, fused: Any, X: Any, Y: Any, idx: Any, ws: Any,
 
 
 def step_kind(model: MLP, comm: Communicator | None = None, settings: bool = False,
-              X: Any = None, gradients_only: bool = False) -> tuple[str, str | None]:
+              X: object = None, gradients_only: bool = False) -> tuple[str, str | None]:
     """The kind of step ``run_epoch`` takes for ``model`` ("fused-cpu", "cuda-graph",
     "cuda-eager" or "reference": the per-op path; ``Backend.step_kind``) and, where its
     backend has a faster step that this run cannot take, why not (else None). With a
@@ -252,16 +294,18 @@ def step_kind(model: MLP, comm: Communicator | None = None, settings: bool = Fal
     return kind, why
 
 
-def announce_step(model: MLP, stacklevel: int, **run: Any) -> None:
+def announce_step(model: MLP, stacklevel: int, comm: Communicator | None = None,
+                  settings: bool = False, X: object = None,
+                  gradients_only: bool = False) -> None:
     """Set ``model.step_kind_`` (``step_kind`` of this run) and, where the backend has a
     faster step that the run cannot take, say why in one ``StepFallbackWarning``."""
-    model.step_kind_, why = step_kind(model, **run)
+    model.step_kind_, why = step_kind(model, comm, settings, X, gradients_only)
     if why is not None:
         warnings.warn(f"step: {model.step_kind_} ({why})", StepFallbackWarning,
                       stacklevel=stacklevel + 1)
 
 
-def reduce_gradients(model: MLP, comm: Communicator, out_stats: Any, skip: Any) -> None:
+def reduce_gradients(model: MLP, comm: Communicator, out_stats: Array, skip: Array) -> None:
     """model.grads <- their mean over the ranks of ``comm``, with the skip decision agreed.
 
     Before the mean, a rank whose ``skip[0]`` is set (its batch loss was not finite)
@@ -280,21 +324,21 @@ def reduce_gradients(model: MLP, comm: Communicator, out_stats: Any, skip: Any) 
 @on_backend
 def fit(
     model: MLP,
-    X: Any,
-    y: Any = None,
+    X: ArrayLike | DeviceData,
+    y: ArrayLike | None = None,
     *,
     epochs: int = 10,
     batch_size: int = 128,
     shuffle: bool = True,
-    validation_data: tuple[Any, Any] | DeviceData | None = None,
+    validation_data: tuple[ArrayLike, ArrayLike] | DeviceData | None = None,
     lr_schedule: str | LRScheduler = "constant",
     progress: bool = False,
-    callback: Callable[[dict[str, Any]], None] | None = None,
+    callback: Callable[[Record], None] | None = None,
     comm: Communicator | None = None,
     initial_epoch: int = 0,
     early_stopping: bool | EarlyStopping = False,
     validation_fraction: float | None = None,
-    sample_weight: Any = None,
+    sample_weight: ArrayLike | None = None,
 ) -> MLP:
     """Mini-batch training of ``model``; a history record per epoch goes to ``model.history_``.
 
@@ -385,10 +429,7 @@ def fit(
         data = data_for(model, X, y, what="the training set", remedy=(
             "fit on part of the data at a time (a new fit call continues from the current "
             "weights)"))
-        val = None if validation_data is None else data_for(
-            model, *((validation_data,) if isinstance(validation_data, DeviceData)
-                     else validation_data), name="validation X", what="the validation set",
-            remedy="a smaller validation set")
+        val = None if validation_data is None else _validation_set(model, validation_data)
         weights = None if sample_weight is None else check_sample_weight(
             sample_weight, len(data), model.backend.xp, model.dtype)
         if validation_fraction is not None:
@@ -409,8 +450,17 @@ def fit(
     return model
 
 
+def _validation_set(model: MLP,
+                    given: tuple[ArrayLike, ArrayLike] | DeviceData) -> DeviceData:
+    """``fit``'s ``validation_data``, checked and on the model's backend."""
+    what, remedy = "the validation set", "a smaller validation set"
+    if isinstance(given, DeviceData):
+        return data_for(model, given, name="validation X", what=what, remedy=remedy)
+    return data_for(model, *given, name="validation X", what=what, remedy=remedy)
+
+
 def _hold_out(model: MLP, data: DeviceData, fraction: float,
-              ) -> tuple[DeviceData, DeviceData, Any]:
+              ) -> tuple[DeviceData, DeviceData, numpy.ndarray]:
     """The data less a random ``fraction`` of their rows (drawn with the model's seed), those
     rows as the validation data, and the indices of the rows kept for training (host)."""
     xp = model.backend.xp
@@ -427,9 +477,9 @@ def _hold_out(model: MLP, data: DeviceData, fraction: float,
 
 def _fit(model: MLP, data: DeviceData, epochs: int, batch_size: int, shuffle: bool,
          validation_data: DeviceData | None, schedule: LRScheduler, progress: bool,
-         callback: Callable[[dict[str, Any]], None] | None,
+         callback: Callable[[Record], None] | None,
          comm: Communicator | None = None, stopping: EarlyStopping | None = None,
-         initial_epoch: int = 0, weights: Any = None) -> None:
+         initial_epoch: int = 0, weights: Array | None = None) -> None:
     be = model.backend
     m_total = len(data)
     X_all, Y_all = data.X, data.targets(model)
@@ -461,8 +511,7 @@ def _fit(model: MLP, data: DeviceData, epochs: int, batch_size: int, shuffle: bo
         first = (epoch - 1) * n_batches
         record = _fit_epoch(
             model, X_all, Y_all, order, batch_size, state, epoch, epochs, progress,
-            None if schedule.is_constant() else
-            lambda batch, e=epoch - 1, first=first: schedule.factor_at(e, first + batch), comm,
+            None if schedule.is_constant() else _factors(schedule, epoch - 1, first), comm,
             settings,
         )
         if validation_data is not None:
@@ -482,11 +531,17 @@ def _fit(model: MLP, data: DeviceData, epochs: int, batch_size: int, shuffle: bo
         watch.finish(epoch)
 
 
+def _factors(schedule: LRScheduler, epoch: int, first: int) -> Callable[[int], float]:
+    """The learning-rate factor of each batch of the (0-based) ``epoch``, whose first batch is
+    the run's batch ``first``."""
+    return lambda batch: schedule.factor_at(epoch, first + batch)
+
+
 def _fit_epoch(
-    model: MLP, X: Any, Y: Any, order: Any, batch_size: int, state: RunState, epoch: int,
+    model: MLP, X: Array, Y: Array, order: Array, batch_size: int, state: RunState, epoch: int,
     epochs: int, progress: bool, lr_factor: Callable[[int], float] | None,
     comm: Communicator | None = None, settings: BatchSettings | None = None,
-) -> dict[str, Any]:
+) -> Record:
     """One timed epoch with its progress bar and divergence checks; its history record.
 
     With ``comm``, the bar shows this rank's own running figures, divergence is checked
@@ -530,7 +585,7 @@ def _fit_epoch(
     }
 
 
-def _check_initial_epoch(initial_epoch: Any, epochs: int) -> None:
+def _check_initial_epoch(initial_epoch: object, epochs: int) -> None:
     """ParameterError unless 0 <= initial_epoch < epochs (an integer)."""
     if (isinstance(initial_epoch, bool) or not isinstance(initial_epoch, int)
             or not 0 <= initial_epoch < epochs):
@@ -541,7 +596,7 @@ def _check_initial_epoch(initial_epoch: Any, epochs: int) -> None:
         )
 
 
-def _check_comm(model: MLP, comm: Any) -> None:
+def _check_comm(model: MLP, comm: object) -> None:
     """ParameterError unless ``comm`` is a communicator that can carry this model's arrays."""
     from ..distributed.base import Communicator
 
@@ -557,7 +612,8 @@ def _check_comm(model: MLP, comm: Any) -> None:
         )
 
 
-def _join(model: MLP, comm: Communicator, y: Any, m_rows: int, options: dict[str, Any]) -> int:
+def _join(model: MLP, comm: Communicator, y: Array, m_rows: int,
+          options: Settings) -> int:
     """The collectives that start a data-parallel fit; the rows per epoch of every rank.
 
     Every rank's settings must equal rank 0's (``DistributedError`` otherwise); the rows
@@ -606,7 +662,7 @@ def _agree_epoch(
             None if numpy.isinf(first_bad) else int(first_bad), float(-neg_seconds))
 
 
-def evaluate(model: MLP, X: Any, Y: Any, comm: Communicator | None = None,
+def evaluate(model: MLP, X: Array, Y: Array, comm: Communicator | None = None,
              ) -> tuple[float, float]:
     """(mean loss, accuracy) of the model on the device arrays X, Y (targets one-hot or as
     the loss takes them): forward passes of up to PREDICT_CHUNK rows, each followed by the
@@ -663,13 +719,14 @@ def _check_diverged(model: MLP, state: RunState, epoch: int, batch: int | None,
     raise error
 
 
-def _progress_bar(enabled: bool, total: int, desc: str) -> Any:
+def _progress_bar(enabled: bool, total: int, desc: str) -> ProgressBar | None:
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="samples", unit_scale=True, leave=True,
-                dynamic_ncols=True)
+    bar: ProgressBar = tqdm(total=total, desc=desc, unit="samples", unit_scale=True, leave=True,
+                            dynamic_ncols=True)
+    return bar
 
 
 __all__ = ["CORRECT", "LOSS", "BatchSettings", "EarlyStopping", "RunState", "announce_step",

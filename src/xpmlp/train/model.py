@@ -20,15 +20,15 @@ Nothing here names NumPy or CuPy: every array comes from ``self.backend``.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Generic, TypedDict, TypeVar, cast, overload
 
 from ..backends import Backend, get_backend
 from ..backends.base import on_backend
 from ..backends.device_data import DeviceData, data_for, encode_targets
 from ..core import losses
 from ..core.activations import ACTIVATIONS, Activation
-from ..core.aliases import Array, Generator
+from ..core.aliases import Array, Generator, Record
 from ..core.architecture import (
     _parameter_shapes,
     check_hidden_activations,
@@ -48,6 +48,10 @@ from .state import TrainState
 
 if TYPE_CHECKING:  # numpy.typing only for the checker: importing it sets numpy.typing
     from numpy.typing import ArrayLike
+    from typing_extensions import Unpack
+
+    from .loop import FitOptions
+    from .state import SchedulePosition
 
 CONSTRAINTS = {
     "init": Choice(INITIALIZERS),
@@ -55,9 +59,23 @@ CONSTRAINTS = {
     "seed": Number(0, None, integer=True),
 }
 
-class _StateField:
-    """A model attribute that is a field of its ``train_state_`` (read and written there);
-    ``writable=False``: an array the layers view, copied into, never replaced."""
+_Field = TypeVar("_Field")
+
+
+class Description(TypedDict):
+    """``MLP.describe()``: the architecture as JSON-ready settings."""
+
+    layer_sizes: list[int]
+    activations: list[str]
+    loss: str
+    dropout: list[float]
+    batch_norm: list[bool]
+
+
+class _StateField(Generic[_Field]):
+    """A model attribute that is a field of its ``train_state_`` (read and written there),
+    of that field's type; ``writable=False``: an array the layers view, copied into, never
+    replaced."""
 
     def __init__(self, name: str, writable: bool = True) -> None:
         self.name, self.writable = name, writable
@@ -65,13 +83,18 @@ class _StateField:
     def __set_name__(self, owner: type, attribute: str) -> None:
         self.attribute = attribute
 
-    # -> Any: each field has its own type (TrainState's annotations)
-    def __get__(self, model: MLP | None, owner: type | None = None) -> Any:
+    @overload
+    def __get__(self, model: None, owner: type | None = None) -> _StateField[_Field]: ...
+    @overload
+    def __get__(self, model: MLP, owner: type | None = None) -> _Field: ...
+    def __get__(self, model: MLP | None,
+                owner: type | None = None) -> _Field | _StateField[_Field]:
         if model is None:
             return self
-        return getattr(model.train_state_, self.name)
+        value: _Field = getattr(model.train_state_, self.name)
+        return value
 
-    def __set__(self, model: MLP, value: object) -> None:
+    def __set__(self, model: MLP, value: _Field) -> None:
         if not self.writable:
             raise AttributeError(f"{self.attribute} is viewed by the layers: copy into it "
                                  f"(model.{self.attribute}[...] = values), do not replace it")
@@ -207,15 +230,25 @@ class MLP:
         self.fit_lock = threading.Lock()  # one fit at a time (xpmlp.train.loop)
 
     # the training state: fields of train_state_ (xpmlp.train.state), read and written there
-    params = _StateField("params", writable=False)
-    running_mean = _StateField("running_mean", writable=False)
-    running_var = _StateField("running_var", writable=False)
-    optimizer = _StateField("optimizer")
-    rng = _StateField("rng")
-    dropout_steps = _StateField("dropout_step")  # training passes that drew dropout masks
-    epoch_ = _StateField("epoch")  # epochs trained over the model's life (xpmlp.train.loop.fit)
-    lr_schedule_ = _StateField("lr_schedule")  # the last fit's schedule position
-    history_ = _StateField("history")
+    params: _StateField[Array] = _StateField("params", writable=False)
+    running_mean: _StateField[Array] = _StateField("running_mean", writable=False)
+    running_var: _StateField[Array] = _StateField("running_var", writable=False)
+    optimizer: _StateField[Optimizer] = _StateField("optimizer")
+    rng: _StateField[Generator] = _StateField("rng")
+    # training passes that drew dropout masks
+    dropout_steps: _StateField[int] = _StateField("dropout_step")
+    # epochs trained over the model's life (xpmlp.train.loop.fit)
+    epoch_: _StateField[int] = _StateField("epoch")
+    # the last fit's schedule position
+    lr_schedule_: _StateField[SchedulePosition | None] = _StateField("lr_schedule")
+    history_: _StateField[list[Record]] = _StateField("history")
+
+    # set by fit (xpmlp.train.loop), absent before the first: the epoch whose parameters early
+    # stopping kept and the one it stopped at (None where it did not stop, or without early
+    # stopping), and which step trained the last epoch ("fused-cpu", "cuda-graph", ...)
+    best_epoch_: int | None
+    stopped_epoch_: int | None
+    step_kind_: str
 
     def _allocate_parameters(self, optimizer: Optimizer, rng: Generator) -> None:
         """The training state (``train_state_``) with one flat vector for all parameters (all
@@ -263,24 +296,24 @@ class MLP:
     @property
     def steps_(self) -> int:
         """Optimizer steps taken (the optimizer's step count t)."""
-        return cast(int, self.optimizer.t)  # optimizer: a _StateField, read as Any
+        return self.optimizer.t
 
     # ------------------------------------------------------------------ pickling
-    def __getstate__(self) -> dict[str, Any]:
+    def __getstate__(self) -> dict[str, object]:
         """Host copies of every array, the settings and the backend's name
         (``xpmlp.train.record.pickle_state``): no locks, no workspaces, no device arrays."""
         from .record import pickle_state
 
         return pickle_state(self)
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
+    def __setstate__(self, state: Mapping[str, object]) -> None:
         """Rebuild on the pickled backend, or on the one named by ``use_backend`` or
         ``XPMLP_BACKEND`` where either is set (``xpmlp.train.record.unpickle_into``)."""
         from .record import unpickle_into
 
         unpickle_into(self, state)
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self) -> dict[str, object]:
         """The model's whole state as plain data: its settings, and host copies of its
         ``train_state_`` (``xpmlp.TrainState``: parameters, optimizer rows and step count,
         epoch, random generator, dropout step, schedule position, batch-norm statistics,
@@ -292,7 +325,8 @@ class MLP:
         return pickle_state(self)
 
     @classmethod
-    def from_state(cls, state: dict[str, Any], backend: str | Backend | None = None) -> MLP:
+    def from_state(cls, state: Mapping[str, object],
+                   backend: str | Backend | None = None) -> MLP:
         """The model ``state_dict`` described, on ``backend`` (default: the one it was on, or
         ``XPMLP_BACKEND``). A state of another format version, or naming an activation or
         optimizer not registered here, raises ``DataFileError`` saying which."""
@@ -342,7 +376,7 @@ class MLP:
             f"backend={self.backend.name!r})"
         )
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> Description:
         """The architecture as JSON-ready settings: layer sizes, activations, loss, dropout
         rates and batch-norm flags."""
         return {"layer_sizes": self.layer_sizes, "activations": self.activations,
@@ -501,7 +535,8 @@ class MLP:
         self.apply_gradients(self._learner_skip)
 
     # ------------------------------------------------------------------ training
-    def fit(self, X: ArrayLike | DeviceData, y: ArrayLike | None = None, **options: Any) -> MLP:
+    def fit(self, X: ArrayLike | DeviceData, y: ArrayLike | None = None,
+            **options: Unpack[FitOptions]) -> MLP:
         """Mini-batch training on X, y (or a ``DeviceData`` holding both): see
         ``xpmlp.train.loop.fit`` for the options."""
         from .loop import fit
