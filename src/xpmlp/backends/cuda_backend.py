@@ -31,19 +31,29 @@ import math
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy
 
 from ..core import config
+from ..core.activations import Activation
+from ..core.aliases import DeviceObject, NumbaDispatcher
 from ..core.errors import DeviceMemoryError
+from ..core.losses import Loss
 from ..core.regularization import dropout_threshold
 from ..kernels import cuda as kcuda
-from .base import Array, Backend, activation_entry, loss_entry
+from .base import Array, Backend, Shape, TrainingModel, activation_entry, loss_entry
 from .cuda_graph import UNSUPPORTED, GraphedEpoch, graphs_supported
 from .cuda_probe import INSTALL_HINT as CUDA_INSTALL_HINT
 from .cuda_probe import probe_cuda
 from .devices import cuda_device, unavailable
+
+if TYPE_CHECKING:  # numpy.typing only for the checker: importing it sets numpy.typing
+    from numpy.typing import ArrayLike, DTypeLike
+
+    from ..core.aliases import ArrayModule, Generator
+    from ..core.optim import Optimizer
+    from .cublas import CublasHandle
 
 
 class CudaKernelOps(Backend):
@@ -56,14 +66,16 @@ class CudaKernelOps(Backend):
 
     name = "cuda-kernels"
 
-    def __init__(self, xp: Any, launch_stream: Any = 0, graphs: bool = False) -> None:
+    def __init__(self, xp: ArrayModule, launch_stream: DeviceObject = 0,
+                 graphs: bool = False) -> None:
         super().__init__(xp)
         self._launch_stream = launch_stream
         self._scratch: dict[tuple[str, tuple[int, ...], str], Array] = {}
         self.graphs = bool(graphs)
-        self._epochs: weakref.WeakKeyDictionary[Any, GraphedEpoch] = weakref.WeakKeyDictionary()
+        self._epochs: weakref.WeakKeyDictionary[TrainingModel, GraphedEpoch] = (
+            weakref.WeakKeyDictionary())
 
-    def step_kind(self, model: Any) -> tuple[str, str | None]:
+    def step_kind(self, model: TrainingModel) -> tuple[str, str | None]:
         """("cuda-graph", None) when ``epoch_runner`` replays a recorded step (its full
         batches; a shorter last batch runs launch by launch); ("cuda-eager", why) when graphs
         are on but this model's step cannot be recorded, or recording it failed
@@ -77,7 +89,7 @@ class CudaKernelOps(Backend):
             return "cuda-eager", f"recording the step as a CUDA graph failed ({error})"
         return "cuda-graph", None
 
-    def epoch_runner(self, model: Any) -> GraphedEpoch | None:
+    def epoch_runner(self, model: TrainingModel) -> GraphedEpoch | None:
         """With ``graphs`` on and a model whose step can be recorded
         (``cuda_graph.graphs_supported``): the model's ``GraphedEpoch`` (one per model, so
         its recording lives across epochs). Otherwise None: ``run_epoch`` steps per op."""
@@ -88,12 +100,12 @@ class CudaKernelOps(Backend):
             runner = self._epochs[model] = GraphedEpoch(self, model)
         return runner
 
-    def _launch(self, kernel: Any, n_items: int, *args: Any) -> None:
+    def _launch(self, kernel: NumbaDispatcher, n_items: int, *args: object) -> None:
         """Queue ``kernel(*args)`` with one thread per item (grid-stride beyond MAX_BLOCKS)."""
         kcuda.launcher(kernel, n_items, self._launch_stream, args,
                        config.cuda_launch_paths)(*args)
 
-    def _scratch_array(self, name: str, shape: tuple[int, ...], dtype: Any) -> Array:
+    def _scratch_array(self, name: str, shape: tuple[int, ...], dtype: DTypeLike) -> Array:
         """A scratch array kept for reuse (kernels on one stream run in order: sharing is safe)."""
         key = (name, shape, numpy.dtype(dtype).str)
         buf = self._scratch.get(key)
@@ -107,7 +119,7 @@ class CudaKernelOps(Backend):
         self._launch(kernel, idx.shape[0] * X.shape[1], X, idx, out)
 
     # ------------------------------------------------------------------ forward and backward
-    def bias_activation(self, Z: Array, b: Array, A: Array, activation: Any) -> None:
+    def bias_activation(self, Z: Array, b: Array, A: Array, activation: str | Activation) -> None:
         entry = activation_entry(activation)
         if entry.elementwise:
             kernel = kcuda.CUDA.kernel(kcuda.bias_activation_elements, Z.dtype,
@@ -119,7 +131,7 @@ class CudaKernelOps(Backend):
             self._launch(kernel, Z.shape[0], Z, b, A)
 
     def activation_backward(
-        self, dA: Array, Z: Array, A: Array, delta: Array, db: Array, activation: Any
+        self, dA: Array, Z: Array, A: Array, delta: Array, db: Array, activation: str | Activation
     ) -> None:
         """delta = dA * f'(Z) with column sums of CHUNK_ROWS-row chunks, then db = sum of chunks
         (one launch when the batch is a single chunk: the chunk sum is db)."""
@@ -136,7 +148,7 @@ class CudaKernelOps(Backend):
 
     # ------------------------------------------------------------------ dropout and batch norm
     def bias_activation_dropout(
-        self, Z: Array, b: Array, A: Array, activation: Any, key: int, rate: float,
+        self, Z: Array, b: Array, A: Array, activation: str | Activation, key: int, rate: float,
         first_row: int = 0,
     ) -> None:
         kernel = kcuda.CUDA.kernel(kcuda.bias_activation_dropout_elements, Z.dtype,
@@ -145,7 +157,7 @@ class CudaKernelOps(Backend):
                      dropout_threshold(rate), Z.dtype.type(1.0 / (1.0 - rate)))
 
     def activation_backward_dropout(
-        self, dA: Array, Z: Array, delta: Array, db: Array, activation: Any, key: int,
+        self, dA: Array, Z: Array, delta: Array, db: Array, activation: str | Activation, key: int,
         rate: float, first_row: int = 0,
     ) -> None:
         """As ``activation_backward``: chunk sums, then db (one launch for one chunk)."""
@@ -165,8 +177,8 @@ class CudaKernelOps(Backend):
 
     def batch_norm_forward(
         self, Z: Array, b: Array, gamma: Array, beta: Array, stats: Array, running_mean: Array,
-        running_var: Array, Zhat: Array, A: Array, activation: Any, key: int, rate: float,
-        momentum: float, eps: float,
+        running_var: Array, Zhat: Array, A: Array, activation: str | Activation, key: int,
+        rate: float, momentum: float, eps: float,
     ) -> None:
         """One launch, one thread per column (statistics, running estimates, Zhat, A)."""
         t, (m, n) = Z.dtype.type, Z.shape
@@ -178,7 +190,7 @@ class CudaKernelOps(Backend):
 
     def batch_norm_inference(
         self, Z: Array, b: Array, gamma: Array, beta: Array, running_mean: Array,
-        running_var: Array, A: Array, activation: Any, eps: float,
+        running_var: Array, A: Array, activation: str | Activation, eps: float,
     ) -> None:
         kernel = kcuda.CUDA.kernel(kcuda.batch_norm_inference_elements, Z.dtype,
                                    **activation_entry(activation).forward_bindings())
@@ -187,7 +199,7 @@ class CudaKernelOps(Backend):
 
     def batch_norm_backward(
         self, dA: Array, Zhat: Array, gamma: Array, beta: Array, stats: Array, delta: Array,
-        dgamma: Array, dbeta: Array, db: Array, activation: Any, key: int, rate: float,
+        dgamma: Array, dbeta: Array, db: Array, activation: str | Activation, key: int, rate: float,
     ) -> None:
         """One launch, one thread per column (dBN, dbeta, dgamma, then delta and db)."""
         t = dA.dtype.type
@@ -200,7 +212,7 @@ class CudaKernelOps(Backend):
 
     def loss_output_delta(
         self, Z: Array, A: Array, Y: Array, delta: Array, db: Array, out_stats: Array,
-        skip: Array, activation: Any, loss: Any,
+        skip: Array, activation: str | Activation, loss: str | Loss,
     ) -> None:
         """Per row: delta_L and (loss, correct); then db_L and the statistics, rows in order."""
         m, n = Z.shape
@@ -223,7 +235,7 @@ class CudaKernelOps(Backend):
         self._launch(kcuda.CUDA.kernel(kcuda.sum_chunks, g.dtype), 1, partial, out)
 
     def optimizer_step(
-        self, optimizer: Any, p: Array, g: Array, state: Array, hyper: tuple[float, ...],
+        self, optimizer: Optimizer, p: Array, g: Array, state: Array, hyper: tuple[float, ...],
         decay: float, n_decay: int, skip: Array, l1: float = 0.0,
         clip_value: float = math.inf, max_norm: float = 0.0, sum_squares: Array | None = None,
     ) -> None:
@@ -234,7 +246,7 @@ class CudaKernelOps(Backend):
                                         sum_squares))
 
     def optimizer_step_at(
-        self, optimizer: Any, p: Array, g: Array, state: Array, hyper_rows: Array,
+        self, optimizer: Optimizer, p: Array, g: Array, state: Array, hyper_rows: Array,
         counter: Array, decay: float, n_decay: int, skip: Array, l1: float = 0.0,
         clip_value: float = math.inf, max_norm: float = 0.0, sum_squares: Array | None = None,
     ) -> None:
@@ -246,7 +258,7 @@ class CudaKernelOps(Backend):
     @staticmethod
     def _update_tail(p: Array, decay: float, n_decay: int, skip: Array, l1: float,
                      clip_value: float, max_norm: float,
-                     sum_squares: Array | None) -> tuple[Any, ...]:
+                     sum_squares: Array | None) -> tuple[object, ...]:
         """The optimizer kernels' arguments after the hyperparameters, scalars in p's dtype
         (``sum_squares`` is read only when max_norm > 0: any array stands in otherwise)."""
         t = p.dtype.type
@@ -269,7 +281,10 @@ def _compile_errors() -> tuple[type[BaseException], ...]:
     from numba.cuda.cudadrv import driver, error
 
     return (NumbaError, error.NvvmError, error.NvvmSupportError, error.NvrtcError,
-            error.NvrtcSupportError, error.CCSupportError, error.CudaSupportError,
+            # mypy reads numba's own numba.cuda, which numba-cuda replaces at run time (the
+            # redirector of its install) and which has no CCSupportError
+            error.NvrtcSupportError, error.CCSupportError,  # type: ignore[attr-defined]
+            error.CudaSupportError,
             driver.LinkerError)
 
 
@@ -308,11 +323,11 @@ class CudaBackend(CudaKernelOps):  # pragma: no cover - needs a GPU (tests marke
         self._errors, self._typing_error = _compile_errors(), (TypingError, CudaTypingError)
         super().__init__(cupy, launch_stream=cuda.external_stream(self.stream.ptr),
                          graphs=graphs)
-        self._own_blas: Any = None  # xpmlp.backends.cublas.CublasHandle, made when needed
-        self._gemm: Any = self._cublas_handle() if gemm == "cublas" else None
+        self._own_blas: CublasHandle | None = None  # made when needed
+        self._gemm: CublasHandle | None = self._cublas_handle() if gemm == "cublas" else None
         self.graph_error: str | None = None  # why recording a step failed, if it did
 
-    def _cublas_handle(self) -> Any:
+    def _cublas_handle(self) -> CublasHandle:
         """xpmlp's cuBLAS handle on the backend's stream (made on first use)."""
         if self._own_blas is None:
             from .cublas import CublasHandle
@@ -348,7 +363,7 @@ class CudaBackend(CudaKernelOps):  # pragma: no cover - needs a GPU (tests marke
         launch, stream = graph.launch, self.stream
         return lambda: launch(stream)
 
-    def _capture(self, step: Callable[[], None]) -> Any:
+    def _capture(self, step: Callable[[], None]) -> DeviceObject:  # a cupy.cuda.Graph
         self.stream.begin_capture()
         try:
             step()
@@ -407,7 +422,7 @@ class CudaBackend(CudaKernelOps):  # pragma: no cover - needs a GPU (tests marke
                 "batch size or model, free other GPU work, or use backend='numpy'"
             ) from exc
 
-    def _launch(self, kernel: Any, n_items: int, *args: Any) -> None:
+    def _launch(self, kernel: NumbaDispatcher, n_items: int, *args: object) -> None:
         try:
             kcuda.launcher(kernel, n_items, self._launch_stream, args,
                            config.cuda_launch_paths)(*args)
@@ -422,28 +437,29 @@ class CudaBackend(CudaKernelOps):  # pragma: no cover - needs a GPU (tests marke
             ) from exc
 
     # ------------------------------------------------------------------ the only crossings
-    def asarray(self, a: Any, dtype: Any = None) -> Array:
+    def asarray(self, a: ArrayLike, dtype: DTypeLike | None = None) -> Array:
         with self._device_memory(f"an array of shape {numpy.shape(a)}"):
             return self._cupy.ascontiguousarray(self._cupy.asarray(a, dtype=dtype))
 
     def to_numpy(self, a: Array) -> numpy.ndarray:
         """Copy to the host on the backend's stream, waiting for the work queued before it."""
-        return self._cupy.asnumpy(a, stream=self.stream)
+        host: numpy.ndarray = self._cupy.asnumpy(a, stream=self.stream)
+        return host
 
     # ------------------------------------------------------------------ device work
-    def empty(self, shape: Any, dtype: Any) -> Array:
+    def empty(self, shape: Shape, dtype: DTypeLike) -> Array:
         with self._device_memory(f"an array of shape {shape}"):
             return self._cupy.empty(shape, dtype=dtype)
 
-    def zeros(self, shape: Any, dtype: Any) -> Array:
+    def zeros(self, shape: Shape, dtype: DTypeLike) -> Array:
         with self._device_memory(f"an array of shape {shape}"):
             return self._cupy.zeros(shape, dtype=dtype)
 
-    def rng(self, seed: int | None) -> Any:
+    def rng(self, seed: int | None) -> Generator:
         """CuPy's seeded generator: its own streams of numbers, not NumPy's."""
         return self._cupy.random.default_rng(seed)
 
-    def permutation(self, rng: Any, n: int) -> Array:
+    def permutation(self, rng: Generator, n: int) -> Array:
         """The order that sorts n uniform draws: a uniformly random permutation, on the device."""
         return self._cupy.argsort(rng.random(n))
 

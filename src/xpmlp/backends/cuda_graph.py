@@ -35,10 +35,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..core.aliases import Array
+    from ..core.workspace import Workspace
+    from .base import Backend, RunStats, TrainingModel
 
 
-def address(a: Any) -> int:
+def address(a: Array) -> int:
     """Where an array's data starts (device or host)."""
     interface = getattr(a, "__cuda_array_interface__", None) or a.__array_interface__
     return int(interface["data"][0])
@@ -48,12 +53,12 @@ def address(a: Any) -> int:
 class Plan:
     """The buffers a recorded step reads, and the recording (``replay``)."""
 
-    key: tuple[Any, ...]
-    workspace: Any
-    order: Any  # (m_total,) int64: the epoch's order, copied in once per epoch
-    counter: Any  # (1,) int64: the batch the next replay works on
-    hyper_rows: Any  # (n_batches, n_hyper): each batch's hyperparameters
-    stats: Any  # (2,): the step's loss sum and correct count, before record_batch
+    key: tuple[int | str | None, ...]  # the sizes, the dtype and the arrays' addresses
+    workspace: Workspace
+    order: Array  # (m_total,) int64: the epoch's order, copied in once per epoch
+    counter: Array  # (1,) int64: the batch the next replay works on
+    hyper_rows: Array  # (n_batches, n_hyper): each batch's hyperparameters
+    stats: Array  # (2,): the step's loss sum and correct count, before record_batch
     replay: Callable[[], None] | None = None
 
 
@@ -62,14 +67,14 @@ class GraphedEpoch:
     on_batch)`` for one model on a CUDA backend (``CudaKernelOps.epoch_runner``), with the
     step recorded."""
 
-    def __init__(self, backend: Any, model: Any) -> None:
+    def __init__(self, backend: Backend, model: TrainingModel) -> None:
         self.backend = backend
         self.model = model
         self.plan: Plan | None = None
         self.recordings = 0  # how many times a step was recorded (tests, diagnostics)
 
-    def _plan(self, X: Any, Y: Any, rows: int, m_total: int, n_batches: int,
-              state: Any) -> Plan:
+    def _plan(self, X: Array, Y: Array, rows: int, m_total: int, n_batches: int,
+              state: RunStats) -> Plan:
         """The plan for ``n_batches`` full batches of ``rows`` rows out of ``m_total``
         samples of these arrays: the last one when nothing moved, else built afresh."""
         model, be = self.model, self.backend
@@ -87,7 +92,7 @@ class GraphedEpoch:
         )
         return self.plan
 
-    def _step(self, X: Any, Y: Any, plan: Plan, state: Any) -> None:
+    def _step(self, X: Array, Y: Array, plan: Plan, state: RunStats) -> None:
         """One batch: the device counter picks its rows, hyperparameters and statistics row."""
         model, be, ws = self.model, self.backend, plan.workspace
         be.gather_batch(X, plan.order, plan.counter, ws.X)
@@ -98,7 +103,7 @@ class GraphedEpoch:
                                 plan.hyper_rows, plan.counter)
         be.record_batch(plan.counter, plan.stats, state.batch_stats)
 
-    def __call__(self, X: Any, Y: Any, order: Any, batch_size: int, state: Any,
+    def __call__(self, X: Array, Y: Array, order: Array, batch_size: int, state: RunStats,
                  lr_factor: Callable[[int], float] | None = None,
                  on_batch: Callable[[int, int], None] | None = None) -> int:
         """The epoch's full batches, by replays; returns how many (``run_epoch`` steps the
@@ -128,7 +133,7 @@ class GraphedEpoch:
         return n_full
 
 
-def graphs_supported(model: Any) -> bool:
+def graphs_supported(model: object) -> bool:
     """Whether ``GraphedEpoch`` runs this model's step: no dropout (its masks change per
     step through a launch argument) and no batch norm (kept per op for now)."""
     return not getattr(model, "_regularized", False)
