@@ -28,6 +28,8 @@ KernelFunction = Callable[..., Any]
 #: an object of a GPU library that ships no type information (a CuPy stream, pinned buffer or
 #: module attribute; NCCL's communicator): ``Any``, as ``Array`` is
 DeviceObject = Any
+#: a SciPy sparse matrix or array (the estimators' sparse X): ``Any``, as SciPy ships no types
+SparseMatrix = Any
 #: a Numba-compiled function (an ``@njit`` or ``@cuda.jit`` dispatcher): ``Any``, as Numba's
 #: types describe neither its calls nor its attributes (``py_func``, ``[grid, block]``)
 NumbaDispatcher = Any

@@ -9,14 +9,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..core.workspace import PREDICT_CHUNK
 from ..train.loop import squared_weights
 from ..train.model import MLP
 
+if TYPE_CHECKING:
+    from ..core.aliases import Array
+    from .data import SparseRows
 
-def output_and_terms(model: MLP, X: Any, Y: Any) -> tuple[Any, Any]:
+
+def output_and_terms(model: MLP, X: Array | SparseRows, Y: Array) -> tuple[Array, Array]:
     """A_L (m, n_L) and the per-sample losses l_i (m,) of the device arrays X, Y."""
     xp = model.backend.xp
     rows = min(PREDICT_CHUNK, X.shape[0])
@@ -32,7 +36,7 @@ def output_and_terms(model: MLP, X: Any, Y: Any) -> tuple[Any, Any]:
     return xp.concatenate(outs), xp.concatenate(terms)
 
 
-def r2(A: Any, Y: Any, w: Any) -> Any:
+def r2(A: Array, Y: Array, w: Array) -> Array:
     """R^2 per output averaged, weighted, with scikit-learn's conventions for a constant
     target (1 if predicted exactly, else 0)."""
     mean = (w[:, None] * Y).sum(axis=0) / w.sum()
@@ -45,7 +49,8 @@ def r2(A: Any, Y: Any, w: Any) -> Any:
     return scores.mean()
 
 
-def evaluate(model: MLP, X: Any, Y: Any, w: Any, alpha: float, softmax: bool,
+def evaluate(model: MLP, X: Array | SparseRows, Y: Array, w: Array | None, alpha: float,
+             softmax: bool,
              ) -> tuple[float, float]:
     """(loss, score) of the model on device X, Y with device weights w (ones if None)."""
     xp = model.backend.xp

@@ -16,17 +16,22 @@ error's data term averaged over the outputs too).
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy
 from sklearn.exceptions import ConvergenceWarning
 
 from ..train import loop
 
+if TYPE_CHECKING:
+    from ..core.aliases import Array
+    from .base import BaseMLP
+    from .data import SparseRows
+
 CHUNK = 1 << 14  # rows per forward/backward pass of the full-batch gradient
 
 
-def fit_lbfgs(est: Any, X: Any, Y: Any, sw: numpy.ndarray | None) -> None:
+def fit_lbfgs(est: BaseMLP, X: Array | SparseRows, Y: Array, sw: numpy.ndarray | None) -> None:
     """Minimize the training loss of ``est.mlp_`` on device X, Y (host weights sw)."""
     import scipy.optimize
 
@@ -64,7 +69,7 @@ def fit_lbfgs(est: Any, X: Any, Y: Any, sw: numpy.ndarray | None) -> None:
         last["data"], last["penalty"] = float(values[0]), float(values[1])
         return float(values.sum()), be.to_numpy(grad).astype(numpy.float64)
 
-    def callback(*_: Any) -> None:
+    def callback(*_: object) -> None:
         est.n_iter_ += 1
         info = {"n_iter": est.n_iter_, "loss": last["data"] / per_output + last["penalty"]}
         if any(bool(cb(est, dict(info))) for cb in (est.callbacks or ())):

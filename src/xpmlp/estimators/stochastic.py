@@ -35,7 +35,7 @@ score are kept, and a ConvergenceWarning says so.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 import numpy
 from sklearn.exceptions import ConvergenceWarning
@@ -48,9 +48,19 @@ from .data import NON_FINITE, SparseRows, batch_sums
 from .evaluate import evaluate
 from .network import make_optimizer
 
+if TYPE_CHECKING:
+    from ..core.aliases import Array
+    from ..train.loop import ProgressBar
+    from ..train.model import MLP
+    from .base import BaseMLP
 
-def fit_stochastic(est: Any, X: Any, Y: Any, sw: numpy.ndarray | None, incremental: bool,
-                   stratify: Any) -> None:
+#: one iteration's figures: the iteration, the training loss and, with early stopping, the
+#: validation score and loss (what the callbacks and the verbose lines get)
+Info = dict[str, float]
+
+
+def fit_stochastic(est: BaseMLP, X: Array | SparseRows, Y: Array, sw: numpy.ndarray | None,
+                   incremental: bool, stratify: Array | None) -> None:
     """Train ``est.mlp_`` on device X, Y (host weights sw) by est.solver (see module doc)."""
     model = est.mlp_
     be = model.backend
@@ -89,10 +99,11 @@ def fit_stochastic(est: Any, X: Any, Y: Any, sw: numpy.ndarray | None, increment
     if est.batch_size == "auto":
         batch_size = min(200, n)
     else:
-        if est.batch_size > n:
+        given = cast(int, est.batch_size)  # "auto" or an integer (the parameter's constraints)
+        if given > n:
             warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is "
                           "going to be clipped", stacklevel=3)
-        batch_size = int(numpy.clip(est.batch_size, 1, n))
+        batch_size = int(numpy.clip(given, 1, n))
     sw_dev = None if sw is None else be.asarray(sw, dtype=model.dtype)
     n_batches = -(-n // batch_size)
     state = RunState.allocate(model, n_batches)
@@ -132,7 +143,7 @@ def fit_stochastic(est: Any, X: Any, Y: Any, sw: numpy.ndarray | None, increment
             est.n_iter_ += 1
             est.t_ += n
             est.loss_curve_.append(est.loss_)
-            info: dict[str, Any] = {"n_iter": est.n_iter_, "loss": est.loss_}
+            info: Info = {"n_iter": est.n_iter_, "loss": est.loss_}
             if est.early_stopping:
                 val_loss, val_score = (evaluate(model, X_val, Y_val, sw_val, est.alpha, softmax)
                                        if not diverged else (numpy.nan, numpy.nan))
@@ -176,7 +187,7 @@ def fit_stochastic(est: Any, X: Any, Y: Any, sw: numpy.ndarray | None, increment
     watch.finish()  # with early stopping: the parameters of the best validation figure
 
 
-def _watch(est: Any, model: Any) -> Watch:
+def _watch(est: BaseMLP, model: MLP) -> Watch:
     """scikit-learn's rule (``early_stopping.scikit_learn``) on the model's training state,
     its memory read from the estimator's attributes (scikit-learn's names for it)."""
     rule = scikit_learn(est.tol, est.n_iter_no_change, est.early_stopping,
@@ -193,7 +204,7 @@ def _watch(est: Any, model: Any) -> Watch:
     return watch
 
 
-def _update_no_improvement_count(est: Any, watch: Watch, info: dict[str, Any]) -> bool:
+def _update_no_improvement_count(est: BaseMLP, watch: Watch, info: Info) -> bool:
     """scikit-learn's rule on this iteration's figures (``info``), its memory published
     under scikit-learn's names; True when n_iter_no_change is exceeded."""
     memory = watch.state
@@ -210,7 +221,7 @@ def _update_no_improvement_count(est: Any, watch: Watch, info: dict[str, Any]) -
     return exhausted
 
 
-def _trigger_stopping(est: Any) -> bool:
+def _trigger_stopping(est: BaseMLP) -> bool:
     """Stop, or (learning_rate='adaptive') divide the learning rate by 5 and go on, until it
     is at most 1e-6."""
     what = "Validation score" if est.early_stopping else "Training loss"
@@ -229,22 +240,24 @@ def _trigger_stopping(est: Any) -> bool:
     return False
 
 
-def _progress_bar(est: Any) -> Any:
+def _progress_bar(est: BaseMLP) -> ProgressBar | None:
     """A tqdm bar over the iterations when verbose == 2 (other true values: scikit-learn's
     lines)."""
     if not est.verbose or int(est.verbose) != 2:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=est.max_iter, desc=type(est).__name__, unit="iter", leave=False)
+    bar: ProgressBar = tqdm(total=est.max_iter, desc=type(est).__name__, unit="iter",
+                            leave=False)
+    return bar
 
 
-def _say(est: Any, message: str) -> None:
+def _say(est: BaseMLP, message: str) -> None:
     if est.verbose:
         print(message)
 
 
-def _report(est: Any, bar: Any, info: dict[str, Any]) -> None:
+def _report(est: BaseMLP, bar: ProgressBar | None, info: Info) -> None:
     """scikit-learn's verbose lines, or the bar's step and figures."""
     if bar is not None:
         bar.update(1)
