@@ -66,9 +66,9 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Protocol, SupportsFloat, TypedDict, cast
 
 import numpy
 
@@ -92,10 +92,21 @@ class StateRows(Protocol):
 
 #: a compiled update rule: (p, g, state, k, hyper) -> the new p, state column k in place
 Rule = Callable[[float, float, StateRows, int, Sequence[float]], float]
-# Callable[..., Any] stays for what a user registers (``register_optimizer``'s ``update``
-# and ``host``): their arities are the optimizer's own counts of state rows and
-# hyperparameters. The kernels' keyword arguments (``_gradient_options``) mix floats and
-# device arrays.
+#: what a user registers as ``register_optimizer``'s ``update``: (p, g, *state, *hyper) -> the
+#: new p, or (new p, *new state); ``...`` as its arity is the optimizer's own count of state
+#: rows and hyperparameters, ``object`` as Numba compiles it (its scalars need not be floats)
+Update = Callable[..., object]
+#: ``register_optimizer``'s ``host``: (step, lr, **hyperparameters) -> the host scalars
+Host = Callable[..., Iterable[SupportsFloat]]
+
+
+class GradientOptions(TypedDict):
+    """The clipping and L1 arguments of the optimizer kernels (``Backend.optimizer_step``)."""
+
+    l1: float
+    clip_value: float
+    max_norm: float
+    sum_squares: Array  # (1,) on the device: the squared global norm (norm clipping)
 
 HYPERPARAMETERS: dict[str, Number | Choice] = {
     "learning_rate": Number(0, None, low_closed=False),
@@ -212,7 +223,7 @@ class Optimizer:
         self.state: Array = None  # None until bind
         self.sum_squares: Array = None  # (1,) on the device: ||g||^2 for norm clipping
 
-    def set_gradient_options(self, l1: float = 0.0, clip_grad_norm: float | None = None,
+    def set_gradient_options(self, l1: float | None = 0.0, clip_grad_norm: float | None = None,
                              clip_grad_value: float | None = None) -> None:
         """Checked: l1 >= 0; clip_grad_norm and clip_grad_value None (off) or > 0."""
         given = {"l1": l1, "clip_grad_norm": clip_grad_norm, "clip_grad_value": clip_grad_value}
@@ -279,7 +290,7 @@ class Optimizer:
         backend.optimizer_step_at(self, params, grads, self.state, hyper_rows, counter,
                                   self.weight_decay, n_decay, skip, **options)
 
-    def _gradient_options(self, backend: Backend, grads: Array) -> dict[str, Any]:
+    def _gradient_options(self, backend: Backend, grads: Array) -> GradientOptions:
         """The clipping and L1 arguments of the optimizer kernels; with norm clipping, the
         squared global norm computed first (on the device, into ``sum_squares``)."""
         clip_value = math.inf if self.clip_grad_value is None else self.clip_grad_value
@@ -519,8 +530,8 @@ OPTIMIZERS: Registry[OptimizerEntry] = Registry("optimizer", [
 ])
 
 
-def make_optimizer(name: str, learning_rate: float | None = None, **hyperparameters: Any,
-                   ) -> Optimizer:
+def make_optimizer(name: str, learning_rate: float | None = None,
+                   **hyperparameters: float | None) -> Optimizer:
     """The optimizer called ``name`` (see OPTIMIZERS); the learning rate defaults per name.
     A keyword that does not apply to it raises ``ParameterError`` saying which optimizers
     it applies to."""
@@ -581,7 +592,7 @@ class RuleOptimizer(Optimizer):
     default_learning_rate = 0.01
     defaults: dict[str, float] = {}  # the hyperparameters besides the learning rate
     initial_state: tuple[float, ...] = ()
-    host: Callable[..., Any] | None = None
+    host: Host | None = None
 
     def __init__(self, learning_rate: float | None = None, *, weight_decay: float = 0.0,
                  l1: float = 0.0, clip_grad_norm: float | None = None,
@@ -623,7 +634,7 @@ class RuleOptimizer(Optimizer):
     def describe(self) -> dict[str, JSON]:
         return {**super().describe(), **{k: getattr(self, k) for k in self.defaults}}
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[Callable[[str], RuleOptimizer], tuple[str], dict[str, object]]:
         """Pickled by name, with its attributes (``register_optimizer`` made the class, so
         unpickling needs the name registered, as loading a saved model does)."""
         return (_registered_blank, (self.name,), self.__dict__.copy())
@@ -648,12 +659,12 @@ _RESERVED = frozenset({*dir(RuleOptimizer), "learning_rate", "weight_decay", "t"
 
 def register_optimizer(
     name: str,
-    update: Callable[..., Any],
+    update: Update,
     *,
     learning_rate: float,
     state: tuple[str, ...] = (),
     hyperparameters: dict[str, float] | None = None,
-    host: Callable[..., Any] | None = None,
+    host: Host | None = None,
     initial_state: dict[str, float] | None = None,
     formula: str | None = None,
     replace: bool = False,
@@ -737,7 +748,7 @@ def register_optimizer(
     return cls
 
 
-def _rule_from_update(name: str, update: Callable[..., Any], n_state: int,
+def _rule_from_update(name: str, update: Update, n_state: int,
                       n_hyper: int) -> Rule:
     """The kernels' rule (p, g, state, k, hyper) -> new p for ``update``: it reads state
     column k and the hyper tuple into update's arguments and writes the new state back."""
