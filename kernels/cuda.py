@@ -37,8 +37,8 @@ compiled, not at import.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numba
 import numpy
@@ -63,6 +63,26 @@ from .rows import (
     rule,
 )
 
+if TYPE_CHECKING:
+    from numba.core.types import Type
+
+    from .elements import Array
+
+#: a ``@cuda.jit`` kernel (Numba's dispatcher): ``Any``, as Numba's types describe neither its
+#: ``[blocks, threads, stream]`` configuration nor its ``py_func`` (kernels/ does not import
+#: ``xpmlp.core.aliases.NumbaDispatcher``, the same alias)
+Kernel = Any
+#: a configured kernel: ``kernel[blocks, threads, stream]`` or a ``DirectLaunch``, called with
+#: the kernel's arguments
+Launch = Callable[..., None]
+#: what Numba's type of each kernel argument depends on (``argument_key``): a scalar's class,
+#: an array's (dtype char, ndim, C-contiguous), a tuple's ("tuple", its items' key)
+ArgumentKey: TypeAlias = "tuple[type | tuple[str, int, bool] | tuple[str, ArgumentKey], ...]"
+#: the Numba types of a kernel's arguments (``fast_signature``)
+Signature = tuple["Type", ...]
+#: appends the kernel parameters of one argument value to a list (``pack_arguments``)
+Packer: TypeAlias = "Callable[[Array, list[object]], None]"
+
 #: threads per block of every launch (read at each launch; tests patch it).
 THREADS_PER_BLOCK = 256
 #: at most this many blocks per launch; the grid-stride loops cover the rest.
@@ -75,8 +95,8 @@ NORM_PARTIALS = 2048
 #: True when Numba runs ``@cuda.jit`` kernels in its simulator (NUMBA_ENABLE_CUDASIM=1).
 SIMULATOR = bool(getattr(numba.config, "ENABLE_CUDASIM", 0))
 
-_launchers: dict[tuple[Any, ...], Any] = {}
-_specialized: dict[tuple[Any, tuple[Any, ...]], Any] = {}
+_launchers: dict[tuple[Kernel, int, int, object, ArgumentKey], Launch] = {}
+_specialized: dict[tuple[Kernel, Signature], Kernel] = {}
 #: how each configured launcher launches, by kernel name: "specialized" or "typed" (diagnostics).
 launch_paths: dict[str, str] = {}
 #: why a kernel could not get a ``DirectLaunch`` (it then launches through Numba), by name.
@@ -106,22 +126,27 @@ def blocks_for(n_items: int) -> int:
     return max(1, min(MAX_BLOCKS, -(-int(n_items) // THREADS_PER_BLOCK)))
 
 
-def argument_key(args: tuple[Any, ...]) -> tuple[Any, ...]:
+def argument_key(args: tuple[object, ...]) -> ArgumentKey:
     """What Numba's type of each argument depends on, read without DLPack or CAI: the
     class of a scalar (``numpy.float32``, ``int``, ``bool``, ...), (dtype char, ndim,
     C-contiguous) of an array, and ("tuple", the key of each item) of a tuple."""
     return tuple([
         type(a) if type(a) in _SCALAR_TYPES
         else ("tuple", argument_key(a)) if type(a) is tuple
-        else (a.dtype.char, a.ndim, a.flags.c_contiguous)
+        else _array_key(a)
         for a in args
     ])
+
+
+def _array_key(a: Array) -> tuple[str, int, bool]:
+    """An array argument's (dtype char, ndim, C-contiguous)."""
+    return a.dtype.char, a.ndim, a.flags.c_contiguous
 
 
 _SCALAR_TYPES = frozenset({bool, int, float, numpy.float32, numpy.float64, numpy.int64})
 
 
-def fast_signature(key: tuple[Any, ...]) -> tuple[Any, ...] | None:
+def fast_signature(key: ArgumentKey) -> Signature | None:
     """The Numba types of arguments with ``argument_key`` ``key``, when every array is
     C-contiguous (a kernel compiled for them then needs no typing at launch); else None."""
     from numba import types
@@ -129,13 +154,13 @@ def fast_signature(key: tuple[Any, ...]) -> tuple[Any, ...] | None:
 
     scalars = {bool: types.boolean, int: types.int64, numpy.int64: types.int64,
                numpy.float32: types.float32, numpy.float64: types.float64}
-    signature: list[Any] = []
+    signature: list[Type] = []
     for item in key:
-        if item in scalars:
+        if isinstance(item, type):  # a scalar's class (argument_key's _SCALAR_TYPES)
+            if item is float:
+                return None  # a Python float is a float64: not what the backend passes
             signature.append(scalars[item])
-        elif item is float:
-            return None  # a Python float is a float64: not what the backend passes
-        elif item[0] == "tuple":
+        elif len(item) == 2:  # ("tuple", the items' key)
             inner = fast_signature(item[1])
             if inner is None or not inner:
                 return None
@@ -148,7 +173,7 @@ def fast_signature(key: tuple[Any, ...]) -> tuple[Any, ...] | None:
     return tuple(signature)
 
 
-def specialize(kernel: Any, signature: tuple[Any, ...]) -> Any:
+def specialize(kernel: Kernel, signature: Signature) -> Kernel:
     """``kernel`` compiled for ``signature`` alone (``cuda.jit(signature, cache=True)``),
     once per process: Numba launches it without typing its arguments again."""
     key = (kernel, signature)
@@ -158,8 +183,8 @@ def specialize(kernel: Any, signature: tuple[Any, ...]) -> Any:
     return fast
 
 
-def launcher(kernel: Any, n_items: int, stream: Any = 0, args: tuple[Any, ...] = (),
-             paths: Callable[[], tuple[bool, bool]] | None = None) -> Any:
+def launcher(kernel: Kernel, n_items: int, stream: object = 0, args: tuple[object, ...] = (),
+             paths: Callable[[], tuple[bool, bool]] | None = None) -> Launch:
     """A launcher of ``kernel`` with ``blocks_for(n_items)`` blocks of ``THREADS_PER_BLOCK``
     threads on ``stream``, for arguments like ``args``; built once and cached.
 
@@ -203,7 +228,7 @@ def launcher(kernel: Any, n_items: int, stream: Any = 0, args: tuple[Any, ...] =
     return configured
 
 
-def pack_arguments(types_: Any) -> list[Any]:
+def pack_arguments(types_: Iterable[Type]) -> list[Packer]:
     """One packer per kernel argument of Numba types ``types_``: ``pack(value, params)``
     appends the kernel parameters Numba passes for it (``_Kernel._prepare_args`` of
     numba-cuda 0.30): an array as (meminfo 0, parent 0, size, itemsize, data pointer,
@@ -213,19 +238,19 @@ def pack_arguments(types_: Any) -> list[Any]:
 
     from numba import types
 
-    def array(a: Any, params: list[Any]) -> None:
+    def array(a: Array, params: list[object]) -> None:
         params.extend((0, 0, a.size, a.itemsize, a.data.ptr, *a.shape, *a.strides))
 
-    def scalar(convert: Any) -> Any:
+    def scalar(convert: Callable[[Array], object]) -> Packer:
         return lambda v, params: params.append(convert(v))
 
-    def tuple_of(packers: list[Any]) -> Any:
-        def pack(values: Any, params: list[Any]) -> None:
+    def tuple_of(packers: list[Packer]) -> Packer:
+        def pack(values: Array, params: list[object]) -> None:  # a tuple of arguments
             for p, v in zip(packers, values, strict=True):
                 p(v, params)
         return pack
 
-    packers: list[Any] = []
+    packers: list[Packer] = []
     for ty in types_:
         if isinstance(ty, types.Array):
             packers.append(array)
@@ -254,7 +279,7 @@ class DirectLaunch:
     ``cuda.core.launch`` on the backend's stream, as Numba itself does after packing.
     """
 
-    def __init__(self, fast: Any, blocks: int, threads: int, stream: Any) -> None:
+    def __init__(self, fast: Kernel, blocks: int, threads: int, stream: object) -> None:
         from cuda.core import LaunchConfig, launch
         from numba.cuda.cudadrv import driver
 
@@ -265,13 +290,13 @@ class DirectLaunch:
         self._stream = driver._to_core_stream(stream)  # type: ignore[attr-defined]
         self._launch = launch
         self._numba = (fast, blocks, threads, stream)
-        self._fallback: Any = None
+        self._fallback: Launch | None = None
 
-    def __call__(self, *args: Any) -> None:
+    def __call__(self, *args: object) -> None:
         if self._fallback is not None:
             self._fallback(*args)
             return
-        params: list[Any] = []
+        params: list[object] = []
         for pack, value in zip(self._packers, args, strict=True):
             pack(value, params)
         try:

@@ -34,11 +34,15 @@ from __future__ import annotations
 
 import collections
 import hashlib
-from typing import Any
+import types
+from typing import TYPE_CHECKING
 
 from numba import njit
 
 from .compiler import Target, placeholder
+
+if TYPE_CHECKING:
+    from numba.core.dispatcher import Dispatcher
 
 hidden_forward = placeholder("hidden_forward", "compiled bias_activation of the hidden layers")
 hidden_backward = placeholder("hidden_backward",
@@ -83,7 +87,7 @@ Regularization = collections.namedtuple("Regularization", (
     "stats", "gammas", "betas", "dgammas", "dbetas", "means", "variances"))
 
 
-def _fused_kernel(fn: Any) -> Any:
+def _fused_kernel(fn: types.FunctionType) -> Dispatcher[types.FunctionType]:
     """``njit(cache=True)``, named by a hash of its own name and the bound kernels' names
     (their activation, loss or rule, dtype and fingerprint: ``Target.kernel``), so Numba's
     on-disk cache, which keys on the name, tells a relu step from a tanh one (and the name
