@@ -191,7 +191,8 @@ class Perceptron:
             what = ("(outputs, features), one row per output unit" if name == "W_init"
                     else "(outputs,), one per output unit")
             raise ValueError(f"{name} has shape {arr.shape}; expected {shape} {what}")
-        return arr.copy()
+        copy: np.ndarray = arr.copy()
+        return copy
 
     # ------------------------------------------------------------------ training
     def fit(self, X: ArrayLike, y: ArrayLike, W_init: ArrayLike | None = None,

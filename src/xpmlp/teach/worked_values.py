@@ -54,8 +54,9 @@ def _number(value: JSONValue, where: str) -> float:
 
 def _numbers(value: JSONValue, where: str, ndim: int) -> np.ndarray:
     """A rectangular, non-empty ``ndim``-level nested list of finite numbers, as float64."""
-    if ndim == 0:
-        return np.float64(_number(value, where))
+    if ndim == 0:  # a NumPy float64 scalar, which has the shape (()) and dtype callers read
+        scalar: np.ndarray = np.float64(_number(value, where))
+        return scalar
     if not isinstance(value, list) or not value:
         got = "an empty list" if value == [] else _describe(value)
         raise WorkedExampleError(
