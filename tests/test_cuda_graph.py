@@ -159,6 +159,28 @@ def test_the_plan_is_rebuilt_when_an_array_moves_and_dropout_steps_per_op() -> N
     assert be.epoch_runner(xpmlp.MLP([6, 7, 3], backend=be, dropout=0.2)) is None
 
 
+@pytest.mark.cudasim
+@pytest.mark.skipif(not SIMULATOR, reason="needs NUMBA_ENABLE_CUDASIM=1 (run with -m cudasim)")
+def test_the_backend_keeps_no_fitted_model_alive() -> None:
+    """The backend's runners are keyed weakly by model and hold it weakly: a model fitted
+    on a CUDA backend (its device arrays and recording) goes when the user drops it."""
+    import gc
+    import weakref
+
+    from xpmlp.backends.cuda_sim import SimulatedCudaBackend
+
+    be = SimulatedCudaBackend(graphs=True)
+    X, y = data()
+    model = xpmlp.MLP([6, 7, 5, 3], backend=be, seed=5)
+    model.fit(X, y, epochs=1, batch_size=40)
+    assert be.epoch_runner(model).recordings == 1
+    gone = weakref.ref(model)
+    del model
+    gc.collect()
+    assert gone() is None
+    assert len(be._epochs) == 0
+
+
 # ---------------------------------------------------------------------- on a GPU
 def cuda_backend(**options):
     from xpmlp.backends.cuda_probe import probe_cuda

@@ -33,6 +33,7 @@ tested without a GPU.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -69,9 +70,19 @@ class GraphedEpoch:
 
     def __init__(self, backend: Backend, model: TrainingModel) -> None:
         self.backend = backend
-        self.model = model
+        # held weakly: the backend's cache of runners (weakly keyed by model) must not keep
+        # the model, its device arrays and its recording alive
+        self._model = weakref.ref(model)
         self.plan: Plan | None = None
         self.recordings = 0  # how many times a step was recorded (tests, diagnostics)
+
+    @property
+    def model(self) -> TrainingModel:
+        """The model this runner replays the step of."""
+        model = self._model()
+        if model is None:
+            raise ReferenceError("the model of this GraphedEpoch was garbage-collected")
+        return model
 
     def _plan(self, X: Array, Y: Array, rows: int, m_total: int, n_batches: int,
               state: RunStats) -> Plan:
