@@ -13,11 +13,17 @@ builds on, is imported before the timed fits, so its import does not count there
 
 Numba's on-disk cache holds xpmlp's kernels after the first run ever: one untimed process runs
 first (``--no-warmup`` skips it), so the timed runs measure a cold process with a warm cache,
-as a user's second session is. For xpmlp each run also counts what its first fit did with
+as a user's second session is; the runs may write and read Python's bytecode cache, as an
+installed package has it (PYTHONDONTWRITEBYTECODE is dropped from their environment unless
+``--no-bytecode-cache``). For xpmlp each run also counts what its first fit did with
 Numba: the kernels it compiled and those it loaded from the disk cache, and whether Numba's
 typing registries were imported (``numba.np.linalg`` among the modules: a cache load that
 refreshed Numba's contexts, the cost ``kernels/compiler.py`` avoids). The load average is
-read before and after every run: the rows are only comparable on a quiet machine.
+read before and after every run: the rows are only comparable on a quiet machine. Beside the
+wall-clock seconds each run records the main thread's CPU seconds of each fit
+(``time.thread_time``): the first fit's extra work (imports, cache loads) runs there, and that
+difference moves less than the wall-clock one when other processes share the cores (the
+step's BLAS and Numba threads are not counted; the main thread runs its share of them).
 """
 
 from __future__ import annotations
@@ -48,11 +54,12 @@ d = load_mnist()
 X = (d.x_train[:20000].reshape(20000, -1) / 255.0).astype(np.float32)
 y = d.y_train[:20000]
 numba_before = "numba" in sys.modules
-fits = []
+fits, cpu_s = [], []
 for i in range(2):
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.thread_time()
     Est((256, 128), max_iter=5, random_state=0, dtype="float32").fit(X, y)
     fits.append(time.perf_counter() - t0)
+    cpu_s.append(time.thread_time() - c0)
     if i == 0:
         from xpmlp.kernels import cpu, fused_cpu
         kernels = [*cpu.CPU._kernels.values(), *fused_cpu.FUSED._kernels.values()]
@@ -60,6 +67,7 @@ for i in range(2):
         compiled = sum(sum(k.stats.cache_misses.values()) for k in kernels)
         registries = "numba.np.linalg" in sys.modules
 print(json.dumps({"import": t_import, "first": fits[0], "second": fits[1],
+                  "first, CPU": cpu_s[0], "second, CPU": cpu_s[1],
                   "numba imported before the first fit": numba_before,
                   "kernels loaded from the cache": loaded, "kernels compiled": compiled,
                   "numba typing registries imported": registries}))
@@ -76,12 +84,14 @@ warnings.simplefilter("ignore")
 d = load_mnist()
 X = (d.x_train[:20000].reshape(20000, -1) / 255.0).astype(np.float32)
 y = d.y_train[:20000]
-fits = []
+fits, cpu_s = [], []
 for _ in range(2):
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.thread_time()
     Est((256, 128), max_iter=5, random_state=0).fit(X, y)
     fits.append(time.perf_counter() - t0)
-print(json.dumps({"import": t_import, "first": fits[0], "second": fits[1]}))
+    cpu_s.append(time.thread_time() - c0)
+print(json.dumps({"import": t_import, "first": fits[0], "second": fits[1],
+                  "first, CPU": cpu_s[0], "second, CPU": cpu_s[1]}))
 """
 
 ROWS = {"xpmlp": XPMLP, "sklearn": SKLEARN}
@@ -113,21 +123,31 @@ def machine() -> dict[str, object]:
                     if k.startswith(("NUMBA_", "XPMLP_", "OMP_", "MKL_", "OPENBLAS_"))}}
 
 
-def one_run(row: str) -> dict[str, object]:
+def child_environment(bytecode: bool) -> dict[str, str]:
+    """This process's environment, less PYTHONDONTWRITEBYTECODE when ``bytecode``: an installed
+    package has its .pyc files, and without them every run compiles xpmlp's modules anew."""
+    env = dict(os.environ)
+    if bytecode:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def one_run(row: str, env: dict[str, str]) -> dict[str, object]:
     before = load_average()
     done = subprocess.run([sys.executable, "-c", ROWS[row]], capture_output=True, text=True,
-                          check=False)
+                          env=env, check=False)
     if done.returncode != 0:
         sys.exit(f"a {row} run failed:\n{done.stderr[-2000:]}")
     run = json.loads(done.stdout.splitlines()[-1])
     run["first - second"] = run["first"] - run["second"]
+    run["first - second, CPU"] = run["first, CPU"] - run["second, CPU"]
     run["load before"], run["load after"] = before, load_average()
     return run
 
 
 def medians(runs: list[dict[str, object]]) -> dict[str, float]:
     return {k: statistics.median(float(r[k]) for r in runs)  # type: ignore[arg-type]
-            for k in (*KEYS, "first - second")}
+            for k in (*KEYS, "first - second", "first - second, CPU")}
 
 
 def markdown(result: dict[str, object]) -> str:
@@ -139,15 +159,17 @@ def markdown(result: dict[str, object]) -> str:
              f"{result['runs per row']} fresh processes per row (after "
              f"{'one untimed warm-up process each' if result['warmup'] else 'no warm-up'}); "
              "medians, seconds. Load average (1 min) over the runs: "
-             f"{result['load 1 min']}.", "",
-             "| row | import | first fit | second fit | first - second |",
-             "|---|---|---|---|---|"]
+             f"{result['load 1 min']}. Bytecode cache: "
+             f"{'off (PYTHONDONTWRITEBYTECODE)' if result['PYTHONDONTWRITEBYTECODE'] else 'on'}.",
+             "",
+             "| row | import | first fit | second fit | first - second | first - second, "
+             "main thread's CPU |", "|---|---|---|---|---|---|"]
     rows = result["rows"]
     assert isinstance(rows, dict)
     for row, data in rows.items():
         m = data["medians"]
         lines.append(f"| {row} | {m['import']:.3f} | {m['first']:.3f} | {m['second']:.3f} | "
-                     f"{m['first - second']:.3f} |")
+                     f"{m['first - second']:.3f} | {m['first - second, CPU']:.3f} |")
     if "xpmlp" in rows:
         runs = rows["xpmlp"]["runs"]
         lines += ["", "xpmlp's first fit, per run: kernels loaded from Numba's cache "
@@ -163,6 +185,9 @@ def main() -> None:
     parser.add_argument("--rows", default="xpmlp,sklearn", help="xpmlp,sklearn (both)")
     parser.add_argument("--no-warmup", action="store_true",
                         help="no untimed process first (the first run may then compile)")
+    parser.add_argument("--no-bytecode-cache", action="store_true",
+                        help="keep PYTHONDONTWRITEBYTECODE if it is set (then every run "
+                        "compiles xpmlp's modules from source)")
     parser.add_argument("--json", help="write the runs and medians here")
     parser.add_argument("--out", help="a folder for cold_start.json and cold_start.md")
     args = parser.parse_args()
@@ -172,18 +197,20 @@ def main() -> None:
     unknown = [r for r in rows if r not in ROWS]
     if unknown or not rows:
         parser.error(f"--rows {args.rows}: expected some of {', '.join(ROWS)}")
-    if not args.no_warmup:
+    env = child_environment(bytecode=not args.no_bytecode_cache)
+    if not args.no_warmup:  # fills Numba's cache (and the bytecode cache)
         for row in rows:
-            one_run(row)
+            one_run(row, env)
     runs: dict[str, list[dict[str, object]]] = {row: [] for row in rows}
     for _ in range(args.runs):  # the rows alternate: drift of a shared machine hits both
         for row in rows:
-            runs[row].append(one_run(row))
+            runs[row].append(one_run(row, env))
     loads = [r["load before"][0] for rs in runs.values() for r in rs  # type: ignore[index]
              if r["load before"] is not None]
     result: dict[str, object] = {
         "row": ROW, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine(), "runs per row": args.runs, "warmup": not args.no_warmup,
+        "PYTHONDONTWRITEBYTECODE": env.get("PYTHONDONTWRITEBYTECODE"),
         "load 1 min": (f"{min(loads):.2f}-{max(loads):.2f} (median "
                        f"{statistics.median(loads):.2f})") if loads else "unknown",
         "rows": {row: {"medians": medians(rs), "runs": rs} for row, rs in runs.items()},

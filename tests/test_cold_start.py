@@ -95,3 +95,22 @@ def test_kernels_loaded_from_the_cache_train_to_the_same_bits(tmp_path) -> None:
     assert second["compiled"] == []  # every kernel came from the disk cache ...
     assert not second["registries_imported"]  # ... without Numba's typing registries
     assert second["digest"] == first["digest"]
+
+
+def test_the_benchmark_reports_the_row_with_its_medians() -> None:
+    import cold_start  # benchmarks/cold_start.py (benchmarks/ is on pytest's pythonpath)
+
+    runs = [{"import": 0.2, "first": 1.0 + d, "second": 0.9, "first, CPU": 0.5 + d,
+             "second, CPU": 0.4, "first - second": 0.1 + d, "first - second, CPU": 0.1 + d,
+             "kernels loaded from the cache": 1, "kernels compiled": 0,
+             "numba typing registries imported": False} for d in (0.0, 0.1, 0.2)]
+    medians = cold_start.medians(runs)
+    assert medians["first"] == pytest.approx(1.1)
+    assert medians["first - second"] == pytest.approx(0.2)
+    result = {"machine": {"cpu": "CPU", "cores": 2, "python": "3", "versions": {"xpmlp": "0"}},
+              "runs per row": 3, "warmup": True, "load 1 min": "0.1",
+              "PYTHONDONTWRITEBYTECODE": None,
+              "rows": {"xpmlp": {"medians": medians, "runs": runs}}}
+    text = cold_start.markdown(result)
+    assert cold_start.ROW in text
+    assert "| xpmlp | 0.200 | 1.100 | 0.900 | 0.200 | 0.200 |" in text
