@@ -165,7 +165,7 @@ class Target:
             if _NO_DISK_CACHE in codes:
                 _without_disk_cache(compiled)
             else:
-                _load_without_refresh(compiled)
+                load_without_refresh(compiled)
         return compiled
 
     def device(self, fn: Callable[..., Any], dtype: Any, **bindings: Callable[..., Any]) -> Any:
@@ -231,7 +231,7 @@ def _without_disk_cache(dispatcher: Any) -> None:
         dispatcher._cache = NullCache()
 
 
-def _load_without_refresh(dispatcher: Any) -> None:
+def load_without_refresh(dispatcher: Any) -> None:
     """Let ``dispatcher`` (a CPU ``njit(cache=True)`` one; others are left alone) load its code
     from Numba's disk cache without first refreshing Numba's typing and target contexts.
 
@@ -260,7 +260,7 @@ _QUICK_LOAD_CACHE: list[type] = []  # made at the first use (it subclasses a cla
 
 def _quick_load_cache() -> type:
     """Numba's ``FunctionCache`` whose ``load_overload`` skips the contexts' refresh
-    (``_load_without_refresh``)."""
+    (``load_without_refresh``)."""
     if not _QUICK_LOAD_CACHE:
         from numba.core.runtime import nrt
 

@@ -1,7 +1,7 @@
 """Cold start: what the first fit of a process costs more than the second (issue 23, item 4).
 
 A kernel that Numba's disk cache holds is loaded without refreshing Numba's typing and target
-contexts (``kernels/compiler.py``, ``_load_without_refresh``); a model without dropout and
+contexts (``kernels/compiler.py``, ``load_without_refresh``); a model without dropout and
 batch norm builds none of their kernels; the bytecode scan that fingerprints a kernel reads
 the same global names as ``dis``. Bits stay the same: a process that loads every kernel from
 the cache trains to the weights of one that compiled them.
