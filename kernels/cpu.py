@@ -191,6 +191,20 @@ def loss_output_delta(Z, A, Y, delta, db, out_stats, skip, inv_m):
         skip[0] = 1.0
 
 
+def weight_output_delta(Z, A, Y, r, delta, db, out_stats):
+    """Per-sample weights r (m,) on what ``loss_output_delta`` left (the loss becomes
+    (1/m) sum_i r_i l_i): delta_L <- r delta_L (row i times r_i), db_L = sum_rows delta_L,
+    out_stats[0] = sum_i r_i l_i (compensated). Weighted fits only."""
+    m, n = Z.shape
+    loss, compensation = 0.0, 0.0
+    for i in range(m):
+        loss, compensation = kahan_add(loss, compensation, r[i] * loss_row(Z, A, Y, i))
+        for j in range(n):
+            delta[i, j] *= r[i]
+    column_sums(delta, db, np.empty_like(db))
+    out_stats[0] = loss
+
+
 # ---------------------------------------------------------------------- dropout
 def bias_activation_dropout(Z, b, A, first_row, key, threshold, scale):
     """Forward in training, fused: Z <- Z + b, A <- f(Z) / (1 - rate) where the mask

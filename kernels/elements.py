@@ -16,11 +16,18 @@ memory: the CUDA backend itself never gets here, its kernels bind the scalar for
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import numpy
 
 from .rows import activation, derivative, rule
+
+#: a NumPy or CuPy array: Any, as CuPy ships no types (xpmlp.core.aliases.Array, which
+#: kernels/ does not import: it takes its configuration as arguments)
+Array = Any
+#: a scalar formula a template is compiled with (its arguments depend on the template)
+Formula = Callable[..., float]
 
 
 def activation_elements(Z, A):
@@ -41,18 +48,18 @@ def rule_elements(p, g, state, hyper):
         p[k] = rule(p[k], g[k], state, k, hyper)
 
 
-def _host(a: Any) -> numpy.ndarray:
+def _host(a: Array) -> numpy.ndarray:
     """A C-contiguous NumPy array with a's values (a itself when it already is one)."""
     if isinstance(a, numpy.ndarray):
         return numpy.ascontiguousarray(a)
     return numpy.ascontiguousarray(a.get())  # CuPy
 
 
-def _back(xp: Any, a: numpy.ndarray) -> Any:
+def _back(xp: ModuleType, a: numpy.ndarray) -> Array:
     return a if xp is numpy else xp.asarray(a)
 
 
-def activation_array(xp: Any, forward: Callable[..., Any], Z: Any) -> Any:
+def activation_array(xp: ModuleType, forward: Formula, Z: Array) -> Array:
     """f(Z) elementwise, f = ``forward`` compiled for Z's dtype: a new array."""
     from .cpu import CPU
 
@@ -62,7 +69,7 @@ def activation_array(xp: Any, forward: Callable[..., Any], Z: Any) -> Any:
     return _back(xp, a)
 
 
-def derivative_array(xp: Any, fn: Callable[..., Any], Z: Any, A: Any) -> Any:
+def derivative_array(xp: ModuleType, fn: Formula, Z: Array, A: Array) -> Array:
     """f'(Z) elementwise given A = f(Z), f' = ``fn`` compiled for Z's dtype: a new array."""
     from .cpu import CPU
 
@@ -73,8 +80,8 @@ def derivative_array(xp: Any, fn: Callable[..., Any], Z: Any, A: Any) -> Any:
     return _back(xp, d)
 
 
-def rule_array(xp: Any, fn: Callable[..., Any], p: Any, g: Any, state: Any,
-               hyper: tuple[Any, ...]) -> Any:
+def rule_array(xp: ModuleType, fn: Formula, p: Array, g: Array, state: Array,
+               hyper: tuple[numpy.floating, ...]) -> Array:
     """The new p of the update rule ``fn`` (compiled for p's dtype) over the flat vectors p
     and g, the rows of ``state`` updated in place; ``hyper`` scalars of p's dtype."""
     from .cpu import CPU

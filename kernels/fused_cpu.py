@@ -58,10 +58,17 @@ wide_backward = placeholder("wide_backward", "hidden_backward for the layers wit
                             "(the parallel form, as the per-op path takes it for their size)")
 wide_dropout_backward = placeholder("wide_dropout_backward",
                                     "dropout_backward for the layers with wide[l] set")
+weigh_output = placeholder("weigh_output", "compiled weight_output_delta of the loss "
+                           "(sample weights on the output delta)")
 #: the placeholders of ``train_step``: each is bound to a compiled kernel of ``cpu.py``.
 BOUND = ("hidden_forward", "hidden_backward", "output_forward", "output_loss", "update",
          "sum_squares_of", "gather", "dropout_forward", "dropout_backward", "norm_forward",
-         "norm_backward", "wide_backward", "wide_dropout_backward")
+         "norm_backward", "wide_backward", "wide_dropout_backward", "weigh_output")
+
+#: ``train_step``'s ``weights`` argument for a weighted batch: the sample weights of every
+#: row of X (``sample``, indexed as X is, by ``idx``), the batch's factor ``scale``
+#: (r_i = sample[idx[i]] scale) and ``r``, the (m,) buffer that receives r.
+RowWeights = collections.namedtuple("RowWeights", ("sample", "scale", "r"))
 
 #: ``train_step``'s ``hidden`` argument for a model with dropout or batch norm: per hidden
 #: layer l, the arguments the per-op path gives its kernels in training (``Dense.forward``,
@@ -93,7 +100,7 @@ FUSED = Target("cpu-fused", njit(error_model="numpy"), _fused_kernel)
 
 def train_step(cblas, X, Y, idx, Ws, bs, dWs, dbs, Zs, As, deltas, Yb, out_stats,
                skip, inv_m, p, g, state, hyper, decay, n_decay, l1, clip_value, max_norm,
-               sum_squares, wide, hidden, update_now):
+               sum_squares, wide, hidden, weights, update_now):
     """One training step of the batch X[idx], Y[idx] (As[0] and Yb receive it): forward,
     loss, backward, and, when ``update_now``, the optimizer's update of the flat p with the
     flat gradient g (Ws, bs, dWs, dbs are their per-layer views), in the per-op path's order.
@@ -102,8 +109,9 @@ def train_step(cblas, X, Y, idx, Ws, bs, dWs, dbs, Zs, As, deltas, Yb, out_stats
     product is one call of ``cblas`` (the process's ``cblas_?gemm``). ``wide[l]``: hidden layer l's
     backward kernel is the wide one (its parallel form, whose column sums add chunk by
     chunk: taken where the per-op path takes it, so that db has the same bits). ``hidden``:
-    None, or the hidden layers' dropout and batch norm (``Regularization``). (Functions as
-    arguments, not globals, so that the step is cached.)"""
+    None, or the hidden layers' dropout and batch norm (``Regularization``). ``weights``:
+    None, or the batch's sample weights (``RowWeights``) on the output delta and loss.
+    (Functions as arguments, not globals, so that the step is cached.)"""
     gather(X, idx, As[0])
     gather(Y, idx, Yb)
     L = len(Ws)
@@ -124,6 +132,10 @@ def train_step(cblas, X, Y, idx, Ws, bs, dWs, dbs, Zs, As, deltas, Yb, out_stats
     gemm(cblas, As[L - 1], Ws[L - 1], Zs[L - 1], False, True)
     output_forward(Zs[L - 1], bs[L - 1], As[L])
     output_loss(Zs[L - 1], As[L], Yb, deltas[L - 1], dbs[L - 1], out_stats, skip, inv_m)
+    if weights is not None:  # r_i = w_idx[i] scale, as the per-op path's row weights
+        for i in range(idx.shape[0]):
+            weights.r[i] = weights.sample[idx[i]] * weights.scale
+        weigh_output(Zs[L - 1], As[L], Yb, weights.r, deltas[L - 1], dbs[L - 1], out_stats)
     for l in range(L - 1, -1, -1):
         if l < L - 1:  # deltas[l] holds dA; delta = dA * f'(.) in place
             if hidden is None or not (hidden.norm[l] or hidden.drop[l]):

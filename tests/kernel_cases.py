@@ -142,6 +142,8 @@ def _family(placeholders: frozenset[str]) -> list[tuple[str, dict[str, Any], Any
     if placeholders == {"loss_row", "output_delta"}:
         return [(f"{a}+{lo}", LOSSES[lo].kernel_bindings(ACTIVATIONS[a]), (a, lo))
                 for a, lo in OUTPUT_PAIRS]
+    if placeholders == {"loss_row"}:  # kernels of the per-sample losses alone (weights)
+        return [(f"{a}+{lo}", LOSSES[lo].row_bindings(), (a, lo)) for a, lo in OUTPUT_PAIRS]
     if placeholders == {"rule"}:
         return [(rule.__name__, {"rule": rule}, name) for rule, name in rules().items()]
     raise AssertionError(f"no registry binds the placeholders {sorted(placeholders)}: "
@@ -153,7 +155,7 @@ CPU_TEMPLATES = (
     cpu.bias_activation, cpu.bias_activation_rows, cpu.activation_backward,
     cpu.loss_output_delta, cpu.optimizer_step, cpu.grad_sum_squares, cpu.gather_rows,
     cpu.bias_activation_dropout, cpu.activation_backward_dropout, cpu.batch_norm_forward,
-    cpu.batch_norm_inference, cpu.batch_norm_backward,
+    cpu.batch_norm_inference, cpu.batch_norm_backward, cpu.weight_output_delta,
 )
 #: functions of ``xpmlp.kernels.cpu`` that compile kernels rather than being compiled.
 CPU_MACHINERY = ("choose_threading_layer", "_kernel")
@@ -262,6 +264,10 @@ def cpu_args(case: Case, dtype: Any, m: int = 70, n: int = 3) -> tuple[Any, ...]
         Z, A, Y = output_inputs(*case.about, (m, n), dt, rng)
         return (Z, A, Y, np.empty_like(Z), np.empty(n, dt), np.zeros((4, 2), dt)[1],
                 np.zeros(1, dt), dt.type(1.0 / m))
+    if name == "weight_output_delta":
+        Z, A, Y = output_inputs(*case.about, (m, n), dt, rng)
+        return (Z, A, Y, rng.uniform(0.25, 2.0, m).astype(dt),
+                rng.standard_normal((m, n)).astype(dt), np.empty(n, dt), np.zeros(2, dt))
     if name == "optimizer_step":
         opt, p, g, state, hyper = optimizer_inputs(case.about, 1000, dt, rng)
         return (p, g, state, tuple(map(dt.type, hyper)), dt.type(0.01), 500, np.zeros(1, dt),
@@ -393,6 +399,16 @@ def run_loss_output_delta(be: Backend, act: str, loss: str, Z, A, Y, skip: float
             np.full(2, np.nan, dt), np.array([skip], dt))
         be.loss_output_delta(Zd, Ad, Yd, delta, db, stats, skipd, act, loss)
         return tuple(_back(be, delta, db, stats, skipd))
+
+
+def run_weight_output_delta(be: Backend, loss: str, Z, A, Y, r, delta):
+    """(delta, db, out_stats) by ``be``: sample weights r on a given delta."""
+    dt = Z.dtype
+    with be.activate():
+        Zd, Ad, Yd, rd, deltad, db, stats = _on(
+            be, Z, A, Y, r, delta.copy(), np.full(Z.shape[1], np.nan, dt), np.zeros(2, dt))
+        be.weight_output_delta(Zd, Ad, Yd, rd, deltad, db, stats, loss)
+        return tuple(_back(be, deltad, db, stats))
 
 
 def run_optimizer_step(be: Backend, opt: Any, p, g, state, hyper, decay: float, n_decay: int,

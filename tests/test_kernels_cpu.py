@@ -52,6 +52,7 @@ from kernel_cases import (
     run_gather_rows,
     run_loss_output_delta,
     run_optimizer_step,
+    run_weight_output_delta,
     seed,
     sum_scale,
     targets,
@@ -244,6 +245,26 @@ def test_loss_output_delta(act, loss, shape, dtype) -> None:
     assert_close(stats[0], st_ref[0], scale=l_scale, what="loss sum")
     assert stats[1] == st_ref[1]  # samples classified right
     assert skip[0] == skip_ref[0] == 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize(("act", "loss"), OUTPUT_PAIRS)
+def test_weight_output_delta(act, loss, shape, dtype) -> None:
+    """Sample weights on the output layer (weighted fits): the compiled kernel against the
+    reference's array code, delta_L <- r delta_L, db_L = column sums, loss sum_i r_i l_i."""
+    rng = seed("weights", act, loss, shape)
+    Z, A, Y = output_inputs(act, loss, shape, dtype, rng)
+    r = rng.uniform(0.25, 2.0, shape[0]).astype(dtype)
+    delta = rng.standard_normal(shape).astype(dtype)
+    d_ref, db_ref, st_ref = run_weight_output_delta(REFERENCE, loss, Z, A, Y, r, delta)
+    d, db, stats = run_weight_output_delta(NumpyBackend(), loss, Z, A, Y, r, delta)
+    assert d.dtype == db.dtype == stats.dtype == dtype
+    np.testing.assert_array_equal(d, d_ref)  # one product per element, as the reference's
+    assert_close(db, db_ref, scale=sum_scale(d_ref), what="db")
+    assert_close(stats[0], st_ref[0], scale=2 * loss_scale(Z, A, Y, loss) * float(r.max()),
+                 what="weighted loss sum")
+    assert stats[1] == 0  # the correct count is loss_output_delta's, left alone
 
 
 @pytest.mark.parametrize(("act", "loss"), OUTPUT_PAIRS)

@@ -45,6 +45,7 @@ class XpmlpArgumentParser(argparse.ArgumentParser):
     subcommand name to its parser (filled by ``build_parser``).
     """
 
+    # Any: argparse.ArgumentParser's own parameters, passed on as they are
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.commands: dict[str, argparse.ArgumentParser] = {}

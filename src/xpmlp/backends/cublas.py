@@ -22,9 +22,14 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..kernels.gemm import NO_TRANS, matrix_operand
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from ..core.aliases import Array, DeviceObject
 
 #: cublasOperation_t
 OP_N, OP_T = 0, 1
@@ -38,7 +43,7 @@ class CublasError(RuntimeError):
     """A cuBLAS call returned a status other than CUBLAS_STATUS_SUCCESS."""
 
 
-def _operand(x: Any, name: str) -> tuple[int, int]:
+def _operand(x: Array, name: str) -> tuple[int, int]:
     """(op, ld) that make cuBLAS read the matrix ``x`` as its transpose: a row-major matrix,
     read column-major, is its transpose (OP_N); a transposed view is the matrix itself
     (OP_T). The rule is ``xpmlp.kernels.gemm.matrix_operand``'s, the MKL route's too."""
@@ -49,7 +54,7 @@ def _operand(x: Any, name: str) -> tuple[int, int]:
     return (OP_N if trans == NO_TRANS else OP_T), ld
 
 
-def gemm_arguments(a: Any, b: Any, out: Any) -> tuple[int, ...]:
+def gemm_arguments(a: Array, b: Array, out: Array) -> tuple[int, ...]:
     """(op_b, op_a, n, m, k, ld_b, ld_a, ld_out) for out (m, n) = a (m, k) @ b (k, n):
     the column-major product out^T = b^T a^T, in the order cublasSgemm takes them (b first).
     ``out`` must have contiguous rows."""
@@ -84,7 +89,7 @@ def _library_path() -> str | None:
     return ctypes.util.find_library("cublas")
 
 
-def load_cublas(cupy: Any) -> ctypes.CDLL:
+def load_cublas(cupy: ModuleType) -> ctypes.CDLL:
     """The cuBLAS library CuPy uses, opened with ctypes (the same copy, already loaded)."""
     cupy.cuda.device.get_cublas_handle()  # makes CuPy load libcublas
     path = _library_path()
@@ -110,7 +115,8 @@ class CublasHandle:
     are passed as flags, as ``cupy.matmul`` does); host scalars alpha = 1, beta = 0,
     which cuBLAS copies into its kernels' arguments, so the call can be captured."""
 
-    def __init__(self, cupy: Any, stream: Any, workspace_bytes: int = WORKSPACE_BYTES) -> None:
+    def __init__(self, cupy: ModuleType, stream: DeviceObject,
+                 workspace_bytes: int = WORKSPACE_BYTES) -> None:
         self._lib = lib = load_cublas(cupy)
         self._handle = ctypes.c_void_p()
         self._check(lib.cublasCreate_v2(ctypes.byref(self._handle)), "cublasCreate")
@@ -119,19 +125,19 @@ class CublasHandle:
         self._check(lib.cublasSetWorkspace_v2(self._handle, self._workspace.data.ptr,
                                               workspace_bytes), "cublasSetWorkspace")
         self._check(lib.cublasSetMathMode(self._handle, DEFAULT_MATH), "cublasSetMathMode")
-        self._scalars = {
+        scalars = {
             "f": (lib.cublasSgemm_v2, ctypes.c_float(1.0), ctypes.c_float(0.0)),
             "d": (lib.cublasDgemm_v2, ctypes.c_double(1.0), ctypes.c_double(0.0)),
         }
         self._scalars = {k: (fn, ctypes.addressof(one), ctypes.addressof(zero), one, zero)
-                         for k, (fn, one, zero) in self._scalars.items()}
+                         for k, (fn, one, zero) in scalars.items()}
 
     @staticmethod
     def _check(status: int, what: str) -> None:
         if status != 0:
             raise CublasError(f"{what} returned cuBLAS status {status}")
 
-    def gemm(self, a: Any, b: Any, out: Any) -> None:
+    def gemm(self, a: Array, b: Array, out: Array) -> None:
         """out = a @ b on the handle's stream (no allocation, no synchronization)."""
         fn, one, zero = self._scalars[out.dtype.char][:3]
         op_b, op_a, n, m, k, ld_b, ld_a, ld_out = gemm_arguments(a, b, out)

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy
 
 from .cuda_backend import CudaKernelOps
 from .cuda_probe import simulator_enabled
 from .devices import unavailable
+
+if TYPE_CHECKING:
+    from ..core.aliases import Array, NumbaDispatcher
 
 
 def _in_place_hint() -> type:
@@ -35,7 +38,7 @@ def _in_place_hint() -> type:
     from numba.cuda.args import ArgHint
 
     class InPlace(ArgHint):
-        def to_device(self, retr: list[Any], stream: Any = 0) -> Any:
+        def to_device(self, retr: list[object], stream: object = 0) -> Array:
             return self.value
 
     return InPlace
@@ -68,7 +71,7 @@ class SimulatedCudaBackend(CudaKernelOps):
     def device(self) -> str:
         return "Numba CUDA simulator (NumPy arrays in host memory)"
 
-    def _launch(self, kernel: Any, n_items: int, *args: Any) -> None:
+    def _launch(self, kernel: NumbaDispatcher, n_items: int, *args: object) -> None:
         """Refuses a launch outside ``activate``: on a GPU, the CuPy work around it could be
         queued on another stream than the kernel's."""
         if not self._active:

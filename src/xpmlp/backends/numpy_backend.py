@@ -44,6 +44,7 @@ _BINDINGS: dict[Any, Callable[[Any], dict[str, Any]]] = {
     cpu.bias_activation_rows: lambda act: act.forward_bindings(),
     cpu.activation_backward: lambda act: act.backward_bindings(),
     cpu.loss_output_delta: lambda pair: pair[0].kernel_bindings(pair[1]),
+    cpu.weight_output_delta: lambda loss: loss.row_bindings(),
     cpu.optimizer_step: lambda rule: {"rule": rule},
     cpu.grad_sum_squares: lambda _: {},
     cpu.bias_activation_dropout: lambda act: act.forward_bindings(),
@@ -97,7 +98,7 @@ def _build(key: tuple[Any, Any, bool, Any]) -> Any:
 FUSED_OPS = ("gather_rows", "matmul", "bias_activation", "activation_backward",
              "loss_output_delta", "grad_sum_squares", "optimizer_step",
              "bias_activation_dropout", "activation_backward_dropout", "batch_norm_forward",
-             "batch_norm_backward")
+             "batch_norm_backward", "weight_output_delta")
 
 
 class NumpyBackend(Backend):
@@ -268,6 +269,15 @@ class NumpyBackend(Backend):
         kernel = _kernel(key)
         kernel(Z, A, Y, delta, db, out_stats, skip, Z.dtype.type(1.0 / Z.shape[0]))
 
+    def weight_output_delta(
+        self, Z: Array, A: Array, Y: Array, r: Array, delta: Array, db: Array,
+        out_stats: Array, loss: Any,
+    ) -> None:
+        if type(loss) is str:
+            loss = loss_entry(loss)
+        _kernel((cpu.weight_output_delta, loss, False, Z.dtype.char))(Z, A, Y, r, delta, db,
+                                                                       out_stats)
+
     def grad_sum_squares(self, g: Array, clip_value: float, out: Array) -> None:
         key = (cpu.grad_sum_squares, None, g.size >= cpu.PARALLEL_MIN_ELEMENTS, g.dtype.char)
         _kernel(key)(g, g.dtype.type(clip_value), out)
@@ -359,6 +369,8 @@ class FusedStep:
             update=_kernel((cpu.optimizer_step, model.optimizer.rule, whole, char)),
             sum_squares_of=_kernel((cpu.grad_sum_squares, None, whole, char)),
             gather=_kernel((cpu.gather_rows, None, big, char)),
+            # called only for row weights, an argument of each call (``train_step``'s weights)
+            weigh_output=_kernel((cpu.weight_output_delta, model.loss_entry, False, char)),
             **regularization,
         )
         return compiled
@@ -401,18 +413,25 @@ class FusedStep:
         )
 
     def __call__(self, X: Array, Y: Array, idx: Array, ws: Any, out_stats: Array, skip: Array,
-                 lr_factor: float = 1.0) -> None:
-        """The whole step of the batch X[idx], Y[idx]: gradients and update."""
-        self._run(X, Y, idx, ws, out_stats, skip, lr_factor, True)
+                 lr_factor: float = 1.0, weight_decay: float | None = None,
+                 row_weights: tuple[Array, float] | None = None) -> None:
+        """The whole step of the batch X[idx], Y[idx]: gradients and update.
+
+        ``weight_decay``: this step's L2 coefficient (default: the optimizer's);
+        ``row_weights`` = (w, s): the sample weights w of every row of X and this batch's
+        factor s, r_i = w[idx[i]] s on the output delta and loss (``MLP.backward_pass``'s
+        ``row_weights``)."""
+        self._run(X, Y, idx, ws, out_stats, skip, lr_factor, weight_decay, row_weights, True)
 
     def gradients(self, X: Array, Y: Array, idx: Array, ws: Any, out_stats: Array,
-                  skip: Array) -> None:
+                  skip: Array, row_weights: tuple[Array, float] | None = None) -> None:
         """The step up to the gradients (``model.grads``, the loss in ``out_stats``, ``skip``
         set for a non-finite loss); the update is the caller's (``MLP.apply_gradients``)."""
-        self._run(X, Y, idx, ws, out_stats, skip, 1.0, False)
+        self._run(X, Y, idx, ws, out_stats, skip, 1.0, None, row_weights, False)
 
     def _run(self, X: Array, Y: Array, idx: Array, ws: Any, out_stats: Array, skip: Array,
-             lr_factor: float, update_now: bool) -> None:
+             lr_factor: float, weight_decay: float | None,
+             row_weights: tuple[Array, float] | None, update_now: bool) -> None:
         views = self._views
         if views is None or views[0] is not ws:
             big = ws.rows * self._widest >= cpu.PARALLEL_MIN_ELEMENTS
@@ -420,8 +439,9 @@ class FusedStep:
             wide = numpy.array([d.size >= cpu.PARALLEL_MIN_ELEMENTS for d in ws.delta[:-1]],
                                dtype=numpy.bool_)
             views = self._views = (ws, tuple(ws.Z), tuple(ws.A), tuple(ws.delta),
-                                   self.kernel(big), wide, self.regularization(ws))
-        _, Zs, As, deltas, kernel, wide, hidden = views
+                                   self.kernel(big), wide, self.regularization(ws),
+                                   numpy.empty(ws.rows, self.model_dtype))
+        _, Zs, As, deltas, kernel, wide, hidden, r = views
         model = self.model
         if hidden is not None:  # the dropout masks' keys of this step, as MLP.forward_pass
             step = ws.dropout_step = model.dropout_steps
@@ -438,7 +458,13 @@ class FusedStep:
             hyper = tuple(map(t, opt.hyperparameters(opt.t, opt.learning_rate * lr_factor)))
         else:  # a step without its update: ``hyper`` of the right types, never read
             hyper = tuple(t(0.0) for _ in opt.hyperparameters(opt.t + 1, opt.learning_rate))
+        decay = opt.weight_decay if weight_decay is None else weight_decay
+        weights = None
+        if row_weights is not None:
+            from ..kernels.fused_cpu import RowWeights
+
+            weights = RowWeights(row_weights[0], t(row_weights[1]), r[:idx.shape[0]])
         kernel(self.cblas, X, Y, idx, self.Ws, self.bs, self.dWs, self.dbs,
                Zs, As, deltas, ws.Y, out_stats, skip, t(1.0 / ws.rows), model.params,
-               model.grads, opt.state, hyper, t(opt.weight_decay), model.n_weights, t(opt.l1),
-               t(clip_value), t(max_norm), opt.sum_squares, wide, hidden, update_now)
+               model.grads, opt.state, hyper, t(decay), model.n_weights, t(opt.l1),
+               t(clip_value), t(max_norm), opt.sum_squares, wide, hidden, weights, update_now)

@@ -15,9 +15,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..core.errors import ParameterError, XpmlpError
+
+if TYPE_CHECKING:
+    import numpy
+
+    from ..plots.training import Report
 from .train import (
     _non_negative_int,
     _positive_int,
@@ -73,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_report(path: str) -> dict[str, Any]:
+def read_report(path: str) -> Report:
     """The JSON report at ``path``, checked to be drawable; ParameterError otherwise."""
     from ..plots import check_report
 
@@ -86,7 +91,7 @@ def read_report(path: str) -> dict[str, Any]:
             f"report {path!r} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
             f"{exc.start}); expected the JSON file written by xpmlp train --report") from None
     try:
-        report = json.loads(text)
+        report: Report = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ParameterError(f"report {path!r} is not valid JSON: {exc}") from None
     try:
@@ -96,7 +101,7 @@ def read_report(path: str) -> dict[str, Any]:
     return report
 
 
-def misclassified_images(report: dict[str, Any], data_dir: str | None) -> Any:
+def misclassified_images(report: Report, data_dir: str | None) -> numpy.ndarray | None:
     """The MNIST test images of the report's misclassified digits, (k, 28, 28) uint8, or
     None when the report lists none or MNIST cannot be loaded (without downloading)."""
     wrong = report.get("misclassified")

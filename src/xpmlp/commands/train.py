@@ -25,14 +25,54 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 from ..core.errors import ParameterError, XpmlpError
 
-DEFAULTS = {
+if TYPE_CHECKING:
+    import numpy
+
+    from ..backends.base import Backend
+    from ..core.aliases import Record
+    from ..core.schedules import LRScheduler
+    from ..distributed.base import Communicator
+    from ..plots.training import Report
+    from ..train.early_stopping import EarlyStopping
+    from ..train.model import MLP
+
+
+class _GradientOptions(TypedDict):
+    """The model's gradient keywords of the options (``MLP(**...)``)."""
+
+    l1: float | None
+    clip_grad_norm: float | None
+    clip_grad_value: float | None
+
+
+class _StoppingOptions(TypedDict, total=False):
+    """fit's early-stopping keywords of the options (none without --early-stopping), or its
+    validation data (the test set, when there is no early stopping)."""
+
+    early_stopping: EarlyStopping
+    validation_fraction: float
+    validation_data: tuple[numpy.ndarray, numpy.ndarray]
+
+
+class _Defaults(TypedDict):
+    epochs: int
+    batch_size: int
+    hidden: str
+    activation: str
+    optimizer: str
+    schedule: str
+    seed: int
+    dtype: str
+
+
+DEFAULTS: _Defaults = {
     "epochs": 8,
     "batch_size": 128,
     "hidden": "512,256",
@@ -79,7 +119,7 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _number(low: float, *, inclusive: bool) -> Any:
+def _number(low: float, *, inclusive: bool) -> Callable[[str], float]:
     """An argparse type: a finite float > low (or >= low when ``inclusive``)."""
     def parse(text: str) -> float:
         try:
@@ -321,19 +361,20 @@ def validate_options(args: argparse.Namespace, ranks: int = 1) -> None:
                                  "written by --checkpoint or --out")
 
 
-def _regularization(args: argparse.Namespace) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+def _regularization(args: argparse.Namespace,
+                    ) -> tuple[_GradientOptions, LRScheduler, _StoppingOptions]:
     """From the options: the model's gradient keywords, the schedule, and fit's early-stopping
     keywords (empty without --early-stopping)."""
     from ..core.schedules import make_schedule
     from ..train.early_stopping import EarlyStopping
 
-    gradient = {"l1": args.l1, "clip_grad_norm": args.clip_norm,
-                "clip_grad_value": args.clip_value}
+    gradient: _GradientOptions = {"l1": args.l1, "clip_grad_norm": args.clip_norm,
+                                  "clip_grad_value": args.clip_value}
     schedule = make_schedule(args.schedule, warmup=args.warmup, warmup_start=args.warmup_start,
                              step_size=args.step_size, gamma=args.gamma,
                              patience=args.plateau_patience, factor=args.plateau_factor,
                              min_lr=args.min_lr)
-    stopping: dict[str, Any] = {}
+    stopping: _StoppingOptions = {}
     if args.early_stopping is not None:
         stopping = {"early_stopping": EarlyStopping(
             patience=args.early_stopping, min_delta=args.min_delta, monitor=args.monitor),
@@ -448,7 +489,7 @@ def run(args: argparse.Namespace) -> int:
         return _train(args, comm, args.threads)
 
 
-def _run_rank(args: argparse.Namespace, comm: Any) -> int:
+def _run_rank(args: argparse.Namespace, comm: Communicator) -> int:
     """One rank of several: rank 0 checks the output paths; threads default to the cores of
     this machine divided by its ranks; any error prints and aborts every rank (the
     ``xpmlp`` command would otherwise print it and return, leaving the others waiting)."""
@@ -485,7 +526,7 @@ PER_RANK_OPTIONS = frozenset({"out", "checkpoint", "report", "plot", "quiet", "t
                               "data_dir", "no_download", "command"})
 
 
-def check_same_options(args: argparse.Namespace, comm: Any) -> None:
+def check_same_options(args: argparse.Namespace, comm: Communicator) -> None:
     """A collective at the start of every rank: DistributedError (raised alike on every rank)
     unless every rank was given the same training options (all but ``PER_RANK_OPTIONS``),
     naming each that differs with its value on that rank and on rank 0. Without it, ranks
@@ -514,7 +555,7 @@ def _rank_batch_size(batch_size: int, ranks: int) -> int:
     ))
 
 
-def _train(args: argparse.Namespace, comm: Any, threads: int | None = None) -> int:
+def _train(args: argparse.Namespace, comm: Communicator, threads: int | None = None) -> int:
     """Load MNIST (this rank's interleaved share of it), build and fit the model, print the
     test accuracy, save what was asked (rank 0 only)."""
     from ..backends import get_backend, resolve_backend_name
@@ -534,7 +575,8 @@ def _train(args: argparse.Namespace, comm: Any, threads: int | None = None) -> i
 
         print(f"backend: {describe_auto_choice()}", file=sys.stderr)
     quiet = args.quiet or not root
-    log = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
+    log: Callable[..., None] = ((lambda *a: None) if quiet
+                                else (lambda *a: print(*a, file=sys.stderr)))
     resumed = _resumed_model(args, backend)
     dtype = args.dtype if resumed is None else resumed.dtype.name
     data = load_mnist(args.data_dir, download=not args.no_download, progress=not quiet)
@@ -573,7 +615,7 @@ def _train(args: argparse.Namespace, comm: Any, threads: int | None = None) -> i
         with model.backend.activate():
             test_set = model.to_device((all_x_test * scale).astype(dtype), all_y_test)
 
-    def epoch_done(r: dict[str, Any]) -> None:
+    def epoch_done(r: Record) -> None:
         if test_set is not None:
             from ..train.loop import evaluate
 
@@ -608,9 +650,10 @@ def _train(args: argparse.Namespace, comm: Any, threads: int | None = None) -> i
 
         with model.backend.activate():
             test_accuracy = evaluate(model, *test_set)[1]
-        stopped = (f"stopped at epoch {model.stopped_epoch_}" if model.stopped_epoch_
+        epochs = _early_stopping_epochs(model)
+        stopped = (f"stopped at epoch {epochs['stopped_epoch']}" if epochs["stopped_epoch"]
                    else "ran every epoch")
-        log(f"early stopping: {stopped}; the weights of epoch {model.best_epoch_} (best "
+        log(f"early stopping: {stopped}; the weights of epoch {epochs['best_epoch']} (best "
             f"{args.monitor}) are kept")
     else:
         test_accuracy = history[-1]["test_accuracy"]
@@ -627,7 +670,7 @@ def _train(args: argparse.Namespace, comm: Any, threads: int | None = None) -> i
         except OutputError as exc:
             failed.append(exc)
     if args.report or args.plot:
-        report: dict[str, Any] = {
+        report: Report = {
             "command": "xpmlp train",
             "arguments": {k: v for k, v in vars(args).items() if not k.startswith("_")},
             "backend": backend.name,
@@ -641,8 +684,7 @@ def _train(args: argparse.Namespace, comm: Any, threads: int | None = None) -> i
                             "threads_per_rank": threads},
             "epochs": history,
             "test_accuracy": test_accuracy,
-            **({"early_stopping": {"best_epoch": model.best_epoch_,
-                                   "stopped_epoch": model.stopped_epoch_}} if stopping else {}),
+            **({"early_stopping": _early_stopping_epochs(model)} if stopping else {}),
             "training_seconds": train_seconds,
             "wall_seconds": wall,
             **errors_on_test_set(model, (all_x_test * scale).astype(dtype), all_y_test),
@@ -706,7 +748,15 @@ def rescue_locations(path: str | os.PathLike[str]) -> list[Path]:
     return out
 
 
-def write_model(model: Any, path: str, option: str, rescue_note: str = "") -> Path:
+def _early_stopping_epochs(model: MLP) -> dict[str, int | None]:
+    """The model's ``best_epoch_`` and ``stopped_epoch_``, which ``fit`` sets
+    (``xpmlp.train.loop``), by the names of the run's report."""
+    # MLP does not declare the two attributes (fit sets them): mypy cannot see them
+    return {"best_epoch": model.best_epoch_,  # type: ignore[attr-defined]
+            "stopped_epoch": model.stopped_epoch_}  # type: ignore[attr-defined]
+
+
+def write_model(model: MLP, path: str, option: str, rescue_note: str = "") -> Path:
     """``save_model(model, path)``; if that fails (disk full, ...), the model is saved to the
     first of ``rescue_locations`` that takes it and OutputError names both files."""
     from ..io.serialize import save_model
@@ -727,7 +777,7 @@ def write_model(model: Any, path: str, option: str, rescue_note: str = "") -> Pa
                       f"else either (tried {', '.join(map(str, rescue_locations(path)))})")
 
 
-def save_checkpoint(model: Any, path: str, epoch: int) -> None:
+def save_checkpoint(model: MLP, path: str, epoch: int) -> None:
     """The checkpoint after ``epoch``; on failure (disk full, ...) training stops with one
     OutputError saying that ``path`` still holds the previous checkpoint and where this
     epoch's model was saved instead."""
@@ -738,7 +788,7 @@ def save_checkpoint(model: Any, path: str, epoch: int) -> None:
                           "last checkpoint written)") from None
 
 
-def _resumed_model(args: argparse.Namespace, backend: Any) -> Any:
+def _resumed_model(args: argparse.Namespace, backend: Backend) -> MLP | None:
     """The model of ``--resume`` on ``backend`` (None without it); ParameterError unless it
     classifies MNIST digits and has epochs left before ``--epochs``."""
     if not getattr(args, "resume", None):
@@ -765,7 +815,7 @@ def _resumed_model(args: argparse.Namespace, backend: Any) -> Any:
     return model
 
 
-def _checkpoint_options(model: Any) -> dict[str, Any]:
+def _checkpoint_options(model: MLP) -> dict[str, object]:
     """The values the options of ``RESUME_FIXED`` have in ``model`` (a loaded checkpoint), as
     the parser gives them (dests of ``args``)."""
     opt = model.optimizer
@@ -788,10 +838,12 @@ def _checkpoint_options(model: Any) -> dict[str, Any]:
     }
 
 
-def _same(given_value: Any, saved: Any) -> bool:
+def _same(given_value: object, saved: object) -> bool:
     if isinstance(given_value, float) or isinstance(saved, float):
         try:
-            return abs(float(given_value) - float(saved)) <= 1e-12 * max(1.0, abs(float(saved)))
+            # float() of any value, a TypeError or ValueError meaning "not the same"
+            a, b = float(given_value), float(saved)  # type: ignore[arg-type]
+            return abs(a - b) <= 1e-12 * max(1.0, abs(b))
         except (TypeError, ValueError):
             return False
     if isinstance(given_value, list) and isinstance(saved, list):
@@ -799,7 +851,7 @@ def _same(given_value: Any, saved: Any) -> bool:
     return bool(given_value == saved)
 
 
-def check_resume_options(args: argparse.Namespace, model: Any) -> None:
+def check_resume_options(args: argparse.Namespace, model: MLP) -> None:
     """ParameterError naming each option of ``RESUME_FIXED`` given on the command line with a
     value other than the checkpoint's (``--resume`` goes on with the checkpoint's model and
     optimizer: such an option would be ignored)."""
@@ -825,7 +877,7 @@ def check_resume_options(args: argparse.Namespace, model: Any) -> None:
             "checkpoint's value (to change them, start a new run without --resume)")
 
 
-def _shown(value: Any) -> str:
+def _shown(value: object) -> str:
     if value is None:
         return "none"
     if isinstance(value, bool):
@@ -835,7 +887,8 @@ def _shown(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def errors_on_test_set(model: Any, x_test: Any, y_test: Any) -> dict[str, Any]:
+def errors_on_test_set(model: MLP, x_test: numpy.ndarray, y_test: numpy.ndarray,
+                       ) -> dict[str, object]:
     """The report's fields on the model's errors over the whole test set:
     ``confusion_matrix`` (row: true label, column: predicted; counts) and ``misclassified``
     (the first ``MAX_MISCLASSIFIED`` (25) of them in test-set order: ``index`` into the test set,

@@ -24,9 +24,8 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from .aliases import Array, ArrayModule
+from .aliases import Array, ArrayModule, KernelFunction
 from .errors import ParameterError
 from .registry import Registry
 
@@ -65,14 +64,14 @@ class Activation:
     def elementwise(self) -> bool:
         return self.row is None
 
-    def forward_bindings(self) -> dict[str, Callable[..., Any]]:
+    def forward_bindings(self) -> dict[str, KernelFunction]:
         """The forward kernel's placeholder: ``activation`` (elementwise) or ``activation_row``."""
-        # Callable[..., Any]: the placeholders' signatures differ, one per kernel slot
+        # KernelFunction: the placeholders' signatures differ, one per kernel slot
         if self.row is None:
             return {"activation": self.scalar}  # type: ignore[dict-item]
         return {"activation_row": self.row}
 
-    def backward_bindings(self) -> dict[str, Callable[..., Any]]:
+    def backward_bindings(self) -> dict[str, KernelFunction]:
         """The backward kernel's placeholder: ``derivative``, f'(z) given z and a."""
         return {"derivative": self.scalar_derivative}  # type: ignore[dict-item]
 

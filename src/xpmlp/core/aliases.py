@@ -8,6 +8,7 @@ history record: figures by name (floats, ints, and the odd string or None).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -21,3 +22,12 @@ Record = dict[str, Any]
 JSON = dict[str, "JSON"] | list["JSON"] | str | int | float | bool | None
 #: an array namespace, ``numpy`` or ``cupy`` (the backend's ``xp``)
 ArrayModule = ModuleType
+#: a function a kernel slot takes (a registry entry's formula, or the placeholder bound in its
+#: slot): ``Callable[..., Any]``, as the signatures differ from slot to slot
+KernelFunction = Callable[..., Any]
+#: an object of a GPU library that ships no type information (a CuPy stream, pinned buffer or
+#: module attribute; NCCL's communicator): ``Any``, as ``Array`` is
+DeviceObject = Any
+#: a Numba-compiled function (an ``@njit`` or ``@cuda.jit`` dispatcher): ``Any``, as Numba's
+#: types describe neither its calls nor its attributes (``py_func``, ``[grid, block]``)
+NumbaDispatcher = Any

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
-from typing import Any
 
 from .activations import ACTIVATIONS, Activation
 from .errors import ParameterError
@@ -20,7 +19,8 @@ from .validation import check_params
 def check_layer_sizes(layer_sizes: Sequence[int]) -> list[int]:
     sizes = list(layer_sizes) if isinstance(layer_sizes, (list, tuple)) else None
     if not sizes or len(sizes) < 2 or not all(
-        isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1 for n in sizes
+        isinstance(n, numbers.Integral) and not isinstance(n, bool) and int(n) >= 1
+        for n in sizes
     ):
         raise ParameterError(
             f"layer_sizes={layer_sizes!r} is not valid; expected a list of at least two "
@@ -49,7 +49,7 @@ def check_output_units(output: Activation, n_outputs: int) -> None:
 
 
 def optimizer_for(optimizer: str | Optimizer, learning_rate: float | None,
-                  **hyperparameters: Any) -> Optimizer:
+                  **hyperparameters: float | None) -> Optimizer:
     """The optimizer object: the one given, or the one a name and keywords describe.
 
     Each keyword given (not None) is checked, and must apply: with an optimizer object none

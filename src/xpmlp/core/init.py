@@ -9,12 +9,16 @@ auto    each activation's own default (``Activation.init``: he before the ReLU f
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .activations import Activation
+    from .aliases import Array, Generator
 
 INITIALIZERS = ("auto", "he", "xavier")
 
 
-def init_weights(rng: Any, W: Any, method: str, activation: Any) -> None:
+def init_weights(rng: Generator, W: Array, method: str, activation: Activation) -> None:
     """Fill W (n_out, n_in) in place; ``activation`` is the layer's registry entry."""
     n_out, n_in = W.shape
     if method == "auto":

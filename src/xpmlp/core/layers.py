@@ -28,11 +28,14 @@ each direction one fused kernel (the mask is recomputed from its key, never stor
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .activations import Activation
 from .aliases import Array
 from .regularization import BN_EPS, BN_MOMENTUM
+
+if TYPE_CHECKING:
+    from ..backends.base import Backend
 
 
 @dataclass
@@ -71,7 +74,7 @@ class Dense:
     def n_out(self) -> int:
         return int(self.W.shape[0])
 
-    def forward(self, backend: Any, A_prev: Array, Z: Array, A: Array, training: bool = False,
+    def forward(self, backend: Backend, A_prev: Array, Z: Array, A: Array, training: bool = False,
                 key: int = 0, Zhat: Array = None, stats: Array = None) -> None:
         """Z = A_prev W^T + b, A = f(Z) (the bias and activation in one fused kernel). With
         batch norm, A = f(BN) (batch statistics into ``stats`` and Zhat in training, running
@@ -92,7 +95,7 @@ class Dense:
             backend.bias_activation(Z, self.b, A, self.activation)
 
     def backward(
-        self, backend: Any, dA: Array, Z: Array, A: Array, A_prev: Array, delta: Array,
+        self, backend: Backend, dA: Array, Z: Array, A: Array, A_prev: Array, delta: Array,
         dA_prev: Array | None, key: int = 0, Zhat: Array = None, stats: Array = None,
     ) -> None:
         """From dA = dL/dA of this layer: delta = dA * f'(Z) and db (one fused kernel, f'
@@ -112,7 +115,7 @@ class Dense:
         self.backward_from_delta(backend, delta, A_prev, dA_prev)
 
     def backward_from_delta(
-        self, backend: Any, delta: Array, A_prev: Array, dA_prev: Array | None
+        self, backend: Backend, delta: Array, A_prev: Array, dA_prev: Array | None
     ) -> None:
         """dW = delta^T A_prev and, unless this is the first layer, dA_prev = delta W."""
         backend.matmul(delta.T, A_prev, out=self.dW)

@@ -25,11 +25,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from ..kernels.rows import argmax_row, chain_rule_delta, elementwise_loss_row, logit_delta
 from .activations import ACTIVATIONS, Activation
-from .aliases import Array, ArrayModule
+from .aliases import Array, ArrayModule, KernelFunction
 from .registry import Registry
 
 
@@ -62,15 +61,21 @@ class Loss:
     def delta_formula(self) -> str:
         return "(a - y) / m" if self.gradient is None else "dl/da f'(z) / m"
 
-    def kernel_bindings(self, activation: Activation) -> dict[str, Callable[..., Any]]:
-        """The output layer kernel's placeholders for this loss after ``activation``."""
-        # Callable[..., Any]: the placeholders' signatures differ, one per kernel slot
-        bindings: dict[str, Callable[..., Any]] = {}
+    def row_bindings(self) -> dict[str, KernelFunction]:
+        """The placeholders of ``loss_row`` (sample i's loss): the kernels that read the
+        per-sample losses alone (``kernels.cpu.weight_output_delta``)."""
+        # KernelFunction: the placeholders' signatures differ, one per kernel slot
+        bindings: dict[str, KernelFunction] = {}
         if self.row is not None:
             bindings["loss_row"] = self.row
         else:
             bindings["loss_row"] = elementwise_loss_row
             bindings["loss_term"] = self.term  # type: ignore[assignment]
+        return bindings
+
+    def kernel_bindings(self, activation: Activation) -> dict[str, KernelFunction]:
+        """The output layer kernel's placeholders for this loss after ``activation``."""
+        bindings = self.row_bindings()
         if self.gradient is None:
             bindings["output_delta"] = logit_delta
         else:

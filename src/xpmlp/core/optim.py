@@ -250,16 +250,18 @@ class Optimizer:
         self.t = int(t)
 
     def step(self, backend: Backend, params: Array, grads: Array, n_decay: int, skip: Array,
-             lr_factor: float = 1.0) -> None:
+             lr_factor: float = 1.0, weight_decay: float | None = None) -> None:
         """One update of ``params`` (unless ``skip[0]`` is set, on the device), with the
         gradient clipped and penalized as the module docstring says; the first ``n_decay``
-        parameters (the weights) get the L1 and L2 terms."""
+        parameters (the weights) get the L1 and L2 terms (``weight_decay``: this step's L2
+        coefficient, default the optimizer's own)."""
         self.advance()
         options = self._gradient_options(backend, grads)
         backend.optimizer_step(
             self, params, grads, self.state,
             self.hyperparameters(self.t, self.learning_rate * lr_factor),
-            self.weight_decay, n_decay, skip, **options,
+            self.weight_decay if weight_decay is None else weight_decay, n_decay, skip,
+            **options,
         )
 
     def hyper_rows(self, lr_factors: Array) -> numpy.ndarray:

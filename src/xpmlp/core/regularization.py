@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
-from typing import Any
 
 import numpy
 
 from ..kernels.rows import DROPOUT_BITS, GOLDEN, mix64
+from .aliases import Array, ArrayModule
 from .errors import ParameterError
 
 BN_EPS = 1e-5  # torch.nn.BatchNorm1d's default
@@ -36,21 +36,24 @@ _MASK64 = (1 << 64) - 1
 
 def check_dropout(dropout: float | Sequence[float], n_hidden: int) -> list[float]:
     """One rate in [0, 1) per hidden layer, from one rate or a sequence of ``n_hidden``."""
-    rates = list(dropout) if isinstance(dropout, (list, tuple)) else [dropout] * n_hidden
+    rates: list[object] = (list(dropout) if isinstance(dropout, (list, tuple))
+                           else [dropout] * n_hidden)
     if len(rates) != n_hidden:
         raise ParameterError(
             f"dropout={dropout!r} has {len(rates)} rates; expected one rate or {n_hidden} "
             "(one per hidden layer)"
         )
+    checked: list[float] = []
     for rate in rates:
-        ok = isinstance(rate, numbers.Real) and not isinstance(rate, bool)
-        if not (ok and 0.0 <= float(rate) < 1.0):
+        if not (isinstance(rate, numbers.Real) and not isinstance(rate, bool)
+                and 0.0 <= float(rate) < 1.0):
             raise ParameterError(
                 f"dropout={dropout!r} is not valid; expected rates in [0, 1) (the fraction "
                 "of a hidden layer's activations dropped in training), one or one per hidden "
                 "layer"
             )
-    return [float(r) for r in rates]
+        checked.append(float(rate))
+    return checked
 
 
 def check_batch_norm(batch_norm: bool | Sequence[bool], n_hidden: int) -> list[bool]:
@@ -77,8 +80,8 @@ def dropout_key(seed: int, step: int, layer: int) -> int:
     return int(x) >> 1
 
 
-def dropout_keep_mask(xp: Any, key: int, shape: tuple[int, int], rate: float,
-                      first_row: int = 0) -> Any:
+def dropout_keep_mask(xp: ArrayModule, key: int, shape: tuple[int, int], rate: float,
+                      first_row: int = 0) -> Array:
     """The boolean keep-mask of a batch (rows ``first_row`` on) as array code, from the
     kernels' own scalar formula applied to a uint64 index array."""
     from ..kernels.rows import dropout_keep

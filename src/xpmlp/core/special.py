@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import array_api_compat
 import numpy
 
+from .aliases import Array, ArrayModule
 
-def erfc(xp: Any, X: Any) -> Any:
+
+def erfc(xp: ArrayModule, X: Array) -> Array:
     """The complementary error function elementwise, in X's dtype: SciPy's (CuPy's on the GPU)
     when present, else ``math.erfc`` element by element (slow, but this is the reference)."""
     if array_api_compat.is_cupy_namespace(xp):  # CuPy itself or its compat wrapper

@@ -8,21 +8,35 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 import numpy
 
 from .errors import ParameterError
 
+if TYPE_CHECKING:
+    from numpy.typing import DTypeLike
+
+    from .aliases import Array, ArrayModule
+
+
+class Constraint:
+    """What a hyperparameter's value must be: ``check`` raises ``ParameterError`` naming the
+    argument, else returns the value (a number as a Python int or float)."""
+
+    def check(self, name: str, value: object) -> object:
+        raise NotImplementedError
+
 
 @dataclass(frozen=True)
-class Choice:
+class Choice(Constraint):
     """The value must be one of ``options``."""
 
-    options: tuple[Any, ...]
+    options: tuple[object, ...]
 
-    def check(self, name: str, value: Any) -> Any:
+    def check(self, name: str, value: object) -> object:
         if value not in self.options:
             opts = ", ".join(repr(o) for o in self.options)
             raise ParameterError(f"{name}={value!r} is not valid; expected one of {opts}")
@@ -30,7 +44,7 @@ class Choice:
 
 
 @dataclass(frozen=True)
-class Number:
+class Number(Constraint):
     """A real number in an interval: ``low < x`` (or ``<=`` when ``low_closed``), ``x < high``..."""
 
     low: float | None = None
@@ -48,34 +62,40 @@ class Number:
             parts.append(f"{'<=' if self.high_closed else '<'} {self.high}")
         return kind + (" " + " and ".join(parts) if parts else "")
 
-    def check(self, name: str, value: Any) -> Any:
-        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-        if ok and self.integer:
-            ok = isinstance(value, numbers.Integral)
+    def check(self, name: str, value: object) -> float:
+        if not (isinstance(value, numbers.Real) and not isinstance(value, bool)):
+            raise ParameterError(f"{name}={value!r} is not valid; expected {self.describe()}")
+        # a numbers.Real, which typeshed gives no comparisons with float nor int(): a float
+        # to mypy (at run time the value's own operators, as before)
+        number = cast(float, value)
+        if not self._holds(number):
+            raise ParameterError(f"{name}={value!r} is not valid; expected {self.describe()}")
+        return int(number) if self.integer else float(number)
+
+    def _holds(self, value: float) -> bool:
+        ok = isinstance(value, numbers.Integral) if self.integer else True
         if ok:
             ok = math.isfinite(value)
         if ok and self.low is not None:
             ok = value >= self.low if self.low_closed else value > self.low
         if ok and self.high is not None:
             ok = value <= self.high if self.high_closed else value < self.high
-        if not ok:
-            raise ParameterError(f"{name}={value!r} is not valid; expected {self.describe()}")
-        return int(value) if self.integer else float(value)
+        return ok
 
 
-def check_params(values: dict[str, Any], constraints: dict[str, Any]) -> None:
+def check_params(values: Mapping[str, object], constraints: Mapping[str, Constraint]) -> None:
     """Check every ``values[name]`` against ``constraints[name]`` (a Choice or a Number)."""
     for name, rule in constraints.items():
         if name in values:
             rule.check(name, values[name])
 
 
-def array_module(a: Any, xp: Any) -> Any:
+def array_module(a: object, xp: ArrayModule) -> ArrayModule:
     """The array module that holds ``a``: the backend's ``xp`` for its arrays, else NumPy."""
     return xp if isinstance(a, xp.ndarray) else numpy
 
 
-def check_numeric(name: str, a: Any, xp: Any, dtype: Any = None) -> Any:
+def check_numeric(name: str, a: object, xp: ArrayModule, dtype: DTypeLike | None = None) -> Array:
     """``a`` as an array of a real numeric dtype (bool, int or float) with finite values that
     ``dtype`` (the model's) can hold."""
     mod = array_module(a, xp)
@@ -105,28 +125,44 @@ def check_numeric(name: str, a: Any, xp: Any, dtype: Any = None) -> Any:
     return arr
 
 
-def check_features(X: Any, n_features: int | None, xp: Any, name: str = "X",
-                   dtype: Any = None) -> Any:
+def check_features(X: object, n_features: int | None, xp: ArrayModule, name: str = "X",
+                   dtype: DTypeLike | None = None) -> Array:
     """X as a finite numeric (m, n_features) array with m >= 1, whose values ``dtype`` (the
     model's) can hold (``n_features`` None: any number of features)."""
-    X = check_numeric(name, X, xp, dtype)
-    if X.ndim != 2:
+    arr = check_numeric(name, X, xp, dtype)
+    if arr.ndim != 2:
         features = "features" if n_features is None else f"{n_features} features"
         raise ValueError(
-            f"{name} has shape {tuple(X.shape)}; expected a 2-D array (samples, {features})"
+            f"{name} has shape {tuple(arr.shape)}; expected a 2-D array (samples, {features})"
         )
-    if X.shape[0] == 0:
+    if arr.shape[0] == 0:
         raise ValueError(f"{name} is empty (0 samples); expected at least one sample")
-    if n_features is not None and X.shape[1] != n_features:
+    if n_features is not None and arr.shape[1] != n_features:
         raise ValueError(
-            f"{name} has {X.shape[1]} features per sample; the model's input layer expects "
+            f"{name} has {arr.shape[1]} features per sample; the model's input layer expects "
             f"{n_features}"
         )
-    return X
+    return arr
 
 
-def check_targets(y: Any, m: int, n_out: int, classifier: bool, xp: Any, name: str = "y",
-                  kind: str = "any", checked: bool = False) -> Any:
+def check_sample_weight(w: object, m: int, xp: ArrayModule,
+                        dtype: DTypeLike | None = None) -> Array:
+    """Sample weights as a finite, non-negative (m,) array with a positive sum."""
+    arr = check_numeric("sample_weight", w, xp, dtype)
+    if arr.ndim != 1 or arr.shape[0] != m:
+        raise ValueError(f"sample_weight has shape {tuple(arr.shape)}; expected ({m},): one "
+                         "weight per sample of X")
+    if m and float(arr.min()) < 0:
+        raise ValueError(f"sample_weight holds {int((arr < 0).sum())} negative value(s) "
+                         f"(smallest {float(arr.min()):g}); expected weights >= 0")
+    if float(arr.sum()) <= 0:
+        raise ValueError("sample_weight sums to 0; expected at least one positive weight")
+    return arr
+
+
+def check_targets(y: object, m: int, n_out: int, classifier: bool, xp: ArrayModule,
+                  name: str = "y", kind: str = "any",
+                  checked: bool = False) -> tuple[Array, bool]:
     """Targets as a finite (m, n_out) array; class labels (m,) are checked here, encoded later.
 
     ``kind`` is what the loss needs of 2-D targets (``Loss.targets``): "any", "counts"
@@ -135,33 +171,34 @@ def check_targets(y: Any, m: int, n_out: int, classifier: bool, xp: Any, name: s
     whether it holds class labels. ``checked``: y is an array whose values ``check_numeric``
     has checked already (a ``DeviceData``'s).
     """
-    if not checked:
-        y = check_numeric(name, y, xp)
-    if y.ndim == 0:
+    arr: Array = y if checked else check_numeric(name, y, xp)
+    if arr.ndim == 0:
         raise ValueError(f"{name} is a scalar; expected one target per sample ({m} of them)")
-    if y.shape[0] != m:
-        raise ValueError(f"X has {m} samples but {name} has {y.shape[0]}; expected the same number")
-    if y.ndim == 1 and classifier and n_out > 1:
-        mod = array_module(y, xp)
-        lo, hi = (float(v) for v in (y.min(), y.max()))
-        integral = y.dtype.kind in "biu" or bool((mod.floor(y) == y).all())
+    if arr.shape[0] != m:
+        raise ValueError(
+            f"X has {m} samples but {name} has {arr.shape[0]}; expected the same number"
+        )
+    if arr.ndim == 1 and classifier and n_out > 1:
+        mod = array_module(arr, xp)
+        lo, hi = (float(v) for v in (arr.min(), arr.max()))
+        integral = arr.dtype.kind in "biu" or bool((mod.floor(arr) == arr).all())
         if not integral or lo < 0 or hi > n_out - 1:
             raise ValueError(
                 f"{name} holds class labels from {lo:g} to {hi:g}; the output layer has {n_out} "
                 f"units, so expected integer labels in [0, {n_out - 1}]"
             )
-        return y, True
-    if y.ndim == 1 and n_out == 1:
-        y = y.reshape(m, 1)
-    if y.ndim != 2 or y.shape[1] != n_out:
+        return arr, True
+    if arr.ndim == 1 and n_out == 1:
+        arr = arr.reshape(m, 1)
+    if arr.ndim != 2 or arr.shape[1] != n_out:
         want = f"({m},) class labels or ({m}, {n_out})" if classifier else f"({m}, {n_out})"
-        raise ValueError(f"{name} has shape {tuple(y.shape)}; expected {want}")
-    _check_target_values(name, y, xp, kind if kind != "any" or not classifier or n_out > 1
+        raise ValueError(f"{name} has shape {tuple(arr.shape)}; expected {want}")
+    _check_target_values(name, arr, xp, kind if kind != "any" or not classifier or n_out > 1
                          else "probabilities")
-    return y, False
+    return arr, False
 
 
-def _check_target_values(name: str, y: Any, xp: Any, kind: str) -> None:
+def _check_target_values(name: str, y: Array, xp: ArrayModule, kind: str) -> None:
     """The values a loss's ``targets`` kind needs (see ``check_targets``)."""
     if kind == "any":
         return

@@ -15,10 +15,17 @@ stats[l] = (batch mean, 1 / sigma) per unit, shape (2, n_l); None for the other 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
+from .aliases import Array
 from .errors import DeviceMemoryError
+
+if TYPE_CHECKING:
+    from numpy.typing import DTypeLike
+
+    from ..backends.base import Backend
 
 PREDICT_CHUNK = 4096  # rows per forward pass when predicting and evaluating
 
@@ -28,18 +35,18 @@ class Workspace:
     """X, Y and per layer Z, A, delta for batches of up to ``rows`` samples."""
 
     rows: int
-    X: Any
-    Y: Any
-    Z: list[Any]
-    A: list[Any]  # A[0] is X
-    delta: list[Any]
-    Zhat: list[Any] = field(default_factory=list)
-    stats: list[Any] = field(default_factory=list)
+    X: Array
+    Y: Array
+    Z: list[Array]
+    A: list[Array]  # A[0] is X
+    delta: list[Array]
+    Zhat: list[Array | None] = field(default_factory=list)  # None: a layer without batch norm
+    stats: list[Array | None] = field(default_factory=list)
     dropout_step: int = 0
     _views: dict[int, Workspace] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def allocate(cls, backend: Any, layer_sizes: list[int], rows: int, dtype: Any,
+    def allocate(cls, backend: Backend, layer_sizes: list[int], rows: int, dtype: DTypeLike,
                  batch_norm: list[bool] | None = None) -> Workspace:
         """``batch_norm``: per layer, whether it has batch norm (default: none has)."""
         X = backend.empty((rows, layer_sizes[0]), dtype)
@@ -71,8 +78,8 @@ class Workspace:
 class ForwardPass:
     """The forward pass of a batch: Z[l] and A[l + 1] of layer l, A[0] the input."""
 
-    Z: list[Any]
-    A: list[Any]
+    Z: list[Array]
+    A: list[Array]
     workspace: Workspace
 
 
@@ -80,11 +87,11 @@ class ForwardPass:
 class Gradients:
     """One backward pass: per layer delta = dL/dZ, dW, db (views into the model's buffers)."""
 
-    delta: list[Any]
-    dW: list[Any]
-    db: list[Any]
-    _backend: Any
-    _stats: Any
+    delta: list[Array]
+    dW: list[Array]
+    db: list[Array]
+    _backend: Backend
+    _stats: Array
     _m: int
 
     @property
@@ -94,7 +101,7 @@ class Gradients:
 
 
 @contextlib.contextmanager
-def memory_for(what: str, n_values: int, itemsize: int, remedy: str) -> Any:
+def memory_for(what: str, n_values: int, itemsize: int, remedy: str) -> Iterator[None]:
     """Out of device memory inside: say for what, how much it needs and what to try."""
     try:
         yield

@@ -15,7 +15,7 @@ import http.client
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Literal, Protocol
 
 import pooch
 
@@ -33,7 +33,13 @@ class MirrorFailure(Exception):
     """
 
 
-def _progress_bar(desc: str, enabled: bool) -> Any:
+class _ProgressBar(Protocol):
+    """What this module uses of a tqdm bar (pooch drives the rest)."""
+
+    def close(self) -> object: ...
+
+
+def _progress_bar(desc: str, enabled: bool) -> _ProgressBar | Literal[False]:
     """A tqdm byte counter on stderr for pooch to drive, or False (no bar)."""
     if not enabled:
         return False
@@ -41,8 +47,9 @@ def _progress_bar(desc: str, enabled: bool) -> Any:
         from tqdm import tqdm
     except ImportError:
         return False
-    return tqdm(total=0, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
-                file=sys.stderr, leave=False)
+    bar: _ProgressBar = tqdm(total=0, desc=desc, unit="B", unit_scale=True,
+                             unit_divisor=1024, file=sys.stderr, leave=False)
+    return bar
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:

@@ -37,15 +37,19 @@ job (MPI_Abort) with that rank's traceback instead of leaving the others waiting
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..core import config
 from ..core.errors import DistributedError, ParameterError
 from .base import Communicator
 
+if TYPE_CHECKING:
+    from ..backends.device_data import DeviceData
+    from .mpi import MpiCommunicator
+
 BACKENDS = ("auto", "single", "mpi", "nccl")
 
-_communicators: dict[tuple[Any, ...], Communicator] = {}
+_communicators: dict[tuple[str, bool, int | None], Communicator] = {}
 
 
 def init(backend: str = "auto", *, cuda_aware: bool | None = None,
@@ -85,7 +89,7 @@ def _create(backend: str, cuda_aware: bool, device: int | None) -> Communicator:
     return _nccl(mpi, device)
 
 
-def _mpi(cuda_aware: bool) -> Any:
+def _mpi(cuda_aware: bool) -> MpiCommunicator:
     """The MPI communicator of the world, with the abort hook when it has several ranks."""
     from .faults import install_abort_hook
     from .mpi import MpiCommunicator
@@ -96,7 +100,7 @@ def _mpi(cuda_aware: bool) -> Any:
     return comm
 
 
-def _nccl(mpi: Any, device: int | None) -> Communicator:
+def _nccl(mpi: MpiCommunicator, device: int | None) -> Communicator:
     from .faults import install_abort_hook
     from .nccl import NcclCommunicator
 
@@ -135,7 +139,7 @@ def _auto(cuda_aware: bool) -> Communicator:
     return mpi
 
 
-def _every_rank_has_its_own_gpu(mpi: Any) -> bool:
+def _every_rank_has_its_own_gpu(mpi: MpiCommunicator) -> bool:
     """True when every rank has a usable GPU with NCCL, and no two ranks share a GPU.
 
     A collective: each rank gathers (machine, PCI bus id of the GPU it would use) or
@@ -173,7 +177,7 @@ def default_device(comm: Communicator) -> int | None:
 __all__ = ["BACKENDS", "Communicator", "default_device", "init", "shard"]
 
 
-def shard(data: Any, comm: Communicator) -> Any:
+def shard(data: object, comm: Communicator) -> DeviceData:
     """This rank's rows of the ``xpmlp.DeviceData`` ``data``: rows rank, rank + N, ... (the
     interleaved shards of ``xpmlp.train.loop.fit``'s contract), already checked and on the
     device, not checked again."""

@@ -29,13 +29,21 @@ size and dtype; a rank that stops calling them leaves the others waiting, which 
 from __future__ import annotations
 
 import sys
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import numpy
 
 from ..core.errors import ParameterError
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike, NDArray
+
+    from ..core.aliases import Array
+
 STAT_OPS = ("sum", "min", "max")
+
+#: an object every rank passes to a gather or a broadcast (picklable)
+T = TypeVar("T")
 
 
 class Communicator:
@@ -68,24 +76,24 @@ class Communicator:
                 f"local_rank={self.local_rank}, local_size={self.local_size}{where})")
 
     # ------------------------------------------------------------------ buffers
-    def allreduce_mean_(self, buf: Any) -> None:
+    def allreduce_mean_(self, buf: Array) -> None:
         """buf <- mean over ranks of buf, in place (equal on every rank afterwards)."""
         raise NotImplementedError
 
-    def broadcast_(self, buf: Any, root: int = 0) -> None:
+    def broadcast_(self, buf: Array, root: int = 0) -> None:
         """buf <- the buf of rank ``root``, in place."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ host values
-    def allreduce_stats(self, values: Any, op: str = "sum") -> numpy.ndarray:
+    def allreduce_stats(self, values: ArrayLike, op: str = "sum") -> NDArray[numpy.float64]:
         """``op`` over ranks of the host vector ``values`` (float64), as a new array."""
         raise NotImplementedError
 
-    def allgather_object(self, obj: Any) -> list[Any]:
+    def allgather_object(self, obj: T) -> list[T]:
         """Every rank's ``obj`` (picklable), in rank order, on every rank."""
         raise NotImplementedError
 
-    def broadcast_object(self, obj: Any, root: int = 0) -> Any:
+    def broadcast_object(self, obj: T, root: int = 0) -> T:
         """The ``obj`` of rank ``root``, on every rank."""
         raise NotImplementedError
 
@@ -106,14 +114,14 @@ class Communicator:
         return root
 
 
-def stats_vector(values: Any, op: str) -> numpy.ndarray:
+def stats_vector(values: ArrayLike, op: str) -> NDArray[numpy.float64]:
     """``values`` as a new 1-D float64 array after checking ``op``; ParameterError otherwise."""
     if op not in STAT_OPS:
         raise ParameterError(f"op={op!r}: expected one of {', '.join(STAT_OPS)}")
     return numpy.array(values, dtype=numpy.float64).reshape(-1)
 
 
-def check_buffer(buf: Any, what: str = "buffer") -> None:
+def check_buffer(buf: object, what: str = "buffer") -> None:
     """ParameterError unless ``buf`` is a C-contiguous float32/float64 array (NumPy or CuPy)."""
     dtype = getattr(buf, "dtype", None)
     flags = getattr(buf, "flags", None)
@@ -127,7 +135,7 @@ def check_buffer(buf: Any, what: str = "buffer") -> None:
                              "array's memory in place)")
 
 
-def is_device_array(buf: Any) -> bool:
+def is_device_array(buf: object) -> bool:
     """True for arrays in GPU memory (CuPy: they export the CUDA Array Interface)."""
     return hasattr(buf, "__cuda_array_interface__")
 

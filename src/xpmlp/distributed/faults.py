@@ -22,10 +22,17 @@ import json
 import sys
 import time
 import traceback
-from typing import Any, NoReturn, TypeVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from ..core.errors import DistributedError
 from .base import Communicator, flush_standard_streams
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+#: a rank's settings by name (JSON-able, or shown by repr)
+Settings = Mapping[str, object]
 
 AGREED_GRACE_S = 3.0  # how long ranks other than 0 wait for rank 0 to abort an agreed error
 #: how long a rank waits between writing its message and aborting: the launcher forwards a
@@ -74,7 +81,8 @@ def install_abort_hook(comm: Communicator) -> None:
     if getattr(sys.excepthook, "_xpmlp_abort_hook", False):
         return
 
-    def hook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
+    def hook(exc_type: type[BaseException], exc: BaseException,
+             tb: TracebackType | None) -> None:
         text = "".join(traceback.format_exception(exc_type, exc, tb))
         abort_job(_hooked[0], f"uncaught exception\n{text}", 1, agreed=is_agreed(exc))
 
@@ -82,14 +90,14 @@ def install_abort_hook(comm: Communicator) -> None:
     sys.excepthook = hook
 
 
-def settings_digest(settings: dict[str, Any]) -> str:
+def settings_digest(settings: Mapping[str, object]) -> str:
     """SHA-256 of the settings as canonical JSON (sorted keys; other objects by repr)."""
     text = json.dumps(settings, sort_keys=True, default=repr, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def check_same_settings(comm: Communicator, settings: dict[str, Any],
-                        what: str) -> list[dict[str, Any]]:
+def check_same_settings(comm: Communicator, settings: Settings,
+                        what: str) -> list[Settings]:
     """Every rank's ``settings``, in rank order, once each rank's digest equals rank 0's.
 
     A collective: every rank calls it. Otherwise every rank raises the same (agreed)

@@ -13,18 +13,29 @@ The mean is the MPI sum divided by the world size (an exact division, so for two
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import numpy
 
 from ..core.errors import DistributedError
-from .base import Communicator, check_buffer, is_device_array, stats_vector
+from .base import Communicator, T, check_buffer, is_device_array, stats_vector
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from mpi4py.MPI import Comm
+    from numpy.typing import ArrayLike, NDArray
+
+    from ..core.aliases import Array, DeviceObject
+
+    #: the pinned host buffers of the staging (NumPy arrays in page-locked memory)
+    HostBuffer = NDArray[numpy.float32 | numpy.float64]
 
 INSTALL_HINT = ("pip install -e '.[distributed]' in the xpmlp checkout (mpi4py and the "
                 "pip-installable MPICH)")
 
 
-def import_mpi() -> Any:
+def import_mpi() -> ModuleType:
     """mpi4py's MPI module (initializing MPI on first import); DistributedError if missing."""
     try:
         from mpi4py import MPI
@@ -38,10 +49,10 @@ class MpiCommunicator(Communicator):
 
     name = "mpi"
 
-    def __init__(self, mpi_comm: Any = None, *, cuda_aware: bool = False) -> None:
+    def __init__(self, mpi_comm: Comm | None = None, *, cuda_aware: bool = False) -> None:
         MPI = import_mpi()
         self._MPI = MPI
-        self._comm = MPI.COMM_WORLD if mpi_comm is None else mpi_comm
+        self._comm: Comm = MPI.COMM_WORLD if mpi_comm is None else mpi_comm
         rank, size = self._comm.Get_rank(), self._comm.Get_size()
         node = self._comm.Split_type(MPI.COMM_TYPE_SHARED, key=rank)
         try:
@@ -53,15 +64,15 @@ class MpiCommunicator(Communicator):
         self.cuda_aware = bool(cuda_aware)
         self.processor_name = MPI.Get_processor_name()
         self._ops = {"sum": MPI.SUM, "min": MPI.MIN, "max": MPI.MAX}
-        self._staging: dict[tuple[int, str], Any] = {}
+        self._staging: dict[tuple[int, str], HostBuffer] = {}
 
     @property
-    def mpi_comm(self) -> Any:
+    def mpi_comm(self) -> Comm:
         """The underlying mpi4py communicator."""
         return self._comm
 
     # ------------------------------------------------------------------ buffers
-    def allreduce_mean_(self, buf: Any) -> None:
+    def allreduce_mean_(self, buf: Array) -> None:
         check_buffer(buf)
         if self.world_size == 1:
             return
@@ -69,7 +80,7 @@ class MpiCommunicator(Communicator):
             self._comm.Allreduce(self._MPI.IN_PLACE, host, op=self._MPI.SUM)
             host /= self.world_size
 
-    def broadcast_(self, buf: Any, root: int = 0) -> None:
+    def broadcast_(self, buf: Array, root: int = 0) -> None:
         check_buffer(buf)
         self._check_root(root)
         if self.world_size == 1:
@@ -77,7 +88,7 @@ class MpiCommunicator(Communicator):
         with self._host_buffer(buf) as host:
             self._comm.Bcast(host, root=root)
 
-    def _host_buffer(self, buf: Any) -> Any:
+    def _host_buffer(self, buf: Array) -> _Direct | _Staged:
         """A context giving the array MPI works on: buf itself (NumPy, or CuPy with a
         CUDA-aware MPI, after synchronizing the stream), else a pinned host copy of it that
         is copied back into buf on the stream when the block ends."""
@@ -90,27 +101,29 @@ class MpiCommunicator(Communicator):
             return _Direct(buf, stream)
         return _Staged(buf, stream, self._pinned(buf))
 
-    def _pinned(self, buf: Any) -> numpy.ndarray:
+    def _pinned(self, buf: Array) -> HostBuffer:
         key = (int(buf.size), str(buf.dtype))
         host = self._staging.get(key)
         if host is None:
             import cupyx
 
             host = self._staging[key] = cupyx.empty_pinned(buf.shape, buf.dtype)
-        return host.reshape(buf.shape)
+        shaped: HostBuffer = host.reshape(buf.shape)
+        return shaped
 
     # ------------------------------------------------------------------ host values
-    def allreduce_stats(self, values: Any, op: str = "sum") -> numpy.ndarray:
+    def allreduce_stats(self, values: ArrayLike, op: str = "sum") -> NDArray[numpy.float64]:
         send = stats_vector(values, op)
         out = numpy.empty_like(send)
         self._comm.Allreduce(send, out, op=self._ops[op])
         return out
 
-    def allgather_object(self, obj: Any) -> list[Any]:
+    def allgather_object(self, obj: T) -> list[T]:
         return list(self._comm.allgather(obj))
 
-    def broadcast_object(self, obj: Any, root: int = 0) -> Any:
-        return self._comm.bcast(obj, root=self._check_root(root))
+    def broadcast_object(self, obj: T, root: int = 0) -> T:
+        received: T = self._comm.bcast(obj, root=self._check_root(root))  # root's obj
+        return received
 
     def barrier(self) -> None:
         self._comm.Barrier()
@@ -123,10 +136,10 @@ class MpiCommunicator(Communicator):
 class _Direct:
     """MPI works on the buffer itself (after the stream, if any, has finished with it)."""
 
-    def __init__(self, buf: Any, stream: Any) -> None:
+    def __init__(self, buf: Array, stream: DeviceObject | None) -> None:
         self.buf, self.stream = buf, stream
 
-    def __enter__(self) -> Any:
+    def __enter__(self) -> Array:
         if self.stream is not None:
             self.stream.synchronize()
         return self.buf
@@ -138,10 +151,10 @@ class _Direct:
 class _Staged:
     """MPI works on a pinned host copy of a CuPy buffer, copied back when done."""
 
-    def __init__(self, buf: Any, stream: Any, host: numpy.ndarray) -> None:
+    def __init__(self, buf: Array, stream: DeviceObject, host: HostBuffer) -> None:
         self.buf, self.stream, self.host = buf, stream, host
 
-    def __enter__(self) -> numpy.ndarray:
+    def __enter__(self) -> HostBuffer:
         self.buf.get(stream=self.stream, out=self.host, blocking=True)
         return self.host
 

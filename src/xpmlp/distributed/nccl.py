@@ -14,16 +14,22 @@ NCCL only when the ranks' GPUs are all different.
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
-
-import numpy
+from typing import TYPE_CHECKING, NoReturn
 
 from ..core.errors import DistributedError, ParameterError
-from .base import Communicator, check_buffer, is_device_array
+from .base import Communicator, T, check_buffer, is_device_array
 from .mpi import MpiCommunicator
 
+if TYPE_CHECKING:
+    from types import ModuleType
 
-def import_nccl() -> tuple[Any, Any]:
+    import numpy
+    from numpy.typing import ArrayLike, NDArray
+
+    from ..core.aliases import Array, DeviceObject
+
+
+def import_nccl() -> tuple[ModuleType, ModuleType]:
     """(cupy, cupy.cuda.nccl); DistributedError with the remedy when NCCL cannot be used."""
     try:
         import cupy
@@ -66,7 +72,7 @@ class NcclCommunicator(Communicator):
         with cupy.cuda.Device(device):
             self._comm = nccl.NcclCommunicator(mpi.world_size, uid, mpi.rank)
 
-    def _device_buffer(self, buf: Any) -> tuple[int, int, Any]:
+    def _device_buffer(self, buf: Array) -> tuple[int, int, DeviceObject]:
         """(pointer, NCCL dtype, stream) of a CuPy buffer on this rank's GPU."""
         check_buffer(buf)
         if not is_device_array(buf):
@@ -81,13 +87,13 @@ class NcclCommunicator(Communicator):
             )
         return buf.data.ptr, self._types[str(buf.dtype)], self._cupy.cuda.get_current_stream()
 
-    def allreduce_mean_(self, buf: Any) -> None:
+    def allreduce_mean_(self, buf: Array) -> None:
         ptr, dtype, stream = self._device_buffer(buf)
         self._comm.allReduce(ptr, ptr, buf.size, dtype, self._nccl.NCCL_SUM, stream.ptr)
         if self.world_size > 1:
             buf /= self.world_size  # queued on the same (current) stream
 
-    def broadcast_(self, buf: Any, root: int = 0) -> None:
+    def broadcast_(self, buf: Array, root: int = 0) -> None:
         ptr, dtype, stream = self._device_buffer(buf)
         self._comm.bcast(ptr, buf.size, dtype, self._check_root(root), stream.ptr)
 
@@ -96,15 +102,15 @@ class NcclCommunicator(Communicator):
         """Finish the current stream's work before a host-side MPI call."""
         self._cupy.cuda.get_current_stream().synchronize()
 
-    def allreduce_stats(self, values: Any, op: str = "sum") -> numpy.ndarray:
+    def allreduce_stats(self, values: ArrayLike, op: str = "sum") -> NDArray[numpy.float64]:
         self._synchronize()
         return self.mpi.allreduce_stats(values, op)
 
-    def allgather_object(self, obj: Any) -> list[Any]:
+    def allgather_object(self, obj: T) -> list[T]:
         self._synchronize()
         return self.mpi.allgather_object(obj)
 
-    def broadcast_object(self, obj: Any, root: int = 0) -> Any:
+    def broadcast_object(self, obj: T, root: int = 0) -> T:
         self._synchronize()
         return self.mpi.broadcast_object(obj, root)
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-import numpy
+from .base import Communicator, T, check_buffer, flush_standard_streams, stats_vector
 
-from .base import Communicator, check_buffer, flush_standard_streams, stats_vector
+if TYPE_CHECKING:
+    import numpy
+    from numpy.typing import ArrayLike, NDArray
+
+    from ..core.aliases import Array
 
 
 class SingleCommunicator(Communicator):
@@ -18,20 +22,20 @@ class SingleCommunicator(Communicator):
     def __init__(self) -> None:
         super().__init__(rank=0, world_size=1, local_rank=0, local_size=1)
 
-    def allreduce_mean_(self, buf: Any) -> None:
+    def allreduce_mean_(self, buf: Array) -> None:
         check_buffer(buf)
 
-    def broadcast_(self, buf: Any, root: int = 0) -> None:
+    def broadcast_(self, buf: Array, root: int = 0) -> None:
         check_buffer(buf)
         self._check_root(root)
 
-    def allreduce_stats(self, values: Any, op: str = "sum") -> numpy.ndarray:
+    def allreduce_stats(self, values: ArrayLike, op: str = "sum") -> NDArray[numpy.float64]:
         return stats_vector(values, op)
 
-    def allgather_object(self, obj: Any) -> list[Any]:
+    def allgather_object(self, obj: T) -> list[T]:
         return [obj]
 
-    def broadcast_object(self, obj: Any, root: int = 0) -> Any:
+    def broadcast_object(self, obj: T, root: int = 0) -> T:
         self._check_root(root)
         return obj
 

@@ -10,8 +10,9 @@ lists of host arrays, which the user may edit or assign (``weights``).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Sequence
 from numbers import Integral, Real
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy
 from sklearn.base import BaseEstimator
@@ -37,7 +38,22 @@ from .lbfgs import fit_lbfgs
 from .stochastic import fit_stochastic
 from .weights import absorb, check_given, publish
 
-PARAMETER_CONSTRAINTS: dict[str, list[Any]] = {
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+    from sklearn.utils import Tags
+
+    from ..backends.base import Backend
+    from ..core.aliases import Array
+    from ..train.checkpoint import Meta
+
+    #: X as the estimators take it: an array-like (NumPy, CuPy or a SciPy sparse matrix, which
+    #: count as Any for want of types) or an ``xpmlp.DeviceData`` holding X and y
+    Features = ArrayLike | DeviceData
+    #: ``callbacks``: each ``cb(estimator, info)`` after every iteration; a true result stops
+    Callback = Callable[["BaseMLP", dict[str, float]], object]
+
+#: scikit-learn's parameter constraints (its ``_param_validation`` objects and names)
+PARAMETER_CONSTRAINTS: dict[str, list[object]] = {
     "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
     "activation": [StrOptions(set(network.hidden_activations()))],
     "solver": [StrOptions({"lbfgs", "sgd", "adam"})],
@@ -74,21 +90,23 @@ PARAMETER_CONSTRAINTS: dict[str, list[Any]] = {
 class BaseMLP(BaseEstimator):
     """The shared machinery (not an estimator on its own)."""
 
-    _parameter_constraints: dict[str, list[Any]] = PARAMETER_CONSTRAINTS
+    _parameter_constraints: dict[str, list[object]] = PARAMETER_CONSTRAINTS
 
-    def __init__(self, hidden_layer_sizes: Any = (100,), activation: str = "relu", *,
-                 solver: str = "adam", alpha: float = 0.0001, batch_size: Any = "auto",
+    def __init__(self, hidden_layer_sizes: int | Sequence[int] = (100,),
+                 activation: str = "relu", *,
+                 solver: str = "adam", alpha: float = 0.0001, batch_size: int | str = "auto",
                  learning_rate: str = "constant", learning_rate_init: float = 0.001,
                  power_t: float = 0.5, max_iter: int = 200, shuffle: bool = True,
-                 random_state: Any = None, tol: float = 1e-4, verbose: Any = False,
-                 warm_start: bool = False, momentum: float = 0.9,
+                 random_state: int | numpy.random.RandomState | None = None, tol: float = 1e-4,
+                 verbose: int | bool = False, warm_start: bool = False, momentum: float = 0.9,
                  nesterovs_momentum: bool = True, early_stopping: bool = False,
                  validation_fraction: float = 0.1, beta_1: float = 0.9, beta_2: float = 0.999,
-                 epsilon: float = 1e-8, n_iter_no_change: Any = 10, max_fun: int = 15000,
-                 early_stopping_metric: str = "score", callbacks: Any = None,
-                 backend: Any = None, dtype: str | None = None,
-                 deterministic: bool = False, dropout: Any = 0.0,
-                 batch_norm: Any = False) -> None:
+                 epsilon: float = 1e-8, n_iter_no_change: float = 10, max_fun: int = 15000,
+                 early_stopping_metric: str = "score",
+                 callbacks: Sequence[Callback] | None = None,
+                 backend: str | Backend | None = None, dtype: str | None = None,
+                 deterministic: bool = False, dropout: float | Sequence[float] = 0.0,
+                 batch_norm: bool | Sequence[bool] = False) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -125,12 +143,14 @@ class BaseMLP(BaseEstimator):
         return hasattr(self, "mlp_")
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> BaseMLP:
+    def fit(self, X: Features, y: ArrayLike | None = None,
+            sample_weight: ArrayLike | None = None) -> BaseMLP:
         """Fit the model to X and y (sample_weight: per-sample weights of the loss); X may be
         an ``xpmlp.DeviceData`` holding both."""
         return self._fit(X, y, sample_weight, incremental=False)
 
-    def _fit(self, X: Any, y: Any, sample_weight: Any, incremental: bool) -> BaseMLP:
+    def _fit(self, X: Features, y: ArrayLike | None, sample_weight: ArrayLike | None,
+             incremental: bool) -> BaseMLP:
         self._validate_params()
         hidden = self.hidden_layer_sizes
         hidden = list(hidden) if hasattr(hidden, "__iter__") else [hidden]
@@ -153,10 +173,10 @@ class BaseMLP(BaseEstimator):
                 raise ValueError(f"the data is {data.dtype.name} but the estimator's dtype is "
                                  f"{dtype!r}: build DeviceData(..., dtype={dtype!r}) (nothing "
                                  "is converted silently)")
-        X, Y, stratify = self._validate_input(X, y, incremental, reset=first_pass)
-        sw = self._weights(sample_weight, X, y, incremental)
+        checked, Y, stratify = self._validate_input(X, y, incremental, reset=first_pass)
+        sw = self._weights(sample_weight, checked, y, incremental)
         self.n_outputs_ = int(Y.shape[1])
-        layer_units = [int(X.shape[1]), *map(int, hidden), self.n_outputs_]
+        layer_units = [int(checked.shape[1]), *map(int, hidden), self.n_outputs_]
         self._random_state = check_random_state(self.random_state)
         if first_pass:
             self._initialize(layer_units, dtype, check_given(self, layer_units) if given
@@ -172,7 +192,7 @@ class BaseMLP(BaseEstimator):
             if not first_pass:
                 absorb(self)
             try:
-                X_dev = X if data is not None else to_device(model, X)  # checked once
+                X_dev = checked if data is not None else to_device(model, checked)  # checked once
                 Y_dev = to_device(model, Y, "y")
                 if self.solver == "lbfgs":
                     fit_lbfgs(self, X_dev, Y_dev, sw)
@@ -185,15 +205,15 @@ class BaseMLP(BaseEstimator):
             raise ValueError(NON_FINITE)
         return self
 
-    def _weights(self, sample_weight: Any, X: Any, y: Any, incremental: bool,
-                 ) -> numpy.ndarray | None:
+    def _weights(self, sample_weight: ArrayLike | None, X: Array, y: ArrayLike | None,
+                 incremental: bool) -> numpy.ndarray | None:
         return sample_weights(sample_weight, X)
 
     def _initialize(self, layer_units: list[int], dtype: str,
-                    given: list[tuple[Any, Any]] | None = None) -> None:
+                    given: list[tuple[numpy.ndarray, numpy.ndarray]] | None = None) -> None:
         """A new network in ``dtype`` (scikit-learn's initialization, or the ``given``
         weights: then the counters and curves the user set are kept) and empty curves."""
-        fresh: dict[str, Any] = {"n_iter_": 0, "t_": 0}
+        fresh: dict[str, object] = {"n_iter_": 0, "t_": 0}
         if self.solver != "lbfgs":
             fresh.update(loss_curve_=[], _no_improvement_count=0)
             if self.early_stopping:
@@ -218,21 +238,21 @@ class BaseMLP(BaseEstimator):
         publish(self)
 
     # ------------------------------------------------------------------ prediction
-    def _output(self, X: Any) -> Any:
+    def _output(self, X: Features) -> Array:
         """A_L of X on the backend (a device array when X was one, else host)."""
         check_is_fitted(self)
         data = X if isinstance(X, DeviceData) else None
-        X, _ = check_X(self, X, reset=False)
+        checked, _ = check_X(self, X, reset=False)
         model = self.mlp_
         if data is not None:
             data.check_for(model)
         with model.backend.activate():
             absorb(self)
-            A = model.output(X if data is not None else to_device(model, X))
-            return A if is_device_array(X) else model.backend.to_numpy(A)
+            A = model.output(checked if data is not None else to_device(model, checked))
+            return A if is_device_array(checked) else model.backend.to_numpy(A)
 
     # ------------------------------------------------------------------ pickling
-    def __getstate__(self) -> dict[str, Any]:
+    def __getstate__(self) -> dict[str, object]:
         """The fitted network as its own record (``MLP.state_dict``: the settings and the
         whole ``TrainState`` as host data), not device buffers."""
         if "mlp_" in self.__dict__:
@@ -241,12 +261,12 @@ class BaseMLP(BaseEstimator):
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
         state = dict(state)
         if "mlp_" in state:
-            state["mlp_"] = state["mlp_"].state_dict()
+            state["mlp_"] = self.mlp_.state_dict()  # state["mlp_"] is self.mlp_
             state.pop("coefs_", None)  # views of the network's parameters: rebuilt from it
             state.pop("intercepts_", None)
         return state
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
+    def __setstate__(self, state: dict[str, object]) -> None:
         state = dict(state)
         record = state.get("mlp_")
         if isinstance(record, dict):
@@ -256,14 +276,14 @@ class BaseMLP(BaseEstimator):
         if "mlp_" in self.__dict__:
             publish(self)
 
-    def __sklearn_tags__(self) -> Any:
+    def __sklearn_tags__(self) -> Tags:
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         tags.input_tags.sparse = True
         return tags
 
 
-def _network_from(record: dict[str, Any]) -> MLP:
+def _network_from(record: Meta) -> MLP:
     """The pickled network (``MLP.from_state``) on the backend it was fitted on, or the one
     ``XPMLP_BACKEND`` or ``use_backend`` names; a record of the first release's estimator
     pickles (its parameters, optimizer rows and step count) is read as the state it is."""
@@ -279,7 +299,7 @@ def _network_from(record: dict[str, Any]) -> MLP:
         ) from exc
 
 
-def _first_release_record(old: dict[str, Any]) -> dict[str, Any]:
+def _first_release_record(old: Meta) -> Meta:
     """The ``MLP.state_dict`` of a network pickled by the first release's estimators (layer
     sizes, activations, loss, dtype, backend, device, params, optimizer and its rows and step
     count t: the rest of the training state was not kept, and starts afresh)."""

@@ -9,7 +9,8 @@ sample weights.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Hashable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy
 from sklearn.base import ClassifierMixin
@@ -24,8 +25,16 @@ from sklearn.utils.validation import column_or_1d
 from .base import PARAMETER_CONSTRAINTS, BaseMLP
 from .data import array_module, check_X, is_device_array, targets_of, to_host
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+    from sklearn.utils import Tags
 
-def _stochastic(est: Any) -> bool:
+    from ..backends.base import Backend
+    from ..core.aliases import Array
+    from .base import Callback, Features
+
+
+def _stochastic(est: BaseMLP) -> bool:
     if est.solver not in ("sgd", "adam"):
         raise AttributeError(f"partial_fit is only available for stochastic optimizers. "
                              f"{est.solver} is not stochastic.")
@@ -50,19 +59,22 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         "class_weight": [dict, StrOptions({"balanced"}), None],
     }
 
-    def __init__(self, hidden_layer_sizes: Any = (100,), activation: str = "relu", *,
-                 solver: str = "adam", alpha: float = 0.0001, batch_size: Any = "auto",
+    def __init__(self, hidden_layer_sizes: int | Sequence[int] = (100,),
+                 activation: str = "relu", *,
+                 solver: str = "adam", alpha: float = 0.0001, batch_size: int | str = "auto",
                  learning_rate: str = "constant", learning_rate_init: float = 0.001,
                  power_t: float = 0.5, max_iter: int = 200, shuffle: bool = True,
-                 random_state: Any = None, tol: float = 1e-4, verbose: Any = False,
-                 warm_start: bool = False, momentum: float = 0.9,
+                 random_state: int | numpy.random.RandomState | None = None, tol: float = 1e-4,
+                 verbose: int | bool = False, warm_start: bool = False, momentum: float = 0.9,
                  nesterovs_momentum: bool = True, early_stopping: bool = False,
                  validation_fraction: float = 0.1, beta_1: float = 0.9, beta_2: float = 0.999,
-                 epsilon: float = 1e-8, n_iter_no_change: Any = 10, max_fun: int = 15000,
-                 early_stopping_metric: str = "score", class_weight: Any = None,
-                 callbacks: Any = None, backend: Any = None, dtype: str | None = None,
-                 deterministic: bool = False, dropout: Any = 0.0,
-                 batch_norm: Any = False) -> None:
+                 epsilon: float = 1e-8, n_iter_no_change: float = 10, max_fun: int = 15000,
+                 early_stopping_metric: str = "score",
+                 class_weight: Mapping[Hashable, float] | str | None = None,
+                 callbacks: Sequence[Callback] | None = None,
+                 backend: str | Backend | None = None, dtype: str | None = None,
+                 deterministic: bool = False, dropout: float | Sequence[float] = 0.0,
+                 batch_norm: bool | Sequence[bool] = False) -> None:
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
             learning_rate=learning_rate, learning_rate_init=learning_rate_init,
@@ -78,20 +90,20 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         self.class_weight = class_weight
 
     # ------------------------------------------------------------------ targets
-    def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool,
-                        ) -> tuple[Any, Any, Any]:
+    def _validate_input(self, X: Features, y: ArrayLike | None, incremental: bool, reset: bool,
+                        ) -> tuple[Array, Array, Array | None]:
         """X checked, Y the label indicator matrix (host, float32: 0 and 1 in any dtype), and
         the labels to stratify an early-stopping split by (binary targets only, as
         scikit-learn)."""
-        X, y = check_X(self, X, reset, to_host(y))
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = column_or_1d(y, warn=True)
+        checked, targets = check_X(self, X, reset, to_host(y))
+        if targets.ndim == 2 and targets.shape[1] == 1:
+            targets = column_or_1d(targets, warn=True)
         if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
             self._label_binarizer = LabelBinarizer()
-            self._label_binarizer.fit(y)
+            self._label_binarizer.fit(targets)
             self.classes_ = self._label_binarizer.classes_
         else:
-            classes = unique_labels(y)
+            classes = unique_labels(targets)
             if self.warm_start and not incremental:
                 if set(classes) != set(self.classes_):
                     raise ValueError(
@@ -101,13 +113,13 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             elif len(numpy.setdiff1d(classes, self.classes_, assume_unique=True)):
                 raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has "
                                  f"{self.classes_}. 'y' has {classes}.")
-        Y = self._label_binarizer.transform(y).astype(numpy.float32)  # 0 and 1: exact
+        Y = self._label_binarizer.transform(targets).astype(numpy.float32)  # 0 and 1: exact
         # scikit-learn stratifies binary targets only, by the bool indicator (its messages
         # name the classes 'False' and 'True')
-        return X, Y, (Y.astype(bool) if Y.shape[1] == 1 else None)
+        return checked, Y, (Y.astype(bool) if Y.shape[1] == 1 else None)
 
-    def _weights(self, sample_weight: Any, X: Any, y: Any, incremental: bool,
-                 ) -> numpy.ndarray | None:
+    def _weights(self, sample_weight: ArrayLike | None, X: Array, y: ArrayLike | None,
+                 incremental: bool) -> numpy.ndarray | None:
         sw = super()._weights(sample_weight, X, y, incremental)
         if self.class_weight is None:
             return sw
@@ -118,21 +130,22 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         y = to_host(y)
         if numpy.ndim(y) == 2 and numpy.shape(y)[1] == 1:
             y = numpy.ravel(y)
-        weights = compute_sample_weight(self.class_weight, y)
+        weights: numpy.ndarray = compute_sample_weight(self.class_weight, y)
         return weights if sw is None else sw * weights
 
     def _out_activation(self) -> str:
         return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
 
     def _initialize(self, layer_units: list[int], dtype: str,
-                    given: list[tuple[Any, Any]] | None = None) -> None:
+                    given: list[tuple[numpy.ndarray, numpy.ndarray]] | None = None) -> None:
         super()._initialize(layer_units, dtype, given)
         self._onnx_binary_proba = self.n_outputs_ == 1  # predict_proba is [1 - p, p]
 
     # ------------------------------------------------------------------ API
     @available_if(_stochastic)
-    def partial_fit(self, X: Any, y: Any = None, sample_weight: Any = None,
-                    classes: Any = None) -> MLPClassifier:
+    def partial_fit(self, X: Features, y: ArrayLike | None = None,
+                    sample_weight: ArrayLike | None = None,
+                    classes: ArrayLike | None = None) -> MLPClassifier:
         """One iteration over X, y (or an ``xpmlp.DeviceData`` X holding both); ``classes``
         (every label there will be) on the first call."""
         labels = targets_of(X, y)
@@ -144,7 +157,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
                 self._label_binarizer.fit(classes)
         return self._fit(X, y, sample_weight, incremental=True)
 
-    def predict_proba(self, X: Any) -> Any:
+    def predict_proba(self, X: Features) -> Array:
         """Probability of each class, columns in the order of ``classes_`` (CuPy in, CuPy
         out)."""
         A = self._output(X)
@@ -153,13 +166,13 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             return xp.concatenate([1 - A, A], axis=1)
         return A
 
-    def predict_log_proba(self, X: Any) -> Any:
+    def predict_log_proba(self, X: Features) -> Array:
         """log of ``predict_proba``."""
         P = self.predict_proba(X)
         xp = array_module(P)
         return xp.log(P, out=P)
 
-    def predict(self, X: Any) -> Any:
+    def predict(self, X: Features) -> Array:
         """Class labels (multilabel: the indicator matrix). A CuPy X gives a CuPy result for
         numeric labels."""
         A = self._output(X)
@@ -178,14 +191,15 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             A = A.ravel()
         return self._label_binarizer.inverse_transform(A)
 
-    def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
+    def score(self, X: Features, y: ArrayLike | None = None,
+              sample_weight: ArrayLike | None = None) -> float:
         """Mean accuracy (subset accuracy for multilabel); X may be an ``xpmlp.DeviceData``
         holding both."""
-        y = targets_of(X, y)
-        return float(accuracy_score(to_host(y), to_host(self.predict(X)),
+        labels = targets_of(X, y)
+        return float(accuracy_score(to_host(labels), to_host(self.predict(X)),
                                     sample_weight=to_host(sample_weight)))
 
-    def __sklearn_tags__(self) -> Any:
+    def __sklearn_tags__(self) -> Tags:
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_label = True
         return tags

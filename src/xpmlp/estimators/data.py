@@ -148,8 +148,9 @@ class SparseRows:
     some of its rows: the one place where sparse input is densified (on the host, then
     copied to the backend: a CuPy array on the CUDA backend).
 
-    ``X[a:b]`` (the chunks of prediction, evaluation and lbfgs), ``rows(idx)`` (a shuffled
-    mini-batch, host indices), ``subset(idx)`` (the early-stopping split, still sparse)."""
+    ``X[a:b]`` (the chunks of prediction, evaluation and lbfgs), ``rows(idx)`` (host
+    indices) and ``take_rows(idx, out)`` (a shuffled mini-batch), ``subset(idx)`` (the
+    early-stopping split, still sparse)."""
 
     def __init__(self, backend: Any, matrix: Any, dtype: Any) -> None:
         self.backend = backend
@@ -169,6 +170,11 @@ class SparseRows:
     def rows(self, idx: numpy.ndarray) -> Any:
         """The rows idx (host indices), dense, on the backend."""
         return self._dense(self.matrix[idx])
+
+    def take_rows(self, idx: Any, out: Any) -> None:
+        """out[...] = the rows idx (indices on the backend or the host), dense: a mini-batch
+        of ``xpmlp.train.loop.run_epoch``."""
+        out[...] = self.rows(self.backend.to_numpy(idx))
 
     def subset(self, idx: numpy.ndarray) -> SparseRows:
         """The rows idx (host indices), still sparse."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.workspace import PREDICT_CHUNK
+from ..train.loop import squared_weights
 from ..train.model import MLP
 
 
@@ -29,12 +30,6 @@ def output_and_terms(model: MLP, X: Any, Y: Any) -> tuple[Any, Any]:
         terms.append(model.loss_entry.array_terms(model.backend.array_api, w.Z[-1], w.A[-1],
                                                   Y[start:start + w.rows]))
     return xp.concatenate(outs), xp.concatenate(terms)
-
-
-def l2_penalty(model: MLP) -> Any:
-    """||W||^2 over every layer's weights (biases excluded), a device scalar."""
-    W = model.params[:model.n_weights]
-    return model.backend.xp.dot(W, W)
 
 
 def r2(A: Any, Y: Any, w: Any) -> Any:
@@ -59,7 +54,7 @@ def evaluate(model: MLP, X: Any, Y: Any, w: Any, alpha: float, softmax: bool,
         w = xp.ones(X.shape[0], dtype=A.dtype)
     sw = w.sum()
     per_output = 1.0 if model.is_classifier or model.loss == "poisson" else Y.shape[1]
-    loss = (w * terms).sum() / sw / per_output + 0.5 * alpha * l2_penalty(model) / sw
+    loss = (w * terms).sum() / sw / per_output + 0.5 * alpha * squared_weights(model) / sw
     if model.is_classifier:
         hits = (A.argmax(axis=1) == Y.argmax(axis=1)) if softmax else \
             ((A > 0.5) == (Y > 0.5)).all(axis=1)

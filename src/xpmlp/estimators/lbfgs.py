@@ -1,8 +1,9 @@
 """The lbfgs solver: scipy.optimize.minimize(L-BFGS-B) over the model's flat parameter vector.
 
 Loss and gradient of the whole training set come from the backend, in chunks of up to
-CHUNK rows (each chunk's fused forward and backward pass; with sample weights w, row
-weights r_i = w_i r_c / S on the chunk's output delta, S = sum of all w):
+CHUNK rows, each the training step's gradient-only form (``xpmlp.train.loop.batch_gradients``:
+the backend's fused step where it has one; with sample weights w, row weights
+r_i = w_i r_c / S on the chunk's output delta, S = sum of all w):
 
     f(p)  = sum_i w_i l_i / S + 0.5 alpha ||W||^2 / S,   grad f = sum_i w_i grad l_i / S
                                                                   + alpha W / S
@@ -20,7 +21,7 @@ from typing import Any
 import numpy
 from sklearn.exceptions import ConvergenceWarning
 
-from .evaluate import l2_penalty
+from ..train import loop
 
 CHUNK = 1 << 14  # rows per forward/backward pass of the full-batch gradient
 
@@ -39,24 +40,26 @@ def fit_lbfgs(est: Any, X: Any, Y: Any, sw: numpy.ndarray | None) -> None:
     grad = be.zeros(model.params.shape[0], dtype)
     per_output = 1.0 if model.is_classifier or model.loss == "poisson" else Y.shape[1]
     last: dict[str, float] = {}
+    # the training set's chunks as the step's batches (their rows in order), and the
+    # backend's fused step where it has one: lbfgs runs the step's gradient-only form
+    chunks = [xp.arange(start, min(start + CHUNK, n)) for start in range(0, n, CHUNK)]
+    fused = None if hasattr(X, "take_rows") else be.fused_step(model)
+    loop.announce_step(model, 3, X=X, gradients_only=True)  # mlp_.step_kind_, and why if slower
 
     def loss_and_grad(p: numpy.ndarray) -> tuple[float, numpy.ndarray]:
         model.params[...] = be.asarray(p, dtype=dtype)
         grad[...] = 0
         data = xp.zeros((), dtype=dtype)
-        for start in range(0, n, CHUNK):
-            w = ws.first(min(CHUNK, n - start))
-            w.X[...] = X[start:start + w.rows]
-            w.Y[...] = Y[start:start + w.rows]
-            model.forward_pass(w)
-            r = None if r_all is None else r_all[start:start + w.rows] * dtype.type(w.rows)
-            model.backward_pass(w, stats[0], skip, r)
-            share = dtype.type(w.rows / n) if r is None else dtype.type(1.0)
+        for idx in chunks:
+            w = ws.first(int(idx.shape[0]))
+            weights = None if r_all is None else (r_all, float(w.rows))
+            loop.batch_gradients(model, fused, X, Y, idx, w, stats[0], skip, weights)
+            share = dtype.type(w.rows / n) if weights is None else dtype.type(1.0)
             grad[...] += model.grads * share
-            data = data + stats[0, 0] * (1.0 / n if r is None else 1.0 / w.rows)
+            data = data + stats[0, 0] * (1.0 / n if weights is None else 1.0 / w.rows)
         W = model.params[:model.n_weights]
         grad[:model.n_weights] += dtype.type(est.alpha / total) * W
-        penalty = 0.5 * est.alpha * l2_penalty(model) / total
+        penalty = 0.5 * est.alpha * loop.squared_weights(model) / total
         values = be.to_numpy(xp.stack([data, penalty])).astype(numpy.float64)
         last["data"], last["penalty"] = float(values[0]), float(values[1])
         return float(values.sum()), be.to_numpy(grad).astype(numpy.float64)

@@ -10,13 +10,18 @@ half Poisson deviance for regression).
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy
 
 from ..core.activations import ACTIVATIONS, trainable_hidden
 from ..core.optim import SGD, Adam, Optimizer
 from ..train.model import MLP
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from .base import BaseMLP
 
 #: scikit-learn's activation names that xpmlp spells differently.
 SKLEARN_NAMES = {"logistic": "sigmoid"}
@@ -40,7 +45,7 @@ def xpmlp_activation(name: str) -> str:
     return SKLEARN_NAMES.get(name, name)
 
 
-def make_optimizer(est: Any) -> Optimizer:
+def make_optimizer(est: BaseMLP) -> Optimizer:
     """The optimizer of ``est.solver`` with its hyper-parameters (lbfgs: plain SGD, unused)."""
     if est.solver == "adam":
         return Adam(est.learning_rate_init, est.beta_1, est.beta_2, est.epsilon)
@@ -51,13 +56,14 @@ def make_optimizer(est: Any) -> Optimizer:
     return SGD(est.learning_rate_init)
 
 
-def _per_layer(value: Any) -> Any:
+# -> Any: a dropout rate or a batch-norm flag, or a list of them, which MLP checks
+def _per_layer(value: ArrayLike) -> Any:
     """One setting, or a list of one per hidden layer (an array-like given to the estimator)."""
     return value if numpy.ndim(value) == 0 else [v.item() if hasattr(v, "item") else v
                                                   for v in numpy.asarray(value, dtype=object)]
 
 
-def dropout_seed(random_state: Any) -> int:
+def dropout_seed(random_state: object) -> int:
     """The MLP's seed, which keys its dropout masks: ``random_state`` where it is an integer
     (>= 0), else 0 (the masks never draw from the estimator's ``random_state``, whose draws
     are scikit-learn's: the initialization, the shuffles, the validation split)."""
@@ -66,8 +72,9 @@ def dropout_seed(random_state: Any) -> int:
     return 0
 
 
-def build(est: Any, layer_units: list[int], out_activation: str, rng: numpy.random.RandomState,
-          dtype: str, weights: list[tuple[Any, Any]] | None = None) -> MLP:
+def build(est: BaseMLP, layer_units: list[int], out_activation: str,
+          rng: numpy.random.RandomState, dtype: str,
+          weights: list[tuple[numpy.ndarray, numpy.ndarray]] | None = None) -> MLP:
     """A new MLP for ``est`` in ``dtype`` with the given (W (n_out, n_in), b) per layer, or
     scikit-learn's initialization: per layer, W (n_in, n_out) then b drawn from U(-s, s),
     s = sqrt(k / (n_in + n_out)), k = 2 for logistic, else 6 (Glorot & Bengio), from ``rng``

@@ -6,7 +6,8 @@ loss="squared_error": identity output, half squared error; loss="poisson": exp o
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from sklearn.base import RegressorMixin
 from sklearn.metrics import r2_score
@@ -17,6 +18,14 @@ from sklearn.utils.validation import column_or_1d
 from .base import PARAMETER_CONSTRAINTS, BaseMLP
 from .classifier import _stochastic
 from .data import array_module, check_X, is_device_array, targets_of, to_host
+
+if TYPE_CHECKING:
+    import numpy
+    from numpy.typing import ArrayLike
+
+    from ..backends.base import Backend
+    from ..core.aliases import Array
+    from .base import Callback, Features
 
 
 class MLPRegressor(RegressorMixin, BaseMLP):
@@ -30,19 +39,21 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         "loss": [StrOptions({"squared_error", "poisson"})],
     }
 
-    def __init__(self, loss: str = "squared_error", hidden_layer_sizes: Any = (100,),
-                 activation: str = "relu", *, solver: str = "adam", alpha: float = 0.0001,
-                 batch_size: Any = "auto", learning_rate: str = "constant",
-                 learning_rate_init: float = 0.001, power_t: float = 0.5, max_iter: int = 200,
-                 shuffle: bool = True, random_state: Any = None, tol: float = 1e-4,
-                 verbose: Any = False, warm_start: bool = False, momentum: float = 0.9,
+    def __init__(self, loss: str = "squared_error",
+                 hidden_layer_sizes: int | Sequence[int] = (100,), activation: str = "relu", *,
+                 solver: str = "adam", alpha: float = 0.0001, batch_size: int | str = "auto",
+                 learning_rate: str = "constant", learning_rate_init: float = 0.001,
+                 power_t: float = 0.5, max_iter: int = 200, shuffle: bool = True,
+                 random_state: int | numpy.random.RandomState | None = None, tol: float = 1e-4,
+                 verbose: int | bool = False, warm_start: bool = False, momentum: float = 0.9,
                  nesterovs_momentum: bool = True, early_stopping: bool = False,
                  validation_fraction: float = 0.1, beta_1: float = 0.9, beta_2: float = 0.999,
-                 epsilon: float = 1e-8, n_iter_no_change: Any = 10, max_fun: int = 15000,
-                 early_stopping_metric: str = "score", callbacks: Any = None,
-                 backend: Any = None, dtype: str | None = None,
-                 deterministic: bool = False, dropout: Any = 0.0,
-                 batch_norm: Any = False) -> None:
+                 epsilon: float = 1e-8, n_iter_no_change: float = 10, max_fun: int = 15000,
+                 early_stopping_metric: str = "score",
+                 callbacks: Sequence[Callback] | None = None,
+                 backend: str | Backend | None = None, dtype: str | None = None,
+                 deterministic: bool = False, dropout: float | Sequence[float] = 0.0,
+                 batch_norm: bool | Sequence[bool] = False) -> None:
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
             learning_rate=learning_rate, learning_rate_init=learning_rate_init,
@@ -57,41 +68,43 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         )
         self.loss = loss
 
-    def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool,
-                        ) -> tuple[Any, Any, Any]:
+    def _validate_input(self, X: Features, y: ArrayLike | None, incremental: bool, reset: bool,
+                        ) -> tuple[Array, Array, None]:
         """X checked and Y as (n, n_outputs) (a CuPy y stays on the device)."""
         if is_device_array(X):
-            X, y = check_X(self, X, reset, y)
-            Y = y.reshape(-1, 1) if y.ndim == 1 else y
-            if not bool(array_module(y).isfinite(Y).all()):
+            checked, targets = check_X(self, X, reset, y)
+            Y = targets.reshape(-1, 1) if targets.ndim == 1 else targets
+            if not bool(array_module(targets).isfinite(Y).all()):
                 raise ValueError("Input y contains NaN or infinity.")
         else:
-            X, y = check_X(self, X, reset, to_host(y), y_numeric=True)
-            if y.ndim == 2 and y.shape[1] == 1:
-                y = column_or_1d(y, warn=True)
-            Y = y.reshape(-1, 1) if y.ndim == 1 else y
+            checked, targets = check_X(self, X, reset, to_host(y), y_numeric=True)
+            if targets.ndim == 2 and targets.shape[1] == 1:
+                targets = column_or_1d(targets, warn=True)
+            Y = targets.reshape(-1, 1) if targets.ndim == 1 else targets
         if self.loss == "poisson" and float(Y.min()) < 0:
             raise ValueError("Some value(s) of y are out of the valid range of the loss "
                              "'poisson': y >= 0 is needed.")
-        return X, Y, None
+        return checked, Y, None
 
     def _out_activation(self) -> str:
         return "exp" if self.loss == "poisson" else "identity"
 
     @available_if(_stochastic)
-    def partial_fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> MLPRegressor:
+    def partial_fit(self, X: Features, y: ArrayLike | None = None,
+                    sample_weight: ArrayLike | None = None) -> MLPRegressor:
         """One iteration over X, y (or an ``xpmlp.DeviceData`` X holding both)."""
         return self._fit(X, y, sample_weight, incremental=True)
 
-    def predict(self, X: Any) -> Any:
+    def predict(self, X: Features) -> Array:
         """The predicted values, (n,) for one output (CuPy in, CuPy out)."""
         A = self._output(X)
         return A.ravel() if A.shape[1] == 1 else A
 
-    def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
+    def score(self, X: Features, y: ArrayLike | None = None,
+              sample_weight: ArrayLike | None = None) -> float:
         """R^2, averaged over the outputs; X may be an ``xpmlp.DeviceData`` holding both."""
-        y = targets_of(X, y)
-        return float(r2_score(to_host(y), to_host(self.predict(X)),
+        labels = targets_of(X, y)
+        return float(r2_score(to_host(labels), to_host(self.predict(X)),
                               sample_weight=to_host(sample_weight)))
 
 

@@ -1,4 +1,4 @@
-"""The sgd and adam solvers: scikit-learn's epoch loop over xpmlp's per-batch API.
+"""The sgd and adam solvers: scikit-learn's epoch loop around xpmlp's one training loop.
 
 Per mini-batch b of r_b rows (weights w_i, sum s_b; unweighted: w_i = 1, s_b = r_b), as
 scikit-learn's ``_backprop``:
@@ -6,14 +6,17 @@ scikit-learn's ``_backprop``:
     gradient = sum_i w_i grad l_i / s_b + alpha W / s_b
     loss_b   = sum_i w_i l_i / s_b + 0.5 alpha ||W||^2 / s_b
 
-The first term is the fused kernels' batch-mean gradient (with the row weights
-r_i = w_i r_b / s_b on the output delta when weighted); the second is the optimizer's
-L2 ``weight_decay``, set to alpha / s_b before each step, so the last, short batch gets its
-own alpha / r_b. Per epoch (host, after it): loss_curve_, the learning-rate schedule
-(invscaling, adaptive: for adam too), tol and n_iter_no_change, early stopping on the
-validation score or loss, the callbacks. The epoch's order is drawn on the host from
-random_state, as scikit-learn draws it, and copied to the device once per epoch (a sparse X
-stays on the host: each batch's rows are densified there and copied, ``SparseRows``).
+Each epoch is one ``xpmlp.train.loop.run_epoch`` (the training loop of ``MLP.fit``, on the
+backend's fused step where it has one) with the epoch's ``BatchSettings``: the first term is
+the step's batch-mean gradient with the row weights r_i = w_i r_b / s_b on the output delta
+(``sample_weight`` and ``weight_scale``), the second the optimizer's L2 term with the
+coefficient alpha / s_b of each batch (``weight_decay``: the last, short batch gets its own
+alpha / r_b), and ``penalty`` records ||W||^2 of each batch for the loss. Per epoch (host,
+after it): loss_curve_, the learning-rate schedule (invscaling, adaptive: for adam too), tol
+and n_iter_no_change, early stopping on the validation score or loss, the callbacks. The
+epoch's order is drawn on the host from random_state, as scikit-learn draws it, and copied to
+the device once per epoch (a sparse X stays on the host: each batch's rows are densified
+there and copied, ``SparseRows.take_rows``).
 
 tol and n_iter_no_change (and early stopping's choice of weights) are
 ``xpmlp.train.early_stopping``'s one rule in its scikit-learn convention
@@ -38,10 +41,11 @@ import numpy
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
+from ..train import loop
 from ..train.early_stopping import Watch, scikit_learn
 from ..train.loop import RunState
 from .data import NON_FINITE, SparseRows, batch_sums
-from .evaluate import evaluate, l2_penalty
+from .evaluate import evaluate
 from .network import make_optimizer
 
 
@@ -92,16 +96,11 @@ def fit_stochastic(est: Any, X: Any, Y: Any, sw: numpy.ndarray | None, increment
     sw_dev = None if sw is None else be.asarray(sw, dtype=model.dtype)
     n_batches = -(-n // batch_size)
     state = RunState.allocate(model, n_batches)
+    loop.announce_step(model, 3, settings=True, X=X)  # mlp_.step_kind_, and why if slower
     l2 = be.zeros(n_batches, model.dtype)
-    ws = model.workspace(batch_size)
-    t = model.dtype.type
     per_output = 1.0 if model.is_classifier or model.loss == "poisson" else Y.shape[1]
     softmax = model.activations[-1] == "softmax"
     sample_idx = numpy.arange(n)
-    sparse = isinstance(X, SparseRows)
-    # unweighted dense batches go through the backend's fused step where it has one (numpy:
-    # one compiled call per batch, the bits of the per-op path below)
-    fused = be.fused_step(model) if sw_dev is None and not sparse else None
     bar = _progress_bar(est)
     est.n_iter_ = 0 if not incremental else est.n_iter_
     watch = _watch(est, model)
@@ -111,28 +110,14 @@ def fit_stochastic(est: Any, X: Any, Y: Any, sw: numpy.ndarray | None, increment
                 perm = numpy.arange(n)
                 est._random_state.shuffle(perm)
                 sample_idx = sample_idx[perm]
-            order = be.asarray(sample_idx)
             sums = batch_sums(sw, sample_idx, batch_size)
+            rows = numpy.minimum(batch_size, n - numpy.arange(0, n, batch_size))
             model.optimizer.learning_rate = est._learning_rate
-            for b, start in enumerate(range(0, n, batch_size)):
-                idx = order[start:start + batch_size]
-                w = ws.first(int(idx.shape[0]))
-                if fused is not None:
-                    l2[b] = l2_penalty(model)  # the weights the forward pass will use
-                    model.optimizer.weight_decay = est.alpha / sums[b]
-                    fused(X, Y, idx, w, state.batch_rows[b], state.skip)
-                    continue
-                if sparse:
-                    w.X[...] = X.rows(sample_idx[start:start + batch_size])
-                else:
-                    be.gather_rows(X, idx, w.X)
-                be.gather_rows(Y, idx, w.Y)
-                model.forward_pass(w)
-                l2[b] = l2_penalty(model)
-                r = None if sw_dev is None else sw_dev[idx] * t(w.rows / sums[b])
-                model.backward_pass(w, state.batch_rows[b], state.skip, r)
-                model.optimizer.weight_decay = est.alpha / sums[b]
-                model.apply_gradients(state.skip)
+            loop.run_epoch(model, X, Y, be.asarray(sample_idx), batch_size, state,
+                           settings=loop.BatchSettings(
+                               weight_decay=est.alpha / sums, sample_weight=sw_dev,
+                               weight_scale=None if sw_dev is None else rows / sums,
+                               penalty=l2))
             stats = be.to_numpy(state.batch_stats[:, 0]).astype(numpy.float64)
             l2_host = be.to_numpy(l2).astype(numpy.float64)
             diverged = (float(be.to_numpy(state.skip)[0]) != 0
@@ -142,7 +127,6 @@ def fit_stochastic(est: Any, X: Any, Y: Any, sw: numpy.ndarray | None, increment
                     f"{NON_FINITE} (Training stopped at iteration {est.n_iter_ + 1}; the "
                     "weights are the last finite ones.)"
                 )
-            rows = numpy.minimum(batch_size, n - numpy.arange(0, n, batch_size))
             est.loss_ = float((stats / per_output + 0.5 * est.alpha * l2_host * rows / sums)
                               .sum() / n)
             est.n_iter_ += 1

@@ -13,19 +13,26 @@ scikit-learn's do.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
-def _same_memory(a: Any, b: numpy.ndarray) -> bool:
+    from ..core.aliases import Array
+    from ..train.model import MLP
+    from .base import BaseMLP
+
+
+def _same_memory(a: object, b: Array) -> bool:
     """a is b, or another view of exactly the same elements."""
     return (isinstance(a, numpy.ndarray) and a.shape == b.shape and a.strides == b.strides
             and a.dtype == b.dtype
             and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
 
 
-def _targets(model: Any) -> list[tuple[str, int, Any, tuple[int, ...]]]:
+def _targets(model: MLP) -> list[tuple[str, int, Array, tuple[int, ...]]]:
     """(attribute, layer, backend array in scikit-learn's orientation, shape) of every
     coefficient array, then every intercept."""
     coefs = [("coefs_", l, layer.W.T, (layer.W.shape[1], layer.W.shape[0]))
@@ -35,7 +42,7 @@ def _targets(model: Any) -> list[tuple[str, int, Any, tuple[int, ...]]]:
     return coefs + intercepts
 
 
-def _lists(est: Any, n_layers: int) -> dict[str, Any]:
+def _lists(est: BaseMLP, n_layers: int) -> dict[str, list[ArrayLike] | tuple[ArrayLike, ...]]:
     """est.coefs_ and est.intercepts_, checked to be sequences with one array per layer."""
     found = {}
     for name in ("coefs_", "intercepts_"):
@@ -49,7 +56,8 @@ def _lists(est: Any, n_layers: int) -> dict[str, Any]:
     return found
 
 
-def check_given(est: Any, layer_units: list[int]) -> list[tuple[numpy.ndarray, numpy.ndarray]]:
+def check_given(est: BaseMLP, layer_units: list[int],
+                ) -> list[tuple[numpy.ndarray, numpy.ndarray]]:
     """The (W (n_out, n_in), b) pairs of coefs_ and intercepts_ set on an estimator that has
     no network yet (to train on with partial_fit or warm_start), checked against the layer
     sizes the data needs."""
@@ -62,7 +70,7 @@ def check_given(est: Any, layer_units: list[int]) -> list[tuple[numpy.ndarray, n
     return pairs
 
 
-def _host(value: Any, name: str, shape: tuple[int, ...]) -> numpy.ndarray:
+def _host(value: ArrayLike, name: str, shape: tuple[int, ...]) -> numpy.ndarray:
     try:
         arr = numpy.asarray(value)
     except (TypeError, ValueError) as exc:
@@ -74,7 +82,7 @@ def _host(value: Any, name: str, shape: tuple[int, ...]) -> numpy.ndarray:
     return arr
 
 
-def absorb(est: Any) -> None:
+def absorb(est: BaseMLP) -> None:
     """Copy coefs_ and intercepts_ into est.mlp_ where they are not its own parameters (any
     array the user assigned; on CUDA, every array). Call inside ``backend.activate()``."""
     model = est.mlp_
@@ -91,7 +99,7 @@ def absorb(est: Any) -> None:
         target[...] = be.asarray(_host(given, f"{name}[{l}]", shape), dtype=model.dtype)
 
 
-def publish(est: Any) -> None:
+def publish(est: BaseMLP) -> None:
     """est.coefs_ and est.intercepts_ from est.mlp_: the lists kept where they fit the
     network, each array kept where it is the parameter itself (NumPy) or written in place
     where it is a writable host array of the right shape and dtype, else replaced (by a

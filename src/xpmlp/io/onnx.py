@@ -21,10 +21,20 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..core.activations import LEAKY_SLOPE
 from ..core.errors import NotFittedError, ParameterError, XpmlpError
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    import numpy
+    from numpy.typing import ArrayLike
+    from onnx import ModelProto, NodeProto, TensorProto
+
+    from ..core.layers import BatchNorm
+    from ..train.model import MLP
 
 OPSET = 17  # Softmax over the last axis (opset 13 on), GreaterOrEqual (12 on)
 IR_VERSION = 8  # the IR of opset 17, which onnxruntime 1.14 on reads
@@ -42,19 +52,19 @@ class OnnxExportError(XpmlpError, ValueError):
 class _Graph:
     """Nodes and initializers of a graph being built, every value named once, in ``dtype``."""
 
-    def __init__(self, onnx: Any, dtype: Any) -> None:
+    def __init__(self, onnx: ModuleType, dtype: numpy.dtype) -> None:
         import numpy
 
         self.onnx, self.dtype, self.float32 = onnx, dtype, numpy.dtype("float32")
-        self.nodes: list[Any] = []
-        self.initializers: list[Any] = []
+        self.nodes: list[NodeProto] = []
+        self.initializers: list[TensorProto] = []
         self._count = 0
 
     def _name(self, hint: str) -> str:
         self._count += 1
         return f"{hint}_{self._count}"
 
-    def constant(self, hint: str, value: Any) -> str:
+    def constant(self, hint: str, value: ArrayLike) -> str:
         """An initializer holding ``value`` in the graph's dtype; its name."""
         import numpy
 
@@ -63,7 +73,8 @@ class _Graph:
         self.initializers.append(self.onnx.numpy_helper.from_array(array, name))
         return name
 
-    def node(self, op: str, *inputs: str, output: str | None = None, **attributes: Any) -> str:
+    def node(self, op: str, *inputs: str, output: str | None = None,
+             **attributes: float) -> str:
         """One ``op`` node of ``inputs``; the name of its output."""
         output = output or self._name(op.lower())
         self.nodes.append(self.onnx.helper.make_node(op, list(inputs), [output], **attributes))
@@ -133,7 +144,7 @@ ONNX_ACTIVATIONS: dict[str, Callable[[_Graph, str], str] | Refused] = {
 # ---------------------------------------------------------------------- export
 
 
-def _import_onnx() -> Any:
+def _import_onnx() -> ModuleType:
     try:
         import onnx
     except ImportError as exc:
@@ -144,7 +155,7 @@ def _import_onnx() -> Any:
     return onnx
 
 
-def _the_mlp(model: Any) -> tuple[Any, bool]:
+def _the_mlp(model: object) -> tuple[MLP, bool]:
     """The xpmlp.MLP of ``model`` (itself, or its ``mlp_``) and whether to give two
     probability columns for its single sigmoid output."""
     from ..train.model import MLP
@@ -168,14 +179,14 @@ def _the_mlp(model: Any) -> tuple[Any, bool]:
     return mlp, binary
 
 
-def _batch_norm_inference(g: _Graph, mlp: Any, l: int, Z: str) -> str:
+def _batch_norm_inference(g: _Graph, mlp: MLP, norm: BatchNorm, l: int, Z: str) -> str:
     """gamma (Z - running_mean) / sqrt(running_var + eps) + beta, with the running estimates
-    (batch norm at inference, as the model predicts)."""
+    (batch norm at inference, as the model predicts): ``norm`` of layer ``l`` of ``mlp``."""
     import numpy
 
     from ..core.regularization import BN_EPS
 
-    norm, host = mlp.layers[l].norm, mlp.backend.to_numpy
+    host = mlp.backend.to_numpy
     var = numpy.asarray(host(norm.running_var), dtype=g.dtype)
     inv_std = g.dtype.type(1.0) / numpy.sqrt(var + g.dtype.type(BN_EPS))
     centred = g.node("Sub", Z, g.constant(f"running_mean{l + 1}", host(norm.running_mean)))
@@ -184,7 +195,7 @@ def _batch_norm_inference(g: _Graph, mlp: Any, l: int, Z: str) -> str:
     return g.node("Add", scaled, g.constant(f"beta{l + 1}", host(norm.beta)))
 
 
-def to_onnx(model: Any, *, name: str = "xpmlp_mlp") -> Any:
+def to_onnx(model: object, *, name: str = "xpmlp_mlp") -> ModelProto:
     """An ``onnx.ModelProto`` whose output is ``model``'s ``predict_proba`` (see the module
     docstring). ``OnnxExportError`` for an activation ONNX cannot express,
     ``OnnxDependencyError`` without the onnx package."""
@@ -207,8 +218,9 @@ def to_onnx(model: Any, *, name: str = "xpmlp_mlp") -> Any:
     for l, (W, b) in enumerate(mlp.get_weights()):
         Z = g.node("Add", g.node("MatMul", A, g.constant(f"W{l + 1}_T", W.T)),
                    g.constant(f"b{l + 1}", b))
-        if mlp.layers[l].norm is not None:
-            Z = _batch_norm_inference(g, mlp, l, Z)
+        norm = mlp.layers[l].norm
+        if norm is not None:
+            Z = _batch_norm_inference(g, mlp, norm, l, Z)
         A = ONNX_ACTIVATIONS[mlp.activations[l]](g, Z)  # type: ignore[operator]
     n_out = mlp.n_outputs
     if binary:
@@ -222,8 +234,8 @@ def to_onnx(model: Any, *, name: str = "xpmlp_mlp") -> Any:
         [onnx.helper.make_tensor_value_info(OUTPUT, elem, ["rows", n_out])],
         g.initializers,
     )
-    proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", OPSET)],
-                                   producer_name="xpmlp")
+    proto: ModelProto = onnx.helper.make_model(
+        graph, opset_imports=[onnx.helper.make_opsetid("", OPSET)], producer_name="xpmlp")
     proto.ir_version = IR_VERSION
     from .._version import __version__
 

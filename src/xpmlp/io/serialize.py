@@ -21,7 +21,7 @@ import struct
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy
 
@@ -30,6 +30,9 @@ from ..machine.atomic import atomic_write
 from ..train.model import MLP
 from ..train.record import STATE, model_from_record, model_record
 
+if TYPE_CHECKING:
+    from ..backends.base import Backend
+
 # What reading a damaged archive can raise besides DataFileError (FileNotFoundError is let
 # through before these are caught). zipfile raises RuntimeError for encrypted members and
 # NotImplementedError for unknown compression methods; zlib and struct for garbled bytes.
@@ -37,7 +40,7 @@ _UNREADABLE = (OSError, ValueError, EOFError, KeyError, RuntimeError, NotImpleme
                zipfile.BadZipFile, zlib.error, struct.error)
 
 
-def save_model(model: Any, path: str | os.PathLike[str]) -> Path:
+def save_model(model: MLP, path: str | os.PathLike[str]) -> Path:
     """Write ``model`` with its training state to ``path`` (``.npz`` is appended if missing),
     atomically."""
     path = Path(path)
@@ -45,11 +48,13 @@ def save_model(model: Any, path: str | os.PathLike[str]) -> Path:
         path = path.with_name(path.name + ".npz")
     meta, arrays = model_record(model)
     with atomic_write(path, "wb") as f:
-        numpy.savez(f, meta=numpy.array(json.dumps(meta)), **arrays)
+        # allow_pickle is numpy's default, named: else mypy matches **arrays against it
+        numpy.savez(f, allow_pickle=True, meta=numpy.array(json.dumps(meta)), **arrays)
     return path
 
 
-def load_model(path: str | os.PathLike[str], *, backend: Any = None) -> Any:
+def load_model(path: str | os.PathLike[str], *,
+               backend: str | Backend | None = None) -> MLP:
     """Read a model written by ``save_model``, onto ``backend`` (default: the one in force),
     with its training state: ``fit`` goes on from where it stopped.
 
@@ -64,7 +69,7 @@ def load_model(path: str | os.PathLike[str], *, backend: Any = None) -> Any:
     return model_from_record(MLP, meta, arrays, path, backend)
 
 
-def _read_archive(path: Path) -> tuple[Any, dict[str, numpy.ndarray]]:
+def _read_archive(path: Path) -> tuple[object, dict[str, numpy.ndarray]]:
     """The decoded JSON ``meta`` of the ``.npz`` at ``path`` and its arrays: ``params`` and
     the ``state.<name>`` members (other members are ignored).
 
@@ -97,7 +102,7 @@ def _read_archive(path: Path) -> tuple[Any, dict[str, numpy.ndarray]]:
     return _decoded_meta(meta, path), arrays
 
 
-def _decoded_meta(meta: numpy.ndarray, path: Path | str) -> Any:
+def _decoded_meta(meta: numpy.ndarray, path: Path | str) -> object:
     """The JSON value in ``meta``, a 0-d string array (``DataFileError`` otherwise)."""
     if meta.shape != () or meta.dtype.kind != "U":
         raise DataFileError(

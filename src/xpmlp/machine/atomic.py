@@ -16,14 +16,14 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 
 @contextmanager
 def atomic_write(
     path: str | os.PathLike[str], mode: str = "w",
     verify: Callable[[Path], None] | None = None,
-) -> Iterator[IO]:
+) -> Iterator[IO[Any]]:  # Any: IO[str] for mode "w", IO[bytes] for "wb" (os.fdopen's)
     """Open a temporary file beside ``path``; on success rename it to ``path``, else delete it.
 
     ``verify(temporary_path)``, if given, runs on the closed file before the

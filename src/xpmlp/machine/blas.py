@@ -36,32 +36,47 @@ import ctypes.util
 import functools
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 import numpy
 
 from ..core import config
+from ..core.aliases import Array
+
+if TYPE_CHECKING:
+    from _ctypes import CFuncPtr as _CFuncPtr
 
 PROVIDERS = config.BLAS_PROVIDERS
 
-Matmul = Callable[[Any, Any, Any], None]
+#: out = a @ b
+Matmul = Callable[[Array, Array, Array], None]
+#: gemm(a, b, out, alpha, beta) -> done: one cblas_?gemm call (``_gemm_kernel``)
+GemmKernel = Callable[[Array, Array, Array, numpy.floating, numpy.floating], bool]
 
 
-def numpy_matmul(a: Any, b: Any, out: Any) -> None:
+class _BlasController(Protocol):
+    """What this module uses of a threadpoolctl ``LibController`` (untyped)."""
+
+    num_threads: int
+
+    def set_num_threads(self, num_threads: int) -> object: ...
+
+
+def numpy_matmul(a: Array, b: Array, out: Array) -> None:
     """out = a @ b through NumPy (its BLAS)."""
     numpy.matmul(a, b, out=out)
 
 
-def gemm_dtype(a: Any, b: Any, out: Any) -> str | None:
+def gemm_dtype(a: Array, b: Array, out: Array) -> str | None:
     """The dtype character ("f" or "d") in which one ``cblas_?gemm`` call computes out = a @ b,
     or None where it cannot: not three 2-D ndarrays of that one dtype with a writeable
     ``out`` (their strides are ``xpmlp.kernels.gemm.matrix_operand``'s to judge)."""
     if not all(isinstance(x, numpy.ndarray) for x in (a, b, out)):
         return None
-    char = out.dtype.char
+    char: str = out.dtype.char
     if (char in ("f", "d") and a.dtype.char == char == b.dtype.char
             and a.ndim == b.ndim == out.ndim == 2 and out.flags.writeable):
         return char
@@ -86,7 +101,8 @@ def _loaded_blas_libraries() -> list[str]:
     return sorted(p for p in paths if "blas" in p.lower())
 
 
-def _declare_gemm(fn: Any, integer: Any, scalar: Any) -> Any:
+def _declare_gemm(fn: _CFuncPtr, integer: type[ctypes.c_int | ctypes.c_int64],
+                  scalar: type[ctypes.c_float | ctypes.c_double]) -> _CFuncPtr:
     """``fn``, a ctypes ``cblas_?gemm``, with its argument types: order, transposes, m, n and
     k as ``integer``, alpha and beta as ``scalar``, the addresses as integers (same ABI)."""
     pointer = ctypes.c_size_t
@@ -97,12 +113,14 @@ def _declare_gemm(fn: Any, integer: Any, scalar: Any) -> Any:
 
 
 @functools.cache
-def numpy_cblas_gemm(char: str) -> Any:
+def numpy_cblas_gemm(char: str) -> _CFuncPtr | None:
     """NumPy's own ``cblas_sgemm`` ("f") or ``cblas_dgemm`` ("d") as a ctypes function (from
     the loaded library that has it, 64-bit integer interface first), or None when no loaded
     library has it: what ``numpy.matmul`` calls, for code that calls BLAS itself (the fused
     CPU step)."""
-    scalar = {"f": ctypes.c_float, "d": ctypes.c_double}[char]
+    scalars: dict[str, type[ctypes.c_float | ctypes.c_double]] = {"f": ctypes.c_float,
+                                                                  "d": ctypes.c_double}
+    scalar = scalars[char]
     for path in _loaded_blas_libraries():
         try:
             lib = ctypes.CDLL(path)
@@ -133,14 +151,15 @@ def mkl_library_path() -> str | None:
     return ctypes.util.find_library("mkl_rt")
 
 
-def _gemm_kernel(cblas_gemm: Any) -> Any:
+def _gemm_kernel(cblas_gemm: _CFuncPtr) -> GemmKernel:
     """``gemm(a, b, out, alpha, beta) -> bool``: ``out = alpha op(a) op(b) + beta out`` with one
     call of ``cblas_gemm`` (a ctypes ``cblas_?gemm``), or False having done nothing
     when BLAS cannot take the arrays as they are (``xpmlp.kernels.gemm``: compiled per layout
     of the arrays at their first use, and kept in Numba's on-disk cache)."""
     from ..kernels import gemm as kernels
 
-    def gemm(a: Any, b: Any, out: Any, alpha: Any, beta: Any) -> bool:
+    def gemm(a: Array, b: Array, out: Array, alpha: numpy.floating, beta: numpy.floating,
+             ) -> bool:
         return bool(kernels.gemm(cblas_gemm, a, b, out, alpha, beta))
 
     return gemm
@@ -156,11 +175,11 @@ class Mkl:
         lib.mkl_get_version_string(buffer, len(buffer))
         self.version = " ".join(buffer.value.decode(errors="replace").split())
         c_int = ctypes.c_int
-        self._cblas: dict[str, Any] = {
+        self._cblas: dict[str, _CFuncPtr] = {
             "f": _declare_gemm(lib.cblas_sgemm, c_int, ctypes.c_float),
             "d": _declare_gemm(lib.cblas_dgemm, c_int, ctypes.c_double),
         }
-        self._kernels: dict[str, Any] = {}
+        self._kernels: dict[str, tuple[GemmKernel, type[numpy.floating]]] = {}
         lib.MKL_Set_Num_Threads.argtypes = [c_int]
         lib.MKL_Set_Num_Threads_Local.argtypes = [c_int]
         lib.MKL_Set_Num_Threads_Local.restype = c_int
@@ -200,12 +219,13 @@ class Mkl:
         ``threadpoolctl`` does not change); returns the previous local setting."""
         return int(self.lib.MKL_Set_Num_Threads_Local(int(n)))
 
-    def cblas_gemm(self, char: str) -> Any:
+    def cblas_gemm(self, char: str) -> _CFuncPtr:
         """MKL's ``cblas_sgemm`` ("f") or ``cblas_dgemm`` ("d") as a ctypes function (32-bit
         integers, addresses as integers)."""
         return self._cblas[char]
 
-    def gemm(self, a: Any, b: Any, out: Any, alpha: float = 1.0, beta: float = 0.0) -> bool:
+    def gemm(self, a: Array, b: Array, out: Array, alpha: float = 1.0, beta: float = 0.0,
+             ) -> bool:
         """out = alpha op(a) op(b) + beta out in one cblas call; False (nothing done) when the
         arrays are not 2-D ndarrays of one dtype (float32 or float64) that BLAS takes as they
         are (see the module docstring)."""
@@ -215,7 +235,7 @@ class Mkl:
         kernel, scalar = self.kernel(char)
         return bool(kernel(a, b, out, scalar(alpha), scalar(beta)))
 
-    def kernel(self, char: str) -> tuple[Any, type]:
+    def kernel(self, char: str) -> tuple[GemmKernel, type[numpy.floating]]:
         """(the compiled gemm of dtype ``char``, its scalar type), compiled at first use."""
         entry = self._kernels.get(char)
         if entry is None:
@@ -223,7 +243,7 @@ class Mkl:
                                            numpy.dtype(char).type)
         return entry
 
-    def matmul(self, a: Any, b: Any, out: Any) -> None:
+    def matmul(self, a: Array, b: Array, out: Array) -> None:
         """out = a @ b through MKL, or through NumPy where MKL cannot take the arrays."""
         if not self.gemm(a, b, out):
             numpy.matmul(a, b, out=out)
@@ -234,14 +254,14 @@ class Mkl:
         kernel, scalar = self.kernel(char)
         one, zero = scalar(1.0), scalar(0.0)
 
-        def matmul(a: Any, b: Any, out: Any) -> None:
+        def matmul(a: Array, b: Array, out: Array) -> None:
             if not kernel(a, b, out, one, zero):
                 numpy.matmul(a, b, out=out)
 
         return matmul
 
 
-def _openmp_library() -> Any:
+def _openmp_library() -> ctypes.CDLL | None:
     """Intel's OpenMP runtime as MKL loaded it (``libiomp5``), or None."""
     for name in ("libiomp5.so", "libiomp5md.dll", "libiomp5.dylib"):
         try:
@@ -306,7 +326,7 @@ def default_route() -> tuple[str, str]:
     return "mkl", "the default where MKL is installed"
 
 
-def _openblas_controllers() -> list[Any]:
+def _openblas_controllers() -> list[_BlasController]:
     """threadpoolctl's controllers of the loaded OpenBLAS libraries ([] without
     threadpoolctl)."""
     try:
@@ -385,7 +405,7 @@ class MatmulProvider:
         self.why = why or f"{config.BLAS}={library}"
         self.mkl = mkl
         self._mkl_matmul: dict[str, Matmul] = {}
-        self._routes: dict[tuple[Any, ...], Matmul] = {}
+        self._routes: dict[tuple[Hashable, ...], Matmul] = {}
         self.set_threads(threads if threads is not None else _numba_threads())
         if library == "openblas":
             self.matmul = numpy_matmul  # type: ignore[method-assign]
@@ -395,7 +415,7 @@ class MatmulProvider:
         """The library of every product: "openblas" or "mkl"."""
         return self.library
 
-    def cblas_gemm(self, char: str) -> Any:
+    def cblas_gemm(self, char: str) -> _CFuncPtr | None:
         """The library's ``cblas_sgemm`` ("f") or ``cblas_dgemm`` ("d") as a ctypes function,
         for code that calls BLAS itself (the fused CPU step): MKL's, or NumPy's
         (``numpy_cblas_gemm``: None when no loaded library exports it)."""
@@ -411,7 +431,7 @@ class MatmulProvider:
         if self.library == "mkl":
             hold_openblas(1)
 
-    def matmul(self, a: Any, b: Any, out: Any) -> None:
+    def matmul(self, a: Array, b: Array, out: Array) -> None:
         """out = a @ b through MKL (``numpy.matmul`` where BLAS cannot take the arrays)."""
         key = (a.shape, b.shape, a.strides, b.strides, out.strides, a.dtype.char,
                b.dtype.char, out.dtype.char, out.flags.writeable)
@@ -421,7 +441,7 @@ class MatmulProvider:
             fn = self._routes[key] = self._route(a, b, out)
         fn(a, b, out)
 
-    def _route(self, a: Any, b: Any, out: Any) -> Matmul:
+    def _route(self, a: Array, b: Array, out: Array) -> Matmul:
         """MKL's function for a new combination of shapes, strides and dtypes, or
         ``numpy_matmul`` for arrays MKL cannot take (mixed dtypes, not 2-D, read-only)."""
         char = gemm_dtype(a, b, out)
@@ -441,7 +461,7 @@ class MatmulProvider:
                     f"product; NumPy's {numpy_blas_name()} held at 1 thread")
         return f"{text} ({self.why})"
 
-    def report(self) -> dict[str, Any]:
+    def report(self) -> dict[str, str | int | None]:
         """A JSON-able account: the library, what chose it, the libraries and threads."""
         return {"mode": self.library, "why": self.why, "numpy_blas": numpy_blas_name(),
                 "mkl": self.mkl.version if self.mkl is not None else None,

@@ -41,6 +41,14 @@ def capped_threads(n: int) -> tuple[int, str | None]:
     return cores, f"--threads {n} is more than the {cores} {unit} available; using {cores}"
 
 
+def _numba_max_threads() -> int:
+    """``numba.config.NUMBA_NUM_THREADS``: the most threads Numba runs (its pool's size)."""
+    import numba
+
+    # numba.config sets its settings as module globals at run time: mypy cannot see them
+    return int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+
+
 @contextlib.contextmanager
 def cpu_threads(n: int | None) -> Iterator[list[str]]:
     """Within the block, BLAS, OpenMP, Numba and PyTorch use ``n`` threads (None: unchanged).
@@ -67,7 +75,7 @@ def cpu_threads(n: int | None) -> Iterator[list[str]]:
     except ImportError:
         notes.append("threadpoolctl is not installed: BLAS threads not limited")
     old_numba = numba.get_num_threads()
-    numba_n = min(n, numba.config.NUMBA_NUM_THREADS)
+    numba_n = min(n, _numba_max_threads())
     if numba_n != n:
         notes.append(f"Numba is limited to {numba_n} threads (NUMBA_NUM_THREADS)")
     numba.set_num_threads(numba_n)
@@ -99,6 +107,6 @@ def rank_share(local_ranks: int) -> int | None:
     if local_ranks <= 1 or any(os.environ.get(v) for v in ("NUMBA_NUM_THREADS",
                                                             "OMP_NUM_THREADS")):
         return None
-    if numba.get_num_threads() != numba.config.NUMBA_NUM_THREADS:
+    if numba.get_num_threads() != _numba_max_threads():
         return None
     return max(1, available_cores() // local_ranks)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -16,8 +16,14 @@ from .canvas import new_figure, require_pillow
 OPTIMIZER_COLORS = {"sgd": "tab:red", "momentum": "tab:orange", "adam": "tab:cyan"}
 
 if TYPE_CHECKING:
+    from matplotlib.artist import Artist
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from mpl_toolkits.mplot3d import Axes3D
+    from mpl_toolkits.mplot3d.art3d import Poly3DCollection
+
+    from ..core.optim import Optimizer
+    from ..train.model import MLP
 
 # ---------------------------------------------------------------------- gradient descent
 @dataclass
@@ -68,7 +74,7 @@ def _unflat(vector: np.ndarray, like: Sequence[tuple[np.ndarray, np.ndarray]]
 class _PlaneLoss:
     """The loss of ``model`` on (X, y) and its gradient over the plane center + a d1 + b d2."""
 
-    def __init__(self, model: Any, X: np.ndarray, y: np.ndarray, center: np.ndarray,
+    def __init__(self, model: MLP, X: np.ndarray, y: np.ndarray, center: np.ndarray,
                  d1: np.ndarray, d2: np.ndarray) -> None:
         self.model, self.X, self.y = model, X, y
         self.center, self.d1, self.d2 = center, d1, d2
@@ -84,7 +90,7 @@ class _PlaneLoss:
         return float(g.loss), np.array([grad @ self.d1, grad @ self.d2])
 
 
-def descent_optimizers(directions: str = "weights") -> dict[str, Any]:
+def descent_optimizers(directions: str = "weights") -> dict[str, Optimizer]:
     """The optimizers compared (``xpmlp.core.optim`` objects), with learning rates that fit the
     pictured landscape: the plane of two weights is flatter than that of two random
     directions (which move every parameter), so its steps are larger."""
@@ -159,7 +165,8 @@ def _random_direction(rng: np.random.Generator,
     return _flat(scaled)
 
 
-def _descend(plane: _PlaneLoss, optimizer: Any, start: np.ndarray, steps: int) -> np.ndarray:
+def _descend(plane: _PlaneLoss, optimizer: Optimizer, start: np.ndarray,
+             steps: int) -> np.ndarray:
     """``steps`` steps of ``optimizer`` on the plane from ``start``: (steps + 1, 3) rows of
     (a, b, loss)."""
     p = start.astype(float).copy()
@@ -187,14 +194,15 @@ def descent_figure(landscape: DescentLandscape, upto: int | None = None) -> Figu
     return fig
 
 
-def _descent_axes(fig: Figure) -> tuple[Any, Axes]:
+def _descent_axes(fig: Figure) -> tuple[Axes3D, Axes]:
     """A 3-D axes (left) and a flat one (right) side by side."""
     import mpl_toolkits.mplot3d  # noqa: F401  (registers the 3-D projection on matplotlib 3.5)
 
-    return fig.add_subplot(1, 2, 1, projection="3d"), fig.add_subplot(1, 2, 2)
+    # projection="3d" makes an Axes3D (add_subplot is typed as returning Axes)
+    return cast("Axes3D", fig.add_subplot(1, 2, 1, projection="3d")), fig.add_subplot(1, 2, 2)
 
 
-def _draw_surface(fig: Figure, ax: Any, land: DescentLandscape) -> None:
+def _draw_surface(fig: Figure, ax: Axes3D, land: DescentLandscape) -> None:
     """The loss surface, its contours on the floor of the box, and a colorbar."""
     surf = _draw_surface_plain(ax, land)
     fig.colorbar(surf, ax=ax, shrink=0.6, pad=0.1, label="loss (cross-entropy)")
@@ -213,7 +221,8 @@ def _draw_contours(ax: Axes, land: DescentLandscape, labels: bool = True) -> Non
     ax.set_aspect("equal")
 
 
-def _draw_paths(surface: Any, flat: Axes, land: DescentLandscape, upto: int | None) -> None:
+def _draw_paths(surface: Axes3D, flat: Axes, land: DescentLandscape,
+                upto: int | None) -> None:
     """Each optimizer's path on both axes, its start marked, with one legend."""
     for name, path in land.paths.items():
         shown = path if upto is None else path[: upto + 1]
@@ -256,7 +265,7 @@ def save_descent_animation(landscape: DescentLandscape, path: str | os.PathLike[
     fig.canvas.draw()
     fig.set_layout_engine("none")  # lay out once: constrained layout per frame is slow
 
-    def frame(k: int) -> list[Any]:
+    def frame(k: int) -> list[Artist]:
         for path, line3d, line2d in zip(landscape.paths.values(), lines3d, lines2d,
                                         strict=True):
             shown = path[: k + 1]
@@ -274,7 +283,8 @@ def save_descent_animation(landscape: DescentLandscape, path: str | os.PathLike[
             f.write(staged.read_bytes())
 
 
-def _draw_surface_plain(ax: Any, land: DescentLandscape, stride: int = 1) -> Any:
+def _draw_surface_plain(ax: Axes3D, land: DescentLandscape, stride: int = 1,
+                        ) -> Poly3DCollection:
     """The surface (returned; a facet every ``stride`` grid points) and its contours on the
     floor of the box."""
     A, B = np.meshgrid(land.a, land.b)

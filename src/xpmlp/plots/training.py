@@ -15,9 +15,16 @@ MAX_MISCLASSIFIED = 25
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure, SubFigure
+    from numpy.typing import ArrayLike
 
-def misclassified_digits(y_true: Any, y_pred: Any,
+#: an ``xpmlp train --report`` report: decoded JSON, read once ``check_report`` has checked
+#: the entries drawn (so its values are Any)
+Report = dict[str, Any]
+#: an epoch's record in a report (its figures by name)
+EpochRecord = dict[str, Any]
+
+def misclassified_digits(y_true: ArrayLike, y_pred: ArrayLike,
                          limit: int = MAX_MISCLASSIFIED) -> list[dict[str, int]]:
     """The first ``limit`` samples whose prediction is wrong, in order:
     ``[{"index": i, "true": y_true[i], "predicted": y_pred[i]}, ...]``."""
@@ -27,7 +34,8 @@ def misclassified_digits(y_true: Any, y_pred: Any,
             for i in wrong]
 
 
-def confusion_matrix(y_true: Any, y_pred: Any, n_classes: int = 10) -> list[list[int]]:
+def confusion_matrix(y_true: ArrayLike, y_pred: ArrayLike, n_classes: int = 10,
+                     ) -> list[list[int]]:
     """Counts: row = true label, column = predicted label, as nested lists of int."""
     counts = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(counts, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)),
@@ -35,7 +43,7 @@ def confusion_matrix(y_true: Any, y_pred: Any, n_classes: int = 10) -> list[list
     return counts.tolist()
 
 
-def check_report(report: Any) -> None:
+def check_report(report: object) -> None:
     """Raise ParameterError unless ``report`` is a training report that can be drawn:
     a JSON object with a non-empty list ``epochs`` of objects with numeric ``loss``,
     ``train_accuracy`` and ``test_accuracy``; ``confusion_matrix`` (square, numeric) and
@@ -69,7 +77,7 @@ def check_report(report: Any) -> None:
                                  "'index', 'true' and 'predicted'")
 
 
-def training_figure(report: dict[str, Any], images: Any = None) -> Figure:
+def training_figure(report: Report, images: ArrayLike | None = None) -> Figure:
     """The pictures of an ``xpmlp train --report`` report, as one Figure of four panels:
     loss per epoch, train and test accuracy per epoch, the test set's confusion matrix,
     and the misclassified test digits (``images``: one 28x28 or 784-pixel image per entry
@@ -93,14 +101,14 @@ def training_figure(report: dict[str, Any], images: Any = None) -> Figure:
     return fig
 
 
-def _kept_epoch(report: dict[str, Any]) -> int | None:
+def _kept_epoch(report: Report) -> int | None:
     """The epoch whose weights an early-stopped run kept (None without early stopping)."""
     stopping = report.get("early_stopping")
     best = stopping.get("best_epoch") if isinstance(stopping, dict) else None
     return best if isinstance(best, int) and not isinstance(best, bool) else None
 
 
-def _title(report: dict[str, Any], kept: int | None) -> str:
+def _title(report: Report, kept: int | None) -> str:
     """The figure's title: the final test accuracy, which weights it is of, the model."""
     epochs = report["epochs"]
     accuracy = report.get("test_accuracy", epochs[-1]["test_accuracy"])
@@ -133,14 +141,14 @@ def _epoch_axis(ax: Axes, n: int) -> list[int]:
     return list(range(1, n + 1))
 
 
-def _series(epochs: Sequence[dict[str, Any]], key: str) -> list[float] | None:
+def _series(epochs: Sequence[EpochRecord], key: str) -> list[float] | None:
     """``key`` of every epoch as a list of numbers, or None unless every epoch has one."""
     values = [e.get(key) for e in epochs]
     ok = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
     return values if ok else None  # type: ignore[return-value]
 
 
-def _plot_loss(ax: Axes, epochs: Sequence[dict[str, Any]]) -> None:
+def _plot_loss(ax: Axes, epochs: Sequence[EpochRecord]) -> None:
     """The training loss per epoch, and the validation loss where the report has it (an
     early-stopped run's: the curve that decided)."""
     x = _epoch_axis(ax, len(epochs))
@@ -153,7 +161,7 @@ def _plot_loss(ax: Axes, epochs: Sequence[dict[str, Any]]) -> None:
     ax.legend()
 
 
-def _plot_accuracy(ax: Axes, epochs: Sequence[dict[str, Any]]) -> None:
+def _plot_accuracy(ax: Axes, epochs: Sequence[EpochRecord]) -> None:
     """Train and test accuracy per epoch, in percent."""
     x = _epoch_axis(ax, len(epochs))
     ax.plot(x, [100 * e["train_accuracy"] for e in epochs], "o-", color="tab:blue",
@@ -168,7 +176,7 @@ def _plot_accuracy(ax: Axes, epochs: Sequence[dict[str, Any]]) -> None:
     ax.legend()
 
 
-def _plot_confusion(fig: Figure, ax: Axes, matrix: Any) -> None:
+def _plot_confusion(fig: Figure, ax: Axes, matrix: ArrayLike | None) -> None:
     """The confusion matrix as a heat map with its counts and a colorbar."""
     ax.set_title("Confusion matrix (test set)")
     if matrix is None:
@@ -195,7 +203,8 @@ def _plot_confusion(fig: Figure, ax: Axes, matrix: Any) -> None:
     ax.set_ylabel("true label")
 
 
-def _plot_misclassified(sub: Any, wrong: Any, images: Any) -> None:
+def _plot_misclassified(sub: SubFigure, wrong: list[dict[str, int]] | None,
+                        images: ArrayLike | None) -> None:
     """A grid of misclassified digits titled "true→predicted", or a note why there is none."""
     sub.suptitle("Misclassified test digits (true → predicted)", fontsize=12)
     if not wrong or images is None:

@@ -78,11 +78,16 @@ def blocks(text: str) -> dict[str, str]:
     return found
 
 
+def _filled(table: str) -> Callable[[re.Match[str]], str]:
+    """A block's replacement: its markers around ``table``."""
+    return lambda m: m.group(1) + table + "\n" + m.group(3)
+
+
 def rewrite(text: str) -> str:
     """``text`` with every registry block replaced by the table made now."""
     for name, make in TABLES.items():
         table = make()
-        text = _block(name).sub(lambda m, t=table: m.group(1) + t + "\n" + m.group(3), text)
+        text = _block(name).sub(_filled(table), text)
     return text
 
 

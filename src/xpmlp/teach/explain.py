@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -62,6 +63,11 @@ from .worked_examples import (
 )
 from .worked_perceptron import PERCEPTRON_EXPECT_FIELDS, UPDATE_FIELDS, PerceptronExample
 from .worked_values import DEFAULT_ATOL
+
+if TYPE_CHECKING:
+    from ..backends.base import Backend
+    from ..core.aliases import Array
+    from ..train.model import MLP
 
 __all__ = [
     "ACTIVATION_ALIASES", "DEFAULT_ATOL", "EXPECT_FIELDS", "FLOAT32_ATOL", "FORMAT", "KINDS",
@@ -130,7 +136,8 @@ def _model_loss(example: Example) -> str:
     )
 
 
-def build_model(example: Example, backend: Any = None, dtype: str = "float64") -> Any:
+def build_model(example: Example, backend: str | Backend | None = None,
+                dtype: str = "float64") -> MLP:
     """An SGD ``MLP`` with the example's layer sizes, activations and exact W, b; a setting the
     MLP refuses (``ParameterError``) is a ``WorkedExampleError`` naming the example."""
     from ..train.model import MLP
@@ -146,12 +153,13 @@ def build_model(example: Example, backend: Any = None, dtype: str = "float64") -
     return model
 
 
-def trace(example: Example, backend: Any = None, dtype: str = "float64") -> Trace:
+def trace(example: Example, backend: str | Backend | None = None,
+          dtype: str = "float64") -> Trace:
     """Forward pass; with a loss also backward pass and (with a learning rate) one SGD step."""
     model = build_model(example, backend, dtype)
     be = model.backend
 
-    def host(arrays: list[Any]) -> list[np.ndarray]:
+    def host(arrays: list[Array]) -> list[np.ndarray]:
         return [np.array(be.to_numpy(a), dtype=np.float64) for a in arrays]
 
     fp = model.forward(np.asarray(example.x, dtype=model.dtype))
@@ -340,7 +348,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="only this example: its 0-based index, its name or a unique part of it")
 
 
-def _report(example: AnyExample, count: int, bad: list[Any], atol: float,
+def _report(example: AnyExample, count: int,
+            bad: Sequence[Mismatch] | Sequence[PerceptronMismatch], atol: float,
             known: tuple[str, ...]) -> bool:
     """Print the unknown expect fields, every mismatch and a summary; True if all agree."""
     for key in example.unknown_expect:
@@ -361,7 +370,7 @@ def _check(example: Example, result: Trace, atol: float) -> bool:
     return _report(example, count, bad, atol, EXPECT_FIELDS)
 
 
-def _explain_one(example: AnyExample, backend: Any, dtype: str, check: bool) -> bool:
+def _explain_one(example: AnyExample, backend: Backend, dtype: str, check: bool) -> bool:
     """Trace and print one example (and with ``check`` compare it); False if a number is off."""
     atol = max(example.atol, FLOAT32_ATOL) if dtype == "float32" else example.atol
     if isinstance(example, PerceptronExample):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import textwrap
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,12 +14,18 @@ from ..core.errors import NotSeparableWarning
 from .render import _fmt, render
 from .worked_perceptron import PerceptronExample
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from ..backends.base import Backend
+    from .perceptron import PerceptronUpdate
+
 
 @dataclass
 class PerceptronTrace:
     """What ``xpmlp.Perceptron`` did with a perceptron example (host float64 arrays)."""
 
-    updates: list[Any]  # xpmlp.teach.perceptron.PerceptronUpdate, one per presentation
+    updates: list[PerceptronUpdate]  # one per presentation
     errors: list[int]  # samples misclassified per epoch
     n_iter: int
     converged: bool
@@ -28,7 +34,7 @@ class PerceptronTrace:
     warning: str | None = None  # the NotSeparableWarning's message, if it warned
 
 
-def trace_perceptron(example: PerceptronExample, backend: Any = None,
+def trace_perceptron(example: PerceptronExample, backend: str | Backend | None = None,
                      dtype: str = "float64") -> PerceptronTrace:
     """Train ``xpmlp.Perceptron`` on the example from its W and b, recording every update
     (its NotSeparableWarning, if any, is kept as text instead of being raised)."""
@@ -54,8 +60,8 @@ class PerceptronMismatch:
 
     path: str  # under expect: "updates[3].W[0][1]", "n_iter", ...
     at: str  # "epoch 1, sample 3", or what the value is
-    expected: Any
-    computed: Any
+    expected: float  # or an int, or a bool (converged)
+    computed: float
 
     def describe(self, where: str, atol: float) -> str:
         text = (f"mismatch: {where}.expect.{self.path} ({self.at}): expected "
@@ -66,7 +72,7 @@ class PerceptronMismatch:
         return text
 
 
-def _compare_array(path: str, at: str, want: np.ndarray, got: Any, atol: float,
+def _compare_array(path: str, at: str, want: np.ndarray, got: ArrayLike, atol: float,
                    bad: list[PerceptronMismatch]) -> int:
     """Append a mismatch per entry of ``want`` not within atol of ``got``; the count."""
     got = np.asarray(got, dtype=np.float64).reshape(want.shape)
@@ -123,13 +129,13 @@ def perceptron_header(example: PerceptronExample, backend_name: str, dtype: str)
             f"{example.max_epochs} epochs, {dtype} on {backend_name}")
 
 
-def _per_unit(v: Any) -> str:
+def _per_unit(v: ArrayLike) -> str:
     """A per-unit quantity: a number for one unit, ``[a b]`` for several."""
     v = np.asarray(v, dtype=np.float64).ravel()
     return _fmt(float(v[0])) if v.size == 1 else "[" + " ".join(_fmt(float(a)) for a in v) + "]"
 
 
-def _weights(W: Any) -> str:
+def _weights(W: ArrayLike) -> str:
     """W as ``[w1 w2]``, rows separated by ``;`` for several units."""
     W = np.atleast_2d(np.asarray(W, dtype=np.float64))
     return "[" + "; ".join(" ".join(_fmt(float(w)) for w in row) for row in W) + "]"

@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import array_api_compat
 import numpy as np
@@ -47,6 +47,11 @@ from ..core.validation import (
     check_numeric,
     check_params,
 )
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from ..core.aliases import Array
 
 CONSTRAINTS = {
     "max_iter": Number(1, None, integer=True),
@@ -132,34 +137,35 @@ class Perceptron:
                 f"dtype={self.dtype.name!r}, backend={self.backend.name!r})")
 
     # ------------------------------------------------------------------ validation
-    def _host(self, a: Any) -> np.ndarray:
+    def _host(self, a: Array) -> np.ndarray:
         """A checked array (NumPy or the backend's) as a host array of the model's dtype."""
         if array_module(a, self.backend.xp) is not np:
             a = self.backend.to_numpy(a)
         return np.asarray(a, dtype=self.dtype)
 
-    def _features(self, X: Any) -> np.ndarray:
+    def _features(self, X: ArrayLike) -> Array:
         """X as a finite numeric (m, n_0) array with m >= 1 and n_0 >= 1."""
-        X = check_numeric("X", X, self.backend.xp, self.dtype)
-        if X.ndim != 2 or X.shape[1] == 0:
-            raise ValueError(f"X has shape {tuple(X.shape)}; expected a 2-D array (samples, "
+        arr = check_numeric("X", X, self.backend.xp, self.dtype)
+        if arr.ndim != 2 or arr.shape[1] == 0:
+            raise ValueError(f"X has shape {tuple(arr.shape)}; expected a 2-D array (samples, "
                              "features) with at least one feature")
-        return check_features(X, int(X.shape[1]), self.backend.xp, "X", self.dtype)
+        return check_features(arr, int(arr.shape[1]), self.backend.xp, "X", self.dtype)
 
-    def _labels(self, y: Any, m: int, k: int | None = None) -> tuple[np.ndarray, bool]:
+    def _labels(self, y: ArrayLike, m: int, k: int | None = None) -> tuple[np.ndarray, bool]:
         """y as a host (m, k) array of 0s and 1s, and whether it was given as (m,) labels."""
-        y = check_numeric("y", y, self.backend.xp)
-        if y.ndim == 0:
+        arr = check_numeric("y", y, self.backend.xp)
+        if arr.ndim == 0:
             raise ValueError(f"y is a scalar; expected one label per sample ({m} of them)")
-        if y.shape[0] != m:
-            raise ValueError(f"X has {m} samples but y has {y.shape[0]}; expected the same number")
-        if y.ndim > 2 or (y.ndim == 2 and y.shape[1] == 0):
-            raise ValueError(f"y has shape {tuple(y.shape)}; expected ({m},) labels or ({m}, k) "
+        if arr.shape[0] != m:
+            raise ValueError(
+                f"X has {m} samples but y has {arr.shape[0]}; expected the same number")
+        if arr.ndim > 2 or (arr.ndim == 2 and arr.shape[1] == 0):
+            raise ValueError(f"y has shape {tuple(arr.shape)}; expected ({m},) labels or ({m}, k) "
                              "rows of labels, one per output unit")
-        Y = np.asarray(self._host(y) if y.ndim == 2 else self._host(y)[:, None])
+        Y = np.asarray(self._host(arr) if arr.ndim == 2 else self._host(arr)[:, None])
         if k is not None and Y.shape[1] != k:
             want = f"({m},) labels" if k == 1 else f"({m}, {k})"
-            raise ValueError(f"y has shape {tuple(y.shape)}; the perceptron has {k} output "
+            raise ValueError(f"y has shape {tuple(arr.shape)}; the perceptron has {k} output "
                              f"unit(s), so expected {want}")
         bad = np.flatnonzero(((Y != 0) & (Y != 1)).any(axis=1))
         if bad.size:
@@ -170,9 +176,10 @@ class Perceptron:
                 f"at sample {bad[0]}); the perceptron's hard-limit output is 0 or 1, so "
                 "expected labels 0 and 1"
             )
-        return Y, y.ndim == 1
+        return Y, arr.ndim == 1
 
-    def _initial(self, name: str, given: Any, shape: tuple[int, ...]) -> np.ndarray:
+    def _initial(self, name: str, given: ArrayLike | None, shape: tuple[int, ...],
+                 ) -> np.ndarray:
         """W_init or b_init: zeros when None, else finite numbers of ``shape`` (a single unit's
         W may be given as (n_0,), its b as a scalar)."""
         if given is None:
@@ -187,7 +194,8 @@ class Perceptron:
         return arr.copy()
 
     # ------------------------------------------------------------------ training
-    def fit(self, X: Any, y: Any, W_init: Any = None, b_init: Any = None) -> Perceptron:
+    def fit(self, X: ArrayLike, y: ArrayLike, W_init: ArrayLike | None = None,
+            b_init: ArrayLike | None = None) -> Perceptron:
         """Train by the perceptron learning rule from W_init, b_init (default zeros), sample
         by sample in the order of X, until an epoch without an error or ``max_iter`` epochs
         (NotSeparableWarning then). Returns self."""
@@ -260,18 +268,18 @@ class Perceptron:
             raise NotFittedError("this Perceptron has no weights yet; call fit(X, y) first")
         return self.W_, self.b_
 
-    def predict(self, X: Any) -> np.ndarray:
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """hardlimit(X W^T + b) as int64 labels on the host: shape (m,) if fit was given (m,)
         labels, else (m, k). Computed on the backend."""
         W, b = self._check_fitted()
         be = self.backend
         with be.activate():
-            X = check_features(X, int(W.shape[1]), be.xp, "X", self.dtype)
-            Z = be.asarray(X, dtype=self.dtype) @ be.asarray(W).T + be.asarray(b)
+            checked = check_features(X, int(W.shape[1]), be.xp, "X", self.dtype)
+            Z = be.asarray(checked, dtype=self.dtype) @ be.asarray(W).T + be.asarray(b)
             labels = be.to_numpy(HARDLIMIT.array(be.array_api, Z)).astype(np.int64)
         return labels[:, 0] if self._single_output else labels
 
-    def score(self, X: Any, y: Any) -> float:
+    def score(self, X: ArrayLike, y: ArrayLike) -> float:
         """Accuracy: the fraction of samples whose every output unit matches its 0/1 label."""
         W, _ = self._check_fitted()
         predicted = self.predict(X)

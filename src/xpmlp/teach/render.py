@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-Item = str | tuple[str, Any]  # a heading line, or (label, array)
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+#: a heading line, or (label, value): the value a number or an array (Any: the rows hold
+#: optional ones too, which the caller has checked are there)
+Item = str | tuple[str, Any]
 
 
 def _fmt(v: float) -> str:
@@ -23,7 +28,7 @@ def _matrix_lines(M: np.ndarray) -> list[str]:
             for row in cells]
 
 
-def _shape_label(a: Any) -> str:
+def _shape_label(a: ArrayLike) -> str:
     a = np.asarray(a)
     return "" if a.ndim == 0 else "(" + "x".join(map(str, a.shape)) + ")"
 

@@ -20,7 +20,6 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -31,6 +30,9 @@ from ..core.losses import LOSSES
 from .worked_perceptron import PerceptronExample, parse_perceptron_example
 from .worked_values import (
     DEFAULT_ATOL,
+    Expected,
+    JSONObject,
+    JSONValue,
     _describe,
     _name_in,
     _number,
@@ -79,7 +81,7 @@ class Example:
     loss: str | None
     learning_rate: float | None
     atol: float
-    expect: dict[str, Any] = field(default_factory=dict)  # field -> float or per-layer list
+    expect: Expected = field(default_factory=dict)  # field -> float or per-layer list
     unknown_expect: tuple[str, ...] = ()
 
     @property
@@ -100,7 +102,7 @@ class Example:
         return f"examples[{self.index}]"
 
 
-def _activation(value: Any, where: str) -> str:
+def _activation(value: JSONValue, where: str) -> str:
     """The registry name of the activation ``value`` names (aliases resolved); else
     ``WorkedExampleError`` listing the registry's names."""
     name = _name_in(value, (*ACTIVATIONS.names(), *ACTIVATION_ALIASES))
@@ -140,7 +142,7 @@ def _check_position(name: str, where: str, is_output: bool) -> None:
 
 
 # ---------------------------------------------------------------------------- one example
-def _parse_layer(raw: Any, where: str, n_prev: int, is_output: bool) -> Layer:
+def _parse_layer(raw: JSONValue, where: str, n_prev: int, is_output: bool) -> Layer:
     """One layer: W with ``n_prev`` columns, b with one number per row of W, an activation
     that may be in this position."""
     if not isinstance(raw, dict):
@@ -181,7 +183,7 @@ def _check_trainable(layers: list[Layer], where: str, loss: str) -> None:
         )
 
 
-def _parse_loss(raw: dict[str, Any], where: str, layers: list[Layer]) -> str | None:
+def _parse_loss(raw: JSONObject, where: str, layers: list[Layer]) -> str | None:
     """The loss (a name of ``LOSSES``) or None; it must pair with the output activation
     (``losses.check_pairing``) and every layer must be differentiable."""
     if raw.get("loss") is None:
@@ -202,7 +204,7 @@ def _parse_loss(raw: dict[str, Any], where: str, layers: list[Layer]) -> str | N
     return loss
 
 
-def _parse_targets(raw: dict[str, Any], where: str, loss: str | None, m: int,
+def _parse_targets(raw: JSONObject, where: str, loss: str | None, m: int,
                    n_out: int) -> np.ndarray | None:
     """y of shape (m, n_out), required with a loss; None when absent."""
     if raw.get("y") is None:
@@ -229,7 +231,7 @@ def _expected_shape(kind: str, l: int, sizes: list[int], m: int) -> tuple[int, .
     return (sizes[l + 1],)
 
 
-def _per_layer(entries: Any, here: str, kind: str, sizes: list[int],
+def _per_layer(entries: JSONValue, here: str, kind: str, sizes: list[int],
                m: int) -> list[np.ndarray | None]:
     """One expected array (or None) per layer, each of the shape ``kind`` gives it."""
     L = len(sizes) - 1
@@ -266,15 +268,15 @@ def _check_computed(key: str, here: str, loss: str | None, learning_rate: float 
         )
 
 
-def _parse_expect(raw: Any, where: str, sizes: list[int], m: int, loss: str | None,
-                  learning_rate: float | None) -> tuple[dict[str, Any], tuple[str, ...]]:
+def _parse_expect(raw: JSONValue, where: str, sizes: list[int], m: int, loss: str | None,
+                  learning_rate: float | None) -> tuple[Expected, tuple[str, ...]]:
     """The expect block: loss a number; every other field one (or null) entry per layer.
     Returns the known fields given and the unknown keys (sorted)."""
     if raw is None:
         return {}, ()
     if not isinstance(raw, dict):
         raise WorkedExampleError(f"{where}: expected an object, got {_describe(raw)}")
-    expect: dict[str, Any] = {}
+    expect: Expected = {}
     for key in EXPECT_FIELDS:
         if raw.get(key) is None:
             continue
@@ -288,7 +290,7 @@ def _parse_expect(raw: Any, where: str, sizes: list[int], m: int, loss: str | No
     return expect, unknown
 
 
-def _parse_layers(raw: dict[str, Any], where: str, n_0: int) -> list[Layer]:
+def _parse_layers(raw: JSONObject, where: str, n_0: int) -> list[Layer]:
     """The non-empty list of layers, each fed by the previous one's width."""
     raw_layers = raw.get("layers")
     if not isinstance(raw_layers, list) or not raw_layers:
@@ -303,7 +305,7 @@ def _parse_layers(raw: dict[str, Any], where: str, n_0: int) -> list[Layer]:
     return layers
 
 
-def parse_example(raw: Any, index: int) -> Example | PerceptronExample:
+def parse_example(raw: JSONValue, index: int) -> Example | PerceptronExample:
     """Validate ``examples[index]`` and return it as an ``Example`` (an MLP's step) or, with
     ``"kind": "perceptron"``, a ``PerceptronExample``."""
     where = f"examples[{index}]"
@@ -337,7 +339,7 @@ def parse_example(raw: Any, index: int) -> Example | PerceptronExample:
 
 
 # ---------------------------------------------------------------------------- the file
-def parse_document(doc: Any, source: str = "the file") -> list[Example | PerceptronExample]:
+def parse_document(doc: JSONValue, source: str = "the file") -> list[Example | PerceptronExample]:
     """Validate a loaded worked-example document and return its examples."""
     if not isinstance(doc, dict):
         raise WorkedExampleError(f"{source}: expected a JSON object with \"format\" and "

@@ -5,13 +5,15 @@ initial W and b, a learning rate, at most max_epochs, and the ``expect`` block o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from ..core.errors import WorkedExampleError
 from .worked_values import (
     DEFAULT_ATOL,
+    Expected,
+    JSONObject,
+    JSONValue,
     _describe,
     _integer,
     _number,
@@ -39,7 +41,7 @@ class PerceptronExample:
     learning_rate: float
     max_epochs: int
     atol: float
-    expect: dict[str, Any] = field(default_factory=dict)  # updates: list of dicts; n_iter; ...
+    expect: Expected = field(default_factory=dict)  # updates: list of dicts; n_iter; ...
     unknown_expect: tuple[str, ...] = ()  # unknown keys, "updates[2].foo" for an update's
 
     @property
@@ -55,7 +57,7 @@ class PerceptronExample:
         return f"examples[{self.index}]"
 
 
-def _labels(value: Any, where: str, m: int) -> tuple[np.ndarray, bool]:
+def _labels(value: JSONValue, where: str, m: int) -> tuple[np.ndarray, bool]:
     """y: m labels 0 or 1 (one output unit), or (m, k) rows of them; as (m, k) float64 and
     whether it was given as labels."""
     two_d = isinstance(value, list) and bool(value) and isinstance(value[0], list)
@@ -72,14 +74,15 @@ def _labels(value: Any, where: str, m: int) -> tuple[np.ndarray, bool]:
     return (y if two_d else y[:, None]), not two_d
 
 
-def _value_at(value: Any, idx: tuple[int, ...]) -> Any:
+def _value_at(value: JSONValue, idx: tuple[int, ...]) -> JSONValue:
     """The JSON value at ``idx`` of nested lists (for messages)."""
     for i in idx:
         value = value[i]
     return value
 
 
-def _unit_values(value: Any, where: str, k: int, allowed: tuple[float, ...] | None) -> np.ndarray:
+def _unit_values(value: JSONValue, where: str, k: int,
+                 allowed: tuple[float, ...] | None) -> np.ndarray:
     """A per-unit quantity of an update: a number (one unit) or a list of k numbers, each one
     of ``allowed`` if given."""
     if k == 1 and not isinstance(value, list):
@@ -96,7 +99,7 @@ def _unit_values(value: Any, where: str, k: int, allowed: tuple[float, ...] | No
     return arr
 
 
-def _matrix(value: Any, where: str, shape: tuple[int, ...], what: str) -> np.ndarray:
+def _matrix(value: JSONValue, where: str, shape: tuple[int, ...], what: str) -> np.ndarray:
     arr = _numbers(value, where, len(shape))
     if arr.shape != shape:
         raise WorkedExampleError(f"{where}: expected shape {_shape_text(shape)} ({what}), got "
@@ -108,13 +111,13 @@ W_TEXT = "one row per output unit, one column per input"
 B_TEXT = "one number per output unit"
 
 
-def _parse_update(raw: Any, where: str, m: int, k: int, n: int,
-                  max_epochs: int) -> tuple[dict[str, Any], list[str]]:
+def _parse_update(raw: JSONValue, where: str, m: int, k: int, n: int,
+                  max_epochs: int) -> tuple[Expected, list[str]]:
     """One entry of expect.updates: the known fields given, and the unknown keys."""
     if not isinstance(raw, dict):
         raise WorkedExampleError(f"{where}: expected an object with some of "
                                  f"{', '.join(UPDATE_FIELDS)}, got {_describe(raw)}")
-    entry: dict[str, Any] = {}
+    entry: Expected = {}
     for key in UPDATE_FIELDS:
         if raw.get(key) is None:
             continue
@@ -134,14 +137,14 @@ def _parse_update(raw: Any, where: str, m: int, k: int, n: int,
     return entry, sorted(key for key in raw if key not in UPDATE_FIELDS)
 
 
-def _parse_perceptron_expect(raw: Any, where: str, m: int, k: int, n: int,
-                             max_epochs: int) -> tuple[dict[str, Any], tuple[str, ...]]:
+def _parse_perceptron_expect(raw: JSONValue, where: str, m: int, k: int, n: int,
+                             max_epochs: int) -> tuple[Expected, tuple[str, ...]]:
     """updates (a list of objects), n_iter, converged, and the final W and b."""
     if raw is None:
         return {}, ()
     if not isinstance(raw, dict):
         raise WorkedExampleError(f"{where}: expected an object, got {_describe(raw)}")
-    expect: dict[str, Any] = {}
+    expect: Expected = {}
     unknown = [key for key in raw if key not in PERCEPTRON_EXPECT_FIELDS]
     if raw.get("updates") is not None:
         updates = raw["updates"]
@@ -167,7 +170,7 @@ def _parse_perceptron_expect(raw: Any, where: str, m: int, k: int, n: int,
     return expect, tuple(sorted(unknown))
 
 
-def parse_perceptron_example(raw: dict[str, Any], index: int, name: str) -> PerceptronExample:
+def parse_perceptron_example(raw: JSONObject, index: int, name: str) -> PerceptronExample:
     """Validate a ``"kind": "perceptron"`` example (see data/examples/README.md)."""
     where = f"examples[{index}]"
     for key in ("x", "y"):

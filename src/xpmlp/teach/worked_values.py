@@ -14,9 +14,18 @@ from ..core.errors import WorkedExampleError
 
 DEFAULT_ATOL = 1e-9
 
+#: a value read from a worked-example file (decoded JSON): ``Any``, as the helpers here check
+#: each one before it is used as the type it must have
+JSONValue = Any
+#: a JSON object of such a file
+JSONObject = dict[str, JSONValue]
+#: an example's checked expectations by field, each of its own type (a number, an array, a
+#: list of them per layer or per update)
+Expected = dict[str, Any]
+
 
 # ---------------------------------------------------------------------------- JSON values
-def _describe(value: Any) -> str:
+def _describe(value: object) -> str:
     """A short description of a JSON value for error messages: ``a string "abc"``, ``3``."""
     if value is None:
         return "null"
@@ -26,7 +35,7 @@ def _describe(value: Any) -> str:
     return f"{kind} {text}" if kind else text
 
 
-def _is_finite_number(value: Any) -> bool:
+def _is_finite_number(value: JSONValue) -> bool:
     """An int or float (not a boolean) that is finite as a float64."""
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
         return False
@@ -36,14 +45,14 @@ def _is_finite_number(value: Any) -> bool:
         return False
 
 
-def _number(value: Any, where: str) -> float:
+def _number(value: JSONValue, where: str) -> float:
     """A finite JSON number (int or float, not a boolean)."""
     if not _is_finite_number(value):
         raise WorkedExampleError(f"{where}: expected a finite number, got {_describe(value)}")
     return float(value)
 
 
-def _numbers(value: Any, where: str, ndim: int) -> np.ndarray:
+def _numbers(value: JSONValue, where: str, ndim: int) -> np.ndarray:
     """A rectangular, non-empty ``ndim``-level nested list of finite numbers, as float64."""
     if ndim == 0:
         return np.float64(_number(value, where))
@@ -63,7 +72,7 @@ def _numbers(value: Any, where: str, ndim: int) -> np.ndarray:
     return np.array(parts, dtype=np.float64)
 
 
-def _integer(value: Any, where: str, low: int, high: int | None = None) -> int:
+def _integer(value: JSONValue, where: str, low: int, high: int | None = None) -> int:
     """A JSON integer (not a boolean; 3.0 is accepted) in [low, high]."""
     ok = _is_finite_number(value) and float(value).is_integer()
     ok = ok and low <= value and (high is None or value <= high)
@@ -77,7 +86,7 @@ def _shape_text(shape: tuple[int, ...]) -> str:
     return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
 
 
-def _optional_number(raw: dict[str, Any], key: str, where: str, positive: bool) -> float | None:
+def _optional_number(raw: JSONObject, key: str, where: str, positive: bool) -> float | None:
     """``raw[key]`` as a float (> 0, or >= 0), or None when absent or null."""
     if raw.get(key) is None:
         return None
@@ -90,7 +99,7 @@ def _optional_number(raw: dict[str, Any], key: str, where: str, positive: bool) 
 
 
 # ---------------------------------------------------------------------------- names
-def _name_in(value: Any, accepted: tuple[str, ...]) -> str | None:
+def _name_in(value: object, accepted: tuple[str, ...]) -> str | None:
     """The value as a lower-case, stripped name if it is one of ``accepted``; else None."""
     if not isinstance(value, str):
         return None

@@ -33,26 +33,37 @@ loaded on NumPy, or the reverse), loading seeds a new generator from (seed, epoc
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy
 
 from ..core.errors import DataFileError
 
+if TYPE_CHECKING:
+    from ..backends.base import Backend
+    from ..core.aliases import Generator
+    from .model import MLP
+
+#: decoded JSON metadata: checked entry by entry (``check_training``, ``record._check_meta``)
+#: before it is used, so its values are read as ``Any``
+Meta = dict[str, Any]
+
 OPTIMIZER, BUFFER = "optimizer.", "buffer."  # the groups of named state arrays
 
 
-def _is_count(value: Any) -> bool:
+def _is_count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def reseeded(backend: Any, seed: int, epoch: int) -> Any:
+def reseeded(backend: Backend, seed: int, epoch: int) -> Generator:
     """A generator of ``backend`` seeded from (seed, epoch), for a state that cannot carry."""
     entropy = numpy.random.SeedSequence([seed, epoch]).generate_state(1, numpy.uint32)[0]
     return backend.rng(int(entropy))
 
 
-def training_meta(model: Any) -> dict[str, Any]:
+def training_meta(model: MLP) -> Meta:
     """The JSON part of the model's training state (see the module docstring)."""
     ts = model.train_state_
     return {
@@ -67,11 +78,18 @@ def training_meta(model: Any) -> dict[str, Any]:
     }
 
 
-def training_arrays(model: Any, names_only: bool = False) -> dict[str, Any]:
-    """The named state arrays as host copies (see the module docstring)."""
+@overload
+def training_arrays(model: MLP, names_only: Literal[False] = False,
+                    ) -> dict[str, numpy.ndarray]: ...
+@overload
+def training_arrays(model: MLP, names_only: Literal[True]) -> dict[str, None]: ...
+def training_arrays(model: MLP, names_only: bool = False,
+                    ) -> Mapping[str, numpy.ndarray | None]:
+    """The named state arrays as host copies (see the module docstring); None for each with
+    ``names_only``."""
     ts, host = model.train_state_, model.backend.to_numpy
     opt = ts.optimizer
-    arrays: dict[str, Any] = {}
+    arrays: dict[str, numpy.ndarray | None] = {}
     if opt.t > 0:
         for row, name in enumerate(opt.state_names):
             arrays[OPTIMIZER + name] = None if names_only else numpy.array(host(opt.state[row]))
@@ -80,8 +98,8 @@ def training_arrays(model: Any, names_only: bool = False) -> dict[str, Any]:
     return arrays
 
 
-def check_training(training: Any, arrays: dict[str, numpy.ndarray], n_params: int,
-                   dtype: str, where: Any) -> dict[str, numpy.ndarray]:
+def check_training(training: object, arrays: dict[str, numpy.ndarray], n_params: int,
+                   dtype: str, where: Path | str) -> dict[str, numpy.ndarray]:
     """The state arrays cast to ``dtype``, once ``training`` (the decoded ``training`` entry,
     None for a file without one) and ``arrays`` are found well formed; ``DataFileError``
     naming ``where`` and the defect otherwise.
@@ -126,7 +144,7 @@ def check_training(training: Any, arrays: dict[str, numpy.ndarray], n_params: in
     return {name: _checked_array(name, a, n_params, dtype, where) for name, a in arrays.items()}
 
 
-def _check_stopping(stopping: Any, where: Any) -> None:
+def _check_stopping(stopping: object, where: Path | str) -> None:
     """DataFileError unless ``stopping`` is None or {no_improvement: count, best_value: a
     finite number or null, best_epoch: count or null}."""
     if stopping is None:
@@ -142,7 +160,7 @@ def _check_stopping(stopping: Any, where: Any) -> None:
 
 
 def _checked_array(name: str, a: numpy.ndarray, n_params: int, dtype: str,
-                   where: Any) -> numpy.ndarray:
+                   where: Path | str) -> numpy.ndarray:
     if not (name.startswith(OPTIMIZER) or name.startswith(BUFFER)):
         raise DataFileError(f"{where}: state array {name!r} is of no known group; expected "
                             f"names starting with {OPTIMIZER!r} or {BUFFER!r}")
@@ -160,8 +178,8 @@ def _checked_array(name: str, a: numpy.ndarray, n_params: int, dtype: str,
     return cast
 
 
-def restore_training(model: Any, training: dict[str, Any] | None,
-                     arrays: dict[str, numpy.ndarray], where: Any) -> None:
+def restore_training(model: MLP, training: Meta | None,
+                     arrays: dict[str, numpy.ndarray], where: Path | str) -> None:
     """Put checked state (``check_training``'s) into ``model``, fresh from its constructor.
 
     Without ``training`` (an older file) the model keeps its fresh optimizer, epoch 0.
@@ -207,7 +225,7 @@ def restore_training(model: Any, training: dict[str, Any] | None,
         ts.best_epoch = stopping.get("best_epoch")
 
 
-def _restored_rng(model: Any, state: dict[str, Any] | None, where: Any) -> Any:
+def _restored_rng(model: MLP, state: Meta | None, where: Path | str) -> Generator:
     """The saved generator where this backend can take it, else one reseeded."""
     if state is not None:
         try:
@@ -220,6 +238,6 @@ def _restored_rng(model: Any, state: dict[str, Any] | None, where: Any) -> Any:
     return reseeded(model.backend, model.seed, model.epoch_)
 
 
-def _short(value: Any) -> str:
+def _short(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."

@@ -32,13 +32,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..core.aliases import Record
 from ..core.errors import ParameterError
 from ..core.validation import Choice, Number, check_params
 
 if TYPE_CHECKING:
+    from .model import MLP
     from .state import TrainState
 
 #: the figures early stopping can watch, and whether larger is better
@@ -80,7 +81,7 @@ class EarlyStopping:
                 "True or False")
 
 
-def early_stopping_for(early_stopping: Any) -> EarlyStopping | None:
+def early_stopping_for(early_stopping: object) -> EarlyStopping | None:
     """``fit``'s ``early_stopping``: False/None (off), True (the defaults) or an
     ``EarlyStopping``; ParameterError otherwise."""
     if early_stopping is None or early_stopping is False:
@@ -109,7 +110,7 @@ class Watch:
     """Early stopping of one run on a model: the memory is the model's ``train_state_``
     (the best value, its epoch, the count, the copy of the best parameters)."""
 
-    def __init__(self, rule: EarlyStopping, model: Any, resume: bool = False) -> None:
+    def __init__(self, rule: EarlyStopping, model: MLP, resume: bool = False) -> None:
         """``resume``: go on from the memory the model holds (the estimators' warm starts);
         else start afresh. With the keras convention the copy of the best parameters is
         made now; with scikit-learn's at the first new best."""

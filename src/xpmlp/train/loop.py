@@ -62,7 +62,7 @@ from ..core.errors import (
     TrainingDivergedError,
 )
 from ..core.schedules import LRScheduler, schedule_factor, schedule_for
-from ..core.validation import Number, check_params
+from ..core.validation import Number, check_params, check_sample_weight
 from ..core.workspace import PREDICT_CHUNK
 from ..machine.threads import cpu_threads, rank_share
 from .early_stopping import EarlyStopping, Watch, early_stopping_for
@@ -104,70 +104,161 @@ class RunState:
                 int(bad[0]) if bad.size else None)
 
 
+@dataclass(frozen=True)
+class BatchSettings:
+    """What changes from batch to batch of an epoch besides its rows, as rows indexed by the
+    batch b, all set before the epoch (nothing on the host changes between batches):
+
+    - ``weight_decay[b]``: the L2 coefficient of batch b's update (default: the optimizer's
+      ``weight_decay`` for every batch);
+    - ``sample_weight`` (n,), on the device and indexed as X, the weight w_i of each sample,
+      with ``weight_scale[b]``: batch b's loss is (1/m) sum_i r_i l_i, r_i = w_i
+      weight_scale[b] (scikit-learn's sum_i w_i l_i / sum_i w_i: weight_scale[b] = m over
+      the sum of the batch's weights);
+    - ``penalty`` (n_batches,), on the device: receives ||W||^2 of the weights batch b's
+      forward pass used (``squared_weights``: the estimators report alpha/2 of it).
+
+    The scikit-learn estimators' sgd and adam solvers train through ``run_epoch`` with these.
+    """
+
+    weight_decay: numpy.ndarray | None = None
+    sample_weight: Any = None
+    weight_scale: numpy.ndarray | None = None
+    penalty: Any = None
+
+    def row_weights(self, batch: int) -> tuple[Any, float] | None:
+        """(w, weight_scale[batch]), or None for an unweighted run."""
+        if self.sample_weight is None:
+            return None
+        if self.weight_scale is None:
+            raise ParameterError("BatchSettings: sample_weight needs weight_scale, the "
+                                 "factor of each batch's weights (m / their sum)")
+        return self.sample_weight, float(self.weight_scale[batch])
+
+
+def squared_weights(model: MLP) -> Any:
+    """||W||^2 over every layer's weights (biases excluded), a device scalar."""
+    W = model.params[:model.n_weights]
+    return model.backend.xp.dot(W, W)
+
+
 def run_epoch(
     model: MLP, X: Any, Y: Any, order: Any, batch_size: int, state: RunState,
     lr_factor: Callable[[int], float] | None = None,
     on_batch: Callable[[int, int], None] | None = None,
     comm: Communicator | None = None,
+    settings: BatchSettings | None = None,
 ) -> int:
     """One pass over the samples ``order`` (device indices) of the device arrays X, Y in
-    mini-batches; returns the number of batches.
+    mini-batches; returns the number of batches. The only training loop: ``fit``, the
+    scikit-learn estimators' sgd and adam solvers and distributed training all run it.
 
     Per batch: gather its rows into the workspace, forward, backward, (with a
     communicator ``comm``: the mean of the gradients over the ranks,
-    ``reduce_gradients``), one optimizer step (scaled by ``lr_factor(batch)``). The
-    backend's fused step (``Backend.fused_step``) does it in one compiled call; with
-    ``comm``, everything up to the gradients (``gradients``), then the mean and the update.
+    ``reduce_gradients``), one optimizer step (scaled by ``lr_factor(batch)``), with the
+    batch's ``settings`` (``BatchSettings``: weight decay, sample weights, the penalty
+    recorded). The backend's fused step (``Backend.fused_step``) does it in one compiled
+    call; with ``comm``, everything up to the gradients (``gradients``), then the mean and
+    the update. X may also be a host source of rows with a ``take_rows(idx, out)`` method
+    (the estimators' sparse X, densified batch by batch): then the step runs op by op.
     Nothing comes back to the host unless ``on_batch(batch, samples done)`` asks for it.
     """
     m_total = int(order.shape[0])
     n_batches = -(-m_total // batch_size)
+    take_rows = getattr(X, "take_rows", None)
+    plan = BatchSettings() if settings is None else settings
     # The CUDA backend replays a recorded step for the full batches; the rest goes on here.
-    runner = model.backend.epoch_runner(model) if comm is None else None
+    runner = (model.backend.epoch_runner(model)
+              if comm is None and settings is None and take_rows is None else None)
     done = 0 if runner is None else runner(X, Y, order, batch_size, state, lr_factor, on_batch)
     if done == n_batches:
         return n_batches
     ws = model.workspace(min(batch_size, m_total - done * batch_size))
-    gather, skip = model.backend.gather_rows, state.skip  # bound once: this loop is the hot path
-    forward, backward, apply = model.forward_pass, model.backward_pass, model.apply_gradients
-    fused = model.backend.fused_step(model)
+    skip, apply = state.skip, model.apply_gradients  # bound once: this loop is the hot path
+    fused = model.backend.fused_step(model) if take_rows is None else None
     for batch in range(done, n_batches):
         start = batch * batch_size
         idx = order[start:start + batch_size]
         w = ws.first(int(idx.shape[0]))
+        factor = 1.0 if lr_factor is None else lr_factor(batch)
+        decay = None if plan.weight_decay is None else float(plan.weight_decay[batch])
+        weights = plan.row_weights(batch)
+        if plan.penalty is not None:  # the weights this batch's forward pass uses
+            plan.penalty[batch] = squared_weights(model)
         if fused is not None and comm is None:  # the step in one compiled call
-            fused(X, Y, idx, w, state.batch_rows[batch], skip,
-                  1.0 if lr_factor is None else lr_factor(batch))
+            fused(X, Y, idx, w, state.batch_rows[batch], skip, factor, decay, weights)
             if on_batch is not None:
                 on_batch(batch, start + w.rows)
             continue
-        if fused is not None:  # its gradients in one compiled call; the mean, the update
-            fused.gradients(X, Y, idx, w, state.batch_rows[batch], skip)
-        else:
-            gather(X, idx, w.X)
-            gather(Y, idx, w.Y)
-            forward(w)  # model.compute_gradients, its two halves called directly
-            backward(w, state.batch_rows[batch], skip)
+        batch_gradients(model, fused, X, Y, idx, w, state.batch_rows[batch], skip, weights)
         if comm is not None:
             reduce_gradients(model, comm, state.batch_rows[batch], skip)
-        apply(skip, 1.0 if lr_factor is None else lr_factor(batch))
+        apply(skip, factor, decay)
         if on_batch is not None:
             on_batch(batch, start + w.rows)
     return n_batches
 
 
-def step_kind(model: MLP, comm: Communicator | None = None) -> tuple[str, str | None]:
+def batch_gradients(model: MLP, fused: Any, X: Any, Y: Any, idx: Any, ws: Any,
+                    out_stats: Any, skip: Any, row_weights: tuple[Any, float] | None = None,
+                    ) -> None:
+    """The step's gradient-only form, for the batch X[idx], Y[idx]: ``model.grads``, the
+    batch's (loss sum, correct count) in ``out_stats``, ``skip[0]`` set for a loss that is
+    not finite. ``fused``: the backend's fused step (``Backend.fused_step``; its
+    ``gradients``), or None for the per-op path (``MLP.forward_pass``,
+    ``MLP.backward_pass``). ``row_weights`` as ``BatchSettings.row_weights`` gives them.
+    ``run_epoch`` updates after it (with ``comm``: after the mean over the ranks); the
+    estimators' lbfgs solver adds it up over the training set."""
+    if fused is not None:
+        fused.gradients(X, Y, idx, ws, out_stats, skip, row_weights)
+        return
+    take_rows = getattr(X, "take_rows", None)
+    if take_rows is None:
+        model.backend.gather_rows(X, idx, ws.X)
+    else:
+        take_rows(idx, ws.X)
+    model.backend.gather_rows(Y, idx, ws.Y)
+    model.forward_pass(ws)
+    model.backward_pass(ws, out_stats, skip, None if row_weights is None else
+                        row_weights[0][idx] * model.dtype.type(row_weights[1]))
+
+
+def step_kind(model: MLP, comm: Communicator | None = None, settings: bool = False,
+              X: Any = None, gradients_only: bool = False) -> tuple[str, str | None]:
     """The kind of step ``run_epoch`` takes for ``model`` ("fused-cpu", "cuda-graph",
     "cuda-eager" or "reference": the per-op path; ``Backend.step_kind``) and, where its
     backend has a faster step that this run cannot take, why not (else None). With a
     communicator the fused CPU step stays (its gradients in one call, then
     ``reduce_gradients`` and the update); a recorded CUDA graph does not: its kernels launch
-    one by one."""
+    one by one, as with per-batch ``settings`` (``BatchSettings``) and for the step's
+    ``gradients_only`` form (``batch_gradients``). An X that is a host source of rows
+    (``take_rows``: a sparse X) runs op by op."""
     kind, why = model.backend.step_kind(model)
-    if comm is not None and kind == "cuda-graph":
+    slow = {"fused-cpu": "reference", "cuda-graph": "cuda-eager"}
+    if X is not None and hasattr(X, "take_rows") and kind in slow:
+        return slow[kind], ("a sparse X is densified on the host batch by batch, so the "
+                            "step runs op by op")
+    if kind != "cuda-graph":
+        return kind, why
+    if comm is not None:
         return "cuda-eager", ("the recorded CUDA graph step has no gradient allreduce: "
                               "distributed training launches its kernels one by one")
+    if gradients_only:
+        return "cuda-eager", ("the recorded CUDA graph step ends with the update, and this "
+                              "solver needs the gradients alone: its kernels launch one by one")
+    if settings:
+        return "cuda-eager", ("the recorded CUDA graph step reads no per-batch settings "
+                              "(weight decay, sample weights): its kernels launch one by one")
     return kind, why
+
+
+def announce_step(model: MLP, stacklevel: int, **run: Any) -> None:
+    """Set ``model.step_kind_`` (``step_kind`` of this run) and, where the backend has a
+    faster step that the run cannot take, say why in one ``StepFallbackWarning``."""
+    model.step_kind_, why = step_kind(model, **run)
+    if why is not None:
+        warnings.warn(f"step: {model.step_kind_} ({why})", StepFallbackWarning,
+                      stacklevel=stacklevel + 1)
 
 
 def reduce_gradients(model: MLP, comm: Communicator, out_stats: Any, skip: Any) -> None:
@@ -203,6 +294,7 @@ def fit(
     initial_epoch: int = 0,
     early_stopping: bool | EarlyStopping = False,
     validation_fraction: float | None = None,
+    sample_weight: Any = None,
 ) -> MLP:
     """Mini-batch training of ``model``; a history record per epoch goes to ``model.history_``.
 
@@ -240,6 +332,14 @@ def fit(
     One ``fit`` at a time per model: a second thread's ``fit`` on the same model
     raises ``ConcurrentFitError``. Predicting from other threads while a model
     trains gives answers from whatever weights it has at that moment.
+
+    ``sample_weight`` (m,), optional: a non-negative weight per row of X; each batch's loss
+    becomes (1/b) sum_i w_i l_i over its b rows (Keras's weighting: a weight of 1 is the
+    unweighted loss), so the history's ``loss`` is the weighted mean over the epoch's rows
+    (``train_accuracy`` stays a count of rows). It runs on every step (the fused CPU step
+    reads the weights as it gathers the batch; ``BatchSettings``); with ``validation_fraction``
+    the held-out rows' weights are left out; in distributed training each rank gives its
+    own rows' weights.
 
     ``comm``: a communicator from ``xpmlp.distributed.init`` for data-parallel
     training (see the module docstring). Where no thread count was chosen, each of the
@@ -289,8 +389,13 @@ def fit(
             model, *((validation_data,) if isinstance(validation_data, DeviceData)
                      else validation_data), name="validation X", what="the validation set",
             remedy="a smaller validation set")
+        weights = None if sample_weight is None else check_sample_weight(
+            sample_weight, len(data), model.backend.xp, model.dtype)
         if validation_fraction is not None:
-            data, val = _hold_out(model, data, validation_fraction)
+            data, val, kept = _hold_out(model, data, validation_fraction)
+            weights = None if weights is None else weights[kept]
+        if weights is not None:
+            weights = model.backend.asarray(weights, dtype=model.dtype)
         share = rank_share(comm.local_size) if comm is not None else None
         with contextlib.ExitStack() as stack:
             if share is not None:  # each rank of a machine takes its share of the cores
@@ -298,15 +403,16 @@ def fit(
             if model.deterministic:
                 stack.enter_context(model.backend.deterministic())
             _fit(model, data, epochs, batch_size, shuffle, val, schedule, progress, callback,
-                 comm, stopping, initial_epoch)
+                 comm, stopping, initial_epoch, weights)
     finally:
         model.fit_lock.release()
     return model
 
 
-def _hold_out(model: MLP, data: DeviceData, fraction: float) -> tuple[DeviceData, DeviceData]:
-    """The data less a random ``fraction`` of their rows (drawn with the model's seed), and
-    those rows as the validation data."""
+def _hold_out(model: MLP, data: DeviceData, fraction: float,
+              ) -> tuple[DeviceData, DeviceData, Any]:
+    """The data less a random ``fraction`` of their rows (drawn with the model's seed), those
+    rows as the validation data, and the indices of the rows kept for training (host)."""
     xp = model.backend.xp
     m = len(data)
     n_val = min(m - 1, max(1, round(fraction * m)))
@@ -314,15 +420,16 @@ def _hold_out(model: MLP, data: DeviceData, fraction: float) -> tuple[DeviceData
         raise ParameterError(f"validation_fraction={fraction} leaves no rows to train on: X "
                              f"has {m} row(s)")
     order = numpy.random.default_rng(model.seed).permutation(m)
-    val, train = xp.asarray(order[:n_val]), xp.asarray(numpy.sort(order[n_val:]))
-    return data.take(train), data.take(val)
+    kept = numpy.sort(order[n_val:])
+    val, train = xp.asarray(order[:n_val]), xp.asarray(kept)
+    return data.take(train), data.take(val), kept
 
 
 def _fit(model: MLP, data: DeviceData, epochs: int, batch_size: int, shuffle: bool,
          validation_data: DeviceData | None, schedule: LRScheduler, progress: bool,
          callback: Callable[[dict[str, Any]], None] | None,
          comm: Communicator | None = None, stopping: EarlyStopping | None = None,
-         initial_epoch: int = 0) -> None:
+         initial_epoch: int = 0, weights: Any = None) -> None:
     be = model.backend
     m_total = len(data)
     X_all, Y_all = data.X, data.targets(model)
@@ -334,17 +441,19 @@ def _fit(model: MLP, data: DeviceData, epochs: int, batch_size: int, shuffle: bo
             "epochs": epochs, "batch_size": batch_size, "shuffle": bool(shuffle),
             "lr_schedule": schedule.describe(), "validation_data": validation_data is not None,
             "early_stopping": None if stopping is None else repr(stopping),
-            "initial_epoch": initial_epoch,
+            "initial_epoch": initial_epoch, "sample_weight": weights is not None,
         })
     n_batches = -(-m_epoch // batch_size)
+    settings = None if weights is None else BatchSettings(
+        sample_weight=weights, weight_scale=numpy.ones(n_batches))  # r_i = w_i
     state = RunState.allocate(model, n_batches)
     schedule.start(epochs, n_batches, model.optimizer.learning_rate)
     watch = None if stopping is None else Watch(stopping, model)
     model.best_epoch_, model.stopped_epoch_ = None, None
-    model.step_kind_, why = step_kind(model, comm)
-    if why is not None and (comm is None or comm.rank == 0):
-        warnings.warn(f"step: {model.step_kind_} ({why})", StepFallbackWarning,
-                      stacklevel=5)  # _fit, fit, on_backend, MLP.fit, the caller
+    if comm is None or comm.rank == 0:  # _fit, fit, on_backend, MLP.fit, the caller
+        announce_step(model, 5, comm=comm, settings=settings is not None)
+    else:
+        model.step_kind_ = step_kind(model, comm, settings is not None)[0]
     for epoch in range(initial_epoch + 1, epochs + 1):
         order = be.permutation(model.rng, m_total) if shuffle else be.xp.arange(m_total)
         if m_epoch != m_total:
@@ -354,6 +463,7 @@ def _fit(model: MLP, data: DeviceData, epochs: int, batch_size: int, shuffle: bo
             model, X_all, Y_all, order, batch_size, state, epoch, epochs, progress,
             None if schedule.is_constant() else
             lambda batch, e=epoch - 1, first=first: schedule.factor_at(e, first + batch), comm,
+            settings,
         )
         if validation_data is not None:
             record["val_loss"], record["val_accuracy"] = evaluate(model, X_val, Y_val, comm)
@@ -375,7 +485,7 @@ def _fit(model: MLP, data: DeviceData, epochs: int, batch_size: int, shuffle: bo
 def _fit_epoch(
     model: MLP, X: Any, Y: Any, order: Any, batch_size: int, state: RunState, epoch: int,
     epochs: int, progress: bool, lr_factor: Callable[[int], float] | None,
-    comm: Communicator | None = None,
+    comm: Communicator | None = None, settings: BatchSettings | None = None,
 ) -> dict[str, Any]:
     """One timed epoch with its progress bar and divergence checks; its history record.
 
@@ -396,7 +506,8 @@ def _fit_epoch(
                             refresh=False)
 
     t0 = time.perf_counter()
-    batches = run_epoch(model, X, Y, order, batch_size, state, lr_factor, redraw, comm)
+    batches = run_epoch(model, X, Y, order, batch_size, state, lr_factor, redraw, comm,
+                        settings)
     be.synchronize()
     seconds = time.perf_counter() - t0
     loss, correct, diverged = state.epoch_totals(model, batches)
@@ -407,7 +518,8 @@ def _fit_epoch(
         loss, correct, m_total, diverged, seconds = _agree_epoch(
             comm, loss, correct, m_total, diverged, seconds)
     _check_diverged(model, state, epoch, diverged, agreed=comm is not None)
-    model.step_kind_ = step_kind(model, comm)[0]  # a CUDA graph may have failed to record
+    # a CUDA graph may have failed to record
+    model.step_kind_ = step_kind(model, comm, settings is not None)[0]
     return {
         "epoch": epoch,
         "loss": loss / m_total,
@@ -560,5 +672,6 @@ def _progress_bar(enabled: bool, total: int, desc: str) -> Any:
                 dynamic_ncols=True)
 
 
-__all__ = ["CORRECT", "LOSS", "EarlyStopping", "RunState", "evaluate", "fit",
-           "reduce_gradients", "run_epoch", "schedule_factor", "step_kind"]
+__all__ = ["CORRECT", "LOSS", "BatchSettings", "EarlyStopping", "RunState", "announce_step",
+           "batch_gradients", "evaluate", "fit", "reduce_gradients", "run_epoch",
+           "schedule_factor", "squared_weights", "step_kind"]

@@ -452,10 +452,12 @@ class MLP:
                            ws.delta[l], ws.delta[l - 1] if l > 0 else None, key,
                            ws.Zhat[l], ws.stats[l])
 
-    def apply_gradients(self, skip: Array, lr_factor: float = 1.0) -> None:
-        """One optimizer step with ``self.grads`` (nothing changes when skip[0] is set)."""
+    def apply_gradients(self, skip: Array, lr_factor: float = 1.0,
+                        weight_decay: float | None = None) -> None:
+        """One optimizer step with ``self.grads`` (nothing changes when skip[0] is set);
+        ``weight_decay``: this step's L2 coefficient, default the optimizer's own."""
         self.optimizer.step(self.backend, self.params, self.grads, self.n_weights, skip,
-                            lr_factor)
+                            lr_factor, weight_decay)
 
     def check_differentiable(self) -> None:
         for l, act in enumerate(self.activation_entries):

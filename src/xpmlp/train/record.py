@@ -21,16 +21,20 @@ from __future__ import annotations
 
 import json
 import reprlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy
 
 from .._version import __version__
 from ..core.architecture import parameter_count
 from ..core.errors import BackendUnavailableError, DataFileError
-from .checkpoint import check_training, restore_training, training_arrays, training_meta
+from .checkpoint import Meta, check_training, restore_training, training_arrays, training_meta
+
+if TYPE_CHECKING:
+    from ..backends.base import Backend
+    from .model import MLP
 
 FORMAT = "xpmlp-model/1"
 DTYPES = ("float32", "float64")
@@ -42,11 +46,11 @@ _short.maxstring, _short.maxother, _short.maxlist, _short.maxdict = 60, 60, 6, 6
 STATE = "state."  # the prefix of the named state arrays' members in the .npz
 
 
-def model_record(model: Any) -> tuple[dict[str, Any], dict[str, numpy.ndarray]]:
+def model_record(model: MLP) -> tuple[Meta, dict[str, numpy.ndarray]]:
     """The metadata (JSON values) and the host arrays (``params`` and ``state.<name>``) that
     describe ``model`` and its training state."""
     ts = model.train_state_
-    meta = {
+    meta: Meta = {
         "format": FORMAT,
         "xpmlp_version": __version__,
         "layer_sizes": model.layer_sizes,
@@ -71,39 +75,40 @@ def model_record(model: Any) -> tuple[dict[str, Any], dict[str, numpy.ndarray]]:
     return meta, arrays
 
 
-def model_from_record(cls: type, meta: Any, arrays: dict[str, numpy.ndarray], where: Any,
-                      backend: Any) -> Any:
+def model_from_record(cls: type[MLP], meta: object, arrays: dict[str, numpy.ndarray],
+                      where: Path | str, backend: Backend) -> MLP:
     """The model of class ``cls`` (``MLP``) that ``model_record`` described, on ``backend``;
     every part checked first (``DataFileError`` naming ``where`` and the first defect)."""
-    _check_meta(meta, where)
-    params = _checked_params(arrays["params"], meta, where)
+    checked = _check_meta(meta, where)
+    params = _checked_params(arrays["params"], checked, where)
     state = {k[len(STATE):]: v for k, v in arrays.items() if k.startswith(STATE)}
-    state = check_training(meta.get("training"), state, params.shape[0], meta["dtype"], where)
-    model = _model_from_meta(cls, meta, params, where, backend)
-    restore_training(model, meta.get("training"), state, where)
+    state = check_training(checked.get("training"), state, params.shape[0], checked["dtype"],
+                           where)
+    model = _model_from_meta(cls, checked, params, where, backend)
+    restore_training(model, checked.get("training"), state, where)
     return model
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_layer_sizes(value: Any) -> bool:
+def _is_layer_sizes(value: object) -> bool:
     return (isinstance(value, list) and len(value) >= 2
             and all(_is_int(n) and n > 0 for n in value))
 
 
-def _is_str_list(value: Any) -> bool:
+def _is_str_list(value: object) -> bool:
     return isinstance(value, list) and all(isinstance(a, str) for a in value)
 
 
-def _is_optimizer(value: Any) -> bool:
+def _is_optimizer(value: object) -> bool:
     return isinstance(value, dict) and isinstance(value.get("name"), str)
 
 
 # Required metadata entries in the order they are checked ('format' first, so a foreign
 # file is reported as such): name, test, what is expected.
-_META_FIELDS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+_META_FIELDS: tuple[tuple[str, Callable[[object], bool], str], ...] = (
     ("format", lambda v: isinstance(v, str) and v == FORMAT, repr(FORMAT)),
     ("layer_sizes", _is_layer_sizes, "a list of at least 2 positive integers"),
     ("activations", _is_str_list, "a list of activation names (strings)"),
@@ -113,7 +118,7 @@ _META_FIELDS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
 )
 
 
-def _check_meta(meta: Any, path: Path | str) -> None:
+def _check_meta(meta: object, path: Path | str) -> Meta:
     """Check the decoded metadata of the file at ``path``, before any model is built.
 
     It must be a JSON object with ``format`` == FORMAT; ``layer_sizes`` a list of >= 2
@@ -122,7 +127,8 @@ def _check_meta(meta: Any, path: Path | str) -> None:
     ``history``, if present, a list; ``seed``, if present, an integer >= 0; ``init``, if
     present, a string (``training``: ``checkpoint.check_training``). Other entries are
     ignored. Names are not checked here
-    (``_model_from_meta`` reports unknown ones). Raises ``DataFileError`` on the first defect.
+    (``_model_from_meta`` reports unknown ones). Raises ``DataFileError`` on the first defect;
+    returns ``meta``, checked.
     """
     if not isinstance(meta, dict):
         raise DataFileError(
@@ -155,9 +161,10 @@ def _check_meta(meta: Any, path: Path | str) -> None:
             f"{path}: metadata 'init' is {_short.repr(meta['init'])}; expected an initializer "
             "name (a string)"
         )
+    return meta
 
 
-def _json_type(value: Any) -> str:
+def _json_type(value: object) -> str:
     """The JSON name of the type of a decoded JSON ``value``."""
     if value is None:
         return "null"
@@ -167,14 +174,14 @@ def _json_type(value: Any) -> str:
     return "number"
 
 
-def _parameter_count(layer_sizes: list[int], batch_norm: Any = ()) -> int:
+def _parameter_count(layer_sizes: list[int], batch_norm: object = ()) -> int:
     """Weights plus biases of the dense layers between ``layer_sizes``, plus gamma and beta of
     the hidden layers whose ``batch_norm`` flag is true."""
     flags = batch_norm if isinstance(batch_norm, list) else []
     return parameter_count(layer_sizes, [f is True for f in flags])
 
 
-def _checked_params(params: numpy.ndarray, meta: dict[str, Any],
+def _checked_params(params: numpy.ndarray, meta: Meta,
                     path: Path | str) -> numpy.ndarray:
     """``params`` as ``meta['dtype']``, after checking it against the checked ``meta``.
 
@@ -204,8 +211,8 @@ def _checked_params(params: numpy.ndarray, meta: dict[str, Any],
     return cast
 
 
-def _model_from_meta(cls: type, meta: dict[str, Any], params: numpy.ndarray,
-                     path: Path | str, backend: Any) -> Any:
+def _model_from_meta(cls: type[MLP], meta: Meta, params: numpy.ndarray,
+                     path: Path | str, backend: Backend) -> MLP:
     """The MLP that checked ``meta`` describes, on ``backend``, holding checked ``params``.
 
     ``ValueError``/``TypeError``/``OverflowError`` from the constructor (an unknown
@@ -241,14 +248,14 @@ def _model_from_meta(cls: type, meta: dict[str, Any], params: numpy.ndarray,
     return model
 
 
-def _check_registered(meta: dict[str, Any], path: Path | str) -> None:
+def _check_registered(meta: Meta, path: Path | str) -> None:
     """Every activation and the optimizer that checked ``meta`` names is registered in this
     process; else ``DataFileError`` saying which to register (a user's entry, registered in
     the process that saved the model, must be registered again before loading)."""
     from ..core.activations import ACTIVATIONS
     from ..core.optim import OPTIMIZERS
 
-    wanted: list[tuple[str, Any, Any, str]] = [
+    wanted: list[tuple[str, Mapping[str, object], object, str]] = [
         ("activation", ACTIVATIONS, name, "register_activation")
         for name in meta["activations"]]
     wanted.append(("optimizer", OPTIMIZERS, meta["optimizer"]["name"], "register_optimizer"))
@@ -265,7 +272,7 @@ def _check_registered(meta: dict[str, Any], path: Path | str) -> None:
 PICKLE_VERSION = 1
 
 
-def pickle_state(model: Any) -> dict[str, Any]:
+def pickle_state(model: MLP) -> dict[str, object]:
     """What ``MLP.__getstate__`` pickles: ``model_record``'s metadata and host arrays (copies),
     the backend's name and, on a GPU, its index."""
     meta, arrays = model_record(model)
@@ -275,12 +282,12 @@ def pickle_state(model: Any) -> dict[str, Any]:
             "device": getattr(model.backend, "device_index", None)}
 
 
-def unpickle_into(model: Any, state: Any, backend: Any = None) -> None:
+def unpickle_into(model: MLP, state: object, backend: Backend | None = None) -> None:
     """Make the blank ``model`` the one ``pickle_state`` described, on ``backend`` (default:
     ``backend_for_unpickling``)."""
     where = "the pickled MLP"
     version = state.get("xpmlp_pickle") if isinstance(state, dict) else None
-    if version != PICKLE_VERSION:
+    if not isinstance(state, dict) or version != PICKLE_VERSION:
         found = "no version" if version is None else f"version {version!r}"
         raise DataFileError(f"{where}: not the state of an xpmlp.MLP pickle of version "
                             f"{PICKLE_VERSION} (found {found}); was it written by another "
@@ -291,7 +298,7 @@ def unpickle_into(model: Any, state: Any, backend: Any = None) -> None:
     model.__dict__.update(built.__dict__)
 
 
-def backend_for_unpickling(name: Any, device: int | None) -> Any:
+def backend_for_unpickling(name: str | None, device: int | None) -> Backend:
     """The backend a pickled model comes back to: the one named by ``use_backend`` or
     ``XPMLP_BACKEND`` where either is set, else the one it was pickled on (``name``).
 
@@ -303,7 +310,8 @@ def backend_for_unpickling(name: Any, device: int | None) -> Any:
     requested = requested_backend_name()
     if requested is not None:
         return get_backend(requested)
-    row = table.BY_PICKLE.get(name, table.BY_NAME["numpy"])
+    default = table.BY_NAME["numpy"]
+    row = default if name is None else table.BY_PICKLE.get(name, default)
     if not row.selectable:  # the simulator's, the reference backend: a new one
         return row.factory(None)
     try:

@@ -32,13 +32,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict
 
 from ..core.aliases import Array, Generator, Record
 from ..core.optim import Optimizer
 
 if TYPE_CHECKING:
     from ..distributed.base import Communicator
+
+
+class SchedulePosition(TypedDict):
+    """Where the last fit left its learning-rate schedule."""
+
+    name: str
+    step: int
+    total: int
 
 
 @dataclass(eq=False)
@@ -52,7 +60,7 @@ class TrainState:
     rng: Generator
     epoch: int = 0
     dropout_step: int = 0
-    lr_schedule: dict[str, Any] | None = None
+    lr_schedule: SchedulePosition | None = None
     best_params: Array | None = None
     best_value: float = math.inf
     best_epoch: int | None = None
