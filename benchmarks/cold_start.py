@@ -117,8 +117,14 @@ def machine() -> dict[str, object]:
             versions[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             versions[dist] = None
+    try:
+        source = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True,
+                                text=True, check=False,
+                                cwd=Path(__file__).parent).stdout.strip() or None
+    except OSError:
+        source = None
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
-            "versions": versions,
+            "versions": versions, "source": source,
             "env": {k: v for k, v in os.environ.items()
                     if k.startswith(("NUMBA_", "XPMLP_", "OMP_", "MKL_", "OPENBLAS_"))}}
 
