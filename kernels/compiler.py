@@ -243,9 +243,13 @@ def load_without_refresh(dispatcher: Any) -> None:
     its runtime's, which ``rtsys.initialize`` adds, as the refresh would (a registry module that
     adds symbols of its own, ``numba.cpython.hashing``, serves ``hash()``, which no kernel or
     scalar formula calls). On a miss Numba compiles, and its compiler refreshes the contexts
-    itself, as it always does."""
+    itself, as it always does. A Numba without the cache internals this relies on
+    (``FunctionCache._load_overload``, ``_guard_against_spurious_io_errors``) keeps its own."""
     cache = getattr(dispatcher, "_cache", None)
-    if cache is not None and type(cache) is _function_cache():
+    function_cache = _function_cache()
+    if (cache is not None and type(cache) is function_cache
+            and hasattr(function_cache, "_load_overload")
+            and hasattr(function_cache, "_guard_against_spurious_io_errors")):
         dispatcher._cache = _quick_load_cache()(dispatcher.py_func)
 
 
