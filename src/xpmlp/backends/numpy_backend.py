@@ -55,6 +55,19 @@ _BINDINGS: dict[Any, Callable[[Any], dict[str, Any]]] = {
     cpu.batch_norm_backward: lambda act: {**act.forward_bindings(), **act.backward_bindings()},
 }
 _compiled: dict[tuple[Any, ...], Any] = {}
+#: the placeholders of ``fused_cpu.train_step`` that only a model with dropout or batch norm
+#: calls (through its ``hidden`` argument)
+_REGULARIZATION_KERNELS = ("dropout_forward", "dropout_backward", "wide_dropout_backward",
+                           "norm_forward", "norm_backward")
+
+
+def _not_in_this_plan(*args: Any) -> None:
+    """What ``FusedStep.kernel`` binds the dropout and batch-norm placeholders of
+    ``train_step`` to for a model without either: ``hidden`` is None there and Numba prunes
+    the branches that call them, so their kernels are neither built (each costs a cache
+    lookup, a fingerprint of its code) nor compiled or loaded. Compiled only if a call
+    survived, it would stop the step with this error."""
+    raise RuntimeError("a dropout or batch-norm kernel called in a step compiled without them")
 
 
 def _kernel(key: tuple[Any, Any, bool, str]) -> Any:
@@ -333,6 +346,18 @@ class FusedStep:
             hidden = activation_entry("identity")
         out_template = cpu.bias_activation if output.row is None else cpu.bias_activation_rows
         whole = model.params.size >= cpu.PARALLEL_MIN_ELEMENTS
+        if model._regularized:
+            regularization = {
+                "dropout_forward": _kernel((cpu.bias_activation_dropout, hidden, big, char)),
+                "dropout_backward": _kernel((cpu.activation_backward_dropout, hidden, False,
+                                             char)),
+                "wide_dropout_backward": _kernel((cpu.activation_backward_dropout, hidden, big,
+                                                  char)),
+                "norm_forward": _kernel((cpu.batch_norm_forward, hidden, False, char)),
+                "norm_backward": _kernel((cpu.batch_norm_backward, hidden, False, char)),
+            }
+        else:  # ``hidden`` is None: Numba prunes the branches that call these, so build none
+            regularization = dict.fromkeys(_REGULARIZATION_KERNELS, _not_in_this_plan)
         compiled = self._kernels[big] = fused_cpu.FUSED.kernel(
             fused_cpu.train_step, char,
             hidden_forward=_kernel((cpu.bias_activation, hidden, big, char)),
@@ -344,14 +369,9 @@ class FusedStep:
             update=_kernel((cpu.optimizer_step, model.optimizer.rule, whole, char)),
             sum_squares_of=_kernel((cpu.grad_sum_squares, None, whole, char)),
             gather=_kernel((cpu.gather_rows, None, big, char)),
-            # compiled only for a model with dropout or batch norm (``train_step``'s hidden)
-            dropout_forward=_kernel((cpu.bias_activation_dropout, hidden, big, char)),
-            dropout_backward=_kernel((cpu.activation_backward_dropout, hidden, False, char)),
-            wide_dropout_backward=_kernel((cpu.activation_backward_dropout, hidden, big,
-                                           char)),
-            norm_forward=_kernel((cpu.batch_norm_forward, hidden, False, char)),
-            norm_backward=_kernel((cpu.batch_norm_backward, hidden, False, char)),
+            # called only for row weights, an argument of each call (``train_step``'s weights)
             weigh_output=_kernel((cpu.weight_output_delta, model.loss_entry, False, char)),
+            **regularization,
         )
         return compiled
 
