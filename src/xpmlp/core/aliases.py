@@ -30,6 +30,9 @@ NumbaDispatcher: TypeAlias = Untyped
 #: a value of decoded JSON (a report, a checkpoint's metadata, a worked-example file) that its
 #: reader checks entry by entry before use, then reads as the type the check established
 Decoded: TypeAlias = Untyped
+#: an argument passed on unchanged to a library's function of many parameters (a subclass's
+#: ``__init__`` forwarding argparse.ArgumentParser's), which checks it itself
+PassedOn: TypeAlias = Untyped
 #: an epoch's record in a model's history: its figures by name, each read as its own kind
 Record: TypeAlias = dict[str, Untyped]
 #: a JSON value (a schedule's description, a checkpoint's metadata)
