@@ -37,7 +37,7 @@ sleep, is chosen when the first CPU kernel is compiled (not at import).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Protocol, cast
 
 import numpy as np
 from numba import njit, prange, uint64
@@ -60,6 +60,12 @@ from .rows import (
     rule,
 )
 
+if TYPE_CHECKING:
+    class _Config(Protocol):
+        """The setting of ``numba.config`` read here: an attribute Numba sets when it loads."""
+
+        THREADING_LAYER: str
+
 #: rows per chunk of a reduction over the batch: fixed, so sums are reproducible.
 CHUNK_ROWS = 64
 #: elements per chunk of the parallel optimizer updates.
@@ -78,7 +84,7 @@ def choose_threading_layer() -> None:
     layer, are the caller's: ``xpmlp.core.config.passive_openmp_waits``.)"""
     import numba
 
-    config: Any = numba.config  # its settings are attributes Numba sets when it loads
+    config = cast("_Config", numba.config)  # its settings are set when Numba loads
     if config.THREADING_LAYER == "default":
         config.THREADING_LAYER = "workqueue"
 

@@ -37,8 +37,9 @@ compiled, not at import.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeAlias
+from collections.abc import Callable, Iterable, Mapping
+from types import FunctionType
+from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 import numba
 import numpy
@@ -68,10 +69,6 @@ if TYPE_CHECKING:
 
     from .elements import Array
 
-#: a ``@cuda.jit`` kernel (Numba's dispatcher): ``Any``, as Numba's types describe neither its
-#: ``[blocks, threads, stream]`` configuration nor its ``py_func`` (kernels/ does not import
-#: ``xpmlp.core.aliases.NumbaDispatcher``, the same alias)
-Kernel = Any
 #: a configured kernel: ``kernel[blocks, threads, stream]`` or a ``DirectLaunch``, called with
 #: the kernel's arguments
 Launch = Callable[..., None]
@@ -82,6 +79,39 @@ ArgumentKey: TypeAlias = "tuple[type | tuple[str, int, bool] | tuple[str, Argume
 Signature = tuple["Type", ...]
 #: appends the kernel parameters of one argument value to a list (``pack_arguments``)
 Packer: TypeAlias = "Callable[[Array, list[object]], None]"
+
+
+class _CudaFunction(Protocol):
+    """A compiled kernel's CUDA function (numba-cuda's ``CudaPythonFunction``), as read here."""
+
+    kernel: object  #: cuda.core's kernel, which ``DirectLaunch`` launches
+
+
+class _CodeLibrary(Protocol):
+    """A compiled kernel's code library (numba-cuda's ``CUDACodeLibrary``), as read here."""
+
+    def get_cufunc(self) -> _CudaFunction: ...
+
+
+class _Compiled(Protocol):
+    """One compiled overload of a kernel (numba-cuda's ``_Kernel``), as read here."""
+
+    _codelibrary: _CodeLibrary
+
+    @property
+    def argument_types(self) -> tuple[Type, ...]: ...
+
+
+class Kernel(Protocol):
+    """A ``@cuda.jit`` kernel (Numba's dispatcher), as used here: numba-cuda types neither
+    its ``[blocks, threads, stream]`` configuration nor its attributes (``cuda.jit`` is
+    untyped), so this says what the launchers read of one."""
+
+    py_func: FunctionType  #: the Python function it compiles
+    overloads: Mapping[object, _Compiled]  #: its compiled overloads, by signature
+
+    def __getitem__(self, config: tuple[int, int, object]) -> Launch: ...
+
 
 #: threads per block of every launch (read at each launch; tests patch it).
 THREADS_PER_BLOCK = 256

@@ -23,7 +23,7 @@ import numpy
 
 from .rows import activation, derivative, rule
 
-#: a NumPy or CuPy array: Any, as CuPy ships no types (xpmlp.core.aliases.Array, which
+#: a NumPy or CuPy array, unchecked as CuPy ships no types (xpmlp.core.aliases.Array, which
 #: kernels/ does not import: it takes its configuration as arguments)
 Array = Any
 #: a scalar formula a template is compiled with (its arguments depend on the template)

@@ -12,9 +12,12 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from ._version import __version__
+
+if TYPE_CHECKING:
+    from .core.aliases import PassedOn
 
 SUBCOMMANDS = {
     "train": ("xpmlp.commands.train", "train an MLP on MNIST and print its test accuracy"),
@@ -45,8 +48,8 @@ class XpmlpArgumentParser(argparse.ArgumentParser):
     subcommand name to its parser (filled by ``build_parser``).
     """
 
-    # Any: argparse.ArgumentParser's own parameters, passed on as they are
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    # argparse.ArgumentParser's own parameters, passed on as they are (PassedOn)
+    def __init__(self, *args: PassedOn, **kwargs: PassedOn) -> None:
         super().__init__(*args, **kwargs)
         self.commands: dict[str, argparse.ArgumentParser] = {}
 

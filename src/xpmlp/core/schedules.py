@@ -18,9 +18,8 @@ epoch, the validation loss (or the training loss without validation data).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from .aliases import JSON
 from .errors import ParameterError
@@ -300,14 +299,15 @@ def schedule_for(lr_schedule: str | LRScheduler) -> LRScheduler:
 
 
 def make_schedule(name: str, warmup: int = 0, warmup_start: float = 0.1,
-                  **settings: Any) -> LRScheduler:  # Any: each class's own keywords
+                  **settings: float | str | None) -> LRScheduler:
     """The schedule ``name`` with ``settings`` (those its class takes; others ignored), after
     a linear warm-up of ``warmup`` epochs from ``warmup_start`` when warmup > 0 (the CLI)."""
     import inspect
 
     cls = SCHEDULES.check("lr_schedule", name).scheduler
     accepted = inspect.signature(cls).parameters
-    schedule = cls(**{k: v for k, v in settings.items() if k in accepted and v is not None})
+    make: Callable[..., LRScheduler] = cls  # each class takes its own keywords, not the base's
+    schedule = make(**{k: v for k, v in settings.items() if k in accepted and v is not None})
     if warmup:
         warm = LinearLR(start_factor=warmup_start, total_iters=warmup)
         return ChainedScheduler([warm, schedule])

@@ -46,8 +46,8 @@ if TYPE_CHECKING:
     from ..core.aliases import Array
     from ..train.checkpoint import Meta
 
-    #: X as the estimators take it: an array-like (NumPy, CuPy or a SciPy sparse matrix, which
-    #: count as Any for want of types) or an ``xpmlp.DeviceData`` holding X and y
+    #: X as the estimators take it: an array-like (NumPy, CuPy or a SciPy sparse matrix, the
+    #: last two unchecked for want of types) or an ``xpmlp.DeviceData`` holding X and y
     Features = ArrayLike | DeviceData
     #: ``callbacks``: each ``cb(estimator, info)`` after every iteration; a true result stops
     Callback = Callable[["BaseMLP", dict[str, float]], object]

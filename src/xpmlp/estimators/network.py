@@ -10,7 +10,8 @@ half Poisson deviance for regression).
 from __future__ import annotations
 
 import numbers
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy
 
@@ -19,8 +20,6 @@ from ..core.optim import SGD, Adam, Optimizer
 from ..train.model import MLP
 
 if TYPE_CHECKING:
-    from numpy.typing import ArrayLike
-
     from .base import BaseMLP
 
 #: scikit-learn's activation names that xpmlp spells differently.
@@ -56,8 +55,11 @@ def make_optimizer(est: BaseMLP) -> Optimizer:
     return SGD(est.learning_rate_init)
 
 
-# -> Any: a dropout rate or a batch-norm flag, or a list of them, which MLP checks
-def _per_layer(value: ArrayLike) -> Any:
+#: a dropout rate (float) or a batch-norm flag (bool), which MLP checks
+_Setting = TypeVar("_Setting", float, bool)
+
+
+def _per_layer(value: _Setting | Sequence[_Setting]) -> _Setting | Sequence[_Setting]:
     """One setting, or a list of one per hidden layer (an array-like given to the estimator)."""
     return value if numpy.ndim(value) == 0 else [v.item() if hasattr(v, "item") else v
                                                   for v in numpy.asarray(value, dtype=object)]

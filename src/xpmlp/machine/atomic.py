@@ -16,14 +16,28 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Literal, overload
+
+if TYPE_CHECKING:
+    # what contextmanager makes of a generator function (typeshed's name for it)
+    from contextlib import _GeneratorContextManager
 
 
+@overload
+def atomic_write(
+    path: str | os.PathLike[str], mode: Literal["w"] = "w",
+    verify: Callable[[Path], None] | None = None,
+) -> _GeneratorContextManager[IO[str]]: ...
+@overload
+def atomic_write(
+    path: str | os.PathLike[str], mode: Literal["wb"],
+    verify: Callable[[Path], None] | None = None,
+) -> _GeneratorContextManager[IO[bytes]]: ...
 @contextmanager
 def atomic_write(
     path: str | os.PathLike[str], mode: str = "w",
     verify: Callable[[Path], None] | None = None,
-) -> Iterator[IO[Any]]:  # Any: IO[str] for mode "w", IO[bytes] for "wb" (os.fdopen's)
+) -> Iterator[IO[str] | IO[bytes]]:  # IO[str] for mode "w", IO[bytes] for "wb" (os.fdopen's)
     """Open a temporary file beside ``path``; on success rename it to ``path``, else delete it.
 
     ``verify(temporary_path)``, if given, runs on the closed file before the

@@ -4,10 +4,11 @@ matrix and misclassified digits."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..core.aliases import Decoded
 from ..core.errors import ParameterError
 from .canvas import new_figure
 
@@ -19,10 +20,10 @@ if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
 #: an ``xpmlp train --report`` report: decoded JSON, read once ``check_report`` has checked
-#: the entries drawn (so its values are Any)
-Report = dict[str, Any]
+#: the entries drawn (so its values are ``Decoded``)
+Report = dict[str, Decoded]
 #: an epoch's record in a report (its figures by name)
-EpochRecord = dict[str, Any]
+EpochRecord = dict[str, Decoded]
 
 def misclassified_digits(y_true: ArrayLike, y_pred: ArrayLike,
                          limit: int = MAX_MISCLASSIFIED) -> list[dict[str, int]]:

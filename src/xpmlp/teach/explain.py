@@ -269,6 +269,7 @@ def _forward_items(example: Example, result: Trace) -> list[Item]:
 def _backward_items(example: Example, result: Trace) -> list[Item]:
     """The loss, then per layer from the output down: delta, dW, db."""
     assert result.delta is not None and result.grad_W is not None and result.grad_b is not None
+    assert example.y is not None and result.loss is not None
     L = len(example.layers)
     items: list[Item] = [
         f"  loss {example.loss}: L = {LOSSES[str(example.loss)].formula}, m = {example.m}",

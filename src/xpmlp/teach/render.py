@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
-#: a heading line, or (label, value): the value a number or an array (Any: the rows hold
-#: optional ones too, which the caller has checked are there)
-Item = str | tuple[str, Any]
+#: a heading line, or (label, value): the value a number or an array
+Item = str | tuple[str, float | np.ndarray]
 
 
 def _fmt(v: float) -> str:

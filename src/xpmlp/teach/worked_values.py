@@ -6,22 +6,22 @@ from __future__ import annotations
 import json
 import math
 import numbers
-from typing import Any
 
 import numpy as np
 
+from ..core.aliases import Decoded
 from ..core.errors import WorkedExampleError
 
 DEFAULT_ATOL = 1e-9
 
-#: a value read from a worked-example file (decoded JSON): ``Any``, as the helpers here check
-#: each one before it is used as the type it must have
-JSONValue = Any
+#: a value read from a worked-example file (decoded JSON): ``Decoded``, as the helpers here
+#: check each one before it is used as the type it must have
+JSONValue = Decoded
 #: a JSON object of such a file
 JSONObject = dict[str, JSONValue]
 #: an example's checked expectations by field, each of its own type (a number, an array, a
-#: list of them per layer or per update)
-Expected = dict[str, Any]
+#: list of them per layer or per update), read as the type its check established
+Expected = dict[str, Decoded]
 
 
 # ---------------------------------------------------------------------------- JSON values

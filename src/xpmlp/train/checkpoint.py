@@ -35,10 +35,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Literal, overload
 
 import numpy
 
+from ..core.aliases import Decoded
 from ..core.errors import DataFileError
 
 if TYPE_CHECKING:
@@ -47,8 +48,8 @@ if TYPE_CHECKING:
     from .model import MLP
 
 #: decoded JSON metadata: checked entry by entry (``check_training``, ``record._check_meta``)
-#: before it is used, so its values are read as ``Any``
-Meta = dict[str, Any]
+#: before it is used, so its values are ``Decoded``
+Meta = dict[str, Decoded]
 
 OPTIMIZER, BUFFER = "optimizer.", "buffer."  # the groups of named state arrays
 

@@ -125,7 +125,7 @@ class MLP:
         momentum, nesterov and rmsprop; beta1 and beta2 for adam; eps for adam, rmsprop and
         adagrad; weight_decay, L2 on the weights, for all); each one left out takes that
         optimizer's default (``xpmlp.core.optim``: momentum 0.9, Adam's betas 0.9 and 0.999, eps
-        as PyTorch's, no weight decay). Any of them given with an optimizer object, or to an
+        as PyTorch's, no weight decay). Each one given with an optimizer object, or to an
         optimizer that does not take it, raises ``ParameterError``: nothing is dropped.
     l1, clip_grad_norm, clip_grad_value : float, optional
         With an optimizer name only (an optimizer object takes them as its own keywords):
