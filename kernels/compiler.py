@@ -42,10 +42,19 @@ import marshal
 import re
 import sys
 import types
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy
+
+if TYPE_CHECKING:  # numpy.typing only for the checker, as in xpmlp.backends.base
+    from numpy.typing import DTypeLike
+
+#: a Numba-compiled function (an ``njit`` or ``cuda.jit`` dispatcher, a device function), untyped
+#: as Numba ships no types for its calls or its attributes (``py_func``, ``_cache``, launches)
+Dispatcher = Any
+#: a plain Python function a template calls through a placeholder (its signature per slot)
+Formula = Callable[..., object]
 
 _PACKAGE = __name__.split(".")[0]  # "xpmlp" when installed
 #: a mark among a kernel's codes: it reaches a function of no importable module (made by
@@ -55,7 +64,7 @@ _NO_DISK_CACHE = b"<no importable module>"
 _FORMULA_MODULES: set[str] = set()
 
 
-def formula(fn: Any, what: str = "formula", n_args: int | None = None) -> types.FunctionType:
+def formula(fn: object, what: str = "formula", n_args: int | None = None) -> types.FunctionType:
     """``fn`` as a formula the targets compile: a plain Python function of ``n_args``
     positional scalars (a Numba ``@njit`` function gives its Python function), whose
     module's plain functions the targets then compile too (its helpers). ``TypeError`` for
@@ -79,13 +88,13 @@ def formula(fn: Any, what: str = "formula", n_args: int | None = None) -> types.
     return fn
 
 
-def placeholder(name: str, contract: str) -> Callable[..., Any]:
+def placeholder(name: str, contract: str) -> Formula:
     """A global that a template calls and that ``Target.kernel`` binds per kernel.
 
     Called without a binding (from plain Python), it raises.
     """
 
-    def unbound(*args: Any) -> Any:
+    def unbound(*args: object) -> NoReturn:
         raise NotImplementedError(
             f"{name!r} is a placeholder ({contract}); Target.kernel binds it per kernel"
         )
@@ -96,11 +105,11 @@ def placeholder(name: str, contract: str) -> Callable[..., Any]:
     return unbound
 
 
-def _is_placeholder(value: Any) -> bool:
+def _is_placeholder(value: object) -> bool:
     return isinstance(value, types.FunctionType) and hasattr(value, "placeholder")
 
 
-def _is_formula(value: Any) -> bool:
+def _is_formula(value: object) -> bool:
     """A plain Python function of xpmlp (formulas, row helpers, kernel templates)."""
     if not isinstance(value, types.FunctionType):
         return False
@@ -109,7 +118,7 @@ def _is_formula(value: Any) -> bool:
             or module.split(".")[-1].startswith("test") or module in _FORMULA_MODULES)
 
 
-def _typed_constant(value: Any, dtype: numpy.dtype) -> Any:
+def _typed_constant(value: object, dtype: numpy.dtype) -> object:
     """A Python float as a scalar of ``dtype`` (also inside tuples); anything else unchanged."""
     if type(value) is float:
         return dtype.type(value)
@@ -129,8 +138,8 @@ class Target:
     def __init__(
         self,
         name: str,
-        device: Callable[[Any], Any],
-        kernel: Callable[..., Any],
+        device: Callable[[types.FunctionType], Dispatcher],
+        kernel: Callable[..., Dispatcher],
         prepare: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
@@ -138,13 +147,13 @@ class Target:
         self._kernel = kernel
         self._prepare = prepare
         self._prepared = False
-        self._devices: dict[tuple[Any, ...], tuple[Any, frozenset[bytes]]] = {}
-        self._kernels: dict[tuple[Any, ...], Any] = {}
+        self._devices: dict[tuple[object, ...], tuple[Dispatcher, frozenset[bytes]]] = {}
+        self._kernels: dict[tuple[object, ...], Dispatcher] = {}
 
     def kernel(
-        self, template: Callable[..., Any], dtype: Any, *, options: dict[str, Any] | None = None,
-        **bindings: Callable[..., Any],
-    ) -> Any:
+        self, template: Formula, dtype: DTypeLike, *, options: dict[str, object] | None = None,
+        **bindings: Formula,
+    ) -> Dispatcher:
         """``template`` compiled as a kernel for ``dtype`` with its placeholders bound
         (built once per process; ``options`` go to the kernel decorator)."""
         dtype = numpy.dtype(dtype)
@@ -168,14 +177,14 @@ class Target:
                 load_without_refresh(compiled)
         return compiled
 
-    def device(self, fn: Callable[..., Any], dtype: Any, **bindings: Callable[..., Any]) -> Any:
+    def device(self, fn: Formula, dtype: DTypeLike, **bindings: Formula) -> Dispatcher:
         """``fn`` compiled as a device function for ``dtype`` (callable from kernels)."""
         return self._device_with_codes(fn, numpy.dtype(dtype), bindings)[0]
 
     # ------------------------------------------------------------------ internals
     def _device_with_codes(
-        self, fn: Callable[..., Any], dtype: numpy.dtype, bindings: dict[str, Any]
-    ) -> tuple[Any, frozenset[bytes]]:
+        self, fn: Formula, dtype: numpy.dtype, bindings: Mapping[str, Formula]
+    ) -> tuple[Dispatcher, frozenset[bytes]]:
         key = (fn, dtype.str, _bindings_key(bindings))
         hit = self._devices.get(key)
         if hit is None:
@@ -184,7 +193,7 @@ class Target:
         return hit
 
     def _clone(
-        self, fn: Callable[..., Any], dtype: numpy.dtype, bindings: dict[str, Any]
+        self, fn: Formula, dtype: numpy.dtype, bindings: Mapping[str, Formula]
     ) -> tuple[types.FunctionType, frozenset[bytes]]:
         """A copy of ``fn`` with dtype-typed float literals and compiled callees, and the
         bytecode of everything it reaches (for the cache fingerprint)."""
@@ -222,7 +231,7 @@ class Target:
         return clone, frozenset(codes)
 
 
-def _without_disk_cache(dispatcher: Any) -> None:
+def _without_disk_cache(dispatcher: Dispatcher) -> None:
     """Compile ``dispatcher`` in memory only: Numba would write it to its disk cache, then fail
     to load it in the next process (it imports the module of every function it reaches)."""
     from numba.core.caching import NullCache
@@ -231,7 +240,7 @@ def _without_disk_cache(dispatcher: Any) -> None:
         dispatcher._cache = NullCache()
 
 
-def load_without_refresh(dispatcher: Any) -> None:
+def load_without_refresh(dispatcher: Dispatcher) -> None:
     """Let ``dispatcher`` (a CPU ``njit(cache=True)`` one; others are left alone) load its code
     from Numba's disk cache without first refreshing Numba's typing and target contexts.
 
@@ -269,7 +278,7 @@ def _quick_load_cache() -> type:
         from numba.core.runtime import nrt
 
         class QuickLoadCache(_function_cache()):  # type: ignore[misc]
-            def load_overload(self, sig: Any, target_context: Any) -> Any:
+            def load_overload(self, sig: object, target_context: object) -> object:
                 nrt.rtsys.initialize(target_context)  # idempotent; what the code links to
                 with self._guard_against_spurious_io_errors():
                     return self._load_overload(sig, target_context)
@@ -300,5 +309,5 @@ def _global_names(code: types.CodeType) -> set[str]:
     return names_read
 
 
-def _bindings_key(bindings: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+def _bindings_key(bindings: Mapping[str, Formula]) -> tuple[tuple[str, Formula], ...]:
     return tuple(sorted(bindings.items(), key=lambda kv: kv[0]))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Concatenate, ParamSpec, Protocol, TypeVar
 
 import array_api_compat
@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # numpy.typing only for the checker: importing it sets numpy.
     from numpy.typing import ArrayLike, DTypeLike
 
     from ..core.activations import ArrayDerivative
+    from ..core.layers import Dense
     from ..core.optim import Optimizer
     from ..core.workspace import Workspace
 
@@ -71,7 +72,10 @@ def on_backend(
 class TrainingModel(Protocol):
     """What a backend's training steps read of a model (``xpmlp.MLP`` is one; the backends
     sit below ``xpmlp.train`` and do not import it): its parameters, gradients and
-    optimizer, its dtype, and its per-op passes over a workspace."""
+    optimizer, its dtype, and its per-op passes over a workspace; and what the NumPy
+    backend's fused step compiles and runs it with (``numpy_backend.FusedStep``): its
+    layers, registry entries, seed and dropout step count, and whether it has dropout or
+    batch norm."""
 
     @property
     def dtype(self) -> numpy.dtype[numpy.floating]: ...
@@ -87,6 +91,20 @@ class TrainingModel(Protocol):
     def forward_pass(self, ws: Workspace, training: bool = True) -> None: ...
     def backward_pass(self, ws: Workspace, out_stats: Array, skip: Array,
                       row_weights: Array = None) -> None: ...
+    @property
+    def layer_sizes(self) -> Sequence[int]: ...
+    @property
+    def layers(self) -> Sequence[Dense]: ...
+    @property
+    def activation_entries(self) -> Sequence[Activation]: ...
+    @property
+    def loss_entry(self) -> Loss: ...
+    @property
+    def seed(self) -> int: ...
+    #: training passes that drew dropout masks (the fused step counts its own)
+    dropout_steps: int
+    @property
+    def _regularized(self) -> bool: ...
 
 
 class RunStats(Protocol):

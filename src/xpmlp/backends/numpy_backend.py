@@ -15,14 +15,23 @@ import os
 import platform
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy
 
 from ..core import config
+from ..core.aliases import KernelFunction, NumbaDispatcher
 from ..core.regularization import dropout_key, dropout_threshold
 from ..kernels import cpu
-from .base import Array, Backend, activation_entry, loss_entry
+from .base import Array, Backend, TrainingModel, activation_entry, loss_entry
+
+if TYPE_CHECKING:
+    from ..core.activations import Activation
+    from ..core.layers import BatchNorm
+    from ..core.losses import Loss
+    from ..core.optim import Optimizer
+    from ..core.workspace import Workspace
+    from ..kernels.fused_cpu import Regularization
 
 
 def cpu_model() -> str:
@@ -37,8 +46,10 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-#: what each template is specialized on, from the registry entry it is asked about.
-_BINDINGS: dict[Any, Callable[[Any], dict[str, Any]]] = {
+#: what each template is specialized on, from the registry entry it is asked about (an
+#: ``Activation``, a (``Loss``, ``Activation``) pair, a ``Loss``, an optimizer's rule or None,
+#: by template: hence ``...``)
+_BINDINGS: dict[KernelFunction, Callable[..., dict[str, KernelFunction]]] = {
     cpu.gather_rows: lambda _: {},
     cpu.bias_activation: lambda act: act.forward_bindings(),
     cpu.bias_activation_rows: lambda act: act.forward_bindings(),
@@ -54,14 +65,16 @@ _BINDINGS: dict[Any, Callable[[Any], dict[str, Any]]] = {
     cpu.batch_norm_inference: lambda act: act.forward_bindings(),
     cpu.batch_norm_backward: lambda act: {**act.forward_bindings(), **act.backward_bindings()},
 }
-_compiled: dict[tuple[Any, ...], Any] = {}
+#: a kernel's key: (template, what it is specialized on (see ``_BINDINGS``), parallel, dtype char)
+KernelKey = tuple[KernelFunction, object, bool, str]
+_compiled: dict[KernelKey, NumbaDispatcher] = {}
 #: the placeholders of ``fused_cpu.train_step`` that only a model with dropout or batch norm
 #: calls (through its ``hidden`` argument)
 _REGULARIZATION_KERNELS = ("dropout_forward", "dropout_backward", "wide_dropout_backward",
                            "norm_forward", "norm_backward")
 
 
-def _not_in_this_plan(*args: Any) -> None:
+def _not_in_this_plan(*args: object) -> None:
     """What ``FusedStep.kernel`` binds the dropout and batch-norm placeholders of
     ``train_step`` to for a model without either: ``hidden`` is None there and Numba prunes
     the branches that call them, so their kernels are neither built (each costs a cache
@@ -70,7 +83,7 @@ def _not_in_this_plan(*args: Any) -> None:
     raise RuntimeError("a dropout or batch-norm kernel called in a step compiled without them")
 
 
-def _kernel(key: tuple[Any, Any, bool, str]) -> Any:
+def _kernel(key: KernelKey) -> NumbaDispatcher:
     """The compiled kernel of ``key`` (see ``_build``): one dict subscript when it exists."""
     try:
         return _compiled[key]
@@ -78,7 +91,7 @@ def _kernel(key: tuple[Any, Any, bool, str]) -> Any:
         return _build(key)
 
 
-def _build(key: tuple[Any, Any, bool, Any]) -> Any:
+def _build(key: KernelKey) -> NumbaDispatcher:
     """Compile the kernel of ``key`` = (template, about, parallel, dtype char): ``template``
     specialized on ``about`` (a registry entry, a (loss, activation) pair or an optimizer
     rule), its parallel form when ``parallel``. The ops look kernels up in ``_compiled`` with
@@ -117,7 +130,8 @@ class NumpyBackend(Backend):
         self._matmul: Callable[[Array, Array, Array], None] | None = None
         self.fused = bool(fused)
         # the compiled steps, one per model, kept here and not on the model (dropped with it)
-        self._steps: weakref.WeakKeyDictionary[Any, FusedStep] = weakref.WeakKeyDictionary()
+        self._steps: weakref.WeakKeyDictionary[TrainingModel, FusedStep] = (
+            weakref.WeakKeyDictionary())
         # before any kernel runs: a kernel loaded from Numba's cache is not compiled, so the
         # CPU target's own call of it comes too late, and Numba's threads started on its
         # default OpenMP layer, whose spinning threads stalled beside a busy core; and passive
@@ -125,7 +139,7 @@ class NumpyBackend(Backend):
         config.passive_openmp_waits()
         cpu.choose_threading_layer()
 
-    def step_kind(self, model: Any) -> tuple[str, str | None]:
+    def step_kind(self, model: TrainingModel) -> tuple[str, str | None]:
         """("fused-cpu", None) when ``fused_step`` runs ``model``'s batches; ("reference",
         why) when the fused step is on but cannot take this model; ("reference", None) with
         ``fused=False``."""
@@ -134,7 +148,7 @@ class NumpyBackend(Backend):
         why = self._not_fused(model)
         return ("reference", why) if why is not None else ("fused-cpu", None)
 
-    def _not_fused(self, model: Any) -> str | None:
+    def _not_fused(self, model: TrainingModel) -> str | None:
         """Why ``model`` cannot take the fused step on this backend, or None."""
         hidden = model.activation_entries[:-1]
         if len({a.name for a in hidden}) > 1:
@@ -154,7 +168,7 @@ class NumpyBackend(Backend):
                     f"{'s' if model.dtype.char == 'f' else 'd'}gemm the fused CPU step calls")
         return None
 
-    def fused_step(self, model: Any) -> FusedStep | None:
+    def fused_step(self, model: TrainingModel) -> FusedStep | None:
         """The fused training step of ``model`` (``FusedStep``), or None where this backend
         was not asked for it or the model needs the per-op path (``step_kind`` says why:
         hidden layers with different activations, no BLAS function to call, a subclass
@@ -195,14 +209,15 @@ class NumpyBackend(Backend):
         key = (cpu.gather_rows, None, out.size >= cpu.PARALLEL_MIN_ELEMENTS, X.dtype.char)
         _kernel(key)(X, idx, out)
 
-    def bias_activation(self, Z: Array, b: Array, A: Array, activation: Any) -> None:
-        entry = activation_entry(activation) if type(activation) is str else activation
+    def bias_activation(self, Z: Array, b: Array, A: Array, activation: str | Activation) -> None:
+        entry = activation_entry(activation) if isinstance(activation, str) else activation
         template = cpu.bias_activation if entry.row is None else cpu.bias_activation_rows
         key = (template, entry, Z.size >= cpu.PARALLEL_MIN_ELEMENTS, Z.dtype.char)
         _kernel(key)(Z, b, A)
 
     def activation_backward(
-        self, dA: Array, Z: Array, A: Array, delta: Array, db: Array, activation: Any
+        self, dA: Array, Z: Array, A: Array, delta: Array, db: Array,
+        activation: str | Activation,
     ) -> None:
         entry = activation_entry(activation) if type(activation) is str else activation
         key = (cpu.activation_backward, entry, dA.size >= cpu.PARALLEL_MIN_ELEMENTS, dA.dtype.char)
@@ -210,8 +225,8 @@ class NumpyBackend(Backend):
 
     # ------------------------------------------------------------------ dropout and batch norm
     def bias_activation_dropout(
-        self, Z: Array, b: Array, A: Array, activation: Any, key: int, rate: float,
-        first_row: int = 0,
+        self, Z: Array, b: Array, A: Array, activation: str | Activation, key: int,
+        rate: float, first_row: int = 0,
     ) -> None:
         entry = activation_entry(activation)
         key_ = (cpu.bias_activation_dropout, entry, Z.size >= cpu.PARALLEL_MIN_ELEMENTS,
@@ -220,8 +235,8 @@ class NumpyBackend(Backend):
                       Z.dtype.type(1.0 / (1.0 - rate)))
 
     def activation_backward_dropout(
-        self, dA: Array, Z: Array, delta: Array, db: Array, activation: Any, key: int,
-        rate: float, first_row: int = 0,
+        self, dA: Array, Z: Array, delta: Array, db: Array, activation: str | Activation,
+        key: int, rate: float, first_row: int = 0,
     ) -> None:
         entry = activation_entry(activation)
         key_ = (cpu.activation_backward_dropout, entry, dA.size >= cpu.PARALLEL_MIN_ELEMENTS,
@@ -231,8 +246,8 @@ class NumpyBackend(Backend):
 
     def batch_norm_forward(
         self, Z: Array, b: Array, gamma: Array, beta: Array, stats: Array, running_mean: Array,
-        running_var: Array, Zhat: Array, A: Array, activation: Any, key: int, rate: float,
-        momentum: float, eps: float,
+        running_var: Array, Zhat: Array, A: Array, activation: str | Activation, key: int,
+        rate: float, momentum: float, eps: float,
     ) -> None:
         t, m = Z.dtype.type, Z.shape[0]
         kernel = _kernel((cpu.batch_norm_forward, activation_entry(activation), False,
@@ -243,7 +258,7 @@ class NumpyBackend(Backend):
 
     def batch_norm_inference(
         self, Z: Array, b: Array, gamma: Array, beta: Array, running_mean: Array,
-        running_var: Array, A: Array, activation: Any, eps: float,
+        running_var: Array, A: Array, activation: str | Activation, eps: float,
     ) -> None:
         kernel = _kernel((cpu.batch_norm_inference, activation_entry(activation), False,
                           Z.dtype.char))
@@ -251,7 +266,8 @@ class NumpyBackend(Backend):
 
     def batch_norm_backward(
         self, dA: Array, Zhat: Array, gamma: Array, beta: Array, stats: Array, delta: Array,
-        dgamma: Array, dbeta: Array, db: Array, activation: Any, key: int, rate: float,
+        dgamma: Array, dbeta: Array, db: Array, activation: str | Activation, key: int,
+        rate: float,
     ) -> None:
         t = dA.dtype.type
         kernel = _kernel((cpu.batch_norm_backward, activation_entry(activation), False,
@@ -261,7 +277,7 @@ class NumpyBackend(Backend):
 
     def loss_output_delta(
         self, Z: Array, A: Array, Y: Array, delta: Array, db: Array, out_stats: Array,
-        skip: Array, activation: Any, loss: Any,
+        skip: Array, activation: str | Activation, loss: str | Loss,
     ) -> None:
         if type(loss) is str or type(activation) is str:
             loss, activation = loss_entry(loss), activation_entry(activation)
@@ -271,7 +287,7 @@ class NumpyBackend(Backend):
 
     def weight_output_delta(
         self, Z: Array, A: Array, Y: Array, r: Array, delta: Array, db: Array,
-        out_stats: Array, loss: Any,
+        out_stats: Array, loss: str | Loss,
     ) -> None:
         if type(loss) is str:
             loss = loss_entry(loss)
@@ -283,7 +299,7 @@ class NumpyBackend(Backend):
         _kernel(key)(g, g.dtype.type(clip_value), out)
 
     def optimizer_step(
-        self, optimizer: Any, p: Array, g: Array, state: Array, hyper: tuple[float, ...],
+        self, optimizer: Optimizer, p: Array, g: Array, state: Array, hyper: tuple[float, ...],
         decay: float, n_decay: int, skip: Array, l1: float = 0.0,
         clip_value: float = math.inf, max_norm: float = 0.0, sum_squares: Array | None = None,
     ) -> None:
@@ -297,6 +313,13 @@ class NumpyBackend(Backend):
                t(max_norm), sum_squares)
 
 
+#: what ``FusedStep`` keeps of the last workspace it ran (one per epoch): the workspace, its Z,
+#: A and delta lists as tuples, the compiled step, the hidden layers' ``wide`` flags, the
+#: ``hidden`` argument (``FusedStep.regularization``) and the row-weight buffer
+_Views = tuple["Workspace", tuple[Array, ...], tuple[Array, ...], tuple[Array, ...],
+               NumbaDispatcher, Array, "Regularization | None", Array]
+
+
 class FusedStep:
     """``kernels.fused_cpu.train_step`` compiled for one model: ``step(X, Y, idx, ws,
     out_stats, skip, lr_factor)`` does what ``run_epoch`` does per batch on the per-op path
@@ -306,14 +329,17 @@ class FusedStep:
     averaged over the ranks, then ``MLP.apply_gradients`` runs the optimizer's kernel)."""
 
     @property
-    def model(self) -> Any:
+    def model(self) -> TrainingModel:
         """The model this step was compiled for (held weakly: the backend's cache of steps
-        must not keep it alive)."""
-        return self._model()
+        must not keep it alive): ReferenceError once it was collected, as ``GraphedEpoch``'s."""
+        model = self._model()
+        if model is None:
+            raise ReferenceError("the model of this FusedStep was garbage-collected")
+        return model
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: TrainingModel) -> None:
         self._model, self.model_dtype = weakref.ref(model), model.dtype
-        self._kernels: dict[bool, Any] = {}
+        self._kernels: dict[bool, NumbaDispatcher] = {}
         self._widest = max(model.layer_sizes)
         from ..machine import blas
 
@@ -328,9 +354,9 @@ class FusedStep:
         #: the hidden layers with dropout: their masks' keys change every step
         self._dropped = [l for l, layer in enumerate(hidden) if layer.dropout]
         self._keys = numpy.zeros(len(hidden), numpy.int64)  # 0 for the layers without dropout
-        self._views: tuple[Any, ...] | None = None  # the last workspace's (one per epoch)
+        self._views: _Views | None = None  # the last workspace's (one per epoch)
 
-    def kernel(self, big: bool) -> Any:
+    def kernel(self, big: bool) -> NumbaDispatcher:
         """The compiled step, with the parallel elementwise kernels when ``big`` (the
         backward kernels of the hidden layers: for those ``wide`` marks, as the per-op path
         chooses them by each layer's size)."""
@@ -375,7 +401,7 @@ class FusedStep:
         )
         return compiled
 
-    def regularization(self, ws: Any) -> Any:
+    def regularization(self, ws: Workspace) -> Regularization | None:
         """``train_step``'s ``hidden`` for batches of ``ws.rows`` rows: None for a model
         without dropout and batch norm, else the settings and arrays of its hidden layers
         (``fused_cpu.Regularization``), as ``Dense`` gives them to the per-op kernels."""
@@ -388,7 +414,7 @@ class FusedStep:
         hidden = model.layers[:-1]
         vector, matrix = numpy.empty(0, model.dtype), numpy.empty((0, 0), model.dtype)
 
-        def norms(get: Callable[[Any], Array], missing: Array) -> tuple[Array, ...]:
+        def norms(get: Callable[[BatchNorm], Array], missing: Array) -> tuple[Array, ...]:
             return tuple(missing if layer.norm is None else get(layer.norm) for layer in hidden)
 
         return Regularization(
@@ -412,8 +438,8 @@ class FusedStep:
             variances=norms(lambda bn: bn.running_var, vector),
         )
 
-    def __call__(self, X: Array, Y: Array, idx: Array, ws: Any, out_stats: Array, skip: Array,
-                 lr_factor: float = 1.0, weight_decay: float | None = None,
+    def __call__(self, X: Array, Y: Array, idx: Array, ws: Workspace, out_stats: Array,
+                 skip: Array, lr_factor: float = 1.0, weight_decay: float | None = None,
                  row_weights: tuple[Array, float] | None = None) -> None:
         """The whole step of the batch X[idx], Y[idx]: gradients and update.
 
@@ -423,13 +449,13 @@ class FusedStep:
         ``row_weights``)."""
         self._run(X, Y, idx, ws, out_stats, skip, lr_factor, weight_decay, row_weights, True)
 
-    def gradients(self, X: Array, Y: Array, idx: Array, ws: Any, out_stats: Array,
+    def gradients(self, X: Array, Y: Array, idx: Array, ws: Workspace, out_stats: Array,
                   skip: Array, row_weights: tuple[Array, float] | None = None) -> None:
         """The step up to the gradients (``model.grads``, the loss in ``out_stats``, ``skip``
         set for a non-finite loss); the update is the caller's (``MLP.apply_gradients``)."""
         self._run(X, Y, idx, ws, out_stats, skip, 1.0, None, row_weights, False)
 
-    def _run(self, X: Array, Y: Array, idx: Array, ws: Any, out_stats: Array, skip: Array,
+    def _run(self, X: Array, Y: Array, idx: Array, ws: Workspace, out_stats: Array, skip: Array,
              lr_factor: float, weight_decay: float | None,
              row_weights: tuple[Array, float] | None, update_now: bool) -> None:
         views = self._views
