@@ -91,11 +91,12 @@ class StateRows(Protocol):
 
 #: a compiled update rule: (p, g, state, k, hyper) -> the new p, state column k in place
 Rule = Callable[[float, float, StateRows, int, Sequence[float]], float]
-#: what a user registers as ``register_optimizer``'s ``update``: (p, g, *state, *hyper) -> the
-#: new p, or (new p, *new state); ``...`` as its arity is the optimizer's own count of state
-#: rows and hyperparameters, ``object`` as Numba compiles it (its scalars need not be floats)
+#: what a user registers as ``register_optimizer``'s ``update``: ``(p, g, *state, *hyper)``
+#: -> the new p, or ``(new p, *new state)``; ``...`` as its arity is the optimizer's own count
+#: of state rows and hyperparameters, ``object`` as Numba compiles it (its scalars need not be
+#: floats)
 Update = Callable[..., object]
-#: ``register_optimizer``'s ``host``: (step, lr, **hyperparameters) -> the host scalars
+#: ``register_optimizer``'s ``host``: ``(step, lr, **hyperparameters)`` -> the host scalars
 Host = Callable[..., Iterable[SupportsFloat]]
 
 
