@@ -48,8 +48,9 @@ def main(argv: list[str] | None = None) -> int:
                 row.set_order(order)
                 row.train()
             accuracies[row.name] = row.accuracy()
-        print(f"seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in accuracies.items()),
-              flush=True)
+        print(
+            f"seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in accuracies.items()), flush=True
+        )
     return 0
 
 

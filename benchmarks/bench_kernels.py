@@ -32,8 +32,9 @@ def _rng() -> np.random.Generator:
 
 
 def _close(be: Any, got: Any, want: Any, rtol: float = 1e-5, atol: float = 1e-6) -> None:
-    np.testing.assert_allclose(be.to_numpy(got), np.asarray(be.to_numpy(want)), rtol=rtol,
-                               atol=atol)
+    np.testing.assert_allclose(
+        be.to_numpy(got), np.asarray(be.to_numpy(want)), rtol=rtol, atol=atol
+    )
 
 
 def _timed(benchmark: Any, be: Any, group: str, fn: Any) -> None:
@@ -70,8 +71,12 @@ def test_bias_activation(benchmark, pair, m, n, activation):
     ref.bias_activation(Zr, b, Ar, activation)
     _close(be, Z, Zr)
     _close(be, A, Ar)
-    _timed(benchmark, be, f"bias_activation {activation} m={m} n={n}",
-           lambda: be.bias_activation(Z, b, A, activation))
+    _timed(
+        benchmark,
+        be,
+        f"bias_activation {activation} m={m} n={n}",
+        lambda: be.bias_activation(Z, b, A, activation),
+    )
 
 
 @pytest.mark.parametrize("m", BATCHES)
@@ -87,8 +92,12 @@ def test_activation_backward(benchmark, pair, m, n, activation):
     ref.activation_backward(dA, Z, A, delta_r, db_r, activation)
     _close(be, delta, delta_r)
     _close(be, db, db_r, rtol=1e-4, atol=1e-4)
-    _timed(benchmark, be, f"activation_backward {activation} m={m} n={n}",
-           lambda: be.activation_backward(dA, Z, A, delta, db, activation))
+    _timed(
+        benchmark,
+        be,
+        f"activation_backward {activation} m={m} n={n}",
+        lambda: be.activation_backward(dA, Z, A, delta, db, activation),
+    )
 
 
 @pytest.mark.parametrize("m", BATCHES)
@@ -100,16 +109,23 @@ def test_loss_output_delta(benchmark, pair, m):
     ref.bias_activation(Z, be.zeros(n, F32), A, "softmax")
     Y = be.asarray(np.eye(n, dtype=F32)[_rng().integers(0, n, m)])
     # per implementation: delta, db, out_stats (loss sum, correct count), skip flag
-    outs = [(be.empty((m, n), F32), be.empty(n, F32), be.zeros(2, F32), be.zeros(1, F32))
-            for _ in range(2)]
+    outs = [
+        (be.empty((m, n), F32), be.empty(n, F32), be.zeros(2, F32), be.zeros(1, F32))
+        for _ in range(2)
+    ]
     for impl, (delta, db, out_stats, skip) in zip((be, ref), outs, strict=True):
         impl.loss_output_delta(Z, A, Y, delta, db, out_stats, skip, "softmax", "cross_entropy")
     for got, want in zip(outs[0], outs[1], strict=True):
         _close(be, got, want, rtol=1e-4, atol=1e-5)
     delta, db, out_stats, skip = outs[0]
-    _timed(benchmark, be, f"loss_output_delta softmax-CE m={m} n={n}",
-           lambda: be.loss_output_delta(Z, A, Y, delta, db, out_stats, skip, "softmax",
-                                        "cross_entropy"))
+    _timed(
+        benchmark,
+        be,
+        f"loss_output_delta softmax-CE m={m} n={n}",
+        lambda: be.loss_output_delta(
+            Z, A, Y, delta, db, out_stats, skip, "softmax", "cross_entropy"
+        ),
+    )
 
 
 def _flat(be: Any, k: int, scale: float = 1.0) -> Any:
@@ -142,5 +158,9 @@ def test_optimizer_step(benchmark, pair, name):
     ref.optimizer_step(opt, pr, g, state_r, *args)
     _close(be, p, pr)
     _close(be, state, state_r)
-    _timed(benchmark, be, f"{name} params={N_PARAMS}",
-           lambda: be.optimizer_step(opt, p, g, state, *args))
+    _timed(
+        benchmark,
+        be,
+        f"{name} params={N_PARAMS}",
+        lambda: be.optimizer_step(opt, p, g, state, *args),
+    )

@@ -26,8 +26,12 @@ import numpy as np
 
 SETTINGS: dict[str, dict[str, Any]] = {
     "default": {},
-    "tuned": {"hidden_layer_sizes": (256, 128), "batch_size": 128,
-              "learning_rate_init": 2e-3, "alpha": 1e-4},
+    "tuned": {
+        "hidden_layer_sizes": (256, 128),
+        "batch_size": 128,
+        "learning_rate_init": 2e-3,
+        "alpha": 1e-4,
+    },
 }
 
 
@@ -39,15 +43,18 @@ def load(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         from sklearn.datasets import load_digits
 
         X, y = load_digits(return_X_y=True)
-        X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3,
-                                                            random_state=0)
+        X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=0)
         scaler = StandardScaler().fit(X_train)
         return scaler.transform(X_train), scaler.transform(X_test), y_train, y_test
     from xpmlp.datasets import load_mnist
 
     data = load_mnist(download=False, progress=False)
-    return (data.x_train.reshape(len(data.x_train), -1) / 255.0,
-            data.x_test.reshape(len(data.x_test), -1) / 255.0, data.y_train, data.y_test)
+    return (
+        data.x_train.reshape(len(data.x_train), -1) / 255.0,
+        data.x_test.reshape(len(data.x_test), -1) / 255.0,
+        data.y_train,
+        data.y_test,
+    )
 
 
 def run(make: Any, data: tuple[np.ndarray, ...], seeds: int) -> tuple[float, float, float]:
@@ -74,8 +81,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--settings", default="default,tuned")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--max-iter", type=int, default=None,
-                        help="cap max_iter for both (scikit-learn's default is 200)")
+    parser.add_argument(
+        "--max-iter",
+        type=int,
+        default=None,
+        help="cap max_iter for both (scikit-learn's default is 200)",
+    )
     parser.add_argument("--backend", default="numpy")
     parser.add_argument("--json", default=None, help="write the results here too")
     args = parser.parse_args(argv)
@@ -91,30 +102,46 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     with threadpool_limits(args.threads):
         xpmlp.MLPClassifier(max_iter=1, backend=args.backend).fit(  # compile the kernels
-            np.random.default_rng(0).standard_normal((50, 4)), np.arange(50) % 3)
+            np.random.default_rng(0).standard_normal((50, 4)), np.arange(50) % 3
+        )
         for dataset in args.datasets.split(","):
             data = load(dataset)
             for setting in args.settings.split(","):
                 params = dict(SETTINGS[setting])
                 if args.max_iter:
                     params["max_iter"] = args.max_iter
-                ours = run(lambda s, p=params: xpmlp.MLPClassifier(  # float32 on float64 data
-                    random_state=s, backend=args.backend, dtype="float32", **p), data,
-                    args.seeds)
-                theirs = run(lambda s, p=params: SkClassifier(random_state=s, **p), data,
-                             args.seeds)
-                row = {"dataset": dataset, "setting": setting, "params": repr(params),
-                       "seeds": args.seeds, "threads": args.threads,
-                       "xpmlp_accuracy": ours[0], "sklearn_accuracy": theirs[0],
-                       "xpmlp_fit_s": ours[1], "sklearn_fit_s": theirs[1],
-                       "xpmlp_iters": ours[2], "sklearn_iters": theirs[2],
-                       "speedup": theirs[1] / ours[1]}
+                ours = run(
+                    lambda s, p=params: xpmlp.MLPClassifier(  # float32 on float64 data
+                        random_state=s, backend=args.backend, dtype="float32", **p
+                    ),
+                    data,
+                    args.seeds,
+                )
+                theirs = run(
+                    lambda s, p=params: SkClassifier(random_state=s, **p), data, args.seeds
+                )
+                row = {
+                    "dataset": dataset,
+                    "setting": setting,
+                    "params": repr(params),
+                    "seeds": args.seeds,
+                    "threads": args.threads,
+                    "xpmlp_accuracy": ours[0],
+                    "sklearn_accuracy": theirs[0],
+                    "xpmlp_fit_s": ours[1],
+                    "sklearn_fit_s": theirs[1],
+                    "xpmlp_iters": ours[2],
+                    "sklearn_iters": theirs[2],
+                    "speedup": theirs[1] / ours[1],
+                }
                 results.append(row)
-                print(f"{dataset:7s} {setting:8s} accuracy xpmlp {ours[0]:.4f} sklearn "
-                      f"{theirs[0]:.4f} (diff {100 * (ours[0] - theirs[0]):+.2f} pt) | fit "
-                      f"xpmlp {ours[1]:.2f} s sklearn {theirs[1]:.2f} s "
-                      f"({theirs[1] / ours[1]:.1f}x) | iters {ours[2]:.0f} / {theirs[2]:.0f}",
-                      flush=True)
+                print(
+                    f"{dataset:7s} {setting:8s} accuracy xpmlp {ours[0]:.4f} sklearn "
+                    f"{theirs[0]:.4f} (diff {100 * (ours[0] - theirs[0]):+.2f} pt) | fit "
+                    f"xpmlp {ours[1]:.2f} s sklearn {theirs[1]:.2f} s "
+                    f"({theirs[1] / ours[1]:.1f}x) | iters {ours[2]:.0f} / {theirs[2]:.0f}",
+                    flush=True,
+                )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=2)

@@ -118,15 +118,30 @@ def machine() -> dict[str, object]:
         except importlib.metadata.PackageNotFoundError:
             versions[dist] = None
     try:
-        source = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True,
-                                text=True, check=False,
-                                cwd=Path(__file__).parent).stdout.strip() or None
+        source = (
+            subprocess.run(
+                ["git", "describe", "--always", "--dirty"],
+                capture_output=True,
+                text=True,
+                check=False,
+                cwd=Path(__file__).parent,
+            ).stdout.strip()
+            or None
+        )
     except OSError:
         source = None
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
-            "versions": versions, "source": source,
-            "env": {k: v for k, v in os.environ.items()
-                    if k.startswith(("NUMBA_", "XPMLP_", "OMP_", "MKL_", "OPENBLAS_"))}}
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "source": source,
+        "env": {
+            k: v
+            for k, v in os.environ.items()
+            if k.startswith(("NUMBA_", "XPMLP_", "OMP_", "MKL_", "OPENBLAS_"))
+        },
+    }
 
 
 def child_environment(bytecode: bool) -> dict[str, str]:
@@ -140,8 +155,9 @@ def child_environment(bytecode: bool) -> dict[str, str]:
 
 def one_run(row: str, env: dict[str, str]) -> dict[str, object]:
     before = load_average()
-    done = subprocess.run([sys.executable, "-c", ROWS[row]], capture_output=True, text=True,
-                          env=env, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", ROWS[row]], capture_output=True, text=True, env=env, check=False
+    )
     if done.returncode != 0:
         sys.exit(f"a {row} run failed:\n{done.stderr[-2000:]}")
     run = json.loads(done.stdout.splitlines()[-1])
@@ -152,36 +168,48 @@ def one_run(row: str, env: dict[str, str]) -> dict[str, object]:
 
 
 def medians(runs: list[dict[str, object]]) -> dict[str, float]:
-    return {k: statistics.median(float(r[k]) for r in runs)  # type: ignore[arg-type]
-            for k in (*KEYS, "first - second", "first - second, CPU")}
+    return {
+        k: statistics.median(float(r[k]) for r in runs)  # type: ignore[arg-type]
+        for k in (*KEYS, "first - second", "first - second, CPU")
+    }
 
 
 def markdown(result: dict[str, object]) -> str:
     mach = result["machine"]
     assert isinstance(mach, dict)
-    lines = [f"# Cold start: {ROW}", "",
-             f"{mach['cpu']}, {mach['cores']} cores, Python {mach['python']}, "
-             + ", ".join(f"{k} {v}" for k, v in mach["versions"].items() if v) + ".",
-             f"{result['runs per row']} fresh processes per row (after "
-             f"{'one untimed warm-up process each' if result['warmup'] else 'no warm-up'}); "
-             "medians, seconds. Load average (1 min) over the runs: "
-             f"{result['load 1 min']}. Bytecode cache: "
-             f"{'off (PYTHONDONTWRITEBYTECODE)' if result['PYTHONDONTWRITEBYTECODE'] else 'on'}.",
-             "",
-             "| row | import | first fit | second fit | first - second | first - second, "
-             "main thread's CPU |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"# Cold start: {ROW}",
+        "",
+        f"{mach['cpu']}, {mach['cores']} cores, Python {mach['python']}, "
+        + ", ".join(f"{k} {v}" for k, v in mach["versions"].items() if v)
+        + ".",
+        f"{result['runs per row']} fresh processes per row (after "
+        f"{'one untimed warm-up process each' if result['warmup'] else 'no warm-up'}); "
+        "medians, seconds. Load average (1 min) over the runs: "
+        f"{result['load 1 min']}. Bytecode cache: "
+        f"{'off (PYTHONDONTWRITEBYTECODE)' if result['PYTHONDONTWRITEBYTECODE'] else 'on'}.",
+        "",
+        "| row | import | first fit | second fit | first - second | first - second, "
+        "main thread's CPU |",
+        "|---|---|---|---|---|---|",
+    ]
     rows = result["rows"]
     assert isinstance(rows, dict)
     for row, data in rows.items():
         m = data["medians"]
-        lines.append(f"| {row} | {m['import']:.3f} | {m['first']:.3f} | {m['second']:.3f} | "
-                     f"{m['first - second']:.3f} | {m['first - second, CPU']:.3f} |")
+        lines.append(
+            f"| {row} | {m['import']:.3f} | {m['first']:.3f} | {m['second']:.3f} | "
+            f"{m['first - second']:.3f} | {m['first - second, CPU']:.3f} |"
+        )
     if "xpmlp" in rows:
         runs = rows["xpmlp"]["runs"]
-        lines += ["", "xpmlp's first fit, per run: kernels loaded from Numba's cache "
-                  f"{[r['kernels loaded from the cache'] for r in runs]}, compiled "
-                  f"{[r['kernels compiled'] for r in runs]}, Numba's typing registries "
-                  f"imported {[r['numba typing registries imported'] for r in runs]}."]
+        lines += [
+            "",
+            "xpmlp's first fit, per run: kernels loaded from Numba's cache "
+            f"{[r['kernels loaded from the cache'] for r in runs]}, compiled "
+            f"{[r['kernels compiled'] for r in runs]}, Numba's typing registries "
+            f"imported {[r['numba typing registries imported'] for r in runs]}.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -189,11 +217,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="fresh processes per row (5)")
     parser.add_argument("--rows", default="xpmlp,sklearn", help="xpmlp,sklearn (both)")
-    parser.add_argument("--no-warmup", action="store_true",
-                        help="no untimed process first (the first run may then compile)")
-    parser.add_argument("--no-bytecode-cache", action="store_true",
-                        help="keep PYTHONDONTWRITEBYTECODE if it is set (then every run "
-                        "compiles xpmlp's modules from source)")
+    parser.add_argument(
+        "--no-warmup",
+        action="store_true",
+        help="no untimed process first (the first run may then compile)",
+    )
+    parser.add_argument(
+        "--no-bytecode-cache",
+        action="store_true",
+        help="keep PYTHONDONTWRITEBYTECODE if it is set (then every run "
+        "compiles xpmlp's modules from source)",
+    )
     parser.add_argument("--json", help="write the runs and medians here")
     parser.add_argument("--out", help="a folder for cold_start.json and cold_start.md")
     args = parser.parse_args()
@@ -211,14 +245,22 @@ def main() -> None:
     for _ in range(args.runs):  # the rows alternate: drift of a shared machine hits both
         for row in rows:
             runs[row].append(one_run(row, env))
-    loads = [r["load before"][0] for rs in runs.values() for r in rs  # type: ignore[index]
-             if r["load before"] is not None]
+    loads = [
+        r["load before"][0]
+        for rs in runs.values()
+        for r in rs  # type: ignore[index]
+        if r["load before"] is not None
+    ]
     result: dict[str, object] = {
-        "row": ROW, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": machine(), "runs per row": args.runs, "warmup": not args.no_warmup,
+        "row": ROW,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        "runs per row": args.runs,
+        "warmup": not args.no_warmup,
         "PYTHONDONTWRITEBYTECODE": env.get("PYTHONDONTWRITEBYTECODE"),
-        "load 1 min": (f"{min(loads):.2f}-{max(loads):.2f} (median "
-                       f"{statistics.median(loads):.2f})") if loads else "unknown",
+        "load 1 min": (f"{min(loads):.2f}-{max(loads):.2f} (median {statistics.median(loads):.2f})")
+        if loads
+        else "unknown",
         "rows": {row: {"medians": medians(rs), "runs": rs} for row, rs in runs.items()},
     }
     text = markdown(result)
@@ -228,8 +270,7 @@ def main() -> None:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "cold_start.json").write_text(json.dumps(result, indent=1) + "\n",
-                                             encoding="utf-8")
+        (out / "cold_start.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
         (out / "cold_start.md").write_text(text, encoding="utf-8")
 
 

@@ -25,8 +25,11 @@ from xpmlp.backends.base import Backend
 def pytest_collect_file(file_path: Any, parent: Any) -> Any:
     # A file named on the command line is collected by pytest itself, whatever its name:
     # collecting it here too would run every benchmark in it twice.
-    if (file_path.suffix == ".py" and file_path.name.startswith("bench_")
-            and not parent.session.isinitpath(file_path)):
+    if (
+        file_path.suffix == ".py"
+        and file_path.name.startswith("bench_")
+        and not parent.session.isinitpath(file_path)
+    ):
         return pytest.Module.from_parent(parent, path=file_path)
     return None
 
@@ -55,12 +58,14 @@ def make_backend(impl: str) -> Backend:
     return Backend(cupy)
 
 
-@pytest.fixture(params=[
-    pytest.param("numpy", id="numpy-fused"),
-    pytest.param("numpy-reference", id="numpy-reference"),
-    pytest.param("cuda", id="cuda-fused", marks=cuda_marks()),
-    pytest.param("cuda-reference", id="cuda-reference", marks=cuda_marks()),
-])
+@pytest.fixture(
+    params=[
+        pytest.param("numpy", id="numpy-fused"),
+        pytest.param("numpy-reference", id="numpy-reference"),
+        pytest.param("cuda", id="cuda-fused", marks=cuda_marks()),
+        pytest.param("cuda-reference", id="cuda-reference", marks=cuda_marks()),
+    ]
+)
 def pair(request: Any) -> Iterator[tuple[Backend, Backend]]:
     """(backend under test, the reference Backend on the same array module), with the
     backend's device and stream current (``activate``), as in the model's own calls."""
@@ -69,11 +74,13 @@ def pair(request: Any) -> Iterator[tuple[Backend, Backend]]:
         yield be, Backend(be.xp)
 
 
-@pytest.fixture(params=[
-    pytest.param("numpy", id="numpy-fused"),
-    pytest.param("numpy-reference", id="numpy-reference"),
-    pytest.param("cuda", id="cuda-fused", marks=cuda_marks()),
-])
+@pytest.fixture(
+    params=[
+        pytest.param("numpy", id="numpy-fused"),
+        pytest.param("numpy-reference", id="numpy-reference"),
+        pytest.param("cuda", id="cuda-fused", marks=cuda_marks()),
+    ]
+)
 def backend(request: Any) -> Iterator[Backend]:
     """A backend under test (the fused NumPy and CUDA ones, and the reference on NumPy), with
     its device and stream current."""
@@ -90,14 +97,16 @@ def torch_marks(device: str) -> list[Any]:
     return marks + ([pytest.mark.cuda] if device == "cuda" else [])
 
 
-@pytest.fixture(params=[
-    pytest.param("xpmlp-numpy"),
-    pytest.param("xpmlp-reference"),
-    pytest.param("numpy-plain"),
-    pytest.param("torch-cpu", marks=torch_marks("cpu")),
-    pytest.param("xpmlp-cuda", marks=cuda_marks()),
-    pytest.param("torch-cuda", marks=torch_marks("cuda")),
-])
+@pytest.fixture(
+    params=[
+        pytest.param("xpmlp-numpy"),
+        pytest.param("xpmlp-reference"),
+        pytest.param("numpy-plain"),
+        pytest.param("torch-cpu", marks=torch_marks("cpu")),
+        pytest.param("xpmlp-cuda", marks=cuda_marks()),
+        pytest.param("torch-cuda", marks=torch_marks("cuda")),
+    ]
+)
 def step_row(request: Any) -> str:
     """The name of a row of ``xpmlp bench`` (or xpmlp on the reference backend)."""
     return request.param

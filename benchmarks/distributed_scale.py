@@ -47,8 +47,9 @@ SIZES = [784, 512, 256, 10]
 PARAMS = sum(o * i + o for i, o in zip(SIZES[:-1], SIZES[1:], strict=True))  # 535,818
 GRAD_BYTES = 4 * PARAMS  # float32
 # matrix-product FLOPs per sample, forward + dW + dX (benchmarks/README.md, "FLOP formula")
-FLOP_PER_SAMPLE = 2 * sum(i * o * (2 + (l > 0))
-                          for l, (i, o) in enumerate(zip(SIZES[:-1], SIZES[1:], strict=True)))
+FLOP_PER_SAMPLE = 2 * sum(
+    i * o * (2 + (l > 0)) for l, (i, o) in enumerate(zip(SIZES[:-1], SIZES[1:], strict=True))
+)
 
 # Interconnects: (name, GPUs, bandwidth per GPU per direction in bytes/s, latency s), with
 # where each figure comes from.
@@ -86,21 +87,32 @@ def worker(args: argparse.Namespace) -> None:
     device = xd.default_device(comm) if args.backend == "cuda" else None
     with cpu_threads(threads):
         data = load_mnist(progress=False)
-        X = (data.x_train[comm.rank::comm.world_size] / 255.0).astype("float32")
-        y = data.y_train[comm.rank::comm.world_size]
-        model = xpmlp.MLP(SIZES, optimizer="momentum", learning_rate=0.05, seed=0,
-                          backend=args.backend, device=device)
+        X = (data.x_train[comm.rank :: comm.world_size] / 255.0).astype("float32")
+        y = data.y_train[comm.rank :: comm.world_size]
+        model = xpmlp.MLP(
+            SIZES,
+            optimizer="momentum",
+            learning_rate=0.05,
+            seed=0,
+            backend=args.backend,
+            device=device,
+        )
         be = model.backend
         with be.activate():
             X_dev, Y_dev = model.to_device(X, y)
             comm.broadcast_(model.params)
             result: dict[str, Any] = {
-                "ranks": comm.world_size, "communicator": comm.name,
-                "threads_per_rank": threads, "backend": be.name, "device": be.device,
+                "ranks": comm.world_size,
+                "communicator": comm.name,
+                "threads_per_rank": threads,
+                "backend": be.name,
+                "device": be.device,
                 "batch_per_rank": args.batch,
             }
-            rounds = [_time_steps(model, comm, X_dev, Y_dev, args.batch, args.steps)
-                      for _ in range(args.rounds)]
+            rounds = [
+                _time_steps(model, comm, X_dev, Y_dev, args.batch, args.steps)
+                for _ in range(args.rounds)
+            ]
             for key in rounds[0]:
                 mine = statistics.median(r[key] for r in rounds)
                 result[key] = float(comm.allreduce_stats([mine], "max")[0])  # slowest rank
@@ -110,8 +122,11 @@ def worker(args: argparse.Namespace) -> None:
             if comm.world_size == 1:  # the compute model for the projection: two batch sizes
                 result["compute_by_batch_s"] = {
                     str(b): statistics.median(
-                        _time_steps(model, comm, X_dev, Y_dev, b, max(20, args.steps // 4))
-                        ["compute_s"] for _ in range(args.rounds))
+                        _time_steps(model, comm, X_dev, Y_dev, b, max(20, args.steps // 4))[
+                            "compute_s"
+                        ]
+                        for _ in range(args.rounds)
+                    )
                     for b in (args.batch, 8 * args.batch)
                 }
     if comm.rank == 0:
@@ -137,8 +152,8 @@ def _time_steps(model: Any, comm: Any, X: Any, Y: Any, batch: int, steps: int) -
             start = time.perf_counter()
         at = (step % (m // batch)) * batch
         t0 = time.perf_counter()
-        be.gather_rows(X, order[at:at + batch], ws.X)
-        be.gather_rows(Y, order[at:at + batch], ws.Y)
+        be.gather_rows(X, order[at : at + batch], ws.X)
+        be.gather_rows(Y, order[at : at + batch], ws.Y)
         model.compute_gradients(ws, stats[0], skip)
         be.synchronize()
         t1 = time.perf_counter()
@@ -179,28 +194,39 @@ def projection(fixed_s: float, per_sample_s: float) -> list[dict[str, Any]]:
             return max(1, math.ceil((target - fixed_s) / per_sample_s))
 
         t128 = fixed_s + 128 * per_sample_s
-        rows.append({
-            "interconnect": name, "gpus": n, "bandwidth_GBps": bandwidth / 1e9,
-            "latency_us": latency * 1e6, "allreduce_us": t_comm * 1e6,
-            "compute_us_at_128": t128 * 1e6,
-            "hides_from_batch": batch_for(t_comm),
-            "hides_from_batch_per_sample_only": max(1, math.ceil(t_comm / per_sample_s)),
-            "efficiency_at_128_no_overlap": t128 / (t128 + t_comm),
-            "batch_for_90pct_no_overlap": batch_for(9 * t_comm),
-        })
+        rows.append(
+            {
+                "interconnect": name,
+                "gpus": n,
+                "bandwidth_GBps": bandwidth / 1e9,
+                "latency_us": latency * 1e6,
+                "allreduce_us": t_comm * 1e6,
+                "compute_us_at_128": t128 * 1e6,
+                "hides_from_batch": batch_for(t_comm),
+                "hides_from_batch_per_sample_only": max(1, math.ceil(t_comm / per_sample_s)),
+                "efficiency_at_128_no_overlap": t128 / (t128 + t_comm),
+                "batch_for_90pct_no_overlap": batch_for(9 * t_comm),
+            }
+        )
     return rows
 
 
-def compute_models(runs: list[dict[str, Any]], gpu_fixed_s: float | None,
-                   gpu_flop_rate: float | None) -> list[tuple[str, float, float]]:
+def compute_models(
+    runs: list[dict[str, Any]], gpu_fixed_s: float | None, gpu_flop_rate: float | None
+) -> list[tuple[str, float, float]]:
     """(label, fixed seconds, seconds per sample) for the measured run and for a GPU."""
     models = []
     one = next((r for r in runs if r["ranks"] == 1 and "compute_by_batch_s" in r), None)
     if one is not None:
         (b1, t1), (b2, t2) = sorted((int(b), t) for b, t in one["compute_by_batch_s"].items())
         per_sample = max((t2 - t1) / (b2 - b1), 1e-12)
-        models.append((f"measured here ({one['backend']}, {one['threads_per_rank']} threads)",
-                       max(t1 - b1 * per_sample, 0.0), per_sample))
+        models.append(
+            (
+                f"measured here ({one['backend']}, {one['threads_per_rank']} threads)",
+                max(t1 - b1 * per_sample, 0.0),
+                per_sample,
+            )
+        )
     if one is None or one["backend"] != "cuda":
         fixed = GPU_COMPUTE["fixed_s"] if gpu_fixed_s is None else gpu_fixed_s
         rate = GPU_COMPUTE["flop_rate"] if gpu_flop_rate is None else gpu_flop_rate
@@ -208,36 +234,53 @@ def compute_models(runs: list[dict[str, Any]], gpu_fixed_s: float | None,
     return models
 
 
-def project(runs: list[dict[str, Any]], gpu_fixed_s: float | None,
-            gpu_flop_rate: float | None) -> list[dict[str, Any]]:
+def project(
+    runs: list[dict[str, Any]], gpu_fixed_s: float | None, gpu_flop_rate: float | None
+) -> list[dict[str, Any]]:
     """The projection blocks of the JSON: one per compute model."""
-    return [{"compute_model": label, "fixed_us": f * 1e6, "per_sample_us": ps * 1e6,
-             "rows": projection(f, ps)}
-            for label, f, ps in compute_models(runs, gpu_fixed_s, gpu_flop_rate)]
+    return [
+        {
+            "compute_model": label,
+            "fixed_us": f * 1e6,
+            "per_sample_us": ps * 1e6,
+            "rows": projection(f, ps),
+        }
+        for label, f, ps in compute_models(runs, gpu_fixed_s, gpu_flop_rate)
+    ]
 
 
 def print_report(result: dict[str, Any]) -> None:
-    print("measured: workload A's model (784-512-256-10, SGD momentum), batch "
-          f"{result['runs'][0]['batch_per_rank']} per rank, on {result['machine']['cpu']}")
-    print("| ranks | threads/rank | step (ms) | compute (ms) | all-reduce in step (ms) | share "
-          "| all-reduce alone (ms) | samples/s |")
+    print(
+        "measured: workload A's model (784-512-256-10, SGD momentum), batch "
+        f"{result['runs'][0]['batch_per_rank']} per rank, on {result['machine']['cpu']}"
+    )
+    print(
+        "| ranks | threads/rank | step (ms) | compute (ms) | all-reduce in step (ms) | share "
+        "| all-reduce alone (ms) | samples/s |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in result["runs"]:
-        print(f"| {r['ranks']} | {r['threads_per_rank']} | {r['step_s'] * 1e3:.2f} | "
-              f"{r['compute_s'] * 1e3:.2f} | {r['allreduce_s'] * 1e3:.2f} | "
-              f"{r['allreduce_share']:.0%} | {r['isolated_allreduce_s'] * 1e3:.2f} | "
-              f"{r['samples_per_s']:,.0f} |")
+        print(
+            f"| {r['ranks']} | {r['threads_per_rank']} | {r['step_s'] * 1e3:.2f} | "
+            f"{r['compute_s'] * 1e3:.2f} | {r['allreduce_s'] * 1e3:.2f} | "
+            f"{r['allreduce_share']:.0%} | {r['isolated_allreduce_s'] * 1e3:.2f} | "
+            f"{r['samples_per_s']:,.0f} |"
+        )
     print(f"\nprojected: all-reduce of {GRAD_BYTES / 1e6:.2f} MB (float32 gradient) per step")
-    print("| compute model | interconnect | all-reduce (us) | compute at b=128 (us) | hides from "
-          "b = | without the fixed cost | efficiency at 128, no overlap | b for 90 %, no overlap |")
+    print(
+        "| compute model | interconnect | all-reduce (us) | compute at b=128 (us) | hides from "
+        "b = | without the fixed cost | efficiency at 128, no overlap | b for 90 %, no overlap |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for block in result["projection"]:
         for row in block["rows"]:
-            print(f"| {block['compute_model']} | {row['interconnect']} | "
-                  f"{row['allreduce_us']:.1f} | {row['compute_us_at_128']:.0f} | "
-                  f"{row['hides_from_batch']} | {row['hides_from_batch_per_sample_only']} | "
-                  f"{row['efficiency_at_128_no_overlap']:.0%} | "
-                  f"{row['batch_for_90pct_no_overlap']} |")
+            print(
+                f"| {block['compute_model']} | {row['interconnect']} | "
+                f"{row['allreduce_us']:.1f} | {row['compute_us_at_128']:.0f} | "
+                f"{row['hides_from_batch']} | {row['hides_from_batch_per_sample_only']} | "
+                f"{row['efficiency_at_128_no_overlap']:.0%} | "
+                f"{row['batch_for_90pct_no_overlap']} |"
+            )
     print(f"\nsources: {INTERCONNECT_SOURCES}")
     if any(b["compute_model"] == "H100, assumed" for b in result["projection"]):
         print(f"GPU compute: {GPU_COMPUTE_SOURCE}")
@@ -246,8 +289,7 @@ def print_report(result: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------- driver
 def find_mpiexec() -> str | None:
     """mpiexec next to this Python (the `mpich` wheel's), else on PATH."""
-    return (shutil.which("mpiexec", path=str(Path(sys.executable).parent))
-            or shutil.which("mpiexec"))
+    return shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -258,14 +300,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="rounds (the median is kept)")
     p.add_argument("--backend", default="numpy", choices=("numpy", "cuda"))
     p.add_argument("--distributed", default="auto", help="xpmlp.distributed backend")
-    p.add_argument("--gpu-fixed-us", type=float, default=None,
-                   help="per-step fixed GPU cost for the projection (default: assumed 150)")
-    p.add_argument("--gpu-tflops", type=float, default=None,
-                   help="GPU FP32 matrix-product rate for the projection (default: assumed 35)")
-    p.add_argument("--out", default="benchmarks/results/distributed-cpu",
-                   help="folder for scale.json (default benchmarks/results/distributed-cpu)")
-    p.add_argument("--from-json", default=None,
-                   help="recompute the projection of a saved scale.json and print it")
+    p.add_argument(
+        "--gpu-fixed-us",
+        type=float,
+        default=None,
+        help="per-step fixed GPU cost for the projection (default: assumed 150)",
+    )
+    p.add_argument(
+        "--gpu-tflops",
+        type=float,
+        default=None,
+        help="GPU FP32 matrix-product rate for the projection (default: assumed 35)",
+    )
+    p.add_argument(
+        "--out",
+        default="benchmarks/results/distributed-cpu",
+        help="folder for scale.json (default benchmarks/results/distributed-cpu)",
+    )
+    p.add_argument(
+        "--from-json",
+        default=None,
+        help="recompute the projection of a saved scale.json and print it",
+    )
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -286,18 +342,42 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for n in (int(r) for r in args.ranks.split(",")):
             out = Path(tmp) / f"ranks{n}.json"
-            cmd = [mpiexec, "-n", str(n), sys.executable, __file__, "--worker", "--out", str(out),
-                   "--batch", str(args.batch), "--steps", str(args.steps),
-                   "--rounds", str(args.rounds), "--backend", args.backend,
-                   "--distributed", args.distributed]
+            cmd = [
+                mpiexec,
+                "-n",
+                str(n),
+                sys.executable,
+                __file__,
+                "--worker",
+                "--out",
+                str(out),
+                "--batch",
+                str(args.batch),
+                "--steps",
+                str(args.steps),
+                "--rounds",
+                str(args.rounds),
+                "--backend",
+                args.backend,
+                "--distributed",
+                args.distributed,
+            ]
             print(f"running: {' '.join(cmd[:3])} ... ({n} rank(s))", file=sys.stderr)
             subprocess.run(cmd, check=True, timeout=600)
             runs.append(json.loads(out.read_text()))
     result = {
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(),
-                    "python": platform.python_version(), "load_average": os.getloadavg()},
-        "model": {"layer_sizes": SIZES, "parameters": PARAMS, "gradient_bytes": GRAD_BYTES,
-                  "flop_per_sample": FLOP_PER_SAMPLE},
+        "machine": {
+            "cpu": _cpu_name(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average": os.getloadavg(),
+        },
+        "model": {
+            "layer_sizes": SIZES,
+            "parameters": PARAMS,
+            "gradient_bytes": GRAD_BYTES,
+            "flop_per_sample": FLOP_PER_SAMPLE,
+        },
         "runs": runs,
         "projection": project(runs, fixed, tflops),
         "sources": {"interconnects": INTERCONNECT_SOURCES, "gpu_compute": GPU_COMPUTE_SOURCE},

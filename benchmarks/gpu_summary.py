@@ -50,8 +50,9 @@ def _run(cmd: list[str]) -> str | None:
 
 def environment() -> dict[str, Any]:
     """Device (nvidia-smi name, driver, memory, or "none"), versions and git commit."""
-    smi = _run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
-                "--format=csv,noheader"])
+    smi = _run(
+        ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"]
+    )
     versions: dict[str, str | None] = {"python": platform.python_version()}
     for name in MODULES:
         try:
@@ -65,9 +66,11 @@ def environment() -> dict[str, Any]:
         versions["cuda_runtime"] = f"{v // 1000}.{v % 1000 // 10}"
     except Exception as exc:  # noqa: BLE001
         versions["cuda_runtime"] = f"unavailable ({type(exc).__name__})"
-    return {"device": smi.splitlines()[0] if smi else "none",
-            "versions": versions,
-            "git_commit": _run(["git", "rev-parse", "HEAD"])}
+    return {
+        "device": smi.splitlines()[0] if smi else "none",
+        "versions": versions,
+        "git_commit": _run(["git", "rev-parse", "HEAD"]),
+    }
 
 
 def _load(path: Path) -> Any:
@@ -80,9 +83,11 @@ def _r(x: Any, digits: int = 4) -> Any:
 
 def train_figures(report: dict[str, Any]) -> dict[str, Any]:
     """Test accuracy, training seconds and the training seconds to reach 98% test accuracy."""
-    fig: dict[str, Any] = {"test_accuracy": _r(report["test_accuracy"]),
-                           "training_seconds": _r(report["training_seconds"], 3),
-                           "epochs": len(report.get("epochs", []))}
+    fig: dict[str, Any] = {
+        "test_accuracy": _r(report["test_accuracy"]),
+        "training_seconds": _r(report["training_seconds"], 3),
+        "epochs": len(report.get("epochs", [])),
+    }
     elapsed, to_98 = 0.0, None
     for epoch in report.get("epochs", []):
         elapsed += epoch["seconds"]
@@ -96,15 +101,22 @@ def train_figures(report: dict[str, Any]) -> dict[str, Any]:
 
 def launch_figures(report: dict[str, Any]) -> dict[str, Any]:
     """Host µs per launch of each row (or its error)."""
-    return {name: _r(r["host_us"], 2) if "host_us" in r else f"error: {r.get('error')}"
-            for name, r in report["rows"].items()}
+    return {
+        name: _r(r["host_us"], 2) if "host_us" in r else f"error: {r.get('error')}"
+        for name, r in report["rows"].items()
+    }
 
 
 def graph_figures(report: dict[str, Any]) -> dict[str, Any]:
     """{strategy: ok} and the numeric top-level figures."""
     fig: dict[str, Any] = {name: bool(s.get("ok")) for name, s in report["strategies"].items()}
-    fig.update({k: _r(v) for k, v in report.items()
-                if isinstance(v, int | float) and not isinstance(v, bool)})
+    fig.update(
+        {
+            k: _r(v)
+            for k, v in report.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+    )
     return fig
 
 
@@ -118,8 +130,10 @@ def bench_figures(result: dict[str, Any]) -> dict[str, Any]:
                 median = (r.get("time_to_target") or {}).get("median")
             else:
                 median = r["seconds"]["median"]
-            fig[f"{w['key']}/{r['row']}"] = {"median_s": _r(median, 5),
-                                             "vs_torch": _r(r.get("vs_torch"), 3)}
+            fig[f"{w['key']}/{r['row']}"] = {
+                "median_s": _r(median, 5),
+                "vs_torch": _r(r.get("vs_torch"), 3),
+            }
         for name, reason in (w.get("skipped") or {}).items():
             fig[f"{w['key']}/{name}"] = f"skipped: {reason}"
     return fig
@@ -128,20 +142,31 @@ def bench_figures(result: dict[str, Any]) -> dict[str, Any]:
 def compare_figures(logs: Path) -> dict[str, Any]:
     cuda = _load(logs / STEP_JSON["train"])["test_accuracy"]
     cpu = _load(logs / STEP_JSON["train-numpy"])["test_accuracy"]
-    return {"cuda_accuracy": _r(cuda), "numpy_accuracy": _r(cpu),
-            "gap_pp": _r(100 * abs(cuda - cpu), 3)}
+    return {
+        "cuda_accuracy": _r(cuda),
+        "numpy_accuracy": _r(cpu),
+        "gap_pp": _r(100 * abs(cuda - cpu), 3),
+    }
 
 
 def pytest_figures(log: Path) -> dict[str, Any]:
     """The last pytest summary line ("3 failed, 40 passed, 2 skipped in 61.2s")."""
-    lines = [ln.strip("= ") for ln in log.read_text(errors="replace").splitlines()
-             if re.search(r"\b(passed|failed|error|errors|skipped|deselected)\b.* in [\d.]+s", ln)]
+    lines = [
+        ln.strip("= ")
+        for ln in log.read_text(errors="replace").splitlines()
+        if re.search(r"\b(passed|failed|error|errors|skipped|deselected)\b.* in [\d.]+s", ln)
+    ]
     return {"pytest": lines[-1]} if lines else {}
 
 
-EXTRACTORS = {"launch-overhead": launch_figures, "graph": graph_figures,
-              "train": train_figures, "train-numpy": train_figures,
-              "train-fast": train_figures, "bench": bench_figures}
+EXTRACTORS = {
+    "launch-overhead": launch_figures,
+    "graph": graph_figures,
+    "train": train_figures,
+    "train-numpy": train_figures,
+    "train-fast": train_figures,
+    "bench": bench_figures,
+}
 
 
 def step_figures(name: str, logs: Path) -> dict[str, Any]:
@@ -172,9 +197,12 @@ def read_steps(path: Path) -> dict[str, dict[str, Any]]:
         if len(parts) < 4:
             continue
         name, status, rc, seconds = parts[:4]
-        steps[name] = {"status": status, "rc": int(rc) if rc.lstrip("-").isdigit() else None,
-                       "seconds": float(seconds) if seconds else None,
-                       "note": parts[4] if len(parts) > 4 and parts[4] else None}
+        steps[name] = {
+            "status": status,
+            "rc": int(rc) if rc.lstrip("-").isdigit() else None,
+            "seconds": float(seconds) if seconds else None,
+            "note": parts[4] if len(parts) > 4 and parts[4] else None,
+        }
     return steps
 
 
@@ -191,18 +219,24 @@ def summary(work: Path, names: list[str], budget: float, start: float) -> dict[s
         rec = done.get(name, {"status": "not_run", "rc": None, "seconds": None, "note": None})
         figures = step_figures(name, logs) if rec["status"] not in ("not_run", "skipped") else {}
         steps.append({"name": name, **rec, "figures": figures})
-    return {"device": env.get("device", "unknown"), "versions": env.get("versions", {}),
-            "git_commit": env.get("git_commit"), "budget_seconds": budget,
-            "total_seconds": round(time.time() - start, 1),
-            "failed": [s["name"] for s in steps if s["status"] in ("failed", "timed_out")],
-            "steps": steps}
+    return {
+        "device": env.get("device", "unknown"),
+        "versions": env.get("versions", {}),
+        "git_commit": env.get("git_commit"),
+        "budget_seconds": budget,
+        "total_seconds": round(time.time() - start, 1),
+        "failed": [s["name"] for s in steps if s["status"] in ("failed", "timed_out")],
+        "steps": steps,
+    }
 
 
-KEY_FIGURE = {"train": ("test_accuracy", "training_seconds"),
-              "train-numpy": ("test_accuracy", "training_seconds"),
-              "train-fast": ("test_accuracy", "training_seconds", "seconds_to_98",
-                             "fast_98_under_1s"),
-              "train-compare": ("gap_pp",), "tests-cuda": ("pytest",)}
+KEY_FIGURE = {
+    "train": ("test_accuracy", "training_seconds"),
+    "train-numpy": ("test_accuracy", "training_seconds"),
+    "train-fast": ("test_accuracy", "training_seconds", "seconds_to_98", "fast_98_under_1s"),
+    "train-compare": ("gap_pp",),
+    "tests-cuda": ("pytest",),
+}
 
 
 def key_figure(step: dict[str, Any]) -> str:
@@ -213,16 +247,21 @@ def key_figure(step: dict[str, Any]) -> str:
     if "error" in fig:
         return f"figures: {fig['error']}"[:100]
     if step["name"] == "bench":
-        return " ".join(f"{k} {v['vs_torch']}x" for k, v in fig.items()
-                        if isinstance(v, dict) and not k.endswith("/torch-cuda"))[:160]
+        return " ".join(
+            f"{k} {v['vs_torch']}x"
+            for k, v in fig.items()
+            if isinstance(v, dict) and not k.endswith("/torch-cuda")
+        )[:160]
     keys = KEY_FIGURE.get(step["name"], tuple(fig))
     text = " ".join(f"{k}={fig[k]}" for k in keys if k in fig)
     return (text or (step.get("note") or ""))[:160]
 
 
 def table(result: dict[str, Any]) -> str:
-    lines = [f"device: {result['device']}; total {result['total_seconds']}s of budget "
-             f"{result['budget_seconds']}s"]
+    lines = [
+        f"device: {result['device']}; total {result['total_seconds']}s of budget "
+        f"{result['budget_seconds']}s"
+    ]
     for s in result["steps"]:
         secs = "-" if s["seconds"] is None else f"{s['seconds']:.0f}s"
         lines.append(f"{s['name']:<16} {s['status']:<10} {secs:>5}  {key_figure(s)}")

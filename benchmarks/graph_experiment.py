@@ -43,8 +43,11 @@ def guarded(name: str, run: Callable[[], dict[str, Any]], results: dict[str, Any
         figures = run()
         results[name] = {"ok": True, "error": None, **figures}
     except Exception as exc:
-        results[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}",
-                         "traceback": traceback.format_exc(limit=6)}
+        results[name] = {
+            "ok": False,
+            "error": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc(limit=6),
+        }
     results[name]["seconds"] = round(time.perf_counter() - t0, 3)
     status = "ok" if results[name]["ok"] else f"FAILED {results[name]['error'][:200]}"
     print(f"[graph_experiment] {name}: {status} ({results[name]['seconds']} s)", flush=True)
@@ -88,8 +91,22 @@ def strategy_cupy_cublas_module(cupy: Any) -> dict[str, Any]:
     one, zero = ctypes.c_float(1.0), ctypes.c_float(0.0)
 
     def call() -> None:
-        cublas.sgemm(handle, 0, 0, 512, 128, 784, ctypes.addressof(one), b.data.ptr, 512,
-                     a.data.ptr, 784, ctypes.addressof(zero), out.data.ptr, 512)
+        cublas.sgemm(
+            handle,
+            0,
+            0,
+            512,
+            128,
+            784,
+            ctypes.addressof(one),
+            b.data.ptr,
+            512,
+            a.data.ptr,
+            784,
+            ctypes.addressof(zero),
+            out.data.ptr,
+            512,
+        )
 
     try:
         return capture_refusal(cupy, stream, call)
@@ -164,8 +181,10 @@ def strategy_gemm_host_cost(cupy: Any) -> dict[str, Any]:
     with be.activate():
         a, b = cupy.ones((128, 784), "float32"), cupy.ones((784, 512), "float32")
         z = cupy.empty((128, 512), "float32")
-        for name, call in (("cupy_matmul_us", lambda: cupy.matmul(a, b, out=z)),
-                           ("own_cublas_us", lambda: blas.gemm(a, b, z))):
+        for name, call in (
+            ("cupy_matmul_us", lambda: cupy.matmul(a, b, out=z)),
+            ("own_cublas_us", lambda: blas.gemm(a, b, z)),
+        ):
             for _ in range(50):
                 call()
             be.stream.synchronize()
@@ -178,16 +197,18 @@ def strategy_gemm_host_cost(cupy: Any) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- workloads
-def xpmlp_epochs(backend: Any, X_host: Any, y_host: Any, orders: list[Any], batch: int,
-                 init: list[Any]) -> tuple[list[float], Any, Any]:
+def xpmlp_epochs(
+    backend: Any, X_host: Any, y_host: Any, orders: list[Any], batch: int, init: list[Any]
+) -> tuple[list[float], Any, Any]:
     """Epoch seconds over ``orders`` (first epoch untimed), the final parameters, backend."""
     import numpy
 
     import xpmlp
     from xpmlp.train.loop import RunState, run_epoch
 
-    model = xpmlp.MLP(list(SIZES), optimizer="momentum", learning_rate=0.05, momentum=0.9,
-                      backend=backend, seed=0)
+    model = xpmlp.MLP(
+        list(SIZES), optimizer="momentum", learning_rate=0.05, momentum=0.9, backend=backend, seed=0
+    )
     model.set_weights(init)
     times = []
     with backend.activate():
@@ -204,8 +225,9 @@ def xpmlp_epochs(backend: Any, X_host: Any, y_host: Any, orders: list[Any], batc
     return times[1:], params, model
 
 
-def torch_epochs(X_host: Any, y_host: Any, orders: list[Any], batch: int,
-                 init: list[Any]) -> list[float]:
+def torch_epochs(
+    X_host: Any, y_host: Any, orders: list[Any], batch: int, init: list[Any]
+) -> list[float]:
     import torch
     from torch import nn
 
@@ -228,7 +250,7 @@ def torch_epochs(X_host: Any, y_host: Any, orders: list[Any], batch: int,
         torch.cuda.synchronize()
         t0 = time.perf_counter()
         for start in range(0, N_SAMPLES, batch):
-            idx = idx_all[start:start + batch]
+            idx = idx_all[start : start + batch]
             opt.zero_grad(set_to_none=True)
             loss_fn(net(X[idx]), y[idx]).backward()
             opt.step()
@@ -262,8 +284,13 @@ def workload(cupy: Any, batch: int, epochs: int) -> dict[str, Any]:
     rng = numpy.random.default_rng(0)
     X = rng.random((N_SAMPLES, SIZES[0]), dtype=numpy.float32)
     y = rng.integers(0, SIZES[-1], N_SAMPLES)
-    init = [(rng.standard_normal((o, i)).astype("float32") * numpy.float32(numpy.sqrt(2 / i)),
-             numpy.zeros(o, "float32")) for i, o in zip(SIZES[:-1], SIZES[1:], strict=True)]
+    init = [
+        (
+            rng.standard_normal((o, i)).astype("float32") * numpy.float32(numpy.sqrt(2 / i)),
+            numpy.zeros(o, "float32"),
+        )
+        for i, o in zip(SIZES[:-1], SIZES[1:], strict=True)
+    ]
     orders = [rng.permutation(N_SAMPLES) for _ in range(epochs + 1)]
     out: dict[str, Any] = {"batch": batch, "timed_epochs": epochs}
     params: dict[str, Any] = {}
@@ -290,7 +317,8 @@ def workload(cupy: Any, batch: int, epochs: int) -> dict[str, Any]:
     for name in ("xpmlp_per_op_own_gemm", "xpmlp_graph"):
         if base is not None and name in params:
             out[name + "_param_rel_diff"] = float(
-                numpy.linalg.norm(params[name] - base) / numpy.linalg.norm(base))
+                numpy.linalg.norm(params[name] - base) / numpy.linalg.norm(base)
+            )
     torch_s = out.get("torch_eager_s")
     for name in variants:
         if torch_s and out.get(name + "_s"):
@@ -311,8 +339,9 @@ def main(argv: list[str] | None = None) -> int:
         props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
         device = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
     except Exception as exc:
-        print(f"graph_experiment: needs a GPU with CuPy: {type(exc).__name__}: {exc}",
-              file=sys.stderr)
+        print(
+            f"graph_experiment: needs a GPU with CuPy: {type(exc).__name__}: {exc}", file=sys.stderr
+        )
         return 2
     results: dict[str, Any] = {}
     guarded("capture-cupy-matmul", lambda: strategy_cupy_matmul(cupy), results)
@@ -324,17 +353,26 @@ def main(argv: list[str] | None = None) -> int:
     guarded("workload-B", lambda: workload(cupy, 1024, args.epochs), results)
     from xpmlp.kernels import cuda as kcuda
 
-    report = {"device": device, "strategies": results, "launch_paths": kcuda.launch_paths,
-              "direct_errors": kcuda.direct_errors}
-    print(f"launch paths: {sorted(set(kcuda.launch_paths.values()))}; "
-          f"direct launch errors: {kcuda.direct_errors or 'none'}")
+    report = {
+        "device": device,
+        "strategies": results,
+        "launch_paths": kcuda.launch_paths,
+        "direct_errors": kcuda.direct_errors,
+    }
+    print(
+        f"launch paths: {sorted(set(kcuda.launch_paths.values()))}; "
+        f"direct launch errors: {kcuda.direct_errors or 'none'}"
+    )
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2, default=str)
     print(f"\n{device}")
     for name, r in results.items():
-        figures = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()
-                   if k not in ("ok", "traceback", "seconds") and v is not None}
+        figures = {
+            k: (round(v, 5) if isinstance(v, float) else v)
+            for k, v in r.items()
+            if k not in ("ok", "traceback", "seconds") and v is not None
+        }
         print(f"{name}: ok={r['ok']} {json.dumps(figures, default=str)[:600]}")
     return 0 if all(r["ok"] for r in results.values()) else 1
 

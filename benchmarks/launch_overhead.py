@@ -136,8 +136,10 @@ def xpmlp_row(cupy: Any, n: int) -> dict[str, Callable[[], dict[str, float]]]:
                     raise AssertionError(f"launched {path}, expected {expected}")
                 hyper = opt.hyperparameters(1, 1e-6)
                 return per_launch_us(
-                    lambda: be.optimizer_step(opt, p, g, state, hyper, 0.0, 0, skip), n,
-                    be.synchronize)
+                    lambda: be.optimizer_step(opt, p, g, state, hyper, 0.0, 0, skip),
+                    n,
+                    be.synchronize,
+                )
         finally:
             for k, v in saved.items():
                 if v is None:
@@ -147,12 +149,15 @@ def xpmlp_row(cupy: Any, n: int) -> dict[str, Callable[[], dict[str, float]]]:
             kcuda._launchers.clear()
 
     return {
-        "xpmlp: CudaBackend.optimizer_step SGD (whole op, direct launch)":
-            lambda: sgd("1", "1", "direct"),
-        "xpmlp: CudaBackend.optimizer_step SGD (XPMLP_CUDA_DIRECT_LAUNCH=0)":
-            lambda: sgd("0", "1", "specialized"),
-        "xpmlp: CudaBackend.optimizer_step SGD (XPMLP_CUDA_SPECIALIZE=0)":
-            lambda: sgd("1", "0", "typed"),
+        "xpmlp: CudaBackend.optimizer_step SGD (whole op, direct launch)": lambda: sgd(
+            "1", "1", "direct"
+        ),
+        "xpmlp: CudaBackend.optimizer_step SGD (XPMLP_CUDA_DIRECT_LAUNCH=0)": lambda: sgd(
+            "0", "1", "specialized"
+        ),
+        "xpmlp: CudaBackend.optimizer_step SGD (XPMLP_CUDA_SPECIALIZE=0)": lambda: sgd(
+            "1", "0", "typed"
+        ),
     }
 
 
@@ -227,8 +232,9 @@ def main(argv: list[str] | None = None) -> int:
         props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
         device = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
     except Exception as exc:
-        print(f"launch_overhead: needs a GPU with CuPy: {type(exc).__name__}: {exc}",
-              file=sys.stderr)
+        print(
+            f"launch_overhead: needs a GPU with CuPy: {type(exc).__name__}: {exc}", file=sys.stderr
+        )
         return 2
     stream = cupy.cuda.Stream(non_blocking=True)
     results: dict[str, Any] = {}
@@ -252,8 +258,13 @@ def main(argv: list[str] | None = None) -> int:
             r = {"error": f"{type(exc).__name__}: {exc}"}
             print(f"{name:<{width}} failed: {r['error']}")
         results[name] = r
-    report = {"device": device, "launches_per_row": args.n, "elements": N_ELEMENTS,
-              "versions": versions(), "rows": results}
+    report = {
+        "device": device,
+        "launches_per_row": args.n,
+        "elements": N_ELEMENTS,
+        "versions": versions(),
+        "rows": results,
+    }
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)

@@ -34,10 +34,20 @@ from typing import Any
 
 HERE = Path(__file__).resolve()
 SIZES, BATCH = [784, 512, 256, 10], 1024
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                    "NUMBA_NUM_THREADS")
-LAUNCH_VARIABLES = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE",
-                    "PMIX_RANK", "SLURM_STEP_NUM_TASKS")
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMBA_NUM_THREADS",
+)
+LAUNCH_VARIABLES = (
+    "PMI_SIZE",
+    "PMI_RANK",
+    "OMPI_COMM_WORLD_SIZE",
+    "MV2_COMM_WORLD_SIZE",
+    "PMIX_RANK",
+    "SLURM_STEP_NUM_TASKS",
+)
 
 
 def worker(mode: str, epochs: int) -> None:
@@ -57,15 +67,28 @@ def worker(mode: str, epochs: int) -> None:
 
         comm = xd.init("mpi")
         n = comm.world_size
-        X, y, batch = np.ascontiguousarray(X[comm.rank::n]), y[comm.rank::n], BATCH // n
+        X, y, batch = np.ascontiguousarray(X[comm.rank :: n]), y[comm.rank :: n], BATCH // n
     from xpmlp.backends.numpy_backend import NumpyBackend
 
-    model = xpmlp.MLP(SIZES, optimizer="momentum", learning_rate=0.05, dtype="float32",
-                      backend=NumpyBackend(fused=mode != "mpi-per-op"), seed=0)
+    model = xpmlp.MLP(
+        SIZES,
+        optimizer="momentum",
+        learning_rate=0.05,
+        dtype="float32",
+        backend=NumpyBackend(fused=mode != "mpi-per-op"),
+        seed=0,
+    )
     model.fit(X, y, epochs=epochs, batch_size=batch, comm=comm)
     if comm is None or comm.rank == 0:
-        print(json.dumps({"seconds": [r["seconds"] for r in model.history_[1:]],
-                          "step": model.step_kind_, "blas": blas.provider().describe()}))
+        print(
+            json.dumps(
+                {
+                    "seconds": [r["seconds"] for r in model.history_[1:]],
+                    "step": model.step_kind_,
+                    "blas": blas.provider().describe(),
+                }
+            )
+        )
 
 
 def run(mode: str, epochs: int, threads: int) -> dict[str, Any]:
@@ -75,13 +98,15 @@ def run(mode: str, epochs: int, threads: int) -> dict[str, Any]:
     env.update(dict.fromkeys(THREAD_VARIABLES, "1" if mpi else str(threads)))
     cmd = [sys.executable, str(HERE), "--worker", mode, "--epochs", str(epochs)]
     if mpi:
-        mpiexec = (shutil.which("mpiexec", path=str(Path(sys.executable).parent))
-                   or shutil.which("mpiexec"))
+        mpiexec = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which(
+            "mpiexec"
+        )
         if mpiexec is None:
             raise SystemExit("no mpiexec next to this Python or on PATH: pip install mpich")
         cmd = [mpiexec, "-n", "2", *cmd]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False,
-                          stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, env=env, check=False, stdin=subprocess.DEVNULL
+    )
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -105,17 +130,25 @@ def main(argv: list[str] | None = None) -> None:
         for mode in modes:
             r = run(mode, args.epochs, args.threads)
             runs[mode].append(r)
-            print(f"repeat {repeat + 1} {mode:10s}: epoch seconds "
-                  f"{', '.join(f'{s:.3f}' for s in r['seconds'])} [{r['step']}]", flush=True)
-    medians = {mode: statistics.median(s for r in rs for s in r["seconds"])
-               for mode, rs in runs.items()}
+            print(
+                f"repeat {repeat + 1} {mode:10s}: epoch seconds "
+                f"{', '.join(f'{s:.3f}' for s in r['seconds'])} [{r['step']}]",
+                flush=True,
+            )
+    medians = {
+        mode: statistics.median(s for r in rs for s in r["seconds"]) for mode, rs in runs.items()
+    }
     ratio = medians["mpi"] / medians["threads"]
-    print("median epoch: " + ", ".join(f"{mode} {m:.3f} s" for mode, m in medians.items())
-          + f"; mpi / threads = {ratio:.3f}")
+    print(
+        "median epoch: "
+        + ", ".join(f"{mode} {m:.3f} s" for mode, m in medians.items())
+        + f"; mpi / threads = {ratio:.3f}"
+    )
     print(f"BLAS: {runs['threads'][0]['blas']}")
     if args.out:
-        Path(args.out).write_text(json.dumps({"runs": runs, "medians": medians,
-                                              "ratio": ratio}, indent=2))
+        Path(args.out).write_text(
+            json.dumps({"runs": runs, "medians": medians, "ratio": ratio}, indent=2)
+        )
 
 
 if __name__ == "__main__":

@@ -19,8 +19,9 @@ class FigureScraper:
     def __repr__(self) -> str:  # a stable repr: sphinx-gallery compares configurations
         return "FigureScraper"
 
-    def __call__(self, block: Any, block_vars: dict[str, Any], gallery_conf: dict[str, Any],
-                 **kwargs: Any) -> str:
+    def __call__(
+        self, block: Any, block_vars: dict[str, Any], gallery_conf: dict[str, Any], **kwargs: Any
+    ) -> str:
         from matplotlib.figure import Figure
         from sphinx_gallery.scrapers import figure_rst
 

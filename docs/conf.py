@@ -46,9 +46,17 @@ extensions = [
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "auto_examples/*.ipynb",
-                    "auto_examples/*.py", "auto_examples/*.zip", "auto_examples/*.json",
-                    "auto_examples/*.md5", "auto_examples/*.codeobj.json"]
+exclude_patterns = [
+    "_build",
+    "Thumbs.db",
+    ".DS_Store",
+    "auto_examples/*.ipynb",
+    "auto_examples/*.py",
+    "auto_examples/*.zip",
+    "auto_examples/*.json",
+    "auto_examples/*.md5",
+    "auto_examples/*.codeobj.json",
+]
 
 # myst: the existing Markdown pages (docs/checkpoints.md, docs/estimators.md) and parts of
 # the README included by their headings
@@ -65,8 +73,12 @@ autosummary_generate = True
 autosummary_imported_members = False
 # A module's page documents what the module defines; names it re-exports (xpmlp.core.optim's
 # schedules, xpmlp.distributed's Communicator) are documented once, where they are defined.
-autodoc_default_options = {"members": True, "member-order": "bysource",
-                           "show-inheritance": True, "ignore-module-all": True}
+autodoc_default_options = {
+    "members": True,
+    "member-order": "bysource",
+    "show-inheritance": True,
+    "ignore-module-all": True,
+}
 autodoc_typehints = "description"
 autodoc_typehints_format = "short"
 autodoc_preserve_defaults = True
@@ -131,9 +143,14 @@ def _literal_examples(lines: list[str]) -> None:
     i = 1
     while i < len(lines) - 1:
         previous, blank, block = lines[i - 1], lines[i], lines[i + 1]
-        if (not blank.strip() and block.startswith(" ") and block.strip()
-                and previous.strip() and not previous.startswith((" ", "..", "- ", "* "))
-                and not previous.rstrip().endswith("::")):
+        if (
+            not blank.strip()
+            and block.startswith(" ")
+            and block.strip()
+            and previous.strip()
+            and not previous.startswith((" ", "..", "- ", "* "))
+            and not previous.rstrip().endswith("::")
+        ):
             lines.insert(i, "")
             lines.insert(i + 1, "::")
             i += 2

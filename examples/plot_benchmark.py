@@ -33,8 +33,10 @@ for run in runs:
                 ratios.setdefault(workload["key"], []).append(row["vs_torch"])
 
 print(f"{len(runs)} runs, started {', '.join(r['started'][:16] for r in runs)}")
-print(f"{'workload':8s} {'row':12s} " + " ".join(f"{'run ' + str(i + 1):>10s}"
-                                                 for i in range(len(runs))))
+print(
+    f"{'workload':8s} {'row':12s} "
+    + " ".join(f"{'run ' + str(i + 1):>10s}" for i in range(len(runs)))
+)
 for (key, row), values in sorted(table.items()):
     print(f"{key:8s} {row:12s} " + " ".join(f"{v:10,.0f}" for v in values))
 
@@ -46,17 +48,22 @@ keys = sorted(ratios)
 fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
 width = 0.8 / len(runs)
 for i in range(len(runs)):
-    ax.bar(np.arange(len(keys)) + (i - (len(runs) - 1) / 2) * width,
-           [ratios[k][i] for k in keys], width, label=f"run {i + 1}")
+    ax.bar(
+        np.arange(len(keys)) + (i - (len(runs) - 1) / 2) * width,
+        [ratios[k][i] for k in keys],
+        width,
+        label=f"run {i + 1}",
+    )
 for j, key in enumerate(keys):
     median = float(np.median(ratios[key]))
     ax.text(j, max(ratios[key]) + 0.05, f"median {median:.2f}x", ha="center")
 ax.axhline(1.0, color="k", lw=1)
 descriptions = {w["key"]: w["description"].split(";")[0] for w in runs[0]["workloads"]}
-ax.set_xticks(range(len(keys)), [f"{k}: batch {descriptions[k].split('batch ')[-1]}"
-                                 for k in keys])
-ax.set(ylabel="xpmlp-numpy speed / PyTorch speed", ylim=(0, max(map(max, ratios.values()))
-                                                          + 0.4),
-       title="xpmlp-numpy vs PyTorch (CPU), same-run ratios")
+ax.set_xticks(range(len(keys)), [f"{k}: batch {descriptions[k].split('batch ')[-1]}" for k in keys])
+ax.set(
+    ylabel="xpmlp-numpy speed / PyTorch speed",
+    ylim=(0, max(map(max, ratios.values())) + 0.4),
+    title="xpmlp-numpy vs PyTorch (CPU), same-run ratios",
+)
 ax.legend(loc="upper right")
 plt.show()

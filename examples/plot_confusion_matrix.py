@@ -34,10 +34,22 @@ fig, ax = plt.subplots(figsize=(6.5, 5.5), layout="constrained")
 image = ax.imshow(counts, cmap="Blues")
 for i in range(10):
     for j in range(10):
-        ax.text(j, i, counts[i, j], ha="center", va="center", fontsize=8,
-                color="white" if counts[i, j] > counts.max() / 2 else "black")
-ax.set(xticks=range(10), yticks=range(10), xlabel="predicted digit", ylabel="true digit",
-       title="MNIST test set, 784-128-10 MLP")
+        ax.text(
+            j,
+            i,
+            counts[i, j],
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="white" if counts[i, j] > counts.max() / 2 else "black",
+        )
+ax.set(
+    xticks=range(10),
+    yticks=range(10),
+    xlabel="predicted digit",
+    ylabel="true digit",
+    title="MNIST test set, 784-128-10 MLP",
+)
 fig.colorbar(image, ax=ax, label="count")
 plt.show()
 

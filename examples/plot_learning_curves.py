@@ -17,8 +17,7 @@ data = load_mnist()  # data/mnist, each file checked against its SHA-256
 X_train, y_train = data.x_train[:6000] / 255.0, data.y_train[:6000]
 X_val, y_val = data.x_test[:2000] / 255.0, data.y_test[:2000]
 
-model = xpmlp.MLP([784, 128, 10], optimizer="adam", learning_rate=1e-3, backend="numpy",
-                  seed=0)
+model = xpmlp.MLP([784, 128, 10], optimizer="adam", learning_rate=1e-3, backend="numpy", seed=0)
 model.fit(X_train, y_train, epochs=12, batch_size=64, validation_data=(X_val, y_val))
 for record in model.history_[::3]:
     print({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()})

@@ -25,8 +25,10 @@ for name, y in targets.items():
         p = xpmlp.Perceptron(max_iter=20).fit(X, y)
     perceptrons[name] = p
     note = f"; {caught[0].category.__name__}" if caught else ""
-    print(f"{name}: converged {p.converged_} after {p.n_iter_} epoch(s), "
-          f"W = {p.W_.ravel()}, b = {p.b_}{note}")
+    print(
+        f"{name}: converged {p.converged_} after {p.n_iter_} epoch(s), "
+        f"W = {p.W_.ravel()}, b = {p.b_}{note}"
+    )
 
 # %%
 # Each panel shows the four inputs (filled: target 1) and the perceptron's decision line
@@ -38,23 +40,36 @@ for ax, (name, y) in zip(axes, targets.items(), strict=True):
     p = perceptrons[name]
     (w1, w2), b = p.W_.ravel(), float(np.ravel(p.b_)[0])
     gx, gy = np.meshgrid(grid, grid)
-    ax.contourf(gx, gy, (w1 * gx + w2 * gy + b >= 0), levels=[-0.5, 0.5, 1.5],
-                colors=["#f2f2f2", "#cfe3f7"])
+    ax.contourf(
+        gx, gy, (w1 * gx + w2 * gy + b >= 0), levels=[-0.5, 0.5, 1.5], colors=["#f2f2f2", "#cfe3f7"]
+    )
     if w2 != 0:
         ax.plot(grid, -(w1 * grid + b) / w2, "k-", lw=1.5)
     for (x1, x2), t in zip(X, y, strict=True):
-        ax.scatter(x1, x2, s=160, edgecolors="k", facecolors="tab:blue" if t else "white",
-                   zorder=3)
+        ax.scatter(x1, x2, s=160, edgecolors="k", facecolors="tab:blue" if t else "white", zorder=3)
     status = "converged" if p.converged_ else "not separable"
-    ax.set(xlim=(-0.5, 1.5), ylim=(-0.5, 1.5), aspect="equal", xlabel="$x_1$",
-           ylabel="$x_2$", title=f"{name}: {status} ({p.n_iter_} epochs)")
+    ax.set(
+        xlim=(-0.5, 1.5),
+        ylim=(-0.5, 1.5),
+        aspect="equal",
+        xlabel="$x_1$",
+        ylabel="$x_2$",
+        title=f"{name}: {status} ({p.n_iter_} epochs)",
+    )
 plt.show()
 
 # %%
 # Two layers learn XOR: a 2-4-1 MLP with tanh hidden units and a sigmoid output.
 
-net = xpmlp.MLP([2, 4, 1], activation="tanh", output_activation="sigmoid",
-                loss="binary_cross_entropy", optimizer="sgd", learning_rate=1.0, seed=0)
+net = xpmlp.MLP(
+    [2, 4, 1],
+    activation="tanh",
+    output_activation="sigmoid",
+    loss="binary_cross_entropy",
+    optimizer="sgd",
+    learning_rate=1.0,
+    seed=0,
+)
 net.fit(X, targets["XOR"], epochs=500, batch_size=4)
 print("MLP on XOR:", net.predict(X))
 

@@ -114,8 +114,11 @@ def _is_formula(value: object) -> bool:
     if not isinstance(value, types.FunctionType):
         return False
     module = value.__module__ or ""
-    return (module.split(".")[0] in (_PACKAGE, "xpmlp")
-            or module.split(".")[-1].startswith("test") or module in _FORMULA_MODULES)
+    return (
+        module.split(".")[0] in (_PACKAGE, "xpmlp")
+        or module.split(".")[-1].startswith("test")
+        or module in _FORMULA_MODULES
+    )
 
 
 def _typed_constant(value: object, dtype: numpy.dtype) -> object:
@@ -151,7 +154,11 @@ class Target:
         self._kernels: dict[tuple[object, ...], Dispatcher] = {}
 
     def kernel(
-        self, template: Formula, dtype: DTypeLike, *, options: dict[str, object] | None = None,
+        self,
+        template: Formula,
+        dtype: DTypeLike,
+        *,
+        options: dict[str, object] | None = None,
         **bindings: Formula,
     ) -> Dispatcher:
         """``template`` compiled as a kernel for ``dtype`` with its placeholders bound
@@ -256,9 +263,12 @@ def load_without_refresh(dispatcher: Dispatcher) -> None:
     (``FunctionCache._load_overload``, ``_guard_against_spurious_io_errors``) keeps its own."""
     cache = getattr(dispatcher, "_cache", None)
     function_cache = _function_cache()
-    if (cache is not None and type(cache) is function_cache
-            and hasattr(function_cache, "_load_overload")
-            and hasattr(function_cache, "_guard_against_spurious_io_errors")):
+    if (
+        cache is not None
+        and type(cache) is function_cache
+        and hasattr(function_cache, "_load_overload")
+        and hasattr(function_cache, "_guard_against_spurious_io_errors")
+    ):
         dispatcher._cache = _quick_load_cache()(dispatcher.py_func)
 
 

@@ -61,10 +61,12 @@ from .rows import (
 )
 
 if TYPE_CHECKING:
+
     class _Config(Protocol):
         """The setting of ``numba.config`` read here: an attribute Numba sets when it loads."""
 
         THREADING_LAYER: str
+
 
 #: rows per chunk of a reduction over the batch: fixed, so sums are reproducible.
 CHUNK_ROWS = 64
@@ -247,8 +249,9 @@ def activation_backward_dropout(dA, Z, delta, db, first_row, key, threshold, sca
         row = uint64((first_row + i) * n)
         for j in range(n):  # reads dA, never delta (see ROW_BUFFER)
             z = Z[i, j]
-            buffer[j] = dropped(dA[i, j] * derivative(z, activation(z)),
-                                dropout_keep(k, row + uint64(j), t), scale)
+            buffer[j] = dropped(
+                dA[i, j] * derivative(z, activation(z)), dropout_keep(k, row + uint64(j), t), scale
+            )
         for j in range(n):
             delta[i, j] = buffer[j]
             db[j], compensation[j] = kahan_add(db[j], compensation[j], buffer[j])
@@ -262,14 +265,31 @@ def activation_backward_dropout_parallel(dA, Z, delta, db, first_row, key, thres
     partial = np.empty((n_chunks, n), dtype=db.dtype)
     for c in prange(n_chunks):
         s, e = c * CHUNK_ROWS, min((c + 1) * CHUNK_ROWS, m)
-        activation_backward_dropout(dA[s:e], Z[s:e], delta[s:e], partial[c], first_row + s,
-                                    key, threshold, scale)
+        activation_backward_dropout(
+            dA[s:e], Z[s:e], delta[s:e], partial[c], first_row + s, key, threshold, scale
+        )
     column_sums(partial, db, np.empty_like(db))
 
 
 # ---------------------------------------------------------------------- batch norm
-def batch_norm_forward(Z, b, gamma, beta, stats, running_mean, running_var, Zhat, A,
-                       momentum, eps, inv_m, inv_m1, key, threshold, scale):
+def batch_norm_forward(
+    Z,
+    b,
+    gamma,
+    beta,
+    stats,
+    running_mean,
+    running_var,
+    Zhat,
+    A,
+    momentum,
+    eps,
+    inv_m,
+    inv_m1,
+    key,
+    threshold,
+    scale,
+):
     """Batch norm in training, fused, rows in order: (1) Z <- Z + b and its column sums;
     (2) the column sums of (Z - mu)^2; stats = (mu, 1 / sqrt(var + eps)), running
     <- (1 - momentum) running + momentum batch (the variance's unbiased: inv_m1 = 1/(m-1));
@@ -321,8 +341,9 @@ def batch_norm_inference(Z, b, gamma, beta, running_mean, running_var, A, eps):
             A[i, j] = activation(gamma[j] * ((z - running_mean[j]) * inv_std[j]) + beta[j])
 
 
-def batch_norm_backward(dA, Zhat, gamma, beta, stats, delta, dgamma, dbeta, db, inv_m,
-                        key, threshold, scale):
+def batch_norm_backward(
+    dA, Zhat, gamma, beta, stats, delta, dgamma, dbeta, db, inv_m, key, threshold, scale
+):
     """Backward through dropout, f and batch norm, fused in two passes over the rows:
     (1) dBN = dA / (1 - rate) * f'(BN) where kept (BN = gamma Zhat + beta and f(BN)
     recomputed), into delta, with dbeta = sum dBN and dgamma = sum dBN Zhat; (2) delta =
@@ -340,8 +361,11 @@ def batch_norm_backward(dA, Zhat, gamma, beta, stats, delta, dgamma, dbeta, db, 
         row = uint64(i * n)
         for j in range(n):  # reads dA, never delta (see ROW_BUFFER)
             bn = gamma[j] * Zhat[i, j] + beta[j]
-            buffer[j] = dropped(dA[i, j] * derivative(bn, activation(bn)),
-                                dropout_keep(k, row + uint64(j), t), scale)
+            buffer[j] = dropped(
+                dA[i, j] * derivative(bn, activation(bn)),
+                dropout_keep(k, row + uint64(j), t),
+                scale,
+            )
         for j in range(n):
             d = buffer[j]
             delta[i, j] = d
@@ -379,12 +403,16 @@ def optimizer_update(p, g, state, first, hyper, decay, n_decay, l1, clip_value, 
         on = k < n_decay
         d = decay if on else 0.0
         a = l1 if on else 0.0
-        p[k] = rule(p[k], regularized_gradient(g[k], p[k], clip_value, scale, a, d), state,
-                    uint64(first + k), hyper)
+        p[k] = rule(
+            p[k],
+            regularized_gradient(g[k], p[k], clip_value, scale, a, d),
+            state,
+            uint64(first + k),
+            hyper,
+        )
 
 
-def optimizer_step(p, g, state, hyper, decay, n_decay, skip, l1, clip_value, max_norm,
-                   sum_squares):
+def optimizer_step(p, g, state, hyper, decay, n_decay, skip, l1, clip_value, max_norm, sum_squares):
     """The optimizer's update of the flat vector p (``optimizer_update``), unless skip[0] is
     set; with max_norm > 0 the gradients are scaled by ``clip_scale(max_norm,
     sum_squares[0])`` (``sum_squares`` written on the device by ``grad_sum_squares``)."""
@@ -394,8 +422,9 @@ def optimizer_step(p, g, state, hyper, decay, n_decay, skip, l1, clip_value, max
     optimizer_update(p, g, state, 0, hyper, decay, n_decay, l1, clip_value, scale)
 
 
-def optimizer_step_parallel(p, g, state, hyper, decay, n_decay, skip, l1, clip_value, max_norm,
-                            sum_squares):
+def optimizer_step_parallel(
+    p, g, state, hyper, decay, n_decay, skip, l1, clip_value, max_norm, sum_squares
+):
     """``optimizer_step`` over chunks of CHUNK_ELEMENTS elements in parallel."""
     if skip[0] != 0.0:
         return
@@ -403,8 +432,7 @@ def optimizer_step_parallel(p, g, state, hyper, decay, n_decay, skip, l1, clip_v
     n = p.size
     for c in prange((n + CHUNK_ELEMENTS - 1) // CHUNK_ELEMENTS):
         s, e = c * CHUNK_ELEMENTS, min((c + 1) * CHUNK_ELEMENTS, n)
-        optimizer_update(p[s:e], g[s:e], state, s, hyper, decay, n_decay - s, l1, clip_value,
-                         scale)
+        optimizer_update(p[s:e], g[s:e], state, s, hyper, decay, n_decay - s, l1, clip_value, scale)
 
 
 def grad_sum_squares(g, clip_value, out):
@@ -451,7 +479,7 @@ def grad_sum_squares_parallel(g, clip_value, out):
     partial = np.empty(n_chunks, dtype=g.dtype)
     for c in prange(n_chunks):
         s, e = c * CHUNK_ELEMENTS, min((c + 1) * CHUNK_ELEMENTS, n)
-        grad_sum_squares(g[s:e], clip_value, partial[c:c + 1])
+        grad_sum_squares(g[s:e], clip_value, partial[c : c + 1])
     total, compensation = 0.0, 0.0
     for c in range(n_chunks):
         total, compensation = kahan_add(total, compensation, partial[c])

@@ -147,8 +147,9 @@ def prepare() -> None:
 
 
 #: compiles this module's templates (and the formulas they call) for NVIDIA GPUs.
-CUDA = Target("cuda", cuda.jit(device=True), lambda fn: cuda.jit(cache=not SIMULATOR)(fn),
-              prepare=prepare)
+CUDA = Target(
+    "cuda", cuda.jit(device=True), lambda fn: cuda.jit(cache=not SIMULATOR)(fn), prepare=prepare
+)
 
 
 def blocks_for(n_items: int) -> int:
@@ -160,12 +161,16 @@ def argument_key(args: tuple[object, ...]) -> ArgumentKey:
     """What Numba's type of each argument depends on, read without DLPack or CAI: the
     class of a scalar (``numpy.float32``, ``int``, ``bool``, ...), (dtype char, ndim,
     C-contiguous) of an array, and ("tuple", the key of each item) of a tuple."""
-    return tuple([
-        type(a) if type(a) in _SCALAR_TYPES
-        else ("tuple", argument_key(a)) if type(a) is tuple
-        else _array_key(a)
-        for a in args
-    ])
+    return tuple(
+        [
+            type(a)
+            if type(a) in _SCALAR_TYPES
+            else ("tuple", argument_key(a))
+            if type(a) is tuple
+            else _array_key(a)
+            for a in args
+        ]
+    )
 
 
 def _array_key(a: Array) -> tuple[str, int, bool]:
@@ -182,8 +187,13 @@ def fast_signature(key: ArgumentKey) -> Signature | None:
     from numba import types
     from numba.np.numpy_support import from_dtype
 
-    scalars = {bool: types.boolean, int: types.int64, numpy.int64: types.int64,
-               numpy.float32: types.float32, numpy.float64: types.float64}
+    scalars = {
+        bool: types.boolean,
+        int: types.int64,
+        numpy.int64: types.int64,
+        numpy.float32: types.float32,
+        numpy.float64: types.float64,
+    }
     signature: list[Type] = []
     for item in key:
         if isinstance(item, type):  # a scalar's class (argument_key's _SCALAR_TYPES)
@@ -213,8 +223,13 @@ def specialize(kernel: Kernel, signature: Signature) -> Kernel:
     return fast
 
 
-def launcher(kernel: Kernel, n_items: int, stream: object = 0, args: tuple[object, ...] = (),
-             paths: Callable[[], tuple[bool, bool]] | None = None) -> Launch:
+def launcher(
+    kernel: Kernel,
+    n_items: int,
+    stream: object = 0,
+    args: tuple[object, ...] = (),
+    paths: Callable[[], tuple[bool, bool]] | None = None,
+) -> Launch:
     """A launcher of ``kernel`` with ``blocks_for(n_items)`` blocks of ``THREADS_PER_BLOCK``
     threads on ``stream``, for arguments like ``args``; built once and cached.
 
@@ -278,6 +293,7 @@ def pack_arguments(types_: Iterable[Type]) -> list[Packer]:
         def pack(values: Array, params: list[object]) -> None:  # a tuple of arguments
             for p, v in zip(packers, values, strict=True):
                 p(v, params)
+
         return pack
 
     packers: list[Packer] = []
@@ -440,8 +456,9 @@ def bias_activation_dropout_elements(Z, b, A, first_row, key, threshold, scale):
         A[i, j] = dropped(activation(z), dropout_keep(kk, uint64(first_row * n + k), t), scale)
 
 
-def activation_backward_dropout_chunks(dA, Z, delta, partial, chunk_rows, first_row, key,
-                                       threshold, scale):
+def activation_backward_dropout_chunks(
+    dA, Z, delta, partial, chunk_rows, first_row, key, threshold, scale
+):
     """delta = dA / (1 - rate) * f'(Z) where the forward's mask (recomputed from ``key``) kept
     the element, else 0 (f' given Z and f(Z) recomputed), and partial[c, j] = the sum of
     delta[:, j] over chunk c; one thread per (chunk, column), as
@@ -454,16 +471,35 @@ def activation_backward_dropout_chunks(dA, Z, delta, partial, chunk_rows, first_
         total, compensation = 0.0, 0.0
         for i in range(c * chunk_rows, min(m, (c + 1) * chunk_rows)):
             z = Z[i, j]
-            d = dropped(dA[i, j] * derivative(z, activation(z)),
-                        dropout_keep(kk, uint64((first_row + i) * n + j), t), scale)
+            d = dropped(
+                dA[i, j] * derivative(z, activation(z)),
+                dropout_keep(kk, uint64((first_row + i) * n + j), t),
+                scale,
+            )
             delta[i, j] = d
             total, compensation = kahan_add(total, compensation, d)
         partial[c, j] = total
 
 
 # ---------------------------------------------------------------------- batch norm
-def batch_norm_forward_columns(Z, b, gamma, beta, stats, running_mean, running_var, Zhat, A,
-                               momentum, eps, inv_m, inv_m1, key, threshold, scale):
+def batch_norm_forward_columns(
+    Z,
+    b,
+    gamma,
+    beta,
+    stats,
+    running_mean,
+    running_var,
+    Zhat,
+    A,
+    momentum,
+    eps,
+    inv_m,
+    inv_m1,
+    key,
+    threshold,
+    scale,
+):
     """Batch norm in training, one thread per column j walking down its rows (a warp reads
     consecutive columns of a row: coalesced), as ``cpu.batch_norm_forward``: Z += b and mu,
     then var (compensated), stats, running estimates, then Zhat and A = dropout(f(BN))."""
@@ -506,8 +542,9 @@ def batch_norm_inference_elements(Z, b, gamma, beta, running_mean, running_var, 
         A[i, j] = activation(gamma[j] * ((z - running_mean[j]) * inv_std) + beta[j])
 
 
-def batch_norm_backward_columns(dA, Zhat, gamma, beta, stats, delta, dgamma, dbeta, db, inv_m,
-                                key, threshold, scale):
+def batch_norm_backward_columns(
+    dA, Zhat, gamma, beta, stats, delta, dgamma, dbeta, db, inv_m, key, threshold, scale
+):
     """Backward through dropout, f and batch norm, one thread per column j, two passes down
     its rows as ``cpu.batch_norm_backward``: dBN (into delta), dbeta and dgamma; then
     delta = ``rows.batch_norm_delta`` and db."""
@@ -519,8 +556,11 @@ def batch_norm_backward_columns(dA, Zhat, gamma, beta, stats, delta, dgamma, dbe
         for i in range(m):
             zhat = Zhat[i, j]
             bn = gamma[j] * zhat + beta[j]
-            d = dropped(dA[i, j] * derivative(bn, activation(bn)),
-                        dropout_keep(kk, uint64(i * n + j), t), scale)
+            d = dropped(
+                dA[i, j] * derivative(bn, activation(bn)),
+                dropout_keep(kk, uint64(i * n + j), t),
+                scale,
+            )
             delta[i, j] = d
             sum_d, c_d = kahan_add(sum_d, c_d, d)
             sum_dz, c_dz = kahan_add(sum_dz, c_dz, d * zhat)
@@ -538,27 +578,37 @@ def batch_norm_backward_columns(dA, Zhat, gamma, beta, stats, delta, dgamma, dbe
 
 
 # ---------------------------------------------------------------------- optimizer update
-def optimizer_step(p, g, state, hyper, decay, n_decay, skip, l1, clip_value, max_norm,
-                   sum_squares):
+def optimizer_step(p, g, state, hyper, decay, n_decay, skip, l1, clip_value, max_norm, sum_squares):
     """p[k] <- rule(p[k], g'[k], state, k, hyper), one thread per element, g' the
     ``regularized_gradient`` (value clipping, norm clipping by ``clip_scale(max_norm,
     sum_squares[0])``, then l1 sign(p) + decay p on p[:n_decay] only); nothing changes when
     skip[0] is set (every thread reads it, and sum_squares[0] when max_norm > 0)."""
     if skip[0] != 0.0:
         return
-    update_elements(p, g, state, hyper, decay, n_decay, l1, clip_value,
-                    clip_scale(max_norm, sum_squares[0]))
+    update_elements(
+        p, g, state, hyper, decay, n_decay, l1, clip_value, clip_scale(max_norm, sum_squares[0])
+    )
 
 
-def optimizer_step_at(p, g, state, hyper_rows, counter, decay, n_decay, skip, l1, clip_value,
-                      max_norm, sum_squares):
+def optimizer_step_at(
+    p, g, state, hyper_rows, counter, decay, n_decay, skip, l1, clip_value, max_norm, sum_squares
+):
     """``optimizer_step`` with hyper = hyper_rows[counter[0]]: the hyperparameters of the
     epoch's batch counter[0], read on the device (a CUDA graph replays this launch for every
     batch; ``record_batch`` advances the counter)."""
     if skip[0] != 0.0:
         return
-    update_elements(p, g, state, hyper_rows[counter[0]], decay, n_decay, l1, clip_value,
-                    clip_scale(max_norm, sum_squares[0]))
+    update_elements(
+        p,
+        g,
+        state,
+        hyper_rows[counter[0]],
+        decay,
+        n_decay,
+        l1,
+        clip_value,
+        clip_scale(max_norm, sum_squares[0]),
+    )
 
 
 def update_elements(p, g, state, hyper, decay, n_decay, l1, clip_value, scale):
@@ -567,8 +617,9 @@ def update_elements(p, g, state, hyper, decay, n_decay, l1, clip_value, scale):
         on = k < n_decay
         d = decay if on else 0.0
         a = l1 if on else 0.0
-        p[k] = rule(p[k], regularized_gradient(g[k], p[k], clip_value, scale, a, d), state, k,
-                    hyper)
+        p[k] = rule(
+            p[k], regularized_gradient(g[k], p[k], clip_value, scale, a, d), state, k, hyper
+        )
 
 
 def grad_sum_squares_partials(g, clip_value, partial):

@@ -76,12 +76,14 @@ def derivative_array(xp: ModuleType, fn: Formula, Z: Array, A: Array) -> Array:
     z, a = _host(Z), _host(A)
     d = numpy.empty_like(z)
     CPU.kernel(derivative_elements, z.dtype, derivative=fn)(
-        z.reshape(-1), a.reshape(-1), d.reshape(-1))
+        z.reshape(-1), a.reshape(-1), d.reshape(-1)
+    )
     return _back(xp, d)
 
 
-def rule_array(xp: ModuleType, fn: Formula, p: Array, g: Array, state: Array,
-               hyper: tuple[numpy.floating, ...]) -> Array:
+def rule_array(
+    xp: ModuleType, fn: Formula, p: Array, g: Array, state: Array, hyper: tuple[numpy.floating, ...]
+) -> Array:
     """The new p of the update rule ``fn`` (compiled for p's dtype) over the flat vectors p
     and g, the rows of ``state`` updated in place; ``hyper`` scalars of p's dtype."""
     from .cpu import CPU

@@ -45,29 +45,50 @@ if TYPE_CHECKING:
     from numba.core.dispatcher import Dispatcher
 
 hidden_forward = placeholder("hidden_forward", "compiled bias_activation of the hidden layers")
-hidden_backward = placeholder("hidden_backward",
-                              "compiled activation_backward of the hidden layers")
+hidden_backward = placeholder(
+    "hidden_backward", "compiled activation_backward of the hidden layers"
+)
 output_forward = placeholder("output_forward", "compiled bias_activation(_rows) of the output")
 output_loss = placeholder("output_loss", "compiled loss_output_delta of the output layer")
 update = placeholder("update", "compiled optimizer_step of the optimizer's rule")
 sum_squares_of = placeholder("sum_squares_of", "compiled grad_sum_squares")
 gather = placeholder("gather", "compiled gather_rows")
-dropout_forward = placeholder("dropout_forward",
-                              "compiled bias_activation_dropout of the hidden layers")
-dropout_backward = placeholder("dropout_backward",
-                               "compiled activation_backward_dropout of the hidden layers")
+dropout_forward = placeholder(
+    "dropout_forward", "compiled bias_activation_dropout of the hidden layers"
+)
+dropout_backward = placeholder(
+    "dropout_backward", "compiled activation_backward_dropout of the hidden layers"
+)
 norm_forward = placeholder("norm_forward", "compiled batch_norm_forward of the hidden layers")
 norm_backward = placeholder("norm_backward", "compiled batch_norm_backward of the hidden layers")
-wide_backward = placeholder("wide_backward", "hidden_backward for the layers with wide[l] set "
-                            "(the parallel form, as the per-op path takes it for their size)")
-wide_dropout_backward = placeholder("wide_dropout_backward",
-                                    "dropout_backward for the layers with wide[l] set")
-weigh_output = placeholder("weigh_output", "compiled weight_output_delta of the loss "
-                           "(sample weights on the output delta)")
+wide_backward = placeholder(
+    "wide_backward",
+    "hidden_backward for the layers with wide[l] set "
+    "(the parallel form, as the per-op path takes it for their size)",
+)
+wide_dropout_backward = placeholder(
+    "wide_dropout_backward", "dropout_backward for the layers with wide[l] set"
+)
+weigh_output = placeholder(
+    "weigh_output", "compiled weight_output_delta of the loss (sample weights on the output delta)"
+)
 #: the placeholders of ``train_step``: each is bound to a compiled kernel of ``cpu.py``.
-BOUND = ("hidden_forward", "hidden_backward", "output_forward", "output_loss", "update",
-         "sum_squares_of", "gather", "dropout_forward", "dropout_backward", "norm_forward",
-         "norm_backward", "wide_backward", "wide_dropout_backward", "weigh_output")
+BOUND = (
+    "hidden_forward",
+    "hidden_backward",
+    "output_forward",
+    "output_loss",
+    "update",
+    "sum_squares_of",
+    "gather",
+    "dropout_forward",
+    "dropout_backward",
+    "norm_forward",
+    "norm_backward",
+    "wide_backward",
+    "wide_dropout_backward",
+    "weigh_output",
+)
 
 #: ``train_step``'s ``weights`` argument for a weighted batch: the sample weights of every
 #: row of X (``sample``, indexed as X is, by ``idx``), the batch's factor ``scale``
@@ -82,9 +103,27 @@ RowWeights = collections.namedtuple("RowWeights", ("sample", "scale", "r"))
 #: (0 for a batch of one row), ``eps[l]``, ``inv_m1`` = 1 / max(m - 1, 1); the arrays of the
 #: batch-normalized layers (``Zhats``, ``stats``, ``gammas``, ``betas``, ``dgammas``,
 #: ``dbetas``, ``means``, ``variances``: running estimates), empty stand-ins for the others.
-Regularization = collections.namedtuple("Regularization", (
-    "norm", "drop", "keys", "thresholds", "scales", "momenta", "eps", "inv_m1", "Zhats",
-    "stats", "gammas", "betas", "dgammas", "dbetas", "means", "variances"))
+Regularization = collections.namedtuple(
+    "Regularization",
+    (
+        "norm",
+        "drop",
+        "keys",
+        "thresholds",
+        "scales",
+        "momenta",
+        "eps",
+        "inv_m1",
+        "Zhats",
+        "stats",
+        "gammas",
+        "betas",
+        "dgammas",
+        "dbetas",
+        "means",
+        "variances",
+    ),
+)
 
 
 def _fused_kernel(fn: types.FunctionType) -> Dispatcher[types.FunctionType]:
@@ -92,8 +131,9 @@ def _fused_kernel(fn: types.FunctionType) -> Dispatcher[types.FunctionType]:
     (their activation, loss or rule, dtype and fingerprint: ``Target.kernel``), so Numba's
     on-disk cache, which keys on the name, tells a relu step from a tanh one (and the name
     stays short enough for a file name)."""
-    bound = "|".join([fn.__qualname__] + [fn.__globals__[name].py_func.__qualname__
-                                           for name in BOUND])
+    bound = "|".join(
+        [fn.__qualname__] + [fn.__globals__[name].py_func.__qualname__ for name in BOUND]
+    )
     fn.__qualname__ = f"{fn.__name__}__{hashlib.sha256(bound.encode()).hexdigest()[:16]}"
     return njit(cache=True, error_model="numpy")(fn)
 
@@ -102,9 +142,37 @@ def _fused_kernel(fn: types.FunctionType) -> Dispatcher[types.FunctionType]:
 FUSED = Target("cpu-fused", njit(error_model="numpy"), _fused_kernel)
 
 
-def train_step(cblas, X, Y, idx, Ws, bs, dWs, dbs, Zs, As, deltas, Yb, out_stats,
-               skip, inv_m, p, g, state, hyper, decay, n_decay, l1, clip_value, max_norm,
-               sum_squares, wide, hidden, weights, update_now):
+def train_step(
+    cblas,
+    X,
+    Y,
+    idx,
+    Ws,
+    bs,
+    dWs,
+    dbs,
+    Zs,
+    As,
+    deltas,
+    Yb,
+    out_stats,
+    skip,
+    inv_m,
+    p,
+    g,
+    state,
+    hyper,
+    decay,
+    n_decay,
+    l1,
+    clip_value,
+    max_norm,
+    sum_squares,
+    wide,
+    hidden,
+    weights,
+    update_now,
+):
     """One training step of the batch X[idx], Y[idx] (As[0] and Yb receive it): forward,
     loss, backward, and, when ``update_now``, the optimizer's update of the flat p with the
     flat gradient g (Ws, bs, dWs, dbs are their per-layer views), in the per-op path's order.
@@ -124,13 +192,28 @@ def train_step(cblas, X, Y, idx, Ws, bs, dWs, dbs, Zs, As, deltas, Yb, out_stats
         if hidden is None:
             hidden_forward(Zs[l], bs[l], As[l + 1])
         elif hidden.norm[l]:
-            norm_forward(Zs[l], bs[l], hidden.gammas[l], hidden.betas[l], hidden.stats[l],
-                         hidden.means[l], hidden.variances[l], hidden.Zhats[l], As[l + 1],
-                         hidden.momenta[l], hidden.eps[l], inv_m, hidden.inv_m1,
-                         hidden.keys[l], hidden.thresholds[l], hidden.scales[l])
+            norm_forward(
+                Zs[l],
+                bs[l],
+                hidden.gammas[l],
+                hidden.betas[l],
+                hidden.stats[l],
+                hidden.means[l],
+                hidden.variances[l],
+                hidden.Zhats[l],
+                As[l + 1],
+                hidden.momenta[l],
+                hidden.eps[l],
+                inv_m,
+                hidden.inv_m1,
+                hidden.keys[l],
+                hidden.thresholds[l],
+                hidden.scales[l],
+            )
         elif hidden.drop[l]:
-            dropout_forward(Zs[l], bs[l], As[l + 1], 0, hidden.keys[l], hidden.thresholds[l],
-                            hidden.scales[l])
+            dropout_forward(
+                Zs[l], bs[l], As[l + 1], 0, hidden.keys[l], hidden.thresholds[l], hidden.scales[l]
+            )
         else:
             hidden_forward(Zs[l], bs[l], As[l + 1])
     gemm(cblas, As[L - 1], Ws[L - 1], Zs[L - 1], False, True)
@@ -148,16 +231,43 @@ def train_step(cblas, X, Y, idx, Ws, bs, dWs, dbs, Zs, As, deltas, Yb, out_stats
                 else:
                     hidden_backward(deltas[l], Zs[l], As[l + 1], deltas[l], dbs[l])
             elif hidden.norm[l]:
-                norm_backward(deltas[l], hidden.Zhats[l], hidden.gammas[l], hidden.betas[l],
-                              hidden.stats[l], deltas[l], hidden.dgammas[l], hidden.dbetas[l],
-                              dbs[l], inv_m, hidden.keys[l], hidden.thresholds[l],
-                              hidden.scales[l])
+                norm_backward(
+                    deltas[l],
+                    hidden.Zhats[l],
+                    hidden.gammas[l],
+                    hidden.betas[l],
+                    hidden.stats[l],
+                    deltas[l],
+                    hidden.dgammas[l],
+                    hidden.dbetas[l],
+                    dbs[l],
+                    inv_m,
+                    hidden.keys[l],
+                    hidden.thresholds[l],
+                    hidden.scales[l],
+                )
             elif wide[l]:
-                wide_dropout_backward(deltas[l], Zs[l], deltas[l], dbs[l], 0, hidden.keys[l],
-                                      hidden.thresholds[l], hidden.scales[l])
+                wide_dropout_backward(
+                    deltas[l],
+                    Zs[l],
+                    deltas[l],
+                    dbs[l],
+                    0,
+                    hidden.keys[l],
+                    hidden.thresholds[l],
+                    hidden.scales[l],
+                )
             else:
-                dropout_backward(deltas[l], Zs[l], deltas[l], dbs[l], 0, hidden.keys[l],
-                                 hidden.thresholds[l], hidden.scales[l])
+                dropout_backward(
+                    deltas[l],
+                    Zs[l],
+                    deltas[l],
+                    dbs[l],
+                    0,
+                    hidden.keys[l],
+                    hidden.thresholds[l],
+                    hidden.scales[l],
+                )
         gemm(cblas, deltas[l], As[l], dWs[l], True, False)  # dW
         if l > 0:  # dA_prev = delta W
             gemm(cblas, deltas[l], Ws[l], deltas[l - 1], False, False)
@@ -184,5 +294,19 @@ def gemm(cblas, a, b, out, ta, tb):
         out[...] = 0.0
         return
     lda, ldb, ldc = max(a.shape[1], 1), max(b.shape[1], 1), max(n, 1)
-    cblas(ROW_MAJOR, TRANS if ta else NO_TRANS, TRANS if tb else NO_TRANS, m, n, k, 1.0,
-          a.ctypes.data, lda, b.ctypes.data, ldb, 0.0, out.ctypes.data, ldc)
+    cblas(
+        ROW_MAJOR,
+        TRANS if ta else NO_TRANS,
+        TRANS if tb else NO_TRANS,
+        m,
+        n,
+        k,
+        1.0,
+        a.ctypes.data,
+        lda,
+        b.ctypes.data,
+        ldb,
+        0.0,
+        out.ctypes.data,
+        ldc,
+    )

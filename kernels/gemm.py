@@ -30,10 +30,12 @@ def matrix_operand(rows: int, cols: int, s0: int, s1: int, item: int) -> tuple[i
     (0, 0) for anything else. The one rule for every GEMM: the MKL route here (compiled, as
     ``operand``) and xpmlp's cuBLAS handle (``xpmlp.backends.cublas``, read column-major)."""
     if (cols == 1 or s1 == item) and (
-            rows == 1 or (s0 > 0 and s0 % item == 0 and s0 // item >= cols)):
+        rows == 1 or (s0 > 0 and s0 % item == 0 and s0 // item >= cols)
+    ):
         return NO_TRANS, (s0 // item if rows > 1 else max(cols, 1))
     if (rows == 1 or s0 == item) and (
-            cols == 1 or (s1 > 0 and s1 % item == 0 and s1 // item >= rows)):
+        cols == 1 or (s1 > 0 and s1 % item == 0 and s1 // item >= rows)
+    ):
         return TRANS, (s1 // item if cols > 1 else max(rows, 1))
     return 0, 0
 
@@ -73,11 +75,39 @@ def gemm(cblas_gemm, a, b, out, alpha, beta):  # pragma: no cover - compiled
     if (a0 < o1 and o0 < a1) or (b0 < o1 and o0 < b1):
         return False
     if tc == NO_TRANS:
-        cblas_gemm(ROW_MAJOR, ta, tb, m, n, k, alpha, a.ctypes.data, lda,
-                   b.ctypes.data, ldb, beta, out.ctypes.data, ldc)
+        cblas_gemm(
+            ROW_MAJOR,
+            ta,
+            tb,
+            m,
+            n,
+            k,
+            alpha,
+            a.ctypes.data,
+            lda,
+            b.ctypes.data,
+            ldb,
+            beta,
+            out.ctypes.data,
+            ldc,
+        )
     else:  # out^T = op(b)^T op(a)^T, out^T row-major
-        cblas_gemm(ROW_MAJOR, TRANS + NO_TRANS - tb, TRANS + NO_TRANS - ta, n, m, k, alpha,
-                   b.ctypes.data, ldb, a.ctypes.data, lda, beta, out.ctypes.data, ldc)
+        cblas_gemm(
+            ROW_MAJOR,
+            TRANS + NO_TRANS - tb,
+            TRANS + NO_TRANS - ta,
+            n,
+            m,
+            k,
+            alpha,
+            b.ctypes.data,
+            ldb,
+            a.ctypes.data,
+            lda,
+            beta,
+            out.ctypes.data,
+            ldc,
+        )
     return True
 
 

@@ -24,8 +24,9 @@ output_delta = placeholder(
     "output_delta", "dl/dz of one output's loss term: (z, a, y) -> delta (before the 1/m)"
 )
 rule = placeholder(
-    "rule", "an optimizer's update of parameter k: (p, g, state, k, hyper) -> new p; it "
-    "updates state[:, k] in place"
+    "rule",
+    "an optimizer's update of parameter k: (p, g, state, k, hyper) -> new p; it "
+    "updates state[:, k] in place",
 )
 
 
@@ -121,6 +122,7 @@ def regularized_gradient(g, p, clip_value, scale, l1, decay):
     norm-clipping ``scale``, then + l1 sign(p) and + decay p (torch's order: clipping acts on
     p.grad, the penalty's gradient is added, then the optimizer adds weight decay)."""
     return (clamp(g, clip_value) * scale + l1 * sign(p)) + decay * p
+
 
 # ---------------------------------------------------------------------- dropout and batch norm
 #: splitmix64 (Steele, Lea & Flood 2014): the state increment (2^64 / golden ratio) and the

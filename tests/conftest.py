@@ -40,10 +40,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 cuda_reason = f"needs a usable CUDA GPU: {probe.reason}"
     for item in items:
         if "cudasim" in item.keywords and not SIMULATOR:
-            item.add_marker(pytest.mark.skip(
-                reason="runs under Numba's CUDA simulator in its own process: "
-                "NUMBA_ENABLE_CUDASIM=1 python -m pytest -m cudasim"
-            ))
+            item.add_marker(
+                pytest.mark.skip(
+                    reason="runs under Numba's CUDA simulator in its own process: "
+                    "NUMBA_ENABLE_CUDASIM=1 python -m pytest -m cudasim"
+                )
+            )
         if "cuda" in item.keywords and cuda_reason:
             item.add_marker(pytest.mark.skip(reason=cuda_reason))
 

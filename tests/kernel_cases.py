@@ -51,8 +51,9 @@ BACKWARD = ACTIVATIONS.names(lambda a: a.elementwise and a.differentiable)
 OUTPUT_PAIRS = tuple(
     (act, loss)
     for loss, entry in LOSSES.items()
-    for act in ACTIVATIONS.names(lambda a, e=entry: a.output and a.differentiable
-                                 and e.pairs_with(a))
+    for act in ACTIVATIONS.names(
+        lambda a, e=entry: a.output and a.differentiable and e.pairs_with(a)
+    )
 )
 OPTIMIZER_NAMES = tuple(OPTIMIZERS)
 
@@ -120,8 +121,9 @@ def placeholders_called(fn: Callable[..., Any]) -> frozenset[str]:
         for value in _callees(f):
             if _is_placeholder(value):
                 found.add(value.placeholder)
-            elif isinstance(value, types.FunctionType) and (
-                    value.__module__ or "").startswith("xpmlp"):
+            elif isinstance(value, types.FunctionType) and (value.__module__ or "").startswith(
+                "xpmlp"
+            ):
                 todo.append(value)
     return frozenset(found)
 
@@ -137,25 +139,47 @@ def _family(placeholders: frozenset[str]) -> list[tuple[str, dict[str, Any], Any
     if placeholders == {"derivative"}:
         return [(n, {"derivative": ACTIVATIONS[n].scalar_derivative}, n) for n in BACKWARD]
     if placeholders == {"activation", "derivative"}:  # backward kernels that recompute f(z)
-        return [(n, {"activation": ACTIVATIONS[n].scalar,
-                     "derivative": ACTIVATIONS[n].scalar_derivative}, n) for n in BACKWARD]
+        return [
+            (
+                n,
+                {
+                    "activation": ACTIVATIONS[n].scalar,
+                    "derivative": ACTIVATIONS[n].scalar_derivative,
+                },
+                n,
+            )
+            for n in BACKWARD
+        ]
     if placeholders == {"loss_row", "output_delta"}:
-        return [(f"{a}+{lo}", LOSSES[lo].kernel_bindings(ACTIVATIONS[a]), (a, lo))
-                for a, lo in OUTPUT_PAIRS]
+        return [
+            (f"{a}+{lo}", LOSSES[lo].kernel_bindings(ACTIVATIONS[a]), (a, lo))
+            for a, lo in OUTPUT_PAIRS
+        ]
     if placeholders == {"loss_row"}:  # kernels of the per-sample losses alone (weights)
         return [(f"{a}+{lo}", LOSSES[lo].row_bindings(), (a, lo)) for a, lo in OUTPUT_PAIRS]
     if placeholders == {"rule"}:
         return [(rule.__name__, {"rule": rule}, name) for rule, name in rules().items()]
-    raise AssertionError(f"no registry binds the placeholders {sorted(placeholders)}: "
-                         "teach kernel_cases._family about them")
+    raise AssertionError(
+        f"no registry binds the placeholders {sorted(placeholders)}: "
+        "teach kernel_cases._family about them"
+    )
 
 
 #: the serial CPU templates (the parallel forms are ``cpu.PARALLEL``'s values).
 CPU_TEMPLATES = (
-    cpu.bias_activation, cpu.bias_activation_rows, cpu.activation_backward,
-    cpu.loss_output_delta, cpu.optimizer_step, cpu.grad_sum_squares, cpu.gather_rows,
-    cpu.bias_activation_dropout, cpu.activation_backward_dropout, cpu.batch_norm_forward,
-    cpu.batch_norm_inference, cpu.batch_norm_backward, cpu.weight_output_delta,
+    cpu.bias_activation,
+    cpu.bias_activation_rows,
+    cpu.activation_backward,
+    cpu.loss_output_delta,
+    cpu.optimizer_step,
+    cpu.grad_sum_squares,
+    cpu.gather_rows,
+    cpu.bias_activation_dropout,
+    cpu.activation_backward_dropout,
+    cpu.batch_norm_forward,
+    cpu.batch_norm_inference,
+    cpu.batch_norm_backward,
+    cpu.weight_output_delta,
 )
 #: functions of ``xpmlp.kernels.cpu`` that compile kernels rather than being compiled.
 CPU_MACHINERY = ("choose_threading_layer", "_kernel")
@@ -164,10 +188,19 @@ CPU_MACHINERY = ("choose_threading_layer", "_kernel")
 def cpu_helpers() -> set[str]:
     """The functions of ``xpmlp.kernels.cpu`` that another of its functions (not a parallel
     form) calls, such as ``column_sums``: compiled as callees, not kernels."""
-    own = [f for f in vars(cpu).values() if isinstance(f, types.FunctionType)
-           and f.__module__ == cpu.__name__ and f not in cpu.PARALLEL.values()]
-    return {v.__name__ for f in own for v in _callees(f)
-            if isinstance(v, types.FunctionType) and v.__module__ == cpu.__name__}
+    own = [
+        f
+        for f in vars(cpu).values()
+        if isinstance(f, types.FunctionType)
+        and f.__module__ == cpu.__name__
+        and f not in cpu.PARALLEL.values()
+    ]
+    return {
+        v.__name__
+        for f in own
+        for v in _callees(f)
+        if isinstance(v, types.FunctionType) and v.__module__ == cpu.__name__
+    }
 
 
 def cpu_cases(parallel: bool | None = None) -> list[Case]:
@@ -189,9 +222,11 @@ def cuda_cases() -> list[Case]:
     """Every template of ``xpmlp.kernels.cuda.TEMPLATES`` with every binding it can take."""
     from xpmlp.kernels import cuda as kcuda
 
-    return [Case("cuda", t, label, bindings, about)
-            for t in kcuda.TEMPLATES
-            for label, bindings, about in _family(placeholders_called(t))]
+    return [
+        Case("cuda", t, label, bindings, about)
+        for t in kcuda.TEMPLATES
+        for label, bindings, about in _family(placeholders_called(t))
+    ]
 
 
 # ---------------------------------------------------------------------- inputs
@@ -220,8 +255,9 @@ def targets(loss: str, shape: tuple[int, int], dtype: Any, rng: np.random.Genera
     return Y.astype(dtype)
 
 
-def output_inputs(act: str, loss: str, shape: tuple[int, int], dtype: Any,
-                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def output_inputs(
+    act: str, loss: str, shape: tuple[int, int], dtype: Any, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Z, A = f(Z) and targets Y for the output layer."""
     Z = (2 * rng.standard_normal(shape)).astype(dtype)
     return Z, forward(act, Z), targets(loss, shape, dtype, rng)
@@ -262,16 +298,39 @@ def cpu_args(case: Case, dtype: Any, m: int = 70, n: int = 3) -> tuple[Any, ...]
         return rng.standard_normal((m, n)).astype(dt), Z, A, np.empty_like(Z), np.empty(n, dt)
     if name == "loss_output_delta":
         Z, A, Y = output_inputs(*case.about, (m, n), dt, rng)
-        return (Z, A, Y, np.empty_like(Z), np.empty(n, dt), np.zeros((4, 2), dt)[1],
-                np.zeros(1, dt), dt.type(1.0 / m))
+        return (
+            Z,
+            A,
+            Y,
+            np.empty_like(Z),
+            np.empty(n, dt),
+            np.zeros((4, 2), dt)[1],
+            np.zeros(1, dt),
+            dt.type(1.0 / m),
+        )
     if name == "weight_output_delta":
         Z, A, Y = output_inputs(*case.about, (m, n), dt, rng)
-        return (Z, A, Y, rng.uniform(0.25, 2.0, m).astype(dt),
-                rng.standard_normal((m, n)).astype(dt), np.empty(n, dt), np.zeros(2, dt))
+        return (
+            Z,
+            A,
+            Y,
+            rng.uniform(0.25, 2.0, m).astype(dt),
+            rng.standard_normal((m, n)).astype(dt),
+            np.empty(n, dt),
+            np.zeros(2, dt),
+        )
     if name == "optimizer_step":
         opt, p, g, state, hyper = optimizer_inputs(case.about, 1000, dt, rng)
-        return (p, g, state, tuple(map(dt.type, hyper)), dt.type(0.01), 500, np.zeros(1, dt),
-                *regularizer_args(dt))
+        return (
+            p,
+            g,
+            state,
+            tuple(map(dt.type, hyper)),
+            dt.type(0.01),
+            500,
+            np.zeros(1, dt),
+            *regularizer_args(dt),
+        )
     if name == "grad_sum_squares":
         return rng.standard_normal(1000).astype(dt), dt.type(0.5), np.zeros(1, dt)
     if name == "gather_rows":
@@ -283,10 +342,16 @@ def cpu_args(case: Case, dtype: Any, m: int = 70, n: int = 3) -> tuple[Any, ...]
 
 #: the dropout and batch-norm templates of both targets, by name.
 DROPOUT_AND_BATCH_NORM = (
-    "bias_activation_dropout", "activation_backward_dropout", "batch_norm_forward",
-    "batch_norm_inference", "batch_norm_backward", "bias_activation_dropout_elements",
-    "activation_backward_dropout_chunks", "batch_norm_forward_columns",
-    "batch_norm_inference_elements", "batch_norm_backward_columns",
+    "bias_activation_dropout",
+    "activation_backward_dropout",
+    "batch_norm_forward",
+    "batch_norm_inference",
+    "batch_norm_backward",
+    "bias_activation_dropout_elements",
+    "activation_backward_dropout_chunks",
+    "batch_norm_forward_columns",
+    "batch_norm_inference_elements",
+    "batch_norm_backward_columns",
 )
 
 
@@ -303,21 +368,57 @@ def regularization_args(name: str, Z: np.ndarray, rng: np.random.Generator) -> t
     if name in ("bias_activation_dropout", "bias_activation_dropout_elements"):
         return (Z, vec[0], np.empty_like(Z), 0, *drop)
     if name == "activation_backward_dropout":
-        return (rng.standard_normal((m, n)).astype(dt), Z, np.empty_like(Z), np.empty(n, dt), 0,
-                *drop)
+        return (
+            rng.standard_normal((m, n)).astype(dt),
+            Z,
+            np.empty_like(Z),
+            np.empty(n, dt),
+            0,
+            *drop,
+        )
     if name == "activation_backward_dropout_chunks":
-        return (rng.standard_normal((m, n)).astype(dt), Z, np.empty_like(Z),
-                np.empty((kcuda.n_chunks(m), n), dt), kcuda.CHUNK_ROWS, 0, *drop)
+        return (
+            rng.standard_normal((m, n)).astype(dt),
+            Z,
+            np.empty_like(Z),
+            np.empty((kcuda.n_chunks(m), n), dt),
+            kcuda.CHUNK_ROWS,
+            0,
+            *drop,
+        )
     running = (np.zeros(n, dt), np.ones(n, dt))
     if name in ("batch_norm_forward", "batch_norm_forward_columns"):
-        return (Z, vec[0], 1 + vec[1], vec[1], np.empty((2, n), dt), *running, np.empty_like(Z),
-                np.empty_like(Z), t(0.1), t(1e-5), t(1.0 / m), t(1.0 / (m - 1)), *drop)
+        return (
+            Z,
+            vec[0],
+            1 + vec[1],
+            vec[1],
+            np.empty((2, n), dt),
+            *running,
+            np.empty_like(Z),
+            np.empty_like(Z),
+            t(0.1),
+            t(1e-5),
+            t(1.0 / m),
+            t(1.0 / (m - 1)),
+            *drop,
+        )
     if name in ("batch_norm_inference", "batch_norm_inference_elements"):
         return (Z, vec[0], 1 + vec[1], vec[1], *running, np.empty_like(Z), t(1e-5))
     stats = np.stack([vec[0], 1 + np.abs(vec[1])]).astype(dt)
-    return (rng.standard_normal((m, n)).astype(dt), Z, 1 + vec[1], vec[0], stats,
-            np.empty_like(Z), np.empty(n, dt), np.empty(n, dt), np.empty(n, dt), t(1.0 / m),
-            *drop)
+    return (
+        rng.standard_normal((m, n)).astype(dt),
+        Z,
+        1 + vec[1],
+        vec[0],
+        stats,
+        np.empty_like(Z),
+        np.empty(n, dt),
+        np.empty(n, dt),
+        np.empty(n, dt),
+        t(1.0 / m),
+        *drop,
+    )
 
 
 def cuda_args(case: Case, dtype: Any, m: int = 9, n: int = 3) -> tuple[Any, ...]:
@@ -332,25 +433,53 @@ def cuda_args(case: Case, dtype: Any, m: int = 9, n: int = 3) -> tuple[Any, ...]
         return Z, rng.standard_normal(n).astype(dt), np.empty_like(Z)
     if name == "activation_backward_chunks":
         chunks = kcuda.n_chunks(m)
-        return (rng.standard_normal((m, n)).astype(dt), Z, forward(case.about, Z),
-                np.empty_like(Z), np.empty((chunks, n), dt), kcuda.CHUNK_ROWS)
+        return (
+            rng.standard_normal((m, n)).astype(dt),
+            Z,
+            forward(case.about, Z),
+            np.empty_like(Z),
+            np.empty((chunks, n), dt),
+            kcuda.CHUNK_ROWS,
+        )
     if name == "sum_chunks":
         return rng.standard_normal((4, n)).astype(dt), np.empty(n, dt)
     if name == "loss_delta_rows":
         Z, A, Y = output_inputs(*case.about, (m, n), dt, rng)
         return Z, A, Y, np.empty_like(Z), np.empty((m, 2), dt), dt.type(1.0 / m)
     if name == "loss_output_reduce":
-        return (Z, rng.random((m, 2)).astype(dt), np.empty(n, dt), np.zeros((4, 2), dt)[1],
-                np.zeros(1, dt))
+        return (
+            Z,
+            rng.random((m, 2)).astype(dt),
+            np.empty(n, dt),
+            np.zeros((4, 2), dt)[1],
+            np.zeros(1, dt),
+        )
     if name == "optimizer_step":
         opt, p, g, state, hyper = optimizer_inputs(case.about, 100, dt, rng)
-        return (p, g, state, tuple(map(dt.type, hyper)), dt.type(0.01), 50, np.zeros(1, dt),
-                *regularizer_args(dt))
+        return (
+            p,
+            g,
+            state,
+            tuple(map(dt.type, hyper)),
+            dt.type(0.01),
+            50,
+            np.zeros(1, dt),
+            *regularizer_args(dt),
+        )
     if name == "optimizer_step_at":
         opt, p, g, state, hyper = optimizer_inputs(case.about, 100, dt, rng)
         rows = np.array([hyper, hyper], dtype=dt)
-        return (p, g, state, rows, np.ones(1, np.int64), dt.type(0.01), 50, np.zeros(1, dt),
-                *regularizer_args(dt))
+        return (
+            p,
+            g,
+            state,
+            rows,
+            np.ones(1, np.int64),
+            dt.type(0.01),
+            50,
+            np.zeros(1, dt),
+            *regularizer_args(dt),
+        )
     if name == "grad_sum_squares_partials":
         return rng.standard_normal(100).astype(dt), dt.type(0.5), np.empty((16, 1), dt)
     if name == "gather_rows":
@@ -395,8 +524,15 @@ def run_loss_output_delta(be: Backend, act: str, loss: str, Z, A, Y, skip: float
     dt = Z.dtype
     with be.activate():
         Zd, Ad, Yd, delta, db, stats, skipd = _on(
-            be, Z, A, Y, np.full(Z.shape, np.nan, dt), np.full(Z.shape[1], np.nan, dt),
-            np.full(2, np.nan, dt), np.array([skip], dt))
+            be,
+            Z,
+            A,
+            Y,
+            np.full(Z.shape, np.nan, dt),
+            np.full(Z.shape[1], np.nan, dt),
+            np.full(2, np.nan, dt),
+            np.array([skip], dt),
+        )
         be.loss_output_delta(Zd, Ad, Yd, delta, db, stats, skipd, act, loss)
         return tuple(_back(be, delta, db, stats, skipd))
 
@@ -406,13 +542,24 @@ def run_weight_output_delta(be: Backend, loss: str, Z, A, Y, r, delta):
     dt = Z.dtype
     with be.activate():
         Zd, Ad, Yd, rd, deltad, db, stats = _on(
-            be, Z, A, Y, r, delta.copy(), np.full(Z.shape[1], np.nan, dt), np.zeros(2, dt))
+            be, Z, A, Y, r, delta.copy(), np.full(Z.shape[1], np.nan, dt), np.zeros(2, dt)
+        )
         be.weight_output_delta(Zd, Ad, Yd, rd, deltad, db, stats, loss)
         return tuple(_back(be, deltad, db, stats))
 
 
-def run_optimizer_step(be: Backend, opt: Any, p, g, state, hyper, decay: float, n_decay: int,
-                       skip: float = 0.0, **regularizers: Any):
+def run_optimizer_step(
+    be: Backend,
+    opt: Any,
+    p,
+    g,
+    state,
+    hyper,
+    decay: float,
+    n_decay: int,
+    skip: float = 0.0,
+    **regularizers: Any,
+):
     """(p, state) after one step by ``be``; ``regularizers``: l1, clip_value, max_norm and
     sum_squares (a host array) of ``Backend.optimizer_step``."""
     with be.activate():
@@ -429,6 +576,8 @@ def run_grad_sum_squares(be: Backend, g, clip_value: float) -> np.ndarray:
         gd, out = _on(be, g, np.full(1, np.nan, g.dtype))
         be.grad_sum_squares(gd, clip_value, out)
         return _back(be, out)[0]
+
+
 def run_bias_activation_dropout(be: Backend, act: str, Z, b, key: int, rate: float):
     """(Z + b, dropout(f(Z + b))) by ``be``."""
     with be.activate():
@@ -437,8 +586,9 @@ def run_bias_activation_dropout(be: Backend, act: str, Z, b, key: int, rate: flo
         return tuple(_back(be, Zd, Ad))
 
 
-def run_activation_backward_dropout(be: Backend, act: str, dA, Z, key: int, rate: float,
-                                    in_place: bool = False):
+def run_activation_backward_dropout(
+    be: Backend, act: str, dA, Z, key: int, rate: float, in_place: bool = False
+):
     """(delta, db) by ``be``; with ``in_place`` delta is dA itself."""
     with be.activate():
         dAd, Zd, db = _on(be, dA, Z, np.full(dA.shape[1], np.nan, dA.dtype))
@@ -451,20 +601,34 @@ def batch_norm_inputs(shape: tuple[int, int], dtype: Any, rng: np.random.Generat
     """Z, b, gamma, beta, running_mean, running_var of a batch-norm layer."""
     m, n = shape
     dt = np.dtype(dtype)
-    return ((3 * rng.standard_normal(shape) + rng.standard_normal(n)).astype(dt),
-            rng.standard_normal(n).astype(dt), (1 + 0.5 * rng.standard_normal(n)).astype(dt),
-            rng.standard_normal(n).astype(dt), rng.standard_normal(n).astype(dt),
-            rng.uniform(0.5, 2.0, n).astype(dt))
+    return (
+        (3 * rng.standard_normal(shape) + rng.standard_normal(n)).astype(dt),
+        rng.standard_normal(n).astype(dt),
+        (1 + 0.5 * rng.standard_normal(n)).astype(dt),
+        rng.standard_normal(n).astype(dt),
+        rng.standard_normal(n).astype(dt),
+        rng.uniform(0.5, 2.0, n).astype(dt),
+    )
 
 
-def run_batch_norm_forward(be: Backend, act: str, Z, b, gamma, beta, rmean, rvar, key: int,
-                           rate: float):
+def run_batch_norm_forward(
+    be: Backend, act: str, Z, b, gamma, beta, rmean, rvar, key: int, rate: float
+):
     """(Z + b, stats, running_mean, running_var, Zhat, A) by ``be`` (momentum 0.1, eps 1e-5)."""
     nan = np.nan
     with be.activate():
         Zd, bd, gd, betad, rmd, rvd, st, Zh, Ad = _on(
-            be, Z, b, gamma, beta, rmean, rvar, np.full((2, Z.shape[1]), nan, Z.dtype),
-            np.full(Z.shape, nan, Z.dtype), np.full(Z.shape, nan, Z.dtype))
+            be,
+            Z,
+            b,
+            gamma,
+            beta,
+            rmean,
+            rvar,
+            np.full((2, Z.shape[1]), nan, Z.dtype),
+            np.full(Z.shape, nan, Z.dtype),
+            np.full(Z.shape, nan, Z.dtype),
+        )
         be.batch_norm_forward(Zd, bd, gd, betad, st, rmd, rvd, Zh, Ad, act, key, rate, 0.1, 1e-5)
         return tuple(_back(be, Zd, st, rmd, rvd, Zh, Ad))
 
@@ -472,19 +636,31 @@ def run_batch_norm_forward(be: Backend, act: str, Z, b, gamma, beta, rmean, rvar
 def run_batch_norm_inference(be: Backend, act: str, Z, b, gamma, beta, rmean, rvar):
     """(Z + b, A) by ``be`` (eps 1e-5)."""
     with be.activate():
-        Zd, bd, gd, betad, rmd, rvd, Ad = _on(be, Z, b, gamma, beta, rmean, rvar,
-                                              np.full(Z.shape, np.nan, Z.dtype))
+        Zd, bd, gd, betad, rmd, rvd, Ad = _on(
+            be, Z, b, gamma, beta, rmean, rvar, np.full(Z.shape, np.nan, Z.dtype)
+        )
         be.batch_norm_inference(Zd, bd, gd, betad, rmd, rvd, Ad, act, 1e-5)
         return tuple(_back(be, Zd, Ad))
 
 
-def run_batch_norm_backward(be: Backend, act: str, dA, Zhat, gamma, beta, stats, key: int,
-                            rate: float, in_place: bool = False):
+def run_batch_norm_backward(
+    be: Backend,
+    act: str,
+    dA,
+    Zhat,
+    gamma,
+    beta,
+    stats,
+    key: int,
+    rate: float,
+    in_place: bool = False,
+):
     """(delta, dgamma, dbeta, db) by ``be``; with ``in_place`` delta is dA itself."""
     n, dt = dA.shape[1], dA.dtype
     with be.activate():
         dAd, Zh, gd, betad, st, dg, dbe, db = _on(
-            be, dA, Zhat, gamma, beta, stats, *(np.full(n, np.nan, dt) for _ in range(3)))
+            be, dA, Zhat, gamma, beta, stats, *(np.full(n, np.nan, dt) for _ in range(3))
+        )
         delta = dAd if in_place else _on(be, np.full(dA.shape, np.nan, dt))[0]
         be.batch_norm_backward(dAd, Zh, gd, betad, st, delta, dg, dbe, db, act, key, rate)
         return tuple(_back(be, delta, dg, dbe, db))
@@ -498,8 +674,9 @@ def run_gather_rows(be: Backend, X, idx):
 
 
 # ---------------------------------------------------------------------- tolerances
-def assert_close(actual: Any, expected: Any, *, ulps: float = 4, scale: Any = 0.0,
-                 what: str = "") -> None:
+def assert_close(
+    actual: Any, expected: Any, *, ulps: float = 4, scale: Any = 0.0, what: str = ""
+) -> None:
     """|actual - expected| <= ulps * (ulp(expected) + eps * scale), elementwise, in the dtype
     of ``actual`` (NaN matches NaN, infinities match exactly).
 

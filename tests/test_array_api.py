@@ -38,7 +38,8 @@ def test_activation_formulas_run_on_the_strict_namespace(name: str, dtype: type)
         D = entry.array_derivative(xp, strict(Z), A)
         assert D.dtype == A.dtype
         np.testing.assert_array_equal(
-            np.from_dlpack(D), entry.array_derivative(numpy_namespace(), Z, np.from_dlpack(A)))
+            np.from_dlpack(D), entry.array_derivative(numpy_namespace(), Z, np.from_dlpack(A))
+        )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -49,17 +50,21 @@ def test_loss_formulas_run_on_the_strict_namespace(name: str, dtype: type) -> No
     output = ACTIVATIONS[entry.default_output]
     Z = rng.standard_normal((6, 3)).astype(dtype)
     A = output.array(numpy_namespace(), Z)
-    Y = {"distributions": np.eye(3, dtype=dtype)[rng.integers(0, 3, 6)],
-         "probabilities": rng.random((6, 3)).astype(dtype),
-         "counts": rng.integers(0, 4, (6, 3)).astype(dtype)}.get(entry.targets, A + 0.5)
+    Y = {
+        "distributions": np.eye(3, dtype=dtype)[rng.integers(0, 3, 6)],
+        "probabilities": rng.random((6, 3)).astype(dtype),
+        "counts": rng.integers(0, 4, (6, 3)).astype(dtype),
+    }.get(entry.targets, A + 0.5)
     terms = entry.array_terms(xp, strict(Z), strict(A), strict(Y))
     assert terms.dtype == strict(Z).dtype and terms.shape == (6,)
-    np.testing.assert_allclose(np.from_dlpack(terms),
-                               entry.array_terms(numpy_namespace(), Z, A, Y), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.from_dlpack(terms), entry.array_terms(numpy_namespace(), Z, A, Y), rtol=1e-6
+    )
     delta = entry.delta(xp, output, strict(Z), strict(A), strict(Y))
     assert delta.dtype == strict(Z).dtype
-    np.testing.assert_array_equal(np.from_dlpack(delta),
-                                  entry.delta(numpy_namespace(), output, Z, A, Y))
+    np.testing.assert_array_equal(
+        np.from_dlpack(delta), entry.delta(numpy_namespace(), output, Z, A, Y)
+    )
 
 
 def test_the_numpy_backend_hands_the_formulas_the_standard_namespace() -> None:

@@ -192,8 +192,10 @@ def signature_mismatches(cls: type, base: type = Backend) -> list[str]:
         mine = [(p.name, p.kind, p.default) for p in inspect.signature(obj).parameters.values()]
         theirs = [(p.name, p.kind, p.default) for p in inspect.signature(ref).parameters.values()]
         if mine != theirs:
-            problems.append(f"{cls.__name__}.{name}{inspect.signature(obj)} != "
-                            f"{base.__name__}.{name}{inspect.signature(ref)}")
+            problems.append(
+                f"{cls.__name__}.{name}{inspect.signature(obj)} != "
+                f"{base.__name__}.{name}{inspect.signature(ref)}"
+            )
     return problems
 
 
@@ -203,8 +205,13 @@ def test_backends_keep_the_reference_signatures(cls: type) -> None:
     assert signature_mismatches(cls) == []
 
 
-KERNEL_OPS = {"bias_activation", "activation_backward", "loss_output_delta", "optimizer_step",
-              "gather_rows"}
+KERNEL_OPS = {
+    "bias_activation",
+    "activation_backward",
+    "loss_output_delta",
+    "optimizer_step",
+    "gather_rows",
+}
 
 
 def test_numpy_backend_overrides_every_kernel_op() -> None:
@@ -223,8 +230,9 @@ def test_cuda_backend_overrides_every_kernel_op() -> None:
 
 def test_the_meta_test_catches_a_drifting_signature() -> None:
     class Drifted(Backend):
-        def optimizer_step(self, optimizer, p, g, state, hyper, decay, n_decay, skip,
-                           extra=1):  # a new parameter
+        def optimizer_step(
+            self, optimizer, p, g, state, hyper, decay, n_decay, skip, extra=1
+        ):  # a new parameter
             pass
 
         def activation_backward(self, dA, Z, A, delta, db, act):
@@ -239,5 +247,7 @@ def test_the_meta_test_catches_a_drifting_signature() -> None:
     problems = signature_mismatches(Drifted)
     assert len(problems) == 3
     assert {p.split("(")[0].split(" ")[0] for p in problems} == {
-        "Drifted.optimizer_step", "Drifted.activation_backward", "Drifted.bias_act"
+        "Drifted.optimizer_step",
+        "Drifted.activation_backward",
+        "Drifted.bias_act",
     }

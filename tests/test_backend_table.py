@@ -41,15 +41,21 @@ def test_each_row_is_pickled_under_its_backend_s_name() -> None:
     from xpmlp.backends.cuda_sim import SimulatedCudaBackend
     from xpmlp.backends.numpy_backend import NumpyBackend
 
-    classes = {"numpy": NumpyBackend, "cuda": CudaBackend, "cuda-sim": SimulatedCudaBackend,
-               "reference": Backend}
+    classes = {
+        "numpy": NumpyBackend,
+        "cuda": CudaBackend,
+        "cuda-sim": SimulatedCudaBackend,
+        "reference": Backend,
+    }
     assert {row.name: row.pickled_as for row in table.ROWS} == {
-        name: cls.name for name, cls in classes.items()}
+        name: cls.name for name, cls in classes.items()
+    }
     assert isinstance(table.BY_NAME["reference"].factory(None), Backend)
 
 
 def test_unpickling_looks_the_recorded_name_up_in_the_table(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("XPMLP_BACKEND", raising=False)
     reference = backend_for_unpickling("reference", None)
     assert type(reference) is Backend
@@ -60,8 +66,10 @@ def test_unpickling_looks_the_recorded_name_up_in_the_table(
 def test_unavailable_gives_the_row_s_install_hint_as_the_remedy() -> None:
     error = table.unavailable("cuda", "no GPU here")
     assert isinstance(error, BackendUnavailableError)
-    assert str(error) == (f"backend 'cuda' is unavailable: no GPU here. Remedy: "
-                          f"{table.BY_NAME['cuda'].install_hint}. {table.AUTO_NOTE}")
+    assert str(error) == (
+        f"backend 'cuda' is unavailable: no GPU here. Remedy: "
+        f"{table.BY_NAME['cuda'].install_hint}. {table.AUTO_NOTE}"
+    )
     assert "pip install -e '.[cuda13]'" in str(error)
     given = table.unavailable("cuda", "old driver", "update the driver")
     assert "Remedy: update the driver." in str(given)
@@ -149,6 +157,11 @@ def test_gemm_dtype_is_the_one_check_of_the_blas_routes() -> None:
     assert blas.gemm_dtype(d, d, d.copy()) == "d"
     read_only = f.copy()
     read_only.flags.writeable = False
-    for a, b, out in [(f, d, f.copy()), (f, f, read_only), (f[0], f, f.copy()),
-                      (f.astype(np.float16), f, f.copy()), (f.tolist(), f, f.copy())]:
+    for a, b, out in [
+        (f, d, f.copy()),
+        (f, f, read_only),
+        (f[0], f, f.copy()),
+        (f.astype(np.float16), f, f.copy()),
+        (f.tolist(), f, f.copy()),
+    ]:
         assert blas.gemm_dtype(a, b, out) is None

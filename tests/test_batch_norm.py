@@ -51,8 +51,9 @@ def test_batch_norm_forward_and_inference(act, shape, dtype, rate) -> None:
     inputs = batch_norm_inputs(shape, dtype, rng)
     ref = run_batch_norm_forward(REFERENCE, act, *inputs, 11, rate)
     got = run_batch_norm_forward(NumpyBackend(), act, *inputs, 11, rate)
-    for name, g, e in zip(("Z", "stats", "running_mean", "running_var", "Zhat", "A"), got, ref,
-                          strict=True):
+    for name, g, e in zip(
+        ("Z", "stats", "running_mean", "running_var", "Zhat", "A"), got, ref, strict=True
+    ):
         assert_near(g, e, f"{act} {name}")
     np.testing.assert_array_equal(got[-1] == 0, ref[-1] == 0)
     ref = run_batch_norm_inference(REFERENCE, act, *inputs)
@@ -69,18 +70,21 @@ def test_batch_norm_forward_and_inference(act, shape, dtype, rate) -> None:
 def test_batch_norm_backward(act, shape, dtype, rate, in_place) -> None:
     rng = seed("bn-backward", act, shape, dtype)
     Z, b, gamma, beta, rmean, rvar = batch_norm_inputs(shape, dtype, rng)
-    _, stats, _, _, Zhat, _ = run_batch_norm_forward(REFERENCE, act, Z, b, gamma, beta, rmean,
-                                                     rvar, 5, rate)
+    _, stats, _, _, Zhat, _ = run_batch_norm_forward(
+        REFERENCE, act, Z, b, gamma, beta, rmean, rvar, 5, rate
+    )
     dA = rng.standard_normal(shape).astype(dtype)
     ref = run_batch_norm_backward(REFERENCE, act, dA, Zhat, gamma, beta, stats, 5, rate)
-    got = run_batch_norm_backward(NumpyBackend(), act, dA, Zhat, gamma, beta, stats, 5, rate,
-                                  in_place)
+    got = run_batch_norm_backward(
+        NumpyBackend(), act, dA, Zhat, gamma, beta, stats, 5, rate, in_place
+    )
     # delta's terms dBN, mean(dBN) and Zhat mean(dBN Zhat) cancel: tolerance from their size
     scale = np.abs(gamma * stats[1]) * (np.abs(dA).max() * (1 + np.abs(Zhat).max()))
     for name, g, e in zip(("delta", "dgamma", "dbeta", "db"), got, ref, strict=True):
         eps = float(np.finfo(np.dtype(dtype)).eps)
-        np.testing.assert_allclose(g, e, rtol=64 * eps,
-                                   atol=64 * eps * shape[0] * float(scale.max()), err_msg=name)
+        np.testing.assert_allclose(
+            g, e, rtol=64 * eps, atol=64 * eps * shape[0] * float(scale.max()), err_msg=name
+        )
 
 
 def test_a_batch_of_one_row_leaves_the_running_estimates_alone() -> None:
@@ -131,19 +135,34 @@ def test_matches_torch_batchnorm1d_in_training_and_eval(backend, optimizer) -> N
     acts = ["relu", "tanh"]
     rng = seed("torch-bn", backend, optimizer)
     be = REFERENCE if backend == "reference" else "numpy"
-    model = MLP([5, 7, 6, 3], activation=acts, batch_norm=True, dtype="float64", backend=be,
-                optimizer=optimizer, learning_rate=0.05, weight_decay=0.01, seed=2)
+    model = MLP(
+        [5, 7, 6, 3],
+        activation=acts,
+        batch_norm=True,
+        dtype="float64",
+        backend=be,
+        optimizer=optimizer,
+        learning_rate=0.05,
+        weight_decay=0.01,
+        seed=2,
+    )
     with model.backend.activate():  # gamma and beta away from their initial 1 and 0
-        model.params[model.n_weights:] = model.backend.asarray(
-            rng.normal(0.5, 0.5, model.params.size - model.n_weights))
+        model.params[model.n_weights :] = model.backend.asarray(
+            rng.normal(0.5, 0.5, model.params.size - model.n_weights)
+        )
     net = torch_twin(model, acts)
     lins = [m for m in net if isinstance(m, torch.nn.Linear)]
     bns = [m for m in net if isinstance(m, torch.nn.BatchNorm1d)]
     others = [p for m in lins for p in (m.bias,)] + [p for m in bns for p in m.parameters()]
-    groups = [{"params": [m.weight for m in lins], "weight_decay": 0.01},
-              {"params": others, "weight_decay": 0.0}]
-    opt = (torch.optim.Adam(groups, lr=0.05) if optimizer == "adam"
-           else torch.optim.SGD(groups, lr=0.05, momentum=0.9 if optimizer == "momentum" else 0))
+    groups = [
+        {"params": [m.weight for m in lins], "weight_decay": 0.01},
+        {"params": others, "weight_decay": 0.0},
+    ]
+    opt = (
+        torch.optim.Adam(groups, lr=0.05)
+        if optimizer == "adam"
+        else torch.optim.SGD(groups, lr=0.05, momentum=0.9 if optimizer == "momentum" else 0)
+    )
     net.train()
     for _ in range(6):
         X, y = rng.standard_normal((16, 5)), rng.integers(0, 3, 16)
@@ -156,8 +175,7 @@ def test_matches_torch_batchnorm1d_in_training_and_eval(backend, optimizer) -> N
             np.testing.assert_allclose(host(model, layer.dW), lin.weight.grad, atol=tol)
             np.testing.assert_allclose(host(model, layer.db), lin.bias.grad, atol=tol)
         for layer, bn in zip(model.layers, bns, strict=False):
-            np.testing.assert_allclose(host(model, layer.norm.dgamma), bn.weight.grad,
-                                       atol=tol)
+            np.testing.assert_allclose(host(model, layer.norm.dgamma), bn.weight.grad, atol=tol)
             np.testing.assert_allclose(host(model, layer.norm.dbeta), bn.bias.grad, atol=tol)
         model.step()
         opt.step()
@@ -165,10 +183,8 @@ def test_matches_torch_batchnorm1d_in_training_and_eval(backend, optimizer) -> N
         np.testing.assert_allclose(host(model, layer.W), lin.weight.detach(), atol=tol)
     for layer, bn in zip(model.layers, bns, strict=False):
         np.testing.assert_allclose(host(model, layer.norm.gamma), bn.weight.detach(), atol=tol)
-        np.testing.assert_allclose(host(model, layer.norm.running_mean), bn.running_mean,
-                                   atol=tol)
-        np.testing.assert_allclose(host(model, layer.norm.running_var), bn.running_var,
-                                   atol=tol)
+        np.testing.assert_allclose(host(model, layer.norm.running_mean), bn.running_mean, atol=tol)
+        np.testing.assert_allclose(host(model, layer.norm.running_var), bn.running_var, atol=tol)
     net.eval()
     X = rng.standard_normal((9, 5))
     with torch.no_grad():
@@ -178,16 +194,24 @@ def test_matches_torch_batchnorm1d_in_training_and_eval(backend, optimizer) -> N
 
 # ---------------------------------------------------------------------- finite differences
 @pytest.mark.parametrize("backend", ["reference", "numpy"])
-@pytest.mark.parametrize(("output", "loss"), [("softmax", "cross_entropy"),
-                                              ("identity", "squared_error")])
+@pytest.mark.parametrize(
+    ("output", "loss"), [("softmax", "cross_entropy"), ("identity", "squared_error")]
+)
 def test_gradients_match_finite_differences(backend, output, loss) -> None:
     """The training-mode loss (batch statistics) as a function of every parameter, gamma and
     beta included."""
     rng = seed("bn-fd", backend, loss)
     be = REFERENCE if backend == "reference" else "numpy"
-    model = MLP([4, 6, 5, 3], activation=["sigmoid", "tanh"], output_activation=output,
-                loss=loss, batch_norm=[True, True], optimizer="sgd", dtype="float64",
-                backend=be)
+    model = MLP(
+        [4, 6, 5, 3],
+        activation=["sigmoid", "tanh"],
+        output_activation=output,
+        loss=loss,
+        batch_norm=[True, True],
+        optimizer="sgd",
+        dtype="float64",
+        backend=be,
+    )
     p0 = rng.normal(0.0, 0.7, model.params.shape)
     X = rng.standard_normal((7, 4))
     y = rng.integers(0, 3, 7) if loss == "cross_entropy" else rng.standard_normal((7, 3))
@@ -225,20 +249,21 @@ def test_inference_uses_the_running_estimates() -> None:
 
 
 def test_gamma_and_beta_live_after_the_biases_and_are_not_decayed() -> None:
-    model = MLP([3, 4, 5, 2], batch_norm=[False, True], optimizer="sgd", weight_decay=0.5,
-                backend="numpy")
+    model = MLP(
+        [3, 4, 5, 2], batch_norm=[False, True], optimizer="sgd", weight_decay=0.5, backend="numpy"
+    )
     n_b = 4 + 5 + 2
     assert model.params.size == model.n_weights + n_b + 2 * 5
     norm = model.layers[1].norm
     assert model.layers[0].norm is None and model.layers[2].norm is None
     np.testing.assert_array_equal(norm.gamma, 1.0)
     np.testing.assert_array_equal(norm.beta, 0.0)
-    assert np.shares_memory(norm.gamma, model.params[model.n_weights + n_b:])
+    assert np.shares_memory(norm.gamma, model.params[model.n_weights + n_b :])
     model.params[...] = 1.0
     model.grads[...] = 0.0
     model.apply_gradients(np.zeros(1, np.float32))
-    assert (model.params[:model.n_weights] < 1.0).all()  # weights decayed
-    np.testing.assert_array_equal(model.params[model.n_weights:], 1.0)  # b, gamma, beta not
+    assert (model.params[: model.n_weights] < 1.0).all()  # weights decayed
+    np.testing.assert_array_equal(model.params[model.n_weights :], 1.0)  # b, gamma, beta not
 
 
 @pytest.mark.parametrize("bad", [[True], [True, False, True], 1, "yes"])
@@ -294,11 +319,17 @@ def test_cuda_simulated_kernels_match_the_reference(act, dtype, monkeypatch) -> 
         args = (dA, Zhat, inputs[2], inputs[3], stats, 8, rate)
         scale = np.abs(inputs[2] * stats[1]).max() * np.abs(dA).max() * (1 + np.abs(Zhat).max())
         eps = float(np.finfo(np.dtype(dtype)).eps)
-        for g, e in zip(run_batch_norm_backward(sim, act, *args, in_place=True),
-                        run_batch_norm_backward(REFERENCE, act, *args), strict=True):
+        for g, e in zip(
+            run_batch_norm_backward(sim, act, *args, in_place=True),
+            run_batch_norm_backward(REFERENCE, act, *args),
+            strict=True,
+        ):
             np.testing.assert_allclose(g, e, rtol=64 * eps, atol=64 * eps * 13 * scale)
-    for g, e in zip(run_batch_norm_inference(sim, act, *inputs),
-                    run_batch_norm_inference(REFERENCE, act, *inputs), strict=True):
+    for g, e in zip(
+        run_batch_norm_inference(sim, act, *inputs),
+        run_batch_norm_inference(REFERENCE, act, *inputs),
+        strict=True,
+    ):
         assert_near(g, e, "inference")
 
 
@@ -314,9 +345,18 @@ def test_cuda_simulated_model_trains_like_the_numpy_backend(monkeypatch) -> None
     monkeypatch.setattr(kcuda, "THREADS_PER_BLOCK", 32)
     rng = seed("sim-train")
     X, y = rng.standard_normal((50, 5)), rng.integers(0, 3, 50)
-    models = [MLP([5, 6, 4, 3], dropout=[0.3, 0.2], batch_norm=True, dtype="float64",
-                  optimizer="rmsprop", backend=be, seed=1)
-              for be in ("numpy", SimulatedCudaBackend())]
+    models = [
+        MLP(
+            [5, 6, 4, 3],
+            dropout=[0.3, 0.2],
+            batch_norm=True,
+            dtype="float64",
+            optimizer="rmsprop",
+            backend=be,
+            seed=1,
+        )
+        for be in ("numpy", SimulatedCudaBackend())
+    ]
     for model in models:
         model.fit(X, y, epochs=2, batch_size=20, shuffle=False)
     a, b = models

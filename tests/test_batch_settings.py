@@ -41,8 +41,16 @@ def _problem(act: str, loss: str, dtype: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _model(backend, act, loss, dtype, optimizer="adam") -> MLP:
     n_out = 1 if act == "sigmoid" and LOSSES[loss].targets == "probabilities" else 3
-    return MLP([N_IN, 7, 6, n_out], activation="tanh", output_activation=act, loss=loss,
-               optimizer=optimizer, dtype=dtype, backend=backend, seed=4)
+    return MLP(
+        [N_IN, 7, 6, n_out],
+        activation="tanh",
+        output_activation=act,
+        loss=loss,
+        optimizer=optimizer,
+        dtype=dtype,
+        backend=backend,
+        seed=4,
+    )
 
 
 def _plan(rng: np.random.Generator, order: np.ndarray, weights: bool):
@@ -70,7 +78,7 @@ def _run(model: MLP, X, y, epochs: int, weights: bool, host_loop: bool = False):
             ws = model.workspace(BATCH)
             order_dev = be.asarray(order)
             for b, start in enumerate(range(0, ROWS, BATCH)):
-                idx = order_dev[start:start + BATCH]
+                idx = order_dev[start : start + BATCH]
                 w = ws.first(int(idx.shape[0]))
                 be.gather_rows(X_dev, idx, w.X)
                 be.gather_rows(Y_dev, idx, w.Y)
@@ -81,14 +89,28 @@ def _run(model: MLP, X, y, epochs: int, weights: bool, host_loop: bool = False):
                 model.optimizer.weight_decay = float(decay[b])
                 model.apply_gradients(state.skip)
         else:
-            run_epoch(model, X_dev, Y_dev, be.asarray(order), BATCH, state,
-                      settings=BatchSettings(weight_decay=decay, sample_weight=sw_dev,
-                                             weight_scale=None if sw is None else scale,
-                                             penalty=penalty))
+            run_epoch(
+                model,
+                X_dev,
+                Y_dev,
+                be.asarray(order),
+                BATCH,
+                state,
+                settings=BatchSettings(
+                    weight_decay=decay,
+                    sample_weight=sw_dev,
+                    weight_scale=None if sw is None else scale,
+                    penalty=penalty,
+                ),
+            )
         stats.append(be.to_numpy(state.batch_stats).copy())
         penalties.append(be.to_numpy(penalty).copy())
-    return (be.to_numpy(model.params), be.to_numpy(model.optimizer.state), np.array(stats),
-            np.array(penalties))
+    return (
+        be.to_numpy(model.params),
+        be.to_numpy(model.optimizer.state),
+        np.array(stats),
+        np.array(penalties),
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -102,8 +124,9 @@ def test_settings_on_the_fused_step_per_op_and_reference(act, loss, weights, dty
     assert fused_model.backend.fused_step(fused_model) is not None
     fused = _run(fused_model, X, y, 2, weights)
     per_op = _run(_model(NumpyBackend(fused=False), act, loss, dtype), X, y, 2, weights)
-    host = _run(_model(NumpyBackend(fused=False), act, loss, dtype), X, y, 2, weights,
-                host_loop=True)
+    host = _run(
+        _model(NumpyBackend(fused=False), act, loss, dtype), X, y, 2, weights, host_loop=True
+    )
     for got, want_op, want_host in zip(fused, per_op, host, strict=True):
         np.testing.assert_array_equal(want_op, want_host)
         if fused_model.n_outputs == 1:
@@ -136,9 +159,15 @@ def test_the_weight_decay_row_is_read_per_batch() -> None:
     for decay in ([0.0, 0.0, 0.0], [0.0, 0.5, 0.0]):
         model = _model(NumpyBackend(), "softmax", "cross_entropy", "float64", "sgd")
         X_dev, Y_dev = model.to_device(X, y)
-        run_epoch(model, X_dev, Y_dev, np.arange(ROWS), BATCH,
-                  RunState.allocate(model, N_BATCHES),
-                  settings=BatchSettings(weight_decay=np.array(decay)))
+        run_epoch(
+            model,
+            X_dev,
+            Y_dev,
+            np.arange(ROWS),
+            BATCH,
+            RunState.allocate(model, N_BATCHES),
+            settings=BatchSettings(weight_decay=np.array(decay)),
+        )
         results.append(model.params.copy())
     assert not np.array_equal(*results)
     assert model.optimizer.weight_decay == 0.0  # the optimizer's own setting is untouched
@@ -149,9 +178,15 @@ def test_sample_weights_need_their_scale() -> None:
     X, y = _problem("softmax", "cross_entropy", "float64")
     X_dev, Y_dev = model.to_device(X, y)
     with pytest.raises(ParameterError, match="weight_scale"):
-        run_epoch(model, X_dev, Y_dev, np.arange(ROWS), BATCH,
-                  RunState.allocate(model, N_BATCHES),
-                  settings=BatchSettings(sample_weight=np.ones(ROWS)))
+        run_epoch(
+            model,
+            X_dev,
+            Y_dev,
+            np.arange(ROWS),
+            BATCH,
+            RunState.allocate(model, N_BATCHES),
+            settings=BatchSettings(sample_weight=np.ones(ROWS)),
+        )
 
 
 # ---------------------------------------------------------------------- the estimators
@@ -180,8 +215,15 @@ def _blobs(n=120, sparse=False):
 def test_the_stochastic_solvers_train_through_run_epoch(monkeypatch, solver, sparse) -> None:
     calls = _spy(monkeypatch, loop, "run_epoch")
     X, y = _blobs(sparse=sparse)
-    est = MLPClassifier(hidden_layer_sizes=(8,), solver=solver, max_iter=3, batch_size=32,
-                        random_state=0, n_iter_no_change=100, tol=0.0)
+    est = MLPClassifier(
+        hidden_layer_sizes=(8,),
+        solver=solver,
+        max_iter=3,
+        batch_size=32,
+        random_state=0,
+        n_iter_no_change=100,
+        tol=0.0,
+    )
     with pytest.warns(Warning):  # max_iter reached
         est.fit(X, y)
     assert len(calls) == 3 == est.n_iter_
@@ -190,25 +232,34 @@ def test_the_stochastic_solvers_train_through_run_epoch(monkeypatch, solver, spa
         assert hasattr(args[1], "take_rows") == sparse  # a sparse X: rows densified per batch
 
 
-def test_a_weighted_fit_takes_the_fused_step_with_the_bits_of_the_per_op_path(
-        monkeypatch) -> None:
+def test_a_weighted_fit_takes_the_fused_step_with_the_bits_of_the_per_op_path(monkeypatch) -> None:
     calls = _spy(monkeypatch, FusedStep, "__call__")
     X, y = _blobs()
     sw = np.random.default_rng(1).uniform(0.1, 2.0, X.shape[0])
     fits = []
     for backend in (NumpyBackend(fused=True), NumpyBackend(fused=False)):
-        est = MLPRegressor(hidden_layer_sizes=(8, 6), solver="adam", max_iter=4,
-                           batch_size=50, random_state=0, alpha=0.01, backend=backend,
-                           n_iter_no_change=100, tol=0.0)
+        est = MLPRegressor(
+            hidden_layer_sizes=(8, 6),
+            solver="adam",
+            max_iter=4,
+            batch_size=50,
+            random_state=0,
+            alpha=0.01,
+            backend=backend,
+            n_iter_no_change=100,
+            tol=0.0,
+        )
         with pytest.warns(Warning):  # max_iter reached
             # two outputs: with one, numpy.matmul's gemv and the fused step's gemm may differ
             # in the last bit (tests/test_fused_step.py)
             est.fit(X, np.c_[y, X[:, 2]], sample_weight=sw)
         fits.append(est)
-    assert calls and all(kw.get("row_weights", a[9] if len(a) > 9 else None) is not None
-                         for a, kw in calls)
-    for got, want in zip(fits[0].coefs_ + fits[0].intercepts_,
-                         fits[1].coefs_ + fits[1].intercepts_, strict=True):
+    assert calls and all(
+        kw.get("row_weights", a[9] if len(a) > 9 else None) is not None for a, kw in calls
+    )
+    for got, want in zip(
+        fits[0].coefs_ + fits[0].intercepts_, fits[1].coefs_ + fits[1].intercepts_, strict=True
+    ):
         np.testing.assert_array_equal(got, want)
     assert fits[0].loss_curve_ == fits[1].loss_curve_
 
@@ -219,8 +270,9 @@ def test_lbfgs_runs_the_steps_gradient_only_form(monkeypatch) -> None:
     sw = np.random.default_rng(2).uniform(0.1, 2.0, X.shape[0])
     fits = []
     for backend in (NumpyBackend(fused=True), NumpyBackend(fused=False)):
-        est = MLPClassifier(hidden_layer_sizes=(8,), solver="lbfgs", max_iter=5, random_state=0,
-                            backend=backend)
+        est = MLPClassifier(
+            hidden_layer_sizes=(8,), solver="lbfgs", max_iter=5, random_state=0, backend=backend
+        )
         with pytest.warns(Warning):  # lbfgs stops at max_iter
             est.fit(X, y, sample_weight=sw)
         fits.append(est)
@@ -249,8 +301,9 @@ def test_the_estimators_say_which_step_trains(solver) -> None:
 
 
 @pytest.mark.cudasim
-@pytest.mark.skipif(not simulator_enabled(),
-                    reason="needs NUMBA_ENABLE_CUDASIM=1 (run with -m cudasim)")
+@pytest.mark.skipif(
+    not simulator_enabled(), reason="needs NUMBA_ENABLE_CUDASIM=1 (run with -m cudasim)"
+)
 def test_the_estimators_on_the_cuda_backend_under_the_simulator() -> None:
     """Weighted sgd on the CUDA backend (its logic under Numba's simulator): run_epoch with
     the epoch's BatchSettings, launched op by op ("cuda-eager", and why: the recorded graph
@@ -262,16 +315,27 @@ def test_the_estimators_on_the_cuda_backend_under_the_simulator() -> None:
     sw = np.random.default_rng(5).uniform(0.1, 2.0, X.shape[0])
     fits = []
     for backend in (SimulatedCudaBackend(graphs=True), NumpyBackend()):
-        est = MLPClassifier(hidden_layer_sizes=(6,), solver="adam", max_iter=2, batch_size=16,
-                            random_state=0, alpha=0.01, backend=backend, dtype="float64")
+        est = MLPClassifier(
+            hidden_layer_sizes=(6,),
+            solver="adam",
+            max_iter=2,
+            batch_size=16,
+            random_state=0,
+            alpha=0.01,
+            backend=backend,
+            dtype="float64",
+        )
         with pytest.warns(Warning) as record:
             est.fit(X, y, sample_weight=sw)
-        fits.append((est, [str(w.message) for w in record
-                           if issubclass(w.category, StepFallbackWarning)]))
+        fits.append(
+            (est, [str(w.message) for w in record if issubclass(w.category, StepFallbackWarning)])
+        )
     (cuda, said), (cpu, _) = fits
     assert cuda.mlp_.step_kind_ == "cuda-eager"
-    assert said == ["step: cuda-eager (the recorded CUDA graph step reads no per-batch "
-                    "settings (weight decay, sample weights): its kernels launch one by one)"]
+    assert said == [
+        "step: cuda-eager (the recorded CUDA graph step reads no per-batch "
+        "settings (weight decay, sample weights): its kernels launch one by one)"
+    ]
     for got, want in zip(cuda.coefs_, cpu.coefs_, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(cuda.loss_curve_, cpu.loss_curve_, rtol=1e-10)
@@ -280,8 +344,14 @@ def test_the_estimators_on_the_cuda_backend_under_the_simulator() -> None:
 # ---------------------------------------------------------------------- MLP.fit(sample_weight=)
 def _weighted_fit(backend, w, lr=0.1, optimizer="sgd", **options):
     X, y = _problem("softmax", "cross_entropy", "float64")
-    model = MLP([N_IN, 7, 6, 3], optimizer=optimizer, learning_rate=lr, backend=backend,
-                seed=4, dtype="float64")
+    model = MLP(
+        [N_IN, 7, 6, 3],
+        optimizer=optimizer,
+        learning_rate=lr,
+        backend=backend,
+        seed=4,
+        dtype="float64",
+    )
     return model.fit(X, y, epochs=3, batch_size=BATCH, sample_weight=w, **options)
 
 
@@ -289,7 +359,8 @@ def _same(a: MLP, b: MLP) -> None:
     np.testing.assert_array_equal(a.params, b.params)
     drop = ("seconds", "samples_per_s", "step")  # timings and the step's kind may differ
     assert [{k: v for k, v in h.items() if k not in drop} for h in a.history_] == [
-        {k: v for k, v in h.items() if k not in drop} for h in b.history_]
+        {k: v for k, v in h.items() if k not in drop} for h in b.history_
+    ]
 
 
 def test_fit_with_sample_weights_on_every_path() -> None:
@@ -309,8 +380,10 @@ def test_weights_of_one_are_the_unweighted_fit_and_weights_scale_the_gradient() 
     (plain SGD: the gradient scales with the weights, by a power of two exactly)."""
     _same(_weighted_fit(NumpyBackend(), np.ones(ROWS)), _weighted_fit(NumpyBackend(), None))
     w = np.random.default_rng(9).uniform(0.0, 3.0, ROWS)
-    np.testing.assert_array_equal(_weighted_fit(NumpyBackend(), 2 * w, lr=0.05).params,
-                                  _weighted_fit(NumpyBackend(), w, lr=0.1).params)
+    np.testing.assert_array_equal(
+        _weighted_fit(NumpyBackend(), 2 * w, lr=0.05).params,
+        _weighted_fit(NumpyBackend(), w, lr=0.1).params,
+    )
 
 
 def test_weighted_fit_with_a_communicator_and_a_held_out_share() -> None:
@@ -319,27 +392,33 @@ def test_weighted_fit_with_a_communicator_and_a_held_out_share() -> None:
     import xpmlp.distributed as xd
 
     w = np.random.default_rng(10).uniform(0.5, 2.0, ROWS)
-    _same(_weighted_fit(NumpyBackend(), w, optimizer="adam", lr=0.01, comm=xd.init("single")),
-          _weighted_fit(NumpyBackend(), w, optimizer="adam", lr=0.01))
+    _same(
+        _weighted_fit(NumpyBackend(), w, optimizer="adam", lr=0.01, comm=xd.init("single")),
+        _weighted_fit(NumpyBackend(), w, optimizer="adam", lr=0.01),
+    )
     model = _weighted_fit(NumpyBackend(), w, validation_fraction=0.2)
     assert "val_loss" in model.history_[-1]
 
 
-@pytest.mark.parametrize(("w", "message"), [
-    (np.ones(ROWS - 1), r"shape \(44,\); expected \(45,\)"),
-    (np.full(ROWS, -1.0), "negative"),
-    (np.zeros(ROWS), "sums to 0"),
-    (np.r_[np.nan, np.ones(ROWS - 1)], "NaN"),
-    (np.ones((ROWS, 1)), "expected \\(45,\\)"),
-])
+@pytest.mark.parametrize(
+    ("w", "message"),
+    [
+        (np.ones(ROWS - 1), r"shape \(44,\); expected \(45,\)"),
+        (np.full(ROWS, -1.0), "negative"),
+        (np.zeros(ROWS), "sums to 0"),
+        (np.r_[np.nan, np.ones(ROWS - 1)], "NaN"),
+        (np.ones((ROWS, 1)), "expected \\(45,\\)"),
+    ],
+)
 def test_bad_sample_weights_are_refused(w, message) -> None:
     with pytest.raises(ValueError, match=message):
         _weighted_fit(NumpyBackend(), w)
 
 
 @pytest.mark.cudasim
-@pytest.mark.skipif(not simulator_enabled(),
-                    reason="needs NUMBA_ENABLE_CUDASIM=1 (run with -m cudasim)")
+@pytest.mark.skipif(
+    not simulator_enabled(), reason="needs NUMBA_ENABLE_CUDASIM=1 (run with -m cudasim)"
+)
 def test_fit_with_sample_weights_on_the_cuda_backend_under_the_simulator() -> None:
     from xpmlp.backends.cuda_sim import SimulatedCudaBackend
     from xpmlp.core.errors import StepFallbackWarning
@@ -348,5 +427,9 @@ def test_fit_with_sample_weights_on_the_cuda_backend_under_the_simulator() -> No
     with pytest.warns(StepFallbackWarning, match="reads no per-batch settings"):
         cuda = _weighted_fit(SimulatedCudaBackend(graphs=True), w)
     assert cuda.step_kind_ == "cuda-eager"
-    np.testing.assert_allclose(cuda.backend.to_numpy(cuda.params),
-                               _weighted_fit(NumpyBackend(), w).params, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        cuda.backend.to_numpy(cuda.params),
+        _weighted_fit(NumpyBackend(), w).params,
+        rtol=1e-10,
+        atol=1e-12,
+    )

@@ -28,7 +28,10 @@ def test_flops_of_a_tiny_model_by_hand():
     # only (2*5*2*4 = 80): the input layer has no dX.
     gemms = step_gemms([3, 4, 2], 5)
     assert [(g.name, g.p, g.q, g.r) for g in gemms] == [
-        ("fwd1", 5, 3, 4), ("fwd2", 5, 4, 2), ("dW2", 2, 5, 4), ("dX2", 5, 2, 4),
+        ("fwd1", 5, 3, 4),
+        ("fwd2", 5, 4, 2),
+        ("dW2", 2, 5, 4),
+        ("dX2", 5, 2, 4),
         ("dW1", 4, 5, 3),
     ]
     assert [g.flops for g in gemms] == [120, 80, 80, 80, 120]
@@ -64,7 +67,14 @@ def test_gemm_step_runs_the_counted_products():
 # ---------------------------------------------------------------------- the schedule
 def test_rounds_interleave_the_tasks():
     assert rounds(["a", "b", "c"], repeats=2, warmup=1) == [
-        (0, "a"), (0, "b"), (0, "c"), (1, "a"), (1, "b"), (1, "c"), (2, "a"), (2, "b"),
+        (0, "a"),
+        (0, "b"),
+        (0, "c"),
+        (1, "a"),
+        (1, "b"),
+        (1, "c"),
+        (2, "a"),
+        (2, "b"),
         (2, "c"),
     ]
 
@@ -80,11 +90,14 @@ def test_alternate_runs_rows_in_turn_and_keeps_only_the_repeats():
         return run
 
     kept = alternate({"x": task("x", 10.0), "y": task("y", 20.0)}, repeats=3, warmup=1)
-    assert calls == [("x", 0), ("y", 0), ("x", 1), ("y", 1), ("x", 2), ("y", 2), ("x", 3),
-                     ("y", 3)]
+    assert calls == [("x", 0), ("y", 0), ("x", 1), ("y", 1), ("x", 2), ("y", 2), ("x", 3), ("y", 3)]
     assert kept == {"x": [11.0, 12.0, 13.0], "y": [21.0, 22.0, 23.0]}
-    assert summarize([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0,
-                                          "values": [3.0, 1.0, 2.0]}
+    assert summarize([3.0, 1.0, 2.0]) == {
+        "median": 2.0,
+        "min": 1.0,
+        "max": 3.0,
+        "values": [3.0, 1.0, 2.0],
+    }
 
 
 def test_alternate_leaves_the_cores_idle_before_every_task():
@@ -97,8 +110,9 @@ def test_alternate_leaves_the_cores_idle_before_every_task():
 
         return run
 
-    alternate({"x": task("x"), "y": task("y")}, repeats=2, warmup=1, settle=0.25,
-              sleep=events.append)
+    alternate(
+        {"x": task("x"), "y": task("y")}, repeats=2, warmup=1, settle=0.25, sleep=events.append
+    )
     assert events == [0.25, "x", 0.25, "y"] * 3
     events.clear()
     alternate({"x": task("x")}, repeats=1, warmup=0, sleep=events.append)
@@ -110,7 +124,12 @@ def test_quick_times_a_and_b_on_the_full_profiles_units():
     for key in ("A", "B"):
         f, q = full.workloads[key], quick.workloads[key]
         assert (q.layer_sizes, q.batch_size, q.kind, q.optimizer, q.learning_rate) == (
-            f.layer_sizes, f.batch_size, f.kind, f.optimizer, f.learning_rate)
+            f.layer_sizes,
+            f.batch_size,
+            f.kind,
+            f.optimizer,
+            f.learning_rate,
+        )
         assert q.unit_samples(60_000) == f.unit_samples(60_000) == 60_000
         assert q.warmup == f.warmup and 3 <= q.repeats <= f.repeats
     for key in "ABCD":  # the report says none of quick's ratios are the full run's
@@ -192,8 +211,19 @@ def test_report_writers_produce_valid_json_and_markdown(tiny_result, tmp_path):
 def test_cli_runs_end_to_end(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     bench_cli.configure_parser(parser)
-    args = parser.parse_args(["--tiny", "--threads", "1", "--workloads", "a,d", "--rows",
-                              ",".join(NUMPY_ROWS), "--out", str(tmp_path)])
+    args = parser.parse_args(
+        [
+            "--tiny",
+            "--threads",
+            "1",
+            "--workloads",
+            "a,d",
+            "--rows",
+            ",".join(NUMPY_ROWS),
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert bench_cli.run(args) == 0
     out = capsys.readouterr().out
     assert "== A:" in out and "== D:" in out and "== B:" not in out
@@ -228,8 +258,12 @@ def test_missing_peers_are_reported_as_skipped(monkeypatch):
     assert [r.name for r in rows] == ["xpmlp-numpy"]
     assert set(skipped) == {"torch-cpu", "sklearn"}
     assert "not installed" in skipped["torch-cpu"] and "not installed" in skipped["sklearn"]
-    result = run_benchmark(tiny_profile(), rows=["xpmlp-numpy", "torch-cpu", "sklearn"],
-                           workloads=["A"], log=lambda m: None)
+    result = run_benchmark(
+        tiny_profile(),
+        rows=["xpmlp-numpy", "torch-cpu", "sklearn"],
+        workloads=["A"],
+        log=lambda m: None,
+    )
     assert result["skipped_rows"] == skipped
     assert [r["row"] for r in result["workloads"][0]["rows"]] == ["xpmlp-numpy"]
     assert "skipped: torch-cpu: PyTorch is not installed" in text_report(result)
@@ -247,10 +281,16 @@ def test_the_cli_row_runs_xpmlp_train_with_the_workloads_settings_and_times_epoc
     row.prepare(spec, [], load_mnist_scaled())
     row.set_order(np.arange(1000))
     command = row.command("r.json")
-    for option, value in (("--hidden", "16"), ("--optimizer", "momentum"), ("--lr", "0.05"),
-                          ("--batch-size", "100"), ("--limit", "1000"), ("--epochs", "2"),
-                          ("--schedule", "constant"),
-                          ("--threads", str(numba.get_num_threads()))):
+    for option, value in (
+        ("--hidden", "16"),
+        ("--optimizer", "momentum"),
+        ("--lr", "0.05"),
+        ("--batch-size", "100"),
+        ("--limit", "1000"),
+        ("--epochs", "2"),
+        ("--schedule", "constant"),
+        ("--threads", str(numba.get_num_threads())),
+    ):
         assert command[command.index(option) + 1] == value
     seconds = row.train()
     assert seconds == row.report["epochs"][1]["seconds"] and 0 < seconds < 60
@@ -271,9 +311,14 @@ def test_busy_core_runs_each_timed_workload_again_beside_a_spinning_process(monk
             yield
 
     monkeypatch.setattr(runner, "busy_process", watched)
-    result = run_benchmark(tiny_profile(), rows=["xpmlp-numpy", "xpmlp-numpy-deterministic",
-                                                 "xpmlp-cli"],
-                           workloads=["A", "D"], threads=1, log=lambda m: None, busy_core=True)
+    result = run_benchmark(
+        tiny_profile(),
+        rows=["xpmlp-numpy", "xpmlp-numpy-deterministic", "xpmlp-cli"],
+        workloads=["A", "D"],
+        threads=1,
+        log=lambda m: None,
+        busy_core=True,
+    )
     assert [w["key"] for w in result["workloads"]] == ["A", "A, one core busy", "D"]
     assert spinning == [True]
     for w in result["workloads"][:2]:  # synthetic data: the CLI row (MNIST) sits out
@@ -316,11 +361,21 @@ def test_the_torch_row_builds_batch_norm_and_dropout_as_xpmlp_does():
 
     spec = ModelSpec((20, 16, 8, 3), 16, "momentum", 0.05, dropout=0.2, batch_norm=True)
     row = TorchRow("cpu")
-    row.prepare(spec, initial_weights(spec, 0), synthetic(n_train=64, n_test=32,
-                                                          n_features=20, n_classes=3))
+    row.prepare(
+        spec, initial_weights(spec, 0), synthetic(n_train=64, n_test=32, n_features=20, n_classes=3)
+    )
     kinds = [type(m) for m in row.net]
-    assert kinds == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Dropout, nn.Linear, nn.BatchNorm1d,
-                     nn.ReLU, nn.Dropout, nn.Linear]
+    assert kinds == [
+        nn.Linear,
+        nn.BatchNorm1d,
+        nn.ReLU,
+        nn.Dropout,
+        nn.Linear,
+        nn.BatchNorm1d,
+        nn.ReLU,
+        nn.Dropout,
+        nn.Linear,
+    ]
     row.set_order(np.arange(64))
     row.train()
     assert 0.0 <= row.accuracy() <= 1.0 and not row.net.training

@@ -60,10 +60,10 @@ def test_mkl_takes_strided_views_and_edge_shapes_without_copies(mkl, dtype):
     ]
     for a, b in cases:
         target = np.zeros((30, 40), dtype)
-        out = target[5:5 + a.shape[0], 7:7 + b.shape[1]]  # out is a view with row stride 40
+        out = target[5 : 5 + a.shape[0], 7 : 7 + b.shape[1]]  # out is a view with row stride 40
         assert mkl.gemm(a, b, out)
         np.testing.assert_allclose(out, a @ b, **TOLERANCE[dtype])
-        target[5:5 + a.shape[0], 7:7 + b.shape[1]] = 0
+        target[5 : 5 + a.shape[0], 7 : 7 + b.shape[1]] = 0
         assert not target.any(), "nothing outside the view was written"
 
 
@@ -124,8 +124,13 @@ def test_numpy_backend_trains_the_same_with_mkl_and_openblas(mkl, monkeypatch):
     params = {}
     for name in ("openblas", "mkl"):
         monkeypatch.setattr(blas, "_provider", [blas.MatmulProvider(name, mkl)])
-        model = MLP([12, 16, 8, 3], optimizer="momentum", learning_rate=0.05, seed=0,
-                    backend=NumpyBackend(fused=False))  # each product through the provider
+        model = MLP(
+            [12, 16, 8, 3],
+            optimizer="momentum",
+            learning_rate=0.05,
+            seed=0,
+            backend=NumpyBackend(fused=False),
+        )  # each product through the provider
         model.fit(X, y, epochs=3, batch_size=32, shuffle=False)
         params[name] = np.array(model.params)
         if name == "mkl":  # the layers' products went through MKL
@@ -161,8 +166,7 @@ class FakeMkl:
 
 
 @pytest.mark.parametrize("mkl_loads,expected", [(True, "mkl"), (False, "openblas")])
-def test_the_default_route_depends_only_on_what_is_installed(monkeypatch, mkl_loads,
-                                                              expected):
+def test_the_default_route_depends_only_on_what_is_installed(monkeypatch, mkl_loads, expected):
     monkeypatch.setattr(blas, "load_mkl", lambda: FakeMkl() if mkl_loads else None)
     monkeypatch.setattr(blas, "mkl_unavailable_reason", lambda: "not installed")
     library, why = blas.default_route()
@@ -225,8 +229,9 @@ def test_without_mkl_the_provider_is_numpys_matmul():
 
 
 # ---------------------------------------------------------------------- XPMLP_BLAS
-@pytest.mark.parametrize("value,expected", [("openblas", "openblas"), ("MKL", "mkl"),
-                                            (" mkl ", "mkl"), ("", None)])
+@pytest.mark.parametrize(
+    "value,expected", [("openblas", "openblas"), ("MKL", "mkl"), (" mkl ", "mkl"), ("", None)]
+)
 def test_xpmlp_blas_values(monkeypatch, value, expected):
     monkeypatch.setenv(config.BLAS, value)
     assert config.blas_provider() == expected
@@ -239,8 +244,11 @@ def test_xpmlp_blas_unset_means_the_default_library(monkeypatch):
 
 def test_unknown_xpmlp_blas_says_what_was_received_and_expected(monkeypatch):
     monkeypatch.setenv(config.BLAS, "atlas")
-    with pytest.raises(ParameterError, match=r"XPMLP_BLAS='atlas': expected one of openblas, "
-                                             r"mkl, or unset"):
+    with pytest.raises(
+        ParameterError,
+        match=r"XPMLP_BLAS='atlas': expected one of openblas, "
+        r"mkl, or unset",
+    ):
         config.blas_provider()
     monkeypatch.setattr(blas, "_provider", [])
     with pytest.raises(ParameterError, match="atlas"):
@@ -253,10 +261,14 @@ def test_xpmlp_blas_mkl_without_mkl_is_an_error_with_the_remedy(monkeypatch):
     monkeypatch.setenv(config.BLAS, "mkl")
     monkeypatch.setattr(blas, "_provider", [])
     monkeypatch.setattr(blas, "_mkl", [None])
-    monkeypatch.setattr(blas, "_mkl_error", ["the mkl package is not installed "
-                                             "(pip install -e '.[mkl]' in the xpmlp checkout)"])
-    with pytest.raises(ParameterError,
-                       match=r"XPMLP_BLAS=mkl.*pip install -e '\.\[mkl\]' in the xpmlp checkout"):
+    monkeypatch.setattr(
+        blas,
+        "_mkl_error",
+        ["the mkl package is not installed (pip install -e '.[mkl]' in the xpmlp checkout)"],
+    )
+    with pytest.raises(
+        ParameterError, match=r"XPMLP_BLAS=mkl.*pip install -e '\.\[mkl\]' in the xpmlp checkout"
+    ):
         blas.provider()
 
 

@@ -29,14 +29,14 @@ X, Y = blobs()
 FIT = {"batch_size": 16, "shuffle": True}
 
 
-def model(optimizer: str = "adam", dtype: str = "float32", backend: Any = "numpy",
-          **options: Any) -> MLP:
+def model(
+    optimizer: str = "adam", dtype: str = "float32", backend: Any = "numpy", **options: Any
+) -> MLP:
     return MLP([3, 7, 3], optimizer=optimizer, dtype=dtype, backend=backend, seed=5, **options)
 
 
 def without_seconds(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: v for k, v in r.items() if k not in ("seconds", "samples_per_s")}
-            for r in history]
+    return [{k: v for k, v in r.items() if k not in ("seconds", "samples_per_s")} for r in history]
 
 
 def assert_same_training(a: MLP, b: MLP) -> None:
@@ -51,8 +51,9 @@ def assert_same_training(a: MLP, b: MLP) -> None:
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("optimizer", ["momentum", "adam", "adagrad"])
-def test_two_epochs_saved_loaded_and_two_more_are_four_epochs(tmp_path: Path, optimizer: str,
-                                                              dtype: str) -> None:
+def test_two_epochs_saved_loaded_and_two_more_are_four_epochs(
+    tmp_path: Path, optimizer: str, dtype: str
+) -> None:
     straight = model(optimizer, dtype).fit(X, Y, epochs=4, **FIT)
     first = model(optimizer, dtype).fit(X, Y, epochs=2, **FIT)
     resumed = load_model(save_model(first, tmp_path / "ckpt"), backend="numpy")
@@ -72,14 +73,29 @@ def test_two_epochs_saved_loaded_and_two_more_are_four_epochs(tmp_path: Path, op
 def test_resuming_with_dropout_batch_norm_and_clipping_is_bit_identical(tmp_path: Path) -> None:
     """The dropout step counter and batch norm's running estimates travel in the checkpoint:
     the masks and the inference statistics go on where they were."""
+
     def regularized() -> MLP:
-        return MLP([3, 7, 5, 3], optimizer="rmsprop", dropout=[0.3, 0.1], batch_norm=True,
-                   l1=1e-4, clip_grad_norm=1.0, backend="numpy", seed=5)
+        return MLP(
+            [3, 7, 5, 3],
+            optimizer="rmsprop",
+            dropout=[0.3, 0.1],
+            batch_norm=True,
+            l1=1e-4,
+            clip_grad_norm=1.0,
+            backend="numpy",
+            seed=5,
+        )
 
     straight = regularized().fit(X, Y, epochs=4, lr_schedule="cosine", **FIT)
     half = regularized()
-    half.fit(X, Y, epochs=4, lr_schedule="cosine", **FIT, callback=lambda r: (
-        r["epoch"] == 2 and save_model(half, tmp_path / "reg")))
+    half.fit(
+        X,
+        Y,
+        epochs=4,
+        lr_schedule="cosine",
+        **FIT,
+        callback=lambda r: r["epoch"] == 2 and save_model(half, tmp_path / "reg"),
+    )
     resumed = load_model(tmp_path / "reg.npz", backend="numpy")
     assert resumed.epoch_ == 2 and resumed.dropout_steps == half.dropout_steps // 2
     resumed.fit(X, Y, epochs=4, initial_epoch=resumed.epoch_, lr_schedule="cosine", **FIT)
@@ -121,12 +137,14 @@ def test_a_model_loaded_on_the_reference_backend_resumes_the_same_run(tmp_path: 
 
 @pytest.mark.parametrize("rng", [None, {"kind": "cupy"}])
 def test_a_generator_state_of_another_backend_is_reseeded_from_seed_and_epoch(
-        tmp_path: Path, rng: Any) -> None:
+    tmp_path: Path, rng: Any
+) -> None:
     """What loads where the saved generator cannot go: CUDA's state (null) or a kind this
     backend does not draw from."""
     path = save_model(model().fit(X, Y, epochs=3, **FIT), tmp_path / "m")
-    edited = rewrite(path, tmp_path / "other-rng.npz", lambda meta: meta["training"].update(
-        rng=rng))
+    edited = rewrite(
+        path, tmp_path / "other-rng.npz", lambda meta: meta["training"].update(rng=rng)
+    )
     probe = load_model(edited, backend="numpy")
     expected = reseeded(probe.backend, 5, 3)
     np.testing.assert_array_equal(probe.rng.permutation(50), expected.permutation(50))
@@ -156,8 +174,9 @@ def test_the_file_holds_the_training_state(tmp_path: Path) -> None:
 def test_an_untrained_model_writes_no_optimizer_state(tmp_path: Path) -> None:
     """Before its first step an optimizer's state is its fresh one (Adagrad's included),
     which loading rebuilds."""
-    untrained = MLP([3, 7, 3], optimizer=xpmlp.Adagrad(initial_accumulator_value=0.5),
-                    seed=2, backend="numpy")
+    untrained = MLP(
+        [3, 7, 3], optimizer=xpmlp.Adagrad(initial_accumulator_value=0.5), seed=2, backend="numpy"
+    )
     path = save_model(untrained, tmp_path / "m")
     with np.load(path, allow_pickle=False) as data:
         assert set(data.files) == {"params", "meta"}
@@ -170,8 +189,12 @@ def test_a_file_without_training_state_loads_with_a_fresh_optimizer(tmp_path: Pa
     """Files written before checkpoints: params and meta, no training, seed or init."""
     trained = model("momentum").fit(X, Y, epochs=2, **FIT)
     path = save_model(trained, tmp_path / "new.npz")
-    old = rewrite(path, tmp_path / "old.npz", lambda meta: [
-        meta.pop(k) for k in ("training", "seed", "init")], keep_state=False)
+    old = rewrite(
+        path,
+        tmp_path / "old.npz",
+        lambda meta: [meta.pop(k) for k in ("training", "seed", "init")],
+        keep_state=False,
+    )
     loaded = load_model(old, backend="numpy")
     np.testing.assert_array_equal(loaded.params, trained.params)
     assert (loaded.epoch_, loaded.steps_, loaded.seed) == (0, 0, 0)
@@ -192,8 +215,9 @@ def test_initial_epoch_is_checked() -> None:
 # ---------------------------------------------------------------------- damaged state
 
 
-def rewrite(path: Path, to: Path, edit_meta: Any = None, keep_state: bool = True,
-            **arrays: Any) -> Path:
+def rewrite(
+    path: Path, to: Path, edit_meta: Any = None, keep_state: bool = True, **arrays: Any
+) -> Path:
     """A copy of the model file at ``path`` at ``to``: its meta passed through
     ``edit_meta``, its state members dropped unless ``keep_state``, ``arrays`` added or
     replaced (None drops one)."""
@@ -233,29 +257,46 @@ DEFECTS = {
     "rng without kind": (set_training("rng", {"state": 1}), {}, "'rng'"),
     "rng of another generator": (set_rng("bit_generator", "MT19937"), {}, "'rng'"),
     "rng state garbled": (set_rng("state", {"state": "x", "inc": 1}), {}, "'rng'"),
-    "schedule malformed": (set_training("lr_schedule", {"name": "cosine", "step": -1,
-                                                        "total": 4}), {}, "'lr_schedule'"),
+    "schedule malformed": (
+        set_training("lr_schedule", {"name": "cosine", "step": -1, "total": 4}),
+        {},
+        "'lr_schedule'",
+    ),
     "arrays not a list": (set_training("arrays", "optimizer.m"), {}, "'arrays'"),
     "listed array missing": (None, {"state.optimizer.v": None}, "optimizer.v"),
-    "unlisted array": (None, {"state.optimizer.w": np.zeros(N_PARAMS, "float32")},
-                       "optimizer.w"),
+    "unlisted array": (None, {"state.optimizer.w": np.zeros(N_PARAMS, "float32")}, "optimizer.w"),
     "state of another optimizer": (
         set_training("arrays", ["optimizer.m", "optimizer.velocity"]),
         {"state.optimizer.v": None, "state.optimizer.velocity": np.zeros(N_PARAMS, "float32")},
-        "velocity"),
-    "steps without state": (set_training("arrays", []),
-                            {"state.optimizer.m": None, "state.optimizer.v": None}, "steps"),
-    "state of the wrong length": (None, {"state.optimizer.m": np.zeros(N_PARAMS + 1, "float32")},
-                                  "shape"),
+        "velocity",
+    ),
+    "steps without state": (
+        set_training("arrays", []),
+        {"state.optimizer.m": None, "state.optimizer.v": None},
+        "steps",
+    ),
+    "state of the wrong length": (
+        None,
+        {"state.optimizer.m": np.zeros(N_PARAMS + 1, "float32")},
+        "shape",
+    ),
     "state of integers": (None, {"state.optimizer.m": np.zeros(N_PARAMS, "int32")}, "dtype"),
-    "state not finite": (None, {"state.optimizer.v": np.full(N_PARAMS, np.nan, "float32")},
-                         "NaN"),
-    "state too big for float32": (None, {"state.optimizer.v": np.full(N_PARAMS, 1e300)},
-                                  "infinite"),
-    "array of no group": (set_training("arrays", ["optimizer.m", "optimizer.v", "extra"]),
-                          {"state.extra": np.zeros(3, "float32")}, "extra"),
-    "unknown buffer": (set_training("arrays", ["buffer.bn", "optimizer.m", "optimizer.v"]),
-                       {"state.buffer.bn": np.zeros(3, "float32")}, "buffer 'bn'"),
+    "state not finite": (None, {"state.optimizer.v": np.full(N_PARAMS, np.nan, "float32")}, "NaN"),
+    "state too big for float32": (
+        None,
+        {"state.optimizer.v": np.full(N_PARAMS, 1e300)},
+        "infinite",
+    ),
+    "array of no group": (
+        set_training("arrays", ["optimizer.m", "optimizer.v", "extra"]),
+        {"state.extra": np.zeros(3, "float32")},
+        "extra",
+    ),
+    "unknown buffer": (
+        set_training("arrays", ["buffer.bn", "optimizer.m", "optimizer.v"]),
+        {"state.buffer.bn": np.zeros(3, "float32")},
+        "buffer 'bn'",
+    ),
     "state without training": (lambda meta: meta.pop("training"), {}, "training"),
     "negative seed": (set_meta("seed", -3), {}, "'seed'"),
     "seed a float": (set_meta("seed", 1.5), {}, "'seed'"),
@@ -271,8 +312,9 @@ def good_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("defect", sorted(DEFECTS))
-def test_a_damaged_training_state_is_a_data_file_error(good_file: Path, tmp_path: Path,
-                                                       defect: str) -> None:
+def test_a_damaged_training_state_is_a_data_file_error(
+    good_file: Path, tmp_path: Path, defect: str
+) -> None:
     edit_meta, arrays, fragment = DEFECTS[defect]
     path = rewrite(good_file, tmp_path / "bad.npz", edit_meta, **arrays)
     with pytest.raises(xpmlp.DataFileError) as info:
@@ -290,13 +332,27 @@ def test_the_unedited_copy_loads(good_file: Path, tmp_path: Path) -> None:
 # ---------------------------------------------------------------------- the command line
 
 
-def test_xpmlp_train_resume_gives_the_straight_runs_weights(tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch,
-                                                            capsys: Any) -> None:
+def test_xpmlp_train_resume_gives_the_straight_runs_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
     """A cosine run interrupted after its first checkpoint, then resumed, ends as the run done
     in one go."""
-    common = ["train", "--backend", "numpy", "--limit", "300", "--hidden", "12",
-              "--batch-size", "50", "--optimizer", "momentum", "--epochs", "3", "--quiet"]
+    common = [
+        "train",
+        "--backend",
+        "numpy",
+        "--limit",
+        "300",
+        "--hidden",
+        "12",
+        "--batch-size",
+        "50",
+        "--optimizer",
+        "momentum",
+        "--epochs",
+        "3",
+        "--quiet",
+    ]
     assert main([*common, "--out", str(tmp_path / "straight.npz")]) == 0
     import xpmlp.io.serialize
 
@@ -312,8 +368,20 @@ def test_xpmlp_train_resume_gives_the_straight_runs_weights(tmp_path: Path,
     monkeypatch.undo()
     assert load_model(ckpt, backend="numpy").epoch_ == 1
     report = tmp_path / "r.json"
-    assert main([*common, "--resume", str(ckpt), "--out", str(tmp_path / "resumed.npz"),
-                 "--report", str(report)]) == 0
+    assert (
+        main(
+            [
+                *common,
+                "--resume",
+                str(ckpt),
+                "--out",
+                str(tmp_path / "resumed.npz"),
+                "--report",
+                str(report),
+            ]
+        )
+        == 0
+    )
     straight = load_model(tmp_path / "straight.npz", backend="numpy")
     resumed = load_model(tmp_path / "resumed.npz", backend="numpy")
     assert_same_training(resumed, straight)
@@ -336,8 +404,9 @@ def test_checkpoints_cross_between_cuda_and_numpy(tmp_path: Path) -> None:
     np.testing.assert_array_equal(on_cpu.params, on_gpu.params.get())
     np.testing.assert_array_equal(on_cpu.optimizer.state, on_gpu.optimizer.state.get())
     assert (on_cpu.epoch_, on_cpu.steps_) == (2, 20)
-    np.testing.assert_array_equal(on_cpu.rng.permutation(20),
-                                  reseeded(on_cpu.backend, 5, 2).permutation(20))
+    np.testing.assert_array_equal(
+        on_cpu.rng.permutation(20), reseeded(on_cpu.backend, 5, 2).permutation(20)
+    )
     back = load_model(save_model(on_cpu, tmp_path / "cpu"), backend="cuda")
     np.testing.assert_array_equal(back.params.get(), on_cpu.params)
     np.testing.assert_array_equal(back.optimizer.state.get(), on_cpu.optimizer.state)
@@ -346,9 +415,23 @@ def test_checkpoints_cross_between_cuda_and_numpy(tmp_path: Path) -> None:
 
 
 def test_a_checkpoint_path_that_cannot_be_written_fails_before_training(
-        tmp_path: Path, capsys: Any) -> None:
-    assert main(["train", "--backend", "numpy", "--epochs", "1", "--checkpoint",
-                 str(tmp_path), "--quiet"]) == 2
+    tmp_path: Path, capsys: Any
+) -> None:
+    assert (
+        main(
+            [
+                "train",
+                "--backend",
+                "numpy",
+                "--epochs",
+                "1",
+                "--checkpoint",
+                str(tmp_path),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "--checkpoint" in capsys.readouterr().err
 
 

@@ -78,9 +78,20 @@ def test_bad_backend_environment_variable_in_process(monkeypatch, capsys, no_dat
 def test_bad_backend_environment_variable_as_a_subprocess(tmp_path: Path) -> None:
     env = {**os.environ, "XPMLP_BACKEND": "garbage"}
     proc = subprocess.run(
-        [sys.executable, "-m", "xpmlp", "train", "--quiet", "--no-download",
-         "--data-dir", str(tmp_path)],
-        env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "xpmlp",
+            "train",
+            "--quiet",
+            "--no-download",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2, proc.stderr
     line = assert_one_error_line(proc.stderr)

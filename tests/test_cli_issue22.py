@@ -25,8 +25,21 @@ import xpmlp
 from xpmlp.cli import main
 
 MNIST_DIR = Path(__file__).resolve().parents[1] / "data" / "mnist"
-SMALL = ["train", "--backend", "numpy", "--data-dir", str(MNIST_DIR), "--no-download",
-         "--limit", "200", "--hidden", "8", "--batch-size", "50", "--quiet"]
+SMALL = [
+    "train",
+    "--backend",
+    "numpy",
+    "--data-dir",
+    str(MNIST_DIR),
+    "--no-download",
+    "--limit",
+    "200",
+    "--hidden",
+    "8",
+    "--batch-size",
+    "50",
+    "--quiet",
+]
 ONE_LINE = re.compile(r"xpmlp( \w+)?: error: \S.*")
 
 
@@ -51,6 +64,7 @@ def one_error_line(err: str, command: str = "train") -> str:
 @pytest.fixture
 def no_data(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make any MNIST loading fail the test: the error must come before."""
+
     def loaded(*args: object, **kwargs: object) -> None:
         raise AssertionError("the data was loaded: the error should have been caught before")
 
@@ -85,13 +99,15 @@ def disk_full_after(monkeypatch: pytest.MonkeyPatch, good_writes: int) -> list[i
 
 # ---------------------------------------------------------------- 1. disk full
 def test_disk_full_on_out_keeps_the_file_and_saves_the_model_elsewhere(
-        tmp_path: Path, rescue_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    tmp_path: Path, rescue_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
     out = tmp_path / "model.npz"
     out.write_bytes(b"the previous model")
     report = tmp_path / "r.json"
     disk_full_after(monkeypatch, 0)
-    status, stdout, err = run_cli([*SMALL, "--epochs", "1", "--out", str(out),
-                                   "--report", str(report)], capsys)
+    status, stdout, err = run_cli(
+        [*SMALL, "--epochs", "1", "--out", str(out), "--report", str(report)], capsys
+    )
     assert status == 2
     line = one_error_line(err)
     assert f"--out {str(out)!r} could not be written (No space left on device)" in line
@@ -106,7 +122,8 @@ def test_disk_full_on_out_keeps_the_file_and_saves_the_model_elsewhere(
 
 
 def test_disk_full_on_checkpoint_keeps_the_last_good_one(
-        tmp_path: Path, rescue_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    tmp_path: Path, rescue_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
     ckpt = tmp_path / "ckpt.npz"
     disk_full_after(monkeypatch, 1)  # epoch 1's checkpoint is written, epoch 2's is not
     status, _, err = run_cli([*SMALL, "--epochs", "3", "--checkpoint", str(ckpt)], capsys)
@@ -144,8 +161,11 @@ def tiny_filesystem(tmp_path: Path) -> Any:
         pytest.skip("mounting a tmpfs needs root on Linux")
     folder = tmp_path / "tiny"
     folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", str(folder)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
@@ -187,8 +207,7 @@ def mpiexec() -> str:
     return found
 
 
-def launch(*commands: list[str], timeout: float = 120) -> tuple[subprocess.CompletedProcess,
-                                                              float]:
+def launch(*commands: list[str], timeout: float = 120) -> tuple[subprocess.CompletedProcess, float]:
     """``mpiexec -n 1 CMD1 : -n 1 CMD2 ...`` (one rank per command); the result and seconds."""
     argv = [mpiexec()]
     for i, command in enumerate(commands):
@@ -213,45 +232,97 @@ def test_resume_of_a_missing_file_under_mpiexec(tmp_path: Path) -> None:
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 1-epoch checkpoint: hidden 8, momentum at lr 0.05, float32, dropout 0.1, clip-norm 2."""
     path = tmp_path_factory.mktemp("resume") / "ckpt.npz"
-    assert main([*SMALL, "--epochs", "1", "--optimizer", "momentum", "--lr", "0.05",
-                 "--dropout", "0.1", "--clip-norm", "2", "--out", str(path)]) == 0
+    assert (
+        main(
+            [
+                *SMALL,
+                "--epochs",
+                "1",
+                "--optimizer",
+                "momentum",
+                "--lr",
+                "0.05",
+                "--dropout",
+                "0.1",
+                "--clip-norm",
+                "2",
+                "--out",
+                str(path),
+            ]
+        )
+        == 0
+    )
     return path
 
 
-@pytest.mark.parametrize(("option", "expected"), [
-    (["--hidden", "16"], "--hidden 16 but the checkpoint has 8"),
-    (["--optimizer", "adam"], "--optimizer adam but the checkpoint has momentum"),
-    (["--lr", "0.5"], "--lr 0.5 but the checkpoint has 0.05"),
-    (["--dtype", "float64"], "--dtype float64 but the checkpoint has float32"),
-    (["--dropout", "0.2"], "--dropout 0.2 but the checkpoint has 0.1"),
-    (["--batch-norm"], "--batch-norm on but the checkpoint has off"),
-    (["--clip-norm", "1"], "--clip-norm 1 but the checkpoint has 2"),
-    (["--hidden", "512,256"], "--hidden 512,256 but the checkpoint has 8"),  # the default value
-])
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [
+        (["--hidden", "16"], "--hidden 16 but the checkpoint has 8"),
+        (["--optimizer", "adam"], "--optimizer adam but the checkpoint has momentum"),
+        (["--lr", "0.5"], "--lr 0.5 but the checkpoint has 0.05"),
+        (["--dtype", "float64"], "--dtype float64 but the checkpoint has float32"),
+        (["--dropout", "0.2"], "--dropout 0.2 but the checkpoint has 0.1"),
+        (["--batch-norm"], "--batch-norm on but the checkpoint has off"),
+        (["--clip-norm", "1"], "--clip-norm 1 but the checkpoint has 2"),
+        (["--hidden", "512,256"], "--hidden 512,256 but the checkpoint has 8"),  # the default value
+    ],
+)
 def test_resume_refuses_an_option_that_differs_from_the_checkpoint(
-        checkpoint: Path, option: list[str], expected: str, capsys, no_data) -> None:
+    checkpoint: Path, option: list[str], expected: str, capsys, no_data
+) -> None:
     args = [a for a in SMALL if a not in ("--hidden", "8")]
-    status, _, err = run_cli([*args, "--epochs", "2", "--resume", str(checkpoint), *option],
-                             capsys)
+    status, _, err = run_cli([*args, "--epochs", "2", "--resume", str(checkpoint), *option], capsys)
     assert status == 2
     line = one_error_line(err)
     assert expected in line and "--resume" in line
 
 
 def test_resume_names_every_conflict(checkpoint: Path, capsys, no_data) -> None:
-    status, _, err = run_cli([*SMALL, "--epochs", "2", "--resume", str(checkpoint),
-                              "--optimizer", "sgd", "--dtype", "float64"], capsys)
+    status, _, err = run_cli(
+        [
+            *SMALL,
+            "--epochs",
+            "2",
+            "--resume",
+            str(checkpoint),
+            "--optimizer",
+            "sgd",
+            "--dtype",
+            "float64",
+        ],
+        capsys,
+    )
     assert status == 2
     line = one_error_line(err)
     assert "--optimizer sgd but" in line and "--dtype float64 but" in line
 
 
-def test_resume_accepts_the_checkpoints_own_values(checkpoint: Path, tmp_path: Path,
-                                                   capsys) -> None:
-    status, _, err = run_cli([*SMALL, "--epochs", "2", "--resume", str(checkpoint),
-                              "--optimizer", "momentum", "--lr", "0.05", "--dropout", "0.1",
-                              "--clip-norm", "2", "--dtype", "float32",
-                              "--out", str(tmp_path / "m.npz")], capsys)
+def test_resume_accepts_the_checkpoints_own_values(
+    checkpoint: Path, tmp_path: Path, capsys
+) -> None:
+    status, _, err = run_cli(
+        [
+            *SMALL,
+            "--epochs",
+            "2",
+            "--resume",
+            str(checkpoint),
+            "--optimizer",
+            "momentum",
+            "--lr",
+            "0.05",
+            "--dropout",
+            "0.1",
+            "--clip-norm",
+            "2",
+            "--dtype",
+            "float32",
+            "--out",
+            str(tmp_path / "m.npz"),
+        ],
+        capsys,
+    )
     assert status == 0, err
     assert xpmlp.load_model(tmp_path / "m.npz", backend="numpy").epoch_ == 2
 
@@ -265,12 +336,20 @@ def test_resume_help_says_what_may_change(capsys) -> None:
 
 
 # ---------------------------------------------------------------- 4. ranks that disagree
-@pytest.mark.parametrize(("rank0", "rank1", "expected"), [
-    (["--dropout", "0.2"], ["--dropout", "0.1"], "--dropout is 0.1 on rank 1 but 0.2 on rank 0"),
-    (["--batch-norm"], [], "--batch-norm is False on rank 1 but True on rank 0"),
-])
+@pytest.mark.parametrize(
+    ("rank0", "rank1", "expected"),
+    [
+        (
+            ["--dropout", "0.2"],
+            ["--dropout", "0.1"],
+            "--dropout is 0.1 on rank 1 but 0.2 on rank 0",
+        ),
+        (["--batch-norm"], [], "--batch-norm is False on rank 1 but True on rank 0"),
+    ],
+)
 def test_ranks_given_different_options_stop_at_the_start(
-        rank0: list[str], rank1: list[str], expected: str) -> None:
+    rank0: list[str], rank1: list[str], expected: str
+) -> None:
     common = [*SMALL, "--epochs", "1", "--batch-size", "50"]
     done, seconds = launch([*common, *rank0], [*common, *rank1])
     assert done.returncode != 0
@@ -282,8 +361,9 @@ def test_ranks_given_different_options_stop_at_the_start(
 
 
 # ---------------------------------------------------------------- 5. bench --out
-def test_bench_out_that_cannot_be_written_fails_before_the_run(tmp_path: Path, capsys,
-                                                               monkeypatch) -> None:
+def test_bench_out_that_cannot_be_written_fails_before_the_run(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
     def ran(*args: object, **kwargs: object) -> None:
         raise AssertionError("the benchmark ran: --out should have been checked first")
 
@@ -344,23 +424,49 @@ def test_plot_of_a_report_that_is_not_utf8(tmp_path: Path, capsys) -> None:
 # ---------------------------------------------------------------- 8. the bench picture
 def _timed(share: float) -> dict[str, Any]:
     seconds = {"median": 1.0, "min": 0.9, "max": 1.1, "values": [1.0]}
-    return {"row": "xpmlp-numpy", "seconds": seconds, "samples_per_s": 1000.0, "gflops": 10.0,
-            "peak_fraction": 0.5, "gemm_seconds": 1.0 - share, "outside_gemm_share": share,
-            "vs_torch": None, "test_accuracy": 0.9}
+    return {
+        "row": "xpmlp-numpy",
+        "seconds": seconds,
+        "samples_per_s": 1000.0,
+        "gflops": 10.0,
+        "peak_fraction": 0.5,
+        "gemm_seconds": 1.0 - share,
+        "outside_gemm_share": share,
+        "vs_torch": None,
+        "test_accuracy": 0.9,
+    }
 
 
 def _d_workload(reached: bool) -> dict[str, Any]:
     rows = []
     for name in ("xpmlp-numpy", "torch-cpu"):
         summary = {"median": 3.0, "min": 3.0, "max": 3.0, "values": [3.0]}
-        rows.append({"row": name, "device": "cpu",
-                     "time_to_target": summary if reached else None, "reached": int(reached),
-                     "runs": 1, "epochs_to_target": [2 if reached else None],
-                     "final_accuracy": [0.95], "epoch_seconds": summary, "vs_torch": None,
-                     "vs_torch_epoch": None, "seeds": []})
-    return {"key": "D", "kind": "to_accuracy", "description": "D: to 97%", "rows": rows,
-            "target_accuracy": 0.97, "max_epochs": 2, "layer_sizes": [784, 128, 10],
-            "batch_size": 128, "skipped": {}}
+        rows.append(
+            {
+                "row": name,
+                "device": "cpu",
+                "time_to_target": summary if reached else None,
+                "reached": int(reached),
+                "runs": 1,
+                "epochs_to_target": [2 if reached else None],
+                "final_accuracy": [0.95],
+                "epoch_seconds": summary,
+                "vs_torch": None,
+                "vs_torch_epoch": None,
+                "seeds": [],
+            }
+        )
+    return {
+        "key": "D",
+        "kind": "to_accuracy",
+        "description": "D: to 97%",
+        "rows": rows,
+        "target_accuracy": 0.97,
+        "max_epochs": 2,
+        "layer_sizes": [784, 128, 10],
+        "batch_size": 128,
+        "skipped": {},
+    }
 
 
 def test_a_negative_outside_gemm_share_is_shown_as_below_noise() -> None:
@@ -369,9 +475,18 @@ def test_a_negative_outside_gemm_share_is_shown_as_below_noise() -> None:
     cells = _timed_cells(_timed(-0.04))
     assert BELOW_NOISE in cells and not any(c.startswith("-4") for c in cells)
     assert "12.0%" in _timed_cells(_timed(0.12))
-    workload = {"key": "A", "kind": "timed", "description": "A", "rows": [_timed(-0.04)],
-                "peaks": {}, "flops_per_unit": 1e9, "unit_steps": 1, "unit_samples": 128,
-                "repeats": 3, "warmup": 1}
+    workload = {
+        "key": "A",
+        "kind": "timed",
+        "description": "A",
+        "rows": [_timed(-0.04)],
+        "peaks": {},
+        "flops_per_unit": 1e9,
+        "unit_steps": 1,
+        "unit_samples": 128,
+        "repeats": 3,
+        "warmup": 1,
+    }
     text = "\n".join(_workload_block(workload, markdown=False))
     assert "-4.0%" not in text and "never as a negative share" in text
 
@@ -392,8 +507,9 @@ def test_an_empty_panel_d_says_why(tmp_path: Path) -> None:
     assert note == "not reached: 97.0% test accuracy within 2 epochs"
 
 
-def test_the_bench_picture_draws_the_empty_panels_note(tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_bench_picture_draws_the_empty_panels_note(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pytest.importorskip("matplotlib")
     from matplotlib.axes import Axes
 
@@ -401,44 +517,74 @@ def test_the_bench_picture_draws_the_empty_panels_note(tmp_path: Path,
 
     texts: list[str] = []
     real_text = Axes.text
-    monkeypatch.setattr(Axes, "text", lambda self, x, y, s, *a, **k:
-                        (texts.append(s), real_text(self, x, y, s, *a, **k))[1])
-    result = {"workloads": [_d_workload(reached=False)], "profile": "quick",
-              "machine": {"cpu": "test CPU"}}
+    monkeypatch.setattr(
+        Axes,
+        "text",
+        lambda self, x, y, s, *a, **k: (texts.append(s), real_text(self, x, y, s, *a, **k))[1],
+    )
+    result = {
+        "workloads": [_d_workload(reached=False)],
+        "profile": "quick",
+        "machine": {"cpu": "test CPU"},
+    }
     assert write_png(result, tmp_path / "bench.png") == f"wrote {tmp_path / 'bench.png'}"
     assert any("no row reached" in t.replace("\n", " ") for t in texts)
     assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
 
 
 # ---------------------------------------------------------------- 9. refused settings
-@pytest.mark.parametrize(("args", "expected"), [
-    (["--epochs", "2", "--warmup", "5"],
-     "--warmup 5 is longer than the run (--epochs 2): expected at most 2"),
-    (["--monitor", "val_accuracy"], "--monitor is a setting of --early-stopping"),
-    (["--min-delta", "0.01"], "--min-delta is a setting of --early-stopping"),
-    (["--validation-fraction", "0.2"], "--validation-fraction is a setting of --early-stopping"),
-    (["--limit", "1"], "--limit 1 leaves 1 training sample(s): expected at least 10"),
-    (["--early-stopping", "--validation-fraction", "0.9999"],
-     "--validation-fraction 0.9999 of 200 training samples holds out 199 to validate on and "
-     "leaves 1 to train on: expected at least 10 of each"),
-    (["--early-stopping", "--validation-fraction", "0.01"], "holds out 2 to validate on"),
-    (["--early-stopping", "--limit", "15"], "cannot be split"),
-    (["--plot", "picture.jpg"], "--plot 'picture.jpg': pictures are written as PNG"),
-    (["--plot", "picture.txt"], "expected a file name ending in .png, got suffix '.txt'"),
-])
-def test_meaningless_settings_are_refused(args: list[str], expected: str, tmp_path: Path,
-                                          capsys, no_data) -> None:
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["--epochs", "2", "--warmup", "5"],
+            "--warmup 5 is longer than the run (--epochs 2): expected at most 2",
+        ),
+        (["--monitor", "val_accuracy"], "--monitor is a setting of --early-stopping"),
+        (["--min-delta", "0.01"], "--min-delta is a setting of --early-stopping"),
+        (
+            ["--validation-fraction", "0.2"],
+            "--validation-fraction is a setting of --early-stopping",
+        ),
+        (["--limit", "1"], "--limit 1 leaves 1 training sample(s): expected at least 10"),
+        (
+            ["--early-stopping", "--validation-fraction", "0.9999"],
+            "--validation-fraction 0.9999 of 200 training samples holds out 199 to validate on and "
+            "leaves 1 to train on: expected at least 10 of each",
+        ),
+        (["--early-stopping", "--validation-fraction", "0.01"], "holds out 2 to validate on"),
+        (["--early-stopping", "--limit", "15"], "cannot be split"),
+        (["--plot", "picture.jpg"], "--plot 'picture.jpg': pictures are written as PNG"),
+        (["--plot", "picture.txt"], "expected a file name ending in .png, got suffix '.txt'"),
+    ],
+)
+def test_meaningless_settings_are_refused(
+    args: list[str], expected: str, tmp_path: Path, capsys, no_data
+) -> None:
     args = [str(tmp_path / a) if a.startswith("picture") else a for a in args]
     status, _, err = run_cli([*SMALL, *args], capsys)
     assert status == 2
-    assert expected.replace("'picture.jpg'", repr(str(tmp_path / "picture.jpg"))) \
-        in one_error_line(err)
+    assert expected.replace("'picture.jpg'", repr(str(tmp_path / "picture.jpg"))) in one_error_line(
+        err
+    )
 
 
 def test_warmup_as_long_as_the_run_and_early_stopping_settings_are_accepted(capsys) -> None:
-    status, _, err = run_cli([*SMALL, "--epochs", "1", "--warmup", "1", "--early-stopping",
-                              "--monitor", "val_accuracy", "--validation-fraction", "0.2"],
-                             capsys)
+    status, _, err = run_cli(
+        [
+            *SMALL,
+            "--epochs",
+            "1",
+            "--warmup",
+            "1",
+            "--early-stopping",
+            "--monitor",
+            "val_accuracy",
+            "--validation-fraction",
+            "0.2",
+        ],
+        capsys,
+    )
     assert status == 0, err
 
 
@@ -451,8 +597,10 @@ def test_plot_refuses_a_picture_name_that_is_not_png(name: str, tmp_path: Path, 
 
 
 def test_plot_gif_must_be_named_gif(tmp_path: Path, capsys) -> None:
-    status, _, err = run_cli(["plot", "descent", "--out", str(tmp_path / "p.png"),
-                              "--gif", str(tmp_path / "a.png")], capsys)
+    status, _, err = run_cli(
+        ["plot", "descent", "--out", str(tmp_path / "p.png"), "--gif", str(tmp_path / "a.png")],
+        capsys,
+    )
     assert status == 2
     assert "animations are written as GIF" in one_error_line(err, "plot")
 
@@ -502,11 +650,23 @@ def test_the_early_stopping_picture_says_which_weights_it_shows() -> None:
     pytest.importorskip("matplotlib")
     from xpmlp.plots import training_figure
 
-    epochs = [{"epoch": k, "loss": 1.0 / k, "train_accuracy": 0.8 + 0.03 * k,
-               "test_accuracy": 0.8 + 0.02 * k, "val_loss": [0.5, 0.4, 0.45, 0.47][k - 1],
-               "val_accuracy": [0.85, 0.9, 0.88, 0.87][k - 1]} for k in (1, 2, 3, 4)]
-    report = {"epochs": epochs, "test_accuracy": 0.84, "arguments": {"monitor": "val_loss"},
-              "early_stopping": {"best_epoch": 2, "stopped_epoch": 4}}
+    epochs = [
+        {
+            "epoch": k,
+            "loss": 1.0 / k,
+            "train_accuracy": 0.8 + 0.03 * k,
+            "test_accuracy": 0.8 + 0.02 * k,
+            "val_loss": [0.5, 0.4, 0.45, 0.47][k - 1],
+            "val_accuracy": [0.85, 0.9, 0.88, 0.87][k - 1],
+        }
+        for k in (1, 2, 3, 4)
+    ]
+    report = {
+        "epochs": epochs,
+        "test_accuracy": 0.84,
+        "arguments": {"monitor": "val_loss"},
+        "early_stopping": {"best_epoch": 2, "stopped_epoch": 4},
+    }
     fig = training_figure(report)
     title = fig._suptitle.get_text()
     assert "test accuracy 84.00% with the weights of epoch 2" in title
@@ -521,11 +681,21 @@ def test_the_early_stopping_picture_says_which_weights_it_shows() -> None:
 
 # ---------------------------------------------------------------- 11. install hints
 ROOT = Path(__file__).resolve().parents[1]
-OWN_FILES = ["README.md", "src/xpmlp/cli.py", "src/xpmlp/io/onnx.py",
-             *(str(p.relative_to(ROOT)) for folder in ("src/xpmlp/commands", "src/xpmlp/plots",
-                                                       "src/xpmlp/distributed",
-                                                       "benchmarks/xpmlp_bench")
-               for p in sorted((ROOT / folder).glob("*.py")))]
+OWN_FILES = [
+    "README.md",
+    "src/xpmlp/cli.py",
+    "src/xpmlp/io/onnx.py",
+    *(
+        str(p.relative_to(ROOT))
+        for folder in (
+            "src/xpmlp/commands",
+            "src/xpmlp/plots",
+            "src/xpmlp/distributed",
+            "benchmarks/xpmlp_bench",
+        )
+        for p in sorted((ROOT / folder).glob("*.py"))
+    ),
+]
 
 
 @pytest.mark.parametrize("name", OWN_FILES)
@@ -558,8 +728,9 @@ def test_disk_full_on_plot_out_is_one_line(tmp_path: Path, monkeypatch, capsys) 
     from matplotlib.figure import Figure
 
     report = tmp_path / "r.json"
-    report.write_text(json.dumps({"epochs": [{"loss": 1.0, "train_accuracy": 0.5,
-                                              "test_accuracy": 0.5}]}))
+    report.write_text(
+        json.dumps({"epochs": [{"loss": 1.0, "train_accuracy": 0.5, "test_accuracy": 0.5}]})
+    )
     out = tmp_path / "p.png"
     out.write_bytes(b"the previous picture")
 

@@ -47,8 +47,13 @@ def test_a_model_without_dropout_and_batch_norm_builds_none_of_their_kernels() -
     step = model.backend.fused_step(model)
     assert step is not None
     bound = step.kernel(False).py_func.__globals__
-    for name in ("dropout_forward", "dropout_backward", "wide_dropout_backward",
-                 "norm_forward", "norm_backward"):
+    for name in (
+        "dropout_forward",
+        "dropout_backward",
+        "wide_dropout_backward",
+        "norm_forward",
+        "norm_backward",
+    ):
         assert bound[name].py_func.__name__ == "_not_in_this_plan"
     assert bound["hidden_forward"].py_func.__qualname__.startswith("bias_activation__relu")
 
@@ -81,8 +86,14 @@ print(json.dumps({
 
 def _train_in_a_fresh_process(numba_cache: Path) -> dict:
     env = {**os.environ, "NUMBA_CACHE_DIR": str(numba_cache)}
-    done = subprocess.run([sys.executable, "-c", TRAIN], capture_output=True, text=True,
-                          env=env, timeout=600, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", TRAIN],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.splitlines()[-1])
 
@@ -100,17 +111,32 @@ def test_kernels_loaded_from_the_cache_train_to_the_same_bits(tmp_path) -> None:
 def test_the_benchmark_reports_the_row_with_its_medians() -> None:
     import cold_start  # benchmarks/cold_start.py (benchmarks/ is on pytest's pythonpath)
 
-    runs = [{"import": 0.2, "first": 1.0 + d, "second": 0.9, "first, CPU": 0.5 + d,
-             "second, CPU": 0.4, "first - second": 0.1 + d, "first - second, CPU": 0.1 + d,
-             "kernels loaded from the cache": 1, "kernels compiled": 0,
-             "numba typing registries imported": False} for d in (0.0, 0.1, 0.2)]
+    runs = [
+        {
+            "import": 0.2,
+            "first": 1.0 + d,
+            "second": 0.9,
+            "first, CPU": 0.5 + d,
+            "second, CPU": 0.4,
+            "first - second": 0.1 + d,
+            "first - second, CPU": 0.1 + d,
+            "kernels loaded from the cache": 1,
+            "kernels compiled": 0,
+            "numba typing registries imported": False,
+        }
+        for d in (0.0, 0.1, 0.2)
+    ]
     medians = cold_start.medians(runs)
     assert medians["first"] == pytest.approx(1.1)
     assert medians["first - second"] == pytest.approx(0.2)
-    result = {"machine": {"cpu": "CPU", "cores": 2, "python": "3", "versions": {"xpmlp": "0"}},
-              "runs per row": 3, "warmup": True, "load 1 min": "0.1",
-              "PYTHONDONTWRITEBYTECODE": None,
-              "rows": {"xpmlp": {"medians": medians, "runs": runs}}}
+    result = {
+        "machine": {"cpu": "CPU", "cores": 2, "python": "3", "versions": {"xpmlp": "0"}},
+        "runs per row": 3,
+        "warmup": True,
+        "load 1 min": "0.1",
+        "PYTHONDONTWRITEBYTECODE": None,
+        "rows": {"xpmlp": {"medians": medians, "runs": runs}},
+    }
     text = cold_start.markdown(result)
     assert cold_start.ROW in text
     assert "| xpmlp | 0.200 | 1.100 | 0.900 | 0.200 | 0.200 |" in text

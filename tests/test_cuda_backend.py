@@ -82,8 +82,9 @@ def test_launcher_specializes_a_kernel_for_c_contiguous_arguments_only(monkeypat
     assert kcuda.launcher(kernel, 12, 0, (Z + 1, Z[1], Z, args[3], 5)) is fast  # cached
     assert kcuda.launch_paths["bias_activation_elements"] == "specialized"
     M, V = numba.types.Array(numba.float32, 2, "C"), numba.types.Array(numba.float32, 1, "C")
-    assert specialized == [("bias_activation_elements",
-                            (M, V, M, numba.types.UniTuple(numba.float32, 2), numba.int64))]
+    assert specialized == [
+        ("bias_activation_elements", (M, V, M, numba.types.UniTuple(numba.float32, 2), numba.int64))
+    ]
     typed = kcuda.launcher(kernel, 12, 0, (Z.T.copy().T, Z[0], Z, args[3], 2))
     assert typed is not fast and kcuda.launch_paths["bias_activation_elements"] == "typed"
     kcuda.launcher(kernel, 12, 0, (Z, Z[0], Z, args[3], 2.0))  # a Python float: float64
@@ -96,10 +97,16 @@ def test_launcher_specializes_a_kernel_for_c_contiguous_arguments_only(monkeypat
 
 def test_argument_key_reads_dtype_ndim_layout_and_tuples() -> None:
     Z = np.zeros((3, 2), "float32")
-    assert kcuda.argument_key((Z, Z.T, Z[0], np.float32(1), 3, True, 1.5,
-                               (np.float32(1), 2))) == (
-        ("f", 2, True), ("f", 2, False), ("f", 1, True), np.float32, int, bool, float,
-        ("tuple", (np.float32, int)))
+    assert kcuda.argument_key((Z, Z.T, Z[0], np.float32(1), 3, True, 1.5, (np.float32(1), 2))) == (
+        ("f", 2, True),
+        ("f", 2, False),
+        ("f", 1, True),
+        np.float32,
+        int,
+        bool,
+        float,
+        ("tuple", (np.float32, int)),
+    )
 
 
 class CheckingOps(CudaKernelOps):
@@ -138,15 +145,28 @@ def test_every_launch_of_training_takes_the_specialized_path(dtype, optimizer, o
     n_out = 3 if output == "softmax" else 1
     y = rng.integers(0, n_out if n_out > 1 else 2, size=70)
     loss = "cross_entropy" if output == "softmax" else "binary_cross_entropy"
-    model = xpmlp.MLP([6, 5, 4, n_out], activation=["tanh", "relu"],
-                      output_activation=output, loss=loss, optimizer=optimizer, dtype=dtype,
-                      backend=ops, weight_decay=1e-3)
+    model = xpmlp.MLP(
+        [6, 5, 4, n_out],
+        activation=["tanh", "relu"],
+        output_activation=output,
+        loss=loss,
+        optimizer=optimizer,
+        dtype=dtype,
+        backend=ops,
+        weight_decay=1e-3,
+    )
     model.fit(X, y, epochs=2, batch_size=32, progress=False)  # 32, 32, then 6 rows
     model.step()
     assert ops.missed == []
     assert ops.scalar_dtypes == {(dtype, dtype)}
-    assert ops.kernels >= {"gather_rows", "bias_activation_elements", "loss_delta_rows",
-                           "loss_output_reduce", "activation_backward_chunks", "optimizer_step"}
+    assert ops.kernels >= {
+        "gather_rows",
+        "bias_activation_elements",
+        "loss_delta_rows",
+        "loss_output_reduce",
+        "activation_backward_chunks",
+        "optimizer_step",
+    }
 
 
 def test_blocks_for() -> None:
@@ -173,8 +193,9 @@ def test_auto_gives_numpy_and_logs_why(caplog) -> None:
     with caplog.at_level(logging.INFO, logger="xpmlp"):
         be = get_backend("auto")
     assert isinstance(be, NumpyBackend)
-    assert any("numpy" in r.getMessage() and probe_cuda().reason in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "numpy" in r.getMessage() and probe_cuda().reason in r.getMessage() for r in caplog.records
+    )
 
 
 def test_probe_runs_once() -> None:
@@ -207,8 +228,11 @@ def fake_cupy(devices: int | Exception = 1, driver: int = 13000, runtime: int = 
             raise devices
         return devices
 
-    rt = types.SimpleNamespace(getDeviceCount=device_count, driverGetVersion=lambda: driver,
-                               runtimeGetVersion=lambda: runtime)
+    rt = types.SimpleNamespace(
+        getDeviceCount=device_count,
+        driverGetVersion=lambda: driver,
+        runtimeGetVersion=lambda: runtime,
+    )
     return types.SimpleNamespace(__version__="14.0.0", cuda=types.SimpleNamespace(runtime=rt))
 
 
@@ -220,15 +244,23 @@ def fresh_probe():
     probe_cuda.cache_clear()
 
 
-@pytest.mark.parametrize(("cupy", "cause", "remedy"), [
-    (None, "CuPy is not installed", "pip install -e '.[cuda13]'"),
-    (fake_cupy(devices=RuntimeError("cudaErrorNoDevice")), "no usable CUDA driver",
-     "nvidia-smi"),
-    (fake_cupy(devices=0), "no CUDA device found", "backend='numpy'"),
-    (fake_cupy(driver=12040, runtime=13000),
-     "driver is too old: it supports CUDA 12.4, CuPy 14.0.0 was built for CUDA 13.0",
-     "-e '.[cuda12]'"),
-])
+@pytest.mark.parametrize(
+    ("cupy", "cause", "remedy"),
+    [
+        (None, "CuPy is not installed", "pip install -e '.[cuda13]'"),
+        (
+            fake_cupy(devices=RuntimeError("cudaErrorNoDevice")),
+            "no usable CUDA driver",
+            "nvidia-smi",
+        ),
+        (fake_cupy(devices=0), "no CUDA device found", "backend='numpy'"),
+        (
+            fake_cupy(driver=12040, runtime=13000),
+            "driver is too old: it supports CUDA 12.4, CuPy 14.0.0 was built for CUDA 13.0",
+            "-e '.[cuda12]'",
+        ),
+    ],
+)
 def test_probe_gives_cause_and_remedy(monkeypatch, fresh_probe, cupy, cause, remedy) -> None:
     monkeypatch.setitem(sys.modules, "cupy", cupy)
     probe = fresh_probe()
@@ -263,8 +295,12 @@ def test_one_training_step_on_cuda_matches_numpy(optimizer, dtype, path, monkeyp
     rng = np.random.default_rng(0)
     X = rng.standard_normal((100, 20)).astype(dtype)
     y = rng.integers(0, 4, size=100)
-    models = {name: xpmlp.MLP(sizes, optimizer=optimizer, dtype=dtype, backend=name,
-                              weight_decay=1e-3, seed=1) for name in ("numpy", "cuda")}
+    models = {
+        name: xpmlp.MLP(
+            sizes, optimizer=optimizer, dtype=dtype, backend=name, weight_decay=1e-3, seed=1
+        )
+        for name in ("numpy", "cuda")
+    }
     cuda_model = models["cuda"]
     cuda_model.set_weights(models["numpy"].get_weights())
     out = {}

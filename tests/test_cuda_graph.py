@@ -25,12 +25,23 @@ SIMULATOR = simulator_enabled()
 
 
 # ---------------------------------------------------------------------- the gemm mapping
-def column_major_gemm(op_a: int, op_b: int, m: int, n: int, k: int, A: np.ndarray, lda: int,
-                      B: np.ndarray, ldb: int, C: np.ndarray, ldc: int) -> None:
+def column_major_gemm(
+    op_a: int,
+    op_b: int,
+    m: int,
+    n: int,
+    k: int,
+    A: np.ndarray,
+    lda: int,
+    B: np.ndarray,
+    ldb: int,
+    C: np.ndarray,
+    ldc: int,
+) -> None:
     """C = op(A) op(B) as cuBLAS computes it, on flat buffers read column-major."""
+
     def matrix(buf: np.ndarray, rows: int, cols: int, ld: int) -> np.ndarray:
-        return np.lib.stride_tricks.as_strided(buf, (rows, cols),
-                                               (buf.itemsize, ld * buf.itemsize))
+        return np.lib.stride_tricks.as_strided(buf, (rows, cols), (buf.itemsize, ld * buf.itemsize))
 
     a = matrix(A, *((m, k) if op_a == cublas.OP_N else (k, m)), lda)
     b = matrix(B, *((k, n) if op_b == cublas.OP_N else (n, k)), ldb)
@@ -44,18 +55,25 @@ def flat(a: np.ndarray) -> np.ndarray:
     base = a
     while base.base is not None:
         base = base.base
-    offset = (a.__array_interface__["data"][0] - base.__array_interface__["data"][0])
-    return base.reshape(-1)[offset // a.itemsize:]
+    offset = a.__array_interface__["data"][0] - base.__array_interface__["data"][0]
+    return base.reshape(-1)[offset // a.itemsize :]
 
 
-def operands(rng: np.random.Generator, m: int, k: int, n: int, a_t: bool, b_t: bool,
-             dtype: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def operands(
+    rng: np.random.Generator, m: int, k: int, n: int, a_t: bool, b_t: bool, dtype: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """a (m, k), b (k, n) as C-contiguous arrays or transposed views; out a row slice."""
-    a = rng.standard_normal((k, m)).astype(dtype).T if a_t else \
-        rng.standard_normal((m + 2, k)).astype(dtype)[1:m + 1]
-    b = rng.standard_normal((n, k)).astype(dtype).T if b_t else \
-        rng.standard_normal((k, n)).astype(dtype)
-    out = np.full((m + 3, n), np.nan, dtype)[2:m + 2]
+    a = (
+        rng.standard_normal((k, m)).astype(dtype).T
+        if a_t
+        else rng.standard_normal((m + 2, k)).astype(dtype)[1 : m + 1]
+    )
+    b = (
+        rng.standard_normal((n, k)).astype(dtype).T
+        if b_t
+        else rng.standard_normal((k, n)).astype(dtype)
+    )
+    out = np.full((m + 3, n), np.nan, dtype)[2 : m + 2]
     return a, b, out
 
 
@@ -93,8 +111,9 @@ def test_hyper_rows_are_the_next_steps_hyperparameters(name) -> None:
     factors = [1.0, 0.5, 0.25]
     rows = opt.hyper_rows(factors)
     for b, f in enumerate(factors):
-        assert tuple(rows[b]) == pytest.approx(opt.hyperparameters(6 + b, opt.learning_rate * f),
-                                               rel=0, abs=0)
+        assert tuple(rows[b]) == pytest.approx(
+            opt.hyperparameters(6 + b, opt.learning_rate * f), rel=0, abs=0
+        )
     assert opt.t == 5
 
 
@@ -102,8 +121,7 @@ def test_hyper_rows_are_the_next_steps_hyperparameters(name) -> None:
 CASES = {
     "adam-cosine": dict(optimizer="adam", lr_schedule="cosine"),
     "nesterov-decay": dict(optimizer="nesterov", weight_decay=1e-3),
-    "rmsprop-clipped": dict(optimizer="rmsprop", l1=1e-3, clip_grad_norm=0.3,
-                            clip_grad_value=0.1),
+    "rmsprop-clipped": dict(optimizer="rmsprop", l1=1e-3, clip_grad_norm=0.3, clip_grad_value=0.1),
 }
 FIT = ("lr_schedule",)
 
@@ -208,8 +226,7 @@ def test_the_own_cublas_handle_matches_cupy_matmul(dtype) -> None:
                 be.matmul(da, db, out)
                 want = be._cupy.matmul(da, db)
                 tol = 1e-5 if dtype == "float32" else 1e-12
-                np.testing.assert_allclose(be.to_numpy(out), be.to_numpy(want), rtol=tol,
-                                           atol=tol)
+                np.testing.assert_allclose(be.to_numpy(out), be.to_numpy(want), rtol=tol, atol=tol)
 
 
 @pytest.mark.cuda
@@ -221,8 +238,12 @@ def test_cuda_graphs_train_as_the_per_op_loop(case) -> None:
     graphed = train(graphed_backend, case, X, y)
     assert graphed_backend.graph_error is None
     assert graphed_backend.epoch_runner(graphed).recordings == 1
-    np.testing.assert_allclose(graphed_backend.to_numpy(graphed.params),
-                               per_op.backend.to_numpy(per_op.params), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        graphed_backend.to_numpy(graphed.params),
+        per_op.backend.to_numpy(per_op.params),
+        rtol=1e-5,
+        atol=1e-6,
+    )
     assert graphed.optimizer.t == per_op.optimizer.t == 6
     for got, want in zip(graphed.history_, per_op.history_, strict=True):
         assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)

@@ -24,8 +24,10 @@ import types
 import pytest
 
 if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
-    pytest.skip("compiles real PTX with numba-cuda; NUMBA_ENABLE_CUDASIM=1 replaces it with the "
-                "simulator", allow_module_level=True)
+    pytest.skip(
+        "compiles real PTX with numba-cuda; NUMBA_ENABLE_CUDASIM=1 replaces it with the simulator",
+        allow_module_level=True,
+    )
 
 import numba  # noqa: E402
 import numpy  # noqa: E402
@@ -142,8 +144,13 @@ NUMPY_WITHOUT_ROW_STACK = textwrap.dedent(
 
 def run_without_row_stack(mode: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
-    return subprocess.run([sys.executable, "-c", NUMPY_WITHOUT_ROW_STACK, mode], env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", NUMPY_WITHOUT_ROW_STACK, mode],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.parametrize("mode", ["prepare", "first-kernel"])
@@ -193,11 +200,22 @@ def test_direct_launch_packs_one_value_per_ptx_parameter(ptx_compiler, case, dty
     for pack, value in zip(kcuda.pack_arguments(signature), args, strict=True):
         pack(_DeviceArray(value) if isinstance(value, numpy.ndarray) else value, params)
     ptx = ptx_compiler(case.kernel(dtype).py_func, signature)
-    entry = ptx[ptx.index(".entry"):]
-    declared = re.findall(r"\.param \.(\w+) ", entry[:entry.index(")")])
+    entry = ptx[ptx.index(".entry") :]
+    declared = re.findall(r"\.param \.(\w+) ", entry[: entry.index(")")])
     assert len(params) == len(declared), case.id
-    widths = {"u64": 8, "b64": 8, "s64": 8, "f64": 8, "u32": 4, "b32": 4, "s32": 4, "f32": 4,
-              "u8": 1, "b8": 1, "s8": 1}
+    widths = {
+        "u64": 8,
+        "b64": 8,
+        "s64": 8,
+        "f64": 8,
+        "u32": 4,
+        "b32": 4,
+        "s32": 4,
+        "f32": 4,
+        "u8": 1,
+        "b8": 1,
+        "s8": 1,
+    }
     for value, kind in zip(params, declared, strict=True):
         if isinstance(value, bool):
             assert widths[kind] == 1, (case.id, kind)
@@ -206,8 +224,15 @@ def test_direct_launch_packs_one_value_per_ptx_parameter(ptx_compiler, case, dty
         else:
             assert ctypes.sizeof(value) == widths[kind], (case.id, kind, value)
     first = next(a for a in args if isinstance(a, numpy.ndarray))
-    assert params[:5 + 2 * first.ndim] == [0, 0, first.size, first.itemsize, first.ctypes.data,
-                                           *first.shape, *first.strides]
+    assert params[: 5 + 2 * first.ndim] == [
+        0,
+        0,
+        first.size,
+        first.itemsize,
+        first.ctypes.data,
+        *first.shape,
+        *first.strides,
+    ]
 
 
 def test_direct_launch_refuses_what_it_cannot_pack() -> None:

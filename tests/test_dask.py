@@ -21,9 +21,16 @@ from xpmlp import MLPClassifier  # noqa: E402
 
 @pytest.fixture(scope="module")
 def client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None, silence_logs=40) as cluster, \
-            distributed.Client(cluster) as c:
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=40,
+        ) as cluster,
+        distributed.Client(cluster) as c,
+    ):
         yield c
 
 
@@ -37,8 +44,13 @@ def test_grid_search_under_joblib_dask_backend(client, digits) -> None:
     import joblib
 
     X, y = digits
-    est = MLPClassifier(hidden_layer_sizes=(16,), max_iter=30, learning_rate_init=0.01,
-                        random_state=0, backend="numpy")
+    est = MLPClassifier(
+        hidden_layer_sizes=(16,),
+        max_iter=30,
+        learning_rate_init=0.01,
+        random_state=0,
+        backend="numpy",
+    )
     grid = GridSearchCV(est, {"alpha": [1e-4, 1e-2]}, cv=2)
     with joblib.parallel_backend("dask"), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -53,8 +65,11 @@ def test_partial_fit_through_dask_ml_incremental(client, digits) -> None:
     X, y = digits
     X_dask = dask_array.from_array(X, chunks=(100, X.shape[1]))
     y_dask = dask_array.from_array(y, chunks=100)
-    inc = wrappers.Incremental(MLPClassifier(hidden_layer_sizes=(16,), learning_rate_init=0.01,
-                                             random_state=0, backend="numpy"))
+    inc = wrappers.Incremental(
+        MLPClassifier(
+            hidden_layer_sizes=(16,), learning_rate_init=0.01, random_state=0, backend="numpy"
+        )
+    )
     for _ in range(8):
         inc.partial_fit(X=X_dask, y=y_dask, classes=np.arange(10))
     fitted = inc.estimator_

@@ -26,23 +26,25 @@ def test_d1_binary_cross_entropy_only_after_a_sigmoid(output) -> None:
     """Outside [eps, 1 - eps] the clipped loss was flat while delta was ~4.5e15 and pointed
     the wrong way: the pairing is refused, naming what pairs."""
     with pytest.raises(ValueError) as info:
-        xpmlp.MLP([3, 4, 1], output_activation=output, loss="binary_cross_entropy",
-                  backend="numpy")
+        xpmlp.MLP([3, 4, 1], output_activation=output, loss="binary_cross_entropy", backend="numpy")
     message = str(info.value)
     assert f"output_activation={output!r}" in message and "'sigmoid'" in message
 
 
 # ---------------------------------------------------------------------- D2
-@pytest.mark.parametrize("bad", [[1.0, 1.0, 0.0], [0.0, 0.0, 0.0], [-0.5, 1.0, 0.5],
-                                 [5.0, 0.0, 0.0]])
+@pytest.mark.parametrize(
+    "bad", [[1.0, 1.0, 0.0], [0.0, 0.0, 0.0], [-0.5, 1.0, 0.5], [5.0, 0.0, 0.0]]
+)
 @pytest.mark.parametrize("backend", BACKENDS, ids=["numpy", "reference"])
 def test_d2_cross_entropy_refuses_soft_targets_that_are_no_distributions(bad, backend) -> None:
     model = xpmlp.MLP([4, 5, 3], backend=backend, dtype="float64")
     Y = np.tile([0.2, 0.3, 0.5], (6, 1))
     Y[2] = bad
     before = np.array(model.params)
-    for call in (lambda: model.fit(rows(m=6), Y, epochs=1),
-                 lambda: model.backward(model.forward(rows(m=6)), Y)):
+    for call in (
+        lambda: model.fit(rows(m=6), Y, epochs=1),
+        lambda: model.backward(model.forward(rows(m=6)), Y),
+    ):
         with pytest.raises(ValueError, match="probability distribution"):
             call()
     np.testing.assert_array_equal(model.params, before)
@@ -68,8 +70,9 @@ def test_d2_valid_soft_targets_give_the_gradient_of_the_reported_loss() -> None:
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the reference overflows on purpose
 @pytest.mark.parametrize("backend", BACKENDS, ids=["numpy", "reference"])
 def test_d3_one_non_finite_backward_does_not_stop_every_later_step(backend) -> None:
-    model = xpmlp.MLP([4, 5, 3], optimizer="sgd", learning_rate=0.1, backend=backend,
-                      dtype="float64", seed=1)
+    model = xpmlp.MLP(
+        [4, 5, 3], optimizer="sgd", learning_rate=0.1, backend=backend, dtype="float64", seed=1
+    )
     X, y = rows(m=8), np.arange(8) % 3
     good = model.get_weights()
     model.set_weights([(W * 1e300, b) for W, b in good])
@@ -85,13 +88,17 @@ def test_d3_one_non_finite_backward_does_not_stop_every_later_step(backend) -> N
 
 
 # ---------------------------------------------------------------------- D4
-@pytest.mark.parametrize(("dtype", "logits", "label", "exact"), [
-    ("float64", [1e30, 1e30, 1e30], 1, math.log(3.0)),
-    ("float32", [100.0, 90.0, 80.0], 0, math.log1p(math.exp(-10) + math.exp(-20))),
-])
+@pytest.mark.parametrize(
+    ("dtype", "logits", "label", "exact"),
+    [
+        ("float64", [1e30, 1e30, 1e30], 1, math.log(3.0)),
+        ("float32", [100.0, 90.0, 80.0], 0, math.log1p(math.exp(-10) + math.exp(-20))),
+    ],
+)
 @pytest.mark.parametrize("backend", BACKENDS, ids=["numpy", "reference"])
-def test_d4_cross_entropy_keeps_its_precision_for_large_logits(dtype, logits, label, exact,
-                                                                backend) -> None:
+def test_d4_cross_entropy_keeps_its_precision_for_large_logits(
+    dtype, logits, label, exact, backend
+) -> None:
     model = xpmlp.MLP([3, 3], backend=backend, dtype=dtype)
     model.set_weights([(np.zeros((3, 3)), np.array(logits))])
     g = model.backward(model.forward(np.zeros((1, 3))), [label])
@@ -122,8 +129,9 @@ def test_d6_float32_bias_gradient_and_loss_are_accurate_at_60000_rows() -> None:
     rng = np.random.default_rng(0)
     X = rng.standard_normal((60_000, 5)).astype(np.float32)
     y = rng.integers(0, 4, 60_000)
-    models = {d: xpmlp.MLP([5, 8, 4], backend="numpy", dtype=d, seed=3)
-              for d in ("float32", "float64")}
+    models = {
+        d: xpmlp.MLP([5, 8, 4], backend="numpy", dtype=d, seed=3) for d in ("float32", "float64")
+    }
     models["float64"].set_weights(models["float32"].get_weights())
     got = {}
     for dtype, model in models.items():
@@ -188,8 +196,11 @@ def test_d8_values_beyond_the_models_dtype_are_refused(call) -> None:
     X = rows(m=10, n=3)
     X[4, 1] = 1e39
     y = np.arange(10) % 2
-    calls = {"predict": lambda: model.predict(X), "fit": lambda: model.fit(X, y, epochs=1),
-             "score": lambda: model.score(X, y)}
+    calls = {
+        "predict": lambda: model.predict(X),
+        "fit": lambda: model.fit(X, y, epochs=1),
+        "score": lambda: model.score(X, y),
+    }
     with pytest.raises(ValueError) as info:
         calls[call]()
     message = str(info.value)

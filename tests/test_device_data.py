@@ -54,16 +54,19 @@ def test_device_data_is_checked_once_and_trains_to_the_bits_of_arrays(checks) ->
     arrays = _model().fit(X, y, epochs=3, batch_size=16, validation_data=(X_val, y_val))
     assert checks == ["X", "y", "validation X", "validation y"]  # each once per call
     np.testing.assert_array_equal(on_device.params, arrays.params)
+
     def figures(model):  # the history without the timings
-        return [{k: v for k, v in r.items() if k not in ("seconds", "samples_per_s")}
-                for r in model.history_]
+        return [
+            {k: v for k, v in r.items() if k not in ("seconds", "samples_per_s")}
+            for r in model.history_
+        ]
 
     assert figures(on_device) == figures(arrays)
     assert results[0] == arrays.evaluate(X, y) and results[1] == arrays.score(X, y)
     np.testing.assert_array_equal(results[2], arrays.predict(X))
     np.testing.assert_array_equal(
-        held_out.params, _model().fit(X, y, epochs=2, batch_size=16,
-                                      validation_fraction=0.2).params)
+        held_out.params, _model().fit(X, y, epochs=2, batch_size=16, validation_fraction=0.2).params
+    )
 
 
 def test_device_data_is_checked_when_made_and_against_the_model() -> None:
@@ -79,8 +82,9 @@ def test_device_data_is_checked_when_made_and_against_the_model() -> None:
     data = DeviceData(X, y, backend="numpy", dtype="float64")
     with pytest.raises(ParameterError, match="the data is float64 but the model is float32"):
         _model().fit(data)
-    with pytest.raises(ValueError, match="X has 5 features per sample; the model's input "
-                                         "layer expects 4"):
+    with pytest.raises(
+        ValueError, match="X has 5 features per sample; the model's input layer expects 4"
+    ):
         MLP([4, 3], backend="numpy", dtype="float64").fit(data)
     with pytest.raises(ParameterError, match="holds its targets"):
         _model(dtype="float64").fit(data, y)

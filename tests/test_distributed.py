@@ -31,8 +31,14 @@ from xpmlp.distributed.faults import abort_job, check_same_settings, settings_di
 from xpmlp.distributed.single import SingleCommunicator
 
 HERE = Path(__file__).resolve()
-LAUNCH_VARIABLES = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE",
-                    "PMIX_RANK", "SLURM_STEP_NUM_TASKS")
+LAUNCH_VARIABLES = (
+    "PMI_SIZE",
+    "PMI_RANK",
+    "OMPI_COMM_WORLD_SIZE",
+    "MV2_COMM_WORLD_SIZE",
+    "PMIX_RANK",
+    "SLURM_STEP_NUM_TASKS",
+)
 LAYERS = [6, 16, 8, 3]
 ROWS, BATCH = 999, 16  # odd: shards of 500 and 499 rows; 499 = 31 batches of 16 + 3 rows
 
@@ -47,9 +53,11 @@ def toy_data(rows: int = ROWS, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def max_difference(a: xpmlp.MLP, b: xpmlp.MLP) -> float:
-    return max(float(np.abs(p - q).max())
-               for (Wa, ba), (Wb, bb) in zip(a.get_weights(), b.get_weights(), strict=True)
-               for p, q in ((Wa, Wb), (ba, bb)))
+    return max(
+        float(np.abs(p - q).max())
+        for (Wa, ba), (Wb, bb) in zip(a.get_weights(), b.get_weights(), strict=True)
+        for p, q in ((Wa, Wb), (ba, bb))
+    )
 
 
 def mpiexec() -> str:
@@ -59,15 +67,17 @@ def mpiexec() -> str:
         import mpi4py  # noqa: F401
     except ImportError:
         pytest.skip("mpi4py is not installed: pip install -e '.[test]' (or '.[distributed]')")
-    found = (shutil.which("mpiexec", path=str(Path(sys.executable).parent))
-             or shutil.which("mpiexec"))
+    found = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which(
+        "mpiexec"
+    )
     if found is None:
         pytest.skip("no mpiexec next to this Python or on PATH: pip install mpich")
     return found
 
 
-def launch(ranks: int, *args: str, timeout: float = 60) -> tuple[subprocess.CompletedProcess,
-                                                                   float]:
+def launch(
+    ranks: int, *args: str, timeout: float = 60
+) -> tuple[subprocess.CompletedProcess, float]:
     """Run this file's ``main`` on ``ranks`` ranks; (the finished process, seconds taken)."""
     env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARIABLES}
     env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
@@ -75,8 +85,9 @@ def launch(ranks: int, *args: str, timeout: float = 60) -> tuple[subprocess.Comp
         env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     cmd = [mpiexec(), "-n", str(ranks), sys.executable, str(HERE), *args]
     start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
-                          stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL
+    )
     return done, time.perf_counter() - start
 
 
@@ -118,25 +129,39 @@ def test_single_is_a_world_of_one_whose_collectives_change_nothing(fresh_init) -
 
 
 def test_auto_without_a_launcher_is_single_and_imports_no_mpi(fresh_init) -> None:
-    code = ("import sys, xpmlp.distributed as d; c = d.init(); "
-            "print(c.name, c.world_size, 'mpi4py' in sys.modules)")
+    code = (
+        "import sys, xpmlp.distributed as d; c = d.init(); "
+        "print(c.name, c.world_size, 'mpi4py' in sys.modules)"
+    )
     env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARIABLES}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=env, timeout=60, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=True,
+    ).stdout.split()
     assert out == ["single", "1", "False"]
 
 
-@pytest.mark.parametrize(("env", "expected"), [
-    ({}, None),
-    ({"PMI_SIZE": "4", "PMI_RANK": "1"}, (4, "PMI_SIZE")),
-    ({"OMPI_COMM_WORLD_SIZE": "8"}, (8, "OMPI_COMM_WORLD_SIZE")),
-    ({"PMIX_RANK": "0", "SLURM_STEP_NUM_TASKS": "16"}, (16, "SLURM_STEP_NUM_TASKS")),
-    ({"PMIX_RANK": "0"}, (0, "PMIX_RANK")),
-    ({"SLURM_STEP_NUM_TASKS": "16"}, None),  # a batch script, not a launched rank
-])
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, None),
+        ({"PMI_SIZE": "4", "PMI_RANK": "1"}, (4, "PMI_SIZE")),
+        ({"OMPI_COMM_WORLD_SIZE": "8"}, (8, "OMPI_COMM_WORLD_SIZE")),
+        ({"PMIX_RANK": "0", "SLURM_STEP_NUM_TASKS": "16"}, (16, "SLURM_STEP_NUM_TASKS")),
+        ({"PMIX_RANK": "0"}, (0, "PMIX_RANK")),
+        ({"SLURM_STEP_NUM_TASKS": "16"}, None),  # a batch script, not a launched rank
+    ],
+)
 def test_the_launchers_environment_tells_a_rank_from_a_lone_process(
-        fresh_init, monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
-        expected: tuple[int, str] | None) -> None:
+    fresh_init,
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    expected: tuple[int, str] | None,
+) -> None:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert config.mpi_launch() == expected
@@ -170,8 +195,11 @@ def test_fit_with_a_world_of_one_trains_exactly_as_without(fresh_init) -> None:
     joined.fit(X, y, comm=xd.init("single"), **fit)
     assert max_difference(alone, joined) == 0.0
     for a, b in zip(alone.history_, joined.history_, strict=True):
-        assert (a["loss"], a["train_accuracy"], a["val_accuracy"]) == \
-            (b["loss"], b["train_accuracy"], b["val_accuracy"])
+        assert (a["loss"], a["train_accuracy"], a["val_accuracy"]) == (
+            b["loss"],
+            b["train_accuracy"],
+            b["val_accuracy"],
+        )
 
 
 def test_a_settings_mismatch_names_each_difference_with_both_values() -> None:
@@ -229,8 +257,7 @@ def equivalence(tmp_path: Path, filename: str, *options: str, timeout: float = 6
     return result
 
 
-def test_two_ranks_on_the_fused_step_train_as_two_ranks_on_the_per_op_path(
-        tmp_path: Path) -> None:
+def test_two_ranks_on_the_fused_step_train_as_two_ranks_on_the_per_op_path(tmp_path: Path) -> None:
     """Under MPI the fused CPU step computes the gradients in one call, the ranks average
     them, the optimizer's kernel updates (norm clipping on the averaged gradients): the
     per-op distributed run's weights and history, for momentum with L2, Adam with norm
@@ -239,8 +266,9 @@ def test_two_ranks_on_the_fused_step_train_as_two_ranks_on_the_per_op_path(
     done, _ = launch(2, "fused-equivalence", str(out), timeout=120)
     assert done.returncode == 0, done.stderr
     result = json.loads(out.read_text())
-    assert set(result) == {f"{name}-{dtype}" for name in FUSED_CASES
-                           for dtype in ("float64", "float32")}
+    assert set(result) == {
+        f"{name}-{dtype}" for name in FUSED_CASES for dtype in ("float64", "float32")
+    }
     for case, r in result.items():
         assert r["kinds"] == ["fused-cpu", "reference"], (case, r)
         assert r["ranks_identical"], case
@@ -268,7 +296,8 @@ def test_ranks_with_different_layer_sizes_fail_at_the_start(tmp_path: Path) -> N
 
 
 def test_a_loss_that_diverges_on_one_rank_stops_every_rank_at_the_same_batch(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     out = tmp_path / "divergence.json"
     done, _ = launch(2, "diverge-on-rank-1", str(out))
     assert done.returncode == 0, done.stderr
@@ -283,10 +312,24 @@ def test_a_loss_that_diverges_on_one_rank_stops_every_rank_at_the_same_batch(
 def test_mpiexec_train_one_epoch_reaches_96_percent_with_one_display(tmp_path: Path) -> None:
     report, model_file = tmp_path / "report.json", tmp_path / "model.npz"
     env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARIABLES}
-    cmd = [mpiexec(), "-n", "2", sys.executable, "-m", "xpmlp", "train", "--epochs", "1",
-           "--report", str(report), "--out", str(model_file)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env,
-                          stdin=subprocess.DEVNULL)
+    cmd = [
+        mpiexec(),
+        "-n",
+        "2",
+        sys.executable,
+        "-m",
+        "xpmlp",
+        "train",
+        "--epochs",
+        "1",
+        "--report",
+        str(report),
+        "--out",
+        str(model_file),
+    ]
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, env=env, stdin=subprocess.DEVNULL
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("test accuracy:") == 1, done.stdout
     assert done.stderr.count("epoch 1/1: loss") == 1, done.stderr
@@ -295,7 +338,8 @@ def test_mpiexec_train_one_epoch_reaches_96_percent_with_one_display(tmp_path: P
     assert r["distributed"] == {"backend": "mpi", "world_size": 2, "threads_per_rank": 1}
     assert r["test_accuracy"] >= 0.96, r["test_accuracy"]
     assert xpmlp.load_model(model_file).score(*_mnist_test()) == pytest.approx(
-        r["test_accuracy"], abs=1e-4)
+        r["test_accuracy"], abs=1e-4
+    )
 
 
 def _mnist_test() -> tuple[np.ndarray, np.ndarray]:
@@ -318,8 +362,9 @@ def test_nccl_with_one_rank_trains_exactly_as_without(tmp_path: Path) -> None:
 
 @pytest.mark.cuda
 def test_two_mpi_ranks_sharing_one_gpu_stage_through_the_host(tmp_path: Path) -> None:
-    equivalence(tmp_path, "equivalence-cuda.json", "--backend", "cuda", "--distributed", "mpi",
-                timeout=300)
+    equivalence(
+        tmp_path, "equivalence-cuda.json", "--backend", "cuda", "--distributed", "mpi", timeout=300
+    )
 
 
 # ---------------------------------------------------------------------------- the ranks' program
@@ -329,16 +374,15 @@ OPTIMIZERS = {
 }
 
 
-def _model(args: argparse.Namespace, comm: Any, layers: list[int] = LAYERS,
-           **kw: Any) -> xpmlp.MLP:
+def _model(args: argparse.Namespace, comm: Any, layers: list[int] = LAYERS, **kw: Any) -> xpmlp.MLP:
     device = xd.default_device(comm) if args.backend == "cuda" else None
-    return xpmlp.MLP(layers, dtype="float64", backend=args.backend, device=device,
-                     seed=comm.rank, **kw)
+    return xpmlp.MLP(
+        layers, dtype="float64", backend=args.backend, device=device, seed=comm.rank, **kw
+    )
 
 
 def _weights_digest(model: xpmlp.MLP) -> str:
-    return settings_digest({"w": [w.tobytes().hex() for pair in model.get_weights()
-                                  for w in pair]})
+    return settings_digest({"w": [w.tobytes().hex() for pair in model.get_weights() for w in pair]})
 
 
 def scenario_equivalence(args: argparse.Namespace, comm: Any) -> dict[str, Any]:
@@ -350,21 +394,34 @@ def scenario_equivalence(args: argparse.Namespace, comm: Any) -> dict[str, Any]:
     result: dict[str, Any] = {"communicator": comm.name, "optimizers": {}}
     for name, options in OPTIMIZERS.items():
         model = _model(args, comm, **options)  # different seeds: rank 0's weights are sent
-        model.fit(X[r::n], y[r::n], batch_size=BATCH, comm=comm,
-                  validation_data=(X_val, y_val), **fit)
+        model.fit(
+            X[r::n], y[r::n], batch_size=BATCH, comm=comm, validation_data=(X_val, y_val), **fit
+        )
         digests = comm.allgather_object(_weights_digest(model))
         if r == 0:
-            alone = xpmlp.MLP(LAYERS, dtype="float64", backend=args.backend, seed=0,
-                              device=model.backend.device_index
-                              if args.backend == "cuda" else None, **options)
-            alone.fit(X[:rows], y[:rows], batch_size=n * BATCH,
-                      validation_data=(X[:rows], y[:rows]), **fit)
+            alone = xpmlp.MLP(
+                LAYERS,
+                dtype="float64",
+                backend=args.backend,
+                seed=0,
+                device=model.backend.device_index if args.backend == "cuda" else None,
+                **options,
+            )
+            alone.fit(
+                X[:rows],
+                y[:rows],
+                batch_size=n * BATCH,
+                validation_data=(X[:rows], y[:rows]),
+                **fit,
+            )
             result["optimizers"][name] = {
                 "ranks_identical": len(set(digests)) == 1,
                 "max_weight_difference": max_difference(model, alone),
                 "max_history_difference": max(
-                    abs(a[k] - b[k]) for a, b in zip(model.history_, alone.history_, strict=True)
-                    for k in ("loss", "train_accuracy", "val_accuracy")),
+                    abs(a[k] - b[k])
+                    for a, b in zip(model.history_, alone.history_, strict=True)
+                    for k in ("loss", "train_accuracy", "val_accuracy")
+                ),
                 "steps": model.optimizer.t,
             }
     return result
@@ -373,10 +430,10 @@ def scenario_equivalence(args: argparse.Namespace, comm: Any) -> dict[str, Any]:
 #: the fused step's distributed cases (``scenario_fused_equivalence``)
 FUSED_CASES = {
     "momentum-l2": dict(optimizer="momentum", learning_rate=0.05, weight_decay=1e-3),
-    "adam-clip-norm-l1": dict(optimizer="adam", learning_rate=1e-2, clip_grad_norm=0.05,
-                              l1=1e-4),
-    "dropout-batch-norm": dict(optimizer="momentum", learning_rate=0.05, dropout=0.1,
-                               batch_norm=True),
+    "adam-clip-norm-l1": dict(optimizer="adam", learning_rate=1e-2, clip_grad_norm=0.05, l1=1e-4),
+    "dropout-batch-norm": dict(
+        optimizer="momentum", learning_rate=0.05, dropout=0.1, batch_norm=True
+    ),
 }
 
 
@@ -391,10 +448,18 @@ def scenario_fused_equivalence(args: argparse.Namespace, comm: Any) -> dict[str,
         for dtype in ("float64", "float32"):
             models = []
             for fused in (True, False):
-                model = xpmlp.MLP(LAYERS, dtype=dtype, backend=NumpyBackend(fused=fused),
-                                  seed=r, **options)
-                model.fit(X[r::n].astype(dtype), y[r::n], epochs=2, batch_size=BATCH,
-                          shuffle=False, lr_schedule="cosine", comm=comm)
+                model = xpmlp.MLP(
+                    LAYERS, dtype=dtype, backend=NumpyBackend(fused=fused), seed=r, **options
+                )
+                model.fit(
+                    X[r::n].astype(dtype),
+                    y[r::n],
+                    epochs=2,
+                    batch_size=BATCH,
+                    shuffle=False,
+                    lr_schedule="cosine",
+                    comm=comm,
+                )
                 models.append(model)
             fused_model, per_op = models
             digests = comm.allgather_object(_weights_digest(fused_model))
@@ -403,13 +468,16 @@ def scenario_fused_equivalence(args: argparse.Namespace, comm: Any) -> dict[str,
                 "ranks_identical": len(set(digests)) == 1,
                 "max_relative_weight_difference": max(
                     float(np.abs(p - q).max() / max(np.abs(q).max(), 1e-30))
-                    for (Wa, ba), (Wb, bb) in zip(fused_model.get_weights(),
-                                                  per_op.get_weights(), strict=True)
-                    for p, q in ((Wa, Wb), (ba, bb))),
+                    for (Wa, ba), (Wb, bb) in zip(
+                        fused_model.get_weights(), per_op.get_weights(), strict=True
+                    )
+                    for p, q in ((Wa, Wb), (ba, bb))
+                ),
                 "max_history_difference": max(
                     abs(a[k] - b[k]) / max(abs(b[k]), 1e-30)
                     for a, b in zip(fused_model.history_, per_op.history_, strict=True)
-                    for k in ("loss", "train_accuracy")),
+                    for k in ("loss", "train_accuracy")
+                ),
                 "steps": fused_model.optimizer.t,
             }
     return result
@@ -429,14 +497,14 @@ def scenario_fail_on_rank_1(args: argparse.Namespace, comm: Any) -> None:
             apply(*a, **k)
 
         model.apply_gradients = failing  # type: ignore[method-assign]
-    model.fit(X[comm.rank::2], y[comm.rank::2], epochs=50, batch_size=BATCH, comm=comm)
+    model.fit(X[comm.rank :: 2], y[comm.rank :: 2], epochs=50, batch_size=BATCH, comm=comm)
     print("no step was taken after the failure")  # not reached on any rank
 
 
 def scenario_mismatch(args: argparse.Namespace, comm: Any) -> None:
     X, y = toy_data()
     layers = [6, 16 if comm.rank == 0 else 12, 8, 3]
-    _model(args, comm, layers).fit(X[comm.rank::2], y[comm.rank::2], epochs=1, comm=comm)
+    _model(args, comm, layers).fit(X[comm.rank :: 2], y[comm.rank :: 2], epochs=1, comm=comm)
     print("no step was taken")
 
 
@@ -447,19 +515,25 @@ def scenario_diverge_on_rank_1(args: argparse.Namespace, comm: Any) -> dict[str,
     if comm.rank == 1:
         Y = Y.copy()
         Y[1::2][2 * BATCH + 1, 0] = 1e200
-    model = _model(args, comm, [6, 16, 2], loss="squared_error", optimizer="sgd",
-                   learning_rate=0.01)
+    model = _model(
+        args, comm, [6, 16, 2], loss="squared_error", optimizer="sgd", learning_rate=0.01
+    )
     try:
-        model.fit(X[comm.rank::2], Y[comm.rank::2], epochs=2, batch_size=BATCH, shuffle=False,
-                  comm=comm)
+        model.fit(
+            X[comm.rank :: 2],
+            Y[comm.rank :: 2],
+            epochs=2,
+            batch_size=BATCH,
+            shuffle=False,
+            comm=comm,
+        )
         message = "no divergence"
     except TrainingDivergedError as exc:
         message = str(exc)
     digests = comm.allgather_object(_weights_digest(model))
     messages = comm.allgather_object(message)
     finite = all(np.isfinite(w).all() for pair in model.get_weights() for w in pair)
-    return {"messages": messages, "ranks_identical": len(set(digests)) == 1,
-            "finite": bool(finite)}
+    return {"messages": messages, "ranks_identical": len(set(digests)) == 1, "finite": bool(finite)}
 
 
 def scenario_nccl_smoke(args: argparse.Namespace, comm: Any) -> dict[str, Any]:

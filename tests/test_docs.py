@@ -24,8 +24,9 @@ def test_docs_release_is_the_package_version(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(sys, "path", list(sys.path))  # conf.py puts docs/ on the path
     conf = runpy.run_path(str(ROOT / "docs" / "conf.py"))
     assert conf["release"] == xpmlp.__version__
-    proc = subprocess.run([sys.executable, "-m", "xpmlp", "--version"], capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "xpmlp", "--version"], capture_output=True, text=True, timeout=120
+    )
     assert proc.stdout.strip() == f"xpmlp {conf['release']}"
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert 'version = { attr = "xpmlp._version.__version__" }' in pyproject

@@ -79,8 +79,9 @@ def test_backward_drops_exactly_what_the_forward_dropped() -> None:
     rng = seed("same-mask")
     Z = rng.standard_normal((100, 20))
     _, A = run_bias_activation_dropout(NumpyBackend(), "sigmoid", Z, np.zeros(20), 5, 0.5)
-    delta, _ = run_activation_backward_dropout(NumpyBackend(), "sigmoid", np.ones_like(Z), Z,
-                                               5, 0.5)
+    delta, _ = run_activation_backward_dropout(
+        NumpyBackend(), "sigmoid", np.ones_like(Z), Z, 5, 0.5
+    )
     np.testing.assert_array_equal(A == 0, delta == 0)
     np.testing.assert_allclose(A[A != 0], 2 / (1 + np.exp(-Z[A != 0])), rtol=1e-15)
 
@@ -122,8 +123,15 @@ def test_keys_differ_by_seed_step_and_layer() -> None:
 
 
 def two_layer(backend, seed_: int = 0, **options) -> MLP:
-    return MLP([6, 9, 8, 3], activation="tanh", dropout=0.5, dtype="float64", backend=backend,
-               seed=seed_, **options)
+    return MLP(
+        [6, 9, 8, 3],
+        activation="tanh",
+        dropout=0.5,
+        dtype="float64",
+        backend=backend,
+        seed=seed_,
+        **options,
+    )
 
 
 def test_same_seed_same_masks_on_every_backend() -> None:
@@ -144,13 +152,14 @@ def test_same_seed_same_masks_on_every_backend() -> None:
 
 def test_inference_ignores_dropout() -> None:
     X = seed("inference").standard_normal((20, 6))
-    dropped, plain = two_layer("numpy"), MLP([6, 9, 8, 3], activation="tanh", dtype="float64",
-                                             backend="numpy")
+    dropped, plain = (
+        two_layer("numpy"),
+        MLP([6, 9, 8, 3], activation="tanh", dtype="float64", backend="numpy"),
+    )
     with plain.backend.activate():
         plain.params[...] = dropped.params
     np.testing.assert_array_equal(dropped.predict_proba(X), plain.predict_proba(X))
-    np.testing.assert_array_equal(dropped.forward(X, training=False).A[-1],
-                                  plain.forward(X).A[-1])
+    np.testing.assert_array_equal(dropped.forward(X, training=False).A[-1], plain.forward(X).A[-1])
     assert dropped.dropout_steps == 0  # prediction draws no masks
     assert not np.array_equal(dropped.forward(X).A[-1], plain.forward(X).A[-1])
     assert dropped.dropout_steps == 1
@@ -163,8 +172,16 @@ def test_gradients_through_a_fixed_mask_match_finite_differences(backend, batch_
     """The loss with the masks of training step 0, as a function of every parameter."""
     be = REFERENCE if backend == "reference" else "numpy"
     rng = seed("dropout-fd", backend, batch_norm)
-    model = MLP([4, 6, 5, 3], activation=["tanh", "gelu"], dropout=[0.3, 0.5], optimizer="sgd",
-                batch_norm=batch_norm, dtype="float64", backend=be, seed=4)
+    model = MLP(
+        [4, 6, 5, 3],
+        activation=["tanh", "gelu"],
+        dropout=[0.3, 0.5],
+        optimizer="sgd",
+        batch_norm=batch_norm,
+        dtype="float64",
+        backend=be,
+        seed=4,
+    )
     p0 = host(model, model.params) + rng.normal(0.0, 0.5, model.params.shape)
     X, y = rng.standard_normal((8, 4)), rng.integers(0, 3, 8)
 
@@ -226,17 +243,52 @@ def test_train_command_with_dropout_and_batch_norm(tmp_path) -> None:
     from xpmlp.cli import main
 
     report, out = tmp_path / "r.json", tmp_path / "m.npz"
-    status = main(["train", "--backend", "numpy", "--epochs", "2", "--limit", "1000",
-                   "--hidden", "32,16", "--dropout", "0.2,0.1", "--batch-norm", "--optimizer",
-                   "rmsprop", "--report", str(report), "--out", str(out), "--quiet"])
+    status = main(
+        [
+            "train",
+            "--backend",
+            "numpy",
+            "--epochs",
+            "2",
+            "--limit",
+            "1000",
+            "--hidden",
+            "32,16",
+            "--dropout",
+            "0.2,0.1",
+            "--batch-norm",
+            "--optimizer",
+            "rmsprop",
+            "--report",
+            str(report),
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert status == 0
     r = json.loads(report.read_text())
     assert r["model"]["dropout"] == [0.2, 0.1] and r["model"]["batch_norm"] == [True, True]
     assert r["test_accuracy"] > 0.7
     model = load_model(out, backend="numpy")
     assert model.dropout == [0.2, 0.1] and model.batch_norm == [True, True]
-    assert main(["train", "--backend", "numpy", "--limit", "100", "--hidden", "8,8",
-                 "--dropout", "0.1,0.1,0.1", "--quiet"]) != 0  # one rate too many
+    assert (
+        main(
+            [
+                "train",
+                "--backend",
+                "numpy",
+                "--limit",
+                "100",
+                "--hidden",
+                "8,8",
+                "--dropout",
+                "0.1,0.1,0.1",
+                "--quiet",
+            ]
+        )
+        != 0
+    )  # one rate too many
 
 
 # ---------------------------------------------------------------------- CUDA simulator
@@ -271,11 +323,17 @@ def test_cuda_simulated_kernels_match_the_reference(act, dtype, monkeypatch) -> 
 def test_a_model_without_dropout_or_batch_norm_runs_only_the_plain_kernels(monkeypatch) -> None:
     """No new op (and no new Python work per layer) on the plain path, in training and
     prediction alike."""
+
     def refuse(*args, **kwargs):
         raise AssertionError("a dropout or batch-norm op ran in a plain model")
 
-    for op in ("bias_activation_dropout", "activation_backward_dropout", "batch_norm_forward",
-               "batch_norm_inference", "batch_norm_backward"):
+    for op in (
+        "bias_activation_dropout",
+        "activation_backward_dropout",
+        "batch_norm_forward",
+        "batch_norm_inference",
+        "batch_norm_backward",
+    ):
         monkeypatch.setattr(NumpyBackend, op, refuse)
     rng = seed("plain")
     X, y = rng.standard_normal((30, 4)), rng.integers(0, 2, 30)

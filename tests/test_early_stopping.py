@@ -30,22 +30,29 @@ MISLABELLED = (X_VAL, (Y_VAL + 1) % 3)  # learning the training set makes this l
 
 
 def model(**options: Any) -> xpmlp.MLP:
-    return xpmlp.MLP([4, 8, 3], optimizer="sgd", learning_rate=0.2, dtype="float64",
-                     backend="numpy", seed=3, **options)
+    return xpmlp.MLP(
+        [4, 8, 3],
+        optimizer="sgd",
+        learning_rate=0.2,
+        dtype="float64",
+        backend="numpy",
+        seed=3,
+        **options,
+    )
 
 
 def fit_with_snapshots(net: xpmlp.MLP, **fit: Any) -> list[np.ndarray]:
     """Fit, keeping the parameters at the end of every epoch (index = epoch - 1)."""
     snapshots: list[np.ndarray] = []
-    net.fit(X, Y, batch_size=30, callback=lambda r: snapshots.append(np.array(net.params)),
-            **fit)
+    net.fit(X, Y, batch_size=30, callback=lambda r: snapshots.append(np.array(net.params)), **fit)
     return snapshots
 
 
 def test_stops_patience_epochs_after_the_best_and_restores_it() -> None:
     net = model()
-    snapshots = fit_with_snapshots(net, epochs=30, validation_data=MISLABELLED,
-                                   early_stopping=EarlyStopping(patience=3))
+    snapshots = fit_with_snapshots(
+        net, epochs=30, validation_data=MISLABELLED, early_stopping=EarlyStopping(patience=3)
+    )
     losses = [r["val_loss"] for r in net.history_]
     best = int(np.argmin(losses)) + 1
     assert net.best_epoch_ == best and best < 10
@@ -56,9 +63,12 @@ def test_stops_patience_epochs_after_the_best_and_restores_it() -> None:
 
 def test_without_restoring_the_last_weights_stay() -> None:
     net = model()
-    snapshots = fit_with_snapshots(net, epochs=30, validation_data=MISLABELLED,
-                                   early_stopping=EarlyStopping(patience=2,
-                                                                restore_best_weights=False))
+    snapshots = fit_with_snapshots(
+        net,
+        epochs=30,
+        validation_data=MISLABELLED,
+        early_stopping=EarlyStopping(patience=2, restore_best_weights=False),
+    )
     assert net.stopped_epoch_ == net.best_epoch_ + 2
     np.testing.assert_array_equal(net.params, snapshots[-1])
 
@@ -73,24 +83,42 @@ def test_early_stopping_true_takes_the_defaults_and_a_full_run_has_no_stop() -> 
 def test_min_delta_counts_small_improvements_as_none() -> None:
     """A tiny learning rate improves the loss by far less than min_delta: stop after
     patience epochs, the first epoch the best."""
-    net = xpmlp.MLP([4, 8, 3], optimizer="sgd", learning_rate=1e-6, dtype="float64",
-                    backend="numpy", seed=3)
-    net.fit(X, Y, epochs=20, batch_size=30, validation_data=(X_VAL, Y_VAL),
-            early_stopping=EarlyStopping(patience=2, min_delta=1e-3))
+    net = xpmlp.MLP(
+        [4, 8, 3], optimizer="sgd", learning_rate=1e-6, dtype="float64", backend="numpy", seed=3
+    )
+    net.fit(
+        X,
+        Y,
+        epochs=20,
+        batch_size=30,
+        validation_data=(X_VAL, Y_VAL),
+        early_stopping=EarlyStopping(patience=2, min_delta=1e-3),
+    )
     losses = [r["val_loss"] for r in net.history_]
     assert losses[-1] < losses[0]  # it did improve, by less than min_delta
     assert (net.best_epoch_, net.stopped_epoch_) == (1, 3)
-    net2 = xpmlp.MLP([4, 8, 3], optimizer="sgd", learning_rate=1e-6, dtype="float64",
-                     backend="numpy", seed=3)
-    net2.fit(X, Y, epochs=5, batch_size=30, validation_data=(X_VAL, Y_VAL),
-             early_stopping=EarlyStopping(patience=2, min_delta=0.0))
+    net2 = xpmlp.MLP(
+        [4, 8, 3], optimizer="sgd", learning_rate=1e-6, dtype="float64", backend="numpy", seed=3
+    )
+    net2.fit(
+        X,
+        Y,
+        epochs=5,
+        batch_size=30,
+        validation_data=(X_VAL, Y_VAL),
+        early_stopping=EarlyStopping(patience=2, min_delta=0.0),
+    )
     assert net2.stopped_epoch_ is None and net2.best_epoch_ == 5
 
 
 def test_monitoring_val_accuracy_keeps_its_highest() -> None:
     net = model()
-    fit_with_snapshots(net, epochs=30, validation_data=MISLABELLED,
-                       early_stopping=EarlyStopping(patience=4, monitor="val_accuracy"))
+    fit_with_snapshots(
+        net,
+        epochs=30,
+        validation_data=MISLABELLED,
+        early_stopping=EarlyStopping(patience=4, monitor="val_accuracy"),
+    )
     accuracies = [r["val_accuracy"] for r in net.history_]
     assert net.best_epoch_ == int(np.argmax(accuracies)) + 1  # the first of the highest
     assert net.stopped_epoch_ == net.best_epoch_ + 4
@@ -120,8 +148,14 @@ def test_validation_fraction_holds_out_rows_with_the_models_seed() -> None:
     records = []
     for _ in range(2):
         net = model()
-        net.fit(X, Y, epochs=2, batch_size=30, validation_fraction=0.25,
-                early_stopping=EarlyStopping(patience=5))
+        net.fit(
+            X,
+            Y,
+            epochs=2,
+            batch_size=30,
+            validation_fraction=0.25,
+            early_stopping=EarlyStopping(patience=5),
+        )
         records.append(net.history_)
         assert {"val_loss", "val_accuracy"} <= set(net.history_[0])
         # 90 training rows: 3 batches of 30 a second, counted in samples_per_s
@@ -130,30 +164,39 @@ def test_validation_fraction_holds_out_rows_with_the_models_seed() -> None:
     assert records[0][-1]["val_loss"] == records[1][-1]["val_loss"]
 
 
-@pytest.mark.parametrize(("fit", "message"), [
-    (dict(early_stopping=True), "needs validation data"),
-    (dict(early_stopping=EarlyStopping(monitor="val_accuracy")), "'val_accuracy'"),
-    (dict(early_stopping="yes", validation_data=(X_VAL, Y_VAL)), "early_stopping='yes'"),
-    (dict(validation_fraction=1.0), "validation_fraction=1.0 is not valid"),
-    (dict(validation_fraction=0.0), "validation_fraction=0.0 is not valid"),
-    (dict(validation_fraction=0.2, validation_data=(X_VAL, Y_VAL)), "not both"),
-])
+@pytest.mark.parametrize(
+    ("fit", "message"),
+    [
+        (dict(early_stopping=True), "needs validation data"),
+        (dict(early_stopping=EarlyStopping(monitor="val_accuracy")), "'val_accuracy'"),
+        (dict(early_stopping="yes", validation_data=(X_VAL, Y_VAL)), "early_stopping='yes'"),
+        (dict(validation_fraction=1.0), "validation_fraction=1.0 is not valid"),
+        (dict(validation_fraction=0.0), "validation_fraction=0.0 is not valid"),
+        (dict(validation_fraction=0.2, validation_data=(X_VAL, Y_VAL)), "not both"),
+    ],
+)
 def test_bad_fit_options_are_refused(fit: dict[str, Any], message: str) -> None:
     with pytest.raises(ParameterError) as info:
         model().fit(X, Y, epochs=1, **fit)
     assert message in str(info.value)
 
 
-@pytest.mark.parametrize(("settings", "message"), [
-    (dict(patience=0), "patience=0 is not valid"),
-    (dict(patience=2.5), "patience=2.5 is not valid"),
-    (dict(min_delta=-1.0), "min_delta=-1.0 is not valid"),
-    (dict(monitor="accuracy"), "monitor='accuracy' is not valid; expected one of "
-     "'val_loss', 'val_accuracy', 'loss', 'val_score'"),
-    (dict(convention="pytorch"), "convention='pytorch' is not valid"),
-    (dict(patience=float("nan")), "patience=nan is not valid"),
-    (dict(restore_best_weights=1), "restore_best_weights=1 is not valid"),
-])
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (dict(patience=0), "patience=0 is not valid"),
+        (dict(patience=2.5), "patience=2.5 is not valid"),
+        (dict(min_delta=-1.0), "min_delta=-1.0 is not valid"),
+        (
+            dict(monitor="accuracy"),
+            "monitor='accuracy' is not valid; expected one of "
+            "'val_loss', 'val_accuracy', 'loss', 'val_score'",
+        ),
+        (dict(convention="pytorch"), "convention='pytorch' is not valid"),
+        (dict(patience=float("nan")), "patience=nan is not valid"),
+        (dict(restore_best_weights=1), "restore_best_weights=1 is not valid"),
+    ],
+)
 def test_bad_early_stopping_settings_are_refused(settings: dict[str, Any], message: str) -> None:
     with pytest.raises(ParameterError) as info:
         EarlyStopping(**settings)
@@ -170,19 +213,37 @@ def test_the_cuda_kernels_give_the_same_validation_loss_and_stop(monkeypatch) ->
     from xpmlp.backends.cuda_sim import SimulatedCudaBackend
 
     monkeypatch.setattr(kcuda, "THREADS_PER_BLOCK", 32)
-    nets = [xpmlp.MLP([4, 8, 3], optimizer="sgd", learning_rate=0.2, dtype="float64",
-                      backend=be, seed=3, clip_grad_norm=1.0) for be in
-            ("numpy", SimulatedCudaBackend())]
+    nets = [
+        xpmlp.MLP(
+            [4, 8, 3],
+            optimizer="sgd",
+            learning_rate=0.2,
+            dtype="float64",
+            backend=be,
+            seed=3,
+            clip_grad_norm=1.0,
+        )
+        for be in ("numpy", SimulatedCudaBackend())
+    ]
     for net in nets:
-        net.fit(X, Y, epochs=12, batch_size=30, validation_data=MISLABELLED,
-                lr_schedule="plateau", early_stopping=EarlyStopping(patience=2))
+        net.fit(
+            X,
+            Y,
+            epochs=12,
+            batch_size=30,
+            validation_data=MISLABELLED,
+            lr_schedule="plateau",
+            early_stopping=EarlyStopping(patience=2),
+        )
     ours, theirs = nets[1].history_, nets[0].history_
     assert len(ours) == len(theirs) < 12
     for got, want in zip(ours, theirs, strict=True):
         assert got["val_loss"] == pytest.approx(want["val_loss"], rel=1e-12)
         assert got["val_accuracy"] == want["val_accuracy"]
-    assert (nets[1].best_epoch_, nets[1].stopped_epoch_) == (nets[0].best_epoch_,
-                                                             nets[0].stopped_epoch_)
+    assert (nets[1].best_epoch_, nets[1].stopped_epoch_) == (
+        nets[0].best_epoch_,
+        nets[0].stopped_epoch_,
+    )
     np.testing.assert_allclose(nets[1].params, nets[0].params, rtol=1e-10, atol=1e-12)
 
 
@@ -196,17 +257,53 @@ def test_the_train_command_takes_every_new_option(tmp_path) -> None:
     from xpmlp.cli import main
 
     report = tmp_path / "r.json"
-    status = main(["train", "--backend", "numpy", "--epochs", "8", "--limit", "600",
-                   "--hidden", "16", "--optimizer", "adagrad", "--lr", "0.05", "--l1", "1e-4",
-                   "--clip-norm", "2", "--clip-value", "0.5", "--schedule", "exponential",
-                   "--gamma", "0.8", "--warmup", "2", "--early-stopping", "1",
-                   "--min-delta", "3", "--monitor", "val_loss", "--quiet",
-                   "--report", str(report)])
+    status = main(
+        [
+            "train",
+            "--backend",
+            "numpy",
+            "--epochs",
+            "8",
+            "--limit",
+            "600",
+            "--hidden",
+            "16",
+            "--optimizer",
+            "adagrad",
+            "--lr",
+            "0.05",
+            "--l1",
+            "1e-4",
+            "--clip-norm",
+            "2",
+            "--clip-value",
+            "0.5",
+            "--schedule",
+            "exponential",
+            "--gamma",
+            "0.8",
+            "--warmup",
+            "2",
+            "--early-stopping",
+            "1",
+            "--min-delta",
+            "3",
+            "--monitor",
+            "val_loss",
+            "--quiet",
+            "--report",
+            str(report),
+        ]
+    )
     assert status == 0
     r = json.loads(report.read_text())
     opt = r["model"]["optimizer"]
     assert (opt["name"], opt["l1"], opt["clip_grad_norm"], opt["clip_grad_value"]) == (
-        "adagrad", 1e-4, 2.0, 0.5)
+        "adagrad",
+        1e-4,
+        2.0,
+        0.5,
+    )
     # min_delta 3 is more than the loss (2.3 at the start) can improve by: epoch 1 best, stop at 2
     assert r["early_stopping"] == {"best_epoch": 1, "stopped_epoch": 2}
     assert len(r["epochs"]) == 2
@@ -221,18 +318,52 @@ def test_the_train_command_records_the_test_loss(tmp_path) -> None:
     from xpmlp.cli import main
 
     report = tmp_path / "r.json"
-    assert main(["train", "--backend", "numpy", "--epochs", "2", "--limit", "300", "--hidden",
-                 "8", "--schedule", "plateau", "--plateau-patience", "0", "--plateau-factor",
-                 "0.5", "--min-lr", "1e-4", "--quiet", "--report", str(report)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--backend",
+                "numpy",
+                "--epochs",
+                "2",
+                "--limit",
+                "300",
+                "--hidden",
+                "8",
+                "--schedule",
+                "plateau",
+                "--plateau-patience",
+                "0",
+                "--plateau-factor",
+                "0.5",
+                "--min-lr",
+                "1e-4",
+                "--quiet",
+                "--report",
+                str(report),
+            ]
+        )
+        == 0
+    )
     epochs = json.loads(report.read_text())["epochs"]
     assert all({"test_loss", "test_accuracy"} <= set(e) and "val_loss" not in e for e in epochs)
 
 
-@pytest.mark.parametrize("args", [
-    ["--l1", "-1"], ["--clip-norm", "0"], ["--clip-value", "nan"], ["--step-size", "0"],
-    ["--early-stopping", "0"], ["--monitor", "loss"], ["--min-delta", "-0.1"],
-    ["--schedule", "warp"], ["--warmup", "-2"], ["--optimizer", "lbfgs"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--l1", "-1"],
+        ["--clip-norm", "0"],
+        ["--clip-value", "nan"],
+        ["--step-size", "0"],
+        ["--early-stopping", "0"],
+        ["--monitor", "loss"],
+        ["--min-delta", "-0.1"],
+        ["--schedule", "warp"],
+        ["--warmup", "-2"],
+        ["--optimizer", "lbfgs"],
+    ],
+)
 def test_the_train_command_refuses_bad_values(args: list[str], capsys) -> None:
     from xpmlp.cli import main
 

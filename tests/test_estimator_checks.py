@@ -23,22 +23,31 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 from xpmlp import MLPClassifier, MLPRegressor  # noqa: E402
 
-FLOAT32_ROUNDING = ("float32 rounds at about 1e-7 relative, this check's rtol; the float64 "
-                    "estimators pass it")
+FLOAT32_ROUNDING = (
+    "float32 rounds at about 1e-7 relative, this check's rtol; the float64 estimators pass it"
+)
 
 ESTIMATORS = [
     MLPClassifier(max_iter=100, random_state=0, backend="numpy", dtype="float32"),
     MLPRegressor(max_iter=100, random_state=0, backend="numpy", dtype="float32"),
-    MLPClassifier(hidden_layer_sizes=(8,), solver="lbfgs", max_iter=50, random_state=0,
-                  backend="numpy", dtype="float64"),
+    MLPClassifier(
+        hidden_layer_sizes=(8,),
+        solver="lbfgs",
+        max_iter=50,
+        random_state=0,
+        backend="numpy",
+        dtype="float64",
+    ),
     MLPRegressor(max_iter=100, random_state=0, backend="numpy"),
 ]
 
 
 def expected_failures(estimator: Any) -> dict[str, str]:
     if estimator.dtype == "float32":
-        return {"check_sample_weight_equivalence_on_dense_data": FLOAT32_ROUNDING,
-                "check_sample_weight_equivalence_on_sparse_data": FLOAT32_ROUNDING}
+        return {
+            "check_sample_weight_equivalence_on_dense_data": FLOAT32_ROUNDING,
+            "check_sample_weight_equivalence_on_sparse_data": FLOAT32_ROUNDING,
+        }
     return {}
 
 

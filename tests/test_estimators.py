@@ -41,14 +41,20 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 def small(**params):
-    return {"hidden_layer_sizes": (20,), "random_state": 1, "max_iter": 3, "backend": "numpy",
-            **params}
+    return {
+        "hidden_layer_sizes": (20,),
+        "random_state": 1,
+        "max_iter": 3,
+        "backend": "numpy",
+        **params,
+    }
 
 
 # ---------------------------------------------------------------------- scikit-learn's numbers
 @pytest.mark.parametrize("solver", ["sgd", "adam"])
-def test_unweighted_fits_take_the_fused_step_to_the_per_op_bits(digits, solver,
-                                                                 monkeypatch) -> None:
+def test_unweighted_fits_take_the_fused_step_to_the_per_op_bits(
+    digits, solver, monkeypatch
+) -> None:
     """Without sample weights the numpy backend's fused step trains each batch: the bits of
     the per-op path, and (float64, sgd) scikit-learn's numbers."""
     from xpmlp.backends.numpy_backend import NumpyBackend
@@ -57,15 +63,17 @@ def test_unweighted_fits_take_the_fused_step_to_the_per_op_bits(digits, solver,
     params = small(solver=solver, alpha=0.01, batch_size=64, momentum=0.9)
     calls = []
     real = NumpyBackend.fused_step
-    monkeypatch.setattr(NumpyBackend, "fused_step",
-                        lambda self, model: calls.append(1) or real(self, model))
+    monkeypatch.setattr(
+        NumpyBackend, "fused_step", lambda self, model: calls.append(1) or real(self, model)
+    )
     fused = MLPClassifier(dtype="float64", **params).fit(X, y)
     assert calls and fused.mlp_.backend._steps.get(fused.mlp_) is not None  # its own cache
     assert "_fused_step" not in vars(fused.mlp_)
     monkeypatch.setattr(NumpyBackend, "fused_step", lambda self, model: None)
     per_op = MLPClassifier(dtype="float64", **params).fit(X, y)
-    for a, b in zip(fused.coefs_ + fused.intercepts_, per_op.coefs_ + per_op.intercepts_,
-                    strict=True):
+    for a, b in zip(
+        fused.coefs_ + fused.intercepts_, per_op.coefs_ + per_op.intercepts_, strict=True
+    ):
         np.testing.assert_array_equal(a, b)
     assert fused.loss_curve_ == per_op.loss_curve_
     if solver == "sgd":
@@ -82,8 +90,9 @@ def test_float64_training_is_scikit_learns(digits, solver) -> None:
     ours = MLPClassifier(dtype="float64", **small(**params)).fit(X, y, sample_weight=w)
     sk_params = {k: v for k, v in small(**params).items() if k != "backend"}
     theirs = SkClassifier(**sk_params).fit(X, y, sample_weight=w)
-    for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_,
-                    strict=True):
+    for a, b in zip(
+        ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_, strict=True
+    ):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
     assert ours.loss_ == pytest.approx(theirs.loss_, rel=1e-10)
     assert ours.n_iter_ == theirs.n_iter_
@@ -122,7 +131,8 @@ def test_early_stopping_matches_scikit_learn_and_records_the_validation_loss(dig
 def test_fitted_attributes(digits) -> None:
     X, y = digits
     est = MLPClassifier(hidden_layer_sizes=(16, 8), max_iter=4, random_state=0).fit(
-        X.astype(np.float32), y)
+        X.astype(np.float32), y
+    )
     assert list(est.classes_) == list(range(10))
     assert [c.shape for c in est.coefs_] == [(64, 16), (16, 8), (8, 10)]
     assert [b.shape for b in est.intercepts_] == [(16,), (8,), (10,)]
@@ -134,8 +144,7 @@ def test_fitted_attributes(digits) -> None:
     assert est.n_features_in_ == 64
     assert isinstance(est.mlp_, xpmlp.MLP) and est.mlp_.dtype == np.float32
     np.testing.assert_allclose(est.predict_proba(X).sum(axis=1), 1, rtol=1e-5)
-    np.testing.assert_allclose(np.exp(est.predict_log_proba(X)), est.predict_proba(X),
-                               rtol=1e-5)
+    np.testing.assert_allclose(np.exp(est.predict_log_proba(X)), est.predict_proba(X), rtol=1e-5)
 
 
 def test_string_labels_binary_and_the_onnx_contract() -> None:
@@ -187,8 +196,9 @@ def test_integer_sample_weights_equal_repeated_rows(digits) -> None:
     params = small(solver="lbfgs", dtype="float64", max_iter=20)
     weighted = MLPClassifier(**params).fit(X, y, sample_weight=w)
     repeated = MLPClassifier(**params).fit(np.repeat(X, w, axis=0), np.repeat(y, w))
-    np.testing.assert_allclose(weighted.predict_proba(X), repeated.predict_proba(X),
-                               rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(
+        weighted.predict_proba(X), repeated.predict_proba(X), rtol=1e-7, atol=1e-10
+    )
 
 
 def test_unit_weights_take_the_weighted_path_to_the_same_numbers(digits) -> None:
@@ -243,9 +253,13 @@ def test_warm_start_continues_and_plain_fit_restarts(digits) -> None:
 # ---------------------------------------------------------------------- what users asked for
 def test_early_stopping_on_the_validation_loss(digits) -> None:
     X, y = digits
-    est = MLPClassifier(early_stopping=True, early_stopping_metric="loss", n_iter_no_change=2,
-                        tol=0.0,
-                        **small(max_iter=100, solver="sgd", learning_rate_init=0.5)).fit(X, y)
+    est = MLPClassifier(
+        early_stopping=True,
+        early_stopping_metric="loss",
+        n_iter_no_change=2,
+        tol=0.0,
+        **small(max_iter=100, solver="sgd", learning_rate_init=0.5),
+    ).fit(X, y)
     curve = est.validation_loss_curve_
     assert est.best_validation_loss_ == min(curve)
     best = int(np.argmin(curve))
@@ -255,8 +269,9 @@ def test_early_stopping_on_the_validation_loss(digits) -> None:
 
 def test_adaptive_learning_rate_applies_to_adam_too(digits) -> None:
     X, y = digits
-    est = MLPClassifier(learning_rate="adaptive", n_iter_no_change=1, tol=10.0,
-                        **small(max_iter=5)).fit(X, y)
+    est = MLPClassifier(
+        learning_rate="adaptive", n_iter_no_change=1, tol=10.0, **small(max_iter=5)
+    ).fit(X, y)
     # iteration 1 improves on inf; 2 stalls twice in a row at 3 and at 5: two divisions
     assert est._learning_rate == pytest.approx(0.001 / 5**2)
 
@@ -330,8 +345,9 @@ def test_scikit_learn_is_needed_only_for_the_estimators() -> None:
         "except ImportError as e:\n"
         "    print(e)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert 'pip install -e ".[sklearn]" in the xpmlp checkout' in out
 
 
@@ -360,8 +376,9 @@ def test_row_weights_scale_the_output_delta_and_the_loss() -> None:
         return model.grads.copy(), stats[0]
 
     g_w, loss_w = gradients(X, y, r * len(y) / r.sum())
-    g_rep, loss_rep = gradients(np.repeat(X, r.astype(int), axis=0),
-                                np.repeat(y, r.astype(int)), None)
+    g_rep, loss_rep = gradients(
+        np.repeat(X, r.astype(int), axis=0), np.repeat(y, r.astype(int)), None
+    )
     np.testing.assert_allclose(g_w, g_rep, rtol=1e-12, atol=1e-15)
     assert loss_w / len(y) == pytest.approx(loss_rep / r.sum(), rel=1e-12)
 
@@ -395,18 +412,23 @@ def test_dtype_not_given_follows_the_input_float_dtype(digits) -> None:
 
     X, y = digits
     params = small(max_iter=1)
-    for data, expected in [(X, np.float64), (X.astype(np.float32), np.float32),
-                           ((X * 16).astype(int), np.float32), ((X * 16).astype(int).tolist(),
-                                                                 np.float32),
-                           (scipy.sparse.csr_matrix(X), np.float64)]:
+    for data, expected in [
+        (X, np.float64),
+        (X.astype(np.float32), np.float32),
+        ((X * 16).astype(int), np.float32),
+        ((X * 16).astype(int).tolist(), np.float32),
+        (scipy.sparse.csr_matrix(X), np.float64),
+    ]:
         est = MLPClassifier(**params).fit(data, y)
         assert est.mlp_.dtype == expected
         assert all(a.dtype == expected for a in est.coefs_ + est.intercepts_)
         reg = MLPRegressor(**params).fit(data, y)
         assert reg.predict(data).dtype == expected
     assert MLPClassifier(dtype="float32", **params).fit(X, y).mlp_.dtype == np.float32
-    assert MLPClassifier(dtype="float64", **params).fit(X.astype(np.float32), y).mlp_.dtype \
+    assert (
+        MLPClassifier(dtype="float64", **params).fit(X.astype(np.float32), y).mlp_.dtype
         == np.float64
+    )
     warm = MLPClassifier(warm_start=True, **params).fit(X.astype(np.float32), y)
     assert warm.fit(X, y).mlp_.dtype == np.float32  # the network keeps its dtype
     pd = pytest.importorskip("pandas")
@@ -439,8 +461,11 @@ def test_coefs_and_intercepts_edits_and_assignments_reach_predict(digits) -> Non
     first = held.copy()
     back.partial_fit(X, y)
     assert held is back.coefs_[0] and not np.array_equal(held, first)
-    with pytest.raises(ValueError, match=r"coefs_\[1\] has shape \(3, 10\); the network "
-                                         r"needs \(20, 10\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"coefs_\[1\] has shape \(3, 10\); the network "
+        r"needs \(20, 10\)",
+    ):
         back.coefs_[1] = np.zeros((3, 10))
         back.predict(X)
     back.coefs_ = back.coefs_[:1]
@@ -455,11 +480,17 @@ def test_coefs_set_before_partial_fit_are_the_start_as_in_scikit_learn(digits) -
     rng = np.random.default_rng(0)
     coefs = [rng.standard_normal((64, 20)) * 0.1, rng.standard_normal((20, 10)) * 0.1]
     intercepts = [rng.standard_normal(20) * 0.1, rng.standard_normal(10) * 0.1]
-    params = {"solver": "sgd", "hidden_layer_sizes": (20,), "momentum": 0.0, "alpha": 0.01,
-              "learning_rate_init": 0.1, "batch_size": 300, "random_state": 0}
+    params = {
+        "solver": "sgd",
+        "hidden_layer_sizes": (20,),
+        "momentum": 0.0,
+        "alpha": 0.01,
+        "learning_rate_init": 0.1,
+        "batch_size": 300,
+        "random_state": 0,
+    }
     models = []
-    for est in (MLPClassifier(dtype="float64", backend="numpy", **params),
-                SkClassifier(**params)):
+    for est in (MLPClassifier(dtype="float64", backend="numpy", **params), SkClassifier(**params)):
         est.coefs_ = [c.copy() for c in coefs]
         est.intercepts_ = [b.copy() for b in intercepts]
         est.n_layers_, est.n_outputs_, est.out_activation_ = 3, 10, "softmax"
@@ -468,12 +499,16 @@ def test_coefs_set_before_partial_fit_are_the_start_as_in_scikit_learn(digits) -
         est.partial_fit(X, y, classes=np.arange(10))
         models.append(est)
     ours, theirs = models
-    for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_,
-                    strict=True):
+    for a, b in zip(
+        ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_, strict=True
+    ):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
     assert not np.allclose(ours.coefs_[0], coefs[0])  # it did train from them
-    with pytest.raises(ValueError, match=r"coefs_\[0\] has shape \(64, 20\); the network "
-                                         r"needs \(10, 20\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"coefs_\[0\] has shape \(64, 20\); the network "
+        r"needs \(10, 20\)",
+    ):
         fresh = MLPClassifier(**params)
         fresh.coefs_, fresh.intercepts_ = coefs, intercepts
         fresh.partial_fit(X[:, :10], y, classes=np.arange(10))
@@ -491,27 +526,34 @@ def test_sparse_input_trains_as_dense_one_batch_at_a_time(digits, solver, monkey
     X, y = digits
     densified = []
     real = data.SparseRows._dense
-    monkeypatch.setattr(data.SparseRows, "_dense",
-                        lambda self, part: densified.append(part.shape[0]) or real(self, part))
+    monkeypatch.setattr(
+        data.SparseRows,
+        "_dense",
+        lambda self, part: densified.append(part.shape[0]) or real(self, part),
+    )
     monkeypatch.setattr(xpmlp.train.model, "PREDICT_CHUNK", 70)
     monkeypatch.setattr(lbfgs, "CHUNK", 128)
-    params = small(solver=solver, batch_size=64, dtype="float64",
-                   early_stopping=solver != "lbfgs", max_iter=4)
+    params = small(
+        solver=solver, batch_size=64, dtype="float64", early_stopping=solver != "lbfgs", max_iter=4
+    )
     dense = MLPClassifier(**params).fit(X, y)
     for make in (scipy.sparse.csr_matrix, scipy.sparse.csc_array):
         densified.clear()
         est = MLPClassifier(**params).fit(make(X), y)
         assert densified and max(densified) <= 128
-        for a, b in zip(est.coefs_ + est.intercepts_, dense.coefs_ + dense.intercepts_,
-                        strict=True):
+        for a, b in zip(
+            est.coefs_ + est.intercepts_, dense.coefs_ + dense.intercepts_, strict=True
+        ):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
         densified.clear()
-        np.testing.assert_allclose(est.predict_proba(make(X)), dense.predict_proba(X),
-                                   rtol=1e-12)
+        np.testing.assert_allclose(est.predict_proba(make(X)), dense.predict_proba(X), rtol=1e-12)
         assert max(densified) <= 70 and sum(densified) == len(X)
     reg = MLPRegressor(**params).fit(scipy.sparse.csr_matrix(X), X[:, 10])
-    np.testing.assert_allclose(reg.predict(scipy.sparse.csr_matrix(X)),
-                               MLPRegressor(**params).fit(X, X[:, 10]).predict(X), rtol=1e-10)
+    np.testing.assert_allclose(
+        reg.predict(scipy.sparse.csr_matrix(X)),
+        MLPRegressor(**params).fit(X, X[:, 10]).predict(X),
+        rtol=1e-10,
+    )
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -519,8 +561,15 @@ def test_a_diverging_fit_with_early_stopping_keeps_the_best_weights(dtype) -> No
     """scikit-learn's test_mlp_diverging_loss: no error, a NaN last validation score, the
     best weights kept, and a warning that says so; without early stopping, an error."""
     X, y = load_iris(return_X_y=True)
-    params = {"hidden_layer_sizes": 100, "activation": "identity", "solver": "sgd",
-              "learning_rate_init": 1.0, "max_iter": 20, "random_state": 0, "dtype": dtype}
+    params = {
+        "hidden_layer_sizes": 100,
+        "activation": "identity",
+        "solver": "sgd",
+        "learning_rate_init": 1.0,
+        "max_iter": 20,
+        "random_state": 0,
+        "dtype": dtype,
+    }
     est = MLPRegressor(early_stopping=True, **params)
     with pytest.warns(ConvergenceWarning, match="not finite at iteration .* keeps the weights"):
         est.fit(X, y)
@@ -542,16 +591,22 @@ def test_verbose_other_than_2_prints_scikit_learns_lines(capsys) -> None:
 
 def test_a_stratified_split_too_small_names_the_labels() -> None:
     X, y = [[1, 2], [2, 3], [3, 4], [4, 5]], ["a", "a", "a", "b"]
-    with pytest.raises(ValueError, match=r"too few members are: \['True'\].*'True' the label "
-                                         r"'b'"):
+    with pytest.raises(
+        ValueError,
+        match=r"too few members are: \['True'\].*'True' the label "
+        r"'b'",
+    ):
         MLPClassifier(early_stopping=True).fit(X, y)
 
 
 def test_values_beyond_float32_are_refused_with_scikit_learns_message() -> None:
     X = np.array([[1e39, 1.0], [2.0, 3.0], [1.0, 1.0]])
-    with pytest.raises(ValueError, match="Solver produced non-finite parameter weights.*X "
-                                         "holds values beyond the range of the model's dtype "
-                                         "float32"):
+    with pytest.raises(
+        ValueError,
+        match="Solver produced non-finite parameter weights.*X "
+        "holds values beyond the range of the model's dtype "
+        "float32",
+    ):
         MLPRegressor(dtype="float32").fit(X, [1.0, 2.0, 3.0])
 
 
@@ -570,8 +625,9 @@ def test_cuda_sparse_input_and_coefs_edits(digits) -> None:
     dense = MLPClassifier(**params).fit(X, y)
     est = MLPClassifier(**params).fit(scipy.sparse.csr_matrix(X), y)
     np.testing.assert_allclose(est.coefs_[0], dense.coefs_[0], rtol=1e-10, atol=1e-13)
-    np.testing.assert_allclose(est.predict_proba(scipy.sparse.csc_matrix(X)),
-                               dense.predict_proba(X), rtol=1e-10)
+    np.testing.assert_allclose(
+        est.predict_proba(scipy.sparse.csc_matrix(X)), dense.predict_proba(X), rtol=1e-10
+    )
     est = MLPClassifier(**{**params, "early_stopping": False}).fit(X, y)
     held = est.coefs_[-1]
     held *= 0
@@ -588,8 +644,14 @@ def test_learning_rate_schedules_as_scikit_learns_private_tests_check_them() -> 
     _learning_rate."""
     X, y = [[3, 2], [1, 6], [5, 6], [-2, -4]], [1, 1, 1, 0]
     for learning_rate in ["invscaling", "constant"]:
-        est = MLPClassifier(solver="sgd", hidden_layer_sizes=4, learning_rate=learning_rate,
-                            max_iter=1, power_t=0.25, warm_start=True)
+        est = MLPClassifier(
+            solver="sgd",
+            hidden_layer_sizes=4,
+            learning_rate=learning_rate,
+            max_iter=1,
+            power_t=0.25,
+            warm_start=True,
+        )
         before = est.fit(X, y)._learning_rate
         after = est.fit(X, y)._learning_rate
         if learning_rate == "constant":
@@ -601,8 +663,10 @@ def test_learning_rate_schedules_as_scikit_learns_private_tests_check_them() -> 
     assert est.max_iter > est.n_iter_ and est._learning_rate < 1e-6
 
 
-@pytest.mark.parametrize("options", [dict(dropout=0.2), dict(batch_norm=True),
-                                     dict(dropout=[0.3, 0.0], batch_norm=[False, True])])
+@pytest.mark.parametrize(
+    "options",
+    [dict(dropout=0.2), dict(batch_norm=True), dict(dropout=[0.3, 0.0], batch_norm=[False, True])],
+)
 def test_a_pickled_estimator_keeps_the_whole_training_state(digits, options) -> None:
     """An estimator pickles its network's own record (``MLP.state_dict``): the dropout step,
     batch norm's running estimates, the optimizer's rows and step count come back, so the
@@ -634,10 +698,16 @@ def test_an_estimator_pickled_by_the_first_release_still_loads(digits) -> None:
     state = est.__getstate__()
     model = est.mlp_
     state["mlp_"] = {
-        "layer_sizes": list(model.layer_sizes), "activations": model.activations,
-        "loss": model.loss, "dtype": model.dtype.name, "backend": "numpy", "device": None,
-        "params": np.array(model.params), "optimizer": model.optimizer.describe(),
-        "optimizer_state": np.array(model.optimizer.state), "optimizer_t": model.optimizer.t,
+        "layer_sizes": list(model.layer_sizes),
+        "activations": model.activations,
+        "loss": model.loss,
+        "dtype": model.dtype.name,
+        "backend": "numpy",
+        "device": None,
+        "params": np.array(model.params),
+        "optimizer": model.optimizer.describe(),
+        "optimizer_state": np.array(model.optimizer.state),
+        "optimizer_t": model.optimizer.t,
     }
     state["_best_params"] = None
     back = MLPClassifier()
@@ -655,30 +725,36 @@ def test_device_data_enters_the_estimators_once(digits, monkeypatch) -> None:
     X, y = digits
     calls: list[int] = []
     real = estimator_data.validate_data
-    monkeypatch.setattr(estimator_data, "validate_data",
-                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(
+        estimator_data, "validate_data", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
     data = xpmlp.DeviceData(X, y, backend="numpy", dtype="float64")
     targets = xpmlp.DeviceData(X, y / 10.0, backend="numpy", dtype="float64")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         fitted = [MLPClassifier(**small()).fit(data), MLPRegressor(**small()).fit(targets)]
-        figures = [(est.predict(d), est.score(d)) for est, d in zip(fitted, (data, targets),
-                                                                    strict=True)]
+        figures = [
+            (est.predict(d), est.score(d)) for est, d in zip(fitted, (data, targets), strict=True)
+        ]
         assert calls == []  # never validated again
         arrays = [MLPClassifier(**small()).fit(X, y), MLPRegressor(**small()).fit(X, y / 10.0)]
     assert calls  # arrays go through scikit-learn's validation
-    for ours, theirs, (predicted, score), yy in zip(fitted, arrays, figures, (y, y / 10.0),
-                                                    strict=True):
-        for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_,
-                        strict=True):
+    for ours, theirs, (predicted, score), yy in zip(
+        fitted, arrays, figures, (y, y / 10.0), strict=True
+    ):
+        for a, b in zip(
+            ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_, strict=True
+        ):
             np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(predicted, theirs.predict(X))
         assert score == theirs.score(X, yy) and ours.n_features_in_ == X.shape[1]
-    with pytest.raises(ValueError, match="the data is float64 but the estimator's dtype is "
-                                         "'float32'"):
+    with pytest.raises(
+        ValueError, match="the data is float64 but the estimator's dtype is 'float32'"
+    ):
         MLPClassifier(**small(dtype="float32")).fit(data)
     with pytest.raises(ValueError, match="holds its targets"):
         MLPClassifier(**small()).fit(data, y)
-    with pytest.raises(ValueError, match="X has 10 features, but MLPClassifier is expecting "
-                                         "64 features"):
+    with pytest.raises(
+        ValueError, match="X has 10 features, but MLPClassifier is expecting 64 features"
+    ):
         fitted[0].predict(xpmlp.DeviceData(X[:, :10], backend="numpy", dtype="float64"))

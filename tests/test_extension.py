@@ -99,8 +99,13 @@ def registered():
     """softsign and lion registered for one test, then removed (the registries are global:
     other test modules enumerate them)."""
     act = xpmlp.register_activation("softsign", softsign, softsign_derivative)
-    cls = xpmlp.register_optimizer("lion", lion, learning_rate=1e-3, state=("m",),
-                                   hyperparameters={"beta1": 0.9, "beta2": 0.99})
+    cls = xpmlp.register_optimizer(
+        "lion",
+        lion,
+        learning_rate=1e-3,
+        state=("m",),
+        hyperparameters={"beta1": 0.9, "beta2": 0.99},
+    )
     yield act, cls
     ACTIVATIONS.unregister("softsign")
     OPTIMIZERS.unregister("lion")
@@ -115,11 +120,19 @@ def data(m: int = 48, n: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray
 def trained(backend, dtype: str = "float64", output: str | None = None, epochs: int = 3):
     """A softsign/lion model fitted a few epochs on ``backend``."""
     X, y = data()
-    options = ({"output_activation": output, "loss": "squared_error"} if output else {})
+    options = {"output_activation": output, "loss": "squared_error"} if output else {}
     if output:
         y = np.eye(2)[y]
-    model = xpmlp.MLP([3, 6, 5, 2], activation="softsign", optimizer="lion", learning_rate=0.01,
-                      dtype=dtype, backend=backend, seed=4, **options)
+    model = xpmlp.MLP(
+        [3, 6, 5, 2],
+        activation="softsign",
+        optimizer="lion",
+        learning_rate=0.01,
+        dtype=dtype,
+        backend=backend,
+        seed=4,
+        **options,
+    )
     if epochs:
         model.fit(X, y, epochs=epochs, batch_size=16, shuffle=False)
     return model
@@ -139,8 +152,9 @@ def test_every_cpu_path_gives_the_same_numbers(registered, dtype: str, output) -
     tol = 1e-12 if dtype == "float64" else 2e-6
     for model in (per_op, fused):
         np.testing.assert_allclose(model.params, reference.params, rtol=tol, atol=tol)
-        np.testing.assert_allclose(model.optimizer.state, reference.optimizer.state,
-                                   rtol=tol, atol=tol)
+        np.testing.assert_allclose(
+            model.optimizer.state, reference.optimizer.state, rtol=tol, atol=tol
+        )
     assert reference.steps_ == 9 and reference.optimizer.state.shape == (1, reference.params.size)
     assert not np.array_equal(reference.params, trained(Backend(), dtype, output, 0).params)
 
@@ -153,8 +167,9 @@ def test_the_cuda_kernels_give_the_same_numbers_in_the_simulator(registered, out
     reference = trained(Backend(), "float64", output, epochs=1)
     simulated = trained(SimulatedCudaBackend(), "float64", output, epochs=1)
     np.testing.assert_allclose(simulated.params, reference.params, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(simulated.optimizer.state, reference.optimizer.state,
-                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        simulated.optimizer.state, reference.optimizer.state, rtol=1e-12, atol=1e-12
+    )
 
 
 @pytest.mark.parametrize("backend", ["reference", "numpy"])
@@ -163,9 +178,17 @@ def test_two_steps_match_the_hand_computed_ones(registered, backend) -> None:
     be = Backend() if backend == "reference" else NumpyBackend()
     X, y = data(8, 2)
     Y = np.eye(2)[y]
-    model = xpmlp.MLP([2, 3, 2], activation="softsign", output_activation="identity",
-                      loss="squared_error", optimizer="lion", learning_rate=0.05,
-                      dtype="float64", backend=be, seed=1)
+    model = xpmlp.MLP(
+        [2, 3, 2],
+        activation="softsign",
+        output_activation="identity",
+        loss="squared_error",
+        optimizer="lion",
+        learning_rate=0.05,
+        dtype="float64",
+        backend=be,
+        seed=1,
+    )
     (W1, b1), (W2, b2) = model.get_weights()
     m = [np.zeros_like(a) for a in (W1, b1, W2, b2)]
     for _ in range(2):
@@ -191,36 +214,48 @@ def test_two_steps_match_the_hand_computed_ones(registered, backend) -> None:
     assert model.optimizer.state.shape == (1, n_w + b1.size + b2.size)
 
 
-def adam_again(p, g, m, v, step_size, one_minus_beta1, beta2, one_minus_beta2, eps,
-               bias2_sqrt):
+def adam_again(p, g, m, v, step_size, one_minus_beta1, beta2, one_minus_beta2, eps, bias2_sqrt):
     m = m + one_minus_beta1 * (g - m)
     v = beta2 * v + one_minus_beta2 * g * g
     return p - step_size * m / (math.sqrt(v) / bias2_sqrt + eps), m, v
 
 
 def adam_host(t, lr, beta1, beta2, eps):
-    return (lr / (1.0 - beta1**t), 1.0 - beta1, beta2, 1.0 - beta2, eps,
-            math.sqrt(1.0 - beta2**t))
+    return (lr / (1.0 - beta1**t), 1.0 - beta1, beta2, 1.0 - beta2, eps, math.sqrt(1.0 - beta2**t))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_a_registered_rule_with_host_scalars_is_the_builtin_adam(dtype: str) -> None:
     """Adam's rule registered from outside, its bias corrections from ``host``: bit for bit
     the built-in Adam, on the fused CPU step."""
-    xpmlp.register_optimizer("adam_again", adam_again, learning_rate=1e-3, state=("m", "v"),
-                             hyperparameters={"beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
-                             host=adam_host)
+    xpmlp.register_optimizer(
+        "adam_again",
+        adam_again,
+        learning_rate=1e-3,
+        state=("m", "v"),
+        hyperparameters={"beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
+        host=adam_host,
+    )
     try:
         X, y = data()
-        models = [xpmlp.MLP([3, 5, 2], optimizer=opt, learning_rate=0.01, dtype=dtype,
-                            backend="numpy", seed=2) for opt in ("adam", "adam_again")]
+        models = [
+            xpmlp.MLP(
+                [3, 5, 2], optimizer=opt, learning_rate=0.01, dtype=dtype, backend="numpy", seed=2
+            )
+            for opt in ("adam", "adam_again")
+        ]
         for model in models:
             model.fit(X, y, epochs=2, batch_size=16)
         np.testing.assert_array_equal(models[0].params, models[1].params)
         np.testing.assert_array_equal(models[0].optimizer.state, models[1].optimizer.state)
         assert models[1].optimizer.describe() == {
-            "name": "adam_again", "learning_rate": 0.01, "weight_decay": 0.0, "beta1": 0.9,
-            "beta2": 0.999, "eps": 1e-8}
+            "name": "adam_again",
+            "learning_rate": 0.01,
+            "weight_decay": 0.0,
+            "beta1": 0.9,
+            "beta2": 0.999,
+            "eps": 1e-8,
+        }
     finally:
         OPTIMIZERS.unregister("adam_again")
 
@@ -228,8 +263,10 @@ def test_a_registered_rule_with_host_scalars_is_the_builtin_adam(dtype: str) -> 
 # ---------------------------------------------------------------------- saving and pickling
 def test_saved_and_pickled_models_keep_the_registered_rules(registered, tmp_path) -> None:
     model = trained(NumpyBackend())
-    copies = [xpmlp.load_model(xpmlp.save_model(model, tmp_path / "m.npz")),
-              pickle.loads(pickle.dumps(model))]
+    copies = [
+        xpmlp.load_model(xpmlp.save_model(model, tmp_path / "m.npz")),
+        pickle.loads(pickle.dumps(model)),
+    ]
     X, y = data(seed=1)
     for copy in copies:
         assert copy.activations == ["softsign", "softsign", "softmax"]
@@ -242,17 +279,23 @@ def test_saved_and_pickled_models_keep_the_registered_rules(registered, tmp_path
 
 
 @pytest.mark.parametrize("missing", ["softsign", "lion"])
-def test_loading_without_the_registration_says_which_to_register(registered, tmp_path,
-                                                                  missing: str) -> None:
+def test_loading_without_the_registration_says_which_to_register(
+    registered, tmp_path, missing: str
+) -> None:
     model = trained(NumpyBackend(), epochs=1)
     path = xpmlp.save_model(model, tmp_path / "m.npz")
     pickled = pickle.dumps(model)
     (ACTIVATIONS if missing == "softsign" else OPTIMIZERS).unregister(missing)
     try:
-        family, register = (("activation", "register_activation") if missing == "softsign"
-                            else ("optimizer", "register_optimizer"))
-        expected = (f"uses the {family} {missing!r}, which is not registered in this process",
-                    f"xpmlp.{register}({missing!r}, ...)")
+        family, register = (
+            ("activation", "register_activation")
+            if missing == "softsign"
+            else ("optimizer", "register_optimizer")
+        )
+        expected = (
+            f"uses the {family} {missing!r}, which is not registered in this process",
+            f"xpmlp.{register}({missing!r}, ...)",
+        )
         for load in (lambda: xpmlp.load_model(path), lambda: pickle.loads(pickled)):
             with pytest.raises(DataFileError) as info:
                 load()
@@ -261,8 +304,13 @@ def test_loading_without_the_registration_says_which_to_register(registered, tmp
         if missing == "softsign":
             xpmlp.register_activation("softsign", softsign, softsign_derivative)
         else:
-            xpmlp.register_optimizer("lion", lion, learning_rate=1e-3, state=("m",),
-                                     hyperparameters={"beta1": 0.9, "beta2": 0.99})
+            xpmlp.register_optimizer(
+                "lion",
+                lion,
+                learning_rate=1e-3,
+                state=("m",),
+                hyperparameters={"beta1": 0.9, "beta2": 0.99},
+            )
 
 
 # ---------------------------------------------------------------------- what registration checks
@@ -270,46 +318,104 @@ def test_a_builtin_name_cannot_be_taken_and_a_taken_one_needs_replace(registered
     with pytest.raises(ParameterError, match="'relu' is built into xpmlp"):
         xpmlp.register_activation("relu", softsign, softsign_derivative)
     with pytest.raises(ParameterError, match="'adam' is built into xpmlp"):
-        xpmlp.register_optimizer("adam", lion, learning_rate=1e-3, state=("m",),
-                                 hyperparameters={"beta1": 0.9, "beta2": 0.99})
+        xpmlp.register_optimizer(
+            "adam",
+            lion,
+            learning_rate=1e-3,
+            state=("m",),
+            hyperparameters={"beta1": 0.9, "beta2": 0.99},
+        )
     with pytest.raises(ParameterError, match="'softsign' is already registered; pass replace"):
         xpmlp.register_activation("softsign", softsign, softsign_derivative)
-    entry = xpmlp.register_activation("softsign", softsign, softsign_derivative, init="he",
-                                      replace=True)
+    entry = xpmlp.register_activation(
+        "softsign", softsign, softsign_derivative, init="he", replace=True
+    )
     assert ACTIVATIONS["softsign"] is entry and entry.init == "he"
     with pytest.raises(ParameterError, match="built into xpmlp: not removable"):
         ACTIVATIONS.unregister("tanh")
 
 
-@pytest.mark.parametrize(("call", "error", "message"), [
-    (lambda: xpmlp.register_activation("f", "z", softsign_derivative), TypeError,
-     "forward='z' is not valid; expected a plain Python function"),
-    (lambda: xpmlp.register_activation("f", softsign, softsign), TypeError,
-     "derivative=softsign(z) is not valid; expected a function of 2 positional"),
-    (lambda: xpmlp.register_activation("f", softsign, None, init="auto"), ParameterError,
-     "init='auto' is not valid; expected 'he' or 'xavier'"),
-    (lambda: xpmlp.register_activation("f", softsign, None, hidden=False, output=False),
-     ParameterError, "expected at least one of them True"),
-    (lambda: xpmlp.register_activation("my act", softsign, None), ParameterError,
-     "activation name 'my act' is not valid"),
-    (lambda: xpmlp.register_optimizer("o", lion, learning_rate=1e-3, state=("m",)), TypeError,
-     "update=lion(p, g, m, lr, beta1, beta2) is not valid; expected a function of 4"),
-    (lambda: xpmlp.register_optimizer("o", lion, learning_rate=0.0), ParameterError,
-     "learning_rate=0.0 is not valid"),
-    (lambda: xpmlp.register_optimizer("o", lion, learning_rate=1e-3,
-                                      hyperparameters={"learning_rate": 0.1}),
-     ParameterError, "the default learning rate is its own argument"),
-    (lambda: xpmlp.register_optimizer("o", lion, learning_rate=1e-3, state=("t",),
-                                      hyperparameters={"beta1": 0.9, "beta2": 0.99}),
-     ParameterError, "name 't' is not valid"),
-    (lambda: xpmlp.register_optimizer("o", lion, learning_rate=1e-3, state=("m",),
-                                      hyperparameters={"beta1": 0.9, "beta2": math.inf}),
-     ParameterError, "beta2=inf is not valid"),
-    (lambda: xpmlp.register_optimizer("o", lion, learning_rate=1e-3, state=("m",),
-                                      hyperparameters={"beta1": 0.9, "beta2": 0.9},
-                                      initial_state={"v": 1.0}),
-     ParameterError, "initial_state names 'v'"),
-])
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (
+            lambda: xpmlp.register_activation("f", "z", softsign_derivative),
+            TypeError,
+            "forward='z' is not valid; expected a plain Python function",
+        ),
+        (
+            lambda: xpmlp.register_activation("f", softsign, softsign),
+            TypeError,
+            "derivative=softsign(z) is not valid; expected a function of 2 positional",
+        ),
+        (
+            lambda: xpmlp.register_activation("f", softsign, None, init="auto"),
+            ParameterError,
+            "init='auto' is not valid; expected 'he' or 'xavier'",
+        ),
+        (
+            lambda: xpmlp.register_activation("f", softsign, None, hidden=False, output=False),
+            ParameterError,
+            "expected at least one of them True",
+        ),
+        (
+            lambda: xpmlp.register_activation("my act", softsign, None),
+            ParameterError,
+            "activation name 'my act' is not valid",
+        ),
+        (
+            lambda: xpmlp.register_optimizer("o", lion, learning_rate=1e-3, state=("m",)),
+            TypeError,
+            "update=lion(p, g, m, lr, beta1, beta2) is not valid; expected a function of 4",
+        ),
+        (
+            lambda: xpmlp.register_optimizer("o", lion, learning_rate=0.0),
+            ParameterError,
+            "learning_rate=0.0 is not valid",
+        ),
+        (
+            lambda: xpmlp.register_optimizer(
+                "o", lion, learning_rate=1e-3, hyperparameters={"learning_rate": 0.1}
+            ),
+            ParameterError,
+            "the default learning rate is its own argument",
+        ),
+        (
+            lambda: xpmlp.register_optimizer(
+                "o",
+                lion,
+                learning_rate=1e-3,
+                state=("t",),
+                hyperparameters={"beta1": 0.9, "beta2": 0.99},
+            ),
+            ParameterError,
+            "name 't' is not valid",
+        ),
+        (
+            lambda: xpmlp.register_optimizer(
+                "o",
+                lion,
+                learning_rate=1e-3,
+                state=("m",),
+                hyperparameters={"beta1": 0.9, "beta2": math.inf},
+            ),
+            ParameterError,
+            "beta2=inf is not valid",
+        ),
+        (
+            lambda: xpmlp.register_optimizer(
+                "o",
+                lion,
+                learning_rate=1e-3,
+                state=("m",),
+                hyperparameters={"beta1": 0.9, "beta2": 0.9},
+                initial_state={"v": 1.0},
+            ),
+            ParameterError,
+            "initial_state names 'v'",
+        ),
+    ],
+)
 def test_registration_checks_its_arguments(call, error, message) -> None:
     with pytest.raises(error) as info:
         call()
@@ -321,20 +427,33 @@ def test_a_registered_optimizer_takes_its_own_settings_only(registered) -> None:
     Lion = registered[1]
     opt = Lion(0.02, beta2=0.95, weight_decay=0.1, clip_grad_norm=1.0)
     assert (opt.learning_rate, opt.beta1, opt.beta2, opt.weight_decay, opt.clip_grad_norm) == (
-        0.02, 0.9, 0.95, 0.1, 1.0)
+        0.02,
+        0.9,
+        0.95,
+        0.1,
+        1.0,
+    )
     assert Lion().learning_rate == 1e-3 == OPTIMIZERS["lion"].default_learning_rate
     with pytest.raises(ParameterError, match="optimizer 'lion' has no hyperparameter mu"):
         Lion(mu=0.5)
     with pytest.raises(ParameterError, match=r"momentum=0.5 does not apply to optimizer='lion'"):
         xpmlp.MLP([2, 3, 2], optimizer="lion", momentum=0.5, backend="numpy")
-    model = xpmlp.MLP([2, 3, 2], optimizer="lion", beta1=0.8, weight_decay=0.01, l1=0.1,
-                      backend="numpy")
-    assert model.optimizer.describe() == {"name": "lion", "learning_rate": 1e-3,
-                                          "weight_decay": 0.01, "l1": 0.1, "beta1": 0.8,
-                                          "beta2": 0.99}
+    model = xpmlp.MLP(
+        [2, 3, 2], optimizer="lion", beta1=0.8, weight_decay=0.01, l1=0.1, backend="numpy"
+    )
+    assert model.optimizer.describe() == {
+        "name": "lion",
+        "learning_rate": 1e-3,
+        "weight_decay": 0.01,
+        "l1": 0.1,
+        "beta1": 0.8,
+        "beta2": 0.99,
+    }
     assert "beta1 applies to 'adam', 'lion'" in str(
-        pytest.raises(ParameterError, xpmlp.MLP, [2, 3, 2], optimizer="sgd", beta1=0.8,
-                      backend="numpy").value)
+        pytest.raises(
+            ParameterError, xpmlp.MLP, [2, 3, 2], optimizer="sgd", beta1=0.8, backend="numpy"
+        ).value
+    )
 
 
 def test_a_registered_optimizer_pickles_and_copies_by_name(registered) -> None:
@@ -352,20 +471,27 @@ def test_a_registered_optimizer_pickles_and_copies_by_name(registered) -> None:
         with pytest.raises(ParameterError, match=r"xpmlp.register_optimizer\('lion', ...\)"):
             pickle.loads(pickled)
     finally:
-        xpmlp.register_optimizer("lion", lion, learning_rate=1e-3, state=("m",),
-                                 hyperparameters={"beta1": 0.9, "beta2": 0.99})
+        xpmlp.register_optimizer(
+            "lion",
+            lion,
+            learning_rate=1e-3,
+            state=("m",),
+            hyperparameters={"beta1": 0.9, "beta2": 0.99},
+        )
 
 
 def test_a_registered_activation_is_refused_where_the_registry_says(registered) -> None:
-    output_only = xpmlp.register_activation("softsign_out", softsign, softsign_derivative,
-                                            hidden=False)
+    output_only = xpmlp.register_activation(
+        "softsign_out", softsign, softsign_derivative, hidden=False
+    )
     try:
         with pytest.raises(ParameterError, match="activation='softsign_out' is not valid"):
             xpmlp.MLP([2, 3, 2], activation="softsign_out", backend="numpy")
         with pytest.raises(ParameterError, match="loss='cross_entropy' pairs with softmax"):
             xpmlp.MLP([2, 3, 2], output_activation="softsign", backend="numpy")
-        model = xpmlp.MLP([2, 3, 2], output_activation="softsign_out", loss="squared_error",
-                          backend="numpy")
+        model = xpmlp.MLP(
+            [2, 3, 2], output_activation="softsign_out", loss="squared_error", backend="numpy"
+        )
         assert model.activation_entries[-1] is output_only and not model.is_classifier
     finally:
         ACTIVATIONS.unregister("softsign_out")
@@ -375,18 +501,25 @@ def test_a_registered_activation_is_refused_where_the_registry_says(registered) 
 def test_the_readme_example_runs(tmp_path) -> None:
     """In a fresh process, as a user's script (its formulas in ``__main__``)."""
     script = tmp_path / "example.py"
-    check = (f"{textwrap.dedent(README_EXAMPLE)}\n"
-             "assert model.optimizer.describe()['name'] == 'lion'\n"
-             "assert same.optimizer.beta2 == 0.98\n")
+    check = (
+        f"{textwrap.dedent(README_EXAMPLE)}\n"
+        "assert model.optimizer.describe()['name'] == 'lion'\n"
+        "assert same.optimizer.beta2 == 0.98\n"
+    )
     script.write_text(check, encoding="utf-8")
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                            cwd=tmp_path, timeout=600)
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=600
+    )
     assert result.returncode == 0, result.stderr
     accuracy = float(result.stdout.split()[-1])
     assert accuracy >= 0.7, result.stdout  # softsign and Lion learn the XOR of signs (0.83)
     loaded = subprocess.run(
         [sys.executable, "-c", "import xpmlp; xpmlp.load_model('softsign-lion.npz')"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=600)
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert loaded.returncode != 0
     assert "xpmlp.register_activation('softsign', ...)" in loaded.stderr
 
@@ -420,8 +553,7 @@ def test_a_formula_from_outside_is_compiled_with_the_constants_it_reads() -> Non
         return formula(namespace["leaky"], "forward", 1)
 
     Z = np.array([-2.0, 3.0])
-    kernels = [CPU.kernel(activation_elements, "float64", activation=leaky(s))
-               for s in (0.1, 0.2)]
+    kernels = [CPU.kernel(activation_elements, "float64", activation=leaky(s)) for s in (0.1, 0.2)]
     outputs = []
     for kernel in kernels:
         A = np.empty_like(Z)

@@ -57,15 +57,15 @@ def _assert_same(got: MLP, want: MLP) -> None:
         # fused step's gemm agrees with it to the last bit or two, not bit for bit
         tol = 1e-5 if got.dtype == np.float32 else 1e-13
         np.testing.assert_allclose(got.params, want.params, rtol=tol, atol=tol)
-        np.testing.assert_allclose(got.optimizer.state, want.optimizer.state, rtol=tol,
-                                   atol=tol)
+        np.testing.assert_allclose(got.optimizer.state, want.optimizer.state, rtol=tol, atol=tol)
         return
     np.testing.assert_array_equal(got.params, want.params)
     np.testing.assert_array_equal(got.optimizer.state, want.optimizer.state)
     assert got.optimizer.t == want.optimizer.t
     drop = ("seconds", "samples_per_s", "step")  # timings and the step's kind may differ
     assert [{k: v for k, v in h.items() if k not in drop} for h in got.history_] == [
-        {k: v for k, v in h.items() if k not in drop} for h in want.history_]
+        {k: v for k, v in h.items() if k not in drop} for h in want.history_
+    ]
 
 
 def _compare(sizes, X, y, reference=False, **options) -> MLP:
@@ -83,23 +83,43 @@ def _compare(sizes, X, y, reference=False, **options) -> MLP:
 @pytest.mark.parametrize("hidden", HIDDEN)
 def test_every_hidden_activation(hidden, dtype) -> None:
     X, y = _data("softmax", "cross_entropy", 3, dtype, "hidden")
-    _compare([N_IN, 5, 4, 3], X, y, reference=True, activation=hidden, dtype=dtype,
-             optimizer="momentum", learning_rate=0.05)
+    _compare(
+        [N_IN, 5, 4, 3],
+        X,
+        y,
+        reference=True,
+        activation=hidden,
+        dtype=dtype,
+        optimizer="momentum",
+        learning_rate=0.05,
+    )
 
 
 # float32 (the default) for every pairing; float64 for the first and the last pairing (each
 # variant compiles a fused step: the float64 forms of the others are the per-op kernels',
 # held to the reference in tests/test_kernels_cpu.py, stitched by the same code)
-@pytest.mark.parametrize(("act", "loss", "dtype"),
-                         [(a, lo, "float32") for a, lo in OUTPUT_PAIRS]
-                         + [(*OUTPUT_PAIRS[0], "float64"), (*OUTPUT_PAIRS[-1], "float64")],
-                         ids=[f"{a}+{lo}-float32" for a, lo in OUTPUT_PAIRS]
-                         + [f"{a}+{lo}-float64" for a, lo in (OUTPUT_PAIRS[0], OUTPUT_PAIRS[-1])])
+@pytest.mark.parametrize(
+    ("act", "loss", "dtype"),
+    [(a, lo, "float32") for a, lo in OUTPUT_PAIRS]
+    + [(*OUTPUT_PAIRS[0], "float64"), (*OUTPUT_PAIRS[-1], "float64")],
+    ids=[f"{a}+{lo}-float32" for a, lo in OUTPUT_PAIRS]
+    + [f"{a}+{lo}-float64" for a, lo in (OUTPUT_PAIRS[0], OUTPUT_PAIRS[-1])],
+)
 def test_every_output_pairing(act, loss, dtype) -> None:
     n_out = 1 if act == "sigmoid" and LOSSES[loss].targets == "probabilities" else 3
     X, y = _data(act, loss, n_out, dtype, "pair")
-    _compare([N_IN, 5, n_out], X, y, reference=True, activation="tanh", output_activation=act,
-             loss=loss, dtype=dtype, optimizer="sgd", learning_rate=0.01)
+    _compare(
+        [N_IN, 5, n_out],
+        X,
+        y,
+        reference=True,
+        activation="tanh",
+        output_activation=act,
+        loss=loss,
+        dtype=dtype,
+        optimizer="sgd",
+        learning_rate=0.01,
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -110,12 +130,16 @@ def test_every_optimizer(name, dtype) -> None:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("options", [
-    {"l1": 1e-3, "weight_decay": 1e-2},
-    {"clip_grad_norm": 0.05},
-    {"clip_grad_value": 1e-3, "clip_grad_norm": 0.5, "l1": 1e-4},
-    {"lr_schedule": "cosine"},
-], ids=["l1+l2", "norm", "value+norm+l1", "cosine"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"l1": 1e-3, "weight_decay": 1e-2},
+        {"clip_grad_norm": 0.05},
+        {"clip_grad_value": 1e-3, "clip_grad_norm": 0.5, "l1": 1e-4},
+        {"lr_schedule": "cosine"},
+    ],
+    ids=["l1+l2", "norm", "value+norm+l1", "cosine"],
+)
 def test_gradient_options_and_schedules(options, dtype) -> None:
     X, y = _data("softmax", "cross_entropy", 3, dtype, "options")
     _compare([N_IN, 5, 3], X, y, epochs=3, optimizer="adam", dtype=dtype, **options)
@@ -134,8 +158,14 @@ def test_a_diverging_run_stops_as_the_per_op_path_does() -> None:
     X = X * 1e18
     models = []
     for fused in (True, False):
-        model = MLP([N_IN, 5, 3], loss="squared_error", optimizer="sgd", learning_rate=10.0,
-                    backend=NumpyBackend(fused=fused), seed=3)
+        model = MLP(
+            [N_IN, 5, 3],
+            loss="squared_error",
+            optimizer="sgd",
+            learning_rate=10.0,
+            backend=NumpyBackend(fused=fused),
+            seed=3,
+        )
         with pytest.raises(TrainingDivergedError) as info:
             model.fit(X, y, epochs=5, batch_size=BATCH)
         models.append((model, str(info.value)))
@@ -152,8 +182,9 @@ def test_predictions_after_fused_training_match() -> None:
     np.testing.assert_array_equal(fused.predict_proba(X), per_op.predict_proba(X))
 
 
-@pytest.mark.parametrize("options", [{"dropout": 0.2}, {"batch_norm": [True, False]}],
-                         ids=["dropout", "batch-norm"])
+@pytest.mark.parametrize(
+    "options", [{"dropout": 0.2}, {"batch_norm": [True, False]}], ids=["dropout", "batch-norm"]
+)
 def test_dropout_and_batch_norm_take_the_fused_step(options) -> None:
     model = MLP([N_IN, 5, 4, 3], backend=NumpyBackend(fused=True), seed=3, **options)
     assert isinstance(model.backend.fused_step(model), FusedStep)
@@ -161,8 +192,9 @@ def test_dropout_and_batch_norm_take_the_fused_step(options) -> None:
 
 
 def test_mixed_hidden_activations_keep_the_per_op_path_and_say_why() -> None:
-    model = MLP([N_IN, 5, 4, 3], backend=NumpyBackend(fused=True), seed=3,
-                activation=["relu", "tanh"])
+    model = MLP(
+        [N_IN, 5, 4, 3], backend=NumpyBackend(fused=True), seed=3, activation=["relu", "tanh"]
+    )
     assert model.backend.fused_step(model) is None
     kind, why = model.backend.step_kind(model)
     assert kind == "reference" and "different activations (relu, tanh)" in why

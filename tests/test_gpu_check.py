@@ -15,13 +15,25 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = ["environment", "install", "probe", "tests-cuda", "launch-overhead", "graph", "train",
-         "train-numpy", "train-compare", "train-fast", "bench"]
+STEPS = [
+    "environment",
+    "install",
+    "probe",
+    "tests-cuda",
+    "launch-overhead",
+    "graph",
+    "train",
+    "train-numpy",
+    "train-compare",
+    "train-fast",
+    "bench",
+]
 
 
 def _summary_module():
-    spec = importlib.util.spec_from_file_location("gpu_summary",
-                                                  ROOT / "benchmarks" / "gpu_summary.py")
+    spec = importlib.util.spec_from_file_location(
+        "gpu_summary", ROOT / "benchmarks" / "gpu_summary.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -34,12 +46,23 @@ gs = _summary_module()
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     scratch = tmp_path_factory.mktemp("scratch")
-    env = {**os.environ, "PYTHON": sys.executable, "TMPDIR": str(scratch),
-           "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           "GPU_CHECK_ONLY": "environment,probe,train-compare", "CUDA_VISIBLE_DEVICES": ""}
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "TMPDIR": str(scratch),
+        "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "GPU_CHECK_ONLY": "environment,probe,train-compare",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
     env.pop("GPU_CHECK_KEEP", None)
-    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(out)],
-                          capture_output=True, text=True, env=env, timeout=120, check=False)
+    done = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
     return done, out, scratch
 
 
@@ -53,8 +76,15 @@ def test_failed_run_exits_non_zero_and_leaves_only_the_documented_files(run):
 
 def test_summary_has_every_step(run):
     summary = json.loads((run[1] / "summary.json").read_text())
-    assert {"device", "versions", "git_commit", "budget_seconds", "total_seconds",
-            "steps", "failed"} <= set(summary)
+    assert {
+        "device",
+        "versions",
+        "git_commit",
+        "budget_seconds",
+        "total_seconds",
+        "steps",
+        "failed",
+    } <= set(summary)
     assert summary["budget_seconds"] == 230
     assert summary["versions"]["python"]
     steps = {s["name"]: s for s in summary["steps"]}
@@ -73,7 +103,7 @@ def test_stdout_ends_with_the_failed_logs_and_the_step_table(run):
     stdout = run[0].stdout
     assert "==== probe: last 30 lines ====" in stdout
     assert "CudaProbe(usable=False" in stdout
-    last = stdout.strip().splitlines()[-len(STEPS):]
+    last = stdout.strip().splitlines()[-len(STEPS) :]
     assert [line.split()[0] for line in last] == STEPS
     assert re.match(r"probe\s+failed", last[2])
 
@@ -82,24 +112,44 @@ def test_logs_archive_holds_the_step_logs(run):
     with tarfile.open(run[1] / "logs.tar.gz") as tar:
         names = set(tar.getnames())
         probe = tar.extractfile("logs/probe.log").read().decode()
-    assert {"logs/probe.log", "logs/environment.log", "logs/environment.json",
-            "logs/steps.tsv"} <= names
+    assert {
+        "logs/probe.log",
+        "logs/environment.log",
+        "logs/environment.json",
+        "logs/steps.tsv",
+    } <= names
     assert "usable=False" in probe
 
 
 def _bench_result() -> dict:
     """A bench.json as runner.run_benchmark builds it (only the keys the summary reads, plus a
     to_accuracy workload and a skipped row)."""
+
     def timed(row, median, vs):
-        return {"row": row, "device": "cuda", "seconds": {"median": median, "min": median,
-                                                          "max": median}, "vs_torch": vs}
-    return {"workloads": [
-        {"key": "A", "kind": "epoch", "rows": [timed("xpmlp-cuda", 0.5, 1.2),
-                                                timed("torch-cuda", 0.6, 1.0)],
-         "skipped": {"xpmlp-cuda-eager": "not here"}},
-        {"key": "D", "kind": "to_accuracy",
-         "rows": [{"row": "xpmlp-cuda", "time_to_target": {"median": 2.0}, "vs_torch": None}]},
-    ]}
+        return {
+            "row": row,
+            "device": "cuda",
+            "seconds": {"median": median, "min": median, "max": median},
+            "vs_torch": vs,
+        }
+
+    return {
+        "workloads": [
+            {
+                "key": "A",
+                "kind": "epoch",
+                "rows": [timed("xpmlp-cuda", 0.5, 1.2), timed("torch-cuda", 0.6, 1.0)],
+                "skipped": {"xpmlp-cuda-eager": "not here"},
+            },
+            {
+                "key": "D",
+                "kind": "to_accuracy",
+                "rows": [
+                    {"row": "xpmlp-cuda", "time_to_target": {"median": 2.0}, "vs_torch": None}
+                ],
+            },
+        ]
+    }
 
 
 def test_bench_figures():
@@ -122,10 +172,15 @@ def test_bench_figures_of_the_real_report_writer(tmp_path):
 
 
 def test_train_figures_and_the_fast_flag():
-    report = {"test_accuracy": 0.9812, "training_seconds": 1.5,
-              "epochs": [{"seconds": 0.4, "test_accuracy": 0.97},
-                         {"seconds": 0.5, "test_accuracy": 0.981},
-                         {"seconds": 0.6, "test_accuracy": 0.9812}]}
+    report = {
+        "test_accuracy": 0.9812,
+        "training_seconds": 1.5,
+        "epochs": [
+            {"seconds": 0.4, "test_accuracy": 0.97},
+            {"seconds": 0.5, "test_accuracy": 0.981},
+            {"seconds": 0.6, "test_accuracy": 0.9812},
+        ],
+    }
     fig = gs.train_figures(report)
     assert fig["test_accuracy"] == 0.9812 and fig["training_seconds"] == 1.5
     assert fig["seconds_to_98"] == 0.9 and fig["fast_98_under_1s"] is True
@@ -134,12 +189,22 @@ def test_train_figures_and_the_fast_flag():
 
 
 def test_launch_graph_and_compare_figures(tmp_path):
-    assert gs.launch_figures({"rows": {"a": {"host_us": 3.14159, "with_sync_us": 4.0},
-                                       "b": {"error": "RuntimeError: no"}}}) == {
-        "a": 3.14, "b": "error: RuntimeError: no"}
-    graph = {"strategies": {"capture": {"ok": True, "error": None, "seconds": 1.0},
-                            "replay": {"ok": False, "error": "boom", "seconds": 0.1}},
-             "speedup": 1.7, "device": "H100"}
+    assert gs.launch_figures(
+        {
+            "rows": {
+                "a": {"host_us": 3.14159, "with_sync_us": 4.0},
+                "b": {"error": "RuntimeError: no"},
+            }
+        }
+    ) == {"a": 3.14, "b": "error: RuntimeError: no"}
+    graph = {
+        "strategies": {
+            "capture": {"ok": True, "error": None, "seconds": 1.0},
+            "replay": {"ok": False, "error": "boom", "seconds": 0.1},
+        },
+        "speedup": 1.7,
+        "device": "H100",
+    }
     assert gs.graph_figures(graph) == {"capture": True, "replay": False, "speedup": 1.7}
     (tmp_path / "train.json").write_text(json.dumps({"test_accuracy": 0.975}))
     (tmp_path / "train-numpy.json").write_text(json.dumps({"test_accuracy": 0.977}))

@@ -35,7 +35,8 @@ ON_EVERY_BACKEND = pytest.mark.parametrize(
 )
 HIDDEN = ACTIVATIONS.names(trainable_hidden)
 OUTPUTS = tuple(  # (output activation, loss): every pairing the MLP accepts for training
-    (output, loss.name) for loss in LOSSES.values()
+    (output, loss.name)
+    for loss in LOSSES.values()
     for output in ACTIVATIONS.names(lambda a, loss=loss: loss.pairs_with(a) and a.differentiable)
 )
 KINKED = ("relu", "leaky_relu")  # derivative undefined at 0: keep pre-activations away from it
@@ -96,15 +97,30 @@ def layers_of(model: MLP) -> tuple[list, list]:
     return [W for W, _ in weights], [b for _, b in weights]
 
 
-def make_problem(backend: str, sizes: list[int], hidden: list[str], output: str, loss: str,
-                 m: int = 5, **options: Any) -> tuple[MLP, np.ndarray, np.ndarray]:
+def make_problem(
+    backend: str,
+    sizes: list[int],
+    hidden: list[str],
+    output: str,
+    loss: str,
+    m: int = 5,
+    **options: Any,
+) -> tuple[MLP, np.ndarray, np.ndarray]:
     """A float64 model with random W, b and a batch (X, Y) whose ReLU pre-activations all lie
     at least RELU_MARGIN from 0 (the first seed that gives one)."""
     acts = [*hidden, output]
     for seed in range(100):
         rng = np.random.default_rng(seed)
-        model = MLP(sizes, activation=hidden, output_activation=output, loss=loss,
-                    optimizer="sgd", dtype="float64", backend=BACKENDS[backend](), **options)
+        model = MLP(
+            sizes,
+            activation=hidden,
+            output_activation=output,
+            loss=loss,
+            optimizer="sgd",
+            dtype="float64",
+            backend=BACKENDS[backend](),
+            **options,
+        )
         set_params(model, rng.normal(0.0, 0.7, size=model.params.shape))
         X = rng.normal(0.0, 1.0, size=(m, sizes[0]))
         Y = targets(rng, loss, m, sizes[-1])
@@ -171,19 +187,22 @@ def test_single_layer(backend: str, output: str, loss: str) -> None:
 
 @ON_EVERY_BACKEND
 def test_mixed_hidden_activations_one_sample(backend: str) -> None:
-    model, X, Y = make_problem(backend, [2, 5, 4, 3, 3], ["relu", "tanh", "sigmoid"],
-                               "softmax", "cross_entropy", m=1)
+    model, X, Y = make_problem(
+        backend, [2, 5, 4, 3, 3], ["relu", "tanh", "sigmoid"], "softmax", "cross_entropy", m=1
+    )
     check_gradients(model, X, Y)
 
 
 @ON_EVERY_BACKEND
-@pytest.mark.parametrize(("output", "loss"), [("sigmoid", "binary_cross_entropy"),
-                                              ("identity", "squared_error")])
+@pytest.mark.parametrize(
+    ("output", "loss"), [("sigmoid", "binary_cross_entropy"), ("identity", "squared_error")]
+)
 def test_sgd_step_with_weight_decay(backend: str, output: str, loss: str) -> None:
     """p_new = p - lr (g + decay W): the step is the gradient of L + (decay/2)||W||^2."""
     lr, decay = 0.1, 0.05
-    model, X, Y = make_problem(backend, [3, 4, 2], ["tanh"], output, loss,
-                               learning_rate=lr, weight_decay=decay)
+    model, X, Y = make_problem(
+        backend, [3, 4, 2], ["tanh"], output, loss, learning_rate=lr, weight_decay=decay
+    )
     n_w = model.n_weights
     p0 = host(model, model.params)
 
@@ -197,20 +216,23 @@ def test_sgd_step_with_weight_decay(backend: str, output: str, loss: str) -> Non
     model.step()
     p1 = host(model, model.params)
     np.testing.assert_allclose((p0 - p1) / lr, fd, rtol=RTOL, atol=ATOL)
-    np.testing.assert_allclose(p1[:n_w], p0[:n_w] - lr * (g[:n_w] + decay * p0[:n_w]),
-                               rtol=0, atol=1e-14)
+    np.testing.assert_allclose(
+        p1[:n_w], p0[:n_w] - lr * (g[:n_w] + decay * p0[:n_w]), rtol=0, atol=1e-14
+    )
     np.testing.assert_allclose(p1[n_w:], p0[n_w:] - lr * g[n_w:], rtol=0, atol=1e-14)
 
 
 @ON_EVERY_BACKEND
-@pytest.mark.parametrize(("output", "loss"), [("softmax", "cross_entropy"),
-                                              ("identity", "squared_error")])
+@pytest.mark.parametrize(
+    ("output", "loss"), [("softmax", "cross_entropy"), ("identity", "squared_error")]
+)
 def test_sgd_step_with_l1_and_weight_decay(backend: str, output: str, loss: str) -> None:
     """p_new = p - lr (g + l1 sign(W) + decay W): away from W = 0 the step is the gradient of
     L + l1 ||W||_1 + (decay/2)||W||^2 (biases not penalized)."""
     lr, l1, decay = 0.1, 0.03, 0.05
-    model, X, Y = make_problem(backend, [3, 4, 2], ["tanh"], output, loss,
-                               learning_rate=lr, l1=l1, weight_decay=decay)
+    model, X, Y = make_problem(
+        backend, [3, 4, 2], ["tanh"], output, loss, learning_rate=lr, l1=l1, weight_decay=decay
+    )
     n_w = model.n_weights
     p0 = host(model, model.params)
     assert np.abs(p0[:n_w]).min() > 100 * EPS, "a weight too close to the kink of |W| at 0"

@@ -160,17 +160,26 @@ def test_bias_activation_on_non_contiguous_views(act) -> None:
 
 
 @settings(max_examples=30, deadline=None)
-@given(data=st.data(), m=st.integers(1, 3 * C), n=st.integers(1, 9),
-       act=st.sampled_from(FORWARD), parallel=st.booleans())
+@given(
+    data=st.data(),
+    m=st.integers(1, 3 * C),
+    n=st.integers(1, 9),
+    act=st.sampled_from(FORWARD),
+    parallel=st.booleans(),
+)
 def test_bias_activation_template_matches_the_reference_property(data, m, n, act, parallel):
     """The compiled templates themselves (``CPU.kernel``), not through the backend."""
     values = st.floats(-60, 60, width=32)
     Z = data.draw(hnp.arrays(np.float32, (m, n), elements=values))
     b = data.draw(hnp.arrays(np.float32, (n,), elements=values))
     Z_ref, A_ref = run_bias_activation(REFERENCE, act, Z, b)
-    (case,) = [c for c in cpu_cases(parallel) if c.about == act
-               and c.template.__name__.startswith("bias_activation")
-               and "dropout" not in c.template.__name__]
+    (case,) = [
+        c
+        for c in cpu_cases(parallel)
+        if c.about == act
+        and c.template.__name__.startswith("bias_activation")
+        and "dropout" not in c.template.__name__
+    ]
     A = np.empty_like(Z)
     case.kernel(np.float32)(Z, b, A)
     np.testing.assert_array_equal(Z, Z_ref)
@@ -211,22 +220,26 @@ def test_activation_backward_on_non_contiguous_views(act) -> None:
 
 
 @settings(max_examples=30, deadline=None)
-@given(data=st.data(), m=st.integers(1, 3 * C), n=st.integers(1, 9),
-       act=st.sampled_from(BACKWARD))
+@given(data=st.data(), m=st.integers(1, 3 * C), n=st.integers(1, 9), act=st.sampled_from(BACKWARD))
 def test_activation_backward_db_is_the_column_sum_property(data, m, n, act):
     """Both forms' db is the column sum of their delta, to a few ulp of the exact sum."""
     values = st.floats(-10, 10, width=32)
     dA = data.draw(hnp.arrays(np.float32, (m, n), elements=values))
     Z = data.draw(hnp.arrays(np.float32, (m, n), elements=values))
     A = forward(act, Z)
-    for case in [c for c in cpu_cases() if c.about == act
-                 and c.template.__name__.startswith("activation_backward")
-                 and "dropout" not in c.template.__name__]:
+    for case in [
+        c
+        for c in cpu_cases()
+        if c.about == act
+        and c.template.__name__.startswith("activation_backward")
+        and "dropout" not in c.template.__name__
+    ]:
         delta, db = np.empty_like(dA), np.empty(n, np.float32)
         case.kernel(np.float32)(dA, Z, A, delta, db)
         exact = [math.fsum(col) for col in delta.astype(np.float64).T]
-        assert_close(db, exact, scale=2 * np.abs(delta.astype(np.float64)).sum(axis=0),
-                     what=case.id)
+        assert_close(
+            db, exact, scale=2 * np.abs(delta.astype(np.float64)).sum(axis=0), what=case.id
+        )
 
 
 # ---------------------------------------------------------------------- output layer
@@ -262,8 +275,12 @@ def test_weight_output_delta(act, loss, shape, dtype) -> None:
     assert d.dtype == db.dtype == stats.dtype == dtype
     np.testing.assert_array_equal(d, d_ref)  # one product per element, as the reference's
     assert_close(db, db_ref, scale=sum_scale(d_ref), what="db")
-    assert_close(stats[0], st_ref[0], scale=2 * loss_scale(Z, A, Y, loss) * float(r.max()),
-                 what="weighted loss sum")
+    assert_close(
+        stats[0],
+        st_ref[0],
+        scale=2 * loss_scale(Z, A, Y, loss) * float(r.max()),
+        what="weighted loss sum",
+    )
     assert stats[1] == 0  # the correct count is loss_output_delta's, left alone
 
 
@@ -283,8 +300,11 @@ def test_loss_output_delta_on_non_contiguous_views(act, loss) -> None:
     assert stats[1] == st_ref[1] and skip[0] == 0
 
 
-EXTREME_LOGITS = [[-1000.0, 1000.0, -100.0, 100.0], [0.0, 88.0, -88.0, 1e4],
-                  [1e4, -1e4, 0.0, 1e4 - 1.0]]
+EXTREME_LOGITS = [
+    [-1000.0, 1000.0, -100.0, 100.0],
+    [0.0, 88.0, -88.0, 1e4],
+    [1e4, -1e4, 0.0, 1e4 - 1.0],
+]
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
@@ -406,10 +426,17 @@ def exact_adam(opt, p, g, m, v, step: int):
     m_step = (1.0 - b1) * (g - m)
     m_new = m + m_step
     v_new = b2 * v + (1.0 - b2) * g * g
-    p_step = opt.learning_rate / (1.0 - b1**step) * m_new / (
-        np.sqrt(v_new) / math.sqrt(1.0 - b2**step) + opt.eps)
-    return ((p - p_step, np.abs(p) + np.abs(p_step)), (m_new, np.abs(m) + np.abs(m_step)),
-            (v_new, v_new))
+    p_step = (
+        opt.learning_rate
+        / (1.0 - b1**step)
+        * m_new
+        / (np.sqrt(v_new) / math.sqrt(1.0 - b2**step) + opt.eps)
+    )
+    return (
+        (p - p_step, np.abs(p) + np.abs(p_step)),
+        (m_new, np.abs(m) + np.abs(m_step)),
+        (v_new, v_new),
+    )
 
 
 def check_float32_update(got, exact, scale, what: str) -> None:
@@ -438,8 +465,7 @@ def test_float32_adam_step_is_the_rounded_exact_update(kernels, step) -> None:
     hyper = opt.hyperparameters(step, opt.learning_rate)
     p_got, s_got = run_optimizer_step(kernels, opt, p, g, np.stack([m, v]), hyper, 0.0, 0)
     exact = exact_adam(opt, p, g, m, v, step)
-    for got, (want, scale), what in zip((p_got, s_got[0], s_got[1]), exact, "pmv",
-                                        strict=True):
+    for got, (want, scale), what in zip((p_got, s_got[0], s_got[1]), exact, "pmv", strict=True):
         check_float32_update(got, want, scale, what)
     if step == 1:  # the defect, for scale: the second moment with 1 - float32(beta2) fails
         b2 = np.float32(opt.beta2)
@@ -458,15 +484,28 @@ def test_float32_adam_matches_torch() -> None:
     p0 = rng.standard_normal(size).astype(np.float32)
     grads = [rng.standard_normal(size).astype(np.float32) for _ in range(3)]
     param = torch.nn.Parameter(torch.from_numpy(p0.copy()))
-    reference = torch.optim.Adam([param], lr=opt.learning_rate, betas=(opt.beta1, opt.beta2),
-                                 eps=opt.eps, weight_decay=opt.weight_decay, foreach=False)
+    reference = torch.optim.Adam(
+        [param],
+        lr=opt.learning_rate,
+        betas=(opt.beta1, opt.beta2),
+        eps=opt.eps,
+        weight_decay=opt.weight_decay,
+        foreach=False,
+    )
     p, state = p0.copy(), np.zeros((2, size), np.float32)
     for step, grad in enumerate(grads, start=1):
         param.grad = torch.from_numpy(grad.copy())
         reference.step()
-        p, state = run_optimizer_step(NumpyBackend(), opt, p, grad, state,
-                                      opt.hyperparameters(step, opt.learning_rate),
-                                      opt.weight_decay, size)
+        p, state = run_optimizer_step(
+            NumpyBackend(),
+            opt,
+            p,
+            grad,
+            state,
+            opt.hyperparameters(step, opt.learning_rate),
+            opt.weight_decay,
+            size,
+        )
     torch_state = reference.state[param]
     # to 2 ulp of the terms: p and m are sums that may cancel (p - step, m + (1 - b1)(g - m))
     p_scale = np.abs(p0) + len(grads) * opt.learning_rate * 10
@@ -487,16 +526,21 @@ def test_gather_rows(kernels, shape, dtype) -> None:
     np.testing.assert_array_equal(run_gather_rows(REFERENCE, X, idx), X[idx])
 
 
-@pytest.mark.parametrize("layout", ["X-column-slice", "X-transposed", "idx-strided",
-                                    "out-transposed"])
+@pytest.mark.parametrize(
+    "layout", ["X-column-slice", "X-transposed", "idx-strided", "out-transposed"]
+)
 def test_gather_rows_on_non_contiguous_views(kernels, layout) -> None:
     rng = seed("gather-views", layout)
     m, n, rows = 2 * C + 5, 4, 300
-    X = (rng.standard_normal((rows, 2 * n))[:, ::2] if layout == "X-column-slice"
-         else rng.standard_normal((n, rows)).T if layout == "X-transposed"
-         else rng.standard_normal((rows, n)))
+    X = (
+        rng.standard_normal((rows, 2 * n))[:, ::2]
+        if layout == "X-column-slice"
+        else rng.standard_normal((n, rows)).T
+        if layout == "X-transposed"
+        else rng.standard_normal((rows, n))
+    )
     order = rng.permutation(rows)
-    idx = order[: 2 * m: 2] if layout == "idx-strided" else order[:m]
+    idx = order[: 2 * m : 2] if layout == "idx-strided" else order[:m]
     out = np.full((n, m), np.nan).T if layout == "out-transposed" else np.full((m, n), np.nan)
     kernels.gather_rows(X, idx, out)
     np.testing.assert_array_equal(out, X[idx])
@@ -620,10 +664,18 @@ def test_an_unknown_name_raises_listing_the_registry(backend) -> None:
     calls = [
         (ACTIVATIONS, lambda: be.bias_activation(Z, b, A, "nope")),
         (ACTIVATIONS, lambda: be.activation_backward(Z, Z, A, Z.copy(), b.copy(), "nope")),
-        (ACTIVATIONS, lambda: be.loss_output_delta(Z, A, Z, Z.copy(), b.copy(), np.zeros(2),
-                                                   np.zeros(1), "nope", OUTPUT_PAIRS[0][1])),
-        (LOSSES, lambda: be.loss_output_delta(Z, A, Z, Z.copy(), b.copy(), np.zeros(2),
-                                              np.zeros(1), OUTPUT_PAIRS[0][0], "nope")),
+        (
+            ACTIVATIONS,
+            lambda: be.loss_output_delta(
+                Z, A, Z, Z.copy(), b.copy(), np.zeros(2), np.zeros(1), "nope", OUTPUT_PAIRS[0][1]
+            ),
+        ),
+        (
+            LOSSES,
+            lambda: be.loss_output_delta(
+                Z, A, Z, Z.copy(), b.copy(), np.zeros(2), np.zeros(1), OUTPUT_PAIRS[0][0], "nope"
+            ),
+        ),
     ]
     for registry, call in calls:
         with pytest.raises(ParameterError) as info:
@@ -713,9 +765,13 @@ def test_parallel_db_does_not_depend_on_the_thread_count(act) -> None:
     dA = rng.standard_normal(shape).astype(np.float32)
     Z = rng.standard_normal(shape).astype(np.float32)
     A = forward(act, Z)
-    (case,) = [c for c in cpu_cases(parallel=True) if c.about == act
-               and c.template.__name__.startswith("activation_backward")
-               and "dropout" not in c.template.__name__]
+    (case,) = [
+        c
+        for c in cpu_cases(parallel=True)
+        if c.about == act
+        and c.template.__name__.startswith("activation_backward")
+        and "dropout" not in c.template.__name__
+    ]
     kernel = case.kernel(np.float32)
     results = []
     before = numba.get_num_threads()
@@ -743,8 +799,11 @@ def test_the_cases_cover_every_cpu_template() -> None:
     """Every function of xpmlp.kernels.cpu is a template the cases run, its parallel form, a
     formula the templates call, or compiling machinery; every binding the registries allow
     is among the cases."""
-    own = {name for name, fn in inspect.getmembers(cpu, inspect.isfunction)
-           if fn.__module__ == cpu.__name__}
+    own = {
+        name
+        for name, fn in inspect.getmembers(cpu, inspect.isfunction)
+        if fn.__module__ == cpu.__name__
+    }
     templates = {t.__name__ for t in CPU_TEMPLATES} | {f.__name__ for f in cpu.PARALLEL.values()}
     assert own == templates | cpu_helpers() | set(CPU_MACHINERY)
     assert templates.isdisjoint(cpu_helpers())
@@ -754,7 +813,8 @@ def test_the_cases_cover_every_cpu_template() -> None:
     abouts = {c.about for c in cases}
     assert set(FORWARD) | set(OUTPUT_PAIRS) <= abouts
     assert {make_optimizer(n).rule for n in OPTIMIZER_NAMES} == {
-        c.bindings["rule"] for c in cases if "rule" in c.bindings}
+        c.bindings["rule"] for c in cases if "rule" in c.bindings
+    }
 
 
 def test_shapes_cover_the_chunking() -> None:
@@ -787,17 +847,32 @@ def test_reference_backend_creates_no_float64_from_float32() -> None:
         REFERENCE.bias_activation(Z, spy(np.ones(n, f)), spy(np.empty((m, n), f)), act)
     for act in BACKWARD:
         Z = rng.standard_normal((m, n)).astype(f)
-        REFERENCE.activation_backward(spy(np.ones((m, n), f)), spy(Z), spy(forward(act, Z)),
-                                      spy(np.empty((m, n), f)), spy(np.empty(n, f)), act)
+        REFERENCE.activation_backward(
+            spy(np.ones((m, n), f)),
+            spy(Z),
+            spy(forward(act, Z)),
+            spy(np.empty((m, n), f)),
+            spy(np.empty(n, f)),
+            act,
+        )
     for act, loss in OUTPUT_PAIRS:
         Z, A, Y = output_inputs(act, loss, (m, n), f, rng)
-        REFERENCE.loss_output_delta(spy(Z), spy(A), spy(Y), spy(np.empty((m, n), f)),
-                                    spy(np.empty(n, f)), spy(np.zeros(2, f)),
-                                    spy(np.zeros(1, f)), act, loss)
+        REFERENCE.loss_output_delta(
+            spy(Z),
+            spy(A),
+            spy(Y),
+            spy(np.empty((m, n), f)),
+            spy(np.empty(n, f)),
+            spy(np.zeros(2, f)),
+            spy(np.zeros(1, f)),
+            act,
+            loss,
+        )
     for name in OPTIMIZER_NAMES:
         opt, p, g, state, hyper = optimizer_inputs(name, 100, f, rng)
-        REFERENCE.optimizer_step(opt, spy(p), spy(g), spy(state), hyper, 0.1, 50,
-                                 spy(np.zeros(1, f)))
+        REFERENCE.optimizer_step(
+            opt, spy(p), spy(g), spy(state), hyper, 0.1, 50, spy(np.zeros(1, f))
+        )
     REFERENCE.gather_rows(spy(np.ones((m, n), f)), np.arange(m)[::-1], spy(np.empty((m, n), f)))
     assert {d for d in Float32Spy.seen if d.kind == "f"} == {np.dtype(f)}
 

@@ -84,8 +84,9 @@ def cuda_ops() -> Backend:
     return xpmlp.get_backend("cuda")
 
 
-def set_launch(monkeypatch: pytest.MonkeyPatch, config: tuple[int, int],
-               chunk: int = CHUNK) -> None:
+def set_launch(
+    monkeypatch: pytest.MonkeyPatch, config: tuple[int, int], chunk: int = CHUNK
+) -> None:
     monkeypatch.setattr(kcuda, "THREADS_PER_BLOCK", config[0])
     monkeypatch.setattr(kcuda, "MAX_BLOCKS", config[1])
     monkeypatch.setattr(kcuda, "CHUNK_ROWS", chunk)
@@ -178,7 +179,8 @@ def test_loss_output_delta(cuda_ops, monkeypatch, act, loss, shape, config, dtyp
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("act", "loss"), OUTPUT_PAIRS)
 def test_a_nan_loss_sets_the_skip_flag_and_a_finite_one_never_clears_it(
-        cuda_ops, monkeypatch, act, loss, dtype) -> None:
+    cuda_ops, monkeypatch, act, loss, dtype
+) -> None:
     set_launch(monkeypatch, CONFIGS[1])
     rng = seed("cuda-nan", act, loss)
     Z, A, Y = output_inputs(act, loss, (9, 3), dtype, rng)
@@ -256,8 +258,7 @@ def test_loss_sum_is_compensated(cuda_ops, monkeypatch) -> None:
 # ---------------------------------------------------------------------- ops: optimizers
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", OPTIMIZER_NAMES)
-@pytest.mark.parametrize(("size", "config"), [(1, CONFIGS[0]), (7, CONFIGS[1]),
-                                              (100, CONFIGS[2])])
+@pytest.mark.parametrize(("size", "config"), [(1, CONFIGS[0]), (7, CONFIGS[1]), (100, CONFIGS[2])])
 def test_optimizer_step(cuda_ops, monkeypatch, name, size, config, dtype) -> None:
     set_launch(monkeypatch, config)
     opt, p, g, state, hyper = optimizer_inputs(name, size, dtype, seed("cuda-opt", name, size))
@@ -275,7 +276,8 @@ def test_optimizer_step(cuda_ops, monkeypatch, name, size, config, dtype) -> Non
 
 @pytest.mark.parametrize("name", OPTIMIZER_NAMES)
 def test_optimizer_step_leaves_everything_untouched_when_skip_is_set(
-        cuda_ops, monkeypatch, name) -> None:
+    cuda_ops, monkeypatch, name
+) -> None:
     set_launch(monkeypatch, CONFIGS[1])
     opt, p, g, state, hyper = optimizer_inputs(name, 20, "float32", seed("cuda-skip", name))
     p_got, s_got = run_optimizer_step(cuda_ops, opt, p, g, state, hyper, 0.3, 20, skip=1.0)
@@ -285,8 +287,10 @@ def test_optimizer_step_leaves_everything_untouched_when_skip_is_set(
 
 # ---------------------------------------------------------------------- ops: data
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize(("rows", "cols", "config"), [(1, 1, CONFIGS[0]), (5, 1, CONFIGS[1]),
-                                                      (1, 9, CONFIGS[2]), (20, 7, CONFIGS[2])])
+@pytest.mark.parametrize(
+    ("rows", "cols", "config"),
+    [(1, 1, CONFIGS[0]), (5, 1, CONFIGS[1]), (1, 9, CONFIGS[2]), (20, 7, CONFIGS[2])],
+)
 def test_gather_rows(cuda_ops, monkeypatch, dtype, rows, cols, config) -> None:
     set_launch(monkeypatch, config)
     rng = seed("cuda-gather", rows, cols)
@@ -349,8 +353,12 @@ def direct_activation_backward_chunks(cuda_ops, case, kernel, dtype, m, n, rng) 
     assert_close(delta, d_ref, scale=d_scale, what=case.id)
     for c in range(chunks):
         rows = slice(c * chunk_rows, (c + 1) * chunk_rows)
-        assert_close(partial[c], fsum_columns(delta[rows]),
-                     scale=2 * np.abs(delta[rows].astype(np.float64)).sum(axis=0), what="chunk")
+        assert_close(
+            partial[c],
+            fsum_columns(delta[rows]),
+            scale=2 * np.abs(delta[rows].astype(np.float64)).sum(axis=0),
+            what="chunk",
+        )
     db = np.full(n, np.nan, dtype)
     launch(cuda_ops, kcuda.CUDA.kernel(kcuda.sum_chunks, dtype), n, partial, db)
     assert_close(db, db_ref, scale=sum_scale(d_ref, d_scale), what="db")
@@ -374,16 +382,18 @@ def direct_loss_delta_rows(cuda_ops, case, kernel, dtype, m, n, rng) -> None:
     assert_close(delta, d_ref, scale=d_scale, what="delta")
     terms = LOSSES[loss].array_terms(np, Z, A, Y)
     for i in range(m):  # each sample's loss, to the rounding scale of its terms
-        assert_close(row_stats[i, 0], terms[i], scale=loss_scale(Z[i:i + 1], A[i:i + 1],
-                                                                 Y[i:i + 1], loss))
+        assert_close(
+            row_stats[i, 0],
+            terms[i],
+            scale=loss_scale(Z[i : i + 1], A[i : i + 1], Y[i : i + 1], loss),
+        )
     np.testing.assert_array_equal(row_stats[:, 1], losses.correct(A, Y))
 
 
 def direct_loss_output_reduce(cuda_ops, case, kernel, dtype, m, n, rng) -> None:
     delta = rng.standard_normal((m, n)).astype(dtype)
     row_stats = np.stack([rng.random(m), rng.integers(0, 2, m)], axis=1).astype(dtype)
-    db, out_stats, skip = (np.full(n, np.nan, dtype), np.full(2, np.nan, dtype),
-                           np.zeros(1, dtype))
+    db, out_stats, skip = (np.full(n, np.nan, dtype), np.full(2, np.nan, dtype), np.zeros(1, dtype))
     launch(cuda_ops, kernel, n + 1, delta, row_stats, db, out_stats, skip)
     assert_close(db, fsum_columns(delta), scale=2 * np.abs(delta).sum(axis=0), what="db")
     assert_close(out_stats[0], math.fsum(row_stats[:, 0]), scale=2 * row_stats[:, 0].sum())
@@ -401,14 +411,29 @@ def direct_optimizer_step(cuda_ops, case, kernel, dtype, m, n, rng) -> None:
     n_decay = size // 2
     t = np.dtype(dtype).type
     l1, clip_value, max_norm, sum_squares = regularizer_args(np.dtype(dtype))
-    for regularizers in ({}, dict(l1=l1, clip_value=clip_value, max_norm=max_norm,
-                                  sum_squares=sum_squares)):
-        p_ref, s_ref = run_optimizer_step(REFERENCE, opt, p, g, state, hyper, 0.3, n_decay,
-                                          **regularizers)
-        extra = (t(regularizers.get("l1", 0.0)), t(regularizers.get("clip_value", np.inf)),
-                 t(regularizers.get("max_norm", 0.0)), sum_squares.copy())
-        args = (p.copy(), g, state.copy(), tuple(map(t, hyper)), t(0.3), n_decay,
-                np.zeros(1, dtype), *extra)
+    for regularizers in (
+        {},
+        dict(l1=l1, clip_value=clip_value, max_norm=max_norm, sum_squares=sum_squares),
+    ):
+        p_ref, s_ref = run_optimizer_step(
+            REFERENCE, opt, p, g, state, hyper, 0.3, n_decay, **regularizers
+        )
+        extra = (
+            t(regularizers.get("l1", 0.0)),
+            t(regularizers.get("clip_value", np.inf)),
+            t(regularizers.get("max_norm", 0.0)),
+            sum_squares.copy(),
+        )
+        args = (
+            p.copy(),
+            g,
+            state.copy(),
+            tuple(map(t, hyper)),
+            t(0.3),
+            n_decay,
+            np.zeros(1, dtype),
+            *extra,
+        )
         launch(cuda_ops, kernel, size, *args)
         scale = update_scale(p, g, state)
         assert_close(args[0], p_ref, scale=scale, what="p")
@@ -450,11 +475,34 @@ def direct_optimizer_step_at(cuda_ops, case, kernel, dtype, m, n, rng) -> None:
     rows = np.array([other, hyper, other], dtype=dtype)
     counter = np.ones(1, np.int64)
     l1, clip_value, max_norm, sum_squares = regularizer_args(np.dtype(dtype))
-    p_ref, s_ref = run_optimizer_step(REFERENCE, opt, p, g, state, tuple(rows[1]), 0.3,
-                                      size // 2, l1=l1, clip_value=clip_value,
-                                      max_norm=max_norm, sum_squares=sum_squares)
-    args = (p.copy(), g, state.copy(), rows, counter, t(0.3), size // 2, np.zeros(1, dtype),
-            l1, clip_value, max_norm, sum_squares.copy())
+    p_ref, s_ref = run_optimizer_step(
+        REFERENCE,
+        opt,
+        p,
+        g,
+        state,
+        tuple(rows[1]),
+        0.3,
+        size // 2,
+        l1=l1,
+        clip_value=clip_value,
+        max_norm=max_norm,
+        sum_squares=sum_squares,
+    )
+    args = (
+        p.copy(),
+        g,
+        state.copy(),
+        rows,
+        counter,
+        t(0.3),
+        size // 2,
+        np.zeros(1, dtype),
+        l1,
+        clip_value,
+        max_norm,
+        sum_squares.copy(),
+    )
     launch(cuda_ops, kernel, size, *args)
     scale = update_scale(p, g, state)
     assert_close(args[0], p_ref, scale=scale, what="p")
@@ -472,7 +520,7 @@ def direct_gather_batch_rows(cuda_ops, case, kernel, dtype, m, n, rng) -> None:
         REFERENCE.gather_batch(X, order, counter, want)
         launch(cuda_ops, kernel, m * n, X, order, counter, out)
         np.testing.assert_array_equal(out, want)
-        np.testing.assert_array_equal(out, X[order[batch * m:(batch + 1) * m]])
+        np.testing.assert_array_equal(out, X[order[batch * m : (batch + 1) * m]])
 
 
 def direct_record_batch(cuda_ops, case, kernel, dtype, m, n, rng) -> None:
@@ -519,11 +567,27 @@ def direct_regularization(cuda_ops, case, kernel, dtype, m, n, rng) -> None:
         launch(cuda_ops, kcuda.CUDA.kernel(kcuda.sum_chunks, dtype), n, partial, db)
         got = (delta, db)
     elif name == "batch_norm_forward_columns":
-        expected = run_batch_norm_forward(REFERENCE, act, Z, b, gamma, beta, rmean, rvar, key,
-                                          rate)
+        expected = run_batch_norm_forward(REFERENCE, act, Z, b, gamma, beta, rmean, rvar, key, rate)
         st, Zhat, A = np.full((2, n), np.nan, dtype), fill.copy(), fill.copy()
-        launch(cuda_ops, kernel, n, Z, b, gamma, beta, st, rmean, rvar, Zhat, A,
-               t(0.1 if m > 1 else 0.0), t(1e-5), t(1.0 / m), t(1.0 / max(m - 1, 1)), *drop)
+        launch(
+            cuda_ops,
+            kernel,
+            n,
+            Z,
+            b,
+            gamma,
+            beta,
+            st,
+            rmean,
+            rvar,
+            Zhat,
+            A,
+            t(0.1 if m > 1 else 0.0),
+            t(1e-5),
+            t(1.0 / m),
+            t(1.0 / max(m - 1, 1)),
+            *drop,
+        )
         got = (Z, st, rmean, rvar, Zhat, A)
     elif name == "batch_norm_inference_elements":
         expected = run_batch_norm_inference(REFERENCE, act, Z, b, gamma, beta, rmean, rvar)
@@ -533,11 +597,11 @@ def direct_regularization(cuda_ops, case, kernel, dtype, m, n, rng) -> None:
     else:
         stats = np.stack([b, 1 + np.abs(beta)]).astype(dtype)
         Zhat = np.tanh(Z)
-        expected = run_batch_norm_backward(REFERENCE, act, dA, Zhat, gamma, beta, stats, key,
-                                           rate)
+        expected = run_batch_norm_backward(REFERENCE, act, dA, Zhat, gamma, beta, stats, key, rate)
         delta, dg, dbe, db = fill.copy(), *(np.full(n, np.nan, dtype) for _ in range(3))
-        launch(cuda_ops, kernel, n, dA, Zhat, gamma, beta, stats, delta, dg, dbe, db,
-               t(1.0 / m), *drop)
+        launch(
+            cuda_ops, kernel, n, dA, Zhat, gamma, beta, stats, delta, dg, dbe, db, t(1.0 / m), *drop
+        )
         got = (delta, dg, dbe, db)
     tol = 1e-4 if np.dtype(dtype) == np.float32 else 1e-11
     for g, e in zip(got, expected, strict=True):
@@ -581,20 +645,32 @@ def test_kernel_launched_directly(cuda_ops, monkeypatch, case, dtype, shape, con
     set_launch(monkeypatch, config)
     kernel = case.kernel(dtype)
     assert kernel is kcuda.CUDA.kernel(case.template, dtype, **case.bindings)  # built once
-    DIRECT[case.template.__name__](cuda_ops, case, kernel, dtype, *shape,
-                                   seed("direct", case.id, dtype, shape))
+    DIRECT[case.template.__name__](
+        cuda_ops, case, kernel, dtype, *shape, seed("direct", case.id, dtype, shape)
+    )
 
 
 # ---------------------------------------------------------------------- the whole MLP
 TRAINING_CASES = {
     "relu-adam-softmax": dict(layer_sizes=[6, 7, 5, 3], activation="relu", optimizer="adam"),
-    "tanh-nesterov-bce": dict(layer_sizes=[6, 4, 1], activation="tanh", optimizer="nesterov",
-                              loss="binary_cross_entropy", weight_decay=1e-3),
-    "gelu-sgd-mse": dict(layer_sizes=[6, 5, 2], activation="gelu", optimizer="sgd",
-                         loss="squared_error"),
-    "tanh-rmsprop-l1-clipped": dict(layer_sizes=[6, 5, 3], activation="tanh",
-                                    optimizer="rmsprop", l1=1e-3, clip_grad_norm=0.3,
-                                    clip_grad_value=0.1),
+    "tanh-nesterov-bce": dict(
+        layer_sizes=[6, 4, 1],
+        activation="tanh",
+        optimizer="nesterov",
+        loss="binary_cross_entropy",
+        weight_decay=1e-3,
+    ),
+    "gelu-sgd-mse": dict(
+        layer_sizes=[6, 5, 2], activation="gelu", optimizer="sgd", loss="squared_error"
+    ),
+    "tanh-rmsprop-l1-clipped": dict(
+        layer_sizes=[6, 5, 3],
+        activation="tanh",
+        optimizer="rmsprop",
+        l1=1e-3,
+        clip_grad_norm=0.3,
+        clip_grad_value=0.1,
+    ),
 }
 
 
@@ -627,12 +703,13 @@ def test_mlp_trains_like_the_numpy_backend(cuda_ops, monkeypatch, case) -> None:
     for got, want in zip(model.history_, reference.history_, strict=True):
         assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
         # bit for bit under the simulator; a GPU's exp may flip a near tie
-        assert got["train_accuracy"] == pytest.approx(want["train_accuracy"],
-                                                      abs=0 if SIMULATOR else 0.02)
-    np.testing.assert_allclose(cuda_ops.to_numpy(model.params), reference.params,
-                               rtol=1e-5, atol=1e-6)
-    assert not np.allclose(reference.params, xpmlp.MLP(sizes, backend="numpy",
-                                                       **options).params)
+        assert got["train_accuracy"] == pytest.approx(
+            want["train_accuracy"], abs=0 if SIMULATOR else 0.02
+        )
+    np.testing.assert_allclose(
+        cuda_ops.to_numpy(model.params), reference.params, rtol=1e-5, atol=1e-6
+    )
+    assert not np.allclose(reference.params, xpmlp.MLP(sizes, backend="numpy", **options).params)
 
 
 def test_every_model_call_runs_with_the_backend_active(cuda_ops, tmp_path) -> None:
@@ -663,17 +740,20 @@ def test_every_model_call_runs_with_the_backend_active(cuda_ops, tmp_path) -> No
     for (W, b), (W_ref, b_ref) in zip(model.get_weights(), reference.get_weights(), strict=True):
         np.testing.assert_allclose(W, W_ref, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(b, b_ref, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(model.predict_proba(X), reference.predict_proba(X),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        model.predict_proba(X), reference.predict_proba(X), rtol=1e-5, atol=1e-6
+    )
     assert model.score(X, y) == pytest.approx(reference.score(X, y), abs=0.05)
     loaded = xpmlp.load_model(xpmlp.save_model(model, tmp_path / "model"), backend=cuda_ops)
     np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
-    examples = parse_file(Path(__file__).resolve().parents[1] / "data" / "examples"
-                          / "worked_examples.json")
+    examples = parse_file(
+        Path(__file__).resolve().parents[1] / "data" / "examples" / "worked_examples.json"
+    )
     for example in examples:
         if isinstance(example, PerceptronExample):  # the learning rule runs on the host
             n_checked, mismatches = compare_perceptron(
-                example, trace_perceptron(example, cuda_ops, "float64"), 1e-9)
+                example, trace_perceptron(example, cuda_ops, "float64"), 1e-9
+            )
         else:
             n_checked, mismatches = compare(example, trace(example, cuda_ops, "float64"), 1e-9)
         assert n_checked > 0 and mismatches == []

@@ -72,8 +72,9 @@ def test_the_import_contracts_hold() -> None:
     layers below them, and no package's modules import each other in a circle."""
     pytest.importorskip("importlinter", reason="import-linter is in the test extra")
     command = [sys.executable, "-c", "from importlinter.cli import lint_imports_command as c; c()"]
-    result = subprocess.run([*command, "--no-cache"], cwd=ROOT, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [*command, "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -83,9 +84,11 @@ def test_python_m_runs_a_documented_module_name(tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
     text = (ROOT / "README.md").read_text()
     start = text.index("<!-- registry:activations -->")
-    stale = text[:start] + "<!-- registry:activations -->\nstale\n" + text[text.index(
-        "<!-- /registry:activations -->", start):]
+    stale = (
+        text[:start]
+        + "<!-- registry:activations -->\nstale\n"
+        + text[text.index("<!-- /registry:activations -->", start) :]
+    )
     readme.write_text(stale)
-    subprocess.run([sys.executable, "-m", "xpmlp.doc_tables", str(readme)], check=True,
-                   timeout=300)
+    subprocess.run([sys.executable, "-m", "xpmlp.doc_tables", str(readme)], check=True, timeout=300)
     assert readme.read_text() == text

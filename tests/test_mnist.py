@@ -37,7 +37,8 @@ TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 def idx_bytes(array: np.ndarray) -> bytes:
     """IDX content (type 0x08) for a uint8 array of any dimension count."""
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
-        int(d).to_bytes(4, "big") for d in array.shape)
+        int(d).to_bytes(4, "big") for d in array.shape
+    )
     return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
 
 
@@ -82,15 +83,21 @@ class LocalServer:
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.httpd.routes = {}
         self.httpd.timeout = 5
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,),
-                                       daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     def mirror(self, name: str) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}/"
 
-    def serve(self, mirror: str, filename: str, body: bytes, *, status: int = 200,
-              claimed: int | None = None) -> str:
+    def serve(
+        self,
+        mirror: str,
+        filename: str,
+        body: bytes,
+        *,
+        status: int = 200,
+        claimed: int | None = None,
+    ) -> str:
         self.httpd.routes[f"/{mirror}/{filename}"] = (status, body, claimed)
         return self.mirror(mirror)
 
@@ -123,10 +130,12 @@ def closed_port() -> int:
 
 
 def test_shipped_labels_counts_and_first_values() -> None:
-    y_train = read_idx(MNIST_DIR / "train-labels-idx1-ubyte.gz",
-                       expected_sha256=MNIST_FILES["train_labels"].sha256)
-    y_test = read_idx(MNIST_DIR / "t10k-labels-idx1-ubyte.gz",
-                      expected_sha256=MNIST_FILES["test_labels"].sha256)
+    y_train = read_idx(
+        MNIST_DIR / "train-labels-idx1-ubyte.gz", expected_sha256=MNIST_FILES["train_labels"].sha256
+    )
+    y_test = read_idx(
+        MNIST_DIR / "t10k-labels-idx1-ubyte.gz", expected_sha256=MNIST_FILES["test_labels"].sha256
+    )
     assert y_train.dtype == np.uint8 and y_train.shape == (60000,)
     assert y_test.dtype == np.uint8 and y_test.shape == (10000,)
     assert np.bincount(y_train, minlength=10).tolist() == TRAIN_COUNTS
@@ -136,8 +145,9 @@ def test_shipped_labels_counts_and_first_values() -> None:
 
 
 def test_shipped_images_shape() -> None:
-    x = read_idx(MNIST_DIR / "t10k-images-idx3-ubyte.gz",
-                 expected_sha256=MNIST_FILES["test_images"].sha256)
+    x = read_idx(
+        MNIST_DIR / "t10k-images-idx3-ubyte.gz", expected_sha256=MNIST_FILES["test_images"].sha256
+    )
     assert x.shape == (10000, 28, 28) and x.dtype == np.uint8
     assert x.max() == 255 and x.min() == 0
 
@@ -188,14 +198,17 @@ def bad_file(tmp_path: Path, name: str, data: bytes) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("data", "reason"), [
-    (b"\x00\x00\x08\x07" + b"\x00" * 10, "truncated IDX header"),
-    (b"\x00\x00\x0d\x01" + (2).to_bytes(4, "big") + b"\x00" * 8, "0x0d (float32)"),
-    (b"\x00\x00\x08\x00", "0 dimensions"),
-    (b"", "empty"),
-    (b"PK\x03\x04 this is a zip, not MNIST", "not an IDX file"),
-    (b"\x00\x00", "not an IDX file"),
-])
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"\x00\x00\x08\x07" + b"\x00" * 10, "truncated IDX header"),
+        (b"\x00\x00\x0d\x01" + (2).to_bytes(4, "big") + b"\x00" * 8, "0x0d (float32)"),
+        (b"\x00\x00\x08\x00", "0 dimensions"),
+        (b"", "empty"),
+        (b"PK\x03\x04 this is a zip, not MNIST", "not an IDX file"),
+        (b"\x00\x00", "not an IDX file"),
+    ],
+)
 def test_read_idx_bad_magic_or_header(tmp_path: Path, data: bytes, reason: str) -> None:
     path = bad_file(tmp_path, "bad-idx1-ubyte", data)
     with pytest.raises(DataFileError) as exc:
@@ -222,8 +235,12 @@ def test_read_idx_truncated_payload(tmp_path: Path) -> None:
     path = bad_file(tmp_path, "train-images-idx3-ubyte.gz", gzip.compress(content[:139]))
     with pytest.raises(DataFileError) as exc:
         read_idx(path)
-    assert_names(exc, str(path), "truncated payload",
-                 "header says 60 images of 28x28 = 47040 bytes but 123 bytes follow")
+    assert_names(
+        exc,
+        str(path),
+        "truncated payload",
+        "header says 60 images of 28x28 = 47040 bytes but 123 bytes follow",
+    )
 
 
 def test_read_idx_trailing_bytes(tmp_path: Path) -> None:
@@ -257,8 +274,9 @@ def test_read_idx_sha_mismatch(tmp_path: Path) -> None:
     with pytest.raises(DataFileError) as exc:
         read_idx(path, expected_sha256=expected)
     actual = hashlib.sha256(content).hexdigest()
-    assert_names(exc, f"{path}: SHA-256 of the decompressed content is {actual}, "
-                      f"expected {expected}")
+    assert_names(
+        exc, f"{path}: SHA-256 of the decompressed content is {actual}, expected {expected}"
+    )
 
 
 def test_read_idx_missing_and_directory(tmp_path: Path) -> None:
@@ -273,8 +291,9 @@ def test_read_idx_missing_and_directory(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- download_file
 
 
-def test_download_good_file_lands_verified(server: LocalServer, tmp_path: Path,
-                                          tiny: tuple[MnistFile, bytes], capsys) -> None:
+def test_download_good_file_lands_verified(
+    server: LocalServer, tmp_path: Path, tiny: tuple[MnistFile, bytes], capsys
+) -> None:
     spec, content = tiny
     mirror = server.serve("a", spec.filename, gzip.compress(content))
     dest = tmp_path / "new" / "dir"
@@ -286,8 +305,12 @@ def test_download_good_file_lands_verified(server: LocalServer, tmp_path: Path,
 
 
 def test_download_goes_through_pooch_with_a_labelled_bar(
-        server: LocalServer, tmp_path: Path, tiny: tuple[MnistFile, bytes],
-        monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    server: LocalServer,
+    tmp_path: Path,
+    tiny: tuple[MnistFile, bytes],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys,
+) -> None:
     pooch = pytest.importorskip("pooch")
     spec, content = tiny
     mirror = server.serve("p", spec.filename, gzip.compress(content))
@@ -304,8 +327,9 @@ def test_download_goes_through_pooch_with_a_labelled_bar(
     assert spec.filename in capsys.readouterr().err  # tqdm's bar, labelled, on stderr
 
 
-def test_download_accepts_an_uncompressed_mirror(server: LocalServer, tmp_path: Path,
-                                                 tiny: tuple[MnistFile, bytes]) -> None:
+def test_download_accepts_an_uncompressed_mirror(
+    server: LocalServer, tmp_path: Path, tiny: tuple[MnistFile, bytes]
+) -> None:
     spec, content = tiny
     mirror = server.serve("raw", spec.filename, content)
     path = download_file(spec, tmp_path, mirrors=(mirror,), timeout=5, progress=False)
@@ -315,12 +339,18 @@ def test_download_accepts_an_uncompressed_mirror(server: LocalServer, tmp_path: 
 def failure_cases(spec: MnistFile, content: bytes) -> dict[str, tuple[dict, str]]:
     gz = gzip.compress(content)
     return {
-        "corrupt": ({"body": gzip.compress(labels_bytes([0] * 8))},
-                    "checksum mismatch: SHA-256 of the decompressed content is"),
-        "wrong size": ({"body": gzip.compress(content + b"\x00")},
-                       f"more than {spec.size} bytes, expected {spec.size}"),
-        "short body": ({"body": gz[:10], "claimed": len(gz)},
-                       f"truncated download: received 10 of {len(gz)} bytes"),
+        "corrupt": (
+            {"body": gzip.compress(labels_bytes([0] * 8))},
+            "checksum mismatch: SHA-256 of the decompressed content is",
+        ),
+        "wrong size": (
+            {"body": gzip.compress(content + b"\x00")},
+            f"more than {spec.size} bytes, expected {spec.size}",
+        ),
+        "short body": (
+            {"body": gz[:10], "claimed": len(gz)},
+            f"truncated download: received 10 of {len(gz)} bytes",
+        ),
         "cut gzip": ({"body": gz[:-12]}, "truncated gzip stream"),
         "not gzip": ({"body": b"\x1f\x8b garbage that claims to be gzip"}, "corrupt gzip"),
         "server error": ({"body": b"oops", "status": 500}, "HTTP 500"),
@@ -328,17 +358,25 @@ def failure_cases(spec: MnistFile, content: bytes) -> dict[str, tuple[dict, str]
     }
 
 
-@pytest.mark.parametrize("case", ["corrupt", "wrong size", "short body", "cut gzip",
-                                  "not gzip", "server error", "not found"])
-def test_download_failure_leaves_nothing(server: LocalServer, tmp_path: Path,
-                                         tiny: tuple[MnistFile, bytes], case: str) -> None:
+@pytest.mark.parametrize(
+    "case",
+    ["corrupt", "wrong size", "short body", "cut gzip", "not gzip", "server error", "not found"],
+)
+def test_download_failure_leaves_nothing(
+    server: LocalServer, tmp_path: Path, tiny: tuple[MnistFile, bytes], case: str
+) -> None:
     spec, content = tiny
     kwargs, reason = failure_cases(spec, content)[case]
     if kwargs.get("status") == 404:
         mirror = server.mirror("missing")
     else:
-        mirror = server.serve("m", spec.filename, kwargs["body"],
-                              status=kwargs.get("status", 200), claimed=kwargs.get("claimed"))
+        mirror = server.serve(
+            "m",
+            spec.filename,
+            kwargs["body"],
+            status=kwargs.get("status", 200),
+            claimed=kwargs.get("claimed"),
+        )
     with pytest.raises(DownloadError) as exc:
         download_file(spec, tmp_path, mirrors=(mirror,), timeout=5, progress=False)
     assert_names(exc, spec.filename, mirror + spec.filename, reason)
@@ -354,34 +392,39 @@ def test_download_connection_refused(tmp_path: Path, tiny: tuple[MnistFile, byte
     assert list(tmp_path.iterdir()) == []
 
 
-def test_download_falls_back_to_the_next_mirror(server: LocalServer, tmp_path: Path,
-                                               tiny: tuple[MnistFile, bytes]) -> None:
+def test_download_falls_back_to_the_next_mirror(
+    server: LocalServer, tmp_path: Path, tiny: tuple[MnistFile, bytes]
+) -> None:
     spec, content = tiny
     broken = server.serve("broken", spec.filename, b"", status=500)
     corrupt = server.serve("corrupt", spec.filename, gzip.compress(b"nonsense"))
     good = server.serve("good", spec.filename, gzip.compress(content))
-    path = download_file(spec, tmp_path, mirrors=(broken, corrupt, good), timeout=5,
-                         progress=False)
+    path = download_file(spec, tmp_path, mirrors=(broken, corrupt, good), timeout=5, progress=False)
     assert read_idx(path, expected_sha256=spec.sha256).shape == (8,)
     assert [p.name for p in tmp_path.iterdir()] == [spec.filename]
 
 
-def test_download_error_lists_every_mirror(server: LocalServer, tmp_path: Path,
-                                           tiny: tuple[MnistFile, bytes]) -> None:
+def test_download_error_lists_every_mirror(
+    server: LocalServer, tmp_path: Path, tiny: tuple[MnistFile, bytes]
+) -> None:
     spec, _ = tiny
     broken = server.serve("broken", spec.filename, b"", status=500)
     corrupt = server.serve("corrupt", spec.filename, gzip.compress(b"nonsense"))
     with pytest.raises(DownloadError) as exc:
         download_file(spec, tmp_path, mirrors=(broken, corrupt), timeout=5, progress=False)
-    assert_names(exc, f"{broken}{spec.filename}: HTTP 500",
-                 f"{corrupt}{spec.filename}: checksum mismatch")
+    assert_names(
+        exc, f"{broken}{spec.filename}: HTTP 500", f"{corrupt}{spec.filename}: checksum mismatch"
+    )
     assert isinstance(exc.value, OSError)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_download_by_key_uses_module_mirrors(server: LocalServer, tmp_path: Path,
-                                             tiny: tuple[MnistFile, bytes],
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_download_by_key_uses_module_mirrors(
+    server: LocalServer,
+    tmp_path: Path,
+    tiny: tuple[MnistFile, bytes],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     spec, content = tiny
     mirror = server.serve("k", spec.filename, gzip.compress(content))
     monkeypatch.setitem(mnist_mod.MNIST_FILES, "test_labels", spec)
@@ -416,8 +459,7 @@ def test_load_mnist_downloads_missing_files(tmp_path: Path, tiny_mnist: dict[str
     data = load_mnist(data_dir, progress=False)
     assert data.x_train.shape == (5, 9) and data.x_test.shape == (2, 9)
     assert data.y_train.tolist() == [0, 1, 2, 3, 4] and data.y_test.tolist() == [7, 8]
-    assert sorted(p.name for p in data_dir.iterdir()) == sorted(
-        f"tiny-{k}.gz" for k in tiny_mnist)
+    assert sorted(p.name for p in data_dir.iterdir()) == sorted(f"tiny-{k}.gz" for k in tiny_mnist)
     assert load_mnist(data_dir, download=False) is data  # cached in the process
 
 
@@ -432,8 +474,9 @@ def test_load_mnist_notices_a_changed_file(tmp_path: Path, tiny_mnist: dict[str,
     assert gzip.decompress(path.read_bytes()) == labels_bytes([7, 9])  # not overwritten
 
 
-def test_load_mnist_count_mismatch(tmp_path: Path, tiny_mnist: dict[str, bytes],
-                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_load_mnist_count_mismatch(
+    tmp_path: Path, tiny_mnist: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
     content = labels_bytes([1, 2, 3])
     spec = spec_for("tiny-test_labels-3.gz", content)
     monkeypatch.setitem(mnist_mod.MNIST_FILES, "test_labels", spec)
@@ -453,8 +496,9 @@ def test_load_mnist_missing_file_without_download(tmp_path: Path) -> None:
     copy_shipped(tmp_path, skip="t10k-images-idx3-ubyte.gz")
     with pytest.raises(DataFileError) as exc:
         load_mnist(tmp_path, download=False)
-    assert_names(exc, "t10k-images-idx3-ubyte.gz", str(tmp_path), "--data-dir",
-                 "XPMLP_DATA_DIR", "download")
+    assert_names(
+        exc, "t10k-images-idx3-ubyte.gz", str(tmp_path), "--data-dir", "XPMLP_DATA_DIR", "download"
+    )
     assert "train-images" not in str(exc.value)
 
 

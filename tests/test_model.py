@@ -36,8 +36,9 @@ X3, Y3 = blobs()
 
 def small_model(backend="numpy", **options) -> MLP:
     options = {"seed": 0, "learning_rate": 0.01, **options}
-    return MLP([4, 16, 3], backend=BACKENDS[backend]() if backend in BACKENDS else backend,
-               **options)
+    return MLP(
+        [4, 16, 3], backend=BACKENDS[backend]() if backend in BACKENDS else backend, **options
+    )
 
 
 def host(a) -> np.ndarray:
@@ -76,8 +77,9 @@ def test_regression_r2() -> None:
     rng = np.random.default_rng(5)
     X = rng.uniform(-1, 1, size=(300, 3))
     y = X @ np.array([1.5, -2.0, 0.5]) + 0.3
-    model = MLP([3, 16, 1], activation="tanh", loss="squared_error", learning_rate=0.01,
-                backend="numpy")
+    model = MLP(
+        [3, 16, 1], activation="tanh", loss="squared_error", learning_rate=0.01, backend="numpy"
+    )
     model.fit(X, y, epochs=40, batch_size=16)
     assert model.predict(X).shape == (300, 1)
     assert model.score(X, y) > 0.9
@@ -108,37 +110,52 @@ def test_the_seed_also_drives_the_shuffle() -> None:
 
 @pytest.mark.parametrize(
     ("optimizer", "options"),
-    [("sgd", {"learning_rate": 0.05}), ("momentum", {"weight_decay": 1e-3}),
-     ("nesterov", {}), ("adam", {"weight_decay": 1e-3})],
+    [
+        ("sgd", {"learning_rate": 0.05}),
+        ("momentum", {"weight_decay": 1e-3}),
+        ("nesterov", {}),
+        ("adam", {"weight_decay": 1e-3}),
+    ],
 )
 @pytest.mark.parametrize(
-    ("activation", "loss"), [("relu", "cross_entropy"), ("tanh", "cross_entropy"),
-                             ("sigmoid", "squared_error")],
+    ("activation", "loss"),
+    [("relu", "cross_entropy"), ("tanh", "cross_entropy"), ("sigmoid", "squared_error")],
 )
 def test_numpy_and_reference_backends_train_alike(optimizer, options, activation, loss) -> None:
     models = [
-        MLP([4, 9, 7, 3], activation=activation, loss=loss, optimizer=optimizer,
-            dtype="float64", backend=be, seed=11, **options)
+        MLP(
+            [4, 9, 7, 3],
+            activation=activation,
+            loss=loss,
+            optimizer=optimizer,
+            dtype="float64",
+            backend=be,
+            seed=11,
+            **options,
+        )
         for be in ("numpy", Backend())
     ]
     targets = np.eye(3)[Y3] if loss == "squared_error" else Y3
     for model in models:
         model.fit(X3, targets, epochs=3, batch_size=25)  # 240 = 9 batches of 25 and one of 15
     np.testing.assert_allclose(models[0].params, models[1].params, rtol=1e-9, atol=1e-12)
-    assert models[0].history_[-1]["loss"] == pytest.approx(models[1].history_[-1]["loss"],
-                                                           rel=1e-9)
+    assert models[0].history_[-1]["loss"] == pytest.approx(models[1].history_[-1]["loss"], rel=1e-9)
 
 
 # ---------------------------------------------------------------------- dtypes
 
 
 def all_arrays(model: MLP, fp, g) -> dict[str, np.ndarray]:
-    arrays = {"params": model.params, "grads": model.grads,
-              "optimizer.state": model.optimizer.state}
+    arrays = {
+        "params": model.params,
+        "grads": model.grads,
+        "optimizer.state": model.optimizer.state,
+    }
     for i, (z, a, d) in enumerate(zip(fp.Z, fp.A[1:], g.delta, strict=True)):
         arrays |= {f"Z[{i}]": z, f"A[{i + 1}]": a, f"delta[{i}]": d}
-    arrays |= {f"dW[{i}]": w for i, w in enumerate(g.dW)} | {f"db[{i}]": b
-                                                             for i, b in enumerate(g.db)}
+    arrays |= {f"dW[{i}]": w for i, w in enumerate(g.dW)} | {
+        f"db[{i}]": b for i, b in enumerate(g.db)
+    }
     for rows, ws in model._local.__dict__.get("workspaces", {}).items():
         for name in ("X", "Y"):
             arrays[f"workspace[{rows}].{name}"] = getattr(ws, name)
@@ -149,8 +166,9 @@ def all_arrays(model: MLP, fp, g) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "momentum"])
-@pytest.mark.parametrize(("dtype", "expected"), [(None, np.float32), ("float32", np.float32),
-                                                 ("float64", np.float64)])
+@pytest.mark.parametrize(
+    ("dtype", "expected"), [(None, np.float32), ("float32", np.float32), ("float64", np.float64)]
+)
 def test_dtype_is_kept_everywhere(dtype, expected, optimizer) -> None:
     options = {} if dtype is None else {"dtype": dtype}
     model = small_model(optimizer=optimizer, **options)
@@ -211,9 +229,26 @@ X_INF[0, 0] = -np.inf
         (X3[None], Y3, ValueError, ("X", "2-D")),
         (X3, np.zeros((240, 5)), ValueError, ("y", "(240, 5)", "(240, 3)")),
     ],
-    ids=["features", "y-shorter", "X-shorter", "X-strings", "X-object", "X-complex",
-         "y-strings", "y-complex", "X-nan", "X-inf", "y-nan", "label-too-big",
-         "label-negative", "label-not-integer", "empty", "X-1d", "X-3d", "y-wrong-columns"],
+    ids=[
+        "features",
+        "y-shorter",
+        "X-shorter",
+        "X-strings",
+        "X-object",
+        "X-complex",
+        "y-strings",
+        "y-complex",
+        "X-nan",
+        "X-inf",
+        "y-nan",
+        "label-too-big",
+        "label-negative",
+        "label-not-integer",
+        "empty",
+        "X-1d",
+        "X-3d",
+        "y-wrong-columns",
+    ],
 )
 @ON_EVERY_BACKEND
 def test_bad_data_is_refused_before_any_work(backend, X, y, error, words) -> None:
@@ -236,15 +271,18 @@ def test_bad_data_is_refused_before_any_work(backend, X, y, error, words) -> Non
 )
 def test_bad_fit_options_are_refused_before_any_work(kwargs, words) -> None:
     model = small_model()
-    check_rejected(model, lambda: model.fit(X3, Y3, **{"epochs": 1, **kwargs}), ValueError,
-                   *words)
+    check_rejected(model, lambda: model.fit(X3, Y3, **{"epochs": 1, **kwargs}), ValueError, *words)
 
 
 @pytest.mark.parametrize("method", ["predict", "predict_proba", "forward"])
 @pytest.mark.parametrize(
     ("X", "error", "words"),
-    [(X3[:, :2], ValueError, ("2 features", "expects 4")), (X3[:0], ValueError, ("empty",)),
-     (X_NAN, ValueError, ("NaN",)), (X3.astype(str), TypeError, ("numeric",))],
+    [
+        (X3[:, :2], ValueError, ("2 features", "expects 4")),
+        (X3[:0], ValueError, ("empty",)),
+        (X_NAN, ValueError, ("NaN",)),
+        (X3.astype(str), TypeError, ("numeric",)),
+    ],
     ids=["features", "empty", "nan", "strings"],
 )
 def test_bad_inputs_to_prediction(method, X, error, words) -> None:
@@ -273,10 +311,16 @@ def test_score_checks_its_arguments() -> None:
         ([[4, 3]], {"loss": "hinge"}, ("loss='hinge'", "'cross_entropy'")),
         ([[4, 3]], {"optimizer": "lamb"}, ("optimizer='lamb'", "'adam'")),
         ([[4, 3]], {"output_activation": "swish"}, ("output_activation='swish'",)),
-        ([[4, 3]], {"output_activation": "softmax", "loss": "squared_error"},
-         ("softmax", "squared_error", "'identity'")),
-        ([[4, 3]], {"output_activation": "sigmoid", "loss": "cross_entropy"},
-         ("softmax", "cross_entropy")),
+        (
+            [[4, 3]],
+            {"output_activation": "softmax", "loss": "squared_error"},
+            ("softmax", "squared_error", "'identity'"),
+        ),
+        (
+            [[4, 3]],
+            {"output_activation": "sigmoid", "loss": "cross_entropy"},
+            ("softmax", "cross_entropy"),
+        ),
         ([[4, 3]], {"learning_rate": -0.1}, ("learning_rate=-0.1", "> 0")),
         ([[4, 3]], {"learning_rate": 0}, ("learning_rate=0", "> 0")),
         ([[4, 3]], {"learning_rate": math.inf}, ("learning_rate=inf", "finite")),
@@ -322,15 +366,19 @@ AND_OR_INPUTS = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=float)
 
 def test_hardlimit_perceptron_forward_and_predict() -> None:
     """A hand-set perceptron computes AND; a hardlimit hidden layer (OR, NAND) makes XOR."""
-    and_gate = MLP([2, 1], output_activation="hardlimit", loss="squared_error",
-                   backend="numpy")
+    and_gate = MLP([2, 1], output_activation="hardlimit", loss="squared_error", backend="numpy")
     and_gate.layers[0].W[...] = [[1.0, 1.0]]
     and_gate.layers[0].b[...] = [-1.5]
     np.testing.assert_array_equal(and_gate.predict(AND_OR_INPUTS), [0, 0, 0, 1])
     np.testing.assert_array_equal(and_gate.predict_proba(AND_OR_INPUTS)[:, 0], [0, 0, 0, 1])
 
-    xor = MLP([2, 2, 1], activation="hardlimit", output_activation="hardlimit",
-              loss="squared_error", backend="numpy")
+    xor = MLP(
+        [2, 2, 1],
+        activation="hardlimit",
+        output_activation="hardlimit",
+        loss="squared_error",
+        backend="numpy",
+    )
     xor.layers[0].W[...] = [[1.0, 1.0], [-1.0, -1.0]]
     xor.layers[0].b[...] = [-0.5, 1.5]
     xor.layers[1].W[...] = [[1.0, 1.0]]
@@ -340,17 +388,32 @@ def test_hardlimit_perceptron_forward_and_predict() -> None:
     np.testing.assert_array_equal(xor.predict(AND_OR_INPUTS), [0, 1, 1, 0])
 
 
-@pytest.mark.parametrize(("hidden", "output"), [("hardlimit", "identity"),
-                                                ("relu", "hardlimit")])
+@pytest.mark.parametrize(("hidden", "output"), [("hardlimit", "identity"), ("relu", "hardlimit")])
 def test_hardlimit_cannot_be_trained(hidden, output) -> None:
-    model = MLP([2, 3, 1], activation=hidden, output_activation=output, loss="squared_error",
-                backend="numpy")
+    model = MLP(
+        [2, 3, 1],
+        activation=hidden,
+        output_activation=output,
+        loss="squared_error",
+        backend="numpy",
+    )
     y = AND_OR_INPUTS[:, 0]
-    check_rejected(model, lambda: model.fit(AND_OR_INPUTS, y), xpmlp.NotDifferentiableError,
-                   "hardlimit", "derivative", "zero")
+    check_rejected(
+        model,
+        lambda: model.fit(AND_OR_INPUTS, y),
+        xpmlp.NotDifferentiableError,
+        "hardlimit",
+        "derivative",
+        "zero",
+    )
     fp = model.forward(AND_OR_INPUTS)
-    check_rejected(model, lambda: model.backward(fp, y), xpmlp.NotDifferentiableError,
-                   "hardlimit", "backpropagation")
+    check_rejected(
+        model,
+        lambda: model.backward(fp, y),
+        xpmlp.NotDifferentiableError,
+        "hardlimit",
+        "backpropagation",
+    )
 
 
 # ---------------------------------------------------------------------- divergence
@@ -363,8 +426,9 @@ def replay_until_not_finite(model: MLP, X, y, batch_size: int) -> tuple[int, np.
     """Steps by hand through one unshuffled epoch; returns the first batch whose loss is not
     finite and the parameters before it."""
     for batch, start in enumerate(range(0, len(X), batch_size)):
-        g = model.backward(model.forward(X[start:start + batch_size]),
-                           y[start:start + batch_size])
+        g = model.backward(
+            model.forward(X[start : start + batch_size]), y[start : start + batch_size]
+        )
         if not math.isfinite(g.loss):
             return batch, host(model.params).copy()
         model.step()
@@ -376,8 +440,9 @@ def replay_until_not_finite(model: MLP, X, y, batch_size: int) -> tuple[int, np.
 @ON_EVERY_BACKEND
 def test_a_huge_learning_rate_raises_training_diverged(backend) -> None:
     def make() -> MLP:
-        return MLP([4, 16, 2], optimizer="sgd", learning_rate=1e6, seed=0,
-                   backend=BACKENDS[backend]())
+        return MLP(
+            [4, 16, 2], optimizer="sgd", learning_rate=1e6, seed=0, backend=BACKENDS[backend]()
+        )
 
     model = make()
     with pytest.raises(xpmlp.TrainingDivergedError) as info:
@@ -396,8 +461,9 @@ def test_a_huge_learning_rate_raises_training_diverged(backend) -> None:
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 @ON_EVERY_BACKEND
 def test_params_stay_finite_when_the_update_itself_overflows(backend) -> None:
-    model = MLP([4, 32, 32, 32, 2], optimizer="sgd", learning_rate=1e3, seed=0,
-                backend=BACKENDS[backend]())
+    model = MLP(
+        [4, 32, 32, 32, 2], optimizer="sgd", learning_rate=1e3, seed=0, backend=BACKENDS[backend]()
+    )
     with pytest.raises(xpmlp.TrainingDivergedError):
         model.fit(X_LOUD, Y_LOUD, epochs=3, batch_size=32)
     assert np.isfinite(host(model.params)).all()
@@ -423,8 +489,9 @@ def test_save_load_round_trip(tmp_path, dtype, optimizer) -> None:
     assert loaded.optimizer.learning_rate == model.optimizer.learning_rate
     assert loaded.history_ == model.history_
     on_reference = load_model(path, backend=Backend())
-    np.testing.assert_allclose(on_reference.predict_proba(X3), model.predict_proba(X3),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        on_reference.predict_proba(X3), model.predict_proba(X3), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_the_file_loads_without_pickle(tmp_path, monkeypatch) -> None:
@@ -475,14 +542,9 @@ def corrupt_variants(tmp_path) -> dict[str, bytes]:
     }
 
 
-
-
 @pytest.mark.parametrize(
     "variant",
-    ["garbage", "pickle-like",
-     "truncated",
-     "empty",
-     "bit-flip"],
+    ["garbage", "pickle-like", "truncated", "empty", "bit-flip"],
 )
 def test_a_corrupt_file_gives_data_file_error(tmp_path, variant) -> None:
     path = tmp_path / f"{variant}.npz"
@@ -515,14 +577,16 @@ def test_forward_keeps_z_and_a_of_every_layer() -> None:
     for layer, z, a in zip(model.layers, fp.Z, fp.A[1:], strict=True):  # independent forward
         z_ref = A @ np.array(layer.W).T + np.array(layer.b)
         np.testing.assert_allclose(z, z_ref, rtol=1e-12, atol=1e-12)
-        A = np.maximum(z_ref, 0) if layer.activation.name == "relu" else (
-            np.exp(z_ref) / np.exp(z_ref).sum(axis=1, keepdims=True))
+        A = (
+            np.maximum(z_ref, 0)
+            if layer.activation.name == "relu"
+            else (np.exp(z_ref) / np.exp(z_ref).sum(axis=1, keepdims=True))
+        )
         np.testing.assert_allclose(a, A, rtol=1e-12, atol=1e-15)
 
 
 def test_backward_returns_delta_dw_db_per_layer_and_step_applies_them() -> None:
-    model = MLP([4, 6, 5, 3], optimizer="sgd", learning_rate=0.1, backend="numpy",
-                dtype="float64")
+    model = MLP([4, 6, 5, 3], optimizer="sgd", learning_rate=0.1, backend="numpy", dtype="float64")
     X, y = X3[:9], Y3[:9]
     fp = model.forward(X)
     g = model.backward(fp, y)
@@ -563,8 +627,7 @@ def test_the_last_partial_batch_is_used() -> None:
     start = host(model.params).copy()
     model.fit(X, y, epochs=2, batch_size=4, shuffle=False)
     assert be.batches == [4, 4, 2, 4, 4, 2]
-    by_hand = MLP([4, 5, 3], optimizer="sgd", learning_rate=0.5, backend="numpy",
-                  dtype="float64")
+    by_hand = MLP([4, 5, 3], optimizer="sgd", learning_rate=0.5, backend="numpy", dtype="float64")
     by_hand.params[...] = start
     for _ in range(2):
         for s in (slice(0, 4), slice(4, 8), slice(8, 10)):
@@ -588,12 +651,21 @@ def test_no_progress_bar_by_default(capsys) -> None:
 
 def test_history_records_every_epoch() -> None:
     records = []
-    model = small_model().fit(X3, Y3, epochs=3, batch_size=32,
-                              validation_data=blobs(60, seed=2), callback=records.append)
+    model = small_model().fit(
+        X3, Y3, epochs=3, batch_size=32, validation_data=blobs(60, seed=2), callback=records.append
+    )
     assert model.history_ == records and len(records) == 3
     for epoch, rec in enumerate(records, start=1):
-        assert set(rec) == {"epoch", "loss", "train_accuracy", "seconds", "samples_per_s",
-                            "val_loss", "val_accuracy", "step"}
+        assert set(rec) == {
+            "epoch",
+            "loss",
+            "train_accuracy",
+            "seconds",
+            "samples_per_s",
+            "val_loss",
+            "val_accuracy",
+            "step",
+        }
         assert rec["epoch"] == epoch
         assert 0 <= rec["train_accuracy"] <= 1 and 0 <= rec["val_accuracy"] <= 1
         assert rec["loss"] > 0 and rec["seconds"] > 0
@@ -605,8 +677,9 @@ def test_history_records_every_epoch() -> None:
 def test_history_loss_and_accuracy_are_the_epochs_means() -> None:
     """With a negligible learning rate the parameters do not move, so the epoch's mean loss
     and accuracy are those of the initial model, computed here independently."""
-    model = MLP([4, 6, 3], optimizer="sgd", learning_rate=1e-300, dtype="float64",
-                backend="numpy", seed=9)
+    model = MLP(
+        [4, 6, 3], optimizer="sgd", learning_rate=1e-300, dtype="float64", backend="numpy", seed=9
+    )
     W1, W2 = (np.array(layer.W) for layer in model.layers)
     b1, b2 = (np.array(layer.b) for layer in model.layers)
     Z = np.maximum(X3 @ W1.T + b1, 0) @ W2.T + b2
@@ -623,11 +696,18 @@ def test_history_loss_and_accuracy_are_the_epochs_means() -> None:
 
 # ---------------------------------------------------------------------- weights in and out
 def test_set_weights_then_get_weights_round_trip_and_drive_the_forward_pass() -> None:
-    model = MLP([3, 4, 2], activation="identity", output_activation="identity",
-                loss="squared_error", dtype="float64")
+    model = MLP(
+        [3, 4, 2],
+        activation="identity",
+        output_activation="identity",
+        loss="squared_error",
+        dtype="float64",
+    )
     rng = np.random.default_rng(0)
-    weights = [(rng.standard_normal((4, 3)), rng.standard_normal(4)),
-               (rng.standard_normal((2, 4)), rng.standard_normal(2))]
+    weights = [
+        (rng.standard_normal((4, 3)), rng.standard_normal(4)),
+        (rng.standard_normal((2, 4)), rng.standard_normal(2)),
+    ]
     model.set_weights(weights)
     for (W, b), (W_in, b_in) in zip(model.get_weights(), weights, strict=True):
         np.testing.assert_array_equal(W, W_in)
@@ -640,13 +720,20 @@ def test_set_weights_then_get_weights_round_trip_and_drive_the_forward_pass() ->
     assert model.get_weights()[0][0].any()
 
 
-@pytest.mark.parametrize(("weights", "words"), [
-    ([(np.zeros((4, 3)), np.zeros(4))], "1 (W, b) pairs; expected one per layer (2)"),
-    ([(np.zeros((3, 4)), np.zeros(4)), (np.zeros((2, 4)), np.zeros(2))],
-     "layer 0: W has shape (3, 4); expected (4, 3)"),
-    ([(np.zeros((4, 3)), np.zeros(4)), (np.zeros((2, 4)), np.zeros((2, 1)))],
-     "layer 1: b has shape (2, 1); expected (2,)"),
-])
+@pytest.mark.parametrize(
+    ("weights", "words"),
+    [
+        ([(np.zeros((4, 3)), np.zeros(4))], "1 (W, b) pairs; expected one per layer (2)"),
+        (
+            [(np.zeros((3, 4)), np.zeros(4)), (np.zeros((2, 4)), np.zeros(2))],
+            "layer 0: W has shape (3, 4); expected (4, 3)",
+        ),
+        (
+            [(np.zeros((4, 3)), np.zeros(4)), (np.zeros((2, 4)), np.zeros((2, 1)))],
+            "layer 1: b has shape (2, 1); expected (2,)",
+        ),
+    ],
+)
 def test_set_weights_refuses_wrong_shapes(weights, words) -> None:
     model = MLP([3, 4, 2])
     before = model.params.copy()
@@ -681,9 +768,12 @@ def test_every_public_call_runs_inside_backend_activate(tmp_path) -> None:
 
         def __getattribute__(self, name: str):
             value = object.__getattribute__(self, name)
-            if (callable(value) and not name.startswith("_") and name not in
-                    ("activate", "to_numpy", "synchronize") and object.__getattribute__(
-                        self, "__dict__").get("depth") == 0):
+            if (
+                callable(value)
+                and not name.startswith("_")
+                and name not in ("activate", "to_numpy", "synchronize")
+                and object.__getattribute__(self, "__dict__").get("depth") == 0
+            ):
                 object.__getattribute__(self, "outside").append(name)
             return value
 
@@ -726,13 +816,19 @@ class SmallDevice(NumpyBackend):
         return super().asarray(a, dtype)
 
 
-@pytest.mark.parametrize(("limit", "call", "words"), [
-    (100, "build", ["parameters, gradients and adam state of layers 4-50-3", "smaller layers"]),
-    (4000, "fit_big_batch", ["activations of a batch of 200 rows through layers 4-50-3",
-                             "smaller batch_size"]),
-    (4000, "fit_big_data", ["training set (1200 samples", "fit on part of the data"]),
-    (4000, "forward_many", ["activations of a batch of 300 rows", "fewer rows"]),
-])
+@pytest.mark.parametrize(
+    ("limit", "call", "words"),
+    [
+        (100, "build", ["parameters, gradients and adam state of layers 4-50-3", "smaller layers"]),
+        (
+            4000,
+            "fit_big_batch",
+            ["activations of a batch of 200 rows through layers 4-50-3", "smaller batch_size"],
+        ),
+        (4000, "fit_big_data", ["training set (1200 samples", "fit on part of the data"]),
+        (4000, "forward_many", ["activations of a batch of 300 rows", "fewer rows"]),
+    ],
+)
 def test_out_of_device_memory_says_for_what_and_what_to_try(limit, call, words) -> None:
     rng = np.random.default_rng(0)
 
@@ -745,9 +841,11 @@ def test_out_of_device_memory_says_for_what_and_what_to_try(limit, call, words) 
     calls = {
         "build": lambda: MLP([4, 50, 3], backend=SmallDevice(limit)),
         "fit_big_batch": lambda: MLP([4, 50, 3], backend=SmallDevice(limit)).fit(
-            X(200), y(200), batch_size=200, epochs=1),
+            X(200), y(200), batch_size=200, epochs=1
+        ),
         "fit_big_data": lambda: MLP([4, 50, 3], backend=SmallDevice(limit)).fit(
-            X(1200), y(1200), batch_size=16, epochs=1),
+            X(1200), y(1200), batch_size=16, epochs=1
+        ),
         "forward_many": lambda: MLP([4, 50, 3], backend=SmallDevice(limit)).forward(X(300)),
     }
     with pytest.raises(xpmlp.DeviceMemoryError) as info:

@@ -36,8 +36,7 @@ N_PARAMS = 3 * 4 + 4 + 4 * 2 + 2
 REQUIRED = ("format", "layer_sizes", "activations", "loss", "dtype", "optimizer")
 HYPERPARAMETERS = ("learning_rate", "weight_decay", "beta1", "beta2", "eps")
 POSIX_ONLY = pytest.mark.skipif(os.name != "posix", reason="needs POSIX signals and umask")
-SETTINGS = settings(max_examples=150, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @dataclass(frozen=True)
@@ -64,8 +63,9 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> Saved:
 
 def write_npz(path: Path, **arrays: Any) -> Path:
     """``arrays`` saved with numpy.savez at exactly ``path`` (dicts become JSON strings)."""
-    encoded = {k: np.array(json.dumps(v)) if isinstance(v, dict | list) else v
-               for k, v in arrays.items()}
+    encoded = {
+        k: np.array(json.dumps(v)) if isinstance(v, dict | list) else v for k, v in arrays.items()
+    }
     with open(path, "wb") as f:
         np.savez(f, **encoded)
     return path
@@ -87,8 +87,9 @@ json_type = _json_type  # the JSON name of a decoded value's type
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
-                                                                 max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
     max_leaves=6,
 )
 unknown_names = st.text(max_size=6).map(lambda s: "no-such-" + s)
@@ -158,10 +159,22 @@ def edit(meta: dict[str, Any], key: str, value: Any, sub: str | int | None = Non
 @st.composite
 def bad_entries(draw: st.DrawFn, meta: dict[str, Any]) -> dict[str, Any]:
     """``meta`` with one entry of the right JSON type but a wrong value."""
-    choice = draw(st.sampled_from([
-        "size", "short sizes", "n activations", "activation", "loss", "dtype", "format",
-        "optimizer name", "no optimizer name", "hyperparameter",
-    ]))
+    choice = draw(
+        st.sampled_from(
+            [
+                "size",
+                "short sizes",
+                "n activations",
+                "activation",
+                "loss",
+                "dtype",
+                "format",
+                "optimizer name",
+                "no optimizer name",
+                "hyperparameter",
+            ]
+        )
+    )
     if choice == "size":
         bad = st.integers(max_value=0) | st.booleans() | st.floats() | st.text(max_size=3)
         return edit(meta, "layer_sizes", draw(bad), draw(st.integers(0, len(SIZES) - 1)))
@@ -181,8 +194,7 @@ def bad_entries(draw: st.DrawFn, meta: dict[str, Any]) -> dict[str, Any]:
     if choice == "optimizer name":
         return edit(meta, "optimizer", draw(unknown_names | st.integers() | st.none()), "name")
     if choice == "no optimizer name":
-        return edit(meta, "optimizer", {k: v for k, v in meta["optimizer"].items()
-                                        if k != "name"})
+        return edit(meta, "optimizer", {k: v for k, v in meta["optimizer"].items() if k != "name"})
     key = draw(st.sampled_from(HYPERPARAMETERS))
     return edit(meta, "optimizer", draw(not_numbers), key)
 
@@ -201,8 +213,20 @@ def test_metadata_with_a_wrong_value(saved: Saved, data: st.DataObject) -> None:
 @st.composite
 def bad_params(draw: st.DrawFn, good: np.ndarray) -> np.ndarray:
     """An array that cannot be the 26 parameters of a [3, 4, 2] float32 model."""
-    choice = draw(st.sampled_from(["strings", "length", "2-D", "0-D", "non-finite",
-                                   "too big for float32", "integers", "complex"]))
+    choice = draw(
+        st.sampled_from(
+            [
+                "strings",
+                "length",
+                "2-D",
+                "0-D",
+                "non-finite",
+                "too big for float32",
+                "integers",
+                "complex",
+            ]
+        )
+    )
     if choice == "strings":
         return good.astype(str)
     if choice == "length":
@@ -214,8 +238,9 @@ def bad_params(draw: st.DrawFn, good: np.ndarray) -> np.ndarray:
         return np.array(1.5)
     if choice == "non-finite":
         bad = good.astype(draw(st.sampled_from(["float32", "float64"])))
-        bad[draw(st.integers(0, N_PARAMS - 1))] = draw(st.sampled_from([math.nan, math.inf,
-                                                                        -math.inf]))
+        bad[draw(st.integers(0, N_PARAMS - 1))] = draw(
+            st.sampled_from([math.nan, math.inf, -math.inf])
+        )
         return bad
     if choice == "too big for float32":
         bad = good.astype("float64")
@@ -241,8 +266,20 @@ def test_params_that_cannot_be_the_model(saved: Saved, data: st.DataObject) -> N
 def broken_files(draw: st.DrawFn, saved: Saved) -> bytes:
     """The bytes of a file that is not an xpmlp model archive."""
     good = saved.path.read_bytes()
-    choice = draw(st.sampled_from(["npy", "truncated", "random", "zip-like", "members",
-                                   "meta array", "meta text", "object params"]))
+    choice = draw(
+        st.sampled_from(
+            [
+                "npy",
+                "truncated",
+                "random",
+                "zip-like",
+                "members",
+                "meta array",
+                "meta text",
+                "object params",
+            ]
+        )
+    )
     if choice == "truncated":
         return good[: draw(st.integers(0, len(good) - 1))]
     if choice == "random":
@@ -258,10 +295,16 @@ def broken_files(draw: st.DrawFn, saved: Saved) -> bytes:
         drop = draw(st.sampled_from(["params", "meta"]))
         arrays = {("weights" if k == drop else k): v for k, v in arrays.items()}
     elif choice == "meta array":
-        arrays["meta"] = draw(st.sampled_from([
-            np.array([json.dumps(saved.meta)]), np.array(json.dumps(saved.meta).encode()),
-            np.zeros(3), np.array(7),
-        ]))
+        arrays["meta"] = draw(
+            st.sampled_from(
+                [
+                    np.array([json.dumps(saved.meta)]),
+                    np.array(json.dumps(saved.meta).encode()),
+                    np.zeros(3),
+                    np.array(7),
+                ]
+            )
+        )
     elif choice == "meta text":
         arrays["meta"] = np.array(draw(st.text(max_size=20).filter(not_json)))
     else:
@@ -322,7 +365,8 @@ def test_the_temporary_name_carries_the_writers_pid(tmp_path: Path) -> None:
 
 @POSIX_ONLY
 def test_only_stale_temporaries_of_the_same_target_are_removed(
-    tmp_path: Path, live_child: subprocess.Popen,
+    tmp_path: Path,
+    live_child: subprocess.Popen,
 ) -> None:
     dead = dead_pid()
     stale = [f".t.bin.{dead}.abcd_123.tmp", f".t.bin.{dead}.zz.tmp"]
@@ -332,7 +376,9 @@ def test_only_stale_temporaries_of_the_same_target_are_removed(
         f".other.bin.{dead}.abcd1234.tmp",  # another target
         f".t.bin.1.{dead}.abcd1234.tmp",  # a temporary of target "t.bin.1"
         ".t.bin.abcd1234.tmp",  # the old name, without a pid
-        f".t.bin.{dead}.tmp", f"t.bin.{dead}.abcd1234.tmp", f".t.bin.{dead}.ab.tmp.keep",
+        f".t.bin.{dead}.tmp",
+        f"t.bin.{dead}.abcd1234.tmp",
+        f".t.bin.{dead}.ab.tmp.keep",
         ".t.bin.0.abcd1234.tmp",  # pid 0 is no process
     ]
     for name in stale + kept:
@@ -357,8 +403,9 @@ with atomic_write(sys.argv[1], "wb") as f:
 
 def start_and_kill_a_writer(target: Path) -> int:
     """The pid of a writer killed by SIGKILL inside ``atomic_write(target)``."""
-    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(target)],
-                              stdout=subprocess.PIPE, text=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, str(target)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert writer.stdout is not None and writer.stdout.readline() == "writing\n"
     finally:
@@ -425,7 +472,9 @@ def test_the_file_gets_the_mode_of_a_new_file(tmp_path: Path, umask: Any, mask: 
 
 @POSIX_ONLY
 def test_a_saved_model_is_readable_by_others_under_umask_022(
-    saved: Saved, tmp_path: Path, umask: Any,
+    saved: Saved,
+    tmp_path: Path,
+    umask: Any,
 ) -> None:
     umask(0o022)
     model = xpmlp.load_model(saved.path, backend="numpy")
@@ -435,8 +484,9 @@ def test_a_saved_model_is_readable_by_others_under_umask_022(
 
 @POSIX_ONLY
 @pytest.mark.parametrize("from_proc", [True, False])
-def test_the_umask_is_read_without_changing_it(umask: Any, monkeypatch: pytest.MonkeyPatch,
-                                               from_proc: bool) -> None:
+def test_the_umask_is_read_without_changing_it(
+    umask: Any, monkeypatch: pytest.MonkeyPatch, from_proc: bool
+) -> None:
     if not from_proc:
         monkeypatch.setattr(_atomic, "_umask_from_proc", lambda: None)
     elif _atomic._umask_from_proc() is None:

@@ -147,8 +147,11 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     env = {**os.environ, "NUMBA_CACHE_DIR": str(out / "numba-cache")}
     env.pop("NUMBA_ENABLE_CUDASIM", None)
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, str(out), str(TESTS), *CONTROLS], env=env,
-        capture_output=True, text=True, timeout=900,
+        [sys.executable, "-c", CHILD, str(out), str(TESTS), *CONTROLS],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, json.loads((out / "index.json").read_text())
@@ -238,8 +241,10 @@ def test_double_op_pattern(line: str, flagged: bool) -> None:
 
 # ---------------------------------------------------------------------- CUDA: PTX
 needs_numba_cuda = pytest.mark.skipif(
-    SIMULATOR, reason="compiles real PTX with numba-cuda; NUMBA_ENABLE_CUDASIM=1 replaces it "
-    "with the simulator")
+    SIMULATOR,
+    reason="compiles real PTX with numba-cuda; NUMBA_ENABLE_CUDASIM=1 replaces it "
+    "with the simulator",
+)
 
 
 @pytest.fixture(scope="module")

@@ -30,15 +30,31 @@ def test_every_activation_is_mapped_or_refused_in_the_table() -> None:
         assert callable(entry) or isinstance(entry, Refused), name
 
 
-def random_model(sizes: list[int], hidden: list[str] | str = "relu", output: str | None = None,
-                 dtype: str = "float32", seed: int = 0) -> MLP:
+def random_model(
+    sizes: list[int],
+    hidden: list[str] | str = "relu",
+    output: str | None = None,
+    dtype: str = "float32",
+    seed: int = 0,
+) -> MLP:
     """A model with random weights and biases of about unit scale (no training needed)."""
     loss = "cross_entropy" if output in (None, "softmax") else "squared_error"
-    model = MLP(sizes, activation=hidden, output_activation=output, loss=loss, dtype=dtype,
-                backend="numpy", seed=seed)
+    model = MLP(
+        sizes,
+        activation=hidden,
+        output_activation=output,
+        loss=loss,
+        dtype=dtype,
+        backend="numpy",
+        seed=seed,
+    )
     rng = np.random.default_rng(seed)
-    model.set_weights([(rng.standard_normal(W.shape) / np.sqrt(W.shape[1]),
-                        0.5 * rng.standard_normal(b.shape)) for W, b in model.get_weights()])
+    model.set_weights(
+        [
+            (rng.standard_normal(W.shape) / np.sqrt(W.shape[1]), 0.5 * rng.standard_normal(b.shape))
+            for W, b in model.get_weights()
+        ]
+    )
     return model
 
 
@@ -71,16 +87,18 @@ def test_output_activations_match_predict_proba(output: str) -> None:
     pytest.importorskip("onnx")
     model = random_model([3, 6, 2], "tanh", output)
     X = inputs(3)
-    np.testing.assert_allclose(onnx_output(to_onnx(model), X), model.predict_proba(X),
-                               rtol=0, atol=1e-5)
+    np.testing.assert_allclose(
+        onnx_output(to_onnx(model), X), model.predict_proba(X), rtol=0, atol=1e-5
+    )
 
 
 def test_a_model_without_hidden_layers() -> None:
     pytest.importorskip("onnx")
     model = random_model([6, 3])
     X = inputs(6)
-    np.testing.assert_allclose(onnx_output(to_onnx(model), X), model.predict_proba(X),
-                               rtol=0, atol=1e-5)
+    np.testing.assert_allclose(
+        onnx_output(to_onnx(model), X), model.predict_proba(X), rtol=0, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("hidden", sorted(set(HIDDEN) - {"gelu"}))
@@ -109,8 +127,9 @@ def test_a_trained_model_exports_what_it_learned() -> None:
     X = inputs(4, rows=200)
     y = (X[:, 0] + X[:, 1] > 0).astype(int) + (X[:, 2] > 1)
     model = MLP([4, 16, 3], backend="numpy", seed=1).fit(X, y, epochs=5, batch_size=32)
-    np.testing.assert_allclose(onnx_output(to_onnx(model), X), model.predict_proba(X),
-                               rtol=0, atol=1e-5)
+    np.testing.assert_allclose(
+        onnx_output(to_onnx(model), X), model.predict_proba(X), rtol=0, atol=1e-5
+    )
 
 
 class Estimator:
@@ -152,8 +171,9 @@ def test_a_refused_activation_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) 
 
 def test_without_onnx_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "onnx", None)
-    with pytest.raises(OnnxDependencyError,
-                       match=r"pip install -e '\.\[onnx\]' in the xpmlp checkout"):
+    with pytest.raises(
+        OnnxDependencyError, match=r"pip install -e '\.\[onnx\]' in the xpmlp checkout"
+    ):
         to_onnx(random_model([3, 4, 2]))
     assert isinstance(OnnxDependencyError("x"), ImportError)
 
@@ -176,10 +196,10 @@ def test_batch_norm_and_dropout_export_as_the_model_predicts() -> None:
     rng = np.random.default_rng(3)
     X = rng.standard_normal((96, 5)).astype("float32")
     y = (X[:, 0] - X[:, 1] > 0).astype(int) + (X[:, 2] > 1)
-    model = MLP([5, 9, 7, 3], batch_norm=[True, False], dropout=0.2, backend="numpy",
-                seed=2).fit(X, y, epochs=3, batch_size=16)
-    np.testing.assert_allclose(onnx_output(to_onnx(model), X), model.predict_proba(X),
-                               atol=1e-5)
+    model = MLP([5, 9, 7, 3], batch_norm=[True, False], dropout=0.2, backend="numpy", seed=2).fit(
+        X, y, epochs=3, batch_size=16
+    )
+    np.testing.assert_allclose(onnx_output(to_onnx(model), X), model.predict_proba(X), atol=1e-5)
 
 
 @pytest.mark.filterwarnings("ignore:Stochastic Optimizer")  # 20 iterations are enough here
@@ -189,8 +209,9 @@ def test_fitted_estimators_export_their_predict_proba(binary: bool) -> None:
     rng = np.random.default_rng(4)
     X = rng.standard_normal((120, 4)).astype("float32")
     y = (X[:, 0] > 0).astype(int) + (0 if binary else (X[:, 1] > 0.5))
-    clf = xpmlp.MLPClassifier(hidden_layer_sizes=(8,), max_iter=20, random_state=0,
-                              backend="numpy").fit(X, y)
+    clf = xpmlp.MLPClassifier(
+        hidden_layer_sizes=(8,), max_iter=20, random_state=0, backend="numpy"
+    ).fit(X, y)
     out = onnx_output(to_onnx(clf), X)
     assert out.shape == (120, 2 if binary else 3)
     np.testing.assert_allclose(out, clf.predict_proba(X), atol=1e-5)

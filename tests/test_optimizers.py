@@ -51,11 +51,13 @@ WEIGHT_DECAYS = (0.0, 0.01)
 VARIANTS: dict[str, Callable[[float], Optimizer]] = {
     "rmsprop-centered": lambda wd: RMSprop(0.01, centered=True, weight_decay=wd),
     "rmsprop-momentum": lambda wd: RMSprop(0.01, momentum=0.9, weight_decay=wd),
-    "rmsprop-centered-momentum": lambda wd: RMSprop(0.005, alpha=0.9, eps=1e-6, momentum=0.5,
-                                                    centered=True, weight_decay=wd),
+    "rmsprop-centered-momentum": lambda wd: RMSprop(
+        0.005, alpha=0.9, eps=1e-6, momentum=0.5, centered=True, weight_decay=wd
+    ),
     "rmsprop-small-alpha": lambda wd: RMSprop(0.01, alpha=0.3, centered=True, weight_decay=wd),
-    "adagrad-decay": lambda wd: Adagrad(0.05, lr_decay=0.1, initial_accumulator_value=0.1,
-                                        eps=1e-8, weight_decay=wd),
+    "adagrad-decay": lambda wd: Adagrad(
+        0.05, lr_decay=0.1, initial_accumulator_value=0.1, eps=1e-8, weight_decay=wd
+    ),
     "adam-betas": lambda wd: Adam(0.01, beta1=0.8, beta2=0.99, eps=1e-6, weight_decay=wd),
 }
 
@@ -68,22 +70,38 @@ def registry_optimizer(name: str, weight_decay: float) -> Optimizer:
 def torch_optimizer(opt: Optimizer, weights: list[Any], biases: list[Any]) -> Any:
     """The ``torch.optim`` optimizer with ``opt``'s hyperparameters: weight decay on the
     weights' group only, the single-tensor code (``foreach=False``)."""
-    groups = [{"params": weights, "weight_decay": opt.weight_decay},
-              {"params": biases, "weight_decay": 0.0}]
+    groups = [
+        {"params": weights, "weight_decay": opt.weight_decay},
+        {"params": biases, "weight_decay": 0.0},
+    ]
     lr = opt.learning_rate
     if isinstance(opt, SGD):
-        return torch.optim.SGD(groups, lr=lr, momentum=opt.momentum, nesterov=opt.nesterov,
-                               foreach=False)
+        return torch.optim.SGD(
+            groups, lr=lr, momentum=opt.momentum, nesterov=opt.nesterov, foreach=False
+        )
     if isinstance(opt, Adam):
-        return torch.optim.Adam(groups, lr=lr, betas=(opt.beta1, opt.beta2), eps=opt.eps,
-                                foreach=False)
+        return torch.optim.Adam(
+            groups, lr=lr, betas=(opt.beta1, opt.beta2), eps=opt.eps, foreach=False
+        )
     if isinstance(opt, RMSprop):
-        return torch.optim.RMSprop(groups, lr=lr, alpha=opt.alpha, eps=opt.eps,
-                                   momentum=opt.momentum, centered=opt.centered, foreach=False)
+        return torch.optim.RMSprop(
+            groups,
+            lr=lr,
+            alpha=opt.alpha,
+            eps=opt.eps,
+            momentum=opt.momentum,
+            centered=opt.centered,
+            foreach=False,
+        )
     if isinstance(opt, Adagrad):
-        return torch.optim.Adagrad(groups, lr=lr, lr_decay=opt.lr_decay, eps=opt.eps,
-                                   initial_accumulator_value=opt.initial_accumulator_value,
-                                   foreach=False)
+        return torch.optim.Adagrad(
+            groups,
+            lr=lr,
+            lr_decay=opt.lr_decay,
+            eps=opt.eps,
+            initial_accumulator_value=opt.initial_accumulator_value,
+            foreach=False,
+        )
     raise AssertionError(f"no torch.optim counterpart written here for {opt!r}: add one")
 
 
@@ -96,8 +114,10 @@ def data() -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     return X, y, batches
 
 
-def train_torch(weights: list[tuple[np.ndarray, np.ndarray]], opt: Optimizer,
-                ) -> list[tuple[np.ndarray, np.ndarray]]:
+def train_torch(
+    weights: list[tuple[np.ndarray, np.ndarray]],
+    opt: Optimizer,
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """25 steps of torch.nn.Linear layers (tanh, then cross-entropy of the logits)."""
     X, y, batches = data()
     layers = []
@@ -117,8 +137,7 @@ def train_torch(weights: list[tuple[np.ndarray, np.ndarray]], opt: Optimizer,
         loss.backward()
         apply_gradient_options(opt, layers)
         reference.step()
-    return [(la.weight.detach().numpy().copy(), la.bias.detach().numpy().copy())
-            for la in layers]
+    return [(la.weight.detach().numpy().copy(), la.bias.detach().numpy().copy()) for la in layers]
 
 
 def apply_gradient_options(opt: Optimizer, layers: list[Any]) -> None:
@@ -138,8 +157,9 @@ def apply_gradient_options(opt: Optimizer, layers: list[Any]) -> None:
 def train_xpmlp(opt: Optimizer, backend: Any) -> tuple[list[Any], list[Any]]:
     """(initial weights, weights after 25 backward/step calls) of the 4-6-5-3 model."""
     X, y, batches = data()
-    model = xpmlp.MLP(SIZES, activation="tanh", optimizer=opt, dtype="float64",
-                      backend=backend, seed=7)
+    model = xpmlp.MLP(
+        SIZES, activation="tanh", optimizer=opt, dtype="float64", backend=backend, seed=7
+    )
     initial = model.get_weights()
     model.set_weights(initial)
     for rows in batches:
@@ -200,7 +220,8 @@ def test_the_comparison_sees_a_learning_rate_off_by_one_part_in_a_billion(backen
     ends more than 1e-12 (relative) away from torch.optim's."""
     opt = RMSprop(0.01)
     opt.hyperparameters = lambda step, lr: RMSprop.hyperparameters(  # type: ignore[method-assign]
-        opt, step, lr * (1 + 1e-9))
+        opt, step, lr * (1 + 1e-9)
+    )
     with pytest.raises(AssertionError, match="relative from torch.optim"):
         check_against_torch(opt, backend)
 
@@ -220,10 +241,12 @@ def simulated(monkeypatch: pytest.MonkeyPatch) -> Any:
 @pytest.mark.cudasim
 @pytest.mark.parametrize("weight_decay", WEIGHT_DECAYS, ids=lambda wd: f"wd={wd:g}")
 @pytest.mark.parametrize("name", [*OPTIMIZERS, *VARIANTS])
-def test_cuda_kernels_match_torch_in_the_simulator(simulated: Any, name: str,
-                                                   weight_decay: float) -> None:
+def test_cuda_kernels_match_torch_in_the_simulator(
+    simulated: Any, name: str, weight_decay: float
+) -> None:
     opt = (VARIANTS[name] if name in VARIANTS else lambda wd: registry_optimizer(name, wd))(
-        weight_decay)
+        weight_decay
+    )
     check_against_torch(opt, simulated)
 
 
@@ -233,7 +256,8 @@ def test_cuda_kernels_match_torch_in_the_simulator(simulated: Any, name: str,
 def test_cuda_backend_matches_torch(name: str, weight_decay: float) -> None:
     """The same on a GPU (CuPy arrays, the compiled CUDA kernels)."""
     opt = (VARIANTS[name] if name in VARIANTS else lambda wd: registry_optimizer(name, wd))(
-        weight_decay)
+        weight_decay
+    )
     check_against_torch(opt, "cuda")
 
 
@@ -250,8 +274,9 @@ GRADIENT_OPTIONS: dict[str, dict[str, float]] = {
 
 
 def with_options(name: str, option: str, weight_decay: float = 0.01) -> Optimizer:
-    opt = (VARIANTS[name](weight_decay) if name in VARIANTS
-           else registry_optimizer(name, weight_decay))
+    opt = (
+        VARIANTS[name](weight_decay) if name in VARIANTS else registry_optimizer(name, weight_decay)
+    )
     opt.set_gradient_options(**GRADIENT_OPTIONS[option])
     return opt
 
@@ -277,8 +302,9 @@ def test_each_gradient_option_changes_the_run(option: str) -> None:
 @pytest.mark.cudasim
 @pytest.mark.parametrize("option", GRADIENT_OPTIONS)
 @pytest.mark.parametrize("name", [*OPTIMIZERS, "rmsprop-centered-momentum"])
-def test_l1_and_clipping_match_torch_in_the_simulator(simulated: Any, name: str,
-                                                      option: str) -> None:
+def test_l1_and_clipping_match_torch_in_the_simulator(
+    simulated: Any, name: str, option: str
+) -> None:
     check_against_torch(with_options(name, option), simulated)
 
 
@@ -292,11 +318,13 @@ def test_l1_and_clipping_match_torch_on_the_gpu(name: str, option: str) -> None:
 # ---------------------------------------------------------------------- float32, step by step
 FLOAT32_CASES: dict[str, Callable[[], Optimizer]] = {
     "rmsprop": lambda: RMSprop(0.01, weight_decay=0.0),
-    "rmsprop-centered-momentum": lambda: RMSprop(0.01, momentum=0.9, centered=True,
-                                                 weight_decay=0.0),
+    "rmsprop-centered-momentum": lambda: RMSprop(
+        0.01, momentum=0.9, centered=True, weight_decay=0.0
+    ),
     "rmsprop-small-alpha": lambda: RMSprop(0.01, alpha=0.25, centered=True),
-    "adagrad": lambda: Adagrad(0.01, lr_decay=0.01, initial_accumulator_value=0.1,
-                               weight_decay=0.0),
+    "adagrad": lambda: Adagrad(
+        0.01, lr_decay=0.01, initial_accumulator_value=0.1, weight_decay=0.0
+    ),
 }
 
 
@@ -319,8 +347,10 @@ def test_float32_steps_are_as_accurate_as_torchs(case: str, backend: Any) -> Non
     rng = np.random.default_rng(5)
     size = 5000
     p0 = rng.standard_normal(size).astype(np.float32)
-    grads = [(rng.standard_normal(size) * 10.0 ** rng.uniform(-3, 1, size)).astype(np.float32)
-             for _ in range(5)]
+    grads = [
+        (rng.standard_normal(size) * 10.0 ** rng.uniform(-3, 1, size)).astype(np.float32)
+        for _ in range(5)
+    ]
     param = torch.nn.Parameter(torch.from_numpy(p0.copy()))
     reference = torch_optimizer(opt, [param], [])
     p = be.asarray(p0.copy())
@@ -335,8 +365,15 @@ def test_float32_steps_are_as_accurate_as_torchs(case: str, backend: Any) -> Non
             before[name] = be.to_numpy(opt.state[row]).copy()
         p[...] = be.asarray(before["p"])
         exact_state = np.stack([before[n] for n in opt.state_names]).astype(np.float64)
-        exact = {"p": opt.reference(np, before["p"].astype(np.float64), grad.astype(np.float64),
-                                    exact_state, opt.hyperparameters(step, opt.learning_rate))}
+        exact = {
+            "p": opt.reference(
+                np,
+                before["p"].astype(np.float64),
+                grad.astype(np.float64),
+                exact_state,
+                opt.hyperparameters(step, opt.learning_rate),
+            )
+        }
         exact |= {n: exact_state[r] for r, n in enumerate(opt.state_names)}
         param.grad = torch.from_numpy(grad.copy())
         reference.step()
@@ -357,7 +394,8 @@ def test_float32_steps_are_as_accurate_as_torchs(case: str, backend: Any) -> Non
             t_most, t_mean = worst["torch", name]
             assert most <= 2 * t_most + 1 and mean <= 1.5 * t_mean + 0.01, (
                 f"{case}, {name}: ours {most:.3g} ulp of the terms from the exact step at most, "
-                f"{mean:.3g} on average; torch.optim's {t_most:.3g} and {t_mean:.3g}")
+                f"{mean:.3g} on average; torch.optim's {t_most:.3g} and {t_mean:.3g}"
+            )
 
 
 # ---------------------------------------------------------------------- building and saving
@@ -385,12 +423,16 @@ def test_adagrad_accumulator_starts_at_its_initial_value() -> None:
     np.testing.assert_array_equal(opt.state, np.full((1, model.params.size), 0.25, np.float32))
 
 
-@pytest.mark.parametrize("opt", [
-    RMSprop(), RMSprop(0.002, alpha=0.9, eps=1e-6, weight_decay=1e-4, momentum=0.5,
-                       centered=True),
-    Adagrad(), Adagrad(0.1, lr_decay=0.01, initial_accumulator_value=0.5, eps=1e-8,
-                       weight_decay=1e-3),
-], ids=repr)
+@pytest.mark.parametrize(
+    "opt",
+    [
+        RMSprop(),
+        RMSprop(0.002, alpha=0.9, eps=1e-6, weight_decay=1e-4, momentum=0.5, centered=True),
+        Adagrad(),
+        Adagrad(0.1, lr_decay=0.01, initial_accumulator_value=0.5, eps=1e-8, weight_decay=1e-3),
+    ],
+    ids=repr,
+)
 def test_from_description_rebuilds_every_setting(opt: Optimizer) -> None:
     rebuilt = from_description(opt.describe())
     assert type(rebuilt) is type(opt) and rebuilt.describe() == opt.describe()
@@ -404,24 +446,39 @@ def test_a_saved_model_keeps_its_rmsprop_settings(tmp_path) -> None:
     assert xpmlp.load_model(tmp_path / "m.npz").optimizer.describe() == opt.describe()
 
 
-@pytest.mark.parametrize(("make", "message"), [
-    (lambda: RMSprop(alpha=1.0), "alpha=1.0 is not valid; expected a finite number >= 0 and < 1"),
-    (lambda: RMSprop(alpha=-0.1), "alpha=-0.1 is not valid"),
-    (lambda: RMSprop(eps=0.0), "eps=0.0 is not valid; expected a finite number > 0"),
-    (lambda: RMSprop(momentum=1.5), "momentum=1.5 is not valid"),
-    (lambda: RMSprop(centered="yes"), "centered='yes' is not valid; expected one of False, True"),
-    (lambda: RMSprop(learning_rate=0.0), "learning_rate=0.0 is not valid"),
-    (lambda: Adagrad(lr_decay=-1.0), "lr_decay=-1.0 is not valid; expected a finite number >= 0"),
-    (lambda: Adagrad(initial_accumulator_value=float("nan")),
-     "initial_accumulator_value=nan is not valid"),
-    (lambda: Adagrad(weight_decay=-0.1), "weight_decay=-0.1 is not valid"),
-    (lambda: make_optimizer("rmsprop", alpha=2), "alpha=2 is not valid"),
-    (lambda: from_description({"name": "adagrad", "lr_decay": "fast"}),
-     "lr_decay='fast' is not valid"),
-    (lambda: from_description({"name": "rmsprop", "rho": 0.9}), "unknown settings ['rho']"),
-])
-def test_bad_hyperparameters_are_refused_naming_them(make: Callable[[], Any],
-                                                     message: str) -> None:
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda: RMSprop(alpha=1.0),
+            "alpha=1.0 is not valid; expected a finite number >= 0 and < 1",
+        ),
+        (lambda: RMSprop(alpha=-0.1), "alpha=-0.1 is not valid"),
+        (lambda: RMSprop(eps=0.0), "eps=0.0 is not valid; expected a finite number > 0"),
+        (lambda: RMSprop(momentum=1.5), "momentum=1.5 is not valid"),
+        (
+            lambda: RMSprop(centered="yes"),
+            "centered='yes' is not valid; expected one of False, True",
+        ),
+        (lambda: RMSprop(learning_rate=0.0), "learning_rate=0.0 is not valid"),
+        (
+            lambda: Adagrad(lr_decay=-1.0),
+            "lr_decay=-1.0 is not valid; expected a finite number >= 0",
+        ),
+        (
+            lambda: Adagrad(initial_accumulator_value=float("nan")),
+            "initial_accumulator_value=nan is not valid",
+        ),
+        (lambda: Adagrad(weight_decay=-0.1), "weight_decay=-0.1 is not valid"),
+        (lambda: make_optimizer("rmsprop", alpha=2), "alpha=2 is not valid"),
+        (
+            lambda: from_description({"name": "adagrad", "lr_decay": "fast"}),
+            "lr_decay='fast' is not valid",
+        ),
+        (lambda: from_description({"name": "rmsprop", "rho": 0.9}), "unknown settings ['rho']"),
+    ],
+)
+def test_bad_hyperparameters_are_refused_naming_them(make: Callable[[], Any], message: str) -> None:
     with pytest.raises(ParameterError) as info:
         make()
     assert message in str(info.value)
@@ -432,13 +489,17 @@ def test_new_hyperparameters_are_validated_names() -> None:
 
 
 # ---------------------------------------------------------------------- conflicting settings
-@pytest.mark.parametrize(("optimizer", "keywords"), [
-    (Adam(1e-3), {"learning_rate": 0.5}),
-    (SGD(0.1, momentum=0.9), {"momentum": 0.5}),
-    (RMSprop(), {"weight_decay": 0.0}),  # given is given, even at the default
-    (Adagrad(), {"l1": 0.1, "clip_grad_norm": 1.0}),
-    (Adam(), {"beta1": 0.8, "beta2": 0.9, "eps": 1e-6, "clip_grad_value": 2.0}),
-], ids=lambda v: "+".join(v) if isinstance(v, dict) else type(v).__name__)
+@pytest.mark.parametrize(
+    ("optimizer", "keywords"),
+    [
+        (Adam(1e-3), {"learning_rate": 0.5}),
+        (SGD(0.1, momentum=0.9), {"momentum": 0.5}),
+        (RMSprop(), {"weight_decay": 0.0}),  # given is given, even at the default
+        (Adagrad(), {"l1": 0.1, "clip_grad_norm": 1.0}),
+        (Adam(), {"beta1": 0.8, "beta2": 0.9, "eps": 1e-6, "clip_grad_value": 2.0}),
+    ],
+    ids=lambda v: "+".join(v) if isinstance(v, dict) else type(v).__name__,
+)
 def test_model_keywords_with_an_optimizer_object_raise_naming_both(optimizer, keywords) -> None:
     with pytest.raises(ParameterError) as info:
         xpmlp.MLP([2, 3, 2], optimizer=optimizer, backend="numpy", **keywords)
@@ -456,23 +517,28 @@ def test_the_conflict_message_reads_as_the_issue_asks() -> None:
         "learning_rate=0.5 conflicts with optimizer=Adam(learning_rate=0.001, weight_decay=0.0, "
         "beta1=0.9, beta2=0.999, eps=1e-08): an optimizer object carries its own settings. Set "
         "it on the object (Adam(learning_rate=0.5, ...)), or pass optimizer='adam' with "
-        "learning_rate=0.5")
+        "learning_rate=0.5"
+    )
 
 
-@pytest.mark.parametrize(("name", "keyword", "applies_to"), [
-    ("adam", "momentum", "'momentum', 'nesterov', 'rmsprop'"),
-    ("sgd", "momentum", "'momentum', 'nesterov', 'rmsprop'"),
-    ("momentum", "beta1", "'adam'"),
-    ("rmsprop", "beta2", "'adam'"),
-    ("adagrad", "momentum", "'momentum', 'nesterov', 'rmsprop'"),
-    ("nesterov", "eps", "'adam', 'rmsprop', 'adagrad'"),
-])
+@pytest.mark.parametrize(
+    ("name", "keyword", "applies_to"),
+    [
+        ("adam", "momentum", "'momentum', 'nesterov', 'rmsprop'"),
+        ("sgd", "momentum", "'momentum', 'nesterov', 'rmsprop'"),
+        ("momentum", "beta1", "'adam'"),
+        ("rmsprop", "beta2", "'adam'"),
+        ("adagrad", "momentum", "'momentum', 'nesterov', 'rmsprop'"),
+        ("nesterov", "eps", "'adam', 'rmsprop', 'adagrad'"),
+    ],
+)
 def test_a_keyword_the_named_optimizer_does_not_take_raises(name, keyword, applies_to) -> None:
     with pytest.raises(ParameterError) as info:
         xpmlp.MLP([2, 3, 2], optimizer=name, backend="numpy", **{keyword: 0.5})
     message = str(info.value)
-    assert message.startswith(f"{keyword}=0.5 does not apply to optimizer={name!r}, which takes "
-                              "learning_rate, ")
+    assert message.startswith(
+        f"{keyword}=0.5 does not apply to optimizer={name!r}, which takes learning_rate, "
+    )
     assert f"({keyword} applies to {applies_to})" in message
     with pytest.raises(ParameterError, match=f"{keyword}=0.5 does not apply"):
         make_optimizer(name, **{keyword: 0.5})
@@ -482,13 +548,34 @@ def test_a_keyword_the_named_optimizer_does_not_take_raises(name, keyword, appli
 def test_every_keyword_an_optimizer_takes_reaches_it(name) -> None:
     """The model keywords each optimizer takes (its entry's ``keywords``) all arrive: none is
     dropped on the way."""
-    model_keywords = ("momentum", "beta1", "beta2", "eps", "weight_decay", "l1",
-                      "clip_grad_norm", "clip_grad_value")
-    values = {"momentum": 0.5, "beta1": 0.5, "beta2": 0.5, "eps": 0.5, "weight_decay": 0.5,
-              "l1": 0.5, "clip_grad_norm": 0.5, "clip_grad_value": 0.5}
+    model_keywords = (
+        "momentum",
+        "beta1",
+        "beta2",
+        "eps",
+        "weight_decay",
+        "l1",
+        "clip_grad_norm",
+        "clip_grad_value",
+    )
+    values = {
+        "momentum": 0.5,
+        "beta1": 0.5,
+        "beta2": 0.5,
+        "eps": 0.5,
+        "weight_decay": 0.5,
+        "l1": 0.5,
+        "clip_grad_norm": 0.5,
+        "clip_grad_value": 0.5,
+    }
     taken = [k for k in model_keywords if k in OPTIMIZERS[name].keywords]
-    model = xpmlp.MLP([2, 3, 2], optimizer=name, learning_rate=0.5, backend="numpy",
-                      **{k: values[k] for k in taken})
+    model = xpmlp.MLP(
+        [2, 3, 2],
+        optimizer=name,
+        learning_rate=0.5,
+        backend="numpy",
+        **{k: values[k] for k in taken},
+    )
     assert model.optimizer.name == name
     description = model.optimizer.describe()
     assert description["learning_rate"] == 0.5

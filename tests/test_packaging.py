@@ -25,8 +25,17 @@ def run(*args: str, cwd: Path | None = None, **kw) -> subprocess.CompletedProces
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dist")
-    proc = run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-               "-w", str(out), str(ROOT))
+    proc = run(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "-w",
+        str(out),
+        str(ROOT),
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (whl,) = out.glob("xpmlp-*.whl")
     return whl
@@ -53,8 +62,9 @@ def test_wheel_holds_the_library_only(wheel: Path) -> None:
 @pytest.mark.slow
 def test_installed_wheel_trains_outside_the_checkout(wheel: Path, tmp_path: Path) -> None:
     site = tmp_path / "site"
-    proc = run(sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(site),
-               str(wheel))
+    proc = run(
+        sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(site), str(wheel)
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     script = (
         "import sys; sys.path.insert(0, sys.argv[1])\n"
@@ -81,7 +91,8 @@ def test_installed_wheel_trains_outside_the_checkout(wheel: Path, tmp_path: Path
 
 
 def test_bench_without_its_suite_says_how_to_get_it(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Where benchmarks/xpmlp_bench is not found, ``xpmlp bench ...`` (any options) prints one
     line naming the checkout's install, and ``--help`` says the same."""
     from xpmlp import cli
@@ -137,9 +148,15 @@ def imports_above_kernels(source: str) -> list[str]:
             names, above = [alias.name for alias in node.names], False
         else:
             continue
-        above = above or any(n == "xpmlp" or (n.startswith("xpmlp.") and n != "xpmlp.kernels"
-                                              and not n.startswith("xpmlp.kernels."))
-                             for n in names)
+        above = above or any(
+            n == "xpmlp"
+            or (
+                n.startswith("xpmlp.")
+                and n != "xpmlp.kernels"
+                and not n.startswith("xpmlp.kernels.")
+            )
+            for n in names
+        )
         if above:
             found.append(f"line {node.lineno}: {ast.unparse(node)}")
     return found
@@ -153,11 +170,19 @@ def test_the_kernels_import_nothing_from_the_package_above_them() -> None:
     assert not {name: lines for name, lines in found.items() if lines}
 
 
-@pytest.mark.parametrize("source", [
-    "from .. import config", "from ..blas import provider", "import xpmlp.core.config",
-    "from xpmlp import config", "def f():\n    from ...xpmlp import config",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from .. import config",
+        "from ..blas import provider",
+        "import xpmlp.core.config",
+        "from xpmlp import config",
+        "def f():\n    from ...xpmlp import config",
+    ],
+)
 def test_the_import_check_catches_each_way_up(source: str) -> None:
     assert imports_above_kernels(source)
-    assert not imports_above_kernels("from . import cpu\nfrom .compiler import Target\n"
-                                      "import numba\nfrom xpmlp.kernels import cpu")
+    assert not imports_above_kernels(
+        "from . import cpu\nfrom .compiler import Target\n"
+        "import numba\nfrom xpmlp.kernels import cpu"
+    )

@@ -31,14 +31,14 @@ FIT = {"epochs": 2, "batch_size": 16}
 
 
 def trained(optimizer: str = "adam", dtype: str = "float32", backend: Any = "numpy") -> MLP:
-    return MLP([3, 6, 3], optimizer=optimizer, dtype=dtype, backend=backend,
-               seed=3).fit(X, Y, **FIT)
+    return MLP([3, 6, 3], optimizer=optimizer, dtype=dtype, backend=backend, seed=3).fit(
+        X, Y, **FIT
+    )
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("optimizer", ["nesterov", "adam", "rmsprop"])
-def test_a_pickle_round_trip_predicts_and_trains_on_identically(optimizer: str,
-                                                                dtype: str) -> None:
+def test_a_pickle_round_trip_predicts_and_trains_on_identically(optimizer: str, dtype: str) -> None:
     model = trained(optimizer, dtype)
     model.predict(X)  # a thread-local workspace exists; the fit lock is a lock
     copy_ = pickle.loads(pickle.dumps(model))
@@ -112,7 +112,8 @@ def cuda_pickle_state() -> dict[str, Any]:
 
 @pytest.mark.skipif(probe_cuda().usable, reason="CUDA is usable here: the pickle would load")
 def test_a_cuda_pickle_where_cuda_cannot_run_says_what_to_do(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("XPMLP_BACKEND", raising=False)
     state = cuda_pickle_state()
     with pytest.raises(xpmlp.BackendUnavailableError) as info:
@@ -123,7 +124,8 @@ def test_a_cuda_pickle_where_cuda_cannot_run_says_what_to_do(
 
 
 def test_xpmlp_backend_or_use_backend_decides_where_a_pickle_loads(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     state = cuda_pickle_state()
     monkeypatch.setenv("XPMLP_BACKEND", "numpy")
     model = MLP.__new__(MLP)
@@ -170,7 +172,8 @@ def test_pickling_while_another_thread_predicts() -> None:
 
 @pytest.mark.cuda
 def test_a_cuda_model_pickles_and_comes_back_on_cuda_or_numpy(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("XPMLP_BACKEND", raising=False)
     model = trained("adam", backend="cuda")
     blob = pickle.dumps(model)
@@ -184,5 +187,6 @@ def test_a_cuda_model_pickles_and_comes_back_on_cuda_or_numpy(
     monkeypatch.setenv("XPMLP_BACKEND", "numpy")
     on_cpu = pickle.loads(blob)
     assert on_cpu.backend.name == "numpy"
-    np.testing.assert_allclose(on_cpu.predict_proba(X), model.predict_proba(X), rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        on_cpu.predict_proba(X), model.predict_proba(X), rtol=1e-5, atol=1e-6
+    )

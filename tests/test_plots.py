@@ -10,16 +10,23 @@ import pytest
 
 from xpmlp.cli import main
 
-pytest.importorskip("matplotlib",
-                    reason="pictures need matplotlib: pip install -e '.[plot]' in the checkout")
+pytest.importorskip(
+    "matplotlib", reason="pictures need matplotlib: pip install -e '.[plot]' in the checkout"
+)
 
 REPORT = {
-    "epochs": [{"epoch": k, "loss": 1.0 / k, "train_accuracy": 0.8 + 0.05 * k,
-                "test_accuracy": 0.78 + 0.05 * k} for k in (1, 2, 3)],
+    "epochs": [
+        {
+            "epoch": k,
+            "loss": 1.0 / k,
+            "train_accuracy": 0.8 + 0.05 * k,
+            "test_accuracy": 0.78 + 0.05 * k,
+        }
+        for k in (1, 2, 3)
+    ],
     "test_accuracy": 0.93,
     "confusion_matrix": (np.eye(10, dtype=int) * 90 + 1).tolist(),
-    "misclassified": [{"index": i, "true": i % 10, "predicted": (i + 1) % 10}
-                      for i in range(12)],
+    "misclassified": [{"index": i, "true": i % 10, "predicted": (i + 1) % 10} for i in range(12)],
 }
 
 
@@ -49,8 +56,16 @@ def test_training_figure_from_a_report(tmp_path: Path) -> None:
 def test_plot_report_without_mnist_says_images_unavailable(tmp_path: Path, capsys) -> None:
     report = tmp_path / "r.json"
     report.write_text(json.dumps(REPORT))
-    status = main(["plot", str(report), "--out", str(tmp_path / "q.png"),
-                   "--data-dir", str(tmp_path / "nothing")])
+    status = main(
+        [
+            "plot",
+            str(report),
+            "--out",
+            str(tmp_path / "q.png"),
+            "--data-dir",
+            str(tmp_path / "nothing"),
+        ]
+    )
     assert status == 0
     assert "images unavailable" in capsys.readouterr().err
     assert_picture(tmp_path / "q.png")
@@ -59,8 +74,24 @@ def test_plot_report_without_mnist_says_images_unavailable(tmp_path: Path, capsy
 @pytest.mark.slow
 def test_train_plot_then_plot_the_report(tmp_path: Path) -> None:
     r, p, q = tmp_path / "r.json", tmp_path / "p.png", tmp_path / "q.png"
-    status = main(["train", "--backend", "numpy", "--epochs", "1", "--limit", "2000",
-                   "--hidden", "32", "--quiet", "--report", str(r), "--plot", str(p)])
+    status = main(
+        [
+            "train",
+            "--backend",
+            "numpy",
+            "--epochs",
+            "1",
+            "--limit",
+            "2000",
+            "--hidden",
+            "32",
+            "--quiet",
+            "--report",
+            str(r),
+            "--plot",
+            str(p),
+        ]
+    )
     assert status == 0
     report = json.loads(r.read_text())
     counts = np.array(report["confusion_matrix"])
@@ -77,8 +108,23 @@ def test_train_plot_then_plot_the_report(tmp_path: Path) -> None:
 def test_plot_descent(tmp_path: Path) -> None:
     assert main(["plot", "descent", "--out", str(tmp_path / "d.png"), "--steps", "20"]) == 0
     assert_picture(tmp_path / "d.png")
-    assert main(["plot", "descent", "--directions", "random", "--seed", "1", "--steps", "10",
-                 "--out", str(tmp_path / "r.png")]) == 0
+    assert (
+        main(
+            [
+                "plot",
+                "descent",
+                "--directions",
+                "random",
+                "--seed",
+                "1",
+                "--steps",
+                "10",
+                "--out",
+                str(tmp_path / "r.png"),
+            ]
+        )
+        == 0
+    )
     assert_picture(tmp_path / "r.png")
 
 
@@ -88,8 +134,12 @@ def test_plot_descent_gif(tmp_path: Path) -> None:
     from PIL import Image
 
     gif = tmp_path / "d.gif"
-    assert main(["plot", "descent", "--out", str(tmp_path / "d.png"), "--gif", str(gif),
-                 "--steps", "8"]) == 0
+    assert (
+        main(
+            ["plot", "descent", "--out", str(tmp_path / "d.png"), "--gif", str(gif), "--steps", "8"]
+        )
+        == 0
+    )
     with Image.open(gif) as image:
         assert image.format == "GIF" and image.n_frames == 9
 

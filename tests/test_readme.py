@@ -25,8 +25,14 @@ def test_the_readme_has_a_python_example() -> None:
 def test_readme_python_example_runs(index: int, tmp_path: Path, monkeypatch) -> None:
     block = python_blocks()[index]
     if "xpmlp.register_" in block:  # it registers names for good: in a process of its own
-        done = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, capture_output=True,
-                              text=True, timeout=300, check=False)
+        done = subprocess.run(
+            [sys.executable, "-c", block],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr[-2000:]
         assert done.stdout.startswith("accuracy ")
         return

@@ -47,15 +47,21 @@ def test_the_readme_tables_are_the_registries() -> None:
     assert set(blocks) == set(doc_tables.TABLES)
     for name, block in blocks.items():
         assert block == doc_tables.TABLES[name]() + "\n", (
-            f"README's {name} table is stale: run python -m xpmlp.doc_tables README.md")
+            f"README's {name} table is stale: run python -m xpmlp.doc_tables README.md"
+        )
     for entry in [*ACTIVATIONS, *LOSSES, *OPTIMIZERS, *SCHEDULES]:
         assert f"`{entry}`" in text
 
 
-@pytest.mark.parametrize(("registry", "what"), [
-    (ACTIVATIONS, "activation"), (LOSSES, "loss"), (OPTIMIZERS, "optimizer"),
-    (SCHEDULES, "lr_schedule"),
-])
+@pytest.mark.parametrize(
+    ("registry", "what"),
+    [
+        (ACTIVATIONS, "activation"),
+        (LOSSES, "loss"),
+        (OPTIMIZERS, "optimizer"),
+        (SCHEDULES, "lr_schedule"),
+    ],
+)
 def test_an_unknown_name_raises_listing_the_registry(registry, what) -> None:
     with pytest.raises(ParameterError) as info:
         registry["no-such-name"]
@@ -97,9 +103,13 @@ def softsign_derivative(z, a):
 
 
 SOFTSIGN = Activation(
-    "softsign", "z / (1 + |z|)", "1 / (1 + |z|)^2",
-    lambda xp, Z: Z / (1.0 + xp.abs(Z)), lambda xp, Z, A: 1.0 / (1.0 + xp.abs(Z)) ** 2,
-    softsign, softsign_derivative,
+    "softsign",
+    "z / (1 + |z|)",
+    "1 / (1 + |z|)^2",
+    lambda xp, Z: Z / (1.0 + xp.abs(Z)),
+    lambda xp, Z, A: 1.0 / (1.0 + xp.abs(Z)) ** 2,
+    softsign,
+    softsign_derivative,
 )
 
 
@@ -115,8 +125,12 @@ def test_a_new_activation_needs_only_its_formulas_and_entry(with_softsign) -> No
     reference backend computes it, and its gradients pass the finite-difference check."""
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((40, 3)), rng.integers(0, 2, 40)
-    models = [xpmlp.MLP([3, 5, 2], activation="softsign", optimizer="adam", dtype="float64",
-                        backend=be, seed=2) for be in ("numpy", Backend())]
+    models = [
+        xpmlp.MLP(
+            [3, 5, 2], activation="softsign", optimizer="adam", dtype="float64", backend=be, seed=2
+        )
+        for be in ("numpy", Backend())
+    ]
     for model in models:
         model.fit(X, y, epochs=2, batch_size=16)
     np.testing.assert_allclose(models[0].params, models[1].params, rtol=1e-10, atol=1e-13)
@@ -136,9 +150,13 @@ def test_a_new_activation_needs_only_its_formulas_and_entry(with_softsign) -> No
 
 # ---------------------------------------------------------------------- no import-time effects
 def run_python(code: str) -> str:
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                            text=True, timeout=300, env={"PATH": "/usr/bin:/bin",
-                                                         "HOME": str(Path.home())})
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(Path.home())},
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
 
@@ -162,8 +180,7 @@ def test_importing_xpmlp_changes_no_numba_or_numpy_setting() -> None:
     assert second == "workqueue"
 
 
-def test_numbas_threads_run_on_the_workqueue_layer_when_the_kernels_come_from_the_cache(
-        ) -> None:
+def test_numbas_threads_run_on_the_workqueue_layer_when_the_kernels_come_from_the_cache() -> None:
     """The second process loads the parallel kernels from Numba's on-disk cache (nothing is
     compiled): its threads must still start on the layer xpmlp chose, not Numba's default
     OpenMP one, whose spinning threads stalled beside a busy core."""

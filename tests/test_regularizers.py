@@ -127,10 +127,12 @@ def test_cuda_grad_sum_squares_in_the_simulator(monkeypatch, size, dtype, clip_v
 
 
 # ---------------------------------------------------------------------- the step
-def regularizers(dtype, norm_sq: float, max_norm: float = 1.0, clip_value: float = 0.5,
-                 l1: float = 0.01) -> dict:
-    return dict(l1=l1, clip_value=clip_value, max_norm=max_norm,
-                sum_squares=np.array([norm_sq], dtype))
+def regularizers(
+    dtype, norm_sq: float, max_norm: float = 1.0, clip_value: float = 0.5, l1: float = 0.01
+) -> dict:
+    return dict(
+        l1=l1, clip_value=clip_value, max_norm=max_norm, sum_squares=np.array([norm_sq], dtype)
+    )
 
 
 def step_cases() -> list:
@@ -140,8 +142,12 @@ def step_cases() -> list:
     if SIMULATOR:
         from xpmlp.backends.cuda_sim import SimulatedCudaBackend
 
-        cases += [pytest.param(SimulatedCudaBackend(), size, id=f"cuda-sim-{size}",
-                               marks=pytest.mark.cudasim) for size in SIZES[:2]]
+        cases += [
+            pytest.param(
+                SimulatedCudaBackend(), size, id=f"cuda-sim-{size}", marks=pytest.mark.cudasim
+            )
+            for size in SIZES[:2]
+        ]
     return cases
 
 
@@ -153,15 +159,13 @@ def test_step_with_every_option_matches_the_reference(be, name, size, dtype) -> 
     n_decay = (size + 1) // 2
     norm_sq = 4.0 * size  # ||g|| = 2 sqrt(n): the norm clipping scales by about 1 / (2 sqrt(n))
     options = regularizers(dtype, norm_sq)
-    p_ref, s_ref = run_optimizer_step(REFERENCE, opt, p, g, state, hyper, 0.3, n_decay,
-                                      **options)
+    p_ref, s_ref = run_optimizer_step(REFERENCE, opt, p, g, state, hyper, 0.3, n_decay, **options)
     p_got, s_got = run_optimizer_step(be, opt, p, g, state, hyper, 0.3, n_decay, **options)
     assert_close(p_got, p_ref, what=f"{name} p")
     assert_close(s_got, s_ref, what=f"{name} state")
     plain, _ = run_optimizer_step(be, opt, p, g, state, hyper, 0.3, n_decay)
     assert not np.array_equal(p_got, plain)  # the options changed the step
-    skipped = run_optimizer_step(be, opt, p, g, state, hyper, 0.3, n_decay, skip=1.0,
-                                 **options)
+    skipped = run_optimizer_step(be, opt, p, g, state, hyper, 0.3, n_decay, skip=1.0, **options)
     np.testing.assert_array_equal(skipped[0], p)
     np.testing.assert_array_equal(skipped[1], state)
 
@@ -209,8 +213,15 @@ def test_each_option_is_what_it_says_on_sgd(be) -> None:
 
 def test_optimizer_step_object_computes_the_norm_on_the_device() -> None:
     """Optimizer.step with clip_grad_norm runs grad_sum_squares into its one-element array."""
-    model = xpmlp.MLP([3, 4, 2], optimizer="sgd", learning_rate=1.0, clip_grad_norm=1e-3,
-                      dtype="float64", backend="numpy", seed=1)
+    model = xpmlp.MLP(
+        [3, 4, 2],
+        optimizer="sgd",
+        learning_rate=1.0,
+        clip_grad_norm=1e-3,
+        dtype="float64",
+        backend="numpy",
+        seed=1,
+    )
     X, y = seed("obj").standard_normal((6, 3)), np.array([0, 1, 0, 1, 1, 0])
     p0 = np.array(model.params)
     model.backward(model.forward(X), y)
@@ -218,15 +229,24 @@ def test_optimizer_step_object_computes_the_norm_on_the_device() -> None:
     model.step()
     assert model.optimizer.sum_squares[0] == pytest.approx(g @ g, rel=1e-14)
     step = p0 - np.array(model.params)
-    assert np.sqrt(step @ step) == pytest.approx(1e-3 * np.sqrt(g @ g) / (np.sqrt(g @ g) + 1e-6),
-                                                 rel=1e-12)
+    assert np.sqrt(step @ step) == pytest.approx(
+        1e-3 * np.sqrt(g @ g) / (np.sqrt(g @ g) + 1e-6), rel=1e-12
+    )
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_a_nan_loss_still_skips_the_step_with_clipping_on() -> None:
-    model = xpmlp.MLP([2, 3, 1], output_activation="identity", loss="squared_error",
-                      optimizer="adam", l1=0.1, clip_grad_norm=1.0, clip_grad_value=0.5,
-                      backend="numpy", seed=0)
+    model = xpmlp.MLP(
+        [2, 3, 1],
+        output_activation="identity",
+        loss="squared_error",
+        optimizer="adam",
+        l1=0.1,
+        clip_grad_norm=1.0,
+        clip_grad_value=0.5,
+        backend="numpy",
+        seed=0,
+    )
     p0 = np.array(model.params)
     model.backward(model.forward(np.array([[1.0, 2.0]])), np.array([[3e38]]))  # loss overflows
     model.step()
@@ -242,8 +262,11 @@ def test_every_optimizer_object_takes_the_options_and_describes_them(cls) -> Non
     opt = cls(l1=1e-4, clip_grad_norm=5.0, clip_grad_value=0.1)
     assert (opt.l1, opt.clip_grad_norm, opt.clip_grad_value) == (1e-4, 5.0, 0.1)
     description = opt.describe()
-    assert {"l1": 1e-4, "clip_grad_norm": 5.0, "clip_grad_value": 0.1}.items() <= \
-        description.items()
+    assert {
+        "l1": 1e-4,
+        "clip_grad_norm": 5.0,
+        "clip_grad_value": 0.1,
+    }.items() <= description.items()
     again = from_description(description)
     assert type(again) is cls and again.describe() == description
     plain = cls()
@@ -252,37 +275,42 @@ def test_every_optimizer_object_takes_the_options_and_describes_them(cls) -> Non
 
 @pytest.mark.parametrize("name", OPTIMIZER_NAMES)
 def test_the_model_keywords_reach_every_registry_optimizer(name) -> None:
-    model = xpmlp.MLP([2, 3, 2], optimizer=name, l1=0.01, clip_grad_norm=2.0,
-                      clip_grad_value=0.3, backend="numpy")
+    model = xpmlp.MLP(
+        [2, 3, 2], optimizer=name, l1=0.01, clip_grad_norm=2.0, clip_grad_value=0.3, backend="numpy"
+    )
     opt = model.optimizer
     assert (opt.l1, opt.clip_grad_norm, opt.clip_grad_value) == (0.01, 2.0, 0.3)
     assert from_description(opt.describe()).describe() == opt.describe()
 
 
 def test_a_saved_model_keeps_its_options(tmp_path) -> None:
-    model = xpmlp.MLP([2, 3, 2], optimizer=RMSprop(l1=0.02, clip_grad_norm=1.5),
-                      backend="numpy")
+    model = xpmlp.MLP([2, 3, 2], optimizer=RMSprop(l1=0.02, clip_grad_norm=1.5), backend="numpy")
     path = xpmlp.save_model(model, tmp_path / "m.npz")
     loaded = xpmlp.load_model(path, backend="numpy")
     assert loaded.optimizer.describe() == model.optimizer.describe()
     assert loaded.optimizer.clip_grad_value is None
 
 
-@pytest.mark.parametrize(("keyword", "value", "expected"), [
-    ("l1", -0.1, ">= 0"),
-    ("l1", float("nan"), "finite"),
-    ("l1", "0.1", "finite number"),
-    ("clip_grad_norm", 0.0, "> 0"),
-    ("clip_grad_norm", -1.0, "> 0"),
-    ("clip_grad_norm", float("inf"), "finite"),
-    ("clip_grad_norm", True, "number"),
-    ("clip_grad_value", -0.5, "> 0"),
-    ("clip_grad_value", [1.0], "number"),
-])
+@pytest.mark.parametrize(
+    ("keyword", "value", "expected"),
+    [
+        ("l1", -0.1, ">= 0"),
+        ("l1", float("nan"), "finite"),
+        ("l1", "0.1", "finite number"),
+        ("clip_grad_norm", 0.0, "> 0"),
+        ("clip_grad_norm", -1.0, "> 0"),
+        ("clip_grad_norm", float("inf"), "finite"),
+        ("clip_grad_norm", True, "number"),
+        ("clip_grad_value", -0.5, "> 0"),
+        ("clip_grad_value", [1.0], "number"),
+    ],
+)
 def test_bad_options_are_refused_naming_them(keyword, value, expected) -> None:
-    for make in (lambda: Adam(**{keyword: value}),
-                 lambda: xpmlp.MLP([2, 3, 2], backend="numpy", **{keyword: value}),
-                 lambda: from_description({"name": "sgd", keyword: value})):
+    for make in (
+        lambda: Adam(**{keyword: value}),
+        lambda: xpmlp.MLP([2, 3, 2], backend="numpy", **{keyword: value}),
+        lambda: from_description({"name": "sgd", keyword: value}),
+    ):
         with pytest.raises(ParameterError) as info:
             make()
         message = str(info.value)

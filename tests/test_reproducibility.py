@@ -51,13 +51,17 @@ def _environment(cache: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def _train_in_a_fresh_process(tmp_path: Path, name: str, deterministic: bool,
-                              **extra: str) -> str:
+def _train_in_a_fresh_process(tmp_path: Path, name: str, deterministic: bool, **extra: str) -> str:
     cache = tmp_path / f"cache-{name}"
     cache.mkdir()
-    done = subprocess.run([sys.executable, "-c", TRAIN, "1" if deterministic else "0"],
-                          env=_environment(cache, **extra), capture_output=True, text=True,
-                          timeout=300, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", TRAIN, "1" if deterministic else "0"],
+        env=_environment(cache, **extra),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout.split()[-1]
 
@@ -71,11 +75,16 @@ def test_two_fresh_processes_with_their_own_caches_give_identical_weights(tmp_pa
 
 @pytest.mark.slow
 @pytest.mark.skipif(available_cores() < 2, reason="needs 2 cores to compare 1 and 2 threads")
-def test_deterministic_mode_gives_the_same_bits_at_1_and_2_threads_in_fresh_processes(
-        tmp_path):
-    one = _train_in_a_fresh_process(tmp_path, "t1", True, NUMBA_NUM_THREADS="1",
-                                    OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
-                                    MKL_NUM_THREADS="1")
+def test_deterministic_mode_gives_the_same_bits_at_1_and_2_threads_in_fresh_processes(tmp_path):
+    one = _train_in_a_fresh_process(
+        tmp_path,
+        "t1",
+        True,
+        NUMBA_NUM_THREADS="1",
+        OMP_NUM_THREADS="1",
+        OPENBLAS_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+    )
     two = _train_in_a_fresh_process(tmp_path, "t2", True, NUMBA_NUM_THREADS="2")
     assert one == two
 
@@ -102,8 +111,14 @@ def test_deterministic_mode_is_thread_count_independent_in_one_process(library, 
     digests = {}
     for threads in (1, 2):
         with cpu_threads(threads):
-            model = MLP([256, 384, 192, 10], optimizer="momentum", learning_rate=0.05, seed=1,
-                        backend="numpy", deterministic=True)
+            model = MLP(
+                [256, 384, 192, 10],
+                optimizer="momentum",
+                learning_rate=0.05,
+                seed=1,
+                backend="numpy",
+                deterministic=True,
+            )
             model.fit(X, y, epochs=2, batch_size=512)
         digests[threads] = _digest(model)
     assert digests[1] == digests[2]
@@ -147,9 +162,29 @@ def test_deterministic_is_kept_by_files_and_pickles_and_checked(tmp_path):
 
 # ---------------------------------------------------------------------- kill and resume
 def _cli(*args: str, cache: Path) -> list[str]:
-    return [sys.executable, "-m", "xpmlp", "train", "--backend", "numpy", "--quiet",
-            "--data-dir", str(MNIST), "--no-download", "--limit", "3000", "--hidden", "64,32",
-            "--epochs", "4", "--batch-size", "100", "--threads", "2", *args]
+    return [
+        sys.executable,
+        "-m",
+        "xpmlp",
+        "train",
+        "--backend",
+        "numpy",
+        "--quiet",
+        "--data-dir",
+        str(MNIST),
+        "--no-download",
+        "--limit",
+        "3000",
+        "--hidden",
+        "64,32",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "100",
+        "--threads",
+        "2",
+        *args,
+    ]
 
 
 @pytest.mark.slow
@@ -158,15 +193,24 @@ def test_a_killed_run_resumed_in_a_fresh_cache_ends_with_the_straight_runs_bits(
     caches = [tmp_path / f"cache{i}" for i in range(3)]
     for cache in caches:
         cache.mkdir()
-    done = subprocess.run(_cli("--out", str(straight), cache=caches[0]),
-                          env=_environment(caches[0]), capture_output=True, text=True,
-                          timeout=300, check=False)
+    done = subprocess.run(
+        _cli("--out", str(straight), cache=caches[0]),
+        env=_environment(caches[0]),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     # the same run, killed (SIGKILL: nothing runs at exit) once a checkpoint is on disk
     checkpoint = ckpt.with_suffix(".npz")
-    run = subprocess.Popen(_cli("--checkpoint", str(checkpoint), cache=caches[1]),
-                           env=_environment(caches[1]), stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen(
+        _cli("--checkpoint", str(checkpoint), cache=caches[1]),
+        env=_environment(caches[1]),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 240
     while not checkpoint.exists() and run.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -175,10 +219,14 @@ def test_a_killed_run_resumed_in_a_fresh_cache_ends_with_the_straight_runs_bits(
         run.send_signal(signal.SIGKILL)
     run.communicate(timeout=60)
     assert checkpoint.exists(), "no checkpoint was written"
-    done = subprocess.run(_cli("--resume", str(checkpoint), "--out", str(resumed),
-                               cache=caches[2]),
-                          env=_environment(caches[2]), capture_output=True, text=True,
-                          timeout=300, check=False)
+    done = subprocess.run(
+        _cli("--resume", str(checkpoint), "--out", str(resumed), cache=caches[2]),
+        env=_environment(caches[2]),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     a, b = load_model(straight), load_model(resumed)
     assert a.epoch_ == b.epoch_ == 4
@@ -195,9 +243,14 @@ def test_the_estimators_deterministic_parameter_gives_the_same_bits_at_1_and_2_t
     coefs = {}
     for threads in (1, 2):
         with cpu_threads(threads):
-            est = getattr(xpmlp, name)(hidden_layer_sizes=(384, 192), max_iter=3,
-                                       batch_size=512, random_state=0, dtype="float32",
-                                       deterministic=True).fit(X, y)
+            est = getattr(xpmlp, name)(
+                hidden_layer_sizes=(384, 192),
+                max_iter=3,
+                batch_size=512,
+                random_state=0,
+                dtype="float32",
+                deterministic=True,
+            ).fit(X, y)
         assert est.mlp_.deterministic and est.get_params()["deterministic"] is True
         coefs[threads] = [c.copy() for c in est.coefs_]
     for one, two in zip(coefs[1], coefs[2], strict=True):

@@ -55,8 +55,9 @@ def torch_rates(make: Any, n: int = N, metrics: list[float] | None = None) -> li
     return rates
 
 
-def our_rates(schedule: LRScheduler, n: int = N, metrics: list[float] | None = None,
-              steps_per_epoch: int = 1) -> list[float]:
+def our_rates(
+    schedule: LRScheduler, n: int = N, metrics: list[float] | None = None, steps_per_epoch: int = 1
+) -> list[float]:
     """Our rate at t = 0..n-1 (epoch t, or step t), the metric of each epoch fed after it."""
     schedule.start(n, steps_per_epoch, BASE)
     rates = []
@@ -72,27 +73,41 @@ def assert_same_rates(ours: list[float], theirs: list[float]) -> None:
 
 
 CASES = {
-    "step": (lambda: StepLR(step_size=3, gamma=0.5),
-             lambda o: sched.StepLR(o, step_size=3, gamma=0.5)),
-    "step-per-batch": (lambda: StepLR(step_size=7, gamma=0.3, interval="step"),
-                       lambda o: sched.StepLR(o, step_size=7, gamma=0.3)),
+    "step": (
+        lambda: StepLR(step_size=3, gamma=0.5),
+        lambda o: sched.StepLR(o, step_size=3, gamma=0.5),
+    ),
+    "step-per-batch": (
+        lambda: StepLR(step_size=7, gamma=0.3, interval="step"),
+        lambda o: sched.StepLR(o, step_size=7, gamma=0.3),
+    ),
     "exponential": (lambda: ExponentialLR(gamma=0.9), lambda o: sched.ExponentialLR(o, 0.9)),
     "cosine": (lambda: CosineAnnealingLR(T_max=N), lambda o: sched.CosineAnnealingLR(o, N)),
-    "cosine-eta-min": (lambda: CosineAnnealingLR(T_max=25, eta_min=0.004),
-                       lambda o: sched.CosineAnnealingLR(o, 25, eta_min=0.004)),
-    "linear-warm-up": (lambda: LinearLR(start_factor=0.1, total_iters=6),
-                       lambda o: sched.LinearLR(o, start_factor=0.1, total_iters=6)),
+    "cosine-eta-min": (
+        lambda: CosineAnnealingLR(T_max=25, eta_min=0.004),
+        lambda o: sched.CosineAnnealingLR(o, 25, eta_min=0.004),
+    ),
+    "linear-warm-up": (
+        lambda: LinearLR(start_factor=0.1, total_iters=6),
+        lambda o: sched.LinearLR(o, start_factor=0.1, total_iters=6),
+    ),
     "linear-defaults": (LinearLR, lambda o: sched.LinearLR(o)),
-    "linear-down": (lambda: LinearLR(start_factor=1.0, end_factor=0.2, total_iters=10),
-                    lambda o: sched.LinearLR(o, 1.0, 0.2, total_iters=10)),
+    "linear-down": (
+        lambda: LinearLR(start_factor=1.0, end_factor=0.2, total_iters=10),
+        lambda o: sched.LinearLR(o, 1.0, 0.2, total_iters=10),
+    ),
     "warm-up-then-exponential": (
         lambda: ChainedScheduler([LinearLR(0.25, total_iters=4), ExponentialLR(0.95)]),
-        lambda o: sched.ChainedScheduler([sched.LinearLR(o, 0.25, total_iters=4),
-                                          sched.ExponentialLR(o, 0.95)])),
+        lambda o: sched.ChainedScheduler(
+            [sched.LinearLR(o, 0.25, total_iters=4), sched.ExponentialLR(o, 0.95)]
+        ),
+    ),
     "warm-up-then-step": (
         lambda: ChainedScheduler([LinearLR(0.5, total_iters=3), StepLR(5, 0.1)]),
-        lambda o: sched.ChainedScheduler([sched.LinearLR(o, 0.5, total_iters=3),
-                                          sched.StepLR(o, 5, 0.1)])),
+        lambda o: sched.ChainedScheduler(
+            [sched.LinearLR(o, 0.5, total_iters=3), sched.StepLR(o, 5, 0.1)]
+        ),
+    ),
 }
 
 
@@ -109,21 +124,25 @@ def test_constant_is_one() -> None:
 
 
 #: a loss that improves, stalls, improves a little (less than the threshold), then falls again
-PLATEAU_METRICS = ([1.0, 0.8, 0.7, 0.7, 0.7, 0.69995, 0.7, 0.5, 0.5, 0.5, 0.5, 0.5, 0.4]
-                   + [0.4] * 27)
+PLATEAU_METRICS = [1.0, 0.8, 0.7, 0.7, 0.7, 0.69995, 0.7, 0.5, 0.5, 0.5, 0.5, 0.5, 0.4] + [0.4] * 27
 
 
-@pytest.mark.parametrize("settings", [
-    dict(factor=0.5, patience=2),
-    dict(factor=0.5, patience=1, cooldown=2),
-    dict(factor=0.1, patience=0, min_lr=0.002),
-    dict(factor=0.3, patience=3, threshold=1e-2, cooldown=1, min_lr=1e-3),
-    dict(),
-], ids=repr)
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(factor=0.5, patience=2),
+        dict(factor=0.5, patience=1, cooldown=2),
+        dict(factor=0.1, patience=0, min_lr=0.002),
+        dict(factor=0.3, patience=3, threshold=1e-2, cooldown=1, min_lr=1e-3),
+        dict(),
+    ],
+    ids=repr,
+)
 def test_plateau_matches_torch(settings: dict[str, Any]) -> None:
     ours = our_rates(ReduceLROnPlateau(**settings), metrics=PLATEAU_METRICS)
-    theirs = torch_rates(lambda o: sched.ReduceLROnPlateau(o, mode="min", **settings),
-                         metrics=PLATEAU_METRICS)
+    theirs = torch_rates(
+        lambda o: sched.ReduceLROnPlateau(o, mode="min", **settings), metrics=PLATEAU_METRICS
+    )
     assert_same_rates(ours, theirs)
     if settings:
         assert min(ours) < BASE  # it did reduce
@@ -145,27 +164,34 @@ def test_every_registry_schedule_builds_by_name_and_round_trips(name: str) -> No
 
 
 def test_make_schedule_adds_a_warm_up() -> None:
-    schedule = make_schedule("step", warmup=3, warmup_start=0.2, step_size=4, gamma=0.5,
-                             patience=9)  # settings the class does not take are ignored
-    theirs = torch_rates(lambda o: sched.ChainedScheduler(
-        [sched.LinearLR(o, 0.2, total_iters=3), sched.StepLR(o, 4, 0.5)]))
+    schedule = make_schedule(
+        "step", warmup=3, warmup_start=0.2, step_size=4, gamma=0.5, patience=9
+    )  # settings the class does not take are ignored
+    theirs = torch_rates(
+        lambda o: sched.ChainedScheduler(
+            [sched.LinearLR(o, 0.2, total_iters=3), sched.StepLR(o, 4, 0.5)]
+        )
+    )
     assert_same_rates(our_rates(schedule), theirs)
 
 
-@pytest.mark.parametrize(("make", "message"), [
-    (lambda: StepLR(step_size=0), "step_size=0 is not valid"),
-    (lambda: StepLR(gamma=1.5), "gamma=1.5 is not valid"),
-    (lambda: ExponentialLR(gamma=float("nan")), "gamma=nan is not valid"),
-    (lambda: LinearLR(start_factor=0.0), "start_factor=0.0 is not valid"),
-    (lambda: LinearLR(total_iters=2.5), "total_iters=2.5 is not valid"),
-    (lambda: CosineAnnealingLR(eta_min=-1.0), "eta_min=-1.0 is not valid"),
-    (lambda: ReduceLROnPlateau(factor=1.0), "factor=1.0 is not valid"),
-    (lambda: ReduceLROnPlateau(patience=-1), "patience=-1 is not valid"),
-    (lambda: StepLR(interval="batch"), "interval='batch' is not valid"),
-    (lambda: ChainedScheduler([]), "expected a non-empty list"),
-    (lambda: ChainedScheduler(["step"]), "expected a non-empty list"),
-    (lambda: schedule_from_description({"name": "warp"}), "'warp'"),
-])
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: StepLR(step_size=0), "step_size=0 is not valid"),
+        (lambda: StepLR(gamma=1.5), "gamma=1.5 is not valid"),
+        (lambda: ExponentialLR(gamma=float("nan")), "gamma=nan is not valid"),
+        (lambda: LinearLR(start_factor=0.0), "start_factor=0.0 is not valid"),
+        (lambda: LinearLR(total_iters=2.5), "total_iters=2.5 is not valid"),
+        (lambda: CosineAnnealingLR(eta_min=-1.0), "eta_min=-1.0 is not valid"),
+        (lambda: ReduceLROnPlateau(factor=1.0), "factor=1.0 is not valid"),
+        (lambda: ReduceLROnPlateau(patience=-1), "patience=-1 is not valid"),
+        (lambda: StepLR(interval="batch"), "interval='batch' is not valid"),
+        (lambda: ChainedScheduler([]), "expected a non-empty list"),
+        (lambda: ChainedScheduler(["step"]), "expected a non-empty list"),
+        (lambda: schedule_from_description({"name": "warp"}), "'warp'"),
+    ],
+)
 def test_bad_settings_are_refused_naming_them(make: Any, message: str) -> None:
     with pytest.raises(ParameterError) as info:
         make()
@@ -181,8 +207,9 @@ def blobs(m: int = 60, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def rates_in_fit(schedule: Any, epochs: int, lr: float = BASE, **fit: Any) -> list[float]:
     """The learning rate the optimizer was given at every step of a fit (batches of 20)."""
-    model = xpmlp.MLP([4, 5, 3], optimizer="sgd", learning_rate=lr, dtype="float64",
-                      backend="numpy", seed=0)
+    model = xpmlp.MLP(
+        [4, 5, 3], optimizer="sgd", learning_rate=lr, dtype="float64", backend="numpy", seed=0
+    )
     seen: list[float] = []
     hyper = model.optimizer.hyperparameters
     model.optimizer.hyperparameters = lambda step, rate: (seen.append(rate), hyper(step, rate))[1]
@@ -200,8 +227,9 @@ def test_fit_applies_a_step_schedule_per_batch_and_a_name() -> None:
     seen = rates_in_fit(ExponentialLR(gamma=0.9, interval="step"), epochs=2)
     np.testing.assert_allclose(seen, [BASE * 0.9**s for s in range(6)], rtol=1e-15)
     seen = rates_in_fit("cosine", epochs=2)
-    np.testing.assert_allclose(seen, [BASE * 0.5 * (1 + math.cos(math.pi * s / 6))
-                                      for s in range(6)], rtol=1e-15)
+    np.testing.assert_allclose(
+        seen, [BASE * 0.5 * (1 + math.cos(math.pi * s / 6)) for s in range(6)], rtol=1e-15
+    )
 
 
 def test_fit_restarts_a_schedule_object_at_each_call() -> None:

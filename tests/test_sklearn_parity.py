@@ -38,8 +38,9 @@ def mean_accuracy(make) -> float:
 
 
 def test_digits_accuracy_within_one_point_of_scikit_learn() -> None:
-    ours = mean_accuracy(lambda seed: MLPClassifier(random_state=seed, backend="numpy",
-                                                    dtype="float32", **SETTINGS))
+    ours = mean_accuracy(
+        lambda seed: MLPClassifier(random_state=seed, backend="numpy", dtype="float32", **SETTINGS)
+    )
     theirs = mean_accuracy(lambda seed: SkClassifier(random_state=seed, **SETTINGS))
     assert theirs > 0.9  # the comparison means something
     assert abs(ours - theirs) <= 0.01, (ours, theirs)

@@ -28,8 +28,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-sklearn = pytest.importorskip("sklearn", reason="scikit-learn is not installed: pip install "
-                              '-e ".[sklearn]" to run its MLP tests on xpmlp')
+sklearn = pytest.importorskip(
+    "sklearn",
+    reason="scikit-learn is not installed: pip install "
+    '-e ".[sklearn]" to run its MLP tests on xpmlp',
+)
 
 from xpmlp import MLPClassifier, MLPRegressor  # noqa: E402
 
@@ -39,29 +42,41 @@ IMPORT_LINE = "from sklearn.neural_network import MLPClassifier, MLPRegressor"
 #: upstream tests that need scikit-learn's private internals, which xpmlp does not have.
 PRIVATE = {
     "test_gradient": "calls scikit-learn's private MLP._loss_grad_lbfgs (xpmlp's gradients "
-                     "are held to finite differences in tests/test_gradients.py)",
+    "are held to finite differences in tests/test_gradients.py)",
     "test_learning_rate_warmstart": "reads scikit-learn's private MLP._optimizer.learning_rate "
-                                    "(xpmlp keeps the schedule in _learning_rate: "
-                                    "tests/test_estimators.py)",
+    "(xpmlp keeps the schedule in _learning_rate: "
+    "tests/test_estimators.py)",
     "test_adaptive_learning_rate": "reads scikit-learn's private MLP._optimizer.learning_rate "
-                                   "(xpmlp keeps the schedule in _learning_rate: "
-                                   "tests/test_estimators.py)",
+    "(xpmlp keeps the schedule in _learning_rate: "
+    "tests/test_estimators.py)",
 }
 #: tests of what the estimators do with ``dtype`` not given: the ``default`` run's.
-DEFAULT_ONLY = ("test_mlp_param_dtypes", "test_mlp_classifier_dtypes_casting",
-                "test_mlp_regressor_dtypes_casting")
+DEFAULT_ONLY = (
+    "test_mlp_param_dtypes",
+    "test_mlp_classifier_dtypes_casting",
+    "test_mlp_regressor_dtypes_casting",
+)
 
 
 def _with_dtype(base: type, dtype: str) -> type:
     """``base`` with ``dtype`` as its default: the same __init__ (scikit-learn reads the
     parameters from its signature) with that one keyword default changed."""
     init = base.__init__
-    fixed = types.FunctionType(init.__code__, init.__globals__, "__init__", init.__defaults__,
-                               init.__closure__)
+    fixed = types.FunctionType(
+        init.__code__, init.__globals__, "__init__", init.__defaults__, init.__closure__
+    )
     fixed.__kwdefaults__ = {**init.__kwdefaults__, "dtype": dtype}
     name = f"{base.__name__}_{dtype}"
-    cls = type(name, (base,), {"__init__": fixed, "__module__": __name__, "__qualname__": name,
-                               "__doc__": f"xpmlp.{base.__name__} with dtype={dtype!r}."})
+    cls = type(
+        name,
+        (base,),
+        {
+            "__init__": fixed,
+            "__module__": __name__,
+            "__qualname__": name,
+            "__doc__": f"xpmlp.{base.__name__} with dtype={dtype!r}.",
+        },
+    )
     globals()[name] = cls  # picklable by name (the joblib test pickles an estimator)
     return cls
 
@@ -88,8 +103,10 @@ def _skip_case(func: Any, argname: str, value: Any, reason: str) -> None:
     marks = []
     for mark in func.pytestmark:
         if mark.name == "parametrize" and mark.args[0] == argname:
-            values = [pytest.param(v, marks=pytest.mark.skip(reason=reason)) if v is value
-                      else v for v in mark.args[1]]
+            values = [
+                pytest.param(v, marks=pytest.mark.skip(reason=reason)) if v is value else v
+                for v in mark.args[1]
+            ]
             mark = pytest.mark.parametrize(argname, values, **mark.kwargs).mark
         marks.append(mark)
     func.pytestmark = marks
@@ -97,12 +114,16 @@ def _skip_case(func: Any, argname: str, value: Any, reason: str) -> None:
 
 def _collect() -> None:
     if not UPSTREAM.is_file():
-        pytest.skip(f"this scikit-learn installation has no tests ({UPSTREAM} is missing)",
-                    allow_module_level=True)
+        pytest.skip(
+            f"this scikit-learn installation has no tests ({UPSTREAM} is missing)",
+            allow_module_level=True,
+        )
     source = UPSTREAM.read_text(encoding="utf-8")
     if source.count(IMPORT_LINE) != 1:
-        raise RuntimeError(f"{UPSTREAM} no longer imports the estimators with the one line "
-                           f"{IMPORT_LINE!r}: update tests/test_sklearn_upstream.py")
+        raise RuntimeError(
+            f"{UPSTREAM} no longer imports the estimators with the one line "
+            f"{IMPORT_LINE!r}: update tests/test_sklearn_upstream.py"
+        )
     for run in RUNS:
         module = _upstream_module(run, source)
         names = [n for n, f in vars(module).items() if n.startswith("test_") and callable(f)]
@@ -117,8 +138,13 @@ def _collect() -> None:
                 func = pytest.mark.skip(reason=PRIVATE[name])(func)
             elif run != "default" and name == "test_mlp_param_dtypes":
                 other = np.float64 if run == "float32" else np.float32
-                _skip_case(func, "dtype", other, f"the {run} run fixes dtype; this case checks "
-                           "that an unset dtype follows the input's (the default run has it)")
+                _skip_case(
+                    func,
+                    "dtype",
+                    other,
+                    f"the {run} run fixes dtype; this case checks "
+                    "that an unset dtype follows the input's (the default run has it)",
+                )
             globals()[f"{name}__{run}"] = func
 
 
@@ -138,8 +164,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     else:
         seeds = [int(var)]
     if min(seeds) < 0 or max(seeds) > 99:
-        raise ValueError("SKLEARN_TESTS_GLOBAL_RANDOM_SEED must name seeds in [0, 99] (or "
-                         f"'all'); got {var!r}")
+        raise ValueError(
+            f"SKLEARN_TESTS_GLOBAL_RANDOM_SEED must name seeds in [0, 99] (or 'all'); got {var!r}"
+        )
     metafunc.parametrize("global_random_seed", seeds)
 
 

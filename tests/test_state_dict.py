@@ -18,11 +18,14 @@ def _data():
     return X, (X[:, 0] - X[:, 1] > 0).astype(int) + (X[:, 2] > 0.8)
 
 
-@pytest.mark.parametrize("options", [
-    dict(optimizer="adam"),
-    dict(optimizer="momentum", dropout=0.2, batch_norm=True),
-    dict(optimizer="rmsprop", deterministic=True, dtype="float64"),
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(optimizer="adam"),
+        dict(optimizer="momentum", dropout=0.2, batch_norm=True),
+        dict(optimizer="rmsprop", deterministic=True, dtype="float64"),
+    ],
+)
 def test_a_model_rebuilt_from_its_state_trains_on_with_the_same_bits(options):
     X, y = _data()
     model = MLP([6, 12, 8, 3], backend="numpy", seed=3, **options)
@@ -34,8 +37,12 @@ def test_a_model_rebuilt_from_its_state_trains_on_with_the_same_bits(options):
     assert copy is not model and copy.epoch_ == model.epoch_ == 2
     assert copy.optimizer.t == model.optimizer.t and copy.dropout_steps == model.dropout_steps
     assert copy.deterministic == model.deterministic and copy.history_ == model.history_
-    for a, b in ((copy.params, model.params), (copy.optimizer.state, model.optimizer.state),
-                 (copy.running_mean, model.running_mean), (copy.running_var, model.running_var)):
+    for a, b in (
+        (copy.params, model.params),
+        (copy.optimizer.state, model.optimizer.state),
+        (copy.running_mean, model.running_mean),
+        (copy.running_var, model.running_var),
+    ):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     for m in (model, copy):  # the same rng, schedule position and optimizer step: same bits
         m.fit(X, y, epochs=4, batch_size=16, lr_schedule="cosine", initial_epoch=2)
@@ -65,10 +72,18 @@ def test_only_the_optimizer_writes_its_step_count():
         if path.name == "optim.py":
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            targets = (node.targets if isinstance(node, ast.Assign) else
-                       [node.target] if isinstance(node, ast.AugAssign | ast.AnnAssign) else [])
-            writers += [f"{path.name}:{node.lineno}" for t in targets
-                        if isinstance(t, ast.Attribute) and t.attr == "t"]
+            targets = (
+                node.targets
+                if isinstance(node, ast.Assign)
+                else [node.target]
+                if isinstance(node, ast.AugAssign | ast.AnnAssign)
+                else []
+            )
+            writers += [
+                f"{path.name}:{node.lineno}"
+                for t in targets
+                if isinstance(t, ast.Attribute) and t.attr == "t"
+            ]
     assert writers == []
 
 
@@ -81,8 +96,14 @@ def test_the_model_owns_one_training_state() -> None:
 
     X, y = _data()
     model = MLP([6, 5, 3], backend="numpy", batch_norm=True, seed=2)
-    model.fit(X, y, epochs=3, batch_size=32, validation_data=(X, y),
-              early_stopping=xpmlp.train.loop.EarlyStopping(patience=10))
+    model.fit(
+        X,
+        y,
+        epochs=3,
+        batch_size=32,
+        validation_data=(X, y),
+        early_stopping=xpmlp.train.loop.EarlyStopping(patience=10),
+    )
     ts = model.train_state_
     assert isinstance(ts, xpmlp.TrainState)
     assert model.params is ts.params and model.optimizer is ts.optimizer

@@ -79,29 +79,57 @@ CASES = [
 ]
 
 
-def _fit(fused: bool, act: str, optimizer: str, pattern: str, gradients: str, dtype: str,
-         X: np.ndarray, y: np.ndarray) -> MLP:
-    model = MLP(SIZES, activation=act, optimizer=OPTIMIZERS[optimizer](**GRADIENTS[gradients]),
-                dtype=dtype, backend=NumpyBackend(fused=fused), seed=7, **PATTERNS[pattern])
+def _fit(
+    fused: bool,
+    act: str,
+    optimizer: str,
+    pattern: str,
+    gradients: str,
+    dtype: str,
+    X: np.ndarray,
+    y: np.ndarray,
+) -> MLP:
+    model = MLP(
+        SIZES,
+        activation=act,
+        optimizer=OPTIMIZERS[optimizer](**GRADIENTS[gradients]),
+        dtype=dtype,
+        backend=NumpyBackend(fused=fused),
+        seed=7,
+        **PATTERNS[pattern],
+    )
     model.fit(X, y, epochs=2, batch_size=BATCH)
     return model
 
 
 def _history(model: MLP) -> list[dict[str, object]]:
-    return [{k: v for k, v in r.items() if k not in ("seconds", "samples_per_s", "step")}
-            for r in model.history_]
+    return [
+        {k: v for k, v in r.items() if k not in ("seconds", "samples_per_s", "step")}
+        for r in model.history_
+    ]
 
 
 def test_the_cases_cover_every_value_of_every_factor() -> None:
-    for i, values in enumerate((("relu", "tanh", "sigmoid", "leaky_relu", "gelu", "identity"),
-                                OPTIMIZERS, PATTERNS, GRADIENTS, ("float32", "float64"))):
+    for i, values in enumerate(
+        (
+            ("relu", "tanh", "sigmoid", "leaky_relu", "gelu", "identity"),
+            OPTIMIZERS,
+            PATTERNS,
+            GRADIENTS,
+            ("float32", "float64"),
+        )
+    ):
         assert {case[i] for case in CASES} == set(values)
 
 
-@pytest.mark.parametrize(("act", "optimizer", "pattern", "gradients", "dtype"), CASES,
-                         ids=["-".join(case) for case in CASES])
-def test_the_fused_step_trains_as_the_per_op_path(act, optimizer, pattern, gradients,
-                                                   dtype) -> None:
+@pytest.mark.parametrize(
+    ("act", "optimizer", "pattern", "gradients", "dtype"),
+    CASES,
+    ids=["-".join(case) for case in CASES],
+)
+def test_the_fused_step_trains_as_the_per_op_path(
+    act, optimizer, pattern, gradients, dtype
+) -> None:
     rng = np.random.default_rng([7, CASES.index((act, optimizer, pattern, gradients, dtype))])
     X = rng.standard_normal((ROWS, SIZES[0])).astype(dtype)
     y = rng.integers(0, SIZES[-1], ROWS)
@@ -130,8 +158,14 @@ def test_a_wrong_dropout_key_is_caught() -> None:
     y = rng.integers(0, 3, ROWS)
     case = ("relu", "sgd", "dropout", "none", "float32")
     per_op = _fit(False, *case, X, y)
-    late = MLP(SIZES, activation="relu", optimizer=OPTIMIZERS["sgd"](), seed=7,
-               backend=NumpyBackend(fused=True), **PATTERNS["dropout"])
+    late = MLP(
+        SIZES,
+        activation="relu",
+        optimizer=OPTIMIZERS["sgd"](),
+        seed=7,
+        backend=NumpyBackend(fused=True),
+        **PATTERNS["dropout"],
+    )
     late.dropout_steps = 1
     late.fit(X, y, epochs=2, batch_size=BATCH)
     assert late.step_kind_ == "fused-cpu"
@@ -139,8 +173,7 @@ def test_a_wrong_dropout_key_is_caught() -> None:
 
 
 @pytest.mark.parametrize("pattern", ["plain", "dropout"])
-def test_each_layer_takes_the_backward_kernel_the_per_op_path_takes(pattern,
-                                                                    monkeypatch) -> None:
+def test_each_layer_takes_the_backward_kernel_the_per_op_path_takes(pattern, monkeypatch) -> None:
     """Above ``PARALLEL_MIN_ELEMENTS`` (patched to 2000 here) a layer's backward kernel is
     the parallel one, whose db adds the sums of 64-row chunks: with batches of 200 rows, the
     16-unit layer (3200 values) takes it and the 5-unit one (1000) does not, in both paths."""
@@ -152,8 +185,12 @@ def test_each_layer_takes_the_backward_kernel_the_per_op_path_takes(pattern,
     y = rng.integers(0, 3, 300)
     models = []
     for fused in (True, False):
-        model = MLP([6, 16, 5, 3], backend=NumpyBackend(fused=fused), seed=7,
-                    dropout=0.0 if pattern == "plain" else [0.3, 0.2])
+        model = MLP(
+            [6, 16, 5, 3],
+            backend=NumpyBackend(fused=fused),
+            seed=7,
+            dropout=0.0 if pattern == "plain" else [0.3, 0.2],
+        )
         model.fit(X, y, epochs=2, batch_size=200)
         models.append(model)
     fused, per_op = models

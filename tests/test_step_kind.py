@@ -48,8 +48,9 @@ def assert_kind(model: MLP, kind: str) -> None:
 
 
 # ---------------------------------------------------------------------- the NumPy backend
-@pytest.mark.parametrize("options", [{}, {"dropout": 0.2, "batch_norm": True}],
-                         ids=["plain", "dropout+batch-norm"])
+@pytest.mark.parametrize(
+    "options", [{}, {"dropout": 0.2, "batch_norm": True}], ids=["plain", "dropout+batch-norm"]
+)
 def test_the_fused_step_is_reported_without_a_warning(options) -> None:
     model, caught = fit(NumpyBackend(), **options)
     assert_kind(model, "fused-cpu")
@@ -72,7 +73,8 @@ def test_a_model_the_fused_step_does_not_cover_warns_once_per_fit_with_the_reaso
     assert len(caught) == 1  # three epochs, one line
     assert str(caught[0].message) == (
         "step: reference (the fused CPU step does not support hidden layers with different "
-        "activations (relu, tanh))")
+        "activations (relu, tanh))"
+    )
     assert caught[0].filename == __file__  # it points at the caller's fit
 
 
@@ -81,8 +83,13 @@ def test_distributed_training_keeps_the_fused_step() -> None:
     the optimizer's kernel updates: the bits of the undistributed fused step (one rank)."""
     import xpmlp.distributed as xd
 
-    model, caught = fit(NumpyBackend(), comm=xd.init("single"), optimizer="adam",
-                        clip_grad_norm=0.5, weight_decay=1e-3)
+    model, caught = fit(
+        NumpyBackend(),
+        comm=xd.init("single"),
+        optimizer="adam",
+        clip_grad_norm=0.5,
+        weight_decay=1e-3,
+    )
     assert_kind(model, "fused-cpu")
     assert caught == []
     assert step_kind(model, xd.init("single")) == ("fused-cpu", None)
@@ -125,12 +132,14 @@ def test_cuda_kinds() -> None:
     assert_kind(model, "cuda-eager")
     assert [str(w.message) for w in caught] == [
         "step: cuda-eager (the CUDA graph step does not support dropout or batch norm (their "
-        "kernels launch one by one))"]
+        "kernels launch one by one))"
+    ]
     model, caught = fit(SimulatedCudaBackend(graphs=True), epochs=1, comm=xd.init("single"))
     assert_kind(model, "cuda-eager")
     assert [str(w.message) for w in caught] == [
         "step: cuda-eager (the recorded CUDA graph step has no gradient allreduce: "
-        "distributed training launches its kernels one by one)"]
+        "distributed training launches its kernels one by one)"
+    ]
 
 
 @pytest.mark.cudasim
@@ -146,4 +155,5 @@ def test_a_failed_recording_is_reported_as_the_eager_step() -> None:
     assert_kind(model, "cuda-eager")
     assert [str(w.message) for w in caught] == [
         "step: cuda-eager (recording the step as a CUDA graph failed (CUDARuntimeError: "
-        "capture refused))"]
+        "capture refused))"
+    ]

@@ -31,8 +31,7 @@ def default_threads(monkeypatch):
     numba.set_num_threads(before)
 
 
-def test_rank_share_is_the_cores_divided_by_the_ranks_of_the_machine(default_threads,
-                                                                      monkeypatch):
+def test_rank_share_is_the_cores_divided_by_the_ranks_of_the_machine(default_threads, monkeypatch):
     assert rank_share(1) is None  # alone on its machine: every core
     assert rank_share(2) == max(1, available_cores() // 2)
     assert rank_share(64) == 1
@@ -46,14 +45,20 @@ def test_a_thread_count_set_in_the_process_is_kept(default_threads):
     assert rank_share(2) is None
 
 
-@pytest.mark.skipif(available_cores() < 2 or numba.config.NUMBA_NUM_THREADS < 2,
-                    reason="needs 2 cores")
+@pytest.mark.skipif(
+    available_cores() < 2 or numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 cores"
+)
 def test_fit_with_two_ranks_on_the_machine_trains_on_half_of_the_cores(default_threads):
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((64, 8)).astype(np.float32), rng.integers(0, 2, 64)
     seen = []
     model = MLP([8, 4, 2], backend="numpy")
-    model.fit(X, y, epochs=2, comm=TwoRanksHere(),
-              callback=lambda record: seen.append(numba.get_num_threads()))
+    model.fit(
+        X,
+        y,
+        epochs=2,
+        comm=TwoRanksHere(),
+        callback=lambda record: seen.append(numba.get_num_threads()),
+    )
     assert seen == [available_cores() // 2] * 2
     assert numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS  # restored after fit

@@ -21,8 +21,20 @@ MNIST_DIR = Path(__file__).resolve().parents[1] / "data" / "mnist"
 def test_one_epoch_reaches_96_percent_and_reports(tmp_path: Path, capsys) -> None:
     report = tmp_path / "r.json"
     out = tmp_path / "model.npz"
-    status = main(["train", "--backend", "numpy", "--epochs", "1", "--report", str(report),
-                   "--out", str(out), "--quiet"])
+    status = main(
+        [
+            "train",
+            "--backend",
+            "numpy",
+            "--epochs",
+            "1",
+            "--report",
+            str(report),
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert status == 0
     r = json.loads(report.read_text())
     assert r["test_accuracy"] >= 0.96
@@ -41,10 +53,32 @@ def test_one_epoch_reaches_96_percent_and_reports(tmp_path: Path, capsys) -> Non
 
 def test_limit_and_options(tmp_path: Path) -> None:
     report = tmp_path / "r.json"
-    status = main(["train", "--backend", "numpy", "--epochs", "2", "--limit", "1000",
-                   "--hidden", "32", "--activation", "tanh", "--optimizer", "nesterov",
-                   "--batch-size", "50", "--dtype", "float64", "--seed", "3",
-                   "--report", str(report), "--quiet"])
+    status = main(
+        [
+            "train",
+            "--backend",
+            "numpy",
+            "--epochs",
+            "2",
+            "--limit",
+            "1000",
+            "--hidden",
+            "32",
+            "--activation",
+            "tanh",
+            "--optimizer",
+            "nesterov",
+            "--batch-size",
+            "50",
+            "--dtype",
+            "float64",
+            "--seed",
+            "3",
+            "--report",
+            str(report),
+            "--quiet",
+        ]
+    )
     assert status == 0
     r = json.loads(report.read_text())
     assert r["model"]["layer_sizes"] == [784, 32, 10]
@@ -56,9 +90,18 @@ def test_limit_and_options(tmp_path: Path) -> None:
     assert r["test_accuracy"] > 0.5
 
 
-@pytest.mark.parametrize("args", [["--hidden", "12,x"], ["--epochs", "0"],
-                                  ["--batch-size", "-1"], ["--backend", "tpu"],
-                                  ["--lr", "-0.1"], ["--lr", "nan"], ["--weight-decay", "-1"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--hidden", "12,x"],
+        ["--epochs", "0"],
+        ["--batch-size", "-1"],
+        ["--backend", "tpu"],
+        ["--lr", "-0.1"],
+        ["--lr", "nan"],
+        ["--weight-decay", "-1"],
+    ],
+)
 def test_bad_arguments_exit_2_with_a_message(args: list[str], capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["train", *args])
@@ -73,8 +116,9 @@ def test_corrupt_data_file_is_a_clear_error(tmp_path: Path, capsys) -> None:
     raw = bytearray(gzip.decompress(labels.read_bytes()))
     raw[100] = (raw[100] + 1) % 10  # a valid label, but not the published file
     labels.write_bytes(gzip.compress(bytes(raw)))
-    status = main(["train", "--data-dir", str(tmp_path), "--no-download", "--epochs", "1",
-                   "--quiet"])
+    status = main(
+        ["train", "--data-dir", str(tmp_path), "--no-download", "--epochs", "1", "--quiet"]
+    )
     err = capsys.readouterr().err
     assert status == 2
     assert "t10k-labels-idx1-ubyte.gz" in err and "SHA-256" in err

@@ -16,8 +16,12 @@ from __future__ import annotations
 from typing import Any
 
 _EXPORTS = {
-    "run_benchmark": "runner", "full_profile": "workloads", "quick_profile": "workloads",
-    "tiny_profile": "workloads", "step_flops": "flops", "pass_flops": "flops",
+    "run_benchmark": "runner",
+    "full_profile": "workloads",
+    "quick_profile": "workloads",
+    "tiny_profile": "workloads",
+    "step_flops": "flops",
+    "pass_flops": "flops",
     "step_gemms": "flops",
 }
 

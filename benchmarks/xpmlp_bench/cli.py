@@ -17,8 +17,17 @@ from pathlib import Path
 from xpmlp.core import config
 
 #: the rows of ``registry.ROWS``, named here so that building the parser imports nothing heavy
-ROW_NAMES = ("xpmlp-numpy", "xpmlp-numpy-deterministic", "xpmlp-cli", "xpmlp-cuda",
-             "xpmlp-cuda-eager", "torch-cpu", "torch-cuda", "sklearn", "numpy-plain")
+ROW_NAMES = (
+    "xpmlp-numpy",
+    "xpmlp-numpy-deterministic",
+    "xpmlp-cli",
+    "xpmlp-cuda",
+    "xpmlp-cuda-eager",
+    "torch-cpu",
+    "torch-cuda",
+    "sklearn",
+    "numpy-plain",
+)
 
 
 def _list(text: str) -> list[str]:
@@ -26,23 +35,39 @@ def _list(text: str) -> list[str]:
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true",
-                        help="a reduced run (A/B as in the full run with 3 repeats, C 2048 "
-                             "wide, D 1 seed x 2 epochs): 6 to 10 minutes measured on 2 cores; its "
-                             "ratios are indicative only (quote the full run's)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a reduced run (A/B as in the full run with 3 repeats, C 2048 "
+        "wide, D 1 seed x 2 epochs): 6 to 10 minutes measured on 2 cores; its "
+        "ratios are indicative only (quote the full run's)",
+    )
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--threads", type=int, metavar="N",
-                        help="CPU threads for every row alike (BLAS/OpenMP via threadpoolctl, "
-                             "Numba, PyTorch); default: leave them as they are")
-    parser.add_argument("--workloads", type=_list, metavar="A,B,...",
-                        help="workloads to run (default: A,B,C,D,E)")
-    parser.add_argument("--rows", type=_list, metavar="ROW,...",
-                        help=f"rows to run (default: all available: {', '.join(ROW_NAMES)})")
-    parser.add_argument("--busy-core", action="store_true",
-                        help="run each timed workload again beside a process that keeps one "
-                             "core busy, and report both")
-    parser.add_argument("--out", type=Path, metavar="DIR",
-                        help="write bench.json, bench.md and bench.png into DIR")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="CPU threads for every row alike (BLAS/OpenMP via threadpoolctl, "
+        "Numba, PyTorch); default: leave them as they are",
+    )
+    parser.add_argument(
+        "--workloads", type=_list, metavar="A,B,...", help="workloads to run (default: A,B,C,D,E)"
+    )
+    parser.add_argument(
+        "--rows",
+        type=_list,
+        metavar="ROW,...",
+        help=f"rows to run (default: all available: {', '.join(ROW_NAMES)})",
+    )
+    parser.add_argument(
+        "--busy-core",
+        action="store_true",
+        help="run each timed workload again beside a process that keeps one "
+        "core busy, and report both",
+    )
+    parser.add_argument(
+        "--out", type=Path, metavar="DIR", help="write bench.json, bench.md and bench.png into DIR"
+    )
 
 
 OUT_FILES = ("bench.json", "bench.md", "bench.png")
@@ -55,8 +80,10 @@ def check_out_dir(out: Path) -> None:
     from xpmlp.core.errors import ParameterError
 
     if out.exists() and not out.is_dir():
-        raise ParameterError(f"--out {str(out)!r} is a file; expected a directory (bench.json, "
-                             "bench.md and bench.png are written into it)")
+        raise ParameterError(
+            f"--out {str(out)!r} is a file; expected a directory (bench.json, "
+            "bench.md and bench.png are written into it)"
+        )
     for name in OUT_FILES:
         check_output_path("--out", out / name)
 
@@ -72,16 +99,24 @@ def run(args: argparse.Namespace) -> int:
         return 2
     tf32 = config.cupy_tf32()
     if tf32 is not None:
-        print(f"xpmlp bench: error: CUPY_TF32={tf32} makes CuPy's float32 "
-              "matrix products use TF32; the rows compare FP32 on both sides (PyTorch's TF32 is "
-              "off), so unset CUPY_TF32", file=sys.stderr)
+        print(
+            f"xpmlp bench: error: CUPY_TF32={tf32} makes CuPy's float32 "
+            "matrix products use TF32; the rows compare FP32 on both sides (PyTorch's TF32 is "
+            "off), so unset CUPY_TF32",
+            file=sys.stderr,
+        )
         return 2
     if args.out is not None:
         check_out_dir(args.out)
     workloads = [w.upper() for w in args.workloads] if args.workloads else None
     try:
-        result = run_benchmark(profile, rows=args.rows, workloads=workloads,
-                               threads=args.threads, busy_core=args.busy_core)
+        result = run_benchmark(
+            profile,
+            rows=args.rows,
+            workloads=workloads,
+            threads=args.threads,
+            busy_core=args.busy_core,
+        )
     except ValueError as exc:
         print(f"xpmlp bench: error: {exc}", file=sys.stderr)
         return 2

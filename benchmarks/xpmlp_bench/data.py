@@ -31,13 +31,17 @@ def load_mnist_scaled() -> Dataset:
     from xpmlp.datasets import load_mnist
 
     raw = load_mnist()
-    return Dataset(_scaled(raw.x_train), np.asarray(raw.y_train, dtype=np.int64),
-                   _scaled(raw.x_test), np.asarray(raw.y_test, dtype=np.int64), 10,
-                   "xpmlp.datasets.load_mnist()")
+    return Dataset(
+        _scaled(raw.x_train),
+        np.asarray(raw.y_train, dtype=np.int64),
+        _scaled(raw.x_test),
+        np.asarray(raw.y_test, dtype=np.int64),
+        10,
+        "xpmlp.datasets.load_mnist()",
+    )
 
 
-def synthetic(n_train: int, n_test: int, n_features: int, n_classes: int,
-              seed: int = 0) -> Dataset:
+def synthetic(n_train: int, n_test: int, n_features: int, n_classes: int, seed: int = 0) -> Dataset:
     """Gaussian blobs around random class centres: learnable in a few epochs."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(0.0, 1.0, (n_classes, n_features))

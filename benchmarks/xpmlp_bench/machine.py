@@ -15,11 +15,33 @@ from typing import Any
 
 from xpmlp.core import config
 
-ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-            "MKL_NUM_THREADS", "MKL_THREADING_LAYER", "KMP_BLOCKTIME", "NUMBA_NUM_THREADS",
-            "NUMBA_THREADING_LAYER", "CUPY_TF32", "XPMLP_BACKEND", "XPMLP_BLAS")
-DISTRIBUTIONS = ("xpmlp", "numpy", "numba", "torch", "scikit-learn", "threadpoolctl", "mkl",
-                 "cupy-cuda12x", "cupy-cuda13x", "numba-cuda", "matplotlib")
+ENV_VARS = (
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_L2_SIZE",
+    "OPENBLAS_NUM_THREADS",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "MKL_THREADING_LAYER",
+    "KMP_BLOCKTIME",
+    "NUMBA_NUM_THREADS",
+    "NUMBA_THREADING_LAYER",
+    "CUPY_TF32",
+    "XPMLP_BACKEND",
+    "XPMLP_BLAS",
+)
+DISTRIBUTIONS = (
+    "xpmlp",
+    "numpy",
+    "numba",
+    "torch",
+    "scikit-learn",
+    "threadpoolctl",
+    "mkl",
+    "cupy-cuda12x",
+    "cupy-cuda13x",
+    "numba-cuda",
+    "matplotlib",
+)
 
 
 def _version(dist: str) -> str | None:
@@ -41,10 +63,19 @@ def blas_info() -> list[dict[str, Any]]:
         from threadpoolctl import threadpool_info
     except ImportError:
         return []
-    keys = ("user_api", "internal_api", "prefix", "version", "architecture", "num_threads",
-            "threading_layer")
-    return [{**{k: lib.get(k) for k in keys}, "file": os.path.basename(lib.get("filepath", ""))}
-            for lib in threadpool_info()]
+    keys = (
+        "user_api",
+        "internal_api",
+        "prefix",
+        "version",
+        "architecture",
+        "num_threads",
+        "threading_layer",
+    )
+    return [
+        {**{k: lib.get(k) for k in keys}, "file": os.path.basename(lib.get("filepath", ""))}
+        for lib in threadpool_info()
+    ]
 
 
 def _torch_info() -> dict[str, Any] | None:
@@ -54,10 +85,20 @@ def _torch_info() -> dict[str, Any] | None:
         return None
 
     config = torch.__config__.show()
-    blas = next((part.split("=", 1)[1] for part in config.replace(",", " ").split()
-                 if part.startswith("BLAS_INFO=")), None)
-    info: dict[str, Any] = {"num_threads": torch.get_num_threads(), "blas": blas,
-                            "cuda": torch.version.cuda, "cuda_available": False}
+    blas = next(
+        (
+            part.split("=", 1)[1]
+            for part in config.replace(",", " ").split()
+            if part.startswith("BLAS_INFO=")
+        ),
+        None,
+    )
+    info: dict[str, Any] = {
+        "num_threads": torch.get_num_threads(),
+        "blas": blas,
+        "cuda": torch.version.cuda,
+        "cuda_available": False,
+    }
     if torch.cuda.is_available():
         info.update(cuda_available=True, gpu=torch.cuda.get_device_name(0))
     return info
@@ -70,8 +111,12 @@ def _gpu_info() -> dict[str, Any] | None:
     probe = probe_cuda()
     if not probe.usable:
         return {"usable": False, "reason": probe.reason}
-    return {"usable": True, "name": probe.details.get("device", "unknown"),
-            "devices": probe.devices, **probe.details}
+    return {
+        "usable": True,
+        "name": probe.details.get("device", "unknown"),
+        "devices": probe.devices,
+        **probe.details,
+    }
 
 
 def numba_info() -> dict[str, Any]:
@@ -104,10 +149,20 @@ def source_revision() -> dict[str, Any] | None:
 
     root = Path(__file__).resolve().parents[2]  # the checkout: benchmarks/xpmlp_bench/machine.py
     try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, timeout=10, check=True)
-        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain"],
-                                capture_output=True, text=True, timeout=10, check=True)
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+        status = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return {"commit": head.stdout.strip(), "changed_paths": len(status.stdout.splitlines())}
@@ -151,4 +206,6 @@ def blas_summary(machine: dict[str, Any]) -> str:
         return "BLAS: unknown (threadpoolctl not installed)"
     return "BLAS: " + "; ".join(
         f"{b['internal_api']} {b['version']} ({b['architecture']}, {b['num_threads']} threads, "
-        f"{b['file']})" for b in blas)
+        f"{b['file']})"
+        for b in blas
+    )

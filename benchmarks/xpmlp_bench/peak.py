@@ -38,13 +38,19 @@ def _namespace(library: str) -> tuple[Any, Callable[[Any, Any, Any], Any], Calla
 
         dev = torch.device(library.split("-", 1)[1])
         sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-        return (lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(dev),
-                lambda a, b, out: torch.mm(a, b, out=out), sync)
+        return (
+            lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(dev),
+            lambda a, b, out: torch.mm(a, b, out=out),
+            sync,
+        )
     if library == "cupy":
         import cupy
 
-        return (cupy.asarray, lambda a, b, out: cupy.matmul(a, b, out=out),
-                cupy.cuda.get_current_stream().synchronize)
+        return (
+            cupy.asarray,
+            lambda a, b, out: cupy.matmul(a, b, out=out),
+            cupy.cuda.get_current_stream().synchronize,
+        )
     raise ValueError(f"unknown GEMM library {library!r}")
 
 
@@ -67,8 +73,14 @@ class GemmStep:
 
         pairs = list(zip(layer_sizes[:-1], layer_sizes[1:], strict=True))
         self.layers = [
-            dict(A=rand(m, n_in), W=rand(n_out, n_in), delta=rand(m, n_out), Z=empty(m, n_out),
-                 dW=empty(n_out, n_in), dX=empty(m, n_in) if l else None)
+            dict(
+                A=rand(m, n_in),
+                W=rand(n_out, n_in),
+                delta=rand(m, n_out),
+                Z=empty(m, n_out),
+                dW=empty(n_out, n_in),
+                dX=empty(m, n_in) if l else None,
+            )
             for l, (n_in, n_out) in enumerate(pairs)
         ]
         self.flops = step_flops(layer_sizes, m)
@@ -83,8 +95,12 @@ class GemmStep:
                 mm(L["delta"], L["W"], L["dX"])
 
 
-def _sustained(run: Callable[[], None], sync: Callable[[], None], min_seconds: float,
-               max_calls: int | None = None) -> tuple[float, int]:
+def _sustained(
+    run: Callable[[], None],
+    sync: Callable[[], None],
+    min_seconds: float,
+    max_calls: int | None = None,
+) -> tuple[float, int]:
     """(seconds per call, calls): k back-to-back calls, k doubling until >= min_seconds."""
     run()
     sync()
@@ -100,8 +116,9 @@ def _sustained(run: Callable[[], None], sync: Callable[[], None], min_seconds: f
         k *= 2
 
 
-def gemm_unit_seconds(step: GemmStep, n_samples: int, batch_size: int,
-                      min_seconds: float) -> dict[str, float]:
+def gemm_unit_seconds(
+    step: GemmStep, n_samples: int, batch_size: int, min_seconds: float
+) -> dict[str, float]:
     """GEMM-only seconds of a pass over ``n_samples`` in batches of ``batch_size`` (``step`` is
     the full-batch step): the step's sustained time times the number of full batches, plus the
     short last batch scaled by its rows (the FLOPs are linear in m). At most one pass's worth
@@ -111,8 +128,12 @@ def gemm_unit_seconds(step: GemmStep, n_samples: int, batch_size: int,
     per_step, calls = _sustained(step.run, step.synchronize, min_seconds, max_calls=len(sizes))
     steps_equiv = sum(sizes) / sizes[0]
     seconds = per_step * steps_equiv
-    return {"seconds": seconds, "per_step": per_step, "calls": calls,
-            "gflops": step.flops * steps_equiv / seconds / 1e9}
+    return {
+        "seconds": seconds,
+        "per_step": per_step,
+        "calls": calls,
+        "gflops": step.flops * steps_equiv / seconds / 1e9,
+    }
 
 
 def square_rate(library: str, n: int, min_seconds: float) -> float:

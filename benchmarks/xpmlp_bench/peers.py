@@ -33,8 +33,7 @@ def torch_unavailable_reason(device: str) -> str | None:
     try:
         import torch
     except ImportError as exc:
-        return (f"PyTorch is not installed ({exc}); pip install -e '.[bench]' in the xpmlp "
-                "checkout")
+        return f"PyTorch is not installed ({exc}); pip install -e '.[bench]' in the xpmlp checkout"
     if device == "cuda" and not torch.cuda.is_available():
         return "PyTorch sees no CUDA device (a CPU build, or no GPU)"
     return None
@@ -44,8 +43,10 @@ def sklearn_unavailable_reason() -> str | None:
     try:
         import sklearn.neural_network  # noqa: F401
     except ImportError as exc:
-        return (f"scikit-learn is not installed ({exc}); pip install -e '.[bench]' in the xpmlp "
-                "checkout")
+        return (
+            f"scikit-learn is not installed ({exc}); pip install -e '.[bench]' in the xpmlp "
+            "checkout"
+        )
     return None
 
 
@@ -87,8 +88,9 @@ class TorchRow(Row):
                 lin.bias.copy_(torch.from_numpy(np.ascontiguousarray(b)))
         params = self.net.parameters()
         if spec.optimizer == "adam":
-            self.opt = torch.optim.Adam(params, lr=spec.learning_rate,
-                                        betas=(spec.beta1, spec.beta2), eps=spec.eps)
+            self.opt = torch.optim.Adam(
+                params, lr=spec.learning_rate, betas=(spec.beta1, spec.beta2), eps=spec.eps
+            )
         else:
             self.opt = torch.optim.SGD(params, lr=spec.learning_rate, momentum=spec.momentum)
         self.X = torch.from_numpy(data.x_train).to(dev)
@@ -110,7 +112,7 @@ class TorchRow(Row):
         net, opt, bs = self.net, self.opt, self.spec.batch_size
         net.train()
         for start in range(0, int(self.order.shape[0]), bs):
-            idx = self.order[start:start + bs]
+            idx = self.order[start : start + bs]
             xb = self.X.index_select(0, idx)
             yb = self.y.index_select(0, idx)
             loss = F.cross_entropy(net(xb), yb)
@@ -123,8 +125,11 @@ class TorchRow(Row):
         self.net.eval()  # dropout off, batch norm's running estimates
         with self.torch.no_grad():
             hits = sum(
-                int((self.net(self.X_test[s:s + 4096]).argmax(1) == self.y_test[s:s + 4096])
-                    .sum().item())
+                int(
+                    (self.net(self.X_test[s : s + 4096]).argmax(1) == self.y_test[s : s + 4096])
+                    .sum()
+                    .item()
+                )
                 for s in range(0, int(self.X_test.shape[0]), 4096)
             )
         return hits / int(self.X_test.shape[0])
@@ -141,20 +146,34 @@ class SklearnRow(Row):
         from sklearn.neural_network import MLPClassifier
 
         common = dict(
-            hidden_layer_sizes=tuple(spec.layer_sizes[1:-1]), activation="relu", alpha=0.0,
-            batch_size=spec.batch_size, learning_rate_init=spec.learning_rate, shuffle=False,
-            tol=0.0, n_iter_no_change=2**31 - 1, early_stopping=False, max_iter=1,
+            hidden_layer_sizes=tuple(spec.layer_sizes[1:-1]),
+            activation="relu",
+            alpha=0.0,
+            batch_size=spec.batch_size,
+            learning_rate_init=spec.learning_rate,
+            shuffle=False,
+            tol=0.0,
+            n_iter_no_change=2**31 - 1,
+            early_stopping=False,
+            max_iter=1,
             random_state=0,
         )
         if spec.optimizer == "adam":
-            clf = MLPClassifier(solver="adam", beta_1=spec.beta1, beta_2=spec.beta2,
-                                epsilon=spec.eps, **common)
+            clf = MLPClassifier(
+                solver="adam", beta_1=spec.beta1, beta_2=spec.beta2, epsilon=spec.eps, **common
+            )
         else:
-            clf = MLPClassifier(solver="sgd", learning_rate="constant", momentum=spec.momentum,
-                                nesterovs_momentum=False, **common)
+            clf = MLPClassifier(
+                solver="sgd",
+                learning_rate="constant",
+                momentum=spec.momentum,
+                nesterovs_momentum=False,
+                **common,
+            )
         self.classes = np.arange(data.n_classes)
-        clf.partial_fit(data.x_train[:spec.batch_size], data.y_train[:spec.batch_size],
-                        classes=self.classes)
+        clf.partial_fit(
+            data.x_train[: spec.batch_size], data.y_train[: spec.batch_size], classes=self.classes
+        )
         for coef, intercept, (W, b) in zip(clf.coefs_, clf.intercepts_, init, strict=True):
             coef[...] = W.T
             intercept[...] = b

@@ -123,20 +123,20 @@ class PlainNumpyRow(Row):
         self.m += f32(1 - s.beta1) * g
         self.v *= f32(s.beta2)
         self.v += f32(1 - s.beta2) * g * g
-        m_hat = self.m / f32(1 - s.beta1 ** self.t)
-        v_hat = self.v / f32(1 - s.beta2 ** self.t)
+        m_hat = self.m / f32(1 - s.beta1**self.t)
+        v_hat = self.v / f32(1 - s.beta2**self.t)
         p -= f32(s.learning_rate) * m_hat / (np.sqrt(v_hat) + f32(s.eps))
 
     def train(self) -> None:
         bs = self.spec.batch_size
         for start in range(0, len(self.order), bs):
-            self._step(self.order[start:start + bs])
+            self._step(self.order[start : start + bs])
 
     def accuracy(self) -> float:
         hits = 0
         for start in range(0, len(self.y_test), 4096):
-            a = self.X_test[start:start + 4096]
-            y = self.y_test[start:start + 4096]
+            a = self.X_test[start : start + 4096]
+            y = self.y_test[start : start + 4096]
             for l, (W, b) in enumerate(zip(self.W, self.b, strict=True)):
                 a = a @ W.T + b
                 if l < len(self.W) - 1:

@@ -21,11 +21,14 @@ ROWS: dict[str, tuple[Callable[[], Row], Callable[[], str | None]]] = {
     "xpmlp-numpy": (lambda: XpmlpRow("numpy"), lambda: None),
     "xpmlp-numpy-deterministic": (
         lambda: XpmlpRow("numpy", "xpmlp-numpy-deterministic", deterministic=True),
-        lambda: None),
+        lambda: None,
+    ),
     "xpmlp-cli": (CliRow, lambda: None),
     "xpmlp-cuda": (lambda: XpmlpRow("cuda"), cuda_unavailable_reason),
-    "xpmlp-cuda-eager": (lambda: XpmlpRow(_cuda_per_op(), "xpmlp-cuda-eager"),
-                         cuda_unavailable_reason),
+    "xpmlp-cuda-eager": (
+        lambda: XpmlpRow(_cuda_per_op(), "xpmlp-cuda-eager"),
+        cuda_unavailable_reason,
+    ),
     "torch-cpu": (lambda: TorchRow("cpu"), lambda: torch_unavailable_reason("cpu")),
     "torch-cuda": (lambda: TorchRow("cuda"), lambda: torch_unavailable_reason("cuda")),
     "sklearn": (SklearnRow, sklearn_unavailable_reason),

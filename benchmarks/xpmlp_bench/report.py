@@ -17,10 +17,31 @@ from xpmlp.machine.atomic import atomic_write
 
 from .machine import blas_summary, xpmlp_blas_summary
 
-TIMED_HEADERS = ("row", "s/unit", "min", "max", "samples/s", "GFLOP/s", "% peak", "GEMM s",
-                 "outside GEMM", "vs torch", "test acc")
-D_HEADERS = ("row", "s to target", "min", "max", "reached", "epochs", "final acc", "s/epoch",
-             "vs torch", "vs torch s/epoch")
+TIMED_HEADERS = (
+    "row",
+    "s/unit",
+    "min",
+    "max",
+    "samples/s",
+    "GFLOP/s",
+    "% peak",
+    "GEMM s",
+    "outside GEMM",
+    "vs torch",
+    "test acc",
+)
+D_HEADERS = (
+    "row",
+    "s to target",
+    "min",
+    "max",
+    "reached",
+    "epochs",
+    "final acc",
+    "s/epoch",
+    "vs torch",
+    "vs torch s/epoch",
+)
 
 
 def _f(value: Any, spec: str) -> str:
@@ -28,9 +49,11 @@ def _f(value: Any, spec: str) -> str:
 
 
 BELOW_NOISE = "< noise"
-NOISE_NOTE = (f"outside GEMM {BELOW_NOISE}: the products timed alone took as long as the whole "
-              "step or longer (two separate, noisy timings), so the share spent outside them is "
-              "below what this run can measure; it is shown as such, never as a negative share")
+NOISE_NOTE = (
+    f"outside GEMM {BELOW_NOISE}: the products timed alone took as long as the whole "
+    "step or longer (two separate, noisy timings), so the share spent outside them is "
+    "below what this run can measure; it is shown as such, never as a negative share"
+)
 
 
 def outside_gemm_cell(share: float | None) -> str:
@@ -43,36 +66,53 @@ def outside_gemm_cell(share: float | None) -> str:
 
 def _timed_cells(r: dict[str, Any]) -> list[str]:
     s = r["seconds"]
-    return [r["row"], _f(s["median"], ".4f"), _f(s["min"], ".4f"), _f(s["max"], ".4f"),
-            _f(r["samples_per_s"], ",.0f"), _f(r["gflops"], ".1f"),
-            _f(100 * r["peak_fraction"], ".1f"), _f(r["gemm_seconds"], ".4f"),
-            outside_gemm_cell(r["outside_gemm_share"]), _f(r["vs_torch"], ".2f") + "x"
-            if r["vs_torch"] is not None else "-", _f(r["test_accuracy"], ".4f")]
+    return [
+        r["row"],
+        _f(s["median"], ".4f"),
+        _f(s["min"], ".4f"),
+        _f(s["max"], ".4f"),
+        _f(r["samples_per_s"], ",.0f"),
+        _f(r["gflops"], ".1f"),
+        _f(100 * r["peak_fraction"], ".1f"),
+        _f(r["gemm_seconds"], ".4f"),
+        outside_gemm_cell(r["outside_gemm_share"]),
+        _f(r["vs_torch"], ".2f") + "x" if r["vs_torch"] is not None else "-",
+        _f(r["test_accuracy"], ".4f"),
+    ]
 
 
 def _d_cells(r: dict[str, Any]) -> list[str]:
     t = r["time_to_target"] or {}
     epochs = [e for e in r["epochs_to_target"] if e is not None]
-    return [r["row"], _f(t.get("median"), ".2f"), _f(t.get("min"), ".2f"),
-            _f(t.get("max"), ".2f"), f"{r['reached']}/{r['runs']}",
-            ",".join(str(e) for e in epochs) or "-",
-            ",".join(f"{a:.4f}" for a in r["final_accuracy"]),
-            _f(r["epoch_seconds"]["median"], ".3f"),
-            _f(r["vs_torch"], ".2f") + ("x" if r["vs_torch"] is not None else ""),
-            _f(r["vs_torch_epoch"], ".2f") + ("x" if r["vs_torch_epoch"] is not None else "")]
+    return [
+        r["row"],
+        _f(t.get("median"), ".2f"),
+        _f(t.get("min"), ".2f"),
+        _f(t.get("max"), ".2f"),
+        f"{r['reached']}/{r['runs']}",
+        ",".join(str(e) for e in epochs) or "-",
+        ",".join(f"{a:.4f}" for a in r["final_accuracy"]),
+        _f(r["epoch_seconds"]["median"], ".3f"),
+        _f(r["vs_torch"], ".2f") + ("x" if r["vs_torch"] is not None else ""),
+        _f(r["vs_torch_epoch"], ".2f") + ("x" if r["vs_torch_epoch"] is not None else ""),
+    ]
 
 
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool) -> str:
     """Rows of cells as an aligned text table, or a Markdown pipe table."""
     if markdown:
-        lines = ["| " + " | ".join(headers) + " |",
-                 "|" + "|".join("---" if i == 0 else "---:" for i in range(len(headers))) + "|"]
+        lines = [
+            "| " + " | ".join(headers) + " |",
+            "|" + "|".join("---" if i == 0 else "---:" for i in range(len(headers))) + "|",
+        ]
         return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
     fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
-    return "\n".join([fmt.format(*headers), "  ".join("-" * w for w in widths)]
-                     + [fmt.format(*r) for r in rows])
+    return "\n".join(
+        [fmt.format(*headers), "  ".join("-" * w for w in widths)] + [fmt.format(*r) for r in rows]
+    )
 
 
 def _workload_block(w: dict[str, Any], markdown: bool) -> list[str]:
@@ -81,9 +121,11 @@ def _workload_block(w: dict[str, Any], markdown: bool) -> list[str]:
     if w["kind"] == "to_accuracy":
         lines.append(render_table(D_HEADERS, [_d_cells(r) for r in w["rows"]], markdown))
         lines.append("")
-        lines.append(f"target {w['target_accuracy']:.1%} test accuracy; seconds = training "
-                     "only (evaluation after each epoch not timed); 'vs torch' only when every "
-                     "seed reached the target for both rows")
+        lines.append(
+            f"target {w['target_accuracy']:.1%} test accuracy; seconds = training "
+            "only (evaluation after each epoch not timed); 'vs torch' only when every "
+            "seed reached the target for both rows"
+        )
     else:
         lines.append(render_table(TIMED_HEADERS, [_timed_cells(r) for r in w["rows"]], markdown))
         lines.append("")
@@ -91,11 +133,14 @@ def _workload_block(w: dict[str, Any], markdown: bool) -> list[str]:
             lines.append(
                 f"peak {dev} ({p['library']}): {p['gflops']:.1f} GFLOP/s = max(square sgemm "
                 f"{p['square_gflops']:.1f}, workload shapes {p['workload_shapes_gflops']:.1f}); "
-                f"denominator: {p['denominator']}")
+                f"denominator: {p['denominator']}"
+            )
         flops = w["flops_per_unit"] / 1e9
-        lines.append(f"unit: {w['unit_steps']} steps, {w['unit_samples']} samples, "
-                     f"{flops:.2f} GFLOP of matrix products; median of {w['repeats']} "
-                     f"alternating repeats after {w['warmup']} warm-up")
+        lines.append(
+            f"unit: {w['unit_steps']} steps, {w['unit_samples']} samples, "
+            f"{flops:.2f} GFLOP of matrix products; median of {w['repeats']} "
+            f"alternating repeats after {w['warmup']} warm-up"
+        )
         if any((r.get("outside_gemm_share") or 0) < 0 for r in w["rows"]):
             lines.append(NOISE_NOTE)
     for name, reason in w.get("skipped", {}).items():
@@ -117,12 +162,20 @@ def machine_lines(result: dict[str, Any]) -> list[str]:
         f"threads: {result['threads'] if result['threads'] is not None else 'unchanged'} "
         f"(Numba {m['numba']['num_threads']}, PyTorch {torch.get('num_threads', '-')}, "
         f"PyTorch BLAS {torch.get('blas', '-')})",
-        "GPU: " + (gpu.get("name", "?") if gpu.get("usable") else
-                   f"none ({gpu.get('reason', 'not probed')})"),
+        "GPU: "
+        + (
+            gpu.get("name", "?")
+            if gpu.get("usable")
+            else f"none ({gpu.get('reason', 'not probed')})"
+        ),
         "versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
         f"data: {result['data']['source']}",
-        "source: " + (f"git {m['source']['commit']} with {m['source']['changed_paths']} changed "
-                      "paths" if m.get("source") else "not a git checkout"),
+        "source: "
+        + (
+            f"git {m['source']['commit']} with {m['source']['changed_paths']} changed paths"
+            if m.get("source")
+            else "not a git checkout"
+        ),
         f"profile: {result['profile_description']}",
     ]
     if m.get("env"):
@@ -175,8 +228,9 @@ def panel_values(w: dict[str, Any]) -> tuple[list[tuple[str, float | None]], str
         return [], f"no row ran (skipped: {skipped})"
     if w["kind"] != "to_accuracy":
         return [(r["row"], r["samples_per_s"]) for r in rows], None
-    vals = [(r["row"], r["time_to_target"]["median"] if r["time_to_target"] else None)
-            for r in rows]
+    vals = [
+        (r["row"], r["time_to_target"]["median"] if r["time_to_target"] else None) for r in rows
+    ]
     epochs = w.get("max_epochs")
     within = f" within {epochs} epochs" if epochs else ""
     target = f"{w['target_accuracy']:.1%} test accuracy{within}"
@@ -184,8 +238,10 @@ def panel_values(w: dict[str, Any]) -> tuple[list[tuple[str, float | None]], str
         runs = max(r["runs"] for r in rows)
         best = max((a for r in rows for a in r["final_accuracy"]), default=None)
         reached = f"; best final accuracy {best:.2%}" if best is not None else ""
-        return [], (f"empty: no row reached {target} in {runs} run(s){reached}, so there is "
-                    "no time to target to draw")
+        return [], (
+            f"empty: no row reached {target} in {runs} run(s){reached}, so there is "
+            "no time to target to draw"
+        )
     missing = any(v is None for _, v in vals)
     return vals, f"not reached: {target}" if missing else None
 
@@ -200,8 +256,10 @@ def write_png(result: dict[str, Any], path: Path) -> str:
         workloads = result["workloads"]
         fig = new_figure(4 * max(1, len(workloads)), 3.5)
     except (ImportError, PlotDependencyError):
-        return (f"no {path.name}: matplotlib is not installed (pip install -e '.[plot]' in the "
-                "xpmlp checkout)")
+        return (
+            f"no {path.name}: matplotlib is not installed (pip install -e '.[plot]' in the "
+            "xpmlp checkout)"
+        )
     axes = fig.subplots(1, max(1, len(workloads)), squeeze=False)
     for ax, w in zip(axes[0], workloads, strict=False):
         vals, note = panel_values(w)
@@ -209,21 +267,38 @@ def write_png(result: dict[str, Any], path: Path) -> str:
             ax.set_xlabel(f"seconds to {w['target_accuracy']:.0%} (lower is better)")
         else:
             ax.set_xlabel("samples/s (higher is better)")
-        ax.set_title(w["key"] + ": " + "-".join(map(str, w["layer_sizes"]))
-                     + f", batch {w['batch_size']}", fontsize=9)
+        ax.set_title(
+            w["key"] + ": " + "-".join(map(str, w["layer_sizes"])) + f", batch {w['batch_size']}",
+            fontsize=9,
+        )
         if not vals:
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.text(0.5, 0.5, textwrap.fill(note or "empty", 34), ha="center", va="center",
-                    transform=ax.transAxes, fontsize=8, color="0.3")
+            ax.text(
+                0.5,
+                0.5,
+                textwrap.fill(note or "empty", 34),
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                fontsize=8,
+                color="0.3",
+            )
             continue
         ax.barh([v[0] for v in vals], [v[1] or 0.0 for v in vals], color="tab:blue")
         ax.invert_yaxis()
         for i, (_, value) in enumerate(vals):
             if value is None:  # a row of D that never reached the target: no time to draw
-                ax.text(0.02, i, textwrap.fill(note or "not reached", 40), va="center",
-                        ha="left", fontsize=7, color="0.3",
-                        transform=ax.get_yaxis_transform())
+                ax.text(
+                    0.02,
+                    i,
+                    textwrap.fill(note or "not reached", 40),
+                    va="center",
+                    ha="left",
+                    fontsize=7,
+                    color="0.3",
+                    transform=ax.get_yaxis_transform(),
+                )
     fig.suptitle(f"xpmlp bench ({result['profile']}): {result['machine']['cpu']}", fontsize=10)
     save_png(fig, path)
     return f"wrote {path}"
@@ -236,5 +311,8 @@ def write_all(result: dict[str, Any], out_dir: Path) -> list[str]:
     write_json(result, out_dir / "bench.json")
     with atomic_write(out_dir / "bench.md", "w") as f:
         f.write(markdown_report(result) + "\n")
-    return [f"wrote {out_dir / 'bench.json'}", f"wrote {out_dir / 'bench.md'}",
-            write_png(result, out_dir / "bench.png")]
+    return [
+        f"wrote {out_dir / 'bench.json'}",
+        f"wrote {out_dir / 'bench.md'}",
+        write_png(result, out_dir / "bench.png"),
+    ]

@@ -45,9 +45,14 @@ class ModelSpec:
 
     @classmethod
     def of(cls, workload: Workload) -> ModelSpec:
-        return cls(workload.layer_sizes, workload.batch_size, workload.optimizer,
-                   workload.learning_rate, dropout=workload.dropout,
-                   batch_norm=workload.batch_norm)
+        return cls(
+            workload.layer_sizes,
+            workload.batch_size,
+            workload.optimizer,
+            workload.learning_rate,
+            dropout=workload.dropout,
+            batch_norm=workload.batch_norm,
+        )
 
     @property
     def regularized(self) -> bool:
@@ -90,8 +95,7 @@ class XpmlpRow(Row):
     (``xpmlp.train.loop.run_epoch``), the permutation handed in instead of drawn, so every row
     sees the same batches; one synchronization at the end."""
 
-    def __init__(self, backend: Any, name: str | None = None,
-                 deterministic: bool = False) -> None:
+    def __init__(self, backend: Any, name: str | None = None, deterministic: bool = False) -> None:
         """``backend``: a name ("numpy", "cuda") or a Backend object (e.g. the reference one);
         ``deterministic``: train as ``MLP(deterministic=True)`` does."""
         self.backend = backend
@@ -108,12 +112,21 @@ class XpmlpRow(Row):
         from xpmlp.train.loop import RunState
 
         self.spec = spec
-        settings = (dict(beta1=spec.beta1, beta2=spec.beta2, eps=spec.eps)
-                    if spec.optimizer == "adam" else dict(momentum=spec.momentum))
+        settings = (
+            dict(beta1=spec.beta1, beta2=spec.beta2, eps=spec.eps)
+            if spec.optimizer == "adam"
+            else dict(momentum=spec.momentum)
+        )
         self.model = model = MLP(
-            list(spec.layer_sizes), optimizer=spec.optimizer, learning_rate=spec.learning_rate,
-            backend=self.backend, seed=0, deterministic=self.deterministic,
-            dropout=spec.dropout, batch_norm=spec.batch_norm, **settings,
+            list(spec.layer_sizes),
+            optimizer=spec.optimizer,
+            learning_rate=spec.learning_rate,
+            backend=self.backend,
+            seed=0,
+            deterministic=self.deterministic,
+            dropout=spec.dropout,
+            batch_norm=spec.batch_norm,
+            **settings,
         )
         model.set_weights(init)
         with model.backend.activate():
@@ -134,8 +147,10 @@ class XpmlpRow(Row):
         from xpmlp.train.loop import run_epoch
 
         backend = self.model.backend
-        with backend.activate(), (backend.deterministic() if self.deterministic
-                                  else contextlib.nullcontext()):
+        with (
+            backend.activate(),
+            backend.deterministic() if self.deterministic else contextlib.nullcontext(),
+        ):
             run_epoch(self.model, self.X, self.Y, self.order, self.spec.batch_size, self.state)
         backend.synchronize()
 
@@ -160,7 +175,6 @@ def cuda_unavailable_reason() -> str | None:
         return f"xpmlp's CUDA probe failed to import ({exc})"
     probe = probe_cuda()
     return None if probe.usable else f"CUDA not usable: {probe.reason}"
-
 
 
 class CliRow(Row):
@@ -195,11 +209,32 @@ class CliRow(Row):
 
         spec = self.spec
         hidden = ",".join(str(n) for n in spec.layer_sizes[1:-1])
-        args = [sys.executable, "-m", "xpmlp", "train", "--backend", "numpy", "--epochs", "2",
-                "--hidden", hidden, "--optimizer", spec.optimizer, "--lr",
-                repr(spec.learning_rate), "--schedule", "constant", "--batch-size",
-                str(spec.batch_size), "--limit", str(self.samples), "--report", report,
-                "--threads", str(numba.get_num_threads())]
+        args = [
+            sys.executable,
+            "-m",
+            "xpmlp",
+            "train",
+            "--backend",
+            "numpy",
+            "--epochs",
+            "2",
+            "--hidden",
+            hidden,
+            "--optimizer",
+            spec.optimizer,
+            "--lr",
+            repr(spec.learning_rate),
+            "--schedule",
+            "constant",
+            "--batch-size",
+            str(spec.batch_size),
+            "--limit",
+            str(self.samples),
+            "--report",
+            report,
+            "--threads",
+            str(numba.get_num_threads()),
+        ]
         if spec.dropout:
             args += ["--dropout", repr(spec.dropout)]
         if spec.batch_norm:
@@ -214,11 +249,13 @@ class CliRow(Row):
 
         with tempfile.TemporaryDirectory(prefix="xpmlp-bench-cli-") as tmp:
             report = Path(tmp) / "report.json"
-            done = subprocess.run(self.command(str(report)), capture_output=True, text=True,
-                                  check=False)
+            done = subprocess.run(
+                self.command(str(report)), capture_output=True, text=True, check=False
+            )
             if done.returncode != 0:
-                raise RuntimeError(f"xpmlp train failed ({done.returncode}): "
-                                   f"{done.stderr.strip()[-500:]}")
+                raise RuntimeError(
+                    f"xpmlp train failed ({done.returncode}): {done.stderr.strip()[-500:]}"
+                )
             self.report = json.loads(report.read_text(encoding="utf-8"))
         return float(self.report["epochs"][-1]["seconds"])
 

@@ -77,19 +77,23 @@ def run_benchmark(
     keys = list(profile.workloads) if workloads is None else list(workloads)
     unknown = [k for k in keys if k not in profile.workloads]
     if unknown:
-        raise ValueError(f"unknown workload(s) {unknown}; expected some of "
-                         f"{', '.join(profile.workloads)}")
+        raise ValueError(
+            f"unknown workload(s) {unknown}; expected some of {', '.join(profile.workloads)}"
+        )
     active, skipped = resolve_rows(None if rows is None else list(rows))
     for name, reason in skipped.items():
         log(f"skipping row {name}: {reason}")
     data = load_data(profile) if data is None else data
     started = time.time()
     result: dict[str, Any] = {
-        "profile": profile.name, "profile_description": profile.description,
+        "profile": profile.name,
+        "profile_description": profile.description,
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "threads": threads, "data": {"source": data.source, "n_train": len(data.y_train),
-                                     "n_test": len(data.y_test)},
-        "rows": [r.name for r in active], "skipped_rows": skipped, "workloads": [],
+        "threads": threads,
+        "data": {"source": data.source, "n_train": len(data.y_train), "n_test": len(data.y_test)},
+        "rows": [r.name for r in active],
+        "skipped_rows": skipped,
+        "workloads": [],
     }
     with cpu_threads(threads) as notes:
         result["machine"] = describe_machine()
@@ -105,9 +109,13 @@ def run_benchmark(
                 log(f"{w.key} again, beside a process that keeps one core busy")
                 with busy_process():
                     entry = _run_timed(w, active, data, profile, log)
-                entry.update(key=f"{w.key}, one core busy", busy_core=True, skipped=skipped,
-                             description=f"{w.key}, one core busy (a process spins on it): "
-                                         + entry["description"].split(": ", 1)[-1])
+                entry.update(
+                    key=f"{w.key}, one core busy",
+                    busy_core=True,
+                    skipped=skipped,
+                    description=f"{w.key}, one core busy (a process spins on it): "
+                    + entry["description"].split(": ", 1)[-1],
+                )
                 result["workloads"].append(entry)
         result["machine"]["numba_after"] = numba_info()
         result["machine"]["xpmlp_blas_after"] = xpmlp_blas_info()
@@ -121,9 +129,12 @@ def busy_process() -> Iterator[subprocess.Popen]:
     """A process that spins on one core for the duration of the block (a synthetic load: the
     case where another program holds a core that the training's threads expect); the block
     gets its ``Popen``."""
-    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"],
-                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    spinner = subprocess.Popen(
+        [sys.executable, "-c", "while True: pass"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         time.sleep(0.5)  # let it take its core
         yield spinner
@@ -133,10 +144,19 @@ def busy_process() -> Iterator[subprocess.Popen]:
 
 
 def _workload_header(w: Workload, n_train: int) -> dict[str, Any]:
-    return {"key": w.key, "description": w.describe(n_train), "kind": w.kind,
-            "layer_sizes": list(w.layer_sizes), "batch_size": w.batch_size,
-            "optimizer": w.optimizer, "learning_rate": w.learning_rate,
-            "repeats": w.repeats, "warmup": w.warmup, "seeds": list(w.seeds), "note": w.note}
+    return {
+        "key": w.key,
+        "description": w.describe(n_train),
+        "kind": w.kind,
+        "layer_sizes": list(w.layer_sizes),
+        "batch_size": w.batch_size,
+        "optimizer": w.optimizer,
+        "learning_rate": w.learning_rate,
+        "repeats": w.repeats,
+        "warmup": w.warmup,
+        "seeds": list(w.seeds),
+        "note": w.note,
+    }
 
 
 def _row_task(row: Row, orders: list[np.ndarray]) -> Callable[[int], float]:
@@ -149,8 +169,9 @@ def _row_task(row: Row, orders: list[np.ndarray]) -> Callable[[int], float]:
     return task
 
 
-def _gemm_task(step: GemmStep, n: int, bs: int, warmup: int, min_s: float,
-               detail: list[dict[str, float]]) -> Callable[[int], float]:
+def _gemm_task(
+    step: GemmStep, n: int, bs: int, warmup: int, min_s: float, detail: list[dict[str, float]]
+) -> Callable[[int], float]:
     def task(r: int) -> float:
         if r < warmup:  # the probe warms up by itself
             return float("nan")
@@ -161,8 +182,9 @@ def _gemm_task(step: GemmStep, n: int, bs: int, warmup: int, min_s: float,
     return task
 
 
-def _peak_task(library: str, sizes: Sequence[int], warmup: int, min_s: float,
-               detail: list[dict[int, float]]) -> Callable[[int], float]:
+def _peak_task(
+    library: str, sizes: Sequence[int], warmup: int, min_s: float, detail: list[dict[int, float]]
+) -> Callable[[int], float]:
     def task(r: int) -> float:
         if r < warmup:
             return float("nan")
@@ -173,8 +195,9 @@ def _peak_task(library: str, sizes: Sequence[int], warmup: int, min_s: float,
     return task
 
 
-def _run_timed(w: Workload, rows: list[Row], data: Dataset, profile: Profile,
-               log: Log) -> dict[str, Any]:
+def _run_timed(
+    w: Workload, rows: list[Row], data: Dataset, profile: Profile, log: Log
+) -> dict[str, Any]:
     n_train = len(data.y_train)
     n_unit = w.unit_samples(n_train)
     spec = ModelSpec.of(w)
@@ -199,12 +222,14 @@ def _run_timed(w: Workload, rows: list[Row], data: Dataset, profile: Profile,
     peak_detail: dict[str, list[dict[int, float]]] = {d: [] for d in devices}
     for lib in libraries:
         step = GemmStep(lib, w.layer_sizes, min(w.batch_size, n_unit))
-        tasks[f"gemm:{lib}"] = _gemm_task(step, n_unit, w.batch_size, w.warmup,
-                                          profile.probe_seconds, gemm_detail[lib])
+        tasks[f"gemm:{lib}"] = _gemm_task(
+            step, n_unit, w.batch_size, w.warmup, profile.probe_seconds, gemm_detail[lib]
+        )
     for dev in devices:
         sizes = profile.peak_sizes if dev == "cpu" else profile.gpu_peak_sizes
-        tasks[f"peak:{dev}"] = _peak_task(peak_library(dev), sizes, w.warmup,
-                                          profile.probe_seconds, peak_detail[dev])
+        tasks[f"peak:{dev}"] = _peak_task(
+            peak_library(dev), sizes, w.warmup, profile.probe_seconds, peak_detail[dev]
+        )
     n_rounds = w.warmup + w.repeats
 
     def report(r: int, name: str, value: float) -> None:
@@ -214,44 +239,72 @@ def _run_timed(w: Workload, rows: list[Row], data: Dataset, profile: Profile,
             log(f"  {w.key} round {r + 1}/{n_rounds}{tag}: {name:14s} {value:9.4f} {unit}")
 
     # The idle settle is for spinning CPU threads (``schedule``): GPU-only runs skip it.
-    kept = alternate(tasks, w.repeats, w.warmup, on_result=report,
-                     settle=profile.settle_seconds if "cpu" in devices else 0.0)
+    kept = alternate(
+        tasks,
+        w.repeats,
+        w.warmup,
+        on_result=report,
+        settle=profile.settle_seconds if "cpu" in devices else 0.0,
+    )
     flops = pass_flops(w.layer_sizes, n_unit, w.batch_size)
     peaks = {}
     for dev in devices:
         lib = peak_library(dev)
         square = max(max(d.values()) for d in peak_detail[dev])
         shapes = max(d["gflops"] for d in gemm_detail[lib])
-        peaks[dev] = {"library": lib, "gflops": max(square, shapes), "square_gflops": square,
-                      "workload_shapes_gflops": shapes,
-                      "denominator": "square" if square >= shapes else "workload shapes",
-                      "square_rounds": [{str(k): v for k, v in d.items()}
-                                        for d in peak_detail[dev]]}
-    gemm = {lib: {**summarize(kept[f"gemm:{lib}"]),
-                  "gflops_median": statistics.median(d["gflops"] for d in gemm_detail[lib])}
-            for lib in libraries}
+        peaks[dev] = {
+            "library": lib,
+            "gflops": max(square, shapes),
+            "square_gflops": square,
+            "workload_shapes_gflops": shapes,
+            "denominator": "square" if square >= shapes else "workload shapes",
+            "square_rounds": [{str(k): v for k, v in d.items()} for d in peak_detail[dev]],
+        }
+    gemm = {
+        lib: {
+            **summarize(kept[f"gemm:{lib}"]),
+            "gflops_median": statistics.median(d["gflops"] for d in gemm_detail[lib]),
+        }
+        for lib in libraries
+    }
     out_rows = []
     for row in rows:
         s = summarize(kept[row.name])
         med = s["median"]
         gflops = flops / med / 1e9
         gemm_s = gemm[row.gemm_library]["median"]
-        out_rows.append({
-            "row": row.name, "device": row.device, "gemm_library": row.gemm_library,
-            "seconds": s, "samples_per_s": n_unit / med, "gflops": gflops,
-            "peak_fraction": gflops / peaks[row.device]["gflops"],
-            "gemm_seconds": gemm_s, "outside_gemm_share": 1.0 - gemm_s / med,
-            "test_accuracy": row.accuracy(), "passes_trained": n_rounds,
-        })
+        out_rows.append(
+            {
+                "row": row.name,
+                "device": row.device,
+                "gemm_library": row.gemm_library,
+                "seconds": s,
+                "samples_per_s": n_unit / med,
+                "gflops": gflops,
+                "peak_fraction": gflops / peaks[row.device]["gflops"],
+                "gemm_seconds": gemm_s,
+                "outside_gemm_share": 1.0 - gemm_s / med,
+                "test_accuracy": row.accuracy(),
+                "passes_trained": n_rounds,
+            }
+        )
     _add_torch_ratios(out_rows, lambda r: r["seconds"]["median"], "vs_torch")
-    return {**_workload_header(w, n_train), "unit_samples": n_unit,
-            "unit_steps": -(-n_unit // w.batch_size), "flops_per_step": step_flops(
-                w.layer_sizes, w.batch_size), "flops_per_unit": flops,
-            "peaks": peaks, "gemm_only": gemm, "rows": out_rows, "left_out": left_out}
+    return {
+        **_workload_header(w, n_train),
+        "unit_samples": n_unit,
+        "unit_steps": -(-n_unit // w.batch_size),
+        "flops_per_step": step_flops(w.layer_sizes, w.batch_size),
+        "flops_per_unit": flops,
+        "peaks": peaks,
+        "gemm_only": gemm,
+        "rows": out_rows,
+        "left_out": left_out,
+    }
 
 
-def _add_torch_ratios(rows: list[dict[str, Any]], seconds_of: Callable[[dict], float | None],
-                      key: str) -> None:
+def _add_torch_ratios(
+    rows: list[dict[str, Any]], seconds_of: Callable[[dict], float | None], key: str
+) -> None:
     """rows[i][key] = t_torch / t_row on the row's device (None without a PyTorch row)."""
     by_name = {r["row"]: r for r in rows}
     for r in rows:
@@ -261,8 +314,9 @@ def _add_torch_ratios(rows: list[dict[str, Any]], seconds_of: Callable[[dict], f
         r[key] = t_torch / t_row if t_torch and t_row else None
 
 
-def _run_to_accuracy(w: Workload, rows: list[Row], data: Dataset, profile: Profile,
-                     log: Log) -> dict[str, Any]:
+def _run_to_accuracy(
+    w: Workload, rows: list[Row], data: Dataset, profile: Profile, log: Log
+) -> dict[str, Any]:
     n_train = len(data.y_train)
     n_unit = w.unit_samples(n_train)
     spec = ModelSpec.of(w)
@@ -278,8 +332,16 @@ def _run_to_accuracy(w: Workload, rows: list[Row], data: Dataset, profile: Profi
         for row in rows:
             row.prepare(spec, init, data)
         rng = np.random.default_rng(ORDER_SEED + seed)
-        runs = {row.name: {"seed": seed, "epoch_seconds": [], "accuracy": [],
-                           "time_to_target": None, "epochs_to_target": None} for row in rows}
+        runs = {
+            row.name: {
+                "seed": seed,
+                "epoch_seconds": [],
+                "accuracy": [],
+                "time_to_target": None,
+                "epochs_to_target": None,
+            }
+            for row in rows
+        }
         pending = list(rows)
         for epoch in range(1, w.max_epochs + 1):
             order = rng.permutation(n_train)[:n_unit]
@@ -294,8 +356,10 @@ def _run_to_accuracy(w: Workload, rows: list[Row], data: Dataset, profile: Profi
                 run = runs[row.name]
                 run["epoch_seconds"].append(dt)
                 run["accuracy"].append(acc)
-                log(f"  D seed {seed} epoch {epoch}: {row.name:14s} {dt:8.3f} s  "
-                    f"test accuracy {acc:.4f}")
+                log(
+                    f"  D seed {seed} epoch {epoch}: {row.name:14s} {dt:8.3f} s  "
+                    f"test accuracy {acc:.4f}"
+                )
                 if acc >= w.target_accuracy:
                     run["time_to_target"] = sum(run["epoch_seconds"])
                     run["epochs_to_target"] = epoch
@@ -309,17 +373,30 @@ def _run_to_accuracy(w: Workload, rows: list[Row], data: Dataset, profile: Profi
         runs = per_row[row.name]
         times = [r["time_to_target"] for r in runs if r["time_to_target"] is not None]
         epoch_s = [s for r in runs for s in r["epoch_seconds"]]
-        out_rows.append({
-            "row": row.name, "device": row.device,
-            "time_to_target": summarize(times) if times else None,
-            "reached": len(times), "runs": len(runs),
-            "epochs_to_target": [r["epochs_to_target"] for r in runs],
-            "final_accuracy": [r["accuracy"][-1] for r in runs],
-            "epoch_seconds": summarize(epoch_s), "seeds": runs,
-        })
+        out_rows.append(
+            {
+                "row": row.name,
+                "device": row.device,
+                "time_to_target": summarize(times) if times else None,
+                "reached": len(times),
+                "runs": len(runs),
+                "epochs_to_target": [r["epochs_to_target"] for r in runs],
+                "final_accuracy": [r["accuracy"][-1] for r in runs],
+                "epoch_seconds": summarize(epoch_s),
+                "seeds": runs,
+            }
+        )
     all_reached = {r["row"] for r in out_rows if r["reached"] == r["runs"]}
-    _add_torch_ratios(out_rows, lambda r: r["time_to_target"]["median"]
-                      if r["row"] in all_reached else None, "vs_torch")
+    _add_torch_ratios(
+        out_rows,
+        lambda r: r["time_to_target"]["median"] if r["row"] in all_reached else None,
+        "vs_torch",
+    )
     _add_torch_ratios(out_rows, lambda r: r["epoch_seconds"]["median"], "vs_torch_epoch")
-    return {**_workload_header(w, n_train), "unit_samples": n_unit,
-            "target_accuracy": w.target_accuracy, "max_epochs": w.max_epochs, "rows": out_rows}
+    return {
+        **_workload_header(w, n_train),
+        "unit_samples": n_unit,
+        "target_accuracy": w.target_accuracy,
+        "max_epochs": w.max_epochs,
+        "rows": out_rows,
+    }

@@ -33,9 +33,12 @@ def rounds(names: Sequence[str], repeats: int, warmup: int = 0) -> list[tuple[in
 
 
 def alternate(
-    tasks: Mapping[str, Task], repeats: int, warmup: int = 1,
+    tasks: Mapping[str, Task],
+    repeats: int,
+    warmup: int = 1,
     on_result: Callable[[int, str, float], None] | None = None,
-    settle: float = 0.0, sleep: Callable[[float], None] = time.sleep,
+    settle: float = 0.0,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, list[float]]:
     """Run ``tasks`` in alternation, each after ``settle`` idle seconds; the measurements of
     the kept rounds, per task."""
@@ -53,5 +56,9 @@ def alternate(
 
 def summarize(values: Sequence[float]) -> dict[str, float | list[float]]:
     """{"median", "min", "max", "values"} of a list of measurements."""
-    return {"median": statistics.median(values), "min": min(values), "max": max(values),
-            "values": list(values)}
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "values": list(values),
+    }

@@ -79,21 +79,26 @@ class Workload:
         if self.kind == "steps":
             return f"{steps} steps ({n} samples)"
         if self.kind == "to_accuracy":
-            return (f"up to {self.max_epochs} epochs of {n} samples to "
-                    f"{self.target_accuracy:.1%} test accuracy, seeds {list(self.seeds)}")
+            return (
+                f"up to {self.max_epochs} epochs of {n} samples to "
+                f"{self.target_accuracy:.1%} test accuracy, seeds {list(self.seeds)}"
+            )
         return f"1 epoch = {n} samples ({steps} steps)"
 
     @property
     def regularization_text(self) -> str:
         parts = (["batch norm"] if self.batch_norm else []) + (
-            [f"dropout {self.dropout:g}"] if self.dropout else [])
+            [f"dropout {self.dropout:g}"] if self.dropout else []
+        )
         return "".join(f", {p}" for p in parts)
 
     def describe(self, n_train: int) -> str:
-        return (f"{self.key}: {self.model_text} ReLU{self.regularization_text}, softmax CE, "
-                f"{self.optimizer_text}, "
-                f"batch {self.batch_size}; timed unit: {self.unit_text(n_train)}"
-                + (f"; {self.note}" if self.note else ""))
+        return (
+            f"{self.key}: {self.model_text} ReLU{self.regularization_text}, softmax CE, "
+            f"{self.optimizer_text}, "
+            f"batch {self.batch_size}; timed unit: {self.unit_text(n_train)}"
+            + (f"; {self.note}" if self.note else "")
+        )
 
 
 @dataclass(frozen=True)
@@ -116,17 +121,31 @@ def _base() -> dict[str, Workload]:
         "A": Workload("A", MNIST_SIZES, 128, kind="epoch", repeats=5, **sgd),
         "B": Workload("B", MNIST_SIZES, 1024, kind="epoch", repeats=5, **sgd),
         "C": Workload("C", (784, 4096, 4096, 10), 4096, kind="steps", steps=3, repeats=3, **sgd),
-        "D": Workload("D", MNIST_SIZES, 128, "adam", 1e-3, "to_accuracy", seeds=(0, 1, 2),
-                      max_epochs=10, target_accuracy=0.98),
-        "E": Workload("E", MNIST_SIZES, 128, kind="epoch", repeats=5, dropout=0.2,
-                      batch_norm=True, **sgd),
+        "D": Workload(
+            "D",
+            MNIST_SIZES,
+            128,
+            "adam",
+            1e-3,
+            "to_accuracy",
+            seeds=(0, 1, 2),
+            max_epochs=10,
+            target_accuracy=0.98,
+        ),
+        "E": Workload(
+            "E", MNIST_SIZES, 128, kind="epoch", repeats=5, dropout=0.2, batch_norm=True, **sgd
+        ),
     }
 
 
 def full_profile() -> Profile:
-    return Profile("full", _base(), "full: A and B 5 epochs each after 1 warm-up epoch, "
-                   "C 3 steps x 3 repeats after a 1-step warm-up, D 3 seeds x up to 10 epochs, "
-                   "E (A with batch norm and dropout 0.2) as A")
+    return Profile(
+        "full",
+        _base(),
+        "full: A and B 5 epochs each after 1 warm-up epoch, "
+        "C 3 steps x 3 repeats after a 1-step warm-up, D 3 seeds x up to 10 epochs, "
+        "E (A with batch norm and dropout 0.2) as A",
+    )
 
 
 def quick_profile() -> Profile:
@@ -136,18 +155,33 @@ def quick_profile() -> Profile:
     quick = {
         "A": replace(w["A"], repeats=3, note=same),
         "B": replace(w["B"], repeats=3, note=same),
-        "C": replace(w["C"], layer_sizes=(784, 2048, 2048, 10), batch_size=2048, steps=2,
-                     repeats=3, note=f"quick: 2048 wide, batch 2048, 2 steps; {indicative}"),
-        "D": replace(w["D"], seeds=(0,), max_epochs=2,
-                     note="quick: 1 seed, at most 2 epochs (98% is usually not reached); "
-                     + indicative),
+        "C": replace(
+            w["C"],
+            layer_sizes=(784, 2048, 2048, 10),
+            batch_size=2048,
+            steps=2,
+            repeats=3,
+            note=f"quick: 2048 wide, batch 2048, 2 steps; {indicative}",
+        ),
+        "D": replace(
+            w["D"],
+            seeds=(0,),
+            max_epochs=2,
+            note="quick: 1 seed, at most 2 epochs (98% is usually not reached); " + indicative,
+        ),
         "E": replace(w["E"], repeats=3, note=same),
     }
-    return Profile("quick", quick, "quick: A/B as in the full profile with 3 repeats instead "
-                   "of 5, C 2048 wide x 2 steps x 3 repeats, D 1 seed x 2 epochs; peak probes "
-                   "0.25 s. Its ratios are indicative only: the full profile's are the "
-                   "figures to quote",
-                   peak_sizes=(2048,), gpu_peak_sizes=(4096,), probe_seconds=0.25)
+    return Profile(
+        "quick",
+        quick,
+        "quick: A/B as in the full profile with 3 repeats instead "
+        "of 5, C 2048 wide x 2 steps x 3 repeats, D 1 seed x 2 epochs; peak probes "
+        "0.25 s. Its ratios are indicative only: the full profile's are the "
+        "figures to quote",
+        peak_sizes=(2048,),
+        gpu_peak_sizes=(4096,),
+        probe_seconds=0.25,
+    )
 
 
 def tiny_profile() -> Profile:
@@ -157,15 +191,29 @@ def tiny_profile() -> Profile:
         "A": Workload("A", sizes, 16, kind="epoch", repeats=2, **sgd),
         "B": Workload("B", sizes, 64, kind="epoch", repeats=2, **sgd),
         "C": Workload("C", (20, 32, 32, 3), 64, kind="steps", steps=2, repeats=2, **sgd),
-        "D": Workload("D", sizes, 16, "adam", 1e-2, "to_accuracy", seeds=(0,), max_epochs=3,
-                      target_accuracy=0.8),
-        "E": Workload("E", sizes, 16, kind="epoch", repeats=2, dropout=0.2, batch_norm=True,
-                      **sgd),
+        "D": Workload(
+            "D",
+            sizes,
+            16,
+            "adam",
+            1e-2,
+            "to_accuracy",
+            seeds=(0,),
+            max_epochs=3,
+            target_accuracy=0.8,
+        ),
+        "E": Workload("E", sizes, 16, kind="epoch", repeats=2, dropout=0.2, batch_norm=True, **sgd),
     }
-    return Profile("tiny", tiny, "tiny: a synthetic 3-class problem (for tests)",
-                   peak_sizes=(64,), gpu_peak_sizes=(256,), probe_seconds=0.01,
-                   settle_seconds=0.0,
-                   synthetic={"n_train": 256, "n_test": 128, "n_features": 20, "n_classes": 3})
+    return Profile(
+        "tiny",
+        tiny,
+        "tiny: a synthetic 3-class problem (for tests)",
+        peak_sizes=(64,),
+        gpu_peak_sizes=(256,),
+        probe_seconds=0.01,
+        settle_seconds=0.0,
+        synthetic={"n_train": 256, "n_test": 128, "n_features": 20, "n_classes": 3},
+    )
 
 
 PROFILES = {"full": full_profile, "quick": quick_profile, "tiny": tiny_profile}

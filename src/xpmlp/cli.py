@@ -91,8 +91,9 @@ def _parse(parser: XpmlpArgumentParser, argv: Sequence[str] | None) -> argparse.
     return args
 
 
-def _explicit_destinations(parser: XpmlpArgumentParser,
-                           argv: Sequence[str] | None) -> frozenset[str]:
+def _explicit_destinations(
+    parser: XpmlpArgumentParser, argv: Sequence[str] | None
+) -> frozenset[str]:
     """The destinations set from the command line: ``argv`` parsed again with every default
     of every parser suppressed (then restored), so that only what was given lands in the
     namespace."""

@@ -89,8 +89,9 @@ class TrainingModel(Protocol):
     def optimizer(self) -> Optimizer: ...
     def workspace(self, rows: int) -> Workspace: ...
     def forward_pass(self, ws: Workspace, training: bool = True) -> None: ...
-    def backward_pass(self, ws: Workspace, out_stats: Array, skip: Array,
-                      row_weights: Array = None) -> None: ...
+    def backward_pass(
+        self, ws: Workspace, out_stats: Array, skip: Array, row_weights: Array = None
+    ) -> None: ...
     @property
     def layer_sizes(self) -> Sequence[int]: ...
     @property
@@ -101,8 +102,10 @@ class TrainingModel(Protocol):
     def loss_entry(self) -> Loss: ...
     @property
     def seed(self) -> int: ...
+
     #: training passes that drew dropout masks (the fused step counts its own)
     dropout_steps: int
+
     @property
     def _regularized(self) -> bool: ...
 
@@ -121,21 +124,45 @@ class BatchStep(Protocol):
     """``Backend.fused_step``'s step: the whole training step of one batch in one call, and
     its gradient-only form (``xpmlp.backends.numpy_backend.FusedStep``)."""
 
-    def __call__(self, X: Array, Y: Array, idx: Array, ws: Workspace, out_stats: Array,
-                 skip: Array, lr_factor: float = 1.0, weight_decay: float | None = None,
-                 row_weights: tuple[Array, float] | None = None) -> None: ...
+    def __call__(
+        self,
+        X: Array,
+        Y: Array,
+        idx: Array,
+        ws: Workspace,
+        out_stats: Array,
+        skip: Array,
+        lr_factor: float = 1.0,
+        weight_decay: float | None = None,
+        row_weights: tuple[Array, float] | None = None,
+    ) -> None: ...
 
-    def gradients(self, X: Array, Y: Array, idx: Array, ws: Workspace, out_stats: Array,
-                  skip: Array, row_weights: tuple[Array, float] | None = None) -> None: ...
+    def gradients(
+        self,
+        X: Array,
+        Y: Array,
+        idx: Array,
+        ws: Workspace,
+        out_stats: Array,
+        skip: Array,
+        row_weights: tuple[Array, float] | None = None,
+    ) -> None: ...
 
 
 class EpochRunner(Protocol):
     """``Backend.epoch_runner``'s runner: the first batches of ``run_epoch``'s epoch (its
     arguments); returns how many it ran (``xpmlp.backends.cuda_graph.GraphedEpoch``)."""
 
-    def __call__(self, X: Array, Y: Array, order: Array, batch_size: int, state: RunStats,
-                 lr_factor: Callable[[int], float] | None = None,
-                 on_batch: Callable[[int, int], None] | None = None) -> int: ...
+    def __call__(
+        self,
+        X: Array,
+        Y: Array,
+        order: Array,
+        batch_size: int,
+        state: RunStats,
+        lr_factor: Callable[[int], float] | None = None,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> int: ...
 
 
 def activation_entry(activation: str | Activation) -> Activation:
@@ -270,7 +297,7 @@ class Backend:
         """out[r] = X[order[counter[0] * m + r]], m = out.shape[0]: the rows of the epoch's
         batch counter[0] (the batch index read on the device, as a replayed CUDA graph does)."""
         first = int(counter[0]) * out.shape[0]
-        self.xp.take(X, order[first:first + out.shape[0]], axis=0, out=out)
+        self.xp.take(X, order[first : first + out.shape[0]], axis=0, out=out)
 
     def record_batch(self, counter: Array, stats: Array, batch_stats: Array) -> None:
         """batch_stats[counter[0]] = stats[:2], then counter[0] += 1 (on the device)."""
@@ -289,7 +316,12 @@ class Backend:
         A[...] = activation_entry(activation).array(self.array_api, Z)
 
     def activation_backward(
-        self, dA: Array, Z: Array, A: Array, delta: Array, db: Array,
+        self,
+        dA: Array,
+        Z: Array,
+        A: Array,
+        delta: Array,
+        db: Array,
         activation: str | Activation,
     ) -> None:
         """Backward: delta = dA * f'(Z), given Z and A = f(Z) (delta may be dA);
@@ -300,8 +332,14 @@ class Backend:
 
     # ------------------------------------------------------------------ dropout and batch norm
     def bias_activation_dropout(
-        self, Z: Array, b: Array, A: Array, activation: str | Activation, key: int,
-        rate: float, first_row: int = 0,
+        self,
+        Z: Array,
+        b: Array,
+        A: Array,
+        activation: str | Activation,
+        key: int,
+        rate: float,
+        first_row: int = 0,
     ) -> None:
         """Forward in training with dropout: Z <- Z + b, A <- mask * f(Z) / (1 - rate), the
         mask from ``key`` (``regularization.dropout_keep_mask``; rows from ``first_row``)."""
@@ -311,8 +349,15 @@ class Backend:
         A[...] = self.xp.where(keep, f * Z.dtype.type(1.0 / (1.0 - rate)), Z.dtype.type(0.0))
 
     def activation_backward_dropout(
-        self, dA: Array, Z: Array, delta: Array, db: Array, activation: str | Activation,
-        key: int, rate: float, first_row: int = 0,
+        self,
+        dA: Array,
+        Z: Array,
+        delta: Array,
+        db: Array,
+        activation: str | Activation,
+        key: int,
+        rate: float,
+        first_row: int = 0,
     ) -> None:
         """Backward through dropout and f: delta = dA f'(Z) mask / (1 - rate), f' given Z
         and f(Z) (recomputed: the stored A is the dropped one), the mask recomputed from
@@ -325,9 +370,21 @@ class Backend:
         db[...] = delta.sum(axis=0)
 
     def batch_norm_forward(
-        self, Z: Array, b: Array, gamma: Array, beta: Array, stats: Array, running_mean: Array,
-        running_var: Array, Zhat: Array, A: Array, activation: str | Activation, key: int,
-        rate: float, momentum: float, eps: float,
+        self,
+        Z: Array,
+        b: Array,
+        gamma: Array,
+        beta: Array,
+        stats: Array,
+        running_mean: Array,
+        running_var: Array,
+        Zhat: Array,
+        A: Array,
+        activation: str | Activation,
+        key: int,
+        rate: float,
+        momentum: float,
+        eps: float,
     ) -> None:
         """Training: Z <- Z + b; the batch's mean mu and biased variance var per column;
         stats = (mu, 1 / sqrt(var + eps)); Zhat = (Z - mu) / sqrt(var + eps);
@@ -349,8 +406,16 @@ class Backend:
         A[...] = xp.where(keep, f * t(1.0 / (1.0 - rate)), t(0.0))
 
     def batch_norm_inference(
-        self, Z: Array, b: Array, gamma: Array, beta: Array, running_mean: Array,
-        running_var: Array, A: Array, activation: str | Activation, eps: float,
+        self,
+        Z: Array,
+        b: Array,
+        gamma: Array,
+        beta: Array,
+        running_mean: Array,
+        running_var: Array,
+        A: Array,
+        activation: str | Activation,
+        eps: float,
     ) -> None:
         """Inference: Z <- Z + b, A = f(gamma (Z - running_mean) / sqrt(running_var + eps)
         + beta)."""
@@ -361,8 +426,18 @@ class Backend:
         A[...] = activation_entry(activation).array(self.array_api, BN)
 
     def batch_norm_backward(
-        self, dA: Array, Zhat: Array, gamma: Array, beta: Array, stats: Array, delta: Array,
-        dgamma: Array, dbeta: Array, db: Array, activation: str | Activation, key: int,
+        self,
+        dA: Array,
+        Zhat: Array,
+        gamma: Array,
+        beta: Array,
+        stats: Array,
+        delta: Array,
+        dgamma: Array,
+        dbeta: Array,
+        db: Array,
+        activation: str | Activation,
+        key: int,
         rate: float,
     ) -> None:
         """Backward through dropout, f and batch norm, from dA = dL/dA: dBN = dA * mask /
@@ -374,8 +449,11 @@ class Backend:
         BN = gamma * Zhat + beta
         keep = dropout_keep_mask(xp, key, dA.shape, rate)
         api = self.array_api
-        dBN = xp.where(keep, dA * array_derivative(entry)(api, BN, entry.array(api, BN))
-                       * t(1.0 / (1.0 - rate)), t(0.0))
+        dBN = xp.where(
+            keep,
+            dA * array_derivative(entry)(api, BN, entry.array(api, BN)) * t(1.0 / (1.0 - rate)),
+            t(0.0),
+        )
         dbeta[...] = dBN.sum(axis=0)
         dgamma[...] = (dBN * Zhat).sum(axis=0)
         inv_m = t(1.0 / m)
@@ -383,8 +461,16 @@ class Backend:
         db[...] = delta.sum(axis=0)
 
     def loss_output_delta(
-        self, Z: Array, A: Array, Y: Array, delta: Array, db: Array, out_stats: Array,
-        skip: Array, activation: str | Activation, loss: str | Loss,
+        self,
+        Z: Array,
+        A: Array,
+        Y: Array,
+        delta: Array,
+        db: Array,
+        out_stats: Array,
+        skip: Array,
+        activation: str | Activation,
+        loss: str | Loss,
     ) -> None:
         """Output layer: delta_L = dL/dZ_L, db_L = sum_rows delta_L, and the batch's statistics:
         out_stats[0] = sum of the samples' losses, out_stats[1] = samples classified right;
@@ -397,8 +483,15 @@ class Backend:
         skip[0] = xp.where(xp.isfinite(out_stats[0]), skip[0], 1)
 
     def weight_output_delta(
-        self, Z: Array, A: Array, Y: Array, r: Array, delta: Array, db: Array,
-        out_stats: Array, loss: str | Loss,
+        self,
+        Z: Array,
+        A: Array,
+        Y: Array,
+        r: Array,
+        delta: Array,
+        db: Array,
+        out_stats: Array,
+        loss: str | Loss,
     ) -> None:
         """Per-sample weights r (m,) on what ``loss_output_delta`` left: delta_L <- r delta_L
         (row i times r_i), db_L = sum_rows delta_L, out_stats[0] = sum_i r_i l_i. Plain array
@@ -416,9 +509,19 @@ class Backend:
         out[0:1] = (c * c).sum(keepdims=True)
 
     def optimizer_step(
-        self, optimizer: Optimizer, p: Array, g: Array, state: Array, hyper: tuple[float, ...],
-        decay: float, n_decay: int, skip: Array, l1: float = 0.0,
-        clip_value: float = math.inf, max_norm: float = 0.0, sum_squares: Array | None = None,
+        self,
+        optimizer: Optimizer,
+        p: Array,
+        g: Array,
+        state: Array,
+        hyper: tuple[float, ...],
+        decay: float,
+        n_decay: int,
+        skip: Array,
+        l1: float = 0.0,
+        clip_value: float = math.inf,
+        max_norm: float = 0.0,
+        sum_squares: Array | None = None,
     ) -> None:
         """p <- optimizer's rule over the flat parameter vector p (all W, then all b), its
         state rows updated, with the gradient g' it sees (torch's order):
@@ -443,12 +546,35 @@ class Backend:
         state[...] = xp.where(keep, state, new_state)
 
     def optimizer_step_at(
-        self, optimizer: Optimizer, p: Array, g: Array, state: Array, hyper_rows: Array,
-        counter: Array, decay: float, n_decay: int, skip: Array, l1: float = 0.0,
-        clip_value: float = math.inf, max_norm: float = 0.0, sum_squares: Array | None = None,
+        self,
+        optimizer: Optimizer,
+        p: Array,
+        g: Array,
+        state: Array,
+        hyper_rows: Array,
+        counter: Array,
+        decay: float,
+        n_decay: int,
+        skip: Array,
+        l1: float = 0.0,
+        clip_value: float = math.inf,
+        max_norm: float = 0.0,
+        sum_squares: Array | None = None,
     ) -> None:
         """``optimizer_step`` with the hyperparameters hyper_rows[counter[0]] (one row per
         batch of the epoch, ``Optimizer.hyper_rows``), read on the device."""
         hyper = tuple(hyper_rows[int(counter[0])].tolist())
-        self.optimizer_step(optimizer, p, g, state, hyper, decay, n_decay, skip, l1,
-                            clip_value, max_norm, sum_squares)
+        self.optimizer_step(
+            optimizer,
+            p,
+            g,
+            state,
+            hyper,
+            decay,
+            n_decay,
+            skip,
+            l1,
+            clip_value,
+            max_norm,
+            sum_squares,
+        )

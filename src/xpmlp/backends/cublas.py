@@ -49,8 +49,10 @@ def _operand(x: Array, name: str) -> tuple[int, int]:
     (OP_T). The rule is ``xpmlp.kernels.gemm.matrix_operand``'s, the MKL route's too."""
     trans, ld = matrix_operand(*x.shape, *x.strides, x.itemsize)
     if trans == 0:
-        raise ValueError(f"{name} with strides {x.strides} has no contiguous dimension; cuBLAS "
-                         "needs one (pass a C-contiguous array or a transposed view of one)")
+        raise ValueError(
+            f"{name} with strides {x.strides} has no contiguous dimension; cuBLAS "
+            "needs one (pass a C-contiguous array or a transposed view of one)"
+        )
     return (OP_N if trans == NO_TRANS else OP_T), ld
 
 
@@ -115,22 +117,27 @@ class CublasHandle:
     are passed as flags, as ``cupy.matmul`` does); host scalars alpha = 1, beta = 0,
     which cuBLAS copies into its kernels' arguments, so the call can be captured."""
 
-    def __init__(self, cupy: ModuleType, stream: DeviceObject,
-                 workspace_bytes: int = WORKSPACE_BYTES) -> None:
+    def __init__(
+        self, cupy: ModuleType, stream: DeviceObject, workspace_bytes: int = WORKSPACE_BYTES
+    ) -> None:
         self._lib = lib = load_cublas(cupy)
         self._handle = ctypes.c_void_p()
         self._check(lib.cublasCreate_v2(ctypes.byref(self._handle)), "cublasCreate")
         self._workspace = cupy.empty(workspace_bytes, dtype=cupy.uint8)
         self._check(lib.cublasSetStream_v2(self._handle, stream.ptr), "cublasSetStream")
-        self._check(lib.cublasSetWorkspace_v2(self._handle, self._workspace.data.ptr,
-                                              workspace_bytes), "cublasSetWorkspace")
+        self._check(
+            lib.cublasSetWorkspace_v2(self._handle, self._workspace.data.ptr, workspace_bytes),
+            "cublasSetWorkspace",
+        )
         self._check(lib.cublasSetMathMode(self._handle, DEFAULT_MATH), "cublasSetMathMode")
         scalars = {
             "f": (lib.cublasSgemm_v2, ctypes.c_float(1.0), ctypes.c_float(0.0)),
             "d": (lib.cublasDgemm_v2, ctypes.c_double(1.0), ctypes.c_double(0.0)),
         }
-        self._scalars = {k: (fn, ctypes.addressof(one), ctypes.addressof(zero), one, zero)
-                         for k, (fn, one, zero) in scalars.items()}
+        self._scalars = {
+            k: (fn, ctypes.addressof(one), ctypes.addressof(zero), one, zero)
+            for k, (fn, one, zero) in scalars.items()
+        }
 
     @staticmethod
     def _check(status: int, what: str) -> None:
@@ -141,8 +148,22 @@ class CublasHandle:
         """out = a @ b on the handle's stream (no allocation, no synchronization)."""
         fn, one, zero = self._scalars[out.dtype.char][:3]
         op_b, op_a, n, m, k, ld_b, ld_a, ld_out = gemm_arguments(a, b, out)
-        status = fn(self._handle, op_b, op_a, n, m, k, one, b.data.ptr, ld_b, a.data.ptr,
-                    ld_a, zero, out.data.ptr, ld_out)
+        status = fn(
+            self._handle,
+            op_b,
+            op_a,
+            n,
+            m,
+            k,
+            one,
+            b.data.ptr,
+            ld_b,
+            a.data.ptr,
+            ld_a,
+            zero,
+            out.data.ptr,
+            ld_out,
+        )
         if status != 0:
             self._check(status, f"cublas gemm {a.shape} @ {b.shape}")
 

@@ -66,14 +66,16 @@ class CudaKernelOps(Backend):
 
     name = "cuda-kernels"
 
-    def __init__(self, xp: ArrayModule, launch_stream: DeviceObject = 0,
-                 graphs: bool = False) -> None:
+    def __init__(
+        self, xp: ArrayModule, launch_stream: DeviceObject = 0, graphs: bool = False
+    ) -> None:
         super().__init__(xp)
         self._launch_stream = launch_stream
         self._scratch: dict[tuple[str, tuple[int, ...], str], Array] = {}
         self.graphs = bool(graphs)
         self._epochs: weakref.WeakKeyDictionary[TrainingModel, GraphedEpoch] = (
-            weakref.WeakKeyDictionary())
+            weakref.WeakKeyDictionary()
+        )
 
     def step_kind(self, model: TrainingModel) -> tuple[str, str | None]:
         """("cuda-graph", None) when ``epoch_runner`` replays a recorded step (its full
@@ -102,8 +104,7 @@ class CudaKernelOps(Backend):
 
     def _launch(self, kernel: NumbaDispatcher, n_items: int, *args: object) -> None:
         """Queue ``kernel(*args)`` with one thread per item (grid-stride beyond MAX_BLOCKS)."""
-        kcuda.launcher(kernel, n_items, self._launch_stream, args,
-                       config.cuda_launch_paths)(*args)
+        kcuda.launcher(kernel, n_items, self._launch_stream, args, config.cuda_launch_paths)(*args)
 
     def _scratch_array(self, name: str, shape: tuple[int, ...], dtype: DTypeLike) -> Array:
         """A scratch array kept for reuse (kernels on one stream run in order: sharing is safe)."""
@@ -122,12 +123,14 @@ class CudaKernelOps(Backend):
     def bias_activation(self, Z: Array, b: Array, A: Array, activation: str | Activation) -> None:
         entry = activation_entry(activation)
         if entry.elementwise:
-            kernel = kcuda.CUDA.kernel(kcuda.bias_activation_elements, Z.dtype,
-                                       **entry.forward_bindings())
+            kernel = kcuda.CUDA.kernel(
+                kcuda.bias_activation_elements, Z.dtype, **entry.forward_bindings()
+            )
             self._launch(kernel, Z.size, Z, b, A)
         else:
-            kernel = kcuda.CUDA.kernel(kcuda.bias_activation_rows, Z.dtype,
-                                       **entry.forward_bindings())
+            kernel = kcuda.CUDA.kernel(
+                kcuda.bias_activation_rows, Z.dtype, **entry.forward_bindings()
+            )
             self._launch(kernel, Z.shape[0], Z, b, A)
 
     def activation_backward(
@@ -135,8 +138,11 @@ class CudaKernelOps(Backend):
     ) -> None:
         """delta = dA * f'(Z) with column sums of CHUNK_ROWS-row chunks, then db = sum of chunks
         (one launch when the batch is a single chunk: the chunk sum is db)."""
-        kernel = kcuda.CUDA.kernel(kcuda.activation_backward_chunks, dA.dtype,
-                                   **activation_entry(activation).backward_bindings())
+        kernel = kcuda.CUDA.kernel(
+            kcuda.activation_backward_chunks,
+            dA.dtype,
+            **activation_entry(activation).backward_bindings(),
+        )
         m, n = dA.shape
         chunks = kcuda.n_chunks(m)
         if chunks == 1:
@@ -148,26 +154,59 @@ class CudaKernelOps(Backend):
 
     # ------------------------------------------------------------------ dropout and batch norm
     def bias_activation_dropout(
-        self, Z: Array, b: Array, A: Array, activation: str | Activation, key: int, rate: float,
+        self,
+        Z: Array,
+        b: Array,
+        A: Array,
+        activation: str | Activation,
+        key: int,
+        rate: float,
         first_row: int = 0,
     ) -> None:
-        kernel = kcuda.CUDA.kernel(kcuda.bias_activation_dropout_elements, Z.dtype,
-                                   **activation_entry(activation).forward_bindings())
-        self._launch(kernel, Z.size, Z, b, A, int(first_row), int(key),
-                     dropout_threshold(rate), Z.dtype.type(1.0 / (1.0 - rate)))
+        kernel = kcuda.CUDA.kernel(
+            kcuda.bias_activation_dropout_elements,
+            Z.dtype,
+            **activation_entry(activation).forward_bindings(),
+        )
+        self._launch(
+            kernel,
+            Z.size,
+            Z,
+            b,
+            A,
+            int(first_row),
+            int(key),
+            dropout_threshold(rate),
+            Z.dtype.type(1.0 / (1.0 - rate)),
+        )
 
     def activation_backward_dropout(
-        self, dA: Array, Z: Array, delta: Array, db: Array, activation: str | Activation, key: int,
-        rate: float, first_row: int = 0,
+        self,
+        dA: Array,
+        Z: Array,
+        delta: Array,
+        db: Array,
+        activation: str | Activation,
+        key: int,
+        rate: float,
+        first_row: int = 0,
     ) -> None:
         """As ``activation_backward``: chunk sums, then db (one launch for one chunk)."""
         entry = activation_entry(activation)
-        kernel = kcuda.CUDA.kernel(kcuda.activation_backward_dropout_chunks, dA.dtype,
-                                   **entry.forward_bindings(), **entry.backward_bindings())
+        kernel = kcuda.CUDA.kernel(
+            kcuda.activation_backward_dropout_chunks,
+            dA.dtype,
+            **entry.forward_bindings(),
+            **entry.backward_bindings(),
+        )
         m, n = dA.shape
         chunks = kcuda.n_chunks(m)
-        tail = (int(first_row), int(key), dropout_threshold(rate),
-                dA.dtype.type(1.0 / (1.0 - rate)))
+        tail = (
+            int(first_row),
+            int(key),
+            dropout_threshold(rate),
+            dA.dtype.type(1.0 / (1.0 - rate)),
+        )
         if chunks == 1:
             self._launch(kernel, n, dA, Z, delta, db.reshape(1, n), kcuda.CHUNK_ROWS, *tail)
             return
@@ -176,52 +215,148 @@ class CudaKernelOps(Backend):
         self._launch(kcuda.CUDA.kernel(kcuda.sum_chunks, dA.dtype), n, partial, db)
 
     def batch_norm_forward(
-        self, Z: Array, b: Array, gamma: Array, beta: Array, stats: Array, running_mean: Array,
-        running_var: Array, Zhat: Array, A: Array, activation: str | Activation, key: int,
-        rate: float, momentum: float, eps: float,
+        self,
+        Z: Array,
+        b: Array,
+        gamma: Array,
+        beta: Array,
+        stats: Array,
+        running_mean: Array,
+        running_var: Array,
+        Zhat: Array,
+        A: Array,
+        activation: str | Activation,
+        key: int,
+        rate: float,
+        momentum: float,
+        eps: float,
     ) -> None:
         """One launch, one thread per column (statistics, running estimates, Zhat, A)."""
         t, (m, n) = Z.dtype.type, Z.shape
-        kernel = kcuda.CUDA.kernel(kcuda.batch_norm_forward_columns, Z.dtype,
-                                   **activation_entry(activation).forward_bindings())
-        self._launch(kernel, n, Z, b, gamma, beta, stats, running_mean, running_var, Zhat, A,
-                     t(momentum if m > 1 else 0.0), t(eps), t(1.0 / m), t(1.0 / max(m - 1, 1)),
-                     int(key), dropout_threshold(rate), t(1.0 / (1.0 - rate)))
+        kernel = kcuda.CUDA.kernel(
+            kcuda.batch_norm_forward_columns,
+            Z.dtype,
+            **activation_entry(activation).forward_bindings(),
+        )
+        self._launch(
+            kernel,
+            n,
+            Z,
+            b,
+            gamma,
+            beta,
+            stats,
+            running_mean,
+            running_var,
+            Zhat,
+            A,
+            t(momentum if m > 1 else 0.0),
+            t(eps),
+            t(1.0 / m),
+            t(1.0 / max(m - 1, 1)),
+            int(key),
+            dropout_threshold(rate),
+            t(1.0 / (1.0 - rate)),
+        )
 
     def batch_norm_inference(
-        self, Z: Array, b: Array, gamma: Array, beta: Array, running_mean: Array,
-        running_var: Array, A: Array, activation: str | Activation, eps: float,
+        self,
+        Z: Array,
+        b: Array,
+        gamma: Array,
+        beta: Array,
+        running_mean: Array,
+        running_var: Array,
+        A: Array,
+        activation: str | Activation,
+        eps: float,
     ) -> None:
-        kernel = kcuda.CUDA.kernel(kcuda.batch_norm_inference_elements, Z.dtype,
-                                   **activation_entry(activation).forward_bindings())
-        self._launch(kernel, Z.size, Z, b, gamma, beta, running_mean, running_var, A,
-                     Z.dtype.type(eps))
+        kernel = kcuda.CUDA.kernel(
+            kcuda.batch_norm_inference_elements,
+            Z.dtype,
+            **activation_entry(activation).forward_bindings(),
+        )
+        self._launch(
+            kernel, Z.size, Z, b, gamma, beta, running_mean, running_var, A, Z.dtype.type(eps)
+        )
 
     def batch_norm_backward(
-        self, dA: Array, Zhat: Array, gamma: Array, beta: Array, stats: Array, delta: Array,
-        dgamma: Array, dbeta: Array, db: Array, activation: str | Activation, key: int, rate: float,
+        self,
+        dA: Array,
+        Zhat: Array,
+        gamma: Array,
+        beta: Array,
+        stats: Array,
+        delta: Array,
+        dgamma: Array,
+        dbeta: Array,
+        db: Array,
+        activation: str | Activation,
+        key: int,
+        rate: float,
     ) -> None:
         """One launch, one thread per column (dBN, dbeta, dgamma, then delta and db)."""
         t = dA.dtype.type
         entry = activation_entry(activation)
-        kernel = kcuda.CUDA.kernel(kcuda.batch_norm_backward_columns, dA.dtype,
-                                   **entry.forward_bindings(), **entry.backward_bindings())
-        self._launch(kernel, dA.shape[1], dA, Zhat, gamma, beta, stats, delta, dgamma, dbeta,
-                     db, t(1.0 / dA.shape[0]), int(key), dropout_threshold(rate),
-                     t(1.0 / (1.0 - rate)))
+        kernel = kcuda.CUDA.kernel(
+            kcuda.batch_norm_backward_columns,
+            dA.dtype,
+            **entry.forward_bindings(),
+            **entry.backward_bindings(),
+        )
+        self._launch(
+            kernel,
+            dA.shape[1],
+            dA,
+            Zhat,
+            gamma,
+            beta,
+            stats,
+            delta,
+            dgamma,
+            dbeta,
+            db,
+            t(1.0 / dA.shape[0]),
+            int(key),
+            dropout_threshold(rate),
+            t(1.0 / (1.0 - rate)),
+        )
 
     def loss_output_delta(
-        self, Z: Array, A: Array, Y: Array, delta: Array, db: Array, out_stats: Array,
-        skip: Array, activation: str | Activation, loss: str | Loss,
+        self,
+        Z: Array,
+        A: Array,
+        Y: Array,
+        delta: Array,
+        db: Array,
+        out_stats: Array,
+        skip: Array,
+        activation: str | Activation,
+        loss: str | Loss,
     ) -> None:
         """Per row: delta_L and (loss, correct); then db_L and the statistics, rows in order."""
         m, n = Z.shape
         bindings = loss_entry(loss).kernel_bindings(activation_entry(activation))
         row_stats = self._scratch_array("row_stats", (m, 2), Z.dtype)
-        self._launch(kcuda.CUDA.kernel(kcuda.loss_delta_rows, Z.dtype, **bindings), m,
-                     Z, A, Y, delta, row_stats, Z.dtype.type(1.0 / m))
-        self._launch(kcuda.CUDA.kernel(kcuda.loss_output_reduce, Z.dtype), n + 1,
-                     delta, row_stats, db, out_stats, skip)
+        self._launch(
+            kcuda.CUDA.kernel(kcuda.loss_delta_rows, Z.dtype, **bindings),
+            m,
+            Z,
+            A,
+            Y,
+            delta,
+            row_stats,
+            Z.dtype.type(1.0 / m),
+        )
+        self._launch(
+            kcuda.CUDA.kernel(kcuda.loss_output_reduce, Z.dtype),
+            n + 1,
+            delta,
+            row_stats,
+            db,
+            out_stats,
+            skip,
+        )
 
     # ------------------------------------------------------------------ optimizer update
     def grad_sum_squares(self, g: Array, clip_value: float, out: Array) -> None:
@@ -230,40 +365,93 @@ class CudaKernelOps(Backend):
         t = g.dtype.type
         n_partials = max(1, min(kcuda.NORM_PARTIALS, g.shape[0]))
         partial = self._scratch_array("norm_partials", (n_partials, 1), g.dtype)
-        self._launch(kcuda.CUDA.kernel(kcuda.grad_sum_squares_partials, g.dtype), n_partials,
-                     g, t(clip_value), partial)
+        self._launch(
+            kcuda.CUDA.kernel(kcuda.grad_sum_squares_partials, g.dtype),
+            n_partials,
+            g,
+            t(clip_value),
+            partial,
+        )
         self._launch(kcuda.CUDA.kernel(kcuda.sum_chunks, g.dtype), 1, partial, out)
 
     def optimizer_step(
-        self, optimizer: Optimizer, p: Array, g: Array, state: Array, hyper: tuple[float, ...],
-        decay: float, n_decay: int, skip: Array, l1: float = 0.0,
-        clip_value: float = math.inf, max_norm: float = 0.0, sum_squares: Array | None = None,
+        self,
+        optimizer: Optimizer,
+        p: Array,
+        g: Array,
+        state: Array,
+        hyper: tuple[float, ...],
+        decay: float,
+        n_decay: int,
+        skip: Array,
+        l1: float = 0.0,
+        clip_value: float = math.inf,
+        max_norm: float = 0.0,
+        sum_squares: Array | None = None,
     ) -> None:
         t = p.dtype.type
         kernel = kcuda.CUDA.kernel(kcuda.optimizer_step, p.dtype, rule=optimizer.rule)
-        self._launch(kernel, p.size, p, g, state, tuple(map(t, hyper)),
-                     *self._update_tail(p, decay, n_decay, skip, l1, clip_value, max_norm,
-                                        sum_squares))
+        self._launch(
+            kernel,
+            p.size,
+            p,
+            g,
+            state,
+            tuple(map(t, hyper)),
+            *self._update_tail(p, decay, n_decay, skip, l1, clip_value, max_norm, sum_squares),
+        )
 
     def optimizer_step_at(
-        self, optimizer: Optimizer, p: Array, g: Array, state: Array, hyper_rows: Array,
-        counter: Array, decay: float, n_decay: int, skip: Array, l1: float = 0.0,
-        clip_value: float = math.inf, max_norm: float = 0.0, sum_squares: Array | None = None,
+        self,
+        optimizer: Optimizer,
+        p: Array,
+        g: Array,
+        state: Array,
+        hyper_rows: Array,
+        counter: Array,
+        decay: float,
+        n_decay: int,
+        skip: Array,
+        l1: float = 0.0,
+        clip_value: float = math.inf,
+        max_norm: float = 0.0,
+        sum_squares: Array | None = None,
     ) -> None:
         kernel = kcuda.CUDA.kernel(kcuda.optimizer_step_at, p.dtype, rule=optimizer.rule)
-        self._launch(kernel, p.size, p, g, state, hyper_rows, counter,
-                     *self._update_tail(p, decay, n_decay, skip, l1, clip_value, max_norm,
-                                        sum_squares))
+        self._launch(
+            kernel,
+            p.size,
+            p,
+            g,
+            state,
+            hyper_rows,
+            counter,
+            *self._update_tail(p, decay, n_decay, skip, l1, clip_value, max_norm, sum_squares),
+        )
 
     @staticmethod
-    def _update_tail(p: Array, decay: float, n_decay: int, skip: Array, l1: float,
-                     clip_value: float, max_norm: float,
-                     sum_squares: Array | None) -> tuple[object, ...]:
+    def _update_tail(
+        p: Array,
+        decay: float,
+        n_decay: int,
+        skip: Array,
+        l1: float,
+        clip_value: float,
+        max_norm: float,
+        sum_squares: Array | None,
+    ) -> tuple[object, ...]:
         """The optimizer kernels' arguments after the hyperparameters, scalars in p's dtype
         (``sum_squares`` is read only when max_norm > 0: any array stands in otherwise)."""
         t = p.dtype.type
-        return (t(decay), int(n_decay), skip, t(l1), t(clip_value), t(max_norm),
-                skip if sum_squares is None else sum_squares)
+        return (
+            t(decay),
+            int(n_decay),
+            skip,
+            t(l1),
+            t(clip_value),
+            t(max_norm),
+            skip if sum_squares is None else sum_squares,
+        )
 
     # ------------------------------------------------------------------ device-indexed batches
     def gather_batch(self, X: Array, order: Array, counter: Array, out: Array) -> None:
@@ -271,8 +459,9 @@ class CudaKernelOps(Backend):
         self._launch(kernel, out.size, X, order, counter, out)
 
     def record_batch(self, counter: Array, stats: Array, batch_stats: Array) -> None:
-        self._launch(kcuda.CUDA.kernel(kcuda.record_batch, stats.dtype), 1, counter, stats,
-                     batch_stats)
+        self._launch(
+            kcuda.CUDA.kernel(kcuda.record_batch, stats.dtype), 1, counter, stats, batch_stats
+        )
 
 
 def _compile_errors() -> tuple[type[BaseException], ...]:
@@ -280,12 +469,18 @@ def _compile_errors() -> tuple[type[BaseException], ...]:
     from numba.core.errors import NumbaError
     from numba.cuda.cudadrv import driver, error
 
-    return (NumbaError, error.NvvmError, error.NvvmSupportError, error.NvrtcError,
-            # mypy reads numba's own numba.cuda, which numba-cuda replaces at run time (the
-            # redirector of its install) and which has no CCSupportError
-            error.NvrtcSupportError, error.CCSupportError,  # type: ignore[attr-defined]
-            error.CudaSupportError,
-            driver.LinkerError)
+    return (
+        NumbaError,
+        error.NvvmError,
+        error.NvvmSupportError,
+        error.NvrtcError,
+        # mypy reads numba's own numba.cuda, which numba-cuda replaces at run time (the
+        # redirector of its install) and which has no CCSupportError
+        error.NvrtcSupportError,
+        error.CCSupportError,  # type: ignore[attr-defined]
+        error.CudaSupportError,
+        driver.LinkerError,
+    )
 
 
 class CudaBackend(CudaKernelOps):  # pragma: no cover - needs a GPU (tests marked `cuda`)
@@ -293,8 +488,9 @@ class CudaBackend(CudaKernelOps):  # pragma: no cover - needs a GPU (tests marke
 
     name = "cuda"
 
-    def __init__(self, device: int | None = None, graphs: bool | None = None,
-                 gemm: str | None = None) -> None:
+    def __init__(
+        self, device: int | None = None, graphs: bool | None = None, gemm: str | None = None
+    ) -> None:
         """``graphs``: record each training step as a CUDA graph and replay it per batch
         (default: on unless XPMLP_CUDA_GRAPHS=0). ``gemm``: "cupy" (``cupy.matmul``) or
         "cublas" (xpmlp's own cuBLAS handle, ``xpmlp.backends.cublas``) for the products
@@ -309,6 +505,7 @@ class CudaBackend(CudaKernelOps):  # pragma: no cover - needs a GPU (tests marke
             raise unavailable("cuda", probe.reason, probe.remedy)
         import cupy
         from numba import cuda
+
         device = cuda_device(device)
         if device is None:
             device = cupy.cuda.Device().id
@@ -321,8 +518,7 @@ class CudaBackend(CudaKernelOps):  # pragma: no cover - needs a GPU (tests marke
         from numba.cuda.core.errors import TypingError as CudaTypingError
 
         self._errors, self._typing_error = _compile_errors(), (TypingError, CudaTypingError)
-        super().__init__(cupy, launch_stream=cuda.external_stream(self.stream.ptr),
-                         graphs=graphs)
+        super().__init__(cupy, launch_stream=cuda.external_stream(self.stream.ptr), graphs=graphs)
         self._own_blas: CublasHandle | None = None  # made when needed
         self._gemm: CublasHandle | None = self._cublas_handle() if gemm == "cublas" else None
         self.graph_error: str | None = None  # why recording a step failed, if it did
@@ -375,12 +571,16 @@ class CudaBackend(CudaKernelOps):  # pragma: no cover - needs a GPU (tests marke
         graph.upload(self.stream)
         return graph
 
-    def _without_graph(self, step: Callable[[], None], exc: Exception,
-                       run: bool) -> Callable[[], None]:
+    def _without_graph(
+        self, step: Callable[[], None], exc: Exception, run: bool
+    ) -> Callable[[], None]:
         self.graph_error = f"{type(exc).__name__}: {exc}"
-        warnings.warn(f"xpmlp: recording the training step as a CUDA graph failed "
-                      f"({self.graph_error}); steps run launch by launch", RuntimeWarning,
-                      stacklevel=3)
+        warnings.warn(
+            f"xpmlp: recording the training step as a CUDA graph failed "
+            f"({self.graph_error}); steps run launch by launch",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         if run:
             step()
         return step
@@ -391,9 +591,11 @@ class CudaBackend(CudaKernelOps):  # pragma: no cover - needs a GPU (tests marke
         props = rt.getDeviceProperties(self.device_index)
         name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
         gib = props["totalGlobalMem"] / 2**30
-        return (f"GPU {self.device_index}: {name} (compute capability {props['major']}."
-                f"{props['minor']}, {gib:.0f} GiB, driver CUDA "
-                f"{rt.driverGetVersion() // 1000}.{rt.driverGetVersion() % 1000 // 10})")
+        return (
+            f"GPU {self.device_index}: {name} (compute capability {props['major']}."
+            f"{props['minor']}, {gib:.0f} GiB, driver CUDA "
+            f"{rt.driverGetVersion() // 1000}.{rt.driverGetVersion() % 1000 // 10})"
+        )
 
     @contextlib.contextmanager
     def activate(self) -> Iterator[None]:
@@ -424,8 +626,9 @@ class CudaBackend(CudaKernelOps):  # pragma: no cover - needs a GPU (tests marke
 
     def _launch(self, kernel: NumbaDispatcher, n_items: int, *args: object) -> None:
         try:
-            kcuda.launcher(kernel, n_items, self._launch_stream, args,
-                           config.cuda_launch_paths)(*args)
+            kcuda.launcher(kernel, n_items, self._launch_stream, args, config.cuda_launch_paths)(
+                *args
+            )
         except self._typing_error:
             raise  # arguments the kernel cannot take: a bug in the caller, not the installation
         except self._errors as exc:

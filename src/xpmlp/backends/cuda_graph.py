@@ -84,22 +84,31 @@ class GraphedEpoch:
             raise ReferenceError("the model of this GraphedEpoch was garbage-collected")
         return model
 
-    def _plan(self, X: Array, Y: Array, rows: int, m_total: int, n_batches: int,
-              state: RunStats) -> Plan:
+    def _plan(
+        self, X: Array, Y: Array, rows: int, m_total: int, n_batches: int, state: RunStats
+    ) -> Plan:
         """The plan for ``n_batches`` full batches of ``rows`` rows out of ``m_total``
         samples of these arrays: the last one when nothing moved, else built afresh."""
         model, be = self.model, self.backend
         opt = model.optimizer
-        key = (rows, m_total, n_batches, str(model.dtype),
-               *(address(a) for a in (X, Y, model.params, model.grads, state.batch_stats,
-                                      state.skip)),
-               None if opt.state is None else address(opt.state))
+        key = (
+            rows,
+            m_total,
+            n_batches,
+            str(model.dtype),
+            *(address(a) for a in (X, Y, model.params, model.grads, state.batch_stats, state.skip)),
+            None if opt.state is None else address(opt.state),
+        )
         if self.plan is not None and self.plan.key == key:
             return self.plan
         n_hyper = len(opt.hyperparameters(1, opt.learning_rate))
         self.plan = Plan(
-            key, model.workspace(rows), be.empty(m_total, "int64"), be.zeros(1, "int64"),
-            be.zeros((n_batches, n_hyper), model.dtype), be.zeros(2, model.dtype),
+            key,
+            model.workspace(rows),
+            be.empty(m_total, "int64"),
+            be.zeros(1, "int64"),
+            be.zeros((n_batches, n_hyper), model.dtype),
+            be.zeros(2, model.dtype),
         )
         return self.plan
 
@@ -110,13 +119,27 @@ class GraphedEpoch:
         be.gather_batch(Y, plan.order, plan.counter, ws.Y)
         model.forward_pass(ws)
         model.backward_pass(ws, plan.stats, state.skip)
-        model.optimizer.step_at(be, model.params, model.grads, model.n_weights, state.skip,
-                                plan.hyper_rows, plan.counter)
+        model.optimizer.step_at(
+            be,
+            model.params,
+            model.grads,
+            model.n_weights,
+            state.skip,
+            plan.hyper_rows,
+            plan.counter,
+        )
         be.record_batch(plan.counter, plan.stats, state.batch_stats)
 
-    def __call__(self, X: Array, Y: Array, order: Array, batch_size: int, state: RunStats,
-                 lr_factor: Callable[[int], float] | None = None,
-                 on_batch: Callable[[int, int], None] | None = None) -> int:
+    def __call__(
+        self,
+        X: Array,
+        Y: Array,
+        order: Array,
+        batch_size: int,
+        state: RunStats,
+        lr_factor: Callable[[int], float] | None = None,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> int:
         """The epoch's full batches, by replays; returns how many (``run_epoch`` steps the
         shorter last batch, if any, per op)."""
         model, be = self.model, self.backend
@@ -151,5 +174,6 @@ def graphs_supported(model: object) -> bool:
 
 
 #: why ``graphs_supported`` refuses a model (``CudaKernelOps.step_kind``).
-UNSUPPORTED = ("the CUDA graph step does not support dropout or batch norm (their kernels "
-               "launch one by one)")
+UNSUPPORTED = (
+    "the CUDA graph step does not support dropout or batch norm (their kernels launch one by one)"
+)

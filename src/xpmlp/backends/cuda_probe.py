@@ -80,8 +80,12 @@ def probe_cuda() -> CudaProbe:
             details,
         )
     if n == 0:
-        return CudaProbe(False, "no CUDA device found", f"use a machine with an NVIDIA GPU, "
-                         f"{NUMPY_HINT}", details)
+        return CudaProbe(
+            False,
+            "no CUDA device found",
+            f"use a machine with an NVIDIA GPU, {NUMPY_HINT}",
+            details,
+        )
     details["driver"] = f"CUDA {cuda_version(driver)}"
     try:
         runtime = cupy.cuda.runtime.runtimeGetVersion()
@@ -114,8 +118,12 @@ def probe_cuda() -> CudaProbe:
 
         details["numba-cuda"] = getattr(numba_cuda, "__version__", "?")
     except ImportError:
-        return CudaProbe(False, "numba-cuda is not installed (numba's built-in CUDA target is "
-                         "deprecated)", INSTALL_HINT, details)
+        return CudaProbe(
+            False,
+            "numba-cuda is not installed (numba's built-in CUDA target is deprecated)",
+            INSTALL_HINT,
+            details,
+        )
     import numpy
 
     from ..kernels import cuda as kernels_cuda
@@ -150,15 +158,18 @@ def probe_cuda() -> CudaProbe:
         )
     try:
         with stream:  # cuBLAS, which CuPy loads on first use
-            product = cupy.asnumpy(cupy.ones((2, 4), cupy.float32) @ cupy.ones((4, 3),
-                                                                             cupy.float32),
-                                   stream=stream)
+            product = cupy.asnumpy(
+                cupy.ones((2, 4), cupy.float32) @ cupy.ones((4, 3), cupy.float32), stream=stream
+            )
         if not (product == 4).all():
-            return CudaProbe(False, f"a probe matrix product returned {product}",
-                             CUBLAS_HINT, details)
+            return CudaProbe(
+                False, f"a probe matrix product returned {product}", CUBLAS_HINT, details
+            )
     except Exception as exc:
         return CudaProbe(
-            False, f"CuPy's matrix product (cuBLAS) failed: {type(exc).__name__}: {exc}",
-            CUBLAS_HINT, details,
+            False,
+            f"CuPy's matrix product (cuBLAS) failed: {type(exc).__name__}: {exc}",
+            CUBLAS_HINT,
+            details,
         )
     return CudaProbe(True, "", "", details, devices=n)

@@ -15,8 +15,10 @@ from .cuda_probe import probe_cuda
 #: each backend's remedy where it cannot run (the backends not named install with xpmlp)
 INSTALL_HINTS = {
     "cuda": CUDA_INSTALL_HINT,
-    "cuda-sim": ("set NUMBA_ENABLE_CUDASIM=1 before Numba is imported (in the environment of "
-                 "the process), e.g. NUMBA_ENABLE_CUDASIM=1 python -m pytest -m cudasim"),
+    "cuda-sim": (
+        "set NUMBA_ENABLE_CUDASIM=1 before Numba is imported (in the environment of "
+        "the process), e.g. NUMBA_ENABLE_CUDASIM=1 python -m pytest -m cudasim"
+    ),
 }
 
 #: what follows the remedy of every BackendUnavailableError
@@ -45,8 +47,10 @@ def cuda_device(device: object) -> int | None:
         return None
     index, probe = _index(device), probe_cuda()
     if index is None or index < 0 or (probe.usable and index >= probe.devices):
-        raise ValueError(f"device={device!r} is not valid; expected a GPU index in "
-                         f"0..{max(probe.devices - 1, 0)}")
+        raise ValueError(
+            f"device={device!r} is not valid; expected a GPU index in "
+            f"0..{max(probe.devices - 1, 0)}"
+        )
     return index
 
 

@@ -59,8 +59,10 @@ _BINDINGS: dict[KernelFunction, Callable[..., dict[str, KernelFunction]]] = {
     cpu.optimizer_step: lambda rule: {"rule": rule},
     cpu.grad_sum_squares: lambda _: {},
     cpu.bias_activation_dropout: lambda act: act.forward_bindings(),
-    cpu.activation_backward_dropout: lambda act: {**act.forward_bindings(),
-                                                  **act.backward_bindings()},
+    cpu.activation_backward_dropout: lambda act: {
+        **act.forward_bindings(),
+        **act.backward_bindings(),
+    },
     cpu.batch_norm_forward: lambda act: act.forward_bindings(),
     cpu.batch_norm_inference: lambda act: act.forward_bindings(),
     cpu.batch_norm_backward: lambda act: {**act.forward_bindings(), **act.backward_bindings()},
@@ -70,8 +72,13 @@ KernelKey = tuple[KernelFunction, object, bool, str]
 _compiled: dict[KernelKey, NumbaDispatcher] = {}
 #: the placeholders of ``fused_cpu.train_step`` that only a model with dropout or batch norm
 #: calls (through its ``hidden`` argument)
-_REGULARIZATION_KERNELS = ("dropout_forward", "dropout_backward", "wide_dropout_backward",
-                           "norm_forward", "norm_backward")
+_REGULARIZATION_KERNELS = (
+    "dropout_forward",
+    "dropout_backward",
+    "wide_dropout_backward",
+    "norm_forward",
+    "norm_backward",
+)
 
 
 def _not_in_this_plan(*args: object) -> None:
@@ -99,8 +106,9 @@ def _build(key: KernelKey) -> NumbaDispatcher:
     template, about, parallel, char = key
     bindings = _BINDINGS[template](about)
     if parallel:
-        kernel = cpu.CPU.kernel(cpu.PARALLEL[template], char, options={"parallel": True},
-                                **bindings)
+        kernel = cpu.CPU.kernel(
+            cpu.PARALLEL[template], char, options={"parallel": True}, **bindings
+        )
     else:
         kernel = cpu.CPU.kernel(template, char, **bindings)
     _compiled[key] = kernel
@@ -108,10 +116,20 @@ def _build(key: KernelKey) -> NumbaDispatcher:
 
 
 #: the ops the fused step does in one call (a subclass overriding one keeps the per-op path).
-FUSED_OPS = ("gather_rows", "matmul", "bias_activation", "activation_backward",
-             "loss_output_delta", "grad_sum_squares", "optimizer_step",
-             "bias_activation_dropout", "activation_backward_dropout", "batch_norm_forward",
-             "batch_norm_backward", "weight_output_delta")
+FUSED_OPS = (
+    "gather_rows",
+    "matmul",
+    "bias_activation",
+    "activation_backward",
+    "loss_output_delta",
+    "grad_sum_squares",
+    "optimizer_step",
+    "bias_activation_dropout",
+    "activation_backward_dropout",
+    "batch_norm_forward",
+    "batch_norm_backward",
+    "weight_output_delta",
+)
 
 
 class NumpyBackend(Backend):
@@ -131,7 +149,8 @@ class NumpyBackend(Backend):
         self.fused = bool(fused)
         # the compiled steps, one per model, kept here and not on the model (dropped with it)
         self._steps: weakref.WeakKeyDictionary[TrainingModel, FusedStep] = (
-            weakref.WeakKeyDictionary())
+            weakref.WeakKeyDictionary()
+        )
         # before any kernel runs: a kernel loaded from Numba's cache is not compiled, so the
         # CPU target's own call of it comes too late, and Numba's threads started on its
         # default OpenMP layer, whose spinning threads stalled beside a busy core; and passive
@@ -152,20 +171,26 @@ class NumpyBackend(Backend):
         """Why ``model`` cannot take the fused step on this backend, or None."""
         hidden = model.activation_entries[:-1]
         if len({a.name for a in hidden}) > 1:
-            return ("the fused CPU step does not support hidden layers with different "
-                    f"activations ({', '.join(a.name for a in hidden)})")
+            return (
+                "the fused CPU step does not support hidden layers with different "
+                f"activations ({', '.join(a.name for a in hidden)})"
+            )
         if any(a.row is not None for a in hidden):
             return "the fused CPU step does not support row activations in hidden layers"
         cls = type(self)
         changed = [op for op in FUSED_OPS if getattr(cls, op) is not getattr(NumpyBackend, op)]
         if changed:  # a subclass changed an op the fused step would skip: keep its ops
-            return (f"{cls.__name__} overrides {', '.join(changed)}, which the fused CPU step "
-                    "would not call")
+            return (
+                f"{cls.__name__} overrides {', '.join(changed)}, which the fused CPU step "
+                "would not call"
+            )
         from ..machine import blas
 
         if blas.provider().cblas_gemm(model.dtype.char) is None:
-            return ("no loaded BLAS library exports the cblas_"
-                    f"{'s' if model.dtype.char == 'f' else 'd'}gemm the fused CPU step calls")
+            return (
+                "no loaded BLAS library exports the cblas_"
+                f"{'s' if model.dtype.char == 'f' else 'd'}gemm the fused CPU step calls"
+            )
         return None
 
     def fused_step(self, model: TrainingModel) -> FusedStep | None:
@@ -216,7 +241,12 @@ class NumpyBackend(Backend):
         _kernel(key)(Z, b, A)
 
     def activation_backward(
-        self, dA: Array, Z: Array, A: Array, delta: Array, db: Array,
+        self,
+        dA: Array,
+        Z: Array,
+        A: Array,
+        delta: Array,
+        db: Array,
         activation: str | Activation,
     ) -> None:
         entry = activation_entry(activation) if type(activation) is str else activation
@@ -225,59 +255,158 @@ class NumpyBackend(Backend):
 
     # ------------------------------------------------------------------ dropout and batch norm
     def bias_activation_dropout(
-        self, Z: Array, b: Array, A: Array, activation: str | Activation, key: int,
-        rate: float, first_row: int = 0,
+        self,
+        Z: Array,
+        b: Array,
+        A: Array,
+        activation: str | Activation,
+        key: int,
+        rate: float,
+        first_row: int = 0,
     ) -> None:
         entry = activation_entry(activation)
-        key_ = (cpu.bias_activation_dropout, entry, Z.size >= cpu.PARALLEL_MIN_ELEMENTS,
-                Z.dtype.char)
-        _kernel(key_)(Z, b, A, first_row, key, dropout_threshold(rate),
-                      Z.dtype.type(1.0 / (1.0 - rate)))
+        key_ = (
+            cpu.bias_activation_dropout,
+            entry,
+            Z.size >= cpu.PARALLEL_MIN_ELEMENTS,
+            Z.dtype.char,
+        )
+        _kernel(key_)(
+            Z, b, A, first_row, key, dropout_threshold(rate), Z.dtype.type(1.0 / (1.0 - rate))
+        )
 
     def activation_backward_dropout(
-        self, dA: Array, Z: Array, delta: Array, db: Array, activation: str | Activation,
-        key: int, rate: float, first_row: int = 0,
+        self,
+        dA: Array,
+        Z: Array,
+        delta: Array,
+        db: Array,
+        activation: str | Activation,
+        key: int,
+        rate: float,
+        first_row: int = 0,
     ) -> None:
         entry = activation_entry(activation)
-        key_ = (cpu.activation_backward_dropout, entry, dA.size >= cpu.PARALLEL_MIN_ELEMENTS,
-                dA.dtype.char)
-        _kernel(key_)(dA, Z, delta, db, first_row, key, dropout_threshold(rate),
-                      dA.dtype.type(1.0 / (1.0 - rate)))
+        key_ = (
+            cpu.activation_backward_dropout,
+            entry,
+            dA.size >= cpu.PARALLEL_MIN_ELEMENTS,
+            dA.dtype.char,
+        )
+        _kernel(key_)(
+            dA,
+            Z,
+            delta,
+            db,
+            first_row,
+            key,
+            dropout_threshold(rate),
+            dA.dtype.type(1.0 / (1.0 - rate)),
+        )
 
     def batch_norm_forward(
-        self, Z: Array, b: Array, gamma: Array, beta: Array, stats: Array, running_mean: Array,
-        running_var: Array, Zhat: Array, A: Array, activation: str | Activation, key: int,
-        rate: float, momentum: float, eps: float,
+        self,
+        Z: Array,
+        b: Array,
+        gamma: Array,
+        beta: Array,
+        stats: Array,
+        running_mean: Array,
+        running_var: Array,
+        Zhat: Array,
+        A: Array,
+        activation: str | Activation,
+        key: int,
+        rate: float,
+        momentum: float,
+        eps: float,
     ) -> None:
         t, m = Z.dtype.type, Z.shape[0]
-        kernel = _kernel((cpu.batch_norm_forward, activation_entry(activation), False,
-                          Z.dtype.char))
-        kernel(Z, b, gamma, beta, stats, running_mean, running_var, Zhat, A,
-               t(momentum if m > 1 else 0.0), t(eps), t(1.0 / m), t(1.0 / max(m - 1, 1)),
-               key, dropout_threshold(rate), t(1.0 / (1.0 - rate)))
+        kernel = _kernel(
+            (cpu.batch_norm_forward, activation_entry(activation), False, Z.dtype.char)
+        )
+        kernel(
+            Z,
+            b,
+            gamma,
+            beta,
+            stats,
+            running_mean,
+            running_var,
+            Zhat,
+            A,
+            t(momentum if m > 1 else 0.0),
+            t(eps),
+            t(1.0 / m),
+            t(1.0 / max(m - 1, 1)),
+            key,
+            dropout_threshold(rate),
+            t(1.0 / (1.0 - rate)),
+        )
 
     def batch_norm_inference(
-        self, Z: Array, b: Array, gamma: Array, beta: Array, running_mean: Array,
-        running_var: Array, A: Array, activation: str | Activation, eps: float,
+        self,
+        Z: Array,
+        b: Array,
+        gamma: Array,
+        beta: Array,
+        running_mean: Array,
+        running_var: Array,
+        A: Array,
+        activation: str | Activation,
+        eps: float,
     ) -> None:
-        kernel = _kernel((cpu.batch_norm_inference, activation_entry(activation), False,
-                          Z.dtype.char))
+        kernel = _kernel(
+            (cpu.batch_norm_inference, activation_entry(activation), False, Z.dtype.char)
+        )
         kernel(Z, b, gamma, beta, running_mean, running_var, A, Z.dtype.type(eps))
 
     def batch_norm_backward(
-        self, dA: Array, Zhat: Array, gamma: Array, beta: Array, stats: Array, delta: Array,
-        dgamma: Array, dbeta: Array, db: Array, activation: str | Activation, key: int,
+        self,
+        dA: Array,
+        Zhat: Array,
+        gamma: Array,
+        beta: Array,
+        stats: Array,
+        delta: Array,
+        dgamma: Array,
+        dbeta: Array,
+        db: Array,
+        activation: str | Activation,
+        key: int,
         rate: float,
     ) -> None:
         t = dA.dtype.type
-        kernel = _kernel((cpu.batch_norm_backward, activation_entry(activation), False,
-                          dA.dtype.char))
-        kernel(dA, Zhat, gamma, beta, stats, delta, dgamma, dbeta, db, t(1.0 / dA.shape[0]),
-               key, dropout_threshold(rate), t(1.0 / (1.0 - rate)))
+        kernel = _kernel(
+            (cpu.batch_norm_backward, activation_entry(activation), False, dA.dtype.char)
+        )
+        kernel(
+            dA,
+            Zhat,
+            gamma,
+            beta,
+            stats,
+            delta,
+            dgamma,
+            dbeta,
+            db,
+            t(1.0 / dA.shape[0]),
+            key,
+            dropout_threshold(rate),
+            t(1.0 / (1.0 - rate)),
+        )
 
     def loss_output_delta(
-        self, Z: Array, A: Array, Y: Array, delta: Array, db: Array, out_stats: Array,
-        skip: Array, activation: str | Activation, loss: str | Loss,
+        self,
+        Z: Array,
+        A: Array,
+        Y: Array,
+        delta: Array,
+        db: Array,
+        out_stats: Array,
+        skip: Array,
+        activation: str | Activation,
+        loss: str | Loss,
     ) -> None:
         if type(loss) is str or type(activation) is str:
             loss, activation = loss_entry(loss), activation_entry(activation)
@@ -286,22 +415,40 @@ class NumpyBackend(Backend):
         kernel(Z, A, Y, delta, db, out_stats, skip, Z.dtype.type(1.0 / Z.shape[0]))
 
     def weight_output_delta(
-        self, Z: Array, A: Array, Y: Array, r: Array, delta: Array, db: Array,
-        out_stats: Array, loss: str | Loss,
+        self,
+        Z: Array,
+        A: Array,
+        Y: Array,
+        r: Array,
+        delta: Array,
+        db: Array,
+        out_stats: Array,
+        loss: str | Loss,
     ) -> None:
         if type(loss) is str:
             loss = loss_entry(loss)
-        _kernel((cpu.weight_output_delta, loss, False, Z.dtype.char))(Z, A, Y, r, delta, db,
-                                                                       out_stats)
+        _kernel((cpu.weight_output_delta, loss, False, Z.dtype.char))(
+            Z, A, Y, r, delta, db, out_stats
+        )
 
     def grad_sum_squares(self, g: Array, clip_value: float, out: Array) -> None:
         key = (cpu.grad_sum_squares, None, g.size >= cpu.PARALLEL_MIN_ELEMENTS, g.dtype.char)
         _kernel(key)(g, g.dtype.type(clip_value), out)
 
     def optimizer_step(
-        self, optimizer: Optimizer, p: Array, g: Array, state: Array, hyper: tuple[float, ...],
-        decay: float, n_decay: int, skip: Array, l1: float = 0.0,
-        clip_value: float = math.inf, max_norm: float = 0.0, sum_squares: Array | None = None,
+        self,
+        optimizer: Optimizer,
+        p: Array,
+        g: Array,
+        state: Array,
+        hyper: tuple[float, ...],
+        decay: float,
+        n_decay: int,
+        skip: Array,
+        l1: float = 0.0,
+        clip_value: float = math.inf,
+        max_norm: float = 0.0,
+        sum_squares: Array | None = None,
     ) -> None:
         t = p.dtype.type
         parallel = p.size >= cpu.PARALLEL_MIN_ELEMENTS
@@ -309,15 +456,34 @@ class NumpyBackend(Backend):
         kernel = _kernel(key)
         if sum_squares is None:  # read by the kernel only when max_norm > 0
             sum_squares = skip
-        kernel(p, g, state, tuple(map(t, hyper)), t(decay), n_decay, skip, t(l1), t(clip_value),
-               t(max_norm), sum_squares)
+        kernel(
+            p,
+            g,
+            state,
+            tuple(map(t, hyper)),
+            t(decay),
+            n_decay,
+            skip,
+            t(l1),
+            t(clip_value),
+            t(max_norm),
+            sum_squares,
+        )
 
 
 #: what ``FusedStep`` keeps of the last workspace it ran (one per epoch): the workspace, its Z,
 #: A and delta lists as tuples, the compiled step, the hidden layers' ``wide`` flags, the
 #: ``hidden`` argument (``FusedStep.regularization``) and the row-weight buffer
-_Views = tuple["Workspace", tuple[Array, ...], tuple[Array, ...], tuple[Array, ...],
-               NumbaDispatcher, Array, "Regularization | None", Array]
+_Views = tuple[
+    "Workspace",
+    tuple[Array, ...],
+    tuple[Array, ...],
+    tuple[Array, ...],
+    NumbaDispatcher,
+    Array,
+    "Regularization | None",
+    Array,
+]
 
 
 class FusedStep:
@@ -375,23 +541,23 @@ class FusedStep:
         if model._regularized:
             regularization = {
                 "dropout_forward": _kernel((cpu.bias_activation_dropout, hidden, big, char)),
-                "dropout_backward": _kernel((cpu.activation_backward_dropout, hidden, False,
-                                             char)),
-                "wide_dropout_backward": _kernel((cpu.activation_backward_dropout, hidden, big,
-                                                  char)),
+                "dropout_backward": _kernel((cpu.activation_backward_dropout, hidden, False, char)),
+                "wide_dropout_backward": _kernel(
+                    (cpu.activation_backward_dropout, hidden, big, char)
+                ),
                 "norm_forward": _kernel((cpu.batch_norm_forward, hidden, False, char)),
                 "norm_backward": _kernel((cpu.batch_norm_backward, hidden, False, char)),
             }
         else:  # ``hidden`` is None: Numba prunes the branches that call these, so build none
             regularization = dict.fromkeys(_REGULARIZATION_KERNELS, _not_in_this_plan)
         compiled = self._kernels[big] = fused_cpu.FUSED.kernel(
-            fused_cpu.train_step, char,
+            fused_cpu.train_step,
+            char,
             hidden_forward=_kernel((cpu.bias_activation, hidden, big, char)),
             hidden_backward=_kernel((cpu.activation_backward, hidden, False, char)),
             wide_backward=_kernel((cpu.activation_backward, hidden, big, char)),
             output_forward=_kernel((out_template, output, False, char)),
-            output_loss=_kernel((cpu.loss_output_delta, (model.loss_entry, output), False,
-                                 char)),
+            output_loss=_kernel((cpu.loss_output_delta, (model.loss_entry, output), False, char)),
             update=_kernel((cpu.optimizer_step, model.optimizer.rule, whole, char)),
             sum_squares_of=_kernel((cpu.grad_sum_squares, None, whole, char)),
             gather=_kernel((cpu.gather_rows, None, big, char)),
@@ -421,26 +587,40 @@ class FusedStep:
             norm=numpy.array([layer.norm is not None for layer in hidden]),
             drop=numpy.array([bool(layer.dropout) for layer in hidden]),
             keys=self._keys,
-            thresholds=numpy.array([dropout_threshold(layer.dropout) for layer in hidden],
-                                   numpy.int64),
+            thresholds=numpy.array(
+                [dropout_threshold(layer.dropout) for layer in hidden], numpy.int64
+            ),
             scales=numpy.array([t(1.0 / (1.0 - layer.dropout)) for layer in hidden]),
-            momenta=numpy.array([t(0.0 if layer.norm is None or m == 1 else
-                                   layer.norm.momentum) for layer in hidden]),
-            eps=numpy.array([t(0.0 if layer.norm is None else layer.norm.eps)
-                             for layer in hidden]),
+            momenta=numpy.array(
+                [
+                    t(0.0 if layer.norm is None or m == 1 else layer.norm.momentum)
+                    for layer in hidden
+                ]
+            ),
+            eps=numpy.array([t(0.0 if layer.norm is None else layer.norm.eps) for layer in hidden]),
             inv_m1=t(1.0 / max(m - 1, 1)),
-            Zhats=tuple(matrix if z is None else z for z in ws.Zhat[:len(hidden)]),
-            stats=tuple(matrix if s is None else s for s in ws.stats[:len(hidden)]),
-            gammas=norms(lambda bn: bn.gamma, vector), betas=norms(lambda bn: bn.beta, vector),
+            Zhats=tuple(matrix if z is None else z for z in ws.Zhat[: len(hidden)]),
+            stats=tuple(matrix if s is None else s for s in ws.stats[: len(hidden)]),
+            gammas=norms(lambda bn: bn.gamma, vector),
+            betas=norms(lambda bn: bn.beta, vector),
             dgammas=norms(lambda bn: bn.dgamma, vector),
             dbetas=norms(lambda bn: bn.dbeta, vector),
             means=norms(lambda bn: bn.running_mean, vector),
             variances=norms(lambda bn: bn.running_var, vector),
         )
 
-    def __call__(self, X: Array, Y: Array, idx: Array, ws: Workspace, out_stats: Array,
-                 skip: Array, lr_factor: float = 1.0, weight_decay: float | None = None,
-                 row_weights: tuple[Array, float] | None = None) -> None:
+    def __call__(
+        self,
+        X: Array,
+        Y: Array,
+        idx: Array,
+        ws: Workspace,
+        out_stats: Array,
+        skip: Array,
+        lr_factor: float = 1.0,
+        weight_decay: float | None = None,
+        row_weights: tuple[Array, float] | None = None,
+    ) -> None:
         """The whole step of the batch X[idx], Y[idx]: gradients and update.
 
         ``weight_decay``: this step's L2 coefficient (default: the optimizer's);
@@ -449,24 +629,50 @@ class FusedStep:
         ``row_weights``)."""
         self._run(X, Y, idx, ws, out_stats, skip, lr_factor, weight_decay, row_weights, True)
 
-    def gradients(self, X: Array, Y: Array, idx: Array, ws: Workspace, out_stats: Array,
-                  skip: Array, row_weights: tuple[Array, float] | None = None) -> None:
+    def gradients(
+        self,
+        X: Array,
+        Y: Array,
+        idx: Array,
+        ws: Workspace,
+        out_stats: Array,
+        skip: Array,
+        row_weights: tuple[Array, float] | None = None,
+    ) -> None:
         """The step up to the gradients (``model.grads``, the loss in ``out_stats``, ``skip``
         set for a non-finite loss); the update is the caller's (``MLP.apply_gradients``)."""
         self._run(X, Y, idx, ws, out_stats, skip, 1.0, None, row_weights, False)
 
-    def _run(self, X: Array, Y: Array, idx: Array, ws: Workspace, out_stats: Array, skip: Array,
-             lr_factor: float, weight_decay: float | None,
-             row_weights: tuple[Array, float] | None, update_now: bool) -> None:
+    def _run(
+        self,
+        X: Array,
+        Y: Array,
+        idx: Array,
+        ws: Workspace,
+        out_stats: Array,
+        skip: Array,
+        lr_factor: float,
+        weight_decay: float | None,
+        row_weights: tuple[Array, float] | None,
+        update_now: bool,
+    ) -> None:
         views = self._views
         if views is None or views[0] is not ws:
             big = ws.rows * self._widest >= cpu.PARALLEL_MIN_ELEMENTS
             # the hidden layers whose backward kernel the per-op path runs in parallel
-            wide = numpy.array([d.size >= cpu.PARALLEL_MIN_ELEMENTS for d in ws.delta[:-1]],
-                               dtype=numpy.bool_)
-            views = self._views = (ws, tuple(ws.Z), tuple(ws.A), tuple(ws.delta),
-                                   self.kernel(big), wide, self.regularization(ws),
-                                   numpy.empty(ws.rows, self.model_dtype))
+            wide = numpy.array(
+                [d.size >= cpu.PARALLEL_MIN_ELEMENTS for d in ws.delta[:-1]], dtype=numpy.bool_
+            )
+            views = self._views = (
+                ws,
+                tuple(ws.Z),
+                tuple(ws.A),
+                tuple(ws.delta),
+                self.kernel(big),
+                wide,
+                self.regularization(ws),
+                numpy.empty(ws.rows, self.model_dtype),
+            )
         _, Zs, As, deltas, kernel, wide, hidden, r = views
         model = self.model
         if hidden is not None:  # the dropout masks' keys of this step, as MLP.forward_pass
@@ -489,8 +695,35 @@ class FusedStep:
         if row_weights is not None:
             from ..kernels.fused_cpu import RowWeights
 
-            weights = RowWeights(row_weights[0], t(row_weights[1]), r[:idx.shape[0]])
-        kernel(self.cblas, X, Y, idx, self.Ws, self.bs, self.dWs, self.dbs,
-               Zs, As, deltas, ws.Y, out_stats, skip, t(1.0 / ws.rows), model.params,
-               model.grads, opt.state, hyper, t(decay), model.n_weights, t(opt.l1),
-               t(clip_value), t(max_norm), opt.sum_squares, wide, hidden, weights, update_now)
+            weights = RowWeights(row_weights[0], t(row_weights[1]), r[: idx.shape[0]])
+        kernel(
+            self.cblas,
+            X,
+            Y,
+            idx,
+            self.Ws,
+            self.bs,
+            self.dWs,
+            self.dbs,
+            Zs,
+            As,
+            deltas,
+            ws.Y,
+            out_stats,
+            skip,
+            t(1.0 / ws.rows),
+            model.params,
+            model.grads,
+            opt.state,
+            hyper,
+            t(decay),
+            model.n_weights,
+            t(opt.l1),
+            t(clip_value),
+            t(max_norm),
+            opt.sum_squares,
+            wide,
+            hidden,
+            weights,
+            update_now,
+        )

@@ -56,8 +56,9 @@ def _reference(device: int | None) -> Backend:
 ROWS: tuple[BackendRow, ...] = (
     BackendRow("numpy", _numpy, host_device, "numpy"),
     BackendRow("cuda", _cuda, cuda_device, "cuda", INSTALL_HINTS["cuda"]),
-    BackendRow("cuda-sim", _cuda_sim, host_device, "cuda-sim", INSTALL_HINTS["cuda-sim"],
-               selectable=False),
+    BackendRow(
+        "cuda-sim", _cuda_sim, host_device, "cuda-sim", INSTALL_HINTS["cuda-sim"], selectable=False
+    ),
     BackendRow("reference", _reference, host_device, "reference", selectable=False),
 )
 BY_NAME = {row.name: row for row in ROWS}
@@ -65,5 +66,14 @@ BY_PICKLE = {row.pickled_as: row for row in ROWS}
 #: the names users pass, "auto" (CUDA where ``probe_cuda`` passes, else NumPy) first
 SELECTABLE = ("auto", *(row.name for row in ROWS if row.selectable))
 
-__all__ = ["AUTO_NOTE", "ROWS", "BY_NAME", "BY_PICKLE", "SELECTABLE", "BackendRow", "cuda_device",
-           "host_device", "unavailable"]
+__all__ = [
+    "AUTO_NOTE",
+    "ROWS",
+    "BY_NAME",
+    "BY_PICKLE",
+    "SELECTABLE",
+    "BackendRow",
+    "cuda_device",
+    "host_device",
+    "unavailable",
+]

@@ -20,9 +20,11 @@ from typing import NoReturn
 SUITE = "xpmlp_bench"
 SUITE_DIR = Path("benchmarks") / SUITE
 
-MISSING = ("the benchmark suite is not installed with xpmlp: it lives in benchmarks/ of the "
-           "source repository; in a checkout, run pip install -e '.[bench]' and xpmlp bench "
-           "from there")
+MISSING = (
+    "the benchmark suite is not installed with xpmlp: it lives in benchmarks/ of the "
+    "source repository; in a checkout, run pip install -e '.[bench]' and xpmlp bench "
+    "from there"
+)
 
 
 def checkout_suite() -> Path | None:
@@ -41,7 +43,8 @@ def load_suite() -> ModuleType | None:
         if folder is None:
             return None
         spec = importlib.util.spec_from_file_location(
-            SUITE, folder / "__init__.py", submodule_search_locations=[str(folder)])
+            SUITE, folder / "__init__.py", submodule_search_locations=[str(folder)]
+        )
         if spec is None or spec.loader is None:
             return None
         package = importlib.util.module_from_spec(spec)

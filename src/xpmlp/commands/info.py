@@ -26,8 +26,11 @@ def installed_version(distributions: tuple[str, ...]) -> str:
     """The version of the first installed distribution, or "not installed" (nothing imported)."""
     for dist in distributions:
         try:
-            return f"{metadata.version(dist)} ({dist})" if dist.startswith("cupy-") else (
-                metadata.version(dist))
+            return (
+                f"{metadata.version(dist)} ({dist})"
+                if dist.startswith("cupy-")
+                else (metadata.version(dist))
+            )
         except metadata.PackageNotFoundError:
             continue
     return "not installed"

@@ -35,25 +35,39 @@ DESCENT = "descent"
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("source", metavar="REPORT.json|descent",
-                   help="an xpmlp train --report file to draw, or 'descent' for the "
-                   "gradient-descent picture")
-    p.add_argument("--out", required=True,
-                   help="the PNG file to write (its name must end in .png)")
-    p.add_argument("--data-dir", default=None,
-                   help="report: directory with the MNIST files for the misclassified digits "
-                   "(default as for xpmlp train; never downloads)")
-    p.add_argument("--gif", default=None,
-                   help="descent: also write an animation of the paths here, a .gif file "
-                   "(needs pillow)")
-    p.add_argument("--directions", choices=("weights", "random"), default="weights",
-                   help="descent: the plane drawn: two weights of the first layer, or two "
-                   "random directions in parameter space (default weights)")
-    p.add_argument("--seed", type=_non_negative_int, default=0,
-                   help="descent: seed of the data, the model and the random directions "
-                   "(default 0)")
-    p.add_argument("--steps", type=_positive_int, default=50,
-                   help="descent: steps per optimizer (default 50)")
+    p.add_argument(
+        "source",
+        metavar="REPORT.json|descent",
+        help="an xpmlp train --report file to draw, or 'descent' for the gradient-descent picture",
+    )
+    p.add_argument("--out", required=True, help="the PNG file to write (its name must end in .png)")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="report: directory with the MNIST files for the misclassified digits "
+        "(default as for xpmlp train; never downloads)",
+    )
+    p.add_argument(
+        "--gif",
+        default=None,
+        help="descent: also write an animation of the paths here, a .gif file (needs pillow)",
+    )
+    p.add_argument(
+        "--directions",
+        choices=("weights", "random"),
+        default="weights",
+        help="descent: the plane drawn: two weights of the first layer, or two "
+        "random directions in parameter space (default weights)",
+    )
+    p.add_argument(
+        "--seed",
+        type=_non_negative_int,
+        default=0,
+        help="descent: seed of the data, the model and the random directions (default 0)",
+    )
+    p.add_argument(
+        "--steps", type=_positive_int, default=50, help="descent: steps per optimizer (default 50)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,8 +78,10 @@ def run(args: argparse.Namespace) -> int:
     check_output_path("--out", args.out)
     check_png_name("--out", args.out)
     if args.gif is not None and Path(args.gif).suffix.lower() != ".gif":
-        raise ParameterError(f"--gif {args.gif!r}: animations are written as GIF; expected a "
-                             "file name ending in .gif")
+        raise ParameterError(
+            f"--gif {args.gif!r}: animations are written as GIF; expected a "
+            "file name ending in .gif"
+        )
     if args.source == DESCENT:
         return _descent(args)
     if args.gif is not None:
@@ -89,7 +105,8 @@ def read_report(path: str) -> Report:
     except UnicodeDecodeError as exc:
         raise ParameterError(
             f"report {path!r} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
-            f"{exc.start}); expected the JSON file written by xpmlp train --report") from None
+            f"{exc.start}); expected the JSON file written by xpmlp train --report"
+        ) from None
     try:
         report: Report = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -116,8 +133,9 @@ def misclassified_images(report: Report, data_dir: str | None) -> numpy.ndarray 
         return None
     indices = [w["index"] for w in wrong]
     if not all(0 <= i < len(data.x_test) for i in indices):
-        raise ParameterError("'misclassified': an index is outside the MNIST test set "
-                             f"(0..{len(data.x_test) - 1})")
+        raise ParameterError(
+            f"'misclassified': an index is outside the MNIST test set (0..{len(data.x_test) - 1})"
+        )
     return data.x_test[indices].reshape(len(indices), 28, 28)
 
 

@@ -111,9 +111,7 @@ def _non_negative_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a non-negative integer, got {text!r}"
-        ) from None
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
     return value
@@ -121,6 +119,7 @@ def _non_negative_int(text: str) -> int:
 
 def _number(low: float, *, inclusive: bool) -> Callable[[str], float]:
     """An argparse type: a finite float > low (or >= low when ``inclusive``)."""
+
     def parse(text: str) -> float:
         try:
             value = float(text)
@@ -158,80 +157,164 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     from ..distributed import BACKENDS as DISTRIBUTED_BACKENDS
 
     d = DEFAULTS
-    p.add_argument("--backend", choices=BACKEND_NAMES, default=None,
-                   help=f"{', '.join(BACKEND_NAMES)} (default: $XPMLP_BACKEND, else auto)")
-    p.add_argument("--epochs", type=_positive_int, default=d["epochs"],
-                   help=f"passes over the training set (default {d['epochs']})")
-    p.add_argument("--batch-size", type=_positive_int, default=d["batch_size"],
-                   help=f"samples per mini-batch (default {d['batch_size']}); under an MPI "
-                   "launcher, per step over all ranks, split evenly between them")
-    p.add_argument("--lr", type=_number(0.0, inclusive=False), default=None,
-                   help="learning rate (default: the optimizer's, " + ", ".join(
-                       f"{e.default_learning_rate:g} for {e.name}" for e in OPTIMIZERS.values())
-                   + ")")
-    p.add_argument("--hidden", type=_hidden_sizes, default=_hidden_sizes(d["hidden"]),
-                   help=f"hidden layer widths, comma-separated (default {d['hidden']})")
-    p.add_argument("--activation", choices=ACTIVATIONS.names(trainable_hidden),
-                   default=d["activation"], help="hidden-layer activation (default relu)")
-    p.add_argument("--optimizer", choices=OPTIMIZERS.names(), default=d["optimizer"],
-                   help="optimizer (default adam)")
-    p.add_argument("--schedule", choices=SCHEDULES.names(), default=d["schedule"],
-                   help="learning-rate schedule over the run (default cosine: from --lr down "
-                   "to 0; step, exponential, linear and plateau take the settings below)")
-    p.add_argument("--weight-decay", type=_number(0.0, inclusive=True), default=0.0,
-                   help="L2 weight decay (default 0)")
+    p.add_argument(
+        "--backend",
+        choices=BACKEND_NAMES,
+        default=None,
+        help=f"{', '.join(BACKEND_NAMES)} (default: $XPMLP_BACKEND, else auto)",
+    )
+    p.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=d["epochs"],
+        help=f"passes over the training set (default {d['epochs']})",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=d["batch_size"],
+        help=f"samples per mini-batch (default {d['batch_size']}); under an MPI "
+        "launcher, per step over all ranks, split evenly between them",
+    )
+    p.add_argument(
+        "--lr",
+        type=_number(0.0, inclusive=False),
+        default=None,
+        help="learning rate (default: the optimizer's, "
+        + ", ".join(f"{e.default_learning_rate:g} for {e.name}" for e in OPTIMIZERS.values())
+        + ")",
+    )
+    p.add_argument(
+        "--hidden",
+        type=_hidden_sizes,
+        default=_hidden_sizes(d["hidden"]),
+        help=f"hidden layer widths, comma-separated (default {d['hidden']})",
+    )
+    p.add_argument(
+        "--activation",
+        choices=ACTIVATIONS.names(trainable_hidden),
+        default=d["activation"],
+        help="hidden-layer activation (default relu)",
+    )
+    p.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS.names(),
+        default=d["optimizer"],
+        help="optimizer (default adam)",
+    )
+    p.add_argument(
+        "--schedule",
+        choices=SCHEDULES.names(),
+        default=d["schedule"],
+        help="learning-rate schedule over the run (default cosine: from --lr down "
+        "to 0; step, exponential, linear and plateau take the settings below)",
+    )
+    p.add_argument(
+        "--weight-decay",
+        type=_number(0.0, inclusive=True),
+        default=0.0,
+        help="L2 weight decay (default 0)",
+    )
     # regularization of the hidden layers (dropout, batch norm)
-    p.add_argument("--dropout", type=_dropout_rates, default=0.0,
-                   help="dropout rate after each hidden layer in training, or comma-separated "
-                   "rates, one per hidden layer (default 0: none)")
-    p.add_argument("--batch-norm", action="store_true",
-                   help="batch normalization before each hidden layer's activation")
-    p.add_argument("--deterministic", action="store_true",
-                   help="the same bits at any --threads and under any load: BLAS splits each "
-                   "product among a fixed number of threads (2)")
-    p.add_argument("--seed", type=_non_negative_int, default=d["seed"],
-                   help="random seed, an integer >= 0 (default 0)")
+    p.add_argument(
+        "--dropout",
+        type=_dropout_rates,
+        default=0.0,
+        help="dropout rate after each hidden layer in training, or comma-separated "
+        "rates, one per hidden layer (default 0: none)",
+    )
+    p.add_argument(
+        "--batch-norm",
+        action="store_true",
+        help="batch normalization before each hidden layer's activation",
+    )
+    p.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="the same bits at any --threads and under any load: BLAS splits each "
+        "product among a fixed number of threads (2)",
+    )
+    p.add_argument(
+        "--seed",
+        type=_non_negative_int,
+        default=d["seed"],
+        help="random seed, an integer >= 0 (default 0)",
+    )
     p.add_argument("--dtype", choices=("float32", "float64"), default=d["dtype"])
-    p.add_argument("--limit", type=_positive_int, default=None,
-                   help="train on the first N training samples only (at least 10 per rank; "
-                   "with --early-stopping, 20: 10 held out to validate on)")
-    p.add_argument("--data-dir", default=None,
-                   help="directory with the MNIST files (default: $XPMLP_DATA_DIR, else the "
-                   "repository's data/mnist, else a download cache)")
-    p.add_argument("--no-download", action="store_true",
-                   help="fail instead of downloading missing MNIST files")
-    p.add_argument("--threads", type=_positive_int, default=None,
-                   help="CPU threads for BLAS and Numba (default: all cores; under an MPI "
-                   "launcher, the machine's cores divided by its ranks)")
-    p.add_argument("--distributed", choices=DISTRIBUTED_BACKENDS, default="auto",
-                   help="how the ranks of an MPI launch (mpiexec -n N xpmlp train) communicate: "
-                   "auto (nccl when every rank has a GPU of its own, else mpi when launched "
-                   "with several ranks, else single), single, mpi or nccl (default auto)")
-    p.add_argument("--out", default=None,
-                   help="save the trained model here (.npz); if that fails (disk full), the "
-                   "file keeps what it held and the model is saved in the temporary "
-                   "directory instead, under a name the error gives")
-    p.add_argument("--checkpoint", default=None, metavar="FILE",
-                   help="save the model with its training state here (.npz) after every "
-                   "epoch, for --resume; if a save fails (disk full), training stops, the "
-                   "file keeps the last checkpoint written and the model is saved as for --out")
-    p.add_argument("--resume", default=None, metavar="CHECKPOINT",
-                   help="go on with the run saved in CHECKPOINT (by --checkpoint or --out): "
-                   "its model, optimizer state, epoch and shuffling; --epochs is then the "
-                   "run's last epoch, and the same --batch-size, --schedule and --limit give "
-                   "the weights of the run done in one go. The model options (" +
-                   ", ".join(RESUME_FIXED) + ") come from the checkpoint: given with a "
-                   "different value they are an error. Free to change on resume: --epochs, "
-                   "--out, --checkpoint, --report, --plot, --quiet, --threads, --backend, "
-                   "--data-dir, and (then no longer the run done in one go) --batch-size, "
-                   "--limit, --schedule and its settings, --early-stopping and its settings")
-    p.add_argument("--report", default=None,
-                   help="write a JSON report: per-epoch loss, accuracies, seconds, samples/s; "
-                   "the test set's confusion matrix and misclassified digits")
-    p.add_argument("--plot", default=None,
-                   help="draw the report here (a .png name: PNG is the only format "
-                   "written): loss and accuracies per epoch, confusion matrix, misclassified "
-                   "digits (needs matplotlib: pip install -e '.[plot]' in the xpmlp checkout)")
+    p.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=None,
+        help="train on the first N training samples only (at least 10 per rank; "
+        "with --early-stopping, 20: 10 held out to validate on)",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="directory with the MNIST files (default: $XPMLP_DATA_DIR, else the "
+        "repository's data/mnist, else a download cache)",
+    )
+    p.add_argument(
+        "--no-download", action="store_true", help="fail instead of downloading missing MNIST files"
+    )
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="CPU threads for BLAS and Numba (default: all cores; under an MPI "
+        "launcher, the machine's cores divided by its ranks)",
+    )
+    p.add_argument(
+        "--distributed",
+        choices=DISTRIBUTED_BACKENDS,
+        default="auto",
+        help="how the ranks of an MPI launch (mpiexec -n N xpmlp train) communicate: "
+        "auto (nccl when every rank has a GPU of its own, else mpi when launched "
+        "with several ranks, else single), single, mpi or nccl (default auto)",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="save the trained model here (.npz); if that fails (disk full), the "
+        "file keeps what it held and the model is saved in the temporary "
+        "directory instead, under a name the error gives",
+    )
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        metavar="FILE",
+        help="save the model with its training state here (.npz) after every "
+        "epoch, for --resume; if a save fails (disk full), training stops, the "
+        "file keeps the last checkpoint written and the model is saved as for --out",
+    )
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="CHECKPOINT",
+        help="go on with the run saved in CHECKPOINT (by --checkpoint or --out): "
+        "its model, optimizer state, epoch and shuffling; --epochs is then the "
+        "run's last epoch, and the same --batch-size, --schedule and --limit give "
+        "the weights of the run done in one go. The model options ("
+        + ", ".join(RESUME_FIXED)
+        + ") come from the checkpoint: given with a "
+        "different value they are an error. Free to change on resume: --epochs, "
+        "--out, --checkpoint, --report, --plot, --quiet, --threads, --backend, "
+        "--data-dir, and (then no longer the run done in one go) --batch-size, "
+        "--limit, --schedule and its settings, --early-stopping and its settings",
+    )
+    p.add_argument(
+        "--report",
+        default=None,
+        help="write a JSON report: per-epoch loss, accuracies, seconds, samples/s; "
+        "the test set's confusion matrix and misclassified digits",
+    )
+    p.add_argument(
+        "--plot",
+        default=None,
+        help="draw the report here (a .png name: PNG is the only format "
+        "written): loss and accuracies per epoch, confusion matrix, misclassified "
+        "digits (needs matplotlib: pip install -e '.[plot]' in the xpmlp checkout)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _configure_regularization(p)
 
@@ -241,50 +324,118 @@ def _configure_regularization(p: argparse.ArgumentParser) -> None:
     from ..train.early_stopping import VALIDATION_MONITORS
 
     g = p.add_argument_group("regularization, schedule settings and early stopping")
-    g.add_argument("--l1", type=_number(0.0, inclusive=True), default=None,
-                   help="L1 penalty on the weights: + l1 sign(W) on their gradient (default 0)")
-    g.add_argument("--clip-norm", type=_number(0.0, inclusive=False), default=None,
-                   help="clip the gradients by their global L2 norm over all parameters, as "
-                   "torch.nn.utils.clip_grad_norm_ (default: no clipping)")
-    g.add_argument("--clip-value", type=_number(0.0, inclusive=False), default=None,
-                   help="clamp each gradient to [-v, v], as torch.nn.utils.clip_grad_value_ "
-                   "(default: no clamping)")
-    g.add_argument("--step-size", type=_positive_int, default=None,
-                   help="--schedule step: epochs between decays (default 10)")
-    g.add_argument("--gamma", type=_number(0.0, inclusive=False), default=None,
-                   help="--schedule step or exponential: the decay factor (default 0.1 for "
-                   "step, 0.9 for exponential)")
-    g.add_argument("--plateau-patience", type=_non_negative_int, default=None,
-                   help="--schedule plateau: epochs without improvement before the rate is "
-                   "cut (default 10)")
-    g.add_argument("--plateau-factor", type=_number(0.0, inclusive=False), default=None,
-                   help="--schedule plateau: the factor of each cut (default 0.1)")
-    g.add_argument("--min-lr", type=_number(0.0, inclusive=True), default=None,
-                   help="--schedule plateau: the lowest learning rate (default 0)")
-    g.add_argument("--warmup", type=_non_negative_int, default=0,
-                   help="epochs of linear warm-up before the schedule, from --warmup-start "
-                   "times the rate (default 0: none; at most --epochs)")
-    g.add_argument("--warmup-start", type=_number(0.0, inclusive=False), default=0.1,
-                   help="the warm-up's first factor (default 0.1)")
-    g.add_argument("--early-stopping", type=_positive_int, nargs="?", const=5, default=None,
-                   metavar="PATIENCE",
-                   help="stop when the validation loss has not improved for PATIENCE epochs "
-                   "(default 5) and keep the best epoch's weights; the validation set is "
-                   "--validation-fraction of the training set")
-    g.add_argument("--min-delta", type=_number(0.0, inclusive=True), default=0.0,
-                   help="--early-stopping: the least change that counts as an improvement "
-                   "(default 0)")
-    g.add_argument("--monitor", choices=VALIDATION_MONITORS, default="val_loss",
-                   help="--early-stopping: what to watch (default val_loss)")
-    g.add_argument("--validation-fraction", type=_number(0.0, inclusive=False), default=0.1,
-                   help="--early-stopping: the share of the training set held out to "
-                   "monitor (default 0.1); it must leave at least 10 samples (per rank) to "
-                   "validate on and 10 to train on")
+    g.add_argument(
+        "--l1",
+        type=_number(0.0, inclusive=True),
+        default=None,
+        help="L1 penalty on the weights: + l1 sign(W) on their gradient (default 0)",
+    )
+    g.add_argument(
+        "--clip-norm",
+        type=_number(0.0, inclusive=False),
+        default=None,
+        help="clip the gradients by their global L2 norm over all parameters, as "
+        "torch.nn.utils.clip_grad_norm_ (default: no clipping)",
+    )
+    g.add_argument(
+        "--clip-value",
+        type=_number(0.0, inclusive=False),
+        default=None,
+        help="clamp each gradient to [-v, v], as torch.nn.utils.clip_grad_value_ "
+        "(default: no clamping)",
+    )
+    g.add_argument(
+        "--step-size",
+        type=_positive_int,
+        default=None,
+        help="--schedule step: epochs between decays (default 10)",
+    )
+    g.add_argument(
+        "--gamma",
+        type=_number(0.0, inclusive=False),
+        default=None,
+        help="--schedule step or exponential: the decay factor (default 0.1 for "
+        "step, 0.9 for exponential)",
+    )
+    g.add_argument(
+        "--plateau-patience",
+        type=_non_negative_int,
+        default=None,
+        help="--schedule plateau: epochs without improvement before the rate is cut (default 10)",
+    )
+    g.add_argument(
+        "--plateau-factor",
+        type=_number(0.0, inclusive=False),
+        default=None,
+        help="--schedule plateau: the factor of each cut (default 0.1)",
+    )
+    g.add_argument(
+        "--min-lr",
+        type=_number(0.0, inclusive=True),
+        default=None,
+        help="--schedule plateau: the lowest learning rate (default 0)",
+    )
+    g.add_argument(
+        "--warmup",
+        type=_non_negative_int,
+        default=0,
+        help="epochs of linear warm-up before the schedule, from --warmup-start "
+        "times the rate (default 0: none; at most --epochs)",
+    )
+    g.add_argument(
+        "--warmup-start",
+        type=_number(0.0, inclusive=False),
+        default=0.1,
+        help="the warm-up's first factor (default 0.1)",
+    )
+    g.add_argument(
+        "--early-stopping",
+        type=_positive_int,
+        nargs="?",
+        const=5,
+        default=None,
+        metavar="PATIENCE",
+        help="stop when the validation loss has not improved for PATIENCE epochs "
+        "(default 5) and keep the best epoch's weights; the validation set is "
+        "--validation-fraction of the training set",
+    )
+    g.add_argument(
+        "--min-delta",
+        type=_number(0.0, inclusive=True),
+        default=0.0,
+        help="--early-stopping: the least change that counts as an improvement (default 0)",
+    )
+    g.add_argument(
+        "--monitor",
+        choices=VALIDATION_MONITORS,
+        default="val_loss",
+        help="--early-stopping: what to watch (default val_loss)",
+    )
+    g.add_argument(
+        "--validation-fraction",
+        type=_number(0.0, inclusive=False),
+        default=0.1,
+        help="--early-stopping: the share of the training set held out to "
+        "monitor (default 0.1); it must leave at least 10 samples (per rank) to "
+        "validate on and 10 to train on",
+    )
 
 
 #: the options that --resume takes from the checkpoint (an explicit different value is an error)
-RESUME_FIXED = ("--hidden", "--activation", "--optimizer", "--lr", "--weight-decay", "--seed",
-                "--dtype", "--dropout", "--batch-norm", "--l1", "--clip-norm", "--clip-value")
+RESUME_FIXED = (
+    "--hidden",
+    "--activation",
+    "--optimizer",
+    "--lr",
+    "--weight-decay",
+    "--seed",
+    "--dtype",
+    "--dropout",
+    "--batch-norm",
+    "--l1",
+    "--clip-norm",
+    "--clip-value",
+)
 #: options that only --early-stopping reads
 EARLY_STOPPING_ONLY = ("monitor", "min_delta", "validation_fraction")
 MNIST_TRAINING_SAMPLES = 60_000
@@ -307,7 +458,8 @@ def check_png_name(option: str, path: str) -> None:
     if suffix.lower() != ".png":
         raise ParameterError(
             f"{option} {path!r}: pictures are written as PNG; expected a file name ending in "
-            f".png, got {('suffix ' + repr(suffix)) if suffix else 'no suffix'}")
+            f".png, got {('suffix ' + repr(suffix)) if suffix else 'no suffix'}"
+        )
 
 
 def validate_options(args: argparse.Namespace, ranks: int = 1) -> None:
@@ -317,32 +469,37 @@ def validate_options(args: argparse.Namespace, ranks: int = 1) -> None:
     if args.warmup > args.epochs:
         raise ParameterError(
             f"--warmup {args.warmup} is longer than the run (--epochs {args.epochs}): expected "
-            f"at most {args.epochs} epochs of warm-up")
+            f"at most {args.epochs} epochs of warm-up"
+        )
     if args.early_stopping is None:
         for dest in EARLY_STOPPING_ONLY:
             if given(args, dest):
                 option = "--" + dest.replace("_", "-")
                 raise ParameterError(
                     f"{option} is a setting of --early-stopping, which was not given: add "
-                    f"--early-stopping [PATIENCE], or leave {option} out")
+                    f"--early-stopping [PATIENCE], or leave {option} out"
+                )
     n = min(args.limit or MNIST_TRAINING_SAMPLES, MNIST_TRAINING_SAMPLES)
     share = n // ranks  # the smallest rank's (rank r takes samples r, r + ranks, ...)
     each = f" per rank ({n} samples over {ranks} ranks)" if ranks > 1 else ""
     if share < MIN_TRAINING_SAMPLES:
         raise ParameterError(
             f"--limit {args.limit} leaves {share} training sample(s){each}: expected at least "
-            f"{MIN_TRAINING_SAMPLES * ranks}")
+            f"{MIN_TRAINING_SAMPLES * ranks}"
+        )
     if args.early_stopping is not None:
         fraction = args.validation_fraction
         if not fraction < 1:
-            raise ParameterError(f"--validation-fraction {fraction:g}: expected a number > 0 "
-                                 "and < 1")
+            raise ParameterError(
+                f"--validation-fraction {fraction:g}: expected a number > 0 and < 1"
+            )
         if share < MIN_VALIDATION_SAMPLES + MIN_TRAINING_SAMPLES:
             raise ParameterError(
                 f"--early-stopping with --limit {args.limit}: {share} training sample(s){each} "
                 f"cannot be split into at least {MIN_VALIDATION_SAMPLES} to validate on and "
                 f"{MIN_TRAINING_SAMPLES} to train on: expected --limit "
-                f"{(MIN_VALIDATION_SAMPLES + MIN_TRAINING_SAMPLES) * ranks} or more")
+                f"{(MIN_VALIDATION_SAMPLES + MIN_TRAINING_SAMPLES) * ranks} or more"
+            )
         held_out = min(share - 1, max(1, round(fraction * share)))  # as fit's hold-out
         if held_out < MIN_VALIDATION_SAMPLES or share - held_out < MIN_TRAINING_SAMPLES:
             raise ParameterError(
@@ -350,35 +507,53 @@ def validate_options(args: argparse.Namespace, ranks: int = 1) -> None:
                 f"out {held_out} to validate on and leaves {share - held_out} to train on: "
                 f"expected at least {MIN_VALIDATION_SAMPLES} of each (a fraction between "
                 f"{MIN_VALIDATION_SAMPLES / share:.3g} and "
-                f"{1 - MIN_TRAINING_SAMPLES / share:.3g})")
+                f"{1 - MIN_TRAINING_SAMPLES / share:.3g})"
+            )
     if args.resume:
         resume = Path(args.resume)
         if not resume.exists():
-            raise ParameterError(f"--resume {args.resume!r}: no such file; expected a file "
-                                 "written by --checkpoint or --out")
+            raise ParameterError(
+                f"--resume {args.resume!r}: no such file; expected a file "
+                "written by --checkpoint or --out"
+            )
         if not resume.is_file():
-            raise ParameterError(f"--resume {args.resume!r} is not a file; expected a file "
-                                 "written by --checkpoint or --out")
+            raise ParameterError(
+                f"--resume {args.resume!r} is not a file; expected a file "
+                "written by --checkpoint or --out"
+            )
 
 
-def _regularization(args: argparse.Namespace,
-                    ) -> tuple[_GradientOptions, LRScheduler, _StoppingOptions]:
+def _regularization(
+    args: argparse.Namespace,
+) -> tuple[_GradientOptions, LRScheduler, _StoppingOptions]:
     """From the options: the model's gradient keywords, the schedule, and fit's early-stopping
     keywords (empty without --early-stopping)."""
     from ..core.schedules import make_schedule
     from ..train.early_stopping import EarlyStopping
 
-    gradient: _GradientOptions = {"l1": args.l1, "clip_grad_norm": args.clip_norm,
-                                  "clip_grad_value": args.clip_value}
-    schedule = make_schedule(args.schedule, warmup=args.warmup, warmup_start=args.warmup_start,
-                             step_size=args.step_size, gamma=args.gamma,
-                             patience=args.plateau_patience, factor=args.plateau_factor,
-                             min_lr=args.min_lr)
+    gradient: _GradientOptions = {
+        "l1": args.l1,
+        "clip_grad_norm": args.clip_norm,
+        "clip_grad_value": args.clip_value,
+    }
+    schedule = make_schedule(
+        args.schedule,
+        warmup=args.warmup,
+        warmup_start=args.warmup_start,
+        step_size=args.step_size,
+        gamma=args.gamma,
+        patience=args.plateau_patience,
+        factor=args.plateau_factor,
+        min_lr=args.min_lr,
+    )
     stopping: _StoppingOptions = {}
     if args.early_stopping is not None:
-        stopping = {"early_stopping": EarlyStopping(
-            patience=args.early_stopping, min_delta=args.min_delta, monitor=args.monitor),
-            "validation_fraction": args.validation_fraction}
+        stopping = {
+            "early_stopping": EarlyStopping(
+                patience=args.early_stopping, min_delta=args.min_delta, monitor=args.monitor
+            ),
+            "validation_fraction": args.validation_fraction,
+        }
     return gradient, schedule, stopping
 
 
@@ -388,8 +563,12 @@ def versions() -> dict[str, str]:
 
     from .._version import __version__
 
-    out = {"xpmlp": __version__, "python": platform.python_version(), "numpy": numpy.__version__,
-           "numba": numba.__version__}
+    out = {
+        "xpmlp": __version__,
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "numba": numba.__version__,
+    }
     try:
         import cupy
 
@@ -429,9 +608,7 @@ def check_output_path(option: str, path: str | os.PathLike[str]) -> Path:
             raise ParameterError(f"{where} is a directory; expected a file path")
         folder = _nearest_existing(target.parent)
         if not folder.is_dir():
-            raise ParameterError(
-                f"{where} cannot be written: {str(folder)!r} is not a directory"
-            )
+            raise ParameterError(f"{where} cannot be written: {str(folder)!r} is not a directory")
         _probe_write(folder)
     except OSError as exc:
         reason = exc.strerror or str(exc)
@@ -522,8 +699,19 @@ def _run_rank(args: argparse.Namespace, comm: Communicator) -> int:
 
 #: options that may differ between the ranks of a job: where files are read and written
 #: (only rank 0 writes), what is printed, and the CPU threads of each
-PER_RANK_OPTIONS = frozenset({"out", "checkpoint", "report", "plot", "quiet", "threads",
-                              "data_dir", "no_download", "command"})
+PER_RANK_OPTIONS = frozenset(
+    {
+        "out",
+        "checkpoint",
+        "report",
+        "plot",
+        "quiet",
+        "threads",
+        "data_dir",
+        "no_download",
+        "command",
+    }
+)
 
 
 def check_same_options(args: argparse.Namespace, comm: Communicator) -> None:
@@ -534,10 +722,14 @@ def check_same_options(args: argparse.Namespace, comm: Communicator) -> None:
     given different ``--batch-norm`` would die inside an MPI collective."""
     from ..distributed.faults import check_same_settings
 
-    options = {key: value for key, value in sorted(vars(args).items())
-               if not key.startswith("_") and key not in PER_RANK_OPTIONS}
-    check_same_settings(comm, {"--" + k.replace("_", "-"): v for k, v in options.items()},
-                        "xpmlp train")
+    options = {
+        key: value
+        for key, value in sorted(vars(args).items())
+        if not key.startswith("_") and key not in PER_RANK_OPTIONS
+    }
+    check_same_settings(
+        comm, {"--" + k.replace("_", "-"): v for k, v in options.items()}, "xpmlp train"
+    )
 
 
 def _rank_batch_size(batch_size: int, ranks: int) -> int:
@@ -548,11 +740,13 @@ def _rank_batch_size(batch_size: int, ranks: int) -> int:
     from ..distributed.faults import mark_agreed
 
     low, high = batch_size // ranks * ranks, -(-batch_size // ranks) * ranks
-    raise mark_agreed(ParameterError(
-        f"--batch-size {batch_size} is the samples of a step over all {ranks} ranks, split "
-        f"evenly between them: expected a multiple of {ranks} (e.g. "
-        f"{low if low else high} or {high})"
-    ))
+    raise mark_agreed(
+        ParameterError(
+            f"--batch-size {batch_size} is the samples of a step over all {ranks} ranks, split "
+            f"evenly between them: expected a multiple of {ranks} (e.g. "
+            f"{low if low else high} or {high})"
+        )
+    )
 
 
 def _train(args: argparse.Namespace, comm: Communicator, threads: int | None = None) -> int:
@@ -575,8 +769,9 @@ def _train(args: argparse.Namespace, comm: Communicator, threads: int | None = N
 
         print(f"backend: {describe_auto_choice()}", file=sys.stderr)
     quiet = args.quiet or not root
-    log: Callable[..., None] = ((lambda *a: None) if quiet
-                                else (lambda *a: print(*a, file=sys.stderr)))
+    log: Callable[..., None] = (
+        (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
+    )
     resumed = _resumed_model(args, backend)
     dtype = args.dtype if resumed is None else resumed.dtype.name
     data = load_mnist(args.data_dir, download=not args.no_download, progress=not quiet)
@@ -587,18 +782,28 @@ def _train(args: argparse.Namespace, comm: Communicator, threads: int | None = N
     all_x_test, all_y_test = x_test, y_test
     n_train, n_test = len(x_train), len(x_test)
     if ranks > 1:  # rank r takes samples r, r + N, ...
-        x_train, y_train = x_train[comm.rank::ranks], y_train[comm.rank::ranks]
-        x_test, y_test = x_test[comm.rank::ranks], y_test[comm.rank::ranks]
+        x_train, y_train = x_train[comm.rank :: ranks], y_train[comm.rank :: ranks]
+        x_test, y_test = x_test[comm.rank :: ranks], y_test[comm.rank :: ranks]
     scale = 1.0 / 255.0
     x_train = (x_train * scale).astype(dtype)
     x_test = (x_test * scale).astype(dtype)
     gradient, schedule, stopping = _regularization(args)
     if resumed is None:
         sizes = [x_train.shape[1], *args.hidden, 10]
-        model = MLP(sizes, activation=args.activation, optimizer=args.optimizer,
-                    learning_rate=args.lr, weight_decay=args.weight_decay, dtype=dtype,
-                    backend=backend, seed=args.seed, dropout=args.dropout,
-                    batch_norm=args.batch_norm, deterministic=args.deterministic, **gradient)
+        model = MLP(
+            sizes,
+            activation=args.activation,
+            optimizer=args.optimizer,
+            learning_rate=args.lr,
+            weight_decay=args.weight_decay,
+            dtype=dtype,
+            backend=backend,
+            seed=args.seed,
+            dropout=args.dropout,
+            batch_norm=args.batch_norm,
+            deterministic=args.deterministic,
+            **gradient,
+        )
     else:
         model, sizes = resumed, resumed.layer_sizes
         log(f"resumed: {args.resume} after epoch {model.epoch_} ({model.steps_} steps)")
@@ -606,10 +811,12 @@ def _train(args: argparse.Namespace, comm: Communicator, threads: int | None = N
     log(f"device: {backend.device}")
     log(f"data: {n_train} training and {n_test} test samples")
     if ranks > 1:
-        log(f"distributed: {ranks} ranks over {comm.name}, each with its interleaved share "
+        log(
+            f"distributed: {ranks} ranks over {comm.name}, each with its interleaved share "
             f"(rank 0: {len(x_train)} training, {len(x_test)} test samples), {threads} CPU "
             f"thread(s) per rank; a step's batch of {args.batch_size} samples is {batch_size} "
-            "per rank")
+            "per rank"
+        )
     test_set = None
     if stopping and root:  # the validation set is held out: the test set is evaluated aside
         with model.backend.activate():
@@ -621,21 +828,33 @@ def _train(args: argparse.Namespace, comm: Communicator, threads: int | None = N
 
             with model.backend.activate():
                 r["test_loss"], r["test_accuracy"] = evaluate(model, *test_set)
-            log(f"epoch {r['epoch']}/{args.epochs}: validation loss {r['val_loss']:.4f}, "
-                f"validation accuracy {r['val_accuracy']:.4f}")
-        log(f"epoch {r['epoch']}/{args.epochs}: loss {r['loss']:.4f}, train accuracy "
+            log(
+                f"epoch {r['epoch']}/{args.epochs}: validation loss {r['val_loss']:.4f}, "
+                f"validation accuracy {r['val_accuracy']:.4f}"
+            )
+        log(
+            f"epoch {r['epoch']}/{args.epochs}: loss {r['loss']:.4f}, train accuracy "
             f"{r['train_accuracy']:.4f}, test accuracy "
             f"{r['test_accuracy' if test_set is not None else 'val_accuracy']:.4f} "
-            f"({r['seconds']:.2f} s, {r['samples_per_s']:,.0f} samples/s, {r['step']} step)")
+            f"({r['seconds']:.2f} s, {r['samples_per_s']:,.0f} samples/s, {r['step']} step)"
+        )
         if args.checkpoint:
             save_checkpoint(model, args.checkpoint, r["epoch"])
 
     epochs_before = len(model.history_)  # a resumed model's earlier epochs
     started = time.perf_counter()
-    model.fit(x_train, y_train, epochs=args.epochs, batch_size=batch_size,
-              **(stopping or {"validation_data": (x_test, y_test)}), lr_schedule=schedule,
-              progress=not quiet, callback=epoch_done, initial_epoch=model.epoch_,
-              comm=None if comm.name == "single" else comm)
+    model.fit(
+        x_train,
+        y_train,
+        epochs=args.epochs,
+        batch_size=batch_size,
+        **(stopping or {"validation_data": (x_test, y_test)}),
+        lr_schedule=schedule,
+        progress=not quiet,
+        callback=epoch_done,
+        initial_epoch=model.epoch_,
+        comm=None if comm.name == "single" else comm,
+    )
     wall = time.perf_counter() - started
     history = model.history_
     train_seconds = sum(r["seconds"] for r in history[epochs_before:])  # this run's only
@@ -651,17 +870,24 @@ def _train(args: argparse.Namespace, comm: Communicator, threads: int | None = N
         with model.backend.activate():
             test_accuracy = evaluate(model, *test_set)[1]
         epochs = _early_stopping_epochs(model)
-        stopped = (f"stopped at epoch {epochs['stopped_epoch']}" if epochs["stopped_epoch"]
-                   else "ran every epoch")
-        log(f"early stopping: {stopped}; the weights of epoch {epochs['best_epoch']} (best "
-            f"{args.monitor}) are kept")
+        stopped = (
+            f"stopped at epoch {epochs['stopped_epoch']}"
+            if epochs["stopped_epoch"]
+            else "ran every epoch"
+        )
+        log(
+            f"early stopping: {stopped}; the weights of epoch {epochs['best_epoch']} (best "
+            f"{args.monitor}) are kept"
+        )
     else:
         test_accuracy = history[-1]["test_accuracy"]
     ran = len(history) - epochs_before
     this_run = f"; this run: {ran} epoch(s)" if epochs_before else ""
-    print(f"test accuracy: {test_accuracy:.4f} after {len(history)} epoch(s){this_run}; "
-          f"training {train_seconds:.1f} s ({max(wall, train_seconds):.1f} s with evaluation) "
-          f"on {backend.name}")
+    print(
+        f"test accuracy: {test_accuracy:.4f} after {len(history)} epoch(s){this_run}; "
+        f"training {train_seconds:.1f} s ({max(wall, train_seconds):.1f} s with evaluation) "
+        f"on {backend.name}"
+    )
     failed: list[XpmlpError] = []  # the outputs that could not be written, reported at the end
     if args.out:
         try:
@@ -676,12 +902,16 @@ def _train(args: argparse.Namespace, comm: Communicator, threads: int | None = N
             "backend": backend.name,
             "device": backend.device,
             "versions": versions(),
-            "model": {"layer_sizes": sizes, "activations": model.activations,
-                      "loss": model.loss, "optimizer": model.optimizer.describe(),
-                      "dtype": model.dtype.name, "dropout": model.dropout,
-                      "batch_norm": model.batch_norm},
-            "distributed": {"backend": comm.name, "world_size": ranks,
-                            "threads_per_rank": threads},
+            "model": {
+                "layer_sizes": sizes,
+                "activations": model.activations,
+                "loss": model.loss,
+                "optimizer": model.optimizer.describe(),
+                "dtype": model.dtype.name,
+                "dropout": model.dropout,
+                "batch_norm": model.batch_norm,
+            },
+            "distributed": {"backend": comm.name, "world_size": ranks, "threads_per_rank": threads},
             "epochs": history,
             "test_accuracy": test_accuracy,
             **({"early_stopping": _early_stopping_epochs(model)} if stopping else {}),
@@ -726,8 +956,10 @@ def written(option: str, path: str | os.PathLike[str], rescued: str = "") -> Ite
         if isinstance(exc, XpmlpError):
             raise
         reason = exc.strerror or str(exc) or type(exc).__name__
-        raise OutputError(f"{option} {str(path)!r} could not be written ({reason}); the file "
-                          f"keeps what it held before{rescued}") from None
+        raise OutputError(
+            f"{option} {str(path)!r} could not be written ({reason}); the file "
+            f"keeps what it held before{rescued}"
+        ) from None
 
 
 def rescue_locations(path: str | os.PathLike[str]) -> list[Path]:
@@ -769,10 +1001,13 @@ def write_model(model: MLP, path: str, option: str, rescue_note: str = "") -> Pa
             saved = save_model(model, place)
         except OSError:
             continue
-        raise OutputError(f"{failure}; the trained model{rescue_note} was saved to "
-                          f"{str(saved)!r} instead") from None
-    raise OutputError(f"{failure}; the trained model{rescue_note} could not be saved anywhere "
-                      f"else either (tried {', '.join(map(str, rescue_locations(path)))})")
+        raise OutputError(
+            f"{failure}; the trained model{rescue_note} was saved to {str(saved)!r} instead"
+        ) from None
+    raise OutputError(
+        f"{failure}; the trained model{rescue_note} could not be saved anywhere "
+        f"else either (tried {', '.join(map(str, rescue_locations(path)))})"
+    )
 
 
 def save_checkpoint(model: MLP, path: str, epoch: int) -> None:
@@ -782,8 +1017,10 @@ def save_checkpoint(model: MLP, path: str, epoch: int) -> None:
     try:
         write_model(model, path, "--checkpoint", f" of epoch {epoch}")
     except OutputError as exc:
-        raise OutputError(f"{exc}; training stopped (--resume {str(path)!r} goes on from the "
-                          "last checkpoint written)") from None
+        raise OutputError(
+            f"{exc}; training stopped (--resume {str(path)!r} goes on from the "
+            "last checkpoint written)"
+        ) from None
 
 
 def _resumed_model(args: argparse.Namespace, backend: Backend) -> MLP | None:
@@ -796,8 +1033,9 @@ def _resumed_model(args: argparse.Namespace, backend: Backend) -> MLP | None:
     try:
         model = load_model(args.resume, backend=backend)
     except OSError as exc:  # gone since the options were checked, unreadable, ...
-        raise ParameterError(f"--resume {args.resume!r} cannot be read: "
-                             f"{exc.strerror or exc}") from None
+        raise ParameterError(
+            f"--resume {args.resume!r} cannot be read: {exc.strerror or exc}"
+        ) from None
     if model.n_features != 784 or model.n_outputs != 10 or not model.is_classifier:
         raise ParameterError(
             f"--resume {args.resume!r}: the model has layers {model.layer_sizes} with output "
@@ -821,7 +1059,8 @@ def _checkpoint_options(model: MLP) -> dict[str, object]:
     dropout = list(model.dropout)
     return {
         "hidden": list(model.layer_sizes[1:-1]),
-        "activation": hidden_activations[0] if len(set(hidden_activations)) == 1
+        "activation": hidden_activations[0]
+        if len(set(hidden_activations)) == 1
         else hidden_activations,
         "optimizer": opt.name,
         "lr": opt.learning_rate,
@@ -865,14 +1104,14 @@ def check_resume_options(args: argparse.Namespace, model: MLP) -> None:
         if dest == "dropout" and isinstance(value, list) and not isinstance(theirs, list):
             theirs = [theirs] * len(value)
         if not _same(value, theirs):
-            conflicts.append(f"{option} {_shown(value)} but the checkpoint has "
-                             f"{_shown(theirs)}")
+            conflicts.append(f"{option} {_shown(value)} but the checkpoint has {_shown(theirs)}")
     if conflicts:
         raise ParameterError(
             f"--resume {args.resume!r} goes on with the checkpoint's model and optimizer, and "
             f"was given {'; '.join(conflicts)}: leave "
             f"{'these options' if len(conflicts) > 1 else 'the option'} out, or give the "
-            "checkpoint's value (to change them, start a new run without --resume)")
+            "checkpoint's value (to change them, start a new run without --resume)"
+        )
 
 
 def _shown(value: object) -> str:
@@ -885,8 +1124,11 @@ def _shown(value: object) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def errors_on_test_set(model: MLP, x_test: numpy.ndarray, y_test: numpy.ndarray,
-                       ) -> dict[str, object]:
+def errors_on_test_set(
+    model: MLP,
+    x_test: numpy.ndarray,
+    y_test: numpy.ndarray,
+) -> dict[str, object]:
     """The report's fields on the model's errors over the whole test set:
     ``confusion_matrix`` (row: true label, column: predicted; counts) and ``misclassified``
     (the first ``MAX_MISCLASSIFIED`` (25) of them in test-set order: ``index`` into the test set,
@@ -894,5 +1136,7 @@ def errors_on_test_set(model: MLP, x_test: numpy.ndarray, y_test: numpy.ndarray,
     from ..plots import MAX_MISCLASSIFIED, confusion_matrix, misclassified_digits
 
     predicted = model.predict(x_test)
-    return {"confusion_matrix": confusion_matrix(y_test, predicted, model.n_outputs),
-            "misclassified": misclassified_digits(y_test, predicted, MAX_MISCLASSIFIED)}
+    return {
+        "confusion_matrix": confusion_matrix(y_test, predicted, model.n_outputs),
+        "misclassified": misclassified_digits(y_test, predicted, MAX_MISCLASSIFIED),
+    }

@@ -241,19 +241,29 @@ def register_activation(
         if not isinstance(flag, bool):
             raise ParameterError(f"{key}={flag!r} is not valid; expected True or False")
     if not (hidden or output):
-        raise ParameterError("hidden=False and output=False: the activation could be used "
-                             "nowhere; expected at least one of them True")
+        raise ParameterError(
+            "hidden=False and output=False: the activation could be used "
+            "nowhere; expected at least one of them True"
+        )
     if array is None:
         if forward is None:
-            raise ParameterError(f"the row activation {name!r} needs its array formula: "
-                                 "array=(xp, Z) -> A")
+            raise ParameterError(
+                f"the row activation {name!r} needs its array formula: array=(xp, Z) -> A"
+            )
         array = functools.partial(_compiled_array, forward)
     if array_derivative is None and derivative is not None:
         array_derivative = functools.partial(_compiled_array_derivative, derivative)
     entry = Activation(
-        name, formula or f"{name}(z)",
+        name,
+        formula or f"{name}(z)",
         derivative_formula or (f"{name}'(z)" if derivative is not None else "none: forward only"),
-        array, array_derivative, forward, derivative, row=row, hidden=hidden, output=output,
+        array,
+        array_derivative,
+        forward,
+        derivative,
+        row=row,
+        hidden=hidden,
+        output=output,
         init=init,
     )
     return ACTIVATIONS.register(entry, replace=replace)
@@ -265,8 +275,9 @@ def _compiled_array(forward: Scalar, xp: ArrayModule, Z: Array) -> Array:
     return activation_array(xp, forward, Z)
 
 
-def _compiled_array_derivative(derivative: ScalarDerivative, xp: ArrayModule, Z: Array,
-                                A: Array) -> Array:
+def _compiled_array_derivative(
+    derivative: ScalarDerivative, xp: ArrayModule, Z: Array, A: Array
+) -> Array:
     from ..kernels.elements import derivative_array
 
     return derivative_array(xp, derivative, Z, A)
@@ -274,48 +285,88 @@ def _compiled_array_derivative(derivative: ScalarDerivative, xp: ArrayModule, Z:
 
 # ---------------------------------------------------------------------- the built-ins
 register_activation(
-    "identity", identity, identity_derivative, formula="z", derivative_formula="1",
+    "identity",
+    identity,
+    identity_derivative,
+    formula="z",
+    derivative_formula="1",
     array=lambda xp, Z: xp.asarray(Z, copy=True),
     array_derivative=lambda xp, Z, A: xp.ones_like(Z),
 )
 register_activation(
-    "sigmoid", sigmoid, sigmoid_derivative,
-    formula="1 / (1 + exp(-z))", derivative_formula="a (1 - a)",
-    array=_sigmoid_array, array_derivative=lambda xp, Z, A: A * (1.0 - A),
+    "sigmoid",
+    sigmoid,
+    sigmoid_derivative,
+    formula="1 / (1 + exp(-z))",
+    derivative_formula="a (1 - a)",
+    array=_sigmoid_array,
+    array_derivative=lambda xp, Z, A: A * (1.0 - A),
 )
 register_activation(
-    "tanh", tanh, tanh_derivative, formula="tanh z", derivative_formula="1 - a^2",
-    array=lambda xp, Z: xp.tanh(Z), array_derivative=lambda xp, Z, A: 1.0 - A * A,
+    "tanh",
+    tanh,
+    tanh_derivative,
+    formula="tanh z",
+    derivative_formula="1 - a^2",
+    array=lambda xp, Z: xp.tanh(Z),
+    array_derivative=lambda xp, Z, A: 1.0 - A * A,
 )
 register_activation(
-    "relu", relu, relu_derivative, init="he",
-    formula="max(z, 0)", derivative_formula="1 if z > 0 else 0",
+    "relu",
+    relu,
+    relu_derivative,
+    init="he",
+    formula="max(z, 0)",
+    derivative_formula="1 if z > 0 else 0",
     array=lambda xp, Z: xp.maximum(Z, 0.0),
     array_derivative=lambda xp, Z, A: xp.astype(Z > 0, Z.dtype),
 )
 register_activation(
-    "leaky_relu", leaky_relu, leaky_relu_derivative, init="he",
-    formula=f"z if z > 0 else {LEAKY_SLOPE} z", derivative_formula=f"1 if z > 0 else {LEAKY_SLOPE}",
+    "leaky_relu",
+    leaky_relu,
+    leaky_relu_derivative,
+    init="he",
+    formula=f"z if z > 0 else {LEAKY_SLOPE} z",
+    derivative_formula=f"1 if z > 0 else {LEAKY_SLOPE}",
     array=lambda xp, Z: xp.where(Z > 0, Z, LEAKY_SLOPE * Z),
     array_derivative=lambda xp, Z, A: xp.where(Z > 0, xp.ones_like(Z), LEAKY_SLOPE),
 )
 register_activation(
-    "gelu", gelu, gelu_derivative, init="he",
-    formula="z Phi(z) = z erfc(-z / sqrt 2) / 2", derivative_formula="Phi(z) + z phi(z)",
-    array=_gelu_array, array_derivative=_gelu_derivative_array,
+    "gelu",
+    gelu,
+    gelu_derivative,
+    init="he",
+    formula="z Phi(z) = z erfc(-z / sqrt 2) / 2",
+    derivative_formula="Phi(z) + z phi(z)",
+    array=_gelu_array,
+    array_derivative=_gelu_derivative_array,
 )
 register_activation(
-    "exp", exp, exp_derivative, hidden=False, formula="exp z", derivative_formula="a",
-    array=lambda xp, Z: xp.exp(Z), array_derivative=lambda xp, Z, A: xp.asarray(A, copy=True),
+    "exp",
+    exp,
+    exp_derivative,
+    hidden=False,
+    formula="exp z",
+    derivative_formula="a",
+    array=lambda xp, Z: xp.exp(Z),
+    array_derivative=lambda xp, Z, A: xp.asarray(A, copy=True),
 )
 register_activation(
-    "softmax", None, None, row=softmax_row, hidden=False,
-    formula="exp(z_k) / sum_j exp(z_j)", derivative_formula="(with cross_entropy: delta = a - y)",
+    "softmax",
+    None,
+    None,
+    row=softmax_row,
+    hidden=False,
+    formula="exp(z_k) / sum_j exp(z_j)",
+    derivative_formula="(with cross_entropy: delta = a - y)",
     array=_softmax_array,
 )
 register_activation(
-    "hardlimit", hardlimit, None,
-    formula="1 if z >= 0 else 0", derivative_formula="0 almost everywhere: not trainable",
+    "hardlimit",
+    hardlimit,
+    None,
+    formula="1 if z >= 0 else 0",
+    derivative_formula="0 almost everywhere: not trainable",
     array=lambda xp, Z: xp.astype(Z >= 0, Z.dtype),
 )
 ACTIVATIONS.freeze_builtins()

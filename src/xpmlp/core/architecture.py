@@ -18,9 +18,13 @@ from .validation import check_params
 
 def check_layer_sizes(layer_sizes: Sequence[int]) -> list[int]:
     sizes = list(layer_sizes) if isinstance(layer_sizes, (list, tuple)) else None
-    if not sizes or len(sizes) < 2 or not all(
-        isinstance(n, numbers.Integral) and not isinstance(n, bool) and int(n) >= 1
-        for n in sizes
+    if (
+        not sizes
+        or len(sizes) < 2
+        or not all(
+            isinstance(n, numbers.Integral) and not isinstance(n, bool) and int(n) >= 1
+            for n in sizes
+        )
     ):
         raise ParameterError(
             f"layer_sizes={layer_sizes!r} is not valid; expected a list of at least two "
@@ -48,15 +52,19 @@ def check_output_units(output: Activation, n_outputs: int) -> None:
         )
 
 
-def optimizer_for(optimizer: str | Optimizer, learning_rate: float | None,
-                  **hyperparameters: float | None) -> Optimizer:
+def optimizer_for(
+    optimizer: str | Optimizer, learning_rate: float | None, **hyperparameters: float | None
+) -> Optimizer:
     """The optimizer object: the one given, or the one a name and keywords describe.
 
     Each keyword given (not None) is checked, and must apply: with an optimizer object none
     may be given (the object carries its settings), with a name only the ones that
     optimizer takes (``optim.make_optimizer``); else ``ParameterError`` naming both."""
-    given = {k: v for k, v in {"learning_rate": learning_rate, **hyperparameters}.items()
-             if v is not None}
+    given = {
+        k: v
+        for k, v in {"learning_rate": learning_rate, **hyperparameters}.items()
+        if v is not None
+    }
     check_params(given, HYPERPARAMETERS)
     if isinstance(optimizer, Optimizer):
         if given:
@@ -88,5 +96,8 @@ def parameter_count(sizes: Sequence[int], batch_norm: Sequence[bool] = ()) -> in
     """Length of the flat parameter vector: all W, all b, then gamma and beta of each hidden
     layer with batch norm."""
     n_weights, n_biases = _parameter_shapes(sizes)[1]
-    return n_weights + n_biases + 2 * sum(n for n, bn in zip(sizes[1:-1], batch_norm,
-                                                             strict=False) if bn)
+    return (
+        n_weights
+        + n_biases
+        + 2 * sum(n for n, bn in zip(sizes[1:-1], batch_norm, strict=False) if bn)
+    )

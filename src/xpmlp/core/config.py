@@ -63,8 +63,10 @@ def blas_provider() -> str | None:
     if value.lower() not in BLAS_PROVIDERS:
         from .errors import ParameterError
 
-        raise ParameterError(f"{BLAS}={value!r}: expected one of {', '.join(BLAS_PROVIDERS)}, "
-                             "or unset for MKL where it is installed, else NumPy's BLAS")
+        raise ParameterError(
+            f"{BLAS}={value!r}: expected one of {', '.join(BLAS_PROVIDERS)}, "
+            "or unset for MKL where it is installed, else NumPy's BLAS"
+        )
     return value.lower()
 
 

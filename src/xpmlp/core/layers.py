@@ -74,8 +74,17 @@ class Dense:
     def n_out(self) -> int:
         return int(self.W.shape[0])
 
-    def forward(self, backend: Backend, A_prev: Array, Z: Array, A: Array, training: bool = False,
-                key: int = 0, Zhat: Array = None, stats: Array = None) -> None:
+    def forward(
+        self,
+        backend: Backend,
+        A_prev: Array,
+        Z: Array,
+        A: Array,
+        training: bool = False,
+        key: int = 0,
+        Zhat: Array = None,
+        stats: Array = None,
+    ) -> None:
         """Z = A_prev W^T + b, A = f(Z) (the bias and activation in one fused kernel). With
         batch norm, A = f(BN) (batch statistics into ``stats`` and Zhat in training, running
         estimates otherwise); in training, dropout with the mask of ``key``."""
@@ -83,20 +92,51 @@ class Dense:
         bn, rate = self.norm, self.dropout if training else 0.0
         if bn is not None:
             if training:
-                backend.batch_norm_forward(Z, self.b, bn.gamma, bn.beta, stats, bn.running_mean,
-                                           bn.running_var, Zhat, A, self.activation, key, rate,
-                                           bn.momentum, bn.eps)
+                backend.batch_norm_forward(
+                    Z,
+                    self.b,
+                    bn.gamma,
+                    bn.beta,
+                    stats,
+                    bn.running_mean,
+                    bn.running_var,
+                    Zhat,
+                    A,
+                    self.activation,
+                    key,
+                    rate,
+                    bn.momentum,
+                    bn.eps,
+                )
             else:
-                backend.batch_norm_inference(Z, self.b, bn.gamma, bn.beta, bn.running_mean,
-                                             bn.running_var, A, self.activation, bn.eps)
+                backend.batch_norm_inference(
+                    Z,
+                    self.b,
+                    bn.gamma,
+                    bn.beta,
+                    bn.running_mean,
+                    bn.running_var,
+                    A,
+                    self.activation,
+                    bn.eps,
+                )
         elif rate:
             backend.bias_activation_dropout(Z, self.b, A, self.activation, key, rate)
         else:
             backend.bias_activation(Z, self.b, A, self.activation)
 
     def backward(
-        self, backend: Backend, dA: Array, Z: Array, A: Array, A_prev: Array, delta: Array,
-        dA_prev: Array | None, key: int = 0, Zhat: Array = None, stats: Array = None,
+        self,
+        backend: Backend,
+        dA: Array,
+        Z: Array,
+        A: Array,
+        A_prev: Array,
+        delta: Array,
+        dA_prev: Array | None,
+        key: int = 0,
+        Zhat: Array = None,
+        stats: Array = None,
     ) -> None:
         """From dA = dL/dA of this layer: delta = dA * f'(Z) and db (one fused kernel, f'
         given Z and A = f(Z)), then dW and dA_prev (``delta`` may be the ``dA`` buffer itself:
@@ -105,11 +145,24 @@ class Dense:
         norm's dgamma and dbeta."""
         bn = self.norm
         if bn is not None:
-            backend.batch_norm_backward(dA, Zhat, bn.gamma, bn.beta, stats, delta, bn.dgamma,
-                                        bn.dbeta, self.db, self.activation, key, self.dropout)
+            backend.batch_norm_backward(
+                dA,
+                Zhat,
+                bn.gamma,
+                bn.beta,
+                stats,
+                delta,
+                bn.dgamma,
+                bn.dbeta,
+                self.db,
+                self.activation,
+                key,
+                self.dropout,
+            )
         elif self.dropout:
-            backend.activation_backward_dropout(dA, Z, delta, self.db, self.activation, key,
-                                                self.dropout)
+            backend.activation_backward_dropout(
+                dA, Z, delta, self.db, self.activation, key, self.dropout
+            )
         else:
             backend.activation_backward(dA, Z, A, delta, self.db, self.activation)
         self.backward_from_delta(backend, delta, A_prev, dA_prev)

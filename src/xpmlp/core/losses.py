@@ -173,34 +173,61 @@ def _cross_entropy_array(xp: ArrayModule, Z: Array, A: Array, Y: Array) -> Array
     return xp.sum(Y * (shifted + log_sum), axis=1)
 
 
-LOSSES: Registry[Loss] = Registry("loss", [
-    Loss(
-        "squared_error", "(1/m) sum_i sum_k (y - a)^2", None, "identity",
-        lambda xp, Z, A, Y: xp.sum((Y - A) ** 2, axis=1),
-        lambda xp, A, Y: 2.0 * (A - Y),
-        term=squared_error_term, gradient=squared_error_gradient,
-    ),
-    Loss(
-        "half_squared_error", "(1/(2m)) sum_i sum_k (y - a)^2", None, "identity",
-        lambda xp, Z, A, Y: xp.sum(0.5 * (Y - A) ** 2, axis=1),
-        lambda xp, A, Y: A - Y,
-        term=half_squared_error_term, gradient=half_squared_error_gradient,
-    ),
-    Loss(
-        "binary_cross_entropy", "-(1/m) sum [y log a + (1 - y) log(1 - a)]", ("sigmoid",),
-        "sigmoid",
-        lambda xp, Z, A, Y: xp.sum(_softplus_array(xp, Z) - Y * Z, axis=1),
-        None, term=binary_cross_entropy_term, targets="probabilities",
-    ),
-    Loss(
-        "cross_entropy", "-(1/m) sum_i sum_k y_k log softmax(z)_k", ("softmax",), "softmax",
-        _cross_entropy_array, None, row=cross_entropy_row, targets="distributions",
-    ),
-    Loss(
-        "poisson", "(1/m) sum_i sum_k [y log(y / a) - y + a] (half Poisson deviance)",
-        ("exp",), "exp", _poisson_array, None, term=poisson_term, targets="counts",
-    ),
-])
+LOSSES: Registry[Loss] = Registry(
+    "loss",
+    [
+        Loss(
+            "squared_error",
+            "(1/m) sum_i sum_k (y - a)^2",
+            None,
+            "identity",
+            lambda xp, Z, A, Y: xp.sum((Y - A) ** 2, axis=1),
+            lambda xp, A, Y: 2.0 * (A - Y),
+            term=squared_error_term,
+            gradient=squared_error_gradient,
+        ),
+        Loss(
+            "half_squared_error",
+            "(1/(2m)) sum_i sum_k (y - a)^2",
+            None,
+            "identity",
+            lambda xp, Z, A, Y: xp.sum(0.5 * (Y - A) ** 2, axis=1),
+            lambda xp, A, Y: A - Y,
+            term=half_squared_error_term,
+            gradient=half_squared_error_gradient,
+        ),
+        Loss(
+            "binary_cross_entropy",
+            "-(1/m) sum [y log a + (1 - y) log(1 - a)]",
+            ("sigmoid",),
+            "sigmoid",
+            lambda xp, Z, A, Y: xp.sum(_softplus_array(xp, Z) - Y * Z, axis=1),
+            None,
+            term=binary_cross_entropy_term,
+            targets="probabilities",
+        ),
+        Loss(
+            "cross_entropy",
+            "-(1/m) sum_i sum_k y_k log softmax(z)_k",
+            ("softmax",),
+            "softmax",
+            _cross_entropy_array,
+            None,
+            row=cross_entropy_row,
+            targets="distributions",
+        ),
+        Loss(
+            "poisson",
+            "(1/m) sum_i sum_k [y log(y / a) - y + a] (half Poisson deviance)",
+            ("exp",),
+            "exp",
+            _poisson_array,
+            None,
+            term=poisson_term,
+            targets="counts",
+        ),
+    ],
+)
 
 
 def check_pairing(output_activation: str, loss: str) -> tuple[Activation, Loss]:
@@ -208,7 +235,9 @@ def check_pairing(output_activation: str, loss: str) -> tuple[Activation, Loss]:
     entry = LOSSES.check("loss", loss)
     ACTIVATIONS.check("output_activation", output_activation, lambda a: a.output)
     return ACTIVATIONS.check(
-        "output_activation", output_activation, entry.pairs_with,
+        "output_activation",
+        output_activation,
+        entry.pairs_with,
         why=f"loss={loss!r} pairs with {' or '.join(entry.outputs or ('an elementwise output',))}",
     ), entry
 

@@ -81,7 +81,6 @@ if TYPE_CHECKING:
     from ..backends import Backend
 
 
-
 class StateRows(Protocol):
     """The optimizer's state rows as a rule sees them: one float at (row, k)."""
 
@@ -109,6 +108,7 @@ class GradientOptions(TypedDict):
     max_norm: float
     sum_squares: Array  # (1,) on the device: the squared global norm (norm clipping)
 
+
 HYPERPARAMETERS: dict[str, Number | Choice] = {
     "learning_rate": Number(0, None, low_closed=False),
     "weight_decay": Number(0, None),
@@ -131,14 +131,12 @@ GRADIENT_OPTIONS = ("l1", "clip_grad_norm", "clip_grad_value")
 
 
 # ---------------------------------------------------------------------- update rules
-def sgd_rule(p: float, g: float, state: StateRows, k: int,
-             hyper: Sequence[float]) -> float:
+def sgd_rule(p: float, g: float, state: StateRows, k: int, hyper: Sequence[float]) -> float:
     """p <- p - lr g."""
     return p - hyper[0] * g
 
 
-def momentum_rule(p: float, g: float, state: StateRows, k: int,
-                  hyper: Sequence[float]) -> float:
+def momentum_rule(p: float, g: float, state: StateRows, k: int, hyper: Sequence[float]) -> float:
     """v <- mu v + g;  p <- p - lr v, or p - lr (g + mu v) with Nesterov (hyper[2] = 1)."""
     lr, mu, nesterov = hyper
     v = mu * state[0, k] + g
@@ -148,8 +146,7 @@ def momentum_rule(p: float, g: float, state: StateRows, k: int,
     return p - lr * v
 
 
-def adam_rule(p: float, g: float, state: StateRows, k: int,
-              hyper: Sequence[float]) -> float:
+def adam_rule(p: float, g: float, state: StateRows, k: int, hyper: Sequence[float]) -> float:
     """Adam (Kingma & Ba 2015, Algorithm 1), in PyTorch's order of operations."""
     step_size, one_minus_beta1, beta2, one_minus_beta2, eps, bias2_sqrt = hyper
     m = state[0, k]
@@ -160,8 +157,7 @@ def adam_rule(p: float, g: float, state: StateRows, k: int,
     return p - step_size * m / (math.sqrt(v) / bias2_sqrt + eps)
 
 
-def rmsprop_rule(p: float, g: float, state: StateRows, k: int,
-                 hyper: Sequence[float]) -> float:
+def rmsprop_rule(p: float, g: float, state: StateRows, k: int, hyper: Sequence[float]) -> float:
     """RMSprop, PyTorch's default form: v <- alpha v + (1 - alpha) g^2;
     p <- p - lr g / (sqrt(v) + eps)."""
     lr, alpha, one_minus_alpha, eps = hyper
@@ -170,8 +166,9 @@ def rmsprop_rule(p: float, g: float, state: StateRows, k: int,
     return p - lr * g / (math.sqrt(v) + eps)
 
 
-def rmsprop_general_rule(p: float, g: float, state: StateRows, k: int,
-                         hyper: Sequence[float]) -> float:
+def rmsprop_general_rule(
+    p: float, g: float, state: StateRows, k: int, hyper: Sequence[float]
+) -> float:
     """RMSprop with the options of ``torch.optim.RMSprop``: centered (hyper[5] = 1: the
     running mean gbar of g in state row 1, d = sqrt(v - gbar^2) + eps) and momentum (hyper[4]
     > 0: buf <- mu buf + g / d in state row 2, p <- p - lr buf)."""
@@ -195,8 +192,7 @@ def rmsprop_general_rule(p: float, g: float, state: StateRows, k: int,
     return p - lr * g / d
 
 
-def adagrad_rule(p: float, g: float, state: StateRows, k: int,
-                 hyper: Sequence[float]) -> float:
+def adagrad_rule(p: float, g: float, state: StateRows, k: int, hyper: Sequence[float]) -> float:
     """Adagrad: s <- s + g^2;  p <- p - clr g / (sqrt(s) + eps), clr the decayed rate."""
     clr, eps = hyper
     s = state[0, k] + g * g
@@ -211,21 +207,32 @@ class Optimizer:
     rule: Rule = staticmethod(sgd_rule)
     state_names: tuple[str, ...] = ()
 
-    def __init__(self, learning_rate: float, weight_decay: float = 0.0, l1: float = 0.0,
-                 clip_grad_norm: float | None = None,
-                 clip_grad_value: float | None = None) -> None:
-        check_params({"learning_rate": learning_rate, "weight_decay": weight_decay},
-                     HYPERPARAMETERS)
+    def __init__(
+        self,
+        learning_rate: float,
+        weight_decay: float = 0.0,
+        l1: float = 0.0,
+        clip_grad_norm: float | None = None,
+        clip_grad_value: float | None = None,
+    ) -> None:
+        check_params(
+            {"learning_rate": learning_rate, "weight_decay": weight_decay}, HYPERPARAMETERS
+        )
         self.learning_rate = float(learning_rate)
         self.weight_decay = float(weight_decay)
-        self.set_gradient_options(l1=l1, clip_grad_norm=clip_grad_norm,
-                                  clip_grad_value=clip_grad_value)
+        self.set_gradient_options(
+            l1=l1, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value
+        )
         self.t = 0  # steps taken
         self.state: Array = None  # None until bind
         self.sum_squares: Array = None  # (1,) on the device: ||g||^2 for norm clipping
 
-    def set_gradient_options(self, l1: float | None = 0.0, clip_grad_norm: float | None = None,
-                             clip_grad_value: float | None = None) -> None:
+    def set_gradient_options(
+        self,
+        l1: float | None = 0.0,
+        clip_grad_norm: float | None = None,
+        clip_grad_value: float | None = None,
+    ) -> None:
         """Checked: l1 >= 0; clip_grad_norm and clip_grad_value None (off) or > 0."""
         given = {"l1": l1, "clip_grad_norm": clip_grad_norm, "clip_grad_value": clip_grad_value}
         check_params({k: v for k, v in given.items() if v is not None}, HYPERPARAMETERS)
@@ -237,8 +244,9 @@ class Optimizer:
         """What the rule reads at ``step`` (1-based) with learning rate ``lr``."""
         return (lr,)
 
-    def reference(self, xp: ArrayModule, p: Array, g: Array, state: Array,
-                  hyper: tuple[float, ...]) -> Array:
+    def reference(
+        self, xp: ArrayModule, p: Array, g: Array, state: Array, hyper: tuple[float, ...]
+    ) -> Array:
         """The rule in array code: the new p (state rows updated in place)."""
         return p - hyper[0] * g
 
@@ -261,8 +269,16 @@ class Optimizer:
         at the start of distributed training)."""
         self.t = int(t)
 
-    def step(self, backend: Backend, params: Array, grads: Array, n_decay: int, skip: Array,
-             lr_factor: float = 1.0, weight_decay: float | None = None) -> None:
+    def step(
+        self,
+        backend: Backend,
+        params: Array,
+        grads: Array,
+        n_decay: int,
+        skip: Array,
+        lr_factor: float = 1.0,
+        weight_decay: float | None = None,
+    ) -> None:
         """One update of ``params`` (unless ``skip[0]`` is set, on the device), with the
         gradient clipped and penalized as the module docstring says; the first ``n_decay``
         parameters (the weights) get the L1 and L2 terms (``weight_decay``: this step's L2
@@ -270,9 +286,14 @@ class Optimizer:
         self.advance()
         options = self._gradient_options(backend, grads)
         backend.optimizer_step(
-            self, params, grads, self.state,
+            self,
+            params,
+            grads,
+            self.state,
             self.hyperparameters(self.t, self.learning_rate * lr_factor),
-            self.weight_decay if weight_decay is None else weight_decay, n_decay, skip,
+            self.weight_decay if weight_decay is None else weight_decay,
+            n_decay,
+            skip,
             **options,
         )
 
@@ -280,16 +301,39 @@ class Optimizer:
         """Row b: ``hyperparameters(t + 1 + b, learning_rate * lr_factors[b])``, the
         hyperparameters of the next len(lr_factors) steps (float64; ``step_at`` reads them
         on the device, and the caller adds the steps taken to ``t``)."""
-        return numpy.array([self.hyperparameters(self.t + 1 + b, self.learning_rate * f)
-                            for b, f in enumerate(lr_factors)], dtype=numpy.float64)
+        return numpy.array(
+            [
+                self.hyperparameters(self.t + 1 + b, self.learning_rate * f)
+                for b, f in enumerate(lr_factors)
+            ],
+            dtype=numpy.float64,
+        )
 
-    def step_at(self, backend: Backend, params: Array, grads: Array, n_decay: int, skip: Array,
-                hyper_rows: Array, counter: Array) -> None:
+    def step_at(
+        self,
+        backend: Backend,
+        params: Array,
+        grads: Array,
+        n_decay: int,
+        skip: Array,
+        hyper_rows: Array,
+        counter: Array,
+    ) -> None:
         """``step`` with the hyperparameters hyper_rows[counter[0]] read on the device (the
         step a CUDA graph replays); ``t`` is left to the caller."""
         options = self._gradient_options(backend, grads)
-        backend.optimizer_step_at(self, params, grads, self.state, hyper_rows, counter,
-                                  self.weight_decay, n_decay, skip, **options)
+        backend.optimizer_step_at(
+            self,
+            params,
+            grads,
+            self.state,
+            hyper_rows,
+            counter,
+            self.weight_decay,
+            n_decay,
+            skip,
+            **options,
+        )
 
     def _gradient_options(self, backend: Backend, grads: Array) -> GradientOptions:
         """The clipping and L1 arguments of the optimizer kernels; with norm clipping, the
@@ -298,13 +342,20 @@ class Optimizer:
         max_norm = 0.0 if self.clip_grad_norm is None else self.clip_grad_norm
         if max_norm:
             backend.grad_sum_squares(grads, clip_value, self.sum_squares)
-        return {"l1": self.l1, "clip_value": clip_value, "max_norm": max_norm,
-                "sum_squares": self.sum_squares}
+        return {
+            "l1": self.l1,
+            "clip_value": clip_value,
+            "max_norm": max_norm,
+            "sum_squares": self.sum_squares,
+        }
 
     def describe(self) -> dict[str, JSON]:
         """Name and hyperparameters: ``from_description`` rebuilds the optimizer from it."""
-        out: dict[str, JSON] = {"name": self.name, "learning_rate": self.learning_rate,
-                                "weight_decay": self.weight_decay}
+        out: dict[str, JSON] = {
+            "name": self.name,
+            "learning_rate": self.learning_rate,
+            "weight_decay": self.weight_decay,
+        }
         for key, off in (("l1", 0.0), ("clip_grad_norm", None), ("clip_grad_value", None)):
             if getattr(self, key) != off:  # only what is on: older descriptions stay as they were
                 out[key] = getattr(self, key)
@@ -318,9 +369,16 @@ class Optimizer:
 class SGD(Optimizer):
     """Mini-batch gradient descent, optionally with (Nesterov) momentum."""
 
-    def __init__(self, learning_rate: float = 0.1, momentum: float = 0.0,
-                 nesterov: bool = False, weight_decay: float = 0.0, l1: float = 0.0,
-                 clip_grad_norm: float | None = None, clip_grad_value: float | None = None) -> None:
+    def __init__(
+        self,
+        learning_rate: float = 0.1,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        l1: float = 0.0,
+        clip_grad_norm: float | None = None,
+        clip_grad_value: float | None = None,
+    ) -> None:
         super().__init__(learning_rate, weight_decay, l1, clip_grad_norm, clip_grad_value)
         check_params({"momentum": momentum}, HYPERPARAMETERS)
         if nesterov and not momentum:
@@ -337,8 +395,9 @@ class SGD(Optimizer):
             return (lr,)
         return (lr, self.momentum, 1.0 if self.nesterov else 0.0)
 
-    def reference(self, xp: ArrayModule, p: Array, g: Array, state: Array,
-                  hyper: tuple[float, ...]) -> Array:
+    def reference(
+        self, xp: ArrayModule, p: Array, g: Array, state: Array, hyper: tuple[float, ...]
+    ) -> Array:
         if not self.momentum:
             return p - hyper[0] * g
         lr, mu, _ = hyper
@@ -356,9 +415,17 @@ class Adam(Optimizer):
     rule = staticmethod(adam_rule)
     state_names = ("m", "v")
 
-    def __init__(self, learning_rate: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
-                 eps: float = 1e-8, weight_decay: float = 0.0, l1: float = 0.0,
-                 clip_grad_norm: float | None = None, clip_grad_value: float | None = None) -> None:
+    def __init__(
+        self,
+        learning_rate: float = 1e-3,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        l1: float = 0.0,
+        clip_grad_norm: float | None = None,
+        clip_grad_value: float | None = None,
+    ) -> None:
         super().__init__(learning_rate, weight_decay, l1, clip_grad_norm, clip_grad_value)
         check_params({"beta1": beta1, "beta2": beta2, "eps": eps}, HYPERPARAMETERS)
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
@@ -367,11 +434,11 @@ class Adam(Optimizer):
         """1 - beta and the bias corrections in float64, then cast: a float32 step is the
         float32 rounding of the exact update, as PyTorch's."""
         b1, b2 = self.beta1, self.beta2
-        return (lr / (1.0 - b1**step), 1.0 - b1, b2, 1.0 - b2, self.eps,
-                math.sqrt(1.0 - b2**step))
+        return (lr / (1.0 - b1**step), 1.0 - b1, b2, 1.0 - b2, self.eps, math.sqrt(1.0 - b2**step))
 
-    def reference(self, xp: ArrayModule, p: Array, g: Array, state: Array,
-                  hyper: tuple[float, ...]) -> Array:
+    def reference(
+        self, xp: ArrayModule, p: Array, g: Array, state: Array, hyper: tuple[float, ...]
+    ) -> Array:
         step_size, one_minus_beta1, beta2, one_minus_beta2, eps, bias2_sqrt = hyper
         state[0] = state[0] + one_minus_beta1 * (g - state[0])
         state[1] = beta2 * state[1] + one_minus_beta2 * g * g
@@ -396,13 +463,23 @@ class RMSprop(Optimizer):
 
     name = "rmsprop"
 
-    def __init__(self, learning_rate: float = 0.01, alpha: float = 0.99, eps: float = 1e-8,
-                 weight_decay: float = 0.0, momentum: float = 0.0,
-                 centered: bool = False, l1: float = 0.0,
-                 clip_grad_norm: float | None = None, clip_grad_value: float | None = None) -> None:
+    def __init__(
+        self,
+        learning_rate: float = 0.01,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        centered: bool = False,
+        l1: float = 0.0,
+        clip_grad_norm: float | None = None,
+        clip_grad_value: float | None = None,
+    ) -> None:
         super().__init__(learning_rate, weight_decay, l1, clip_grad_norm, clip_grad_value)
-        check_params({"alpha": alpha, "eps": eps, "momentum": momentum, "centered": centered},
-                     HYPERPARAMETERS)
+        check_params(
+            {"alpha": alpha, "eps": eps, "momentum": momentum, "centered": centered},
+            HYPERPARAMETERS,
+        )
         self.alpha, self.eps, self.momentum = float(alpha), float(eps), float(momentum)
         self.centered = bool(centered)
         if self.momentum or self.centered:
@@ -419,8 +496,9 @@ class RMSprop(Optimizer):
             return base
         return (*base, self.momentum, 1.0 if self.centered else 0.0)
 
-    def reference(self, xp: ArrayModule, p: Array, g: Array, state: Array,
-                  hyper: tuple[float, ...]) -> Array:
+    def reference(
+        self, xp: ArrayModule, p: Array, g: Array, state: Array, hyper: tuple[float, ...]
+    ) -> Array:
         lr, alpha, one_minus_alpha, eps = hyper[:4]
         state[0] = alpha * state[0] + one_minus_alpha * g * g
         if self.centered:
@@ -437,8 +515,13 @@ class RMSprop(Optimizer):
         return p - lr * g / d
 
     def describe(self) -> dict[str, JSON]:
-        return {**super().describe(), "alpha": self.alpha, "eps": self.eps,
-                "momentum": self.momentum, "centered": self.centered}
+        return {
+            **super().describe(),
+            "alpha": self.alpha,
+            "eps": self.eps,
+            "momentum": self.momentum,
+            "centered": self.centered,
+        }
 
 
 class Adagrad(Optimizer):
@@ -455,13 +538,26 @@ class Adagrad(Optimizer):
     rule = staticmethod(adagrad_rule)
     state_names = ("sum",)
 
-    def __init__(self, learning_rate: float = 0.01, lr_decay: float = 0.0,
-                 initial_accumulator_value: float = 0.0, eps: float = 1e-10,
-                 weight_decay: float = 0.0, l1: float = 0.0,
-                 clip_grad_norm: float | None = None, clip_grad_value: float | None = None) -> None:
+    def __init__(
+        self,
+        learning_rate: float = 0.01,
+        lr_decay: float = 0.0,
+        initial_accumulator_value: float = 0.0,
+        eps: float = 1e-10,
+        weight_decay: float = 0.0,
+        l1: float = 0.0,
+        clip_grad_norm: float | None = None,
+        clip_grad_value: float | None = None,
+    ) -> None:
         super().__init__(learning_rate, weight_decay, l1, clip_grad_norm, clip_grad_value)
-        check_params({"lr_decay": lr_decay, "eps": eps,
-                      "initial_accumulator_value": initial_accumulator_value}, HYPERPARAMETERS)
+        check_params(
+            {
+                "lr_decay": lr_decay,
+                "eps": eps,
+                "initial_accumulator_value": initial_accumulator_value,
+            },
+            HYPERPARAMETERS,
+        )
         self.lr_decay, self.eps = float(lr_decay), float(eps)
         self.initial_accumulator_value = float(initial_accumulator_value)
 
@@ -473,15 +569,20 @@ class Adagrad(Optimizer):
     def hyperparameters(self, step: int, lr: float) -> tuple[float, ...]:
         return (lr / (1 + (step - 1) * self.lr_decay), self.eps)
 
-    def reference(self, xp: ArrayModule, p: Array, g: Array, state: Array,
-                  hyper: tuple[float, ...]) -> Array:
+    def reference(
+        self, xp: ArrayModule, p: Array, g: Array, state: Array, hyper: tuple[float, ...]
+    ) -> Array:
         clr, eps = hyper
         state[0] = state[0] + g * g
         return p - clr * g / (xp.sqrt(state[0]) + eps)
 
     def describe(self) -> dict[str, JSON]:
-        return {**super().describe(), "lr_decay": self.lr_decay,
-                "initial_accumulator_value": self.initial_accumulator_value, "eps": self.eps}
+        return {
+            **super().describe(),
+            "lr_decay": self.lr_decay,
+            "initial_accumulator_value": self.initial_accumulator_value,
+            "eps": self.eps,
+        }
 
 
 def _keywords(build: Callable[..., object]) -> tuple[str, ...]:
@@ -515,24 +616,44 @@ def _nesterov(lr: float, momentum: float = 0.9, weight_decay: float = 0.0) -> SG
     return SGD(lr, momentum, nesterov=True, weight_decay=weight_decay)
 
 
-OPTIMIZERS: Registry[OptimizerEntry] = Registry("optimizer", [
-    OptimizerEntry("sgd", "p <- p - lr g", 0.1,
-                   lambda lr, weight_decay=0.0: SGD(lr, weight_decay=weight_decay), SGD),
-    OptimizerEntry("momentum", "v <- mu v + g; p <- p - lr v", 0.05,
-                   lambda lr, momentum=0.9, weight_decay=0.0: SGD(
-                       lr, momentum, weight_decay=weight_decay), SGD),
-    OptimizerEntry("nesterov", "v <- mu v + g; p <- p - lr (g + mu v)", 0.05, _nesterov),
-    OptimizerEntry("adam", "Kingma & Ba (2015), bias-corrected moments", 1e-3, Adam),
-    OptimizerEntry("rmsprop", "v <- alpha v + (1 - alpha) g^2; p <- p - lr g / (sqrt(v) + eps)",
-                   0.01, RMSprop),
-    OptimizerEntry("adagrad",
-                   "s <- s + g^2; p <- p - lr / (1 + (t - 1) lr_decay) g / (sqrt(s) + eps)",
-                   0.01, Adagrad),
-])
+OPTIMIZERS: Registry[OptimizerEntry] = Registry(
+    "optimizer",
+    [
+        OptimizerEntry(
+            "sgd",
+            "p <- p - lr g",
+            0.1,
+            lambda lr, weight_decay=0.0: SGD(lr, weight_decay=weight_decay),
+            SGD,
+        ),
+        OptimizerEntry(
+            "momentum",
+            "v <- mu v + g; p <- p - lr v",
+            0.05,
+            lambda lr, momentum=0.9, weight_decay=0.0: SGD(lr, momentum, weight_decay=weight_decay),
+            SGD,
+        ),
+        OptimizerEntry("nesterov", "v <- mu v + g; p <- p - lr (g + mu v)", 0.05, _nesterov),
+        OptimizerEntry("adam", "Kingma & Ba (2015), bias-corrected moments", 1e-3, Adam),
+        OptimizerEntry(
+            "rmsprop",
+            "v <- alpha v + (1 - alpha) g^2; p <- p - lr g / (sqrt(v) + eps)",
+            0.01,
+            RMSprop,
+        ),
+        OptimizerEntry(
+            "adagrad",
+            "s <- s + g^2; p <- p - lr / (1 + (t - 1) lr_decay) g / (sqrt(s) + eps)",
+            0.01,
+            Adagrad,
+        ),
+    ],
+)
 
 
-def make_optimizer(name: str, learning_rate: float | None = None,
-                   **hyperparameters: float | None) -> Optimizer:
+def make_optimizer(
+    name: str, learning_rate: float | None = None, **hyperparameters: float | None
+) -> Optimizer:
     """The optimizer called ``name`` (see OPTIMIZERS); the learning rate defaults per name.
     A keyword that does not apply to it raises ``ParameterError`` saying which optimizers
     it applies to."""
@@ -540,8 +661,9 @@ def make_optimizer(name: str, learning_rate: float | None = None,
     foreign = [k for k in hyperparameters if k not in entry.keywords]
     if foreign:
         given = ", ".join(f"{k}={hyperparameters[k]!r}" for k in foreign)
-        where = "; ".join(f"{k} applies to {', '.join(map(repr, taking(k))) or 'no optimizer'}"
-                          for k in foreign)
+        where = "; ".join(
+            f"{k} applies to {', '.join(map(repr, taking(k))) or 'no optimizer'}" for k in foreign
+        )
         raise ParameterError(
             f"{given} {'does' if len(foreign) == 1 else 'do'} not apply to optimizer={name!r}, "
             f"which takes {', '.join(('learning_rate', *entry.keywords))} ({where})"
@@ -595,9 +717,16 @@ class RuleOptimizer(Optimizer):
     initial_state: tuple[float, ...] = ()
     host: Host | None = None
 
-    def __init__(self, learning_rate: float | None = None, *, weight_decay: float = 0.0,
-                 l1: float = 0.0, clip_grad_norm: float | None = None,
-                 clip_grad_value: float | None = None, **hyperparameters: float) -> None:
+    def __init__(
+        self,
+        learning_rate: float | None = None,
+        *,
+        weight_decay: float = 0.0,
+        l1: float = 0.0,
+        clip_grad_norm: float | None = None,
+        clip_grad_value: float | None = None,
+        **hyperparameters: float,
+    ) -> None:
         lr = self.default_learning_rate if learning_rate is None else learning_rate
         super().__init__(lr, weight_decay, l1, clip_grad_norm, clip_grad_value)
         unknown = sorted(set(hyperparameters) - set(self.defaults))
@@ -618,8 +747,9 @@ class RuleOptimizer(Optimizer):
             return (lr, *values.values())
         return tuple(float(h) for h in self.host(step, lr, **values))
 
-    def reference(self, xp: ArrayModule, p: Array, g: Array, state: Array,
-                  hyper: tuple[float, ...]) -> Array:
+    def reference(
+        self, xp: ArrayModule, p: Array, g: Array, state: Array, hyper: tuple[float, ...]
+    ) -> Array:
         """The same scalar rule compiled over the arrays (``kernels.elements``)."""
         from ..kernels.elements import rule_array
 
@@ -654,8 +784,17 @@ def _registered_blank(name: str) -> RuleOptimizer:
 
 
 #: names a registered optimizer's hyperparameters cannot take (the Optimizer's own).
-_RESERVED = frozenset({*dir(RuleOptimizer), "learning_rate", "weight_decay", "t", "state",
-                       "sum_squares", *GRADIENT_OPTIONS})
+_RESERVED = frozenset(
+    {
+        *dir(RuleOptimizer),
+        "learning_rate",
+        "weight_decay",
+        "t",
+        "state",
+        "sum_squares",
+        *GRADIENT_OPTIONS,
+    }
+)
 
 
 def register_optimizer(
@@ -719,49 +858,73 @@ def register_optimizer(
     n_hyper = 1 + len(defaults)
     if host is not None:
         if not callable(host):
-            raise TypeError(f"host={host!r} is not valid; expected a function "
-                            "(step, lr, **hyperparameters) -> tuple of floats")
+            raise TypeError(
+                f"host={host!r} is not valid; expected a function "
+                "(step, lr, **hyperparameters) -> tuple of floats"
+            )
         sample = tuple(host(1, float(learning_rate), **defaults))
         for h in sample:
             Number().check("host(...)'s value", h)
         n_hyper = len(sample)
     update = declared(update, "update", 2 + len(state) + n_hyper)
-    cls: type[RuleOptimizer] = type(name.title().replace("_", ""), (RuleOptimizer,), {
-        "__doc__": f"The optimizer {name!r} (``register_optimizer``): {formula or update.__doc__}",
-        "name": name, "rule": staticmethod(_rule_from_update(name, update, len(state), n_hyper)),
-        "state_names": state, "default_learning_rate": float(learning_rate),
-        "defaults": {k: float(v) for k, v in defaults.items()},
-        "initial_state": tuple(float(initial.get(k, 0.0)) for k in state),
-        "host": staticmethod(host) if host is not None else None,
-    })
+    cls: type[RuleOptimizer] = type(
+        name.title().replace("_", ""),
+        (RuleOptimizer,),
+        {
+            "__doc__": (
+                f"The optimizer {name!r} (``register_optimizer``): {formula or update.__doc__}"
+            ),
+            "name": name,
+            "rule": staticmethod(_rule_from_update(name, update, len(state), n_hyper)),
+            "state_names": state,
+            "default_learning_rate": float(learning_rate),
+            "defaults": {k: float(v) for k, v in defaults.items()},
+            "initial_state": tuple(float(initial.get(k, 0.0)) for k in state),
+            "host": staticmethod(host) if host is not None else None,
+        },
+    )
 
     def make(learning_rate: float, weight_decay: float = 0.0, **given: float) -> RuleOptimizer:
         return cls(learning_rate, weight_decay=weight_decay, **given)
 
     keyword = inspect.Parameter.KEYWORD_ONLY
-    make.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
-        inspect.Parameter("learning_rate", inspect.Parameter.POSITIONAL_OR_KEYWORD),
-        inspect.Parameter("weight_decay", keyword, default=0.0),
-        *(inspect.Parameter(k, keyword, default=v) for k, v in cls.defaults.items()),
-    ])
-    OPTIMIZERS.register(OptimizerEntry(name, formula or f"{update.__name__}(p, g, ...)",
-                                       float(learning_rate), make), replace=replace)
+    signature = inspect.Signature(
+        [
+            inspect.Parameter("learning_rate", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+            inspect.Parameter("weight_decay", keyword, default=0.0),
+            *(inspect.Parameter(k, keyword, default=v) for k, v in cls.defaults.items()),
+        ]
+    )
+    make.__signature__ = signature  # type: ignore[attr-defined]
+    OPTIMIZERS.register(
+        OptimizerEntry(
+            name, formula or f"{update.__name__}(p, g, ...)", float(learning_rate), make
+        ),
+        replace=replace,
+    )
     return cls
 
 
-def _rule_from_update(name: str, update: Update, n_state: int,
-                      n_hyper: int) -> Rule:
+def _rule_from_update(name: str, update: Update, n_state: int, n_hyper: int) -> Rule:
     """The kernels' rule (p, g, state, k, hyper) -> new p for ``update``: it reads state
     column k and the hyper tuple into update's arguments and writes the new state back."""
-    args = ", ".join(["p", "g", *(f"state[{i}, k]" for i in range(n_state)),
-                      *(f"hyper[{i}]" for i in range(n_hyper))])
+    args = ", ".join(
+        [
+            "p",
+            "g",
+            *(f"state[{i}, k]" for i in range(n_state)),
+            *(f"hyper[{i}]" for i in range(n_hyper)),
+        ]
+    )
     if n_state == 0:
         body = f"    return update({args})\n"
     else:
         new = ", ".join(f"s{i}" for i in range(n_state))
-        body = (f"    new_p, {new} = update({args})\n"
-                + "".join(f"    state[{i}, k] = s{i}\n" for i in range(n_state))
-                + "    return new_p\n")
+        body = (
+            f"    new_p, {new} = update({args})\n"
+            + "".join(f"    state[{i}, k] = s{i}\n" for i in range(n_state))
+            + "    return new_p\n"
+        )
     source = f"def {name}_rule(p, g, state, k, hyper):\n{body}"
     namespace: dict[str, object] = {"update": update, "__name__": __name__}
     exec(compile(source, f"<xpmlp: the rule of optimizer {name!r}>", "exec"), namespace)  # noqa: S102
@@ -791,9 +954,28 @@ from .schedules import (  # noqa: E402
 )
 
 __all__ = [
-    "GRADIENT_OPTIONS", "HYPERPARAMETERS", "OPTIMIZERS", "SCHEDULES", "SGD", "Adagrad", "Adam",
-    "ChainedScheduler", "ConstantLR", "CosineAnnealingLR", "ExponentialLR", "LRScheduler",
-    "LinearLR", "Optimizer", "OptimizerEntry", "RMSprop", "ReduceLROnPlateau", "RuleOptimizer",
-    "Schedule", "StepLR", "from_description", "make_optimizer", "register_optimizer",
+    "GRADIENT_OPTIONS",
+    "HYPERPARAMETERS",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "SGD",
+    "Adagrad",
+    "Adam",
+    "ChainedScheduler",
+    "ConstantLR",
+    "CosineAnnealingLR",
+    "ExponentialLR",
+    "LRScheduler",
+    "LinearLR",
+    "Optimizer",
+    "OptimizerEntry",
+    "RMSprop",
+    "ReduceLROnPlateau",
+    "RuleOptimizer",
+    "Schedule",
+    "StepLR",
+    "from_description",
+    "make_optimizer",
+    "register_optimizer",
     "schedule_factor",
 ]

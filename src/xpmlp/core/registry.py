@@ -88,8 +88,9 @@ class Registry(Mapping[str, Entry], Generic[Entry]):
         """The names of the entries for which ``where(entry)`` holds (all by default)."""
         return tuple(n for n, e in self._entries.items() if where is None or where(e))
 
-    def check(self, what: str, name: object, where: Callable[[Entry], bool] | None = None,
-              why: str = "") -> Entry:
+    def check(
+        self, what: str, name: object, where: Callable[[Entry], bool] | None = None, why: str = ""
+    ) -> Entry:
         """The entry called ``name``, which must satisfy ``where``; else ``ParameterError``
         naming the argument ``what``, the value and the names allowed there."""
         allowed = self.names(where)

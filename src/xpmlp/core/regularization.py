@@ -36,8 +36,9 @@ _MASK64 = (1 << 64) - 1
 
 def check_dropout(dropout: float | Sequence[float], n_hidden: int) -> list[float]:
     """One rate in [0, 1) per hidden layer, from one rate or a sequence of ``n_hidden``."""
-    rates: list[object] = (list(dropout) if isinstance(dropout, (list, tuple))
-                           else [dropout] * n_hidden)
+    rates: list[object] = (
+        list(dropout) if isinstance(dropout, (list, tuple)) else [dropout] * n_hidden
+    )
     if len(rates) != n_hidden:
         raise ParameterError(
             f"dropout={dropout!r} has {len(rates)} rates; expected one rate or {n_hidden} "
@@ -45,8 +46,11 @@ def check_dropout(dropout: float | Sequence[float], n_hidden: int) -> list[float
         )
     checked: list[float] = []
     for rate in rates:
-        if not (isinstance(rate, numbers.Real) and not isinstance(rate, bool)
-                and 0.0 <= float(rate) < 1.0):
+        if not (
+            isinstance(rate, numbers.Real)
+            and not isinstance(rate, bool)
+            and 0.0 <= float(rate) < 1.0
+        ):
             raise ParameterError(
                 f"dropout={dropout!r} is not valid; expected rates in [0, 1) (the fraction "
                 "of a hidden layer's activations dropped in training), one or one per hidden "
@@ -80,8 +84,9 @@ def dropout_key(seed: int, step: int, layer: int) -> int:
     return int(x) >> 1
 
 
-def dropout_keep_mask(xp: ArrayModule, key: int, shape: tuple[int, int], rate: float,
-                      first_row: int = 0) -> Array:
+def dropout_keep_mask(
+    xp: ArrayModule, key: int, shape: tuple[int, int], rate: float, first_row: int = 0
+) -> Array:
     """The boolean keep-mask of a batch (rows ``first_row`` on) as array code, from the
     kernels' own scalar formula applied to a uint64 index array."""
     from ..kernels.rows import dropout_keep

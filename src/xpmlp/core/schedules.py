@@ -136,10 +136,10 @@ class CosineAnnealingLR(LRScheduler):
 
     name = "cosine"
 
-    def __init__(self, T_max: int | None = None, eta_min: float = 0.0,
-                 interval: str = "step") -> None:
-        super().__init__(interval, eta_min=eta_min,
-                         **({} if T_max is None else {"T_max": T_max}))
+    def __init__(
+        self, T_max: int | None = None, eta_min: float = 0.0, interval: str = "step"
+    ) -> None:
+        super().__init__(interval, eta_min=eta_min, **({} if T_max is None else {"T_max": T_max}))
         self.T_max = None if T_max is None else int(T_max)
         self.eta_min = float(eta_min)
 
@@ -160,10 +160,16 @@ class LinearLR(LRScheduler):
 
     name = "linear"
 
-    def __init__(self, start_factor: float = 1.0 / 3.0, end_factor: float = 1.0,
-                 total_iters: int = 5, interval: str = "epoch") -> None:
-        super().__init__(interval, start_factor=start_factor, end_factor=end_factor,
-                         total_iters=total_iters)
+    def __init__(
+        self,
+        start_factor: float = 1.0 / 3.0,
+        end_factor: float = 1.0,
+        total_iters: int = 5,
+        interval: str = "epoch",
+    ) -> None:
+        super().__init__(
+            interval, start_factor=start_factor, end_factor=end_factor, total_iters=total_iters
+        )
         self.start_factor, self.end_factor = float(start_factor), float(end_factor)
         self.total_iters = int(total_iters)
 
@@ -172,8 +178,12 @@ class LinearLR(LRScheduler):
         return self.start_factor + (self.end_factor - self.start_factor) * done
 
     def describe(self) -> dict[str, JSON]:
-        return {**super().describe(), "start_factor": self.start_factor,
-                "end_factor": self.end_factor, "total_iters": self.total_iters}
+        return {
+            **super().describe(),
+            "start_factor": self.start_factor,
+            "end_factor": self.end_factor,
+            "total_iters": self.total_iters,
+        }
 
 
 class ReduceLROnPlateau(LRScheduler):
@@ -185,10 +195,22 @@ class ReduceLROnPlateau(LRScheduler):
 
     name = "plateau"
 
-    def __init__(self, factor: float = 0.1, patience: int = 10, threshold: float = 1e-4,
-                 cooldown: int = 0, min_lr: float = 0.0) -> None:
-        super().__init__("epoch", factor=factor, patience=patience, threshold=threshold,
-                         cooldown=cooldown, min_lr=min_lr)
+    def __init__(
+        self,
+        factor: float = 0.1,
+        patience: int = 10,
+        threshold: float = 1e-4,
+        cooldown: int = 0,
+        min_lr: float = 0.0,
+    ) -> None:
+        super().__init__(
+            "epoch",
+            factor=factor,
+            patience=patience,
+            threshold=threshold,
+            cooldown=cooldown,
+            min_lr=min_lr,
+        )
         self.reduce_by, self.patience = float(factor), int(patience)
         self.threshold, self.cooldown, self.min_lr = float(threshold), int(cooldown), float(min_lr)
         self._reset(1.0)
@@ -218,8 +240,14 @@ class ReduceLROnPlateau(LRScheduler):
             self.cooldown_left, self.bad_epochs = self.cooldown, 0
 
     def describe(self) -> dict[str, JSON]:
-        return {"name": self.name, "factor": self.reduce_by, "patience": self.patience,
-                "threshold": self.threshold, "cooldown": self.cooldown, "min_lr": self.min_lr}
+        return {
+            "name": self.name,
+            "factor": self.reduce_by,
+            "patience": self.patience,
+            "threshold": self.threshold,
+            "cooldown": self.cooldown,
+            "min_lr": self.min_lr,
+        }
 
 
 class ChainedScheduler(LRScheduler):
@@ -271,19 +299,35 @@ class Schedule:
         return s.factor_at(step, step)
 
 
-SCHEDULES: Registry[Schedule] = Registry("lr_schedule", [
-    Schedule("constant", "1", ConstantLR),
-    Schedule("cosine", "(1 + cos(pi t / T)) / 2 per step, T the whole run (Loshchilov & Hutter "
-             "2017, no restarts; CosineAnnealingLR(T_max, eta_min))", CosineAnnealingLR),
-    Schedule("step", "gamma^floor(t / step_size) per epoch (StepLR(step_size=10, gamma=0.1))",
-             StepLR),
-    Schedule("exponential", "gamma^t per epoch (ExponentialLR(gamma=0.9))", ExponentialLR),
-    Schedule("linear", "start + (end - start) min(t, total_iters) / total_iters per epoch: "
-             "warm-up (LinearLR(start_factor=1/3, end_factor=1, total_iters=5))", LinearLR),
-    Schedule("plateau", "times factor after more than patience epochs without a relative "
-             "improvement of threshold in the validation loss (ReduceLROnPlateau(factor=0.1, "
-             "patience=10, threshold=1e-4, cooldown=0, min_lr=0))", ReduceLROnPlateau),
-])
+SCHEDULES: Registry[Schedule] = Registry(
+    "lr_schedule",
+    [
+        Schedule("constant", "1", ConstantLR),
+        Schedule(
+            "cosine",
+            "(1 + cos(pi t / T)) / 2 per step, T the whole run (Loshchilov & Hutter "
+            "2017, no restarts; CosineAnnealingLR(T_max, eta_min))",
+            CosineAnnealingLR,
+        ),
+        Schedule(
+            "step", "gamma^floor(t / step_size) per epoch (StepLR(step_size=10, gamma=0.1))", StepLR
+        ),
+        Schedule("exponential", "gamma^t per epoch (ExponentialLR(gamma=0.9))", ExponentialLR),
+        Schedule(
+            "linear",
+            "start + (end - start) min(t, total_iters) / total_iters per epoch: "
+            "warm-up (LinearLR(start_factor=1/3, end_factor=1, total_iters=5))",
+            LinearLR,
+        ),
+        Schedule(
+            "plateau",
+            "times factor after more than patience epochs without a relative "
+            "improvement of threshold in the validation loss (ReduceLROnPlateau(factor=0.1, "
+            "patience=10, threshold=1e-4, cooldown=0, min_lr=0))",
+            ReduceLROnPlateau,
+        ),
+    ],
+)
 
 _CLASSES: dict[str, type[LRScheduler]] = {
     **{entry.name: entry.scheduler for entry in SCHEDULES.values()},
@@ -298,8 +342,9 @@ def schedule_for(lr_schedule: str | LRScheduler) -> LRScheduler:
     return SCHEDULES.check("lr_schedule", lr_schedule).scheduler()
 
 
-def make_schedule(name: str, warmup: int = 0, warmup_start: float = 0.1,
-                  **settings: float | str | None) -> LRScheduler:
+def make_schedule(
+    name: str, warmup: int = 0, warmup_start: float = 0.1, **settings: float | str | None
+) -> LRScheduler:
     """The schedule ``name`` with ``settings`` (those its class takes; others ignored), after
     a linear warm-up of ``warmup`` epochs from ``warmup_start`` when warmup > 0 (the CLI)."""
     import inspect
@@ -323,8 +368,9 @@ def schedule_from_description(description: object) -> LRScheduler:
         )
     settings = {k: v for k, v in description.items() if k != "name"}
     if description["name"] == "chained":
-        return ChainedScheduler([schedule_from_description(d)
-                                 for d in settings.get("schedulers", [])])
+        return ChainedScheduler(
+            [schedule_from_description(d) for d in settings.get("schedulers", [])]
+        )
     try:
         return _CLASSES[description["name"]](**settings)
     except TypeError as exc:

@@ -125,8 +125,13 @@ def check_numeric(name: str, a: object, xp: ArrayModule, dtype: DTypeLike | None
     return arr
 
 
-def check_features(X: object, n_features: int | None, xp: ArrayModule, name: str = "X",
-                   dtype: DTypeLike | None = None) -> Array:
+def check_features(
+    X: object,
+    n_features: int | None,
+    xp: ArrayModule,
+    name: str = "X",
+    dtype: DTypeLike | None = None,
+) -> Array:
     """X as a finite numeric (m, n_features) array with m >= 1, whose values ``dtype`` (the
     model's) can hold (``n_features`` None: any number of features)."""
     arr = check_numeric(name, X, xp, dtype)
@@ -145,24 +150,36 @@ def check_features(X: object, n_features: int | None, xp: ArrayModule, name: str
     return arr
 
 
-def check_sample_weight(w: object, m: int, xp: ArrayModule,
-                        dtype: DTypeLike | None = None) -> Array:
+def check_sample_weight(
+    w: object, m: int, xp: ArrayModule, dtype: DTypeLike | None = None
+) -> Array:
     """Sample weights as a finite, non-negative (m,) array with a positive sum."""
     arr = check_numeric("sample_weight", w, xp, dtype)
     if arr.ndim != 1 or arr.shape[0] != m:
-        raise ValueError(f"sample_weight has shape {tuple(arr.shape)}; expected ({m},): one "
-                         "weight per sample of X")
+        raise ValueError(
+            f"sample_weight has shape {tuple(arr.shape)}; expected ({m},): one "
+            "weight per sample of X"
+        )
     if m and float(arr.min()) < 0:
-        raise ValueError(f"sample_weight holds {int((arr < 0).sum())} negative value(s) "
-                         f"(smallest {float(arr.min()):g}); expected weights >= 0")
+        raise ValueError(
+            f"sample_weight holds {int((arr < 0).sum())} negative value(s) "
+            f"(smallest {float(arr.min()):g}); expected weights >= 0"
+        )
     if float(arr.sum()) <= 0:
         raise ValueError("sample_weight sums to 0; expected at least one positive weight")
     return arr
 
 
-def check_targets(y: object, m: int, n_out: int, classifier: bool, xp: ArrayModule,
-                  name: str = "y", kind: str = "any",
-                  checked: bool = False) -> tuple[Array, bool]:
+def check_targets(
+    y: object,
+    m: int,
+    n_out: int,
+    classifier: bool,
+    xp: ArrayModule,
+    name: str = "y",
+    kind: str = "any",
+    checked: bool = False,
+) -> tuple[Array, bool]:
     """Targets as a finite (m, n_out) array; class labels (m,) are checked here, encoded later.
 
     ``kind`` is what the loss needs of 2-D targets (``Loss.targets``): "any", "counts"
@@ -193,8 +210,9 @@ def check_targets(y: object, m: int, n_out: int, classifier: bool, xp: ArrayModu
     if arr.ndim != 2 or arr.shape[1] != n_out:
         want = f"({m},) class labels or ({m}, {n_out})" if classifier else f"({m}, {n_out})"
         raise ValueError(f"{name} has shape {tuple(arr.shape)}; expected {want}")
-    _check_target_values(name, arr, xp, kind if kind != "any" or not classifier or n_out > 1
-                         else "probabilities")
+    _check_target_values(
+        name, arr, xp, kind if kind != "any" or not classifier or n_out > 1 else "probabilities"
+    )
     return arr, False
 
 
@@ -205,8 +223,7 @@ def _check_target_values(name: str, y: Array, xp: ArrayModule, kind: str) -> Non
     lo, hi = float(y.min()), float(y.max())
     if kind == "counts" and lo < 0:
         raise ValueError(
-            f"{name} holds targets from {lo:g} to {hi:g}; this loss (poisson) expects "
-            "targets >= 0"
+            f"{name} holds targets from {lo:g} to {hi:g}; this loss (poisson) expects targets >= 0"
         )
     if kind == "probabilities" and (lo < 0 or hi > 1):
         raise ValueError(

@@ -46,8 +46,14 @@ class Workspace:
     _views: dict[int, Workspace] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def allocate(cls, backend: Backend, layer_sizes: list[int], rows: int, dtype: DTypeLike,
-                 batch_norm: list[bool] | None = None) -> Workspace:
+    def allocate(
+        cls,
+        backend: Backend,
+        layer_sizes: list[int],
+        rows: int,
+        dtype: DTypeLike,
+        batch_norm: list[bool] | None = None,
+    ) -> Workspace:
         """``batch_norm``: per layer, whether it has batch norm (default: none has)."""
         X = backend.empty((rows, layer_sizes[0]), dtype)
         Y = backend.empty((rows, layer_sizes[-1]), dtype)
@@ -55,10 +61,14 @@ class Workspace:
         A = [X] + [backend.empty((rows, n), dtype) for n in layer_sizes[1:]]
         delta = [backend.empty((rows, n), dtype) for n in layer_sizes[1:]]
         norm = list(batch_norm or []) + [False] * (len(layer_sizes) - 1)
-        Zhat = [backend.empty((rows, n), dtype) if bn else None
-                for n, bn in zip(layer_sizes[1:], norm, strict=False)]
-        stats = [backend.empty((2, n), dtype) if bn else None
-                 for n, bn in zip(layer_sizes[1:], norm, strict=False)]
+        Zhat = [
+            backend.empty((rows, n), dtype) if bn else None
+            for n, bn in zip(layer_sizes[1:], norm, strict=False)
+        ]
+        stats = [
+            backend.empty((2, n), dtype) if bn else None
+            for n, bn in zip(layer_sizes[1:], norm, strict=False)
+        ]
         return cls(rows, X, Y, Z, A, delta, Zhat, stats)
 
     def first(self, m: int) -> Workspace:
@@ -67,9 +77,14 @@ class Workspace:
             return self
         if m not in self._views:
             self._views[m] = Workspace(
-                m, self.X[:m], self.Y[:m], [z[:m] for z in self.Z],
-                [a[:m] for a in self.A], [d[:m] for d in self.delta],
-                [None if z is None else z[:m] for z in self.Zhat], self.stats,
+                m,
+                self.X[:m],
+                self.Y[:m],
+                [z[:m] for z in self.Z],
+                [a[:m] for a in self.A],
+                [d[:m] for d in self.delta],
+                [None if z is None else z[:m] for z in self.Zhat],
+                self.stats,
             )
         return self._views[m]
 

@@ -47,8 +47,15 @@ def _progress_bar(desc: str, enabled: bool) -> _ProgressBar | Literal[False]:
         from tqdm import tqdm
     except ImportError:
         return False
-    bar: _ProgressBar = tqdm(total=0, desc=desc, unit="B", unit_scale=True,
-                             unit_divisor=1024, file=sys.stderr, leave=False)
+    bar: _ProgressBar = tqdm(
+        total=0,
+        desc=desc,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        file=sys.stderr,
+        leave=False,
+    )
     return bar
 
 
@@ -62,13 +69,17 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
             continue
         seen.add(id(current))
         yield current
-        inner = [getattr(current, "reason", None), current.__cause__, current.__context__,
-                 *current.args]
+        inner = [
+            getattr(current, "reason", None),
+            current.__cause__,
+            current.__context__,
+            *current.args,
+        ]
         stack.extend(e for e in inner if isinstance(e, BaseException))
 
 
 def _truncation(exc: BaseException) -> str | None:
-    """"truncated download: received R of T bytes" when ``exc`` wraps an incomplete read."""
+    """ "truncated download: received R of T bytes" when ``exc`` wraps an incomplete read."""
     for inner in _causes(exc):
         if isinstance(inner, http.client.IncompleteRead):
             partial = inner.partial
@@ -92,7 +103,8 @@ def _reason(exc: BaseException) -> str:
         return truncated
     causes = list(_causes(exc))
     if any(isinstance(e, ConnectionRefusedError) for e in causes) or (
-            "Connection refused" in str(exc)):
+        "Connection refused" in str(exc)
+    ):
         return "connection refused"
     if isinstance(exc, requests.Timeout) or any(isinstance(e, TimeoutError) for e in causes):
         return "timed out"
@@ -101,8 +113,15 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _fetch_verified(url: str, target: Path, verify: Callable[[Path], None], *, desc: str,
-                    timeout: float, progress: bool) -> None:
+def _fetch_verified(
+    url: str,
+    target: Path,
+    verify: Callable[[Path], None],
+    *,
+    desc: str,
+    timeout: float,
+    progress: bool,
+) -> None:
     """Download ``url`` to a temp file beside ``target``, verify it, rename it into place.
 
     Whatever happens, no temporary file remains; ``target`` appears only when verified.
@@ -110,8 +129,9 @@ def _fetch_verified(url: str, target: Path, verify: Callable[[Path], None], *, d
     import requests
 
     bar = _progress_bar(desc, progress)
-    downloader = pooch.HTTPDownloader(progressbar=bar, timeout=timeout,
-                                      headers={"User-Agent": "xpmlp"})
+    downloader = pooch.HTTPDownloader(
+        progressbar=bar, timeout=timeout, headers={"User-Agent": "xpmlp"}
+    )
     try:
         with atomic_write(target, "wb", verify=verify) as out:
             try:
@@ -125,9 +145,15 @@ def _fetch_verified(url: str, target: Path, verify: Callable[[Path], None], *, d
             bar.close()
 
 
-def download_verified(urls: Sequence[str], target: Path, verify: Callable[[Path], None], *,
-                      desc: str | None = None, timeout: float = 30,
-                      progress: bool = True) -> Path:
+def download_verified(
+    urls: Sequence[str],
+    target: Path,
+    verify: Callable[[Path], None],
+    *,
+    desc: str | None = None,
+    timeout: float = 30,
+    progress: bool = True,
+) -> Path:
     """Download the first of ``urls`` that delivers a verified file to ``target``; return it.
 
     The URLs are tried in order. Each body is streamed by :class:`pooch.HTTPDownloader`
@@ -155,8 +181,9 @@ def download_verified(urls: Sequence[str], target: Path, verify: Callable[[Path]
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DownloadError(f"cannot download {target.name}: cannot create {dest} "
-                            f"({_reason(exc)})") from None
+        raise DownloadError(
+            f"cannot download {target.name}: cannot create {dest} ({_reason(exc)})"
+        ) from None
     failures = []
     for url in urls:
         try:
@@ -165,5 +192,6 @@ def download_verified(urls: Sequence[str], target: Path, verify: Callable[[Path]
             failures.append(f"{url}: {exc}")
             continue
         return target
-    raise DownloadError(f"could not download {target.name} into {dest} from any mirror:\n  "
-                        + "\n  ".join(failures))
+    raise DownloadError(
+        f"could not download {target.name} into {dest} from any mirror:\n  " + "\n  ".join(failures)
+    )

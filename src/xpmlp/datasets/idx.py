@@ -67,21 +67,30 @@ def _parse_header(path: Path, data: bytes, *, compressed: bool) -> tuple[tuple[i
         raise _fail(path, f"{where} is empty (0 bytes), not IDX")
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
         gzip_note = "" if compressed else " and it is not gzip-compressed (no 1f 8b magic)"
-        raise _fail(path, f"not an IDX file: {where} starts with bytes {data[:4].hex(' ')} "
-                          f"(expected 00 00 08 01 for labels or 00 00 08 03 for images)"
-                          f"{gzip_note}")
+        raise _fail(
+            path,
+            f"not an IDX file: {where} starts with bytes {data[:4].hex(' ')} "
+            f"(expected 00 00 08 01 for labels or 00 00 08 03 for images)"
+            f"{gzip_note}",
+        )
     type_code, ndim = data[2], data[3]
     if type_code != UBYTE_TYPE:
         kind = _TYPE_NAMES.get(type_code, "unknown")
-        raise _fail(path, f"IDX data type 0x{type_code:02x} ({kind}) is not supported; "
-                          f"only 0x08 (unsigned byte) is")
+        raise _fail(
+            path,
+            f"IDX data type 0x{type_code:02x} ({kind}) is not supported; "
+            f"only 0x08 (unsigned byte) is",
+        )
     if ndim == 0:
         raise _fail(path, "IDX header declares 0 dimensions")
     header_len = 4 + 4 * ndim
     if len(data) < header_len:
-        raise _fail(path, f"truncated IDX header: {ndim} dimension(s) need {header_len} "
-                          f"header bytes but the content is {len(data)} bytes")
-    dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+        raise _fail(
+            path,
+            f"truncated IDX header: {ndim} dimension(s) need {header_len} "
+            f"header bytes but the content is {len(data)} bytes",
+        )
+    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     return dims, header_len
 
 
@@ -101,16 +110,21 @@ def _check_payload(path: Path, data: bytes, dims: tuple[int, ...], header_len: i
     if actual != expected:
         magic = int.from_bytes(data[:4], "big")
         what = "truncated payload" if actual < expected else "trailing bytes after the payload"
-        raise _fail(path, f"{what}: header says {_describe(magic, dims)} = {expected} bytes "
-                          f"but {actual} bytes follow")
+        raise _fail(
+            path,
+            f"{what}: header says {_describe(magic, dims)} = {expected} bytes "
+            f"but {actual} bytes follow",
+        )
 
 
 def _check_sha256(path: Path, data: bytes, expected_sha256: str) -> None:
     """Compare the SHA-256 of the decompressed content with the expected hex digest."""
     actual = hashlib.sha256(data).hexdigest()
     if actual != expected_sha256.lower():
-        raise _fail(path, f"SHA-256 of the decompressed content is {actual}, "
-                          f"expected {expected_sha256.lower()}")
+        raise _fail(
+            path,
+            f"SHA-256 of the decompressed content is {actual}, expected {expected_sha256.lower()}",
+        )
 
 
 def read_idx(path: str | os.PathLike[str], *, expected_sha256: str | None = None) -> np.ndarray:

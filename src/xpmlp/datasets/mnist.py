@@ -64,16 +64,24 @@ class MnistFile:
 MNIST_FILES: dict[str, MnistFile] = {
     "train_images": MnistFile(
         "train-images-idx3-ubyte.gz",
-        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db", 47_040_016),
+        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+        47_040_016,
+    ),
     "train_labels": MnistFile(
         "train-labels-idx1-ubyte.gz",
-        "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5", 60_008),
+        "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+        60_008,
+    ),
     "test_images": MnistFile(
         "t10k-images-idx3-ubyte.gz",
-        "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7", 7_840_016),
+        "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+        7_840_016,
+    ),
     "test_labels": MnistFile(
         "t10k-labels-idx1-ubyte.gz",
-        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2", 10_008),
+        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        10_008,
+    ),
 }
 
 #: Public mirrors, tried in order; a file's URL is the base followed by its filename.
@@ -166,7 +174,7 @@ def _verify(path: Path, spec: MnistFile) -> None:
     try:
         with open(path, "rb") as raw:
             compressed = raw.read(2) == GZIP_MAGIC
-        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as f:
+        with gzip.open(path, "rb") if compressed else open(path, "rb") as f:
             while size <= spec.size and (chunk := f.read(_CHUNK)):
                 digest.update(chunk)
                 size += len(chunk)
@@ -178,16 +186,24 @@ def _verify(path: Path, spec: MnistFile) -> None:
         raise MirrorFailure(f"cannot read the downloaded file ({_reason(exc)})") from None
     if size != spec.size:
         actual = f"more than {spec.size}" if size > spec.size else str(size)
-        raise MirrorFailure(f"checksum mismatch: decompressed content is {actual} bytes, "
-                            f"expected {spec.size}")
+        raise MirrorFailure(
+            f"checksum mismatch: decompressed content is {actual} bytes, expected {spec.size}"
+        )
     if digest.hexdigest() != spec.sha256:
-        raise MirrorFailure(f"checksum mismatch: SHA-256 of the decompressed content is "
-                            f"{digest.hexdigest()}, expected {spec.sha256}")
+        raise MirrorFailure(
+            f"checksum mismatch: SHA-256 of the decompressed content is "
+            f"{digest.hexdigest()}, expected {spec.sha256}"
+        )
 
 
-def download_file(name_or_file: str | MnistFile, dest_dir: str | os.PathLike[str], *,
-                  mirrors: Sequence[str] | None = None, timeout: float = 30,
-                  progress: bool = True) -> Path:
+def download_file(
+    name_or_file: str | MnistFile,
+    dest_dir: str | os.PathLike[str],
+    *,
+    mirrors: Sequence[str] | None = None,
+    timeout: float = 30,
+    progress: bool = True,
+) -> Path:
     """Download one MNIST file into ``dest_dir``, verified, and return its path.
 
     ``name_or_file`` is a key of :data:`MNIST_FILES` ("train_images"), a filename, or an
@@ -205,8 +221,14 @@ def download_file(name_or_file: str | MnistFile, dest_dir: str | os.PathLike[str
     target = Path(dest_dir) / spec.filename
     bases = MIRRORS if mirrors is None else mirrors
     urls = [_mirror_url(base, spec.filename) for base in bases]
-    return download_verified(urls, target, lambda tmp: _verify(tmp, spec), desc=spec.filename,
-                             timeout=timeout, progress=progress)
+    return download_verified(
+        urls,
+        target,
+        lambda tmp: _verify(tmp, spec),
+        desc=spec.filename,
+        timeout=timeout,
+        progress=progress,
+    )
 
 
 # --------------------------------------------------------------------------- loading
@@ -219,7 +241,8 @@ def _missing_error(directory: Path, why: str, missing: list[MnistFile]) -> DataF
         f"MNIST file(s) missing: {names}. Looked in {directory} (chosen from {why}) and "
         f"downloading is disabled. To fix: pass --data-dir / data_dir= a folder holding the "
         f"four files, set {DATA_DIR_ENV} to one, or allow downloading (drop --no-download, "
-        f"download=True).")
+        f"download=True)."
+    )
 
 
 def _stamps(directory: Path, files: tuple[MnistFile, ...]) -> tuple[tuple[int, int], ...]:
@@ -229,8 +252,9 @@ def _stamps(directory: Path, files: tuple[MnistFile, ...]) -> tuple[tuple[int, i
         try:
             st = (directory / spec.filename).stat()
         except OSError as exc:
-            raise DataFileError(f"{directory / spec.filename}: cannot read the file "
-                                f"({_reason(exc)})") from None
+            raise DataFileError(
+                f"{directory / spec.filename}: cannot read the file ({_reason(exc)})"
+            ) from None
         stamps.append((st.st_mtime_ns, st.st_size))
     return tuple(stamps)
 
@@ -240,14 +264,19 @@ def _read_pair(directory: Path, images: MnistFile, labels: MnistFile) -> tuple[n
     x = read_idx(directory / images.filename, expected_sha256=images.sha256)
     y = read_idx(directory / labels.filename, expected_sha256=labels.sha256)
     if x.ndim != 3:
-        raise DataFileError(f"{directory / images.filename}: expected 3-D images "
-                            f"(count, rows, cols), got shape {x.shape}")
+        raise DataFileError(
+            f"{directory / images.filename}: expected 3-D images "
+            f"(count, rows, cols), got shape {x.shape}"
+        )
     if y.ndim != 1:
-        raise DataFileError(f"{directory / labels.filename}: expected 1-D labels, "
-                            f"got shape {y.shape}")
+        raise DataFileError(
+            f"{directory / labels.filename}: expected 1-D labels, got shape {y.shape}"
+        )
     if len(x) != len(y):
-        raise DataFileError(f"{directory}: {images.filename} holds {len(x)} images but "
-                            f"{labels.filename} holds {len(y)} labels")
+        raise DataFileError(
+            f"{directory}: {images.filename} holds {len(x)} images but "
+            f"{labels.filename} holds {len(y)} labels"
+        )
     x = x.reshape(len(x), -1)
     x.setflags(write=False)
     y.setflags(write=False)
@@ -255,8 +284,9 @@ def _read_pair(directory: Path, images: MnistFile, labels: MnistFile) -> tuple[n
 
 
 @functools.lru_cache(maxsize=2)
-def _load_verified(directory: str, stamps: tuple[tuple[int, int], ...],
-                   files: tuple[MnistFile, ...]) -> MnistData:
+def _load_verified(
+    directory: str, stamps: tuple[tuple[int, int], ...], files: tuple[MnistFile, ...]
+) -> MnistData:
     """Read and verify all four files; cached per folder, file stamps and file specs."""
     del stamps  # part of the cache key only: a changed file is read again
     folder = Path(directory)
@@ -272,8 +302,9 @@ def _ordered_files() -> tuple[MnistFile, ...]:
     return tuple(MNIST_FILES[k] for k in keys)
 
 
-def load_mnist(data_dir: str | os.PathLike[str] | None = None, *, download: bool = True,
-               progress: bool = True) -> MnistData:
+def load_mnist(
+    data_dir: str | os.PathLike[str] | None = None, *, download: bool = True, progress: bool = True
+) -> MnistData:
     """MNIST as uint8 arrays: x_train (60000, 784), y_train (60000,), x_test, y_test.
 
     The folder comes from :func:`resolve_data_dir`. Missing files are downloaded into it
@@ -298,6 +329,8 @@ def load_mnist(data_dir: str | os.PathLike[str] | None = None, *, download: bool
     try:
         return _load_verified(str(directory.resolve()), _stamps(directory, files), files)
     except DataFileError as exc:
-        raise DataFileError(f"{exc}. The file is not the published MNIST file: delete it to "
-                            f"have it downloaded again, or replace it with a good "
-                            f"copy") from None
+        raise DataFileError(
+            f"{exc}. The file is not the published MNIST file: delete it to "
+            f"have it downloaded again, or replace it with a good "
+            f"copy"
+        ) from None

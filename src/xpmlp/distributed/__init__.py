@@ -52,8 +52,9 @@ BACKENDS = ("auto", "single", "mpi", "nccl")
 _communicators: dict[tuple[str, bool, int | None], Communicator] = {}
 
 
-def init(backend: str = "auto", *, cuda_aware: bool | None = None,
-         device: int | None = None) -> Communicator:
+def init(
+    backend: str = "auto", *, cuda_aware: bool | None = None, device: int | None = None
+) -> Communicator:
     """The communicator of this process's job (created on the first call, then cached).
 
     ``backend``: one of ``BACKENDS`` (see the module docstring). ``cuda_aware``: whether
@@ -122,8 +123,7 @@ def _auto(cuda_aware: bool) -> Communicator:
         mpi = _mpi(cuda_aware)
     except DistributedError as exc:
         raise DistributedError(
-            f"this process was started by an MPI launcher ({variable}={size or 'set'}), "
-            f"but {exc}"
+            f"this process was started by an MPI launcher ({variable}={size or 'set'}), but {exc}"
         ) from None
     if mpi.world_size == 1:
         if size > 1:
@@ -187,5 +187,6 @@ def shard(data: object, comm: Communicator) -> DeviceData:
         raise ParameterError(
             f"shard takes an xpmlp.DeviceData (got {type(data).__name__}): wrap the arrays "
             "once, DeviceData(X, y, backend=model.backend), or slice them "
-            "(X[comm.rank::comm.world_size])")
+            "(X[comm.rank::comm.world_size])"
+        )
     return data.shard(comm.rank, comm.world_size)

@@ -57,8 +57,14 @@ class Communicator:
 
     name = "base"
 
-    def __init__(self, rank: int, world_size: int, local_rank: int, local_size: int,
-                 device: int | None = None) -> None:
+    def __init__(
+        self,
+        rank: int,
+        world_size: int,
+        local_rank: int,
+        local_size: int,
+        device: int | None = None,
+    ) -> None:
         self.rank = rank
         self.world_size = world_size
         self.local_rank = local_rank
@@ -72,8 +78,10 @@ class Communicator:
 
     def __repr__(self) -> str:
         where = "" if self.device is None else f", device={self.device}"
-        return (f"{type(self).__name__}(rank={self.rank}, world_size={self.world_size}, "
-                f"local_rank={self.local_rank}, local_size={self.local_size}{where})")
+        return (
+            f"{type(self).__name__}(rank={self.rank}, world_size={self.world_size}, "
+            f"local_rank={self.local_rank}, local_size={self.local_size}{where})"
+        )
 
     # ------------------------------------------------------------------ buffers
     def allreduce_mean_(self, buf: Array) -> None:
@@ -108,9 +116,7 @@ class Communicator:
     # ------------------------------------------------------------------ helpers
     def _check_root(self, root: int) -> int:
         if isinstance(root, bool) or not isinstance(root, int) or not 0 <= root < self.world_size:
-            raise ParameterError(
-                f"root={root!r}: expected a rank in 0..{self.world_size - 1}"
-            )
+            raise ParameterError(f"root={root!r}: expected a rank in 0..{self.world_size - 1}")
         return root
 
 
@@ -131,8 +137,10 @@ def check_buffer(buf: object, what: str = "buffer") -> None:
             f"{type(buf).__name__} of dtype {dtype}"
         )
     if not flags.c_contiguous:
-        raise ParameterError(f"{what}: expected a C-contiguous array (a collective works on the "
-                             "array's memory in place)")
+        raise ParameterError(
+            f"{what}: expected a C-contiguous array (a collective works on the "
+            "array's memory in place)"
+        )
 
 
 def is_device_array(buf: object) -> bool:

@@ -55,8 +55,7 @@ def is_agreed(exc: BaseException | None) -> bool:
     return bool(getattr(exc, "_xpmlp_agreed", False))
 
 
-def abort_job(comm: Communicator, message: str, code: int = 1, *,
-              agreed: bool = False) -> NoReturn:
+def abort_job(comm: Communicator, message: str, code: int = 1, *, agreed: bool = False) -> NoReturn:
     """Write ``message`` to stderr, headed by the rank, then end every rank with ``code``.
 
     With ``agreed`` (every rank has the same message), ranks other than 0 first wait
@@ -65,8 +64,10 @@ def abort_job(comm: Communicator, message: str, code: int = 1, *,
     if agreed and comm.rank != 0:
         time.sleep(AGREED_GRACE_S)
     header = f"xpmlp: rank {comm.rank} of {comm.world_size}"
-    sys.stderr.write(f"{header}: {message.rstrip()}\n{header}: aborting every rank of the job "
-                     f"(exit status {code})\n")
+    sys.stderr.write(
+        f"{header}: {message.rstrip()}\n{header}: aborting every rank of the job "
+        f"(exit status {code})\n"
+    )
     flush_standard_streams()
     time.sleep(FORWARD_GRACE_S)
     comm.abort(code)
@@ -81,8 +82,7 @@ def install_abort_hook(comm: Communicator) -> None:
     if getattr(sys.excepthook, "_xpmlp_abort_hook", False):
         return
 
-    def hook(exc_type: type[BaseException], exc: BaseException,
-             tb: TracebackType | None) -> None:
+    def hook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
         text = "".join(traceback.format_exception(exc_type, exc, tb))
         abort_job(_hooked[0], f"uncaught exception\n{text}", 1, agreed=is_agreed(exc))
 
@@ -96,8 +96,7 @@ def settings_digest(settings: Mapping[str, object]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def check_same_settings(comm: Communicator, settings: Settings,
-                        what: str) -> list[Settings]:
+def check_same_settings(comm: Communicator, settings: Settings, what: str) -> list[Settings]:
     """Every rank's ``settings``, in rank order, once each rank's digest equals rank 0's.
 
     A collective: every rank calls it. Otherwise every rank raises the same (agreed)
@@ -112,15 +111,19 @@ def check_same_settings(comm: Communicator, settings: Settings,
             continue
         for key in sorted(set(ref) | set(theirs)):
             if theirs.get(key) != ref.get(key):
-                differences.append(f"{key} is {theirs.get(key)!r} on rank {rank} but "
-                                   f"{ref.get(key)!r} on rank 0")
+                differences.append(
+                    f"{key} is {theirs.get(key)!r} on rank {rank} but {ref.get(key)!r} on rank 0"
+                )
     if differences:
         listed = "; ".join(differences[:MAX_LISTED])
-        more = f" (and {len(differences) - MAX_LISTED} more)" if len(differences) > MAX_LISTED \
-            else ""
-        raise mark_agreed(DistributedError(
-            f"the ranks started {what} with different settings: {listed}{more}. Every rank must "
-            "build the same model and pass the same options, with data of the same shape "
-            "(its own rows)"
-        ))
+        more = (
+            f" (and {len(differences) - MAX_LISTED} more)" if len(differences) > MAX_LISTED else ""
+        )
+        raise mark_agreed(
+            DistributedError(
+                f"the ranks started {what} with different settings: {listed}{more}. "
+                "Every rank must build the same model and pass the same options, with data "
+                "of the same shape (its own rows)"
+            )
+        )
     return [s for _, s in gathered]

@@ -31,8 +31,9 @@ if TYPE_CHECKING:
     #: the pinned host buffers of the staging (NumPy arrays in page-locked memory)
     HostBuffer = NDArray[numpy.float32 | numpy.float64]
 
-INSTALL_HINT = ("pip install -e '.[distributed]' in the xpmlp checkout (mpi4py and the "
-                "pip-installable MPICH)")
+INSTALL_HINT = (
+    "pip install -e '.[distributed]' in the xpmlp checkout (mpi4py and the pip-installable MPICH)"
+)
 
 
 def import_mpi() -> ModuleType:
@@ -59,8 +60,7 @@ class MpiCommunicator(Communicator):
             local_rank, local_size = node.Get_rank(), node.Get_size()
         finally:
             node.Free()
-        super().__init__(rank=rank, world_size=size, local_rank=local_rank,
-                         local_size=local_size)
+        super().__init__(rank=rank, world_size=size, local_rank=local_rank, local_size=local_size)
         self.cuda_aware = bool(cuda_aware)
         self.processor_name = MPI.Get_processor_name()
         self._ops = {"sum": MPI.SUM, "min": MPI.MIN, "max": MPI.MAX}

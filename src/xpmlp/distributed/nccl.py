@@ -57,14 +57,21 @@ class NcclCommunicator(Communicator):
         cupy, nccl = import_nccl()
         n_gpus = cupy.cuda.runtime.getDeviceCount()
         if n_gpus == 0:
-            raise DistributedError(f"rank {mpi.rank} sees no GPU; the nccl backend needs one "
-                                   "per rank (use init('mpi') for CPU ranks)")
+            raise DistributedError(
+                f"rank {mpi.rank} sees no GPU; the nccl backend needs one "
+                "per rank (use init('mpi') for CPU ranks)"
+            )
         if device is None:
             device = mpi.local_rank % n_gpus
         if isinstance(device, bool) or not isinstance(device, int) or not 0 <= device < n_gpus:
             raise ParameterError(f"device={device!r}: expected a GPU index in 0..{n_gpus - 1}")
-        super().__init__(rank=mpi.rank, world_size=mpi.world_size, local_rank=mpi.local_rank,
-                         local_size=mpi.local_size, device=device)
+        super().__init__(
+            rank=mpi.rank,
+            world_size=mpi.world_size,
+            local_rank=mpi.local_rank,
+            local_size=mpi.local_size,
+            device=device,
+        )
         self.mpi = mpi
         self._cupy, self._nccl = cupy, nccl
         self._types = {"float32": nccl.NCCL_FLOAT32, "float64": nccl.NCCL_FLOAT64}

@@ -92,21 +92,40 @@ class BaseMLP(BaseEstimator):
 
     _parameter_constraints: dict[str, list[object]] = PARAMETER_CONSTRAINTS
 
-    def __init__(self, hidden_layer_sizes: int | Sequence[int] = (100,),
-                 activation: str = "relu", *,
-                 solver: str = "adam", alpha: float = 0.0001, batch_size: int | str = "auto",
-                 learning_rate: str = "constant", learning_rate_init: float = 0.001,
-                 power_t: float = 0.5, max_iter: int = 200, shuffle: bool = True,
-                 random_state: int | numpy.random.RandomState | None = None, tol: float = 1e-4,
-                 verbose: int | bool = False, warm_start: bool = False, momentum: float = 0.9,
-                 nesterovs_momentum: bool = True, early_stopping: bool = False,
-                 validation_fraction: float = 0.1, beta_1: float = 0.9, beta_2: float = 0.999,
-                 epsilon: float = 1e-8, n_iter_no_change: float = 10, max_fun: int = 15000,
-                 early_stopping_metric: str = "score",
-                 callbacks: Sequence[Callback] | None = None,
-                 backend: str | Backend | None = None, dtype: str | None = None,
-                 deterministic: bool = False, dropout: float | Sequence[float] = 0.0,
-                 batch_norm: bool | Sequence[bool] = False) -> None:
+    def __init__(
+        self,
+        hidden_layer_sizes: int | Sequence[int] = (100,),
+        activation: str = "relu",
+        *,
+        solver: str = "adam",
+        alpha: float = 0.0001,
+        batch_size: int | str = "auto",
+        learning_rate: str = "constant",
+        learning_rate_init: float = 0.001,
+        power_t: float = 0.5,
+        max_iter: int = 200,
+        shuffle: bool = True,
+        random_state: int | numpy.random.RandomState | None = None,
+        tol: float = 1e-4,
+        verbose: int | bool = False,
+        warm_start: bool = False,
+        momentum: float = 0.9,
+        nesterovs_momentum: bool = True,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-8,
+        n_iter_no_change: float = 10,
+        max_fun: int = 15000,
+        early_stopping_metric: str = "score",
+        callbacks: Sequence[Callback] | None = None,
+        backend: str | Backend | None = None,
+        dtype: str | None = None,
+        deterministic: bool = False,
+        dropout: float | Sequence[float] = 0.0,
+        batch_norm: bool | Sequence[bool] = False,
+    ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -143,14 +162,16 @@ class BaseMLP(BaseEstimator):
         return hasattr(self, "mlp_")
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X: Features, y: ArrayLike | None = None,
-            sample_weight: ArrayLike | None = None) -> BaseMLP:
+    def fit(
+        self, X: Features, y: ArrayLike | None = None, sample_weight: ArrayLike | None = None
+    ) -> BaseMLP:
         """Fit the model to X and y (sample_weight: per-sample weights of the loss); X may be
         an ``xpmlp.DeviceData`` holding both."""
         return self._fit(X, y, sample_weight, incremental=False)
 
-    def _fit(self, X: Features, y: ArrayLike | None, sample_weight: ArrayLike | None,
-             incremental: bool) -> BaseMLP:
+    def _fit(
+        self, X: Features, y: ArrayLike | None, sample_weight: ArrayLike | None, incremental: bool
+    ) -> BaseMLP:
         self._validate_params()
         hidden = self.hidden_layer_sizes
         hidden = list(hidden) if hasattr(hidden, "__iter__") else [hidden]
@@ -159,36 +180,46 @@ class BaseMLP(BaseEstimator):
         # as scikit-learn: a new network unless warm-starting or partial_fit; where there is
         # none yet, coefs_ and intercepts_ the user set are the one to train on
         fresh = not self.warm_start and not incremental
-        given = (not fresh and not hasattr(self, "mlp_")
-                 and ("coefs_" in self.__dict__ or "intercepts_" in self.__dict__))
+        given = (
+            not fresh
+            and not hasattr(self, "mlp_")
+            and ("coefs_" in self.__dict__ or "intercepts_" in self.__dict__)
+        )
         first_pass = fresh or not hasattr(self, "mlp_")
         dtype = self.dtype if self.dtype is not None else input_dtype(X)
         data = X if isinstance(X, DeviceData) else None
         if data is not None:
             y = targets_of(data, y)
             if y is None:
-                raise ValueError(f"{type(self).__name__} requires y to be passed, but the "
-                                 "DeviceData holds no targets.")
+                raise ValueError(
+                    f"{type(self).__name__} requires y to be passed, but the "
+                    "DeviceData holds no targets."
+                )
             if dtype != data.dtype.name:
-                raise ValueError(f"the data is {data.dtype.name} but the estimator's dtype is "
-                                 f"{dtype!r}: build DeviceData(..., dtype={dtype!r}) (nothing "
-                                 "is converted silently)")
+                raise ValueError(
+                    f"the data is {data.dtype.name} but the estimator's dtype is "
+                    f"{dtype!r}: build DeviceData(..., dtype={dtype!r}) (nothing "
+                    "is converted silently)"
+                )
         checked, Y, stratify = self._validate_input(X, y, incremental, reset=first_pass)
         sw = self._weights(sample_weight, checked, y, incremental)
         self.n_outputs_ = int(Y.shape[1])
         layer_units = [int(checked.shape[1]), *map(int, hidden), self.n_outputs_]
         self._random_state = check_random_state(self.random_state)
         if first_pass:
-            self._initialize(layer_units, dtype, check_given(self, layer_units) if given
-                             else None)
+            self._initialize(layer_units, dtype, check_given(self, layer_units) if given else None)
         elif list(self.mlp_.layer_sizes) != layer_units:
-            raise ValueError(f"the fitted network has layers {self.mlp_.layer_sizes}; this data "
-                             f"needs {layer_units} (fit anew with warm_start=False)")
+            raise ValueError(
+                f"the fitted network has layers {self.mlp_.layer_sizes}; this data "
+                f"needs {layer_units} (fit anew with warm_start=False)"
+            )
         model = self.mlp_
         if data is not None:
             data.check_for(model)
-        with model.backend.activate(), (model.backend.deterministic() if self.deterministic
-                                         else contextlib.nullcontext()):
+        with (
+            model.backend.activate(),
+            model.backend.deterministic() if self.deterministic else contextlib.nullcontext(),
+        ):
             if not first_pass:
                 absorb(self)
             try:
@@ -205,25 +236,38 @@ class BaseMLP(BaseEstimator):
             raise ValueError(NON_FINITE)
         return self
 
-    def _weights(self, sample_weight: ArrayLike | None, X: Array, y: ArrayLike | None,
-                 incremental: bool) -> numpy.ndarray | None:
+    def _weights(
+        self, sample_weight: ArrayLike | None, X: Array, y: ArrayLike | None, incremental: bool
+    ) -> numpy.ndarray | None:
         return sample_weights(sample_weight, X)
 
-    def _initialize(self, layer_units: list[int], dtype: str,
-                    given: list[tuple[numpy.ndarray, numpy.ndarray]] | None = None) -> None:
+    def _initialize(
+        self,
+        layer_units: list[int],
+        dtype: str,
+        given: list[tuple[numpy.ndarray, numpy.ndarray]] | None = None,
+    ) -> None:
         """A new network in ``dtype`` (scikit-learn's initialization, or the ``given``
         weights: then the counters and curves the user set are kept) and empty curves."""
         fresh: dict[str, object] = {"n_iter_": 0, "t_": 0}
         if self.solver != "lbfgs":
             fresh.update(loss_curve_=[], _no_improvement_count=0)
             if self.early_stopping:
-                fresh.update(validation_scores_=[], validation_loss_curve_=[],
-                             best_validation_score_=-numpy.inf,
-                             best_validation_loss_=numpy.inf, best_loss_=None)
+                fresh.update(
+                    validation_scores_=[],
+                    validation_loss_curve_=[],
+                    best_validation_score_=-numpy.inf,
+                    best_validation_loss_=numpy.inf,
+                    best_loss_=None,
+                )
             else:
-                fresh.update(best_loss_=numpy.inf, validation_scores_=None,
-                             validation_loss_curve_=None, best_validation_score_=None,
-                             best_validation_loss_=None)
+                fresh.update(
+                    best_loss_=numpy.inf,
+                    validation_scores_=None,
+                    validation_loss_curve_=None,
+                    best_validation_score_=None,
+                    best_validation_loss_=None,
+                )
         for name, value in fresh.items():
             if given is None or name not in self.__dict__:
                 setattr(self, name, value)
@@ -232,8 +276,9 @@ class BaseMLP(BaseEstimator):
         if given is None:
             for name in ("coefs_", "intercepts_"):
                 self.__dict__.pop(name, None)
-        self.mlp_ = network.build(self, layer_units, self.out_activation_, self._random_state,
-                                  dtype, given)
+        self.mlp_ = network.build(
+            self, layer_units, self.out_activation_, self._random_state, dtype, given
+        )
         self.__dict__.pop("_learning_rate", None)
         publish(self)
 
@@ -308,13 +353,32 @@ def _first_release_record(old: Meta) -> Meta:
 
     t = int(old["optimizer_t"])
     rows = from_description(old["optimizer"]).state_names if t > 0 else ()
-    meta = {"format": FORMAT, "layer_sizes": list(old["layer_sizes"]),
-            "activations": list(old["activations"]), "loss": old["loss"],
-            "dtype": old["dtype"], "optimizer": old["optimizer"],
-            "training": {"epoch": 0, "steps": t, "rng": None, "lr_schedule": None,
-                         "arrays": [f"optimizer.{name}" for name in rows]}}
+    meta = {
+        "format": FORMAT,
+        "layer_sizes": list(old["layer_sizes"]),
+        "activations": list(old["activations"]),
+        "loss": old["loss"],
+        "dtype": old["dtype"],
+        "optimizer": old["optimizer"],
+        "training": {
+            "epoch": 0,
+            "steps": t,
+            "rng": None,
+            "lr_schedule": None,
+            "arrays": [f"optimizer.{name}" for name in rows],
+        },
+    }
     arrays = {"params": numpy.asarray(old["params"])}
-    arrays.update({f"{STATE}optimizer.{name}": numpy.asarray(old["optimizer_state"][i])
-                   for i, name in enumerate(rows)})
-    return {"xpmlp_pickle": PICKLE_VERSION, "meta": meta, "arrays": arrays,
-            "backend": old["backend"], "device": old.get("device")}
+    arrays.update(
+        {
+            f"{STATE}optimizer.{name}": numpy.asarray(old["optimizer_state"][i])
+            for i, name in enumerate(rows)
+        }
+    )
+    return {
+        "xpmlp_pickle": PICKLE_VERSION,
+        "meta": meta,
+        "arrays": arrays,
+        "backend": old["backend"],
+        "device": old.get("device"),
+    }

@@ -36,8 +36,10 @@ if TYPE_CHECKING:
 
 def _stochastic(est: BaseMLP) -> bool:
     if est.solver not in ("sgd", "adam"):
-        raise AttributeError(f"partial_fit is only available for stochastic optimizers. "
-                             f"{est.solver} is not stochastic.")
+        raise AttributeError(
+            f"partial_fit is only available for stochastic optimizers. "
+            f"{est.solver} is not stochastic."
+        )
     return True
 
 
@@ -59,39 +61,83 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         "class_weight": [dict, StrOptions({"balanced"}), None],
     }
 
-    def __init__(self, hidden_layer_sizes: int | Sequence[int] = (100,),
-                 activation: str = "relu", *,
-                 solver: str = "adam", alpha: float = 0.0001, batch_size: int | str = "auto",
-                 learning_rate: str = "constant", learning_rate_init: float = 0.001,
-                 power_t: float = 0.5, max_iter: int = 200, shuffle: bool = True,
-                 random_state: int | numpy.random.RandomState | None = None, tol: float = 1e-4,
-                 verbose: int | bool = False, warm_start: bool = False, momentum: float = 0.9,
-                 nesterovs_momentum: bool = True, early_stopping: bool = False,
-                 validation_fraction: float = 0.1, beta_1: float = 0.9, beta_2: float = 0.999,
-                 epsilon: float = 1e-8, n_iter_no_change: float = 10, max_fun: int = 15000,
-                 early_stopping_metric: str = "score",
-                 class_weight: Mapping[Hashable, float] | str | None = None,
-                 callbacks: Sequence[Callback] | None = None,
-                 backend: str | Backend | None = None, dtype: str | None = None,
-                 deterministic: bool = False, dropout: float | Sequence[float] = 0.0,
-                 batch_norm: bool | Sequence[bool] = False) -> None:
+    def __init__(
+        self,
+        hidden_layer_sizes: int | Sequence[int] = (100,),
+        activation: str = "relu",
+        *,
+        solver: str = "adam",
+        alpha: float = 0.0001,
+        batch_size: int | str = "auto",
+        learning_rate: str = "constant",
+        learning_rate_init: float = 0.001,
+        power_t: float = 0.5,
+        max_iter: int = 200,
+        shuffle: bool = True,
+        random_state: int | numpy.random.RandomState | None = None,
+        tol: float = 1e-4,
+        verbose: int | bool = False,
+        warm_start: bool = False,
+        momentum: float = 0.9,
+        nesterovs_momentum: bool = True,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-8,
+        n_iter_no_change: float = 10,
+        max_fun: int = 15000,
+        early_stopping_metric: str = "score",
+        class_weight: Mapping[Hashable, float] | str | None = None,
+        callbacks: Sequence[Callback] | None = None,
+        backend: str | Backend | None = None,
+        dtype: str | None = None,
+        deterministic: bool = False,
+        dropout: float | Sequence[float] = 0.0,
+        batch_norm: bool | Sequence[bool] = False,
+    ) -> None:
         super().__init__(
-            hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
-            learning_rate=learning_rate, learning_rate_init=learning_rate_init,
-            power_t=power_t, max_iter=max_iter, shuffle=shuffle, random_state=random_state,
-            tol=tol, verbose=verbose, warm_start=warm_start, momentum=momentum,
-            nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
-            validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
-            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
-            early_stopping_metric=early_stopping_metric, callbacks=callbacks,
-            backend=backend, dtype=dtype, deterministic=deterministic, dropout=dropout,
+            hidden_layer_sizes,
+            activation,
+            solver=solver,
+            alpha=alpha,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            learning_rate_init=learning_rate_init,
+            power_t=power_t,
+            max_iter=max_iter,
+            shuffle=shuffle,
+            random_state=random_state,
+            tol=tol,
+            verbose=verbose,
+            warm_start=warm_start,
+            momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+            n_iter_no_change=n_iter_no_change,
+            max_fun=max_fun,
+            early_stopping_metric=early_stopping_metric,
+            callbacks=callbacks,
+            backend=backend,
+            dtype=dtype,
+            deterministic=deterministic,
+            dropout=dropout,
             batch_norm=batch_norm,
         )
         self.class_weight = class_weight
 
     # ------------------------------------------------------------------ targets
-    def _validate_input(self, X: Features, y: ArrayLike | None, incremental: bool, reset: bool,
-                        ) -> tuple[Array, Array, Array | None]:
+    def _validate_input(
+        self,
+        X: Features,
+        y: ArrayLike | None,
+        incremental: bool,
+        reset: bool,
+    ) -> tuple[Array, Array, Array | None]:
         """X checked, Y the label indicator matrix (host, float32: 0 and 1 in any dtype), and
         the labels to stratify an early-stopping split by (binary targets only, as
         scikit-learn)."""
@@ -109,24 +155,30 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
                     raise ValueError(
                         "warm_start can only be used where `y` has the same classes as in the "
                         f"previous call to fit. Previously got {self.classes_}, `y` has "
-                        f"{classes}")
+                        f"{classes}"
+                    )
             elif len(numpy.setdiff1d(classes, self.classes_, assume_unique=True)):
-                raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has "
-                                 f"{self.classes_}. 'y' has {classes}.")
+                raise ValueError(
+                    f"`y` has classes not in `self.classes_`. `self.classes_` has "
+                    f"{self.classes_}. 'y' has {classes}."
+                )
         Y = self._label_binarizer.transform(targets).astype(numpy.float32)  # 0 and 1: exact
         # scikit-learn stratifies binary targets only, by the bool indicator (its messages
         # name the classes 'False' and 'True')
         return checked, Y, (Y.astype(bool) if Y.shape[1] == 1 else None)
 
-    def _weights(self, sample_weight: ArrayLike | None, X: Array, y: ArrayLike | None,
-                 incremental: bool) -> numpy.ndarray | None:
+    def _weights(
+        self, sample_weight: ArrayLike | None, X: Array, y: ArrayLike | None, incremental: bool
+    ) -> numpy.ndarray | None:
         sw = super()._weights(sample_weight, X, y, incremental)
         if self.class_weight is None:
             return sw
         if incremental and self.class_weight == "balanced":
-            raise ValueError("class_weight='balanced' is not supported for partial_fit: the "
-                             "class frequencies of the whole data set are not known; pass a "
-                             "dict {label: weight} instead")
+            raise ValueError(
+                "class_weight='balanced' is not supported for partial_fit: the "
+                "class frequencies of the whole data set are not known; pass a "
+                "dict {label: weight} instead"
+            )
         y = to_host(y)
         if numpy.ndim(y) == 2 and numpy.shape(y)[1] == 1:
             y = numpy.ravel(y)
@@ -136,16 +188,24 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     def _out_activation(self) -> str:
         return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
 
-    def _initialize(self, layer_units: list[int], dtype: str,
-                    given: list[tuple[numpy.ndarray, numpy.ndarray]] | None = None) -> None:
+    def _initialize(
+        self,
+        layer_units: list[int],
+        dtype: str,
+        given: list[tuple[numpy.ndarray, numpy.ndarray]] | None = None,
+    ) -> None:
         super()._initialize(layer_units, dtype, given)
         self._onnx_binary_proba = self.n_outputs_ == 1  # predict_proba is [1 - p, p]
 
     # ------------------------------------------------------------------ API
     @available_if(_stochastic)
-    def partial_fit(self, X: Features, y: ArrayLike | None = None,
-                    sample_weight: ArrayLike | None = None,
-                    classes: ArrayLike | None = None) -> MLPClassifier:
+    def partial_fit(
+        self,
+        X: Features,
+        y: ArrayLike | None = None,
+        sample_weight: ArrayLike | None = None,
+        classes: ArrayLike | None = None,
+    ) -> MLPClassifier:
         """One iteration over X, y (or an ``xpmlp.DeviceData`` X holding both); ``classes``
         (every label there will be) on the first call."""
         labels = targets_of(X, y)
@@ -191,13 +251,17 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             A = A.ravel()
         return self._label_binarizer.inverse_transform(A)
 
-    def score(self, X: Features, y: ArrayLike | None = None,
-              sample_weight: ArrayLike | None = None) -> float:
+    def score(
+        self, X: Features, y: ArrayLike | None = None, sample_weight: ArrayLike | None = None
+    ) -> float:
         """Mean accuracy (subset accuracy for multilabel); X may be an ``xpmlp.DeviceData``
         holding both."""
         labels = targets_of(X, y)
-        return float(accuracy_score(to_host(labels), to_host(self.predict(X)),
-                                    sample_weight=to_host(sample_weight)))
+        return float(
+            accuracy_score(
+                to_host(labels), to_host(self.predict(X)), sample_weight=to_host(sample_weight)
+            )
+        )
 
     def __sklearn_tags__(self) -> Tags:
         tags = super().__sklearn_tags__()

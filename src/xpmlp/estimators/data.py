@@ -73,8 +73,10 @@ def targets_of(X: Features, y: ArrayLike | None) -> ArrayLike | None:
     if not isinstance(X, DeviceData):
         return y
     if y is not None:
-        raise ValueError("X is an xpmlp.DeviceData, which holds its targets: pass y inside it "
-                         "(DeviceData(X, y, ...)), not beside it")
+        raise ValueError(
+            "X is an xpmlp.DeviceData, which holds its targets: pass y inside it "
+            "(DeviceData(X, y, ...)), not beside it"
+        )
     return X.y
 
 
@@ -85,12 +87,15 @@ def _check_features(est: BaseMLP, n: int, reset: bool) -> None:
         if hasattr(est, "feature_names_in_"):
             del est.feature_names_in_
     elif n != est.n_features_in_:
-        raise ValueError(f"X has {n} features, but {type(est).__name__} is expecting "
-                         f"{est.n_features_in_} features as input.")
+        raise ValueError(
+            f"X has {n} features, but {type(est).__name__} is expecting "
+            f"{est.n_features_in_} features as input."
+        )
 
 
-def check_X(est: BaseMLP, X: Features, reset: bool, y: ArrayLike | None = NO_Y,
-            **options: object) -> tuple[Array, Array]:
+def check_X(
+    est: BaseMLP, X: Features, reset: bool, y: ArrayLike | None = NO_Y, **options: object
+) -> tuple[Array, Array]:
     """(X, y) validated: host X by ``validate_data``, device X in place (feature count set or
     checked against ``n_features_in_``). y (None is refused: fit needs it) is validated with
     a host X by ``validate_data``; with y left out (``NO_Y``) the y returned is None. An
@@ -100,16 +105,19 @@ def check_X(est: BaseMLP, X: Features, reset: bool, y: ArrayLike | None = NO_Y,
         _check_features(est, int(X.X.shape[1]), reset)
         return X.X, (None if isinstance(y, str) and y == NO_Y else y)
     if not is_device_array(X):
-        options = {"dtype": (numpy.float64, numpy.float32), "accept_sparse": ["csr", "csc"],
-                   **options}
+        options = {
+            "dtype": (numpy.float64, numpy.float32),
+            "accept_sparse": ["csr", "csc"],
+            **options,
+        }
         if isinstance(y, str) and y == NO_Y:
             return validate_data(est, X, reset=reset, **options), None
-        checked: tuple[Array, Array] = validate_data(est, X, y, reset=reset, multi_output=True,
-                                                     **options)
+        checked: tuple[Array, Array] = validate_data(
+            est, X, y, reset=reset, multi_output=True, **options
+        )
         return checked
     if y is None:
-        raise ValueError(f"{type(est).__name__} requires y to be passed, but the target y is "
-                         "None.")
+        raise ValueError(f"{type(est).__name__} requires y to be passed, but the target y is None.")
     return _check_device_X(est, X, reset, y)
 
 
@@ -123,21 +131,26 @@ def _check_device_X(est: BaseMLP, X: Array, reset: bool, y: Array) -> tuple[Arra
     if X.dtype.kind != "f":
         X = X.astype(numpy.float64)
     if X.shape[0] < 1:
-        raise ValueError(f"Found array with 0 sample(s) (shape={X.shape}) while a minimum "
-                         "of 1 is required.")
+        raise ValueError(
+            f"Found array with 0 sample(s) (shape={X.shape}) while a minimum of 1 is required."
+        )
     if not bool(xp.isfinite(X).all()):
         raise ValueError("Input X contains NaN or infinity.")
     _check_features(est, int(X.shape[1]), reset)
     if not isinstance(y, str):
         if y.shape[0] != X.shape[0]:
-            raise ValueError(f"Found input variables with inconsistent numbers of samples: "
-                             f"[{X.shape[0]}, {y.shape[0]}]")
+            raise ValueError(
+                f"Found input variables with inconsistent numbers of samples: "
+                f"[{X.shape[0]}, {y.shape[0]}]"
+            )
     return X, y
 
 
 #: scikit-learn's message for weights that training made non-finite (its tests match it).
-NON_FINITE = ("Solver produced non-finite parameter weights. The input data may contain "
-              "large values and need to be preprocessed.")
+NON_FINITE = (
+    "Solver produced non-finite parameter weights. The input data may contain "
+    "large values and need to be preprocessed."
+)
 
 
 def to_device(model: MLP, a: Array, name: str = "X") -> Array | SparseRows:
@@ -154,8 +167,10 @@ def to_device(model: MLP, a: Array, name: str = "X") -> Array | SparseRows:
         finite = bool(model.backend.xp.isfinite(rows).all())
     if not finite:
         # scikit-learn's message first: its float64 fit of such data fails with it
-        raise ValueError(f"{NON_FINITE} {name} holds values beyond the range of the model's "
-                         f"dtype {model.dtype.name}; rescale the data or use dtype='float64'")
+        raise ValueError(
+            f"{NON_FINITE} {name} holds values beyond the range of the model's "
+            f"dtype {model.dtype.name}; rescale the data or use dtype='float64'"
+        )
     return rows
 
 
@@ -184,8 +199,9 @@ class SparseRows:
 
     def __getitem__(self, rows: slice) -> Array:
         if not isinstance(rows, slice):
-            raise TypeError(f"SparseRows takes a slice of rows; got {type(rows).__name__} "
-                            "(rows() for indices)")
+            raise TypeError(
+                f"SparseRows takes a slice of rows; got {type(rows).__name__} (rows() for indices)"
+            )
         return self._dense(self.matrix[rows])
 
     def rows(self, idx: numpy.ndarray) -> Array:
@@ -208,13 +224,17 @@ def sample_weights(sample_weight: ArrayLike | None, X: Array) -> numpy.ndarray |
         return None
     sample_weight = to_host(sample_weight)
     n = X.shape[0]
-    weights: numpy.ndarray = _check_sample_weight(sample_weight, numpy.empty((n, 0)),
-                                                  dtype=numpy.float64)
+    weights: numpy.ndarray = _check_sample_weight(
+        sample_weight, numpy.empty((n, 0)), dtype=numpy.float64
+    )
     return weights
 
 
-def batch_sums(weights: numpy.ndarray | None, order: numpy.ndarray, batch_size: int,
-               ) -> numpy.ndarray:
+def batch_sums(
+    weights: numpy.ndarray | None,
+    order: numpy.ndarray,
+    batch_size: int,
+) -> numpy.ndarray:
     """Per mini-batch of ``order``, its rows or (with weights) its weights' sum."""
     starts = numpy.arange(0, order.shape[0], batch_size)
     sums: numpy.ndarray

@@ -1,10 +1,10 @@
 """A fitted model's loss and score on a data set, on the device (one host copy of two numbers).
 
-    loss  = sum_i w_i l_i / sum_i w_i  (/ n_outputs for squared error, as scikit-learn)
-            + 0.5 alpha ||W||^2 / sum_i w_i
-    score = accuracy (subset accuracy for multilabel) or R^2 averaged over the outputs,
-            weighted by w as scikit-learn's accuracy_score and r2_score weight them;
-            NaN where an output is not finite, as scikit-learn scores such a model.
+loss  = sum_i w_i l_i / sum_i w_i  (/ n_outputs for squared error, as scikit-learn)
+        + 0.5 alpha ||W||^2 / sum_i w_i
+score = accuracy (subset accuracy for multilabel) or R^2 averaged over the outputs,
+        weighted by w as scikit-learn's accuracy_score and r2_score weight them;
+        NaN where an output is not finite, as scikit-learn scores such a model.
 """
 
 from __future__ import annotations
@@ -28,11 +28,14 @@ def output_and_terms(model: MLP, X: Array | SparseRows, Y: Array) -> tuple[Array
     outs, terms = [], []
     for start in range(0, X.shape[0], rows):
         w = ws.first(min(rows, X.shape[0] - start))
-        w.X[...] = X[start:start + w.rows]
+        w.X[...] = X[start : start + w.rows]
         model.forward_pass(w, training=False)
         outs.append(w.A[-1].copy())
-        terms.append(model.loss_entry.array_terms(model.backend.array_api, w.Z[-1], w.A[-1],
-                                                  Y[start:start + w.rows]))
+        terms.append(
+            model.loss_entry.array_terms(
+                model.backend.array_api, w.Z[-1], w.A[-1], Y[start : start + w.rows]
+            )
+        )
     return xp.concatenate(outs), xp.concatenate(terms)
 
 
@@ -49,9 +52,14 @@ def r2(A: Array, Y: Array, w: Array) -> Array:
     return scores.mean()
 
 
-def evaluate(model: MLP, X: Array | SparseRows, Y: Array, w: Array | None, alpha: float,
-             softmax: bool,
-             ) -> tuple[float, float]:
+def evaluate(
+    model: MLP,
+    X: Array | SparseRows,
+    Y: Array,
+    w: Array | None,
+    alpha: float,
+    softmax: bool,
+) -> tuple[float, float]:
     """(loss, score) of the model on device X, Y with device weights w (ones if None)."""
     xp = model.backend.xp
     A, terms = output_and_terms(model, X, Y)
@@ -61,12 +69,16 @@ def evaluate(model: MLP, X: Array | SparseRows, Y: Array, w: Array | None, alpha
     per_output = 1.0 if model.is_classifier or model.loss == "poisson" else Y.shape[1]
     loss = (w * terms).sum() / sw / per_output + 0.5 * alpha * squared_weights(model) / sw
     if model.is_classifier:
-        hits = (A.argmax(axis=1) == Y.argmax(axis=1)) if softmax else \
-            ((A > 0.5) == (Y > 0.5)).all(axis=1)
+        hits = (
+            (A.argmax(axis=1) == Y.argmax(axis=1))
+            if softmax
+            else ((A > 0.5) == (Y > 0.5)).all(axis=1)
+        )
         score = (w * hits).sum() / sw
     else:
         score = r2(A, Y, w)
     score = xp.where(xp.isfinite(A).all(), score, xp.nan)  # as scikit-learn's scoring
-    values = model.backend.to_numpy(xp.stack([xp.asarray(loss, dtype="float64"),
-                                              xp.asarray(score, dtype="float64")]))
+    values = model.backend.to_numpy(
+        xp.stack([xp.asarray(loss, dtype="float64"), xp.asarray(score, dtype="float64")])
+    )
     return float(values[0]), float(values[1])

@@ -62,8 +62,8 @@ def fit_lbfgs(est: BaseMLP, X: Array | SparseRows, Y: Array, sw: numpy.ndarray |
             share = dtype.type(w.rows / n) if weights is None else dtype.type(1.0)
             grad[...] += model.grads * share
             data = data + stats[0, 0] * (1.0 / n if weights is None else 1.0 / w.rows)
-        W = model.params[:model.n_weights]
-        grad[:model.n_weights] += dtype.type(est.alpha / total) * W
+        W = model.params[: model.n_weights]
+        grad[: model.n_weights] += dtype.type(est.alpha / total) * W
         penalty = 0.5 * est.alpha * loop.squared_weights(model) / total
         values = be.to_numpy(xp.stack([data, penalty])).astype(numpy.float64)
         last["data"], last["penalty"] = float(values[0]), float(values[1])
@@ -79,14 +79,20 @@ def fit_lbfgs(est: BaseMLP, X: Array | SparseRows, Y: Array, sw: numpy.ndarray |
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         result = scipy.optimize.minimize(
-            loss_and_grad, be.to_numpy(model.params).astype(numpy.float64), method="L-BFGS-B",
-            jac=True, callback=callback,
+            loss_and_grad,
+            be.to_numpy(model.params).astype(numpy.float64),
+            method="L-BFGS-B",
+            jac=True,
+            callback=callback,
             options={"maxfun": est.max_fun, "maxiter": est.max_iter, "gtol": est.tol},
         )
     if result.status != 0 and result.status != 99:
-        warnings.warn(f"lbfgs failed to converge after {result.nit} iteration(s) "
-                      f"(status={result.status}): {result.message}", ConvergenceWarning,
-                      stacklevel=3)
+        warnings.warn(
+            f"lbfgs failed to converge after {result.nit} iteration(s) "
+            f"(status={result.status}): {result.message}",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
     est.n_iter_ = min(int(result.nit), est.max_iter)
     loss_and_grad(result.x)  # the parameters (and figures) of the result
     est.loss_ = last["data"] / per_output + last["penalty"]

@@ -35,9 +35,13 @@ OUTPUT_LOSS = {
 
 def hidden_activations() -> tuple[str, ...]:
     """What ``activation=`` accepts: scikit-learn's names and xpmlp's other trainable ones."""
-    return ("identity", "logistic", "tanh", "relu",
-            *(n for n in ACTIVATIONS.names(trainable_hidden) if n not in
-              ("identity", "tanh", "relu")))
+    return (
+        "identity",
+        "logistic",
+        "tanh",
+        "relu",
+        *(n for n in ACTIVATIONS.names(trainable_hidden) if n not in ("identity", "tanh", "relu")),
+    )
 
 
 def xpmlp_activation(name: str) -> str:
@@ -50,8 +54,9 @@ def make_optimizer(est: BaseMLP) -> Optimizer:
         return Adam(est.learning_rate_init, est.beta_1, est.beta_2, est.epsilon)
     if est.solver == "sgd":
         momentum = float(est.momentum)
-        return SGD(est.learning_rate_init, momentum,
-                   nesterov=bool(est.nesterovs_momentum) and momentum > 0)
+        return SGD(
+            est.learning_rate_init, momentum, nesterov=bool(est.nesterovs_momentum) and momentum > 0
+        )
     return SGD(est.learning_rate_init)
 
 
@@ -61,8 +66,11 @@ _Setting = TypeVar("_Setting", float, bool)
 
 def _per_layer(value: _Setting | Sequence[_Setting]) -> _Setting | Sequence[_Setting]:
     """One setting, or a list of one per hidden layer (an array-like given to the estimator)."""
-    return value if numpy.ndim(value) == 0 else [v.item() if hasattr(v, "item") else v
-                                                  for v in numpy.asarray(value, dtype=object)]
+    return (
+        value
+        if numpy.ndim(value) == 0
+        else [v.item() if hasattr(v, "item") else v for v in numpy.asarray(value, dtype=object)]
+    )
 
 
 def dropout_seed(random_state: object) -> int:
@@ -74,20 +82,33 @@ def dropout_seed(random_state: object) -> int:
     return 0
 
 
-def build(est: BaseMLP, layer_units: list[int], out_activation: str,
-          rng: numpy.random.RandomState, dtype: str,
-          weights: list[tuple[numpy.ndarray, numpy.ndarray]] | None = None) -> MLP:
+def build(
+    est: BaseMLP,
+    layer_units: list[int],
+    out_activation: str,
+    rng: numpy.random.RandomState,
+    dtype: str,
+    weights: list[tuple[numpy.ndarray, numpy.ndarray]] | None = None,
+) -> MLP:
     """A new MLP for ``est`` in ``dtype`` with the given (W (n_out, n_in), b) per layer, or
     scikit-learn's initialization: per layer, W (n_in, n_out) then b drawn from U(-s, s),
     s = sqrt(k / (n_in + n_out)), k = 2 for logistic, else 6 (Glorot & Bengio), from ``rng``
     in scikit-learn's order. Its dropout and batch norm are the estimator's (``dropout``,
     ``batch_norm``: one setting or one per hidden layer; masks keyed by ``dropout_seed``)."""
     output, loss = OUTPUT_LOSS[out_activation]
-    model = MLP(layer_units, activation=xpmlp_activation(est.activation),
-                output_activation=output, loss=loss, optimizer=make_optimizer(est),
-                dtype=dtype, backend=est.backend, deterministic=bool(est.deterministic),
-                dropout=_per_layer(est.dropout), batch_norm=_per_layer(est.batch_norm),
-                seed=dropout_seed(est.random_state))
+    model = MLP(
+        layer_units,
+        activation=xpmlp_activation(est.activation),
+        output_activation=output,
+        loss=loss,
+        optimizer=make_optimizer(est),
+        dtype=dtype,
+        backend=est.backend,
+        deterministic=bool(est.deterministic),
+        dropout=_per_layer(est.dropout),
+        batch_norm=_per_layer(est.batch_norm),
+        seed=dropout_seed(est.random_state),
+    )
     if weights is None:
         factor = 2.0 if est.activation in ("logistic", "sigmoid") else 6.0
         weights = []

@@ -59,8 +59,14 @@ if TYPE_CHECKING:
 Info = dict[str, float]
 
 
-def fit_stochastic(est: BaseMLP, X: Array | SparseRows, Y: Array, sw: numpy.ndarray | None,
-                   incremental: bool, stratify: Array | None) -> None:
+def fit_stochastic(
+    est: BaseMLP,
+    X: Array | SparseRows,
+    Y: Array,
+    sw: numpy.ndarray | None,
+    incremental: bool,
+    stratify: Array | None,
+) -> None:
     """Train ``est.mlp_`` on device X, Y (host weights sw) by est.solver (see module doc)."""
     model = est.mlp_
     be = model.backend
@@ -74,8 +80,12 @@ def fit_stochastic(est: BaseMLP, X: Array | SparseRows, Y: Array, sw: numpy.ndar
     X_val = Y_val = sw_val = None
     if est.early_stopping:
         try:
-            train, val = train_test_split(numpy.arange(n_all), random_state=est._random_state,
-                                          test_size=est.validation_fraction, stratify=stratify)
+            train, val = train_test_split(
+                numpy.arange(n_all),
+                random_state=est._random_state,
+                test_size=est.validation_fraction,
+                stratify=stratify,
+            )
         except ValueError as exc:
             if stratify is None or "least populated class" not in str(exc):
                 raise
@@ -83,10 +93,13 @@ def fit_stochastic(est: BaseMLP, X: Array | SparseRows, Y: Array, sw: numpy.ndar
             raise ValueError(  # scikit-learn's message names the indicator's values
                 f"{exc}. (The split is stratified as scikit-learn's, by the binary target's "
                 f"indicator: 'False' is the label {labels[0]!r} of y, 'True' the label "
-                f"{labels[1]!r}.)") from exc
+                f"{labels[1]!r}.)"
+            ) from exc
         if val.shape[0] < 2:
-            raise ValueError("The validation set is too small. Increase 'validation_fraction' "
-                             "or the size of your dataset.")
+            raise ValueError(
+                "The validation set is too small. Increase 'validation_fraction' "
+                "or the size of your dataset."
+            )
         train_dev, val_dev = be.asarray(train), be.asarray(val)
         if isinstance(X, SparseRows):
             X_val, X = X.subset(val), X.subset(train)
@@ -101,8 +114,11 @@ def fit_stochastic(est: BaseMLP, X: Array | SparseRows, Y: Array, sw: numpy.ndar
     else:
         given = cast(int, est.batch_size)  # "auto" or an integer (the parameter's constraints)
         if given > n:
-            warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is "
-                          "going to be clipped", stacklevel=3)
+            warnings.warn(
+                "Got `batch_size` less than 1 or larger than sample size. It is "
+                "going to be clipped",
+                stacklevel=3,
+            )
         batch_size = int(numpy.clip(given, 1, n))
     sw_dev = None if sw is None else be.asarray(sw, dtype=model.dtype)
     n_batches = -(-n // batch_size)
@@ -124,29 +140,41 @@ def fit_stochastic(est: BaseMLP, X: Array | SparseRows, Y: Array, sw: numpy.ndar
             sums = batch_sums(sw, sample_idx, batch_size)
             rows = numpy.minimum(batch_size, n - numpy.arange(0, n, batch_size))
             model.optimizer.learning_rate = est._learning_rate
-            loop.run_epoch(model, X, Y, be.asarray(sample_idx), batch_size, state,
-                           settings=loop.BatchSettings(
-                               weight_decay=est.alpha / sums, sample_weight=sw_dev,
-                               weight_scale=None if sw_dev is None else rows / sums,
-                               penalty=l2))
+            loop.run_epoch(
+                model,
+                X,
+                Y,
+                be.asarray(sample_idx),
+                batch_size,
+                state,
+                settings=loop.BatchSettings(
+                    weight_decay=est.alpha / sums,
+                    sample_weight=sw_dev,
+                    weight_scale=None if sw_dev is None else rows / sums,
+                    penalty=l2,
+                ),
+            )
             stats = be.to_numpy(state.batch_stats[:, 0]).astype(numpy.float64)
             l2_host = be.to_numpy(l2).astype(numpy.float64)
-            diverged = (float(be.to_numpy(state.skip)[0]) != 0
-                        or not numpy.isfinite(stats).all())
+            diverged = float(be.to_numpy(state.skip)[0]) != 0 or not numpy.isfinite(stats).all()
             if diverged and not est.early_stopping:
                 raise ValueError(
                     f"{NON_FINITE} (Training stopped at iteration {est.n_iter_ + 1}; the "
                     "weights are the last finite ones.)"
                 )
-            est.loss_ = float((stats / per_output + 0.5 * est.alpha * l2_host * rows / sums)
-                              .sum() / n)
+            est.loss_ = float(
+                (stats / per_output + 0.5 * est.alpha * l2_host * rows / sums).sum() / n
+            )
             est.n_iter_ += 1
             est.t_ += n
             est.loss_curve_.append(est.loss_)
             info: Info = {"n_iter": est.n_iter_, "loss": est.loss_}
             if est.early_stopping:
-                val_loss, val_score = (evaluate(model, X_val, Y_val, sw_val, est.alpha, softmax)
-                                       if not diverged else (numpy.nan, numpy.nan))
+                val_loss, val_score = (
+                    evaluate(model, X_val, Y_val, sw_val, est.alpha, softmax)
+                    if not diverged
+                    else (numpy.nan, numpy.nan)
+                )
                 est.validation_scores_.append(val_score)
                 est.validation_loss_curve_.append(val_loss)
                 info.update(validation_score=val_score, validation_loss=val_loss)
@@ -157,12 +185,16 @@ def fit_stochastic(est: BaseMLP, X: Array | SparseRows, Y: Array, sw: numpy.ndar
                     memory.best_params, memory.best_epoch = state.last_finite, 0  # with
                     kept = "the weights this fit started from (no iteration scored)"
                 else:
-                    kept = ("the weights of the best validation score "
-                            f"({est.best_validation_score_:g})")
+                    kept = (
+                        f"the weights of the best validation score ({est.best_validation_score_:g})"
+                    )
                 warnings.warn(
                     f"The training loss was not finite at iteration {est.n_iter_}: training "
                     "stopped there (the learning rate may be too large, or the data need "
-                    f"scaling); the estimator keeps {kept}.", ConvergenceWarning, stacklevel=3)
+                    f"scaling); the estimator keeps {kept}.",
+                    ConvergenceWarning,
+                    stacklevel=3,
+                )
                 break
             exhausted = _update_no_improvement_count(est, watch, info)
             if est.learning_rate == "invscaling":
@@ -178,7 +210,10 @@ def fit_stochastic(est: BaseMLP, X: Array | SparseRows, Y: Array, sw: numpy.ndar
             if est.n_iter_ == est.max_iter:
                 warnings.warn(
                     f"Stochastic Optimizer: Maximum iterations ({est.max_iter}) reached and "
-                    "the optimization hasn't converged yet.", ConvergenceWarning, stacklevel=3)
+                    "the optimization hasn't converged yet.",
+                    ConvergenceWarning,
+                    stacklevel=3,
+                )
     except KeyboardInterrupt:
         warnings.warn("Training interrupted by user.", stacklevel=3)
     finally:
@@ -190,8 +225,9 @@ def fit_stochastic(est: BaseMLP, X: Array | SparseRows, Y: Array, sw: numpy.ndar
 def _watch(est: BaseMLP, model: MLP) -> Watch:
     """scikit-learn's rule (``early_stopping.scikit_learn``) on the model's training state,
     its memory read from the estimator's attributes (scikit-learn's names for it)."""
-    rule = scikit_learn(est.tol, est.n_iter_no_change, est.early_stopping,
-                        est.early_stopping_metric)
+    rule = scikit_learn(
+        est.tol, est.n_iter_no_change, est.early_stopping, est.early_stopping_metric
+    )
     watch = Watch(rule, model, resume=True)
     memory = model.train_state_
     if not est.early_stopping:
@@ -209,8 +245,11 @@ def _update_no_improvement_count(est: BaseMLP, watch: Watch, info: Info) -> bool
     under scikit-learn's names; True when n_iter_no_change is exceeded."""
     memory = watch.state
     before = memory.best_value
-    record = {"loss": info["loss"], "val_score": info.get("validation_score"),
-              "val_loss": info.get("validation_loss")}
+    record = {
+        "loss": info["loss"],
+        "val_score": info.get("validation_score"),
+        "val_loss": info.get("validation_loss"),
+    }
     exhausted = watch.update(est.n_iter_, record)
     est._no_improvement_count = memory.no_improvement
     if not est.early_stopping:
@@ -227,8 +266,10 @@ def _trigger_stopping(est: BaseMLP) -> bool:
     what = "Validation score" if est.early_stopping else "Training loss"
     if est.early_stopping and est.early_stopping_metric == "loss":
         what = "Validation loss"
-    msg = (f"{what} did not improve more than tol={est.tol:f} for {est.n_iter_no_change} "
-           "consecutive epochs.")
+    msg = (
+        f"{what} did not improve more than tol={est.tol:f} for {est.n_iter_no_change} "
+        "consecutive epochs."
+    )
     if est.learning_rate != "adaptive":
         _say(est, msg + " Stopping.")
         return True
@@ -247,8 +288,7 @@ def _progress_bar(est: BaseMLP) -> ProgressBar | None:
         return None
     from tqdm.auto import tqdm
 
-    bar: ProgressBar = tqdm(total=est.max_iter, desc=type(est).__name__, unit="iter",
-                            leave=False)
+    bar: ProgressBar = tqdm(total=est.max_iter, desc=type(est).__name__, unit="iter", leave=False)
     return bar
 
 

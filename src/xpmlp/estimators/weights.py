@@ -27,18 +27,25 @@ if TYPE_CHECKING:
 
 def _same_memory(a: object, b: Array) -> bool:
     """a is b, or another view of exactly the same elements."""
-    return (isinstance(a, numpy.ndarray) and a.shape == b.shape and a.strides == b.strides
-            and a.dtype == b.dtype
-            and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
+    return (
+        isinstance(a, numpy.ndarray)
+        and a.shape == b.shape
+        and a.strides == b.strides
+        and a.dtype == b.dtype
+        and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+    )
 
 
 def _targets(model: MLP) -> list[tuple[str, int, Array, tuple[int, ...]]]:
     """(attribute, layer, backend array in scikit-learn's orientation, shape) of every
     coefficient array, then every intercept."""
-    coefs = [("coefs_", l, layer.W.T, (layer.W.shape[1], layer.W.shape[0]))
-             for l, layer in enumerate(model.layers)]
-    intercepts = [("intercepts_", l, layer.b, tuple(layer.b.shape))
-                  for l, layer in enumerate(model.layers)]
+    coefs = [
+        ("coefs_", l, layer.W.T, (layer.W.shape[1], layer.W.shape[0]))
+        for l, layer in enumerate(model.layers)
+    ]
+    intercepts = [
+        ("intercepts_", l, layer.b, tuple(layer.b.shape)) for l, layer in enumerate(model.layers)
+    ]
     return coefs + intercepts
 
 
@@ -48,16 +55,23 @@ def _lists(est: BaseMLP, n_layers: int) -> dict[str, list[ArrayLike] | tuple[Arr
     for name in ("coefs_", "intercepts_"):
         value = est.__dict__.get(name)
         if not isinstance(value, (list, tuple)) or len(value) != n_layers:
-            got = (f"a {type(value).__name__} of {len(value)}"
-                   if isinstance(value, (list, tuple)) else f"a {type(value).__name__}")
-            raise ValueError(f"{name} must be a list of {n_layers} arrays, one per layer of the "
-                             f"fitted network; got {got}")
+            got = (
+                f"a {type(value).__name__} of {len(value)}"
+                if isinstance(value, (list, tuple))
+                else f"a {type(value).__name__}"
+            )
+            raise ValueError(
+                f"{name} must be a list of {n_layers} arrays, one per layer of the "
+                f"fitted network; got {got}"
+            )
         found[name] = value
     return found
 
 
-def check_given(est: BaseMLP, layer_units: list[int],
-                ) -> list[tuple[numpy.ndarray, numpy.ndarray]]:
+def check_given(
+    est: BaseMLP,
+    layer_units: list[int],
+) -> list[tuple[numpy.ndarray, numpy.ndarray]]:
     """The (W (n_out, n_in), b) pairs of coefs_ and intercepts_ set on an estimator that has
     no network yet (to train on with partial_fit or warm_start), checked against the layer
     sizes the data needs."""
@@ -118,8 +132,12 @@ def publish(est: BaseMLP) -> None:
         if on_host and _same_memory(current, target):
             continue
         host = be.to_numpy(target)  # NumPy: the parameters' view itself
-        if (isinstance(current, numpy.ndarray) and current.shape == shape
-                and current.dtype == model.dtype and current.flags.writeable):
+        if (
+            isinstance(current, numpy.ndarray)
+            and current.shape == shape
+            and current.dtype == model.dtype
+            and current.flags.writeable
+        ):
             current[...] = host
         else:
             arrays[l] = host if on_host else numpy.array(host)

@@ -73,8 +73,7 @@ class _Graph:
         self.initializers.append(self.onnx.numpy_helper.from_array(array, name))
         return name
 
-    def node(self, op: str, *inputs: str, output: str | None = None,
-             **attributes: float) -> str:
+    def node(self, op: str, *inputs: str, output: str | None = None, **attributes: float) -> str:
         """One ``op`` node of ``inputs``; the name of its output."""
         output = output or self._name(op.lower())
         self.nodes.append(self.onnx.helper.make_node(op, list(inputs), [output], **attributes))
@@ -174,8 +173,11 @@ def _the_mlp(model: object) -> tuple[MLP, bool]:
         raise ParameterError(
             f"{type(model).__name__}.mlp_ is a {type(mlp).__name__}; expected an xpmlp.MLP"
         )
-    binary = (getattr(model, "_onnx_binary_proba", False) is True and mlp.n_outputs == 1
-              and mlp.activations[-1] == "sigmoid")
+    binary = (
+        getattr(model, "_onnx_binary_proba", False) is True
+        and mlp.n_outputs == 1
+        and mlp.activations[-1] == "sigmoid"
+    )
     return mlp, binary
 
 
@@ -216,8 +218,9 @@ def to_onnx(model: object, *, name: str = "xpmlp_mlp") -> ModelProto:
     g = _Graph(onnx, dtype)
     A = INPUT
     for l, (W, b) in enumerate(mlp.get_weights()):
-        Z = g.node("Add", g.node("MatMul", A, g.constant(f"W{l + 1}_T", W.T)),
-                   g.constant(f"b{l + 1}", b))
+        Z = g.node(
+            "Add", g.node("MatMul", A, g.constant(f"W{l + 1}_T", W.T)), g.constant(f"b{l + 1}", b)
+        )
         norm = mlp.layers[l].norm
         if norm is not None:
             Z = _batch_norm_inference(g, mlp, norm, l, Z)
@@ -229,13 +232,15 @@ def to_onnx(model: object, *, name: str = "xpmlp_mlp") -> ModelProto:
     g.node("Identity", A, output=OUTPUT)
     elem = onnx.helper.np_dtype_to_tensor_dtype(dtype)
     graph = onnx.helper.make_graph(
-        g.nodes, name,
+        g.nodes,
+        name,
         [onnx.helper.make_tensor_value_info(INPUT, elem, ["rows", mlp.n_features])],
         [onnx.helper.make_tensor_value_info(OUTPUT, elem, ["rows", n_out])],
         g.initializers,
     )
     proto: ModelProto = onnx.helper.make_model(
-        graph, opset_imports=[onnx.helper.make_opsetid("", OPSET)], producer_name="xpmlp")
+        graph, opset_imports=[onnx.helper.make_opsetid("", OPSET)], producer_name="xpmlp"
+    )
     proto.ir_version = IR_VERSION
     from .._version import __version__
 

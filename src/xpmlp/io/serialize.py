@@ -36,8 +36,17 @@ if TYPE_CHECKING:
 # What reading a damaged archive can raise besides DataFileError (FileNotFoundError is let
 # through before these are caught). zipfile raises RuntimeError for encrypted members and
 # NotImplementedError for unknown compression methods; zlib and struct for garbled bytes.
-_UNREADABLE = (OSError, ValueError, EOFError, KeyError, RuntimeError, NotImplementedError,
-               zipfile.BadZipFile, zlib.error, struct.error)
+_UNREADABLE = (
+    OSError,
+    ValueError,
+    EOFError,
+    KeyError,
+    RuntimeError,
+    NotImplementedError,
+    zipfile.BadZipFile,
+    zlib.error,
+    struct.error,
+)
 
 
 def save_model(model: MLP, path: str | os.PathLike[str]) -> Path:
@@ -53,8 +62,7 @@ def save_model(model: MLP, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def load_model(path: str | os.PathLike[str], *,
-               backend: str | Backend | None = None) -> MLP:
+def load_model(path: str | os.PathLike[str], *, backend: str | Backend | None = None) -> MLP:
     """Read a model written by ``save_model``, onto ``backend`` (default: the one in force),
     with its training state: ``fit`` goes on from where it stopped.
 

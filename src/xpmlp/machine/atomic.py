@@ -25,17 +25,20 @@ if TYPE_CHECKING:
 
 @overload
 def atomic_write(
-    path: str | os.PathLike[str], mode: Literal["w"] = "w",
+    path: str | os.PathLike[str],
+    mode: Literal["w"] = "w",
     verify: Callable[[Path], None] | None = None,
 ) -> _GeneratorContextManager[IO[str]]: ...
 @overload
 def atomic_write(
-    path: str | os.PathLike[str], mode: Literal["wb"],
+    path: str | os.PathLike[str],
+    mode: Literal["wb"],
     verify: Callable[[Path], None] | None = None,
 ) -> _GeneratorContextManager[IO[bytes]]: ...
 @contextmanager
 def atomic_write(
-    path: str | os.PathLike[str], mode: str = "w",
+    path: str | os.PathLike[str],
+    mode: str = "w",
     verify: Callable[[Path], None] | None = None,
 ) -> Iterator[IO[str] | IO[bytes]]:  # IO[str] for mode "w", IO[bytes] for "wb" (os.fdopen's)
     """Open a temporary file beside ``path``; on success rename it to ``path``, else delete it.
@@ -49,8 +52,9 @@ def atomic_write(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
-                               dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent
+    )
     try:
         with os.fdopen(fd, mode) as f:
             yield f

@@ -77,16 +77,23 @@ def gemm_dtype(a: Array, b: Array, out: Array) -> str | None:
     if not all(isinstance(x, numpy.ndarray) for x in (a, b, out)):
         return None
     char: str = out.dtype.char
-    if (char in ("f", "d") and a.dtype.char == char == b.dtype.char
-            and a.ndim == b.ndim == out.ndim == 2 and out.flags.writeable):
+    if (
+        char in ("f", "d")
+        and a.dtype.char == char == b.dtype.char
+        and a.ndim == b.ndim == out.ndim == 2
+        and out.flags.writeable
+    ):
         return char
     return None
 
 
 # ------------------------------------------------------------------------ NumPy's cblas_?gemm
 #: cblas_?gemm's names in the BLAS libraries NumPy ships or links, 64-bit integers first.
-_SYMBOLS = (("scipy_cblas_{}gemm64_", ctypes.c_int64), ("cblas_{}gemm64_", ctypes.c_int64),
-            ("cblas_{}gemm", ctypes.c_int))
+_SYMBOLS = (
+    ("scipy_cblas_{}gemm64_", ctypes.c_int64),
+    ("cblas_{}gemm64_", ctypes.c_int64),
+    ("cblas_{}gemm", ctypes.c_int),
+)
 
 
 def _loaded_blas_libraries() -> list[str]:
@@ -96,18 +103,28 @@ def _loaded_blas_libraries() -> list[str]:
         from threadpoolctl import ThreadpoolController
     except ImportError:
         return []
-    paths = {lib.filepath for lib in ThreadpoolController().select(user_api="blas")
-             .lib_controllers}
+    paths = {lib.filepath for lib in ThreadpoolController().select(user_api="blas").lib_controllers}
     return sorted(p for p in paths if "blas" in p.lower())
 
 
-def _declare_gemm(fn: _CFuncPtr, integer: type[ctypes.c_int | ctypes.c_int64],
-                  scalar: type[ctypes.c_float | ctypes.c_double]) -> _CFuncPtr:
+def _declare_gemm(
+    fn: _CFuncPtr,
+    integer: type[ctypes.c_int | ctypes.c_int64],
+    scalar: type[ctypes.c_float | ctypes.c_double],
+) -> _CFuncPtr:
     """``fn``, a ctypes ``cblas_?gemm``, with its argument types: order, transposes, m, n and
     k as ``integer``, alpha and beta as ``scalar``, the addresses as integers (same ABI)."""
     pointer = ctypes.c_size_t
-    fn.argtypes = [integer] * 6 + [scalar, pointer, integer, pointer, integer, scalar, pointer,
-                                   integer]
+    fn.argtypes = [integer] * 6 + [
+        scalar,
+        pointer,
+        integer,
+        pointer,
+        integer,
+        scalar,
+        pointer,
+        integer,
+    ]
     fn.restype = None
     return fn
 
@@ -118,8 +135,10 @@ def numpy_cblas_gemm(char: str) -> _CFuncPtr | None:
     the loaded library that has it, 64-bit integer interface first), or None when no loaded
     library has it: what ``numpy.matmul`` calls, for code that calls BLAS itself (the fused
     CPU step)."""
-    scalars: dict[str, type[ctypes.c_float | ctypes.c_double]] = {"f": ctypes.c_float,
-                                                                  "d": ctypes.c_double}
+    scalars: dict[str, type[ctypes.c_float | ctypes.c_double]] = {
+        "f": ctypes.c_float,
+        "d": ctypes.c_double,
+    }
     scalar = scalars[char]
     for path in _loaded_blas_libraries():
         try:
@@ -144,7 +163,8 @@ def mkl_library_path() -> str | None:
     for f in files:
         name = f.name
         if name.startswith(("libmkl_rt.so", "libmkl_rt.", "mkl_rt.")) and (
-                ".so" in name or name.endswith((".dll", ".dylib"))):
+            ".so" in name or name.endswith((".dll", ".dylib"))
+        ):
             path = Path(str(f.locate())).resolve()
             if path.is_file():
                 return str(path)
@@ -158,8 +178,13 @@ def _gemm_kernel(cblas_gemm: _CFuncPtr) -> GemmKernel:
     of the arrays at their first use, and kept in Numba's on-disk cache)."""
     from ..kernels import gemm as kernels
 
-    def gemm(a: Array, b: Array, out: Array, alpha: numpy.floating, beta: numpy.floating,
-             ) -> bool:
+    def gemm(
+        a: Array,
+        b: Array,
+        out: Array,
+        alpha: numpy.floating,
+        beta: numpy.floating,
+    ) -> bool:
         return bool(kernels.gemm(cblas_gemm, a, b, out, alpha, beta))
 
     return gemm
@@ -192,7 +217,7 @@ class Mkl:
 
     @property
     def short_version(self) -> str:
-        """"2026.2" of "Intel(R) oneAPI Math Kernel Library Version 2026.2-Product Build ..."."""
+        """ "2026.2" of "Intel(R) oneAPI Math Kernel Library Version 2026.2-Product Build ..."."""
         match = re.search(r"Version (\d[\w.]*)", self.version)
         return match.group(1) if match else self.version
 
@@ -224,8 +249,14 @@ class Mkl:
         integers, addresses as integers)."""
         return self._cblas[char]
 
-    def gemm(self, a: Array, b: Array, out: Array, alpha: float = 1.0, beta: float = 0.0,
-             ) -> bool:
+    def gemm(
+        self,
+        a: Array,
+        b: Array,
+        out: Array,
+        alpha: float = 1.0,
+        beta: float = 0.0,
+    ) -> bool:
         """out = alpha op(a) op(b) + beta out in one cblas call; False (nothing done) when the
         arrays are not 2-D ndarrays of one dtype (float32 or float64) that BLAS takes as they
         are (see the module docstring)."""
@@ -239,8 +270,7 @@ class Mkl:
         """(the compiled gemm of dtype ``char``, its scalar type), compiled at first use."""
         entry = self._kernels.get(char)
         if entry is None:
-            entry = self._kernels[char] = (_gemm_kernel(self._cblas[char]),
-                                           numpy.dtype(char).type)
+            entry = self._kernels[char] = (_gemm_kernel(self._cblas[char]), numpy.dtype(char).type)
         return entry
 
     def matmul(self, a: Array, b: Array, out: Array) -> None:
@@ -265,8 +295,11 @@ def _openmp_library() -> ctypes.CDLL | None:
     """Intel's OpenMP runtime as MKL loaded it (``libiomp5``), or None."""
     for name in ("libiomp5.so", "libiomp5md.dll", "libiomp5.dylib"):
         try:
-            lib = ctypes.CDLL(name, mode=os.RTLD_NOLOAD) if hasattr(os, "RTLD_NOLOAD") else (
-                ctypes.CDLL(name))
+            lib = (
+                ctypes.CDLL(name, mode=os.RTLD_NOLOAD)
+                if hasattr(os, "RTLD_NOLOAD")
+                else (ctypes.CDLL(name))
+            )
         except OSError:
             continue
         return lib
@@ -283,8 +316,9 @@ def load_mkl() -> Mkl | None:
     if not _mkl:
         path = mkl_library_path()
         if path is None:
-            _mkl_error.append("the mkl package is not installed "
-                              "(pip install -e '.[mkl]' in the xpmlp checkout)")
+            _mkl_error.append(
+                "the mkl package is not installed (pip install -e '.[mkl]' in the xpmlp checkout)"
+            )
             _mkl.append(None)
         else:
             config.passive_openmp_waits()  # before MKL's OpenMP runtime starts
@@ -391,16 +425,20 @@ class MatmulProvider:
     With MKL, NumPy's OpenBLAS is held at one thread (``hold_openblas``).
     """
 
-    def __init__(self, library: str, mkl: Mkl | None, why: str = "",
-                 threads: int | None = None) -> None:
+    def __init__(
+        self, library: str, mkl: Mkl | None, why: str = "", threads: int | None = None
+    ) -> None:
         from ..core.errors import ParameterError
 
         if library not in PROVIDERS:
-            raise ParameterError(f"BLAS provider {library!r}: expected one of "
-                                 f"{', '.join(PROVIDERS)}")
+            raise ParameterError(
+                f"BLAS provider {library!r}: expected one of {', '.join(PROVIDERS)}"
+            )
         if library == "mkl" and mkl is None:
-            raise ParameterError(f"{config.BLAS}=mkl, but MKL is not available here: "
-                                 f"{_mkl_error[0] if _mkl_error else 'not loaded'}")
+            raise ParameterError(
+                f"{config.BLAS}=mkl, but MKL is not available here: "
+                f"{_mkl_error[0] if _mkl_error else 'not loaded'}"
+            )
         self.library = library
         self.why = why or f"{config.BLAS}={library}"
         self.mkl = mkl
@@ -433,8 +471,17 @@ class MatmulProvider:
 
     def matmul(self, a: Array, b: Array, out: Array) -> None:
         """out = a @ b through MKL (``numpy.matmul`` where BLAS cannot take the arrays)."""
-        key = (a.shape, b.shape, a.strides, b.strides, out.strides, a.dtype.char,
-               b.dtype.char, out.dtype.char, out.flags.writeable)
+        key = (
+            a.shape,
+            b.shape,
+            a.strides,
+            b.strides,
+            out.strides,
+            a.dtype.char,
+            b.dtype.char,
+            out.dtype.char,
+            out.flags.writeable,
+        )
         try:
             fn = self._routes[key]
         except KeyError:
@@ -457,16 +504,23 @@ class MatmulProvider:
         if self.library == "openblas":
             text = f"openblas: NumPy's {numpy_blas_name()} for every product"
         else:
-            text = (f"mkl: MKL {self.mkl.short_version} ({self.mkl.threads} threads) for every "  # type: ignore[union-attr]
-                    f"product; NumPy's {numpy_blas_name()} held at 1 thread")
+            text = (
+                f"mkl: MKL {self.mkl.short_version} ({self.mkl.threads} threads) for every "  # type: ignore[union-attr]
+                f"product; NumPy's {numpy_blas_name()} held at 1 thread"
+            )
         return f"{text} ({self.why})"
 
     def report(self) -> dict[str, str | int | None]:
         """A JSON-able account: the library, what chose it, the libraries and threads."""
-        return {"mode": self.library, "why": self.why, "numpy_blas": numpy_blas_name(),
-                "mkl": self.mkl.version if self.mkl is not None else None,
-                "mkl_path": self.mkl.path if self.mkl is not None else None,
-                "threads": self.threads, "summary": self.describe()}
+        return {
+            "mode": self.library,
+            "why": self.why,
+            "numpy_blas": numpy_blas_name(),
+            "mkl": self.mkl.version if self.mkl is not None else None,
+            "mkl_path": self.mkl.path if self.mkl is not None else None,
+            "threads": self.threads,
+            "summary": self.describe(),
+        }
 
 
 def numpy_blas_name() -> str:

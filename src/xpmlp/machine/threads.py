@@ -104,8 +104,7 @@ def rank_share(local_ranks: int) -> int | None:
     the README's distributed example 9x slower (13.8 s per epoch against 1.55 s)."""
     import numba
 
-    if local_ranks <= 1 or any(os.environ.get(v) for v in ("NUMBA_NUM_THREADS",
-                                                            "OMP_NUM_THREADS")):
+    if local_ranks <= 1 or any(os.environ.get(v) for v in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS")):
         return None
     if numba.get_num_threads() != _numba_max_threads():
         return None

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ..core.optim import Optimizer
     from ..train.model import MLP
 
+
 # ---------------------------------------------------------------------- gradient descent
 @dataclass
 class DescentLandscape:
@@ -58,15 +59,16 @@ def _flat(weights: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     return np.concatenate([w.ravel() for w, _ in weights] + [b.ravel() for _, b in weights])
 
 
-def _unflat(vector: np.ndarray, like: Sequence[tuple[np.ndarray, np.ndarray]]
-            ) -> list[tuple[np.ndarray, np.ndarray]]:
+def _unflat(
+    vector: np.ndarray, like: Sequence[tuple[np.ndarray, np.ndarray]]
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """The inverse of :func:`_flat`, shaped like ``like``."""
     out, at = [], 0
     for w, _ in like:
-        out.append([vector[at:at + w.size].reshape(w.shape)])
+        out.append([vector[at : at + w.size].reshape(w.shape)])
         at += w.size
     for pair, (_, b) in zip(out, like, strict=True):
-        pair.append(vector[at:at + b.size].reshape(b.shape))
+        pair.append(vector[at : at + b.size].reshape(b.shape))
         at += b.size
     return [(w, b) for w, b in out]
 
@@ -74,8 +76,15 @@ def _unflat(vector: np.ndarray, like: Sequence[tuple[np.ndarray, np.ndarray]]
 class _PlaneLoss:
     """The loss of ``model`` on (X, y) and its gradient over the plane center + a d1 + b d2."""
 
-    def __init__(self, model: MLP, X: np.ndarray, y: np.ndarray, center: np.ndarray,
-                 d1: np.ndarray, d2: np.ndarray) -> None:
+    def __init__(
+        self,
+        model: MLP,
+        X: np.ndarray,
+        y: np.ndarray,
+        center: np.ndarray,
+        d1: np.ndarray,
+        d2: np.ndarray,
+    ) -> None:
         self.model, self.X, self.y = model, X, y
         self.center, self.d1, self.d2 = center, d1, d2
         self.like = model.get_weights()
@@ -85,8 +94,7 @@ class _PlaneLoss:
         theta = self.center + a * self.d1 + b * self.d2
         self.model.set_weights(_unflat(theta, self.like))
         g = self.model.backward(self.model.forward(self.X), self.y)
-        grad = _flat([(np.asarray(dw), np.asarray(db)) for dw, db in zip(g.dW, g.db,
-                                                                          strict=True)])
+        grad = _flat([(np.asarray(dw), np.asarray(db)) for dw, db in zip(g.dW, g.db, strict=True)])
         return float(g.loss), np.array([grad @ self.d1, grad @ self.d2])
 
 
@@ -97,14 +105,21 @@ def descent_optimizers(directions: str = "weights") -> dict[str, Optimizer]:
     from ..core.optim import SGD, Adam
 
     if directions == "weights":
-        return {"sgd": SGD(learning_rate=3.0), "momentum": SGD(learning_rate=0.35, momentum=0.9),
-                "adam": Adam(learning_rate=0.16)}
-    return {"sgd": SGD(learning_rate=0.15), "momentum": SGD(learning_rate=0.03, momentum=0.9),
-            "adam": Adam(learning_rate=0.08)}
+        return {
+            "sgd": SGD(learning_rate=3.0),
+            "momentum": SGD(learning_rate=0.35, momentum=0.9),
+            "adam": Adam(learning_rate=0.16),
+        }
+    return {
+        "sgd": SGD(learning_rate=0.15),
+        "momentum": SGD(learning_rate=0.03, momentum=0.9),
+        "adam": Adam(learning_rate=0.08),
+    }
 
 
-def descent_landscape(directions: str = "weights", seed: int = 0, steps: int = 50,
-                      resolution: int = 41) -> DescentLandscape:
+def descent_landscape(
+    directions: str = "weights", seed: int = 0, steps: int = 50, resolution: int = 41
+) -> DescentLandscape:
     """The loss of a 2-8-3 tanh MLP on three 2-D blobs over a plane, with optimizer paths.
 
     The MLP is first trained (full-batch Adam) to ``center``; the plane through it spans
@@ -121,11 +136,19 @@ def descent_landscape(directions: str = "weights", seed: int = 0, steps: int = 5
     if directions not in ("weights", "random"):
         raise ParameterError(f"directions={directions!r}: expected 'weights' or 'random'")
     if steps < 1 or resolution < 3:
-        raise ParameterError(f"steps={steps}, resolution={resolution}: expected steps >= 1 "
-                             "and resolution >= 3")
+        raise ParameterError(
+            f"steps={steps}, resolution={resolution}: expected steps >= 1 and resolution >= 3"
+        )
     X, y = blobs(seed)
-    model = MLP([2, 8, 3], activation="tanh", optimizer="adam", learning_rate=0.05,
-                dtype="float64", backend="numpy", seed=seed)
+    model = MLP(
+        [2, 8, 3],
+        activation="tanh",
+        optimizer="adam",
+        learning_rate=0.05,
+        dtype="float64",
+        backend="numpy",
+        seed=seed,
+    )
     for _ in range(150):
         model.backward(model.forward(X), y)
         model.step()
@@ -148,12 +171,20 @@ def descent_landscape(directions: str = "weights", seed: int = 0, steps: int = 5
     paths = {name: _descend(plane, opt, start, steps) for name, opt in optimizers.items()}
     plane_name = "two first-layer weights" if directions == "weights" else "two random directions"
     title = f"Loss of a 2-8-3 MLP on 3 blobs over {plane_name}; {steps} full-batch steps"
-    return DescentLandscape(a=a, b=b, loss=loss, paths=paths, labels=labels, title=title,
-                            optimizers={n: repr(o) for n, o in optimizers.items()})
+    return DescentLandscape(
+        a=a,
+        b=b,
+        loss=loss,
+        paths=paths,
+        labels=labels,
+        title=title,
+        optimizers={n: repr(o) for n, o in optimizers.items()},
+    )
 
 
-def _random_direction(rng: np.random.Generator,
-                      weights: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+def _random_direction(
+    rng: np.random.Generator, weights: Sequence[tuple[np.ndarray, np.ndarray]]
+) -> np.ndarray:
     """A Gaussian direction, each W and b rescaled to the norm of the model's own."""
     scaled = []
     for W, b in weights:
@@ -165,8 +196,7 @@ def _random_direction(rng: np.random.Generator,
     return _flat(scaled)
 
 
-def _descend(plane: _PlaneLoss, optimizer: Optimizer, start: np.ndarray,
-             steps: int) -> np.ndarray:
+def _descend(plane: _PlaneLoss, optimizer: Optimizer, start: np.ndarray, steps: int) -> np.ndarray:
     """``steps`` steps of ``optimizer`` on the plane from ``start``: (steps + 1, 3) rows of
     (a, b, loss)."""
     p = start.astype(float).copy()
@@ -175,8 +205,9 @@ def _descend(plane: _PlaneLoss, optimizer: Optimizer, start: np.ndarray,
     for t in range(1, steps + 1):
         loss, g = plane(*p)
         rows.append((*p, loss))
-        p = optimizer.reference(np, p, g, state,
-                                optimizer.hyperparameters(t, optimizer.learning_rate))
+        p = optimizer.reference(
+            np, p, g, state, optimizer.hyperparameters(t, optimizer.learning_rate)
+        )
     rows.append((*p, plane(*p)[0]))
     return np.array(rows)
 
@@ -221,25 +252,34 @@ def _draw_contours(ax: Axes, land: DescentLandscape, labels: bool = True) -> Non
     ax.set_aspect("equal")
 
 
-def _draw_paths(surface: Axes3D, flat: Axes, land: DescentLandscape,
-                upto: int | None) -> None:
+def _draw_paths(surface: Axes3D, flat: Axes, land: DescentLandscape, upto: int | None) -> None:
     """Each optimizer's path on both axes, its start marked, with one legend."""
     for name, path in land.paths.items():
         shown = path if upto is None else path[: upto + 1]
         color = OPTIMIZER_COLORS.get(name, None)
         label = f"{name} (final loss {shown[-1, 2]:.3f})"
-        surface.plot(shown[:, 0], shown[:, 1], shown[:, 2], "o-", color=color, markersize=2.5,
-                     linewidth=1.8, zorder=10)
-        flat.plot(shown[:, 0], shown[:, 1], "o-", color=color, markersize=3, linewidth=1.6,
-                  label=label)
+        surface.plot(
+            shown[:, 0],
+            shown[:, 1],
+            shown[:, 2],
+            "o-",
+            color=color,
+            markersize=2.5,
+            linewidth=1.8,
+            zorder=10,
+        )
+        flat.plot(
+            shown[:, 0], shown[:, 1], "o-", color=color, markersize=3, linewidth=1.6, label=label
+        )
     start = next(iter(land.paths.values()))[0]
     flat.plot(start[0], start[1], "k*", markersize=14, label="start")
     surface.plot([start[0]], [start[1]], [start[2]], "k*", markersize=12)
     flat.legend(loc="best", fontsize=9, framealpha=0.9)
 
 
-def save_descent_animation(landscape: DescentLandscape, path: str | os.PathLike[str],
-                           fps: int = 10) -> None:
+def save_descent_animation(
+    landscape: DescentLandscape, path: str | os.PathLike[str], fps: int = 10
+) -> None:
     """Write the optimizers' paths, growing step by step, as an animated GIF at ``path``
     (matplotlib's PillowWriter; PlotDependencyError without pillow), atomically."""
     require_pillow()
@@ -260,14 +300,18 @@ def save_descent_animation(landscape: DescentLandscape, path: str | os.PathLike[
     # the paths' artists, in the order _draw_paths made them: one per optimizer on each axes
     lines3d = surface.lines[: len(landscape.paths)]
     lines2d = flat.lines[: len(landscape.paths)]
-    flat.legend(flat.lines[: len(landscape.paths) + 1], [*landscape.paths, "start"],
-                loc="best", fontsize=9, framealpha=0.9)  # no final losses: they change
+    flat.legend(
+        flat.lines[: len(landscape.paths) + 1],
+        [*landscape.paths, "start"],
+        loc="best",
+        fontsize=9,
+        framealpha=0.9,
+    )  # no final losses: they change
     fig.canvas.draw()
     fig.set_layout_engine("none")  # lay out once: constrained layout per frame is slow
 
     def frame(k: int) -> list[Artist]:
-        for path, line3d, line2d in zip(landscape.paths.values(), lines3d, lines2d,
-                                        strict=True):
+        for path, line3d, line2d in zip(landscape.paths.values(), lines3d, lines2d, strict=True):
             shown = path[: k + 1]
             line3d.set_data(shown[:, 0], shown[:, 1])
             line3d.set_3d_properties(shown[:, 2])
@@ -283,14 +327,18 @@ def save_descent_animation(landscape: DescentLandscape, path: str | os.PathLike[
             f.write(staged.read_bytes())
 
 
-def _draw_surface_plain(ax: Axes3D, land: DescentLandscape, stride: int = 1,
-                        ) -> Poly3DCollection:
+def _draw_surface_plain(
+    ax: Axes3D,
+    land: DescentLandscape,
+    stride: int = 1,
+) -> Poly3DCollection:
     """The surface (returned; a facet every ``stride`` grid points) and its contours on the
     floor of the box."""
     A, B = np.meshgrid(land.a, land.b)
     floor = land.loss.min() - 0.25 * np.ptp(land.loss)
-    surf = ax.plot_surface(A, B, land.loss, cmap="viridis", alpha=0.75, linewidth=0,
-                           rstride=stride, cstride=stride)
+    surf = ax.plot_surface(
+        A, B, land.loss, cmap="viridis", alpha=0.75, linewidth=0, rstride=stride, cstride=stride
+    )
     ax.contour(A, B, land.loss, levels=15, zdir="z", offset=floor, cmap="viridis")
     ax.set_zlim(floor, land.loss.max())
     # ticks on the loss's own range only (the floor below it holds the contours, no loss)

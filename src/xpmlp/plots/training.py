@@ -25,22 +25,25 @@ Report = dict[str, Decoded]
 #: an epoch's record in a report (its figures by name)
 EpochRecord = dict[str, Decoded]
 
-def misclassified_digits(y_true: ArrayLike, y_pred: ArrayLike,
-                         limit: int = MAX_MISCLASSIFIED) -> list[dict[str, int]]:
+
+def misclassified_digits(
+    y_true: ArrayLike, y_pred: ArrayLike, limit: int = MAX_MISCLASSIFIED
+) -> list[dict[str, int]]:
     """The first ``limit`` samples whose prediction is wrong, in order:
     ``[{"index": i, "true": y_true[i], "predicted": y_pred[i]}, ...]``."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     wrong = np.flatnonzero(y_true != y_pred)[:limit]
-    return [{"index": int(i), "true": int(y_true[i]), "predicted": int(y_pred[i])}
-            for i in wrong]
+    return [{"index": int(i), "true": int(y_true[i]), "predicted": int(y_pred[i])} for i in wrong]
 
 
-def confusion_matrix(y_true: ArrayLike, y_pred: ArrayLike, n_classes: int = 10,
-                     ) -> list[list[int]]:
+def confusion_matrix(
+    y_true: ArrayLike,
+    y_pred: ArrayLike,
+    n_classes: int = 10,
+) -> list[list[int]]:
     """Counts: row = true label, column = predicted label, as nested lists of int."""
     counts = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(counts, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)),
-              1)
+    np.add.at(counts, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
     return counts.tolist()
 
 
@@ -50,8 +53,9 @@ def check_report(report: object) -> None:
     ``train_accuracy`` and ``test_accuracy``; ``confusion_matrix`` (square, numeric) and
     ``misclassified`` (objects with integer ``index``, ``true``, ``predicted``) when present."""
     if not isinstance(report, dict):
-        raise ParameterError(f"expected a JSON object (an xpmlp train --report file), got "
-                             f"{type(report).__name__}")
+        raise ParameterError(
+            f"expected a JSON object (an xpmlp train --report file), got {type(report).__name__}"
+        )
     epochs = report.get("epochs")
     if not isinstance(epochs, list) or not epochs:
         raise ParameterError("expected a non-empty list 'epochs' (an xpmlp train --report file)")
@@ -74,8 +78,10 @@ def check_report(report: object) -> None:
         if not isinstance(wrong, list) or not all(
             isinstance(w, dict) and all(isinstance(w.get(k), int) for k in keys) for w in wrong
         ):
-            raise ParameterError("'misclassified': expected a list of objects with integer "
-                                 "'index', 'true' and 'predicted'")
+            raise ParameterError(
+                "'misclassified': expected a list of objects with integer "
+                "'index', 'true' and 'predicted'"
+            )
 
 
 def training_figure(report: Report, images: ArrayLike | None = None) -> Figure:
@@ -93,8 +99,13 @@ def training_figure(report: Report, images: ArrayLike | None = None) -> Figure:
     _plot_accuracy(accuracy_ax, epochs)
     if kept is not None:
         for ax in (loss_ax, accuracy_ax):
-            ax.axvline(kept, color="tab:green", linestyle=":", linewidth=1.5,
-                       label=f"weights kept (epoch {kept})")
+            ax.axvline(
+                kept,
+                color="tab:green",
+                linestyle=":",
+                linewidth=1.5,
+                label=f"weights kept (epoch {kept})",
+            )
             ax.legend(fontsize=9)
     _plot_confusion(fig, fig.add_subplot(grid[1, 0]), report.get("confusion_matrix"))
     _plot_misclassified(fig.add_subfigure(grid[1, 1]), report.get("misclassified"), images)
@@ -119,9 +130,8 @@ def _title(report: Report, kept: int | None) -> str:
     else:
         stopped = report["early_stopping"].get("stopped_epoch")
         monitor = report.get("arguments", {}).get("monitor", "validation loss")
-        ran = (f"stopped early at epoch {stopped}" if stopped else
-               f"ran all {len(epochs)} epochs")
-        title += (f" with the weights of epoch {kept} (best {monitor}; {ran})")
+        ran = f"stopped early at epoch {stopped}" if stopped else f"ran all {len(epochs)} epochs"
+        title += f" with the weights of epoch {kept} (best {monitor}; {ran})"
     sizes = report.get("model", {}).get("layer_sizes")
     if sizes:
         title += f", MLP {'-'.join(map(str, sizes))}"
@@ -165,10 +175,8 @@ def _plot_loss(ax: Axes, epochs: Sequence[EpochRecord]) -> None:
 def _plot_accuracy(ax: Axes, epochs: Sequence[EpochRecord]) -> None:
     """Train and test accuracy per epoch, in percent."""
     x = _epoch_axis(ax, len(epochs))
-    ax.plot(x, [100 * e["train_accuracy"] for e in epochs], "o-", color="tab:blue",
-            label="train")
-    ax.plot(x, [100 * e["test_accuracy"] for e in epochs], "s--", color="tab:orange",
-            label="test")
+    ax.plot(x, [100 * e["train_accuracy"] for e in epochs], "o-", color="tab:blue", label="train")
+    ax.plot(x, [100 * e["test_accuracy"] for e in epochs], "s--", color="tab:orange", label="test")
     val = _series(epochs, "val_accuracy")
     if val is not None:
         ax.plot(x, [100 * v for v in val], "^-", color="tab:purple", label="validation")
@@ -196,22 +204,33 @@ def _plot_confusion(fig: Figure, ax: Axes, matrix: ArrayLike | None) -> None:
         for j in range(n):
             if counts[i, j]:
                 dark = shown[i, j] > 0.6 * shown.max()
-                ax.text(j, i, f"{counts[i, j]:.0f}", ha="center", va="center", fontsize=7,
-                        color="white" if dark else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{counts[i, j]:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if dark else "black",
+                )
     ax.set_xticks(range(n))
     ax.set_yticks(range(n))
     ax.set_xlabel("predicted label")
     ax.set_ylabel("true label")
 
 
-def _plot_misclassified(sub: SubFigure, wrong: list[dict[str, int]] | None,
-                        images: ArrayLike | None) -> None:
+def _plot_misclassified(
+    sub: SubFigure, wrong: list[dict[str, int]] | None, images: ArrayLike | None
+) -> None:
     """A grid of misclassified digits titled "true→predicted", or a note why there is none."""
     sub.suptitle("Misclassified test digits (true → predicted)", fontsize=12)
     if not wrong or images is None:
         ax = sub.add_subplot()
-        reason = "no misclassified digits in this report" if not wrong else (
-            "images unavailable (MNIST not found)")
+        reason = (
+            "no misclassified digits in this report"
+            if not wrong
+            else ("images unavailable (MNIST not found)")
+        )
         _unavailable(ax, reason)
         return
     images = np.asarray(images, dtype=float).reshape(len(wrong), 28, 28)
@@ -222,15 +241,21 @@ def _plot_misclassified(sub: SubFigure, wrong: list[dict[str, int]] | None,
         ax.set_axis_off()
         if k < len(wrong):
             ax.imshow(images[k], cmap="gray_r", vmin=0, vmax=images.max() or 1)
-            ax.set_title(f"{wrong[k]['true']}→{wrong[k]['predicted']}", fontsize=9,
-                         color="tab:red")
+            ax.set_title(f"{wrong[k]['true']}→{wrong[k]['predicted']}", fontsize=9, color="tab:red")
 
 
 def _unavailable(ax: Axes, text: str) -> None:
     """Mark ``ax`` as a panel with nothing to draw, saying why."""
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=11, color="0.4",
-            transform=ax.transAxes, wrap=True)
-
-
+    ax.text(
+        0.5,
+        0.5,
+        text,
+        ha="center",
+        va="center",
+        fontsize=11,
+        color="0.4",
+        transform=ax.transAxes,
+        wrap=True,
+    )

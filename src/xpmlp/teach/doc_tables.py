@@ -21,11 +21,15 @@ from ..core.optim import OPTIMIZERS, SCHEDULES
 
 
 def activations_table() -> str:
-    rows = ["| activation | a = f(z) | f'(z) | hidden | output | trainable | init (auto) |",
-            "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| activation | a = f(z) | f'(z) | hidden | output | trainable | init (auto) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for a in ACTIVATIONS.values():
-        rows.append(f"| `{a.name}` | {a.formula} | {a.derivative_formula} | "
-                    f"{_yes(a.hidden)} | {_yes(a.output)} | {_yes(a.differentiable)} | {a.init} |")
+        rows.append(
+            f"| `{a.name}` | {a.formula} | {a.derivative_formula} | "
+            f"{_yes(a.hidden)} | {_yes(a.output)} | {_yes(a.differentiable)} | {a.init} |"
+        )
     return "\n".join(rows)
 
 
@@ -45,8 +49,10 @@ def optimizers_table() -> str:
 
 
 def schedules_table() -> str:
-    rows = ["| lr_schedule | factor on the learning rate at t (epoch or step, from 0) |",
-            "|---|---|"]
+    rows = [
+        "| lr_schedule | factor on the learning rate at t (epoch or step, from 0) |",
+        "|---|---|",
+    ]
     for s in SCHEDULES.values():
         rows.append(f"| `{s.name}` | {s.formula} |")
     return "\n".join(rows)

@@ -70,12 +70,39 @@ if TYPE_CHECKING:
     from ..train.model import MLP
 
 __all__ = [
-    "ACTIVATION_ALIASES", "DEFAULT_ATOL", "EXPECT_FIELDS", "FLOAT32_ATOL", "FORMAT", "KINDS",
-    "LAYER_FIELDS", "NEEDS_LOSS", "NEEDS_STEP", "PERCEPTRON_EXPECT_FIELDS", "UPDATE_FIELDS",
-    "Example", "Layer", "Mismatch", "PerceptronExample", "PerceptronMismatch",
-    "PerceptronTrace", "Trace", "build_model", "compare", "compare_perceptron",
-    "configure_parser", "explain_items", "header", "parse_document", "parse_example",
-    "parse_file", "perceptron_header", "perceptron_lines", "render", "run", "select", "trace",
+    "ACTIVATION_ALIASES",
+    "DEFAULT_ATOL",
+    "EXPECT_FIELDS",
+    "FLOAT32_ATOL",
+    "FORMAT",
+    "KINDS",
+    "LAYER_FIELDS",
+    "NEEDS_LOSS",
+    "NEEDS_STEP",
+    "PERCEPTRON_EXPECT_FIELDS",
+    "UPDATE_FIELDS",
+    "Example",
+    "Layer",
+    "Mismatch",
+    "PerceptronExample",
+    "PerceptronMismatch",
+    "PerceptronTrace",
+    "Trace",
+    "build_model",
+    "compare",
+    "compare_perceptron",
+    "configure_parser",
+    "explain_items",
+    "header",
+    "parse_document",
+    "parse_example",
+    "parse_file",
+    "perceptron_header",
+    "perceptron_lines",
+    "render",
+    "run",
+    "select",
+    "trace",
     "trace_perceptron",
 ]
 
@@ -136,25 +163,32 @@ def _model_loss(example: Example) -> str:
     )
 
 
-def build_model(example: Example, backend: str | Backend | None = None,
-                dtype: str = "float64") -> MLP:
+def build_model(
+    example: Example, backend: str | Backend | None = None, dtype: str = "float64"
+) -> MLP:
     """An SGD ``MLP`` with the example's layer sizes, activations and exact W, b; a setting the
     MLP refuses (``ParameterError``) is a ``WorkedExampleError`` naming the example."""
     from ..train.model import MLP
 
     acts = [layer.activation for layer in example.layers]
     try:
-        model = MLP(example.sizes, activation=acts[:-1], output_activation=acts[-1],
-                    loss=_model_loss(example), optimizer="sgd",
-                    learning_rate=example.learning_rate, dtype=dtype, backend=backend)
+        model = MLP(
+            example.sizes,
+            activation=acts[:-1],
+            output_activation=acts[-1],
+            loss=_model_loss(example),
+            optimizer="sgd",
+            learning_rate=example.learning_rate,
+            dtype=dtype,
+            backend=backend,
+        )
     except ParameterError as exc:
         raise WorkedExampleError(f"{example.where}: {exc}") from None
     model.set_weights([(given.W, given.b) for given in example.layers])
     return model
 
 
-def trace(example: Example, backend: str | Backend | None = None,
-          dtype: str = "float64") -> Trace:
+def trace(example: Example, backend: str | Backend | None = None, dtype: str = "float64") -> Trace:
     """Forward pass; with a loss also backward pass and (with a learning rate) one SGD step."""
     model = build_model(example, backend, dtype)
     be = model.backend
@@ -195,8 +229,10 @@ class Mismatch:
         else:
             at = self.field
         diff = abs(self.expected - self.computed)
-        return (f"mismatch: {path} ({at}): expected {self.expected!r}, computed "
-                f"{self.computed!r}, |difference| {diff:.3g} > atol {atol:g}")
+        return (
+            f"mismatch: {path} ({at}): expected {self.expected!r}, computed "
+            f"{self.computed!r}, |difference| {diff:.3g} > atol {atol:g}"
+        )
 
 
 def compare(example: Example, result: Trace, atol: float) -> tuple[int, list[Mismatch]]:
@@ -219,8 +255,9 @@ def compare(example: Example, result: Trace, atol: float) -> tuple[int, list[Mis
             for idx in np.ndindex(w.shape):
                 count += 1
                 if not close(float(w[idx]), float(g[idx])):
-                    bad.append(Mismatch(key, l, tuple(int(i) for i in idx), float(w[idx]),
-                                        float(g[idx])))
+                    bad.append(
+                        Mismatch(key, l, tuple(int(i) for i in idx), float(w[idx]), float(g[idx]))
+                    )
     return count, bad
 
 
@@ -334,28 +371,51 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     """The arguments of ``xpmlp explain``."""
     from ..backends import BACKEND_NAMES
 
-    p.add_argument("file", metavar="FILE.json",
-                   help=f"worked-example file (format {FORMAT!r}), e.g. "
-                   "data/examples/worked_examples.json")
-    p.add_argument("--check", action="store_true",
-                   help="compare every number of each example's 'expect' block within its atol; "
-                   "exit 1 on any mismatch")
-    p.add_argument("--backend", choices=BACKEND_NAMES, default=None,
-                   help="numpy, cuda or auto (default: $XPMLP_BACKEND, else auto)")
-    p.add_argument("--dtype", choices=("float64", "float32"), default="float64",
-                   help="floating-point type (default float64; float32 checks within "
-                   f"max(atol, {FLOAT32_ATOL:g}))")
-    p.add_argument("--example", metavar="NAME_OR_INDEX", default=None,
-                   help="only this example: its 0-based index, its name or a unique part of it")
+    p.add_argument(
+        "file",
+        metavar="FILE.json",
+        help=f"worked-example file (format {FORMAT!r}), e.g. data/examples/worked_examples.json",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="compare every number of each example's 'expect' block within its atol; "
+        "exit 1 on any mismatch",
+    )
+    p.add_argument(
+        "--backend",
+        choices=BACKEND_NAMES,
+        default=None,
+        help="numpy, cuda or auto (default: $XPMLP_BACKEND, else auto)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=("float64", "float32"),
+        default="float64",
+        help="floating-point type (default float64; float32 checks within "
+        f"max(atol, {FLOAT32_ATOL:g}))",
+    )
+    p.add_argument(
+        "--example",
+        metavar="NAME_OR_INDEX",
+        default=None,
+        help="only this example: its 0-based index, its name or a unique part of it",
+    )
 
 
-def _report(example: AnyExample, count: int,
-            bad: Sequence[Mismatch] | Sequence[PerceptronMismatch], atol: float,
-            known: tuple[str, ...]) -> bool:
+def _report(
+    example: AnyExample,
+    count: int,
+    bad: Sequence[Mismatch] | Sequence[PerceptronMismatch],
+    atol: float,
+    known: tuple[str, ...],
+) -> bool:
     """Print the unknown expect fields, every mismatch and a summary; True if all agree."""
     for key in example.unknown_expect:
-        print(f"  note: {example.where}.expect.{key} is not a known field (expected "
-              f"{', '.join(known)}); not checked")
+        print(
+            f"  note: {example.where}.expect.{key} is not a known field (expected "
+            f"{', '.join(known)}); not checked"
+        )
     for mismatch in bad:
         print("  " + mismatch.describe(example.where, atol))
     if bad:
@@ -403,7 +463,10 @@ def run(args: argparse.Namespace) -> int:
         failed += not _explain_one(example, backend, args.dtype, args.check)
     if args.check and len(examples) > 1:
         print()
-        print(f"{failed} of {len(examples)} examples failed the check" if failed
-              else f"all {len(examples)} examples ok")
+        print(
+            f"{failed} of {len(examples)} examples failed the check"
+            if failed
+            else f"all {len(examples)} examples ok"
+        )
     sys.stdout.flush()
     return 1 if failed else 0

@@ -113,11 +113,24 @@ class Perceptron:
     (the two epochs that started from the same W and b, or None).
     """
 
-    def __init__(self, *, max_iter: int = 100, learning_rate: float = 1.0,
-                 backend: str | Backend | None = None, dtype: str = "float64",
-                 record_updates: bool = True) -> None:
-        check_params({"max_iter": max_iter, "learning_rate": learning_rate, "dtype": str(dtype),
-                      "record_updates": record_updates}, CONSTRAINTS)
+    def __init__(
+        self,
+        *,
+        max_iter: int = 100,
+        learning_rate: float = 1.0,
+        backend: str | Backend | None = None,
+        dtype: str = "float64",
+        record_updates: bool = True,
+    ) -> None:
+        check_params(
+            {
+                "max_iter": max_iter,
+                "learning_rate": learning_rate,
+                "dtype": str(dtype),
+                "record_updates": record_updates,
+            },
+            CONSTRAINTS,
+        )
         self.max_iter = int(max_iter)
         self.learning_rate = float(learning_rate)
         self.dtype = np.dtype(str(dtype))
@@ -133,8 +146,10 @@ class Perceptron:
         self._single_output = True
 
     def __repr__(self) -> str:
-        return (f"Perceptron(max_iter={self.max_iter}, learning_rate={self.learning_rate:g}, "
-                f"dtype={self.dtype.name!r}, backend={self.backend.name!r})")
+        return (
+            f"Perceptron(max_iter={self.max_iter}, learning_rate={self.learning_rate:g}, "
+            f"dtype={self.dtype.name!r}, backend={self.backend.name!r})"
+        )
 
     # ------------------------------------------------------------------ validation
     def _host(self, a: Array) -> np.ndarray:
@@ -147,8 +162,10 @@ class Perceptron:
         """X as a finite numeric (m, n_0) array with m >= 1 and n_0 >= 1."""
         arr = check_numeric("X", X, self.backend.xp, self.dtype)
         if arr.ndim != 2 or arr.shape[1] == 0:
-            raise ValueError(f"X has shape {tuple(arr.shape)}; expected a 2-D array (samples, "
-                             "features) with at least one feature")
+            raise ValueError(
+                f"X has shape {tuple(arr.shape)}; expected a 2-D array (samples, "
+                "features) with at least one feature"
+            )
         return check_features(arr, int(arr.shape[1]), self.backend.xp, "X", self.dtype)
 
     def _labels(self, y: ArrayLike, m: int, k: int | None = None) -> tuple[np.ndarray, bool]:
@@ -158,15 +175,20 @@ class Perceptron:
             raise ValueError(f"y is a scalar; expected one label per sample ({m} of them)")
         if arr.shape[0] != m:
             raise ValueError(
-                f"X has {m} samples but y has {arr.shape[0]}; expected the same number")
+                f"X has {m} samples but y has {arr.shape[0]}; expected the same number"
+            )
         if arr.ndim > 2 or (arr.ndim == 2 and arr.shape[1] == 0):
-            raise ValueError(f"y has shape {tuple(arr.shape)}; expected ({m},) labels or ({m}, k) "
-                             "rows of labels, one per output unit")
+            raise ValueError(
+                f"y has shape {tuple(arr.shape)}; expected ({m},) labels or ({m}, k) "
+                "rows of labels, one per output unit"
+            )
         Y = np.asarray(self._host(arr) if arr.ndim == 2 else self._host(arr)[:, None])
         if k is not None and Y.shape[1] != k:
             want = f"({m},) labels" if k == 1 else f"({m}, {k})"
-            raise ValueError(f"y has shape {tuple(arr.shape)}; the perceptron has {k} output "
-                             f"unit(s), so expected {want}")
+            raise ValueError(
+                f"y has shape {tuple(arr.shape)}; the perceptron has {k} output "
+                f"unit(s), so expected {want}"
+            )
         bad = np.flatnonzero(((Y != 0) & (Y != 1)).any(axis=1))
         if bad.size:
             row = Y[bad[0]]
@@ -178,8 +200,12 @@ class Perceptron:
             )
         return Y, arr.ndim == 1
 
-    def _initial(self, name: str, given: ArrayLike | None, shape: tuple[int, ...],
-                 ) -> np.ndarray:
+    def _initial(
+        self,
+        name: str,
+        given: ArrayLike | None,
+        shape: tuple[int, ...],
+    ) -> np.ndarray:
         """W_init or b_init: zeros when None, else finite numbers of ``shape`` (a single unit's
         W may be given as (n_0,), its b as a scalar)."""
         if given is None:
@@ -188,15 +214,23 @@ class Perceptron:
         if shape[0] == 1 and arr.shape == shape[1:]:
             arr = arr.reshape(shape)
         if arr.shape != shape:
-            what = ("(outputs, features), one row per output unit" if name == "W_init"
-                    else "(outputs,), one per output unit")
+            what = (
+                "(outputs, features), one row per output unit"
+                if name == "W_init"
+                else "(outputs,), one per output unit"
+            )
             raise ValueError(f"{name} has shape {arr.shape}; expected {shape} {what}")
         copy: np.ndarray = arr.copy()
         return copy
 
     # ------------------------------------------------------------------ training
-    def fit(self, X: ArrayLike, y: ArrayLike, W_init: ArrayLike | None = None,
-            b_init: ArrayLike | None = None) -> Perceptron:
+    def fit(
+        self,
+        X: ArrayLike,
+        y: ArrayLike,
+        W_init: ArrayLike | None = None,
+        b_init: ArrayLike | None = None,
+    ) -> Perceptron:
         """Train by the perceptron learning rule from W_init, b_init (default zeros), sample
         by sample in the order of X, until an epoch without an error or ``max_iter`` epochs
         (NotSeparableWarning then). Returns self."""
@@ -229,9 +263,19 @@ class Perceptron:
                     b += eta * e
                     errors += 1
                 if self.record_updates:
-                    self.updates_.append(PerceptronUpdate(
-                        epoch=epoch, index=i, x=x.copy(), y=Y[i].copy(), n=n, a=a, error=e,
-                        W=W.copy(), b=b.copy()))
+                    self.updates_.append(
+                        PerceptronUpdate(
+                            epoch=epoch,
+                            index=i,
+                            x=x.copy(),
+                            y=Y[i].copy(),
+                            n=n,
+                            a=a,
+                            error=e,
+                            W=W.copy(),
+                            b=b.copy(),
+                        )
+                    )
             self.errors_.append(errors)
             if errors == 0:
                 self.converged_ = True
@@ -246,8 +290,7 @@ class Perceptron:
         last = self.errors_[-1]
         if self.cycle_ is not None:
             first, again = self.cycle_
-            loop = (f"epoch {first}" if again - first == 1
-                    else f"epochs {first} to {again - 1}")
+            loop = f"epoch {first}" if again - first == 1 else f"epochs {first} to {again - 1}"
             return (
                 f"the perceptron did not converge: epoch {again} would start from the same W "
                 f"and b as epoch {first}, so the learning rule would repeat {loop} for ever "

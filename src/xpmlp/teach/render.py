@@ -23,8 +23,10 @@ def _matrix_lines(M: np.ndarray) -> list[str]:
     M = np.atleast_2d(M)
     cells = [[_fmt(v) for v in row] for row in M]
     widths = [max(len(row[j]) for row in cells) for j in range(M.shape[1])]
-    return ["[ " + "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) + " ]"
-            for row in cells]
+    return [
+        "[ " + "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) + " ]"
+        for row in cells
+    ]
 
 
 def _shape_label(a: ArrayLike) -> str:

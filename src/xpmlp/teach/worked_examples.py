@@ -47,8 +47,13 @@ ACTIVATION_ALIASES = {"linear": "identity"}  # file-format names for registry en
 
 # expect fields: per-layer arrays (their shape kind), then the scalar loss.
 LAYER_FIELDS = {
-    "z": "rows", "a": "rows", "delta": "rows",
-    "grad_W": "weights", "grad_b": "bias", "W_after": "weights", "b_after": "bias",
+    "z": "rows",
+    "a": "rows",
+    "delta": "rows",
+    "grad_W": "weights",
+    "grad_b": "bias",
+    "W_after": "weights",
+    "b_after": "bias",
 }
 EXPECT_FIELDS = (*LAYER_FIELDS, "loss")
 NEEDS_LOSS = ("loss", "delta", "grad_W", "grad_b", "W_after", "b_after")
@@ -132,11 +137,14 @@ def _check_position(name: str, where: str, is_output: bool) -> None:
         return
     allowed = ", ".join(ACTIVATIONS.names(_allowed_in(is_output)))
     if is_output:
-        raise WorkedExampleError(f"{where}: {name} is for hidden layers only; expected one of "
-                                 f"{allowed} in the output layer")
+        raise WorkedExampleError(
+            f"{where}: {name} is for hidden layers only; expected one of "
+            f"{allowed} in the output layer"
+        )
     pairs = " or ".join(loss.name for loss in LOSSES.values() if loss.pairs_with(entry))
     raise WorkedExampleError(
-        f"{where}: {name} is for the output layer only" + (f" (with {pairs})" if pairs else "")
+        f"{where}: {name} is for the output layer only"
+        + (f" (with {pairs})" if pairs else "")
         + f"; expected one of {allowed} in a hidden layer"
     )
 
@@ -151,8 +159,9 @@ def _parse_layer(raw: JSONValue, where: str, n_prev: int, is_output: bool) -> La
         )
     for key in ("W", "b", "activation"):
         if key not in raw:
-            raise WorkedExampleError(f"{where}.{key}: missing; every layer needs W, b and "
-                                     "activation")
+            raise WorkedExampleError(
+                f"{where}.{key}: missing; every layer needs W, b and activation"
+            )
     W = _numbers(raw["W"], f"{where}.W", 2)
     if W.shape[1] != n_prev:
         raise WorkedExampleError(
@@ -190,8 +199,10 @@ def _parse_loss(raw: JSONObject, where: str, layers: list[Layer]) -> str | None:
         return None
     loss = _name_in(raw["loss"], LOSSES.names())
     if loss is None:
-        raise WorkedExampleError(f"{where}.loss: unknown loss {json.dumps(raw['loss'])}; "
-                                 f"expected one of {', '.join(LOSSES.names())}")
+        raise WorkedExampleError(
+            f"{where}.loss: unknown loss {json.dumps(raw['loss'])}; "
+            f"expected one of {', '.join(LOSSES.names())}"
+        )
     out = layers[-1].activation
     try:
         losses.check_pairing(out, loss)
@@ -204,8 +215,9 @@ def _parse_loss(raw: JSONObject, where: str, layers: list[Layer]) -> str | None:
     return loss
 
 
-def _parse_targets(raw: JSONObject, where: str, loss: str | None, m: int,
-                   n_out: int) -> np.ndarray | None:
+def _parse_targets(
+    raw: JSONObject, where: str, loss: str | None, m: int, n_out: int
+) -> np.ndarray | None:
     """y of shape (m, n_out), required with a loss; None when absent."""
     if raw.get("y") is None:
         if loss is not None:
@@ -231,14 +243,16 @@ def _expected_shape(kind: str, l: int, sizes: list[int], m: int) -> tuple[int, .
     return (sizes[l + 1],)
 
 
-def _per_layer(entries: JSONValue, here: str, kind: str, sizes: list[int],
-               m: int) -> list[np.ndarray | None]:
+def _per_layer(
+    entries: JSONValue, here: str, kind: str, sizes: list[int], m: int
+) -> list[np.ndarray | None]:
     """One expected array (or None) per layer, each of the shape ``kind`` gives it."""
     L = len(sizes) - 1
     if not isinstance(entries, list) or len(entries) != L:
         got = f"{len(entries)} entries" if isinstance(entries, list) else _describe(entries)
-        raise WorkedExampleError(f"{here}: expected a list with one entry per layer ({L}), "
-                                 f"got {got}")
+        raise WorkedExampleError(
+            f"{here}: expected a list with one entry per layer ({L}), got {got}"
+        )
     per_layer: list[np.ndarray | None] = []
     for l, entry in enumerate(entries):
         if entry is None:
@@ -268,8 +282,14 @@ def _check_computed(key: str, here: str, loss: str | None, learning_rate: float 
         )
 
 
-def _parse_expect(raw: JSONValue, where: str, sizes: list[int], m: int, loss: str | None,
-                  learning_rate: float | None) -> tuple[Expected, tuple[str, ...]]:
+def _parse_expect(
+    raw: JSONValue,
+    where: str,
+    sizes: list[int],
+    m: int,
+    loss: str | None,
+    learning_rate: float | None,
+) -> tuple[Expected, tuple[str, ...]]:
     """The expect block: loss a number; every other field one (or null) entry per layer.
     Returns the known fields given and the unknown keys (sorted)."""
     if raw is None:
@@ -299,8 +319,9 @@ def _parse_layers(raw: JSONObject, where: str, n_0: int) -> list[Layer]:
     layers: list[Layer] = []
     n_prev = n_0
     for l, raw_layer in enumerate(raw_layers):
-        layers.append(_parse_layer(raw_layer, f"{where}.layers[{l}]", n_prev,
-                                   l == len(raw_layers) - 1))
+        layers.append(
+            _parse_layer(raw_layer, f"{where}.layers[{l}]", n_prev, l == len(raw_layers) - 1)
+        )
         n_prev = int(layers[-1].W.shape[0])
     return layers
 
@@ -316,13 +337,16 @@ def parse_example(raw: JSONValue, index: int) -> Example | PerceptronExample:
         raise WorkedExampleError(f"{where}.name: expected a string, got {_describe(name)}")
     kind = raw.get("kind", "mlp")
     if _name_in(kind, KINDS) is None:
-        raise WorkedExampleError(f"{where}.kind: expected one of {', '.join(map(repr, KINDS))} "
-                                 f"(\"mlp\" when absent), got {_describe(kind)}")
+        raise WorkedExampleError(
+            f"{where}.kind: expected one of {', '.join(map(repr, KINDS))} "
+            f'("mlp" when absent), got {_describe(kind)}'
+        )
     if _name_in(kind, KINDS) == "perceptron":
         return parse_perceptron_example(raw, index, name)
     if "x" not in raw:
-        raise WorkedExampleError(f"{where}.x: missing; expected inputs of shape (m, n_0), one "
-                                 "sample per row")
+        raise WorkedExampleError(
+            f"{where}.x: missing; expected inputs of shape (m, n_0), one sample per row"
+        )
     x = _numbers(raw["x"], f"{where}.x", 2)
     layers = _parse_layers(raw, where, int(x.shape[1]))
     loss = _parse_loss(raw, where, layers)
@@ -331,19 +355,30 @@ def parse_example(raw: JSONValue, index: int) -> Example | PerceptronExample:
     y = _parse_targets(raw, where, loss, m, sizes[-1])
     learning_rate = _optional_number(raw, "learning_rate", where, positive=True)
     atol = _optional_number(raw, "atol", where, positive=False)
-    expect, unknown = _parse_expect(raw.get("expect"), f"{where}.expect", sizes, m, loss,
-                                    learning_rate)
-    return Example(index=index, name=name, x=x, layers=layers, y=y, loss=loss,
-                   learning_rate=learning_rate, atol=DEFAULT_ATOL if atol is None else atol,
-                   expect=expect, unknown_expect=unknown)
+    expect, unknown = _parse_expect(
+        raw.get("expect"), f"{where}.expect", sizes, m, loss, learning_rate
+    )
+    return Example(
+        index=index,
+        name=name,
+        x=x,
+        layers=layers,
+        y=y,
+        loss=loss,
+        learning_rate=learning_rate,
+        atol=DEFAULT_ATOL if atol is None else atol,
+        expect=expect,
+        unknown_expect=unknown,
+    )
 
 
 # ---------------------------------------------------------------------------- the file
 def parse_document(doc: JSONValue, source: str = "the file") -> list[Example | PerceptronExample]:
     """Validate a loaded worked-example document and return its examples."""
     if not isinstance(doc, dict):
-        raise WorkedExampleError(f"{source}: expected a JSON object with \"format\" and "
-                                 f"\"examples\", got {_describe(doc)}")
+        raise WorkedExampleError(
+            f'{source}: expected a JSON object with "format" and "examples", got {_describe(doc)}'
+        )
     if doc.get("format") != FORMAT:
         got = "nothing" if "format" not in doc else _describe(doc["format"])
         raise WorkedExampleError(f"format: expected {FORMAT!r}, got {got}")

@@ -72,20 +72,26 @@ def training_meta(model: MLP) -> Meta:
         "steps": ts.steps,
         "rng": model.backend.rng_state(ts.rng),
         "lr_schedule": ts.lr_schedule,
-        "stopping": {"no_improvement": ts.no_improvement,
-                     "best_value": ts.best_value if math.isfinite(ts.best_value) else None,
-                     "best_epoch": ts.best_epoch},
+        "stopping": {
+            "no_improvement": ts.no_improvement,
+            "best_value": ts.best_value if math.isfinite(ts.best_value) else None,
+            "best_epoch": ts.best_epoch,
+        },
         "arrays": sorted(training_arrays(model, names_only=True)),
     }
 
 
 @overload
-def training_arrays(model: MLP, names_only: Literal[False] = False,
-                    ) -> dict[str, numpy.ndarray]: ...
+def training_arrays(
+    model: MLP,
+    names_only: Literal[False] = False,
+) -> dict[str, numpy.ndarray]: ...
 @overload
 def training_arrays(model: MLP, names_only: Literal[True]) -> dict[str, None]: ...
-def training_arrays(model: MLP, names_only: bool = False,
-                    ) -> Mapping[str, numpy.ndarray | None]:
+def training_arrays(
+    model: MLP,
+    names_only: bool = False,
+) -> Mapping[str, numpy.ndarray | None]:
     """The named state arrays as host copies (see the module docstring); None for each with
     ``names_only``."""
     ts, host = model.train_state_, model.backend.to_numpy
@@ -99,8 +105,9 @@ def training_arrays(model: MLP, names_only: bool = False,
     return arrays
 
 
-def check_training(training: object, arrays: dict[str, numpy.ndarray], n_params: int,
-                   dtype: str, where: Path | str) -> dict[str, numpy.ndarray]:
+def check_training(
+    training: object, arrays: dict[str, numpy.ndarray], n_params: int, dtype: str, where: Path | str
+) -> dict[str, numpy.ndarray]:
     """The state arrays cast to ``dtype``, once ``training`` (the decoded ``training`` entry,
     None for a file without one) and ``arrays`` are found well formed; ``DataFileError``
     naming ``where`` and the defect otherwise.
@@ -112,36 +119,51 @@ def check_training(training: object, arrays: dict[str, numpy.ndarray], n_params:
     """
     if training is None:
         if arrays:
-            raise DataFileError(f"{where}: holds state arrays {sorted(arrays)} but the "
-                                "metadata has no 'training' entry describing them")
+            raise DataFileError(
+                f"{where}: holds state arrays {sorted(arrays)} but the "
+                "metadata has no 'training' entry describing them"
+            )
         return {}
     if not isinstance(training, dict):
-        raise DataFileError(f"{where}: metadata 'training' is a {type(training).__name__}; "
-                            "expected an object")
+        raise DataFileError(
+            f"{where}: metadata 'training' is a {type(training).__name__}; expected an object"
+        )
     for key in ("epoch", "steps"):
         if not _is_count(training.get(key)):
-            raise DataFileError(f"{where}: metadata 'training' {key!r} is "
-                                f"{training.get(key)!r}; expected an integer >= 0")
+            raise DataFileError(
+                f"{where}: metadata 'training' {key!r} is "
+                f"{training.get(key)!r}; expected an integer >= 0"
+            )
     rng = training.get("rng")
     if rng is not None and not (isinstance(rng, dict) and isinstance(rng.get("kind"), str)):
-        raise DataFileError(f"{where}: metadata 'training' 'rng' is {_short(rng)}; expected "
-                            "null or an object with a string 'kind'")
+        raise DataFileError(
+            f"{where}: metadata 'training' 'rng' is {_short(rng)}; expected "
+            "null or an object with a string 'kind'"
+        )
     schedule = training.get("lr_schedule")
     if schedule is not None and not (
-        isinstance(schedule, dict) and isinstance(schedule.get("name"), str)
-        and _is_count(schedule.get("step")) and _is_count(schedule.get("total"))
+        isinstance(schedule, dict)
+        and isinstance(schedule.get("name"), str)
+        and _is_count(schedule.get("step"))
+        and _is_count(schedule.get("total"))
     ):
-        raise DataFileError(f"{where}: metadata 'training' 'lr_schedule' is "
-                            f"{_short(schedule)}; expected null or an object with a string "
-                            "'name' and integers 'step' and 'total' >= 0")
+        raise DataFileError(
+            f"{where}: metadata 'training' 'lr_schedule' is "
+            f"{_short(schedule)}; expected null or an object with a string "
+            "'name' and integers 'step' and 'total' >= 0"
+        )
     _check_stopping(training.get("stopping"), where)
     names = training.get("arrays")
     if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
-        raise DataFileError(f"{where}: metadata 'training' 'arrays' is {_short(names)}; "
-                            "expected a list of array names")
+        raise DataFileError(
+            f"{where}: metadata 'training' 'arrays' is {_short(names)}; "
+            "expected a list of array names"
+        )
     if sorted(names) != sorted(arrays):
-        raise DataFileError(f"{where}: the metadata lists state arrays {sorted(names)} but "
-                            f"the file holds {sorted(arrays)}")
+        raise DataFileError(
+            f"{where}: the metadata lists state arrays {sorted(names)} but "
+            f"the file holds {sorted(arrays)}"
+        )
     return {name: _checked_array(name, a, n_params, dtype, where) for name, a in arrays.items()}
 
 
@@ -151,64 +173,91 @@ def _check_stopping(stopping: object, where: Path | str) -> None:
     if stopping is None:
         return
     value = stopping.get("best_value") if isinstance(stopping, dict) else None
-    if not (isinstance(stopping, dict) and _is_count(stopping.get("no_improvement"))
-            and (value is None or (isinstance(value, int | float)
-                                   and not isinstance(value, bool) and math.isfinite(value)))
-            and (stopping.get("best_epoch") is None or _is_count(stopping["best_epoch"]))):
-        raise DataFileError(f"{where}: metadata 'training' 'stopping' is {_short(stopping)}; "
-                            "expected an object with an integer 'no_improvement' >= 0, a "
-                            "finite 'best_value' or null, and an integer 'best_epoch' or null")
+    if not (
+        isinstance(stopping, dict)
+        and _is_count(stopping.get("no_improvement"))
+        and (
+            value is None
+            or (
+                isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+            )
+        )
+        and (stopping.get("best_epoch") is None or _is_count(stopping["best_epoch"]))
+    ):
+        raise DataFileError(
+            f"{where}: metadata 'training' 'stopping' is {_short(stopping)}; "
+            "expected an object with an integer 'no_improvement' >= 0, a "
+            "finite 'best_value' or null, and an integer 'best_epoch' or null"
+        )
 
 
-def _checked_array(name: str, a: numpy.ndarray, n_params: int, dtype: str,
-                   where: Path | str) -> numpy.ndarray:
+def _checked_array(
+    name: str, a: numpy.ndarray, n_params: int, dtype: str, where: Path | str
+) -> numpy.ndarray:
     if not (name.startswith(OPTIMIZER) or name.startswith(BUFFER)):
-        raise DataFileError(f"{where}: state array {name!r} is of no known group; expected "
-                            f"names starting with {OPTIMIZER!r} or {BUFFER!r}")
+        raise DataFileError(
+            f"{where}: state array {name!r} is of no known group; expected "
+            f"names starting with {OPTIMIZER!r} or {BUFFER!r}"
+        )
     if a.dtype.kind != "f":
-        raise DataFileError(f"{where}: state array {name!r} has dtype {a.dtype}; expected "
-                            "floating point numbers")
+        raise DataFileError(
+            f"{where}: state array {name!r} has dtype {a.dtype}; expected floating point numbers"
+        )
     if name.startswith(OPTIMIZER) and a.shape != (n_params,):
-        raise DataFileError(f"{where}: state array {name!r} has shape {a.shape}; expected "
-                            f"one value per parameter, shape ({n_params},)")
+        raise DataFileError(
+            f"{where}: state array {name!r} has shape {a.shape}; expected "
+            f"one value per parameter, shape ({n_params},)"
+        )
     with numpy.errstate(over="ignore", invalid="ignore"):
         cast = a.astype(dtype)
     if not numpy.isfinite(cast).all():
-        raise DataFileError(f"{where}: state array {name!r} has values that are NaN or "
-                            f"infinite in {dtype}; expected finite values")
+        raise DataFileError(
+            f"{where}: state array {name!r} has values that are NaN or "
+            f"infinite in {dtype}; expected finite values"
+        )
     return cast
 
 
-def restore_training(model: MLP, training: Meta | None,
-                     arrays: dict[str, numpy.ndarray], where: Path | str) -> None:
+def restore_training(
+    model: MLP, training: Meta | None, arrays: dict[str, numpy.ndarray], where: Path | str
+) -> None:
     """Put checked state (``check_training``'s) into ``model``, fresh from its constructor.
 
     Without ``training`` (an older file) the model keeps its fresh optimizer, epoch 0.
     ``DataFileError`` when the arrays do not fit the model's optimizer or buffers.
     """
-    buffers = {name[len(BUFFER):]: a for name, a in arrays.items() if name.startswith(BUFFER)}
+    buffers = {name[len(BUFFER) :]: a for name, a in arrays.items() if name.startswith(BUFFER)}
     own = model.buffers  # a property that builds its dict: read once
     missing = sorted(set(own) - set(buffers))
     if missing:
-        raise DataFileError(f"{where}: the model's buffer(s) {', '.join(map(repr, missing))} "
-                            "are missing (a model with batch norm saves its running estimates)")
+        raise DataFileError(
+            f"{where}: the model's buffer(s) {', '.join(map(repr, missing))} "
+            "are missing (a model with batch norm saves its running estimates)"
+        )
     if training is None:
         return
     be, ts = model.backend, model.train_state_
     opt = ts.optimizer
-    rows = {name[len(OPTIMIZER):]: a for name, a in arrays.items() if name.startswith(OPTIMIZER)}
+    rows = {name[len(OPTIMIZER) :]: a for name, a in arrays.items() if name.startswith(OPTIMIZER)}
     if rows and sorted(rows) != sorted(opt.state_names):
-        raise DataFileError(f"{where}: the optimizer state rows are {sorted(rows)}; optimizer "
-                            f"{opt.name!r} keeps {sorted(opt.state_names)}")
+        raise DataFileError(
+            f"{where}: the optimizer state rows are {sorted(rows)}; optimizer "
+            f"{opt.name!r} keeps {sorted(opt.state_names)}"
+        )
     if training["steps"] > 0 and opt.state_names and not rows:
-        raise DataFileError(f"{where}: {training['steps']} optimizer steps were taken but the "
-                            f"file holds no state for optimizer {opt.name!r}")
+        raise DataFileError(
+            f"{where}: {training['steps']} optimizer steps were taken but the "
+            f"file holds no state for optimizer {opt.name!r}"
+        )
     for name, a in buffers.items():
         into = own.get(name)
         if into is None or tuple(into.shape) != a.shape:
             raise DataFileError(
                 f"{where}: buffer {name!r} of shape {a.shape} does not fit the model (its "
-                f"buffers: {({k: tuple(v.shape) for k, v in own.items()})})")
+                f"buffers: { ({k: tuple(v.shape) for k, v in own.items()}) })"
+            )
     with be.activate():
         for row, name in enumerate(opt.state_names):
             if name in rows:
@@ -232,8 +281,10 @@ def _restored_rng(model: MLP, state: Meta | None, where: Path | str) -> Generato
         try:
             rng = model.backend.rng_from_state(state)
         except (ValueError, TypeError, KeyError, OverflowError) as exc:
-            raise DataFileError(f"{where}: metadata 'training' 'rng' is no valid generator "
-                                f"state ({type(exc).__name__}: {exc})") from None
+            raise DataFileError(
+                f"{where}: metadata 'training' 'rng' is no valid generator "
+                f"state ({type(exc).__name__}: {exc})"
+            ) from None
         if rng is not None:
             return rng
     return reseeded(model.backend, model.seed, model.epoch_)

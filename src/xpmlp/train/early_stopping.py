@@ -27,7 +27,6 @@ put back when training ends. The memory (b, its epoch, the count, the copy) is t
 across warm starts as scikit-learn does.
 """
 
-
 from __future__ import annotations
 
 import math
@@ -72,13 +71,20 @@ class EarlyStopping:
     def __post_init__(self) -> None:
         if self.patience != math.inf:
             PATIENCE.check("patience", self.patience)
-        check_params({"min_delta": self.min_delta, "monitor": self.monitor,
-                      "restore_best_weights": self.restore_best_weights,
-                      "convention": self.convention}, SETTINGS)
+        check_params(
+            {
+                "min_delta": self.min_delta,
+                "monitor": self.monitor,
+                "restore_best_weights": self.restore_best_weights,
+                "convention": self.convention,
+            },
+            SETTINGS,
+        )
         if type(self.restore_best_weights) is not bool:
             raise ParameterError(
                 f"restore_best_weights={self.restore_best_weights!r} is not valid; expected "
-                "True or False")
+                "True or False"
+            )
 
 
 def early_stopping_for(early_stopping: object) -> EarlyStopping | None:
@@ -96,14 +102,20 @@ def early_stopping_for(early_stopping: object) -> EarlyStopping | None:
     )
 
 
-def scikit_learn(tol: float, n_iter_no_change: float, early_stopping: bool,
-                 metric: str = "score") -> EarlyStopping:
+def scikit_learn(
+    tol: float, n_iter_no_change: float, early_stopping: bool, metric: str = "score"
+) -> EarlyStopping:
     """scikit-learn's MLP rule as an ``EarlyStopping``: ``tol``, ``n_iter_no_change`` (an
     integer or inf), on the training loss or (``early_stopping``) on the validation score
     (``metric`` "score") or loss ("loss"), keeping the best weights then."""
     monitor = ("val_loss" if metric == "loss" else "val_score") if early_stopping else "loss"
-    return EarlyStopping(patience=n_iter_no_change + 1, min_delta=tol, monitor=monitor,
-                         restore_best_weights=bool(early_stopping), convention="scikit-learn")
+    return EarlyStopping(
+        patience=n_iter_no_change + 1,
+        min_delta=tol,
+        monitor=monitor,
+        restore_best_weights=bool(early_stopping),
+        convention="scikit-learn",
+    )
 
 
 class Watch:
@@ -118,8 +130,11 @@ class Watch:
         self.model = model
         self.state: TrainState = model.train_state_
         self.sign = -1.0 if MONITORS[rule.monitor] else 1.0  # minimize sign * value
-        copy = (model.params.copy() if rule.restore_best_weights and rule.convention == "keras"
-                else None)
+        copy = (
+            model.params.copy()
+            if rule.restore_best_weights and rule.convention == "keras"
+            else None
+        )
         if not resume:
             self.state.forget_best(copy)
         else:
@@ -157,7 +172,6 @@ class Watch:
         """Put the best epoch's parameters back (when asked to and it was not the last) and
         drop the copy."""
         ts = self.state
-        if (ts.best_params is not None and ts.best_epoch is not None
-                and ts.best_epoch != last_epoch):
+        if ts.best_params is not None and ts.best_epoch is not None and ts.best_epoch != last_epoch:
             self.model.params[...] = ts.best_params
         ts.best_params = None

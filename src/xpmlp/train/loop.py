@@ -100,8 +100,12 @@ class ProgressBar(Protocol):
     n: float
 
     def update(self, n: float = 1) -> object: ...
-    def set_postfix(self, ordered_dict: Mapping[str, object] | None = None,
-                    refresh: bool | None = True, **kwargs: object) -> None: ...
+    def set_postfix(
+        self,
+        ordered_dict: Mapping[str, object] | None = None,
+        refresh: bool | None = True,
+        **kwargs: object,
+    ) -> None: ...
     def close(self) -> None: ...
 
 
@@ -142,8 +146,11 @@ class RunState:
         the host, and the index of the first batch whose loss was not finite (or None)."""
         rows = model.backend.to_numpy(self.batch_stats[:batches]).astype(numpy.float64)
         bad = numpy.flatnonzero(~numpy.isfinite(rows[:, LOSS]))
-        return (float(rows[:, LOSS].sum()), float(rows[:, CORRECT].sum()),
-                int(bad[0]) if bad.size else None)
+        return (
+            float(rows[:, LOSS].sum()),
+            float(rows[:, CORRECT].sum()),
+            int(bad[0]) if bad.size else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -173,19 +180,26 @@ class BatchSettings:
         if self.sample_weight is None:
             return None
         if self.weight_scale is None:
-            raise ParameterError("BatchSettings: sample_weight needs weight_scale, the "
-                                 "factor of each batch's weights (m / their sum)")
+            raise ParameterError(
+                "BatchSettings: sample_weight needs weight_scale, the "
+                "factor of each batch's weights (m / their sum)"
+            )
         return self.sample_weight, float(self.weight_scale[batch])
 
 
 def squared_weights(model: MLP) -> Array:
     """||W||^2 over every layer's weights (biases excluded), a device scalar."""
-    W = model.params[:model.n_weights]
+    W = model.params[: model.n_weights]
     return model.backend.xp.dot(W, W)
 
 
 def run_epoch(
-    model: MLP, X: Array | RowSource, Y: Array, order: Array, batch_size: int, state: RunState,
+    model: MLP,
+    X: Array | RowSource,
+    Y: Array,
+    order: Array,
+    batch_size: int,
+    state: RunState,
     lr_factor: Callable[[int], float] | None = None,
     on_batch: Callable[[int, int], None] | None = None,
     comm: Communicator | None = None,
@@ -210,8 +224,11 @@ def run_epoch(
     take_rows = getattr(X, "take_rows", None)
     plan = BatchSettings() if settings is None else settings
     # The CUDA backend replays a recorded step for the full batches; the rest goes on here.
-    runner = (model.backend.epoch_runner(model)
-              if comm is None and settings is None and take_rows is None else None)
+    runner = (
+        model.backend.epoch_runner(model)
+        if comm is None and settings is None and take_rows is None
+        else None
+    )
     done = 0 if runner is None else runner(X, Y, order, batch_size, state, lr_factor, on_batch)
     if done == n_batches:
         return n_batches
@@ -220,7 +237,7 @@ def run_epoch(
     fused = model.backend.fused_step(model) if take_rows is None else None
     for batch in range(done, n_batches):
         start = batch * batch_size
-        idx = order[start:start + batch_size]
+        idx = order[start : start + batch_size]
         w = ws.first(int(idx.shape[0]))
         factor = 1.0 if lr_factor is None else lr_factor(batch)
         decay = None if plan.weight_decay is None else float(plan.weight_decay[batch])
@@ -241,9 +258,17 @@ def run_epoch(
     return n_batches
 
 
-def batch_gradients(model: MLP, fused: BatchStep | None, X: Array | RowSource, Y: Array,
-                    idx: Array, ws: Workspace, out_stats: Array, skip: Array,
-                    row_weights: tuple[Array, float] | None = None) -> None:
+def batch_gradients(
+    model: MLP,
+    fused: BatchStep | None,
+    X: Array | RowSource,
+    Y: Array,
+    idx: Array,
+    ws: Workspace,
+    out_stats: Array,
+    skip: Array,
+    row_weights: tuple[Array, float] | None = None,
+) -> None:
     """The step's gradient-only form, for the batch X[idx], Y[idx]: ``model.grads``, the
     batch's (loss sum, correct count) in ``out_stats``, ``skip[0]`` set for a loss that is
     not finite. ``fused``: the backend's fused step (``Backend.fused_step``; its
@@ -261,12 +286,21 @@ def batch_gradients(model: MLP, fused: BatchStep | None, X: Array | RowSource, Y
         take_rows(idx, ws.X)
     model.backend.gather_rows(Y, idx, ws.Y)
     model.forward_pass(ws)
-    model.backward_pass(ws, out_stats, skip, None if row_weights is None else
-                        row_weights[0][idx] * model.dtype.type(row_weights[1]))
+    model.backward_pass(
+        ws,
+        out_stats,
+        skip,
+        None if row_weights is None else row_weights[0][idx] * model.dtype.type(row_weights[1]),
+    )
 
 
-def step_kind(model: MLP, comm: Communicator | None = None, settings: bool = False,
-              X: object = None, gradients_only: bool = False) -> tuple[str, str | None]:
+def step_kind(
+    model: MLP,
+    comm: Communicator | None = None,
+    settings: bool = False,
+    X: object = None,
+    gradients_only: bool = False,
+) -> tuple[str, str | None]:
     """The kind of step ``run_epoch`` takes for ``model`` ("fused-cpu", "cuda-graph",
     "cuda-eager" or "reference": the per-op path; ``Backend.step_kind``) and, where its
     backend has a faster step that this run cannot take, why not (else None). With a
@@ -278,31 +312,44 @@ def step_kind(model: MLP, comm: Communicator | None = None, settings: bool = Fal
     kind, why = model.backend.step_kind(model)
     slow = {"fused-cpu": "reference", "cuda-graph": "cuda-eager"}
     if X is not None and hasattr(X, "take_rows") and kind in slow:
-        return slow[kind], ("a sparse X is densified on the host batch by batch, so the "
-                            "step runs op by op")
+        return slow[kind], (
+            "a sparse X is densified on the host batch by batch, so the step runs op by op"
+        )
     if kind != "cuda-graph":
         return kind, why
     if comm is not None:
-        return "cuda-eager", ("the recorded CUDA graph step has no gradient allreduce: "
-                              "distributed training launches its kernels one by one")
+        return "cuda-eager", (
+            "the recorded CUDA graph step has no gradient allreduce: "
+            "distributed training launches its kernels one by one"
+        )
     if gradients_only:
-        return "cuda-eager", ("the recorded CUDA graph step ends with the update, and this "
-                              "solver needs the gradients alone: its kernels launch one by one")
+        return "cuda-eager", (
+            "the recorded CUDA graph step ends with the update, and this "
+            "solver needs the gradients alone: its kernels launch one by one"
+        )
     if settings:
-        return "cuda-eager", ("the recorded CUDA graph step reads no per-batch settings "
-                              "(weight decay, sample weights): its kernels launch one by one")
+        return "cuda-eager", (
+            "the recorded CUDA graph step reads no per-batch settings "
+            "(weight decay, sample weights): its kernels launch one by one"
+        )
     return kind, why
 
 
-def announce_step(model: MLP, stacklevel: int, comm: Communicator | None = None,
-                  settings: bool = False, X: object = None,
-                  gradients_only: bool = False) -> None:
+def announce_step(
+    model: MLP,
+    stacklevel: int,
+    comm: Communicator | None = None,
+    settings: bool = False,
+    X: object = None,
+    gradients_only: bool = False,
+) -> None:
     """Set ``model.step_kind_`` (``step_kind`` of this run) and, where the backend has a
     faster step that the run cannot take, say why in one ``StepFallbackWarning``."""
     model.step_kind_, why = step_kind(model, comm, settings, X, gradients_only)
     if why is not None:
-        warnings.warn(f"step: {model.step_kind_} ({why})", StepFallbackWarning,
-                      stacklevel=stacklevel + 1)
+        warnings.warn(
+            f"step: {model.step_kind_} ({why})", StepFallbackWarning, stacklevel=stacklevel + 1
+        )
 
 
 def reduce_gradients(model: MLP, comm: Communicator, out_stats: Array, skip: Array) -> None:
@@ -318,7 +365,7 @@ def reduce_gradients(model: MLP, comm: Communicator, out_stats: Array, skip: Arr
     comm.allreduce_mean_(model.grads)
     bad = xp.isnan(first)
     skip[...] = xp.where(bad, 1, skip)
-    out_stats[LOSS:LOSS + 1] = xp.where(bad, xp.nan, out_stats[LOSS:LOSS + 1])
+    out_stats[LOSS : LOSS + 1] = xp.where(bad, xp.nan, out_stats[LOSS : LOSS + 1])
 
 
 @on_backend
@@ -404,10 +451,16 @@ def fit(
         if validation_data is not None:
             raise ParameterError("give validation_data or validation_fraction, not both")
     if stopping is not None and stopping.monitor == "val_score":
-        raise ParameterError("early_stopping monitors 'val_score', the estimators' figure; "
-                             "fit's records have 'val_loss', 'val_accuracy' and 'loss'")
-    if (stopping is not None and stopping.monitor.startswith("val_")
-            and validation_data is None and validation_fraction is None):
+        raise ParameterError(
+            "early_stopping monitors 'val_score', the estimators' figure; "
+            "fit's records have 'val_loss', 'val_accuracy' and 'loss'"
+        )
+    if (
+        stopping is not None
+        and stopping.monitor.startswith("val_")
+        and validation_data is None
+        and validation_fraction is None
+    ):
         raise ParameterError(
             f"early_stopping monitors {stopping.monitor!r}, which needs validation data: pass "
             "validation_data=(X_val, y_val) or validation_fraction=0.1 (say)"
@@ -424,14 +477,26 @@ def fit(
         )
     try:
         if y is None and not isinstance(X, DeviceData):
-            raise ParameterError("fit needs targets: fit(X, y, ...), or fit(data, ...) with "
-                                 "data a DeviceData(X, y, ...)")
-        data = data_for(model, X, y, what="the training set", remedy=(
-            "fit on part of the data at a time (a new fit call continues from the current "
-            "weights)"))
+            raise ParameterError(
+                "fit needs targets: fit(X, y, ...), or fit(data, ...) with "
+                "data a DeviceData(X, y, ...)"
+            )
+        data = data_for(
+            model,
+            X,
+            y,
+            what="the training set",
+            remedy=(
+                "fit on part of the data at a time (a new fit call continues from the current "
+                "weights)"
+            ),
+        )
         val = None if validation_data is None else _validation_set(model, validation_data)
-        weights = None if sample_weight is None else check_sample_weight(
-            sample_weight, len(data), model.backend.xp, model.dtype)
+        weights = (
+            None
+            if sample_weight is None
+            else check_sample_weight(sample_weight, len(data), model.backend.xp, model.dtype)
+        )
         if validation_fraction is not None:
             data, val, kept = _hold_out(model, data, validation_fraction)
             weights = None if weights is None else weights[kept]
@@ -443,15 +508,27 @@ def fit(
                 stack.enter_context(cpu_threads(share))
             if model.deterministic:
                 stack.enter_context(model.backend.deterministic())
-            _fit(model, data, epochs, batch_size, shuffle, val, schedule, progress, callback,
-                 comm, stopping, initial_epoch, weights)
+            _fit(
+                model,
+                data,
+                epochs,
+                batch_size,
+                shuffle,
+                val,
+                schedule,
+                progress,
+                callback,
+                comm,
+                stopping,
+                initial_epoch,
+                weights,
+            )
     finally:
         model.fit_lock.release()
     return model
 
 
-def _validation_set(model: MLP,
-                    given: tuple[ArrayLike, ArrayLike] | DeviceData) -> DeviceData:
+def _validation_set(model: MLP, given: tuple[ArrayLike, ArrayLike] | DeviceData) -> DeviceData:
     """``fit``'s ``validation_data``, checked and on the model's backend."""
     what, remedy = "the validation set", "a smaller validation set"
     if isinstance(given, DeviceData):
@@ -459,27 +536,41 @@ def _validation_set(model: MLP,
     return data_for(model, *given, name="validation X", what=what, remedy=remedy)
 
 
-def _hold_out(model: MLP, data: DeviceData, fraction: float,
-              ) -> tuple[DeviceData, DeviceData, numpy.ndarray]:
+def _hold_out(
+    model: MLP,
+    data: DeviceData,
+    fraction: float,
+) -> tuple[DeviceData, DeviceData, numpy.ndarray]:
     """The data less a random ``fraction`` of their rows (drawn with the model's seed), those
     rows as the validation data, and the indices of the rows kept for training (host)."""
     xp = model.backend.xp
     m = len(data)
     n_val = min(m - 1, max(1, round(fraction * m)))
     if n_val < 1:
-        raise ParameterError(f"validation_fraction={fraction} leaves no rows to train on: X "
-                             f"has {m} row(s)")
+        raise ParameterError(
+            f"validation_fraction={fraction} leaves no rows to train on: X has {m} row(s)"
+        )
     order = numpy.random.default_rng(model.seed).permutation(m)
     kept = numpy.sort(order[n_val:])
     val, train = xp.asarray(order[:n_val]), xp.asarray(kept)
     return data.take(train), data.take(val), kept
 
 
-def _fit(model: MLP, data: DeviceData, epochs: int, batch_size: int, shuffle: bool,
-         validation_data: DeviceData | None, schedule: LRScheduler, progress: bool,
-         callback: Callable[[Record], None] | None,
-         comm: Communicator | None = None, stopping: EarlyStopping | None = None,
-         initial_epoch: int = 0, weights: Array | None = None) -> None:
+def _fit(
+    model: MLP,
+    data: DeviceData,
+    epochs: int,
+    batch_size: int,
+    shuffle: bool,
+    validation_data: DeviceData | None,
+    schedule: LRScheduler,
+    progress: bool,
+    callback: Callable[[Record], None] | None,
+    comm: Communicator | None = None,
+    stopping: EarlyStopping | None = None,
+    initial_epoch: int = 0,
+    weights: Array | None = None,
+) -> None:
     be = model.backend
     m_total = len(data)
     X_all, Y_all = data.X, data.targets(model)
@@ -487,15 +578,28 @@ def _fit(model: MLP, data: DeviceData, epochs: int, batch_size: int, shuffle: bo
         X_val, Y_val = validation_data.X, validation_data.targets(model)
     m_epoch = m_total  # rows per epoch
     if comm is not None:
-        m_epoch = _join(model, comm, data.y, m_total, {
-            "epochs": epochs, "batch_size": batch_size, "shuffle": bool(shuffle),
-            "lr_schedule": schedule.describe(), "validation_data": validation_data is not None,
-            "early_stopping": None if stopping is None else repr(stopping),
-            "initial_epoch": initial_epoch, "sample_weight": weights is not None,
-        })
+        m_epoch = _join(
+            model,
+            comm,
+            data.y,
+            m_total,
+            {
+                "epochs": epochs,
+                "batch_size": batch_size,
+                "shuffle": bool(shuffle),
+                "lr_schedule": schedule.describe(),
+                "validation_data": validation_data is not None,
+                "early_stopping": None if stopping is None else repr(stopping),
+                "initial_epoch": initial_epoch,
+                "sample_weight": weights is not None,
+            },
+        )
     n_batches = -(-m_epoch // batch_size)
-    settings = None if weights is None else BatchSettings(
-        sample_weight=weights, weight_scale=numpy.ones(n_batches))  # r_i = w_i
+    settings = (
+        None
+        if weights is None
+        else BatchSettings(sample_weight=weights, weight_scale=numpy.ones(n_batches))
+    )  # r_i = w_i
     state = RunState.allocate(model, n_batches)
     schedule.start(epochs, n_batches, model.optimizer.learning_rate)
     watch = None if stopping is None else Watch(stopping, model)
@@ -510,8 +614,17 @@ def _fit(model: MLP, data: DeviceData, epochs: int, batch_size: int, shuffle: bo
             order = order[:m_epoch]
         first = (epoch - 1) * n_batches
         record = _fit_epoch(
-            model, X_all, Y_all, order, batch_size, state, epoch, epochs, progress,
-            None if schedule.is_constant() else _factors(schedule, epoch - 1, first), comm,
+            model,
+            X_all,
+            Y_all,
+            order,
+            batch_size,
+            state,
+            epoch,
+            epochs,
+            progress,
+            None if schedule.is_constant() else _factors(schedule, epoch - 1, first),
+            comm,
             settings,
         )
         if validation_data is not None:
@@ -519,8 +632,11 @@ def _fit(model: MLP, data: DeviceData, epochs: int, batch_size: int, shuffle: bo
         schedule.end_epoch(record["val_loss" if validation_data is not None else "loss"])
         model.history_.append(record)
         model.epoch_ += 1
-        model.lr_schedule_ = {"name": schedule.name, "step": epoch * n_batches,
-                              "total": epochs * n_batches}
+        model.lr_schedule_ = {
+            "name": schedule.name,
+            "step": epoch * n_batches,
+            "total": epochs * n_batches,
+        }
         if callback is not None:
             callback(record)
         if watch is not None and watch.update(epoch, record):
@@ -538,9 +654,18 @@ def _factors(schedule: LRScheduler, epoch: int, first: int) -> Callable[[int], f
 
 
 def _fit_epoch(
-    model: MLP, X: Array, Y: Array, order: Array, batch_size: int, state: RunState, epoch: int,
-    epochs: int, progress: bool, lr_factor: Callable[[int], float] | None,
-    comm: Communicator | None = None, settings: BatchSettings | None = None,
+    model: MLP,
+    X: Array,
+    Y: Array,
+    order: Array,
+    batch_size: int,
+    state: RunState,
+    epoch: int,
+    epochs: int,
+    progress: bool,
+    lr_factor: Callable[[int], float] | None,
+    comm: Communicator | None = None,
+    settings: BatchSettings | None = None,
 ) -> Record:
     """One timed epoch with its progress bar and divergence checks; its history record.
 
@@ -557,12 +682,10 @@ def _fit_epoch(
             if comm is None:
                 _check_diverged(model, state, epoch, diverged)
             bar.update(done - bar.n)
-            bar.set_postfix(loss=f"{loss / done:.4f}", acc=f"{correct / done:.4f}",
-                            refresh=False)
+            bar.set_postfix(loss=f"{loss / done:.4f}", acc=f"{correct / done:.4f}", refresh=False)
 
     t0 = time.perf_counter()
-    batches = run_epoch(model, X, Y, order, batch_size, state, lr_factor, redraw, comm,
-                        settings)
+    batches = run_epoch(model, X, Y, order, batch_size, state, lr_factor, redraw, comm, settings)
     be.synchronize()
     seconds = time.perf_counter() - t0
     loss, correct, diverged = state.epoch_totals(model, batches)
@@ -571,7 +694,8 @@ def _fit_epoch(
         bar.close()
     if comm is not None:
         loss, correct, m_total, diverged, seconds = _agree_epoch(
-            comm, loss, correct, m_total, diverged, seconds)
+            comm, loss, correct, m_total, diverged, seconds
+        )
     _check_diverged(model, state, epoch, diverged, agreed=comm is not None)
     # a CUDA graph may have failed to record
     model.step_kind_ = step_kind(model, comm, settings is not None)[0]
@@ -587,8 +711,11 @@ def _fit_epoch(
 
 def _check_initial_epoch(initial_epoch: object, epochs: int) -> None:
     """ParameterError unless 0 <= initial_epoch < epochs (an integer)."""
-    if (isinstance(initial_epoch, bool) or not isinstance(initial_epoch, int)
-            or not 0 <= initial_epoch < epochs):
+    if (
+        isinstance(initial_epoch, bool)
+        or not isinstance(initial_epoch, int)
+        or not 0 <= initial_epoch < epochs
+    ):
         raise ParameterError(
             f"initial_epoch={initial_epoch!r}: expected an integer from 0 to epochs - 1 = "
             f"{epochs - 1} (epochs is the run's last epoch: a model trained for "
@@ -612,8 +739,7 @@ def _check_comm(model: MLP, comm: object) -> None:
         )
 
 
-def _join(model: MLP, comm: Communicator, y: Array, m_rows: int,
-          options: Settings) -> int:
+def _join(model: MLP, comm: Communicator, y: Array, m_rows: int, options: Settings) -> int:
     """The collectives that start a data-parallel fit; the rows per epoch of every rank.
 
     Every rank's settings must equal rank 0's (``DistributedError`` otherwise); the rows
@@ -625,16 +751,20 @@ def _join(model: MLP, comm: Communicator, y: Array, m_rows: int,
 
     from ..distributed.faults import check_same_settings
 
-    check_same_settings(comm, {
-        "layer_sizes": list(model.layer_sizes),
-        "activations": model.activations,
-        "loss": model.loss,
-        "optimizer": model.optimizer.describe(),
-        "dtype": model.dtype.name,
-        "backend": model.backend.name,
-        "y row shape": list(numpy.shape(y)[1:]),
-        **options,
-    }, "fit")
+    check_same_settings(
+        comm,
+        {
+            "layer_sizes": list(model.layer_sizes),
+            "activations": model.activations,
+            "loss": model.loss,
+            "optimizer": model.optimizer.describe(),
+            "dtype": model.dtype.name,
+            "backend": model.backend.name,
+            "y row shape": list(numpy.shape(y)[1:]),
+            **options,
+        },
+        "fit",
+    )
     low, neg_high = comm.allreduce_stats([m_rows, -m_rows], "min")  # min and max in one call
     m_epoch, m_high = int(low), int(-neg_high)
     if comm.rank == 0 and m_high - m_epoch > 1:
@@ -643,27 +773,42 @@ def _join(model: MLP, comm: Communicator, y: Array, m_rows: int,
             f"on {m_epoch} rows per epoch (the shortest shard decides), so up to "
             f"{m_high - m_epoch} rows of a rank go unused each epoch. Shard the data "
             "evenly (rank r takes rows r, r + N, ...) to use them all",
-            RuntimeWarning, stacklevel=6,  # _join, _fit, fit, on_backend, MLP.fit, the caller
+            RuntimeWarning,
+            stacklevel=6,  # _join, _fit, fit, on_backend, MLP.fit, the caller
         )
     model.train_state_.broadcast(comm)
     return m_epoch
 
 
 def _agree_epoch(
-    comm: Communicator, loss: float, correct: float, rows: int, diverged: int | None,
+    comm: Communicator,
+    loss: float,
+    correct: float,
+    rows: int,
+    diverged: int | None,
     seconds: float,
 ) -> tuple[float, float, int, int | None, float]:
     """Sums over the ranks of (loss, correct, rows), the first batch that diverged on any
     rank (or None) and the slowest rank's seconds: the same numbers on every rank."""
     loss, correct, rows_all = comm.allreduce_stats([loss, correct, rows], "sum")
     first_bad, neg_seconds = comm.allreduce_stats(
-        [numpy.inf if diverged is None else diverged, -seconds], "min")
-    return (float(loss), float(correct), int(rows_all),
-            None if numpy.isinf(first_bad) else int(first_bad), float(-neg_seconds))
+        [numpy.inf if diverged is None else diverged, -seconds], "min"
+    )
+    return (
+        float(loss),
+        float(correct),
+        int(rows_all),
+        None if numpy.isinf(first_bad) else int(first_bad),
+        float(-neg_seconds),
+    )
 
 
-def evaluate(model: MLP, X: Array, Y: Array, comm: Communicator | None = None,
-             ) -> tuple[float, float]:
+def evaluate(
+    model: MLP,
+    X: Array,
+    Y: Array,
+    comm: Communicator | None = None,
+) -> tuple[float, float]:
     """(mean loss, accuracy) of the model on the device arrays X, Y (targets one-hot or as
     the loss takes them): forward passes of up to PREDICT_CHUNK rows, each followed by the
     output layer's loss kernel (the batch loss sum and correct count on the device; its
@@ -678,11 +823,12 @@ def evaluate(model: MLP, X: Array, Y: Array, comm: Communicator | None = None,
     output = model.activation_entries[-1]
     for c, start in enumerate(starts):
         w = ws.first(min(rows, m - start))
-        w.X[...] = X[start:start + w.rows]
-        w.Y[...] = Y[start:start + w.rows]
+        w.X[...] = X[start : start + w.rows]
+        w.Y[...] = Y[start : start + w.rows]
         model.forward_pass(w, training=False)  # no dropout, running batch-norm estimates
-        be.loss_output_delta(w.Z[-1], w.A[-1], w.Y, w.delta[-1], db, stats[c], skip, output,
-                             model.loss_entry)
+        be.loss_output_delta(
+            w.Z[-1], w.A[-1], w.Y, w.delta[-1], db, stats[c], skip, output, model.loss_entry
+        )
     totals = be.to_numpy(stats).astype(numpy.float64).sum(axis=0)
     loss, hits, total_rows = float(totals[LOSS]), float(totals[CORRECT]), m
     if comm is not None:
@@ -690,8 +836,9 @@ def evaluate(model: MLP, X: Array, Y: Array, comm: Communicator | None = None,
     return float(loss / total_rows), float(hits / total_rows)
 
 
-def _check_diverged(model: MLP, state: RunState, epoch: int, batch: int | None,
-                    agreed: bool = False) -> None:
+def _check_diverged(
+    model: MLP, state: RunState, epoch: int, batch: int | None, agreed: bool = False
+) -> None:
     """Raise if a batch's loss was not finite; otherwise remember the parameters as finite.
 
     The optimizer stopped at that batch, so the parameters are those of the last
@@ -724,11 +871,25 @@ def _progress_bar(enabled: bool, total: int, desc: str) -> ProgressBar | None:
         return None
     from tqdm.auto import tqdm
 
-    bar: ProgressBar = tqdm(total=total, desc=desc, unit="samples", unit_scale=True, leave=True,
-                            dynamic_ncols=True)
+    bar: ProgressBar = tqdm(
+        total=total, desc=desc, unit="samples", unit_scale=True, leave=True, dynamic_ncols=True
+    )
     return bar
 
 
-__all__ = ["CORRECT", "LOSS", "BatchSettings", "EarlyStopping", "RunState", "announce_step",
-           "batch_gradients", "evaluate", "fit", "reduce_gradients", "run_epoch",
-           "schedule_factor", "squared_weights", "step_kind"]
+__all__ = [
+    "CORRECT",
+    "LOSS",
+    "BatchSettings",
+    "EarlyStopping",
+    "RunState",
+    "announce_step",
+    "batch_gradients",
+    "evaluate",
+    "fit",
+    "reduce_gradients",
+    "run_epoch",
+    "schedule_factor",
+    "squared_weights",
+    "step_kind",
+]

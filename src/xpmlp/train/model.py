@@ -87,8 +87,7 @@ class _StateField(Generic[_Field]):
     def __get__(self, model: None, owner: type | None = None) -> _StateField[_Field]: ...
     @overload
     def __get__(self, model: MLP, owner: type | None = None) -> _Field: ...
-    def __get__(self, model: MLP | None,
-                owner: type | None = None) -> _Field | _StateField[_Field]:
+    def __get__(self, model: MLP | None, owner: type | None = None) -> _Field | _StateField[_Field]:
         if model is None:
             return self
         value: _Field = getattr(model.train_state_, self.name)
@@ -96,8 +95,10 @@ class _StateField(Generic[_Field]):
 
     def __set__(self, model: MLP, value: _Field) -> None:
         if not self.writable:
-            raise AttributeError(f"{self.attribute} is viewed by the layers: copy into it "
-                                 f"(model.{self.attribute}[...] = values), do not replace it")
+            raise AttributeError(
+                f"{self.attribute} is viewed by the layers: copy into it "
+                f"(model.{self.attribute}[...] = values), do not replace it"
+            )
         setattr(model.train_state_, self.name, value)
 
 
@@ -201,10 +202,18 @@ class MLP:
         check_params({"init": init, "dtype": str(dtype), "seed": seed}, CONSTRAINTS)
         self.dropout = check_dropout(dropout, len(sizes) - 2)
         self.batch_norm = check_batch_norm(batch_norm, len(sizes) - 2)
-        opt = optimizer_for(optimizer, learning_rate, momentum=momentum, beta1=beta1,
-                                    beta2=beta2, eps=eps, weight_decay=weight_decay, l1=l1,
-                                    clip_grad_norm=clip_grad_norm,
-                                    clip_grad_value=clip_grad_value)
+        opt = optimizer_for(
+            optimizer,
+            learning_rate,
+            momentum=momentum,
+            beta1=beta1,
+            beta2=beta2,
+            eps=eps,
+            weight_decay=weight_decay,
+            l1=l1,
+            clip_grad_norm=clip_grad_norm,
+            clip_grad_value=clip_grad_value,
+        )
         self.layer_sizes = sizes
         self.activation_entries: list[Activation] = [*hidden, output]
         self.loss_entry = loss_entry
@@ -215,10 +224,15 @@ class MLP:
         self.deterministic = bool(deterministic)
         self.backend = get_backend(backend, device=device)
         self.dtype = self.backend.xp.dtype(str(dtype))
-        with self.backend.activate(), memory_for(
-            f"the parameters, gradients and {opt.name} state of layers "
-            f"{'-'.join(map(str, sizes))}", 4 * parameter_count(sizes, self.batch_norm),
-            self.dtype.itemsize, "smaller layers",
+        with (
+            self.backend.activate(),
+            memory_for(
+                f"the parameters, gradients and {opt.name} state of layers "
+                f"{'-'.join(map(str, sizes))}",
+                4 * parameter_count(sizes, self.batch_norm),
+                self.dtype.itemsize,
+                "smaller layers",
+            ),
         ):
             self._allocate_parameters(opt, self.backend.rng(seed))
             for layer in self.layers:
@@ -260,30 +274,46 @@ class MLP:
         norm = [*self.batch_norm, False]
         n_norm = (n_total - self.n_weights - n_biases) // 2
         self.train_state_ = TrainState(
-            params=self.backend.zeros(n_total, self.dtype), optimizer=optimizer,
+            params=self.backend.zeros(n_total, self.dtype),
+            optimizer=optimizer,
             running_mean=self.backend.zeros(n_norm, self.dtype),
-            running_var=self.backend.zeros(n_norm, self.dtype), rng=rng)
+            running_var=self.backend.zeros(n_norm, self.dtype),
+            rng=rng,
+        )
         self.grads = self.backend.zeros(n_total, self.dtype)
         self.running_var[...] = 1
         self.layers: list[Dense] = []
         w_at, b_at, g_at, r_at = 0, self.n_weights, self.n_weights + n_biases, 0
-        for l, ((n_out, n_in), act) in enumerate(zip(shapes, self.activation_entries,
-                                                     strict=True)):
+        for l, ((n_out, n_in), act) in enumerate(zip(shapes, self.activation_entries, strict=True)):
             w, b = slice(w_at, w_at + n_out * n_in), slice(b_at, b_at + n_out)
             bn = None
             if norm[l]:
-                g, be, r = (slice(g_at, g_at + n_out), slice(g_at + n_out, g_at + 2 * n_out),
-                            slice(r_at, r_at + n_out))
+                g, be, r = (
+                    slice(g_at, g_at + n_out),
+                    slice(g_at + n_out, g_at + 2 * n_out),
+                    slice(r_at, r_at + n_out),
+                )
                 self.params[g] = 1
-                bn = BatchNorm(gamma=self.params[g], beta=self.params[be], dgamma=self.grads[g],
-                               dbeta=self.grads[be], running_mean=self.running_mean[r],
-                               running_var=self.running_var[r])
+                bn = BatchNorm(
+                    gamma=self.params[g],
+                    beta=self.params[be],
+                    dgamma=self.grads[g],
+                    dbeta=self.grads[be],
+                    running_mean=self.running_mean[r],
+                    running_var=self.running_var[r],
+                )
                 g_at, r_at = be.stop, r.stop
-            self.layers.append(Dense(
-                W=self.params[w].reshape(n_out, n_in), b=self.params[b],
-                dW=self.grads[w].reshape(n_out, n_in), db=self.grads[b], activation=act,
-                dropout=self.dropout[l] if l < len(self.dropout) else 0.0, norm=bn,
-            ))
+            self.layers.append(
+                Dense(
+                    W=self.params[w].reshape(n_out, n_in),
+                    b=self.params[b],
+                    dW=self.grads[w].reshape(n_out, n_in),
+                    db=self.grads[b],
+                    activation=act,
+                    dropout=self.dropout[l] if l < len(self.dropout) else 0.0,
+                    norm=bn,
+                )
+            )
             w_at, b_at = w.stop, b.stop
         self._regularized = any(self.dropout) or any(self.batch_norm)
 
@@ -325,8 +355,7 @@ class MLP:
         return pickle_state(self)
 
     @classmethod
-    def from_state(cls, state: Mapping[str, object],
-                   backend: str | Backend | None = None) -> MLP:
+    def from_state(cls, state: Mapping[str, object], backend: str | Backend | None = None) -> MLP:
         """The model ``state_dict`` described, on ``backend`` (default: the one it was on, or
         ``XPMLP_BACKEND``). A state of another format version, or naming an activation or
         optimizer not registered here, raises ``DataFileError`` saying which."""
@@ -369,7 +398,8 @@ class MLP:
 
     def __repr__(self) -> str:
         extra = (f"dropout={self.dropout}, " if any(self.dropout) else "") + (
-            f"batch_norm={self.batch_norm}, " if any(self.batch_norm) else "")
+            f"batch_norm={self.batch_norm}, " if any(self.batch_norm) else ""
+        )
         return (
             f"MLP({self.layer_sizes}, activations={self.activations}, loss={self.loss!r}, "
             f"optimizer={self.optimizer!r}, {extra}dtype={self.dtype.name!r}, "
@@ -379,8 +409,13 @@ class MLP:
     def describe(self) -> Description:
         """The architecture as JSON-ready settings: layer sizes, activations, loss, dropout
         rates and batch-norm flags."""
-        return {"layer_sizes": self.layer_sizes, "activations": self.activations,
-                "loss": self.loss, "dropout": self.dropout, "batch_norm": self.batch_norm}
+        return {
+            "layer_sizes": self.layer_sizes,
+            "activations": self.activations,
+            "loss": self.loss,
+            "dropout": self.dropout,
+            "batch_norm": self.batch_norm,
+        }
 
     @on_backend
     def set_weights(self, weights: Sequence[tuple[ArrayLike, ArrayLike]]) -> None:
@@ -388,15 +423,19 @@ class MLP:
         finite values."""
         weights = list(weights)
         if len(weights) != len(self.layers):
-            raise ValueError(f"weights has {len(weights)} (W, b) pairs; expected one per layer "
-                             f"({len(self.layers)})")
+            raise ValueError(
+                f"weights has {len(weights)} (W, b) pairs; expected one per layer "
+                f"({len(self.layers)})"
+            )
         checked = []
         for l, (layer, (W, b)) in enumerate(zip(self.layers, weights, strict=True)):
             for name, given, into in (("W", W, layer.W), ("b", b, layer.b)):
                 given = check_numeric(f"layer {l}: {name}", given, self.backend.xp, self.dtype)
                 if given.shape != into.shape:
-                    raise ValueError(f"layer {l}: {name} has shape {tuple(given.shape)}; "
-                                     f"expected {tuple(into.shape)}")
+                    raise ValueError(
+                        f"layer {l}: {name} has shape {tuple(given.shape)}; "
+                        f"expected {tuple(into.shape)}"
+                    )
                 checked.append((into, given))
         for into, given in checked:
             into[...] = self.backend.asarray(given, dtype=self.dtype)
@@ -407,8 +446,9 @@ class MLP:
         return [(host(layer.W).copy(), host(layer.b).copy()) for layer in self.layers]
 
     # ------------------------------------------------------------------ the per-batch API
-    def to_device(self, X: ArrayLike | DeviceData, y: ArrayLike | None = None,
-                  name: str = "X") -> tuple[Array, Array | None]:
+    def to_device(
+        self, X: ArrayLike | DeviceData, y: ArrayLike | None = None, name: str = "X"
+    ) -> tuple[Array, Array | None]:
         """Checked backend arrays: X (m, n_0) in the model's dtype and, if y is given (or X is
         a ``DeviceData`` holding targets), the targets Y (m, n_L) (class labels one-hot
         encoded). X and y are checked once (``xpmlp.backends.device_data``). Call inside
@@ -417,18 +457,30 @@ class MLP:
         return data.X, (None if data.y is None else data.targets(self))
 
     def _targets(self, y: ArrayLike, m: int) -> Array:
-        return encode_targets(self.backend, y, m, self.n_outputs, self.is_classifier,
-                              self.loss_entry.targets, self.dtype)
+        return encode_targets(
+            self.backend,
+            y,
+            m,
+            self.n_outputs,
+            self.is_classifier,
+            self.loss_entry.targets,
+            self.dtype,
+        )
 
     def workspace(self, rows: int) -> Workspace:
         """New arrays for the passes of a batch of up to ``rows`` samples."""
         sizes = self.layer_sizes
         with memory_for(
-            f"the activations of a batch of {rows} rows through layers "
-            f"{'-'.join(map(str, sizes))}", rows * (sizes[0] + sizes[-1] + 3 * sum(sizes[1:])
-                                                    + sum(n for n, bn in zip(sizes[1:-1],
-                                                          self.batch_norm, strict=True) if bn)),
-            self.dtype.itemsize, "a smaller batch_size (or fewer rows per forward call)",
+            f"the activations of a batch of {rows} rows through layers {'-'.join(map(str, sizes))}",
+            rows
+            * (
+                sizes[0]
+                + sizes[-1]
+                + 3 * sum(sizes[1:])
+                + sum(n for n, bn in zip(sizes[1:-1], self.batch_norm, strict=True) if bn)
+            ),
+            self.dtype.itemsize,
+            "a smaller batch_size (or fewer rows per forward call)",
         ):
             return Workspace.allocate(self.backend, sizes, rows, self.dtype, self.batch_norm)
 
@@ -447,8 +499,9 @@ class MLP:
             self.dropout_steps += 1
         for l, layer in enumerate(self.layers):
             key = dropout_key(self.seed, step, l) if training and layer.dropout else 0
-            layer.forward(self.backend, ws.A[l], ws.Z[l], ws.A[l + 1], training, key,
-                          ws.Zhat[l], ws.stats[l])
+            layer.forward(
+                self.backend, ws.A[l], ws.Z[l], ws.A[l + 1], training, key, ws.Zhat[l], ws.stats[l]
+            )
 
     def compute_gradients(self, ws: Workspace, out_stats: Array, skip: Array) -> None:
         """Forward and backward of the batch in ws.X, ws.Y: every dW and db in ``self.grads``;
@@ -457,8 +510,9 @@ class MLP:
         self.forward_pass(ws)
         self.backward_pass(ws, out_stats, skip)
 
-    def backward_pass(self, ws: Workspace, out_stats: Array, skip: Array,
-                      row_weights: Array = None) -> None:
+    def backward_pass(
+        self, ws: Workspace, out_stats: Array, skip: Array, row_weights: Array = None
+    ) -> None:
         """delta_L from the loss, then delta_l = (delta_{l+1} W_{l+1}) * f'(Z_l) down to
         layer 1, with dW and db of every layer (the forward pass of ws must be done).
 
@@ -467,31 +521,65 @@ class MLP:
         pass after the fused output kernel: weighted fits only)."""
         out, L = self.layers[-1], len(self.layers)
         self.backend.loss_output_delta(
-            ws.Z[-1], ws.A[-1], ws.Y, ws.delta[-1], out.db, out_stats, skip,
-            out.activation, self.loss_entry,
+            ws.Z[-1],
+            ws.A[-1],
+            ws.Y,
+            ws.delta[-1],
+            out.db,
+            out_stats,
+            skip,
+            out.activation,
+            self.loss_entry,
         )
         if row_weights is not None:
-            self.backend.weight_output_delta(ws.Z[-1], ws.A[-1], ws.Y, row_weights,
-                                             ws.delta[-1], out.db, out_stats, self.loss_entry)
-        out.backward_from_delta(self.backend, ws.delta[-1], ws.A[-2],
-                                ws.delta[-2] if L > 1 else None)
+            self.backend.weight_output_delta(
+                ws.Z[-1],
+                ws.A[-1],
+                ws.Y,
+                row_weights,
+                ws.delta[-1],
+                out.db,
+                out_stats,
+                self.loss_entry,
+            )
+        out.backward_from_delta(
+            self.backend, ws.delta[-1], ws.A[-2], ws.delta[-2] if L > 1 else None
+        )
         for l in range(L - 2, -1, -1):  # hidden layers, top down; ws.delta[l] holds dA
             layer = self.layers[l]
             if not self._regularized:
-                layer.backward(self.backend, ws.delta[l], ws.Z[l], ws.A[l + 1], ws.A[l],
-                               ws.delta[l], ws.delta[l - 1] if l > 0 else None)
+                layer.backward(
+                    self.backend,
+                    ws.delta[l],
+                    ws.Z[l],
+                    ws.A[l + 1],
+                    ws.A[l],
+                    ws.delta[l],
+                    ws.delta[l - 1] if l > 0 else None,
+                )
                 continue
             key = dropout_key(self.seed, ws.dropout_step, l) if layer.dropout else 0
-            layer.backward(self.backend, ws.delta[l], ws.Z[l], ws.A[l + 1], ws.A[l],
-                           ws.delta[l], ws.delta[l - 1] if l > 0 else None, key,
-                           ws.Zhat[l], ws.stats[l])
+            layer.backward(
+                self.backend,
+                ws.delta[l],
+                ws.Z[l],
+                ws.A[l + 1],
+                ws.A[l],
+                ws.delta[l],
+                ws.delta[l - 1] if l > 0 else None,
+                key,
+                ws.Zhat[l],
+                ws.stats[l],
+            )
 
-    def apply_gradients(self, skip: Array, lr_factor: float = 1.0,
-                        weight_decay: float | None = None) -> None:
+    def apply_gradients(
+        self, skip: Array, lr_factor: float = 1.0, weight_decay: float | None = None
+    ) -> None:
         """One optimizer step with ``self.grads`` (nothing changes when skip[0] is set);
         ``weight_decay``: this step's L2 coefficient, default the optimizer's own."""
-        self.optimizer.step(self.backend, self.params, self.grads, self.n_weights, skip,
-                            lr_factor, weight_decay)
+        self.optimizer.step(
+            self.backend, self.params, self.grads, self.n_weights, skip, lr_factor, weight_decay
+        )
 
     def check_differentiable(self) -> None:
         for l, act in enumerate(self.activation_entries):
@@ -524,8 +612,12 @@ class MLP:
         self._learner_skip[...] = 0  # each backward decides afresh whether step() may update
         self.backward_pass(ws, self._learner_stats, self._learner_skip)
         return Gradients(
-            delta=list(ws.delta), dW=[l.dW for l in self.layers], db=[l.db for l in self.layers],
-            _backend=self.backend, _stats=self._learner_stats, _m=ws.rows,
+            delta=list(ws.delta),
+            dW=[l.dW for l in self.layers],
+            db=[l.db for l in self.layers],
+            _backend=self.backend,
+            _stats=self._learner_stats,
+            _m=ws.rows,
         )
 
     @on_backend
@@ -535,8 +627,9 @@ class MLP:
         self.apply_gradients(self._learner_skip)
 
     # ------------------------------------------------------------------ training
-    def fit(self, X: ArrayLike | DeviceData, y: ArrayLike | None = None,
-            **options: Unpack[FitOptions]) -> MLP:
+    def fit(
+        self, X: ArrayLike | DeviceData, y: ArrayLike | None = None, **options: Unpack[FitOptions]
+    ) -> MLP:
         """Mini-batch training on X, y (or a ``DeviceData`` holding both): see
         ``xpmlp.train.loop.fit`` for the options."""
         from .loop import fit
@@ -551,8 +644,10 @@ class MLP:
 
         X_dev, Y = self.to_device(X, y)
         if Y is None:
-            raise ParameterError("evaluate needs targets: evaluate(X, y) or evaluate(data), "
-                                 "data a DeviceData(X, y, ...)")
+            raise ParameterError(
+                "evaluate needs targets: evaluate(X, y) or evaluate(data), "
+                "data a DeviceData(X, y, ...)"
+            )
         loss, accuracy = evaluate(self, X_dev, Y)
         return {"loss": loss, "accuracy": accuracy}
 
@@ -567,7 +662,7 @@ class MLP:
             spaces[rows] = self.workspace(rows)
         outs = []
         for start in range(0, X.shape[0], PREDICT_CHUNK):
-            chunk = X[start:start + PREDICT_CHUNK]
+            chunk = X[start : start + PREDICT_CHUNK]
             ws = spaces[rows].first(chunk.shape[0])
             ws.X[...] = chunk
             self.forward_pass(ws, training=False)
@@ -599,14 +694,17 @@ class MLP:
         each output, averaged over the outputs (scikit-learn's default, 'uniform_average')."""
         X_dev, Y = self.to_device(X, y)
         if Y is None:
-            raise ParameterError("score needs targets: score(X, y) or score(data), data a "
-                                 "DeviceData(X, y, ...)")
+            raise ParameterError(
+                "score needs targets: score(X, y) or score(data), data a DeviceData(X, y, ...)"
+            )
         if self.is_classifier:
             return self.accuracy(X_dev, Y)
         A = self.output(X_dev)
         host = self.backend.to_numpy
         ss_res = host(((Y - A) ** 2).sum(axis=0)).astype("float64")
         ss_tot = host(((Y - Y.mean(axis=0)) ** 2).sum(axis=0)).astype("float64")
-        scores = [(1.0 - r / t) if t > 0 else (1.0 if r == 0 else 0.0)
-                  for r, t in zip(ss_res, ss_tot, strict=True)]
+        scores = [
+            (1.0 - r / t) if t > 0 else (1.0 if r == 0 else 0.0)
+            for r, t in zip(ss_res, ss_tot, strict=True)
+        ]
         return float(sum(scores) / len(scores))

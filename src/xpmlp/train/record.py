@@ -66,8 +66,9 @@ def model_record(model: MLP) -> tuple[Meta, dict[str, numpy.ndarray]]:
     if model.deterministic:
         meta["deterministic"] = True
     if any(model.dropout) or any(model.batch_norm):
-        meta.update(dropout=model.dropout, batch_norm=model.batch_norm,
-                    dropout_steps=ts.dropout_step)
+        meta.update(
+            dropout=model.dropout, batch_norm=model.batch_norm, dropout_steps=ts.dropout_step
+        )
     with model.backend.activate():
         meta["training"] = training_meta(model)
         arrays = {"params": numpy.array(model.backend.to_numpy(ts.params))}
@@ -75,15 +76,19 @@ def model_record(model: MLP) -> tuple[Meta, dict[str, numpy.ndarray]]:
     return meta, arrays
 
 
-def model_from_record(cls: type[MLP], meta: object, arrays: dict[str, numpy.ndarray],
-                      where: Path | str, backend: Backend) -> MLP:
+def model_from_record(
+    cls: type[MLP],
+    meta: object,
+    arrays: dict[str, numpy.ndarray],
+    where: Path | str,
+    backend: Backend,
+) -> MLP:
     """The model of class ``cls`` (``MLP``) that ``model_record`` described, on ``backend``;
     every part checked first (``DataFileError`` naming ``where`` and the first defect)."""
     checked = _check_meta(meta, where)
     params = _checked_params(arrays["params"], checked, where)
-    state = {k[len(STATE):]: v for k, v in arrays.items() if k.startswith(STATE)}
-    state = check_training(checked.get("training"), state, params.shape[0], checked["dtype"],
-                           where)
+    state = {k[len(STATE) :]: v for k, v in arrays.items() if k.startswith(STATE)}
+    state = check_training(checked.get("training"), state, params.shape[0], checked["dtype"], where)
     model = _model_from_meta(cls, checked, params, where, backend)
     restore_training(model, checked.get("training"), state, where)
     return model
@@ -94,8 +99,7 @@ def _is_int(value: object) -> bool:
 
 
 def _is_layer_sizes(value: object) -> bool:
-    return (isinstance(value, list) and len(value) >= 2
-            and all(_is_int(n) and n > 0 for n in value))
+    return isinstance(value, list) and len(value) >= 2 and all(_is_int(n) and n > 0 for n in value)
 
 
 def _is_str_list(value: object) -> bool:
@@ -181,8 +185,7 @@ def _parameter_count(layer_sizes: list[int], batch_norm: object = ()) -> int:
     return parameter_count(layer_sizes, [f is True for f in flags])
 
 
-def _checked_params(params: numpy.ndarray, meta: Meta,
-                    path: Path | str) -> numpy.ndarray:
+def _checked_params(params: numpy.ndarray, meta: Meta, path: Path | str) -> numpy.ndarray:
     """``params`` as ``meta['dtype']``, after checking it against the checked ``meta``.
 
     It must be a 1-D array of floats (dtype kind 'f') holding exactly the parameter count
@@ -211,8 +214,9 @@ def _checked_params(params: numpy.ndarray, meta: Meta,
     return cast
 
 
-def _model_from_meta(cls: type[MLP], meta: Meta, params: numpy.ndarray,
-                     path: Path | str, backend: Backend) -> MLP:
+def _model_from_meta(
+    cls: type[MLP], meta: Meta, params: numpy.ndarray, path: Path | str, backend: Backend
+) -> MLP:
     """The MLP that checked ``meta`` describes, on ``backend``, holding checked ``params``.
 
     ``ValueError``/``TypeError``/``OverflowError`` from the constructor (an unknown
@@ -256,8 +260,8 @@ def _check_registered(meta: Meta, path: Path | str) -> None:
     from ..core.optim import OPTIMIZERS
 
     wanted: list[tuple[str, Mapping[str, object], object, str]] = [
-        ("activation", ACTIVATIONS, name, "register_activation")
-        for name in meta["activations"]]
+        ("activation", ACTIVATIONS, name, "register_activation") for name in meta["activations"]
+    ]
     wanted.append(("optimizer", OPTIMIZERS, meta["optimizer"]["name"], "register_optimizer"))
     for family, registry, name, register in wanted:
         if name not in registry:
@@ -277,9 +281,13 @@ def pickle_state(model: MLP) -> dict[str, object]:
     the backend's name and, on a GPU, its index."""
     meta, arrays = model_record(model)
     meta = json.loads(json.dumps(meta))  # an independent copy of the history and settings
-    return {"xpmlp_pickle": PICKLE_VERSION, "meta": meta, "arrays": arrays,
-            "backend": model.backend.name,
-            "device": getattr(model.backend, "device_index", None)}
+    return {
+        "xpmlp_pickle": PICKLE_VERSION,
+        "meta": meta,
+        "arrays": arrays,
+        "backend": model.backend.name,
+        "device": getattr(model.backend, "device_index", None),
+    }
 
 
 def unpickle_into(model: MLP, state: object, backend: Backend | None = None) -> None:
@@ -289,9 +297,11 @@ def unpickle_into(model: MLP, state: object, backend: Backend | None = None) -> 
     version = state.get("xpmlp_pickle") if isinstance(state, dict) else None
     if not isinstance(state, dict) or version != PICKLE_VERSION:
         found = "no version" if version is None else f"version {version!r}"
-        raise DataFileError(f"{where}: not the state of an xpmlp.MLP pickle of version "
-                            f"{PICKLE_VERSION} (found {found}); was it written by another "
-                            "xpmlp version?")
+        raise DataFileError(
+            f"{where}: not the state of an xpmlp.MLP pickle of version "
+            f"{PICKLE_VERSION} (found {found}); was it written by another "
+            "xpmlp version?"
+        )
     if backend is None:
         backend = backend_for_unpickling(state.get("backend"), state.get("device"))
     built = model_from_record(type(model), state["meta"], state["arrays"], where, backend)
