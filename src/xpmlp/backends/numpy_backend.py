@@ -695,7 +695,7 @@ class FusedStep:
         if row_weights is not None:
             from ..kernels.fused_cpu import RowWeights
 
-            weights = RowWeights(row_weights[0], t(row_weights[1]), r[: idx.shape[0]])
+            weights = RowWeights(row_weights[0], t(row_weights[1]), r)  # r: (ws.rows,)
         kernel(
             self.cblas,
             X,

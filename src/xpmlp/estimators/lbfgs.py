@@ -48,7 +48,7 @@ def fit_lbfgs(est: BaseMLP, X: Array | SparseRows, Y: Array, sw: numpy.ndarray |
     # the training set's chunks as the step's batches (their rows in order), and the
     # backend's fused step where it has one: lbfgs runs the step's gradient-only form
     chunks = [xp.arange(start, min(start + CHUNK, n)) for start in range(0, n, CHUNK)]
-    fused = None if hasattr(X, "take_rows") else be.fused_step(model)
+    fused = loop.fused_step_for(model, X)
     loop.announce_step(model, 3, X=X, gradients_only=True)  # mlp_.step_kind_, and why if slower
 
     def loss_and_grad(p: numpy.ndarray) -> tuple[float, numpy.ndarray]:

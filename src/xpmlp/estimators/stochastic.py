@@ -128,6 +128,7 @@ def fit_stochastic(
     per_output = 1.0 if model.is_classifier or model.loss == "poisson" else Y.shape[1]
     softmax = model.activations[-1] == "softmax"
     sample_idx = numpy.arange(n)
+    rows = batch_sums(None, sample_idx, batch_size)  # each batch's row count, every epoch
     bar = _progress_bar(est)
     est.n_iter_ = 0 if not incremental else est.n_iter_
     watch = _watch(est, model)
@@ -138,7 +139,6 @@ def fit_stochastic(
                 est._random_state.shuffle(perm)
                 sample_idx = sample_idx[perm]
             sums = batch_sums(sw, sample_idx, batch_size)
-            rows = numpy.minimum(batch_size, n - numpy.arange(0, n, batch_size))
             model.optimizer.learning_rate = est._learning_rate
             loop.run_epoch(
                 model,

@@ -175,16 +175,30 @@ class BatchSettings:
     weight_scale: numpy.ndarray | None = None
     penalty: Array | None = None
 
-    def row_weights(self, batch: int) -> tuple[Array, float] | None:
-        """(w, weight_scale[batch]), or None for an unweighted run."""
-        if self.sample_weight is None:
-            return None
-        if self.weight_scale is None:
+    def __post_init__(self) -> None:
+        if self.sample_weight is not None and self.weight_scale is None:
             raise ParameterError(
                 "BatchSettings: sample_weight needs weight_scale, the "
                 "factor of each batch's weights (m / their sum)"
             )
+
+    def row_weights(self, batch: int) -> tuple[Array, float] | None:
+        """(w, weight_scale[batch]), or None for an unweighted run."""
+        if self.sample_weight is None or self.weight_scale is None:
+            return None
         return self.sample_weight, float(self.weight_scale[batch])
+
+
+def is_row_source(X: object) -> bool:
+    """Whether X is a host source of rows (``RowSource``: a sparse X, densified batch by
+    batch) rather than a device array."""
+    return hasattr(X, "take_rows")
+
+
+def fused_step_for(model: MLP, X: object) -> BatchStep | None:
+    """The backend's fused step for batches of X (``Backend.fused_step``), or None: the
+    per-op path (the backend has none, or X is a host source of rows)."""
+    return None if is_row_source(X) else model.backend.fused_step(model)
 
 
 def squared_weights(model: MLP) -> Array:
@@ -221,12 +235,11 @@ def run_epoch(
     """
     m_total = int(order.shape[0])
     n_batches = -(-m_total // batch_size)
-    take_rows = getattr(X, "take_rows", None)
     plan = BatchSettings() if settings is None else settings
     # The CUDA backend replays a recorded step for the full batches; the rest goes on here.
     runner = (
         model.backend.epoch_runner(model)
-        if comm is None and settings is None and take_rows is None
+        if comm is None and settings is None and not is_row_source(X)
         else None
     )
     done = 0 if runner is None else runner(X, Y, order, batch_size, state, lr_factor, on_batch)
@@ -234,7 +247,7 @@ def run_epoch(
         return n_batches
     ws = model.workspace(min(batch_size, m_total - done * batch_size))
     skip, apply = state.skip, model.apply_gradients  # bound once: this loop is the hot path
-    fused = model.backend.fused_step(model) if take_rows is None else None
+    fused = fused_step_for(model, X)
     for batch in range(done, n_batches):
         start = batch * batch_size
         idx = order[start : start + batch_size]
@@ -279,11 +292,10 @@ def batch_gradients(
     if fused is not None:
         fused.gradients(X, Y, idx, ws, out_stats, skip, row_weights)
         return
-    take_rows = getattr(X, "take_rows", None)
-    if take_rows is None:
-        model.backend.gather_rows(X, idx, ws.X)
+    if is_row_source(X):
+        X.take_rows(idx, ws.X)
     else:
-        take_rows(idx, ws.X)
+        model.backend.gather_rows(X, idx, ws.X)
     model.backend.gather_rows(Y, idx, ws.Y)
     model.forward_pass(ws)
     model.backward_pass(
@@ -311,7 +323,7 @@ def step_kind(
     (``take_rows``: a sparse X) runs op by op."""
     kind, why = model.backend.step_kind(model)
     slow = {"fused-cpu": "reference", "cuda-graph": "cuda-eager"}
-    if X is not None and hasattr(X, "take_rows") and kind in slow:
+    if is_row_source(X) and kind in slow:
         return slow[kind], (
             "a sparse X is densified on the host batch by batch, so the step runs op by op"
         )
@@ -887,6 +899,8 @@ __all__ = [
     "batch_gradients",
     "evaluate",
     "fit",
+    "fused_step_for",
+    "is_row_source",
     "reduce_gradients",
     "run_epoch",
     "schedule_factor",
