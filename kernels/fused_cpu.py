@@ -1,40 +1,51 @@
-"""The fused CPU training step: one Numba call per batch (template for ``FUSED``).
+"""The fused CPU training step: one Numba call per batch, generated from the step's ops.
 
-    gather X, Y rows -> for each layer: Z = A_prev W^T (BLAS), Z += b, [batch norm], A = f(.),
-    [dropout] -> loss, delta_L, db_L -> for each layer, top down: delta = dA [* mask] * f'(.)
-    [back through batch norm], db, dW = delta^T A_prev, dA_prev = delta W (BLAS) -> [||g||^2]
-    -> optimizer update (or, for data-parallel training, stop at the gradients)
+    gather X, Y rows -> for each hidden layer: Z = A_prev W^T (BLAS), A = f(Z + b) [dropout]
+    or f(BN(Z)) -> output: Z, A, loss, delta_L, db_L [sample weights] -> for each layer, top
+    down: delta = dA [* mask] * f'(.) [back through batch norm], db, dW = delta^T A_prev,
+    dA_prev = delta W (BLAS) -> gradients (data-parallel training stops here) -> [||g||^2]
+    -> the optimizer's update
 
-``train_step`` is that sequence and nothing else: each of its steps is a kernel of
-``xpmlp.kernels.cpu``, already compiled for its activation, loss or rule, bound to the
-placeholders below (``Target.kernel(train_step, dtype, hidden_forward=<compiled kernel>,
-...)``). So every formula is still written once, in its registry entry and ``cpu.py``; this
-module only strings the kernels together and calls BLAS itself, so a step costs one Python
-call instead of about twenty (the per-op path: ``MLP.forward_pass``, ``MLP.backward_pass``,
-``MLP.apply_gradients``).
+The step is described once, as data: ``xpmlp.core.plan.StepPlan.ops`` (a model's layers,
+each with its kind: plain, dropout or batch norm). ``step_source`` turns those ops into the
+source of ``train_step``, one fragment of ``OP_SOURCE`` per op with the layers unrolled, and
+``generated_step`` compiles it: there is no hand-written twin of the step to keep in line.
+Each call in it is a kernel of ``xpmlp.kernels.cpu`` already compiled for its activation,
+loss or rule, bound to a placeholder (the ones below for every step, ``forward_{l}``,
+``backward_{l}``, ``wide_backward_{l}`` for hidden layer l:
+``FUSED.kernel(train_step, dtype, forward_0=<compiled kernel>, ...)``). So every formula is
+still written once, in its registry entry and ``cpu.py``; this module strings the kernels
+together and calls BLAS itself, so a step costs one Python call instead of about twenty (the
+per-op path: ``MLP.forward_pass``, ``MLP.backward_pass``, ``MLP.apply_gradients``). Each
+hidden layer has its own kernels, so hidden layers with different activations, and a model
+with dropout on some layers and batch norm on others, take the fused step too; a layer
+without dropout or batch norm calls none of their kernels (they are neither built nor loaded).
 
 Dropout and batch norm (``Regularization``, the ``hidden`` argument): per hidden layer, the
-kernel ``Dense.forward`` and ``Dense.backward`` choose in training (batch norm, with or
-without dropout; dropout alone; neither), with the same per-layer keys, rates and settings,
-which the caller computes as the per-op path does (``xpmlp.core.regularization.dropout_key``:
-host integers). A model with neither passes ``hidden=None``: Numba then prunes those
-branches, so its step compiles none of their kernels.
+settings ``Dense.forward`` and ``Dense.backward`` use in training (keys, rates, batch-norm
+arrays), which the caller computes as the per-op path does
+(``xpmlp.core.regularization.dropout_key``: host integers).
 
 The matrix products go to one ``cblas_?gemm``, the caller's ``cblas`` argument (a ctypes
 function): the process's BLAS library, which the per-op path's ``matmul`` calls too
 (``xpmlp.machine.blas.MatmulProvider.cblas_gemm``: Intel MKL's, or NumPy's own), with the operands
 and transposes ``numpy.matmul`` gives it: the same library, thread pool and bits.
 
-A model's layer arrays are passed as tuples (``Ws[l]``, ``Zs[l]``, ...), so one compiled
-step serves any depth; all hidden layers share one activation (the backend falls back to the
-per-op path otherwise, and says so).
+A generated step's source is written once to a file of the caller's cache directory (named
+by its hash), so that Numba's disk cache, which keys on a function's file, keeps the compiled
+step from one process to the next.
 """
 
 from __future__ import annotations
 
 import collections
 import hashlib
+import os
+import sys
+import tempfile
 import types
+from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from numba import njit
@@ -44,51 +55,17 @@ from .compiler import Target, placeholder
 if TYPE_CHECKING:
     from numba.core.dispatcher import Dispatcher
 
-hidden_forward = placeholder("hidden_forward", "compiled bias_activation of the hidden layers")
-hidden_backward = placeholder(
-    "hidden_backward", "compiled activation_backward of the hidden layers"
-)
 output_forward = placeholder("output_forward", "compiled bias_activation(_rows) of the output")
 output_loss = placeholder("output_loss", "compiled loss_output_delta of the output layer")
 update = placeholder("update", "compiled optimizer_step of the optimizer's rule")
 sum_squares_of = placeholder("sum_squares_of", "compiled grad_sum_squares")
 gather = placeholder("gather", "compiled gather_rows")
-dropout_forward = placeholder(
-    "dropout_forward", "compiled bias_activation_dropout of the hidden layers"
-)
-dropout_backward = placeholder(
-    "dropout_backward", "compiled activation_backward_dropout of the hidden layers"
-)
-norm_forward = placeholder("norm_forward", "compiled batch_norm_forward of the hidden layers")
-norm_backward = placeholder("norm_backward", "compiled batch_norm_backward of the hidden layers")
-wide_backward = placeholder(
-    "wide_backward",
-    "hidden_backward for the layers with wide[l] set "
-    "(the parallel form, as the per-op path takes it for their size)",
-)
-wide_dropout_backward = placeholder(
-    "wide_dropout_backward", "dropout_backward for the layers with wide[l] set"
-)
 weigh_output = placeholder(
     "weigh_output", "compiled weight_output_delta of the loss (sample weights on the output delta)"
 )
-#: the placeholders of ``train_step``: each is bound to a compiled kernel of ``cpu.py``.
-BOUND = (
-    "hidden_forward",
-    "hidden_backward",
-    "output_forward",
-    "output_loss",
-    "update",
-    "sum_squares_of",
-    "gather",
-    "dropout_forward",
-    "dropout_backward",
-    "norm_forward",
-    "norm_backward",
-    "wide_backward",
-    "wide_dropout_backward",
-    "weigh_output",
-)
+#: the placeholders of every ``train_step`` (each hidden layer has its own besides:
+#: ``layer_placeholders``): each is bound to a compiled kernel of ``cpu.py``.
+BOUND = ("output_forward", "output_loss", "update", "sum_squares_of", "gather", "weigh_output")
 
 #: ``train_step``'s ``weights`` argument for a weighted batch: the sample weights of every
 #: row of X (``sample``, indexed as X is, by ``idx``), the batch's factor ``scale``
@@ -97,17 +74,15 @@ RowWeights = collections.namedtuple("RowWeights", ("sample", "scale", "r"))
 
 #: ``train_step``'s ``hidden`` argument for a model with dropout or batch norm: per hidden
 #: layer l, the arguments the per-op path gives its kernels in training (``Dense.forward``,
-#: ``Dense.backward``, ``NumpyBackend``'s dropout and batch-norm ops). ``norm[l]``: whether
-#: it has batch norm; ``drop[l]``: whether it has dropout; ``keys[l]`` (0 without dropout),
-#: ``thresholds[l]`` (``dropout_threshold``), ``scales[l]`` = 1 / (1 - rate); ``momenta[l]``
-#: (0 for a batch of one row), ``eps[l]``, ``inv_m1`` = 1 / max(m - 1, 1); the arrays of the
-#: batch-normalized layers (``Zhats``, ``stats``, ``gammas``, ``betas``, ``dgammas``,
-#: ``dbetas``, ``means``, ``variances``: running estimates), empty stand-ins for the others.
+#: ``Dense.backward``, ``NumpyBackend``'s dropout and batch-norm ops): ``keys[l]`` (0
+#: without dropout), ``thresholds[l]`` (``dropout_threshold``), ``scales[l]`` = 1 / (1 - rate);
+#: ``momenta[l]`` (0 for a batch of one row), ``eps[l]``, ``inv_m1`` = 1 / max(m - 1, 1);
+#: the arrays of the batch-normalized layers (``Zhats``, ``stats``, ``gammas``, ``betas``,
+#: ``dgammas``, ``dbetas``, ``means``, ``variances``: running estimates), empty stand-ins for
+#: the others.
 Regularization = collections.namedtuple(
     "Regularization",
     (
-        "norm",
-        "drop",
         "keys",
         "thresholds",
         "scales",
@@ -127,155 +102,195 @@ Regularization = collections.namedtuple(
 
 
 def _fused_kernel(fn: types.FunctionType) -> Dispatcher[types.FunctionType]:
-    """``njit(cache=True)``, named by a hash of its own name and the bound kernels' names
-    (their activation, loss or rule, dtype and fingerprint: ``Target.kernel``), so Numba's
-    on-disk cache, which keys on the name, tells a relu step from a tanh one (and the name
-    stays short enough for a file name)."""
+    """``njit(cache=True)``, named by a hash of its module (its plan) and the bound kernels'
+    names (their activation, loss or rule, dtype and fingerprint: ``Target.kernel``), so
+    Numba's on-disk cache, which keys on the name, tells a relu step from a tanh one (and the
+    name stays short enough for a file name)."""
     bound = "|".join(
-        [fn.__qualname__] + [fn.__globals__[name].py_func.__qualname__ for name in BOUND]
+        [fn.__module__, fn.__qualname__]
+        + [fn.__globals__[name].py_func.__qualname__ for name in fn.__globals__["PLACEHOLDERS"]]
     )
     fn.__qualname__ = f"{fn.__name__}__{hashlib.sha256(bound.encode()).hexdigest()[:16]}"
-    return njit(cache=True, error_model="numpy")(fn)
+    # a step whose source could not be written to a file is compiled in memory only
+    on_disk = os.path.isfile(fn.__code__.co_filename)
+    return njit(cache=on_disk, error_model="numpy")(fn)
 
 
 #: compiles ``train_step`` with its kernels bound.
 FUSED = Target("cpu-fused", njit(error_model="numpy"), _fused_kernel)
 
 
-def train_step(
-    cblas,
-    X,
-    Y,
-    idx,
-    Ws,
-    bs,
-    dWs,
-    dbs,
-    Zs,
-    As,
-    deltas,
-    Yb,
-    out_stats,
-    skip,
-    inv_m,
-    p,
-    g,
-    state,
-    hyper,
-    decay,
-    n_decay,
-    l1,
-    clip_value,
-    max_norm,
-    sum_squares,
-    wide,
-    hidden,
-    weights,
-    update_now,
-):
-    """One training step of the batch X[idx], Y[idx] (As[0] and Yb receive it): forward,
-    loss, backward, and, when ``update_now``, the optimizer's update of the flat p with the
-    flat gradient g (Ws, bs, dWs, dbs are their per-layer views), in the per-op path's order.
-    Without ``update_now`` the step ends with the gradients in g (data-parallel training
-    averages them over the ranks, then updates: ``xpmlp.train.loop.run_epoch``). Every
-    product is one call of ``cblas`` (the process's ``cblas_?gemm``). ``wide[l]``: hidden layer l's
-    backward kernel is the wide one (its parallel form, whose column sums add chunk by
-    chunk: taken where the per-op path takes it, so that db has the same bits). ``hidden``:
-    None, or the hidden layers' dropout and batch norm (``Regularization``). ``weights``:
-    None, or the batch's sample weights (``RowWeights``) on the output delta and loss.
-    (Functions as arguments, not globals, so that the step is cached.)"""
-    gather(X, idx, As[0])
-    gather(Y, idx, Yb)
-    L = len(Ws)
-    for l in range(L - 1):
-        gemm(cblas, As[l], Ws[l], Zs[l], False, True)  # Z = A_prev W^T
-        if hidden is None:
-            hidden_forward(Zs[l], bs[l], As[l + 1])
-        elif hidden.norm[l]:
-            norm_forward(
-                Zs[l],
-                bs[l],
-                hidden.gammas[l],
-                hidden.betas[l],
-                hidden.stats[l],
-                hidden.means[l],
-                hidden.variances[l],
-                hidden.Zhats[l],
-                As[l + 1],
-                hidden.momenta[l],
-                hidden.eps[l],
-                inv_m,
-                hidden.inv_m1,
-                hidden.keys[l],
-                hidden.thresholds[l],
-                hidden.scales[l],
-            )
-        elif hidden.drop[l]:
-            dropout_forward(
-                Zs[l], bs[l], As[l + 1], 0, hidden.keys[l], hidden.thresholds[l], hidden.scales[l]
-            )
-        else:
-            hidden_forward(Zs[l], bs[l], As[l + 1])
-    gemm(cblas, As[L - 1], Ws[L - 1], Zs[L - 1], False, True)
-    output_forward(Zs[L - 1], bs[L - 1], As[L])
-    output_loss(Zs[L - 1], As[L], Yb, deltas[L - 1], dbs[L - 1], out_stats, skip, inv_m)
-    if weights is not None:  # r_i = w_idx[i] scale, as the per-op path's row weights
-        for i in range(idx.shape[0]):
-            weights.r[i] = weights.sample[idx[i]] * weights.scale
-        weigh_output(Zs[L - 1], As[L], Yb, weights.r, deltas[L - 1], dbs[L - 1], out_stats)
-    for l in range(L - 1, -1, -1):
-        if l < L - 1:  # deltas[l] holds dA; delta = dA * f'(.) in place
-            if hidden is None or not (hidden.norm[l] or hidden.drop[l]):
-                if wide[l]:
-                    wide_backward(deltas[l], Zs[l], As[l + 1], deltas[l], dbs[l])
-                else:
-                    hidden_backward(deltas[l], Zs[l], As[l + 1], deltas[l], dbs[l])
-            elif hidden.norm[l]:
-                norm_backward(
-                    deltas[l],
-                    hidden.Zhats[l],
-                    hidden.gammas[l],
-                    hidden.betas[l],
-                    hidden.stats[l],
-                    deltas[l],
-                    hidden.dgammas[l],
-                    hidden.dbetas[l],
-                    dbs[l],
-                    inv_m,
-                    hidden.keys[l],
-                    hidden.thresholds[l],
-                    hidden.scales[l],
-                )
-            elif wide[l]:
-                wide_dropout_backward(
-                    deltas[l],
-                    Zs[l],
-                    deltas[l],
-                    dbs[l],
-                    0,
-                    hidden.keys[l],
-                    hidden.thresholds[l],
-                    hidden.scales[l],
-                )
-            else:
-                dropout_backward(
-                    deltas[l],
-                    Zs[l],
-                    deltas[l],
-                    dbs[l],
-                    0,
-                    hidden.keys[l],
-                    hidden.thresholds[l],
-                    hidden.scales[l],
-                )
-        gemm(cblas, deltas[l], As[l], dWs[l], True, False)  # dW
-        if l > 0:  # dA_prev = delta W
-            gemm(cblas, deltas[l], Ws[l], deltas[l - 1], False, False)
-    if not update_now:
-        return
-    if max_norm > 0.0:
-        sum_squares_of(g, clip_value, sum_squares)
-    update(p, g, state, hyper, decay, n_decay, skip, l1, clip_value, max_norm, sum_squares)
+#: ``train_step``'s parameters: every generated step has this signature.
+PARAMETERS = (
+    "cblas, X, Y, idx, Ws, bs, dWs, dbs, Zs, As, deltas, Yb, out_stats, skip, inv_m, p, g, "
+    "state, hyper, decay, n_decay, l1, clip_value, max_norm, sum_squares, wide, hidden, "
+    "weights, update_now"
+)
+
+#: the dropout settings of hidden layer {l} (``Regularization``), as its kernels take them
+_MASK = "hidden.keys[{l}], hidden.thresholds[{l}], hidden.scales[{l}]"
+
+#: the source of each op of the step (``xpmlp.core.plan.StepPlan.ops``), per kind: {l} is the
+#: op's layer, {n} = l + 1 and {top} the output layer. A hidden layer's kernels are its own
+#: placeholders (``forward_{l}``, ``backward_{l}``, ``wide_backward_{l}``: ``layer_placeholders``),
+#: bound to the compiled kernels of its activation and kind.
+OP_SOURCE: dict[tuple[str, str], str] = {
+    ("gather", ""): "gather(X, idx, As[0])\ngather(Y, idx, Yb)",
+    # Z = A_prev W^T, A = f(Z + b) [dropout] or f(BN(Z)) [dropout]
+    ("forward", "plain"): (
+        "gemm(cblas, As[{l}], Ws[{l}], Zs[{l}], False, True)\n"
+        "forward_{l}(Zs[{l}], bs[{l}], As[{n}])"
+    ),
+    ("forward", "dropout"): (
+        "gemm(cblas, As[{l}], Ws[{l}], Zs[{l}], False, True)\n"
+        "forward_{l}(Zs[{l}], bs[{l}], As[{n}], 0, " + _MASK + ")"
+    ),
+    ("forward", "norm"): (
+        "gemm(cblas, As[{l}], Ws[{l}], Zs[{l}], False, True)\n"
+        "forward_{l}(Zs[{l}], bs[{l}], hidden.gammas[{l}], hidden.betas[{l}], hidden.stats[{l}], "
+        "hidden.means[{l}], hidden.variances[{l}], hidden.Zhats[{l}], As[{n}], "
+        "hidden.momenta[{l}], hidden.eps[{l}], inv_m, hidden.inv_m1, " + _MASK + ")"
+    ),
+    # Z = A W^T, A = f(Z + b); the loss, delta_L and db_L; sample weights r_i = w[idx_i] s
+    ("output", "output"): (
+        "gemm(cblas, As[{l}], Ws[{l}], Zs[{l}], False, True)\n"
+        "output_forward(Zs[{l}], bs[{l}], As[{n}])\n"
+        "output_loss(Zs[{l}], As[{n}], Yb, deltas[{l}], dbs[{l}], out_stats, skip, inv_m)\n"
+        "if weights is not None:\n"
+        "    for i in range(idx.shape[0]):\n"
+        "        weights.r[i] = weights.sample[idx[i]] * weights.scale\n"
+        "    weigh_output(Zs[{l}], As[{n}], Yb, weights.r, deltas[{l}], dbs[{l}], out_stats)"
+    ),
+    # deltas[l] holds dA: delta = dA [* mask] * f'(.) [back through BN] in place, and db
+    ("backward", "output"): "",
+    ("backward", "plain"): (
+        "if wide[{l}]:\n"
+        "    wide_backward_{l}(deltas[{l}], Zs[{l}], As[{n}], deltas[{l}], dbs[{l}])\n"
+        "else:\n"
+        "    backward_{l}(deltas[{l}], Zs[{l}], As[{n}], deltas[{l}], dbs[{l}])"
+    ),
+    ("backward", "dropout"): (
+        "if wide[{l}]:\n"
+        "    wide_backward_{l}(deltas[{l}], Zs[{l}], deltas[{l}], dbs[{l}], 0, " + _MASK + ")\n"
+        "else:\n"
+        "    backward_{l}(deltas[{l}], Zs[{l}], deltas[{l}], dbs[{l}], 0, " + _MASK + ")"
+    ),
+    ("backward", "norm"): (
+        "backward_{l}(deltas[{l}], hidden.Zhats[{l}], hidden.gammas[{l}], hidden.betas[{l}], "
+        "hidden.stats[{l}], deltas[{l}], hidden.dgammas[{l}], hidden.dbetas[{l}], dbs[{l}], "
+        "inv_m, " + _MASK + ")"
+    ),
+    # data-parallel training and lbfgs take the gradients here (``update_now`` False)
+    ("gradients", ""): "if not update_now:\n    return",
+    ("update", ""): (
+        "if max_norm > 0.0:\n"
+        "    sum_squares_of(g, clip_value, sum_squares)\n"
+        "update(p, g, state, hyper, decay, n_decay, skip, l1, clip_value, max_norm, sum_squares)"
+    ),
+}
+#: after each backward op: dW = delta^T A_prev, and dA_prev = delta W below the first layer
+_PRODUCTS = "gemm(cblas, deltas[{l}], As[{l}], dWs[{l}], True, False)"
+_PRODUCT_DOWN = "gemm(cblas, deltas[{l}], Ws[{l}], deltas[{below}], False, False)"
+
+#: the placeholders of a hidden layer's kernels, per kind
+_LAYER_SLOTS = {
+    "plain": ("forward", "backward", "wide_backward"),
+    "dropout": ("forward", "backward", "wide_backward"),
+    "norm": ("forward", "backward"),
+}
+
+
+#: a step's ops as ``step_source`` reads them: (name, layer, kind), ``Op.as_tuple``
+Ops = Sequence[tuple[str, int, str]]
+
+
+def layer_placeholders(ops: Ops) -> dict[str, tuple[int, str, str]]:
+    """The per-layer placeholders of the step of ``ops``: name -> (layer, kind, slot), slot
+    being "forward", "backward" or "wide_backward" (the backward kernel's parallel form)."""
+    return {
+        f"{slot}_{l}": (l, kind, slot)
+        for name, l, kind in ops
+        if name == "forward"
+        for slot in _LAYER_SLOTS[kind]
+    }
+
+
+def step_source(ops: Ops) -> str:
+    """The source of ``train_step`` for ``ops`` (``StepPlan.ops`` as (name, layer, kind)):
+    one fragment of ``OP_SOURCE`` per op, in order, layers unrolled."""
+    top = max(l for _, l, _ in ops)
+    body = []
+    for name, l, kind in ops:
+        text = OP_SOURCE[name, kind].format(l=l, n=l + 1, top=top)
+        body.append(f"# {name} {l} ({kind})" if l >= 0 else f"# {name}")
+        if text:
+            body.extend(text.splitlines())
+        if name == "backward":
+            body.append(_PRODUCTS.format(l=l))
+            if l > 0:
+                body.append(_PRODUCT_DOWN.format(l=l, below=l - 1))
+    lines = "\n".join("    " + line for line in body)
+    return (
+        "# generated by xpmlp.kernels.fused_cpu.step_source: the fused training step of\n"
+        f"# {', '.join(f'{n}[{l}]:{k}' if l >= 0 else n for n, l, k in ops)}\n"
+        f"def train_step({PARAMETERS}):\n"
+        f"    {_DOC!r}\n"
+        f"{lines}\n"
+    )
+
+
+_DOC = (
+    "One training step of the batch X[idx], Y[idx] (generated from the step's ops by "
+    "xpmlp.kernels.fused_cpu.step_source; see that module for the arguments)."
+)
+_GENERATED: dict[str, types.FunctionType] = {}
+
+
+def generated_step(ops: Ops, directory: Path | None) -> types.FunctionType:
+    """``train_step`` for ``ops``, with its placeholders (``BOUND`` and ``layer_placeholders``)
+    as globals for ``FUSED.kernel`` to bind: the same function object for the same ops within
+    a process. Its source is written once to ``directory`` (a file named by the source's
+    hash, never rewritten: Numba's disk cache keys on that file), so that a later process
+    loads the compiled step instead of compiling it; with ``directory`` None, or one that
+    cannot be written, the step is compiled in memory only."""
+    source = step_source(ops)
+    digest = hashlib.sha256(source.encode()).hexdigest()[:20]
+    fn = _GENERATED.get(digest)
+    if fn is not None:
+        return fn
+    module_name = f"{__name__}_step_{digest}"
+    path = _write_once(directory, f"step_{digest}.py", source) if directory is not None else None
+    module = types.ModuleType(module_name)
+    module.__file__ = str(path) if path is not None else None
+    namespace = module.__dict__
+    namespace.update({name: globals()[name] for name in BOUND})
+    namespace["gemm"] = gemm
+    layers = layer_placeholders(ops)
+    for name, (l, kind, slot) in layers.items():
+        namespace[name] = placeholder(name, f"compiled {slot} kernel of hidden layer {l} ({kind})")
+    namespace["PLACEHOLDERS"] = (*BOUND, *layers)
+    if path is not None:
+        sys.modules[module_name] = module  # what inspect.getmodule (Numba's cache) looks up
+    exec(compile(source, str(path) if path else f"<{module_name}>", "exec"), namespace)
+    fn = _GENERATED[digest] = namespace["train_step"]
+    return fn
+
+
+def _write_once(directory: Path, name: str, text: str) -> Path | None:
+    """``directory/name`` holding ``text``: written (atomically) only if absent; None where the
+    directory cannot be written."""
+    path = directory / name
+    try:
+        if path.is_file() and path.read_text() == text:
+            return path
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError:
+        return None
+    return path
 
 
 # ---------------------------------------------------------------------- BLAS

@@ -9,8 +9,9 @@ and calls the same BLAS function with the same operands, so its parameters, opti
 and history equal the per-op path's bit for bit: for every hidden activation, output
 pairing and optimizer, in float32 and float64, with L1, weight decay, both clippings, a
 schedule, a short last batch, any depth, and a diverging run (dropout and batch norm:
-``tests/test_step_equivalence.py``). Models it does not cover (mixed hidden activations) fall
-back to the per-op path, and ``step_kind`` says why.
+``tests/test_step_equivalence.py``), with hidden layers of different activations and kinds.
+Models it does not cover (a subclass overriding an op) keep the per-op path, and
+``step_kind`` says why.
 """
 
 from __future__ import annotations
@@ -191,13 +192,41 @@ def test_dropout_and_batch_norm_take_the_fused_step(options) -> None:
     assert model.backend.step_kind(model) == ("fused-cpu", None)
 
 
-def test_mixed_hidden_activations_keep_the_per_op_path_and_say_why() -> None:
-    model = MLP(
-        [N_IN, 5, 4, 3], backend=NumpyBackend(fused=True), seed=3, activation=["relu", "tanh"]
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"activation": ["relu", "tanh", "sigmoid"]},
+        {"activation": ["tanh", "relu", "gelu"], "dropout": [0.3, 0.0, 0.2]},
+        {"activation": ["sigmoid", "relu", "tanh"], "batch_norm": [True, False, True]},
+        {
+            "activation": ["relu", "tanh", "relu"],
+            "dropout": [0.0, 0.25, 0.1],
+            "batch_norm": [False, True, False],
+        },
+    ],
+    ids=["mixed", "mixed+dropout", "mixed+batch-norm", "dropout+batch-norm-by-layer"],
+)
+def test_hidden_layers_of_different_activations_and_kinds_take_the_fused_step(
+    options, dtype
+) -> None:
+    """Each hidden layer binds its own kernels (the step is generated from ``step_plan``):
+    per-layer activations and kinds train on the fused step with the per-op path's bits,
+    and the reference backend's numbers."""
+    X, y = _data("softmax", "cross_entropy", 3, dtype, ("mixed", *options))
+    model = MLP([N_IN, 6, 5, 4, 3], backend=NumpyBackend(fused=True), seed=3, **options)
+    assert model.backend.step_kind(model) == ("fused-cpu", None)
+    fused = _compare(
+        [N_IN, 6, 5, 4, 3],
+        X,
+        y,
+        reference=True,
+        dtype=dtype,
+        optimizer="momentum",
+        learning_rate=0.05,
+        **options,
     )
-    assert model.backend.fused_step(model) is None
-    kind, why = model.backend.step_kind(model)
-    assert kind == "reference" and "different activations (relu, tanh)" in why
+    assert fused.step_kind_ == "fused-cpu"
 
 
 def test_the_fused_step_is_the_default_and_can_be_turned_off() -> None:

@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # numpy.typing only for the checker: importing it sets numpy.
     from ..core.activations import ArrayDerivative
     from ..core.layers import Dense
     from ..core.optim import Optimizer
+    from ..core.plan import StepPlan
     from ..core.workspace import Workspace
 
 #: an array's shape as the allocators take it (``empty``, ``zeros``)
@@ -102,6 +103,8 @@ class TrainingModel(Protocol):
     def loss_entry(self) -> Loss: ...
     @property
     def seed(self) -> int: ...
+    @property
+    def step_plan(self) -> StepPlan: ...
 
     #: training passes that drew dropout masks (the fused step counts its own)
     dropout_steps: int

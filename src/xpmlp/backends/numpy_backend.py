@@ -70,24 +70,19 @@ _BINDINGS: dict[KernelFunction, Callable[..., dict[str, KernelFunction]]] = {
 #: a kernel's key: (template, what it is specialized on (see ``_BINDINGS``), parallel, dtype char)
 KernelKey = tuple[KernelFunction, object, bool, str]
 _compiled: dict[KernelKey, NumbaDispatcher] = {}
-#: the placeholders of ``fused_cpu.train_step`` that only a model with dropout or batch norm
-#: calls (through its ``hidden`` argument)
-_REGULARIZATION_KERNELS = (
-    "dropout_forward",
-    "dropout_backward",
-    "wide_dropout_backward",
-    "norm_forward",
-    "norm_backward",
-)
-
-
-def _not_in_this_plan(*args: object) -> None:
-    """What ``FusedStep.kernel`` binds the dropout and batch-norm placeholders of
-    ``train_step`` to for a model without either: ``hidden`` is None there and Numba prunes
-    the branches that call them, so their kernels are neither built (each costs a cache
-    lookup, a fingerprint of its code) nor compiled or loaded. Compiled only if a call
-    survived, it would stop the step with this error."""
-    raise RuntimeError("a dropout or batch-norm kernel called in a step compiled without them")
+#: the kernel each placeholder of a hidden layer in the fused step is bound to, by the layer's
+#: kind and the placeholder's slot (``fused_cpu.layer_placeholders``): (template, whether it is
+#: the parallel form on big batches), as the per-op path chooses them
+_LAYER_KERNELS: dict[tuple[str, str], tuple[KernelFunction, bool]] = {
+    ("plain", "forward"): (cpu.bias_activation, True),
+    ("plain", "backward"): (cpu.activation_backward, False),
+    ("plain", "wide_backward"): (cpu.activation_backward, True),
+    ("dropout", "forward"): (cpu.bias_activation_dropout, True),
+    ("dropout", "backward"): (cpu.activation_backward_dropout, False),
+    ("dropout", "wide_backward"): (cpu.activation_backward_dropout, True),
+    ("norm", "forward"): (cpu.batch_norm_forward, False),
+    ("norm", "backward"): (cpu.batch_norm_backward, False),
+}
 
 
 def _kernel(key: KernelKey) -> NumbaDispatcher:
@@ -170,11 +165,6 @@ class NumpyBackend(Backend):
     def _not_fused(self, model: TrainingModel) -> str | None:
         """Why ``model`` cannot take the fused step on this backend, or None."""
         hidden = model.activation_entries[:-1]
-        if len({a.name for a in hidden}) > 1:
-            return (
-                "the fused CPU step does not support hidden layers with different "
-                f"activations ({', '.join(a.name for a in hidden)})"
-            )
         if any(a.row is not None for a in hidden):
             return "the fused CPU step does not support row activations in hidden layers"
         cls = type(self)
@@ -196,7 +186,7 @@ class NumpyBackend(Backend):
     def fused_step(self, model: TrainingModel) -> FusedStep | None:
         """The fused training step of ``model`` (``FusedStep``), or None where this backend
         was not asked for it or the model needs the per-op path (``step_kind`` says why:
-        hidden layers with different activations, no BLAS function to call, a subclass
+        a row activation (softmax) in a hidden layer, no BLAS function to call, a subclass
         overriding one of ``FUSED_OPS``)."""
         if not self.fused or self._not_fused(model) is not None:
             return None
@@ -523,39 +513,30 @@ class FusedStep:
         self._views: _Views | None = None  # the last workspace's (one per epoch)
 
     def kernel(self, big: bool) -> NumbaDispatcher:
-        """The compiled step, with the parallel elementwise kernels when ``big`` (the
-        backward kernels of the hidden layers: for those ``wide`` marks, as the per-op path
-        chooses them by each layer's size)."""
+        """The compiled step: ``fused_cpu.train_step`` generated from the model's plan
+        (``MLP.step_plan``), each placeholder bound to the compiled kernel of its layer's
+        activation and kind, with the parallel elementwise kernels when ``big`` (and the
+        hidden layers' backward kernels for those ``wide`` marks, as the per-op path chooses
+        them by each layer's size)."""
         compiled = self._kernels.get(big)
         if compiled is not None:
             return compiled
         from ..kernels import fused_cpu
 
         model, char = self.model, self.model_dtype.char
-        output = model.activation_entries[-1]
-        hidden = model.activation_entries[0] if len(model.layers) > 1 else None
-        if hidden is None or hidden.row is not None:  # never called; any elementwise entry
-            hidden = activation_entry("identity")
+        ops = [op.as_tuple() for op in model.step_plan.ops]
+        template = fused_cpu.generated_step(ops, config.user_cache_dir("steps"))
+        entries = model.activation_entries
+        layers = {}
+        for name, (l, kind, slot) in fused_cpu.layer_placeholders(ops).items():
+            kernel_template, parallel = _LAYER_KERNELS[kind, slot]
+            layers[name] = _kernel((kernel_template, entries[l], parallel and big, char))
+        output = entries[-1]
         out_template = cpu.bias_activation if output.row is None else cpu.bias_activation_rows
         whole = model.params.size >= cpu.PARALLEL_MIN_ELEMENTS
-        if model._regularized:
-            regularization = {
-                "dropout_forward": _kernel((cpu.bias_activation_dropout, hidden, big, char)),
-                "dropout_backward": _kernel((cpu.activation_backward_dropout, hidden, False, char)),
-                "wide_dropout_backward": _kernel(
-                    (cpu.activation_backward_dropout, hidden, big, char)
-                ),
-                "norm_forward": _kernel((cpu.batch_norm_forward, hidden, False, char)),
-                "norm_backward": _kernel((cpu.batch_norm_backward, hidden, False, char)),
-            }
-        else:  # ``hidden`` is None: Numba prunes the branches that call these, so build none
-            regularization = dict.fromkeys(_REGULARIZATION_KERNELS, _not_in_this_plan)
         compiled = self._kernels[big] = fused_cpu.FUSED.kernel(
-            fused_cpu.train_step,
+            template,
             char,
-            hidden_forward=_kernel((cpu.bias_activation, hidden, big, char)),
-            hidden_backward=_kernel((cpu.activation_backward, hidden, False, char)),
-            wide_backward=_kernel((cpu.activation_backward, hidden, big, char)),
             output_forward=_kernel((out_template, output, False, char)),
             output_loss=_kernel((cpu.loss_output_delta, (model.loss_entry, output), False, char)),
             update=_kernel((cpu.optimizer_step, model.optimizer.rule, whole, char)),
@@ -563,7 +544,7 @@ class FusedStep:
             gather=_kernel((cpu.gather_rows, None, big, char)),
             # called only for row weights, an argument of each call (``train_step``'s weights)
             weigh_output=_kernel((cpu.weight_output_delta, model.loss_entry, False, char)),
-            **regularization,
+            **layers,
         )
         return compiled
 
@@ -584,8 +565,6 @@ class FusedStep:
             return tuple(missing if layer.norm is None else get(layer.norm) for layer in hidden)
 
         return Regularization(
-            norm=numpy.array([layer.norm is not None for layer in hidden]),
-            drop=numpy.array([bool(layer.dropout) for layer in hidden]),
             keys=self._keys,
             thresholds=numpy.array(
                 [dropout_threshold(layer.dropout) for layer in hidden], numpy.int64

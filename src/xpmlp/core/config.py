@@ -7,7 +7,7 @@ XPMLP_BLAS                 the numpy backend's matrix products: openblas (NumPy'
                            mkl, for every product; unset: MKL where it is installed, else
                            NumPy's BLAS (``xpmlp.machine.blas``)
 XPMLP_DATA_DIR             where the MNIST files are (``xpmlp.datasets``)
-XDG_CACHE_HOME             where downloads are cached (default ~/.cache)
+XDG_CACHE_HOME             where downloads and generated steps are cached (default ~/.cache)
 XPMLP_CUDA_SPECIALIZE      0: launch CUDA kernels through Numba's typed dispatch only
 XPMLP_CUDA_DIRECT_LAUNCH   0: CUDA kernels launch through Numba's launcher (which reads every
                            CuPy array through DLPack) instead of packing their arguments
@@ -35,6 +35,7 @@ SLURM_STEP_NUM_TASKS
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 BACKEND = "XPMLP_BACKEND"
 BLAS = "XPMLP_BLAS"
@@ -87,6 +88,14 @@ def data_dir() -> str | None:
 def cache_home() -> str | None:
     """XDG_CACHE_HOME, or None when unset or empty."""
     return os.environ.get("XDG_CACHE_HOME") or None
+
+
+def user_cache_dir(name: str) -> Path:
+    """``$XDG_CACHE_HOME/xpmlp/<name>`` (an absolute XDG_CACHE_HOME), or
+    ``~/.cache/xpmlp/<name>``."""
+    xdg = cache_home() or ""
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / "xpmlp" / name
 
 
 def cuda_specialize() -> bool:

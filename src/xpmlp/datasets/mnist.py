@@ -108,9 +108,7 @@ class MnistData(NamedTuple):
 
 def _user_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/xpmlp/mnist``, or ``~/.cache/xpmlp/mnist``."""
-    xdg = config.cache_home() or ""
-    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
-    return base / "xpmlp" / "mnist"
+    return config.user_cache_dir("mnist")
 
 
 def _has_all_files(directory: Path) -> bool:

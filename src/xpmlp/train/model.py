@@ -41,6 +41,7 @@ from ..core.errors import NotDifferentiableError, ParameterError
 from ..core.init import INITIALIZERS, init_weights
 from ..core.layers import BatchNorm, Dense
 from ..core.optim import Optimizer
+from ..core.plan import StepPlan, step_plan
 from ..core.regularization import check_batch_norm, check_dropout, dropout_key
 from ..core.validation import Choice, Number, check_numeric, check_params
 from ..core.workspace import PREDICT_CHUNK, ForwardPass, Gradients, Workspace, memory_for
@@ -383,6 +384,12 @@ class MLP:
     @property
     def loss(self) -> str:
         return self.loss_entry.name
+
+    @property
+    def step_plan(self) -> StepPlan:
+        """The training step as data (``xpmlp.core.plan``): its ops, each hidden layer's
+        kind and activation, the loss and the optimizer's rule. Each backend compiles it."""
+        return step_plan(self.layers, self.loss_entry.name, self.optimizer.rule.__name__)
 
     @property
     def is_classifier(self) -> bool:

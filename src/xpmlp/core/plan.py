@@ -1,0 +1,100 @@
+"""The training step as data: what one step of a model does, op by op, and nothing of how.
+
+    gather -> forward(l, kind) for each hidden layer -> output (Z = A W^T, A = f(Z + b), loss,
+    delta_L, db_L) -> backward(l, kind) from the top layer down (delta = dA * f'(Z), dW =
+    delta^T A_prev, dA_prev = delta W) -> gradients (where data-parallel training averages
+    them and lbfgs takes them) -> update (clipping, regularisation, the optimizer's rule)
+
+A hidden layer's ``kind`` says which of its forms the step takes in training: ``"plain"``
+(A = f(Z + b)), ``"dropout"`` (A = f(Z + b) * mask / (1 - rate)) or ``"norm"`` (A = f(BN(Z)),
+with dropout inside when the layer has both). The plan names each layer's activation, the
+loss and the optimizer's rule by their registry names; the compiled kernels come from those
+entries.
+
+A backend compiles a plan: the NumPy backend generates its fused Numba step from ``ops``
+(``xpmlp.kernels.fused_cpu.step_source``: one line of source per op), so a new kind of layer
+is one entry here and one source fragment there. Two models with the same plan share one
+compiled step (and one file of Numba's disk cache).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from .layers import Dense
+
+#: the forms a hidden layer takes in training
+Kind = Literal["plain", "dropout", "norm"]
+
+
+@dataclass(frozen=True)
+class Op:
+    """One op of the step: ``name`` ("gather", "forward", "output", "backward", "gradients",
+    "update"), the layer it acts on (-1 for none) and that layer's ``kind`` ("output" for the
+    top layer's backward, "" for the ops of no layer)."""
+
+    name: str
+    layer: int = -1
+    kind: str = ""
+
+    def as_tuple(self) -> tuple[str, int, str]:
+        """(name, layer, kind): the plain form the kernels' generator reads."""
+        return (self.name, self.layer, self.kind)
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """The step of a model with ``len(kinds) + 1`` layers: each hidden layer's kind and
+    activation (``activations[-1]`` is the output's), the loss and the optimizer's rule."""
+
+    kinds: tuple[Kind, ...]
+    activations: tuple[str, ...]
+    loss: str
+    rule: str
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.kinds) + 1
+
+    @property
+    def ops(self) -> tuple[Op, ...]:
+        """The step, in order (the sequence of the module's docstring)."""
+        top = len(self.kinds)
+        return (
+            Op("gather"),
+            *(Op("forward", l, kind) for l, kind in enumerate(self.kinds)),
+            Op("output", top, "output"),
+            Op("backward", top, "output"),
+            *(Op("backward", l, self.kinds[l]) for l in range(top - 1, -1, -1)),
+            Op("gradients"),
+            Op("update"),
+        )
+
+    def describe(self) -> str:
+        """One line per op, as ``xpmlp explain`` and error messages show a step."""
+        lines = []
+        for op in self.ops:
+            where = f" {op.layer}" if op.layer >= 0 else ""
+            what = f" ({self.activations[op.layer]}, {op.kind})" if op.layer >= 0 else ""
+            lines.append(f"{op.name}{where}{what}")
+        return "\n".join(lines)
+
+
+def layer_kind(layer: Dense) -> Kind:
+    """The form ``layer`` (a hidden one) takes in training."""
+    if layer.norm is not None:
+        return "norm"
+    return "dropout" if layer.dropout else "plain"
+
+
+def step_plan(layers: Sequence[Dense], loss: str, rule: str) -> StepPlan:
+    """The plan of the step of a model made of ``layers``, trained on ``loss`` with the
+    optimizer ``rule`` (registry names)."""
+    return StepPlan(
+        kinds=tuple(layer_kind(layer) for layer in layers[:-1]),
+        activations=tuple(layer.activation.name for layer in layers),
+        loss=loss,
+        rule=rule,
+    )
