@@ -21,10 +21,14 @@ hidden layer has its own kernels, so hidden layers with different activations, a
 with dropout on some layers and batch norm on others, take the fused step too; a layer
 without dropout or batch norm calls none of their kernels (they are neither built nor loaded).
 
-Dropout and batch norm (``Regularization``, the ``hidden`` argument): per hidden layer, the
-settings ``Dense.forward`` and ``Dense.backward`` use in training (keys, rates, batch-norm
-arrays), which the caller computes as the per-op path does
-(``xpmlp.core.regularization.dropout_key``: host integers).
+Per-batch scalars are rows, set once per epoch and indexed by the step's ``row`` (the batch
+within the epoch): the optimizer's hyperparameters ``hyper_rows[row]`` (the learning rate
+times the schedule's factor, bias corrections: ``Optimizer.hyper_rows``), the L2 coefficient
+``decays[row]`` and the dropout masks' keys ``keys[row, l]``
+(``xpmlp.core.regularization.dropout_key``), so nothing on the host changes between batches
+(``xpmlp.backends.numpy_backend.FusedStep.epoch_rows``). Dropout and batch norm
+(``Regularization``, the ``hidden`` argument): per hidden layer, the settings
+``Dense.forward`` and ``Dense.backward`` use in training (rates, batch-norm arrays).
 
 The matrix products go to one ``cblas_?gemm``, the caller's ``cblas`` argument (a ctypes
 function): the process's BLAS library, which the per-op path's ``matmul`` calls too
@@ -74,16 +78,15 @@ RowWeights = collections.namedtuple("RowWeights", ("sample", "scale", "r"))
 
 #: ``train_step``'s ``hidden`` argument for a model with dropout or batch norm: per hidden
 #: layer l, the arguments the per-op path gives its kernels in training (``Dense.forward``,
-#: ``Dense.backward``, ``NumpyBackend``'s dropout and batch-norm ops): ``keys[l]`` (0
-#: without dropout), ``thresholds[l]`` (``dropout_threshold``), ``scales[l]`` = 1 / (1 - rate);
-#: ``momenta[l]`` (0 for a batch of one row), ``eps[l]``, ``inv_m1`` = 1 / max(m - 1, 1);
-#: the arrays of the batch-normalized layers (``Zhats``, ``stats``, ``gammas``, ``betas``,
-#: ``dgammas``, ``dbetas``, ``means``, ``variances``: running estimates), empty stand-ins for
-#: the others.
+#: ``Dense.backward``, ``NumpyBackend``'s dropout and batch-norm ops; the masks' keys are
+#: ``train_step``'s ``keys[row, l]``): ``thresholds[l]`` (``dropout_threshold``),
+#: ``scales[l]`` = 1 / (1 - rate), ``momenta[l]`` (0 for a batch of one row), ``eps[l]``,
+#: ``inv_m1`` = 1 / max(m - 1, 1); the arrays of the batch-normalized layers (``Zhats``,
+#: ``stats``, ``gammas``, ``betas``, ``dgammas``, ``dbetas``, ``means``, ``variances``:
+#: running estimates), empty stand-ins for the others.
 Regularization = collections.namedtuple(
     "Regularization",
     (
-        "keys",
         "thresholds",
         "scales",
         "momenta",
@@ -123,12 +126,12 @@ FUSED = Target("cpu-fused", njit(error_model="numpy"), _fused_kernel)
 #: ``train_step``'s parameters: every generated step has this signature.
 PARAMETERS = (
     "cblas, X, Y, idx, Ws, bs, dWs, dbs, Zs, As, deltas, Yb, out_stats, skip, inv_m, p, g, "
-    "state, hyper, decay, n_decay, l1, clip_value, max_norm, sum_squares, wide, hidden, "
-    "weights, update_now"
+    "state, hyper_rows, decays, row, n_decay, l1, clip_value, max_norm, sum_squares, wide, "
+    "hidden, keys, weights, update_now"
 )
 
 #: the dropout settings of hidden layer {l} (``Regularization``), as its kernels take them
-_MASK = "hidden.keys[{l}], hidden.thresholds[{l}], hidden.scales[{l}]"
+_MASK = "keys[row, {l}], hidden.thresholds[{l}], hidden.scales[{l}]"
 
 #: the source of each op of the step (``xpmlp.core.plan.StepPlan.ops``), per kind: {l} is the
 #: op's layer, {n} = l + 1 and {top} the output layer. A hidden layer's kernels are its own
@@ -182,10 +185,13 @@ OP_SOURCE: dict[tuple[str, str], str] = {
     ),
     # data-parallel training and lbfgs take the gradients here (``update_now`` False)
     ("gradients", ""): "if not update_now:\n    return",
+    # this step's hyperparameters: row ``row`` of the epoch's, as the rule's tuple
     ("update", ""): (
+        "hyper = ({hyper})\n"
         "if max_norm > 0.0:\n"
         "    sum_squares_of(g, clip_value, sum_squares)\n"
-        "update(p, g, state, hyper, decay, n_decay, skip, l1, clip_value, max_norm, sum_squares)"
+        "update(p, g, state, hyper, decays[row], n_decay, skip, l1, clip_value, max_norm, "
+        "sum_squares)"
     ),
 }
 #: after each backward op: dW = delta^T A_prev, and dA_prev = delta W below the first layer
@@ -221,7 +227,13 @@ def step_source(ops: Ops) -> str:
     top = max(l for _, l, _ in ops)
     body = []
     for name, l, kind in ops:
-        text = OP_SOURCE[name, kind].format(l=l, n=l + 1, top=top)
+        if name == "update":  # kind: how many hyperparameters the rule reads
+            hyper = "".join(f"hyper_rows[row, {j}], " for j in range(int(kind)))
+            text = OP_SOURCE[name, ""].format(
+                hyper=hyper.rstrip(" ") if int(kind) == 1 else hyper[:-2]
+            )
+        else:
+            text = OP_SOURCE[name, kind].format(l=l, n=l + 1, top=top)
         body.append(f"# {name} {l} ({kind})" if l >= 0 else f"# {name}")
         if text:
             body.extend(text.splitlines())

@@ -67,15 +67,27 @@ def test_the_fused_step_turned_off_is_the_reference_step_without_a_warning() -> 
     assert caught == []
 
 
+class _OwnMatmul(NumpyBackend):
+    """A backend with an op of its own, which the fused step would not call."""
+
+    def matmul(self, a, b, out) -> None:
+        super().matmul(a, b, out)
+
+
 def test_a_model_the_fused_step_does_not_cover_warns_once_per_fit_with_the_reason() -> None:
-    model, caught = fit(NumpyBackend(), activation=["relu", "tanh"])
+    model, caught = fit(_OwnMatmul())
     assert_kind(model, "reference")
     assert len(caught) == 1  # three epochs, one line
     assert str(caught[0].message) == (
-        "step: reference (the fused CPU step does not support hidden layers with different "
-        "activations (relu, tanh))"
+        "step: reference (_OwnMatmul overrides matmul, which the fused CPU step would not call)"
     )
     assert caught[0].filename == __file__  # it points at the caller's fit
+
+
+def test_hidden_layers_of_different_activations_take_the_fused_step() -> None:
+    model, caught = fit(NumpyBackend(), activation=["relu", "tanh"])
+    assert_kind(model, "fused-cpu")
+    assert caught == []
 
 
 def test_distributed_training_keeps_the_fused_step() -> None:

@@ -21,6 +21,7 @@ import pytest
 from xpmlp.kernels import fused_cpu
 
 from xpmlp import MLP
+from xpmlp.backends.numpy_backend import NumpyBackend
 from xpmlp.core.plan import Op, StepPlan
 
 #: an MKL provider made here holds OpenBLAS at one thread: put it back after each test
@@ -54,10 +55,13 @@ def test_a_model_records_its_step_as_ops() -> None:
         Op("backward", 1, "norm"),
         Op("backward", 0, "dropout"),
         Op("gradients"),
-        Op("update"),
+        Op("update", kind="6"),  # adam's rule reads six hyperparameters per step
     )
     lines = plan.describe().splitlines()
-    assert lines[1] == "forward 0 (relu, dropout)" and lines[-1] == "update"
+    assert (
+        lines[1] == "forward 0 (relu, dropout)"
+        and lines[-1] == "update (adam_rule, 6 hyperparameters)"
+    )
 
 
 def test_a_layer_with_batch_norm_and_dropout_is_of_kind_norm() -> None:
@@ -89,11 +93,14 @@ def test_the_source_has_one_fragment_per_op_and_a_placeholder_per_layer_kernel()
 def test_every_fragment_is_used_by_some_plan() -> None:
     kinds = {("forward", k) for k in ("plain", "dropout", "norm")}
     kinds |= {("backward", k) for k in ("plain", "dropout", "norm", "output")}
-    kinds |= {("gather", ""), ("output", "output"), ("gradients", ""), ("update", "")}
+    kinds |= {("gather", ""), ("output", "output"), ("gradients", ""), ("update", "")}  # any k
     assert set(fused_cpu.OP_SOURCE) == kinds
 
 
-def test_the_source_is_written_once_and_rewritten_only_when_it_differs(tmp_path) -> None:
+def test_the_source_is_written_once_and_rewritten_only_when_it_differs(
+    tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setattr(fused_cpu, "_GENERATED", {})  # generate this plan's step afresh
     ops = _ops(MLP([3, 5, 2], activation="tanh").step_plan)
     step = fused_cpu.generated_step(ops, tmp_path)
     assert fused_cpu.generated_step(ops, tmp_path) is step  # one function per ops
@@ -122,8 +129,9 @@ def test_an_unwritable_cache_still_trains_on_the_fused_step(tmp_path, monkeypatc
     step = model.backend.fused_step(model).kernel(False)
     assert step.py_func.__code__.co_filename.startswith("<")  # compiled in memory
     assert fused_cpu._write_once(blocked / "xpmlp" / "steps", "x.py", "x") is None
-    reference = MLP([3, 9, 7, 2], activation=["gelu", "tanh"], seed=1, backend="numpy")
-    reference.backend.fused = False
+    reference = MLP(
+        [3, 9, 7, 2], activation=["gelu", "tanh"], seed=1, backend=NumpyBackend(fused=False)
+    )
     reference.fit(X, y, epochs=2, batch_size=16)
     np.testing.assert_array_equal(model.params, reference.params)
 

@@ -20,7 +20,7 @@ import contextlib
 import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Concatenate, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Concatenate, NamedTuple, ParamSpec, Protocol, TypeVar
 
 import array_api_compat
 import numpy
@@ -123,9 +123,27 @@ class RunStats(Protocol):
     def skip(self) -> Array: ...
 
 
+class StepRows(NamedTuple):
+    """The per-batch scalars of an epoch's steps, set once before it, row b for its b-th
+    batch (what a compiled step reads instead of scalars set on the host between batches):
+    ``hyper`` (the optimizer's hyperparameters, ``Optimizer.hyper_rows``, in the model's
+    dtype), ``decays`` (the L2 coefficient), ``keys`` (the dropout masks' keys per hidden
+    layer, 0 for a layer without dropout) and ``dropout_steps`` (each row's dropout step)."""
+
+    hyper: Array
+    decays: Array
+    keys: Array
+    dropout_steps: Array
+
+
 class BatchStep(Protocol):
-    """``Backend.fused_step``'s step: the whole training step of one batch in one call, and
-    its gradient-only form (``xpmlp.backends.numpy_backend.FusedStep``)."""
+    """``Backend.fused_step``'s step: the whole training step of one batch in one call, with
+    the epoch's per-batch scalars set once before it (``epoch_rows``) and counted after it
+    (``finish_epoch``), and its gradient-only form (``xpmlp.backends.numpy_backend.FusedStep``)."""
+
+    def epoch_rows(self, factors: Sequence[float], decays: Array | None = None) -> StepRows: ...
+
+    def finish_epoch(self, rows: StepRows, taken: int) -> None: ...
 
     def __call__(
         self,
@@ -135,8 +153,8 @@ class BatchStep(Protocol):
         ws: Workspace,
         out_stats: Array,
         skip: Array,
-        lr_factor: float = 1.0,
-        weight_decay: float | None = None,
+        rows: StepRows,
+        row: int,
         row_weights: tuple[Array, float] | None = None,
     ) -> None: ...
 

@@ -14,7 +14,7 @@ import math
 import os
 import platform
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy
@@ -23,7 +23,7 @@ from ..core import config
 from ..core.aliases import KernelFunction, NumbaDispatcher
 from ..core.regularization import dropout_key, dropout_threshold
 from ..kernels import cpu
-from .base import Array, Backend, TrainingModel, activation_entry, loss_entry
+from .base import Array, Backend, StepRows, TrainingModel, activation_entry, loss_entry
 
 if TYPE_CHECKING:
     from ..core.activations import Activation
@@ -477,12 +477,15 @@ _Views = tuple[
 
 
 class FusedStep:
-    """``kernels.fused_cpu.train_step`` compiled for one model: ``step(X, Y, idx, ws,
-    out_stats, skip, lr_factor)`` does what ``run_epoch`` does per batch on the per-op path
-    (gather, ``forward_pass``, ``backward_pass``, ``apply_gradients``), in one call, dropout
-    masks and batch norm's running estimates included. ``step.gradients(X, Y, idx, ws,
-    out_stats, skip)`` stops before the update (data-parallel training: the gradients are
-    averaged over the ranks, then ``MLP.apply_gradients`` runs the optimizer's kernel)."""
+    """``kernels.fused_cpu.train_step`` compiled for one model. Per epoch, ``rows =
+    step.epoch_rows(factors, decays)`` sets the per-batch scalars once (the optimizer's
+    hyperparameters, the L2 coefficient and the dropout masks' keys of every batch); then
+    ``step(X, Y, idx, ws, out_stats, skip, rows, b)`` does what ``run_epoch`` does for the
+    epoch's b-th batch on the per-op path (gather, ``forward_pass``, ``backward_pass``,
+    ``apply_gradients``) in one call, reading row b, and ``step.finish_epoch(rows, taken)``
+    counts the steps taken. ``step.gradients(X, Y, idx, ws, out_stats, skip)`` stops before
+    the update (data-parallel training: the gradients are averaged over the ranks, then
+    ``MLP.apply_gradients`` runs the optimizer's kernel)."""
 
     @property
     def model(self) -> TrainingModel:
@@ -506,11 +509,41 @@ class FusedStep:
         self.bs = tuple(layer.b for layer in layers)
         self.dWs = tuple(layer.dW for layer in layers)
         self.dbs = tuple(layer.db for layer in layers)
-        hidden = layers[:-1]
         #: the hidden layers with dropout: their masks' keys change every step
-        self._dropped = [l for l, layer in enumerate(hidden) if layer.dropout]
-        self._keys = numpy.zeros(len(hidden), numpy.int64)  # 0 for the layers without dropout
+        self._dropped = [l for l, layer in enumerate(layers[:-1]) if layer.dropout]
         self._views: _Views | None = None  # the last workspace's (one per epoch)
+
+    def epoch_rows(self, factors: Sequence[float], decays: Array | None = None) -> StepRows:
+        """The scalars of the next ``len(factors)`` steps, row b for the b-th
+        (``StepRows``): the hyperparameters at t + 1 + b with the learning rate times
+        ``factors[b]`` (``Optimizer.hyper_rows``), the L2 coefficient ``decays[b]`` (default:
+        the optimizer's) and the dropout keys of the b-th step, in the model's dtype. The
+        compiled step reads them, so nothing on the host changes between batches."""
+        model = self.model
+        opt, dtype, n = model.optimizer, model.dtype, len(factors)
+        hyper = opt.hyper_rows(factors).astype(dtype).reshape(n, -1) if n else None
+        if decays is None:
+            decay = numpy.full(n, opt.weight_decay, dtype)
+        else:
+            decay = numpy.asarray(decays, numpy.float64).astype(dtype)
+        first = model.dropout_steps
+        steps = numpy.arange(first, first + n) if self._dropped else numpy.full(n, first)
+        keys = numpy.zeros((n, len(model.layers) - 1), numpy.int64)  # 0 without dropout
+        for l in self._dropped:
+            keys[:, l] = [dropout_key(model.seed, int(step), l) for step in steps]
+        if hyper is None:  # no step: rows of the right types, never read
+            hyper = numpy.zeros((0, len(opt.hyperparameters(1, opt.learning_rate))), dtype)
+        return StepRows(hyper, decay, keys, steps)
+
+    def finish_epoch(self, rows: StepRows, taken: int) -> None:
+        """Count the first ``taken`` steps of ``rows``, the ones that ran: the optimizer's
+        step count (``Optimizer.advance``, the only writer of t) and the dropout steps."""
+        if taken <= 0:
+            return
+        model = self.model
+        model.optimizer.advance(taken)
+        if self._dropped:
+            model.dropout_steps = int(rows.dropout_steps[taken - 1]) + 1
 
     def kernel(self, big: bool) -> NumbaDispatcher:
         """The compiled step: ``fused_cpu.train_step`` generated from the model's plan
@@ -565,7 +598,6 @@ class FusedStep:
             return tuple(missing if layer.norm is None else get(layer.norm) for layer in hidden)
 
         return Regularization(
-            keys=self._keys,
             thresholds=numpy.array(
                 [dropout_threshold(layer.dropout) for layer in hidden], numpy.int64
             ),
@@ -596,17 +628,15 @@ class FusedStep:
         ws: Workspace,
         out_stats: Array,
         skip: Array,
-        lr_factor: float = 1.0,
-        weight_decay: float | None = None,
+        rows: StepRows,
+        row: int,
         row_weights: tuple[Array, float] | None = None,
     ) -> None:
-        """The whole step of the batch X[idx], Y[idx]: gradients and update.
-
-        ``weight_decay``: this step's L2 coefficient (default: the optimizer's);
-        ``row_weights`` = (w, s): the sample weights w of every row of X and this batch's
-        factor s, r_i = w[idx[i]] s on the output delta and loss (``MLP.backward_pass``'s
-        ``row_weights``)."""
-        self._run(X, Y, idx, ws, out_stats, skip, lr_factor, weight_decay, row_weights, True)
+        """The whole step of the batch X[idx], Y[idx]: gradients and update, with the
+        scalars of ``rows[row]`` (``epoch_rows``). ``row_weights`` = (w, s): the sample
+        weights w of every row of X and this batch's factor s, r_i = w[idx[i]] s on the
+        output delta and loss (``MLP.backward_pass``'s ``row_weights``)."""
+        self._run(X, Y, idx, ws, out_stats, skip, rows, row, row_weights, True)
 
     def gradients(
         self,
@@ -619,8 +649,12 @@ class FusedStep:
         row_weights: tuple[Array, float] | None = None,
     ) -> None:
         """The step up to the gradients (``model.grads``, the loss in ``out_stats``, ``skip``
-        set for a non-finite loss); the update is the caller's (``MLP.apply_gradients``)."""
-        self._run(X, Y, idx, ws, out_stats, skip, 1.0, None, row_weights, False)
+        set for a non-finite loss); the update is the caller's (``MLP.apply_gradients``),
+        which counts the optimizer's step; the dropout step is counted here."""
+        rows = self.epoch_rows([1.0])
+        self._run(X, Y, idx, ws, out_stats, skip, rows, 0, row_weights, False)
+        if self._dropped:
+            self.model.dropout_steps += 1
 
     def _run(
         self,
@@ -630,8 +664,8 @@ class FusedStep:
         ws: Workspace,
         out_stats: Array,
         skip: Array,
-        lr_factor: float,
-        weight_decay: float | None,
+        rows: StepRows,
+        row: int,
         row_weights: tuple[Array, float] | None,
         update_now: bool,
     ) -> None:
@@ -654,22 +688,10 @@ class FusedStep:
             )
         _, Zs, As, deltas, kernel, wide, hidden, r = views
         model = self.model
-        if hidden is not None:  # the dropout masks' keys of this step, as MLP.forward_pass
-            step = ws.dropout_step = model.dropout_steps
-            if self._dropped:
-                for l in self._dropped:
-                    self._keys[l] = dropout_key(model.seed, step, l)
-                model.dropout_steps += 1
         opt = model.optimizer
         t = model.dtype.type
         clip_value = math.inf if opt.clip_grad_value is None else opt.clip_grad_value
         max_norm = 0.0 if opt.clip_grad_norm is None else opt.clip_grad_norm
-        if update_now:
-            opt.advance()  # as Optimizer.step
-            hyper = tuple(map(t, opt.hyperparameters(opt.t, opt.learning_rate * lr_factor)))
-        else:  # a step without its update: ``hyper`` of the right types, never read
-            hyper = tuple(t(0.0) for _ in opt.hyperparameters(opt.t + 1, opt.learning_rate))
-        decay = opt.weight_decay if weight_decay is None else weight_decay
         weights = None
         if row_weights is not None:
             from ..kernels.fused_cpu import RowWeights
@@ -694,8 +716,9 @@ class FusedStep:
             model.params,
             model.grads,
             opt.state,
-            hyper,
-            t(decay),
+            rows.hyper,
+            rows.decays,
+            row,
             model.n_weights,
             t(opt.l1),
             t(clip_value),
@@ -703,6 +726,7 @@ class FusedStep:
             opt.sum_squares,
             wide,
             hidden,
+            rows.keys,
             weights,
             update_now,
         )

@@ -33,7 +33,9 @@ Kind = Literal["plain", "dropout", "norm"]
 class Op:
     """One op of the step: ``name`` ("gather", "forward", "output", "backward", "gradients",
     "update"), the layer it acts on (-1 for none) and that layer's ``kind`` ("output" for the
-    top layer's backward, "" for the ops of no layer)."""
+    top layer's backward, "" for the ops of no layer; for "update", the number of
+    hyperparameters the optimizer's rule reads, which the step takes from its row of the
+    epoch's hyperparameters)."""
 
     name: str
     layer: int = -1
@@ -47,12 +49,14 @@ class Op:
 @dataclass(frozen=True)
 class StepPlan:
     """The step of a model with ``len(kinds) + 1`` layers: each hidden layer's kind and
-    activation (``activations[-1]`` is the output's), the loss and the optimizer's rule."""
+    activation (``activations[-1]`` is the output's), the loss, the optimizer's rule and the
+    number of hyperparameters it reads per step."""
 
     kinds: tuple[Kind, ...]
     activations: tuple[str, ...]
     loss: str
     rule: str
+    n_hyper: int = 1
 
     @property
     def n_layers(self) -> int:
@@ -69,7 +73,7 @@ class StepPlan:
             Op("backward", top, "output"),
             *(Op("backward", l, self.kinds[l]) for l in range(top - 1, -1, -1)),
             Op("gradients"),
-            Op("update"),
+            Op("update", kind=str(self.n_hyper)),
         )
 
     def describe(self) -> str:
@@ -78,6 +82,8 @@ class StepPlan:
         for op in self.ops:
             where = f" {op.layer}" if op.layer >= 0 else ""
             what = f" ({self.activations[op.layer]}, {op.kind})" if op.layer >= 0 else ""
+            if op.name == "update":
+                what = f" ({self.rule}, {self.n_hyper} hyperparameters)"
             lines.append(f"{op.name}{where}{what}")
         return "\n".join(lines)
 
@@ -89,12 +95,13 @@ def layer_kind(layer: Dense) -> Kind:
     return "dropout" if layer.dropout else "plain"
 
 
-def step_plan(layers: Sequence[Dense], loss: str, rule: str) -> StepPlan:
+def step_plan(layers: Sequence[Dense], loss: str, rule: str, n_hyper: int) -> StepPlan:
     """The plan of the step of a model made of ``layers``, trained on ``loss`` with the
-    optimizer ``rule`` (registry names)."""
+    optimizer ``rule`` (registry names) reading ``n_hyper`` hyperparameters per step."""
     return StepPlan(
         kinds=tuple(layer_kind(layer) for layer in layers[:-1]),
         activations=tuple(layer.activation.name for layer in layers),
         loss=loss,
         rule=rule,
+        n_hyper=n_hyper,
     )

@@ -248,26 +248,35 @@ def run_epoch(
     ws = model.workspace(min(batch_size, m_total - done * batch_size))
     skip, apply = state.skip, model.apply_gradients  # bound once: this loop is the hot path
     fused = fused_step_for(model, X)
-    for batch in range(done, n_batches):
-        start = batch * batch_size
-        idx = order[start : start + batch_size]
-        w = ws.first(int(idx.shape[0]))
-        factor = 1.0 if lr_factor is None else lr_factor(batch)
-        decay = None if plan.weight_decay is None else float(plan.weight_decay[batch])
-        weights = plan.row_weights(batch)
-        if plan.penalty is not None:  # the weights this batch's forward pass uses
-            plan.penalty[batch] = squared_weights(model)
-        if fused is not None and comm is None:  # the step in one compiled call
-            fused(X, Y, idx, w, state.batch_rows[batch], skip, factor, decay, weights)
+    rows = None  # the fused step's per-batch scalars, set once for the epoch
+    if fused is not None and comm is None:
+        factors = [1.0 if lr_factor is None else lr_factor(b) for b in range(done, n_batches)]
+        decays = None if plan.weight_decay is None else plan.weight_decay[done:n_batches]
+        rows = fused.epoch_rows(factors, decays)
+    batch = done
+    try:
+        for batch in range(done, n_batches):
+            start = batch * batch_size
+            idx = order[start : start + batch_size]
+            w = ws.first(int(idx.shape[0]))
+            weights = plan.row_weights(batch)
+            if plan.penalty is not None:  # the weights this batch's forward pass uses
+                plan.penalty[batch] = squared_weights(model)
+            if rows is not None and fused is not None:  # one compiled call, reading its row
+                fused(X, Y, idx, w, state.batch_rows[batch], skip, rows, batch - done, weights)
+            else:
+                batch_gradients(model, fused, X, Y, idx, w, state.batch_rows[batch], skip, weights)
+                if comm is not None:
+                    reduce_gradients(model, comm, state.batch_rows[batch], skip)
+                factor = 1.0 if lr_factor is None else lr_factor(batch)
+                decay = None if plan.weight_decay is None else float(plan.weight_decay[batch])
+                apply(skip, factor, decay)
             if on_batch is not None:
                 on_batch(batch, start + w.rows)
-            continue
-        batch_gradients(model, fused, X, Y, idx, w, state.batch_rows[batch], skip, weights)
-        if comm is not None:
-            reduce_gradients(model, comm, state.batch_rows[batch], skip)
-        apply(skip, factor, decay)
-        if on_batch is not None:
-            on_batch(batch, start + w.rows)
+        batch = n_batches
+    finally:  # the steps taken, also when a callback stopped the epoch
+        if rows is not None and fused is not None:
+            fused.finish_epoch(rows, batch - done + (batch < n_batches))
     return n_batches
 
 

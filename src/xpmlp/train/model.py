@@ -389,7 +389,9 @@ class MLP:
     def step_plan(self) -> StepPlan:
         """The training step as data (``xpmlp.core.plan``): its ops, each hidden layer's
         kind and activation, the loss and the optimizer's rule. Each backend compiles it."""
-        return step_plan(self.layers, self.loss_entry.name, self.optimizer.rule.__name__)
+        opt = self.optimizer
+        n_hyper = len(opt.hyperparameters(1, opt.learning_rate))
+        return step_plan(self.layers, self.loss_entry.name, opt.rule.__name__, n_hyper)
 
     @property
     def is_classifier(self) -> bool:
