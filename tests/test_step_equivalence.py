@@ -12,12 +12,11 @@ optimizer's state and step count, batch norm's running estimates, the dropout st
 the history (timings and the step's kind aside).
 
 The full product of the factors is 6 x 5 x 8 x 4 x 2 = 1920 fits, and each distinct
-(activation, optimizer rule, dtype, regularized or not) compiles a fused step (seconds each).
-``CASES`` is a covering design instead: every value of every factor appears, each dropout and
-batch-norm pattern meets several activations and optimizers, and each gradient option meets
-several patterns. Dropout and batch norm change only the step's ``hidden`` argument, not its
-kernels, so a pattern costs no compilation beyond the first regularized case of its
-activation, rule and dtype.
+(activation, optimizer rule, dtype, pattern of layer kinds) compiles a fused step (seconds
+each). ``CASES`` is a covering design instead: every value of every factor appears, each
+dropout and batch-norm pattern meets several activations and optimizers, and each gradient
+option meets several patterns. The same cases hold the fused step to the reference backend
+(array code, the oracle) to 1e-12 in float64 and 1e-5 relative in float32.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ import numpy as np
 import pytest
 
 from xpmlp import MLP
+from xpmlp.backends.base import Backend
 from xpmlp.backends.numpy_backend import FusedStep, NumpyBackend
 from xpmlp.core.optim import SGD, Adagrad, Adam, RMSprop
 
@@ -148,6 +148,62 @@ def test_the_fused_step_trains_as_the_per_op_path(
     if any(fused.batch_norm):  # the running estimates moved
         assert not np.array_equal(fused.running_var, np.ones_like(fused.running_var))
     np.testing.assert_array_equal(fused.predict_proba(X), per_op.predict_proba(X))
+
+
+def _compared_arrays(model: MLP) -> dict[str, np.ndarray]:
+    """The arrays held to the reference loop: every layer's W; each batch-normalized layer's
+    gamma, beta and running variance; and, in a model without batch norm, every b and
+    nothing else. With batch norm, the bias of a batch-normalized layer (and of a plain
+    layer under it whose activation is the identity) has a gradient of exactly zero (the
+    normalization removes the batch mean), so what reaches it is rounding, which Adam,
+    RMSprop and Adagrad scale up to steps of the learning rate's size; the running mean
+    follows those biases."""
+    arrays = {}
+    for l, layer in enumerate(model.layers):
+        arrays[f"W{l}"] = layer.W
+        if layer.norm is not None:
+            arrays |= {
+                f"gamma{l}": layer.norm.gamma,
+                f"beta{l}": layer.norm.beta,
+                f"running_var{l}": layer.norm.running_var,
+            }
+        elif not any(model.batch_norm):
+            arrays[f"b{l}"] = layer.b
+    return arrays
+
+
+@pytest.mark.parametrize(
+    ("act", "optimizer", "pattern", "gradients", "dtype"),
+    CASES,
+    ids=["-".join(case) for case in CASES],
+)
+def test_the_fused_step_trains_as_the_reference_loop(
+    act, optimizer, pattern, gradients, dtype
+) -> None:
+    """The reference backend (``Backend``: array code, the oracle) after the same six steps:
+    1e-12 in float64, 1e-5 relative to each array's largest entry in float32
+    (``_compared_arrays``)."""
+    rng = np.random.default_rng([7, CASES.index((act, optimizer, pattern, gradients, dtype))])
+    X = rng.standard_normal((ROWS, SIZES[0])).astype(dtype)
+    y = rng.integers(0, SIZES[-1], ROWS)
+    fused = _fit(True, act, optimizer, pattern, gradients, dtype, X, y)
+    reference = MLP(
+        SIZES,
+        activation=act,
+        optimizer=OPTIMIZERS[optimizer](**GRADIENTS[gradients]),
+        dtype=dtype,
+        backend=Backend(np),
+        seed=7,
+        **PATTERNS[pattern],
+    )
+    reference.fit(X, y, epochs=2, batch_size=BATCH)
+    assert (fused.step_kind_, reference.step_kind_) == ("fused-cpu", "reference")
+    want = _compared_arrays(reference)
+    for name, got in _compared_arrays(fused).items():
+        # float32: 1e-5 of each array's largest magnitude (rounding accumulates in the
+        # small entries of an array: an absolute error, not one relative to each entry)
+        atol = 1e-5 * float(np.abs(want[name]).max()) if dtype == "float32" else 1e-12
+        np.testing.assert_allclose(got, want[name], rtol=0.0, atol=atol, err_msg=name)
 
 
 def test_a_wrong_dropout_key_is_caught() -> None:
