@@ -194,6 +194,24 @@ OP_SOURCE: dict[tuple[str, str], str] = {
         "sum_squares)"
     ),
 }
+#: each op in the notes' terms: the comment above its source in the generated step
+OP_MATH: dict[tuple[str, str], str] = {
+    ("gather", ""): "A_0, Y <- the batch's rows of X, Y",
+    ("forward", "plain"): "Z = A_prev W^T, A = f(Z + b)",
+    ("forward", "dropout"): "Z = A_prev W^T, A = f(Z + b) * mask / (1 - rate)",
+    ("forward", "norm"): "Z = A_prev W^T, A = f(gamma BN(Z) + beta) [* mask / (1 - rate)]",
+    ("output", "output"): "Z = A_prev W^T, A = f(Z + b); loss, delta = dL/dZ, db [* weights]",
+    ("backward", "output"): "dW = delta^T A_prev, dA_prev = delta W",
+    ("backward", "plain"): "delta = dA * f'(Z), db; dW = delta^T A_prev, dA_prev = delta W",
+    ("backward", "dropout"): (
+        "delta = dA * mask / (1 - rate) * f'(Z), db; dW = delta^T A_prev, dA_prev = delta W"
+    ),
+    ("backward", "norm"): (
+        "delta = back through f and BN, dgamma, dbeta; dW = delta^T A_prev, dA_prev = delta W"
+    ),
+    ("gradients", ""): "the gradients are complete (data-parallel training averages them here)",
+    ("update", ""): "clip, penalize, p <- the optimizer's rule with this batch's hyperparameters",
+}
 #: after each backward op: dW = delta^T A_prev, and dA_prev = delta W below the first layer
 _PRODUCTS = "gemm(cblas, deltas[{l}], As[{l}], dWs[{l}], True, False)"
 _PRODUCT_DOWN = "gemm(cblas, deltas[{l}], Ws[{l}], deltas[{below}], False, False)"
@@ -234,7 +252,8 @@ def step_source(ops: Ops) -> str:
             )
         else:
             text = OP_SOURCE[name, kind].format(l=l, n=l + 1, top=top)
-        body.append(f"# {name} {l} ({kind})" if l >= 0 else f"# {name}")
+        math = OP_MATH[name, "" if name == "update" else kind]
+        body.append(f"# {name} {l} ({kind}): {math}" if l >= 0 else f"# {name}: {math}")
         if text:
             body.extend(text.splitlines())
         if name == "backward":

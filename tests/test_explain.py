@@ -268,6 +268,21 @@ def test_select_example_by_name(xpmlp) -> None:
     assert status == 2 and "--example 'no such example' matches no example" in err
 
 
+def test_plan_prints_the_step_as_data_and_the_fused_step_generated_from_it(xpmlp) -> None:
+    from xpmlp.kernels import fused_cpu
+
+    status, out, _ = xpmlp(str(EXAMPLES), "--example", "1", "--plan", "--backend", "numpy")
+    assert status == 0
+    assert "the training step as data (model.step_plan):" in out
+    assert "  forward 0 (relu, plain)\n  forward 1 (relu, plain)\n  output 2 (sigmoid" in out
+    assert "  update (sgd_rule, 1 hyperparameter)" in out
+    # the printed source is the generated step's, op by op, with the notes' formulas
+    assert "def train_step(" in out and "backward_0(deltas[0]" in out
+    assert f"# gather: {fused_cpu.OP_MATH['gather', '']}" in out
+    status, plain, _ = xpmlp(str(EXAMPLES), "--example", "1", "--backend", "numpy")
+    assert status == 0 and "model.step_plan" not in plain  # only when asked for
+
+
 # ---------------------------------------------------------------------------- mismatches
 def test_perturbed_expected_value_exits_1_and_names_the_field(xpmlp, tmp_path: Path) -> None:
     doc = copy.deepcopy(SHIPPED)

@@ -95,6 +95,7 @@ def test_every_fragment_is_used_by_some_plan() -> None:
     kinds |= {("backward", k) for k in ("plain", "dropout", "norm", "output")}
     kinds |= {("gather", ""), ("output", "output"), ("gradients", ""), ("update", "")}  # any k
     assert set(fused_cpu.OP_SOURCE) == kinds
+    assert set(fused_cpu.OP_MATH) == kinds  # each op's comment in the notes' terms
 
 
 def test_the_source_is_written_once_and_rewritten_only_when_it_differs(

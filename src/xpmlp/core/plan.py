@@ -83,7 +83,7 @@ class StepPlan:
             where = f" {op.layer}" if op.layer >= 0 else ""
             what = f" ({self.activations[op.layer]}, {op.kind})" if op.layer >= 0 else ""
             if op.name == "update":
-                what = f" ({self.rule}, {self.n_hyper} hyperparameters)"
+                what = f" ({self.rule}, {self.n_hyper} hyperparameter{'s' * (self.n_hyper != 1)})"
             lines.append(f"{op.name}{where}{what}")
         return "\n".join(lines)
 

@@ -396,6 +396,12 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         f"max(atol, {FLOAT32_ATOL:g}))",
     )
     p.add_argument(
+        "--plan",
+        action="store_true",
+        help="also print each example's training step as data (model.step_plan: its ops) "
+        "and the source of the fused CPU step generated from it",
+    )
+    p.add_argument(
         "--example",
         metavar="NAME_OR_INDEX",
         default=None,
@@ -431,8 +437,26 @@ def _check(example: Example, result: Trace, atol: float) -> bool:
     return _report(example, count, bad, atol, EXPECT_FIELDS)
 
 
-def _explain_one(example: AnyExample, backend: Backend, dtype: str, check: bool) -> bool:
-    """Trace and print one example (and with ``check`` compare it); False if a number is off."""
+def plan_lines(example: Example) -> list[str]:
+    """The example's training step as data (``MLP.step_plan``: one line per op) and the
+    source of the fused CPU step generated from those ops (``fused_cpu.step_source``)."""
+    from ..kernels import fused_cpu
+
+    plan = build_model(example, "numpy").step_plan
+    source = fused_cpu.step_source([op.as_tuple() for op in plan.ops])
+    return [
+        "the training step as data (model.step_plan):",
+        *(f"  {line}" for line in plan.describe().splitlines()),
+        "the fused CPU step generated from it (xpmlp.kernels.fused_cpu.step_source):",
+        *(f"  {line}" for line in source.splitlines()),
+    ]
+
+
+def _explain_one(
+    example: AnyExample, backend: Backend, dtype: str, check: bool, plan: bool = False
+) -> bool:
+    """Trace and print one example (and with ``check`` compare it; with ``plan`` its step as
+    data, ``plan_lines``); False if a number is off."""
     atol = max(example.atol, FLOAT32_ATOL) if dtype == "float32" else example.atol
     if isinstance(example, PerceptronExample):
         presult = trace_perceptron(example, backend, dtype)
@@ -446,6 +470,8 @@ def _explain_one(example: AnyExample, backend: Backend, dtype: str, check: bool)
     result = trace(example, backend, dtype)
     print(header(example, backend.name, dtype))
     print(render(explain_items(example, result)))
+    if plan and example.trains:
+        print("\n".join(plan_lines(example)))
     return _check(example, result, atol) if check else True
 
 
@@ -460,7 +486,7 @@ def run(args: argparse.Namespace) -> int:
     for n, example in enumerate(examples):
         if n:
             print()
-        failed += not _explain_one(example, backend, args.dtype, args.check)
+        failed += not _explain_one(example, backend, args.dtype, args.check, args.plan)
     if args.check and len(examples) > 1:
         print()
         print(
