@@ -50,6 +50,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason=cuda_reason))
 
 
+def _float64_check(session: pytest.Session) -> object:
+    """tests/test_no_float64.py's module where its CPU tests were collected, else None."""
+    for item in session.items:
+        module = getattr(item, "module", None)
+        if module is not None and module.__name__.endswith("test_no_float64"):
+            if "cpu_kernel" in item.name:
+                return module
+    return None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the compile of every float32 kernel that tests/test_no_float64.py inspects (a
+    child process of a minute or more) now, beside the tests that run before it."""
+    module = _float64_check(session)
+    if module is not None and not SIMULATOR:
+        module.start_compiling()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    module = _float64_check(session)
+    if module is not None:
+        module.stop_compiling()
+
+
 @pytest.fixture
 def openblas_threads_restored():
     """Puts NumPy's OpenBLAS thread count back after the test: an MKL provider holds it at

@@ -141,19 +141,48 @@ def double_ops(ir: str) -> list[str]:
     ]
 
 
-@pytest.fixture(scope="module")
-def compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    out = tmp_path_factory.mktemp("ir")
+#: the child process that compiles every float32 kernel afresh (a minute or more on 2 cores):
+#: started when the session's tests are collected (``start_compiling``, from conftest.py), so
+#: it runs beside the tests before this module's, on the core a serial test run leaves idle
+_CHILD: dict[str, object] = {}
+
+
+def start_compiling() -> None:
+    """Start the child that compiles the kernels and writes their IR (once per process)."""
+    if _CHILD:
+        return
+    import tempfile
+
+    out = Path(tempfile.mkdtemp(prefix="xpmlp-ir-"))
     env = {**os.environ, "NUMBA_CACHE_DIR": str(out / "numba-cache")}
     env.pop("NUMBA_ENABLE_CUDASIM", None)
-    proc = subprocess.run(
+    stderr = (out / "stderr.txt").open("w")
+    _CHILD["out"], _CHILD["stderr"] = out, out / "stderr.txt"
+    _CHILD["proc"] = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(out), str(TESTS), *CONTROLS],
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    stderr.close()  # the child holds its own descriptor
+
+
+def stop_compiling() -> None:
+    """End a child still running (a session stopped early)."""
+    proc = _CHILD.get("proc")
+    if isinstance(proc, subprocess.Popen) and proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def compiled() -> tuple[Path, dict]:
+    start_compiling()  # already running when conftest.py started it
+    proc, out, stderr = _CHILD["proc"], _CHILD["out"], _CHILD["stderr"]
+    assert isinstance(proc, subprocess.Popen) and isinstance(out, Path)
+    assert isinstance(stderr, Path)
+    returncode = proc.wait(timeout=900)
+    assert returncode == 0, stderr.read_text()[-3000:]
     return out, json.loads((out / "index.json").read_text())
 
 
