@@ -79,6 +79,21 @@ CASES = [
 ]
 
 
+#: a test run for every case of ``CASES``
+each_case = pytest.mark.parametrize(
+    ("act", "optimizer", "pattern", "gradients", "dtype"),
+    CASES,
+    ids=["-".join(case) for case in CASES],
+)
+
+
+def _case_data(case: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The case's data: ROWS samples of SIZES[0] features and their classes."""
+    rng = np.random.default_rng([7, CASES.index(case)])
+    X = rng.standard_normal((ROWS, SIZES[0])).astype(case[-1])
+    return X, rng.integers(0, SIZES[-1], ROWS)
+
+
 def _fit(
     fused: bool,
     act: str,
@@ -122,17 +137,11 @@ def test_the_cases_cover_every_value_of_every_factor() -> None:
         assert {case[i] for case in CASES} == set(values)
 
 
-@pytest.mark.parametrize(
-    ("act", "optimizer", "pattern", "gradients", "dtype"),
-    CASES,
-    ids=["-".join(case) for case in CASES],
-)
+@each_case
 def test_the_fused_step_trains_as_the_per_op_path(
     act, optimizer, pattern, gradients, dtype
 ) -> None:
-    rng = np.random.default_rng([7, CASES.index((act, optimizer, pattern, gradients, dtype))])
-    X = rng.standard_normal((ROWS, SIZES[0])).astype(dtype)
-    y = rng.integers(0, SIZES[-1], ROWS)
+    X, y = _case_data((act, optimizer, pattern, gradients, dtype))
     fused = _fit(True, act, optimizer, pattern, gradients, dtype, X, y)
     per_op = _fit(False, act, optimizer, pattern, gradients, dtype, X, y)
     assert isinstance(fused.backend.fused_step(fused), FusedStep)  # the fused step ran
@@ -172,20 +181,14 @@ def _compared_arrays(model: MLP) -> dict[str, np.ndarray]:
     return arrays
 
 
-@pytest.mark.parametrize(
-    ("act", "optimizer", "pattern", "gradients", "dtype"),
-    CASES,
-    ids=["-".join(case) for case in CASES],
-)
+@each_case
 def test_the_fused_step_trains_as_the_reference_loop(
     act, optimizer, pattern, gradients, dtype
 ) -> None:
     """The reference backend (``Backend``: array code, the oracle) after the same six steps:
     1e-12 in float64, 1e-5 relative to each array's largest entry in float32
     (``_compared_arrays``)."""
-    rng = np.random.default_rng([7, CASES.index((act, optimizer, pattern, gradients, dtype))])
-    X = rng.standard_normal((ROWS, SIZES[0])).astype(dtype)
-    y = rng.integers(0, SIZES[-1], ROWS)
+    X, y = _case_data((act, optimizer, pattern, gradients, dtype))
     fused = _fit(True, act, optimizer, pattern, gradients, dtype, X, y)
     reference = MLP(
         SIZES,
