@@ -412,18 +412,23 @@ def optimizer_update(p, g, state, first, hyper, decay, n_decay, l1, clip_value, 
         )
 
 
-def optimizer_step(p, g, state, hyper, decay, n_decay, skip, l1, clip_value, max_norm, sum_squares):
-    """The optimizer's update of the flat vector p (``optimizer_update``), unless skip[0] is
-    set; with max_norm > 0 the gradients are scaled by ``clip_scale(max_norm,
-    sum_squares[0])`` (``sum_squares`` written on the device by ``grad_sum_squares``)."""
+def optimizer_step(
+    p, g, state, first, hyper, decay, n_decay, skip, l1, clip_value, max_norm, sum_squares
+):
+    """The optimizer's update of p (``optimizer_update``), the elements ``first`` onwards of
+    the flat parameter vector (all of it with ``first`` = 0; the fused step updates each
+    layer's weights on their own, as soon as their gradient is complete), unless skip[0] is
+    set; the first ``n_decay`` elements of the flat vector are the weights; with max_norm > 0
+    the gradients are scaled by ``clip_scale(max_norm, sum_squares[0])`` (``sum_squares``
+    written on the device by ``grad_sum_squares``)."""
     if skip[0] != 0.0:
         return
     scale = clip_scale(max_norm, sum_squares[0])
-    optimizer_update(p, g, state, 0, hyper, decay, n_decay, l1, clip_value, scale)
+    optimizer_update(p, g, state, first, hyper, decay, n_decay - first, l1, clip_value, scale)
 
 
 def optimizer_step_parallel(
-    p, g, state, hyper, decay, n_decay, skip, l1, clip_value, max_norm, sum_squares
+    p, g, state, first, hyper, decay, n_decay, skip, l1, clip_value, max_norm, sum_squares
 ):
     """``optimizer_step`` over chunks of CHUNK_ELEMENTS elements in parallel."""
     if skip[0] != 0.0:
@@ -432,7 +437,10 @@ def optimizer_step_parallel(
     n = p.size
     for c in prange((n + CHUNK_ELEMENTS - 1) // CHUNK_ELEMENTS):
         s, e = c * CHUNK_ELEMENTS, min((c + 1) * CHUNK_ELEMENTS, n)
-        optimizer_update(p[s:e], g[s:e], state, s, hyper, decay, n_decay - s, l1, clip_value, scale)
+        at = first + s
+        optimizer_update(
+            p[s:e], g[s:e], state, at, hyper, decay, n_decay - at, l1, clip_value, scale
+        )
 
 
 def grad_sum_squares(g, clip_value, out):

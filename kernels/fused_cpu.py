@@ -126,8 +126,8 @@ FUSED = Target("cpu-fused", njit(error_model="numpy"), _fused_kernel)
 #: ``train_step``'s parameters: every generated step has this signature.
 PARAMETERS = (
     "cblas, X, Y, idx, Ws, bs, dWs, dbs, Zs, As, deltas, Yb, out_stats, skip, inv_m, p, g, "
-    "state, hyper_rows, decays, row, n_decay, l1, clip_value, max_norm, sum_squares, wide, "
-    "hidden, keys, weights, update_now"
+    "state, hyper_rows, decays, row, n_decay, w_at, l1, clip_value, max_norm, sum_squares, "
+    "wide, hidden, keys, weights, update_now"
 )
 
 #: the dropout settings of hidden layer {l} (``Regularization``), as its kernels take them
@@ -185,15 +185,28 @@ OP_SOURCE: dict[tuple[str, str], str] = {
     ),
     # data-parallel training and lbfgs take the gradients here (``update_now`` False)
     ("gradients", ""): "if not update_now:\n    return",
-    # this step's hyperparameters: row ``row`` of the epoch's, as the rule's tuple
+    # a layer's weights as soon as dW is complete (while W and dW are in cache), unless norm
+    # clipping needs the whole gradient's norm first
+    ("update", "weights"): (
+        "if update_now and max_norm == 0.0:\n"
+        "    update(p[w_at[{l}] : w_at[{n}]], g[w_at[{l}] : w_at[{n}]], state, w_at[{l}], "
+        "hyper, decays[row], n_decay, skip, l1, clip_value, max_norm, sum_squares)"
+    ),
+    # the rest: the biases and batch norm's parameters (the weights are done), or, with norm
+    # clipping, every parameter after the norm of the whole gradient
     ("update", ""): (
-        "hyper = ({hyper})\n"
         "if max_norm > 0.0:\n"
         "    sum_squares_of(g, clip_value, sum_squares)\n"
-        "update(p, g, state, hyper, decays[row], n_decay, skip, l1, clip_value, max_norm, "
-        "sum_squares)"
+        "    update(p, g, state, 0, hyper, decays[row], n_decay, skip, l1, clip_value, max_norm, "
+        "sum_squares)\n"
+        "else:\n"
+        "    update(p[n_decay:], g[n_decay:], state, n_decay, hyper, decays[row], n_decay, skip, "
+        "l1, clip_value, max_norm, sum_squares)"
     ),
 }
+#: the step's first line: this step's hyperparameters, row ``row`` of the epoch's, as the
+#: rule's tuple ({hyper}: one item per hyperparameter)
+_HYPER = "hyper = ({hyper})"
 #: each op in the notes' terms: the comment above its source in the generated step
 OP_MATH: dict[tuple[str, str], str] = {
     ("gather", ""): "A_0, Y <- the batch's rows of X, Y",
@@ -210,7 +223,9 @@ OP_MATH: dict[tuple[str, str], str] = {
         "delta = back through f and BN, dgamma, dbeta; dW = delta^T A_prev, dA_prev = delta W"
     ),
     ("gradients", ""): "the gradients are complete (data-parallel training averages them here)",
-    ("update", ""): "clip, penalize, p <- the optimizer's rule with this batch's hyperparameters",
+    ("update", "weights"): "W <- the optimizer's rule (clipped, penalized) with this batch's "
+    "hyperparameters",
+    ("update", ""): "the rest of p <- the optimizer's rule (with norm clipping: all of p)",
 }
 #: after each backward op: dW = delta^T A_prev, and dA_prev = delta W below the first layer
 _PRODUCTS = "gemm(cblas, deltas[{l}], As[{l}], dWs[{l}], True, False)"
@@ -243,17 +258,16 @@ def step_source(ops: Ops) -> str:
     """The source of ``train_step`` for ``ops`` (``StepPlan.ops`` as (name, layer, kind)):
     one fragment of ``OP_SOURCE`` per op, in order, layers unrolled."""
     top = max(l for _, l, _ in ops)
-    body = []
+    (n_hyper,) = (int(kind) for name, l, kind in ops if name == "update" and l < 0)
+    body = [_HYPER.format(hyper=", ".join(f"hyper_rows[row, {j}]" for j in range(n_hyper)))]
+    if n_hyper == 1:
+        body[0] = body[0].replace("])", "],)")  # a tuple of one
     for name, l, kind in ops:
-        if name == "update":  # kind: how many hyperparameters the rule reads
-            hyper = "".join(f"hyper_rows[row, {j}], " for j in range(int(kind)))
-            text = OP_SOURCE[name, ""].format(
-                hyper=hyper.rstrip(" ") if int(kind) == 1 else hyper[:-2]
-            )
-        else:
-            text = OP_SOURCE[name, kind].format(l=l, n=l + 1, top=top)
-        math = OP_MATH[name, "" if name == "update" else kind]
-        body.append(f"# {name} {l} ({kind}): {math}" if l >= 0 else f"# {name}: {math}")
+        key = (name, "" if name == "update" and l < 0 else kind)
+        body.append(
+            f"# {name} {l} ({kind}): {OP_MATH[key]}" if l >= 0 else f"# {name}: {OP_MATH[key]}"
+        )
+        text = OP_SOURCE[key].format(l=l, n=l + 1, top=top)
         if text:
             body.extend(text.splitlines())
         if name == "backward":

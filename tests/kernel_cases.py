@@ -325,6 +325,7 @@ def cpu_args(case: Case, dtype: Any, m: int = 70, n: int = 3) -> tuple[Any, ...]
             p,
             g,
             state,
+            0,
             tuple(map(dt.type, hyper)),
             dt.type(0.01),
             500,

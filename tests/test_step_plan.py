@@ -51,9 +51,13 @@ def test_a_model_records_its_step_as_ops() -> None:
         Op("forward", 2, "plain"),
         Op("output", 3, "output"),
         Op("backward", 3, "output"),
+        Op("update", 3, "weights"),  # as soon as dW is complete (without norm clipping)
         Op("backward", 2, "plain"),
+        Op("update", 2, "weights"),
         Op("backward", 1, "norm"),
+        Op("update", 1, "weights"),
         Op("backward", 0, "dropout"),
+        Op("update", 0, "weights"),
         Op("gradients"),
         Op("update", kind="6"),  # adam's rule reads six hyperparameters per step
     )
@@ -94,6 +98,7 @@ def test_every_fragment_is_used_by_some_plan() -> None:
     kinds = {("forward", k) for k in ("plain", "dropout", "norm")}
     kinds |= {("backward", k) for k in ("plain", "dropout", "norm", "output")}
     kinds |= {("gather", ""), ("output", "output"), ("gradients", ""), ("update", "")}  # any k
+    kinds |= {("update", "weights")}
     assert set(fused_cpu.OP_SOURCE) == kinds
     assert set(fused_cpu.OP_MATH) == kinds  # each op's comment in the notes' terms
 

@@ -450,6 +450,7 @@ class NumpyBackend(Backend):
             p,
             g,
             state,
+            0,
             tuple(map(t, hyper)),
             t(decay),
             n_decay,
@@ -509,6 +510,8 @@ class FusedStep:
         self.bs = tuple(layer.b for layer in layers)
         self.dWs = tuple(layer.dW for layer in layers)
         self.dbs = tuple(layer.db for layer in layers)
+        #: where each layer's weights start in the flat parameter vector (and where they end)
+        self.w_at = numpy.cumsum([0] + [W.size for W in self.Ws], dtype=numpy.int64)
         #: the hidden layers with dropout: their masks' keys change every step
         self._dropped = [l for l, layer in enumerate(layers[:-1]) if layer.dropout]
         self._views: _Views | None = None  # the last workspace's (one per epoch)
@@ -720,6 +723,7 @@ class FusedStep:
             rows.decays,
             row,
             model.n_weights,
+            self.w_at,
             t(opt.l1),
             t(clip_value),
             t(max_norm),
