@@ -3,8 +3,9 @@
     gather X, Y rows -> for each hidden layer: Z = A_prev W^T (BLAS), A = f(Z + b) [dropout]
     or f(BN(Z)) -> output: Z, A, loss, delta_L, db_L [sample weights] -> for each layer, top
     down: delta = dA [* mask] * f'(.) [back through batch norm], db, dW = delta^T A_prev,
-    dA_prev = delta W (BLAS) -> gradients (data-parallel training stops here) -> [||g||^2]
-    -> the optimizer's update
+    dA_prev = delta W (BLAS), then the layer's weights updated while W and dW are in cache
+    -> gradients (data-parallel training stops here, before any update) -> the rest of the
+    update (biases, batch norm's parameters; with norm clipping: ||g||^2, then everything)
 
 The step is described once, as data: ``xpmlp.core.plan.StepPlan.ops`` (a model's layers,
 each with its kind: plain, dropout or batch norm). ``step_source`` turns those ops into the
@@ -134,7 +135,7 @@ PARAMETERS = (
 _MASK = "keys[row, {l}], hidden.thresholds[{l}], hidden.scales[{l}]"
 
 #: the source of each op of the step (``xpmlp.core.plan.StepPlan.ops``), per kind: {l} is the
-#: op's layer, {n} = l + 1 and {top} the output layer. A hidden layer's kernels are its own
+#: op's layer and {n} = l + 1. A hidden layer's kernels are its own
 #: placeholders (``forward_{l}``, ``backward_{l}``, ``wide_backward_{l}``: ``layer_placeholders``),
 #: bound to the compiled kernels of its activation and kind.
 OP_SOURCE: dict[tuple[str, str], str] = {
@@ -257,7 +258,6 @@ def layer_placeholders(ops: Ops) -> dict[str, tuple[int, str, str]]:
 def step_source(ops: Ops) -> str:
     """The source of ``train_step`` for ``ops`` (``StepPlan.ops`` as (name, layer, kind)):
     one fragment of ``OP_SOURCE`` per op, in order, layers unrolled."""
-    top = max(l for _, l, _ in ops)
     (n_hyper,) = (int(kind) for name, l, kind in ops if name == "update" and l < 0)
     body = [_HYPER.format(hyper=", ".join(f"hyper_rows[row, {j}]" for j in range(n_hyper)))]
     if n_hyper == 1:
@@ -267,7 +267,7 @@ def step_source(ops: Ops) -> str:
         body.append(
             f"# {name} {l} ({kind}): {OP_MATH[key]}" if l >= 0 else f"# {name}: {OP_MATH[key]}"
         )
-        text = OP_SOURCE[key].format(l=l, n=l + 1, top=top)
+        text = OP_SOURCE[key].format(l=l, n=l + 1)
         if text:
             body.extend(text.splitlines())
         if name == "backward":

@@ -40,9 +40,9 @@ Kind = Literal["plain", "dropout", "norm"]
 class Op:
     """One op of the step: ``name`` ("gather", "forward", "output", "backward", "gradients",
     "update"), the layer it acts on (-1 for none) and that layer's ``kind`` ("output" for the
-    top layer's backward, "" for the ops of no layer; for "update", the number of
-    hyperparameters the optimizer's rule reads, which the step takes from its row of the
-    epoch's hyperparameters)."""
+    top layer's backward, "weights" for a layer's update, "" for the ops of no layer; for the
+    last "update", the number of hyperparameters the optimizer's rule reads, which the step
+    takes from its row of the epoch's hyperparameters)."""
 
     name: str
     layer: int = -1
@@ -96,7 +96,7 @@ class StepPlan:
             where = f" {op.layer}" if op.layer >= 0 else ""
             what = f" ({self.activations[op.layer]}, {op.kind})" if op.layer >= 0 else ""
             if op.name == "update" and op.layer >= 0:
-                what = " (weights, as soon as dW is complete; with norm clipping, at the end)"
+                what = " (its weights, once dW is complete: full step, no norm clipping)"
             elif op.name == "update":
                 what = f" ({self.rule}, {self.n_hyper} hyperparameter{'s' * (self.n_hyper != 1)})"
             lines.append(f"{op.name}{where}{what}")
