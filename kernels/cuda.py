@@ -443,11 +443,23 @@ def loss_output_reduce(delta, row_stats, db, out_stats, skip):
 
 
 # ---------------------------------------------------------------------- dropout
-def bias_activation_dropout_elements(Z, b, A, first_row, key, threshold, scale):
+def mask_key(key, keys, counter, layer):
+    """The key of a dropout mask: ``key`` itself (layer < 0: a launch argument), or
+    keys[counter[0], layer], read on the device (the epoch's keys, one row per batch, as a
+    replayed CUDA graph reads them: ``cuda_graph``)."""
+    if layer < 0:
+        return uint64(key)
+    return uint64(keys[counter[0], layer])
+
+
+def bias_activation_dropout_elements(
+    Z, b, A, first_row, key, keys, counter, layer, threshold, scale
+):
     """Z[i, j] += b[j], A[i, j] = f(Z[i, j]) / (1 - rate) where the mask (``rows.dropout_keep``
-    of element (first_row + i) n + j under ``key``) keeps it, else 0; one thread per element."""
+    of element (first_row + i) n + j under ``mask_key``) keeps it, else 0; one thread per
+    element."""
     n = Z.shape[1]
-    kk, t = uint64(key), uint64(threshold)
+    kk, t = mask_key(key, keys, counter, layer), uint64(threshold)
     for k in range(cuda.grid(1), Z.shape[0] * n, cuda.gridsize(1)):
         i = k // n
         j = k - i * n
@@ -457,14 +469,14 @@ def bias_activation_dropout_elements(Z, b, A, first_row, key, threshold, scale):
 
 
 def activation_backward_dropout_chunks(
-    dA, Z, delta, partial, chunk_rows, first_row, key, threshold, scale
+    dA, Z, delta, partial, chunk_rows, first_row, key, keys, counter, layer, threshold, scale
 ):
-    """delta = dA / (1 - rate) * f'(Z) where the forward's mask (recomputed from ``key``) kept
+    """delta = dA / (1 - rate) * f'(Z) where the forward's mask (recomputed from ``mask_key``) kept
     the element, else 0 (f' given Z and f(Z) recomputed), and partial[c, j] = the sum of
     delta[:, j] over chunk c; one thread per (chunk, column), as
     ``activation_backward_chunks``."""
     m, n = dA.shape
-    kk, t = uint64(key), uint64(threshold)
+    kk, t = mask_key(key, keys, counter, layer), uint64(threshold)
     for w in range(cuda.grid(1), partial.shape[0] * n, cuda.gridsize(1)):
         c = w // n
         j = w - c * n
@@ -497,6 +509,9 @@ def batch_norm_forward_columns(
     inv_m,
     inv_m1,
     key,
+    keys,
+    counter,
+    layer,
     threshold,
     scale,
 ):
@@ -505,7 +520,7 @@ def batch_norm_forward_columns(
     then var (compensated), stats, running estimates, then Zhat and A = dropout(f(BN))."""
     m = Z.shape[0]
     n = Z.shape[1]
-    kk, t = uint64(key), uint64(threshold)
+    kk, t = mask_key(key, keys, counter, layer), uint64(threshold)
     for j in range(cuda.grid(1), n, cuda.gridsize(1)):
         total, compensation = 0.0, 0.0
         for i in range(m):
@@ -543,14 +558,29 @@ def batch_norm_inference_elements(Z, b, gamma, beta, running_mean, running_var, 
 
 
 def batch_norm_backward_columns(
-    dA, Zhat, gamma, beta, stats, delta, dgamma, dbeta, db, inv_m, key, threshold, scale
+    dA,
+    Zhat,
+    gamma,
+    beta,
+    stats,
+    delta,
+    dgamma,
+    dbeta,
+    db,
+    inv_m,
+    key,
+    keys,
+    counter,
+    layer,
+    threshold,
+    scale,
 ):
     """Backward through dropout, f and batch norm, one thread per column j, two passes down
     its rows as ``cpu.batch_norm_backward``: dBN (into delta), dbeta and dgamma; then
     delta = ``rows.batch_norm_delta`` and db."""
     m = dA.shape[0]
     n = dA.shape[1]
-    kk, t = uint64(key), uint64(threshold)
+    kk, t = mask_key(key, keys, counter, layer), uint64(threshold)
     for j in range(cuda.grid(1), n, cuda.gridsize(1)):
         sum_d, c_d, sum_dz, c_dz = 0.0, 0.0, 0.0, 0.0
         for i in range(m):
@@ -591,11 +621,11 @@ def optimizer_step(p, g, state, hyper, decay, n_decay, skip, l1, clip_value, max
 
 
 def optimizer_step_at(
-    p, g, state, hyper_rows, counter, decay, n_decay, skip, l1, clip_value, max_norm, sum_squares
+    p, g, state, hyper_rows, counter, decays, n_decay, skip, l1, clip_value, max_norm, sum_squares
 ):
-    """``optimizer_step`` with hyper = hyper_rows[counter[0]]: the hyperparameters of the
-    epoch's batch counter[0], read on the device (a CUDA graph replays this launch for every
-    batch; ``record_batch`` advances the counter)."""
+    """``optimizer_step`` with hyper = hyper_rows[counter[0]] and decay = decays[counter[0]]:
+    the hyperparameters and L2 coefficient of the epoch's batch counter[0], read on the device
+    (a CUDA graph replays this launch for every batch; ``record_batch`` advances the counter)."""
     if skip[0] != 0.0:
         return
     update_elements(
@@ -603,7 +633,7 @@ def optimizer_step_at(
         g,
         state,
         hyper_rows[counter[0]],
-        decay,
+        decays[counter[0]],
         n_decay,
         l1,
         clip_value,
@@ -667,6 +697,13 @@ def record_batch(counter, stats, batch_stats):
         counter[0] = c + 1
 
 
+def store_at(counter, value, rows):
+    """rows[counter[0]] = value[0]: a batch's scalar (the estimators' ||W||^2) into its row
+    of the epoch, the batch read on the device; one thread."""
+    if cuda.grid(1) == 0:
+        rows[counter[0]] = value[0]
+
+
 #: every kernel template of this module (the PTX tests compile each one).
 TEMPLATES = (
     bias_activation_elements,
@@ -686,4 +723,5 @@ TEMPLATES = (
     gather_rows,
     gather_batch_rows,
     record_batch,
+    store_at,
 )

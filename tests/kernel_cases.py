@@ -365,7 +365,11 @@ def regularization_args(name: str, Z: np.ndarray, rng: np.random.Generator) -> t
     dt = Z.dtype
     t = dt.type
     vec = [rng.standard_normal(n).astype(dt) for _ in range(2)]
-    drop = (12345, 1 << 22, t(4.0 / 3.0))
+    # a CUDA template also takes the rows a recorded step reads its key from (``mask_key``;
+    # layer -1: the launch argument's key)
+    at = (np.zeros((1, 1), np.int64), np.zeros(1, np.int64), -1)
+    on_gpu = name.endswith(("_elements", "_chunks", "_columns"))
+    drop = (12345, *(at if on_gpu else ()), 1 << 22, t(4.0 / 3.0))
     if name in ("bias_activation_dropout", "bias_activation_dropout_elements"):
         return (Z, vec[0], np.empty_like(Z), 0, *drop)
     if name == "activation_backward_dropout":
@@ -476,7 +480,7 @@ def cuda_args(case: Case, dtype: Any, m: int = 9, n: int = 3) -> tuple[Any, ...]
             state,
             rows,
             np.ones(1, np.int64),
-            dt.type(0.01),
+            np.array([0.02, 0.01], dt),
             50,
             np.zeros(1, dt),
             *regularizer_args(dt),
@@ -489,6 +493,8 @@ def cuda_args(case: Case, dtype: Any, m: int = 9, n: int = 3) -> tuple[Any, ...]
         return Z, rng.permutation(m), np.ones(1, np.int64), np.empty((m // 3, n), dt)
     if name == "record_batch":
         return np.zeros(1, np.int64), np.ones(2, dt), np.zeros((4, 2), dt)
+    if name == "store_at":
+        return np.ones(1, np.int64), np.ones(1, dt), np.zeros(4, dt)
     if name in DROPOUT_AND_BATCH_NORM:
         return regularization_args(name, Z, rng)
     raise AssertionError(f"no sample arguments for {case.id}")

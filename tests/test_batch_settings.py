@@ -310,40 +310,46 @@ def test_the_estimators_say_which_step_trains(solver) -> None:
     not simulator_enabled(), reason="needs NUMBA_ENABLE_CUDASIM=1 (run with -m cudasim)"
 )
 def test_the_estimators_on_the_cuda_backend_under_the_simulator() -> None:
-    """Weighted sgd on the CUDA backend (its logic under Numba's simulator): run_epoch with
-    the epoch's BatchSettings, launched op by op ("cuda-eager", and why: the recorded graph
-    reads no per-batch settings), the NumPy backend's numbers to rounding."""
+    """Weighted adam on the CUDA backend (its logic under Numba's simulator): run_epoch with
+    the epoch's BatchSettings (weight decay, sample weights and the penalty as rows read on
+    the device), the recorded step ("cuda-graph", no fallback said) giving the bits of the
+    launch-by-launch step, and the NumPy backend's numbers to rounding."""
+    import warnings
+
     from xpmlp.backends.cuda_sim import SimulatedCudaBackend
     from xpmlp.core.errors import StepFallbackWarning
 
     X, y = _blobs(60)
     sw = np.random.default_rng(5).uniform(0.1, 2.0, X.shape[0])
     fits = []
-    for backend in (SimulatedCudaBackend(graphs=True), NumpyBackend()):
+    for backend in (
+        SimulatedCudaBackend(graphs=True),
+        SimulatedCudaBackend(graphs=False),
+        NumpyBackend(),
+    ):
         est = MLPClassifier(
             hidden_layer_sizes=(6,),
             solver="adam",
             max_iter=2,
-            batch_size=16,
+            batch_size=16,  # 60 rows: three full batches recorded, the last 12 per op
             random_state=0,
             alpha=0.01,
             backend=backend,
             dtype="float64",
         )
-        with pytest.warns(Warning) as record:
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
             est.fit(X, y, sample_weight=sw)
-        fits.append(
-            (est, [str(w.message) for w in record if issubclass(w.category, StepFallbackWarning)])
-        )
-    (cuda, said), (cpu, _) = fits
-    assert cuda.mlp_.step_kind_ == "cuda-eager"
-    assert said == [
-        "step: cuda-eager (the recorded CUDA graph step reads no per-batch "
-        "settings (weight decay, sample weights): its kernels launch one by one)"
-    ]
-    for got, want in zip(cuda.coefs_, cpu.coefs_, strict=True):
+        assert not [w for w in record if issubclass(w.category, StepFallbackWarning)]
+        fits.append(est)
+    graphed, eager, cpu = fits
+    assert graphed.mlp_.step_kind_ == "cuda-graph" and eager.mlp_.step_kind_ == "cuda-eager"
+    assert graphed.mlp_.backend.epoch_runner(graphed.mlp_).recordings == 1
+    for got, same, want in zip(graphed.coefs_, eager.coefs_, cpu.coefs_, strict=True):
+        np.testing.assert_array_equal(got, same)
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(cuda.loss_curve_, cpu.loss_curve_, rtol=1e-10)
+    assert graphed.loss_curve_ == eager.loss_curve_
+    np.testing.assert_allclose(graphed.loss_curve_, cpu.loss_curve_, rtol=1e-10)
 
 
 # ---------------------------------------------------------------------- MLP.fit(sample_weight=)
@@ -425,13 +431,19 @@ def test_bad_sample_weights_are_refused(w, message) -> None:
     not simulator_enabled(), reason="needs NUMBA_ENABLE_CUDASIM=1 (run with -m cudasim)"
 )
 def test_fit_with_sample_weights_on_the_cuda_backend_under_the_simulator() -> None:
+    """``MLP.fit(sample_weight=)`` on the recorded CUDA step: the launch-by-launch bits."""
+    import warnings
+
     from xpmlp.backends.cuda_sim import SimulatedCudaBackend
     from xpmlp.core.errors import StepFallbackWarning
 
     w = np.random.default_rng(11).uniform(0.0, 3.0, ROWS)
-    with pytest.warns(StepFallbackWarning, match="reads no per-batch settings"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StepFallbackWarning)
         cuda = _weighted_fit(SimulatedCudaBackend(graphs=True), w)
-    assert cuda.step_kind_ == "cuda-eager"
+    assert cuda.step_kind_ == "cuda-graph"
+    eager = _weighted_fit(SimulatedCudaBackend(graphs=False), w)
+    np.testing.assert_array_equal(cuda.params, eager.params)
     np.testing.assert_allclose(
         cuda.backend.to_numpy(cuda.params),
         _weighted_fit(NumpyBackend(), w).params,

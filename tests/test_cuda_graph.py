@@ -122,6 +122,11 @@ CASES = {
     "adam-cosine": dict(optimizer="adam", lr_schedule="cosine"),
     "nesterov-decay": dict(optimizer="nesterov", weight_decay=1e-3),
     "rmsprop-clipped": dict(optimizer="rmsprop", l1=1e-3, clip_grad_norm=0.3, clip_grad_value=0.1),
+    # dropout's keys and batch norm read on the device: every layer kind in the recording
+    "dropout-batchnorm": dict(optimizer="momentum", dropout=0.25, batch_norm=True),
+    "dropout-then-batchnorm": dict(
+        optimizer="adam", dropout=[0.3, 0.0], batch_norm=[False, True], lr_schedule="cosine"
+    ),
 }
 FIT = ("lr_schedule",)
 
@@ -141,6 +146,7 @@ def data(seed: int = 11):
 
 @pytest.mark.cudasim
 @pytest.mark.skipif(not SIMULATOR, reason="needs NUMBA_ENABLE_CUDASIM=1 (run with -m cudasim)")
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the dropout hash
 @pytest.mark.parametrize("case", CASES)
 def test_the_recorded_step_trains_bit_for_bit_as_the_per_op_loop(case) -> None:
     from xpmlp.backends.cuda_sim import SimulatedCudaBackend
@@ -153,15 +159,78 @@ def test_the_recorded_step_trains_bit_for_bit_as_the_per_op_loop(case) -> None:
     assert runner is not None and runner.recordings == 1  # recorded once for two epochs
     np.testing.assert_array_equal(graphed.params, per_op.params)
     np.testing.assert_array_equal(graphed.optimizer.state, per_op.optimizer.state)
+    np.testing.assert_array_equal(graphed.running_mean, per_op.running_mean)
+    np.testing.assert_array_equal(graphed.running_var, per_op.running_var)
     assert graphed.optimizer.t == per_op.optimizer.t == 6
+    assert graphed.dropout_steps == per_op.dropout_steps
     for got, want in zip(graphed.history_, per_op.history_, strict=True):
         assert (got["loss"], got["train_accuracy"]) == (want["loss"], want["train_accuracy"])
+        assert got["step"] == "cuda-graph" and want["step"] == "cuda-eager"
     assert not np.array_equal(graphed.params, train(SimulatedCudaBackend(), case, X, y, 1).params)
 
 
 @pytest.mark.cudasim
 @pytest.mark.skipif(not SIMULATOR, reason="needs NUMBA_ENABLE_CUDASIM=1 (run with -m cudasim)")
-def test_the_plan_is_rebuilt_when_an_array_moves_and_dropout_steps_per_op() -> None:
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the dropout hash
+def test_the_recorded_step_reads_each_batchs_weight_decay() -> None:
+    """``BatchSettings.weight_decay`` (one L2 coefficient per batch, as the estimators set
+    it) is a row the recorded step reads on the device: the per-op loop's bits."""
+    from xpmlp.backends.cuda_sim import SimulatedCudaBackend
+    from xpmlp.train import loop
+
+    X, y = data()
+    decays = np.array([1e-2, 0.0, 5e-2])
+    results = []
+    for graphs in (True, False):
+        be = SimulatedCudaBackend(graphs=graphs)
+        model = xpmlp.MLP([6, 7, 3], backend=be, seed=5, optimizer="adam", dropout=0.2)
+        Xd, Yd = be.asarray(X), be.asarray(np.eye(3, dtype="float32")[y])
+        settings = loop.BatchSettings(weight_decay=decays)
+        with be.activate():
+            state = loop.RunState.allocate(model, 3)
+            order = be.xp.arange(100)
+            assert loop.run_epoch(model, Xd, Yd, order, 40, state, settings=settings) == 3
+        runner = be.epoch_runner(model)
+        assert (runner is not None and runner.recordings == 1) == graphs
+        results.append((model.params.copy(), model.optimizer.t, model.dropout_steps))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    assert results[0][1:] == results[1][1:] == (3, 3)
+
+
+@pytest.mark.cudasim
+@pytest.mark.skipif(not SIMULATOR, reason="needs NUMBA_ENABLE_CUDASIM=1 (run with -m cudasim)")
+def test_the_recorded_step_holds_the_gradients_mean_of_a_captured_communicator() -> None:
+    """With a communicator whose allreduce queues on the stream (``captured``: NCCL), the
+    recorded step takes the mean between the backward pass and the update (once per batch,
+    inside the recording): the bits of the launch-by-launch distributed step."""
+    from xpmlp.backends.cuda_sim import SimulatedCudaBackend
+    from xpmlp.distributed.single import SingleCommunicator
+
+    class Counting(SingleCommunicator):
+        def __init__(self) -> None:
+            super().__init__()
+            self.means = 0
+
+        def allreduce_mean_(self, buf) -> None:
+            self.means += 1
+            super().allreduce_mean_(buf)
+
+    X, y = data()
+    fits = []
+    for graphs in (True, False):
+        comm = Counting()
+        model = xpmlp.MLP([6, 7, 5, 3], backend=SimulatedCudaBackend(graphs=graphs), seed=5)
+        model.fit(X, y, epochs=2, batch_size=40, comm=comm)  # 2 full batches + 1 per epoch
+        fits.append((model, comm.means))
+    (graphed, means), (eager, eager_means) = fits
+    assert graphed.step_kind_ == "cuda-graph" and eager.step_kind_ == "cuda-eager"
+    assert means == eager_means == 6
+    np.testing.assert_array_equal(graphed.params, eager.params)
+
+
+@pytest.mark.cudasim
+@pytest.mark.skipif(not SIMULATOR, reason="needs NUMBA_ENABLE_CUDASIM=1 (run with -m cudasim)")
+def test_the_plan_is_rebuilt_when_an_array_moves() -> None:
     from xpmlp.backends.cuda_sim import SimulatedCudaBackend
 
     be = SimulatedCudaBackend(graphs=True)
@@ -174,7 +243,6 @@ def test_the_plan_is_rebuilt_when_an_array_moves_and_dropout_steps_per_op() -> N
     reference.fit(X, y, epochs=1, batch_size=40)
     reference.fit(X[:80], y[:80], epochs=1, batch_size=40)
     np.testing.assert_array_equal(model.params, reference.params)
-    assert be.epoch_runner(xpmlp.MLP([6, 7, 3], backend=be, dropout=0.2)) is None
 
 
 @pytest.mark.cudasim

@@ -467,10 +467,10 @@ def direct_gather_rows(cuda_ops, case, kernel, dtype, m, n, rng) -> None:
 
 
 def direct_optimizer_step_at(cuda_ops, case, kernel, dtype, m, n, rng) -> None:
-    """The hyperparameters of row counter[0] of a table, as the reference reads them."""
+    """The hyperparameters and decay of row counter[0] of a table, as the reference reads
+    them."""
     size = m * n
     opt, p, g, state, hyper = optimizer_inputs(case.about, size, dtype, rng)
-    t = np.dtype(dtype).type
     other = opt.hyperparameters(7, 2 * opt.learning_rate)
     rows = np.array([other, hyper, other], dtype=dtype)
     counter = np.ones(1, np.int64)
@@ -495,7 +495,7 @@ def direct_optimizer_step_at(cuda_ops, case, kernel, dtype, m, n, rng) -> None:
         state.copy(),
         rows,
         counter,
-        t(0.3),
+        np.array([0.7, 0.3, 0.7], dtype),  # the decay of row counter[0] is 0.3
         size // 2,
         np.zeros(1, dtype),
         l1,
@@ -535,9 +535,21 @@ def direct_record_batch(cuda_ops, case, kernel, dtype, m, n, rng) -> None:
     np.testing.assert_array_equal(got[3], stats)
 
 
-def direct_regularization(cuda_ops, case, kernel, dtype, m, n, rng) -> None:
+def direct_store_at(cuda_ops, case, kernel, dtype, m, n, rng) -> None:
+    """A scalar into row counter[0], the counter left alone: as the reference does."""
+    value = rng.standard_normal(1).astype(dtype)
+    got, want = np.zeros(5, dtype), np.zeros(5, dtype)
+    counter = np.array([3], np.int64)
+    REFERENCE.store_at(counter, value, want)
+    launch(cuda_ops, kernel, 1, counter, value, got)
+    np.testing.assert_array_equal(got, want)
+    assert got[3] == value[0] and counter[0] == 3
+
+
+def direct_regularization(cuda_ops, case, kernel, dtype, m, n, rng, from_rows=False) -> None:
     """The dropout and batch-norm kernels, launched as the backend does, against the
-    reference's ops (tests/test_dropout.py and tests/test_batch_norm.py test them further)."""
+    reference's ops (tests/test_dropout.py and tests/test_batch_norm.py test them further);
+    ``from_rows``: the mask's key read on the device."""
     from kernel_cases import (
         batch_norm_inputs,
         run_activation_backward_dropout,
@@ -551,7 +563,11 @@ def direct_regularization(cuda_ops, case, kernel, dtype, m, n, rng) -> None:
 
     name, act, t = case.template.__name__, case.about, np.dtype(dtype).type
     key, rate = 4242, 0.375
-    drop = (key, dropout_threshold(rate), t(1.0 / (1.0 - rate)))
+    # the key as a launch argument (layer -1; the rows are not read), or read on the device
+    # at rows[counter[0], layer] as a recorded step reads it (``mask_key``): the same mask
+    rows, counter = np.array([[1, 2], [3, 4], [5, key]], np.int64), np.array([2], np.int64)
+    at = (0, rows, counter, 1) if from_rows else (key, rows[:1, :1] * 0 - 1, counter * 0, -1)
+    drop = (*at, dropout_threshold(rate), t(1.0 / (1.0 - rate)))
     Z, b, gamma, beta, rmean, rvar = batch_norm_inputs((m, n), dtype, rng)
     dA = rng.standard_normal((m, n)).astype(dtype)
     fill = np.full_like(Z, np.nan)
@@ -626,7 +642,28 @@ DIRECT = {
     "gather_rows": direct_gather_rows,
     "gather_batch_rows": direct_gather_batch_rows,
     "record_batch": direct_record_batch,
+    "store_at": direct_store_at,
 }
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "case",
+    [
+        c
+        for c in cuda_cases()
+        if DIRECT[c.template.__name__] is direct_regularization
+        and "inference" not in c.template.__name__
+    ],
+    ids=lambda c: c.id,
+)
+def test_dropout_kernels_read_the_key_on_the_device(cuda_ops, case, dtype) -> None:
+    """The key read at rows[counter[0], layer] (a recorded step's ``KeyAt``) gives the mask
+    of the same key passed as a launch argument."""
+    direct_regularization(
+        cuda_ops, case, case.kernel(dtype), dtype, 7, 3, seed("rows", case.id, dtype), True
+    )
 
 
 def test_every_template_is_launched_directly() -> None:

@@ -125,12 +125,28 @@ def test_the_step_is_saved_with_the_history(tmp_path) -> None:
 
 
 # ---------------------------------------------------------------------- the CUDA backend
+def _host_mean_class() -> type:
+    from xpmlp.distributed.single import SingleCommunicator
+
+    class HostMean(SingleCommunicator):
+        """A one-rank communicator whose mean, like MPI's, a CUDA graph cannot capture."""
+
+        name = "host-mean"
+        captured = False
+
+    return HostMean
+
+
+def _HostMean():  # noqa: N802 (a constructor)
+    return _host_mean_class()()
+
+
 @pytest.mark.cudasim
 @pytest.mark.skipif(not SIMULATOR, reason="needs NUMBA_ENABLE_CUDASIM=1 (run with -m cudasim)")
 def test_cuda_kinds() -> None:
-    """Graphs on: "cuda-graph"; graphs off: "cuda-eager", no warning; graphs on with dropout
-    (which the recorded step does not cover): "cuda-eager" and why; distributed: "cuda-eager"
-    and why."""
+    """Graphs on: "cuda-graph", with dropout and batch norm too, and with a communicator whose
+    mean a graph captures (NCCL, one rank); graphs off: "cuda-eager", no warning; a
+    communicator whose mean waits on the host (MPI): "cuda-eager" and why."""
     import xpmlp.distributed as xd
     from xpmlp.backends.cuda_sim import SimulatedCudaBackend
 
@@ -141,16 +157,19 @@ def test_cuda_kinds() -> None:
     assert_kind(model, "cuda-eager")
     assert caught == []
     model, caught = fit(SimulatedCudaBackend(graphs=True), epochs=2, dropout=0.2)
-    assert_kind(model, "cuda-eager")
-    assert [str(w.message) for w in caught] == [
-        "step: cuda-eager (the CUDA graph step does not support dropout or batch norm (their "
-        "kernels launch one by one))"
-    ]
+    assert_kind(model, "cuda-graph")  # dropout's keys are read on the device
+    assert caught == []
+    model, caught = fit(SimulatedCudaBackend(graphs=True), epochs=1, batch_norm=[True, False])
+    assert_kind(model, "cuda-graph")
+    assert caught == []
     model, caught = fit(SimulatedCudaBackend(graphs=True), epochs=1, comm=xd.init("single"))
+    assert_kind(model, "cuda-graph")  # the mean is captured (as NCCL's would be)
+    assert caught == []
+    model, caught = fit(SimulatedCudaBackend(graphs=True), epochs=1, comm=_HostMean())
     assert_kind(model, "cuda-eager")
     assert [str(w.message) for w in caught] == [
-        "step: cuda-eager (the recorded CUDA graph step has no gradient allreduce: "
-        "distributed training launches its kernels one by one)"
+        "step: cuda-eager (the recorded CUDA graph step cannot capture host-mean's allreduce, "
+        "which waits on the host: distributed training launches its kernels one by one)"
     ]
 
 

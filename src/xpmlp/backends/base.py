@@ -29,7 +29,7 @@ from ..core.activations import ACTIVATIONS, Activation
 from ..core.aliases import Array as Array  # re-exported: the backends import it from here
 from ..core.aliases import ArrayModule, Generator
 from ..core.losses import LOSSES, Loss, correct
-from ..core.regularization import dropout_keep_mask
+from ..core.regularization import MaskKey, dropout_keep_mask, dropout_key
 
 if TYPE_CHECKING:  # numpy.typing only for the checker: importing it sets numpy.typing
     from numpy.typing import ArrayLike, DTypeLike
@@ -81,6 +81,8 @@ class TrainingModel(Protocol):
     @property
     def dtype(self) -> numpy.dtype[numpy.floating]: ...
     @property
+    def backend(self) -> Backend: ...
+    @property
     def params(self) -> Array: ...
     @property
     def grads(self) -> Array: ...
@@ -89,7 +91,9 @@ class TrainingModel(Protocol):
     @property
     def optimizer(self) -> Optimizer: ...
     def workspace(self, rows: int) -> Workspace: ...
-    def forward_pass(self, ws: Workspace, training: bool = True) -> None: ...
+    def forward_pass(
+        self, ws: Workspace, training: bool = True, keys: Sequence[MaskKey] | None = None
+    ) -> None: ...
     def backward_pass(
         self, ws: Workspace, out_stats: Array, skip: Array, row_weights: Array = None
     ) -> None: ...
@@ -134,6 +138,58 @@ class StepRows(NamedTuple):
     decays: Array
     keys: Array
     dropout_steps: Array
+
+
+def step_rows(
+    model: TrainingModel, factors: Sequence[float], decays: Array | None = None
+) -> StepRows:
+    """The scalars of the model's next ``len(factors)`` steps, row b for the b-th, as NumPy
+    arrays (``StepRows``; a device backend copies them over once per epoch): the
+    hyperparameters at t + 1 + b with the learning rate times ``factors[b]``
+    (``Optimizer.hyper_rows``), the L2 coefficient ``decays[b]`` (default: the optimizer's)
+    and the dropout keys of the b-th step (``dropout_key``; 0 for a layer without dropout),
+    in the model's dtype."""
+    opt, dtype, n = model.optimizer, model.dtype, len(factors)
+    hyper = opt.hyper_rows(factors).astype(dtype).reshape(n, -1) if n else None
+    if decays is None:
+        decay = numpy.full(n, opt.weight_decay, dtype)
+    else:
+        decay = numpy.asarray(decays, numpy.float64).astype(dtype)
+    dropped = dropped_layers(model)
+    first = model.dropout_steps
+    steps = numpy.arange(first, first + n) if dropped else numpy.full(n, first)
+    keys = numpy.zeros((n, len(model.layers) - 1), numpy.int64)
+    for l in dropped:
+        keys[:, l] = [dropout_key(model.seed, int(step), l) for step in steps]
+    if hyper is None:  # no step: rows of the right types, never read
+        hyper = numpy.zeros((0, len(opt.hyperparameters(1, opt.learning_rate))), dtype)
+    return StepRows(hyper, decay, keys, steps)
+
+
+def count_steps(model: TrainingModel, rows: StepRows, taken: int) -> None:
+    """Count the first ``taken`` steps of ``rows`` (``step_rows``), the ones that ran: the
+    optimizer's step count (``Optimizer.advance``, the only writer of t) and the model's
+    dropout steps."""
+    if taken <= 0:
+        return
+    model.optimizer.advance(taken)
+    if dropped_layers(model):
+        model.dropout_steps = int(rows.dropout_steps[taken - 1]) + 1
+
+
+def squared_weights(model: TrainingModel, out: Array | None = None) -> Array:
+    """||W||^2 over every layer's weights (biases excluded), compensated, into out[0] (a new
+    one-element device array by default; ``Backend.grad_sum_squares``, which a recorded CUDA
+    step runs too); returns out[0], a device scalar."""
+    be = model.backend
+    out = be.empty(1, model.dtype) if out is None else out
+    be.grad_sum_squares(model.params[: model.n_weights], math.inf, out)
+    return out[0]
+
+
+def dropped_layers(model: TrainingModel) -> list[int]:
+    """The hidden layers with dropout: their masks' keys change every step."""
+    return [l for l, layer in enumerate(model.layers[:-1]) if layer.dropout]
 
 
 class BatchStep(Protocol):
@@ -183,6 +239,10 @@ class EpochRunner(Protocol):
         state: RunStats,
         lr_factor: Callable[[int], float] | None = None,
         on_batch: Callable[[int, int], None] | None = None,
+        decays: Array | None = None,
+        weights: tuple[Array, Array] | None = None,
+        penalty: Array | None = None,
+        reduce: Callable[[TrainingModel, Array, Array], None] | None = None,
     ) -> int: ...
 
 
@@ -326,6 +386,10 @@ class Backend:
         batch_stats[c] = stats[:2]
         counter[0] += 1
 
+    def store_at(self, counter: Array, value: Array, rows: Array) -> None:
+        """rows[counter[0]] = value[0] (on the device)."""
+        rows[int(counter[0])] = value[0]
+
     def matmul(self, a: Array, b: Array, out: Array) -> None:
         """out = a @ b (transposed views are passed to BLAS as flags, not copied)."""
         self.xp.matmul(a, b, out=out)
@@ -358,7 +422,7 @@ class Backend:
         b: Array,
         A: Array,
         activation: str | Activation,
-        key: int,
+        key: MaskKey,
         rate: float,
         first_row: int = 0,
     ) -> None:
@@ -376,7 +440,7 @@ class Backend:
         delta: Array,
         db: Array,
         activation: str | Activation,
-        key: int,
+        key: MaskKey,
         rate: float,
         first_row: int = 0,
     ) -> None:
@@ -402,7 +466,7 @@ class Backend:
         Zhat: Array,
         A: Array,
         activation: str | Activation,
-        key: int,
+        key: MaskKey,
         rate: float,
         momentum: float,
         eps: float,
@@ -458,7 +522,7 @@ class Backend:
         dbeta: Array,
         db: Array,
         activation: str | Activation,
-        key: int,
+        key: MaskKey,
         rate: float,
     ) -> None:
         """Backward through dropout, f and batch norm, from dA = dL/dA: dBN = dA * mask /
@@ -574,7 +638,7 @@ class Backend:
         state: Array,
         hyper_rows: Array,
         counter: Array,
-        decay: float,
+        decays: Array,
         n_decay: int,
         skip: Array,
         l1: float = 0.0,
@@ -583,15 +647,17 @@ class Backend:
         sum_squares: Array | None = None,
     ) -> None:
         """``optimizer_step`` with the hyperparameters hyper_rows[counter[0]] (one row per
-        batch of the epoch, ``Optimizer.hyper_rows``), read on the device."""
-        hyper = tuple(hyper_rows[int(counter[0])].tolist())
+        batch of the epoch, ``Optimizer.hyper_rows``) and the L2 coefficient
+        decays[counter[0]], read on the device."""
+        b = int(counter[0])
+        hyper = tuple(hyper_rows[b].tolist())
         self.optimizer_step(
             optimizer,
             p,
             g,
             state,
             hyper,
-            decay,
+            float(decays[b]),
             n_decay,
             skip,
             l1,

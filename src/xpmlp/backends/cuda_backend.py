@@ -40,10 +40,10 @@ from ..core.activations import Activation
 from ..core.aliases import DeviceObject, NumbaDispatcher
 from ..core.errors import DeviceMemoryError
 from ..core.losses import Loss
-from ..core.regularization import dropout_threshold
+from ..core.regularization import KeyAt, MaskKey, dropout_threshold
 from ..kernels import cuda as kcuda
 from .base import Array, Backend, Shape, TrainingModel, activation_entry, loss_entry
-from .cuda_graph import UNSUPPORTED, GraphedEpoch, graphs_supported
+from .cuda_graph import GraphedEpoch
 from .cuda_probe import INSTALL_HINT as CUDA_INSTALL_HINT
 from .cuda_probe import probe_cuda
 from .devices import cuda_device, unavailable
@@ -80,22 +80,19 @@ class CudaKernelOps(Backend):
     def step_kind(self, model: TrainingModel) -> tuple[str, str | None]:
         """("cuda-graph", None) when ``epoch_runner`` replays a recorded step (its full
         batches; a shorter last batch runs launch by launch); ("cuda-eager", why) when graphs
-        are on but this model's step cannot be recorded, or recording it failed
-        (``graph_error``); ("cuda-eager", None) with ``graphs`` off."""
+        are on but recording the step failed (``graph_error``); ("cuda-eager", None) with
+        ``graphs`` off."""
         if not self.graphs:
             return "cuda-eager", None
-        if not graphs_supported(model):
-            return "cuda-eager", UNSUPPORTED
         error = getattr(self, "graph_error", None)
         if error is not None:
             return "cuda-eager", f"recording the step as a CUDA graph failed ({error})"
         return "cuda-graph", None
 
     def epoch_runner(self, model: TrainingModel) -> GraphedEpoch | None:
-        """With ``graphs`` on and a model whose step can be recorded
-        (``cuda_graph.graphs_supported``): the model's ``GraphedEpoch`` (one per model, so
-        its recording lives across epochs). Otherwise None: ``run_epoch`` steps per op."""
-        if not self.graphs or not graphs_supported(model):
+        """With ``graphs`` on: the model's ``GraphedEpoch`` (one per model, so its recording
+        lives across epochs). Otherwise None: ``run_epoch`` steps per op."""
+        if not self.graphs:
             return None
         runner = self._epochs.get(model)
         if runner is None:
@@ -153,13 +150,22 @@ class CudaKernelOps(Backend):
         self._launch(kcuda.CUDA.kernel(kcuda.sum_chunks, dA.dtype), n, partial, db)
 
     # ------------------------------------------------------------------ dropout and batch norm
+    def _mask_key(self, key: MaskKey) -> tuple[object, ...]:
+        """The dropout kernels' (key, keys, counter, layer) arguments (``kcuda.mask_key``):
+        a host key as a launch argument (layer -1: the arrays, scratch, are not read), or
+        ``KeyAt``'s rows, counter and layer, read on the device."""
+        if isinstance(key, KeyAt):
+            return 0, key.rows, key.counter, int(key.layer)
+        keys = self._scratch_array("no_keys", (1, 1), "int64")
+        return int(key), keys, self._scratch_array("no_counter", (1,), "int64"), -1
+
     def bias_activation_dropout(
         self,
         Z: Array,
         b: Array,
         A: Array,
         activation: str | Activation,
-        key: int,
+        key: MaskKey,
         rate: float,
         first_row: int = 0,
     ) -> None:
@@ -175,7 +181,7 @@ class CudaKernelOps(Backend):
             b,
             A,
             int(first_row),
-            int(key),
+            *self._mask_key(key),
             dropout_threshold(rate),
             Z.dtype.type(1.0 / (1.0 - rate)),
         )
@@ -187,7 +193,7 @@ class CudaKernelOps(Backend):
         delta: Array,
         db: Array,
         activation: str | Activation,
-        key: int,
+        key: MaskKey,
         rate: float,
         first_row: int = 0,
     ) -> None:
@@ -203,7 +209,7 @@ class CudaKernelOps(Backend):
         chunks = kcuda.n_chunks(m)
         tail = (
             int(first_row),
-            int(key),
+            *self._mask_key(key),
             dropout_threshold(rate),
             dA.dtype.type(1.0 / (1.0 - rate)),
         )
@@ -226,7 +232,7 @@ class CudaKernelOps(Backend):
         Zhat: Array,
         A: Array,
         activation: str | Activation,
-        key: int,
+        key: MaskKey,
         rate: float,
         momentum: float,
         eps: float,
@@ -254,7 +260,7 @@ class CudaKernelOps(Backend):
             t(eps),
             t(1.0 / m),
             t(1.0 / max(m - 1, 1)),
-            int(key),
+            *self._mask_key(key),
             dropout_threshold(rate),
             t(1.0 / (1.0 - rate)),
         )
@@ -292,7 +298,7 @@ class CudaKernelOps(Backend):
         dbeta: Array,
         db: Array,
         activation: str | Activation,
-        key: int,
+        key: MaskKey,
         rate: float,
     ) -> None:
         """One launch, one thread per column (dBN, dbeta, dgamma, then delta and db)."""
@@ -317,7 +323,7 @@ class CudaKernelOps(Backend):
             dbeta,
             db,
             t(1.0 / dA.shape[0]),
-            int(key),
+            *self._mask_key(key),
             dropout_threshold(rate),
             t(1.0 / (1.0 - rate)),
         )
@@ -398,7 +404,8 @@ class CudaKernelOps(Backend):
             g,
             state,
             tuple(map(t, hyper)),
-            *self._update_tail(p, decay, n_decay, skip, l1, clip_value, max_norm, sum_squares),
+            t(decay),
+            *self._update_tail(p, n_decay, skip, l1, clip_value, max_norm, sum_squares),
         )
 
     def optimizer_step_at(
@@ -409,7 +416,7 @@ class CudaKernelOps(Backend):
         state: Array,
         hyper_rows: Array,
         counter: Array,
-        decay: float,
+        decays: Array,
         n_decay: int,
         skip: Array,
         l1: float = 0.0,
@@ -426,13 +433,13 @@ class CudaKernelOps(Backend):
             state,
             hyper_rows,
             counter,
-            *self._update_tail(p, decay, n_decay, skip, l1, clip_value, max_norm, sum_squares),
+            decays,
+            *self._update_tail(p, n_decay, skip, l1, clip_value, max_norm, sum_squares),
         )
 
     @staticmethod
     def _update_tail(
         p: Array,
-        decay: float,
         n_decay: int,
         skip: Array,
         l1: float,
@@ -440,11 +447,11 @@ class CudaKernelOps(Backend):
         max_norm: float,
         sum_squares: Array | None,
     ) -> tuple[object, ...]:
-        """The optimizer kernels' arguments after the hyperparameters, scalars in p's dtype
-        (``sum_squares`` is read only when max_norm > 0: any array stands in otherwise)."""
+        """The optimizer kernels' arguments after the hyperparameters and the L2 coefficient,
+        scalars in p's dtype (``sum_squares`` is read only when max_norm > 0: any array stands
+        in otherwise)."""
         t = p.dtype.type
         return (
-            t(decay),
             int(n_decay),
             skip,
             t(l1),
@@ -462,6 +469,9 @@ class CudaKernelOps(Backend):
         self._launch(
             kcuda.CUDA.kernel(kcuda.record_batch, stats.dtype), 1, counter, stats, batch_stats
         )
+
+    def store_at(self, counter: Array, value: Array, rows: Array) -> None:
+        self._launch(kcuda.CUDA.kernel(kcuda.store_at, rows.dtype), 1, counter, value, rows)
 
 
 def _compile_errors() -> tuple[type[BaseException], ...]:

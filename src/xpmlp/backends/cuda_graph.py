@@ -10,9 +10,12 @@ the device:
 - ``counter`` (one int64): the batch of the epoch. ``gather_batch`` takes the
   rows ``order[counter * m : (counter + 1) * m]``; ``Optimizer.step_at`` reads
   its hyperparameters (the learning rate with the schedule's factor, Adam's bias
-  corrections) from row ``counter`` of ``hyper_rows``, filled once per epoch;
-  ``record_batch``, the step's last kernel, stores the batch's loss sum and
-  correct count in ``batch_stats[counter]`` and adds 1 to the counter;
+  corrections) and its L2 coefficient from row ``counter`` of ``hyper_rows`` and
+  ``decays``, and the dropout kernels their masks' keys from row ``counter`` of
+  ``keys`` (``KeyAt``), all filled once per epoch (``base.step_rows``, the rows
+  the NumPy backend's fused step reads too); ``record_batch``, the step's last
+  kernel, stores the batch's loss sum and correct count in
+  ``batch_stats[counter]`` and adds 1 to the counter;
 - the epoch's order is copied into a buffer of the plan once per epoch, so the
   recorded step always reads the same address.
 
@@ -20,9 +23,9 @@ Every array the step touches (parameters, gradients, optimizer state, workspace,
 the plan's buffers, X, Y and the run's statistics) keeps its address for as long as
 the recording lives; the plan is rebuilt when any of them changes. The step per
 batch is therefore: gather, forward, backward, update, record: exactly the per-op
-step of ``run_epoch`` (the same kernels and products) with the batch index on the
-device. The last, shorter batch of an epoch (if any) is left to ``run_epoch``'s
-per-op loop.
+step of ``run_epoch`` (the same kernels and products, dropout and batch norm
+included) with the batch index on the device. The last, shorter batch of an epoch
+(if any) is left to ``run_epoch``'s per-op loop.
 
 ``backend.record(step)`` runs ``step`` once (the epoch's first batch: it compiles
 every kernel, allocates every scratch array and lets cuBLAS choose its algorithms)
@@ -38,10 +41,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy
+
+from ..core.regularization import KeyAt
+from .base import count_steps, squared_weights, step_rows
+
 if TYPE_CHECKING:
     from ..core.aliases import Array
     from ..core.workspace import Workspace
-    from .base import Backend, RunStats, TrainingModel
+    from .base import Backend, RunStats, StepRows, TrainingModel
 
 
 def address(a: Array) -> int:
@@ -51,22 +59,64 @@ def address(a: Array) -> int:
 
 
 @dataclass
+class SampleWeights:
+    """A recorded step's sample weights: each position p of the epoch's order weighs
+    r_p = w[order[p]] weight_scale[p // m] (filled once per epoch), and a batch's r is
+    gathered by ``gather_batch`` through the identity order ``positions``."""
+
+    at: Array  # (n_batches * m, 1)
+    positions: Array  # (n_batches * m,) int64: 0, 1, 2, ...
+    batch: Array  # (m, 1): the batch's r
+
+    def fill(self, be: Backend, order: Array, w: Array, scale: Array) -> None:
+        """r_p for the epoch's ``order`` (each batch's factor ``scale[b]`` in w's dtype, the
+        per-op step's product)."""
+        m = self.batch.shape[0]
+        n = self.at.shape[0] // m
+        per_batch = numpy.asarray(scale[:n], numpy.float64).astype(w.dtype)
+        self.at[:, 0] = w[order[: n * m]] * be.asarray(numpy.repeat(per_batch, m), w.dtype)
+
+
+@dataclass
 class Plan:
     """The buffers a recorded step reads, and the recording (``replay``)."""
 
-    key: tuple[int | str | None, ...]  # the sizes, the dtype and the arrays' addresses
+    key: tuple[object, ...]  # the sizes, the dtype, the arrays' addresses, the allreduce
     workspace: Workspace
     order: Array  # (m_total,) int64: the epoch's order, copied in once per epoch
     counter: Array  # (1,) int64: the batch the next replay works on
     hyper_rows: Array  # (n_batches, n_hyper): each batch's hyperparameters
+    decays: Array  # (n_batches,): each batch's L2 coefficient
+    keys: Array  # (n_batches, hidden layers) int64: each batch's dropout keys
     stats: Array  # (2,): the step's loss sum and correct count, before record_batch
+    weights: SampleWeights | None = None
+    penalty: Array | None = None  # the caller's row: ||W||^2 before each batch's forward
+    squares: Array | None = None  # (1,): ||W||^2, stored into penalty[counter]
+    reduce: Callable[[TrainingModel, Array, Array], None] | None = None  # the mean over the ranks
     replay: Callable[[], None] | None = None
+
+    def fill(
+        self,
+        be: Backend,
+        order: Array,
+        rows: StepRows,
+        weights: tuple[Array, Array] | None,
+    ) -> None:
+        """Once per epoch: its order, the rows of its batches (``base.step_rows``, host
+        arrays copied over), each position's sample weight, the counter at batch 0."""
+        self.order[...] = order
+        self.hyper_rows[...] = be.asarray(rows.hyper, self.hyper_rows.dtype)
+        self.decays[...] = be.asarray(rows.decays, self.decays.dtype)
+        self.keys[...] = be.asarray(rows.keys, "int64")
+        if weights is not None and self.weights is not None:
+            self.weights.fill(be, order, *weights)
+        self.counter.fill(0)
 
 
 class GraphedEpoch:
     """The full batches of ``run_epoch(model, X, Y, order, batch_size, state, lr_factor,
-    on_batch)`` for one model on a CUDA backend (``CudaKernelOps.epoch_runner``), with the
-    step recorded."""
+    on_batch, settings)`` for one model on a CUDA backend (``CudaKernelOps.epoch_runner``),
+    with the step recorded."""
 
     def __init__(self, backend: Backend, model: TrainingModel) -> None:
         self.backend = backend
@@ -85,7 +135,16 @@ class GraphedEpoch:
         return model
 
     def _plan(
-        self, X: Array, Y: Array, rows: int, m_total: int, n_batches: int, state: RunStats
+        self,
+        X: Array,
+        Y: Array,
+        rows: int,
+        m_total: int,
+        n_batches: int,
+        state: RunStats,
+        weights: tuple[Array, Array] | None,
+        penalty: Array | None,
+        reduce: Callable[[TrainingModel, Array, Array], None] | None,
     ) -> Plan:
         """The plan for ``n_batches`` full batches of ``rows`` rows out of ``m_total``
         samples of these arrays: the last one when nothing moved, else built afresh."""
@@ -97,19 +156,35 @@ class GraphedEpoch:
             n_batches,
             str(model.dtype),
             *(address(a) for a in (X, Y, model.params, model.grads, state.batch_stats, state.skip)),
+            *(address(layer.norm.running_mean) for layer in model.layers if layer.norm),
             None if opt.state is None else address(opt.state),
+            None if weights is None else address(weights[0]),
+            None if penalty is None else address(penalty),
+            reduce,  # the same communicator (``loop.GradientMean``), or None
         )
         if self.plan is not None and self.plan.key == key:
             return self.plan
         n_hyper = len(opt.hyperparameters(1, opt.learning_rate))
+        dtype = model.dtype
         self.plan = Plan(
             key,
             model.workspace(rows),
             be.empty(m_total, "int64"),
             be.zeros(1, "int64"),
-            be.zeros((n_batches, n_hyper), model.dtype),
-            be.zeros(2, model.dtype),
+            be.zeros((n_batches, n_hyper), dtype),
+            be.zeros(n_batches, dtype),
+            be.zeros((n_batches, len(model.layers) - 1), "int64"),
+            be.zeros(2, dtype),
         )
+        if weights is not None:
+            self.plan.weights = SampleWeights(
+                be.zeros((n_batches * rows, 1), dtype),
+                be.xp.arange(n_batches * rows, dtype=be.xp.int64),
+                be.zeros((rows, 1), dtype),
+            )
+        if penalty is not None:
+            self.plan.penalty, self.plan.squares = penalty, be.zeros(1, dtype)
+        self.plan.reduce = reduce
         return self.plan
 
     def _step(self, X: Array, Y: Array, plan: Plan, state: RunStats) -> None:
@@ -117,8 +192,21 @@ class GraphedEpoch:
         model, be, ws = self.model, self.backend, plan.workspace
         be.gather_batch(X, plan.order, plan.counter, ws.X)
         be.gather_batch(Y, plan.order, plan.counter, ws.Y)
-        model.forward_pass(ws)
-        model.backward_pass(ws, plan.stats, state.skip)
+        if plan.penalty is not None and plan.squares is not None:
+            squared_weights(model, plan.squares)
+            be.store_at(plan.counter, plan.squares, plan.penalty)
+        r, weights = None, plan.weights
+        if weights is not None:
+            be.gather_batch(weights.at, weights.positions, plan.counter, weights.batch)
+            r = weights.batch[:, 0]
+        keys = [
+            KeyAt(plan.keys, plan.counter, l) if layer.dropout else 0
+            for l, layer in enumerate(model.layers)
+        ]
+        model.forward_pass(ws, keys=keys)
+        model.backward_pass(ws, plan.stats, state.skip, r)
+        if plan.reduce is not None:
+            plan.reduce(model, plan.stats, state.skip)
         model.optimizer.step_at(
             be,
             model.params,
@@ -127,6 +215,7 @@ class GraphedEpoch:
             state.skip,
             plan.hyper_rows,
             plan.counter,
+            plan.decays,
         )
         be.record_batch(plan.counter, plan.stats, state.batch_stats)
 
@@ -139,41 +228,41 @@ class GraphedEpoch:
         state: RunStats,
         lr_factor: Callable[[int], float] | None = None,
         on_batch: Callable[[int, int], None] | None = None,
+        decays: Array | None = None,
+        weights: tuple[Array, Array] | None = None,
+        penalty: Array | None = None,
+        reduce: Callable[[TrainingModel, Array, Array], None] | None = None,
     ) -> int:
         """The epoch's full batches, by replays; returns how many (``run_epoch`` steps the
-        shorter last batch, if any, per op)."""
+        shorter last batch, if any, per op). As ``BatchSettings``: ``decays``, each batch's L2
+        coefficient (default the optimizer's); ``weights``, (sample_weight, weight_scale),
+        each sample's weight on the device and each batch's factor; ``penalty``, the device
+        row that receives each batch's ||W||^2 (``squared_weights``). ``reduce(model,
+        stats, skip)``: the gradients' mean over the ranks (``loop.reduce_gradients`` with a
+        communicator whose allreduce a graph captures), between the backward pass and the
+        update."""
         model, be = self.model, self.backend
         n_full = int(order.shape[0]) // batch_size
         if n_full == 0:
             return 0
         factors = [1.0 if lr_factor is None else float(lr_factor(b)) for b in range(n_full)]
-        plan = self._plan(X, Y, batch_size, int(order.shape[0]), n_full, state)
-        # Once per epoch: the order, the hyperparameters of every batch, the counter.
-        plan.order[...] = order
-        plan.hyper_rows[...] = be.asarray(model.optimizer.hyper_rows(factors), model.dtype)
-        plan.counter.fill(0)
+        m_total = int(order.shape[0])
+        plan = self._plan(X, Y, batch_size, m_total, n_full, state, weights, penalty, reduce)
+        rows = step_rows(model, factors, None if decays is None else decays[:n_full])
+        plan.fill(be, order, rows, weights)
         done = 0
-        if plan.replay is None:
-            plan.replay = be.record(lambda: self._step(X, Y, plan, state))  # runs batch 0
-            self.recordings += 1
-            done = 1
-            if on_batch is not None:
-                on_batch(0, batch_size)
-        for batch in range(done, n_full):
-            plan.replay()
-            if on_batch is not None:
-                on_batch(batch, (batch + 1) * batch_size)
-        model.optimizer.advance(n_full)
+        try:
+            if plan.replay is None:
+                plan.replay = be.record(lambda: self._step(X, Y, plan, state))  # runs batch 0
+                self.recordings += 1
+                done = 1
+                if on_batch is not None:
+                    on_batch(0, batch_size)
+            for batch in range(done, n_full):
+                plan.replay()
+                done = batch + 1
+                if on_batch is not None:
+                    on_batch(batch, (batch + 1) * batch_size)
+        finally:  # the steps taken, also when a callback stopped the epoch
+            count_steps(model, rows, done)
         return n_full
-
-
-def graphs_supported(model: object) -> bool:
-    """Whether ``GraphedEpoch`` runs this model's step: no dropout (its masks change per
-    step through a launch argument) and no batch norm (kept per op for now)."""
-    return not getattr(model, "_regularized", False)
-
-
-#: why ``graphs_supported`` refuses a model (``CudaKernelOps.step_kind``).
-UNSUPPORTED = (
-    "the CUDA graph step does not support dropout or batch norm (their kernels launch one by one)"
-)

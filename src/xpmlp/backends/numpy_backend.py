@@ -21,9 +21,19 @@ import numpy
 
 from ..core import config
 from ..core.aliases import KernelFunction, NumbaDispatcher
-from ..core.regularization import dropout_key, dropout_threshold
+from ..core.regularization import MaskKey, dropout_threshold
 from ..kernels import cpu
-from .base import Array, Backend, StepRows, TrainingModel, activation_entry, loss_entry
+from .base import (
+    Array,
+    Backend,
+    StepRows,
+    TrainingModel,
+    activation_entry,
+    count_steps,
+    dropped_layers,
+    loss_entry,
+    step_rows,
+)
 
 if TYPE_CHECKING:
     from ..core.activations import Activation
@@ -250,7 +260,7 @@ class NumpyBackend(Backend):
         b: Array,
         A: Array,
         activation: str | Activation,
-        key: int,
+        key: MaskKey,
         rate: float,
         first_row: int = 0,
     ) -> None:
@@ -262,7 +272,7 @@ class NumpyBackend(Backend):
             Z.dtype.char,
         )
         _kernel(key_)(
-            Z, b, A, first_row, key, dropout_threshold(rate), Z.dtype.type(1.0 / (1.0 - rate))
+            Z, b, A, first_row, int(key), dropout_threshold(rate), Z.dtype.type(1.0 / (1.0 - rate))
         )
 
     def activation_backward_dropout(
@@ -272,7 +282,7 @@ class NumpyBackend(Backend):
         delta: Array,
         db: Array,
         activation: str | Activation,
-        key: int,
+        key: MaskKey,
         rate: float,
         first_row: int = 0,
     ) -> None:
@@ -289,7 +299,7 @@ class NumpyBackend(Backend):
             delta,
             db,
             first_row,
-            key,
+            int(key),
             dropout_threshold(rate),
             dA.dtype.type(1.0 / (1.0 - rate)),
         )
@@ -306,7 +316,7 @@ class NumpyBackend(Backend):
         Zhat: Array,
         A: Array,
         activation: str | Activation,
-        key: int,
+        key: MaskKey,
         rate: float,
         momentum: float,
         eps: float,
@@ -329,7 +339,7 @@ class NumpyBackend(Backend):
             t(eps),
             t(1.0 / m),
             t(1.0 / max(m - 1, 1)),
-            key,
+            int(key),
             dropout_threshold(rate),
             t(1.0 / (1.0 - rate)),
         )
@@ -363,7 +373,7 @@ class NumpyBackend(Backend):
         dbeta: Array,
         db: Array,
         activation: str | Activation,
-        key: int,
+        key: MaskKey,
         rate: float,
     ) -> None:
         t = dA.dtype.type
@@ -381,7 +391,7 @@ class NumpyBackend(Backend):
             dbeta,
             db,
             t(1.0 / dA.shape[0]),
-            key,
+            int(key),
             dropout_threshold(rate),
             t(1.0 / (1.0 - rate)),
         )
@@ -513,40 +523,18 @@ class FusedStep:
         #: where each layer's weights start in the flat parameter vector (and where they end)
         self.w_at = numpy.cumsum([0] + [W.size for W in self.Ws], dtype=numpy.int64)
         #: the hidden layers with dropout: their masks' keys change every step
-        self._dropped = [l for l, layer in enumerate(layers[:-1]) if layer.dropout]
+        self._dropped = dropped_layers(model)
         self._views: _Views | None = None  # the last workspace's (one per epoch)
 
     def epoch_rows(self, factors: Sequence[float], decays: Array | None = None) -> StepRows:
-        """The scalars of the next ``len(factors)`` steps, row b for the b-th
-        (``StepRows``): the hyperparameters at t + 1 + b with the learning rate times
-        ``factors[b]`` (``Optimizer.hyper_rows``), the L2 coefficient ``decays[b]`` (default:
-        the optimizer's) and the dropout keys of the b-th step, in the model's dtype. The
-        compiled step reads them, so nothing on the host changes between batches."""
-        model = self.model
-        opt, dtype, n = model.optimizer, model.dtype, len(factors)
-        hyper = opt.hyper_rows(factors).astype(dtype).reshape(n, -1) if n else None
-        if decays is None:
-            decay = numpy.full(n, opt.weight_decay, dtype)
-        else:
-            decay = numpy.asarray(decays, numpy.float64).astype(dtype)
-        first = model.dropout_steps
-        steps = numpy.arange(first, first + n) if self._dropped else numpy.full(n, first)
-        keys = numpy.zeros((n, len(model.layers) - 1), numpy.int64)  # 0 without dropout
-        for l in self._dropped:
-            keys[:, l] = [dropout_key(model.seed, int(step), l) for step in steps]
-        if hyper is None:  # no step: rows of the right types, never read
-            hyper = numpy.zeros((0, len(opt.hyperparameters(1, opt.learning_rate))), dtype)
-        return StepRows(hyper, decay, keys, steps)
+        """The scalars of the next ``len(factors)`` steps (``base.step_rows``): the compiled
+        step reads them, so nothing on the host changes between batches."""
+        return step_rows(self.model, factors, decays)
 
     def finish_epoch(self, rows: StepRows, taken: int) -> None:
-        """Count the first ``taken`` steps of ``rows``, the ones that ran: the optimizer's
-        step count (``Optimizer.advance``, the only writer of t) and the dropout steps."""
-        if taken <= 0:
-            return
-        model = self.model
-        model.optimizer.advance(taken)
-        if self._dropped:
-            model.dropout_steps = int(rows.dropout_steps[taken - 1]) + 1
+        """Count the first ``taken`` steps of ``rows``, the ones that ran
+        (``base.count_steps``)."""
+        count_steps(self.model, rows, taken)
 
     def kernel(self, big: bool) -> NumbaDispatcher:
         """The compiled step: ``fused_cpu.train_step`` generated from the model's plan

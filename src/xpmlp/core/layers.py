@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from .activations import Activation
 from .aliases import Array
-from .regularization import BN_EPS, BN_MOMENTUM
+from .regularization import BN_EPS, BN_MOMENTUM, MaskKey
 
 if TYPE_CHECKING:
     from ..backends.base import Backend
@@ -81,7 +81,7 @@ class Dense:
         Z: Array,
         A: Array,
         training: bool = False,
-        key: int = 0,
+        key: MaskKey = 0,
         Zhat: Array = None,
         stats: Array = None,
     ) -> None:
@@ -134,7 +134,7 @@ class Dense:
         A_prev: Array,
         delta: Array,
         dA_prev: Array | None,
-        key: int = 0,
+        key: MaskKey = 0,
         Zhat: Array = None,
         stats: Array = None,
     ) -> None:

@@ -318,9 +318,11 @@ class Optimizer:
         skip: Array,
         hyper_rows: Array,
         counter: Array,
+        decays: Array,
     ) -> None:
-        """``step`` with the hyperparameters hyper_rows[counter[0]] read on the device (the
-        step a CUDA graph replays); ``t`` is left to the caller."""
+        """``step`` with the hyperparameters hyper_rows[counter[0]] and the L2 coefficient
+        decays[counter[0]] read on the device (the step a CUDA graph replays); ``t`` is left
+        to the caller."""
         options = self._gradient_options(backend, grads)
         backend.optimizer_step_at(
             self,
@@ -329,7 +331,7 @@ class Optimizer:
             self.state,
             hyper_rows,
             counter,
-            self.weight_decay,
+            decays,
             n_decay,
             skip,
             **options,

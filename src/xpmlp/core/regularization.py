@@ -10,7 +10,9 @@ Per hidden layer l (the output layer has neither):
   the same key gives the same mask on every backend, and the backward kernels recompute
   the mask of the forward pass from its key. The key of layer l at training step t is
   ``dropout_key(seed, t, l)``: a host integer passed to the kernels as an argument (no
-  device round trip), from the model's seed and its count of training forward passes.
+  device round trip), from the model's seed and its count of training forward passes; or,
+  in a step that runs for every batch of an epoch without the host (a recorded CUDA
+  graph), read on the device from the epoch's rows of keys (``KeyAt``).
 - **batch normalization** after the layer's Dense transform (Ioffe & Szegedy 2015):
   Zhat = (Z - mu_B) / sqrt(var_B + eps), BN = gamma Zhat + beta, A = f(BN), with the
   batch's mean and biased variance in training, and at inference the running estimates
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy
 
@@ -84,8 +87,26 @@ def dropout_key(seed: int, step: int, layer: int) -> int:
     return int(x) >> 1
 
 
+class KeyAt(NamedTuple):
+    """A dropout mask's key read on the device: ``rows[counter[0], layer]``, where ``rows``
+    holds the epoch's keys (one row per batch, a column per hidden layer) and ``counter``
+    the batch, both device arrays: what a recorded CUDA graph passes its dropout kernels
+    instead of a host integer. ``int(k)`` reads the key on the host (the array code)."""
+
+    rows: Array
+    counter: Array
+    layer: int
+
+    def __int__(self) -> int:
+        return int(self.rows[int(self.counter[0]), self.layer])
+
+
+#: the key of a dropout mask: a host integer (``dropout_key``) or one read on the device
+MaskKey = int | KeyAt
+
+
 def dropout_keep_mask(
-    xp: ArrayModule, key: int, shape: tuple[int, int], rate: float, first_row: int = 0
+    xp: ArrayModule, key: MaskKey, shape: tuple[int, int], rate: float, first_row: int = 0
 ) -> Array:
     """The boolean keep-mask of a batch (rows ``first_row`` on) as array code, from the
     kernels' own scalar formula applied to a uint64 index array."""
@@ -93,5 +114,5 @@ def dropout_keep_mask(
 
     m, n = shape
     index = xp.arange(first_row * n, (first_row + m) * n, dtype=xp.uint64).reshape(m, n)
-    keep = dropout_keep(xp.uint64(key), index, xp.uint64(dropout_threshold(rate)))
+    keep = dropout_keep(xp.uint64(int(key)), index, xp.uint64(dropout_threshold(rate)))
     return xp.broadcast_to(xp.asarray(keep), (m, n))

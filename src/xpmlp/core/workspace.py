@@ -9,7 +9,8 @@ epoch) uses the first rows of every array: views, no new allocation.
 
 A layer with batch norm also has Zhat[l] (the normalized Z, for the backward pass) and
 stats[l] = (batch mean, 1 / sigma) per unit, shape (2, n_l); None for the other layers.
-``dropout_step`` is the training step whose dropout masks the last forward pass drew.
+``keys`` holds, per layer, the key of the dropout mask the last training forward pass drew
+(0 for a layer without dropout), for the backward pass to recompute the mask.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from numpy.typing import DTypeLike
 
     from ..backends.base import Backend
+    from .regularization import MaskKey
 
 PREDICT_CHUNK = 4096  # rows per forward pass when predicting and evaluating
 
@@ -42,7 +44,7 @@ class Workspace:
     delta: list[Array]
     Zhat: list[Array | None] = field(default_factory=list)  # None: a layer without batch norm
     stats: list[Array | None] = field(default_factory=list)
-    dropout_step: int = 0
+    keys: list[MaskKey] = field(default_factory=list)
     _views: dict[int, Workspace] = field(default_factory=dict, repr=False)
 
     @classmethod

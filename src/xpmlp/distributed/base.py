@@ -56,6 +56,9 @@ class Communicator:
     """
 
     name = "base"
+    #: whether ``allreduce_mean_`` only queues work on the current CUDA stream (NCCL; one
+    #: rank), so that a recorded CUDA graph step can capture it; MPI's waits on the host
+    captured = False
 
     def __init__(
         self,

@@ -52,6 +52,7 @@ class NcclCommunicator(Communicator):
     """NCCL between the GPUs of the ranks of ``mpi`` (one GPU per rank)."""
 
     name = "nccl"
+    captured = True  # ncclAllReduce and the division queue on the current stream
 
     def __init__(self, mpi: MpiCommunicator, device: int | None = None) -> None:
         cupy, nccl = import_nccl()

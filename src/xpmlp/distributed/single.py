@@ -18,6 +18,7 @@ class SingleCommunicator(Communicator):
     """Rank 0 of a world of 1: the mean, broadcast and gathers of one rank change nothing."""
 
     name = "single"
+    captured = True  # its mean changes nothing
 
     def __init__(self) -> None:
         super().__init__(rank=0, world_size=1, local_rank=0, local_size=1)

@@ -123,7 +123,7 @@ def fit_stochastic(
     sw_dev = None if sw is None else be.asarray(sw, dtype=model.dtype)
     n_batches = -(-n // batch_size)
     state = RunState.allocate(model, n_batches)
-    loop.announce_step(model, 3, settings=True, X=X)  # mlp_.step_kind_, and why if slower
+    loop.announce_step(model, 3, X=X)  # mlp_.step_kind_, and why if slower
     l2 = be.zeros(n_batches, model.dtype)
     per_output = 1.0 if model.is_classifier or model.loss == "poisson" else Y.shape[1]
     softmax = model.activations[-1] == "softmax"

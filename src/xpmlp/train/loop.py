@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Protocol, TypedDict
 
 import numpy
 
-from ..backends.base import on_backend
+from ..backends.base import on_backend, squared_weights
 from ..backends.device_data import DeviceData, data_for
 from ..core.errors import (
     ConcurrentFitError,
@@ -70,7 +70,7 @@ from .early_stopping import EarlyStopping, Watch, early_stopping_for
 if TYPE_CHECKING:  # numpy.typing only for the checker: importing it sets numpy.typing
     from numpy.typing import ArrayLike
 
-    from ..backends.base import BatchStep
+    from ..backends.base import BatchStep, TrainingModel
     from ..core.aliases import Array, Record
     from ..core.workspace import Workspace
     from ..distributed.base import Communicator
@@ -201,12 +201,6 @@ def fused_step_for(model: MLP, X: object) -> BatchStep | None:
     return None if is_row_source(X) else model.backend.fused_step(model)
 
 
-def squared_weights(model: MLP) -> Array:
-    """||W||^2 over every layer's weights (biases excluded), a device scalar."""
-    W = model.params[: model.n_weights]
-    return model.backend.xp.dot(W, W)
-
-
 def run_epoch(
     model: MLP,
     X: Array | RowSource,
@@ -239,10 +233,28 @@ def run_epoch(
     # The CUDA backend replays a recorded step for the full batches; the rest goes on here.
     runner = (
         model.backend.epoch_runner(model)
-        if comm is None and settings is None and not is_row_source(X)
+        if (comm is None or comm.captured) and not is_row_source(X)
         else None
     )
-    done = 0 if runner is None else runner(X, Y, order, batch_size, state, lr_factor, on_batch)
+    done = 0
+    if runner is not None:
+        sample = None
+        if plan.sample_weight is not None and plan.weight_scale is not None:
+            sample = (plan.sample_weight, plan.weight_scale)
+        reduce = None if comm is None else GradientMean(comm)
+        done = runner(
+            X,
+            Y,
+            order,
+            batch_size,
+            state,
+            lr_factor,
+            on_batch,
+            plan.weight_decay,
+            sample,
+            plan.penalty,
+            reduce,
+        )
     if done == n_batches:
         return n_batches
     ws = model.workspace(min(batch_size, m_total - done * batch_size))
@@ -318,7 +330,6 @@ def batch_gradients(
 def step_kind(
     model: MLP,
     comm: Communicator | None = None,
-    settings: bool = False,
     X: object = None,
     gradients_only: bool = False,
 ) -> tuple[str, str | None]:
@@ -326,9 +337,11 @@ def step_kind(
     "cuda-eager" or "reference": the per-op path; ``Backend.step_kind``) and, where its
     backend has a faster step that this run cannot take, why not (else None). With a
     communicator the fused CPU step stays (its gradients in one call, then
-    ``reduce_gradients`` and the update); a recorded CUDA graph does not: its kernels launch
-    one by one, as with per-batch ``settings`` (``BatchSettings``) and for the step's
-    ``gradients_only`` form (``batch_gradients``). An X that is a host source of rows
+    ``reduce_gradients`` and the update); a recorded CUDA graph captures the mean when the
+    communicator's allreduce queues on the stream (``Communicator.captured``: NCCL), else its
+    kernels launch one by one (MPI), as for the step's ``gradients_only`` form
+    (``batch_gradients``). Per-batch
+    settings (``BatchSettings``) run on every fast step. An X that is a host source of rows
     (``take_rows``: a sparse X) runs op by op."""
     kind, why = model.backend.step_kind(model)
     slow = {"fused-cpu": "reference", "cuda-graph": "cuda-eager"}
@@ -338,20 +351,15 @@ def step_kind(
         )
     if kind != "cuda-graph":
         return kind, why
-    if comm is not None:
+    if comm is not None and not comm.captured:
         return "cuda-eager", (
-            "the recorded CUDA graph step has no gradient allreduce: "
-            "distributed training launches its kernels one by one"
+            f"the recorded CUDA graph step cannot capture {comm.name}'s allreduce, which "
+            "waits on the host: distributed training launches its kernels one by one"
         )
     if gradients_only:
         return "cuda-eager", (
             "the recorded CUDA graph step ends with the update, and this "
             "solver needs the gradients alone: its kernels launch one by one"
-        )
-    if settings:
-        return "cuda-eager", (
-            "the recorded CUDA graph step reads no per-batch settings "
-            "(weight decay, sample weights): its kernels launch one by one"
         )
     return kind, why
 
@@ -360,20 +368,33 @@ def announce_step(
     model: MLP,
     stacklevel: int,
     comm: Communicator | None = None,
-    settings: bool = False,
     X: object = None,
     gradients_only: bool = False,
 ) -> None:
     """Set ``model.step_kind_`` (``step_kind`` of this run) and, where the backend has a
     faster step that the run cannot take, say why in one ``StepFallbackWarning``."""
-    model.step_kind_, why = step_kind(model, comm, settings, X, gradients_only)
+    model.step_kind_, why = step_kind(model, comm, X, gradients_only)
     if why is not None:
         warnings.warn(
             f"step: {model.step_kind_} ({why})", StepFallbackWarning, stacklevel=stacklevel + 1
         )
 
 
-def reduce_gradients(model: MLP, comm: Communicator, out_stats: Array, skip: Array) -> None:
+@dataclass(frozen=True)
+class GradientMean:
+    """``reduce_gradients`` over one communicator as a callable, equal for the same
+    communicator (a recorded CUDA step that captured it is kept while it is; the model is an
+    argument, so that the recording does not keep it alive)."""
+
+    comm: Communicator
+
+    def __call__(self, model: TrainingModel, out_stats: Array, skip: Array) -> None:
+        reduce_gradients(model, self.comm, out_stats, skip)
+
+
+def reduce_gradients(
+    model: TrainingModel, comm: Communicator, out_stats: Array, skip: Array
+) -> None:
     """model.grads <- their mean over the ranks of ``comm``, with the skip decision agreed.
 
     Before the mean, a rank whose ``skip[0]`` is set (its batch loss was not finite)
@@ -626,9 +647,9 @@ def _fit(
     watch = None if stopping is None else Watch(stopping, model)
     model.best_epoch_, model.stopped_epoch_ = None, None
     if comm is None or comm.rank == 0:  # _fit, fit, on_backend, MLP.fit, the caller
-        announce_step(model, 5, comm=comm, settings=settings is not None)
+        announce_step(model, 5, comm=comm)
     else:
-        model.step_kind_ = step_kind(model, comm, settings is not None)[0]
+        model.step_kind_ = step_kind(model, comm)[0]
     for epoch in range(initial_epoch + 1, epochs + 1):
         order = be.permutation(model.rng, m_total) if shuffle else be.xp.arange(m_total)
         if m_epoch != m_total:
@@ -719,7 +740,7 @@ def _fit_epoch(
         )
     _check_diverged(model, state, epoch, diverged, agreed=comm is not None)
     # a CUDA graph may have failed to record
-    model.step_kind_ = step_kind(model, comm, settings is not None)[0]
+    model.step_kind_ = step_kind(model, comm)[0]
     return {
         "epoch": epoch,
         "loss": loss / m_total,

@@ -42,7 +42,7 @@ from ..core.init import INITIALIZERS, init_weights
 from ..core.layers import BatchNorm, Dense
 from ..core.optim import Optimizer
 from ..core.plan import StepPlan, step_plan
-from ..core.regularization import check_batch_norm, check_dropout, dropout_key
+from ..core.regularization import MaskKey, check_batch_norm, check_dropout, dropout_key
 from ..core.validation import Choice, Number, check_numeric, check_params
 from ..core.workspace import PREDICT_CHUNK, ForwardPass, Gradients, Workspace, memory_for
 from .state import TrainState
@@ -493,23 +493,42 @@ class MLP:
         ):
             return Workspace.allocate(self.backend, sizes, rows, self.dtype, self.batch_norm)
 
-    def forward_pass(self, ws: Workspace, training: bool = True) -> None:
+    def forward_pass(
+        self, ws: Workspace, training: bool = True, keys: Sequence[MaskKey] | None = None
+    ) -> None:
         """A[l + 1] = f(A[l] W^T + b) for every layer, from ws.X. ``training`` (the default:
         a backward pass follows) draws new dropout masks and normalizes with the batch's
         statistics, updating the running estimates; otherwise (prediction) there is no dropout
         and batch norm uses the running estimates. A model without either runs the same
-        kernels in both modes."""
+        kernels in both modes.
+
+        The masks' keys (kept in ``ws.keys`` for the backward pass): ``keys``, one per
+        layer, when given (a recorded step reads them on the device, ``KeyAt``, and counts
+        its steps itself), else those of the next dropout step (``dropout_key``), counted."""
         if not self._regularized:
             for layer, A_prev, Z, A in zip(self.layers, ws.A[:-1], ws.Z, ws.A[1:], strict=True):
                 layer.forward(self.backend, A_prev, Z, A)
             return
-        step = ws.dropout_step = self.dropout_steps
-        if training and any(self.dropout):
-            self.dropout_steps += 1
+        if keys is None:
+            step = self.dropout_steps
+            drawn = training and any(self.dropout)
+            if drawn:
+                self.dropout_steps += 1
+            keys = [
+                dropout_key(self.seed, step, l) if drawn and layer.dropout else 0
+                for l, layer in enumerate(self.layers)
+            ]
+        ws.keys = list(keys)
         for l, layer in enumerate(self.layers):
-            key = dropout_key(self.seed, step, l) if training and layer.dropout else 0
             layer.forward(
-                self.backend, ws.A[l], ws.Z[l], ws.A[l + 1], training, key, ws.Zhat[l], ws.stats[l]
+                self.backend,
+                ws.A[l],
+                ws.Z[l],
+                ws.A[l + 1],
+                training,
+                ws.keys[l] if training else 0,
+                ws.Zhat[l],
+                ws.stats[l],
             )
 
     def compute_gradients(self, ws: Workspace, out_stats: Array, skip: Array) -> None:
@@ -567,7 +586,6 @@ class MLP:
                     ws.delta[l - 1] if l > 0 else None,
                 )
                 continue
-            key = dropout_key(self.seed, ws.dropout_step, l) if layer.dropout else 0
             layer.backward(
                 self.backend,
                 ws.delta[l],
@@ -576,7 +594,7 @@ class MLP:
                 ws.A[l],
                 ws.delta[l],
                 ws.delta[l - 1] if l > 0 else None,
-                key,
+                ws.keys[l] if layer.dropout else 0,
                 ws.Zhat[l],
                 ws.stats[l],
             )
