@@ -352,6 +352,40 @@ def test_the_estimators_on_the_cuda_backend_under_the_simulator() -> None:
     np.testing.assert_allclose(graphed.loss_curve_, cpu.loss_curve_, rtol=1e-10)
 
 
+@pytest.mark.cuda
+def test_the_estimators_take_the_recorded_step_on_a_gpu() -> None:
+    """On a GPU: weighted adam with its per-batch rows captured in the CUDA graph, as the
+    launch-by-launch step."""
+    from xpmlp.backends.cuda_probe import probe_cuda
+
+    probe = probe_cuda()
+    if not probe.usable:
+        pytest.skip(f"CUDA is not usable here: {probe.reason}")
+    from xpmlp.backends.cuda_backend import CudaBackend
+
+    X, y = _blobs(60)
+    sw = np.random.default_rng(5).uniform(0.1, 2.0, X.shape[0])
+    fits = []
+    for graphs in (True, False):
+        est = MLPClassifier(
+            hidden_layer_sizes=(6,),
+            solver="adam",
+            max_iter=2,
+            batch_size=16,
+            random_state=0,
+            alpha=0.01,
+            backend=CudaBackend(graphs=graphs),
+            dtype="float64",
+        )
+        fits.append(est.fit(X, y, sample_weight=sw))
+    graphed, eager = fits
+    assert graphed.mlp_.step_kind_ == "cuda-graph"
+    assert graphed.mlp_.backend.graph_error is None
+    for got, want in zip(graphed.coefs_, eager.coefs_, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(graphed.loss_curve_, eager.loss_curve_, rtol=1e-10)
+
+
 # ---------------------------------------------------------------------- MLP.fit(sample_weight=)
 def _weighted_fit(backend, w, lr=0.1, optimizer="sgd", **options):
     X, y = _problem("softmax", "cross_entropy", "float64")

@@ -358,6 +358,7 @@ def test_nccl_with_one_rank_trains_exactly_as_without(tmp_path: Path) -> None:
     result = json.loads(out.read_text())
     assert result["communicator"] == "nccl"
     assert result["max_weight_difference"] <= 1e-12
+    assert (result["step"], result["graph_error"]) == ("cuda-graph", None)
 
 
 @pytest.mark.cuda
@@ -543,7 +544,12 @@ def scenario_nccl_smoke(args: argparse.Namespace, comm: Any) -> dict[str, Any]:
     joined, alone = xpmlp.MLP(LAYERS, **kw), xpmlp.MLP(LAYERS, **kw)
     joined.fit(X, y, epochs=2, batch_size=BATCH, shuffle=False, comm=comm)
     alone.fit(X, y, epochs=2, batch_size=BATCH, shuffle=False)
-    return {"communicator": comm.name, "max_weight_difference": max_difference(joined, alone)}
+    return {
+        "communicator": comm.name,
+        "max_weight_difference": max_difference(joined, alone),
+        "step": joined.step_kind_,  # NCCL's allreduce captured in the recorded step
+        "graph_error": getattr(joined.backend, "graph_error", None),
+    }
 
 
 SCENARIOS = {

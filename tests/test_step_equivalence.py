@@ -16,7 +16,8 @@ The full product of the factors is 6 x 5 x 8 x 4 x 2 = 1920 fits, and each disti
 each). ``CASES`` is a covering design instead: every value of every factor appears, each
 dropout and batch-norm pattern meets several activations and optimizers, and each gradient
 option meets several patterns. The same cases hold the fused step to the reference backend
-(array code, the oracle) to 1e-12 in float64 and 1e-5 relative in float32.
+(array code, the oracle) to 1e-12 in float64 and 1e-5 relative in float32, and the CUDA
+backend's recorded step too (under Numba's CUDA simulator, marker ``cudasim``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import pytest
 
 from xpmlp import MLP
 from xpmlp.backends.base import Backend
+from xpmlp.backends.cuda_probe import simulator_enabled
 from xpmlp.backends.numpy_backend import FusedStep, NumpyBackend
 from xpmlp.core.optim import SGD, Adagrad, Adam, RMSprop
 
@@ -95,7 +97,7 @@ def _case_data(case: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _fit(
-    fused: bool,
+    fused: bool | Backend,
     act: str,
     optimizer: str,
     pattern: str,
@@ -104,12 +106,14 @@ def _fit(
     X: np.ndarray,
     y: np.ndarray,
 ) -> MLP:
+    """The case's model after two epochs on ``NumpyBackend(fused=fused)`` (or on ``fused``,
+    a backend)."""
     model = MLP(
         SIZES,
         activation=act,
         optimizer=OPTIMIZERS[optimizer](**GRADIENTS[gradients]),
         dtype=dtype,
-        backend=NumpyBackend(fused=fused),
+        backend=fused if isinstance(fused, Backend) else NumpyBackend(fused=fused),
         seed=7,
         **PATTERNS[pattern],
     )
@@ -190,23 +194,45 @@ def test_the_fused_step_trains_as_the_reference_loop(
     (``_compared_arrays``)."""
     X, y = _case_data((act, optimizer, pattern, gradients, dtype))
     fused = _fit(True, act, optimizer, pattern, gradients, dtype, X, y)
-    reference = MLP(
-        SIZES,
-        activation=act,
-        optimizer=OPTIMIZERS[optimizer](**GRADIENTS[gradients]),
-        dtype=dtype,
-        backend=Backend(np),
-        seed=7,
-        **PATTERNS[pattern],
-    )
-    reference.fit(X, y, epochs=2, batch_size=BATCH)
-    assert (fused.step_kind_, reference.step_kind_) == ("fused-cpu", "reference")
+    assert fused.step_kind_ == "fused-cpu"
+    _assert_as_the_reference_loop(fused, act, optimizer, pattern, gradients, dtype, X, y)
+
+
+def _assert_as_the_reference_loop(model: MLP, *case: object) -> None:
+    """``model`` holds the arrays (``_compared_arrays``) of the reference backend's model
+    of the same case after the same six steps: 1e-12 in float64, 1e-5 of each array's
+    largest entry in float32."""
+    reference = _fit(Backend(np), *case)  # type: ignore[arg-type]
+    assert reference.step_kind_ == "reference"
     want = _compared_arrays(reference)
-    for name, got in _compared_arrays(fused).items():
+    for name, got in _compared_arrays(model).items():
         # float32: 1e-5 of each array's largest magnitude (rounding accumulates in the
         # small entries of an array: an absolute error, not one relative to each entry)
-        atol = 1e-5 * float(np.abs(want[name]).max()) if dtype == "float32" else 1e-12
+        got = model.backend.to_numpy(got)
+        atol = 1e-5 * float(np.abs(want[name]).max()) if model.dtype == np.float32 else 1e-12
         np.testing.assert_allclose(got, want[name], rtol=0.0, atol=atol, err_msg=name)
+
+
+@pytest.mark.cudasim
+@pytest.mark.skipif(
+    not simulator_enabled(), reason="needs NUMBA_ENABLE_CUDASIM=1 (run with -m cudasim)"
+)
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the dropout hash
+@each_case
+def test_the_recorded_cuda_step_trains_as_the_reference_loop(
+    act, optimizer, pattern, gradients, dtype
+) -> None:
+    """The CUDA backend's recorded step (its logic under Numba's simulator: the step a CUDA
+    graph replays, with every per-batch value read on the device) against the reference
+    loop, as the fused CPU step is held to it."""
+    from xpmlp.backends.cuda_sim import SimulatedCudaBackend
+
+    X, y = _case_data((act, optimizer, pattern, gradients, dtype))
+    backend = SimulatedCudaBackend(graphs=True)
+    recorded = _fit(backend, act, optimizer, pattern, gradients, dtype, X, y)
+    assert recorded.step_kind_ == "cuda-graph"
+    assert backend.epoch_runner(recorded).recordings == 1
+    _assert_as_the_reference_loop(recorded, act, optimizer, pattern, gradients, dtype, X, y)
 
 
 def test_a_wrong_dropout_key_is_caught() -> None:

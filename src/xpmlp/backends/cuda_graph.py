@@ -16,6 +16,13 @@ the device:
   the NumPy backend's fused step reads too); ``record_batch``, the step's last
   kernel, stores the batch's loss sum and correct count in
   ``batch_stats[counter]`` and adds 1 to the counter;
+- with the estimators' settings (``loop.BatchSettings``): each sample's weight
+  times its batch's factor, per position of the epoch's order (``SampleWeights``,
+  gathered per batch through the counter), and ``store_at`` puts ||W||^2 of the
+  weights a batch's forward pass uses into its row of the caller's ``penalty``;
+- with a communicator whose allreduce only queues work on the stream
+  (``Communicator.captured``: NCCL), the gradients' mean sits in the recording
+  between the backward pass and the update;
 - the epoch's order is copied into a buffer of the plan once per epoch, so the
   recorded step always reads the same address.
 
