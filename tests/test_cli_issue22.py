@@ -262,6 +262,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (["--optimizer", "adam"], "--optimizer adam but the checkpoint has momentum"),
         (["--lr", "0.5"], "--lr 0.5 but the checkpoint has 0.05"),
         (["--dtype", "float64"], "--dtype float64 but the checkpoint has float32"),
+        (["--precision", "tf32"], "--precision tf32 but the checkpoint has fp32"),
         (["--dropout", "0.2"], "--dropout 0.2 but the checkpoint has 0.1"),
         (["--batch-norm"], "--batch-norm on but the checkpoint has off"),
         (["--clip-norm", "1"], "--clip-norm 1 but the checkpoint has 2"),

@@ -28,8 +28,10 @@ import numpy
 from ..core.activations import ACTIVATIONS, Activation
 from ..core.aliases import Array as Array  # re-exported: the backends import it from here
 from ..core.aliases import ArrayModule, Generator
+from ..core.errors import ParameterError
 from ..core.losses import LOSSES, Loss, correct
 from ..core.regularization import MaskKey, dropout_keep_mask, dropout_key
+from ..core.validation import PRECISIONS
 
 if TYPE_CHECKING:  # numpy.typing only for the checker: importing it sets numpy.typing
     from numpy.typing import ArrayLike, DTypeLike
@@ -49,6 +51,8 @@ class HasBackend(Protocol):
 
     @property
     def backend(self) -> Backend: ...
+    @property
+    def precision(self) -> str: ...
 
 
 _Owner = TypeVar("_Owner", bound=HasBackend)
@@ -60,11 +64,12 @@ def on_backend(
     method: Callable[Concatenate[_Owner, _Params], _Result],
 ) -> Callable[Concatenate[_Owner, _Params], _Result]:
     """Run the method of an object with a ``backend`` (a model) with that backend active: its
-    device and stream current."""
+    device and stream current, its products at the object's ``precision``."""
 
     @functools.wraps(method)
     def run(self: _Owner, /, *args: _Params.args, **kwargs: _Params.kwargs) -> _Result:
-        with self.backend.activate():
+        backend = self.backend
+        with backend.activate(), backend.compute_precision(self.precision):
             return method(self, *args, **kwargs)
 
     return run
@@ -328,6 +333,45 @@ class Backend:
 
     def zeros(self, shape: Shape, dtype: DTypeLike) -> Array:
         return self.xp.zeros(shape, dtype=dtype)
+
+    #: the compute precisions of this backend's products (``MLP(precision=)``; the names of
+    #: ``xpmlp.core.validation.PRECISIONS``): FP32 only, but on NVIDIA tensor cores
+    precisions: tuple[str, ...] = ("fp32",)
+
+    def check_precision(self, precision: object, dtype: DTypeLike) -> str:
+        """``precision`` (``MLP(precision=)``) if this backend computes products of ``dtype``
+        parameters at it; ``ParameterError`` saying what was asked and what is possible
+        otherwise."""
+        if precision not in PRECISIONS:
+            raise ParameterError(
+                f"precision={precision!r} is not valid; expected one of "
+                f"{', '.join(map(repr, PRECISIONS))}"
+            )
+        if precision != "fp32" and numpy.dtype(dtype) != numpy.float32:
+            raise ParameterError(
+                f"precision={precision!r} rounds the products of float32 parameters; "
+                f"dtype={numpy.dtype(dtype).name!r} computes in float64: use "
+                "precision='fp32' (the default) with float64, or dtype='float32'"
+            )
+        if precision == "bf16" and precision not in self.precisions:
+            raise ParameterError(
+                "precision='bf16' is not available yet: no backend computes BF16 products "
+                "(their GEMMs and the kernels on BF16 activations are not written); use "
+                "'fp32', or 'tf32' on the cuda backend"
+            )
+        if precision not in self.precisions:
+            raise ParameterError(
+                f"precision={precision!r} is not available on the {self.name} backend, which "
+                f"computes in {' or '.join(self.precisions)} (TF32 needs NVIDIA tensor cores: "
+                "backend='cuda')"
+            )
+        return str(precision)
+
+    def compute_precision(self, precision: str) -> contextlib.AbstractContextManager[None]:
+        """A context in which this backend's products run at ``precision`` (one of
+        ``precisions``, checked by ``check_precision``; ``on_backend`` enters it with the
+        model's). FP32 everywhere here."""
+        return contextlib.nullcontext()
 
     def deterministic(self) -> contextlib.AbstractContextManager[None]:
         """A context in which results depend only on the inputs: not on the thread count, the

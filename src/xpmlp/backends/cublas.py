@@ -15,7 +15,9 @@ strides into cuBLAS's (op, m, n, k, ld) without copying anything; it is plain
 Python, tested on the CPU against a column-major product written in NumPy.
 
 Float32 products use ``cublasSgemm`` with the default math mode: true FP32 (no
-TF32), as ``cupy.matmul`` does unless CUPY_TF32=1.
+TF32), as ``cupy.matmul`` does unless CUPY_TF32=1; ``set_precision("tf32")`` lets
+cuBLAS round their inputs to TF32 on the tensor cores (accumulating in FP32:
+``MLP(precision="tf32")``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ if TYPE_CHECKING:
 OP_N, OP_T = 0, 1
 #: cublasMath_t CUBLAS_DEFAULT_MATH: FP32 products stay FP32
 DEFAULT_MATH = 0
+#: cublasMath_t CUBLAS_TF32_TENSOR_OP_MATH: FP32 products on TF32 tensor cores
+TF32_MATH = 3
+#: the math mode of each compute precision a handle offers (``CublasHandle.set_precision``)
+MATH_MODES = {"fp32": DEFAULT_MATH, "tf32": TF32_MATH}
 #: the workspace the handle gets (NVIDIA's recommendation for Hopper)
 WORKSPACE_BYTES = 32 << 20
 
@@ -143,6 +149,11 @@ class CublasHandle:
     def _check(status: int, what: str) -> None:
         if status != 0:
             raise CublasError(f"{what} returned cuBLAS status {status}")
+
+    def set_precision(self, precision: str) -> None:
+        """The math mode of the handle's next products: ``MATH_MODES[precision]``."""
+        mode = MATH_MODES[precision]
+        self._check(self._lib.cublasSetMathMode(self._handle, mode), "cublasSetMathMode")
 
     def gemm(self, a: Array, b: Array, out: Array) -> None:
         """out = a @ b on the handle's stream (no allocation, no synchronization)."""

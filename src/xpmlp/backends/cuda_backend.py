@@ -497,6 +497,9 @@ class CudaBackend(CudaKernelOps):  # pragma: no cover - needs a GPU (tests marke
     """CuPy arrays on an NVIDIA GPU, with fused Numba CUDA kernels on one non-blocking stream."""
 
     name = "cuda"
+    #: TF32 through the own cuBLAS handle's math mode (``compute_precision``); BF16 products
+    #: and activations are not written yet
+    precisions = ("fp32", "tf32")
 
     def __init__(
         self, device: int | None = None, graphs: bool | None = None, gemm: str | None = None
@@ -532,6 +535,7 @@ class CudaBackend(CudaKernelOps):  # pragma: no cover - needs a GPU (tests marke
         self._own_blas: CublasHandle | None = None  # made when needed
         self._gemm: CublasHandle | None = self._cublas_handle() if gemm == "cublas" else None
         self.graph_error: str | None = None  # why recording a step failed, if it did
+        self._precision = "fp32"  # of the products now (``compute_precision``)
 
     def _cublas_handle(self) -> CublasHandle:
         """xpmlp's cuBLAS handle on the backend's stream (made on first use)."""
@@ -540,6 +544,28 @@ class CudaBackend(CudaKernelOps):  # pragma: no cover - needs a GPU (tests marke
 
             self._own_blas = CublasHandle(self._cupy, self.stream)
         return self._own_blas
+
+    @contextlib.contextmanager
+    def compute_precision(self, precision: str) -> Iterator[None]:
+        """Products at ``precision`` inside: "fp32" as the backend's ``gemm`` says; "tf32"
+        through the own cuBLAS handle in its TF32 tensor-op math mode (``cupy.matmul`` has
+        no per-call TF32), recordings included. Nested contexts restore the outer one's."""
+        outer, gemm = self._precision, self._gemm
+        if precision == outer:
+            yield
+            return
+        handle = self._cublas_handle() if precision != "fp32" or self._own_blas else None
+        if handle is not None:
+            handle.set_precision(precision)
+        self._precision = precision
+        if precision != "fp32":
+            self._gemm = handle
+        try:
+            yield
+        finally:
+            self._precision, self._gemm = outer, gemm
+            if handle is not None:
+                handle.set_precision(outer)
 
     def matmul(self, a: Array, b: Array, out: Array) -> None:
         if self._gemm is None:

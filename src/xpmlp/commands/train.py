@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
 from ..core.errors import ParameterError, XpmlpError
+from ..core.validation import PRECISIONS
 
 if TYPE_CHECKING:
     import numpy
@@ -242,6 +243,13 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--dtype", choices=("float32", "float64"), default=d["dtype"])
     p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="compute precision of the matrix products: fp32 (default); tf32 on NVIDIA "
+        "tensor cores (--backend cuda); weights stay in --dtype",
+    )
+    p.add_argument(
         "--limit",
         type=_positive_int,
         default=None,
@@ -430,6 +438,7 @@ RESUME_FIXED = (
     "--weight-decay",
     "--seed",
     "--dtype",
+    "--precision",
     "--dropout",
     "--batch-norm",
     "--l1",
@@ -774,6 +783,8 @@ def _train(args: argparse.Namespace, comm: Communicator, threads: int | None = N
     )
     resumed = _resumed_model(args, backend)
     dtype = args.dtype if resumed is None else resumed.dtype.name
+    if resumed is None:  # before the data: --precision that the backend lacks stops here
+        backend.check_precision(args.precision, dtype)
     data = load_mnist(args.data_dir, download=not args.no_download, progress=not quiet)
     x_train, y_train = data.x_train, data.y_train
     if args.limit is not None:
@@ -802,6 +813,7 @@ def _train(args: argparse.Namespace, comm: Communicator, threads: int | None = N
             dropout=args.dropout,
             batch_norm=args.batch_norm,
             deterministic=args.deterministic,
+            precision=args.precision,
             **gradient,
         )
     else:
@@ -908,6 +920,7 @@ def _train(args: argparse.Namespace, comm: Communicator, threads: int | None = N
                 "loss": model.loss,
                 "optimizer": model.optimizer.describe(),
                 "dtype": model.dtype.name,
+                "precision": model.precision,
                 "dropout": model.dropout,
                 "batch_norm": model.batch_norm,
             },
@@ -1067,6 +1080,7 @@ def _checkpoint_options(model: MLP) -> dict[str, object]:
         "weight_decay": opt.weight_decay,
         "seed": model.seed,
         "dtype": model.dtype.name,
+        "precision": model.precision,
         "dropout": dropout[0] if len(set(dropout)) <= 1 and dropout else dropout,
         "batch_norm": any(model.batch_norm),
         "l1": opt.l1,

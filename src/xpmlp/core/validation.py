@@ -21,6 +21,13 @@ if TYPE_CHECKING:
 
     from .aliases import Array, ArrayModule
 
+#: the compute precisions of a model's matrix products (``MLP(precision=)``): "fp32" (IEEE
+#: single precision, the default; float64 models compute in float64), "tf32" (inputs rounded
+#: to TF32's 10-bit mantissa on NVIDIA tensor cores, FP32 accumulation), "bf16" (bfloat16
+#: inputs); parameters and optimizer state stay in the model's dtype. Which a backend offers:
+#: ``Backend.precisions``.
+PRECISIONS = ("fp32", "tf32", "bf16")
+
 
 class Constraint:
     """What a hyperparameter's value must be: ``check`` raises ``ParameterError`` naming the

@@ -23,6 +23,7 @@ from sklearn.utils.validation import check_is_fitted
 from ..backends import BACKEND_NAMES
 from ..backends.device_data import DeviceData
 from ..core.errors import BackendUnavailableError
+from ..core.validation import PRECISIONS
 from ..train.model import MLP
 from . import network
 from .data import (
@@ -84,6 +85,7 @@ PARAMETER_CONSTRAINTS: dict[str, list[object]] = {
     "deterministic": ["boolean"],
     "dropout": [Interval(Real, 0, 1, closed="left"), "array-like"],
     "batch_norm": ["boolean", "array-like"],
+    "precision": [StrOptions(set(PRECISIONS))],
 }
 
 
@@ -125,6 +127,7 @@ class BaseMLP(BaseEstimator):
         deterministic: bool = False,
         dropout: float | Sequence[float] = 0.0,
         batch_norm: bool | Sequence[bool] = False,
+        precision: str = "fp32",
     ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -156,6 +159,7 @@ class BaseMLP(BaseEstimator):
         self.deterministic = deterministic
         self.dropout = dropout
         self.batch_norm = batch_norm
+        self.precision = precision
 
     # ------------------------------------------------------------------ fitted attributes
     def __sklearn_is_fitted__(self) -> bool:
@@ -186,7 +190,9 @@ class BaseMLP(BaseEstimator):
             and ("coefs_" in self.__dict__ or "intercepts_" in self.__dict__)
         )
         first_pass = fresh or not hasattr(self, "mlp_")
-        dtype = self.dtype if self.dtype is not None else input_dtype(X)
+        dtype = self.dtype
+        if dtype is None:  # scikit-learn's rule; a reduced precision rounds float32 products
+            dtype = input_dtype(X) if self.precision == "fp32" else "float32"
         data = X if isinstance(X, DeviceData) else None
         if data is not None:
             y = targets_of(data, y)
@@ -218,6 +224,7 @@ class BaseMLP(BaseEstimator):
             data.check_for(model)
         with (
             model.backend.activate(),
+            model.backend.compute_precision(model.precision),
             model.backend.deterministic() if self.deterministic else contextlib.nullcontext(),
         ):
             if not first_pass:

@@ -50,7 +50,8 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     scikit-learn, else float32). X may be dense or SciPy sparse (CSR, CSC).
 
     Beyond scikit-learn: ``deterministic`` (True: the same bits at any thread count, as
-    ``MLP(deterministic=True)``), ``dropout`` and ``batch_norm`` (as ``MLP``'s),
+    ``MLP(deterministic=True)``), ``dropout``, ``batch_norm`` and ``precision`` (as ``MLP``'s;
+    with a reduced precision and ``dtype=None``, float32),
     ``class_weight``, ``early_stopping_metric`` ("score" or "loss"), ``callbacks`` (each
     ``cb(estimator, info)`` after every iteration; True stops), ``validation_loss_curve_``,
     learning-rate schedules for adam, a progress bar with verbose=2. See docs/estimators.md.
@@ -95,6 +96,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         deterministic: bool = False,
         dropout: float | Sequence[float] = 0.0,
         batch_norm: bool | Sequence[bool] = False,
+        precision: str = "fp32",
     ) -> None:
         super().__init__(
             hidden_layer_sizes,
@@ -127,6 +129,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             deterministic=deterministic,
             dropout=dropout,
             batch_norm=batch_norm,
+            precision=precision,
         )
         self.class_weight = class_weight
 

@@ -105,6 +105,7 @@ def build(
         dtype=dtype,
         backend=est.backend,
         deterministic=bool(est.deterministic),
+        precision=est.precision,
         dropout=_per_layer(est.dropout),
         batch_norm=_per_layer(est.batch_norm),
         seed=dropout_seed(est.random_state),

@@ -73,6 +73,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         deterministic: bool = False,
         dropout: float | Sequence[float] = 0.0,
         batch_norm: bool | Sequence[bool] = False,
+        precision: str = "fp32",
     ) -> None:
         super().__init__(
             hidden_layer_sizes,
@@ -105,6 +106,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
             deterministic=deterministic,
             dropout=dropout,
             batch_norm=batch_norm,
+            precision=precision,
         )
         self.loss = loss
 

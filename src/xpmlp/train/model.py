@@ -159,6 +159,13 @@ class MLP:
         (``xpmlp.machine.blas.DETERMINISTIC_THREADS``, whatever ``--threads`` says); the GPU's
         kernels sum in a fixed order always (no atomics). Default False: BLAS uses the
         process's threads, and a seed gives the same bits at the same thread count.
+    precision : {"fp32", "tf32", "bf16"}
+        The compute precision of the matrix products (``xpmlp.core.validation.PRECISIONS``):
+        "fp32" (default); "tf32" on NVIDIA tensor cores (inputs rounded to a 10-bit
+        mantissa, FP32 sums; the cuda backend). Parameters, gradients and optimizer state
+        stay in ``dtype`` (FP32 master weights). A precision the backend does not offer
+        (``Backend.precisions``: the numpy backend computes in fp32 only; bf16 is not
+        written yet) is a ``ParameterError``.
 
     After training: ``history_`` (a record per epoch), ``epoch_`` (epochs trained),
     ``steps_`` (optimizer steps), ``lr_schedule_`` (the last fit's schedule position) and
@@ -193,6 +200,7 @@ class MLP:
         dropout: float | Sequence[float] = 0.0,
         batch_norm: bool | Sequence[bool] = False,
         deterministic: bool = False,
+        precision: str = "fp32",
     ) -> None:
         sizes = check_layer_sizes(layer_sizes)
         loss_entry = losses.LOSSES.check("loss", loss)
@@ -225,6 +233,7 @@ class MLP:
         self.deterministic = bool(deterministic)
         self.backend = get_backend(backend, device=device)
         self.dtype = self.backend.xp.dtype(str(dtype))
+        self.precision = self.backend.check_precision(precision, self.dtype)
         with (
             self.backend.activate(),
             memory_for(
@@ -406,8 +415,10 @@ class MLP:
         return self.layer_sizes[-1]
 
     def __repr__(self) -> str:
-        extra = (f"dropout={self.dropout}, " if any(self.dropout) else "") + (
-            f"batch_norm={self.batch_norm}, " if any(self.batch_norm) else ""
+        extra = (
+            (f"dropout={self.dropout}, " if any(self.dropout) else "")
+            + (f"batch_norm={self.batch_norm}, " if any(self.batch_norm) else "")
+            + (f"precision={self.precision!r}, " if self.precision != "fp32" else "")
         )
         return (
             f"MLP({self.layer_sizes}, activations={self.activations}, loss={self.loss!r}, "

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import reprlib
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +31,7 @@ import numpy
 from .._version import __version__
 from ..core.architecture import parameter_count
 from ..core.errors import BackendUnavailableError, DataFileError
+from ..core.validation import PRECISIONS
 from .checkpoint import Meta, check_training, restore_training, training_arrays, training_meta
 
 if TYPE_CHECKING:
@@ -65,6 +67,8 @@ def model_record(model: MLP) -> tuple[Meta, dict[str, numpy.ndarray]]:
     }
     if model.deterministic:
         meta["deterministic"] = True
+    if model.precision != "fp32":
+        meta["precision"] = model.precision
     if any(model.dropout) or any(model.batch_norm):
         meta.update(
             dropout=model.dropout, batch_norm=model.batch_norm, dropout_steps=ts.dropout_step
@@ -240,6 +244,7 @@ def _model_from_meta(
             dropout=meta.get("dropout", 0.0),
             batch_norm=meta.get("batch_norm", False),
             deterministic=meta.get("deterministic", False) is True,
+            precision=_precision_on(meta.get("precision", "fp32"), backend, path),
         )
     except (ValueError, TypeError, OverflowError) as exc:
         raise DataFileError(f"{path}: the metadata describes no valid model ({exc})") from None
@@ -250,6 +255,23 @@ def _model_from_meta(
         ts.params[...] = model.backend.asarray(params, dtype=model.dtype)
     ts.history = list(meta.get("history", []))
     return model
+
+
+def _precision_on(precision: object, backend: Backend, path: Path | str) -> str:
+    """The saved compute precision, or "fp32" where ``backend`` does not offer it (a model
+    trained with TF32 on a GPU, loaded on the CPU: a ``UserWarning`` says so); any other
+    string is left to ``MLP``'s check."""
+    if not isinstance(precision, str):
+        raise DataFileError(f"{path}: precision={precision!r} in the metadata is not a name")
+    if precision in PRECISIONS and precision not in backend.precisions:
+        warnings.warn(
+            f"{path}: the model was trained with precision={precision!r}, which the "
+            f"{backend.name} backend does not offer; it runs with precision='fp32'",
+            UserWarning,
+            stacklevel=4,
+        )
+        return "fp32"
+    return precision
 
 
 def _check_registered(meta: Meta, path: Path | str) -> None:
