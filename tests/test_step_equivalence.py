@@ -105,9 +105,10 @@ def _fit(
     dtype: str,
     X: np.ndarray,
     y: np.ndarray,
+    comm: object = None,
 ) -> MLP:
     """The case's model after two epochs on ``NumpyBackend(fused=fused)`` (or on ``fused``,
-    a backend)."""
+    a backend), trained through the communicator ``comm`` if one is given."""
     model = MLP(
         SIZES,
         activation=act,
@@ -117,7 +118,7 @@ def _fit(
         seed=7,
         **PATTERNS[pattern],
     )
-    model.fit(X, y, epochs=2, batch_size=BATCH)
+    model.fit(X, y, epochs=2, batch_size=BATCH, comm=comm)
     return model
 
 
@@ -198,6 +199,24 @@ def test_the_fused_step_trains_as_the_reference_loop(
     _assert_as_the_reference_loop(fused, act, optimizer, pattern, gradients, dtype, X, y)
 
 
+@each_case
+def test_distributed_training_takes_the_fused_steps_bits(
+    act, optimizer, pattern, gradients, dtype
+) -> None:
+    """Through a communicator (one rank): the fused step's gradient-only form, the mean over
+    the ranks and the update give the bits of the undistributed fused step."""
+    import xpmlp.distributed as xd
+
+    case = (act, optimizer, pattern, gradients, dtype)
+    X, y = _case_data(case)
+    joined = _fit(True, *case, X, y, comm=xd.init("single"))
+    alone = _fit(True, *case, X, y)
+    assert joined.step_kind_ == "fused-cpu"
+    np.testing.assert_array_equal(joined.params, alone.params)
+    np.testing.assert_array_equal(joined.optimizer.state, alone.optimizer.state)
+    np.testing.assert_array_equal(joined.running_var, alone.running_var)
+
+
 def _assert_as_the_reference_loop(model: MLP, *case: object) -> None:
     """``model`` holds the arrays (``_compared_arrays``) of the reference backend's model
     of the same case after the same six steps: 1e-12 in float64, 1e-5 of each array's
@@ -225,6 +244,7 @@ def test_the_recorded_cuda_step_trains_as_the_reference_loop(
     """The CUDA backend's recorded step (its logic under Numba's simulator: the step a CUDA
     graph replays, with every per-batch value read on the device) against the reference
     loop, as the fused CPU step is held to it."""
+    import xpmlp.distributed as xd
     from xpmlp.backends.cuda_sim import SimulatedCudaBackend
 
     X, y = _case_data((act, optimizer, pattern, gradients, dtype))
@@ -233,6 +253,16 @@ def test_the_recorded_cuda_step_trains_as_the_reference_loop(
     assert recorded.step_kind_ == "cuda-graph"
     assert backend.epoch_runner(recorded).recordings == 1
     _assert_as_the_reference_loop(recorded, act, optimizer, pattern, gradients, dtype, X, y)
+    # with a communicator whose mean the recording holds (as NCCL's): the same bits
+    joined = _fit(
+        SimulatedCudaBackend(graphs=True),
+        *(act, optimizer, pattern, gradients, dtype),
+        X,
+        y,
+        comm=xd.init("single"),
+    )
+    assert joined.step_kind_ == "cuda-graph"
+    np.testing.assert_array_equal(joined.params, recorded.params)
 
 
 def test_a_wrong_dropout_key_is_caught() -> None:
