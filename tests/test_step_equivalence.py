@@ -22,6 +22,8 @@ backend's recorded step too (under Numba's CUDA simulator, marker ``cudasim``).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -122,6 +124,13 @@ def _fit(
     return model
 
 
+@functools.cache
+def _fused_fit(case: tuple[str, ...]) -> MLP:
+    """The case's model fitted on the fused step, once per case for the tests that read it
+    (none changes it)."""
+    return _fit(True, *case, *_case_data(case))
+
+
 def _history(model: MLP) -> list[dict[str, object]]:
     return [
         {k: v for k, v in r.items() if k not in ("seconds", "samples_per_s", "step")}
@@ -147,7 +156,7 @@ def test_the_fused_step_trains_as_the_per_op_path(
     act, optimizer, pattern, gradients, dtype
 ) -> None:
     X, y = _case_data((act, optimizer, pattern, gradients, dtype))
-    fused = _fit(True, act, optimizer, pattern, gradients, dtype, X, y)
+    fused = _fused_fit((act, optimizer, pattern, gradients, dtype))
     per_op = _fit(False, act, optimizer, pattern, gradients, dtype, X, y)
     assert isinstance(fused.backend.fused_step(fused), FusedStep)  # the fused step ran
     assert (fused.step_kind_, per_op.step_kind_) == ("fused-cpu", "reference")
@@ -194,7 +203,7 @@ def test_the_fused_step_trains_as_the_reference_loop(
     1e-12 in float64, 1e-5 relative to each array's largest entry in float32
     (``_compared_arrays``)."""
     X, y = _case_data((act, optimizer, pattern, gradients, dtype))
-    fused = _fit(True, act, optimizer, pattern, gradients, dtype, X, y)
+    fused = _fused_fit((act, optimizer, pattern, gradients, dtype))
     assert fused.step_kind_ == "fused-cpu"
     _assert_as_the_reference_loop(fused, act, optimizer, pattern, gradients, dtype, X, y)
 
@@ -210,7 +219,7 @@ def test_distributed_training_takes_the_fused_steps_bits(
     case = (act, optimizer, pattern, gradients, dtype)
     X, y = _case_data(case)
     joined = _fit(True, *case, X, y, comm=xd.init("single"))
-    alone = _fit(True, *case, X, y)
+    alone = _fused_fit(case)
     assert joined.step_kind_ == "fused-cpu"
     np.testing.assert_array_equal(joined.params, alone.params)
     np.testing.assert_array_equal(joined.optimizer.state, alone.optimizer.state)
