@@ -379,3 +379,37 @@ def test_the_torch_row_builds_batch_norm_and_dropout_as_xpmlp_does():
     row.set_order(np.arange(64))
     row.train()
     assert 0.0 <= row.accuracy() <= 1.0 and not row.net.training
+
+
+def test_the_compiled_torch_row_trains_as_the_eager_one_from_the_shared_init():
+    """``torch.compile`` (run here on the CPU; the "torch-compile" row is its CUDA form):
+    its compile is timed into ``setup_seconds``, training starts from the shared init (the
+    warm-up steps are rewound), and two passes give the eager row's parameters to rounding."""
+    torch = pytest.importorskip("torch")
+
+    from xpmlp_bench.data import synthetic
+    from xpmlp_bench.peers import TorchCompileRow, TorchRow
+    from xpmlp_bench.rows import ModelSpec, initial_weights
+
+    spec = ModelSpec((12, 8, 3), 16, "adam", 0.01)
+    init = initial_weights(spec, 0)
+    data = synthetic(n_train=40, n_test=16, n_features=12, n_classes=3)
+    compiled, eager = TorchCompileRow("cpu"), TorchRow("cpu")
+    assert compiled.name == "torch-compile-cpu"
+    for row in (compiled, eager):
+        row.prepare(spec, init, data)
+    assert compiled.setup_seconds is not None and compiled.setup_seconds > 0
+    assert eager.setup_seconds is None
+    first = [m for m in compiled.net if isinstance(m, torch.nn.Linear)][0]
+    np.testing.assert_array_equal(first.weight.detach().numpy(), init[0][0])  # rewound
+    assert all(
+        not isinstance(v, torch.Tensor) or not v.any()
+        for state in compiled.opt.state.values()
+        for v in state.values()
+    )
+    for row in (compiled, eager):
+        for order in (np.arange(40), np.arange(40)[::-1].copy()):  # 16 + 16 + 8 rows
+            row.set_order(order)
+            row.train()
+    for a, b in zip(compiled.net.parameters(), eager.net.parameters(), strict=True):
+        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-4, atol=1e-5)

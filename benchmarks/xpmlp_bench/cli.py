@@ -25,6 +25,8 @@ ROW_NAMES = (
     "xpmlp-cuda-eager",
     "torch-cpu",
     "torch-cuda",
+    "torch-cuda-graph",
+    "torch-compile",
     "sklearn",
     "numpy-plain",
 )

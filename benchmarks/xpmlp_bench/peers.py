@@ -1,4 +1,7 @@
-"""The peer rows: PyTorch eager (CPU, CUDA) and scikit-learn's MLPClassifier.
+"""The peer rows: PyTorch eager (CPU, CUDA), PyTorch with the step captured as a CUDA graph
+and with ``torch.compile(mode="reduce-overhead")`` (what a GPU user would pick for a small
+MLP; their compile and capture time is reported separately, ``setup_seconds``), and
+scikit-learn's MLPClassifier.
 
 Both build the same model as xpmlp (ReLU hidden layers, softmax cross-entropy),
 start from the same weights and step through the same batches in the same
@@ -22,6 +25,10 @@ and its optimizer state dropped, so training starts from the shared init.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from .data import Dataset
@@ -39,6 +46,18 @@ def torch_unavailable_reason(device: str) -> str | None:
     return None
 
 
+def torch_compile_unavailable_reason(device: str) -> str | None:
+    """None when ``torch.compile`` can run on ``device``, else why not (on CUDA it needs
+    Triton)."""
+    reason = torch_unavailable_reason(device)
+    if reason is None and device == "cuda":
+        import importlib.util
+
+        if importlib.util.find_spec("triton") is None:
+            return "torch.compile on CUDA needs Triton, which is not installed"
+    return reason
+
+
 def sklearn_unavailable_reason() -> str | None:
     try:
         import sklearn.neural_network  # noqa: F401
@@ -54,6 +73,8 @@ class TorchRow(Row):
     """PyTorch eager on one device (see the module docstring)."""
 
     regularizes = True
+    adam_options: dict[str, bool] = {}  # noqa: RUF012 (read only)
+    setup_seconds: float | None = None  # compile or capture time, outside the timed passes
 
     def __init__(self, device: str) -> None:
         self.device = device
@@ -89,7 +110,11 @@ class TorchRow(Row):
         params = self.net.parameters()
         if spec.optimizer == "adam":
             self.opt = torch.optim.Adam(
-                params, lr=spec.learning_rate, betas=(spec.beta1, spec.beta2), eps=spec.eps
+                params,
+                lr=spec.learning_rate,
+                betas=(spec.beta1, spec.beta2),
+                eps=spec.eps,
+                **self.adam_options,
             )
         else:
             self.opt = torch.optim.SGD(params, lr=spec.learning_rate, momentum=spec.momentum)
@@ -108,17 +133,43 @@ class TorchRow(Row):
         self._sync()
 
     def train(self) -> None:
+        self.net.train()
+        for start in range(0, int(self.order.shape[0]), self.spec.batch_size):
+            self._step(self.order[start : start + self.spec.batch_size])
+        self._sync()
+
+    def _step(self, idx: Any) -> None:
+        """One eager step on the rows ``idx`` (a device tensor)."""
         F = self.torch.nn.functional
-        net, opt, bs = self.net, self.opt, self.spec.batch_size
-        net.train()
-        for start in range(0, int(self.order.shape[0]), bs):
-            idx = self.order[start : start + bs]
-            xb = self.X.index_select(0, idx)
-            yb = self.y.index_select(0, idx)
-            loss = F.cross_entropy(net(xb), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        loss = F.cross_entropy(self.net(self.X.index_select(0, idx)), self.y.index_select(0, idx))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+    def _warm_up_and_rewind(self, step: Callable[[], None], steps: int = 3) -> None:
+        """Run ``step`` ``steps`` times (compiling, capturing, creating the optimizer's state)
+        on the first batch, timed into ``setup_seconds``, then put the parameters and
+        buffers back to the shared init and the optimizer's state to zero, in place (a
+        recording keeps their addresses): zero momentum, moments and step count are what a
+        fresh optimizer's first step starts from."""
+        torch = self.torch
+        saved = [t.detach().clone() for t in (*self.net.parameters(), *self.net.buffers())]
+        self.order = torch.arange(
+            min(self.spec.batch_size, int(self.X.shape[0])), device=self.X.device
+        )
+        t0 = time.perf_counter()
+        self.net.train()
+        for _ in range(steps):
+            step()
+        self._sync()
+        self.setup_seconds = time.perf_counter() - t0
+        with torch.no_grad():
+            for t, s in zip((*self.net.parameters(), *self.net.buffers()), saved, strict=True):
+                t.copy_(s)
+            for state in self.opt.state.values():
+                for value in state.values():
+                    if isinstance(value, torch.Tensor):
+                        value.zero_()
         self._sync()
 
     def accuracy(self) -> float:
@@ -133,6 +184,84 @@ class TorchRow(Row):
                 for s in range(0, int(self.X_test.shape[0]), 4096)
             )
         return hits / int(self.X_test.shape[0])
+
+
+class TorchGraphRow(TorchRow):
+    """PyTorch with the whole step (gather, forward, backward, update) captured once as a CUDA
+    graph (``torch.cuda.graph``: PyTorch's whole-network capture) and replayed per batch, the
+    batch's indices copied into a static device buffer first; the last, shorter batch eager.
+    Adam with ``capturable=True``. Warm-up and capture in ``setup_seconds``; training starts
+    from the shared init (``_warm_up_and_rewind``)."""
+
+    adam_options = {"capturable": True}  # noqa: RUF012 (read only)
+
+    def __init__(self) -> None:
+        super().__init__("cuda")
+        self.name = "torch-cuda-graph"
+
+    def prepare(self, spec: ModelSpec, init: Init, data: Dataset) -> None:
+        super().prepare(spec, init, data)
+        torch = self.torch
+        bs = spec.batch_size
+        self.static_idx = torch.arange(bs, device=self.X.device) % int(self.X.shape[0])
+        self.graph = torch.cuda.CUDAGraph()
+
+        def capture() -> None:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(3):  # PyTorch's recipe: warm up on a side stream
+                    self._step(self.static_idx)
+            torch.cuda.current_stream().wait_stream(side)
+            self.opt.zero_grad(set_to_none=True)
+            with torch.cuda.graph(self.graph):
+                F = torch.nn.functional
+                xb = self.X.index_select(0, self.static_idx)
+                loss = F.cross_entropy(self.net(xb), self.y.index_select(0, self.static_idx))
+                loss.backward()
+                self.opt.step()
+
+        self._warm_up_and_rewind(capture, steps=1)
+
+    def train(self) -> None:
+        self.net.train()
+        bs, n = self.spec.batch_size, int(self.order.shape[0])
+        for start in range(0, n - n % bs, bs):
+            self.static_idx.copy_(self.order[start : start + bs])
+            self.graph.replay()
+        if n % bs:  # eager, into gradients of its own (the recording keeps its memory)
+            self._step(self.order[n - n % bs :])
+        self._sync()
+
+
+class TorchCompileRow(TorchRow):
+    """``torch.compile(model, mode="reduce-overhead")`` (forward and backward compiled by
+    Inductor and replayed as CUDA graphs) with the optimizer's step compiled too (PyTorch's
+    compiled optimizer). The compile of the full batch's shape is in ``setup_seconds``, outside
+    the timed passes (a shorter last batch compiles once more, in the benchmark's untimed
+    warm-up pass); training starts from the shared init (``_warm_up_and_rewind``)."""
+
+    def __init__(self, device: str = "cuda") -> None:
+        super().__init__(device)
+        self.name = "torch-compile" if device == "cuda" else f"torch-compile-{device}"
+
+    def prepare(self, spec: ModelSpec, init: Init, data: Dataset) -> None:
+        super().prepare(spec, init, data)
+        torch = self.torch
+        self.compiled = torch.compile(self.net, mode="reduce-overhead", dynamic=False)
+        self.opt_step = torch.compile(self.opt.step)
+        self._warm_up_and_rewind(lambda: self._step(self.order[: spec.batch_size]))
+
+    def _step(self, idx: Any) -> None:
+        torch = self.torch
+        if self.device == "cuda":  # a new iteration of the recorded graphs
+            torch.compiler.cudagraph_mark_step_begin()
+        F = torch.nn.functional
+        out = self.compiled(self.X.index_select(0, idx))
+        loss = F.cross_entropy(out, self.y.index_select(0, idx))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_step()
 
 
 class SklearnRow(Row):

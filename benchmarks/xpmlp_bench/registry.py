@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .peers import SklearnRow, TorchRow, sklearn_unavailable_reason, torch_unavailable_reason
+from .peers import (
+    SklearnRow,
+    TorchCompileRow,
+    TorchGraphRow,
+    TorchRow,
+    sklearn_unavailable_reason,
+    torch_compile_unavailable_reason,
+    torch_unavailable_reason,
+)
 from .plain import PlainNumpyRow
 from .rows import CliRow, Row, XpmlpRow, cuda_unavailable_reason
 
@@ -31,6 +39,11 @@ ROWS: dict[str, tuple[Callable[[], Row], Callable[[], str | None]]] = {
     ),
     "torch-cpu": (lambda: TorchRow("cpu"), lambda: torch_unavailable_reason("cpu")),
     "torch-cuda": (lambda: TorchRow("cuda"), lambda: torch_unavailable_reason("cuda")),
+    "torch-cuda-graph": (TorchGraphRow, lambda: torch_unavailable_reason("cuda")),
+    "torch-compile": (
+        lambda: TorchCompileRow("cuda"),
+        lambda: torch_compile_unavailable_reason("cuda"),
+    ),
     "sklearn": (SklearnRow, sklearn_unavailable_reason),
     "numpy-plain": (PlainNumpyRow, lambda: None),
 }

@@ -143,6 +143,12 @@ def _workload_block(w: dict[str, Any], markdown: bool) -> list[str]:
         )
         if any((r.get("outside_gemm_share") or 0) < 0 for r in w["rows"]):
             lines.append(NOISE_NOTE)
+        setup = [(r["row"], r["setup_seconds"]) for r in w["rows"] if r.get("setup_seconds")]
+        if setup:
+            lines.append(
+                "compile and capture, before the timed passes (not in the times): "
+                + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in setup)
+            )
     for name, reason in w.get("skipped", {}).items():
         lines.append(f"skipped: {name}: {reason}")
     lines.append("")

@@ -286,6 +286,7 @@ def _run_timed(
                 "outside_gemm_share": 1.0 - gemm_s / med,
                 "test_accuracy": row.accuracy(),
                 "passes_trained": n_rounds,
+                "setup_seconds": getattr(row, "setup_seconds", None),
             }
         )
     _add_torch_ratios(out_rows, lambda r: r["seconds"]["median"], "vs_torch")
