@@ -183,12 +183,12 @@ def count_steps(model: TrainingModel, rows: StepRows, taken: int) -> None:
 
 
 def squared_weights(model: TrainingModel, out: Array | None = None) -> Array:
-    """||W||^2 over every layer's weights (biases excluded), compensated, into out[0] (a new
-    one-element device array by default; ``Backend.grad_sum_squares``, which a recorded CUDA
-    step runs too); returns out[0], a device scalar."""
+    """||W||^2 over every layer's weights (biases excluded) into out[0] (a new one-element
+    device array by default; ``Backend.squared_norm``, which a recorded CUDA step runs too);
+    returns out[0], a device scalar."""
     be = model.backend
     out = be.empty(1, model.dtype) if out is None else out
-    be.grad_sum_squares(model.params[: model.n_weights], math.inf, out)
+    be.squared_norm(model.params[: model.n_weights], out)
     return out[0]
 
 
@@ -630,6 +630,10 @@ class Backend:
         out_stats[0] = (r * loss_entry(loss).array_terms(self.array_api, Z, A, Y)).sum()
 
     # ------------------------------------------------------------------ optimizer update
+    def squared_norm(self, x: Array, out: Array) -> None:
+        """out[0] = sum_k x_k^2 (a BLAS dot product here)."""
+        out[0:1] = self.xp.dot(x, x)
+
     def grad_sum_squares(self, g: Array, clip_value: float, out: Array) -> None:
         """out[0] = sum_k clamp(g_k, -clip_value, clip_value)^2 (clip_value = inf: no clamp):
         the squared global norm that gradient-norm clipping reads, written on the device."""

@@ -365,6 +365,11 @@ class CudaKernelOps(Backend):
         )
 
     # ------------------------------------------------------------------ optimizer update
+    def squared_norm(self, x: Array, out: Array) -> None:
+        """``grad_sum_squares`` without clamping: compensated partial sums on the device, which
+        a CUDA graph can capture (a cuBLAS dot through CuPy cannot be)."""
+        self.grad_sum_squares(x, math.inf, out)
+
     def grad_sum_squares(self, g: Array, clip_value: float, out: Array) -> None:
         """Strided compensated partial sums (``NORM_PARTIALS`` of them, fewer for a short g),
         then one thread adds them in order into out[0]: two launches, no host round trip."""
