@@ -362,3 +362,32 @@ def test_out_of_device_memory_says_what_to_try() -> None:
     be = get_backend("cuda")
     with pytest.raises(DeviceMemoryError, match="smaller batch"):
         be.empty((2**42,), "float32")  # 16 TiB
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("optimizer", OPTIMIZERS.names())
+def test_float64_training_on_cuda_matches_numpy_after_ten_steps(optimizer) -> None:
+    """Ten steps of each optimizer in float64 (the recorded step, with dropout):
+    the NumPy backend's weights to 1e-12; and ``deterministic=True`` reruns on the GPU give
+    the same bits (issue 20, item 5)."""
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((100, 12))
+    y = rng.integers(0, 3, size=100)
+
+    def fit(backend: str, deterministic: bool = False) -> np.ndarray:
+        model = xpmlp.MLP(
+            [12, 16, 8, 3],
+            optimizer=optimizer,
+            dtype="float64",
+            backend=backend,
+            seed=3,
+            dropout=[0.2, 0.0],  # no batch norm: its biases' exactly-zero gradients leave
+            deterministic=deterministic,  # rounding that Adam scales up (test_step_equivalence)
+        )
+        model.fit(X, y, epochs=2, batch_size=20, shuffle=False)  # 10 steps, the same order
+        assert model.steps_ == 10
+        return np.array(model.backend.to_numpy(model.params))
+
+    cuda = fit("cuda")
+    np.testing.assert_allclose(cuda, fit("numpy"), rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(fit("cuda", True), fit("cuda", True))
