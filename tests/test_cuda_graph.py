@@ -199,10 +199,13 @@ def test_the_recorded_step_reads_each_batchs_weight_decay() -> None:
 
 @pytest.mark.cudasim
 @pytest.mark.skipif(not SIMULATOR, reason="needs NUMBA_ENABLE_CUDASIM=1 (run with -m cudasim)")
-def test_the_recorded_step_holds_the_gradients_mean_of_a_captured_communicator() -> None:
+@pytest.mark.parametrize("captured", [True, False], ids=["captured", "on-the-host"])
+def test_the_recorded_step_takes_the_gradients_mean_of_a_communicator(captured) -> None:
     """With a communicator whose allreduce queues on the stream (``captured``: NCCL), the
-    recorded step takes the mean between the backward pass and the update (once per batch,
-    inside the recording): the bits of the launch-by-launch distributed step."""
+    recorded step takes the mean between the backward pass and the update, inside the
+    recording; with one whose allreduce waits on the host (MPI), the step is recorded in two
+    parts and the mean runs between their replays. Either way once per batch, and the bits of
+    the launch-by-launch distributed step."""
     from xpmlp.backends.cuda_sim import SimulatedCudaBackend
     from xpmlp.distributed.single import SingleCommunicator
 
@@ -210,6 +213,7 @@ def test_the_recorded_step_holds_the_gradients_mean_of_a_captured_communicator()
         def __init__(self) -> None:
             super().__init__()
             self.means = 0
+            self.captured = captured
 
         def allreduce_mean_(self, buf) -> None:
             self.means += 1
@@ -219,13 +223,21 @@ def test_the_recorded_step_holds_the_gradients_mean_of_a_captured_communicator()
     fits = []
     for graphs in (True, False):
         comm = Counting()
-        model = xpmlp.MLP([6, 7, 5, 3], backend=SimulatedCudaBackend(graphs=graphs), seed=5)
+        be = SimulatedCudaBackend(graphs=graphs)
+        recorded = []
+        record = be.record
+        be.record = lambda step, record=record, seen=recorded: seen.append(step) or record(step)
+        model = xpmlp.MLP([6, 7, 5, 3], backend=be, seed=5, optimizer="adam", dropout=0.2)
         model.fit(X, y, epochs=2, batch_size=40, comm=comm)  # 2 full batches + 1 per epoch
+        assert len(recorded) == (0 if not graphs else 1 if captured else 2)  # the two parts
         fits.append((model, comm.means))
     (graphed, means), (eager, eager_means) = fits
     assert graphed.step_kind_ == "cuda-graph" and eager.step_kind_ == "cuda-eager"
+    assert graphed.backend.epoch_runner(graphed).recordings == 1
     assert means == eager_means == 6
     np.testing.assert_array_equal(graphed.params, eager.params)
+    np.testing.assert_array_equal(graphed.optimizer.state, eager.optimizer.state)
+    assert graphed.optimizer.t == eager.optimizer.t == 6
 
 
 @pytest.mark.cudasim

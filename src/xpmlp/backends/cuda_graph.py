@@ -22,7 +22,9 @@ the device:
   weights a batch's forward pass uses into its row of the caller's ``penalty``;
 - with a communicator whose allreduce only queues work on the stream
   (``Communicator.captured``: NCCL), the gradients' mean sits in the recording
-  between the backward pass and the update;
+  between the backward pass and the update; with one whose allreduce waits on the
+  host (MPI), the step is recorded in two parts, up to the gradients and the
+  update, and the mean runs on the host between their replays;
 - the epoch's order is copied into a buffer of the plan once per epoch, so the
   recorded step always reads the same address.
 
@@ -196,6 +198,14 @@ class GraphedEpoch:
 
     def _step(self, X: Array, Y: Array, plan: Plan, state: RunStats) -> None:
         """One batch: the device counter picks its rows, hyperparameters and statistics row."""
+        self._gradients(X, Y, plan, state)
+        if plan.reduce is not None:
+            plan.reduce(self.model, plan.stats, state.skip)
+        self._update(plan, state)
+
+    def _gradients(self, X: Array, Y: Array, plan: Plan, state: RunStats) -> None:
+        """The step up to the gradients: gather, (the penalty's ||W||^2, the batch's sample
+        weights,) forward, backward."""
         model, be, ws = self.model, self.backend, plan.workspace
         be.gather_batch(X, plan.order, plan.counter, ws.X)
         be.gather_batch(Y, plan.order, plan.counter, ws.Y)
@@ -212,8 +222,11 @@ class GraphedEpoch:
         ]
         model.forward_pass(ws, keys=keys)
         model.backward_pass(ws, plan.stats, state.skip, r)
-        if plan.reduce is not None:
-            plan.reduce(model, plan.stats, state.skip)
+
+    def _update(self, plan: Plan, state: RunStats) -> None:
+        """The step after the gradients: the optimizer's update, the batch's statistics into
+        its row and the counter on to the next batch."""
+        model, be = self.model, self.backend
         model.optimizer.step_at(
             be,
             model.params,
@@ -225,6 +238,25 @@ class GraphedEpoch:
             plan.decays,
         )
         be.record_batch(plan.counter, plan.stats, state.batch_stats)
+
+    def _record(self, X: Array, Y: Array, plan: Plan, state: RunStats) -> Callable[[], None]:
+        """Record the step (``backend.record``, which runs it once: batch 0) and return what
+        replays it: one recording; or, with a mean over the ranks that a graph cannot hold
+        (``reduce.captured`` false: MPI's waits on the host), two recordings, the step up to
+        the gradients and the update, with the mean run between them on the host."""
+        model, be, reduce = self.model, self.backend, plan.reduce
+        if reduce is None or getattr(reduce, "captured", True):
+            return be.record(lambda: self._step(X, Y, plan, state))
+        gradients = be.record(lambda: self._gradients(X, Y, plan, state))
+        reduce(model, plan.stats, state.skip)
+        update = be.record(lambda: self._update(plan, state))
+
+        def replay() -> None:
+            gradients()
+            reduce(model, plan.stats, state.skip)
+            update()
+
+        return replay
 
     def __call__(
         self,
@@ -245,9 +277,9 @@ class GraphedEpoch:
         coefficient (default the optimizer's); ``weights``, (sample_weight, weight_scale),
         each sample's weight on the device and each batch's factor; ``penalty``, the device
         row that receives each batch's ||W||^2 (``squared_weights``). ``reduce(model,
-        stats, skip)``: the gradients' mean over the ranks (``loop.reduce_gradients`` with a
-        communicator whose allreduce a graph captures), between the backward pass and the
-        update."""
+        stats, skip)``: the gradients' mean over the ranks (``loop.GradientMean``), between
+        the backward pass and the update: inside the recording where its ``captured`` is
+        true (NCCL), else on the host between two recordings (``_record``)."""
         model, be = self.model, self.backend
         n_full = int(order.shape[0]) // batch_size
         if n_full == 0:
@@ -259,8 +291,8 @@ class GraphedEpoch:
         plan.fill(be, order, rows, weights)
         done = 0
         try:
-            if plan.replay is None:
-                plan.replay = be.record(lambda: self._step(X, Y, plan, state))  # runs batch 0
+            if plan.replay is None:  # the recording runs batch 0
+                plan.replay = self._record(X, Y, plan, state)
                 self.recordings += 1
                 done = 1
                 if on_batch is not None:

@@ -231,11 +231,7 @@ def run_epoch(
     n_batches = -(-m_total // batch_size)
     plan = BatchSettings() if settings is None else settings
     # The CUDA backend replays a recorded step for the full batches; the rest goes on here.
-    runner = (
-        model.backend.epoch_runner(model)
-        if (comm is None or comm.captured) and not is_row_source(X)
-        else None
-    )
+    runner = None if is_row_source(X) else model.backend.epoch_runner(model)
     done = 0
     if runner is not None:
         sample = None
@@ -337,10 +333,10 @@ def step_kind(
     "cuda-eager" or "reference": the per-op path; ``Backend.step_kind``) and, where its
     backend has a faster step that this run cannot take, why not (else None). With a
     communicator the fused CPU step stays (its gradients in one call, then
-    ``reduce_gradients`` and the update); a recorded CUDA graph captures the mean when the
-    communicator's allreduce queues on the stream (``Communicator.captured``: NCCL), else its
-    kernels launch one by one (MPI), as for the step's ``gradients_only`` form
-    (``batch_gradients``). Per-batch
+    ``reduce_gradients`` and the update); a recorded CUDA graph holds the mean when the
+    communicator's allreduce queues on the stream (``Communicator.captured``: NCCL), else it
+    is recorded in two parts with the mean on the host between them (MPI). The step's
+    ``gradients_only`` form (``batch_gradients``) launches its kernels one by one. Per-batch
     settings (``BatchSettings``) run on every fast step. An X that is a host source of rows
     (``take_rows``: a sparse X) runs op by op."""
     kind, why = model.backend.step_kind(model)
@@ -351,11 +347,6 @@ def step_kind(
         )
     if kind != "cuda-graph":
         return kind, why
-    if comm is not None and not comm.captured:
-        return "cuda-eager", (
-            f"the recorded CUDA graph step cannot capture {comm.name}'s allreduce, which "
-            "waits on the host: distributed training launches its kernels one by one"
-        )
     if gradients_only:
         return "cuda-eager", (
             "the recorded CUDA graph step ends with the update, and this "
@@ -387,6 +378,11 @@ class GradientMean:
     argument, so that the recording does not keep it alive)."""
 
     comm: Communicator
+
+    @property
+    def captured(self) -> bool:
+        """Whether a CUDA graph can hold the mean (``Communicator.captured``)."""
+        return bool(self.comm.captured)
 
     def __call__(self, model: TrainingModel, out_stats: Array, skip: Array) -> None:
         reduce_gradients(model, self.comm, out_stats, skip)
