@@ -233,7 +233,8 @@ class MLP:
         self.deterministic = bool(deterministic)
         self.backend = get_backend(backend, device=device)
         self.dtype = self.backend.xp.dtype(str(dtype))
-        self.precision = self.backend.check_precision(precision, self.dtype)
+        with self.backend.activate():  # every call of a backend runs with it active
+            self.precision = self.backend.check_precision(precision, self.dtype)
         with (
             self.backend.activate(),
             memory_for(
