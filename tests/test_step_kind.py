@@ -21,6 +21,7 @@ from xpmlp.backends.base import Backend
 from xpmlp.backends.cuda_probe import simulator_enabled
 from xpmlp.backends.numpy_backend import NumpyBackend
 from xpmlp.core.errors import StepFallbackWarning
+from xpmlp.distributed.single import SingleCommunicator
 from xpmlp.train.loop import step_kind
 
 SIMULATOR = simulator_enabled()
@@ -125,20 +126,11 @@ def test_the_step_is_saved_with_the_history(tmp_path) -> None:
 
 
 # ---------------------------------------------------------------------- the CUDA backend
-def _host_mean_class() -> type:
-    from xpmlp.distributed.single import SingleCommunicator
+class HostMean(SingleCommunicator):
+    """A one-rank communicator whose mean, like MPI's, a CUDA graph cannot capture."""
 
-    class HostMean(SingleCommunicator):
-        """A one-rank communicator whose mean, like MPI's, a CUDA graph cannot capture."""
-
-        name = "host-mean"
-        captured = False
-
-    return HostMean
-
-
-def _HostMean():  # noqa: N802 (a constructor)
-    return _host_mean_class()()
+    name = "host-mean"
+    captured = False
 
 
 @pytest.mark.cudasim
@@ -165,7 +157,7 @@ def test_cuda_kinds() -> None:
     model, caught = fit(SimulatedCudaBackend(graphs=True), epochs=1, comm=xd.init("single"))
     assert_kind(model, "cuda-graph")  # the mean is captured (as NCCL's would be)
     assert caught == []
-    model, caught = fit(SimulatedCudaBackend(graphs=True), epochs=1, comm=_HostMean())
+    model, caught = fit(SimulatedCudaBackend(graphs=True), epochs=1, comm=HostMean())
     assert_kind(model, "cuda-graph")  # recorded in two parts around the host's mean (MPI)
     assert caught == []
 

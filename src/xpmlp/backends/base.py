@@ -231,6 +231,16 @@ class BatchStep(Protocol):
     ) -> None: ...
 
 
+class GradientReduce(Protocol):
+    """The mean of the gradients over the ranks, as an epoch runner takes it
+    (``xpmlp.train.loop.GradientMean``): ``reduce(model, stats, skip)``, and whether a CUDA
+    graph can hold it (``captured``: its allreduce only queues work on the stream)."""
+
+    @property
+    def captured(self) -> bool: ...
+    def __call__(self, model: TrainingModel, out_stats: Array, skip: Array) -> None: ...
+
+
 class EpochRunner(Protocol):
     """``Backend.epoch_runner``'s runner: the first batches of ``run_epoch``'s epoch (its
     arguments); returns how many it ran (``xpmlp.backends.cuda_graph.GraphedEpoch``)."""
@@ -247,7 +257,7 @@ class EpochRunner(Protocol):
         decays: Array | None = None,
         weights: tuple[Array, Array] | None = None,
         penalty: Array | None = None,
-        reduce: Callable[[TrainingModel, Array, Array], None] | None = None,
+        reduce: GradientReduce | None = None,
     ) -> int: ...
 
 

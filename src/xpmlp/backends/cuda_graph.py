@@ -58,7 +58,7 @@ from .base import count_steps, squared_weights, step_rows
 if TYPE_CHECKING:
     from ..core.aliases import Array
     from ..core.workspace import Workspace
-    from .base import Backend, RunStats, StepRows, TrainingModel
+    from .base import Backend, GradientReduce, RunStats, StepRows, TrainingModel
 
 
 def address(a: Array) -> int:
@@ -101,7 +101,7 @@ class Plan:
     weights: SampleWeights | None = None
     penalty: Array | None = None  # the caller's row: ||W||^2 before each batch's forward
     squares: Array | None = None  # (1,): ||W||^2, stored into penalty[counter]
-    reduce: Callable[[TrainingModel, Array, Array], None] | None = None  # the mean over the ranks
+    reduce: GradientReduce | None = None  # the mean over the ranks
     replay: Callable[[], None] | None = None
 
     def fill(
@@ -153,7 +153,7 @@ class GraphedEpoch:
         state: RunStats,
         weights: tuple[Array, Array] | None,
         penalty: Array | None,
-        reduce: Callable[[TrainingModel, Array, Array], None] | None,
+        reduce: GradientReduce | None,
     ) -> Plan:
         """The plan for ``n_batches`` full batches of ``rows`` rows out of ``m_total``
         samples of these arrays: the last one when nothing moved, else built afresh."""
@@ -245,7 +245,7 @@ class GraphedEpoch:
         (``reduce.captured`` false: MPI's waits on the host), two recordings, the step up to
         the gradients and the update, with the mean run between them on the host."""
         model, be, reduce = self.model, self.backend, plan.reduce
-        if reduce is None or getattr(reduce, "captured", True):
+        if reduce is None or reduce.captured:
             return be.record(lambda: self._step(X, Y, plan, state))
         gradients = be.record(lambda: self._gradients(X, Y, plan, state))
         reduce(model, plan.stats, state.skip)
@@ -270,7 +270,7 @@ class GraphedEpoch:
         decays: Array | None = None,
         weights: tuple[Array, Array] | None = None,
         penalty: Array | None = None,
-        reduce: Callable[[TrainingModel, Array, Array], None] | None = None,
+        reduce: GradientReduce | None = None,
     ) -> int:
         """The epoch's full batches, by replays; returns how many (``run_epoch`` steps the
         shorter last batch, if any, per op). As ``BatchSettings``: ``decays``, each batch's L2

@@ -233,8 +233,6 @@ class MLP:
         self.deterministic = bool(deterministic)
         self.backend = get_backend(backend, device=device)
         self.dtype = self.backend.xp.dtype(str(dtype))
-        with self.backend.activate():  # every call of a backend runs with it active
-            self.precision = self.backend.check_precision(precision, self.dtype)
         with (
             self.backend.activate(),
             memory_for(
@@ -245,6 +243,7 @@ class MLP:
                 "smaller layers",
             ),
         ):
+            self.precision = self.backend.check_precision(precision, self.dtype)
             self._allocate_parameters(opt, self.backend.rng(seed))
             for layer in self.layers:
                 init_weights(self.rng, layer.W, init, layer.activation)
