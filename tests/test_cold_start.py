@@ -61,7 +61,7 @@ def test_a_model_without_dropout_and_batch_norm_builds_none_of_their_kernels() -
 TRAIN = """
 import hashlib, json, sys
 import numpy as np
-from numba.core import event
+from numba.core import entrypoints, event
 import xpmlp
 
 compiled = []
@@ -80,6 +80,7 @@ print(json.dumps({
     "digest": hashlib.sha256(np.asarray(model.params).tobytes()).hexdigest(),
     "compiled": compiled,
     "registries_imported": "numba.np.linalg" in sys.modules,
+    "extensions_initialized": entrypoints._already_initialized,
 }))
 """
 
@@ -105,6 +106,8 @@ def test_kernels_loaded_from_the_cache_train_to_the_same_bits(tmp_path) -> None:
     second = _train_in_a_fresh_process(tmp_path)
     assert second["compiled"] == []  # every kernel came from the disk cache ...
     assert not second["registries_imported"]  # ... without Numba's typing registries
+    assert first["extensions_initialized"]  # a compile runs Numba's extension entry points,
+    assert not second["extensions_initialized"]  # a load from the cache needs none
     assert second["digest"] == first["digest"]
 
 
