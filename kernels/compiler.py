@@ -309,7 +309,7 @@ def _quick_load_cache() -> type:
                 with self._guard_against_spurious_io_errors():
                     loaded = self._load_overload(sig, target_context)
                 if loaded is None:  # Numba compiles next: with its extensions (idempotent)
-                    entrypoints.init_all()
+                    entrypoints.init_all()  # type: ignore[no-untyped-call]
                 return loaded  # None also for an I/O error the guard swallowed (Numba's way)
 
         _QUICK_LOAD_CACHE.append(QuickLoadCache)

@@ -17,7 +17,8 @@ loss or rule, bound to a placeholder (the ones below for every step, ``forward_{
 ``FUSED.kernel(train_step, dtype, forward_0=<compiled kernel>, ...)``). So every formula is
 still written once, in its registry entry and ``cpu.py``; this module strings the kernels
 together and calls BLAS itself, so a step costs one Python call instead of about twenty (the
-per-op path: ``MLP.forward_pass``, ``MLP.backward_pass``, ``MLP.apply_gradients``). Each
+per-op path: ``MLP.run_ops``, which runs the same ops one launch at a time, and
+``MLP.apply_gradients``). Each
 hidden layer has its own kernels, so hidden layers with different activations, and a model
 with dropout on some layers and batch norm on others, take the fused step too; a layer
 without dropout or batch norm calls none of their kernels (they are neither built nor loaded).

@@ -197,15 +197,37 @@ def test_the_recorded_step_reads_each_batchs_weight_decay() -> None:
     assert results[0][1:] == results[1][1:] == (3, 3)
 
 
+def _spying_record(record, recorded: list, ops_recorded: list, monkeypatch):
+    """``backend.record`` noting each step it records and the ops ``MLP.run_ops`` runs in it."""
+    run_ops = xpmlp.MLP.run_ops
+
+    def spy(model, ops, *args, **kwargs):
+        ops_recorded.append(tuple(ops))
+        return run_ops(model, ops, *args, **kwargs)
+
+    def spying(step):
+        recorded.append(step)
+        monkeypatch.setattr(xpmlp.MLP, "run_ops", spy)
+        try:
+            return record(step)
+        finally:
+            monkeypatch.setattr(xpmlp.MLP, "run_ops", run_ops)
+
+    return spying
+
+
 @pytest.mark.cudasim
 @pytest.mark.skipif(not SIMULATOR, reason="needs NUMBA_ENABLE_CUDASIM=1 (run with -m cudasim)")
 @pytest.mark.parametrize("captured", [True, False], ids=["captured", "on-the-host"])
-def test_the_recorded_step_takes_the_gradients_mean_of_a_communicator(captured) -> None:
+def test_the_recorded_step_takes_the_gradients_mean_of_a_communicator(
+    captured, monkeypatch
+) -> None:
     """With a communicator whose allreduce queues on the stream (``captured``: NCCL), the
     recorded step takes the mean between the backward pass and the update, inside the
     recording; with one whose allreduce waits on the host (MPI), the step is recorded in two
     parts and the mean runs between their replays. Either way once per batch, and the bits of
-    the launch-by-launch distributed step."""
+    the launch-by-launch distributed step. What is recorded is the model's plan: its ops, or
+    its two halves around "gradients"."""
     from xpmlp.backends.cuda_sim import SimulatedCudaBackend
     from xpmlp.distributed.single import SingleCommunicator
 
@@ -224,12 +246,15 @@ def test_the_recorded_step_takes_the_gradients_mean_of_a_communicator(captured) 
     for graphs in (True, False):
         comm = Counting()
         be = SimulatedCudaBackend(graphs=graphs)
-        recorded = []
-        record = be.record
-        be.record = lambda step, record=record, seen=recorded: seen.append(step) or record(step)
+        recorded: list = []
+        ops_recorded: list = []
+        be.record = _spying_record(be.record, recorded, ops_recorded, monkeypatch)
         model = xpmlp.MLP([6, 7, 5, 3], backend=be, seed=5, optimizer="adam", dropout=0.2)
         model.fit(X, y, epochs=2, batch_size=40, comm=comm)  # 2 full batches + 1 per epoch
         assert len(recorded) == (0 if not graphs else 1 if captured else 2)  # the two parts
+        plan = model.step_plan
+        halves = [plan.ops] if captured else [plan.gradient_ops, plan.update_ops]
+        assert ops_recorded == (halves if graphs else [])
         fits.append((model, comm.means))
     (graphed, means), (eager, eager_means) = fits
     assert graphed.step_kind_ == "cuda-graph" and eager.step_kind_ == "cuda-eager"

@@ -68,6 +68,56 @@ def test_a_model_records_its_step_as_ops() -> None:
     )
 
 
+def test_the_gradient_only_form_and_the_update_are_the_halves_around_gradients() -> None:
+    plan = MLP([4, 6, 5, 2], dropout=[0.2, 0.0], optimizer="sgd").step_plan
+    assert plan.gradient_ops == (
+        Op("gather"),
+        Op("forward", 0, "dropout"),
+        Op("forward", 1, "plain"),
+        Op("output", 2, "output"),
+        Op("backward", 2, "output"),  # no layer's update: every parameter waits for the mean
+        Op("backward", 1, "plain"),
+        Op("backward", 0, "dropout"),
+    )
+    assert plan.update_ops == (Op("update", kind="1"),)
+
+
+def test_the_reference_step_runs_the_ops_it_is_given() -> None:
+    """``MLP.run_ops`` over the gradient-only ops is the learner's forward and backward pass
+    (the same kernels, bit for bit); the path's own ops are its callables, in the plan's
+    order; an op of no plan is an error naming it."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((16, 4)).astype(np.float32)
+    y = np.arange(16) % 2
+    model = MLP([4, 6, 5, 2], seed=1, dropout=[0.3, 0.0], batch_norm=[False, True])
+    fp = model.forward(X)
+    by_hand = [g.copy() for g in model.backward(fp, y).dW]
+    model.dropout_steps = 0  # the same masks again
+    ws = model.workspace(16)
+    stats, skip = model.backend.zeros(2, model.dtype), model.backend.zeros(1, "int32")
+    calls: list[str] = []
+
+    def gather() -> None:
+        calls.append("gather")
+        ws.X[...], ws.Y[...] = fp.A[0], model._targets(y, 16)
+
+    plan = model.step_plan
+    model.run_ops(
+        plan.ops,
+        ws,
+        stats,
+        skip,
+        gather=gather,
+        gradients=lambda: calls.append("gradients"),
+        update=lambda: calls.append("update"),
+    )
+    assert calls == ["gather", "gradients", "update"]
+    for dW, layer in zip(by_hand, model.layers, strict=True):
+        np.testing.assert_array_equal(layer.dW, dW)
+    with pytest.raises(ValueError, match="unknown op Op.name='forwards'"):
+        model.run_ops([Op("forwards", 0)], ws, stats, skip)
+
+
 def test_a_layer_with_batch_norm_and_dropout_is_of_kind_norm() -> None:
     """Batch norm's kernel applies the layer's dropout mask itself."""
     assert MLP([3, 4, 2], dropout=0.5, batch_norm=True).step_plan.kinds == ("norm",)

@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # numpy.typing only for the checker: importing it sets numpy.
     from ..core.activations import ArrayDerivative
     from ..core.layers import Dense
     from ..core.optim import Optimizer
-    from ..core.plan import StepPlan
+    from ..core.plan import Op, StepPlan
     from ..core.workspace import Workspace
 
 #: an array's shape as the allocators take it (``empty``, ``zeros``)
@@ -78,7 +78,7 @@ def on_backend(
 class TrainingModel(Protocol):
     """What a backend's training steps read of a model (``xpmlp.MLP`` is one; the backends
     sit below ``xpmlp.train`` and do not import it): its parameters, gradients and
-    optimizer, its dtype, and its per-op passes over a workspace; and what the NumPy
+    optimizer, its dtype, and its step op by op over a workspace (``run_ops``); and what the NumPy
     backend's fused step compiles and runs it with (``numpy_backend.FusedStep``): its
     layers, registry entries, seed and dropout step count, and whether it has dropout or
     batch norm."""
@@ -96,11 +96,18 @@ class TrainingModel(Protocol):
     @property
     def optimizer(self) -> Optimizer: ...
     def workspace(self, rows: int) -> Workspace: ...
-    def forward_pass(
-        self, ws: Workspace, training: bool = True, keys: Sequence[MaskKey] | None = None
-    ) -> None: ...
-    def backward_pass(
-        self, ws: Workspace, out_stats: Array, skip: Array, row_weights: Array = None
+    def run_ops(
+        self,
+        ops: Sequence[Op],
+        ws: Workspace,
+        out_stats: Array,
+        skip: Array,
+        *,
+        gather: Callable[[], None] | None = None,
+        keys: Sequence[MaskKey] | None = None,
+        row_weights: Array = None,
+        gradients: Callable[[], None] | None = None,
+        update: Callable[[], None] | None = None,
     ) -> None: ...
     @property
     def layer_sizes(self) -> Sequence[int]: ...

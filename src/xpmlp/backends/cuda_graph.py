@@ -30,11 +30,13 @@ the device:
 
 Every array the step touches (parameters, gradients, optimizer state, workspace,
 the plan's buffers, X, Y and the run's statistics) keeps its address for as long as
-the recording lives; the plan is rebuilt when any of them changes. The step per
-batch is therefore: gather, forward, backward, update, record: exactly the per-op
-step of ``run_epoch`` (the same kernels and products, dropout and batch norm
-included) with the batch index on the device. The last, shorter batch of an epoch
-(if any) is left to ``run_epoch``'s per-op loop.
+the recording lives; the plan is rebuilt when any of them changes. What is recorded
+is the model's step as data, ``step_plan.ops`` (gather, forward, output, backward,
+gradients, update), run op by op by ``MLP.run_ops`` as the reference step runs them
+(the same kernels and products, dropout and batch norm included), with the path's
+gather, mean and update reading the batch index on the device, and ``record_batch``
+after the update. The last, shorter batch of an epoch (if any) is left to
+``run_epoch``'s per-op loop.
 
 ``backend.record(step)`` runs ``step`` once (the epoch's first batch: it compiles
 every kernel, allocates every scratch array and lets cuBLAS choose its algorithms)
@@ -46,7 +48,7 @@ tested without a GPU.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -57,6 +59,7 @@ from .base import count_steps, squared_weights, step_rows
 
 if TYPE_CHECKING:
     from ..core.aliases import Array
+    from ..core.plan import Op, StepPlan
     from ..core.workspace import Workspace
     from .base import Backend, GradientReduce, RunStats, StepRows, TrainingModel
 
@@ -91,6 +94,7 @@ class Plan:
     """The buffers a recorded step reads, and the recording (``replay``)."""
 
     key: tuple[object, ...]  # the sizes, the dtype, the arrays' addresses, the allreduce
+    step: StepPlan  # the ops recorded
     workspace: Workspace
     order: Array  # (m_total,) int64: the epoch's order, copied in once per epoch
     counter: Array  # (1,) int64: the batch the next replay works on
@@ -177,6 +181,7 @@ class GraphedEpoch:
         dtype = model.dtype
         self.plan = Plan(
             key,
+            model.step_plan,
             model.workspace(rows),
             be.empty(m_total, "int64"),
             be.zeros(1, "int64"),
@@ -196,60 +201,65 @@ class GraphedEpoch:
         self.plan.reduce = reduce
         return self.plan
 
-    def _step(self, X: Array, Y: Array, plan: Plan, state: RunStats) -> None:
-        """One batch: the device counter picks its rows, hyperparameters and statistics row."""
-        self._gradients(X, Y, plan, state)
-        if plan.reduce is not None:
-            plan.reduce(self.model, plan.stats, state.skip)
-        self._update(plan, state)
-
-    def _gradients(self, X: Array, Y: Array, plan: Plan, state: RunStats) -> None:
-        """The step up to the gradients: gather, (the penalty's ||W||^2, the batch's sample
-        weights,) forward, backward."""
+    def _run(self, ops: Sequence[Op], X: Array, Y: Array, plan: Plan, state: RunStats) -> None:
+        """``ops`` of the model's step (``MLP.run_ops``) on the batch the device counter
+        picks: its rows, hyperparameters, dropout keys and statistics row."""
         model, be, ws = self.model, self.backend, plan.workspace
-        be.gather_batch(X, plan.order, plan.counter, ws.X)
-        be.gather_batch(Y, plan.order, plan.counter, ws.Y)
-        if plan.penalty is not None and plan.squares is not None:
-            squared_weights(model, plan.squares)
-            be.store_at(plan.counter, plan.squares, plan.penalty)
-        r, weights = None, plan.weights
-        if weights is not None:
-            be.gather_batch(weights.at, weights.positions, plan.counter, weights.batch)
-            r = weights.batch[:, 0]
-        keys = [
-            KeyAt(plan.keys, plan.counter, l) if layer.dropout else 0
-            for l, layer in enumerate(model.layers)
-        ]
-        model.forward_pass(ws, keys=keys)
-        model.backward_pass(ws, plan.stats, state.skip, r)
+        weights = plan.weights
 
-    def _update(self, plan: Plan, state: RunStats) -> None:
-        """The step after the gradients: the optimizer's update, the batch's statistics into
-        its row and the counter on to the next batch."""
-        model, be = self.model, self.backend
-        model.optimizer.step_at(
-            be,
-            model.params,
-            model.grads,
-            model.n_weights,
+        def gather() -> None:  # the batch's rows (the penalty's ||W||^2; its sample weights)
+            be.gather_batch(X, plan.order, plan.counter, ws.X)
+            be.gather_batch(Y, plan.order, plan.counter, ws.Y)
+            if plan.penalty is not None and plan.squares is not None:
+                squared_weights(model, plan.squares)
+                be.store_at(plan.counter, plan.squares, plan.penalty)
+            if weights is not None:
+                be.gather_batch(weights.at, weights.positions, plan.counter, weights.batch)
+
+        def gradients() -> None:  # the mean over the ranks
+            if plan.reduce is not None:
+                plan.reduce(model, plan.stats, state.skip)
+
+        def update() -> None:  # the batch's update, its statistics, the counter on
+            model.optimizer.step_at(
+                be,
+                model.params,
+                model.grads,
+                model.n_weights,
+                state.skip,
+                plan.hyper_rows,
+                plan.counter,
+                plan.decays,
+            )
+            be.record_batch(plan.counter, plan.stats, state.batch_stats)
+
+        model.run_ops(
+            ops,
+            ws,
+            plan.stats,
             state.skip,
-            plan.hyper_rows,
-            plan.counter,
-            plan.decays,
+            gather=gather,
+            keys=[
+                KeyAt(plan.keys, plan.counter, l) if layer.dropout else 0
+                for l, layer in enumerate(model.layers)
+            ],
+            row_weights=None if weights is None else weights.batch[:, 0],
+            gradients=gradients,
+            update=update,
         )
-        be.record_batch(plan.counter, plan.stats, state.batch_stats)
 
     def _record(self, X: Array, Y: Array, plan: Plan, state: RunStats) -> Callable[[], None]:
-        """Record the step (``backend.record``, which runs it once: batch 0) and return what
-        replays it: one recording; or, with a mean over the ranks that a graph cannot hold
-        (``reduce.captured`` false: MPI's waits on the host), two recordings, the step up to
-        the gradients and the update, with the mean run between them on the host."""
-        model, be, reduce = self.model, self.backend, plan.reduce
+        """Record the step's ops (``backend.record``, which runs them once: batch 0) and
+        return what replays them: one recording of ``step.ops``; or, with a mean over the
+        ranks that a graph cannot hold (``reduce.captured`` false: MPI's waits on the host),
+        two recordings, ``step.gradient_ops`` and ``step.update_ops``, with the mean run
+        between them on the host."""
+        model, be, reduce, step = self.model, self.backend, plan.reduce, plan.step
         if reduce is None or reduce.captured:
-            return be.record(lambda: self._step(X, Y, plan, state))
-        gradients = be.record(lambda: self._gradients(X, Y, plan, state))
+            return be.record(lambda: self._run(step.ops, X, Y, plan, state))
+        gradients = be.record(lambda: self._run(step.gradient_ops, X, Y, plan, state))
         reduce(model, plan.stats, state.skip)
-        update = be.record(lambda: self._update(plan, state))
+        update = be.record(lambda: self._run(step.update_ops, X, Y, plan, state))
 
         def replay() -> None:
             gradients()

@@ -492,7 +492,7 @@ class FusedStep:
     step.epoch_rows(factors, decays)`` sets the per-batch scalars once (the optimizer's
     hyperparameters, the L2 coefficient and the dropout masks' keys of every batch); then
     ``step(X, Y, idx, ws, out_stats, skip, rows, b)`` does what ``run_epoch`` does for the
-    epoch's b-th batch on the per-op path (gather, ``forward_pass``, ``backward_pass``,
+    epoch's b-th batch on the per-op path (``step_plan.ops`` by ``MLP.run_ops``, then
     ``apply_gradients``) in one call, reading row b, and ``step.finish_epoch(rows, taken)``
     counts the steps taken. ``step.gradients(X, Y, idx, ws, out_stats, skip)`` stops before
     the update (data-parallel training: the gradients are averaged over the ranks, then

@@ -20,14 +20,18 @@ entries.
 
 A backend compiles a plan: the NumPy backend generates its fused Numba step from ``ops``
 (``xpmlp.kernels.fused_cpu.step_source``: one line of source per op), so a new kind of layer
-is one entry here and one source fragment there. Two models with the same plan share one
-compiled step (and one file of Numba's disk cache).
+is one entry here and one source fragment there; the reference step runs ``ops`` one by one
+(``MLP.run_ops``: each op a layer method or a kernel launch), and the CUDA backend records
+that run as one graph (``xpmlp.backends.cuda_graph``). ``gradient_ops`` and ``update_ops``
+are the step's two halves around "gradients", where data-parallel training averages them.
+Two models with the same plan share one compiled step (and one file of Numba's disk cache).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 from .layers import Dense
@@ -69,7 +73,7 @@ class StepPlan:
     def n_layers(self) -> int:
         return len(self.kinds) + 1
 
-    @property
+    @cached_property
     def ops(self) -> tuple[Op, ...]:
         """The step, in order (the sequence of the module's docstring)."""
         top = len(self.kinds)
@@ -88,6 +92,20 @@ class StepPlan:
             Op("gradients"),
             Op("update", kind=str(self.n_hyper)),
         )
+
+    @cached_property
+    def gradient_ops(self) -> tuple[Op, ...]:
+        """The step's gradient-only form: the ops before "gradients", without the layers'
+        weight updates (where the gradients are averaged over the ranks or taken alone, every
+        parameter waits for the last "update")."""
+        ops = self.ops
+        return tuple(op for op in ops[: ops.index(Op("gradients"))] if op.name != "update")
+
+    @cached_property
+    def update_ops(self) -> tuple[Op, ...]:
+        """The ops after "gradients" (the update of every parameter)."""
+        ops = self.ops
+        return ops[ops.index(Op("gradients")) + 1 :]
 
     def describe(self) -> str:
         """One line per op, as ``xpmlp explain`` and error messages show a step."""

@@ -302,24 +302,31 @@ def batch_gradients(
     """The step's gradient-only form, for the batch X[idx], Y[idx]: ``model.grads``, the
     batch's (loss sum, correct count) in ``out_stats``, ``skip[0]`` set for a loss that is
     not finite. ``fused``: the backend's fused step (``Backend.fused_step``; its
-    ``gradients``), or None for the per-op path (``MLP.forward_pass``,
-    ``MLP.backward_pass``). ``row_weights`` as ``BatchSettings.row_weights`` gives them.
+    ``gradients``), or None for the per-op path (the plan's ``gradient_ops`` by
+    ``MLP.run_ops``). ``row_weights`` as ``BatchSettings.row_weights`` gives them.
     ``run_epoch`` updates after it (with ``comm``: after the mean over the ranks); the
     estimators' lbfgs solver adds it up over the training set."""
     if fused is not None:
         fused.gradients(X, Y, idx, ws, out_stats, skip, row_weights)
         return
-    if is_row_source(X):
-        X.take_rows(idx, ws.X)
-    else:
-        model.backend.gather_rows(X, idx, ws.X)
-    model.backend.gather_rows(Y, idx, ws.Y)
-    model.forward_pass(ws)
-    model.backward_pass(
+    be = model.backend
+
+    def gather() -> None:
+        if is_row_source(X):
+            X.take_rows(idx, ws.X)
+        else:
+            be.gather_rows(X, idx, ws.X)
+        be.gather_rows(Y, idx, ws.Y)
+
+    model.run_ops(
+        model.step_plan.gradient_ops,
         ws,
         out_stats,
         skip,
-        None if row_weights is None else row_weights[0][idx] * model.dtype.type(row_weights[1]),
+        gather=gather,
+        row_weights=(
+            None if row_weights is None else row_weights[0][idx] * model.dtype.type(row_weights[1])
+        ),
     )
 
 

@@ -20,7 +20,7 @@ Nothing here names NumPy or CuPy: every array comes from ``self.backend``.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Generic, TypedDict, TypeVar, cast, overload
 
 from ..backends import Backend, get_backend
@@ -41,7 +41,7 @@ from ..core.errors import NotDifferentiableError, ParameterError
 from ..core.init import INITIALIZERS, init_weights
 from ..core.layers import BatchNorm, Dense
 from ..core.optim import Optimizer
-from ..core.plan import StepPlan, step_plan
+from ..core.plan import Op, StepPlan, step_plan
 from ..core.regularization import MaskKey, check_batch_norm, check_dropout, dropout_key
 from ..core.validation import Choice, Number, check_numeric, check_params
 from ..core.workspace import PREDICT_CHUNK, ForwardPass, Gradients, Workspace, memory_for
@@ -511,54 +511,117 @@ class MLP:
         a backward pass follows) draws new dropout masks and normalizes with the batch's
         statistics, updating the running estimates; otherwise (prediction) there is no dropout
         and batch norm uses the running estimates. A model without either runs the same
-        kernels in both modes.
-
-        The masks' keys (kept in ``ws.keys`` for the backward pass): ``keys``, one per
-        layer, when given (a recorded step reads them on the device, ``KeyAt``, and counts
-        its steps itself), else those of the next dropout step (``dropout_key``), counted."""
-        if not self._regularized:
-            for layer, A_prev, Z, A in zip(self.layers, ws.A[:-1], ws.Z, ws.A[1:], strict=True):
-                layer.forward(self.backend, A_prev, Z, A)
-            return
-        if keys is None:
-            step = self.dropout_steps
-            drawn = training and any(self.dropout)
-            if drawn:
-                self.dropout_steps += 1
-            keys = [
-                dropout_key(self.seed, step, l) if drawn and layer.dropout else 0
-                for l, layer in enumerate(self.layers)
-            ]
-        ws.keys = list(keys)
-        for l, layer in enumerate(self.layers):
-            layer.forward(
-                self.backend,
-                ws.A[l],
-                ws.Z[l],
-                ws.A[l + 1],
-                training,
-                ws.keys[l] if training else 0,
-                ws.Zhat[l],
-                ws.stats[l],
-            )
+        kernels in both modes. The masks' keys: ``mask_keys``."""
+        ws.keys = self.mask_keys(training, keys)
+        for l in range(len(self.layers)):
+            self._forward_layer(ws, l, training)
 
     def compute_gradients(self, ws: Workspace, out_stats: Array, skip: Array) -> None:
         """Forward and backward of the batch in ws.X, ws.Y: every dW and db in ``self.grads``;
         out_stats[:2] = (sum of the samples' losses, samples classified right); skip[0] set
         when the loss is not finite."""
-        self.forward_pass(ws)
-        self.backward_pass(ws, out_stats, skip)
+        self.run_ops(self.step_plan.gradient_ops, ws, out_stats, skip)
 
     def backward_pass(
         self, ws: Workspace, out_stats: Array, skip: Array, row_weights: Array = None
     ) -> None:
         """delta_L from the loss, then delta_l = (delta_{l+1} W_{l+1}) * f'(Z_l) down to
         layer 1, with dW and db of every layer (the forward pass of ws must be done).
+        ``row_weights``: as ``run_ops``'s."""
+        self._output_delta(ws, out_stats, skip, row_weights)
+        for l in range(len(self.layers) - 1, -1, -1):
+            self._backward_layer(ws, l)
 
-        ``row_weights`` (m,), optional: the loss becomes (1/m) sum_i r_i l_i, so delta_L's
-        rows and out_stats[0] are weighted by r (``Backend.weight_output_delta``, a separate
-        pass after the fused output kernel: weighted fits only)."""
-        out, L = self.layers[-1], len(self.layers)
+    def mask_keys(self, training: bool, keys: Sequence[MaskKey] | None = None) -> list[MaskKey]:
+        """The keys of the dropout masks of a forward pass, one per layer (0: no mask), kept
+        in ``ws.keys`` for the backward pass: ``keys`` when given (a recorded step reads them
+        on the device, ``KeyAt``, and counts its steps itself), else those of the next
+        dropout step (``dropout_key``), counted, in training."""
+        if keys is not None:
+            return list(keys)
+        drawn = training and any(self.dropout)
+        step = self.dropout_steps
+        if drawn:
+            self.dropout_steps += 1
+        return [
+            dropout_key(self.seed, step, l) if drawn and layer.dropout else 0
+            for l, layer in enumerate(self.layers)
+        ]
+
+    # ------------------------------------------------------------------ the step, op by op
+    def run_ops(
+        self,
+        ops: Sequence[Op],
+        ws: Workspace,
+        out_stats: Array,
+        skip: Array,
+        *,
+        gather: Callable[[], None] | None = None,
+        keys: Sequence[MaskKey] | None = None,
+        row_weights: Array = None,
+        gradients: Callable[[], None] | None = None,
+        update: Callable[[], None] | None = None,
+    ) -> None:
+        """``ops`` (``self.step_plan.ops``, or a part of it) one by one, on the batch of
+        ``ws``: the reference step, which the per-op loop runs and the CUDA backend records.
+
+        The model's ops run here (forward, output, backward); those of the path are its
+        callables: ``gather`` puts the batch's rows into ws.X and ws.Y (None: they are there;
+        the op also draws the batch's dropout keys, ``mask_keys(True, keys)``),
+        ``gradients`` averages them over the ranks (None: one process), ``update`` is the
+        optimizer's step with the batch's hyperparameters. The optimizer updates the whole
+        parameter vector at once, so ``update(l)`` of a layer's weights (the fused CPU step
+        updates them as soon as dW is complete) is part of the last ``update`` here: each
+        element's update is the same either way. ``row_weights`` (m,), optional: the loss
+        becomes (1/m) sum_i r_i l_i (``Backend.weight_output_delta``)."""
+        for op in ops:
+            name, l = op.name, op.layer
+            if name == "forward":
+                self._forward_layer(ws, l, True)
+            elif name == "output":
+                self._forward_layer(ws, l, True)
+                self._output_delta(ws, out_stats, skip, row_weights)
+            elif name == "backward":
+                self._backward_layer(ws, l)
+            elif name == "gather":
+                if gather is not None:
+                    gather()
+                ws.keys = self.mask_keys(True, keys)
+            elif name == "gradients":
+                if gradients is not None:
+                    gradients()
+            elif name == "update":
+                if l < 0 and update is not None:
+                    update()
+            else:
+                raise ValueError(f"run_ops: unknown op {op!r} (the ops of xpmlp.core.plan)")
+
+    def _forward_layer(self, ws: Workspace, l: int, training: bool) -> None:
+        """Z_l = A_l W_l^T, A_{l+1} = f(Z_l + b_l), through the layer's dropout or batch norm
+        in training (the mask of ``ws.keys[l]``)."""
+        layer = self.layers[l]
+        if not self._regularized:
+            layer.forward(self.backend, ws.A[l], ws.Z[l], ws.A[l + 1])
+            return
+        layer.forward(
+            self.backend,
+            ws.A[l],
+            ws.Z[l],
+            ws.A[l + 1],
+            training,
+            ws.keys[l] if training else 0,
+            ws.Zhat[l],
+            ws.stats[l],
+        )
+
+    def _output_delta(
+        self, ws: Workspace, out_stats: Array, skip: Array, row_weights: Array = None
+    ) -> None:
+        """delta_L and db_L from the loss of the forward pass's output against ws.Y, the
+        batch's (loss sum, correct count) in out_stats, skip[0] set when the loss is not
+        finite; with ``row_weights``, delta_L's rows and out_stats[0] weighted by them (a
+        separate pass after the fused output kernel: weighted fits only)."""
+        out = self.layers[-1]
         self.backend.loss_output_delta(
             ws.Z[-1],
             ws.A[-1],
@@ -581,30 +644,26 @@ class MLP:
                 out_stats,
                 self.loss_entry,
             )
-        out.backward_from_delta(
-            self.backend, ws.delta[-1], ws.A[-2], ws.delta[-2] if L > 1 else None
-        )
-        for l in range(L - 2, -1, -1):  # hidden layers, top down; ws.delta[l] holds dA
-            layer = self.layers[l]
-            if not self._regularized:
-                layer.backward(
-                    self.backend,
-                    ws.delta[l],
-                    ws.Z[l],
-                    ws.A[l + 1],
-                    ws.A[l],
-                    ws.delta[l],
-                    ws.delta[l - 1] if l > 0 else None,
-                )
-                continue
+
+    def _backward_layer(self, ws: Workspace, l: int) -> None:
+        """dW_l = delta_l^T A_l and dA_{l-1} = delta_l W_l (into ws.delta[l - 1]), where a
+        hidden layer's delta_l = dA_l * f'(Z_l) (with db_l, through its dropout and batch norm)
+        comes first; the top layer's delta is the loss's (``_output_delta``)."""
+        layer, be = self.layers[l], self.backend
+        below = ws.delta[l - 1] if l > 0 else None
+        if l == len(self.layers) - 1:
+            layer.backward_from_delta(be, ws.delta[l], ws.A[l], below)
+        elif not self._regularized:  # ws.delta[l] holds dA_l, overwritten by delta_l
+            layer.backward(be, ws.delta[l], ws.Z[l], ws.A[l + 1], ws.A[l], ws.delta[l], below)
+        else:
             layer.backward(
-                self.backend,
+                be,
                 ws.delta[l],
                 ws.Z[l],
                 ws.A[l + 1],
                 ws.A[l],
                 ws.delta[l],
-                ws.delta[l - 1] if l > 0 else None,
+                below,
                 ws.keys[l] if layer.dropout else 0,
                 ws.Zhat[l],
                 ws.stats[l],
