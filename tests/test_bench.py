@@ -12,7 +12,7 @@ import pytest
 
 from xpmlp_bench import cli as bench_cli
 from xpmlp_bench.flops import batch_sizes, pass_flops, step_flops, step_gemms
-from xpmlp_bench.peak import GemmStep, gemm_unit_seconds
+from xpmlp_bench.peak import GemmStep, device_libraries, gemm_unit_seconds, peak_library
 from xpmlp_bench.registry import ROWS, resolve_rows
 from xpmlp_bench.report import D_HEADERS, TIMED_HEADERS, markdown_report, text_report, write_all
 from xpmlp_bench.runner import run_benchmark
@@ -65,6 +65,21 @@ def test_gemm_step_runs_the_counted_products():
 
 
 # ---------------------------------------------------------------------- the schedule
+@pytest.mark.parametrize("route", ["openblas", "mkl"])
+def test_the_cpu_peak_is_measured_in_the_library_xpmlp_uses(monkeypatch, route):
+    """With MKL as the route NumPy's BLAS is held at one thread, so the CPU's square-sgemm
+    peak is MKL's (through xpmlp's provider); every CPU library's rate at the workload's
+    shapes counts too, PyTorch's included, and no GPU library's."""
+    from xpmlp import blas
+
+    monkeypatch.setattr(blas, "provider", lambda: argparse.Namespace(mode=route))
+    assert peak_library("cpu") == ("numpy" if route == "openblas" else "xpmlp")
+    assert peak_library("cuda") == "cupy"
+    libs = ["cupy", "numpy", "torch-cpu", "torch-cuda", "xpmlp"]
+    assert device_libraries(libs, "cpu") == ["numpy", "torch-cpu", "xpmlp"]
+    assert device_libraries(libs, "cuda") == ["cupy", "torch-cuda"]
+
+
 def test_rounds_interleave_the_tasks():
     assert rounds(["a", "b", "c"], repeats=2, warmup=1) == [
         (0, "a"),

@@ -9,9 +9,9 @@ step, times the steps of a timed unit, is the "GEMM-only" time of that unit.
 products: after one warm-up call it runs k back-to-back products, doubling k
 until they take at least ``min_seconds``, and reports 2 n^3 k / seconds.
 
-Libraries: "numpy" (NumPy's BLAS), "xpmlp" (the numpy backend's products: NumPy's BLAS or
-MKL per shape, ``xpmlp.machine.blas``), "torch-cpu", "torch-cuda" (torch.mm) and "cupy" (cuBLAS
-FP32; CUPY_TF32 must be unset). GPU timings synchronize first.
+Libraries: "numpy" (NumPy's BLAS), "xpmlp" (the numpy backend's products through its
+provider: MKL where that is the route, ``xpmlp.machine.blas``), "torch-cpu", "torch-cuda"
+(torch.mm) and "cupy" (cuBLAS FP32; CUPY_TF32 must be unset). GPU timings synchronize first.
 """
 
 from __future__ import annotations
@@ -147,7 +147,26 @@ def square_rate(library: str, n: int, min_seconds: float) -> float:
     return 2.0 * n**3 / per_call / 1e9
 
 
+#: the device each GEMM library runs on
+LIBRARY_DEVICE = {"numpy": "cpu", "xpmlp": "cpu", "torch-cpu": "cpu", "torch-cuda": "cuda"}
+
+
+def xpmlp_gemm_library() -> str:
+    """The GEMM library of the numpy backend's products: "numpy" when they are NumPy's
+    (``xpmlp.machine.blas``'s route is OpenBLAS), else "xpmlp" (MKL, through its provider)."""
+    from xpmlp import blas
+
+    return "numpy" if blas.provider().mode == "openblas" else "xpmlp"
+
+
 def peak_library(device: str) -> str:
-    """The library whose sgemm is the device's peak: NumPy's BLAS on the CPU, cuBLAS (CuPy)
-    on the GPU."""
-    return "numpy" if device == "cpu" else "cupy"
+    """The library whose square sgemm is measured as the device's peak: on the CPU the one
+    xpmlp's products use (with MKL, NumPy's BLAS is held at one thread: its rate is not the
+    machine's), cuBLAS (CuPy) on the GPU. The peak also counts every library's rate at the
+    workload's shapes on that device (``device_libraries``)."""
+    return xpmlp_gemm_library() if device == "cpu" else "cupy"
+
+
+def device_libraries(libraries: Sequence[str], device: str) -> list[str]:
+    """Those of ``libraries`` that run on ``device``."""
+    return [lib for lib in libraries if LIBRARY_DEVICE.get(lib, "cuda") == device]

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .data import Dataset
+from .peak import xpmlp_gemm_library
 from .workloads import Workload
 
 Init = list[tuple[np.ndarray, np.ndarray]]
@@ -157,14 +158,6 @@ class XpmlpRow(Row):
     def accuracy(self) -> float:
         with self.model.backend.activate():
             return self.model.accuracy(self.X_test, self.Y_test)
-
-
-def xpmlp_gemm_library() -> str:
-    """The GEMM-only probe of the numpy backend: "numpy" when its products are NumPy's
-    (``xpmlp.machine.blas`` chose OpenBLAS for good), else "xpmlp" (MKL for some shapes)."""
-    from xpmlp import blas
-
-    return "numpy" if blas.provider().mode == "openblas" else "xpmlp"
 
 
 def cuda_unavailable_reason() -> str | None:

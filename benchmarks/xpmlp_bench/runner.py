@@ -7,8 +7,9 @@ steps) of n samples and F = ``flops.pass_flops`` matrix-product FLOPs:
     samples/s      n / median
     GFLOP/s        F / median / 1e9
     % of peak      GFLOP/s / the device's peak, measured in the same rounds: the best of
-                   sustained square sgemm and the GEMM-only rate at the workload's shapes
-                   (NumPy's BLAS on the CPU, CuPy/cuBLAS FP32 on the GPU)
+                   sustained square sgemm (on the CPU in xpmlp's BLAS, NumPy's or MKL; CuPy/
+                   cuBLAS FP32 on the GPU) and every library's GEMM-only rate at the
+                   workload's shapes on that device (PyTorch's included)
     GEMM-only s    the 3L - 1 products of a step alone, times the steps of U (row's library;
                    for xpmlp-numpy its own provider, ``xpmlp.machine.blas``)
     outside GEMM   1 - GEMM-only s / median: the share of the pass spent elsewhere
@@ -40,7 +41,7 @@ from xpmlp.machine.threads import cpu_threads
 from .data import Dataset, load_mnist_scaled, synthetic
 from .flops import pass_flops, step_flops
 from .machine import describe_machine, numba_info, xpmlp_blas_info
-from .peak import GemmStep, gemm_unit_seconds, peak_library, square_rate
+from .peak import GemmStep, device_libraries, gemm_unit_seconds, peak_library, square_rate
 from .registry import TORCH_OF_DEVICE, resolve_rows
 from .rows import ModelSpec, Row, initial_weights
 from .schedule import alternate, summarize
@@ -251,7 +252,9 @@ def _run_timed(
     for dev in devices:
         lib = peak_library(dev)
         square = max(max(d.values()) for d in peak_detail[dev])
-        shapes = max(d["gflops"] for d in gemm_detail[lib])
+        shapes = max(
+            d["gflops"] for other in device_libraries(libraries, dev) for d in gemm_detail[other]
+        )
         peaks[dev] = {
             "library": lib,
             "gflops": max(square, shapes),
