@@ -4,8 +4,11 @@ reports, and ``xpmlp bench`` end to end on a tiny synthetic workload."""
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib.util
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,6 +81,29 @@ def test_the_cpu_peak_is_measured_in_the_library_xpmlp_uses(monkeypatch, route):
     libs = ["cupy", "numpy", "torch-cpu", "torch-cuda", "xpmlp"]
     assert device_libraries(libs, "cpu") == ["numpy", "torch-cpu", "xpmlp"]
     assert device_libraries(libs, "cuda") == ["cupy", "torch-cuda"]
+
+
+BENCHMARK_SCRIPTS = sorted(
+    p for p in (Path(__file__).parent.parent / "benchmarks").glob("*.py") if p.name != "conftest.py"
+)
+
+
+@pytest.mark.parametrize("script", BENCHMARK_SCRIPTS, ids=lambda p: p.name)
+def test_every_project_module_a_benchmark_script_imports_exists(script: Path):
+    """Also those imported inside functions (a worker that only runs under ``mpiexec``):
+    mpi_vs_threads.py's worker imported ``xpmlp.bench`` long after the suite had moved."""
+    names = set()
+    for node in ast.walk(ast.parse(script.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    for name in sorted(n for n in names if n.split(".")[0] in ("xpmlp", "xpmlp_bench")):
+        try:
+            found = importlib.util.find_spec(name)
+        except ModuleNotFoundError:
+            found = None
+        assert found is not None, f"{script.name} imports {name}, which does not exist"
 
 
 def test_rounds_interleave_the_tasks():
