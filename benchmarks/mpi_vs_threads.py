@@ -3,8 +3,9 @@
     python benchmarks/mpi_vs_threads.py                  # 3 alternating repeats of each
     python benchmarks/mpi_vs_threads.py --repeats 5 --out FILE.json
 
-Workload B (``benchmarks/xpmlp_bench/workloads.py``): 784-512-256-10 ReLU, softmax cross-entropy, SGD
-momentum 0.9 lr 0.05, float32, batch 1024, one epoch of MNIST's 60,000 training images.
+Workload B (``benchmarks/xpmlp_bench/workloads.py``): 784-512-256-10 ReLU, softmax
+cross-entropy, SGD momentum 0.9 lr 0.05, float32, batch 1024, one epoch of MNIST's 60,000
+training images.
 
 - ``threads``: one process, all rows, batch 1024, 2 threads (OMP, MKL, OpenBLAS, Numba);
 - ``mpi``: ``mpiexec -n 2`` runs this file with ``--worker mpi``: each rank trains on its
@@ -54,10 +55,10 @@ def worker(mode: str, epochs: int) -> None:
     """Train workload B ``epochs`` epochs in this process (a rank under ``mpi``); rank 0
     prints {"seconds": [...], "step": ..., "blas": ...} as one JSON line."""
     import numpy as np
-    from xpmlp_bench.data import load_mnist_scaled
 
     import xpmlp
     from xpmlp import blas
+    from xpmlp_bench.data import load_mnist_scaled
 
     data = load_mnist_scaled()
     X, y = data.x_train, data.y_train

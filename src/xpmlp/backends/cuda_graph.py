@@ -93,7 +93,7 @@ class SampleWeights:
 class Plan:
     """The buffers a recorded step reads, and the recording (``replay``)."""
 
-    key: tuple[object, ...]  # the sizes, the dtype, the arrays' addresses, the allreduce
+    key: tuple[object, ...]  # the plan, sizes, dtype, arrays' addresses, the allreduce
     step: StepPlan  # the ops recorded
     workspace: Workspace
     order: Array  # (m_total,) int64: the epoch's order, copied in once per epoch
@@ -162,8 +162,9 @@ class GraphedEpoch:
         """The plan for ``n_batches`` full batches of ``rows`` rows out of ``m_total``
         samples of these arrays: the last one when nothing moved, else built afresh."""
         model, be = self.model, self.backend
-        opt = model.optimizer
+        opt, step = model.optimizer, model.step_plan
         key = (
+            step,
             rows,
             m_total,
             n_batches,
@@ -177,15 +178,14 @@ class GraphedEpoch:
         )
         if self.plan is not None and self.plan.key == key:
             return self.plan
-        n_hyper = len(opt.hyperparameters(1, opt.learning_rate))
         dtype = model.dtype
         self.plan = Plan(
             key,
-            model.step_plan,
+            step,
             model.workspace(rows),
             be.empty(m_total, "int64"),
             be.zeros(1, "int64"),
-            be.zeros((n_batches, n_hyper), dtype),
+            be.zeros((n_batches, step.n_hyper), dtype),
             be.zeros(n_batches, dtype),
             be.zeros((n_batches, len(model.layers) - 1), "int64"),
             be.zeros(2, dtype),
