@@ -18,10 +18,10 @@ loss or rule, bound to a placeholder (the ones below for every step, ``forward_{
 still written once, in its registry entry and ``cpu.py``; this module strings the kernels
 together and calls BLAS itself, so a step costs one Python call instead of about twenty (the
 per-op path: ``MLP.run_ops``, which runs the same ops one launch at a time, and
-``MLP.apply_gradients``). Each
-hidden layer has its own kernels, so hidden layers with different activations, and a model
-with dropout on some layers and batch norm on others, take the fused step too; a layer
-without dropout or batch norm calls none of their kernels (they are neither built nor loaded).
+``MLP.apply_gradients``). Each hidden layer has its own kernels, so hidden layers with
+different activations, and a model with dropout on some layers and batch norm on others,
+take the fused step too; a layer without dropout or batch norm calls none of their kernels
+(they are neither built nor loaded).
 
 Per-batch scalars are rows, set once per epoch and indexed by the step's ``row`` (the batch
 within the epoch): the optimizer's hyperparameters ``hyper_rows[row]`` (the learning rate

@@ -148,7 +148,13 @@ def square_rate(library: str, n: int, min_seconds: float) -> float:
 
 
 #: the device each GEMM library runs on
-LIBRARY_DEVICE = {"numpy": "cpu", "xpmlp": "cpu", "torch-cpu": "cpu", "torch-cuda": "cuda"}
+LIBRARY_DEVICE = {
+    "numpy": "cpu",
+    "xpmlp": "cpu",
+    "torch-cpu": "cpu",
+    "torch-cuda": "cuda",
+    "cupy": "cuda",
+}
 
 
 def xpmlp_gemm_library() -> str:
@@ -169,4 +175,4 @@ def peak_library(device: str) -> str:
 
 def device_libraries(libraries: Sequence[str], device: str) -> list[str]:
     """Those of ``libraries`` that run on ``device``."""
-    return [lib for lib in libraries if LIBRARY_DEVICE.get(lib, "cuda") == device]
+    return [lib for lib in libraries if LIBRARY_DEVICE[lib] == device]
