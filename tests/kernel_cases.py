@@ -55,6 +55,9 @@ OUTPUT_PAIRS = tuple(
         lambda a, e=entry: a.output and a.differentiable and e.pairs_with(a)
     )
 )
+#: one pairing per loss (the last output activation it pairs with): where a test's subject is
+#: the loss's form (row weights, a decay row), not each activation's derivative again.
+PAIR_PER_LOSS = tuple({loss: (act, loss) for act, loss in OUTPUT_PAIRS}.values())
 OPTIMIZER_NAMES = tuple(OPTIMIZERS)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse
-from kernel_cases import OUTPUT_PAIRS, seed, targets
+from kernel_cases import OUTPUT_PAIRS, PAIR_PER_LOSS, seed, targets
 
 from xpmlp import MLP, MLPClassifier, MLPRegressor
 from xpmlp.backends.base import Backend
@@ -113,14 +113,19 @@ def _run(model: MLP, X, y, epochs: int, weights: bool, host_loop: bool = False):
     )
 
 
-# weighted in both dtypes; unweighted (the weight-decay row alone) in float32 only, as the
-# float64 step without settings is held to the per-op path in tests/test_fused_step.py
+# Each case compiles its own fused step (seconds), so: sample weights on every output pairing
+# in float32 (the row weights scale each pairing's output delta); in float64 and unweighted
+# (the weight-decay row alone) once per loss, since the activation's derivative in either dtype
+# is held to the per-op path by tests/test_fused_step.py's test_every_output_pairing.
 @pytest.mark.parametrize(
-    ("weights", "dtype"),
-    [(True, "float32"), (True, "float64"), (False, "float32")],
-    ids=["weighted-float32", "weighted-float64", "unweighted-float32"],
+    ("act", "loss", "weights", "dtype"),
+    [(a, lo, True, "float32") for a, lo in OUTPUT_PAIRS]
+    + [(a, lo, True, "float64") for a, lo in PAIR_PER_LOSS]
+    + [(a, lo, False, "float32") for a, lo in PAIR_PER_LOSS],
+    ids=[f"{a}-{lo}-weighted-float32" for a, lo in OUTPUT_PAIRS]
+    + [f"{a}-{lo}-weighted-float64" for a, lo in PAIR_PER_LOSS]
+    + [f"{a}-{lo}-unweighted-float32" for a, lo in PAIR_PER_LOSS],
 )
-@pytest.mark.parametrize(("act", "loss"), OUTPUT_PAIRS)
 def test_settings_on_the_fused_step_per_op_and_reference(act, loss, weights, dtype) -> None:
     """Fused CPU step == per-op kernels == the former host loop, bit for bit; the reference
     backend to rounding (1e-10 in float64, 2e-4 in float32), for every output pairing."""

@@ -239,17 +239,24 @@ class TorchCompileRow(TorchRow):
     Inductor and replayed as CUDA graphs) with the optimizer's step compiled too (PyTorch's
     compiled optimizer). The compile of the full batch's shape is in ``setup_seconds``, outside
     the timed passes (a shorter last batch compiles once more, in the benchmark's untimed
-    warm-up pass); training starts from the shared init (``_warm_up_and_rewind``)."""
+    warm-up pass); training starts from the shared init (``_warm_up_and_rewind``).
 
-    def __init__(self, device: str = "cuda") -> None:
+    ``compile_backend``: torch.compile's backend, "inductor" in the benchmark; another (the
+    tests' "aot_eager": the same Dynamo and AOTAutograd capture without Inductor's code
+    generation) runs without ``mode``, which only Inductor takes."""
+
+    def __init__(self, device: str = "cuda", compile_backend: str = "inductor") -> None:
         super().__init__(device)
         self.name = "torch-compile" if device == "cuda" else f"torch-compile-{device}"
+        self.compile_backend = compile_backend
 
     def prepare(self, spec: ModelSpec, init: Init, data: Dataset) -> None:
         super().prepare(spec, init, data)
         torch = self.torch
-        self.compiled = torch.compile(self.net, mode="reduce-overhead", dynamic=False)
-        self.opt_step = torch.compile(self.opt.step)
+        backend = self.compile_backend
+        mode = {"mode": "reduce-overhead"} if backend == "inductor" else {}
+        self.compiled = torch.compile(self.net, backend=backend, dynamic=False, **mode)
+        self.opt_step = torch.compile(self.opt.step, backend=backend)
         self._warm_up_and_rewind(lambda: self._step(self.order[: spec.batch_size]))
 
     def _step(self, idx: Any) -> None:
