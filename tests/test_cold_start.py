@@ -138,8 +138,22 @@ def test_the_benchmark_reports_the_row_with_its_medians() -> None:
         "warmup": True,
         "load 1 min": "0.1",
         "PYTHONDONTWRITEBYTECODE": None,
-        "rows": {"xpmlp": {"medians": medians, "runs": runs}},
+        "rows": {
+            "xpmlp": {"medians": medians, "runs": runs},
+            "xpmlp-numba-first": {"medians": medians, "runs": runs},
+        },
     }
     text = cold_start.markdown(result)
     assert cold_start.ROW in text
     assert "| xpmlp | 0.200 | 1.100 | 0.900 | 0.200 | 0.200 |" in text
+    assert "| xpmlp-numba-first | 0.200 | 1.100 | 0.900 | 0.200 | 0.200 |" in text
+    assert text.count("first fit, per run: kernels loaded from Numba's cache [1, 1, 1]") == 2
+
+
+def test_the_numba_first_row_differs_from_xpmlps_only_by_importing_numba_before_the_fits() -> None:
+    import cold_start
+
+    plain, first = cold_start.ROWS["xpmlp"], cold_start.ROWS["xpmlp-numba-first"]
+    assert plain.count("import numba") == 0 and "# PREIMPORT" in plain
+    assert first == plain.replace("# PREIMPORT", "import numba")
+    assert first.index("import numba") < first.index(".fit(X, y)")
