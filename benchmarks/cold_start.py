@@ -149,7 +149,7 @@ def machine() -> dict[str, object]:
         "env": {
             k: v
             for k, v in os.environ.items()
-            if k.startswith(("NUMBA_", "XPMLP_", "OMP_", "MKL_", "OPENBLAS_"))
+            if k.startswith(("NUMBA_", "XPMLP_", "OMP_", "KMP_", "MKL_", "OPENBLAS_"))
         },
     }
 

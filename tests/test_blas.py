@@ -330,3 +330,23 @@ def test_mkl_is_loaded_with_passive_openmp_waits_unless_the_user_chose(monkeypat
         monkeypatch.setattr(blas, "_mkl", [])
         assert isinstance(blas.load_mkl(), Loaded)
         assert seen[-1] == expected
+
+
+def test_mkls_idle_threads_sleep_at_once_unless_the_user_set_kmp_blocktime(mkl, monkeypatch):
+    """set_threads sets Intel OpenMP's blocktime to 0 (idle threads sleep as a product ends:
+    no spinning beside a busy core); KMP_BLOCKTIME set by the user (a short spin, faster on an
+    idle machine) is left in force."""
+    if mkl._blocktime is None:
+        pytest.skip("MKL's OpenMP runtime has no kmp_set_blocktime")
+    calls: list[int] = []
+    monkeypatch.setattr(mkl, "_blocktime", calls.append)
+    threads = mkl.threads
+    monkeypatch.delenv("KMP_BLOCKTIME", raising=False)
+    mkl.set_threads(threads)
+    assert calls == [0]
+    monkeypatch.setenv("KMP_BLOCKTIME", "")  # empty is unset
+    mkl.set_threads(threads)
+    assert calls == [0, 0]
+    monkeypatch.setenv("KMP_BLOCKTIME", "200us")
+    mkl.set_threads(threads)
+    assert calls == [0, 0] and mkl.threads == threads

@@ -24,8 +24,9 @@ the cores (with MKL, NumPy's OpenBLAS is held at one thread: ``hold_openblas``).
 Threads: MKL gets the thread count Numba has (``xpmlp.machine.threads.cpu_threads`` sets BLAS and
 Numba together and calls ``set_threads``). Its OpenMP threads wait passively
 (``OMP_WAIT_POLICY=PASSIVE`` unless the user set it, ``config.passive_openmp_waits``) and
-sleep as soon as a product ends (``kmp_set_blocktime(0)``), so they neither spin on the cores
-the Numba kernels need next nor stall when another program holds a core.
+sleep as soon as a product ends (``kmp_set_blocktime(0)``, unless the user set KMP_BLOCKTIME:
+``config.openmp_blocktime_set``), so they neither spin on the cores the Numba kernels need
+next nor stall when another program holds a core.
 """
 
 from __future__ import annotations
@@ -224,7 +225,7 @@ class Mkl:
     def set_threads(self, n: int) -> None:
         """MKL's threads for the products that follow (``mkl_set_num_threads``)."""
         self.lib.MKL_Set_Num_Threads(int(n))
-        if self._blocktime is not None:
+        if self._blocktime is not None and not config.openmp_blocktime_set():
             self._blocktime(0)  # idle OpenMP threads sleep at once instead of spinning
 
     @property
