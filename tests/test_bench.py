@@ -427,8 +427,8 @@ def test_the_compiled_torch_row_trains_as_the_eager_one_from_the_shared_init():
     its compile is timed into ``setup_seconds``, training starts from the shared init (the
     warm-up steps are rewound), and two passes give the eager row's parameters to rounding.
     Compiled with the "aot_eager" backend: Dynamo and AOTAutograd capture the same graphs,
-    without Inductor's C++ code generation (20-30 s on a cold cache here); the default backend
-    is checked below."""
+    without Inductor's C++ code generation (20-30 s on a cold cache here); that the row's
+    default (the benchmark's) stays Inductor is asserted below."""
     torch = pytest.importorskip("torch")
 
     from xpmlp_bench.data import synthetic
