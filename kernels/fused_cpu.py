@@ -112,15 +112,23 @@ def _fused_kernel(fn: types.FunctionType) -> Dispatcher[types.FunctionType]:
     Numba's on-disk cache, which keys on the name, tells a relu step from a tanh one (and the
     name stays short enough for a file name)."""
     bound = "|".join(
-        [fn.__module__, fn.__qualname__]
-        + [fn.__globals__[name].py_func.__qualname__ for name in fn.__globals__["PLACEHOLDERS"]]
+        [fn.__module__, fn.__qualname__, f"nogil={_NOGIL}"]
+        + [
+            fn.__globals__[name].py_func.__qualname__
+            for name in fn.__globals__["PLACEHOLDERS"]
+            if name in fn.__code__.co_names  # bound where the function calls it
+        ]
     )
     fn.__qualname__ = f"{fn.__name__}__{hashlib.sha256(bound.encode()).hexdigest()[:16]}"
     # a step whose source could not be written to a file is compiled in memory only
     on_disk = os.path.isfile(fn.__code__.co_filename)
-    return njit(cache=on_disk, error_model="numpy")(fn)
+    return njit(cache=on_disk, error_model="numpy", nogil=_NOGIL)(fn)
 
 
+#: the steps release the GIL: the row blocks of a batch run the step in threads of their own
+#: at once (``xpmlp.backends.row_blocks``). It is part of a step's cached name: Numba's disk
+#: cache does not key on it, and would load a step compiled without it.
+_NOGIL = True
 #: compiles ``train_step`` with its kernels bound.
 FUSED = Target("cpu-fused", njit(error_model="numpy"), _fused_kernel)
 
@@ -129,8 +137,12 @@ FUSED = Target("cpu-fused", njit(error_model="numpy"), _fused_kernel)
 PARAMETERS = (
     "cblas, X, Y, idx, Ws, bs, dWs, dbs, Zs, As, deltas, Yb, out_stats, skip, inv_m, p, g, "
     "state, hyper_rows, decays, row, n_decay, w_at, l1, clip_value, max_norm, sum_squares, "
-    "wide, hidden, keys, weights, update_now"
+    "wide, hidden, keys, weights, update_now, first_row"
 )
+#: ``update_step``'s parameters besides ``train_step``'s: the other row blocks' gradients
+#: (one row each), every block's non-finite flag and the share [lo, hi) of the flat parameter
+#: vector to update
+UPDATE_PARAMETERS = "parts, skips, lo, hi"
 
 #: the dropout settings of hidden layer {l} (``Regularization``), as its kernels take them
 _MASK = "keys[row, {l}], hidden.thresholds[{l}], hidden.scales[{l}]"
@@ -148,7 +160,7 @@ OP_SOURCE: dict[tuple[str, str], str] = {
     ),
     ("forward", "dropout"): (
         "gemm(cblas, As[{l}], Ws[{l}], Zs[{l}], False, True)\n"
-        "forward_{l}(Zs[{l}], bs[{l}], As[{n}], 0, " + _MASK + ")"
+        "forward_{l}(Zs[{l}], bs[{l}], As[{n}], first_row, " + _MASK + ")"
     ),
     ("forward", "norm"): (
         "gemm(cblas, As[{l}], Ws[{l}], Zs[{l}], False, True)\n"
@@ -176,9 +188,11 @@ OP_SOURCE: dict[tuple[str, str], str] = {
     ),
     ("backward", "dropout"): (
         "if wide[{l}]:\n"
-        "    wide_backward_{l}(deltas[{l}], Zs[{l}], deltas[{l}], dbs[{l}], 0, " + _MASK + ")\n"
+        "    wide_backward_{l}(deltas[{l}], Zs[{l}], deltas[{l}], dbs[{l}], first_row, "
+        + _MASK
+        + ")\n"
         "else:\n"
-        "    backward_{l}(deltas[{l}], Zs[{l}], deltas[{l}], dbs[{l}], 0, " + _MASK + ")"
+        "    backward_{l}(deltas[{l}], Zs[{l}], deltas[{l}], dbs[{l}], first_row, " + _MASK + ")"
     ),
     ("backward", "norm"): (
         "backward_{l}(deltas[{l}], hidden.Zhats[{l}], hidden.gammas[{l}], hidden.betas[{l}], "
@@ -282,14 +296,48 @@ def step_source(ops: Ops) -> str:
         f"def train_step({PARAMETERS}):\n"
         f"    {_DOC!r}\n"
         f"{lines}\n"
+        "\n\n"
+        f"def update_step({PARAMETERS}, {UPDATE_PARAMETERS}):\n"
+        f"    {_UPDATE_DOC!r}\n"
+        f"    {body[0]}\n"
+        f"{_UPDATE_SOURCE}"
     )
+
+
+#: the update of a step cut into row blocks (``xpmlp.backends.row_blocks``), on the share
+#: [lo, hi) of the parameters: the gradient is the blocks' gradients added in block order;
+#: with norm clipping the caller gives one share, the whole vector (the norm is the whole's)
+_UPDATE_SOURCE = """\
+    # a block's loss not finite: no update, as for the whole batch (each share sets the flag)
+    for c in range(skips.shape[0]):
+        if skips[c, 0] != 0.0:
+            skip[0] = 1.0
+    # g = g_0 + g_1 + ...: the gradient of the whole batch (g holds block 0's)
+    add_parts(g[lo:hi], parts[:, lo:hi])
+    if max_norm > 0.0:
+        sum_squares_of(g, clip_value, sum_squares)
+    update(p[lo:hi], g[lo:hi], state, lo, hyper, decays[row], n_decay, skip, l1, clip_value, \
+max_norm, sum_squares)
+"""
 
 
 _DOC = (
     "One training step of the batch X[idx], Y[idx] (generated from the step's ops by "
     "xpmlp.kernels.fused_cpu.step_source; see that module for the arguments)."
 )
+_UPDATE_DOC = (
+    "The update after train_step(..., update_now=False) ran on each row block of the batch: "
+    "parameters [lo, hi) (xpmlp.backends.row_blocks)."
+)
 _GENERATED: dict[str, types.FunctionType] = {}
+
+
+def generated_update(ops: Ops, directory: Path | None) -> types.FunctionType:
+    """``update_step`` for ``ops``: the step's update after its row blocks' gradients
+    (``xpmlp.backends.row_blocks``), from the module of ``generated_step(ops, directory)``,
+    with the same placeholders to bind."""
+    step = generated_step(ops, directory)
+    return step.__globals__["update_step"]  # type: ignore[no-any-return]
 
 
 def generated_step(ops: Ops, directory: Path | None) -> types.FunctionType:
@@ -310,7 +358,7 @@ def generated_step(ops: Ops, directory: Path | None) -> types.FunctionType:
     module.__file__ = str(path) if path is not None else None
     namespace = module.__dict__
     namespace.update({name: globals()[name] for name in BOUND})
-    namespace["gemm"] = gemm
+    namespace["gemm"], namespace["add_parts"] = gemm, add_parts
     layers = layer_placeholders(ops)
     for name, (l, kind, slot) in layers.items():
         namespace[name] = placeholder(name, f"compiled {slot} kernel of hidden layer {l} ({kind})")
@@ -371,3 +419,12 @@ def gemm(cblas, a, b, out, ta, tb):
         out.ctypes.data,
         ldc,
     )
+
+
+def add_parts(g, parts):
+    """g[k] <- g[k] + parts[0, k] + parts[1, k] + ..., added in that order for every k: the
+    gradient of a batch whose row blocks wrote their gradients into g and ``parts``."""
+    for c in range(parts.shape[0]):
+        part = parts[c]
+        for k in range(g.size):
+            g[k] += part[k]

@@ -15,7 +15,7 @@ import os
 import platform
 import weakref
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy
 
@@ -23,6 +23,7 @@ from ..core import config
 from ..core.aliases import KernelFunction, NumbaDispatcher
 from ..core.regularization import MaskKey, dropout_threshold
 from ..kernels import cpu
+from . import row_blocks
 from .base import (
     Array,
     Backend,
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from ..core.optim import Optimizer
     from ..core.workspace import Workspace
     from ..kernels.fused_cpu import Regularization
+    from .row_blocks import RowBlocks
 
 
 def cpu_model() -> str:
@@ -509,12 +511,18 @@ class FusedStep:
 
     def __init__(self, model: TrainingModel) -> None:
         self._model, self.model_dtype = weakref.ref(model), model.dtype
-        self._kernels: dict[bool, NumbaDispatcher] = {}
+        self._kernels: dict[bool | str, NumbaDispatcher] = {}
         self._widest = max(model.layer_sizes)
         from ..machine import blas
 
+        provider = blas.provider()
         #: the process's cblas_?gemm (MKL's or NumPy's: ``xpmlp.machine.blas``), for every product
-        self.cblas = blas.provider().cblas_gemm(model.dtype.char)
+        self.cblas = provider.cblas_gemm(model.dtype.char)
+        #: MKL where it computes the products: a batch may then be cut into row blocks, one
+        #: thread each (``row_blocks``; batch norm's statistics are the whole batch's)
+        mkl = provider.mkl if provider.library == "mkl" and not any(model.batch_norm) else None
+        self._threads = None if mkl is None else row_blocks.block_threads(mkl)
+        self._blocks: tuple[Workspace, int, RowBlocks | None] | None = None
         layers = model.layers
         self.Ws = tuple(layer.W for layer in layers)
         self.bs = tuple(layer.b for layer in layers)
@@ -543,13 +551,36 @@ class FusedStep:
         hidden layers' backward kernels for those ``wide`` marks, as the per-op path chooses
         them by each layer's size)."""
         compiled = self._kernels.get(big)
-        if compiled is not None:
-            return compiled
+        if compiled is None:
+            from ..kernels import fused_cpu
+
+            whole = self.model.params.size >= cpu.PARALLEL_MIN_ELEMENTS
+            compiled = self._kernels[big] = self._compile(fused_cpu.generated_step, big, whole)
+        return compiled
+
+    def update_kernel(self) -> NumbaDispatcher:
+        """The compiled ``update_step`` of the model's plan (``fused_cpu.generated_update``):
+        the update of a share of the parameters after the row blocks' gradients, with the
+        serial kernels (each share runs on a thread of its own)."""
+        compiled = self._kernels.get("update")
+        if compiled is None:
+            from ..kernels import fused_cpu
+
+            compiled = self._kernels["update"] = self._compile(
+                fused_cpu.generated_update, False, False
+            )
+        return compiled
+
+    def _compile(
+        self, generate: Callable[..., Callable[..., None]], big: bool, whole: bool
+    ) -> NumbaDispatcher:
+        """``generate(ops, directory)`` compiled with every placeholder bound: the parallel
+        elementwise kernels when ``big``, the parallel update when ``whole``."""
         from ..kernels import fused_cpu
 
         model, char = self.model, self.model_dtype.char
         ops = [op.as_tuple() for op in model.step_plan.ops]
-        template = fused_cpu.generated_step(ops, config.user_cache_dir("steps"))
+        template = generate(ops, config.user_cache_dir("steps"))
         entries = model.activation_entries
         layers = {}
         for name, (l, kind, slot) in fused_cpu.layer_placeholders(ops).items():
@@ -557,8 +588,7 @@ class FusedStep:
             layers[name] = _kernel((kernel_template, entries[l], parallel and big, char))
         output = entries[-1]
         out_template = cpu.bias_activation if output.row is None else cpu.bias_activation_rows
-        whole = model.params.size >= cpu.PARALLEL_MIN_ELEMENTS
-        compiled = self._kernels[big] = fused_cpu.FUSED.kernel(
+        return fused_cpu.FUSED.kernel(
             template,
             char,
             output_forward=_kernel((out_template, output, False, char)),
@@ -570,7 +600,6 @@ class FusedStep:
             weigh_output=_kernel((cpu.weight_output_delta, model.loss_entry, False, char)),
             **layers,
         )
-        return compiled
 
     def regularization(self, ws: Workspace) -> Regularization | None:
         """``train_step``'s ``hidden`` for batches of ``ws.rows`` rows: None for a model
@@ -678,6 +707,10 @@ class FusedStep:
                 numpy.empty(ws.rows, self.model_dtype),
             )
         _, Zs, As, deltas, kernel, wide, hidden, r = views
+        blocks = self.row_blocks(ws) if update_now else None
+        if blocks is not None:
+            self._run_blocks(blocks, X, Y, idx, out_stats, skip, rows, row, row_weights, hidden)
+            return
         model = self.model
         opt = model.optimizer
         t = model.dtype.type
@@ -721,4 +754,116 @@ class FusedStep:
             rows.keys,
             weights,
             update_now,
+            0,
         )
+
+    def row_blocks(self, ws: Workspace) -> RowBlocks | None:
+        """The blocks ``ws``'s batches are cut into (``row_blocks.block_count``: by the rows,
+        the weights, the thread count and deterministic mode), or None for one block (the
+        plain fused step) and where the step is not cut (OpenBLAS, batch norm)."""
+        if self._threads is None:
+            return None
+        import numba
+
+        threads = numba.get_num_threads()
+        cached = self._blocks
+        if cached is not None and cached[0] is ws and cached[1] == threads:
+            return cached[2]
+        model = self.model
+        n = row_blocks.block_count(ws.rows, model.n_weights, threads, model.deterministic)
+        blocks = None
+        if n > 1:
+            blocks = row_blocks.RowBlocks.cut(ws, n, threads, model.grads, self.dWs, self.dbs)
+        self._blocks = (ws, threads, blocks)
+        return blocks
+
+    def _run_blocks(
+        self,
+        blocks: RowBlocks,
+        X: Array,
+        Y: Array,
+        idx: Array,
+        out_stats: Array,
+        skip: Array,
+        rows: StepRows,
+        row: int,
+        row_weights: tuple[Array, float] | None,
+        hidden: Regularization | None,
+    ) -> None:
+        """The step with the batch in ``blocks`` (``row_blocks``): each block's gradients on
+        its thread, then each thread's share of the parameters added up and updated."""
+        from ..kernels.fused_cpu import RowWeights
+
+        model = self.model
+        opt = model.optimizer
+        t = model.dtype.type
+        kernel, update = self.kernel(False), self.update_kernel()
+        max_norm = t(0.0 if opt.clip_grad_norm is None else opt.clip_grad_norm)
+        shared = (
+            t(1.0 / blocks.ws.rows),  # the mean over the whole batch
+            model.params,
+            model.grads,
+            opt.state,
+            rows.hyper,
+            rows.decays,
+            row,
+            model.n_weights,
+            self.w_at,
+            t(opt.l1),
+            t(math.inf if opt.clip_grad_value is None else opt.clip_grad_value),
+            max_norm,
+            opt.sum_squares,
+            blocks.wide,
+            hidden,
+            rows.keys,
+        )
+        edges, n_blocks, n_threads = blocks.rows, len(blocks.rows) - 1, blocks.threads
+        blocks.skips[...] = 0
+
+        def gradients(c: int) -> None:
+            a = edges[c]
+            weights = None
+            if row_weights is not None:
+                weights = RowWeights(row_weights[0], t(row_weights[1]), blocks.rs[c])
+            kernel(
+                self.cblas, X, Y, idx[a : edges[c + 1]], self.Ws, self.bs, blocks.dWs[c],
+                blocks.dbs[c], blocks.Zs[c], blocks.As[c], blocks.deltas[c], blocks.Ys[c],
+                blocks.stats[c], blocks.skips[c], *shared, weights, False, a,
+            )  # fmt: skip
+
+        def share(lo: int, hi: int) -> None:
+            update(
+                self.cblas, X, Y, idx, self.Ws, self.bs, self.dWs, self.dbs, blocks.Zs[0],
+                blocks.As[0], blocks.deltas[0], blocks.Ys[0], out_stats, skip, *shared, None,
+                True, 0, blocks.parts, blocks.skips, lo, hi,
+            )  # fmt: skip
+
+        # with norm clipping one share, all of g (the norm is the whole gradient's)
+        cuts = (
+            blocks.shares
+            if max_norm == 0
+            else [0, model.params.size] + [model.params.size] * (n_threads - 1)
+        )
+
+        def thread_blocks(i: int) -> Callable[[], None]:
+            def task() -> None:
+                for c in range(i, n_blocks, n_threads):
+                    gradients(c)
+
+            return task
+
+        def thread_share(i: int) -> Callable[[], None]:
+            def task() -> None:
+                if cuts[i] < cuts[i + 1]:
+                    share(cuts[i], cuts[i + 1])
+
+            return task
+
+        threads = cast("row_blocks.BlockThreads", self._threads)  # row_blocks made blocks
+        threads.run(
+            [
+                [thread_blocks(i) for i in range(n_threads)],
+                [thread_share(i) for i in range(n_threads)],
+            ]
+        )
+        numpy.sum(blocks.stats, axis=0, out=out_stats)

@@ -1,0 +1,209 @@
+"""The fused CPU step on several cores: the batch cut into row blocks, one thread each.
+
+    dL/dW = sum over the blocks c of dL_c/dW,   L_c = (1/m) sum of the losses of block c's rows
+
+A batch's gradient is a sum over its rows, so each block of rows [r_c, r_c+1) runs the step
+up to its gradients (``kernels.fused_cpu.train_step`` with ``update_now`` False, the mean's
+1/m that of the whole batch, the dropout masks of the block's rows of the batch) in a thread
+of its own, with a single-threaded BLAS, into a gradient vector of its own (block 0 into
+the model's). Then each thread takes a share of the parameters: adds the blocks' gradients
+in block order and updates its share (``update_step``). Two hand-offs per step, against
+MKL's own threads, which meet after every product: at batch 128 on a 2-core AMD EPYC the
+products of workload A ran at 95 GFLOP/s on two MKL threads and at 135 as two blocks of 64
+rows on one thread each.
+
+The block count depends on the batch's shape and the thread count only (``block_count``),
+never on timing, so a seed gives the same bits on every run with the same thread count. In
+deterministic mode it is ``DETERMINISTIC_BLOCKS`` whatever the thread count (the blocks run
+one after the other on one thread): the same bits at 1, 2 or 4 threads. A batch in one block
+is the plain fused step, bit for bit the per-op path's; in several, its sums are added in
+another order (to rounding: the tests hold both to the reference).
+
+Not cut into blocks (one line each): batch norm (its statistics are the whole batch's);
+NumPy's OpenBLAS (its thread count is the process's, not a thread's: MKL only, where
+``mkl_set_num_threads_local`` gives each block one thread).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy
+
+if TYPE_CHECKING:
+    from ..core.workspace import Workspace
+    from ..machine.blas import Mkl
+    from .base import Array
+
+#: the fewest multiply-adds (rows x weights) of a block's forward products worth a thread of
+#: its own: below it handing the block over costs more than it saves (a hand-off is about
+#: 20-50 us; 2^20 multiply-adds take about 50 us on one core)
+BLOCK_MIN_WORK = 1 << 20
+#: the most multiply-adds (rows x weights) of a batch's forward products cut into blocks: past
+#: it MKL's own threads lose little to their meetings (784-4096-4096-10 at batch 4096, 8e10:
+#: the same speed either way), and each block beyond the first costs a gradient vector
+BLOCK_MAX_WORK = 1 << 31
+#: the block count of deterministic mode, whatever the thread count
+DETERMINISTIC_BLOCKS = 2
+#: parameters per unit of a thread's share of the update (64-byte aligned in float32)
+SHARE_ALIGN = 16
+
+
+def block_count(rows: int, n_weights: int, threads: int, deterministic: bool) -> int:
+    """How many row blocks a batch of ``rows`` rows is cut into, for a model with
+    ``n_weights`` weights: one per thread (``DETERMINISTIC_BLOCKS`` in deterministic mode),
+    as long as each block has at least ``BLOCK_MIN_WORK`` multiply-adds and one row, and
+    the batch at most ``BLOCK_MAX_WORK`` (else one block)."""
+    work = rows * n_weights
+    if work > BLOCK_MAX_WORK:
+        return 1
+    wanted = DETERMINISTIC_BLOCKS if deterministic else threads
+    return max(1, min(wanted, rows, work // BLOCK_MIN_WORK))
+
+
+def bounds(n: int, parts: int, align: int = 1) -> list[int]:
+    """``parts + 1`` cut points of [0, n) into parts as equal as ``align`` allows."""
+    return [min(n, (n * c // parts + align - 1) // align * align) for c in range(parts)] + [n]
+
+
+@dataclass
+class RowBlocks:
+    """The views of one workspace's batch cut into ``len(rows) - 1`` blocks: block c has rows
+    [rows[c], rows[c+1]) of every Z, A, delta and Y, and writes its gradients into
+    ``dWs[c]`` and ``dbs[c]`` (block 0: the model's; block c > 0: row c - 1 of ``parts``), its
+    loss and count into ``stats[c]`` and its non-finite flag into ``skips[c]``."""
+
+    ws: Workspace
+    threads: int  # the threads the blocks run on (one after the other on one thread)
+    rows: list[int]
+    shares: list[int]  # the cut points of the flat parameter vector, one share per thread
+    parts: Array  # (blocks - 1, n_params)
+    dWs: list[tuple[Array, ...]]
+    dbs: list[tuple[Array, ...]]
+    Zs: list[tuple[Array, ...]]
+    As: list[tuple[Array, ...]]
+    deltas: list[tuple[Array, ...]]
+    Ys: list[Array]
+    rs: list[Array]  # each block's rows of a buffer for the batch's sample weights
+    stats: Array  # (blocks, 2)
+    skips: Array  # (blocks, 1)
+    wide: Array  # (hidden layers,) False: every block runs the serial kernels
+
+    @classmethod
+    def cut(
+        cls,
+        ws: Workspace,
+        blocks: int,
+        threads: int,
+        grads: Array,
+        dWs: tuple[Array, ...],
+        dbs: tuple[Array, ...],
+    ) -> RowBlocks:
+        """``ws``'s batch in ``blocks`` blocks on ``min(threads, blocks)`` threads, the
+        parameters in as many shares; ``dWs``/``dbs`` are views of ``grads``, and each
+        block's are the same views of its own vector."""
+        threads = min(threads, blocks)
+        parts = numpy.zeros((blocks - 1, grads.size), grads.dtype)
+        base, item = grads.ctypes.data, grads.itemsize
+
+        def same_view(vector: Array, a: Array) -> Array:
+            at = (a.ctypes.data - base) // item
+            return vector[at : at + a.size].reshape(a.shape)
+
+        rows = bounds(ws.rows, blocks)
+        cuts = list(zip(rows[:-1], rows[1:], strict=True))
+        r = numpy.empty(ws.rows, grads.dtype)
+        return cls(
+            ws=ws,
+            threads=threads,
+            rows=rows,
+            shares=bounds(grads.size, threads, SHARE_ALIGN),
+            parts=parts,
+            dWs=[dWs] + [tuple(same_view(p, d) for d in dWs) for p in parts],
+            dbs=[dbs] + [tuple(same_view(p, d) for d in dbs) for p in parts],
+            Zs=[tuple(z[a:b] for z in ws.Z) for a, b in cuts],
+            As=[tuple(x[a:b] for x in ws.A) for a, b in cuts],
+            deltas=[tuple(d[a:b] for d in ws.delta) for a, b in cuts],
+            Ys=[ws.Y[a:b] for a, b in cuts],
+            rs=[r[a:b] for a, b in cuts],
+            stats=numpy.zeros((blocks, 2), grads.dtype),
+            skips=numpy.zeros((blocks, 1), grads.dtype),
+            wide=numpy.zeros(len(ws.Z) - 1, numpy.bool_),
+        )
+
+
+class BlockThreads:
+    """The threads that run a step's blocks beside the caller's: each calls MKL with one
+    thread (``mkl_set_num_threads_local``), as the caller does while it runs its own part.
+
+    ``run(phases)``: thread i runs ``phase[i]`` of each phase in turn (thread 0 the caller's),
+    every thread waiting at a barrier between phases (the update reads every block's
+    gradients): one hand-off per step, and none back to the caller between the phases."""
+
+    def __init__(self, mkl: Mkl) -> None:
+        self._mkl = mkl
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._size = 0
+
+    def _workers(self, n: int) -> concurrent.futures.ThreadPoolExecutor:
+        if self._pool is None or self._size < n:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                n,
+                thread_name_prefix="xpmlp-block",
+                initializer=self._mkl.set_threads_local,
+                initargs=(1,),
+            )
+            self._size = n
+        return self._pool
+
+    def run(self, phases: Sequence[Sequence[Callable[[], None]]]) -> None:
+        """Each phase's tasks at once, task i on thread i, a barrier between the phases;
+        returns when every thread is done (raising the first error, once every thread
+        stopped)."""
+        threads = len(phases[0])
+        barrier = threading.Barrier(threads) if threads > 1 else None
+
+        def part(i: int) -> None:
+            try:
+                for k, phase in enumerate(phases):
+                    if k and barrier is not None:
+                        barrier.wait()
+                    phase[i]()
+            except BaseException:
+                if barrier is not None:
+                    barrier.abort()  # the others stop at the barrier instead of waiting
+                raise
+
+        futures = [self._workers(threads - 1).submit(part, i) for i in range(1, threads)]
+        old = self._mkl.set_threads_local(1)
+        try:
+            part(0)
+        except threading.BrokenBarrierError:
+            pass  # a worker's error, raised below
+        finally:
+            self._mkl.set_threads_local(old)
+            errors = [f.exception() for f in futures]
+        for error in errors:
+            if error is not None and not isinstance(error, threading.BrokenBarrierError):
+                raise error
+
+
+_THREADS: dict[int, BlockThreads] = {}
+
+
+def block_threads(mkl: Mkl) -> BlockThreads:
+    """The process's ``BlockThreads`` for ``mkl`` (made at the first call; a forked child,
+    which has none of its parent's threads, makes its own)."""
+    threads = _THREADS.get(id(mkl))
+    if threads is None:
+        if not _THREADS:
+            os.register_at_fork(after_in_child=_THREADS.clear)
+        threads = _THREADS[id(mkl)] = BlockThreads(mkl)
+    return threads
