@@ -37,6 +37,12 @@ function): the process's BLAS library, which the per-op path's ``matmul`` calls 
 (``xpmlp.machine.blas.MatmulProvider.cblas_gemm``: Intel MKL's, or NumPy's own), with the operands
 and transposes ``numpy.matmul`` gives it: the same library, thread pool and bits.
 
+On several cores the caller may cut a batch into row blocks
+(``xpmlp.backends.row_blocks``): each block runs ``train_step`` up to the gradients on a
+thread of its own (``update_now`` False, ``first_row`` its first row in the batch, for the
+dropout masks), and ``update_step``, generated beside it from the same update ops, adds the
+blocks' gradients and updates one thread's share of the parameters.
+
 A generated step's source is written once to a file of the caller's cache directory (named
 by its hash), so that Numba's disk cache, which keys on a function's file, keeps the compiled
 step from one process to the next.

@@ -189,6 +189,30 @@ def test_gemm_probe_of_the_xpmlp_provider_computes_the_products():
     np.testing.assert_allclose(L1["dX"], L1["delta"] @ L1["W"], rtol=1e-5, atol=1e-6)
 
 
+def test_gemm_probe_of_xpmlp_runs_the_products_in_the_fused_steps_row_blocks(monkeypatch):
+    """Where the fused step cuts a batch into row blocks (MKL, 2 threads), the probe does its
+    products block by block, each on its thread: block c's rows of Z and dX, and the blocks'
+    dW adding up to the batch's."""
+    from xpmlp import blas
+    from xpmlp.backends import row_blocks
+    from xpmlp.machine.threads import available_cores, cpu_threads
+
+    mkl = blas.load_mkl()
+    if mkl is None or available_cores() < 2:
+        pytest.skip("needs MKL and 2 cores")
+    monkeypatch.setattr(blas, "_provider", [blas.MatmulProvider("mkl", mkl)])
+    monkeypatch.setattr(row_blocks, "BLOCK_MIN_WORK", 1)
+    with cpu_threads(2):
+        step = GemmStep("xpmlp", [6, 5, 4], 7)
+        step.run()
+    assert [len(b) for b in step.block_layers] == [2, 2]
+    L0, L1 = step.layers
+    np.testing.assert_allclose(L0["Z"], L0["A"] @ L0["W"].T, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(L1["dX"], L1["delta"] @ L1["W"], rtol=1e-5, atol=1e-6)
+    dW = step.block_layers[0][1]["dW"] + step.block_layers[1][1]["dW"]
+    np.testing.assert_allclose(dW, L1["delta"].T @ L1["A"], rtol=1e-5, atol=1e-6)
+
+
 # ---------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def tiny_result():

@@ -2,7 +2,8 @@
 
 ``GemmStep`` does the 8 (in general 3L - 1) float32 products of one training
 step at the workload's shapes, as the layers do them (transposed views passed
-to BLAS, outputs preallocated), with nothing else in between: its time per
+to BLAS, outputs preallocated; xpmlp's in the row blocks its fused step cuts a
+batch into, one thread each), with nothing else in between: its time per
 step, times the steps of a timed unit, is the "GEMM-only" time of that unit.
 
 ``square_rate`` measures sustained float32 GEMM throughput on n x n x n
@@ -84,15 +85,60 @@ class GemmStep:
             for l, (n_in, n_out) in enumerate(pairs)
         ]
         self.flops = step_flops(layer_sizes, m)
+        self._blocks = _row_blocks(library, layer_sizes, m)
+        if self._blocks is not None:  # each block its rows of A, delta, Z, dX, a dW of its own
+            cuts = self._blocks[1]
+            self.block_layers = [
+                [
+                    {
+                        **{
+                            k: v if k == "W" else v[a:b]
+                            for k, v in L.items()
+                            if k in ("A", "W", "delta", "Z")
+                        },
+                        "dW": L["dW"] if c == 0 else empty(*L["dW"].shape),
+                        "dX": None if L["dX"] is None else L["dX"][a:b],
+                    }
+                    for L in self.layers
+                ]
+                for c, (a, b) in enumerate(zip(cuts[:-1], cuts[1:], strict=True))
+            ]
 
     def run(self) -> None:
+        if self._blocks is None:
+            self._products(self.layers)
+            return
+        threads = self._blocks[0]
+        threads.run([[lambda L=L: self._products(L) for L in self.block_layers]])
+
+    def _products(self, layers: list[dict[str, Any]]) -> None:
         mm = self._matmul
-        for L in self.layers:
+        for L in layers:
             mm(L["A"], _transpose(L["W"]), L["Z"])
-        for L in reversed(self.layers):
+        for L in reversed(layers):
             mm(_transpose(L["delta"]), L["A"], L["dW"])
             if L["dX"] is not None:
                 mm(L["delta"], L["W"], L["dX"])
+
+
+def _row_blocks(library: str, layer_sizes: Sequence[int], m: int) -> tuple[Any, list[int]] | None:
+    """(the threads, the rows' cut points) where xpmlp's fused step cuts a batch of ``m`` rows
+    into row blocks (``xpmlp.backends.row_blocks``: MKL, one thread per block), so that its
+    products here run as the step runs them; None where the step runs them whole."""
+    if library != "xpmlp":
+        return None
+    import numba
+
+    from xpmlp import blas
+    from xpmlp.backends import row_blocks
+
+    provider = blas.provider()
+    n_weights = sum(a * b for a, b in zip(layer_sizes[:-1], layer_sizes[1:], strict=True))
+    threads = numba.get_num_threads()
+    n = row_blocks.block_count(m, n_weights, threads, deterministic=False)
+    if provider.mode != "mkl" or provider.mkl is None or n == 1:
+        return None
+    return row_blocks.block_threads(provider.mkl), row_blocks.bounds(m, n)
 
 
 def _sustained(

@@ -498,7 +498,11 @@ class FusedStep:
     ``apply_gradients``) in one call, reading row b, and ``step.finish_epoch(rows, taken)``
     counts the steps taken. ``step.gradients(X, Y, idx, ws, out_stats, skip)`` stops before
     the update (data-parallel training: the gradients are averaged over the ranks, then
-    ``MLP.apply_gradients`` runs the optimizer's kernel)."""
+    ``MLP.apply_gradients`` runs the optimizer's kernel).
+
+    With MKL and more than one thread, a batch is cut into row blocks, one thread each
+    (``row_blocks``: each block's gradients, then each thread's share of the update);
+    ``row_blocks(ws)`` says how a workspace's batches are cut."""
 
     @property
     def model(self) -> TrainingModel:
