@@ -271,6 +271,9 @@ def test_report_writers_produce_valid_json_and_markdown(tiny_result, tmp_path):
     assert blas_after["mode"] in ("openblas", "mkl", "by timing")
     assert "xpmlp-numpy products: " + blas_after["summary"] in text
     assert markdown_report(tiny_result).startswith("# xpmlp bench (tiny")
+    timed = [w for w in data["workloads"] if w["key"] in "ABCE"]
+    assert timed and all(w["row_blocks"].startswith("xpmlp-numpy: each batch of") for w in timed)
+    assert all(w["row_blocks"] in md for w in timed)  # how the step cut its batches
 
 
 def test_cli_runs_end_to_end(tmp_path, capsys):

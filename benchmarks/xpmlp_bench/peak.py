@@ -121,6 +121,18 @@ class GemmStep:
                 mm(L["delta"], L["W"], L["dX"])
 
 
+def row_blocks_line(layer_sizes: Sequence[int], m: int) -> str:
+    """One line: how xpmlp's fused step cuts a batch of ``m`` rows at this thread count."""
+    blocks = _row_blocks("xpmlp", layer_sizes, m)
+    if blocks is None:
+        return f"xpmlp-numpy: each batch of {m} rows in one block (products on MKL's threads)"
+    rows = ", ".join(str(b - a) for a, b in zip(blocks[1][:-1], blocks[1][1:], strict=True))
+    return (
+        f"xpmlp-numpy: each batch of {m} rows in {len(blocks[1]) - 1} row blocks ({rows} rows), "
+        "one thread each, MKL on one thread"
+    )
+
+
 def _row_blocks(library: str, layer_sizes: Sequence[int], m: int) -> tuple[Any, list[int]] | None:
     """(the threads, the rows' cut points) where xpmlp's fused step cuts a batch of ``m`` rows
     into row blocks (``xpmlp.backends.row_blocks``: MKL, one thread per block), so that its

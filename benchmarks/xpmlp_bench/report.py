@@ -141,6 +141,8 @@ def _workload_block(w: dict[str, Any], markdown: bool) -> list[str]:
             f"{flops:.2f} GFLOP of matrix products; median of {w['repeats']} "
             f"alternating repeats after {w['warmup']} warm-up"
         )
+        if w.get("row_blocks"):
+            lines.append(w["row_blocks"])
         if any((r.get("outside_gemm_share") or 0) < 0 for r in w["rows"]):
             lines.append(NOISE_NOTE)
         setup = [(r["row"], r["setup_seconds"]) for r in w["rows"] if r.get("setup_seconds")]

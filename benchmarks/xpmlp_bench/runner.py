@@ -41,7 +41,14 @@ from xpmlp.machine.threads import cpu_threads
 from .data import Dataset, load_mnist_scaled, synthetic
 from .flops import pass_flops, step_flops
 from .machine import describe_machine, numba_info, xpmlp_blas_info
-from .peak import GemmStep, device_libraries, gemm_unit_seconds, peak_library, square_rate
+from .peak import (
+    GemmStep,
+    device_libraries,
+    gemm_unit_seconds,
+    peak_library,
+    row_blocks_line,
+    square_rate,
+)
 from .registry import TORCH_OF_DEVICE, resolve_rows
 from .rows import ModelSpec, Row, initial_weights
 from .schedule import alternate, summarize
@@ -105,6 +112,8 @@ def run_benchmark(
             run = _run_to_accuracy if w.kind == "to_accuracy" else _run_timed
             entry = run(w, active, data, profile, log)
             entry["skipped"] = skipped
+            if any(r.name == "xpmlp-numpy" for r in active) and w.kind != "to_accuracy":
+                entry["row_blocks"] = row_blocks_line(w.layer_sizes, w.batch_size)
             result["workloads"].append(entry)
             if busy_core and w.kind != "to_accuracy":
                 log(f"{w.key} again, beside a process that keeps one core busy")

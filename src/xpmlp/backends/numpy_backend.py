@@ -715,32 +715,29 @@ class FusedStep:
         if blocks is not None:
             self._run_blocks(blocks, X, Y, idx, out_stats, skip, rows, row, row_weights, hidden)
             return
-        model = self.model
-        opt = model.optimizer
-        t = model.dtype.type
-        clip_value = math.inf if opt.clip_grad_value is None else opt.clip_grad_value
-        max_norm = 0.0 if opt.clip_grad_norm is None else opt.clip_grad_norm
         weights = None
         if row_weights is not None:
             from ..kernels.fused_cpu import RowWeights
 
+            t = self.model_dtype.type
             weights = RowWeights(row_weights[0], t(row_weights[1]), r)  # r: (ws.rows,)
         kernel(
-            self.cblas,
-            X,
-            Y,
-            idx,
-            self.Ws,
-            self.bs,
-            self.dWs,
-            self.dbs,
-            Zs,
-            As,
-            deltas,
-            ws.Y,
-            out_stats,
-            skip,
-            t(1.0 / ws.rows),
+            self.cblas, X, Y, idx, self.Ws, self.bs, self.dWs, self.dbs, Zs, As, deltas, ws.Y,
+            out_stats, skip, *self._scalars_and_state(ws.rows, rows, row, wide, hidden), weights,
+            update_now, 0,
+        )  # fmt: skip
+
+    def _scalars_and_state(
+        self, m: int, rows: StepRows, row: int, wide: Array, hidden: Regularization | None
+    ) -> tuple[object, ...]:
+        """``train_step``'s arguments from ``inv_m`` to ``keys`` (``fused_cpu.PARAMETERS``)
+        for a batch of ``m`` rows: the step's scalars, the parameters, gradients and optimizer
+        state, row ``row`` of the epoch's ``rows``."""
+        model = self.model
+        opt = model.optimizer
+        t = model.dtype.type
+        return (
+            t(1.0 / m),
             model.params,
             model.grads,
             opt.state,
@@ -750,15 +747,12 @@ class FusedStep:
             model.n_weights,
             self.w_at,
             t(opt.l1),
-            t(clip_value),
-            t(max_norm),
+            t(math.inf if opt.clip_grad_value is None else opt.clip_grad_value),
+            t(0.0 if opt.clip_grad_norm is None else opt.clip_grad_norm),
             opt.sum_squares,
             wide,
             hidden,
             rows.keys,
-            weights,
-            update_now,
-            0,
         )
 
     def row_blocks(self, ws: Workspace) -> RowBlocks | None:
@@ -799,28 +793,10 @@ class FusedStep:
         from ..kernels.fused_cpu import RowWeights
 
         model = self.model
-        opt = model.optimizer
         t = model.dtype.type
         kernel, update = self.kernel(False), self.update_kernel()
-        max_norm = t(0.0 if opt.clip_grad_norm is None else opt.clip_grad_norm)
-        shared = (
-            t(1.0 / blocks.ws.rows),  # the mean over the whole batch
-            model.params,
-            model.grads,
-            opt.state,
-            rows.hyper,
-            rows.decays,
-            row,
-            model.n_weights,
-            self.w_at,
-            t(opt.l1),
-            t(math.inf if opt.clip_grad_value is None else opt.clip_grad_value),
-            max_norm,
-            opt.sum_squares,
-            blocks.wide,
-            hidden,
-            rows.keys,
-        )
+        # every block's 1/m is the whole batch's: the blocks' gradients add up to its mean's
+        shared = self._scalars_and_state(blocks.ws.rows, rows, row, blocks.wide, hidden)
         edges, n_blocks, n_threads = blocks.rows, len(blocks.rows) - 1, blocks.threads
         blocks.skips[...] = 0
 
@@ -843,11 +819,8 @@ class FusedStep:
             )  # fmt: skip
 
         # with norm clipping one share, all of g (the norm is the whole gradient's)
-        cuts = (
-            blocks.shares
-            if max_norm == 0
-            else [0, model.params.size] + [model.params.size] * (n_threads - 1)
-        )
+        n = model.params.size
+        cuts = blocks.shares if not model.optimizer.clip_grad_norm else [0] + [n] * n_threads
 
         def thread_blocks(i: int) -> Callable[[], None]:
             def task() -> None:
