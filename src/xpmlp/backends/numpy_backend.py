@@ -526,7 +526,8 @@ class FusedStep:
         #: thread each (``row_blocks``; batch norm's statistics are the whole batch's)
         mkl = provider.mkl if provider.library == "mkl" and not any(model.batch_norm) else None
         self._threads = None if mkl is None else row_blocks.block_threads(mkl)
-        self._blocks: tuple[Workspace, int, RowBlocks | None] | None = None
+        #: the last workspace's blocks, with the (thread count, deterministic) they were cut for
+        self._blocks: tuple[Workspace, tuple[int, bool], RowBlocks | None] | None = None
         layers = model.layers
         self.Ws = tuple(layer.W for layer in layers)
         self.bs = tuple(layer.b for layer in layers)
@@ -763,16 +764,16 @@ class FusedStep:
             return None
         import numba
 
-        threads = numba.get_num_threads()
-        cached = self._blocks
-        if cached is not None and cached[0] is ws and cached[1] == threads:
-            return cached[2]
         model = self.model
-        n = row_blocks.block_count(ws.rows, model.n_weights, threads, model.deterministic)
+        threads, deterministic = numba.get_num_threads(), model.deterministic
+        cached = self._blocks
+        if cached is not None and cached[0] is ws and cached[1] == (threads, deterministic):
+            return cached[2]
+        n = row_blocks.block_count(ws.rows, model.n_weights, threads, deterministic)
         blocks = None
         if n > 1:
             blocks = row_blocks.RowBlocks.cut(ws, n, threads, model.grads, self.dWs, self.dbs)
-        self._blocks = (ws, threads, blocks)
+        self._blocks = (ws, (threads, deterministic), blocks)
         return blocks
 
     def _run_blocks(
