@@ -7,10 +7,11 @@ up to its gradients (``kernels.fused_cpu.train_step`` with ``update_now`` False,
 1/m that of the whole batch, the dropout masks of the block's rows of the batch) in a thread
 of its own, with a single-threaded BLAS, into a gradient vector of its own (block 0 into
 the model's). Then each thread takes a share of the parameters: adds the blocks' gradients
-in block order and updates its share (``update_step``). Two hand-offs per step, against
-MKL's own threads, which meet after every product: at batch 128 on a 2-core AMD EPYC the
-products of workload A ran at 95 GFLOP/s on two MKL threads and at 135 as two blocks of 64
-rows on one thread each.
+in block order and updates its share (``update_step``). The threads meet twice per step (the
+hand-off and a barrier before the update), where MKL's own threads meet after every product:
+at batch 128 on a 2-core AMD EPYC (Zen 4) the products of workload A ran at 95 GFLOP/s on two
+MKL threads and at 114-138 as two blocks of 64 rows on one thread each, and its epochs took
+1.34-1.38x less time.
 
 The block count depends on the batch's shape and the thread count only (``block_count``),
 never on timing, so a seed gives the same bits on every run with the same thread count. In
@@ -21,7 +22,8 @@ another order (to rounding: the tests hold both to the reference).
 
 Not cut into blocks (one line each): batch norm (its statistics are the whole batch's);
 NumPy's OpenBLAS (its thread count is the process's, not a thread's: MKL only, where
-``mkl_set_num_threads_local`` gives each block one thread).
+``mkl_set_num_threads_local`` gives each block one thread); batches too small to share
+(``BLOCK_MIN_WORK``) or big enough for MKL's own threads (``BLOCK_MAX_WORK``).
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ if TYPE_CHECKING:
     from .base import Array
 
 #: the fewest multiply-adds (rows x weights) of a block's forward products worth a thread of
-#: its own: below it handing the block over costs more than it saves (a hand-off is about
-#: 20-50 us; 2^20 multiply-adds take about 50 us on one core)
+#: its own: below it handing the block over costs more than it saves (a hand-off took 50-120
+#: us on a 2-core VM; a block's forward and backward products of 2^20 rows x weights, 75 us)
 BLOCK_MIN_WORK = 1 << 20
 #: the most multiply-adds (rows x weights) of a batch's forward products cut into blocks: past
 #: it MKL's own threads lose little to their meetings (784-4096-4096-10 at batch 4096, 8e10:
