@@ -482,7 +482,7 @@ _Views = tuple[
     tuple[Array, ...],
     tuple[Array, ...],
     tuple[Array, ...],
-    NumbaDispatcher,
+    bool,
     Array,
     "Regularization | None",
     Array,
@@ -525,7 +525,7 @@ class FusedStep:
         #: MKL where it computes the products: a batch may then be cut into row blocks, one
         #: thread each (``row_blocks``; batch norm's statistics are the whole batch's)
         mkl = provider.mkl if provider.library == "mkl" and not any(model.batch_norm) else None
-        self._threads = None if mkl is None else row_blocks.block_threads(mkl)
+        self._block_threads = None if mkl is None else row_blocks.block_threads(mkl)
         #: the last workspace's blocks, with the (thread count, deterministic) they were cut for
         self._blocks: tuple[Workspace, tuple[int, bool], RowBlocks | None] | None = None
         layers = model.layers
@@ -706,16 +706,17 @@ class FusedStep:
                 tuple(ws.Z),
                 tuple(ws.A),
                 tuple(ws.delta),
-                self.kernel(big),
+                big,  # the kernel is looked up when one block runs (blocks use the serial one)
                 wide,
                 self.regularization(ws),
                 numpy.empty(ws.rows, self.model_dtype),
             )
-        _, Zs, As, deltas, kernel, wide, hidden, r = views
+        _, Zs, As, deltas, big, wide, hidden, r = views
         blocks = self.row_blocks(ws) if update_now else None
         if blocks is not None:
             self._run_blocks(blocks, X, Y, idx, out_stats, skip, rows, row, row_weights, hidden)
             return
+        kernel = self.kernel(big)
         weights = None
         if row_weights is not None:
             from ..kernels.fused_cpu import RowWeights
@@ -760,7 +761,7 @@ class FusedStep:
         """The blocks ``ws``'s batches are cut into (``row_blocks.block_count``: by the rows,
         the weights, the thread count and deterministic mode), or None for one block (the
         plain fused step) and where the step is not cut (OpenBLAS, batch norm)."""
-        if self._threads is None:
+        if self._block_threads is None:
             return None
         import numba
 
@@ -837,7 +838,7 @@ class FusedStep:
 
             return task
 
-        threads = cast("row_blocks.BlockThreads", self._threads)  # row_blocks made blocks
+        threads = cast("row_blocks.BlockThreads", self._block_threads)  # row_blocks cut them
         threads.run(
             [
                 [thread_blocks(i) for i in range(n_threads)],
