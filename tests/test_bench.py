@@ -70,13 +70,14 @@ def test_gemm_step_runs_the_counted_products():
 # ---------------------------------------------------------------------- the schedule
 @pytest.mark.parametrize("route", ["openblas", "mkl"])
 def test_the_cpu_peak_is_measured_in_the_library_xpmlp_uses(monkeypatch, route):
-    """With MKL as the route NumPy's BLAS is held at one thread, so the CPU's square-sgemm
-    peak is MKL's (through xpmlp's provider); every CPU library's rate at the workload's
+    """NumPy's BLAS is held at one thread in every route, so the CPU's square-sgemm peak is
+    measured through xpmlp's provider, as its fused step runs the products (MKL's threads,
+    or row blocks of one OpenBLAS thread each); every CPU library's rate at the workload's
     shapes counts too, PyTorch's included, and no GPU library's."""
     from xpmlp import blas
 
     monkeypatch.setattr(blas, "provider", lambda: argparse.Namespace(mode=route))
-    assert peak_library("cpu") == ("numpy" if route == "openblas" else "xpmlp")
+    assert peak_library("cpu") == "xpmlp"
     assert peak_library("cuda") == "cupy"
     libs = ["cupy", "numpy", "torch-cpu", "torch-cuda", "xpmlp"]
     assert device_libraries(libs, "cpu") == ["numpy", "torch-cpu", "xpmlp"]

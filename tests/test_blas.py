@@ -165,16 +165,36 @@ class FakeMkl:
     matmul = None
 
 
-@pytest.mark.parametrize("mkl_loads,expected", [(True, "mkl"), (False, "openblas")])
-def test_the_default_route_depends_only_on_what_is_installed(monkeypatch, mkl_loads, expected):
+@pytest.mark.parametrize(
+    "vendor,mkl_loads,expected",
+    [
+        ("GenuineIntel", True, "mkl"),
+        ("GenuineIntel", False, "openblas"),
+        ("", True, "mkl"),
+        ("AuthenticAMD", True, "openblas"),
+        ("AuthenticAMD", False, "openblas"),
+    ],
+)
+def test_the_default_route_depends_only_on_the_cpu_vendor_and_what_is_installed(
+    monkeypatch, vendor, mkl_loads, expected
+):
+    monkeypatch.setattr(blas, "cpu_vendor", lambda: vendor)
     monkeypatch.setattr(blas, "load_mkl", lambda: FakeMkl() if mkl_loads else None)
     monkeypatch.setattr(blas, "mkl_unavailable_reason", lambda: "not installed")
     library, why = blas.default_route()
     assert library == expected and "default" in why
 
 
+def test_cpu_vendor_reads_the_kernels_name_of_the_vendor():
+    vendor = blas.cpu_vendor()
+    assert isinstance(vendor, str) and vendor == vendor.strip()
+    if os.path.exists("/proc/cpuinfo"):
+        assert vendor, "Linux names the vendor in /proc/cpuinfo"
+
+
 def test_unset_xpmlp_blas_sends_every_product_to_mkl_where_it_is_installed(monkeypatch):
     monkeypatch.delenv(config.BLAS, raising=False)
+    monkeypatch.setattr(blas, "cpu_vendor", lambda: "GenuineIntel")
     fake = FakeMkl()
     monkeypatch.setattr(blas, "load_mkl", lambda: fake)
     monkeypatch.setattr(blas, "_provider", [])
@@ -202,7 +222,8 @@ def test_unset_xpmlp_blas_sends_every_product_to_mkl_where_it_is_installed(monke
     assert "MKL is not available: not installed" in provider.describe()
 
 
-def test_with_mkl_numpys_openblas_is_held_at_one_thread(mkl):
+@pytest.mark.parametrize("route", ["mkl", "openblas"])
+def test_every_route_holds_numpys_openblas_at_one_thread(mkl, route):
     threadpoolctl = pytest.importorskip("threadpoolctl")
 
     def openblas_threads():
@@ -212,14 +233,13 @@ def test_with_mkl_numpys_openblas_is_held_at_one_thread(mkl):
     if not openblas_threads():
         pytest.skip("NumPy's BLAS here is not OpenBLAS")
     with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):  # restored on exit
-        blas.MatmulProvider("openblas", mkl, threads=2)
-        assert set(openblas_threads()) == {min(2, os.cpu_count() or 1)}
-        provider = blas.MatmulProvider("mkl", mkl, threads=2)
+        provider = blas.MatmulProvider(route, mkl, threads=2)
         assert set(openblas_threads()) == {1}
         blas.hold_openblas(2)
+        assert set(openblas_threads()) == {min(2, os.cpu_count() or 1)}
         provider.set_threads(2)  # as cpu_threads does after raising every BLAS's threads
         assert set(openblas_threads()) == {1}
-        assert "held at 1 thread" in provider.describe()
+        assert "1 thread" in provider.describe()
 
 
 def test_without_mkl_the_provider_is_numpys_matmul():

@@ -124,26 +124,34 @@ def test_deterministic_mode_is_thread_count_independent_in_one_process(library, 
     assert digests[1] == digests[2]
 
 
-def test_deterministic_mode_fixes_the_blas_threads_only_while_training(monkeypatch):
-    threadpoolctl = pytest.importorskip("threadpoolctl")
+@pytest.mark.parametrize("route", ["mkl", "openblas"])
+def test_deterministic_mode_fixes_the_blas_threads_only_while_training(monkeypatch, route):
+    """MKL runs on ``DETERMINISTIC_THREADS`` while a deterministic model trains, its own
+    count before and after; NumPy's OpenBLAS stays on one thread throughout (every route
+    holds it there)."""
     from xpmlp import blas
 
-    monkeypatch.setattr(blas, "_provider", [blas.MatmulProvider("openblas", None)])
+    mkl = blas.load_mkl() if route == "mkl" else None
+    if route == "mkl" and mkl is None:
+        pytest.skip(f"MKL is not available: {blas.mkl_unavailable_reason()}")
+    monkeypatch.setattr(blas, "_provider", [blas.MatmulProvider(route, mkl, threads=1)])
+    openblas = blas.openblas_threads()
+
+    def threads():
+        return (
+            None if mkl is None else mkl.threads,
+            None if openblas is None else openblas.set_threads_local(1),
+        )
+
     seen = []
-
-    def openblas_threads():
-        libs = threadpoolctl.ThreadpoolController().select(internal_api="openblas")
-        return {lib.num_threads for lib in libs.lib_controllers}
-
-    if not openblas_threads():
-        pytest.skip("NumPy's BLAS here is not OpenBLAS")
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((64, 8)).astype(np.float32), rng.integers(0, 2, 64)
-    with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
-        model = MLP([8, 4, 2], backend="numpy", deterministic=True)
-        model.fit(X, y, epochs=1, callback=lambda record: seen.append(openblas_threads()))
-        assert seen == [{blas.DETERMINISTIC_THREADS}]
-        assert openblas_threads() == {1}  # restored after fit
+    model = MLP([8, 4, 2], backend="numpy", deterministic=True)
+    with cpu_threads(1):
+        model.fit(X, y, epochs=1, callback=lambda record: seen.append(threads()))
+        one = None if openblas is None else 1
+        assert seen == [(None if mkl is None else blas.DETERMINISTIC_THREADS, one)]
+        assert threads() == (None if mkl is None else 1, one)  # restored after fit
 
 
 def test_deterministic_is_kept_by_files_and_pickles_and_checked(tmp_path):

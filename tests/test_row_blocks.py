@@ -25,15 +25,21 @@ SIZES = [24, 32, 16, 4]
 BATCH = 64
 
 
-@pytest.fixture
-def mkl(monkeypatch: pytest.MonkeyPatch) -> blas.Mkl:
-    """MKL computes every product (the blocks' route), and any batch is worth blocks."""
-    mkl = blas.load_mkl()
-    if mkl is None:
+@pytest.fixture(params=["mkl", "openblas"])
+def route(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each BLAS route computes every product in turn (MKL on one thread per block through
+    its per-thread count; NumPy's OpenBLAS held at one thread), and any batch is worth
+    blocks."""
+    library = request.param
+    mkl = blas.load_mkl() if library == "mkl" else None
+    if library == "mkl" and mkl is None:
         pytest.skip(f"MKL is not available: {blas.mkl_unavailable_reason()}")
-    monkeypatch.setattr(blas, "_provider", [blas.MatmulProvider("mkl", mkl)])
+    provider = blas.MatmulProvider(library, mkl)
+    if provider.one_thread() is None:
+        pytest.skip("no OpenBLAS controller found (threadpoolctl) to hold it at one thread")
+    monkeypatch.setattr(blas, "_provider", [provider])
     monkeypatch.setattr(row_blocks, "BLOCK_MIN_WORK", 1)
-    return mkl
+    return library
 
 
 def _data(n: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -85,6 +91,8 @@ def test_block_count_follows_threads_work_and_deterministic_mode() -> None:
     assert row_blocks.block_count(1024, most // 1024, 2, False) == 2
     assert row_blocks.block_count(1024, most // 1024 + 1, 2, False) == 1  # MKL's threads do
     assert row_blocks.block_count(1024, most // 1024 + 1, 2, True) == 1
+    # NumPy's OpenBLAS is on one thread: only the blocks put a big batch on several cores
+    assert row_blocks.block_count(1024, most // 1024 + 1, 2, False, threaded_blas=False) == 2
 
 
 @pytest.mark.parametrize(
@@ -108,7 +116,7 @@ CASES = {
 
 @pytest.mark.skipif(available_cores() < 2, reason="needs 2 cores to run blocks side by side")
 @pytest.mark.parametrize("case", list(CASES))
-def test_blocks_train_as_one_block_does_to_rounding(mkl, case: str) -> None:
+def test_blocks_train_as_one_block_does_to_rounding(route, case: str) -> None:
     options = CASES[case]
     one = _fit(2, False, **options)
     two = _fit(2, True, **options)
@@ -122,7 +130,7 @@ def test_blocks_train_as_one_block_does_to_rounding(mkl, case: str) -> None:
 
 
 @pytest.mark.skipif(available_cores() < 2, reason="needs 2 cores to run blocks side by side")
-def test_blocks_take_sample_weights_and_schedules_in_float64(mkl) -> None:
+def test_blocks_take_sample_weights_and_schedules_in_float64(route) -> None:
     X, y = _data()
     weights = np.random.default_rng(1).uniform(0.2, 2.0, len(X))
     fit = dict(sample_weight=weights, lr_schedule="cosine")
@@ -134,21 +142,21 @@ def test_blocks_take_sample_weights_and_schedules_in_float64(mkl) -> None:
 
 
 @pytest.mark.skipif(available_cores() < 2, reason="needs 2 cores to run blocks side by side")
-def test_blocks_give_the_same_bits_on_every_run(mkl) -> None:
+def test_blocks_give_the_same_bits_on_every_run(route) -> None:
     first = _fit(2, True, optimizer="adam", dropout=0.1)
     again = _fit(2, True, optimizer="adam", dropout=0.1)
     np.testing.assert_array_equal(again.params, first.params)
 
 
 @pytest.mark.skipif(available_cores() < 2, reason="needs 2 cores to compare 1 and 2 threads")
-def test_deterministic_blocks_give_the_same_bits_at_1_and_2_threads(mkl) -> None:
+def test_deterministic_blocks_give_the_same_bits_at_1_and_2_threads(route) -> None:
     one = _fit(1, True, optimizer="momentum", learning_rate=0.05, deterministic=True)
     two = _fit(2, True, optimizer="momentum", learning_rate=0.05, deterministic=True)
     np.testing.assert_array_equal(two.params, one.params)
 
 
 @pytest.mark.skipif(available_cores() < 2, reason="needs 2 cores to run blocks side by side")
-def test_a_block_whose_loss_is_not_finite_stops_the_update_of_every_share(mkl) -> None:
+def test_a_block_whose_loss_is_not_finite_stops_the_update_of_every_share(route) -> None:
     """One row whose loss overflows, in the second block of the first batch: no parameter
     moves (every thread's share reads every block's flag) and training stops as with one
     block."""
@@ -169,14 +177,39 @@ def test_a_block_whose_loss_is_not_finite_stops_the_update_of_every_share(mkl) -
     assert models[0] == models[1]
 
 
-def test_batch_norm_and_openblas_keep_one_block(mkl, monkeypatch) -> None:
+def test_batch_norm_keeps_one_block(route) -> None:
     norm = MLP(SIZES, batch_norm=True, backend=NumpyBackend())
     step = norm.backend.fused_step(norm)
     assert step is not None and step.row_blocks(norm.workspace(BATCH)) is None
-    monkeypatch.setattr(blas, "_provider", [blas.MatmulProvider("openblas", None)])
     plain = MLP(SIZES, backend=NumpyBackend())
     step = plain.backend.fused_step(plain)
-    assert step is not None and step.row_blocks(plain.workspace(BATCH)) is None
+    with cpu_threads(2):
+        assert step is not None and step.row_blocks(plain.workspace(BATCH)) is not None
+
+
+def test_only_mkl_keeps_batches_past_the_most_work_whole(route, monkeypatch) -> None:
+    """MKL threads a big product itself; NumPy's OpenBLAS is on one thread, so on its route
+    a big batch is cut too (the blocks are what runs its products on several cores)."""
+    monkeypatch.setattr(row_blocks, "BLOCK_MAX_WORK", 1)
+    model = MLP(SIZES, backend=NumpyBackend())
+    step = model.backend.fused_step(model)
+    assert step is not None
+    with cpu_threads(2):
+        blocks = step.row_blocks(model.workspace(BATCH))
+    assert (blocks is None) == (route == "mkl")
+
+
+def test_openblas_threads_are_held_at_one_and_set_for_the_process() -> None:
+    one_thread = blas.MatmulProvider("openblas", None).one_thread()
+    if one_thread is None:
+        pytest.skip("NumPy's BLAS is not an OpenBLAS with its thread functions")
+    assert one_thread.set_threads_local(2) == 1, "the provider held it at one thread"
+    seen: list[int] = []
+    worker = threading.Thread(target=lambda: seen.append(one_thread.set_threads_local(1)))
+    worker.start()
+    worker.join()
+    assert seen == [2], "one count for the whole process: the worker saw the caller's"
+    assert one_thread.set_threads_local(1) == 1, "and a worker may set it"
 
 
 class _FakeMkl:

@@ -10,8 +10,9 @@ step, times the steps of a timed unit, is the "GEMM-only" time of that unit.
 products: after one warm-up call it runs k back-to-back products, doubling k
 until they take at least ``min_seconds``, and reports 2 n^3 k / seconds.
 
-Libraries: "numpy" (NumPy's BLAS), "xpmlp" (the numpy backend's products through its
-provider: MKL where that is the route, ``xpmlp.machine.blas``), "torch-cpu", "torch-cuda"
+Libraries: "numpy" (NumPy's BLAS as it is), "xpmlp" (the numpy backend's products through
+its provider, ``xpmlp.machine.blas``: MKL, or NumPy's OpenBLAS on one thread, both in row
+blocks where the fused step cuts a batch into them), "torch-cpu", "torch-cuda"
 (torch.mm) and "cupy" (cuBLAS FP32; CUPY_TF32 must be unset). GPU timings synchronize first.
 """
 
@@ -123,19 +124,23 @@ class GemmStep:
 
 def row_blocks_line(layer_sizes: Sequence[int], m: int) -> str:
     """One line: how xpmlp's fused step cuts a batch of ``m`` rows at this thread count."""
+    from xpmlp import blas
+
+    library = "MKL" if blas.provider().mode == "mkl" else "OpenBLAS"
     blocks = _row_blocks("xpmlp", layer_sizes, m)
     if blocks is None:
-        return f"xpmlp-numpy: each batch of {m} rows in one block (products on MKL's threads)"
+        threads = "MKL's threads" if library == "MKL" else "one OpenBLAS thread"
+        return f"xpmlp-numpy: each batch of {m} rows in one block (products on {threads})"
     rows = ", ".join(str(b - a) for a, b in zip(blocks[1][:-1], blocks[1][1:], strict=True))
     return (
         f"xpmlp-numpy: each batch of {m} rows in {len(blocks[1]) - 1} row blocks ({rows} rows), "
-        "one thread each, MKL on one thread"
+        f"one thread each, {library} on one thread"
     )
 
 
 def _row_blocks(library: str, layer_sizes: Sequence[int], m: int) -> tuple[Any, list[int]] | None:
     """(the threads, the rows' cut points) where xpmlp's fused step cuts a batch of ``m`` rows
-    into row blocks (``xpmlp.backends.row_blocks``: MKL, one thread per block), so that its
+    into row blocks (``xpmlp.backends.row_blocks``: one BLAS thread per block), so that its
     products here run as the step runs them; None where the step runs them whole."""
     if library != "xpmlp":
         return None
@@ -147,10 +152,13 @@ def _row_blocks(library: str, layer_sizes: Sequence[int], m: int) -> tuple[Any, 
     provider = blas.provider()
     n_weights = sum(a * b for a, b in zip(layer_sizes[:-1], layer_sizes[1:], strict=True))
     threads = numba.get_num_threads()
-    n = row_blocks.block_count(m, n_weights, threads, deterministic=False)
-    if provider.mode != "mkl" or provider.mkl is None or n == 1:
+    n = row_blocks.block_count(
+        m, n_weights, threads, deterministic=False, threaded_blas=provider.mode == "mkl"
+    )
+    one_thread = provider.one_thread()
+    if one_thread is None or n == 1:
         return None
-    return row_blocks.block_threads(provider.mkl), row_blocks.bounds(m, n)
+    return row_blocks.block_threads(one_thread), row_blocks.bounds(m, n)
 
 
 def _sustained(
@@ -201,7 +209,16 @@ def square_rate(library: str, n: int, min_seconds: float) -> float:
     a = make(rng.standard_normal((n, n), dtype=np.float32))
     b = make(rng.standard_normal((n, n), dtype=np.float32))
     c = make(np.zeros((n, n), np.float32))
-    per_call, _ = _sustained(lambda: matmul(a, b, c), sync, min_seconds)
+    blocks = _row_blocks(library, [n, n], n)
+    if blocks is None:
+        per_call, _ = _sustained(lambda: matmul(a, b, c), sync, min_seconds)
+    else:  # the product cut into row blocks as the fused step cuts a batch (OpenBLAS route)
+        threads, cuts = blocks
+        parts = [
+            lambda lo=lo, hi=hi: matmul(a[lo:hi], b, c[lo:hi])
+            for lo, hi in zip(cuts[:-1], cuts[1:], strict=True)
+        ]
+        per_call, _ = _sustained(lambda: threads.run([parts]), sync, min_seconds)
     return 2.0 * n**3 / per_call / 1e9
 
 
@@ -216,17 +233,17 @@ LIBRARY_DEVICE = {
 
 
 def xpmlp_gemm_library() -> str:
-    """The GEMM library of the numpy backend's products: "numpy" when they are NumPy's
-    (``xpmlp.machine.blas``'s route is OpenBLAS), else "xpmlp" (MKL, through its provider)."""
-    from xpmlp import blas
-
-    return "numpy" if blas.provider().mode == "openblas" else "xpmlp"
+    """The GEMM library of the numpy backend's products: "xpmlp", its provider's
+    (``xpmlp.machine.blas``: MKL or NumPy's OpenBLAS on one thread, in the row blocks the
+    fused step cuts a batch into)."""
+    return "xpmlp"
 
 
 def peak_library(device: str) -> str:
     """The library whose square sgemm is measured as the device's peak: on the CPU the one
-    xpmlp's products use (with MKL, NumPy's BLAS is held at one thread: its rate is not the
-    machine's), cuBLAS (CuPy) on the GPU. The peak also counts every library's rate at the
+    xpmlp's products use, as the fused step runs them (NumPy's OpenBLAS is held at one
+    thread: on its route the product is cut into row blocks, one thread each), cuBLAS (CuPy)
+    on the GPU. The peak also counts every library's rate at the
     workload's shapes on that device (``device_libraries``)."""
     return xpmlp_gemm_library() if device == "cpu" else "cupy"
 

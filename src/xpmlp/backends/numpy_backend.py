@@ -500,7 +500,7 @@ class FusedStep:
     the update (data-parallel training: the gradients are averaged over the ranks, then
     ``MLP.apply_gradients`` runs the optimizer's kernel).
 
-    With MKL and more than one thread, a batch is cut into row blocks, one thread each
+    With more than one thread, a batch is cut into row blocks, one thread each
     (``row_blocks``: each block's gradients, then each thread's share of the update);
     ``row_blocks(ws)`` says how a workspace's batches are cut."""
 
@@ -522,10 +522,13 @@ class FusedStep:
         provider = blas.provider()
         #: the process's cblas_?gemm (MKL's or NumPy's: ``xpmlp.machine.blas``), for every product
         self.cblas = provider.cblas_gemm(model.dtype.char)
-        #: MKL where it computes the products: a batch may then be cut into row blocks, one
-        #: thread each (``row_blocks``; batch norm's statistics are the whole batch's)
-        mkl = provider.mkl if provider.library == "mkl" and not any(model.batch_norm) else None
-        self._block_threads = None if mkl is None else row_blocks.block_threads(mkl)
+        #: the threads a batch may be cut into row blocks on, one BLAS thread each
+        #: (``row_blocks``; batch norm's statistics are the whole batch's)
+        one_thread = None if any(model.batch_norm) else provider.one_thread()
+        self._block_threads = None if one_thread is None else row_blocks.block_threads(one_thread)
+        #: whether BLAS runs one product on several threads itself (MKL; NumPy's OpenBLAS is
+        #: held at one thread): past ``row_blocks.BLOCK_MAX_WORK`` a batch is then one block
+        self._threaded_blas = provider.library == "mkl"
         #: the last workspace's blocks, with the (thread count, deterministic) they were cut for
         self._blocks: tuple[Workspace, tuple[int, bool], RowBlocks | None] | None = None
         layers = model.layers
@@ -760,7 +763,7 @@ class FusedStep:
     def row_blocks(self, ws: Workspace) -> RowBlocks | None:
         """The blocks ``ws``'s batches are cut into (``row_blocks.block_count``: by the rows,
         the weights, the thread count and deterministic mode), or None for one block (the
-        plain fused step) and where the step is not cut (OpenBLAS, batch norm)."""
+        plain fused step) and where the step is not cut (batch norm)."""
         if self._block_threads is None:
             return None
         import numba
@@ -770,7 +773,9 @@ class FusedStep:
         cached = self._blocks
         if cached is not None and cached[0] is ws and cached[1] == (threads, deterministic):
             return cached[2]
-        n = row_blocks.block_count(ws.rows, model.n_weights, threads, deterministic)
+        n = row_blocks.block_count(
+            ws.rows, model.n_weights, threads, deterministic, self._threaded_blas
+        )
         blocks = None
         if n > 1:
             blocks = row_blocks.RowBlocks.cut(ws, n, threads, model.grads, self.dWs, self.dbs)

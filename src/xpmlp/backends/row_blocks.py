@@ -20,10 +20,15 @@ one after the other on one thread): the same bits at 1, 2 or 4 threads. A batch 
 is the plain fused step, bit for bit the per-op path's; in several, its sums are added in
 another order (to rounding: the tests hold both to the reference).
 
+Both BLAS routes (``xpmlp.machine.blas``): MKL gives each block's thread one MKL thread
+(``mkl_set_num_threads_local``); NumPy's OpenBLAS is on one thread for the whole process
+anyway, so on that route the blocks are what runs the products on several cores (on a 2-core
+AMD EPYC, Zen 4: workload C's products at 211 GFLOP/s as two blocks on OpenBLAS against 178
+on two MKL threads).
+
 Not cut into blocks (one line each): batch norm (its statistics are the whole batch's);
-NumPy's OpenBLAS (its thread count is the process's, not a thread's: MKL only, where
-``mkl_set_num_threads_local`` gives each block one thread); batches too small to share
-(``BLOCK_MIN_WORK``) or big enough for MKL's own threads (``BLOCK_MAX_WORK``).
+batches too small to share (``BLOCK_MIN_WORK``); on MKL, batches big enough for its own
+threads (``BLOCK_MAX_WORK``).
 """
 
 from __future__ import annotations
@@ -33,13 +38,12 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy
 
 if TYPE_CHECKING:
     from ..core.workspace import Workspace
-    from ..machine.blas import Mkl
     from .base import Array
 
 #: the fewest multiply-adds (rows x weights) of a block's forward products worth a thread of
@@ -56,13 +60,16 @@ DETERMINISTIC_BLOCKS = 2
 SHARE_ALIGN = 16
 
 
-def block_count(rows: int, n_weights: int, threads: int, deterministic: bool) -> int:
+def block_count(
+    rows: int, n_weights: int, threads: int, deterministic: bool, threaded_blas: bool = True
+) -> int:
     """How many row blocks a batch of ``rows`` rows is cut into, for a model with
     ``n_weights`` weights: one per thread (``DETERMINISTIC_BLOCKS`` in deterministic mode),
-    as long as each block has at least ``BLOCK_MIN_WORK`` multiply-adds and one row, and
-    the batch at most ``BLOCK_MAX_WORK`` (else one block)."""
+    as long as each block has at least ``BLOCK_MIN_WORK`` multiply-adds and one row, and,
+    where the BLAS threads a product itself (``threaded_blas``: MKL), the batch at most
+    ``BLOCK_MAX_WORK`` (else one block)."""
     work = rows * n_weights
-    if work > BLOCK_MAX_WORK:
+    if threaded_blas and work > BLOCK_MAX_WORK:
         return 1
     wanted = DETERMINISTIC_BLOCKS if deterministic else threads
     return max(1, min(wanted, rows, work // BLOCK_MIN_WORK))
@@ -139,16 +146,23 @@ class RowBlocks:
         )
 
 
+class OneThread(Protocol):
+    """What runs the calling thread's products on one BLAS thread: ``xpmlp.machine.blas.Mkl``
+    or ``OpenBlasThreads`` (``MatmulProvider.one_thread``)."""
+
+    def set_threads_local(self, n: int) -> int: ...
+
+
 class BlockThreads:
-    """The threads that run a step's blocks beside the caller's: each calls MKL with one
-    thread (``mkl_set_num_threads_local``), as the caller does while it runs its own part.
+    """The threads that run a step's blocks beside the caller's: each calls BLAS on one
+    thread (``OneThread.set_threads_local``), as the caller does while it runs its own part.
 
     ``run(phases)``: thread i runs ``phase[i]`` of each phase in turn (thread 0 the caller's),
     every thread waiting at a barrier between phases (the update reads every block's
     gradients): one hand-off per step, and none back to the caller between the phases."""
 
-    def __init__(self, mkl: Mkl) -> None:
-        self._mkl = mkl
+    def __init__(self, blas: OneThread) -> None:
+        self._blas = blas
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._size = 0
 
@@ -159,7 +173,7 @@ class BlockThreads:
             self._pool = concurrent.futures.ThreadPoolExecutor(
                 n,
                 thread_name_prefix="xpmlp-block",
-                initializer=self._mkl.set_threads_local,
+                initializer=self._blas.set_threads_local,
                 initargs=(1,),
             )
             self._size = n
@@ -184,13 +198,13 @@ class BlockThreads:
                 raise
 
         futures = [self._workers(threads - 1).submit(part, i) for i in range(1, threads)]
-        old = self._mkl.set_threads_local(1)
+        old = self._blas.set_threads_local(1)
         try:
             part(0)
         except threading.BrokenBarrierError:
             pass  # a worker's error, raised below
         finally:
-            self._mkl.set_threads_local(old)
+            self._blas.set_threads_local(old)
             errors = [f.exception() for f in futures]
         for error in errors:
             if error is not None and not isinstance(error, threading.BrokenBarrierError):
@@ -200,12 +214,12 @@ class BlockThreads:
 _THREADS: dict[int, BlockThreads] = {}
 
 
-def block_threads(mkl: Mkl) -> BlockThreads:
-    """The process's ``BlockThreads`` for ``mkl`` (made at the first call; a forked child,
+def block_threads(blas: OneThread) -> BlockThreads:
+    """The process's ``BlockThreads`` for ``blas`` (made at the first call; a forked child,
     which has none of its parent's threads, makes its own)."""
-    threads = _THREADS.get(id(mkl))
+    threads = _THREADS.get(id(blas))
     if threads is None:
         if not _THREADS:
             os.register_at_fork(after_in_child=_THREADS.clear)
-        threads = _THREADS[id(mkl)] = BlockThreads(mkl)
+        threads = _THREADS[id(blas)] = BlockThreads(blas)
     return threads

@@ -5,7 +5,7 @@
 Providers (``PROVIDERS``):
 
 - ``openblas``: ``numpy.matmul``, i.e. the BLAS NumPy was built with (OpenBLAS in the
-  NumPy wheels). The default where MKL is not installed.
+  NumPy wheels), on one thread. The default on AMD CPUs and where MKL is not installed.
 - ``mkl``: Intel MKL's ``cblas_?gemm`` from the ``mkl`` runtime wheel
   (``pip install -e ".[mkl]"`` in a checkout), the default where it loads; called through a
   Numba-compiled function that reads the arrays' strides: a transposed view (``W.T``,
@@ -15,11 +15,14 @@ Providers (``PROVIDERS``):
   to ``numpy.matmul`` instead.
 
 Which one runs (``MatmulProvider``): one library for every product of the process.
-``XPMLP_BLAS=openblas|mkl`` names it (``config.blas_provider``); unset, MKL runs where it is
-installed and NumPy's BLAS elsewhere (``default_route``). The route depends only on what is
-installed and on that variable, never on timings or on a cache, so a seed gives the same
-bits in every process; and one library per process means two thread pools never compete for
-the cores (with MKL, NumPy's OpenBLAS is held at one thread: ``hold_openblas``).
+``XPMLP_BLAS=openblas|mkl`` names it (``config.blas_provider``); unset, NumPy's OpenBLAS runs
+on AMD CPUs, MKL elsewhere where it is installed and NumPy's BLAS where it is not
+(``default_route``). The route depends only on the CPU's vendor, what is installed and that
+variable, never on timings or on a cache, so a seed gives the same bits in every process;
+and one library per process, with NumPy's OpenBLAS held at one thread in every route
+(``hold_openblas``), means no thread pool spins on the cores another needs. On the OpenBLAS
+route the fused step's row blocks run the products on the cores, one OpenBLAS thread each
+(``xpmlp.backends.row_blocks``); the other products run on one thread.
 
 Threads: MKL gets the thread count Numba has (``xpmlp.machine.threads.cpu_threads`` sets BLAS and
 Numba together and calls ``set_threads``). Its OpenMP threads wait passively
@@ -35,12 +38,13 @@ import contextlib
 import ctypes
 import ctypes.util
 import functools
+import itertools
 import os
 import re
 from collections.abc import Callable, Hashable, Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import numpy
 
@@ -56,14 +60,6 @@ PROVIDERS = config.BLAS_PROVIDERS
 Matmul = Callable[[Array, Array, Array], None]
 #: gemm(a, b, out, alpha, beta) -> done: one cblas_?gemm call (``_gemm_kernel``)
 GemmKernel = Callable[[Array, Array, Array, numpy.floating, numpy.floating], bool]
-
-
-class _BlasController(Protocol):
-    """What this module uses of a threadpoolctl ``LibController`` (untyped)."""
-
-    num_threads: int
-
-    def set_num_threads(self, num_threads: int) -> object: ...
 
 
 def numpy_matmul(a: Array, b: Array, out: Array) -> None:
@@ -345,40 +341,87 @@ def _numba_threads() -> int:
 
 
 # ------------------------------------------------------------------------ the route
-def default_route() -> tuple[str, str]:
-    """(library, why) of every product when ``XPMLP_BLAS`` is unset: MKL where the ``mkl``
-    package loads, else NumPy's BLAS. It depends only on what is installed, never on a timing,
-    so a seed gives the same bits in every process.
+def cpu_vendor() -> str:
+    """The CPU's vendor as the kernel names it ("AuthenticAMD", "GenuineIntel"; "" where
+    /proc/cpuinfo does not say)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return ""
 
-    Measured with 2 threads (``xpmlp train``, 784-512-256-10, Adam, batch 128, s/epoch): on
-    an Intel Xeon MKL beat the per-shape timed mix on workloads A, B and C. On a 2-core AMD
-    EPYC (Zen 2) NumPy's OpenBLAS is faster on an idle machine (1.67 against 2.04-2.13) but
-    collapses beside one busy core (4.5-5.9, against 2.16 with one thread), where MKL, whose
-    threads sleep as soon as a product ends, holds (2.70-2.76): MKL is the default there too,
-    and ``XPMLP_BLAS=openblas`` takes the idle speed."""
+
+def default_route() -> tuple[str, str]:
+    """(library, why) of every product when ``XPMLP_BLAS`` is unset: NumPy's OpenBLAS on AMD
+    CPUs, MKL elsewhere where the ``mkl`` package loads, else NumPy's BLAS. It depends only
+    on the CPU's vendor and what is installed, never on a timing, so a seed gives the same
+    bits in every process.
+
+    Measured with 2 threads: on an Intel Xeon MKL beat NumPy's OpenBLAS on workloads A, B and
+    C. On a 2-core AMD EPYC (Zen 4, AVX-512) NumPy's OpenBLAS 0.3.31 (its SkylakeX kernels)
+    ran a 4096^3 sgemm at 104 GFLOP/s on one core against MKL 2026.2's 92 per core, and the
+    products of workloads A, B and C cut into row blocks of one thread each 7, 9 and 15 %
+    faster than on MKL (``xpmlp.backends.row_blocks``). NumPy's OpenBLAS is held at one thread
+    either way (``hold_openblas``): its idle threads spin, and beside a busy core they
+    collapsed (4.5-5.9 s an epoch against 2.16 on one thread)."""
+    if cpu_vendor() == "AuthenticAMD" and numpy_cblas_gemm("f") is not None:
+        return "openblas", "the default on AMD CPUs"
     if load_mkl() is None:
         return "openblas", f"the default where MKL is not available: {mkl_unavailable_reason()}"
     return "mkl", "the default where MKL is installed"
 
 
-def _openblas_controllers() -> list[_BlasController]:
-    """threadpoolctl's controllers of the loaded OpenBLAS libraries ([] without
-    threadpoolctl)."""
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:
-        return []
-    return list(ThreadpoolController().select(internal_api="openblas").lib_controllers)
-
-
 def hold_openblas(threads: int) -> None:
     """Limit NumPy's OpenBLAS to ``threads``.
 
-    While MKL computes every product, OpenBLAS is held at one thread: its idle workers
+    Every route holds it at one thread (``MatmulProvider.set_threads``): its idle workers
     busy-wait after each call, and beside MKL's they took the cores MKL needed (measured on
-    a 2-core Xeon: 4,500 samples/s with both pools against 82,000 with MKL alone)."""
-    for lib in _openblas_controllers():
-        lib.set_num_threads(threads)
+    a 2-core Xeon: 4,500 samples/s with both pools against 82,000 with MKL alone); alone,
+    beside a busy core, they collapsed the same way. On the OpenBLAS route the fused step's
+    row blocks use the cores instead, each on one OpenBLAS thread."""
+    control = openblas_threads()
+    if control is not None:
+        control.set_threads_local(threads)
+
+
+class OpenBlasThreads:
+    """NumPy's OpenBLAS's thread count through its own functions, as ``Mkl.set_threads_local``
+    sets MKL's for the row blocks (``xpmlp.backends.row_blocks``). A pthreads OpenBLAS (the
+    NumPy wheels') has one count for the whole process, which ``set_threads_local`` sets:
+    the route holds it at one thread anyway, and the blocks' threads make sure of it.
+    (Not threadpoolctl's controller: it lets only the first thread that used it set the
+    count, and silently ignores the others.)"""
+
+    def __init__(self, get: _CFuncPtr, set_: _CFuncPtr) -> None:
+        self._get, self._set = get, set_
+
+    def set_threads_local(self, n: int) -> int:
+        """Run OpenBLAS on ``n`` threads; returns the count it had."""
+        old = int(self._get())
+        if old != n:
+            self._set(int(n))
+        return old
+
+
+@functools.cache
+def openblas_threads() -> OpenBlasThreads | None:
+    """The loaded OpenBLAS's thread count (``OpenBlasThreads``), or None where no loaded
+    library has OpenBLAS's functions for it."""
+    for path in _loaded_blas_libraries():
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix, suffix in itertools.product(("scipy_", ""), ("64_", "_64", "")):
+            get = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}", None)
+            set_ = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}", None)
+            if get is not None and set_ is not None:
+                get.restype, set_.argtypes, set_.restype = ctypes.c_int, [ctypes.c_int], None
+                return OpenBlasThreads(get, set_)
+    return None
 
 
 #: BLAS threads in deterministic mode, whatever the process's thread count (``fixed_threads``).
@@ -387,34 +430,31 @@ DETERMINISTIC_THREADS = 2
 
 @contextlib.contextmanager
 def fixed_threads(n: int = DETERMINISTIC_THREADS) -> Iterator[None]:
-    """Within the block, the process's BLAS library computes every product on exactly ``n``
-    threads (MKL with its dynamic adjustment off), whatever the thread count of the rest.
+    """Within the block, MKL computes every product on exactly ``n`` threads (its dynamic
+    adjustment off), whatever the thread count of the rest; NumPy's OpenBLAS is on one
+    thread in every route already (``hold_openblas``).
 
     A library splits a product among its threads, and how it splits changes the order of the
     sums (NumPy's OpenBLAS on an AMD EPYC gave other bits at 1 and 2 threads for every
     shape of workloads A to C). With the split fixed, the bits depend on the inputs only; the
-    Numba kernels already cut their work into fixed chunks. Deterministic mode
+    Numba kernels already cut their work into fixed chunks, and the row blocks of the fused
+    step are fixed in deterministic mode (``xpmlp.backends.row_blocks``). Deterministic mode
     (``MLP(deterministic=True)``) trains inside this block."""
     library = provider()
     mkl = library.mkl if library.library == "mkl" else None
-    openblas = [] if mkl is not None else _openblas_controllers()
-    if mkl is not None:
-        old_threads, old_dynamic = mkl.threads, mkl.dynamic
-        mkl.set_dynamic(False)
-        mkl.set_threads(n)
-        old_local = mkl.set_threads_local(n)
-    old = [lib.num_threads for lib in openblas]
-    for lib in openblas:
-        lib.set_num_threads(n)
+    if mkl is None:
+        yield
+        return
+    old_threads, old_dynamic = mkl.threads, mkl.dynamic
+    mkl.set_dynamic(False)
+    mkl.set_threads(n)
+    old_local = mkl.set_threads_local(n)
     try:
         yield
     finally:
-        for lib, threads in zip(openblas, old, strict=True):
-            lib.set_num_threads(threads)
-        if mkl is not None:
-            mkl.set_threads_local(old_local)
-            mkl.set_threads(old_threads)
-            mkl.set_dynamic(old_dynamic)
+        mkl.set_threads_local(old_local)
+        mkl.set_threads(old_threads)
+        mkl.set_dynamic(old_dynamic)
 
 
 # ------------------------------------------------------------------------ the provider
@@ -423,7 +463,7 @@ class MatmulProvider:
 
     ``library``: "openblas" (``numpy.matmul``) or "mkl" (``mkl`` must then be loaded);
     ``why``: what chose it, for ``describe`` (``default_route``, or ``XPMLP_BLAS=...``).
-    With MKL, NumPy's OpenBLAS is held at one thread (``hold_openblas``).
+    NumPy's OpenBLAS is held at one thread in either (``hold_openblas``).
     """
 
     def __init__(
@@ -463,12 +503,18 @@ class MatmulProvider:
         return numpy_cblas_gemm(char)
 
     def set_threads(self, n: int) -> None:
-        """Use ``n`` threads from now on (MKL's count; OpenBLAS stays at one beside MKL)."""
+        """Use ``n`` threads from now on: MKL's count; NumPy's OpenBLAS stays at one thread
+        in every route (``hold_openblas``)."""
         self.threads = n
         if self.mkl is not None:
             self.mkl.set_threads(n)
-        if self.library == "mkl":
-            hold_openblas(1)
+        hold_openblas(1)
+
+    def one_thread(self) -> Mkl | OpenBlasThreads | None:
+        """What runs a thread's products on one thread for the fused step's row blocks
+        (``set_threads_local``): MKL's per-thread count, or NumPy's OpenBLAS's count (held at
+        one); None where the library cannot be told (no OpenBLAS controller found)."""
+        return self.mkl if self.library == "mkl" else openblas_threads()
 
     def matmul(self, a: Array, b: Array, out: Array) -> None:
         """out = a @ b through MKL (``numpy.matmul`` where BLAS cannot take the arrays)."""
@@ -503,7 +549,10 @@ class MatmulProvider:
     def describe(self) -> str:
         """One line: the library of every product, and what chose it."""
         if self.library == "openblas":
-            text = f"openblas: NumPy's {numpy_blas_name()} for every product"
+            text = (
+                f"openblas: NumPy's {numpy_blas_name()} on 1 thread for every product (the "
+                "fused step's row blocks use the cores)"
+            )
         else:
             text = (
                 f"mkl: MKL {self.mkl.short_version} ({self.mkl.threads} threads) for every "  # type: ignore[union-attr]
