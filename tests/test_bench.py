@@ -190,22 +190,32 @@ def test_gemm_probe_of_the_xpmlp_provider_computes_the_products():
     np.testing.assert_allclose(L1["dX"], L1["delta"] @ L1["W"], rtol=1e-5, atol=1e-6)
 
 
-def test_gemm_probe_of_xpmlp_runs_the_products_in_the_fused_steps_row_blocks(monkeypatch):
-    """Where the fused step cuts a batch into row blocks (MKL, 2 threads), the probe does its
-    products block by block, each on its thread: block c's rows of Z and dX, and the blocks'
-    dW adding up to the batch's."""
+@pytest.mark.parametrize("route", ["mkl", "openblas"])
+def test_gemm_probe_of_xpmlp_runs_the_products_in_the_fused_steps_row_blocks(monkeypatch, route):
+    """Where the fused step cuts a batch into row blocks (2 threads, either route), the probe
+    does its products block by block, each on its thread: block c's rows of Z and dX, and
+    the blocks' dW adding up to the batch's; the bench's line says so, and that a model with
+    batch norm keeps one block."""
     from xpmlp import blas
     from xpmlp.backends import row_blocks
     from xpmlp.machine.threads import available_cores, cpu_threads
+    from xpmlp_bench.peak import row_blocks_line
 
-    mkl = blas.load_mkl()
-    if mkl is None or available_cores() < 2:
+    mkl = blas.load_mkl() if route == "mkl" else None
+    if (route == "mkl" and mkl is None) or available_cores() < 2:
         pytest.skip("needs MKL and 2 cores")
-    monkeypatch.setattr(blas, "_provider", [blas.MatmulProvider("mkl", mkl)])
+    provider = blas.MatmulProvider(route, mkl)
+    if provider.one_thread() is None:
+        pytest.skip("NumPy's BLAS is not an OpenBLAS with its thread functions")
+    monkeypatch.setattr(blas, "_provider", [provider])
     monkeypatch.setattr(row_blocks, "BLOCK_MIN_WORK", 1)
     with cpu_threads(2):
         step = GemmStep("xpmlp", [6, 5, 4], 7)
         step.run()
+        line, norm = row_blocks_line([6, 5, 4], 7), row_blocks_line([6, 5, 4], 7, True)
+    library = "MKL" if route == "mkl" else "OpenBLAS"
+    assert line.endswith(f"in 2 row blocks (3, 4 rows), one thread each, {library} on one thread")
+    assert "in one block (batch norm: its statistics are the whole batch's)" in norm
     assert [len(b) for b in step.block_layers] == [2, 2]
     L0, L1 = step.layers
     np.testing.assert_allclose(L0["Z"], L0["A"] @ L0["W"].T, rtol=1e-5, atol=1e-6)

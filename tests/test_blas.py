@@ -218,7 +218,7 @@ def test_unset_xpmlp_blas_sends_every_product_to_mkl_where_it_is_installed(monke
     monkeypatch.setattr(blas, "mkl_unavailable_reason", lambda: "not installed")
     monkeypatch.setattr(blas, "_provider", [])
     provider = blas.provider()
-    assert provider.library == "openblas" and provider.matmul is blas.numpy_matmul
+    assert provider.library == "openblas" and provider.matmul == provider._split_matmul
     assert "MKL is not available: not installed" in provider.describe()
 
 
@@ -242,10 +242,56 @@ def test_every_route_holds_numpys_openblas_at_one_thread(mkl, route):
         assert "1 thread" in provider.describe()
 
 
-def test_without_mkl_the_provider_is_numpys_matmul():
-    provider = blas.MatmulProvider("openblas", None)
-    assert provider.mode == "openblas" and provider.matmul is blas.numpy_matmul
+def test_without_mkl_the_provider_is_numpys_matmul_cut_into_row_parts(monkeypatch):
+    """The OpenBLAS route: ``numpy.matmul`` on one OpenBLAS thread, a big product cut into
+    row parts run at once (the same numbers as one call: each part is a whole product of its
+    rows), a small one, or one whose output overlaps an operand, whole."""
+    provider = blas.MatmulProvider("openblas", None, threads=2)
+    assert provider.mode == "openblas" and provider.parts == 2
     assert "XPMLP_BLAS=openblas" in provider.describe()
+    if blas.openblas_threads() is None:
+        pytest.skip("NumPy's BLAS is not an OpenBLAS with its thread functions")
+    monkeypatch.setattr(blas, "SPLIT_MIN_WORK", 1)
+    monkeypatch.setattr(blas, "SPLIT_MIN_ROWS", 2)
+    calls: list[tuple[int, ...]] = []
+    real = np.matmul
+
+    def counted(a, b, out):
+        calls.append(a.shape)
+        return real(a, b, out=out)
+
+    monkeypatch.setattr(blas.numpy, "matmul", counted)
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((9, 5)), rng.standard_normal((7, 5)).T
+    out = np.empty((9, 7))
+    provider.matmul(a, b, out)
+    assert calls == [(4, 5), (5, 5)] or sorted(calls) == [(4, 5), (5, 5)]
+    np.testing.assert_allclose(out, a @ b, rtol=1e-12)
+    calls.clear()
+    square = rng.standard_normal((6, 6))
+    provider.matmul(square, rng.standard_normal((6, 6)), square)  # out is a: whole
+    assert calls == [(6, 6)]
+    calls.clear()
+    provider.matmul(a[:1], b, out[:1])  # one row: whole
+    assert calls == [(1, 5)]
+
+
+def test_split_parts_follow_the_threads_and_keep_each_part_big():
+    big = blas.SPLIT_MIN_WORK
+    assert blas.split_parts(1024, 512, 784, 2) == 2
+    assert blas.split_parts(1024, 512, 784, 4) == 4
+    assert blas.split_parts(1024, 512, 784, 1) == 1
+    assert blas.split_parts(100, 512, 784, 4) == 1  # fewer than 2 x SPLIT_MIN_ROWS rows
+    assert blas.split_parts(1024, 1, big // 1024, 4) == 1  # too little work to share
+    assert blas.split_parts(1024, 2, big // 1024, 4) == 2
+
+
+def test_deterministic_mode_fixes_the_parts_of_the_openblas_route(monkeypatch):
+    provider = blas.MatmulProvider("openblas", None, threads=4)
+    monkeypatch.setattr(blas, "_provider", [provider])
+    with blas.fixed_threads():
+        assert provider.parts == blas.DETERMINISTIC_THREADS
+    assert provider.parts == 4
 
 
 # ---------------------------------------------------------------------- XPMLP_BLAS
@@ -297,7 +343,7 @@ def test_xpmlp_blas_picks_the_process_provider(monkeypatch, tmp_path):
     monkeypatch.setenv(config.BLAS, "openblas")
     monkeypatch.setattr(blas, "_provider", [])
     p = blas.provider()
-    assert p.mode == "openblas" and p.matmul is blas.numpy_matmul and blas.provider() is p
+    assert p.mode == "openblas" and p.matmul == p._split_matmul and blas.provider() is p
     assert blas.current() is p
 
 

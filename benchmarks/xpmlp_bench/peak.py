@@ -122,15 +122,17 @@ class GemmStep:
                 mm(L["delta"], L["W"], L["dX"])
 
 
-def row_blocks_line(layer_sizes: Sequence[int], m: int) -> str:
-    """One line: how xpmlp's fused step cuts a batch of ``m`` rows at this thread count."""
+def row_blocks_line(layer_sizes: Sequence[int], m: int, batch_norm: bool = False) -> str:
+    """One line: how xpmlp's fused step cuts a batch of ``m`` rows at this thread count (a
+    model with batch norm: one block, its statistics are the whole batch's)."""
     from xpmlp import blas
 
     library = "MKL" if blas.provider().mode == "mkl" else "OpenBLAS"
-    blocks = _row_blocks("xpmlp", layer_sizes, m)
+    blocks = None if batch_norm else _row_blocks("xpmlp", layer_sizes, m)
     if blocks is None:
         threads = "MKL's threads" if library == "MKL" else "one OpenBLAS thread"
-        return f"xpmlp-numpy: each batch of {m} rows in one block (products on {threads})"
+        why = " (batch norm: its statistics are the whole batch's)" if batch_norm else ""
+        return f"xpmlp-numpy: each batch of {m} rows in one block{why} (products on {threads})"
     rows = ", ".join(str(b - a) for a, b in zip(blocks[1][:-1], blocks[1][1:], strict=True))
     return (
         f"xpmlp-numpy: each batch of {m} rows in {len(blocks[1]) - 1} row blocks ({rows} rows), "

@@ -113,7 +113,7 @@ def run_benchmark(
             entry = run(w, active, data, profile, log)
             entry["skipped"] = skipped
             if any(r.name == "xpmlp-numpy" for r in active) and w.kind != "to_accuracy":
-                entry["row_blocks"] = row_blocks_line(w.layer_sizes, w.batch_size)
+                entry["row_blocks"] = row_blocks_line(w.layer_sizes, w.batch_size, w.batch_norm)
             result["workloads"].append(entry)
             if busy_core and w.kind != "to_accuracy":
                 log(f"{w.key} again, beside a process that keeps one core busy")

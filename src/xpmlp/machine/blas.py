@@ -22,7 +22,8 @@ variable, never on timings or on a cache, so a seed gives the same bits in every
 and one library per process, with NumPy's OpenBLAS held at one thread in every route
 (``hold_openblas``), means no thread pool spins on the cores another needs. On the OpenBLAS
 route the fused step's row blocks run the products on the cores, one OpenBLAS thread each
-(``xpmlp.backends.row_blocks``); the other products run on one thread.
+(``xpmlp.backends.row_blocks``), and the other big products are cut into row parts, one
+thread each (``split_parts``; ``xpmlp.machine.block_threads``).
 
 Threads: MKL gets the thread count Numba has (``xpmlp.machine.threads.cpu_threads`` sets BLAS and
 Numba together and calls ``set_threads``). Its OpenMP threads wait passively
@@ -50,6 +51,7 @@ import numpy
 
 from ..core import config
 from ..core.aliases import Array
+from .block_threads import block_threads, bounds
 
 if TYPE_CHECKING:
     from _ctypes import CFuncPtr as _CFuncPtr
@@ -431,8 +433,9 @@ DETERMINISTIC_THREADS = 2
 @contextlib.contextmanager
 def fixed_threads(n: int = DETERMINISTIC_THREADS) -> Iterator[None]:
     """Within the block, MKL computes every product on exactly ``n`` threads (its dynamic
-    adjustment off), whatever the thread count of the rest; NumPy's OpenBLAS is on one
-    thread in every route already (``hold_openblas``).
+    adjustment off), and on the OpenBLAS route (one OpenBLAS thread, ``hold_openblas``) a
+    big product is cut into at most ``n`` parts (``split_parts``), whatever the thread count
+    of the rest.
 
     A library splits a product among its threads, and how it splits changes the order of the
     sums (NumPy's OpenBLAS on an AMD EPYC gave other bits at 1 and 2 threads for every
@@ -442,8 +445,12 @@ def fixed_threads(n: int = DETERMINISTIC_THREADS) -> Iterator[None]:
     (``MLP(deterministic=True)``) trains inside this block."""
     library = provider()
     mkl = library.mkl if library.library == "mkl" else None
-    if mkl is None:
-        yield
+    if mkl is None:  # the OpenBLAS route: its products cut into n parts
+        old_parts, library.parts = library.parts, n
+        try:
+            yield
+        finally:
+            library.parts = old_parts
         return
     old_threads, old_dynamic = mkl.threads, mkl.dynamic
     mkl.set_dynamic(False)
@@ -458,6 +465,21 @@ def fixed_threads(n: int = DETERMINISTIC_THREADS) -> Iterator[None]:
 
 
 # ------------------------------------------------------------------------ the provider
+#: the fewest multiply-adds of each part of a product cut among threads on the OpenBLAS
+#: route (NumPy's OpenBLAS takes a faster path of its own for small products, whose sums a
+#: cut would change), and the fewest rows of a part
+SPLIT_MIN_WORK = 1 << 22
+SPLIT_MIN_ROWS = 64
+
+
+def split_parts(m: int, n: int, k: int, parts: int) -> int:
+    """How many parts of its m rows an m x k by k x n product is cut into on the OpenBLAS
+    route for ``parts`` threads: as many as each part keeps ``SPLIT_MIN_ROWS`` rows and
+    ``SPLIT_MIN_WORK`` multiply-adds (1: whole). It depends on the shapes and the thread
+    count only (deterministic mode fixes the count: ``fixed_threads``)."""
+    return max(1, min(parts, m // SPLIT_MIN_ROWS, m * n * k // SPLIT_MIN_WORK))
+
+
 class MatmulProvider:
     """``matmul(a, b, out)`` through one BLAS library for every product of the process.
 
@@ -487,7 +509,7 @@ class MatmulProvider:
         self._routes: dict[tuple[Hashable, ...], Matmul] = {}
         self.set_threads(threads if threads is not None else _numba_threads())
         if library == "openblas":
-            self.matmul = numpy_matmul  # type: ignore[method-assign]
+            self.matmul = self._split_matmul  # type: ignore[method-assign]
 
     @property
     def mode(self) -> str:
@@ -503,12 +525,39 @@ class MatmulProvider:
         return numpy_cblas_gemm(char)
 
     def set_threads(self, n: int) -> None:
-        """Use ``n`` threads from now on: MKL's count; NumPy's OpenBLAS stays at one thread
-        in every route (``hold_openblas``)."""
-        self.threads = n
+        """Use ``n`` threads from now on: MKL's count, or the parts a big product is cut into
+        on the OpenBLAS route; NumPy's OpenBLAS stays at one thread in every route
+        (``hold_openblas``)."""
+        self.threads = self.parts = n
         if self.mkl is not None:
             self.mkl.set_threads(n)
         hold_openblas(1)
+
+    def _split_matmul(self, a: Array, b: Array, out: Array) -> None:
+        """out = a @ b through ``numpy.matmul`` (NumPy's OpenBLAS, on one thread), cut into
+        ``split_parts`` parts of out's rows, one thread each (``block_threads``), where the
+        product is big enough and out overlaps neither operand; whole elsewhere."""
+        parts = self.parts
+        if parts > 1 and a.ndim == 2 and b.ndim == 2 and out.ndim == 2:
+            parts = split_parts(a.shape[0], b.shape[1], a.shape[1], parts)
+            control = openblas_threads()
+            if (
+                parts > 1
+                and control is not None
+                and not numpy.may_share_memory(out, a)
+                and not numpy.may_share_memory(out, b)
+            ):
+                cuts = bounds(a.shape[0], parts)
+                block_threads(control).run(
+                    [
+                        [
+                            functools.partial(numpy.matmul, a[lo:hi], b, out=out[lo:hi])
+                            for lo, hi in zip(cuts[:-1], cuts[1:], strict=True)
+                        ]
+                    ]
+                )
+                return
+        numpy.matmul(a, b, out=out)
 
     def one_thread(self) -> Mkl | OpenBlasThreads | None:
         """What runs a thread's products on one thread for the fused step's row blocks
@@ -550,8 +599,8 @@ class MatmulProvider:
         """One line: the library of every product, and what chose it."""
         if self.library == "openblas":
             text = (
-                f"openblas: NumPy's {numpy_blas_name()} on 1 thread for every product (the "
-                "fused step's row blocks use the cores)"
+                f"openblas: NumPy's {numpy_blas_name()} on 1 thread for every product, "
+                f"{self.threads} at once (the fused step's row blocks, big products in row parts)"
             )
         else:
             text = (
