@@ -384,34 +384,35 @@ def hold_openblas(threads: int) -> None:
     a 2-core Xeon: 4,500 samples/s with both pools against 82,000 with MKL alone); alone,
     beside a busy core, they collapsed the same way. On the OpenBLAS route the fused step's
     row blocks use the cores instead, each on one OpenBLAS thread."""
-    control = openblas_threads()
-    if control is not None:
-        control.set_threads_local(threads)
+    functions = _openblas_functions()
+    if functions:
+        OpenBlasThreads(functions).set_threads_local(threads)
 
 
 class OpenBlasThreads:
-    """NumPy's OpenBLAS's thread count through its own functions, as ``Mkl.set_threads_local``
-    sets MKL's for the row blocks (``xpmlp.backends.row_blocks``). A pthreads OpenBLAS (the
-    NumPy wheels') has one count for the whole process, which ``set_threads_local`` sets:
-    the route holds it at one thread anyway, and the blocks' threads make sure of it.
-    (Not threadpoolctl's controller: it lets only the first thread that used it set the
-    count, and silently ignores the others.)"""
+    """The loaded OpenBLAS libraries' thread counts (NumPy's, and SciPy's where it brought
+    its own) through their own functions, as ``Mkl.set_threads_local`` sets MKL's for the row
+    blocks (``xpmlp.backends.row_blocks``). A pthreads OpenBLAS (the wheels') has one count
+    for the whole process, which ``set_threads_local`` sets: the route holds it at one
+    thread anyway, and the blocks' threads make sure of it. (Not threadpoolctl's controller:
+    it lets only the first thread that used it set the count, and ignores the others.)"""
 
-    def __init__(self, get: _CFuncPtr, set_: _CFuncPtr) -> None:
-        self._get, self._set = get, set_
+    def __init__(self, functions: list[tuple[_CFuncPtr, _CFuncPtr]]) -> None:
+        self._functions = functions  # (get, set) of each library, NumPy's first
 
     def set_threads_local(self, n: int) -> int:
-        """Run OpenBLAS on ``n`` threads; returns the count it had."""
-        old = int(self._get())
-        if old != n:
-            self._set(int(n))
-        return old
+        """Run OpenBLAS on ``n`` threads; returns the count the first library had."""
+        counts = []
+        for get, set_ in self._functions:
+            counts.append(int(get()))
+            if counts[-1] != n:
+                set_(int(n))
+        return counts[0]
 
 
-@functools.cache
-def openblas_threads() -> OpenBlasThreads | None:
-    """The loaded OpenBLAS's thread count (``OpenBlasThreads``), or None where no loaded
-    library has OpenBLAS's functions for it."""
+def _openblas_functions() -> list[tuple[_CFuncPtr, _CFuncPtr]]:
+    """(get, set) thread-count functions of each loaded OpenBLAS library, as loaded now."""
+    functions = []
     for path in _loaded_blas_libraries():
         try:
             lib = ctypes.CDLL(path)
@@ -422,8 +423,18 @@ def openblas_threads() -> OpenBlasThreads | None:
             set_ = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}", None)
             if get is not None and set_ is not None:
                 get.restype, set_.argtypes, set_.restype = ctypes.c_int, [ctypes.c_int], None
-                return OpenBlasThreads(get, set_)
-    return None
+                functions.append((get, set_))
+                break
+    return functions
+
+
+@functools.cache
+def openblas_threads() -> OpenBlasThreads | None:
+    """The thread counts of the OpenBLAS libraries loaded at the first call (NumPy's, which
+    the OpenBLAS route's products use, is loaded with NumPy), or None where none is:
+    ``hold_openblas`` looks again each time, for libraries loaded since (SciPy's)."""
+    functions = _openblas_functions()
+    return OpenBlasThreads(functions) if functions else None
 
 
 #: BLAS threads in deterministic mode, whatever the process's thread count (``fixed_threads``).
