@@ -5,6 +5,7 @@ XPMLP_BLAS), OpenBLAS held at one thread beside MKL, and the thread count MKL ge
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -274,6 +275,42 @@ def test_without_mkl_the_provider_is_numpys_matmul_cut_into_row_parts(monkeypatc
     calls.clear()
     provider.matmul(a[:1], b, out[:1])  # one row: whole
     assert calls == [(1, 5)]
+
+
+def test_a_product_inside_a_row_block_runs_whole_instead_of_waiting_for_the_threads(
+    monkeypatch,
+):
+    """The threads' tasks (row blocks, the benchmark's probe of them) may call the provider:
+    a product they cut again would wait for a thread that waits for it."""
+    from xpmlp.machine.block_threads import block_threads, in_task
+
+    provider = blas.MatmulProvider("openblas", None, threads=2)
+    control = blas.openblas_threads()
+    if control is None:
+        pytest.skip("NumPy's BLAS is not an OpenBLAS with its thread functions")
+    monkeypatch.setattr(blas, "SPLIT_MIN_WORK", 1)
+    monkeypatch.setattr(blas, "SPLIT_MIN_ROWS", 1)
+    rng = np.random.default_rng(5)
+    a, b = rng.standard_normal((8, 3)), rng.standard_normal((3, 4))
+    outs = [np.empty((8, 4)) for _ in range(2)]
+    seen: list[bool] = []
+
+    def block(out):
+        def task() -> None:
+            seen.append(in_task())
+            provider.matmul(a, b, out)
+
+        return task
+
+    worker = threading.Thread(
+        target=block_threads(control).run, args=([[block(o) for o in outs]],), daemon=True
+    )
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "a nested product waited for the threads"
+    assert seen == [True, True] and not in_task()
+    for out in outs:
+        np.testing.assert_allclose(out, a @ b, rtol=1e-12)
 
 
 def test_split_parts_follow_the_threads_and_keep_each_part_big():

@@ -51,7 +51,7 @@ import numpy
 
 from ..core import config
 from ..core.aliases import Array
-from .block_threads import block_threads, bounds
+from .block_threads import block_threads, bounds, in_task
 
 if TYPE_CHECKING:
     from _ctypes import CFuncPtr as _CFuncPtr
@@ -547,9 +547,10 @@ class MatmulProvider:
     def _split_matmul(self, a: Array, b: Array, out: Array) -> None:
         """out = a @ b through ``numpy.matmul`` (NumPy's OpenBLAS, on one thread), cut into
         ``split_parts`` parts of out's rows, one thread each (``block_threads``), where the
-        product is big enough and out overlaps neither operand; whole elsewhere."""
+        product is big enough, out overlaps neither operand and the caller is not itself one
+        of those threads' tasks (a row block); whole elsewhere."""
         parts = self.parts
-        if parts > 1 and a.ndim == 2 and b.ndim == 2 and out.ndim == 2:
+        if parts > 1 and a.ndim == 2 and b.ndim == 2 and out.ndim == 2 and not in_task():
             parts = split_parts(a.shape[0], b.shape[1], a.shape[1], parts)
             control = openblas_threads()
             if (

@@ -66,6 +66,7 @@ class BlockThreads:
         barrier = threading.Barrier(threads) if threads > 1 else None
 
         def part(i: int) -> None:
+            _running.tasks = getattr(_running, "tasks", 0) + 1
             try:
                 for k, phase in enumerate(phases):
                     if k and barrier is not None:
@@ -75,6 +76,8 @@ class BlockThreads:
                 if barrier is not None:
                     barrier.abort()  # the others stop at the barrier instead of waiting
                 raise
+            finally:
+                _running.tasks -= 1
 
         futures = [self._workers(threads - 1).submit(part, i) for i in range(1, threads)]
         old = self._blas.set_threads_local(1)
@@ -91,6 +94,14 @@ class BlockThreads:
 
 
 _THREADS: dict[int, BlockThreads] = {}
+#: per thread: how many ``BlockThreads.run`` tasks it is running now
+_running = threading.local()
+
+
+def in_task() -> bool:
+    """Whether the calling thread runs a task of ``BlockThreads.run`` now: work it hands to
+    the threads again would wait for a thread that waits for it, so it runs it itself."""
+    return getattr(_running, "tasks", 0) > 0
 
 
 def block_threads(blas: OneThread) -> BlockThreads:
