@@ -30,7 +30,8 @@ Not cut into blocks (one line each): batch norm (its statistics are the whole ba
 batches too small to share (``BLOCK_MIN_WORK``); on MKL, batches big enough for its own
 threads (``BLOCK_MAX_WORK``). On the OpenBLAS route a step in one block (batch norm, and the
 gradient-only step of data-parallel training) runs its products on one OpenBLAS thread: at
-batch 128 with batch norm and dropout as fast as MKL's two threads, slower at big batches.
+batch 128 with batch norm and dropout as fast as MKL's two threads; at big batches about one
+core's speed instead of two (not measured).
 """
 
 from __future__ import annotations
