@@ -155,7 +155,7 @@ def _row_blocks(library: str, layer_sizes: Sequence[int], m: int) -> tuple[Any, 
     n_weights = sum(a * b for a, b in zip(layer_sizes[:-1], layer_sizes[1:], strict=True))
     threads = numba.get_num_threads()
     n = row_blocks.block_count(
-        m, n_weights, threads, deterministic=False, threaded_blas=provider.mode == "mkl"
+        m, n_weights, threads, deterministic=False, threaded_blas=provider.threaded
     )
     one_thread = provider.one_thread()
     if one_thread is None or n == 1:

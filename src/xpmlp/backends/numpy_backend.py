@@ -526,9 +526,9 @@ class FusedStep:
         #: (``row_blocks``; batch norm's statistics are the whole batch's)
         one_thread = None if any(model.batch_norm) else provider.one_thread()
         self._block_threads = None if one_thread is None else row_blocks.block_threads(one_thread)
-        #: whether BLAS runs one product on several threads itself (MKL; NumPy's OpenBLAS is
-        #: held at one thread): past ``row_blocks.BLOCK_MAX_WORK`` a batch is then one block
-        self._threaded_blas = provider.library == "mkl"
+        #: whether BLAS runs one product on several threads itself (``MatmulProvider.threaded``):
+        #: past ``row_blocks.BLOCK_MAX_WORK`` a batch is then one block
+        self._threaded_blas = provider.threaded
         #: the last workspace's blocks, with the (thread count, deterministic) they were cut for
         self._blocks: tuple[Workspace, tuple[int, bool], RowBlocks | None] | None = None
         layers = model.layers

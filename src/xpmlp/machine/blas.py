@@ -106,6 +106,16 @@ def _loaded_blas_libraries() -> list[str]:
     return sorted(p for p in paths if "blas" in p.lower())
 
 
+def _loaded_blas_cdlls() -> Iterator[ctypes.CDLL]:
+    """The loaded BLAS libraries (``_loaded_blas_libraries``) opened with ctypes, skipping
+    any that cannot be."""
+    for path in _loaded_blas_libraries():
+        try:
+            yield ctypes.CDLL(path)
+        except OSError:
+            continue
+
+
 def _declare_gemm(
     fn: _CFuncPtr,
     integer: type[ctypes.c_int | ctypes.c_int64],
@@ -139,11 +149,7 @@ def numpy_cblas_gemm(char: str) -> _CFuncPtr | None:
         "d": ctypes.c_double,
     }
     scalar = scalars[char]
-    for path in _loaded_blas_libraries():
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
+    for lib in _loaded_blas_cdlls():
         for pattern, integer in _SYMBOLS:
             fn = getattr(lib, pattern.format(char.replace("f", "s")), None)
             if fn is not None:
@@ -415,11 +421,7 @@ class OpenBlasThreads:
 def _openblas_functions() -> list[tuple[_CFuncPtr, _CFuncPtr]]:
     """(get, set) thread-count functions of each loaded OpenBLAS library, as loaded now."""
     functions = []
-    for path in _loaded_blas_libraries():
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
+    for lib in _loaded_blas_cdlls():
         for prefix, suffix in itertools.product(("scipy_", ""), ("64_", "_64", "")):
             get = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}", None)
             set_ = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}", None)
@@ -572,6 +574,12 @@ class MatmulProvider:
                 )
                 return
         numpy.matmul(a, b, out=out)
+
+    @property
+    def threaded(self) -> bool:
+        """Whether the library runs one product on several threads itself (MKL); NumPy's
+        OpenBLAS is held at one thread, its products share the cores only when cut."""
+        return self.library == "mkl"
 
     def one_thread(self) -> Mkl | OpenBlasThreads | None:
         """What runs a thread's products on one thread for the fused step's row blocks
