@@ -35,7 +35,10 @@ times the schedule's factor, bias corrections: ``Optimizer.hyper_rows``), the L2
 The matrix products go to one ``cblas_?gemm``, the caller's ``cblas`` argument (a ctypes
 function): the process's BLAS library, which the per-op path's ``matmul`` calls too
 (``xpmlp.machine.blas.MatmulProvider.cblas_gemm``: Intel MKL's, or NumPy's own), with the operands
-and transposes ``numpy.matmul`` gives it: the same library, thread pool and bits.
+and transposes ``numpy.matmul`` gives it: the same library, thread pool and bits. Where the
+provider computes a forward product Z = A W^T as its twin Z^T = W A^T (few rows on NumPy's
+OpenBLAS: ``MatmulProvider.twin``), so does the step (``forward_product``, into the caller's
+``Zts`` buffers; empty ones where not).
 
 On several cores the caller may cut a batch into row blocks
 (``xpmlp.backends.row_blocks``): each block runs ``train_step`` up to the gradients on a
@@ -141,7 +144,7 @@ FUSED = Target("cpu-fused", njit(error_model="numpy"), _fused_kernel)
 
 #: ``train_step``'s parameters: every generated step has this signature.
 PARAMETERS = (
-    "cblas, X, Y, idx, Ws, bs, dWs, dbs, Zs, As, deltas, Yb, out_stats, skip, inv_m, p, g, "
+    "cblas, X, Y, idx, Ws, bs, dWs, dbs, Zs, As, deltas, Zts, Yb, out_stats, skip, inv_m, p, g, "
     "state, hyper_rows, decays, row, n_decay, w_at, l1, clip_value, max_norm, sum_squares, "
     "wide, hidden, keys, weights, update_now, first_row"
 )
@@ -161,22 +164,22 @@ OP_SOURCE: dict[tuple[str, str], str] = {
     ("gather", ""): "gather(X, idx, As[0])\ngather(Y, idx, Yb)",
     # Z = A_prev W^T, A = f(Z + b) [dropout] or f(BN(Z)) [dropout]
     ("forward", "plain"): (
-        "gemm(cblas, As[{l}], Ws[{l}], Zs[{l}], False, True)\n"
+        "forward_product(cblas, As[{l}], Ws[{l}], Zs[{l}], Zts[{l}])\n"
         "forward_{l}(Zs[{l}], bs[{l}], As[{n}])"
     ),
     ("forward", "dropout"): (
-        "gemm(cblas, As[{l}], Ws[{l}], Zs[{l}], False, True)\n"
+        "forward_product(cblas, As[{l}], Ws[{l}], Zs[{l}], Zts[{l}])\n"
         "forward_{l}(Zs[{l}], bs[{l}], As[{n}], first_row, " + _MASK + ")"
     ),
     ("forward", "norm"): (
-        "gemm(cblas, As[{l}], Ws[{l}], Zs[{l}], False, True)\n"
+        "forward_product(cblas, As[{l}], Ws[{l}], Zs[{l}], Zts[{l}])\n"
         "forward_{l}(Zs[{l}], bs[{l}], hidden.gammas[{l}], hidden.betas[{l}], hidden.stats[{l}], "
         "hidden.means[{l}], hidden.variances[{l}], hidden.Zhats[{l}], As[{n}], "
         "hidden.momenta[{l}], hidden.eps[{l}], inv_m, hidden.inv_m1, " + _MASK + ")"
     ),
     # Z = A W^T, A = f(Z + b); the loss, delta_L and db_L; sample weights r_i = w[idx_i] s
     ("output", "output"): (
-        "gemm(cblas, As[{l}], Ws[{l}], Zs[{l}], False, True)\n"
+        "forward_product(cblas, As[{l}], Ws[{l}], Zs[{l}], Zts[{l}])\n"
         "output_forward(Zs[{l}], bs[{l}], As[{n}])\n"
         "output_loss(Zs[{l}], As[{n}], Yb, deltas[{l}], dbs[{l}], out_stats, skip, inv_m)\n"
         "if weights is not None:\n"
@@ -364,7 +367,7 @@ def generated_step(ops: Ops, directory: Path | None) -> types.FunctionType:
     module.__file__ = str(path) if path is not None else None
     namespace = module.__dict__
     namespace.update({name: globals()[name] for name in BOUND})
-    namespace["gemm"], namespace["add_parts"] = gemm, add_parts
+    namespace.update(gemm=gemm, forward_product=forward_product, add_parts=add_parts)
     layers = layer_placeholders(ops)
     for name, (l, kind, slot) in layers.items():
         namespace[name] = placeholder(name, f"compiled {slot} kernel of hidden layer {l} ({kind})")
@@ -425,6 +428,20 @@ def gemm(cblas, a, b, out, ta, tb):
         out.ctypes.data,
         ldc,
     )
+
+
+def forward_product(cblas, a, w, z, zt):
+    """z = a w^T; where ``zt`` is a buffer of z's transposed shape (its size not 0: where
+    ``MatmulProvider.twin`` says so), as its twin zt = w a^T, then transposed into z: the
+    same sums, faster on NumPy's OpenBLAS for few rows (``xpmlp.machine.blas.twin_pays``)."""
+    if zt.size == 0:
+        gemm(cblas, a, w, z, False, True)
+        return
+    gemm(cblas, w, a, zt, False, True)
+    n, m = zt.shape
+    for i in range(m):
+        for j in range(n):
+            z[i, j] = zt[j, i]
 
 
 def add_parts(g, parts):

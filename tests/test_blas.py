@@ -333,6 +333,75 @@ def test_deterministic_mode_fixes_the_parts_of_the_openblas_route(monkeypatch):
     assert provider.parts == 4
 
 
+# ---------------------------------------------------------------------- forward products' twins
+def test_the_twin_is_taken_only_for_few_rows_many_outputs_float32_and_skylakex_kernels():
+    rows, outputs = blas.TWIN_MAX_ROWS, blas.TWIN_MIN_OUTPUTS
+    assert blas.twin_pays(rows, outputs, "f", "skylakex")
+    assert blas.twin_pays(1, 4096, "f", "skylakex")
+    assert not blas.twin_pays(rows + 1, outputs, "f", "skylakex")
+    assert not blas.twin_pays(rows, outputs - 1, "f", "skylakex")
+    assert not blas.twin_pays(rows, outputs, "d", "skylakex")  # float64: other bits
+    assert not blas.twin_pays(rows, outputs, "f", "haswell")  # no faster there
+    assert not blas.twin_pays(0, outputs, "f", "skylakex")
+
+
+def test_the_mkl_route_never_takes_the_twin(mkl, monkeypatch):
+    monkeypatch.setattr(blas, "openblas_kernels", lambda: "skylakex")
+    assert not blas.MatmulProvider("mkl", mkl, threads=1).twin(1, 4096, "f")
+    assert blas.MatmulProvider("openblas", None, threads=1).twin(1, 4096, "f")
+
+
+def test_the_openblas_route_computes_a_forward_product_of_few_rows_as_its_twin(monkeypatch):
+    """Z = A W^T through the provider's matmul: as (W A^T)^T where ``twin`` says so (counted
+    by the shapes numpy.matmul is given), the same numbers as A @ W.T either way."""
+    provider = blas.MatmulProvider("openblas", None, threads=1)
+    monkeypatch.setattr(blas, "openblas_kernels", lambda: "skylakex")
+    calls: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
+    real = np.matmul
+
+    def counted(a, b, out):
+        calls.append((a.shape, b.shape))
+        return real(a, b, out=out)
+
+    monkeypatch.setattr(blas.numpy, "matmul", counted)
+    rng = np.random.default_rng(5)
+    W = rng.standard_normal((300, 40)).astype(np.float32)
+    for m, twin in [(64, True), (3, True), (65, False)]:
+        A = rng.standard_normal((m, 40)).astype(np.float32)
+        Z = np.full((m, 300), np.nan, np.float32)
+        calls.clear()
+        provider.matmul(A, W.T, Z)
+        assert calls == ([((300, 40), (40, m))] if twin else [((m, 40), (40, 300))])
+        np.testing.assert_allclose(Z, real(A, W.T), rtol=1e-5, atol=1e-5)
+    calls.clear()
+    A64 = rng.standard_normal((8, 40))
+    Z64 = np.empty((8, 300))
+    provider.matmul(A64, W.T.astype(np.float64), Z64)  # float64: never the twin
+    assert calls == [((8, 40), (40, 300))]
+
+
+def test_the_twin_gives_the_same_bits_on_openblas_skylakex_kernels():
+    """Where the twin is taken, its float32 sums are those of A W^T bit for bit (the reason
+    the fused step and the per-op path may take it without changing a result)."""
+    if blas.openblas_kernels() not in blas.TWIN_KERNELS:
+        pytest.skip(f"NumPy's OpenBLAS runs its {blas.openblas_kernels()!r} kernels here")
+    rng = np.random.default_rng(6)
+    for _ in range(40):
+        m, n, k = int(rng.integers(1, 65)), int(rng.integers(256, 700)), int(rng.integers(1, 900))
+        A = rng.standard_normal((m, k)).astype(np.float32)
+        W = rng.standard_normal((n, k)).astype(np.float32)
+        Z = np.empty((m, n), np.float32)
+        blas.MatmulProvider("openblas", None, threads=1).matmul(A, W.T, Z)
+        np.testing.assert_array_equal(Z, A @ W.T)
+
+
+def test_openblas_kernels_names_the_cpus_kernels_in_lower_case():
+    kernels = blas.openblas_kernels()
+    assert kernels == kernels.lower()
+    if blas.openblas_threads() is not None:  # NumPy's OpenBLAS: it says which
+        assert kernels
+
+
 # ---------------------------------------------------------------------- XPMLP_BLAS
 @pytest.mark.parametrize(
     "value,expected", [("openblas", "openblas"), ("MKL", "mkl"), (" mkl ", "mkl"), ("", None)]

@@ -199,6 +199,30 @@ def test_only_mkl_keeps_batches_past_the_most_work_whole(route, monkeypatch) -> 
     assert (blocks is None) == (route == "mkl")
 
 
+@pytest.mark.skipif(available_cores() < 2, reason="needs 2 cores to run blocks side by side")
+@pytest.mark.parametrize("blocks", [True, False])
+def test_forward_products_as_their_twins_train_as_the_products_do(
+    route, monkeypatch, blocks: bool
+) -> None:
+    """Every forward product of the fused step (cut into blocks or not) computed as its twin
+    Z^T = W A^T (``MatmulProvider.twin``, here for any shape) trains the model the products
+    A W^T train: to rounding, and bit for bit where OpenBLAS's kernels make the twin's sums
+    the same (SkylakeX)."""
+    kernels = blas.openblas_kernels()
+    monkeypatch.setattr(blas, "openblas_kernels", lambda: "skylakex")
+    monkeypatch.setattr(blas, "TWIN_MIN_OUTPUTS", 1)
+    twins = _fit(2, blocks, optimizer="momentum", learning_rate=0.05)
+    step = twins.backend.fused_step(twins)
+    assert step is not None
+    buffers = step._blocks[2].Zts[0] if blocks else step._views[4]  # the last batch's
+    assert [z.shape[0] for z in buffers] == (SIZES[1:] if route == "openblas" else [0, 0, 0])
+    monkeypatch.setattr(blas, "TWIN_MAX_ROWS", 0)
+    products = _fit(2, blocks, optimizer="momentum", learning_rate=0.05)
+    np.testing.assert_allclose(twins.params, products.params, rtol=2e-5, atol=2e-6)
+    if route == "openblas" and kernels == "skylakex":
+        np.testing.assert_array_equal(twins.params, products.params)
+
+
 def test_openblas_threads_are_held_at_one_and_set_for_the_process() -> None:
     one_thread = blas.MatmulProvider("openblas", None).one_thread()
     if one_thread is None:

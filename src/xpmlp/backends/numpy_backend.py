@@ -475,10 +475,12 @@ class NumpyBackend(Backend):
 
 
 #: what ``FusedStep`` keeps of the last workspace it ran (one per epoch): the workspace, its Z,
-#: A and delta lists as tuples, the compiled step, the hidden layers' ``wide`` flags, the
-#: ``hidden`` argument (``FusedStep.regularization``) and the row-weight buffer
+#: A and delta lists as tuples, the buffers of the forward products' twins, the compiled step,
+#: the hidden layers' ``wide`` flags, the ``hidden`` argument (``FusedStep.regularization``)
+#: and the row-weight buffer
 _Views = tuple[
     "Workspace",
+    tuple[Array, ...],
     tuple[Array, ...],
     tuple[Array, ...],
     tuple[Array, ...],
@@ -529,6 +531,8 @@ class FusedStep:
         #: whether BLAS runs one product on several threads itself (``MatmulProvider.threaded``):
         #: past ``row_blocks.BLOCK_MAX_WORK`` a batch is then one block
         self._threaded_blas = provider.threaded
+        #: whether a forward product of m x n is computed as its twin (``MatmulProvider.twin``)
+        self._twin = provider.twin
         #: the last workspace's blocks, with the (thread count, deterministic) they were cut for
         self._blocks: tuple[Workspace, tuple[int, bool], RowBlocks | None] | None = None
         layers = model.layers
@@ -541,6 +545,18 @@ class FusedStep:
         #: the hidden layers with dropout: their masks' keys change every step
         self._dropped = dropped_layers(model)
         self._views: _Views | None = None  # the last workspace's (one per epoch)
+
+    def twin_buffers(self, rows: int) -> tuple[Array, ...]:
+        """Per layer, the buffer of Z^T (outputs x ``rows``) where a block of ``rows`` rows
+        computes Z = A W^T as its twin (``MatmulProvider.twin``), else an empty array
+        (``fused_cpu.forward_product``)."""
+        dtype = self.model_dtype
+        return tuple(
+            numpy.empty(
+                (W.shape[0], rows) if self._twin(rows, W.shape[0], dtype.char) else (0, 0), dtype
+            )
+            for W in self.Ws
+        )
 
     def epoch_rows(self, factors: Sequence[float], decays: Array | None = None) -> StepRows:
         """The scalars of the next ``len(factors)`` steps (``base.step_rows``): the compiled
@@ -709,12 +725,13 @@ class FusedStep:
                 tuple(ws.Z),
                 tuple(ws.A),
                 tuple(ws.delta),
+                self.twin_buffers(ws.rows),
                 big,  # the kernel is looked up when one block runs (blocks use the serial one)
                 wide,
                 self.regularization(ws),
                 numpy.empty(ws.rows, self.model_dtype),
             )
-        _, Zs, As, deltas, big, wide, hidden, r = views
+        _, Zs, As, deltas, Zts, big, wide, hidden, r = views
         blocks = self.row_blocks(ws) if update_now else None
         if blocks is not None:
             self._run_blocks(blocks, X, Y, idx, out_stats, skip, rows, row, row_weights, hidden)
@@ -727,7 +744,7 @@ class FusedStep:
             t = self.model_dtype.type
             weights = RowWeights(row_weights[0], t(row_weights[1]), r)  # r: (ws.rows,)
         kernel(
-            self.cblas, X, Y, idx, self.Ws, self.bs, self.dWs, self.dbs, Zs, As, deltas, ws.Y,
+            self.cblas, X, Y, idx, self.Ws, self.bs, self.dWs, self.dbs, Zs, As, deltas, Zts, ws.Y,
             out_stats, skip, *self._scalars_and_state(ws.rows, rows, row, wide, hidden), weights,
             update_now, 0,
         )  # fmt: skip
@@ -778,7 +795,9 @@ class FusedStep:
         )
         blocks = None
         if n > 1:
-            blocks = row_blocks.RowBlocks.cut(ws, n, threads, model.grads, self.dWs, self.dbs)
+            blocks = row_blocks.RowBlocks.cut(
+                ws, n, threads, model.grads, self.dWs, self.dbs, self.twin_buffers
+            )
         self._blocks = (ws, (threads, deterministic), blocks)
         return blocks
 
@@ -814,14 +833,16 @@ class FusedStep:
                 weights = RowWeights(row_weights[0], t(row_weights[1]), blocks.rs[c])
             kernel(
                 self.cblas, X, Y, idx[a : edges[c + 1]], self.Ws, self.bs, blocks.dWs[c],
-                blocks.dbs[c], blocks.Zs[c], blocks.As[c], blocks.deltas[c], blocks.Ys[c],
+                blocks.dbs[c], blocks.Zs[c], blocks.As[c], blocks.deltas[c], blocks.Zts[c],
+                blocks.Ys[c],
                 blocks.stats[c], blocks.skips[c], *shared, weights, False, a,
             )  # fmt: skip
 
         def share(lo: int, hi: int) -> None:
             update(
                 self.cblas, X, Y, idx, self.Ws, self.bs, self.dWs, self.dbs, blocks.Zs[0],
-                blocks.As[0], blocks.deltas[0], blocks.Ys[0], out_stats, skip, *shared, None,
+                blocks.As[0], blocks.deltas[0], blocks.Zts[0], blocks.Ys[0], out_stats, skip,
+                *shared, None,
                 True, 0, blocks.parts, blocks.skips, lo, hi,
             )  # fmt: skip
 

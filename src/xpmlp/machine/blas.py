@@ -418,18 +418,39 @@ class OpenBlasThreads:
         return counts[0]
 
 
+def _openblas_symbol(lib: ctypes.CDLL, name: str) -> _CFuncPtr | None:
+    """OpenBLAS's function ``name`` in ``lib`` under the names its builds give it (SciPy's
+    wheels: ``scipy_`` first, ``64_`` last), or None."""
+    for prefix, suffix in itertools.product(("scipy_", ""), ("64_", "_64", "")):
+        fn = getattr(lib, f"{prefix}{name}{suffix}", None)
+        if fn is not None:
+            return fn  # type: ignore[no-any-return]
+    return None
+
+
 def _openblas_functions() -> list[tuple[_CFuncPtr, _CFuncPtr]]:
     """(get, set) thread-count functions of each loaded OpenBLAS library, as loaded now."""
     functions = []
     for lib in _loaded_blas_cdlls():
-        for prefix, suffix in itertools.product(("scipy_", ""), ("64_", "_64", "")):
-            get = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}", None)
-            set_ = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}", None)
-            if get is not None and set_ is not None:
-                get.restype, set_.argtypes, set_.restype = ctypes.c_int, [ctypes.c_int], None
-                functions.append((get, set_))
-                break
+        get = _openblas_symbol(lib, "openblas_get_num_threads")
+        set_ = _openblas_symbol(lib, "openblas_set_num_threads")
+        if get is not None and set_ is not None:
+            get.restype, set_.argtypes, set_.restype = ctypes.c_int, [ctypes.c_int], None
+            functions.append((get, set_))
     return functions
+
+
+@functools.cache
+def openblas_kernels() -> str:
+    """The kernels NumPy's OpenBLAS runs on this CPU, as it names them, in lower case
+    ("skylakex", "haswell", "zen", ...; "" where no loaded library says):
+    ``openblas_get_corename`` of the first loaded library that has it."""
+    for lib in _loaded_blas_cdlls():
+        fn = _openblas_symbol(lib, "openblas_get_corename")
+        if fn is not None:
+            fn.argtypes, fn.restype = [], ctypes.c_char_p
+            return (fn() or b"").decode(errors="replace").lower()
+    return ""
 
 
 @functools.cache
@@ -495,6 +516,34 @@ def split_parts(m: int, n: int, k: int, parts: int) -> int:
     return max(1, min(parts, m // SPLIT_MIN_ROWS, m * n * k // SPLIT_MIN_WORK))
 
 
+#: on the OpenBLAS route, ``Z = A W^T`` (A: m x k, W: n x k) of at most ``TWIN_MAX_ROWS``
+#: rows and at least ``TWIN_MIN_OUTPUTS`` columns in float32, on OpenBLAS's kernels of
+#: ``TWIN_KERNELS``, is computed as its twin ``Z^T = W A^T`` and then transposed
+#: (``twin_pays``)
+TWIN_MAX_ROWS = 64
+TWIN_MIN_OUTPUTS = 256
+TWIN_KERNELS = ("skylakex",)
+
+
+def twin_pays(m: int, n: int, char: str, kernels: str) -> bool:
+    """Whether ``Z = A W^T`` of ``m`` rows and ``n`` columns in dtype ``char`` runs faster on
+    NumPy's OpenBLAS with its ``kernels`` (``openblas_kernels``) as its twin ``Z^T = W A^T``
+    (into an n x m buffer), then transposed.
+
+    The twin is the same product with the operands' roles swapped (row-major Z^T is
+    column-major Z). On OpenBLAS's SkylakeX (AVX-512) kernels it is faster for few rows: on
+    one thread of a 2-core AMD EPYC (Zen 4), at m = 64, 784 x 512 took 570 us (+ 20 us to
+    transpose) instead of 778, 512 x 256 185 (+ 10) instead of 228; at m = 128 about the
+    same, with n = 10 slower; and there its float32 sums are those of A W^T, bit for bit
+    (all of 300 random shapes, m <= 64, n 256-1100, k 1-1500; in float64 216 differed). On
+    the Haswell kernels (OPENBLAS_CORETYPE=Haswell on the same machine) it is no faster and
+    its bits differ, so it is not taken there. The choice depends on the shapes, the dtype
+    and the CPU only: every run takes the same, and the fused step and ``matmul`` alike."""
+    return (
+        char == "f" and kernels in TWIN_KERNELS and 0 < m <= TWIN_MAX_ROWS and n >= TWIN_MIN_OUTPUTS
+    )
+
+
 class MatmulProvider:
     """``matmul(a, b, out)`` through one BLAS library for every product of the process.
 
@@ -548,11 +597,20 @@ class MatmulProvider:
             self.mkl.set_threads(n)
         hold_openblas(1)
 
+    def twin(self, m: int, n: int, char: str) -> bool:
+        """Whether this route computes ``Z = A W^T`` of ``m`` x ``n`` in dtype ``char`` as its
+        twin ``Z^T = W A^T`` (``twin_pays``; NumPy's OpenBLAS only: MKL's twin gave other
+        bits for some shapes and little speed): the fused step and ``matmul`` alike."""
+        return self.library == "openblas" and twin_pays(m, n, char, openblas_kernels())
+
     def _split_matmul(self, a: Array, b: Array, out: Array) -> None:
         """out = a @ b through ``numpy.matmul`` (NumPy's OpenBLAS, on one thread), cut into
         ``split_parts`` parts of out's rows, one thread each (``block_threads``), where the
         product is big enough, out overlaps neither operand and the caller is not itself one
-        of those threads' tasks (a row block); whole elsewhere."""
+        of those threads' tasks (a row block); whole elsewhere. A forward product A W^T of
+        few rows (``twin``) is computed as its twin (W A^T)^T."""
+        if self._twin_matmul(a, b, out):
+            return
         parts = self.parts
         if parts > 1 and a.ndim == 2 and b.ndim == 2 and out.ndim == 2 and not in_task():
             parts = split_parts(a.shape[0], b.shape[1], a.shape[1], parts)
@@ -574,6 +632,25 @@ class MatmulProvider:
                 )
                 return
         numpy.matmul(a, b, out=out)
+
+    def _twin_matmul(self, a: Array, b: Array, out: Array) -> bool:
+        """out = a @ b as ``(b^T @ a^T)^T`` where b is the transpose of a C-contiguous W,
+        a and out are C-contiguous and ``twin`` says it pays; returns whether it did."""
+        if not (
+            a.ndim == 2
+            and b.ndim == 2
+            and out.ndim == 2
+            and a.dtype == b.dtype == out.dtype
+            and self.twin(out.shape[0], out.shape[1], out.dtype.char)
+            and a.flags.c_contiguous
+            and b.T.flags.c_contiguous
+            and out.flags.c_contiguous
+        ):
+            return False
+        twin = numpy.empty(out.shape[::-1], out.dtype)
+        numpy.matmul(b.T, a.T, out=twin)  # Z^T = W A^T
+        out[...] = twin.T
+        return True
 
     @property
     def threaded(self) -> bool:
