@@ -834,16 +834,14 @@ class FusedStep:
             kernel(
                 self.cblas, X, Y, idx[a : edges[c + 1]], self.Ws, self.bs, blocks.dWs[c],
                 blocks.dbs[c], blocks.Zs[c], blocks.As[c], blocks.deltas[c], blocks.Zts[c],
-                blocks.Ys[c],
-                blocks.stats[c], blocks.skips[c], *shared, weights, False, a,
+                blocks.Ys[c], blocks.stats[c], blocks.skips[c], *shared, weights, False, a,
             )  # fmt: skip
 
         def share(lo: int, hi: int) -> None:
             update(
                 self.cblas, X, Y, idx, self.Ws, self.bs, self.dWs, self.dbs, blocks.Zs[0],
                 blocks.As[0], blocks.deltas[0], blocks.Zts[0], blocks.Ys[0], out_stats, skip,
-                *shared, None,
-                True, 0, blocks.parts, blocks.skips, lo, hi,
+                *shared, None, True, 0, blocks.parts, blocks.skips, lo, hi,
             )  # fmt: skip
 
         # with norm clipping one share, all of g (the norm is the whole gradient's)
