@@ -38,7 +38,10 @@ function): the process's BLAS library, which the per-op path's ``matmul`` calls 
 and transposes ``numpy.matmul`` gives it: the same library, thread pool and bits. Where the
 provider computes a forward product Z = A W^T as its twin Z^T = W A^T (few rows on NumPy's
 OpenBLAS: ``MatmulProvider.twin``), so does the step (``forward_product``, into the caller's
-``Zts`` buffers; empty ones where not).
+``Zts`` buffers; empty ones where not); and where the provider cuts a product into parts of
+its rows, one thread each (``MatmulProvider.row_cuts``: NumPy's OpenBLAS, whose products run
+on one thread), a step in one block cuts it there too, on Numba's threads (``gemm_split``,
+the caller's ``cuts``; a row block's step never cuts).
 
 On several cores the caller may cut a batch into row blocks
 (``xpmlp.backends.row_blocks``): each block runs ``train_step`` up to the gradients on a
@@ -63,7 +66,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from numba import njit
+from numba import njit, prange
 
 from .compiler import Target, placeholder
 
@@ -144,7 +147,8 @@ FUSED = Target("cpu-fused", njit(error_model="numpy"), _fused_kernel)
 
 #: ``train_step``'s parameters: every generated step has this signature.
 PARAMETERS = (
-    "cblas, X, Y, idx, Ws, bs, dWs, dbs, Zs, As, deltas, Zts, Yb, out_stats, skip, inv_m, p, g, "
+    "cblas, X, Y, idx, Ws, bs, dWs, dbs, Zs, As, deltas, Zts, cuts, Yb, out_stats, skip, inv_m, "
+    "p, g, "
     "state, hyper_rows, decays, row, n_decay, w_at, l1, clip_value, max_norm, sum_squares, "
     "wide, hidden, keys, weights, update_now, first_row"
 )
@@ -164,22 +168,22 @@ OP_SOURCE: dict[tuple[str, str], str] = {
     ("gather", ""): "gather(X, idx, As[0])\ngather(Y, idx, Yb)",
     # Z = A_prev W^T, A = f(Z + b) [dropout] or f(BN(Z)) [dropout]
     ("forward", "plain"): (
-        "forward_product(cblas, As[{l}], Ws[{l}], Zs[{l}], Zts[{l}])\n"
+        "forward_product(cblas, As[{l}], Ws[{l}], Zs[{l}], Zts[{l}], cuts[0][{l}])\n"
         "forward_{l}(Zs[{l}], bs[{l}], As[{n}])"
     ),
     ("forward", "dropout"): (
-        "forward_product(cblas, As[{l}], Ws[{l}], Zs[{l}], Zts[{l}])\n"
+        "forward_product(cblas, As[{l}], Ws[{l}], Zs[{l}], Zts[{l}], cuts[0][{l}])\n"
         "forward_{l}(Zs[{l}], bs[{l}], As[{n}], first_row, " + _MASK + ")"
     ),
     ("forward", "norm"): (
-        "forward_product(cblas, As[{l}], Ws[{l}], Zs[{l}], Zts[{l}])\n"
+        "forward_product(cblas, As[{l}], Ws[{l}], Zs[{l}], Zts[{l}], cuts[0][{l}])\n"
         "forward_{l}(Zs[{l}], bs[{l}], hidden.gammas[{l}], hidden.betas[{l}], hidden.stats[{l}], "
         "hidden.means[{l}], hidden.variances[{l}], hidden.Zhats[{l}], As[{n}], "
         "hidden.momenta[{l}], hidden.eps[{l}], inv_m, hidden.inv_m1, " + _MASK + ")"
     ),
     # Z = A W^T, A = f(Z + b); the loss, delta_L and db_L; sample weights r_i = w[idx_i] s
     ("output", "output"): (
-        "forward_product(cblas, As[{l}], Ws[{l}], Zs[{l}], Zts[{l}])\n"
+        "forward_product(cblas, As[{l}], Ws[{l}], Zs[{l}], Zts[{l}], cuts[0][{l}])\n"
         "output_forward(Zs[{l}], bs[{l}], As[{n}])\n"
         "output_loss(Zs[{l}], As[{n}], Yb, deltas[{l}], dbs[{l}], out_stats, skip, inv_m)\n"
         "if weights is not None:\n"
@@ -253,8 +257,10 @@ OP_MATH: dict[tuple[str, str], str] = {
     ("update", ""): "the rest of p <- the optimizer's rule (with norm clipping: all of p)",
 }
 #: after each backward op: dW = delta^T A_prev, and dA_prev = delta W below the first layer
-_PRODUCTS = "gemm(cblas, deltas[{l}], As[{l}], dWs[{l}], True, False)"
-_PRODUCT_DOWN = "gemm(cblas, deltas[{l}], Ws[{l}], deltas[{below}], False, False)"
+_PRODUCTS = "gemm_split(cblas, deltas[{l}], As[{l}], dWs[{l}], True, False, cuts[1][{l}])"
+_PRODUCT_DOWN = (
+    "gemm_split(cblas, deltas[{l}], Ws[{l}], deltas[{below}], False, False, cuts[2][{l}])"
+)
 
 #: the placeholders of a hidden layer's kernels, per kind
 _LAYER_SLOTS = {
@@ -367,7 +373,13 @@ def generated_step(ops: Ops, directory: Path | None) -> types.FunctionType:
     module.__file__ = str(path) if path is not None else None
     namespace = module.__dict__
     namespace.update({name: globals()[name] for name in BOUND})
-    namespace.update(gemm=gemm, forward_product=forward_product, add_parts=add_parts)
+    namespace.update(
+        gemm=gemm,
+        gemm_split=gemm_split,
+        gemm_parts=gemm_parts,
+        forward_product=forward_product,
+        add_parts=add_parts,
+    )
     layers = layer_placeholders(ops)
     for name, (l, kind, slot) in layers.items():
         namespace[name] = placeholder(name, f"compiled {slot} kernel of hidden layer {l} ({kind})")
@@ -430,18 +442,60 @@ def gemm(cblas, a, b, out, ta, tb):
     )
 
 
-def forward_product(cblas, a, w, z, zt):
-    """z = a w^T; where ``zt`` is a buffer of z's transposed shape (its size not 0: where
-    ``MatmulProvider.twin`` says so), as its twin zt = w a^T, then transposed into z: the
-    same sums, faster on NumPy's OpenBLAS for few rows (``xpmlp.machine.blas.twin_pays``)."""
+def gemm_split(cblas, a, b, out, ta, tb, cuts):
+    """``gemm``, cut into the parts of out's rows [cuts[p], cuts[p + 1]) at once on Numba's
+    threads where ``cuts`` has more than one part (``gemm_parts``)."""
+    if cuts.size > 2:
+        gemm_parts(cblas, a, b, out, ta, tb, cuts)
+    else:
+        gemm(cblas, a, b, out, ta, tb)
+
+
+def forward_product(cblas, a, w, z, zt, cuts):
+    """z = a w^T (cut as ``gemm_split`` cuts it); where ``zt`` is a buffer of z's transposed
+    shape (its size not 0: where ``MatmulProvider.twin`` says so), as its twin zt = w a^T,
+    then transposed into z: the same sums, faster on NumPy's OpenBLAS for few rows
+    (``xpmlp.machine.blas.twin_pays``)."""
     if zt.size == 0:
-        gemm(cblas, a, w, z, False, True)
+        gemm_split(cblas, a, w, z, False, True, cuts)
         return
     gemm(cblas, w, a, zt, False, True)
     n, m = zt.shape
     for i in range(m):
         for j in range(n):
             z[i, j] = zt[j, i]
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def gemm_parts(cblas, a, b, out, ta, tb, cuts):
+    """out = op(a) op(b) as one ``cblas`` call per part of out's rows [cuts[p], cuts[p + 1]),
+    the parts at once on Numba's threads: the calls ``numpy.matmul(a[lo:hi], b,
+    out=out[lo:hi])`` makes (op(a)'s rows lo..hi: a's columns where it is transposed), as the
+    OpenBLAS route cuts a product (``xpmlp.machine.blas.MatmulProvider.row_cuts``), each on one
+    OpenBLAS thread."""
+    n = out.shape[1]
+    k = a.shape[0] if ta else a.shape[1]
+    lda, ldb, ldc = max(a.shape[1], 1), max(b.shape[1], 1), max(n, 1)
+    item = out.itemsize
+    for p in prange(cuts.size - 1):
+        lo, hi = cuts[p], cuts[p + 1]
+        first = lo if ta else lo * lda
+        cblas(
+            ROW_MAJOR,
+            TRANS if ta else NO_TRANS,
+            TRANS if tb else NO_TRANS,
+            hi - lo,
+            n,
+            k,
+            1.0,
+            a.ctypes.data + first * item,
+            lda,
+            b.ctypes.data,
+            ldb,
+            0.0,
+            out.ctypes.data + lo * ldc * item,
+            ldc,
+        )
 
 
 def add_parts(g, parts):

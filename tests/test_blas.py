@@ -325,6 +325,16 @@ def test_split_parts_follow_the_threads_and_keep_each_part_big():
     assert blas.split_parts(1024, 2, big // 1024, 4) == 2
 
 
+def test_row_cuts_cut_only_on_the_openblas_route_and_follow_split_parts(mkl):
+    openblas = blas.MatmulProvider("openblas", None, threads=2)
+    if blas.openblas_threads() is None:
+        pytest.skip("NumPy's BLAS is not an OpenBLAS with its thread functions")
+    assert openblas.row_cuts(1024, 512, 784) == [0, 512, 1024]
+    assert openblas.row_cuts(100, 512, 784) == [0, 100]  # fewer than 2 x 64 rows
+    assert blas.MatmulProvider("openblas", None, threads=1).row_cuts(1024, 512, 784) == [0, 1024]
+    assert blas.MatmulProvider("mkl", mkl, threads=2).row_cuts(1024, 512, 784) == [0, 1024]
+
+
 def test_deterministic_mode_fixes_the_parts_of_the_openblas_route(monkeypatch):
     provider = blas.MatmulProvider("openblas", None, threads=4)
     monkeypatch.setattr(blas, "_provider", [provider])

@@ -27,6 +27,8 @@ from xpmlp.backends.numpy_backend import FusedStep, NumpyBackend
 from xpmlp.core.activations import ACTIVATIONS
 from xpmlp.core.errors import StepFallbackWarning, TrainingDivergedError
 from xpmlp.core.losses import LOSSES
+from xpmlp.machine import blas
+from xpmlp.machine.threads import available_cores, cpu_threads
 
 #: an MKL provider made here holds OpenBLAS at one thread: put it back after each test
 pytestmark = pytest.mark.usefixtures("openblas_threads_restored")
@@ -190,6 +192,46 @@ def test_dropout_and_batch_norm_take_the_fused_step(options) -> None:
     model = MLP([N_IN, 5, 4, 3], backend=NumpyBackend(fused=True), seed=3, **options)
     assert isinstance(model.backend.fused_step(model), FusedStep)
     assert model.backend.step_kind(model) == ("fused-cpu", None)
+
+
+@pytest.mark.skipif(available_cores() < 2, reason="needs 2 cores to cut products among threads")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_step_in_one_block_cuts_its_products_as_the_openblas_route_cuts_them(
+    monkeypatch, dtype
+) -> None:
+    """On NumPy's OpenBLAS route a fused step that is not cut into row blocks (batch norm)
+    cuts its big products into parts of their rows on Numba's threads (``gemm_parts``), where
+    the route's ``matmul`` cuts them on the per-op path (``MatmulProvider.row_cuts``, here for
+    any product of 4 rows or more): the same bits as the per-op path, the same model as whole
+    products to rounding, and in deterministic mode the same bits at 1 and 2 threads."""
+    provider = blas.MatmulProvider("openblas", None, threads=2)
+    if blas.openblas_threads() is None:
+        pytest.skip("NumPy's BLAS is not an OpenBLAS with its thread functions")
+    monkeypatch.setattr(blas, "_provider", [provider])
+    monkeypatch.setattr(blas, "SPLIT_MIN_WORK", 1)
+    monkeypatch.setattr(blas, "SPLIT_MIN_ROWS", 2)
+    sizes = [N_IN, 7, 5, 3]
+    X, y = _data("softmax", "cross_entropy", 3, dtype, "cuts")
+    with cpu_threads(2):
+        cut = _compare(sizes, X, y, batch_norm=True)
+    step = cut.backend.fused_step(cut)
+    assert step is not None and step.row_blocks(cut.workspace(BATCH)) is None  # one block
+    forward, dW, dA = step.cuts(BATCH)
+    assert [list(c) for c in forward] == [[0, 8, 16]] * 3
+    assert [list(c) for c in dW] == [[0, 3, 7], [0, 2, 5], [0, 3]]  # 3 rows: whole
+    with monkeypatch.context() as whole_products:
+        whole_products.setattr(blas, "SPLIT_MIN_WORK", 1 << 62)
+        with cpu_threads(2):
+            whole = _fit(NumpyBackend(fused=True), sizes, X, y, batch_norm=True)
+    tol = 2e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(cut.params, whole.params, rtol=tol, atol=tol)
+    deterministic = []
+    for threads in (1, 2):
+        with cpu_threads(threads):
+            deterministic.append(
+                _fit(NumpyBackend(), sizes, X, y, batch_norm=True, deterministic=True).params
+            )
+    np.testing.assert_array_equal(deterministic[0], deterministic[1])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

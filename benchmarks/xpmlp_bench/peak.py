@@ -130,7 +130,11 @@ def row_blocks_line(layer_sizes: Sequence[int], m: int, batch_norm: bool = False
     library = "MKL" if blas.provider().mode == "mkl" else "OpenBLAS"
     blocks = None if batch_norm else _row_blocks("xpmlp", layer_sizes, m)
     if blocks is None:
-        threads = "MKL's threads" if library == "MKL" else "one OpenBLAS thread"
+        threads = (
+            "MKL's threads"
+            if library == "MKL"
+            else "OpenBLAS, big ones in row parts, one thread each"
+        )
         why = " (batch norm: its statistics are the whole batch's)" if batch_norm else ""
         return f"xpmlp-numpy: each batch of {m} rows in one block{why} (products on {threads})"
     rows = ", ".join(str(b - a) for a, b in zip(blocks[1][:-1], blocks[1][1:], strict=True))

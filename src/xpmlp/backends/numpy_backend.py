@@ -23,6 +23,7 @@ from ..core import config
 from ..core.aliases import KernelFunction, NumbaDispatcher
 from ..core.regularization import MaskKey, dropout_threshold
 from ..kernels import cpu
+from ..machine.block_threads import in_task
 from . import row_blocks
 from .base import (
     Array,
@@ -474,6 +475,9 @@ class NumpyBackend(Backend):
         )
 
 
+#: the fused step's ``cuts`` argument: per layer, the row cuts of its forward, dW and dA products
+Cuts = tuple[tuple[Array, ...], tuple[Array, ...], tuple[Array, ...]]
+
 #: what ``FusedStep`` keeps of the last workspace it ran (one per epoch): the workspace, its Z,
 #: A and delta lists as tuples, the buffers of the forward products' twins, the compiled step,
 #: the hidden layers' ``wide`` flags, the ``hidden`` argument (``FusedStep.regularization``)
@@ -533,6 +537,11 @@ class FusedStep:
         self._threaded_blas = provider.threaded
         #: whether a forward product of m x n is computed as its twin (``MatmulProvider.twin``)
         self._twin = provider.twin
+        self._provider = provider
+        #: the products' row cuts per (rows, parts) (``cuts``), and the cuts of whole products
+        self._cuts: dict[tuple[int, int], Cuts] = {}
+        whole = numpy.zeros(1, numpy.int64)
+        self._whole = cast("Cuts", tuple(tuple(whole for _ in model.layers) for _ in range(3)))
         #: the last workspace's blocks, with the (thread count, deterministic) they were cut for
         self._blocks: tuple[Workspace, tuple[int, bool], RowBlocks | None] | None = None
         layers = model.layers
@@ -557,6 +566,27 @@ class FusedStep:
             )
             for W in self.Ws
         )
+
+    def cuts(self, rows: int) -> Cuts:
+        """Per layer, where a step of ``rows`` rows in one block cuts its products into parts
+        of their rows, one Numba thread each (``fused_cpu.gemm_split``): (forward Z = A W^T,
+        dW = delta^T A, dA = delta W), as the route's ``matmul`` cuts the same products
+        (``MatmulProvider.row_cuts``: NumPy's OpenBLAS runs a product on one thread)."""
+        key = (rows, self._provider.parts)
+        cuts = self._cuts.get(key)
+        if cuts is None:
+            row_cuts = self._provider.row_cuts
+
+            def array(m: int, n: int, k: int) -> Array:
+                return numpy.array(row_cuts(m, n, k), numpy.int64)
+
+            shapes = [W.shape for W in self.Ws]  # (n_out, n_in)
+            cuts = self._cuts[key] = (
+                tuple(array(rows, n_out, n_in) for n_out, n_in in shapes),
+                tuple(array(n_out, n_in, rows) for n_out, n_in in shapes),
+                tuple(array(rows, n_in, n_out) for n_out, n_in in shapes),
+            )
+        return cuts
 
     def epoch_rows(self, factors: Sequence[float], decays: Array | None = None) -> StepRows:
         """The scalars of the next ``len(factors)`` steps (``base.step_rows``): the compiled
@@ -743,8 +773,10 @@ class FusedStep:
 
             t = self.model_dtype.type
             weights = RowWeights(row_weights[0], t(row_weights[1]), r)  # r: (ws.rows,)
+        cuts = self._whole if in_task() else self.cuts(ws.rows)
         kernel(
-            self.cblas, X, Y, idx, self.Ws, self.bs, self.dWs, self.dbs, Zs, As, deltas, Zts, ws.Y,
+            self.cblas, X, Y, idx, self.Ws, self.bs, self.dWs, self.dbs, Zs, As, deltas, Zts, cuts,
+            ws.Y,
             out_stats, skip, *self._scalars_and_state(ws.rows, rows, row, wide, hidden), weights,
             update_now, 0,
         )  # fmt: skip
@@ -834,14 +866,15 @@ class FusedStep:
             kernel(
                 self.cblas, X, Y, idx[a : edges[c + 1]], self.Ws, self.bs, blocks.dWs[c],
                 blocks.dbs[c], blocks.Zs[c], blocks.As[c], blocks.deltas[c], blocks.Zts[c],
-                blocks.Ys[c], blocks.stats[c], blocks.skips[c], *shared, weights, False, a,
+                self._whole, blocks.Ys[c], blocks.stats[c], blocks.skips[c], *shared, weights,
+                False, a,
             )  # fmt: skip
 
         def share(lo: int, hi: int) -> None:
             update(
                 self.cblas, X, Y, idx, self.Ws, self.bs, self.dWs, self.dbs, blocks.Zs[0],
-                blocks.As[0], blocks.deltas[0], blocks.Zts[0], blocks.Ys[0], out_stats, skip,
-                *shared, None, True, 0, blocks.parts, blocks.skips, lo, hi,
+                blocks.As[0], blocks.deltas[0], blocks.Zts[0], self._whole, blocks.Ys[0],
+                out_stats, skip, *shared, None, True, 0, blocks.parts, blocks.skips, lo, hi,
             )  # fmt: skip
 
         # with norm clipping one share, all of g (the norm is the whole gradient's)

@@ -23,7 +23,8 @@ and one library per process, with NumPy's OpenBLAS held at one thread in every r
 (``hold_openblas``), means no thread pool spins on the cores another needs. On the OpenBLAS
 route the fused step's row blocks run the products on the cores, one OpenBLAS thread each
 (``xpmlp.backends.row_blocks``), and the other big products are cut into row parts, one
-thread each (``split_parts``; ``xpmlp.machine.block_threads``).
+thread each (``MatmulProvider.row_cuts``: on ``xpmlp.machine.block_threads`` for ``matmul``,
+on Numba's threads in a fused step of one block).
 
 Threads: MKL gets the thread count Numba has (``xpmlp.machine.threads.cpu_threads`` sets BLAS and
 Numba together and calls ``set_threads``). Its OpenMP threads wait passively
@@ -45,7 +46,7 @@ import re
 from collections.abc import Callable, Hashable, Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy
 
@@ -603,30 +604,35 @@ class MatmulProvider:
         bits for some shapes and little speed): the fused step and ``matmul`` alike."""
         return self.library == "openblas" and twin_pays(m, n, char, openblas_kernels())
 
+    def row_cuts(self, m: int, n: int, k: int) -> list[int]:
+        """Where an m x k by k x n product is cut into parts of its m rows, one thread each:
+        ``split_parts`` on the OpenBLAS route (whose library runs a product on one thread),
+        whole ([0, m]) on MKL's (which threads a product itself). ``matmul`` and the fused
+        step's products (``kernels.fused_cpu.gemm_split``) are cut alike."""
+        if self.library != "openblas" or self.parts < 2 or openblas_threads() is None:
+            return [0, m]
+        return bounds(m, split_parts(m, n, k, self.parts))
+
     def _split_matmul(self, a: Array, b: Array, out: Array) -> None:
         """out = a @ b through ``numpy.matmul`` (NumPy's OpenBLAS, on one thread), cut into
-        ``split_parts`` parts of out's rows, one thread each (``block_threads``), where the
+        ``row_cuts`` parts of out's rows, one thread each (``block_threads``), where the
         product is big enough, out overlaps neither operand and the caller is not itself one
         of those threads' tasks (a row block); whole elsewhere. A forward product A W^T of
         few rows (``twin``) is computed as its twin (W A^T)^T."""
         if self._twin_matmul(a, b, out):
             return
-        parts = self.parts
-        if parts > 1 and a.ndim == 2 and b.ndim == 2 and out.ndim == 2 and not in_task():
-            parts = split_parts(a.shape[0], b.shape[1], a.shape[1], parts)
-            control = openblas_threads()
+        if a.ndim == 2 and b.ndim == 2 and out.ndim == 2 and not in_task():
+            cuts = self.row_cuts(a.shape[0], b.shape[1], a.shape[1])
             if (
-                parts > 1
-                and control is not None
+                len(cuts) > 2
                 and not numpy.may_share_memory(out, a)
                 and not numpy.may_share_memory(out, b)
             ):
-                cuts = bounds(a.shape[0], parts)
-                block_threads(control).run(
+                block_threads(cast("OpenBlasThreads", openblas_threads())).run(
                     [
                         [
                             functools.partial(numpy.matmul, a[lo:hi], b, out=out[lo:hi])
-                            for lo, hi in zip(cuts[:-1], cuts[1:], strict=True)
+                            for lo, hi in itertools.pairwise(cuts)
                         ]
                     ]
                 )
