@@ -373,13 +373,7 @@ def generated_step(ops: Ops, directory: Path | None) -> types.FunctionType:
     module.__file__ = str(path) if path is not None else None
     namespace = module.__dict__
     namespace.update({name: globals()[name] for name in BOUND})
-    namespace.update(
-        gemm=gemm,
-        gemm_split=gemm_split,
-        gemm_parts=gemm_parts,
-        forward_product=forward_product,
-        add_parts=add_parts,
-    )
+    namespace.update(gemm_split=gemm_split, forward_product=forward_product, add_parts=add_parts)
     layers = layer_placeholders(ops)
     for name, (l, kind, slot) in layers.items():
         namespace[name] = placeholder(name, f"compiled {slot} kernel of hidden layer {l} ({kind})")
@@ -423,21 +417,33 @@ def gemm(cblas, a, b, out, ta, tb):
     if k == 0:
         out[...] = 0.0
         return
+    gemm_rows(cblas, a, b, out, ta, tb, 0, m)
+
+
+@njit(cache=True, nogil=True)
+def gemm_rows(cblas, a, b, out, ta, tb, lo, hi):
+    """Rows [lo, hi) of out = op(a) op(b) (m, n, k > 0): one ``cblas`` call, the one
+    ``numpy.matmul(a[lo:hi], b, out=out[lo:hi])`` makes (op(a)'s rows lo..hi: a's columns
+    where it is transposed)."""
+    n = out.shape[1]
+    k = a.shape[0] if ta else a.shape[1]
     lda, ldb, ldc = max(a.shape[1], 1), max(b.shape[1], 1), max(n, 1)
+    item = out.itemsize
+    first = lo if ta else lo * lda
     cblas(
         ROW_MAJOR,
         TRANS if ta else NO_TRANS,
         TRANS if tb else NO_TRANS,
-        m,
+        hi - lo,
         n,
         k,
         1.0,
-        a.ctypes.data,
+        a.ctypes.data + first * item,
         lda,
         b.ctypes.data,
         ldb,
         0.0,
-        out.ctypes.data,
+        out.ctypes.data + lo * ldc * item,
         ldc,
     )
 
@@ -468,34 +474,11 @@ def forward_product(cblas, a, w, z, zt, cuts):
 
 @njit(parallel=True, cache=True, nogil=True)
 def gemm_parts(cblas, a, b, out, ta, tb, cuts):
-    """out = op(a) op(b) as one ``cblas`` call per part of out's rows [cuts[p], cuts[p + 1]),
-    the parts at once on Numba's threads: the calls ``numpy.matmul(a[lo:hi], b,
-    out=out[lo:hi])`` makes (op(a)'s rows lo..hi: a's columns where it is transposed), as the
-    OpenBLAS route cuts a product (``xpmlp.machine.blas.MatmulProvider.row_cuts``), each on one
-    OpenBLAS thread."""
-    n = out.shape[1]
-    k = a.shape[0] if ta else a.shape[1]
-    lda, ldb, ldc = max(a.shape[1], 1), max(b.shape[1], 1), max(n, 1)
-    item = out.itemsize
+    """out = op(a) op(b) as one ``gemm_rows`` call per part of out's rows [cuts[p],
+    cuts[p + 1]), the parts at once on Numba's threads, as the OpenBLAS route cuts a product
+    (``xpmlp.machine.blas.MatmulProvider.row_cuts``), each on one OpenBLAS thread."""
     for p in prange(cuts.size - 1):
-        lo, hi = cuts[p], cuts[p + 1]
-        first = lo if ta else lo * lda
-        cblas(
-            ROW_MAJOR,
-            TRANS if ta else NO_TRANS,
-            TRANS if tb else NO_TRANS,
-            hi - lo,
-            n,
-            k,
-            1.0,
-            a.ctypes.data + first * item,
-            lda,
-            b.ctypes.data,
-            ldb,
-            0.0,
-            out.ctypes.data + lo * ldc * item,
-            ldc,
-        )
+        gemm_rows(cblas, a, b, out, ta, tb, cuts[p], cuts[p + 1])
 
 
 def add_parts(g, parts):

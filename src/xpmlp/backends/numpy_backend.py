@@ -535,8 +535,8 @@ class FusedStep:
         #: whether BLAS runs one product on several threads itself (``MatmulProvider.threaded``):
         #: past ``row_blocks.BLOCK_MAX_WORK`` a batch is then one block
         self._threaded_blas = provider.threaded
-        #: whether a forward product of m x n is computed as its twin (``MatmulProvider.twin``)
-        self._twin = provider.twin
+        #: the route: which forward products are twins and where products are cut
+        #: (``MatmulProvider.twin``, ``MatmulProvider.row_cuts``)
         self._provider = provider
         #: the products' row cuts per (rows, parts) (``cuts``), and the cuts of whole products
         self._cuts: dict[tuple[int, int], Cuts] = {}
@@ -562,7 +562,8 @@ class FusedStep:
         dtype = self.model_dtype
         return tuple(
             numpy.empty(
-                (W.shape[0], rows) if self._twin(rows, W.shape[0], dtype.char) else (0, 0), dtype
+                (W.shape[0], rows) if self._provider.twin(rows, W.shape[0], dtype.char) else (0, 0),
+                dtype,
             )
             for W in self.Ws
         )
